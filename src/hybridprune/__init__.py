@@ -1,0 +1,36 @@
+"""hybridprune: the Minitron-SSM recipe (calibrate, group-aware prune, search, distil, export)
+for Hugging Face hybrid Mamba-Transformer checkpoints.
+
+The public names are imported lazily so that `import hybridprune` stays cheap and each stage only
+pulls in what it needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "calibrate": "hybridprune.importance.calibrate",
+    "Scores": "hybridprune.importance.scores",
+    "depth_importance": "hybridprune.importance.depth",
+    "Plan": "hybridprune.pruning.plan",
+    "PlanError": "hybridprune.pruning.plan",
+    "prune": "hybridprune.pruning.apply",
+    "select": "hybridprune.pruning.selection",
+    "Selection": "hybridprune.pruning.selection",
+    "export": "hybridprune.pruning.export",
+    "get_adapter": "hybridprune.architectures",
+    "UnsupportedArchitecture": "hybridprune.architectures",
+    "count_parameters": "hybridprune.architectures",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hybridprune' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

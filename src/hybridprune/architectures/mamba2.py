@@ -1,0 +1,67 @@
+"""Mamba2 (`mamba2`): every block is a Mamba2 mixer; no attention, no MLP.
+
+The config couples widths: the mixer's inner size is `expand * hidden_size`, `expand` must be an
+integer, and `hidden_size * expand == num_heads * head_dim` is validated. Plans that break this
+cannot be written, and the error lists the targets that can.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from .base import MAMBA, Adapter, Dims, Unrepresentable
+from .layouts import MAMBA2_MIXER, NORM, prefixed
+
+
+class Mamba2Adapter(Adapter):
+    model_types = ("mamba2",)
+    layers_prefix = "backbone.layers."
+    global_rules = {
+        "backbone.embeddings.weight": (None, "hidden"),
+        "backbone.norm_f.weight": ("hidden",),
+        "lm_head.weight": (None, "hidden"),
+    }
+    block_rules = {MAMBA: {**prefixed("norm.", NORM), **prefixed("mixer.", MAMBA2_MIXER)}}
+    slot_paths = {MAMBA: "mixer.in_proj"}
+
+    def dims(self, config) -> Dims:
+        return Dims(
+            block_kinds=(MAMBA,) * config.num_hidden_layers,
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            tied_embeddings=bool(config.tie_word_embeddings),
+            mamba_num_heads=config.num_heads,
+            mamba_head_dim=config.head_dim,
+            mamba_n_groups=config.n_groups,
+            mamba_state_size=config.state_size,
+            mamba_conv_kernel=config.conv_kernel,
+            mamba_proj_bias=bool(config.use_bias),
+            mamba_conv_bias=bool(config.use_conv_bias),
+        )
+
+    def check_representable(self, dims: Dims, original: Dims | None = None) -> None:
+        inner = dims.mamba_num_heads * dims.mamba_head_dim
+        if inner % dims.hidden_size == 0:
+            return
+        g = dims.mamba_n_groups
+        limit = original or dims
+        heads = [n for n in range(g, limit.mamba_num_heads + 1, g) if (n * dims.mamba_head_dim) % dims.hidden_size == 0]
+        hidden = [h for h in range(1, min(inner, limit.hidden_size) + 1) if inner % h == 0]
+        raise Unrepresentable(
+            f"Mamba2 configs need hidden_size * expand == num_heads * head_dim with an integer expand; "
+            f"hidden_size={dims.hidden_size} with {dims.mamba_num_heads} heads x {dims.mamba_head_dim} "
+            f"= {inner} is not a multiple. Representable targets: with hidden_size={dims.hidden_size} "
+            f"and head_dim={dims.mamba_head_dim}, mamba_num_heads in {heads or 'none'}; with "
+            f"{dims.mamba_num_heads} heads x {dims.mamba_head_dim}, hidden_size in the divisors of "
+            f"{inner}: {hidden[-12:]}."
+        )
+
+    def make_config(self, config, dims: Dims):
+        self.check_representable(dims)
+        new = copy.deepcopy(config)
+        new.hidden_size = dims.hidden_size
+        new.num_heads = dims.mamba_num_heads
+        new.head_dim = dims.mamba_head_dim
+        new.expand = dims.mamba_num_heads * dims.mamba_head_dim // dims.hidden_size
+        new.num_hidden_layers = dims.num_layers
+        return type(config).from_dict(new.to_dict())

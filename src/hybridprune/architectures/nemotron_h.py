@@ -1,0 +1,101 @@
+"""Nemotron-H (`nemotron_h`): one mixer per block (Mamba2, attention or a non-gated relu² MLP).
+
+Mamba width (`mamba_num_heads × mamba_head_dim`), attention head_dim and MLP width are all
+independent of `hidden_size`, so every uniform plan is representable. `lm_head` is always untied.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from .base import ATTENTION, MAMBA, MLP, MOE, Adapter, Dims, UnsupportedArchitecture
+from .layouts import MAMBA2_MIXER, NORM, QKVO_ATTENTION, UP_DOWN_MLP, prefixed
+
+# Layer-type names in configs (new and legacy spellings) -> block kinds.
+_KIND_OF_TYPE = {
+    "linear_attention": MAMBA,
+    "mamba": MAMBA,
+    "full_attention": ATTENTION,
+    "attention": ATTENTION,
+    "mlp": MLP,
+    "moe": MOE,
+}
+_TYPE_OF_KIND = {MAMBA: "linear_attention", ATTENTION: "full_attention", MLP: "mlp", MOE: "moe"}
+
+
+def _block_rules(mixer: dict[str, tuple]) -> dict[str, tuple]:
+    return {**prefixed("norm.", NORM), **prefixed("mixer.", mixer)}
+
+
+class NemotronHAdapter(Adapter):
+    model_types = ("nemotron_h",)
+    layers_prefix = "model.layers."
+    global_rules = {
+        "model.embeddings.weight": (None, "hidden"),
+        "model.norm_f.weight": ("hidden",),
+        "lm_head.weight": (None, "hidden"),
+    }
+    block_rules = {
+        MAMBA: _block_rules(MAMBA2_MIXER),
+        ATTENTION: _block_rules(QKVO_ATTENTION),
+        MLP: _block_rules(UP_DOWN_MLP),
+    }
+    slot_paths = {MAMBA: "mixer.in_proj", MLP: "mixer.down_proj", ATTENTION: "mixer.o_proj"}
+
+    def check_supported(self, config) -> None:
+        kinds = self._kinds(config)
+        if MOE in kinds:
+            raise UnsupportedArchitecture(
+                "this Nemotron-H checkpoint has MoE blocks; MoE pruning is not supported yet. "
+                "Dense Nemotron-H (Mamba, attention and MLP blocks) is supported."
+            )
+        if getattr(config, "num_nextn_predict_layers", 0):
+            raise UnsupportedArchitecture(
+                "this Nemotron-H checkpoint has multi-token-prediction layers "
+                "(num_nextn_predict_layers > 0), which cannot be pruned yet."
+            )
+
+    @staticmethod
+    def _kinds(config) -> tuple[str, ...]:
+        types = list(config.layers_block_type)
+        unknown = sorted({t for t in types if t not in _KIND_OF_TYPE})
+        if unknown:
+            raise UnsupportedArchitecture(f"unknown Nemotron-H layer types {unknown}")
+        return tuple(_KIND_OF_TYPE[t] for t in types)
+
+    def dims(self, config) -> Dims:
+        kinds = self._kinds(config)
+        return Dims(
+            block_kinds=kinds,
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            tied_embeddings=False,  # NemotronH ignores tie_word_embeddings
+            ffn_hidden_size=config.intermediate_size if MLP in kinds else None,
+            mamba_num_heads=config.mamba_num_heads if MAMBA in kinds else None,
+            mamba_head_dim=config.mamba_head_dim if MAMBA in kinds else None,
+            mamba_n_groups=config.n_groups if MAMBA in kinds else None,
+            mamba_state_size=config.ssm_state_size if MAMBA in kinds else None,
+            mamba_conv_kernel=config.conv_kernel if MAMBA in kinds else None,
+            mamba_proj_bias=bool(config.use_bias),
+            mamba_conv_bias=bool(config.use_conv_bias),
+            num_attention_heads=config.num_attention_heads if ATTENTION in kinds else None,
+            num_key_value_heads=config.num_key_value_heads if ATTENTION in kinds else None,
+            attention_head_dim=config.head_dim if ATTENTION in kinds else None,
+            attention_bias=False,  # NemotronH attention projections never have a bias
+            mlp_bias=bool(config.mlp_bias),
+        )
+
+    def make_config(self, config, dims: Dims):
+        new = copy.deepcopy(config)
+        new.hidden_size = dims.hidden_size
+        new.layers_block_type = [_TYPE_OF_KIND[k] for k in dims.block_kinds]
+        for field, value in (
+            ("intermediate_size", dims.ffn_hidden_size),
+            ("mamba_num_heads", dims.mamba_num_heads),
+            ("mamba_head_dim", dims.mamba_head_dim),
+            ("num_attention_heads", dims.num_attention_heads),
+        ):
+            if value is not None:
+                setattr(new, field, value)
+        # Re-validate through the config class: catches anything the strict dataclass rejects.
+        return type(config).from_dict(new.to_dict())

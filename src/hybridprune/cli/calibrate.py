@@ -1,0 +1,83 @@
+"""`hybridprune calibrate`: score every prunable unit of a checkpoint on calibration text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from .common import (
+    CliError, console, fail_cleanly, init_distributed, is_main_process, load_model, load_tokenizer,
+    resolve_device,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate_command)
+
+
+@fail_cleanly
+def calibrate_command(
+    model: Path = typer.Option(..., "--model", help="Hugging Face checkpoint directory."),
+    data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'."),
+    out: Path = typer.Option(..., "--out", help="Directory for the scores (safetensors + JSON)."),
+    samples: int = typer.Option(1024, help="Calibration samples (the paper uses 1024)."),
+    seq_len: int = typer.Option(2048, "--seq-len", help="Tokens per sample."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Samples per forward pass."),
+    depth_samples: int = typer.Option(64, "--depth-samples", help="Samples for KL-divergence depth importance (one forward per block each); 0 = Block Influence only."),
+    text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
+    seed: int = typer.Option(0, help="Seed for sampling the calibration windows."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("auto", help="auto (as saved), float32, bfloat16, float16."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code (off by default)."),
+) -> None:
+    """Run calibration data through the model with hooks and save importance scores."""
+    from ..data import load_token_samples
+    from ..importance.calibrate import calibrate
+    from ..importance.depth import depth_importance
+    from ..report.plots import plot_layer_importance
+
+    if samples <= 0 or seq_len < 2 or batch_size <= 0 or depth_samples < 0:
+        raise CliError("--samples and --batch-size must be positive, --seq-len at least 2, --depth-samples >= 0")
+    rank, world = init_distributed()
+    if world > 1 and device == "auto":
+        device = f"cuda:{rank}" if resolve_device("auto").type == "cuda" else "cpu"
+    lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
+    calib = load_token_samples(data, tokenizer, seq_len=seq_len, num_samples=samples, split="calibration",
+                               seed=seed, text_field=text_field, model_vocab_size=lm.config.vocab_size)
+    if world > 1:
+        calib = calib.shard(rank, world)
+    scores = calibrate(lm, calib, batch_size=batch_size, seq_len=seq_len)
+    if depth_samples:
+        depth_data = calib.select(slice(0, max(1, depth_samples // world)))
+        scores.depth_kld = depth_importance(lm, depth_data, batch_size=batch_size)
+    scores.meta.update({"source_model": str(model), "data": str(data), "seed": seed,
+                        "depth_samples": depth_samples})
+    if not is_main_process():
+        return
+    scores.save(out)
+    kinds = list(scores.meta["dims"]["block_kinds"])
+    plot = plot_layer_importance(scores, kinds, Path(out) / "layer_importance.png")
+    _summary(scores, kinds, out, plot)
+
+
+def _summary(scores, kinds, out, plot) -> None:
+    table = Table(title=f"importance per block ({scores.meta['num_samples']} samples, "
+                        f"{scores.meta['num_tokens']} tokens)")
+    table.add_column("block", justify="right")
+    table.add_column("kind")
+    table.add_column("KLD skipped", justify="right")
+    table.add_column("Block Influence", justify="right")
+    table.add_column("mean unit score", justify="right")
+    for i, kind in enumerate(kinds):
+        unit = {"mamba": scores.mamba, "mlp": scores.ffn, "attention": scores.attention}.get(kind, {}).get(i)
+        table.add_row(
+            str(i), kind,
+            f"{scores.depth_kld[i]:.4g}" if scores.depth_kld is not None else "-",
+            f"{scores.depth_bi[i]:.4g}" if scores.depth_bi is not None else "-",
+            f"{unit.mean():.4g}" if unit is not None else "-",
+        )
+    console.print(table)
+    console.print(f"scores written to [bold]{out}[/]; plot: {plot}")

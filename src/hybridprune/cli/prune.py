@@ -1,0 +1,67 @@
+"""`hybridprune prune`: apply a plan to a checkpoint using saved scores, export a plain HF checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from .common import CliError, console, fail_cleanly, load_config, load_model
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prune")(prune_command)
+
+
+@fail_cleanly
+def prune_command(
+    model: Path = typer.Option(..., "--model", help="Hugging Face checkpoint directory."),
+    scores: Path = typer.Option(..., "--scores", help="Directory written by `hybridprune calibrate`."),
+    plan: str = typer.Option(..., "--plan", help="'hidden_size=3072,mamba_num_heads=112,...' or a YAML/JSON file."),
+    out: Path = typer.Option(..., "--out", help="Output directory for the pruned checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
+    strict_fingerprint: bool = typer.Option(False, "--strict-fingerprint", help="Refuse scores computed on another model."),
+    device: str = typer.Option("cpu", help="Device to prune on (cpu is enough: pruning is slicing)."),
+    dtype: str = typer.Option("auto", help="auto (as saved), float32, bfloat16, float16."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code."),
+) -> None:
+    """Prune a checkpoint group-aware to the plan's sizes and write it as a plain HF checkpoint."""
+    from ..architectures import get_adapter
+    from ..importance.scores import Scores
+    from ..pruning.apply import prune
+    from ..pruning.export import export
+    from ..pruning.plan import Plan
+
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise CliError(f"{out} already exists and is not empty; pass --overwrite or choose another --out")
+    # Everything that can be checked without the weights is checked first.
+    config = load_config(model, trust_remote_code=trust_remote_code)
+    adapter = get_adapter(config)
+    dims = adapter.dims(config)
+    parsed = Plan.parse(plan)
+    parsed.validate(dims)
+    loaded_scores = Scores.load(scores)
+
+    lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    pruned = prune(lm, loaded_scores, parsed, strict_fingerprint=strict_fingerprint)
+    path = export(pruned, out, tokenizer_from=model, source=str(model), overwrite=overwrite)
+    _summary(pruned.hybridprune_info, path)
+
+
+def _summary(info: dict, path: Path) -> None:
+    before, after = info["dims_before"], info["dims_after"]
+    table = Table(title="pruned")
+    table.add_column("axis")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for axis in ("hidden_size", "ffn_hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads"):
+        if before.get(axis) is not None:
+            table.add_row(axis, str(before[axis]), str(after[axis]))
+    table.add_row("blocks", str(len(before["block_kinds"])), str(len(after["block_kinds"])))
+    p = info["parameters"]
+    table.add_row("parameters", f"{p['before']:,}", f"{p['after']:,} ({p['after'] / p['before']:.1%})")
+    console.print(table)
+    if info["dropped_blocks"]:
+        console.print(f"dropped blocks: {info['dropped_blocks']}")
+    console.print(f"written to [bold]{path}[/]")

@@ -1,0 +1,1 @@
+"""Importance estimation: activation statistics from calibration data, and depth importance."""

@@ -1,0 +1,189 @@
+"""One calibration pass with forward hooks, accumulating per-channel statistics (never activations).
+
+Per sample, each activation is reduced to mean(|a|) over its valid (attention-masked) tokens; the
+squares of those means are summed over samples, and the square root is taken at the end: the
+"mean over the sequence, L2 over the batch" aggregation of Minitron. Sums are all-reduced under
+torch.distributed, so N processes on N shards give the scores of one process on all the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.distributed as dist
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..architectures import ATTENTION, MAMBA, MLP, get_adapter
+from .batches import iter_batches
+from .scores import Scores, model_fingerprint
+
+
+class CalibrationError(ValueError):
+    """Calibration could not produce meaningful scores (no data, NaNs)."""
+
+
+def _masked_mean_abs(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, T, C] activations -> [B, C] mean of |a| over valid tokens (float32)."""
+    m = mask.to(torch.float32).unsqueeze(-1)
+    total = (a.detach().float().abs() * m).sum(dim=1)
+    return total / m.sum(dim=1).clamp(min=1.0)
+
+
+def _first_tensor(x):
+    return x[0] if isinstance(x, (tuple, list)) else x
+
+
+class _Accumulator:
+    """Holds the running sums for every hooked site; hooks read the current batch's mask."""
+
+    def __init__(self) -> None:
+        self.sumsq: dict[str, torch.Tensor] = {}
+        self.bi_sum: dict[int, torch.Tensor] = {}
+        self.mask: torch.Tensor | None = None
+        self.where = ""
+
+    def add(self, key: str, activation: torch.Tensor) -> None:
+        a = _masked_mean_abs(activation, self.mask)
+        if not torch.isfinite(a).all():
+            raise CalibrationError(
+                f"non-finite activations at {key} ({self.where}). Check the checkpoint's weights and "
+                "try a wider dtype (--dtype float32)."
+            )
+        sq = a.double().pow(2).sum(dim=0)
+        self.sumsq[key] = self.sumsq[key] + sq if key in self.sumsq else sq
+
+    def add_bi(self, index: int, x_in: torch.Tensor, x_out: torch.Tensor) -> None:
+        cos = torch.nn.functional.cosine_similarity(x_in.detach().float(), x_out.detach().float(), dim=-1)
+        m = self.mask.to(torch.float32)
+        per_sample = ((1.0 - cos) * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        s = per_sample.double().sum()
+        self.bi_sum[index] = self.bi_sum[index] + s if index in self.bi_sum else s
+
+
+def _install_hooks(adapter, model, acc: _Accumulator, dims) -> list:
+    handles = []
+    inner = (dims.mamba_num_heads or 0) * (dims.mamba_head_dim or 0)
+    for block in adapter.blocks(model):
+        i = block.index
+        handles.append(block.pre_norm.register_forward_hook(
+            lambda m, args, out, i=i: acc.add(f"hidden.{i}", _first_tensor(out))
+        ))
+        handles.append(block.module.register_forward_hook(
+            lambda m, args, kwargs, out, i=i: acc.add_bi(
+                i, args[0] if args else kwargs["hidden_states"], _first_tensor(out)
+            ),
+            with_kwargs=True,
+        ))
+        slot = block.slots.get("slot")
+        if block.kind == MAMBA:
+            # x occupies rows [inner, 2*inner) of the in_proj output ([z | x | B | C | dt]).
+            handles.append(slot.register_forward_hook(
+                lambda m, args, out, i=i: acc.add(f"mamba.{i}", out[..., inner:2 * inner])
+            ))
+        elif block.kind in (MLP, ATTENTION):
+            key = "ffn" if block.kind == MLP else "attention"
+            handles.append(slot.register_forward_pre_hook(
+                lambda m, args, i=i, key=key: acc.add(f"{key}.{i}", args[0])
+            ))
+    return handles
+
+
+def _all_reduce(tensors: list[torch.Tensor]) -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for t in tensors:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
+def calibrate(
+    model: torch.nn.Module,
+    batches: Iterable,
+    *,
+    batch_size: int = 1,
+    max_batches: int | None = None,
+    progress: bool = True,
+    seq_len: int | None = None,
+) -> Scores:
+    """Score every prunable unit of `model` on `batches` in one hooked forward pass per batch.
+
+    `batches`: an iterable of LongTensor [B, T] or dicts with input_ids/attention_mask, a LongTensor
+    [N, T], or a TokenSamples. Returns `Scores` with Mamba, FFN, attention, hidden and Block-Influence
+    depth scores; add KL-divergence depth scores with `hybridprune.depth_importance`.
+    """
+    adapter = get_adapter(model)
+    dims = adapter.dims(model.config)
+    device = next(model.parameters()).device
+    acc = _Accumulator()
+    counts = torch.zeros(2, dtype=torch.float64, device=device)  # samples, tokens
+    was_training = model.training
+    model.eval()
+    handles = _install_hooks(adapter, model, acc, dims)
+    total = _num_batches(batches, batch_size, max_batches)
+    try:
+        with torch.no_grad(), _progress(progress) as bar:
+            task = bar.add_task("calibrating", total=total)
+            for step, (ids, mask) in enumerate(iter_batches(batches, batch_size=batch_size, device=device)):
+                if max_batches is not None and step >= max_batches:
+                    break
+                acc.mask, acc.where = mask, f"batch {step}"
+                model(input_ids=ids, attention_mask=mask, use_cache=False)
+                counts[0] += int((mask.sum(dim=1) > 0).sum())
+                counts[1] += int(mask.sum())
+                bar.advance(task)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+    keys = sorted(acc.sumsq)
+    bi_keys = sorted(acc.bi_sum)
+    _all_reduce([counts] + [acc.sumsq[k] for k in keys] + [acc.bi_sum[k] for k in bi_keys])
+    if counts[0] == 0:
+        raise CalibrationError("no calibration samples: the data yielded no batch with a valid token")
+
+    scores = Scores()
+    hidden = None
+    for key in keys:
+        group, index = key.split(".")
+        value = acc.sumsq[key].sqrt().float().cpu()
+        if group == "hidden":
+            hidden = value if hidden is None else hidden + value
+        elif group == "mamba":
+            scores.mamba[int(index)] = value.view(dims.mamba_num_heads, dims.mamba_head_dim)
+        elif group == "attention":
+            scores.attention[int(index)] = value.view(dims.num_attention_heads, dims.attention_head_dim)
+        else:
+            scores.ffn[int(index)] = value
+    scores.hidden = hidden
+    scores.depth_bi = torch.stack([acc.bi_sum[i] for i in bi_keys]).float().cpu() / counts[0].item()
+    scores.meta = {
+        "model_type": model.config.model_type,
+        "fingerprint": model_fingerprint(model),
+        "num_samples": int(counts[0].item()),
+        "num_tokens": int(counts[1].item()),
+        "seq_len": seq_len,
+        "dims": dims.as_dict(),
+        "aggregation": "mean(|a|) over valid tokens, L2 over samples",
+    }
+    return scores
+
+
+def _num_batches(data, batch_size: int, max_batches: int | None) -> int | None:
+    n = None
+    if hasattr(data, "batches"):
+        n = -(-len(data) // batch_size)
+    elif isinstance(data, torch.Tensor):
+        n = -(-data.shape[0] // batch_size)
+    elif hasattr(data, "__len__"):
+        n = len(data)
+    if max_batches is not None:
+        n = max_batches if n is None else min(n, max_batches)
+    return n
+
+
+def _progress(enabled: bool) -> Progress:
+    rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        disable=not (enabled and rank0), transient=False,
+    )

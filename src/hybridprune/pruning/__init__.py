@@ -1,0 +1,1 @@
+"""Plans, group-aware selection, state-dict slicing and export."""

@@ -1,0 +1,89 @@
+"""`prune`: Scores + Plan -> a new, smaller model rebuilt from its config.
+
+Slicing rebuilds rather than mutates: slice the state dict, write the new config, build the model
+from the config, `load_state_dict(strict=True)`, and check that it runs. In-place surgery would
+leave derived attributes (conv groups, norm group sizes, KV-group counts, cache indices) stale.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..architectures import get_adapter
+from ..importance.scores import Scores, ScoresError, model_fingerprint
+from .plan import Plan
+from .selection import Selection, select
+from .slicing import slice_state_dict
+
+
+class PruneError(RuntimeError):
+    """The pruned model could not be built or does not run."""
+
+
+def _check_scores(scores: Scores, model, *, strict_fingerprint: bool) -> None:
+    model_type = scores.meta.get("model_type")
+    if model_type and model_type != model.config.model_type:
+        raise ScoresError(f"these scores are for a {model_type!r} model, not {model.config.model_type!r}")
+    expected = scores.meta.get("fingerprint")
+    if expected and expected != model_fingerprint(model):
+        message = ("the scores were computed on a different model (fingerprint mismatch); "
+                   "re-run calibration on this checkpoint for meaningful importance")
+        if strict_fingerprint:
+            raise ScoresError(message)
+        warnings.warn(message, stacklevel=3)
+
+
+def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
+          strict_fingerprint: bool = False) -> torch.nn.Module:
+    """Return a pruned copy of `model` (the original is untouched).
+
+    `plan` is a `Plan`, a dict, a YAML/JSON path or an `a=1,b=2` string; fields left out keep
+    their size. The result carries `hybridprune_info` (plan, selection sizes, provenance) that
+    `hybridprune.export` writes to `hybridprune.json`.
+    """
+    plan = Plan.parse(plan)
+    adapter = get_adapter(model)
+    dims = adapter.dims(model.config)
+    plan.validate(dims)
+    _check_scores(scores, model, strict_fingerprint=strict_fingerprint)
+    selection = select(scores, plan, dims)
+    new_dims = plan.target_dims(dims, selection.kept_blocks)
+    adapter.check_representable(new_dims, original=dims)
+    config = adapter.make_config(model.config, new_dims)
+    state = slice_state_dict(model.state_dict(), adapter, dims, selection)
+
+    param = next(model.parameters())
+    pruned = adapter.build_model(config, dtype=param.dtype)
+    try:
+        pruned.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise PruneError(f"the sliced weights do not fit the rebuilt {config.model_type} model: {exc}") from exc
+    pruned.to(param.device).eval()
+    _smoke_test(pruned)
+    pruned.hybridprune_info = provenance(plan, selection, dims, new_dims, scores, adapter)
+    return pruned
+
+
+def _smoke_test(model: torch.nn.Module) -> None:
+    ids = torch.zeros(1, 4, dtype=torch.long, device=next(model.parameters()).device)
+    with torch.no_grad():
+        logits = model(input_ids=ids, use_cache=False).logits
+    if not torch.isfinite(logits.float()).all():
+        raise PruneError("the pruned model produces non-finite logits")
+
+
+def provenance(plan: Plan, selection: Selection, dims, new_dims, scores: Scores, adapter) -> dict[str, Any]:
+    return {
+        "hybridprune_version": __version__,
+        "plan": plan.to_dict(),
+        "kept_blocks": selection.kept_blocks,
+        "dropped_blocks": [i for i in range(dims.num_layers) if i not in selection.kept_blocks],
+        "scores": {k: scores.meta.get(k) for k in ("fingerprint", "num_samples", "num_tokens", "seq_len")},
+        "parameters": {"before": adapter.num_parameters(dims), "after": adapter.num_parameters(new_dims)},
+        "dims_before": dims.as_dict(),
+        "dims_after": new_dims.as_dict(),
+    }

@@ -1,0 +1,111 @@
+"""Group-aware selection: from Scores and a Plan to the kept indices of every axis and layer.
+
+Rules (Minitron-SSM, Eqs. 19–24):
+- Mamba head channels: one ranking per layer, the L2 over heads of the channel scores.
+- Mamba heads: the L2 over the kept channels, ranked inside their B/C group; every group keeps the
+  same number of heads and no head leaves its group.
+- Attention query heads: the L2 over head channels, ranked inside their KV group; KV heads stay.
+- FFN neurons and hidden channels: ranked globally (per layer for FFN).
+- Depth: drop the blocks whose removal changes the logits least, or an explicit list.
+Kept indices are returned in ascending order inside each group, so slicing preserves the layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..architectures import ATTENTION, MAMBA, MLP, Dims
+from ..importance.scores import Scores, ScoresError
+from .plan import Plan, PlanError
+
+
+@dataclass
+class Selection:
+    """Kept indices, in the original model's numbering. Absent entries mean "keep all"."""
+
+    kept_blocks: list[int]
+    hidden: torch.Tensor | None = None
+    mamba_heads: dict[int, torch.Tensor] = field(default_factory=dict)
+    mamba_channels: dict[int, torch.Tensor] = field(default_factory=dict)
+    ffn: dict[int, torch.Tensor] = field(default_factory=dict)
+    attention_heads: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+def top_k_sorted(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest scores, ascending. Ties break towards the lower index."""
+    order = torch.sort(scores.double(), descending=True, stable=True).indices
+    return torch.sort(order[:k]).values
+
+
+def top_k_per_group(scores: torch.Tensor, groups: int, k_per_group: int) -> torch.Tensor:
+    """Keep the k best units of each contiguous group; indices stay inside their group."""
+    n = scores.numel()
+    if n % groups:
+        raise PlanError(f"{n} units cannot be split into {groups} equal groups")
+    size = n // groups
+    kept = [g * size + top_k_sorted(scores[g * size:(g + 1) * size], k_per_group) for g in range(groups)]
+    return torch.cat(kept)
+
+
+def select_mamba(s: torch.Tensor, n_groups: int, heads: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kept (heads, channels) of one Mamba layer from its [heads, head_dim] score matrix."""
+    channel_scores = s.double().norm(dim=0)  # L2 over heads: one shared channel ranking
+    channels = top_k_sorted(channel_scores, head_dim)
+    head_scores = s.double()[:, channels].norm(dim=1)  # L2 over the kept channels
+    kept_heads = top_k_per_group(head_scores, n_groups, heads // n_groups)
+    return kept_heads, channels
+
+
+def select_attention(s: torch.Tensor, kv_heads: int, heads: int) -> torch.Tensor:
+    """Kept query heads of one attention layer from its [q_heads, head_dim] score matrix."""
+    return top_k_per_group(s.double().norm(dim=1), kv_heads, heads // kv_heads)
+
+
+def blocks_to_keep(plan: Plan, dims: Dims, scores: Scores) -> list[int]:
+    if plan.drop_layers is not None:
+        return [i for i in range(dims.num_layers) if i not in set(plan.drop_layers)]
+    if plan.num_layers is None or plan.num_layers == dims.num_layers:
+        return list(range(dims.num_layers))
+    depth = scores.depth_kld if scores.depth_kld is not None else scores.depth_bi
+    if depth is None:
+        raise PlanError(
+            "num_layers needs depth scores; calibrate with depth importance or give drop_layers"
+        )
+    return top_k_sorted(depth, plan.num_layers).tolist()
+
+
+def _scores_for(table: dict, i: int, what: str) -> torch.Tensor:
+    if i not in table:
+        raise ScoresError(f"the scores have no {what} entry for block {i}; were they computed on this model?")
+    return table[i]
+
+
+def select(scores: Scores, plan: Plan, dims: Dims) -> Selection:
+    """The kept indices for `plan` on a model with `dims`, using `scores`."""
+    plan.validate(dims)
+    kept = blocks_to_keep(plan, dims, scores)
+    sel = Selection(kept_blocks=kept)
+    if plan.hidden_size is not None and plan.hidden_size != dims.hidden_size:
+        if scores.hidden is None or scores.hidden.numel() != dims.hidden_size:
+            raise ScoresError("the scores' hidden-channel entry does not match this model's hidden size")
+        sel.hidden = top_k_sorted(scores.hidden, plan.hidden_size)
+    for i in kept:
+        kind = dims.block_kinds[i]
+        if kind == MAMBA and (plan.mamba_num_heads, plan.mamba_head_dim) != (None, None):
+            s = _scores_for(scores.mamba, i, "Mamba")
+            if tuple(s.shape) != (dims.mamba_num_heads, dims.mamba_head_dim):
+                raise ScoresError(f"Mamba scores of block {i} have shape {tuple(s.shape)}, the model "
+                                  f"{(dims.mamba_num_heads, dims.mamba_head_dim)}")
+            sel.mamba_heads[i], sel.mamba_channels[i] = select_mamba(
+                s, dims.mamba_n_groups, plan.mamba_num_heads or dims.mamba_num_heads,
+                plan.mamba_head_dim or dims.mamba_head_dim,
+            )
+        elif kind == MLP and plan.ffn_hidden_size is not None:
+            s = _scores_for(scores.ffn, i, "FFN")
+            sel.ffn[i] = top_k_sorted(s, plan.ffn_hidden_size)
+        elif kind == ATTENTION and plan.num_attention_heads is not None:
+            s = _scores_for(scores.attention, i, "attention")
+            sel.attention_heads[i] = select_attention(s, dims.num_key_value_heads, plan.num_attention_heads)
+    return sel

@@ -1,0 +1,116 @@
+"""Slicing primitives: resolve each axis into index tensors and cut a state dict with them.
+
+Index maths for the Mamba2 mixer (I = heads × head_dim, GN = n_groups × state size), with kept
+heads `Kh` (group by group) and kept channels `Kd`:
+    xc            = [h*hd + d for h in Kh for d in Kd]
+    in_proj rows  = z[xc] ++ x[I + xc] ++ B, C (all 2GN rows) ++ dt[2I + 2GN + Kh]
+    conv channels = x[xc] ++ B, C (all)
+    dt_bias, A_log, D by Kh; gated-norm weight and out_proj columns by xc.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..architectures import Adapter, Dims, ParamRule
+from .selection import Selection
+
+
+def mamba_channel_index(heads: torch.Tensor, channels: torch.Tensor, head_dim: int) -> torch.Tensor:
+    return (heads[:, None] * head_dim + channels[None, :]).reshape(-1)
+
+
+def mamba_in_proj_index(xc: torch.Tensor, heads: torch.Tensor, dims: Dims) -> torch.Tensor:
+    inner = dims.mamba_num_heads * dims.mamba_head_dim
+    gn = dims.mamba_n_groups * dims.mamba_state_size
+    bc = torch.arange(2 * inner, 2 * inner + 2 * gn)
+    return torch.cat([xc, inner + xc, bc, 2 * inner + 2 * gn + heads])
+
+
+def mamba_conv_index(xc: torch.Tensor, dims: Dims) -> torch.Tensor:
+    inner = dims.mamba_num_heads * dims.mamba_head_dim
+    gn = dims.mamba_n_groups * dims.mamba_state_size
+    return torch.cat([xc, torch.arange(inner, inner + 2 * gn)])
+
+
+def head_channel_index(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
+    return (heads[:, None] * head_dim + torch.arange(head_dim)[None, :]).reshape(-1)
+
+
+class AxisIndex:
+    """Resolves axis names of ParamRules into index tensors (None = keep all)."""
+
+    def __init__(self, selection: Selection, dims: Dims) -> None:
+        self.sel, self.dims = selection, dims
+        self._cache: dict[tuple[str, int | None], torch.Tensor | None] = {}
+
+    def __call__(self, axis: str, layer: int | None) -> torch.Tensor | None:
+        key = (axis, layer)
+        if key not in self._cache:
+            self._cache[key] = self._resolve(axis, layer)
+        return self._cache[key]
+
+    def _mamba(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        d = self.dims
+        heads = self.sel.mamba_heads.get(layer)
+        channels = self.sel.mamba_channels.get(layer)
+        if heads is None and channels is None:
+            return None
+        heads = torch.arange(d.mamba_num_heads) if heads is None else heads
+        channels = torch.arange(d.mamba_head_dim) if channels is None else channels
+        return heads, channels
+
+    def _resolve(self, axis: str, layer: int | None) -> torch.Tensor | None:
+        d, sel = self.dims, self.sel
+        if axis == "hidden":
+            return sel.hidden
+        if axis == "ffn":
+            return sel.ffn.get(layer)
+        if axis == "attn_q":
+            heads = sel.attention_heads.get(layer)
+            return None if heads is None else head_channel_index(heads, d.attention_head_dim)
+        mamba = self._mamba(layer)
+        if mamba is None:
+            return None
+        heads, channels = mamba
+        xc = mamba_channel_index(heads, channels, d.mamba_head_dim)
+        if axis == "mamba_channels":
+            return xc
+        if axis == "mamba_heads":
+            return heads
+        if axis == "mamba_in_proj":
+            return mamba_in_proj_index(xc, heads, d)
+        if axis == "mamba_conv":
+            return mamba_conv_index(xc, d)
+        raise KeyError(f"unknown slicing axis {axis!r}")
+
+
+def slice_tensor(t: torch.Tensor, rule: ParamRule, index: AxisIndex) -> torch.Tensor:
+    for dim, axis in enumerate(rule.axes):
+        if axis is None:
+            continue
+        idx = index(axis, rule.layer)
+        if idx is not None:
+            t = t.index_select(dim, idx.to(t.device))
+    return t
+
+
+def slice_state_dict(
+    state_dict: dict[str, torch.Tensor], adapter: Adapter, dims: Dims, selection: Selection
+) -> dict[str, torch.Tensor]:
+    """Cut every tensor to the selection and renumber the kept blocks 0..n-1."""
+    rules = adapter.param_rules(list(state_dict), dims)
+    index = AxisIndex(selection, dims)
+    renumber = {old: new for new, old in enumerate(selection.kept_blocks)}
+    prefix = adapter.layers_prefix
+    out = {}
+    for key, tensor in state_dict.items():
+        new_key = key
+        if key.startswith(prefix):
+            layer, rest = key[len(prefix):].split(".", 1)
+            if int(layer) not in renumber:
+                continue
+            new_key = f"{prefix}{renumber[int(layer)]}.{rest}"
+        rule = rules.get(key)
+        out[new_key] = (slice_tensor(tensor, rule, index) if rule else tensor).clone()
+    return out
