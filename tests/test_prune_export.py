@@ -151,3 +151,13 @@ def test_moe_nemotron_is_rejected_clearly():
     config = tiny_nemotron_config(layers_block_type=["linear_attention", "moe"])
     with pytest.raises(UnsupportedArchitecture, match="MoE"):
         get_adapter(config)
+
+
+def test_removing_every_attention_block_of_nemotron_h_is_refused(nemotron, scores):
+    """transformers' NemotronH cache cannot run without an attention block."""
+    with pytest.raises(Unrepresentable, match="removes every attention block"):
+        hp.prune(nemotron, scores, hp.Plan(drop_layers=(2,)))
+    scores.depth_kld = torch.tensor([5.0, 4.0, 0.0, 3.0, 2.0, 1.0])
+    pruned = hp.prune(nemotron, scores, hp.Plan(num_layers=3))
+    assert pruned.config.layers_block_type == ["linear_attention", "mlp", "full_attention"]
+    pruned(input_ids=torch.tensor([[3, 4, 5]]))  # default use_cache=True runs

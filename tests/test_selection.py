@@ -95,3 +95,11 @@ def test_depth_falls_back_to_block_influence():
     scores = _scores()
     scores.depth_kld = None
     assert select(scores, Plan(num_layers=3), _dims()).kept_blocks == [1, 2, 3]
+
+
+def test_depth_keeps_the_best_block_of_a_required_kind():
+    scores = _scores()
+    scores.depth_kld = torch.tensor([4.0, 3.0, 0.1, 2.0])  # the attention block 2 is least important
+    assert select(scores, Plan(num_layers=2), _dims()).kept_blocks == [0, 1]
+    sel = select(scores, Plan(num_layers=2), _dims(), required_kinds=("attention",))
+    assert sel.kept_blocks == [0, 2]

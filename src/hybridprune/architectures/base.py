@@ -113,6 +113,8 @@ class Adapter:
     #: per block kind, rules keyed by the parameter name inside the block
     block_rules: ClassVar[dict[str, dict[str, tuple]]] = {}
     #: attribute name of a block's pre-norm, and per kind the module path of the hooked slot
+    #: block kinds of which at least one must survive depth pruning (when the model has any)
+    required_kinds: ClassVar[tuple[str, ...]] = ()
     pre_norm_name: ClassVar[str] = "norm"
     slot_paths: ClassVar[dict[str, str]] = {}
 
@@ -127,9 +129,15 @@ class Adapter:
         raise NotImplementedError
 
     def check_representable(self, dims: Dims, original: Dims | None = None) -> None:
-        """Raise Unrepresentable if `dims` cannot be written as a config (default: all can).
+        """Raise Unrepresentable if `dims` cannot be written as a config or would not run.
 
         `original` (the unpruned sizes) bounds the alternatives the error message suggests."""
+        for kind in self.required_kinds:
+            if original is not None and kind in original.block_kinds and kind not in dims.block_kinds:
+                raise Unrepresentable(
+                    f"this plan removes every {kind} block; {self.model_types[0]} models cannot run "
+                    f"without one in the pinned transformers version. Keep at least one {kind} block."
+                )
 
     def num_parameters(self, dims: Dims, *, embeddings: bool = True) -> int:
         """Exact number of distinct parameters of a model with these dimensions."""

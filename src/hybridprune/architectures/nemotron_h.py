@@ -40,6 +40,9 @@ class NemotronHAdapter(Adapter):
         ATTENTION: _block_rules(QKVO_ATTENTION),
         MLP: _block_rules(UP_DOWN_MLP),
     }
+    # transformers 5.24's NemotronH cache needs an attention layer: without one, even a plain
+    # forward with use_cache=True raises in `get_seq_length`.
+    required_kinds = (ATTENTION,)
     slot_paths = {MAMBA: "mixer.in_proj", MLP: "mixer.down_proj", ATTENTION: "mixer.o_proj"}
 
     def check_supported(self, config) -> None:

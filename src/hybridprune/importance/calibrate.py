@@ -24,10 +24,12 @@ class CalibrationError(ValueError):
 
 
 def _masked_mean_abs(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[B, T, C] activations -> [B, C] mean of |a| over valid tokens (float32)."""
-    m = mask.to(torch.float32).unsqueeze(-1)
-    total = (a.detach().float().abs() * m).sum(dim=1)
-    return total / m.sum(dim=1).clamp(min=1.0)
+    """[B, T, C] activations -> [B, C] mean of |a| over valid tokens (float32).
+
+    One batched mat-vec (mask @ |a|) rather than a masked copy: calibration overhead matters."""
+    m = mask.to(a.dtype)
+    total = torch.bmm(m.unsqueeze(1), a.detach().abs()).squeeze(1).float()
+    return total / mask.sum(dim=1, keepdim=True).clamp(min=1).float()
 
 
 def _first_tensor(x):
@@ -54,7 +56,7 @@ class _Accumulator:
         self.sumsq[key] = self.sumsq[key] + sq if key in self.sumsq else sq
 
     def add_bi(self, index: int, x_in: torch.Tensor, x_out: torch.Tensor) -> None:
-        cos = torch.nn.functional.cosine_similarity(x_in.detach().float(), x_out.detach().float(), dim=-1)
+        cos = torch.nn.functional.cosine_similarity(x_in.detach(), x_out.detach(), dim=-1).float()
         m = self.mask.to(torch.float32)
         per_sample = ((1.0 - cos) * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
         s = per_sample.double().sum()

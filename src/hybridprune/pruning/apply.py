@@ -50,7 +50,7 @@ def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
     dims = adapter.dims(model.config)
     plan.validate(dims)
     _check_scores(scores, model, strict_fingerprint=strict_fingerprint)
-    selection = select(scores, plan, dims)
+    selection = select(scores, plan, dims, adapter.required_kinds)
     new_dims = plan.target_dims(dims, selection.kept_blocks)
     adapter.check_representable(new_dims, original=dims)
     config = adapter.make_config(model.config, new_dims)

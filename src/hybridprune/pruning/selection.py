@@ -63,7 +63,9 @@ def select_attention(s: torch.Tensor, kv_heads: int, heads: int) -> torch.Tensor
     return top_k_per_group(s.double().norm(dim=1), kv_heads, heads // kv_heads)
 
 
-def blocks_to_keep(plan: Plan, dims: Dims, scores: Scores) -> list[int]:
+def blocks_to_keep(plan: Plan, dims: Dims, scores: Scores, required_kinds: tuple[str, ...] = ()) -> list[int]:
+    """Kept block indices. Depth ranking drops the least important blocks, but always keeps the
+    most important block of each kind in `required_kinds` (the architecture needs one)."""
     if plan.drop_layers is not None:
         return [i for i in range(dims.num_layers) if i not in set(plan.drop_layers)]
     if plan.num_layers is None or plan.num_layers == dims.num_layers:
@@ -73,7 +75,18 @@ def blocks_to_keep(plan: Plan, dims: Dims, scores: Scores) -> list[int]:
         raise PlanError(
             "num_layers needs depth scores; calibrate with depth importance or give drop_layers"
         )
-    return top_k_sorted(depth, plan.num_layers).tolist()
+    if depth.numel() != dims.num_layers:
+        raise ScoresError(f"depth scores cover {depth.numel()} blocks, the model has {dims.num_layers}")
+    order = torch.sort(depth.double(), descending=True, stable=True).indices.tolist()
+    pinned = []
+    for kind in required_kinds:
+        of_kind = [i for i in order if dims.block_kinds[i] == kind]
+        if of_kind and of_kind[0] not in pinned:
+            pinned.append(of_kind[0])
+    if len(pinned) > plan.num_layers:
+        raise PlanError(f"num_layers={plan.num_layers} cannot keep one block of each of {required_kinds}")
+    rest = [i for i in order if i not in pinned][: plan.num_layers - len(pinned)]
+    return sorted(pinned + rest)
 
 
 def _scores_for(table: dict, i: int, what: str) -> torch.Tensor:
@@ -82,10 +95,12 @@ def _scores_for(table: dict, i: int, what: str) -> torch.Tensor:
     return table[i]
 
 
-def select(scores: Scores, plan: Plan, dims: Dims) -> Selection:
-    """The kept indices for `plan` on a model with `dims`, using `scores`."""
+def select(scores: Scores, plan: Plan, dims: Dims, required_kinds: tuple[str, ...] = ()) -> Selection:
+    """The kept indices for `plan` on a model with `dims`, using `scores`.
+
+    `required_kinds`: block kinds of which depth pruning keeps at least one (from the adapter)."""
     plan.validate(dims)
-    kept = blocks_to_keep(plan, dims, scores)
+    kept = blocks_to_keep(plan, dims, scores, required_kinds)
     sel = Selection(kept_blocks=kept)
     if plan.hidden_size is not None and plan.hidden_size != dims.hidden_size:
         if scores.hidden is None or scores.hidden.numel() != dims.hidden_size:
