@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 KIND_COLOURS = {"mamba": "tab:blue", "attention": "tab:orange", "mlp": "tab:green", "moe": "tab:red"}
+KIND_LETTERS = {"mamba": "M", "attention": "A", "mlp": "F", "moe": "E"}
 
 
 def plot_layer_importance(scores, block_kinds: list[str], path: str | Path) -> Path:
@@ -24,9 +25,14 @@ def plot_layer_importance(scores, block_kinds: list[str], path: str | Path) -> P
         ax.bar(range(len(values)), values.tolist(), color=colours)
         ax.set_title(title, fontsize=10)
         ax.set_xticks(range(len(values)))
-        ax.set_xticklabels([f"{i}\n{k[0].upper()}" for i, k in enumerate(block_kinds)], fontsize=7)
+        ax.set_xticklabels([f"{i}\n{KIND_LETTERS.get(k, '?')}" for i, k in enumerate(block_kinds)], fontsize=7)
         ax.set_yscale("log" if float(values.min()) > 0 else "linear")
-    axes[-1, 0].set_xlabel("block (M = Mamba, A = attention, M = MLP by colour: blue/orange/green)")
+    from matplotlib.patches import Patch
+
+    present = [k for k in KIND_COLOURS if k in block_kinds]
+    axes[0, 0].legend(handles=[Patch(color=KIND_COLOURS[k], label=f"{KIND_LETTERS[k]} = {k}") for k in present],
+                      fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("block")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
