@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True)
 
@@ -25,7 +26,7 @@ def fail_cleanly(func):
         try:
             return func(*args, **kwargs)
         except (CliError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
-            console.print(f"[bold red]error:[/] {exc}")
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper

@@ -1,0 +1,171 @@
+"""``load_token_samples``: documents -> tokens -> fixed-length windows.
+
+How windows are made (Nemotron-H's torch path refuses packed sequences, so there is no packing with
+position resets):
+
+1. the split's documents are tokenized without special tokens, in source order, and each is followed
+   by the tokenizer's EOS token (so a window may span a document boundary, marked by EOS);
+2. the token stream is cut into consecutive, non-overlapping windows of ``seq_len`` tokens with an
+   all-ones attention mask; the tail shorter than ``seq_len`` is dropped, unless ``pad_last=True``,
+   which keeps it as one more sample padded on the right (pad token, mask 0);
+3. with ``shuffle=True`` (the default) the windows are put in a random order drawn from ``seed``,
+   and the first ``num_samples`` are kept; with ``shuffle=False`` the first ``num_samples`` in
+   stream order. The same arguments always give the same samples.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from hybridprune.data.batches import TokenSamples
+from hybridprune.data.errors import DataError
+from hybridprune.data.sources import check_split, read_documents
+
+log = logging.getLogger(__name__)
+
+_TOKENIZE_BATCH = 256
+
+
+def load_token_samples(
+    source: Any,
+    tokenizer: Any,
+    *,
+    seq_len: int,
+    num_samples: int | None = None,
+    split: str = "train",
+    seed: int = 0,
+    text_field: str = "text",
+    model_vocab_size: int | None = None,
+    shuffle: bool = True,
+    pad_last: bool = False,
+) -> TokenSamples:
+    """Tokenize one split of ``source`` into ``num_samples`` windows of ``seq_len`` tokens.
+
+    Args:
+        source: a file (.txt, .jsonl, .json, .parquet; .txt/.jsonl/.json may be .gz), a
+            ``save_to_disk`` directory, a directory of split files, ``"shakespeare"`` (the bundled
+            corpus), a hub dataset name (online only), a ``datasets.Dataset`` or a list of strings.
+        tokenizer: a Hugging Face tokenizer (``PreTrainedTokenizerBase``).
+        seq_len: tokens per sample (>= 2).
+        num_samples: how many samples to return; ``None`` returns all. Asking for more than the split
+            holds returns all of them and logs a warning (``meta["num_available"]`` tells how many).
+        split: ``"calibration"``, ``"train"``, ``"validation"``, ``"test"`` (disjoint by document)
+            or ``"all"``.
+        seed: drives which windows are taken and their order.
+        text_field: the record field holding the text (json/jsonl/parquet/datasets).
+        model_vocab_size: the model's vocabulary size; a tokenizer that can emit ids outside it is
+            rejected.
+        shuffle: randomise window order (from ``seed``); otherwise keep stream order.
+        pad_last: keep the final partial window, right-padded with mask 0.
+
+    Raises:
+        DataError: for any bad input, with a message saying what to do.
+    """
+    if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 2:
+        raise DataError(f"seq_len must be an integer >= 2 (a sample needs an input and a next token), got {seq_len!r}")
+    if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
+        raise DataError(f"num_samples must be a positive integer or None (all samples), got {num_samples!r}")
+    check_split(split)
+    vocab_len = _check_tokenizer(tokenizer, model_vocab_size)
+
+    docs = read_documents(source, split, text_field=text_field)
+    stream = _tokenize(docs, tokenizer)
+    if model_vocab_size is not None and stream.numel():
+        top = int(stream.max())
+        if top >= model_vocab_size:
+            raise DataError(
+                f"the tokenizer produced token id {top}, but the model's vocabulary has only {model_vocab_size} "
+                "entries; use the tokenizer that was saved with the model"
+            )
+
+    n_tokens = int(stream.numel())
+    n_full = n_tokens // seq_len
+    has_tail = pad_last and n_tokens % seq_len > 0
+    if n_full == 0 and not has_tail:
+        raise DataError(
+            f"the {split!r} split of {_name(source)} has only {n_tokens} tokens ({len(docs)} document(s)), fewer than "
+            f"one sample of seq_len={seq_len} needs; give more text, lower seq_len, or pass pad_last=True"
+        )
+    ids = stream[: n_full * seq_len].view(n_full, seq_len)
+    mask = torch.ones_like(ids)
+    if has_tail:
+        pad_id = _pad_id(tokenizer)
+        tail = stream[n_full * seq_len :]
+        tail_ids = torch.full((1, seq_len), pad_id, dtype=torch.long)
+        tail_ids[0, : tail.numel()] = tail
+        tail_mask = torch.zeros((1, seq_len), dtype=torch.long)
+        tail_mask[0, : tail.numel()] = 1
+        ids = torch.cat([ids, tail_ids])
+        mask = torch.cat([mask, tail_mask])
+
+    available = int(ids.shape[0])
+    if shuffle:
+        order = torch.randperm(available, generator=torch.Generator().manual_seed(int(seed)))
+    else:
+        order = torch.arange(available)
+    if num_samples is not None:
+        if num_samples > available:
+            log.warning(
+                "asked for %d samples of %d tokens from the %r split of %s, which holds only %d; using all %d",
+                num_samples, seq_len, split, _name(source), available, available,
+            )
+        order = order[:num_samples]
+
+    meta = {
+        "source": _name(source),
+        "split": split,
+        "seq_len": seq_len,
+        "seed": int(seed),
+        "shuffle": shuffle,
+        "num_documents": len(docs),
+        "num_split_tokens": n_tokens,
+        "num_available": available,
+        "tokenizer": getattr(tokenizer, "name_or_path", type(tokenizer).__name__),
+        "tokenizer_vocab": vocab_len,
+    }
+    return TokenSamples(ids[order].clone(), mask[order].clone(), meta)
+
+
+def _name(source: Any) -> str:
+    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        return str(source)
+    return type(source).__name__
+
+
+def _check_tokenizer(tokenizer: Any, model_vocab_size: int | None) -> int:
+    if not callable(tokenizer) or not hasattr(tokenizer, "__len__"):
+        raise DataError(
+            f"expected a Hugging Face tokenizer (e.g. from AutoTokenizer.from_pretrained), got {type(tokenizer).__name__}"
+        )
+    vocab_len = len(tokenizer)
+    if model_vocab_size is not None and vocab_len > model_vocab_size:
+        raise DataError(
+            f"the tokenizer has {vocab_len} tokens but the model's vocabulary has only {model_vocab_size}; "
+            "this tokenizer does not belong to the model: use the tokenizer saved with the checkpoint"
+        )
+    return vocab_len
+
+
+def _tokenize(docs: list[str], tokenizer: Any) -> torch.Tensor:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        log.warning("the tokenizer has no EOS token; documents are concatenated without a separator")
+    pieces: list[list[int]] = []
+    for start in range(0, len(docs), _TOKENIZE_BATCH):
+        batch = docs[start : start + _TOKENIZE_BATCH]
+        encoded = tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]
+        for ids in encoded:
+            pieces.append(ids + [eos] if eos is not None else ids)
+    flat = [t for ids in pieces for t in ids]
+    return torch.tensor(flat, dtype=torch.long)
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for attr in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if value is not None:
+            return int(value)
+    return 0
