@@ -24,13 +24,23 @@ _PUBLIC = {
     "get_adapter": "hybridprune.architectures",
     "UnsupportedArchitecture": "hybridprune.architectures",
     "count_parameters": "hybridprune.architectures",
+    "distill": "hybridprune.distill",
+    "DistillConfig": "hybridprune.distill",
 }
 
 __all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name: str):
+    # Only reached for names not yet bound; see the end of this module for `distill`.
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'hybridprune' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
+
+
+# `distill` is both a function and a subpackage. Importing a subpackage rebinds the
+# package attribute to the module, so a lazy function would turn into a module the moment anything
+# imported `hybridprune.distill`. Binding the functions once, after the subpackages are imported,
+# keeps `hp.distill(...)` callable.
+from .distill import distill  # noqa: E402

@@ -20,6 +20,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "calibrate",
     "prune",
+    "distill",
 ]
 
 for _name in COMMAND_MODULES:

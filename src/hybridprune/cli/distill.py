@@ -1,0 +1,138 @@
+"""`hybridprune distill`: recover a pruned student's accuracy by logit distillation from its teacher.
+
+Single process:   hybridprune distill --teacher T/ --student pruned/ --data corpus.jsonl --steps 1000 --out student/
+Several devices:  torchrun --nproc-per-node 8 -m hybridprune distill ...   (DDP; --parallel fsdp for FSDP2)
+Resume:           hybridprune distill ... --resume student/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import CliError, console, fail_cleanly, load_model, load_tokenizer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("distill")(distill_command)
+
+
+@fail_cleanly
+def distill_command(
+    teacher: Path = typer.Option(..., "--teacher", help="Teacher: Hugging Face checkpoint directory."),
+    student: Path = typer.Option(..., "--student", help="Student (e.g. the output of `hybridprune prune`)."),
+    data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'. Its train split trains, its validation split validates."),
+    out: Path = typer.Option(None, "--out", help="Run directory: checkpoints, log.jsonl, loss.png, and at the end the distilled student as a plain HF checkpoint. Defaults to --resume."),
+    seq_len: int = typer.Option(4096, "--seq-len", help="Tokens per sample."),
+    global_batch: int = typer.Option(64, "--global-batch", help="Samples per optimizer step, over all processes."),
+    micro_batch: int = typer.Option(2, "--micro-batch", help="Samples per forward pass on one process."),
+    lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate."),
+    min_lr: float = typer.Option(1e-5, "--min-lr", help="Learning rate at the end of the cosine decay."),
+    warmup: int = typer.Option(100, "--warmup", help="Linear warmup steps."),
+    tokens: float = typer.Option(None, "--tokens", help="Training tokens (e.g. 2e9); rounded up to whole steps. Give this or --steps."),
+    steps: int = typer.Option(None, "--steps", help="Optimizer steps. Give this or --tokens."),
+    save_every: int = typer.Option(None, "--save-every", help="Checkpoint every N steps (always at the end)."),
+    keep_last: int = typer.Option(2, "--keep-last", help="Checkpoints to keep."),
+    resume: Path = typer.Option(None, "--resume", help="Continue the run in this directory from its newest good checkpoint."),
+    stop_at_step: int = typer.Option(None, "--stop-at-step", help="Stop (with a checkpoint) after this step, e.g. to fit a job time limit; --resume continues."),
+    eval_every: int = typer.Option(None, "--eval-every", help="Validation loss every N steps (always at the end)."),
+    val_samples: int = typer.Option(64, "--val-samples", help="Validation samples; 0 disables validation."),
+    num_samples: int = typer.Option(None, "--num-samples", help="Use at most this many training samples (default: all of the train split)."),
+    temperature: float = typer.Option(1.0, "--temperature", help="KD temperature τ (the loss is scaled by τ²)."),
+    kd_loss: str = typer.Option("forward", "--kd-loss", help="forward (KL(teacher‖student), the paper's) or reverse."),
+    kd_weight: float = typer.Option(1.0, "--kd-weight", help="Weight of the KD term."),
+    ce_weight: float = typer.Option(0.0, "--ce-weight", help="Weight of a next-token cross-entropy term (0: KD only)."),
+    chunk_size: int = typer.Option(None, "--chunk-size", help="Positions per logits chunk (default: one fp32 [chunk, vocab] buffer of ~512 MiB on a GPU, ~64 MiB on a CPU)."),
+    weight_decay: float = typer.Option(0.1, "--weight-decay", help="AdamW weight decay (matrices only)."),
+    grad_clip: float = typer.Option(1.0, "--grad-clip", help="Clip the global gradient norm; 0 disables."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16."),
+    parallel: str = typer.Option("auto", "--parallel", help="auto (DDP under torchrun), none, ddp or fsdp (FSDP2)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample order."),
+    text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
+    device: str = typer.Option(None, "--device", help="Device (default: this process's GPU, else cpu)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoints' own Python code."),
+) -> None:
+    """Distil the student from the teacher (forward KL on logits, chunked), with exact resume."""
+    from ..distill import DistillConfig
+    from ..distill.dist import setup as dist_setup
+    from ..distill.dist import teardown
+
+    if (steps is None) == (tokens is None):
+        raise CliError("give exactly one of --steps and --tokens (the length of the run)")
+    if out is None:
+        if resume is None:
+            raise CliError("--out is required (or --resume, which then is also the output directory)")
+        out = resume
+    if seq_len < 2 or val_samples < 0:
+        raise CliError("--seq-len must be >= 2 and --val-samples >= 0")
+    cfg = DistillConfig(
+        steps=steps, tokens=tokens, global_batch=global_batch, micro_batch=micro_batch, lr=lr, min_lr=min_lr,
+        warmup=warmup, weight_decay=weight_decay, grad_clip=grad_clip or None, temperature=temperature,
+        kd_loss=kd_loss, kd_weight=kd_weight, ce_weight=ce_weight, chunk_size=chunk_size, precision=precision,
+        parallel=parallel, device=device, seed=seed, out_dir=str(out), save_every=save_every, keep_last=keep_last,
+        resume=str(resume) if resume is not None else None, stop_at_step=stop_at_step, eval_every=eval_every,
+        progress=progress,
+        tokenizer_dir=str(student),
+    )
+    cfg.validate()  # before loading anything large
+    if resume is not None:
+        from ..distill import find_resume_checkpoint
+
+        find_resume_checkpoint(resume, warn=lambda msg: None)
+
+    env = dist_setup(device)  # joins the torchrun group; the trainer reuses it
+    try:
+        _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
+             trust_remote_code, cfg)
+    finally:
+        teardown(env)
+
+
+def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
+         trust_remote_code, cfg) -> None:
+    import torch
+
+    from ..data import DataError, load_token_samples
+    from ..distill import Distiller
+    bf16 = precision == "bf16" or (precision == "auto" and env.device.type == "cuda" and torch.cuda.is_bf16_supported())
+    # The teacher only runs forward: under bf16 it is held in bf16. The student keeps fp32 master weights.
+    t_model = load_model(teacher, dtype="bfloat16" if bf16 else "float32", device="cpu",
+                         trust_remote_code=trust_remote_code)
+    s_model = load_model(student, dtype="float32", device="cpu", trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = load_tokenizer(student, trust_remote_code=trust_remote_code)
+    except CliError:
+        tokenizer = load_tokenizer(teacher, trust_remote_code=trust_remote_code)
+    vocab = s_model.get_output_embeddings().weight.shape[0]
+    train = load_token_samples(data, tokenizer, seq_len=seq_len, num_samples=num_samples, split="train",
+                               seed=seed, text_field=text_field, model_vocab_size=vocab)
+    val = None
+    if val_samples:
+        try:
+            val = load_token_samples(data, tokenizer, seq_len=seq_len, num_samples=val_samples, split="validation",
+                                     seed=seed, text_field=text_field, model_vocab_size=vocab)
+        except DataError as exc:
+            if env.is_main:
+                console.print(f"[yellow]warning:[/] no validation: {exc}")
+    if env.is_main:
+        console.print(
+            f"distilling {student} from {teacher}: {len(train)} training samples × {seq_len} tokens"
+            + (f", {len(val)} validation samples" if val is not None else "")
+            + f", {env.world_size} process(es) on {env.device}"
+        )
+    trainer = Distiller(t_model, s_model, train, cfg, val_data=val, console=console)
+    trainer.run()
+    if env.is_main:
+        last = next((r for r in reversed(trainer.history) if "loss" in r), None)
+        val_rec = next((r for r in reversed(trainer.history) if "val_loss" in r), None)
+        msg = f"step {trainer.step}/{trainer.total_steps}"
+        if last:
+            msg += f", train loss {last['loss']:.4f}"
+        if val_rec:
+            msg += f", validation loss {val_rec['val_loss']:.4f}"
+        if trainer.step >= trainer.total_steps:
+            console.print(f"{msg}. Distilled student written to [bold]{out}[/] (loss curve: {out / 'loss.png'})")
+        else:
+            console.print(f"{msg}. Stopped early; continue with --resume {out}")
