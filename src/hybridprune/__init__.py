@@ -26,21 +26,26 @@ _PUBLIC = {
     "count_parameters": "hybridprune.architectures",
     "distill": "hybridprune.distill",
     "DistillConfig": "hybridprune.distill",
+    "search": "hybridprune.search",
+    "Budget": "hybridprune.search",
+    "SearchResult": "hybridprune.search",
+    "evaluate_loss": "hybridprune.evaluate",
 }
 
 __all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name: str):
-    # Only reached for names not yet bound; see the end of this module for `distill`.
+    # Only reached for names not yet bound; see the end of this module for `distill` and `search`.
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'hybridprune' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
 
 
-# `distill` is both a function and a subpackage. Importing a subpackage rebinds the
+# `distill` and `search` are both functions and subpackages. Importing a subpackage rebinds the
 # package attribute to the module, so a lazy function would turn into a module the moment anything
 # imported `hybridprune.distill`. Binding the functions once, after the subpackages are imported,
-# keeps `hp.distill(...)` callable.
+# keeps `hp.distill(...)` and `hp.search(...)` callable.
 from .distill import distill  # noqa: E402
+from .search import search  # noqa: E402

@@ -1,0 +1,173 @@
+"""`hybridprune search`: the best architecture under a parameter and/or memory budget."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+
+from .common import CliError, console, fail_cleanly, load_config, load_model, load_tokenizer
+
+#: Short names accepted by --skip and --divisors, besides the Plan field names.
+AXIS_ALIASES = {"hidden": "hidden_size", "ffn": "ffn_hidden_size", "mamba_heads": "mamba_num_heads",
+                "heads": "mamba_num_heads", "head_dim": "mamba_head_dim", "attention_heads": "num_attention_heads",
+                "depth": "num_layers", "layers": "num_layers"}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search_command)
+
+
+def _axis(name: str) -> str:
+    from ..search import AXES
+
+    name = name.strip().replace("-", "_")
+    name = AXIS_ALIASES.get(name, name)
+    if name not in AXES:
+        raise CliError(f"unknown search axis {name!r}; use one of {', '.join(AXES)} "
+                       f"(or {', '.join(AXIS_ALIASES)})")
+    return name
+
+
+def _divisors(text: str | None) -> dict[str, int]:
+    out = {}
+    for part in (p for p in (text or "").split(",") if p.strip()):
+        if "=" not in part:
+            raise CliError(f"--divisors entry {part!r} is not axis=value")
+        name, value = part.split("=", 1)
+        try:
+            out[_axis(name)] = int(value)
+        except ValueError:
+            raise CliError(f"--divisors: {value!r} is not an integer") from None
+    return out
+
+
+def _kd_settings(steps, tokens, lr, batch, micro_batch) -> dict | None:
+    if steps is not None and tokens is not None:
+        raise CliError("give --kd-steps or --kd-tokens, not both")
+    if steps is None and tokens is None:
+        return None
+    kd = {"steps": steps} if steps is not None else {"tokens": float(tokens)}
+    return {**kd, "lr": lr, "global_batch": batch, "micro_batch": min(micro_batch, batch)}
+
+
+@fail_cleanly
+def search_command(
+    model: Path = typer.Option(..., "--model", help="Hugging Face checkpoint directory (also the KD teacher)."),
+    data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'."),
+    out: Path = typer.Option(..., "--out", help="Search directory: candidates.jsonl, best.yaml, search.png, scores/."),
+    params: str = typer.Option(None, "--params", help="Parameter budget: 4.5e9, 4.5B, 350M, or relative 0.5x / 50%."),
+    params_kind: str = typer.Option("total", "--params-kind", help="What --params counts: total or non-embedding."),
+    memory_mb: float = typer.Option(None, "--memory-mb", help="Memory budget (MiB): weights + KV cache + Mamba state."),
+    seq_len: int = typer.Option(4096, "--seq-len", help="Sequence length of the memory estimate."),
+    batch: int = typer.Option(1, "--batch", help="Batch size of the memory estimate."),
+    memory_dtype: str = typer.Option("bfloat16", "--memory-dtype", help="Weights and cache dtype of the memory estimate."),
+    top_k: int = typer.Option(10, "--top-k", help="Candidates given the short distillation (paper: 22)."),
+    kd_tokens: float = typer.Option(None, "--kd-tokens", help="Short-KD tokens per top-K candidate (paper: 3.8e9)."),
+    kd_steps: int = typer.Option(None, "--kd-steps", help="Short-KD optimizer steps per top-K candidate (instead of --kd-tokens)."),
+    kd_lr: float = typer.Option(1e-4, "--kd-lr", help="Short-KD peak learning rate."),
+    kd_batch: int = typer.Option(8, "--kd-batch", help="Short-KD global batch (samples per step)."),
+    kd_micro_batch: int = typer.Option(2, "--kd-micro-batch", help="Short-KD samples per forward pass."),
+    skip: list[str] = typer.Option([], "--skip", help="Axes to keep at their size (repeatable or comma-separated)."),
+    divisors: str = typer.Option(None, "--divisors", help="Per-axis steps, e.g. 'hidden_size=256,ffn_hidden_size=512'."),
+    max_width_pruning: float = typer.Option(0.4, "--max-width-pruning", help="Largest fraction a width axis may lose."),
+    max_depth_pruning: float = typer.Option(0.2, "--max-depth-pruning", help="Largest fraction of blocks dropped."),
+    band: float = typer.Option(0.1, "--band", help="Evaluate candidates within this fraction of the largest that fits."),
+    max_candidates: int = typer.Option(None, "--max-candidates", help="Evaluate at most this many (closest to the budget)."),
+    eval_samples: int = typer.Option(256, "--eval-samples", help="Validation samples for the losses (paper: 1024)."),
+    eval_seq_len: int = typer.Option(512, "--eval-seq-len", help="Tokens per validation / KD / calibration sample."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Samples per forward pass when measuring loss."),
+    scores_dir: Path = typer.Option(None, "--scores", help="Saved scores (default OUT/scores, computed there if missing)."),
+    calib_samples: int = typer.Option(256, "--calib-samples", help="Calibration samples when scores are computed."),
+    depth_samples: int = typer.Option(16, "--depth-samples", help="Samples for KL-divergence depth importance (0 = Block Influence)."),
+    tie_tolerance: float = typer.Option(0.005, "--tie-tolerance", help="Losses this close tie; throughput breaks the tie."),
+    speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure the top-K's throughput (tie-break)."),
+    speed_batch: int = typer.Option(1, "--speed-batch", help="Batch of the throughput measurement."),
+    show: int = typer.Option(10, "--show", help="Rows of the results table."),
+    text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
+    seed: int = typer.Option(0, help="Seed for sampling windows (and the KD data order)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("auto", help="Model dtype: auto (as saved), float32, bfloat16, float16."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Discard a previous search in --out instead of resuming it."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code."),
+) -> None:
+    """Search the architecture of lowest loss under a budget; resumes an interrupted run in --out."""
+    from ..architectures import get_adapter
+    from ..data import load_token_samples
+    from ..importance.scores import Scores, model_fingerprint
+    from ..search import Budget, SearchConfig, SearchSpace, build_grid, filter_candidates, search
+    from ..search.report import results_table
+
+    if params is None and memory_mb is None:
+        raise CliError("give a budget: --params (e.g. 4.5e9 or 0.5x) and/or --memory-mb")
+    kd = _kd_settings(kd_steps, kd_tokens, kd_lr, kd_batch, kd_micro_batch)
+    skipped = sorted({_axis(s) for item in skip for s in item.split(",") if s.strip()})
+    space = SearchSpace(max_width_pruning=max_width_pruning, max_depth_pruning=max_depth_pruning,
+                        divisors=_divisors(divisors), skip=tuple(skipped))
+    budget = Budget(params=params, memory_mb=memory_mb, params_kind=params_kind, batch=batch, seq_len=seq_len,
+                    dtype=memory_dtype)
+    cfg = SearchConfig(space=space, top_k=top_k, kd=kd, band=band, max_candidates=max_candidates,
+                       batch_size=batch_size, tie_tolerance=tie_tolerance, measure_speed=speed,
+                       speed_batch=speed_batch)
+    cfg.validate()
+    # An impossible budget is reported before any weights are loaded, when the grid is known without
+    # calibrating: with saved scores, or without depth candidates (which depend on the depth scores).
+    scores_path = scores_dir or out / "scores"
+    if scores_dir is not None and not (scores_dir / "scores.json").is_file():
+        raise CliError(f"no scores in {scores_dir}; run `hybridprune calibrate` or leave out --scores")
+    config = load_config(model, trust_remote_code=trust_remote_code)
+    adapter = get_adapter(config)
+    dims = adapter.dims(config)
+    saved = Scores.load(scores_path) if (scores_path / "scores.json").is_file() else None
+    if saved is not None or "num_layers" in skipped or max_depth_pruning == 0:
+        filter_candidates(adapter, dims, build_grid(dims, space, saved)[0], budget, band=None)
+
+    lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
+    if saved is not None and saved.meta.get("fingerprint") not in (None, model_fingerprint(lm)):
+        if scores_dir is not None or not overwrite:
+            raise CliError(f"the scores in {scores_path} were computed on another model; "
+                           + ("calibrate this one" if scores_dir is not None else "pass --overwrite to recompute them"))
+        saved = None
+    if saved is not None:
+        console.print(f"using the scores in {scores_path}")
+    scores = saved or _calibrate(lm, tokenizer, scores_path, data, eval_seq_len, calib_samples, depth_samples,
+                                 batch_size, seed, text_field, model)
+
+    def samples(split: str, n: int | None):
+        return load_token_samples(data, tokenizer, seq_len=eval_seq_len, num_samples=n, split=split, seed=seed,
+                                  text_field=text_field, model_vocab_size=lm.config.vocab_size)
+
+    val = samples("validation", eval_samples)
+    train = None
+    if kd is None:
+        console.print("[yellow]note:[/] no --kd-steps/--kd-tokens: ranking by zero-shot loss only. The paper "
+                      "finds a short distillation necessary for a reliable ranking.")
+    else:
+        steps = kd.get("steps") or math.ceil(kd["tokens"] / (kd_batch * eval_seq_len))
+        train = samples("train", steps * kd_batch)
+    result = search(lm, scores, val, budget, cfg, train_data=train, out_dir=out, overwrite=overwrite,
+                    console=console)
+    console.print(results_table(result, show))
+    console.print(f"winner [bold]{result.best_key}[/]: {result.best}")
+    console.print(f"plan: {out / 'best.yaml'}   plot: {out / 'search.png'}   all results: {out / 'candidates.jsonl'}")
+    console.print(f"apply it: hybridprune prune --model {model} --scores {scores_dir or out / 'scores'} "
+                  f"--plan {out / 'best.yaml'} --out PRUNED_DIR")
+
+
+def _calibrate(lm, tokenizer, path: Path, data, seq_len, samples, depth_samples, batch_size, seed, text_field, model):
+    """Calibrate once and save the scores, for every later run of the search and for `prune`."""
+    from ..data import load_token_samples
+    from ..importance.calibrate import calibrate
+    from ..importance.depth import depth_importance
+
+    console.print(f"calibrating on {samples} samples of {seq_len} tokens (saved to {path})")
+    calib = load_token_samples(data, tokenizer, seq_len=seq_len, num_samples=samples, split="calibration",
+                               seed=seed, text_field=text_field, model_vocab_size=lm.config.vocab_size)
+    scores = calibrate(lm, calib, batch_size=batch_size, seq_len=seq_len)
+    if depth_samples:
+        scores.depth_kld = depth_importance(lm, calib.select(slice(0, depth_samples)), batch_size=batch_size)
+    scores.meta.update({"source_model": str(model), "data": str(data), "seed": seed, "depth_samples": depth_samples})
+    scores.save(path)
+    return scores

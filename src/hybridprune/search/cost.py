@@ -1,0 +1,172 @@
+"""The analytic cost model, and the budget a search must fit.
+
+Parameters come from the adapter's exact count. Memory, in MiB (2**20 bytes), is what inference at a
+given batch and sequence length holds:
+
+- weights: every parameter at the weight dtype;
+- KV cache: per attention block, keys and values of `num_key_value_heads × head_dim` per token;
+- Mamba state: per Mamba block, the convolution window (`conv_kernel` positions of the
+  `heads × head_dim + 2 × n_groups × state` conv channels, at the weight dtype) and the SSM state
+  (`heads × head_dim × state`, at `ssm_state_dtype`: float32 in Hugging Face's Mamba2 and Nemotron-H).
+
+This is the layout of the transformers cache objects (`DynamicLayer` keys/values,
+`LinearAttentionLayer` conv/recurrent states); the tests check it against a real forward's cache.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..architectures import ATTENTION, MAMBA, Dims
+
+MIB = 2**20
+DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2,
+               "float8": 1, "fp8": 1, "int8": 1}
+PARAMS_KINDS = ("total", "non_embedding")
+
+
+class BudgetError(ValueError):
+    """A budget that cannot be read or met; the message says what would work."""
+
+
+def dtype_bytes(dtype: str) -> int:
+    name = str(dtype).replace("torch.", "")
+    if name not in DTYPE_BYTES:
+        raise BudgetError(f"unknown dtype {dtype!r} for the memory estimate; use one of {', '.join(DTYPE_BYTES)}")
+    return DTYPE_BYTES[name]
+
+
+def cache_bytes(dims: Dims, *, batch: int, seq_len: int, dtype: str = "bfloat16",
+                ssm_state_dtype: str = "float32") -> dict[str, int]:
+    """Bytes of the inference cache: `kv` (attention), `conv` and `ssm` (Mamba) at `batch × seq_len`."""
+    b = dtype_bytes(dtype)
+    kv = conv = ssm = 0
+    n_attn = dims.block_kinds.count(ATTENTION)
+    if n_attn:
+        kv = n_attn * 2 * batch * dims.num_key_value_heads * seq_len * dims.attention_head_dim * b
+    n_mamba = dims.block_kinds.count(MAMBA)
+    if n_mamba:
+        inner = dims.mamba_num_heads * dims.mamba_head_dim
+        conv_dim = inner + 2 * dims.mamba_n_groups * dims.mamba_state_size
+        conv = n_mamba * batch * conv_dim * dims.mamba_conv_kernel * b
+        ssm = n_mamba * batch * inner * dims.mamba_state_size * dtype_bytes(ssm_state_dtype)
+    return {"kv": kv, "conv": conv, "ssm": ssm}
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one architecture costs: parameters and inference memory (MiB)."""
+
+    params: int
+    params_non_embedding: int
+    weights_mb: float
+    kv_cache_mb: float
+    mamba_state_mb: float
+
+    @property
+    def memory_mb(self) -> float:
+        return self.weights_mb + self.kv_cache_mb + self.mamba_state_mb
+
+    def params_of(self, kind: str) -> int:
+        return self.params if kind == "total" else self.params_non_embedding
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "memory_mb": self.memory_mb}
+
+
+def estimate_cost(adapter, dims: Dims, *, batch: int = 1, seq_len: int = 4096, dtype: str = "bfloat16",
+                  ssm_state_dtype: str = "float32") -> Cost:
+    """The exact analytic cost of a model with dimensions `dims`."""
+    params = adapter.num_parameters(dims, embeddings=True)
+    caches = cache_bytes(dims, batch=batch, seq_len=seq_len, dtype=dtype, ssm_state_dtype=ssm_state_dtype)
+    return Cost(
+        params=params,
+        params_non_embedding=adapter.num_parameters(dims, embeddings=False),
+        weights_mb=params * dtype_bytes(dtype) / MIB,
+        kv_cache_mb=caches["kv"] / MIB,
+        mamba_state_mb=(caches["conv"] + caches["ssm"]) / MIB,
+    )
+
+
+_SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+def parse_params(spec: float | int | str, original: int | None = None) -> int:
+    """`4.5e9`, `4.5B`, `350M` (absolute) or `0.5x`, `50%` (relative to `original`) -> a count."""
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        value, relative = float(spec), False
+    else:
+        text = str(spec).strip().lower().replace("_", "").replace(",", "")
+        m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(x|%|[kmbgt]?)", text)
+        if not m:
+            raise BudgetError(f"cannot read the parameter budget {spec!r}; write e.g. 4.5e9, 4.5B, 350M, 0.5x or 50%")
+        value, unit = float(m.group(1)), m.group(2)
+        relative = unit in ("x", "%")
+        value = value / 100 if unit == "%" else value * _SUFFIX.get(unit, 1)
+    if not math.isfinite(value) or value <= 0:
+        raise BudgetError(f"the parameter budget must be positive, got {spec!r}")
+    if relative:
+        if original is None:
+            raise BudgetError(f"a relative budget {spec!r} needs the original model's parameter count")
+        if value > 1:
+            raise BudgetError(f"a relative budget above 1x ({spec!r}) cannot shrink the model")
+        return int(value * original)
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a candidate may cost. At least one of `params` and `memory_mb`.
+
+    - `params`: an absolute count (4.5e9, "4.5B") or relative to the original ("0.5x", "50%"), applied
+      to the total count or, with `params_kind="non_embedding"`, to the count without the input
+      embedding and LM head.
+    - `memory_mb`: MiB of weights + KV cache + Mamba state at `batch × seq_len`, weights and caches at
+      `dtype`, the SSM state at `ssm_state_dtype`.
+    """
+
+    params: float | int | str | None = None
+    memory_mb: float | None = None
+    params_kind: str = "total"
+    batch: int = 1
+    seq_len: int = 4096
+    dtype: str = "bfloat16"
+    ssm_state_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        kind = str(self.params_kind).replace("-", "_")
+        object.__setattr__(self, "params_kind", kind)
+        if kind not in PARAMS_KINDS:
+            raise BudgetError(f"params_kind must be one of {', '.join(PARAMS_KINDS)}, got {self.params_kind!r}")
+        if self.params is None and self.memory_mb is None:
+            raise BudgetError("a budget needs a parameter count (params) or a memory limit (memory_mb), or both")
+        if self.memory_mb is not None and not self.memory_mb > 0:
+            raise BudgetError(f"memory_mb must be positive, got {self.memory_mb}")
+        if self.batch < 1 or self.seq_len < 1:
+            raise BudgetError(f"batch and seq_len must be >= 1, got {self.batch} and {self.seq_len}")
+        dtype_bytes(self.dtype)
+        dtype_bytes(self.ssm_state_dtype)
+        if self.params is not None:
+            parse_params(self.params, original=1)  # syntax check now; relative values resolve later
+
+    def cost(self, adapter, dims: Dims) -> Cost:
+        return estimate_cost(adapter, dims, batch=self.batch, seq_len=self.seq_len, dtype=self.dtype,
+                             ssm_state_dtype=self.ssm_state_dtype)
+
+    def param_limit(self, adapter, original: Dims) -> int | None:
+        """The absolute parameter limit (a relative budget is taken of the original's count of the same kind)."""
+        if self.params is None:
+            return None
+        base = adapter.num_parameters(original, embeddings=self.params_kind == "total")
+        return parse_params(self.params, original=base)
+
+    def fits(self, cost: Cost, param_limit: int | None) -> bool:
+        if param_limit is not None and cost.params_of(self.params_kind) > param_limit:
+            return False
+        return self.memory_mb is None or cost.memory_mb <= self.memory_mb
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

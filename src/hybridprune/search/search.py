@@ -1,0 +1,279 @@
+"""`search`: the best architecture under a budget (Minitron-SSM §5).
+
+1. build the candidate grid; 2. keep the candidates whose analytic cost fits the budget; 3. drop those
+the config cannot represent; 4. prune every survivor from the one saved Scores and measure its zero-shot
+validation loss; 5. give the top-K a short distillation from the unpruned model and measure again;
+6. pick the lowest loss, breaking ties (within a tolerance) by measured throughput. Every finished
+evaluation is appended to `candidates.jsonl` at once, so an interrupted search resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..architectures import get_adapter
+from ..evaluate.perplexity import NonFiniteLoss, evaluate_loss
+from ..evaluate.speed import measure_throughput
+from ..importance.scores import Scores, model_fingerprint
+from ..pruning.apply import prune
+from ..pruning.plan import Plan
+from .cost import Budget
+from .filtering import FilterReport, filter_candidates
+from .space import SearchSpace, build_grid
+from .store import FINAL, ZERO_SHOT, SearchStore
+
+
+class SearchError(ValueError):
+    """The search cannot run as asked; the message says what to change."""
+
+
+Finetune = Callable[[torch.nn.Module, torch.nn.Module, Any, Mapping[str, Any]], torch.nn.Module]
+
+
+@dataclass
+class SearchConfig:
+    """Settings of a search besides the model, scores, data and budget.
+
+    - `kd`: the short distillation of the top-K, as `DistillConfig` fields (`{"steps": 50}` or
+      `{"tokens": 2e7, "lr": 1e-4, "global_batch": 8}`); None ranks by zero-shot loss alone.
+    - `band`, `max_candidates`: which of the candidates that fit are evaluated (see `filter_candidates`).
+    - `tie_tolerance`: losses within this of the best count as a tie, broken by throughput.
+    - `measure_speed`, `speed_batch`, `speed_seq_len`: forward throughput of the top-K (tokens/s);
+      `speed_seq_len` defaults to the evaluation data's sequence length.
+    """
+
+    space: SearchSpace = field(default_factory=SearchSpace)
+    top_k: int = 10
+    kd: dict[str, Any] | None = None
+    band: float | None = 0.1
+    max_candidates: int | None = None
+    batch_size: int = 8
+    tie_tolerance: float = 0.005
+    measure_speed: bool = True
+    speed_batch: int = 1
+    speed_seq_len: int | None = None
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.top_k < 1:
+            raise SearchError(f"top_k must be >= 1, got {self.top_k}")
+        if self.batch_size < 1 or self.speed_batch < 1:
+            raise SearchError("batch_size and speed_batch must be >= 1")
+        if self.tie_tolerance < 0:
+            raise SearchError(f"tie_tolerance must be >= 0, got {self.tie_tolerance}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["space"] = self.space.to_dict()
+        d.pop("progress")
+        return d
+
+
+@dataclass
+class SearchResult:
+    """The winner and every evaluated candidate (merged records, best first)."""
+
+    best: Plan
+    best_key: str
+    candidates: list[dict[str, Any]]
+    report: FilterReport
+    axis_choices: dict[str, list[int]]
+    out_dir: Path | None = None
+
+    @property
+    def best_candidate(self) -> dict[str, Any]:
+        return next(c for c in self.candidates if c["key"] == self.best_key)
+
+    def top(self, n: int) -> list[dict[str, Any]]:
+        return self.candidates[:n]
+
+
+def distill_finetune(teacher, student, data, kd: Mapping[str, Any]):
+    """The default short KD: `hybridprune.distill.distill` with quiet, file-less settings. A warmup not
+    given explicitly is capped at a tenth of the run, so a short run still reaches its learning rate."""
+    try:
+        from ..distill import DistillConfig, distill
+    except ImportError as exc:  # pragma: no cover - the distillation stage is part of the package
+        raise SearchError(f"the short distillation needs hybridprune.distill ({exc})") from exc
+    device = str(next(student.parameters()).device)  # train where the search runs
+    settings = {"progress": False, "export": False, "plot": False, "out_dir": None, "device": device, **dict(kd)}
+    try:
+        cfg = DistillConfig(**settings)
+    except TypeError as exc:
+        raise SearchError(f"bad distillation settings {dict(kd)}: {exc}") from None
+    if "warmup" not in kd:
+        cfg.warmup = min(cfg.warmup, cfg.total_steps(_seq_len(data)) // 10)
+    flags = [p.requires_grad for p in teacher.parameters()]
+    try:
+        return distill(teacher, student, data, cfg)
+    finally:
+        for p, flag in zip(teacher.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def _seq_len(data) -> int:
+    if hasattr(data, "seq_len"):
+        return int(data.seq_len)
+    if isinstance(data, torch.Tensor) and data.dim() == 2:
+        return int(data.shape[1])
+    raise SearchError("give the data as a TokenSamples or a LongTensor [N, T] (or set speed_seq_len)")
+
+
+def _fingerprint_tensors(*tensors: torch.Tensor | None) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        if t is not None:
+            t = t.detach().cpu().contiguous()
+            h.update(str((tuple(t.shape), str(t.dtype))).encode())
+            h.update(t.float().numpy().tobytes() if t.is_floating_point() else t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def data_fingerprint(data) -> str | None:
+    if data is None:
+        return None
+    if hasattr(data, "input_ids"):
+        return _fingerprint_tensors(data.input_ids, getattr(data, "attention_mask", None))
+    if isinstance(data, torch.Tensor):
+        return _fingerprint_tensors(data)
+    return type(data).__name__
+
+
+def scores_fingerprint(scores: Scores) -> str:
+    tensors = scores.tensors()
+    return _fingerprint_tensors(*(tensors[k] for k in sorted(tensors)))
+
+
+def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config: SearchConfig | None = None, *,
+           train_data=None, teacher: torch.nn.Module | None = None, finetune: Finetune | None = None,
+           out_dir: str | Path | None = None, overwrite: bool = False, console=None, **overrides) -> SearchResult:
+    """Search the architecture of lowest validation loss under `budget`; see the module docstring.
+
+    `data`: validation samples for the losses (a `TokenSamples` or LongTensor `[N, T]`); `train_data`:
+    samples for the short KD (needed when `config.kd` is set); `teacher`: defaults to `model`;
+    `finetune(teacher, student, train_data, kd) -> student` replaces the default `distill_finetune`.
+    With `out_dir`, results go to `candidates.jsonl` as they finish, and the winner to `best.yaml`, a
+    table-ready `summary.json` and a size-loss plot `search.png`; re-running resumes.
+    Keyword `overrides` set `SearchConfig` fields, e.g. `search(m, s, d, b, top_k=3)`.
+    """
+    from . import report as show
+
+    unknown = sorted(set(overrides) - {f.name for f in fields(SearchConfig)})
+    if unknown:
+        raise TypeError(f"unknown search settings {unknown}; valid: {[f.name for f in fields(SearchConfig)]}")
+    cfg = replace(config or SearchConfig(), **overrides)
+    cfg.validate()
+    if cfg.kd and train_data is None:
+        raise SearchError("the short distillation of the top-K (kd) needs train_data")
+    say = show.Printer(console if console is not None else (show.default_console() if cfg.progress else None))
+    adapter = get_adapter(model)
+    original = adapter.dims(model.config)
+    grid, choices = build_grid(original, cfg.space, scores)
+    candidates, report = filter_candidates(adapter, original, grid, budget, band=cfg.band,
+                                           max_candidates=cfg.max_candidates)
+    say.axes(choices, original)
+    say.lines(report.lines())
+    finetune = finetune or distill_finetune
+    settings = {
+        "budget": budget.to_dict(), "config": cfg.to_dict(), "model": model_fingerprint(model),
+        "scores": scores_fingerprint(scores), "data": data_fingerprint(data),
+        "train_data": data_fingerprint(train_data) if cfg.kd else None,
+        "finetune": getattr(finetune, "__qualname__", type(finetune).__name__) if cfg.kd else None,
+    }
+    store = SearchStore(out_dir)
+    found = store.open(settings, overwrite=overwrite)
+    if found:
+        say.lines([f"resuming: {found} evaluations already in {store.path('candidates.jsonl')}"])
+    teacher = teacher if teacher is not None else model
+    by_key = {c.key: (c, cost) for c, cost in candidates}
+
+    def pruned(key: str) -> torch.nn.Module:
+        return prune(model, scores, by_key[key][0].plan(original))
+
+    # zero-shot loss of every candidate
+    todo = [k for k in by_key if store.get(ZERO_SHOT, k) is None]
+    with say.progress("zero-shot loss", len(todo)) as advance:
+        for key in todo:
+            c, cost = by_key[key]
+            start = time.perf_counter()
+            student = pruned(key)
+            ev = _loss(student, data, cfg.batch_size)
+            del student
+            store.add({"stage": ZERO_SHOT, "key": key, "values": dict(c.values), "plan": c.plan(original).to_dict(),
+                       "kept_blocks": list(c.kept_blocks), "cost": cost.to_dict(), "loss": ev["loss"],
+                       "perplexity": ev["perplexity"], "tokens": ev["tokens"],
+                       "seconds": time.perf_counter() - start})
+            advance(f"{key}: loss {ev['loss']:.4f} ({time.perf_counter() - start:.1f}s)")
+
+    ranked = sorted(by_key, key=lambda k: (store.get(ZERO_SHOT, k)["loss"], k))
+    top = ranked[: cfg.top_k]
+    speed_len = cfg.speed_seq_len or (_seq_len(data) if cfg.measure_speed else 0)
+    todo = [k for k in top if store.get(FINAL, k) is None]
+    what = "short distillation + loss" if cfg.kd else "throughput of the top-K"
+    with say.progress(what, len(todo)) as advance:
+        for key in todo:
+            start = time.perf_counter()
+            student = pruned(key)
+            if cfg.kd:
+                student = finetune(teacher, student, train_data, dict(cfg.kd))
+                loss = _loss(student, data, cfg.batch_size)
+            else:
+                loss = {k: store.get(ZERO_SHOT, key)[k] for k in ("loss", "perplexity", "tokens")}
+            tps = measure_throughput(student, cfg.speed_batch, speed_len) if cfg.measure_speed else None
+            del student
+            store.add({"stage": FINAL, "key": key, "loss": loss["loss"], "perplexity": loss["perplexity"],
+                       "tokens": loss["tokens"], "kd": cfg.kd, "throughput": tps,
+                       "seconds": time.perf_counter() - start})
+            advance(f"{key}: loss {loss['loss']:.4f}" + (f", {tps:,.0f} tokens/s" if tps else ""))
+
+    merged = _merge(store, ranked, top)
+    best_key = choose_best(merged[: len(top)], cfg.tie_tolerance)
+    merged.sort(key=lambda c: c["key"] != best_key)  # stable: the winner first, the order otherwise kept
+    best_plan = Plan.from_dict(by_key[best_key][0].plan(original).to_dict())
+    result = SearchResult(best=best_plan, best_key=best_key, candidates=merged, report=report,
+                          axis_choices=choices, out_dir=store.dir)
+    show.write_outputs(result, store, budget, original)
+    return result
+
+
+def _loss(model, data, batch_size: int) -> dict[str, Any]:
+    """The validation loss; a candidate whose loss is not finite ranks last instead of stopping the search."""
+    try:
+        return evaluate_loss(model, data, batch_size=batch_size)
+    except NonFiniteLoss:
+        return {"loss": float("inf"), "perplexity": float("inf"), "tokens": 0}
+
+
+def _merge(store: SearchStore, ranked: list[str], top: list[str]) -> list[dict[str, Any]]:
+    """One dict per candidate: the top-K by final loss first, then the rest by zero-shot loss."""
+    out = []
+    for key in ranked:
+        z = store.get(ZERO_SHOT, key)
+        f = store.get(FINAL, key) if key in top else None
+        cost = z["cost"]
+        out.append({
+            "key": key, "values": z["values"], "plan": z["plan"], "kept_blocks": z["kept_blocks"],
+            "params": cost["params"], "params_non_embedding": cost["params_non_embedding"],
+            "memory_mb": cost["memory_mb"], "zero_shot_loss": z["loss"],
+            "loss": f["loss"] if f else None, "throughput": f["throughput"] if f else None,
+            "kd": f["kd"] if f else None,
+        })
+    finals = sorted((c for c in out if c["loss"] is not None), key=lambda c: (c["loss"], c["key"]))
+    rest = [c for c in out if c["loss"] is None]
+    return finals + rest
+
+
+def choose_best(finals: list[dict[str, Any]], tolerance: float) -> str:
+    """The lowest final loss; candidates within `tolerance` of it tie, and the fastest of them wins."""
+    best_loss = min(c["loss"] for c in finals)
+    tied = [c for c in finals if c["loss"] <= best_loss + tolerance]
+    tied.sort(key=lambda c: (-(c["throughput"] if c["throughput"] is not None else float("-inf")),
+                             c["loss"], c["key"]))
+    return tied[0]["key"]

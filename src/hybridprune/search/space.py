@@ -1,0 +1,191 @@
+"""The search space: per-axis choices and the grid of candidate architectures.
+
+Axes are the Plan's fields. Width axes take values between `(1 - max_width_pruning) × original` and
+the original, in steps of a divisor; Mamba heads step in multiples of `n_groups` (every group keeps the
+same number of heads) and attention heads in multiples of the KV heads (every KV group keeps the same
+number of query heads). Depth takes `num_layers` from the original down to
+`(1 - max_depth_pruning) × original`, the dropped blocks being the least important by the depth scores.
+An axis the architecture lacks (no MLP blocks, no attention) is absent; an axis in `skip` keeps its size.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..architectures import ATTENTION, MAMBA, MLP, Dims
+from ..pruning.plan import Plan
+from ..pruning.selection import top_k_sorted
+
+#: The searchable axes, in the order candidates are labelled.
+AXES = ("num_layers", "hidden_size", "ffn_hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads")
+#: Short labels for candidate keys and tables.
+LABELS = {"num_layers": "L", "hidden_size": "h", "ffn_hidden_size": "f", "mamba_num_heads": "mh",
+          "mamba_head_dim": "md", "num_attention_heads": "ah"}
+#: The block kind an axis belongs to (None: every model has it).
+AXIS_KIND = {"num_layers": None, "hidden_size": None, "ffn_hidden_size": MLP, "mamba_num_heads": MAMBA,
+             "mamba_head_dim": MAMBA, "num_attention_heads": ATTENTION}
+#: Largest divisors used when none is given (ModelOpt's defaults); "auto" shrinks them on small models.
+DEFAULT_DIVISORS = {"hidden_size": 256, "ffn_hidden_size": 512, "mamba_head_dim": 8}
+
+
+class SearchSpaceError(ValueError):
+    """An invalid search-space setting; the message names the valid ones."""
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """How the candidate grid is built.
+
+    - `max_width_pruning`: the largest fraction any width axis may lose (0.4: keep >= 60%).
+    - `max_depth_pruning`: the largest fraction of blocks that may be dropped.
+    - `divisors`: per-axis step. Width axes default to "auto": ModelOpt's divisors (hidden 256, FFN 512,
+      head dim 8), lowered to a power of two that still gives at least three choices on small models.
+      `mamba_num_heads` steps in multiples of `n_groups` and `num_attention_heads` in multiples of the
+      KV heads; a divisor given for them must be such a multiple. `num_layers` steps by 1 block.
+    - `choices`: explicit values for an axis (each checked against the group constraints).
+    - `skip`: axes that keep their original size.
+    """
+
+    max_width_pruning: float = 0.4
+    max_depth_pruning: float = 0.2
+    divisors: Mapping[str, int] = field(default_factory=dict)
+    choices: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    skip: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("max_width_pruning", "max_depth_pruning"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise SearchSpaceError(f"{name} must be in [0, 1), got {value}")
+        for what in (self.divisors, self.choices, self.skip):
+            unknown = sorted(set(what) - set(AXES))
+            if unknown:
+                raise SearchSpaceError(f"unknown search axes {unknown}; the axes are {', '.join(AXES)}")
+        for axis, d in self.divisors.items():
+            if int(d) != d or d < 1:
+                raise SearchSpaceError(f"the divisor of {axis} must be a positive integer, got {d}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_width_pruning": self.max_width_pruning, "max_depth_pruning": self.max_depth_pruning,
+                "divisors": dict(self.divisors), "choices": {k: list(v) for k, v in self.choices.items()},
+                "skip": sorted(self.skip)}
+
+    # ---- per-axis choices --------------------------------------------------------------------
+    def axes_of(self, dims: Dims) -> list[str]:
+        """The axes this architecture has (skipped ones included: they are fixed, not absent)."""
+        out = []
+        for axis in AXES:
+            kind = AXIS_KIND[axis]
+            if kind is None or kind in dims.block_kinds:
+                out.append(axis)
+        return out
+
+    def _unit(self, axis: str, dims: Dims) -> int:
+        """The step every value of `axis` must be a multiple of (group structure)."""
+        if axis == "mamba_num_heads":
+            return dims.mamba_n_groups
+        if axis == "num_attention_heads":
+            return dims.num_key_value_heads
+        return 1
+
+    def divisor(self, axis: str, dims: Dims) -> int:
+        original = original_value(axis, dims)
+        unit = self._unit(axis, dims)
+        if axis in self.divisors:
+            d = int(self.divisors[axis])
+            if d % unit:
+                raise SearchSpaceError(f"the divisor of {axis} must be a multiple of {unit} (group size), got {d}")
+            return d
+        if axis in DEFAULT_DIVISORS:
+            room = original * self.max_width_pruning / 3
+            return max(1, min(DEFAULT_DIVISORS[axis], 2 ** int(math.floor(math.log2(room))) if room >= 1 else 1))
+        return unit
+
+    def axis_choices(self, dims: Dims) -> dict[str, list[int]]:
+        """Every axis of the architecture with its values, largest first (a skipped axis: original only)."""
+        out = {}
+        for axis in self.axes_of(dims):
+            original = original_value(axis, dims)
+            unit = self._unit(axis, dims)
+            if axis in self.skip:
+                values = [original]
+            elif axis in self.choices:
+                values = sorted({int(v) for v in self.choices[axis]}, reverse=True)
+                bad = [v for v in values if v < 1 or v > original or v % unit]
+                if bad:
+                    raise SearchSpaceError(
+                        f"choices {bad} of {axis} are invalid: values must be in 1..{original} and multiples of {unit}"
+                    )
+            else:
+                ratio = self.max_depth_pruning if axis == "num_layers" else self.max_width_pruning
+                lower = max(1, math.ceil((1.0 - ratio) * original - 1e-9))
+                step = self.divisor(axis, dims)
+                values = sorted({v for v in range(step, original + 1, step) if v >= lower} | {original}, reverse=True)
+            out[axis] = values
+        return out
+
+
+def original_value(axis: str, dims: Dims) -> int:
+    return dims.num_layers if axis == "num_layers" else getattr(dims, axis)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One architecture of the grid: its axis values, the blocks it keeps, and its dimensions."""
+
+    values: Mapping[str, int]
+    kept_blocks: tuple[int, ...]
+    dims: Dims
+
+    @property
+    def key(self) -> str:
+        return "-".join(f"{LABELS[a]}{self.values[a]}" for a in AXES if a in self.values)
+
+    def plan(self, original: Dims) -> Plan:
+        """The Plan that prunes `original` to this candidate; depth as an explicit `drop_layers`."""
+        fields = {a: v for a, v in self.values.items() if a != "num_layers"}
+        dropped = tuple(i for i in range(original.num_layers) if i not in self.kept_blocks)
+        return Plan(**fields, drop_layers=dropped or None)
+
+
+def depth_ranking(scores) -> Any:
+    """The depth importance used to choose dropped blocks (KL divergence first, else Block Influence)."""
+    if scores is None:
+        return None
+    return scores.depth_kld if scores.depth_kld is not None else scores.depth_bi
+
+
+def build_grid(dims: Dims, space: SearchSpace, scores=None) -> tuple[list[Candidate], dict[str, list[int]]]:
+    """Every combination of the axis choices, with the axis values of kinds that depth pruning
+    removed entirely pinned to their original size (so no two candidates are the same model).
+
+    Depth candidates need depth scores; without them the depth axis keeps every block.
+    """
+    choices = space.axis_choices(dims)
+    depth = depth_ranking(scores)
+    if len(choices.get("num_layers", [])) > 1 and depth is None:
+        choices["num_layers"] = [dims.num_layers]
+    axes = list(choices)
+    seen: set[tuple] = set()
+    grid = []
+    for combo in itertools.product(*(choices[a] for a in axes)):
+        values = dict(zip(axes, combo))
+        n = values["num_layers"]
+        kept = tuple(range(dims.num_layers)) if n == dims.num_layers else tuple(top_k_sorted(depth, n).tolist())
+        kinds = {dims.block_kinds[i] for i in kept}
+        for axis in axes:
+            kind = AXIS_KIND[axis]
+            if kind is not None and kind not in kinds:
+                values[axis] = original_value(axis, dims)
+        signature = tuple(values[a] for a in axes)
+        if signature in seen:
+            continue
+        seen.add(signature)
+        widths = {a: v for a, v in values.items() if a != "num_layers"}
+        target = Plan(**widths).target_dims(dims, list(kept))
+        grid.append(Candidate(values=values, kept_blocks=kept, dims=target))
+    return grid, choices
