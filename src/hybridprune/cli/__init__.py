@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "prune",
     "search",
     "distill",
+    "demo",
 ]
 
 for _name in COMMAND_MODULES:
