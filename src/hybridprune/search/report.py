@@ -104,6 +104,9 @@ def plot_search(result, path: str | Path, *, x: str = "params") -> Path:
     (or final) for the top-K, the winner starred."""
     from ..report.plots import plt
 
+    non_embedding = x == "params" and result.report.params_kind != "total"
+    if non_embedding:  # show the count the budget constrains, so the budget line belongs on the axis
+        x = "params_non_embedding"
     fig, ax = plt.subplots(figsize=(7, 4.5))
     shown = [c for c in result.candidates if math.isfinite(c["zero_shot_loss"])]
     ax.scatter([c[x] for c in shown], [c["zero_shot_loss"] for c in shown], s=14, color="tab:gray", alpha=0.6,
@@ -117,15 +120,13 @@ def plot_search(result, path: str | Path, *, x: str = "params") -> Path:
     elif finals:
         ax.scatter([c[x] for c in finals], [c["loss"] for c in finals], s=60, facecolors="none",
                    edgecolors="tab:blue", label=f"top {len(finals)}")
-    limit = result.report.param_limit if x == "params" else result.report.memory_limit_mb
-    if limit is not None and x == "params" and result.report.params_kind != "total":
-        limit = None  # the budget counts non-embedding parameters; the axis shows the total
+    limit = result.report.param_limit if x.startswith("params") else result.report.memory_limit_mb
     if limit is not None:
         ax.axvline(limit, color="tab:red", ls="--", lw=0.8, alpha=0.7, label="budget")
     best = result.best_candidate
     best_loss = best["loss"] if best["loss"] is not None else best["zero_shot_loss"]
     ax.scatter([best[x]], [best_loss], marker="*", s=220, color="tab:red", zorder=5, label=f"winner {best['key']}")
-    ax.set_xlabel("parameters" if x == "params" else "memory (MiB)")
+    ax.set_xlabel({"params": "parameters", "params_non_embedding": "non-embedding parameters"}.get(x, "memory (MiB)"))
     ax.set_ylabel("validation loss")
     ax.set_title("architecture search: cost vs loss")
     ax.grid(alpha=0.3)
