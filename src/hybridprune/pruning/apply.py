@@ -52,10 +52,20 @@ def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
     _check_scores(scores, model, strict_fingerprint=strict_fingerprint)
     selection = select(scores, plan, dims, adapter.required_kinds)
     new_dims = plan.target_dims(dims, selection.kept_blocks)
+    pruned = apply_selection(model, selection, new_dims)
+    pruned.hybridprune_info = provenance(plan, selection, dims, new_dims, scores, adapter)
+    return pruned
+
+
+def apply_selection(model: torch.nn.Module, selection: Selection, new_dims) -> torch.nn.Module:
+    """Build the model that keeps exactly `selection` (sizes `new_dims`): slice, write the config,
+    rebuild, load strictly, smoke-test. `prune` derives the selection from scores; experiments and
+    tests can pass their own."""
+    adapter = get_adapter(model)
+    dims = adapter.dims(model.config)
     adapter.check_representable(new_dims, original=dims)
     config = adapter.make_config(model.config, new_dims)
     state = slice_state_dict(model.state_dict(), adapter, dims, selection)
-
     param = next(model.parameters())
     pruned = adapter.build_model(config, dtype=param.dtype)
     try:
@@ -64,7 +74,6 @@ def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
         raise PruneError(f"the sliced weights do not fit the rebuilt {config.model_type} model: {exc}") from exc
     pruned.to(param.device).eval()
     _smoke_test(pruned)
-    pruned.hybridprune_info = provenance(plan, selection, dims, new_dims, scores, adapter)
     return pruned
 
 
