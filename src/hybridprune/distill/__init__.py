@@ -4,8 +4,9 @@ training loop with exact checkpoint/resume, and DDP/FSDP2 scaling. See docs/dist
 from __future__ import annotations
 
 from .checkpoint import CheckpointError, find_resume_checkpoint
+from .chunked_loss import chunked_kd_loss
 from .config import DistillConfig, DistillError
-from .loss import Head, KDLossOutput, chunked_kd_loss, kd_loss_from_logits
+from .loss import Head, KDLossOutput, kd_loss_from_logits
 from .schedule import WarmupCosine
 from .trainer import Distiller, NonFiniteLoss, distill
 

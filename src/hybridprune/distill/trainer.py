@@ -7,14 +7,16 @@ samples, each process runs `global_batch / (W·m)` micro-batches. Every micro-ba
 of per-position losses divided by the number of positions of the whole global batch (times `W`,
 because DDP and FSDP average gradients over processes), so the accumulated gradient is that of the
 global-batch mean whatever `W` and `m` are.
+
+The pieces live beside this module: `models.py` (model access and the KD forward), `placement.py`
+(precision, devices, DDP/FSDP2 wrapping), `resume.py` (checkpoint save/load) and `reporting.py`
+(validation, log, progress, export).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -25,137 +27,18 @@ from . import checkpoint as ckpt
 from . import dist as hpdist
 from .config import DistillConfig, DistillError
 from .data import GlobalBatches, TokenData, as_token_data
-from .export import LOG_FILE, PLOT_FILE, export_student, plot_loss, truncate_log
-from .loss import IGNORE_INDEX, Head, chunked_kd_loss, next_token_targets
+from .export import LOG_FILE, truncate_log
+from .loss import IGNORE_INDEX, Head, next_token_targets
+from .models import StudentKD, check_head, final_hidden, head_of
+from .models import base_model_of, logit_scale  # noqa: F401  (importable from here, as before)
+from .placement import device_of, parallel_mode, use_bf16, wrap_parallel
+from .reporting import ReportingMixin
+from .resume import CheckpointingMixin
 from .schedule import WarmupCosine
 
 
-# ------------------------------------------------------------------------------------ model access
-
-
-def base_model_of(model: nn.Module) -> nn.Module:
-    base = getattr(model, "base_model", None)
-    if base is None or base is model:
-        raise DistillError(
-            f"{type(model).__name__} is not a causal LM with a separate base model and head "
-            "(expected a Hugging Face *ForCausalLM)"
-        )
-    return base
-
-
-def logit_scale(model: nn.Module) -> float:
-    """The factor some architectures apply to the head's output (Granite divides, Falcon-H1 multiplies)."""
-    cfg = getattr(model, "config", None)
-    scale = 1.0
-    div = getattr(cfg, "logits_scaling", None)
-    if div not in (None, 0):
-        scale /= float(div)
-    mult = getattr(getattr(model, "base_model", None), "lm_head_multiplier", None)
-    if mult is None:
-        mult = getattr(cfg, "lm_head_multiplier", None)
-    if mult is not None:
-        scale *= float(mult)
-    return scale
-
-
-def head_of(model: nn.Module) -> Head:
-    emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if emb is None or not hasattr(emb, "weight"):
-        raise DistillError(f"{type(model).__name__} has no output embedding (LM head) to distil through")
-    return Head(weight=emb.weight, bias=getattr(emb, "bias", None), scale=logit_scale(model))
-
-
-def final_hidden(model: nn.Module, input_ids, attention_mask) -> torch.Tensor:
-    out = base_model_of(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-
-
-@torch.no_grad()
-def check_head(model: nn.Module, vocab_size: int, name: str, device) -> None:
-    """The chunked loss rebuilds the logits as head(final hidden state) · scale: check that this is what
-    the model's own forward computes, on a few tokens."""
-    was_training = model.training
-    model.eval()
-    try:
-        ids = torch.arange(12, device=device).remainder(vocab_size).unsqueeze(0)
-        ref = model(input_ids=ids, use_cache=False).logits.float()
-        head = head_of(model)
-        h = final_hidden(model, ids, None)
-        z = h.to(head.weight.dtype) @ head.weight.t()
-        if head.bias is not None:
-            z = z + head.bias
-        z = z.float() * head.scale
-    finally:
-        model.train(was_training)
-    tol = 1e-3 * max(1.0, float(ref.abs().max()))
-    if ref.shape != z.shape or float((ref - z).abs().max()) > tol:
-        raise DistillError(
-            f"cannot reproduce the {name}'s logits from its final hidden states and LM head "
-            f"({type(model).__name__}); this architecture is not supported by the chunked KD loss"
-        )
-
-
-class StudentKD(nn.Module):
-    """The student with the chunked KD loss as its forward, so that DDP/FSDP see one module call."""
-
-    def __init__(self, student: nn.Module, cfg: DistillConfig, compute_dtype: torch.dtype):
-        super().__init__()
-        self.student = student
-        self.cfg = cfg
-        self.compute_dtype = compute_dtype
-
-    def forward(self, input_ids, attention_mask, teacher_hidden, teacher_weight, teacher_bias, teacher_scale: float,
-                kd_normalizer: float, ce_normalizer: float):
-        h = final_hidden(self.student, input_ids, attention_mask)
-        cfg = self.cfg
-        out = chunked_kd_loss(
-            h,
-            head_of(self.student),
-            teacher_hidden,
-            Head(teacher_weight, teacher_bias, teacher_scale),
-            attention_mask,
-            input_ids,
-            kind=cfg.kd_loss,
-            temperature=cfg.temperature,
-            kd_weight=cfg.kd_weight,
-            ce_weight=cfg.ce_weight,
-            chunk_size=cfg.chunk_size,
-            kd_normalizer=kd_normalizer,
-            ce_normalizer=ce_normalizer,
-            compute_dtype=self.compute_dtype,
-        )
-        return out.loss, out.kd_sum, out.ce_sum
-
-
-def _layers_of(model: nn.Module) -> list[nn.Module]:
-    """The repeated blocks of a HF model (the FSDP units): the longest ModuleList in the base model."""
-    best: list[nn.Module] = []
-    for m in base_model_of(model).modules():
-        if isinstance(m, nn.ModuleList) and len(m) > len(best):
-            best = list(m)
-    return best
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def _move_unsharded(model: nn.Module, device: torch.device) -> None:
-    """Move the parameters and buffers FSDP does not manage (plain tensors) to `device`."""
-    from torch.distributed.tensor import DTensor
-
-    with torch.no_grad():
-        for m in model.modules():
-            for p in m._parameters.values():
-                if p is not None and not isinstance(p, DTensor) and p.device != device:
-                    p.data = p.data.to(device)
-            for k, b in list(m._buffers.items()):
-                if b is not None and not isinstance(b, DTensor) and b.device != device:
-                    m._buffers[k] = b.to(device)
-
-
 def _param_groups(model: nn.Module, weight_decay: float):
+    """AdamW groups: weight decay on the trainable matrices only."""
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if not p.requires_grad:
@@ -170,14 +53,11 @@ def _param_groups(model: nn.Module, weight_decay: float):
     return groups
 
 
-# -------------------------------------------------------------------------------------------- trainer
-
-
 class NonFiniteLoss(DistillError):
     """The loss or gradient norm became NaN/inf; the step was not applied."""
 
 
-class Distiller:
+class Distiller(CheckpointingMixin, ReportingMixin):
     """One distillation run. `run()` trains; the pieces are separate for tests and benchmarks."""
 
     def __init__(self, teacher: nn.Module, student: nn.Module, train_data, cfg: DistillConfig, *, val_data=None,
@@ -204,12 +84,8 @@ class Distiller:
         self.batches = GlobalBatches(len(self.data), cfg.global_batch, seed=cfg.seed, shuffle=cfg.shuffle)
 
         # precision
-        if cfg.precision == "auto":
-            bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-        else:
-            bf16 = cfg.precision == "bf16"
-        self.bf16 = bf16
-        self.compute_dtype = torch.bfloat16 if bf16 else None
+        self.bf16 = use_bf16(cfg, self.device)
+        self.compute_dtype = torch.bfloat16 if self.bf16 else None
 
         # vocabulary and head checks (before any wrapping)
         t_head, s_head = head_of(teacher), head_of(student)
@@ -224,18 +100,14 @@ class Distiller:
             raise DistillError(
                 f"the training data has token id {max_id}, outside the models' vocabulary of {self.vocab_size}"
             )
-        mode = cfg.parallel
-        if mode == "auto":
-            mode = "ddp" if env.enabled else "none"
-        if mode in ("ddp", "fsdp") and not env.enabled:
-            mode = "none"
+        mode = parallel_mode(cfg, env)
         self.mode = mode
         if mode != "fsdp":  # under FSDP the shards are moved to the device, never the whole model
             teacher.to(self.device)
             student.to(self.device)
         if cfg.check_heads:
-            check_head(teacher, self.vocab_size, "teacher", _device_of(teacher))
-            check_head(student, self.vocab_size, "student", _device_of(student))
+            check_head(teacher, self.vocab_size, "teacher", device_of(teacher))
+            check_head(student, self.vocab_size, "student", device_of(student))
 
         teacher.eval()
         teacher.requires_grad_(False)
@@ -243,30 +115,7 @@ class Distiller:
 
         # parallel wrapping
         self.kd_module = StudentKD(student, cfg, self.compute_dtype or s_head.weight.dtype)
-        if mode == "ddp":
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = DDP(self.kd_module, device_ids=ids)
-        elif mode == "fsdp":
-            from torch.distributed.device_mesh import init_device_mesh
-            from torch.distributed.fsdp import fully_shard
-
-            if self.device.type == "cuda":
-                torch.cuda.set_device(self.device)  # the mesh (and the shards) live on this process's GPU
-            mesh = init_device_mesh(self.device.type, (env.world_size,))
-            # Each teacher block is its own FSDP root (the teacher has no backward): reshard explicitly
-            # after its forward, or it would stay gathered. Its embeddings and head stay replicated.
-            for layer in _layers_of(teacher):
-                fully_shard(layer, mesh=mesh, reshard_after_forward=True)
-            for layer in _layers_of(student):
-                fully_shard(layer, mesh=mesh)
-            fully_shard(self.kd_module, mesh=mesh)
-            _move_unsharded(teacher, self.device)  # the replicated rest: embeddings, final norm, head
-            _move_unsharded(student, self.device)
-            self.model = self.kd_module
-        else:
-            self.model = self.kd_module
+        self.model = wrap_parallel(self.kd_module, teacher, student, mode, env)
 
         self.optimizer = torch.optim.AdamW(
             _param_groups(student, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps
@@ -283,13 +132,6 @@ class Distiller:
         self._data_fp = self.data.fingerprint()
 
     # ------------------------------------------------------------------------------------- helpers
-
-    def _say(self, msg: str) -> None:
-        if self.env.is_main:
-            if self.console is not None:
-                self.console.print(msg)
-            else:
-                print(msg, flush=True)
 
     def _autocast(self):
         if not self.bf16:
@@ -404,171 +246,7 @@ class Distiller:
             rec["ce_loss"] = ce_mean
         return rec
 
-    # ------------------------------------------------------------------------------------ validation
-
-    @torch.no_grad()
-    def evaluate(self) -> dict:
-        """The KD objective (token mean) on the validation data, sharded over processes."""
-        cfg, env = self.cfg, self.env
-        if self.val is None:
-            return {}
-        self.student.eval()
-        try:
-            idx = list(range(env.rank, len(self.val), env.world_size))
-            # Every process runs the same number of forwards (FSDP gathers weights collectively);
-            # one that has run out of samples repeats sample 0 and discards the result.
-            per_rank = -(-len(self.val) // env.world_size)
-            sums = [0.0, 0.0, 0.0, 0.0]  # kd_sum, ce_sum, n_kd, n_ce
-            for i in range(0, per_rank, cfg.micro_batch):
-                chunk = idx[i : i + cfg.micro_batch]
-                if not chunk:
-                    ids, mask = self.val.get([0])
-                    self._forward_loss(ids.to(self.device), mask.to(self.device), 1.0, 1.0)
-                    continue
-                ids, mask = self.val.get(chunk)
-                self._check_ids(ids)
-                n_kd, n_ce = self._counts(mask, ids)
-                ids, mask = ids.to(self.device), mask.to(self.device)
-                _, kd_sum, ce_sum = self._forward_loss(ids, mask, 1.0, 1.0)
-                sums[0] += float(kd_sum)
-                sums[1] += float(ce_sum)
-                sums[2] += n_kd
-                sums[3] += n_ce
-            kd, ce, n_kd, n_ce = hpdist.all_reduce_sum(env, sums)
-        finally:
-            self.student.train()
-        rec = {"step": self.step, "val_loss": cfg.kd_weight * kd / max(n_kd, 1) + cfg.ce_weight * ce / max(n_ce, 1),
-               "val_kd_loss": kd / max(n_kd, 1), "val_tokens": int(n_kd)}
-        return rec
-
-    # ---------------------------------------------------------------------------------- checkpoints
-
-    def _full_model_state(self) -> dict | None:
-        """The student's full state dict on rank 0 (None elsewhere); collective under FSDP."""
-        if self.mode == "fsdp":
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-            sd = get_model_state_dict(self.kd_module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-            prefix = "student."
-            return {k[len(prefix):]: v for k, v in sd.items()} if self.env.is_main else None
-        return self.student.state_dict() if self.env.is_main else None
-
-    def _full_optim_state(self) -> dict | None:
-        if self.mode == "fsdp":
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-            sd = get_optimizer_state_dict(
-                self.kd_module, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-            )
-            return sd if self.env.is_main else None
-        return self.optimizer.state_dict() if self.env.is_main else None
-
-    def _run_state(self) -> dict:
-        return {
-            "total_steps": self.total_steps,
-            "tokens_seen": self.step * self.tokens_per_step,
-            "data": {"num_samples": len(self.data), "seq_len": self.seq_len, "fingerprint": self._data_fp,
-                     **self.batches.position(self.step)},
-            "world_size": self.env.world_size,
-            "parallel": self.mode,
-            "trajectory": self.cfg.trajectory(),
-            "config": self.cfg.to_dict(),
-        }
-
-    def save_checkpoint(self) -> Path | None:
-        if self.ckpt_root is None:
-            return None
-        model_state = self._full_model_state()
-        optim_state = self._full_optim_state()
-        rngs = hpdist.gather_to_main(self.env, ckpt.rng_state())
-        path = None
-        if self.env.is_main:
-            path = ckpt.write_checkpoint(
-                self.ckpt_root,
-                self.step,
-                model_state=model_state,
-                optimizer_state=optim_state,
-                scheduler_state=self.scheduler.state_dict(),
-                rng_states=rngs,
-                state=self._run_state(),
-                keep_last=self.cfg.keep_last,
-            )
-        hpdist.barrier(self.env)
-        self.last_checkpoint = self.ckpt_root / ckpt.step_dir_name(self.step)
-        return path
-
-    def load_checkpoint(self, path: str | os.PathLike) -> Path:
-        where, state = ckpt.find_resume_checkpoint(path, warn=self._say)
-        # what defines the run must match
-        mism = {
-            k: (state["trajectory"].get(k), v)
-            for k, v in self.cfg.trajectory().items()
-            if state.get("trajectory", {}).get(k) != v
-        }
-        if state.get("total_steps") != self.total_steps:
-            mism["total_steps"] = (state.get("total_steps"), self.total_steps)
-        if mism:
-            diff = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in mism.items())
-            raise ckpt.CheckpointError(f"cannot resume from {where}: the run's settings differ ({diff})")
-        d = state.get("data", {})
-        if (d.get("num_samples"), d.get("seq_len"), d.get("fingerprint")) != (len(self.data), self.seq_len, self._data_fp):
-            raise ckpt.CheckpointError(
-                f"cannot resume from {where}: it was trained on other data "
-                f"({d.get('num_samples')} samples × {d.get('seq_len')} tokens, fingerprint {d.get('fingerprint')}; "
-                f"now {len(self.data)} × {self.seq_len}, {self._data_fp})"
-            )
-        if state.get("parallel") == "fsdp" and self.mode != "fsdp" or state.get("parallel") != "fsdp" and self.mode == "fsdp":
-            raise ckpt.CheckpointError(
-                f"cannot resume from {where}: it was written with parallel={state.get('parallel')!r}, "
-                f"now {self.mode!r}; resume in the same mode"
-            )
-        if state.get("world_size") != self.env.world_size:
-            self._say(
-                f"note: {where} was written by {state.get('world_size')} processes, resuming with "
-                f"{self.env.world_size}: the data order is the same, the float summation order is not"
-            )
-        weights = ckpt.load_weights(where / ckpt.MODEL_FILE)
-        optim_state = ckpt.load_torch(where / ckpt.OPTIM_FILE)
-        sched_state = ckpt.load_torch(where / ckpt.SCHED_FILE)
-        rngs = ckpt.load_torch(where / ckpt.RNG_FILE)
-        try:
-            if self.mode == "fsdp":
-                from torch.distributed.checkpoint.state_dict import (
-                    StateDictOptions,
-                    set_model_state_dict,
-                    set_optimizer_state_dict,
-                )
-
-                opts = StateDictOptions(full_state_dict=True)
-                set_model_state_dict(self.kd_module, {f"student.{k}": v for k, v in weights.items()}, options=opts)
-                set_optimizer_state_dict(self.kd_module, self.optimizer, optim_state, options=opts)
-            else:
-                with torch.no_grad():
-                    missing, unexpected = self.student.load_state_dict(weights, strict=False)
-                if missing or unexpected:
-                    raise ckpt.CheckpointError(
-                        f"{where / ckpt.MODEL_FILE} does not match the student: missing {missing[:5]}, "
-                        f"unexpected {unexpected[:5]}"
-                    )
-                self.optimizer.load_state_dict(optim_state)
-            self.scheduler.load_state_dict(sched_state)
-        except (RuntimeError, ValueError, KeyError) as e:
-            if isinstance(e, DistillError):
-                raise
-            raise ckpt.CheckpointError(f"cannot load {where} into this student/optimizer: {e}") from None
-        if isinstance(rngs, list) and rngs:
-            ckpt.set_rng_state(rngs[min(self.env.rank, len(rngs) - 1)])
-        self.step = int(state["step"])
-        self.last_checkpoint = where
-        return where
-
     # ------------------------------------------------------------------------------------------ run
-
-    def _log(self, rec: dict) -> None:
-        self.history.append(rec)
-        if self.log_path is not None and self.env.is_main:
-            with open(self.log_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
 
     def _prepare_out_dir(self) -> None:
         if self.out_dir is None:
@@ -623,54 +301,6 @@ class Distiller:
             return self.student
         finally:
             hpdist.teardown(env)
-
-    def _reduce_time(self, rec: dict) -> dict:
-        """Throughput of the whole group, from the step time averaged over processes."""
-        if self.env.enabled:
-            (t,) = hpdist.all_reduce_sum(self.env, [rec["step_time_s"]])
-            rec["step_time_s"] = t / self.env.world_size
-            rec["tokens_per_s"] = self.tokens_per_step / rec["step_time_s"]
-        return rec
-
-    def _finish(self) -> None:
-        cfg = self.cfg
-        state = self._full_model_state() if self.mode == "fsdp" else None
-        if self.env.is_main:
-            if cfg.export:
-                last = next((r for r in reversed(self.history) if "loss" in r), {})
-                val = next((r for r in reversed(self.history) if "val_loss" in r), {})
-                summary = {
-                    "steps": self.step,
-                    "tokens": self.step * self.tokens_per_step,
-                    "final_train_loss": last.get("loss"),
-                    "final_val_loss": val.get("val_loss"),
-                    "config": cfg.to_dict(),
-                    "world_size": self.env.world_size,
-                    "parallel": self.mode,
-                }
-                export_student(self.student, self.out_dir, state_dict=state, tokenizer_dir=cfg.tokenizer_dir,
-                               summary=summary)
-            if cfg.plot:
-                plot_loss(self.log_path, self.out_dir / PLOT_FILE)
-        hpdist.barrier(self.env)
-
-    def _progress(self):
-        if not (self.cfg.progress and self.env.is_main):
-            return contextlib.nullcontext(None)
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        return Progress(
-            TextColumn("[bold]distill"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("{task.fields[tps]:,.0f} tok/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
 
 
 def distill(teacher: nn.Module, student: nn.Module, train_data, config: DistillConfig | None = None, *,
