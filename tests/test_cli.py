@@ -114,3 +114,17 @@ def test_missing_or_corrupt_checkpoint_and_existing_output(checkpoint, tmp_path)
     result = runner.invoke(app, ["prune", "--model", str(checkpoint / "model"), *args, "--out", str(taken)])
     assert result.exit_code == 2 and "already exists" in result.output
     assert (taken / "keep.txt").read_text() == "precious"
+
+
+def test_eval_compares_checkpoints_on_the_same_tokens(checkpoint):
+    from hybridprune.data import teacher_path
+
+    result = runner.invoke(app, [
+        "eval", str(teacher_path()), str(checkpoint / "model"), "--data", "shakespeare", "--samples", "4",
+        "--seq-len", "32", "--batch-size", "2", "--no-speed", "--dtype", "float32",
+    ])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "5,776,496" in out  # the shipped teacher's parameter count
+    result = runner.invoke(app, ["eval", str(checkpoint / "nope"), "--data", "shakespeare"])
+    assert result.exit_code == 2 and "does not exist" in result.output

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "prune",
     "search",
     "distill",
+    "evaluate",
     "demo",
 ]
 
