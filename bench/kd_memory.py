@@ -67,8 +67,8 @@ def child(mode: str, vocab: int, seq_len: int, batch: int, chunk_size: int | Non
     torch.set_num_threads(2)
     import transformers  # noqa: F401  (part of the baseline)
 
-    from hybridprune.distill import DistillConfig, chunked_kd_loss, kd_loss_from_logits
-    from hybridprune.distill.trainer import Distiller, final_hidden, head_of
+    from hybridprune.distillation import DistillConfig, chunked_kd_loss, kd_loss_from_logits
+    from hybridprune.distillation.trainer import Distiller, final_hidden, head_of
 
     base_kb = _rss_kb("VmRSS")
     teacher = _build(64, vocab, 0).eval().requires_grad_(False)

@@ -74,8 +74,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from hybridprune.distill import DistillConfig
-    from hybridprune.distill.trainer import Distiller
+    from hybridprune.distillation import DistillConfig
+    from hybridprune.distillation.trainer import Distiller
 
     teacher = build("teacher", args.vocab).eval().requires_grad_(False)
     student_kd = build("student", args.vocab)

@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from hybridprune.distill import DistillConfig
-from hybridprune.distill.trainer import Distiller
+from hybridprune.distillation import DistillConfig
+from hybridprune.distillation.trainer import Distiller
 
 from test_distill_utils import random_tokens, tiny_nemotron_h
 

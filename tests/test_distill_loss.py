@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybridprune.distill import DistillError, Head, chunked_kd_loss, kd_loss_from_logits
-from hybridprune.distill.trainer import check_head, final_hidden
+from hybridprune.distillation import DistillError, Head, chunked_kd_loss, kd_loss_from_logits
+from hybridprune.distillation.trainer import check_head, final_hidden
 
 from test_distill_utils import tiny_mamba2, tiny_nemotron_h
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hybridprune.distill import CheckpointError, DistillConfig, DistillError, NonFiniteLoss, WarmupCosine, distill
-from hybridprune.distill.data import GlobalBatches, as_token_data
+from hybridprune.distillation import CheckpointError, DistillConfig, DistillError, NonFiniteLoss, WarmupCosine, distill
+from hybridprune.distillation.data import GlobalBatches, as_token_data
 
 from test_distill_utils import DictDataset, random_tokens, tiny_nemotron_h
 
@@ -127,7 +127,7 @@ def test_sigkill_during_save_resumes_from_previous_checkpoint(tmp_path, data, re
         torch.set_num_threads({torch.get_num_threads()})
         from test_distill_trainer import _models, _cfg
         from test_distill_utils import random_tokens
-        from hybridprune.distill import checkpoint, distill
+        from hybridprune.distillation import checkpoint, distill
 
         real = checkpoint.fsync_file
         def fsync_then_die(path):
@@ -170,7 +170,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_bad_resume_paths_fail_clearly(
         distill(teacher, student, data, _cfg(resume=str(run / "checkpoints" / "step-00000004")))
     # from the run dir: the corrupt newest is skipped, step 2 is used, and the run completes
     warnings = []
-    from hybridprune.distill.trainer import Distiller
+    from hybridprune.distillation.trainer import Distiller
 
     d = Distiller(teacher, student, data, _cfg(out_dir=str(run), resume=str(run), save_every=2))
     d._say = warnings.append
@@ -242,7 +242,7 @@ def test_outputs_hf_checkpoint_log_and_plot(tmp_path, data):
 
 def test_tokens_sets_the_number_of_steps(data):
     teacher, student = _models()
-    from hybridprune.distill.trainer import Distiller
+    from hybridprune.distillation.trainer import Distiller
 
     d = Distiller(teacher, student, data, _cfg(steps=None, tokens=4 * 32 * 2.5))
     assert d.total_steps == 3
@@ -273,7 +273,7 @@ def test_bad_input_gives_clear_errors(data):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data):
     out = tmp_path / "run"
     teacher, student = _models()
-    from hybridprune.distill.trainer import Distiller
+    from hybridprune.distillation.trainer import Distiller
 
     d = Distiller(teacher, student, data, _cfg(out_dir=str(out), save_every=2))
     real_step = d.train_step
@@ -295,7 +295,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data):
 
 
 def test_bf16_autocast_runs_and_tracks_fp32(data):
-    from hybridprune.distill.trainer import Distiller
+    from hybridprune.distillation.trainer import Distiller
 
     losses = {}
     for precision in ("fp32", "bf16"):

@@ -14,11 +14,11 @@ from hybridprune.architectures import get_adapter
 from hybridprune.evaluate import evaluate_loss
 from hybridprune.importance.scores import Scores
 from hybridprune.pruning.plan import Plan
-from hybridprune.search import (
+from hybridprune.archsearch import (
     Budget, ImpossibleBudget, SearchConfig, SearchSpace, SearchStateError, choose_best, search,
 )
 
-search_module = importlib.import_module("hybridprune.search.search")  # the module, not the function
+search_module = importlib.import_module("hybridprune.archsearch.search")  # the module, not the function
 
 DEAD = torch.arange(0, 64, 4)  # 16 FFN neurons per MLP block whose output weights are zero
 
@@ -185,7 +185,7 @@ def test_an_impossible_budget_is_a_clear_error(setup):
 
 
 def test_the_default_short_distillation_runs(setup):
-    pytest.importorskip("hybridprune.distill")
+    pytest.importorskip("hybridprune.distillation")
     model, scores, ids, space, budget = setup
     kd = {"steps": 2, "global_batch": 4, "micro_batch": 2, "lr": 1e-3}
     result = search(model, scores, ids, budget, _config(space, top_k=1, kd=kd), train_data=ids)

@@ -8,8 +8,8 @@ import torch
 from conftest import build, tiny_mamba2_config, tiny_nemotron_config
 from hybridprune.architectures import Unrepresentable, get_adapter
 from hybridprune.importance.scores import Scores
-from hybridprune.search import Budget, BudgetError, SearchSpace, build_grid, cache_bytes, estimate_cost, parse_params
-from hybridprune.search.cost import MIB
+from hybridprune.archsearch import Budget, BudgetError, SearchSpace, build_grid, cache_bytes, estimate_cost, parse_params
+from hybridprune.archsearch.cost import MIB
 
 
 def _grid(config, **space):

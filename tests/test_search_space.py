@@ -9,7 +9,7 @@ from conftest import tiny_mamba2_config, tiny_nemotron_config
 from hybridprune.architectures import Dims, Unrepresentable, get_adapter
 from hybridprune.importance.scores import Scores
 from hybridprune.pruning.plan import Plan
-from hybridprune.search import (
+from hybridprune.archsearch import (
     Budget, ImpossibleBudget, SearchSpace, SearchSpaceError, build_grid, estimate_cost, filter_candidates,
 )
 

@@ -2,7 +2,9 @@
 for Hugging Face hybrid Mamba-Transformer checkpoints.
 
 The public names are imported lazily so that `import hybridprune` stays cheap and each stage only
-pulls in what it needs.
+pulls in what it needs. Subpackages are named apart from the functions they export (`distillation`
+holds `distill`, `archsearch` holds `search`): a subpackage named like a package attribute would
+replace that attribute the moment it is imported.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ _PUBLIC = {
     "get_adapter": "hybridprune.architectures",
     "UnsupportedArchitecture": "hybridprune.architectures",
     "count_parameters": "hybridprune.architectures",
-    "distill": "hybridprune.distill",
-    "DistillConfig": "hybridprune.distill",
-    "search": "hybridprune.search",
-    "Budget": "hybridprune.search",
-    "SearchResult": "hybridprune.search",
+    "distill": "hybridprune.distillation",
+    "DistillConfig": "hybridprune.distillation",
+    "search": "hybridprune.archsearch",
+    "Budget": "hybridprune.archsearch",
+    "SearchResult": "hybridprune.archsearch",
     "evaluate_loss": "hybridprune.evaluate",
 }
 
@@ -36,16 +38,7 @@ __all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name: str):
-    # Only reached for names not yet bound; see the end of this module for `distill` and `search`.
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'hybridprune' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
-
-
-# `distill` and `search` are both functions and subpackages. Importing a subpackage rebinds the
-# package attribute to the module, so a lazy function would turn into a module the moment anything
-# imported `hybridprune.distill`. Binding the functions once, after the subpackages are imported,
-# keeps `hp.distill(...)` and `hp.search(...)` callable.
-from .distill import distill  # noqa: E402
-from .search import search  # noqa: E402

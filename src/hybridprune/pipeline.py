@@ -81,13 +81,13 @@ def _run(settings: DemoSettings, console: Console, work: Path, results: dict[str
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .data import load_token_samples, teacher_path
-    from .distill import DistillConfig, distill
+    from .distillation import DistillConfig, distill
     from .importance.calibrate import calibrate
     from .importance.depth import depth_importance
     from .pruning.apply import prune
     from .pruning.export import export
     from .report.plots import plot_layer_importance
-    from .search import Budget, SearchConfig, search
+    from .archsearch import Budget, SearchConfig, search
 
     torch.manual_seed(settings.seed)
     teacher_dir = Path(settings.teacher) if settings.teacher else teacher_path()

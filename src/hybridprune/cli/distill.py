@@ -55,9 +55,9 @@ def distill_command(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoints' own Python code."),
 ) -> None:
     """Distil the student from the teacher (forward KL on logits, chunked), with exact resume."""
-    from ..distill import DistillConfig
-    from ..distill.dist import setup as dist_setup
-    from ..distill.dist import teardown
+    from ..distillation import DistillConfig
+    from ..distillation.dist import setup as dist_setup
+    from ..distillation.dist import teardown
 
     if (steps is None) == (tokens is None):
         raise CliError("give exactly one of --steps and --tokens (the length of the run)")
@@ -78,7 +78,7 @@ def distill_command(
     )
     cfg.validate()  # before loading anything large
     if resume is not None:
-        from ..distill import find_resume_checkpoint
+        from ..distillation import find_resume_checkpoint
 
         find_resume_checkpoint(resume, warn=lambda msg: None)
 
@@ -95,7 +95,7 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
     import torch
 
     from ..data import DataError, load_token_samples
-    from ..distill import Distiller
+    from ..distillation import Distiller
     bf16 = precision == "bf16" or (precision == "auto" and env.device.type == "cuda" and torch.cuda.is_bf16_supported())
     # The teacher only runs forward: under bf16 it is held in bf16. The student keeps fp32 master weights.
     t_model = load_model(teacher, dtype="bfloat16" if bf16 else "float32", device="cpu",

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _axis(name: str) -> str:
-    from ..search import AXES
+    from ..archsearch import AXES
 
     name = name.strip().replace("-", "_")
     name = AXIS_ALIASES.get(name, name)
@@ -96,8 +96,8 @@ def search_command(
     from ..architectures import get_adapter
     from ..data import load_token_samples
     from ..importance.scores import Scores, model_fingerprint
-    from ..search import Budget, SearchConfig, SearchSpace, build_grid, filter_candidates, search
-    from ..search.report import results_table
+    from ..archsearch import Budget, SearchConfig, SearchSpace, build_grid, filter_candidates, search
+    from ..archsearch.report import results_table
 
     if params is None and memory_mb is None:
         raise CliError("give a budget: --params (e.g. 4.5e9 or 0.5x) and/or --memory-mb")

@@ -96,12 +96,12 @@ class SearchResult:
 
 
 def distill_finetune(teacher, student, data, kd: Mapping[str, Any]):
-    """The default short KD: `hybridprune.distill.distill` with quiet, file-less settings. A warmup not
+    """The default short KD: `hybridprune.distillation.distill` with quiet, file-less settings. A warmup not
     given explicitly is capped at a tenth of the run, so a short run still reaches its learning rate."""
     try:
-        from ..distill import DistillConfig, distill
+        from ..distillation import DistillConfig, distill
     except ImportError as exc:  # pragma: no cover - the distillation stage is part of the package
-        raise SearchError(f"the short distillation needs hybridprune.distill ({exc})") from exc
+        raise SearchError(f"the short distillation needs hybridprune.distillation ({exc})") from exc
     device = str(next(student.parameters()).device)  # train where the search runs
     settings = {"progress": False, "export": False, "plot": False, "out_dir": None, "device": device, **dict(kd)}
     try:
