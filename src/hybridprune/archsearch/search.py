@@ -181,8 +181,9 @@ def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config:
     say.axes(choices, original)
     say.lines(report.lines())
     finetune = finetune or distill_finetune
+    fingerprint = model_fingerprint(model)  # once: every candidate is pruned from this same model
     settings = {
-        "budget": budget.to_dict(), "config": cfg.to_dict(), "model": model_fingerprint(model),
+        "budget": budget.to_dict(), "config": cfg.to_dict(), "model": fingerprint,
         "scores": scores_fingerprint(scores), "data": data_fingerprint(data),
         "train_data": data_fingerprint(train_data) if cfg.kd else None,
         "finetune": getattr(finetune, "__qualname__", type(finetune).__name__) if cfg.kd else None,
@@ -195,7 +196,7 @@ def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config:
     by_key = {c.key: (c, cost) for c, cost in candidates}
 
     def pruned(key: str) -> torch.nn.Module:
-        return prune(model, scores, by_key[key][0].plan(original))
+        return prune(model, scores, by_key[key][0].plan(original), fingerprint=fingerprint)
 
     # zero-shot loss of every candidate
     todo = [k for k in by_key if store.get(ZERO_SHOT, k) is None]

@@ -24,12 +24,12 @@ class PruneError(RuntimeError):
     """The pruned model could not be built or does not run."""
 
 
-def _check_scores(scores: Scores, model, *, strict_fingerprint: bool) -> None:
+def _check_scores(scores: Scores, model, *, strict_fingerprint: bool, fingerprint: str | None) -> None:
     model_type = scores.meta.get("model_type")
     if model_type and model_type != model.config.model_type:
         raise ScoresError(f"these scores are for a {model_type!r} model, not {model.config.model_type!r}")
     expected = scores.meta.get("fingerprint")
-    if expected and expected != model_fingerprint(model):
+    if expected and expected != (fingerprint or model_fingerprint(model)):
         message = ("the scores were computed on a different model (fingerprint mismatch); "
                    "re-run calibration on this checkpoint for meaningful importance")
         if strict_fingerprint:
@@ -38,18 +38,19 @@ def _check_scores(scores: Scores, model, *, strict_fingerprint: bool) -> None:
 
 
 def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
-          strict_fingerprint: bool = False) -> torch.nn.Module:
+          strict_fingerprint: bool = False, fingerprint: str | None = None) -> torch.nn.Module:
     """Return a pruned copy of `model` (the original is untouched).
 
     `plan` is a `Plan`, a dict, a YAML/JSON path or an `a=1,b=2` string; fields left out keep
     their size. The result carries `hybridprune_info` (plan, selection sizes, provenance) that
-    `hybridprune.export` writes to `hybridprune.json`.
+    `hybridprune.export` writes to `hybridprune.json`. `fingerprint`: the model's fingerprint when
+    the caller already has it (a search prunes one model many times; hashing its weights once is enough).
     """
     plan = Plan.parse(plan)
     adapter = get_adapter(model)
     dims = adapter.dims(model.config)
     plan.validate(dims)
-    _check_scores(scores, model, strict_fingerprint=strict_fingerprint)
+    _check_scores(scores, model, strict_fingerprint=strict_fingerprint, fingerprint=fingerprint)
     selection = select(scores, plan, dims, adapter.required_kinds)
     new_dims = plan.target_dims(dims, selection.kept_blocks)
     pruned = apply_selection(model, selection, new_dims)
