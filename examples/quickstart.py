@@ -31,8 +31,7 @@ def main() -> None:
     model = AutoModelForCausalLM.from_config(config).eval()
     batches = [torch.randint(0, 512, (4, 128)) for _ in range(4)]
 
-    scores = hp.calibrate(model, batches)
-    scores.depth_kld = hp.depth_importance(model, batches[:1])
+    scores = hp.calibrate(model, batches, depth_samples=4)
     scores.save(out / "scores")
 
     plan = hp.Plan(mamba_num_heads=8, mamba_head_dim=12, ffn_hidden_size=192, hidden_size=96,

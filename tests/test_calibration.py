@@ -117,3 +117,11 @@ def test_two_processes_on_half_the_data_match_one_process(tmp_path):
     assert two.meta["num_samples"] == 8
     for key, t in one.tensors().items():
         torch.testing.assert_close(two.tensors()[key], t, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_depth_scores_from_the_calibration_pass_equal_a_separate_run(nemotron, tokens):
+    """depth_samples keeps the first samples of the one pass, so even a generator can be used."""
+    one_shot = (tokens[i:i + 4] for i in range(0, len(tokens), 4))
+    scores = hp.calibrate(nemotron, one_shot, progress=False, depth_samples=3)
+    torch.testing.assert_close(scores.depth_kld, hp.depth_importance(nemotron, tokens[:3], progress=False))
+    assert scores.meta["depth_samples"] == 3 and scores.meta["num_samples"] == len(tokens)

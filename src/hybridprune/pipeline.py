@@ -83,7 +83,6 @@ def _run(settings: DemoSettings, console: Console, work: Path, results: dict[str
     from .data import load_token_samples, teacher_path
     from .distillation import DistillConfig, distill
     from .importance.calibrate import calibrate
-    from .importance.depth import depth_importance
     from .pruning.apply import prune
     from .pruning.export import export
     from .report.plots import plot_layer_importance
@@ -101,9 +100,7 @@ def _run(settings: DemoSettings, console: Console, work: Path, results: dict[str
     timings = {"load": time.perf_counter() - t0}
 
     t0 = _stage(console, "calibrate")
-    scores = calibrate(teacher, calib, batch_size=settings.batch)
-    scores.depth_kld = depth_importance(teacher, calib.select(slice(0, settings.depth_samples)),
-                                        batch_size=settings.batch)
+    scores = calibrate(teacher, calib, batch_size=settings.batch, depth_samples=settings.depth_samples)
     scores.save(work / "scores")
     kinds = list(get_adapter(teacher).dims(teacher.config).block_kinds)
     plot_layer_importance(scores, kinds, work / "layer_importance.png")

@@ -35,7 +35,6 @@ def calibrate_command(
     """Run calibration data through the model with hooks and save importance scores."""
     from ..data import load_token_samples
     from ..importance.calibrate import calibrate
-    from ..importance.depth import depth_importance
     from ..report.plots import plot_layer_importance
 
     if samples <= 0 or seq_len < 2 or batch_size <= 0 or depth_samples < 0:
@@ -49,10 +48,8 @@ def calibrate_command(
                                seed=seed, text_field=text_field, model_vocab_size=lm.config.vocab_size)
     if world > 1:
         calib = calib.shard(rank, world)
-    scores = calibrate(lm, calib, batch_size=batch_size, seq_len=seq_len)
-    if depth_samples:
-        depth_data = calib.select(slice(0, max(1, depth_samples // world)))
-        scores.depth_kld = depth_importance(lm, depth_data, batch_size=batch_size)
+    per_process = max(1, depth_samples // world) if depth_samples else 0
+    scores = calibrate(lm, calib, batch_size=batch_size, seq_len=seq_len, depth_samples=per_process)
     scores.meta.update({"source_model": str(model), "data": str(data), "seed": seed,
                         "depth_samples": depth_samples})
     if not is_main_process():

@@ -160,14 +160,11 @@ def _calibrate(lm, tokenizer, path: Path, data, seq_len, samples, depth_samples,
     """Calibrate once and save the scores, for every later run of the search and for `prune`."""
     from ..data import load_token_samples
     from ..importance.calibrate import calibrate
-    from ..importance.depth import depth_importance
 
     console.print(f"calibrating on {samples} samples of {seq_len} tokens (saved to {path})")
     calib = load_token_samples(data, tokenizer, seq_len=seq_len, num_samples=samples, split="calibration",
                                seed=seed, text_field=text_field, model_vocab_size=lm.config.vocab_size)
-    scores = calibrate(lm, calib, batch_size=batch_size, seq_len=seq_len)
-    if depth_samples:
-        scores.depth_kld = depth_importance(lm, calib.select(slice(0, depth_samples)), batch_size=batch_size)
+    scores = calibrate(lm, calib, batch_size=batch_size, seq_len=seq_len, depth_samples=depth_samples)
     scores.meta.update({"source_model": str(model), "data": str(data), "seed": seed, "depth_samples": depth_samples})
     scores.save(path)
     return scores

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import torch
+import torch.distributed as dist
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
 def iter_batches(
@@ -40,3 +42,26 @@ def iter_batches(
         if mask is None:
             mask = torch.ones_like(ids)
         yield ids.to(device), mask.to(device)
+
+
+def count_batches(data, batch_size: int, max_batches: int | None) -> int | None:
+    """How many batches `iter_batches` will yield, when that is known (for the progress bar)."""
+    n = None
+    if hasattr(data, "batches"):
+        n = -(-len(data) // batch_size)
+    elif isinstance(data, torch.Tensor):
+        n = -(-data.shape[0] // batch_size)
+    elif hasattr(data, "__len__"):
+        n = len(data)
+    if max_batches is not None:
+        n = max_batches if n is None else min(n, max_batches)
+    return n
+
+
+def progress_bar(enabled: bool) -> Progress:
+    """A rich progress bar, shown on rank 0 only."""
+    rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        disable=not (enabled and rank0), transient=False,
+    )

@@ -12,15 +12,11 @@ from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..architectures import ATTENTION, MAMBA, MLP, get_adapter
-from .batches import iter_batches
-from .scores import Scores, model_fingerprint
-
-
-class CalibrationError(ValueError):
-    """Calibration could not produce meaningful scores (no data, NaNs)."""
+from .batches import count_batches, iter_batches, progress_bar
+from .depth import depth_importance
+from .scores import CalibrationError, Scores, model_fingerprint
 
 
 def _masked_mean_abs(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -105,12 +101,15 @@ def calibrate(
     max_batches: int | None = None,
     progress: bool = True,
     seq_len: int | None = None,
+    depth_samples: int = 0,
 ) -> Scores:
     """Score every prunable unit of `model` on `batches` in one hooked forward pass per batch.
 
     `batches`: an iterable of LongTensor [B, T] or dicts with input_ids/attention_mask, a LongTensor
     [N, T], or a TokenSamples. Returns `Scores` with Mamba, FFN, attention, hidden and Block-Influence
-    depth scores; add KL-divergence depth scores with `hybridprune.depth_importance`.
+    depth scores. `depth_samples > 0` also computes the KL-divergence depth scores
+    (`hybridprune.depth_importance`) on the first that many samples (per process), kept from the same
+    pass so that any iterable, even a one-shot generator, works.
     """
     adapter = get_adapter(model)
     dims = adapter.dims(model.config)
@@ -120,9 +119,10 @@ def calibrate(
     was_training = model.training
     model.eval()
     handles = _install_hooks(adapter, model, acc, dims)
-    total = _num_batches(batches, batch_size, max_batches)
+    total = count_batches(batches, batch_size, max_batches)
+    depth_batches, depth_kept = [], 0
     try:
-        with torch.no_grad(), _progress(progress) as bar:
+        with torch.no_grad(), progress_bar(progress) as bar:
             task = bar.add_task("calibrating", total=total)
             for step, (ids, mask) in enumerate(iter_batches(batches, batch_size=batch_size, device=device)):
                 if max_batches is not None and step >= max_batches:
@@ -131,6 +131,10 @@ def calibrate(
                 model(input_ids=ids, attention_mask=mask, use_cache=False)
                 counts[0] += int((mask.sum(dim=1) > 0).sum())
                 counts[1] += int(mask.sum())
+                if depth_kept < depth_samples:
+                    take = min(depth_samples - depth_kept, ids.shape[0])
+                    depth_batches.append({"input_ids": ids[:take], "attention_mask": mask[:take]})
+                    depth_kept += take
                 bar.advance(task)
     finally:
         for h in handles:
@@ -157,6 +161,8 @@ def calibrate(
         else:
             scores.ffn[int(index)] = value
     scores.hidden = hidden
+    if depth_batches:
+        scores.depth_kld = depth_importance(model, depth_batches, progress=progress)
     scores.depth_bi = torch.stack([acc.bi_sum[i] for i in bi_keys]).float().cpu() / counts[0].item()
     scores.meta = {
         "model_type": model.config.model_type,
@@ -166,26 +172,6 @@ def calibrate(
         "seq_len": seq_len,
         "dims": dims.as_dict(),
         "aggregation": "mean(|a|) over valid tokens, L2 over samples",
+        "depth_samples": depth_kept,
     }
     return scores
-
-
-def _num_batches(data, batch_size: int, max_batches: int | None) -> int | None:
-    n = None
-    if hasattr(data, "batches"):
-        n = -(-len(data) // batch_size)
-    elif isinstance(data, torch.Tensor):
-        n = -(-data.shape[0] // batch_size)
-    elif hasattr(data, "__len__"):
-        n = len(data)
-    if max_batches is not None:
-        n = max_batches if n is None else min(n, max_batches)
-    return n
-
-
-def _progress(enabled: bool) -> Progress:
-    rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        disable=not (enabled and rank0), transient=False,
-    )

@@ -15,8 +15,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..architectures import get_adapter
-from .batches import iter_batches
-from .calibrate import CalibrationError, _num_batches, _progress
+from .batches import count_batches, iter_batches, progress_bar
+from .scores import CalibrationError
 
 
 @contextmanager
@@ -55,9 +55,9 @@ def depth_importance(
     tokens = torch.zeros((), dtype=torch.float64, device=device)
     was_training = model.training
     model.eval()
-    total = _num_batches(batches, batch_size, max_batches)
+    total = count_batches(batches, batch_size, max_batches)
     try:
-        with torch.no_grad(), _progress(progress) as bar:
+        with torch.no_grad(), progress_bar(progress) as bar:
             task = bar.add_task("depth importance (KLD)", total=total)
             for step, (ids, mask) in enumerate(iter_batches(batches, batch_size=batch_size, device=device)):
                 if max_batches is not None and step >= max_batches:

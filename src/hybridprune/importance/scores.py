@@ -26,6 +26,10 @@ class ScoresError(ValueError):
     """Scores are missing, corrupt, or belong to a different model."""
 
 
+class CalibrationError(ValueError):
+    """Calibration could not produce meaningful scores (no data, NaNs)."""
+
+
 @dataclass
 class Scores:
     """Importance per prunable unit. Keys are original block indices.
