@@ -102,6 +102,7 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
         scores.depth_kld = hp.depth_importance(model, data[rank::world][:2], progress=False)
         if rank == 0:
             scores.save(out)
+        dist.barrier()  # leave together: gloo aborts a process whose peer tears down mid-exchange
     finally:
         dist.destroy_process_group()
 

@@ -61,6 +61,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str):
         results["fsdp"] = {"losses": [r["loss"] for r in first.history + second.history if "loss" in r]}
         if rank == 0:
             torch.save(results, Path(out_dir) / "results.pt")
+        dist.barrier()  # leave together: gloo aborts a process whose peer tears down mid-exchange
     finally:
         dist.destroy_process_group()
 

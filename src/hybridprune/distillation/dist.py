@@ -54,6 +54,7 @@ def setup(device: str | None = None) -> DistEnv:
 
 def teardown(env: DistEnv) -> None:
     if env.owns_group and dist.is_initialized():
+        dist.barrier()  # leave together: gloo aborts a process whose peer tears down mid-exchange
         dist.destroy_process_group()
 
 
