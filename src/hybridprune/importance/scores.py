@@ -6,7 +6,6 @@ Every candidate of a search is pruned from the same `Scores`, so they live on di
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -106,17 +105,8 @@ class Scores:
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of a model's config and weights, to tie Scores to the model they came from."""
-    h = hashlib.sha256()
-    config = getattr(model, "config", None)
-    if config is not None:
-        d = config.to_dict()
-        for volatile in ("transformers_version", "_name_or_path", "dtype", "torch_dtype"):
-            d.pop(volatile, None)
-        h.update(json.dumps(d, sort_keys=True, default=str).encode())
-    with torch.no_grad():
-        for name, p in sorted(model.state_dict().items()):
-            flat = p.detach().reshape(-1)
-            h.update(f"{name}:{tuple(p.shape)}:{flat.double().sum().item():.6e}".encode())
-            h.update(flat[:16].float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+    """A short hash tying Scores to the model they came from (`hybridprune.fingerprint`): the same value
+    as the checkpoint's files give, so a streaming prune can check scores without loading the model."""
+    from ..fingerprint import model_fingerprint as fingerprint
+
+    return fingerprint(model)

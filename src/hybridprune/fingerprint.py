@@ -1,0 +1,59 @@
+"""A short fingerprint tying Scores to the model they were computed on, cheap at any size.
+
+It hashes the model's dimensions and, for every stored tensor (by its model-side name), its shape and a
+few small sampled windows of its values as float32 (`checkpoint_files.sample_index`). The same value comes
+from a loaded model (`model_fingerprint`) and from its safetensors files without loading them
+(`checkpoint_fingerprint`), so a streaming prune can check scores against a checkpoint it never builds,
+reading kilobytes per tensor rather than the whole model a second time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+
+from .architectures import get_adapter
+from .checkpoint_files import CheckpointFiles, KeyMap, sample_index
+
+
+def _digest(dims, items) -> str:
+    h = hashlib.sha256(json.dumps(dims.as_dict(), sort_keys=True, default=str).encode())
+    for name, shape, windows in sorted(items, key=lambda item: item[0]):
+        h.update(f"{name}:{tuple(shape)}".encode())
+        for w in windows:
+            h.update(w.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """The fingerprint of a loaded model (tied copies counted once, as a checkpoint stores them)."""
+    dims = get_adapter(model).dims(model.config)
+    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    items = []
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name in tied:
+                continue
+            items.append((name, t.shape, [t[idx] for idx in sample_index(tuple(t.shape))]))
+    return _digest(dims, items)
+
+
+def checkpoint_fingerprint(files: CheckpointFiles, config) -> str:
+    """The fingerprint of a checkpoint on disk, equal to `model_fingerprint` of the model it loads into
+    at the stored dtype (or a wider one)."""
+    dims = get_adapter(config).dims(config)
+    keymap = KeyMap(config.model_type)
+    items = []
+    for shard in files.shards:
+        with files.open(shard) as f:
+            for key in files.keys_in(shard):
+                info = files.tensors[key]
+                if not info.shape:  # a scalar: nothing to slice
+                    windows = [f.get_tensor(key)]
+                else:
+                    sl = f.get_slice(key)
+                    windows = [sl[idx] for idx in sample_index(info.shape)]
+                items.append((keymap.model_key(key), info.shape, windows))
+    return _digest(dims, items)

@@ -1,0 +1,224 @@
+"""Streaming prune: from safetensors shards to pruned shards, without ever building the model.
+
+Pruning needs only the scores, the plan and the weights, never a forward pass, so a checkpoint that
+does not fit in memory twice (or even once) can be pruned: each source shard is read in turn, every tensor
+is cut by the adapter's slicing rules (`AxisIndex` / `slice_tensor`, the same index maths as the in-memory
+`prune`), and output shards are written as they fill, with an index. Peak memory is about one source
+tensor plus one output shard. Keys keep the source's layout (e.g. Nemotron-H's `backbone.*`), with the
+kept layers renumbered. The config is written last; then the result is checked against a model built on
+the meta device from that config (no weights are allocated): every expected tensor present, none extra,
+every shape right. A forward-pass smoke test is opt-in (`smoke_test=True`), since it loads the result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ..architectures import get_adapter
+from ..checkpoint_files import INDEX_FILE, SINGLE_FILE, CheckpointFiles, KeyMap
+from ..fingerprint import checkpoint_fingerprint
+from ..fsutil import atomic_directory
+from ..importance.scores import Scores, ScoresError
+from .apply import PruneError, provenance
+from .export import INFO_FILE, copy_tokenizer_files
+from .plan import Plan
+from .selection import select
+from .slicing import AxisIndex, slice_tensor
+
+#: Small files of the source copied as they are (the generation config keeps stop tokens).
+CARRIED_FILES = ("generation_config.json",)
+
+
+@dataclass
+class _Entry:
+    """One output tensor: where it comes from, its rule, and its name and shape in the output."""
+
+    key: str
+    out_key: str
+    rule: object
+    shape: tuple[int, ...]
+    nbytes: int
+
+
+def _plan_entries(files: CheckpointFiles, keymap: KeyMap, adapter, dims, selection, index: AxisIndex) -> list[_Entry]:
+    model_keys = {key: keymap.model_key(key) for key in files.tensors}
+    convert = [k for k in files.tensors if keymap.needs_conversion(k)]
+    if convert:
+        raise PruneError(
+            f"{len(convert)} tensors of this checkpoint (e.g. {convert[0]}) are merged by transformers on load; "
+            "streaming prune cannot slice them yet. Prune in memory instead (hybridprune prune --in-memory)."
+        )
+    rules = adapter.param_rules(list(model_keys.values()), dims)
+    renumber = {old: new for new, old in enumerate(selection.kept_blocks)}
+    prefix = adapter.layers_prefix
+    entries = []
+    for key, info in files.tensors.items():
+        model_key = model_keys[key]
+        out_key = key
+        if model_key.startswith(prefix):
+            layer, rest = model_key[len(prefix):].split(".", 1)
+            if int(layer) not in renumber:
+                continue
+            tail = f"{layer}.{rest}"
+            if not key.endswith(tail):
+                raise PruneError(f"cannot renumber {key}: its layer index is not where {model_key} has it")
+            out_key = f"{key[: len(key) - len(tail)]}{renumber[int(layer)]}.{rest}"
+        rule = rules.get(model_key)
+        shape = list(info.shape)
+        if rule is not None:
+            for dim, axis in enumerate(rule.axes):
+                idx = index(axis, rule.layer) if axis is not None else None
+                if idx is not None:
+                    shape[dim] = len(idx)
+        element = torch.empty((), dtype=info.dtype).element_size()
+        n = 1
+        for s in shape:
+            n *= s
+        entries.append(_Entry(key, out_key, rule, tuple(shape), n * element))
+    return entries
+
+
+def _assign_shards(entries: list[_Entry], max_bytes: int) -> list[list[_Entry]]:
+    shards: list[list[_Entry]] = [[]]
+    size = 0
+    for e in entries:
+        if shards[-1] and size + e.nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(e)
+        size += e.nbytes
+    return shards
+
+
+def _shard_name(i: int, n: int) -> str:
+    return SINGLE_FILE if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+
+
+def _check_against_config(tmp: Path, config, written: dict[str, tuple[int, ...]], keymap: KeyMap, adapter) -> None:
+    """Every tensor the config's model expects is written with its shape, and nothing else."""
+    with torch.device("meta"):
+        ref = adapter.build_model(config)
+    tied = set(getattr(ref, "all_tied_weights_keys", None) or {})
+    expected = {k: tuple(v.shape) for k, v in ref.state_dict().items() if k not in tied}
+    got = {keymap.model_key(k): s for k, s in written.items()}
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    if missing or unexpected or wrong:
+        raise PruneError(
+            f"the written shards do not match the pruned config: missing {missing[:3]} ({len(missing)}), "
+            f"unexpected {unexpected[:3]} ({len(unexpected)}), wrong shape {wrong[:3]} ({len(wrong)})"
+        )
+
+
+def _smoke_test(tmp: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, trust_remote_code=False)
+    with torch.no_grad():
+        logits = model(input_ids=torch.zeros(1, 4, dtype=torch.long), use_cache=False).logits
+    if not torch.isfinite(logits).all():
+        raise PruneError("the pruned checkpoint produces non-finite logits")
+
+
+def stream_prune(
+    source: str | os.PathLike,
+    scores: Scores,
+    plan: Plan | dict | str,
+    out_dir: str | os.PathLike,
+    *,
+    max_shard_bytes: int | None = None,
+    smoke_test: bool = False,
+    overwrite: bool = False,
+    strict_fingerprint: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Prune the checkpoint in directory `source` to `plan` with `scores`, shard by shard, into `out_dir`.
+
+    Gives the same tensors as `prune` on the loaded model followed by `export`, in the source's key
+    layout. `max_shard_bytes` defaults to the source's largest shard. Raises `PlanError`/`ScoresError`/
+    `Unrepresentable` for a plan or scores that do not fit, `PruneError` if the result does not match
+    its config, `CheckpointFormatError` for unreadable files. Returns `out_dir`.
+    """
+    import warnings
+
+    from transformers import AutoConfig
+
+    source = Path(source)
+    plan = Plan.parse(plan)
+    config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    adapter = get_adapter(config)
+    dims = adapter.dims(config)
+    plan.validate(dims)
+    files = CheckpointFiles(source)
+    if scores.meta.get("model_type") not in (None, config.model_type):
+        raise ScoresError(f"these scores are for a {scores.meta['model_type']!r} model, not {config.model_type!r}")
+    expected = scores.meta.get("fingerprint")
+    if expected and expected != checkpoint_fingerprint(files, config):
+        message = ("the scores were computed on a different model (fingerprint mismatch); "
+                   "re-run calibration on this checkpoint for meaningful importance")
+        if strict_fingerprint:
+            raise ScoresError(message)
+        warnings.warn(message, stacklevel=2)
+    selection = select(scores, plan, dims, adapter.required_kinds)
+    new_dims = plan.target_dims(dims, selection.kept_blocks)
+    adapter.check_representable(new_dims, original=dims)
+    new_config = adapter.make_config(config, new_dims)
+    keymap = KeyMap(config.model_type)
+    index = AxisIndex(selection, dims)
+    entries = _plan_entries(files, keymap, adapter, dims, selection, index)
+    shards = _assign_shards(entries, max_shard_bytes or files.largest_shard_bytes)
+    shard_of = {e.key: i for i, shard in enumerate(shards) for e in shard}
+
+    def write(tmp: Path) -> None:
+        from rich.progress import Progress
+
+        written: dict[str, tuple[int, ...]] = {}
+        weight_map: dict[str, str] = {}
+        buffers: dict[int, dict[str, torch.Tensor]] = {i: {} for i in range(len(shards))}
+        remaining = {i: len(s) for i, s in enumerate(shards)}
+        by_key = {e.key: e for e in entries}
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task("pruning shards", total=len(files.shards))
+            for shard in files.shards:
+                with files.open(shard) as f:
+                    for key in files.keys_in(shard):
+                        e = by_key.get(key)
+                        if e is None:
+                            continue  # a dropped layer
+                        t = f.get_tensor(key)
+                        if e.rule is not None:
+                            t = slice_tensor(t, e.rule, index)
+                        out = shard_of[key]
+                        buffers[out][e.out_key] = t.contiguous()
+                        written[e.out_key] = tuple(t.shape)
+                        remaining[out] -= 1
+                        if remaining[out] == 0:  # full: write it and free the memory
+                            name = _shard_name(out, len(shards))
+                            save_file(buffers.pop(out), str(tmp / name), metadata={"format": "pt"})
+                            weight_map.update({k.out_key: name for k in shards[out]})
+                bar.advance(task)
+        if len(shards) > 1:
+            total = sum(e.nbytes for e in entries)
+            index_doc = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+            (tmp / INDEX_FILE).write_text(json.dumps(index_doc, indent=2) + "\n")
+        copy_tokenizer_files(source, tmp)
+        for name in CARRIED_FILES:
+            if (source / name).is_file():
+                (tmp / name).write_bytes((source / name).read_bytes())
+        info = provenance(plan, selection, dims, new_dims, scores, adapter)
+        info.update(source=str(source), method="streaming")
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+        new_config.save_pretrained(tmp)  # the config last: a directory without it is not a checkpoint
+        _check_against_config(tmp, new_config, written, keymap, adapter)
+        if smoke_test:
+            _smoke_test(tmp)
+
+    return atomic_directory(out_dir, write, overwrite=overwrite)
+

@@ -1,0 +1,88 @@
+"""Streaming prune (shard by shard, no model built) gives the same tensors as the in-memory prune."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import build, tiny_mamba2_config, tiny_nemotron_config
+from hybridprune.checkpoint_files import CheckpointFiles
+from hybridprune.fingerprint import checkpoint_fingerprint, model_fingerprint
+from hybridprune.importance.calibrate import calibrate
+from hybridprune.pruning.apply import prune
+from hybridprune.pruning.streaming import stream_prune
+
+PLANS = {
+    "nemotron": "hidden_size=32,ffn_hidden_size=40,mamba_num_heads=6,mamba_head_dim=6,num_attention_heads=4,num_layers=5",
+    "mamba2": "hidden_size=24,mamba_num_heads=6,num_layers=2",
+}
+
+
+def all_tensors(directory):
+    out = {}
+    for path in sorted(directory.glob("*.safetensors")):
+        out.update(load_file(str(path)))
+    return out
+
+
+def source_checkpoint(tmp_path, name, tied):
+    config = tiny_nemotron_config() if name == "nemotron" else tiny_mamba2_config(tie_word_embeddings=tied)
+    model = build(config)
+    src = tmp_path / "source"
+    model.save_pretrained(src, max_shard_size="20KB")  # several shards with an index
+    (src / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 7]}))
+    return model, src
+
+
+@pytest.mark.parametrize("name, tied", [("nemotron", False), ("mamba2", True), ("mamba2", False)])
+def test_streaming_equals_in_memory(tmp_path, tokens, name, tied):
+    model, src = source_checkpoint(tmp_path, name, tied)
+    files = CheckpointFiles(src)
+    assert len(files.shards) > 2
+    scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2)
+    in_memory = prune(model, scores, PLANS[name])
+    in_memory.save_pretrained(tmp_path / "memory")
+    out = stream_prune(src, scores, PLANS[name], tmp_path / "stream", max_shard_bytes=30_000)
+
+    expected, got = all_tensors(tmp_path / "memory"), all_tensors(out)
+    assert sorted(got) == sorted(expected)  # the same keys, in the source's layout
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
+    assert (out / "model.safetensors.index.json").is_file()
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == [2, 7]
+    assert json.loads((out / "config.json").read_text()) == json.loads((tmp_path / "memory" / "config.json").read_text())
+    info = json.loads((out / "hybridprune.json").read_text())
+    assert info["method"] == "streaming" and info["parameters"]["after"] == sum(t.numel() for t in got.values())
+
+
+def test_nemotron_keeps_the_hub_key_layout(tmp_path, tokens):
+    model, src = source_checkpoint(tmp_path, "nemotron", False)
+    scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2)
+    out = stream_prune(src, scores, PLANS["nemotron"], tmp_path / "stream")
+    keys = list(all_tensors(out))
+    assert all(k.startswith(("backbone.", "lm_head.")) for k in keys)
+    assert "backbone.layers.4.norm.weight" in keys and "backbone.layers.5.norm.weight" not in keys
+
+
+def test_a_checkpoint_fingerprint_equals_the_loaded_models(tmp_path):
+    for name, tied in (("nemotron", False), ("mamba2", True)):
+        model, src = source_checkpoint(tmp_path / name, name, tied)
+        from transformers import AutoModelForCausalLM
+
+        loaded = AutoModelForCausalLM.from_pretrained(src)
+        assert checkpoint_fingerprint(CheckpointFiles(src), loaded.config) == model_fingerprint(loaded) == model_fingerprint(model)
+        with torch.no_grad():
+            next(model.parameters()).view(-1)[0] += 1.0
+        assert model_fingerprint(model) != model_fingerprint(loaded)
+
+
+def test_a_bfloat16_checkpoint_loaded_in_float32_keeps_its_fingerprint(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = build(tiny_nemotron_config()).to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "bf16", dtype=torch.float32)
+    assert checkpoint_fingerprint(CheckpointFiles(tmp_path / "bf16"), loaded.config) == model_fingerprint(loaded)
