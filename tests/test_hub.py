@@ -78,7 +78,7 @@ def test_a_repository_without_safetensors_is_refused(hub_cache):
 
 
 def test_a_missing_path_is_not_taken_for_an_id(tmp_path, hub_cache):
-    with pytest.raises(CheckpointNotFound, match="no such directory"):
+    with pytest.raises(CheckpointNotFound, match="does not exist"):
         resolve_checkpoint(str(tmp_path / "nope"))
-    with pytest.raises(CheckpointNotFound, match="no such directory"):
+    with pytest.raises(CheckpointNotFound, match="does not exist"):
         resolve_checkpoint("./org/name")

@@ -86,3 +86,20 @@ def test_a_bfloat16_checkpoint_loaded_in_float32_keeps_its_fingerprint(tmp_path)
     model.save_pretrained(tmp_path / "bf16")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "bf16", dtype=torch.float32)
     assert checkpoint_fingerprint(CheckpointFiles(tmp_path / "bf16"), loaded.config) == model_fingerprint(loaded)
+
+
+def test_cli_streams_by_default_and_smoke_tests_on_request(tmp_path, tokens):
+    from typer.testing import CliRunner
+
+    from hybridprune.cli import app
+
+    model, src = source_checkpoint(tmp_path, "nemotron", False)
+    calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2).save(tmp_path / "scores")
+    args = ["prune", "--model", str(src), "--scores", str(tmp_path / "scores"), "--plan", PLANS["nemotron"]]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a"), "--smoke-test"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "a" / "hybridprune.json").read_text())["method"] == "streaming"
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b"), "--in-memory"])
+    assert result.exit_code == 0, result.output
+    a, b = all_tensors(tmp_path / "a"), all_tensors(tmp_path / "b")
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)

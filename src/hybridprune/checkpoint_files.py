@@ -56,28 +56,32 @@ class CheckpointFiles:
             try:
                 weight_map = json.loads(index.read_text())["weight_map"]
             except (ValueError, KeyError, TypeError) as exc:
-                raise CheckpointFormatError(f"{index} is not a safetensors index ({exc})") from None
+                raise CheckpointFormatError(f"cannot load the model in {self.dir}: {INDEX_FILE} is not a safetensors index ({exc})") from None
             shards = sorted(set(weight_map.values()))
         elif (self.dir / SINGLE_FILE).is_file():
             shards = [SINGLE_FILE]
         else:
             found = sorted(p.name for p in self.dir.glob("*.safetensors"))
             if not found:
-                raise CheckpointFormatError(f"{self.dir} has no safetensors weights ({SINGLE_FILE} or {INDEX_FILE})")
+                raise CheckpointFormatError(
+                    f"cannot load the model in {self.dir}: no safetensors weights ({SINGLE_FILE} or {INDEX_FILE})"
+                )
             shards = found
         self.shards = shards
         self.tensors: dict[str, TensorInfo] = {}
         for shard in shards:
             path = self.dir / shard
             if not path.is_file():
-                raise CheckpointFormatError(f"{path}: shard listed in {INDEX_FILE} is missing")
+                raise CheckpointFormatError(f"cannot load the model in {self.dir}: shard {shard} listed in {INDEX_FILE} is missing")
             try:
                 with safe_open(str(path), framework="pt") as f:
                     for key in f.keys():
                         sl = f.get_slice(key)
                         self.tensors[key] = TensorInfo(key, shard, tuple(sl.get_shape()), _DTYPES[sl.get_dtype()])
             except Exception as exc:  # a truncated or corrupt file
-                raise CheckpointFormatError(f"{path} is not a readable safetensors file ({exc})") from None
+                raise CheckpointFormatError(
+                    f"cannot load the model in {self.dir}: {shard} is not a readable safetensors file ({exc})"
+                ) from None
 
     def keys_in(self, shard: str) -> list[str]:
         return [k for k, t in self.tensors.items() if t.shard == shard]

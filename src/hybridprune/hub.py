@@ -49,7 +49,7 @@ def resolve_checkpoint(spec: str | os.PathLike, *, what: str = "checkpoint") -> 
         return path
     parsed = parse_hub_id(text)
     if parsed is None or text.startswith((".", "/", "~")):
-        raise CheckpointNotFound(f"{what} {text}: no such directory (and it is not a Hub id of the form org/name)")
+        raise CheckpointNotFound(f"{what} {text} does not exist (and it is not a Hub id of the form org/name)")
     repo, revision = parsed
     local = _snapshot(repo, revision, what)
     if not any(local.glob("*.safetensors")):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from .common import CliError, console, fail_cleanly, load_config, load_model
+from .common import CliError, console, fail_cleanly, load_config, load_model, resolve_dtype
 
 
 def register(app: typer.Typer) -> None:
@@ -16,17 +17,22 @@ def register(app: typer.Typer) -> None:
 
 @fail_cleanly
 def prune_command(
-    model: Path = typer.Option(..., "--model", help="Hugging Face checkpoint directory."),
+    model: str = typer.Option(..., "--model", help="Hugging Face checkpoint directory, or a Hub id org/name[@revision]."),
     scores: Path = typer.Option(..., "--scores", help="Directory written by `hybridprune calibrate`."),
     plan: str = typer.Option(..., "--plan", help="'hidden_size=3072,mamba_num_heads=112,...' or a YAML/JSON file."),
     out: Path = typer.Option(..., "--out", help="Output directory for the pruned checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     strict_fingerprint: bool = typer.Option(False, "--strict-fingerprint", help="Refuse scores computed on another model."),
-    device: str = typer.Option("cpu", help="Device to prune on (cpu is enough: pruning is slicing)."),
+    in_memory: bool = typer.Option(False, "--in-memory", help="Load the whole model and prune it in memory (the default streams shard by shard and never builds the model)."),
+    smoke_test: bool = typer.Option(False, "--smoke-test", help="After a streaming prune, load the result and run one forward pass (needs the pruned model's memory)."),
+    device: str = typer.Option("cpu", help="Device of an --in-memory prune (cpu is enough: pruning is slicing)."),
     dtype: str = typer.Option("auto", help="auto (as saved), float32, bfloat16, float16."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code."),
 ) -> None:
-    """Prune a checkpoint group-aware to the plan's sizes and write it as a plain HF checkpoint."""
+    """Prune a checkpoint group-aware to the plan's sizes and write it as a plain HF checkpoint.
+
+    By default the checkpoint is streamed: one safetensors shard in, pruned shards out, so peak memory
+    is about two shards whatever the model's size."""
     from ..architectures import get_adapter
     from ..importance.scores import Scores
     from ..pruning.apply import prune
@@ -35,6 +41,10 @@ def prune_command(
 
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise CliError(f"{out} already exists and is not empty; pass --overwrite or choose another --out")
+    from ..hub import resolve_checkpoint
+    from ..pruning.streaming import stream_prune
+
+    model = resolve_checkpoint(model, what="--model")
     # Everything that can be checked without the weights is checked first.
     config = load_config(model, trust_remote_code=trust_remote_code)
     adapter = get_adapter(config)
@@ -43,6 +53,14 @@ def prune_command(
     parsed.validate(dims)
     loaded_scores = Scores.load(scores)
 
+    if not in_memory:
+        if trust_remote_code:
+            raise CliError("--trust-remote-code needs --in-memory: a streaming prune never runs the checkpoint's code")
+        path = stream_prune(model, loaded_scores, parsed, out, dtype=None if dtype == "auto" else resolve_dtype(dtype),
+                            smoke_test=smoke_test, overwrite=overwrite, strict_fingerprint=strict_fingerprint,
+                            progress=True)
+        _summary(json.loads((path / "hybridprune.json").read_text()), path)
+        return
     lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     pruned = prune(lm, loaded_scores, parsed, strict_fingerprint=strict_fingerprint)
     path = export(pruned, out, tokenizer_from=model, source=str(model), overwrite=overwrite)

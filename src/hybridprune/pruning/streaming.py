@@ -46,7 +46,8 @@ class _Entry:
     nbytes: int
 
 
-def _plan_entries(files: CheckpointFiles, keymap: KeyMap, adapter, dims, selection, index: AxisIndex) -> list[_Entry]:
+def _plan_entries(files: CheckpointFiles, keymap: KeyMap, adapter, dims, selection, index: AxisIndex,
+                  dtype: torch.dtype | None) -> list[_Entry]:
     model_keys = {key: keymap.model_key(key) for key in files.tensors}
     convert = [k for k in files.tensors if keymap.needs_conversion(k)]
     if convert:
@@ -76,7 +77,8 @@ def _plan_entries(files: CheckpointFiles, keymap: KeyMap, adapter, dims, selecti
                 idx = index(axis, rule.layer) if axis is not None else None
                 if idx is not None:
                     shape[dim] = len(idx)
-        element = torch.empty((), dtype=info.dtype).element_size()
+        out_dtype = dtype if dtype is not None and info.dtype.is_floating_point else info.dtype
+        element = torch.empty((), dtype=out_dtype).element_size()
         n = 1
         for s in shape:
             n *= s
@@ -134,6 +136,7 @@ def stream_prune(
     out_dir: str | os.PathLike,
     *,
     max_shard_bytes: int | None = None,
+    dtype: torch.dtype | None = None,
     smoke_test: bool = False,
     overwrite: bool = False,
     strict_fingerprint: bool = False,
@@ -142,7 +145,8 @@ def stream_prune(
     """Prune the checkpoint in directory `source` to `plan` with `scores`, shard by shard, into `out_dir`.
 
     Gives the same tensors as `prune` on the loaded model followed by `export`, in the source's key
-    layout. `max_shard_bytes` defaults to the source's largest shard. Raises `PlanError`/`ScoresError`/
+    layout. `max_shard_bytes` defaults to the source's largest shard; `dtype` casts floating-point
+    tensors (default: keep the stored dtype). Raises `PlanError`/`ScoresError`/
     `Unrepresentable` for a plan or scores that do not fit, `PruneError` if the result does not match
     its config, `CheckpointFormatError` for unreadable files. Returns `out_dir`.
     """
@@ -170,9 +174,11 @@ def stream_prune(
     new_dims = plan.target_dims(dims, selection.kept_blocks)
     adapter.check_representable(new_dims, original=dims)
     new_config = adapter.make_config(config, new_dims)
+    if dtype is not None:
+        new_config.dtype = dtype
     keymap = KeyMap(config.model_type)
     index = AxisIndex(selection, dims)
-    entries = _plan_entries(files, keymap, adapter, dims, selection, index)
+    entries = _plan_entries(files, keymap, adapter, dims, selection, index, dtype)
     shards = _assign_shards(entries, max_shard_bytes or files.largest_shard_bytes)
     shard_of = {e.key: i for i, shard in enumerate(shards) for e in shard}
 
@@ -195,6 +201,8 @@ def stream_prune(
                         t = f.get_tensor(key)
                         if e.rule is not None:
                             t = slice_tensor(t, e.rule, index)
+                        if dtype is not None and t.is_floating_point():
+                            t = t.to(dtype)
                         out = shard_of[key]
                         buffers[out][e.out_key] = t.contiguous()
                         written[e.out_key] = tuple(t.shape)
