@@ -4,8 +4,8 @@ Pruning needs only the scores, the plan and the weights, never a forward pass, s
 does not fit in memory twice (or even once) can be pruned: each source shard is read in turn, every tensor
 is cut by the adapter's slicing rules (`AxisIndex` / `slice_tensor`, the same index maths as the in-memory
 `prune`), and output shards are written as they fill, with an index. Peak memory is about one source
-tensor plus one output shard. Keys keep the source's layout (e.g. Nemotron-H's `backbone.*`), with the
-kept layers renumbered. The config is written last; then the result is checked against a model built on
+tensor and its slice: tensors are read with plain file reads and written one by one. Keys keep the
+source's layout (e.g. Nemotron-H's `backbone.*`), with the kept layers renumbered. The config is written last; then the result is checked against a model built on
 the meta device from that config (no weights are allocated): every expected tensor present, none extra,
 every shape right. A forward-pass smoke test is opt-in (`smoke_test=True`), since it loads the result.
 """
@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from ..architectures import get_adapter
-from ..checkpoint_files import INDEX_FILE, SINGLE_FILE, CheckpointFiles, KeyMap
+from ..checkpoint_files import INDEX_FILE, SINGLE_FILE, CheckpointFiles, KeyMap, ShardWriter
 from ..fingerprint import checkpoint_fingerprint
 from ..fsutil import atomic_directory
 from ..importance.scores import Scores, ScoresError
@@ -42,6 +41,7 @@ class _Entry:
     key: str
     out_key: str
     rule: object
+    dtype: torch.dtype
     shape: tuple[int, ...]
     nbytes: int
 
@@ -82,7 +82,7 @@ def _plan_entries(files: CheckpointFiles, keymap: KeyMap, adapter, dims, selecti
         n = 1
         for s in shape:
             n *= s
-        entries.append(_Entry(key, out_key, rule, tuple(shape), n * element))
+        entries.append(_Entry(key, out_key, rule, out_dtype, tuple(shape), n * element))
     return entries
 
 
@@ -187,30 +187,33 @@ def stream_prune(
 
         written: dict[str, tuple[int, ...]] = {}
         weight_map: dict[str, str] = {}
-        buffers: dict[int, dict[str, torch.Tensor]] = {i: {} for i in range(len(shards))}
+        writers: dict[int, ShardWriter] = {}
         remaining = {i: len(s) for i, s in enumerate(shards)}
         by_key = {e.key: e for e in entries}
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task("pruning shards", total=len(files.shards))
             for shard in files.shards:
-                with files.open(shard) as f:
+                with open(files.dir / shard, "rb") as handle:
                     for key in files.keys_in(shard):
                         e = by_key.get(key)
                         if e is None:
                             continue  # a dropped layer
-                        t = f.get_tensor(key)
+                        t = files.read(key, handle)
                         if e.rule is not None:
                             t = slice_tensor(t, e.rule, index)
                         if dtype is not None and t.is_floating_point():
                             t = t.to(dtype)
                         out = shard_of[key]
-                        buffers[out][e.out_key] = t.contiguous()
+                        name = _shard_name(out, len(shards))
+                        if out not in writers:
+                            writers[out] = ShardWriter(tmp / name, [(x.out_key, x.dtype, x.shape) for x in shards[out]])
+                        writers[out].write(e.out_key, t)
                         written[e.out_key] = tuple(t.shape)
+                        weight_map[e.out_key] = name
+                        del t
                         remaining[out] -= 1
-                        if remaining[out] == 0:  # full: write it and free the memory
-                            name = _shard_name(out, len(shards))
-                            save_file(buffers.pop(out), str(tmp / name), metadata={"format": "pt"})
-                            weight_map.update({k.out_key: name for k in shards[out]})
+                        if remaining[out] == 0:
+                            writers.pop(out).close()
                 bar.advance(task)
         if len(shards) > 1:
             total = sum(e.nbytes for e in entries)
