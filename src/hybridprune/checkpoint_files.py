@@ -116,12 +116,14 @@ class CheckpointFiles:
         """A safetensors handle on `shard` (memory-mapped: for small reads such as fingerprint samples)."""
         return safe_open(str(self.dir / shard), framework="pt")
 
-    def read(self, key: str, handle) -> torch.Tensor:
-        """Tensor `key` read from the open binary file `handle` of its shard (no memory map)."""
+    def read(self, key: str) -> torch.Tensor:
+        """Tensor `key`, read with plain file reads (no memory map)."""
         info = self.tensors[key]
-        handle.seek(info.offset)
         buf = bytearray(info.nbytes)
-        if handle.readinto(buf) != info.nbytes:
+        with open(self.dir / info.shard, "rb") as handle:
+            handle.seek(info.offset)
+            got = handle.readinto(buf)
+        if got != info.nbytes:
             raise CheckpointFormatError(f"cannot load the model in {self.dir}: {info.shard} is truncated at {key}")
         if not buf:
             return torch.empty(info.shape, dtype=info.dtype)

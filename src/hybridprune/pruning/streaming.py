@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +98,17 @@ def _assign_shards(entries: list[_Entry], max_bytes: int) -> list[list[_Entry]]:
         shards[-1].append(e)
         size += e.nbytes
     return shards
+
+
+@contextmanager
+def _progress(enabled: bool, total: int):
+    """A progress bar over the bytes of source tensors read."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("pruning"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  disable=not enabled, transient=True) as bar:
+        task = bar.add_task("pruning", total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def _shard_name(i: int, n: int) -> str:
@@ -183,38 +196,38 @@ def stream_prune(
     shard_of = {e.key: i for i, shard in enumerate(shards) for e in shard}
 
     def write(tmp: Path) -> None:
-        from rich.progress import Progress
-
         written: dict[str, tuple[int, ...]] = {}
         weight_map: dict[str, str] = {}
-        writers: dict[int, ShardWriter] = {}
-        remaining = {i: len(s) for i, s in enumerate(shards)}
-        by_key = {e.key: e for e in entries}
-        with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task("pruning shards", total=len(files.shards))
-            for shard in files.shards:
-                with open(files.dir / shard, "rb") as handle:
-                    for key in files.keys_in(shard):
-                        e = by_key.get(key)
-                        if e is None:
-                            continue  # a dropped layer
-                        t = files.read(key, handle)
-                        if e.rule is not None:
-                            t = slice_tensor(t, e.rule, index)
-                        if dtype is not None and t.is_floating_point():
-                            t = t.to(dtype)
-                        out = shard_of[key]
-                        name = _shard_name(out, len(shards))
-                        if out not in writers:
-                            writers[out] = ShardWriter(tmp / name, [(x.out_key, x.dtype, x.shape) for x in shards[out]])
-                        writers[out].write(e.out_key, t)
-                        written[e.out_key] = tuple(t.shape)
-                        weight_map[e.out_key] = name
-                        del t
-                        remaining[out] -= 1
-                        if remaining[out] == 0:
-                            writers.pop(out).close()
-                bar.advance(task)
+        # Reading the next tensor, slicing this one and writing the previous one overlap: file reads
+        # and torch kernels release the GIL. At most three tensors are in memory at once.
+        with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer, _progress(progress, sum(files.tensors[e.key].nbytes for e in entries)) as advance:
+            writers: dict[int, ShardWriter] = {}
+            remaining = {i: len(s) for i, s in enumerate(shards)}
+            ahead = reader.submit(files.read, entries[0].key) if entries else None
+            pending = []
+            for n, e in enumerate(entries):
+                t = ahead.result()
+                if n + 1 < len(entries):
+                    ahead = reader.submit(files.read, entries[n + 1].key)
+                if e.rule is not None:
+                    t = slice_tensor(t, e.rule, index)
+                if dtype is not None and t.is_floating_point():
+                    t = t.to(dtype)
+                out = shard_of[e.key]
+                name = _shard_name(out, len(shards))
+                if out not in writers:
+                    writers[out] = ShardWriter(tmp / name, [(x.out_key, x.dtype, x.shape) for x in shards[out]])
+                for done in pending:
+                    done.result()  # raise a write error here, and keep one write in flight
+                pending = [writer.submit(writers[out].write, e.out_key, t)]
+                written[e.out_key] = tuple(t.shape)
+                weight_map[e.out_key] = name
+                remaining[out] -= 1
+                if remaining[out] == 0:
+                    pending.append(writer.submit(writers.pop(out).close))
+                advance(files.tensors[e.key].nbytes)
+            for done in pending:
+                done.result()
         if len(shards) > 1:
             total = sum(e.nbytes for e in entries)
             index_doc = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
