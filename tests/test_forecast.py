@@ -1,0 +1,98 @@
+"""The memory forecast against the measured peak of the real code path, and its refusal."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import build
+from hybridprune.architectures import get_adapter
+from hybridprune.forecast import GIB, Forecast, MemoryForecastError, forecast_forward
+
+# Loads the checkpoint and runs one stage, printing the peak resident memory it added (bytes).
+MEASURE = r"""
+import json, sys, torch
+torch.set_num_threads(1)
+from transformers import AutoModelForCausalLM
+from hybridprune.importance.calibrate import calibrate
+from hybridprune.evaluate import evaluate_loss
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+
+stage, path, batch, seq = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ids = torch.randint(3, 1000, (batch, seq), generator=torch.Generator().manual_seed(0))
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak to the current size
+base = status("VmRSS")
+model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+if stage == "evaluate":
+    evaluate_loss(model, ids, batch_size=batch)
+else:
+    calibrate(model, ids, batch_size=batch, progress=False, depth_samples=batch if stage == "depth" else 0)
+print(json.dumps(status("VmHWM") - base))
+"""
+
+
+def mid_size_nemotron():
+    """17.5M parameters: large enough that tensors, not the interpreter, dominate the growth."""
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(
+        "nemotron_h", vocab_size=8192, hidden_size=512, intermediate_size=1536,
+        layers_block_type=["linear_attention", "mlp", "linear_attention", "full_attention",
+                           "linear_attention", "mlp", "linear_attention", "mlp"],
+        mamba_num_heads=16, mamba_head_dim=32, n_groups=4, ssm_state_size=32, conv_kernel=4, chunk_size=128,
+        num_attention_heads=8, num_key_value_heads=2, head_dim=64,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs /proc/self/clear_refs")
+@pytest.mark.parametrize("stage, batch, seq", [("calibrate", 4, 256), ("depth", 2, 512), ("evaluate", 4, 256)])
+def test_forecast_is_within_20_percent_of_the_measured_peak(tmp_path, stage, batch, seq):
+    model = build(mid_size_nemotron())
+    model.save_pretrained(tmp_path / "model")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run([sys.executable, "-c", MEASURE, stage, str(tmp_path / "model"), str(batch), str(seq)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    measured = json.loads(run.stdout.strip().splitlines()[-1])
+    adapter = get_adapter(model)
+    forecast = forecast_forward("evaluate" if stage == "evaluate" else "calibrate", adapter,
+                                adapter.dims(model.config), batch=batch, seq=seq, weight_bytes=4,
+                                depth=stage == "depth", chunk=model.config.chunk_size)
+    assert 0.8 <= forecast.total / measured <= 1.2, (forecast.describe(), measured)
+
+
+def test_a_forecast_far_above_the_device_is_refused_with_what_to_do():
+    f = Forecast("calibration", "cpu", {"weights": 30 * GIB, "activations": 2 * GIB}, available=20 * GIB)
+    with pytest.raises(MemoryForecastError) as err:
+        f.check(lower="--batch-size or --seq-len")
+    message = str(err.value)
+    assert message.startswith("calibration needs about 32.0 GiB but cpu has 20.0 GiB available")
+    assert "Lower --batch-size or --seq-len" in message and "--force" in message
+    f.check(force=True)  # forced: no error
+    Forecast("calibration", "cpu", {"weights": 24 * GIB}, available=20 * GIB).check()  # within the margin
+
+
+def test_the_8b_forecast_counts_the_weights_exactly():
+    from transformers import AutoConfig
+
+    pattern = "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-"
+    types = {"M": "linear_attention", "-": "mlp", "*": "full_attention"}
+    config = AutoConfig.for_model(
+        "nemotron_h", layers_block_type=[types[c] for c in pattern], hidden_size=4096, intermediate_size=21504,
+        mamba_num_heads=128, mamba_head_dim=64, n_groups=8, ssm_state_size=128, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=128, vocab_size=131072,
+    )
+    adapter = get_adapter(config)
+    f = forecast_forward("calibrate", adapter, adapter.dims(config), batch=1, seq=2048, weight_bytes=2)
+    assert f.parts["weights"] == 2 * 8_100_852_736  # the paper digest's exact count, in bf16
+    assert f.available is None or f.available > 0
