@@ -103,3 +103,24 @@ def test_cli_streams_by_default_and_smoke_tests_on_request(tmp_path, tokens):
     assert result.exit_code == 0, result.output
     a, b = all_tensors(tmp_path / "a"), all_tensors(tmp_path / "b")
     assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_calibration_offloaded_to_cpu_and_disk_equals_unsplit(tmp_path, tokens):
+    """accelerate's big-model dispatch (`device_map` with disk offload): the hooks see the same
+    activations wherever a layer lives, so the scores are the same."""
+    from transformers import AutoModelForCausalLM
+
+    model, src = source_checkpoint(tmp_path, "nemotron", False)
+    reference = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2)
+    device_map = {"model.embeddings": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
+                  "model.layers.2": "cpu", "model.layers.3": "disk", "model.layers.4": "disk",
+                  "model.layers.5": "cpu", "model.norm_f": "cpu", "lm_head": "disk"}
+    offloaded = AutoModelForCausalLM.from_pretrained(src, device_map=device_map, offload_folder=tmp_path / "offload")
+    assert any(p.is_meta for p in offloaded.parameters())
+    scores = calibrate(offloaded, tokens, batch_size=2, progress=False, depth_samples=2)
+    for name in ("mamba", "ffn", "attention"):
+        for i, t in getattr(reference, name).items():
+            torch.testing.assert_close(getattr(scores, name)[i], t, rtol=1e-5, atol=1e-6)
+    for name in ("hidden", "depth_kld", "depth_bi"):
+        torch.testing.assert_close(getattr(scores, name), getattr(reference, name), rtol=1e-5, atol=1e-6)
+    assert scores.meta["fingerprint"] == reference.meta["fingerprint"]

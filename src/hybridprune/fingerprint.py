@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import torch
 
@@ -28,12 +29,21 @@ def _digest(dims, items) -> str:
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """The fingerprint of a loaded model (tied copies counted once, as a checkpoint stores them)."""
+    """The fingerprint of a loaded model (tied copies counted once, as a checkpoint stores them).
+
+    A model whose weights are offloaded (accelerate's `device_map` with "disk" or "cpu" offload leaves
+    them on the meta device) is fingerprinted from the checkpoint directory it was loaded from."""
     dims = get_adapter(model).dims(model.config)
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    state = model.state_dict()
+    if any(t.is_meta for t in state.values()):
+        source = Path(str(getattr(model.config, "_name_or_path", "") or ""))
+        if not (source / "config.json").is_file():
+            raise ValueError("cannot fingerprint an offloaded model that was not loaded from a local directory")
+        return checkpoint_fingerprint(CheckpointFiles(source), model.config)
     items = []
     with torch.no_grad():
-        for name, t in model.state_dict().items():
+        for name, t in state.items():
             if name in tied:
                 continue
             items.append((name, t.shape, [t[idx] for idx in sample_index(tuple(t.shape))]))
