@@ -175,6 +175,7 @@ def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config:
     say = show.Printer(console if console is not None else (show.default_console() if cfg.progress else None))
     adapter = get_adapter(model)
     original = adapter.dims(model.config)
+    scores.check_against(original)  # before the grid: depth candidates are ranked by these scores
     grid, choices = build_grid(original, cfg.space, scores)
     candidates, report = filter_candidates(adapter, original, grid, budget, band=cfg.band,
                                            max_candidates=cfg.max_candidates)

@@ -42,6 +42,7 @@ def prune_command(
     parsed = Plan.parse(plan)
     parsed.validate(dims)
     loaded_scores = Scores.load(scores)
+    loaded_scores.check_against(dims)
 
     lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     pruned = prune(lm, loaded_scores, parsed, strict_fingerprint=strict_fingerprint)

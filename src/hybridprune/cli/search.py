@@ -95,7 +95,7 @@ def search_command(
     """Search the architecture of lowest loss under a budget; resumes an interrupted run in --out."""
     from ..architectures import get_adapter
     from ..data import load_token_samples
-    from ..importance.scores import Scores, model_fingerprint
+    from ..importance.scores import Scores, ScoresError, model_fingerprint
     from ..archsearch import Budget, SearchConfig, SearchSpace, build_grid, filter_candidates, search
     from ..archsearch.report import results_table
 
@@ -120,6 +120,13 @@ def search_command(
     adapter = get_adapter(config)
     dims = adapter.dims(config)
     saved = Scores.load(scores_path) if (scores_path / "scores.json").is_file() else None
+    if saved is not None:
+        try:
+            saved.check_against(dims)
+        except ScoresError:
+            if scores_dir is not None or not overwrite:
+                raise
+            saved = None  # --overwrite: a previous search's scores of another model are computed again
     if saved is not None or "num_layers" in skipped or max_depth_pruning == 0:
         filter_candidates(adapter, dims, build_grid(dims, space, saved)[0], budget, band=None)
 
