@@ -48,35 +48,35 @@ def setup():
         scores.attention[i] = torch.rand(8, 8, generator=g) + 1
     for i in dims.layers_of("mlp"):
         scores.ffn[i] = torch.rand(64, generator=g) + 1
-    ids = torch.randint(3, 96, (4, 12), generator=g)
-    space = SearchSpace(choices={"hidden_size": [48, 40, 32], "ffn_hidden_size": [64, 48]},
+    ids = torch.randint(3, 96, (2, 8), generator=g)
+    space = SearchSpace(choices={"hidden_size": [48, 32], "ffn_hidden_size": [64, 48]},
                         skip=("mamba_num_heads", "mamba_head_dim", "num_attention_heads", "num_layers"))
     return model, scores, ids, space, Budget(params="0.99x")
 
 
+@pytest.mark.slow
 def test_two_searches_with_noisy_throughput_choose_the_same_winner(setup, tmp_path, monkeypatch):
     model, scores, ids, space, budget = setup
     noise = itertools.count(1)  # every measurement differs, as on a busy machine
     monkeypatch.setattr(search_module, "measure_throughput", lambda m, b, t: float(next(noise) * 7919 % 1000))
-    cfg = SearchConfig(space=space, band=None, top_k=5, tie_tolerance=100.0, progress=False)
+    cfg = SearchConfig(space=space, band=None, top_k=3, tie_tolerance=100.0, progress=False)
     first = search(model, scores, ids, budget, cfg, out_dir=tmp_path / "one")
     second = search(model, scores, ids, budget, cfg, out_dir=tmp_path / "two")
     assert first.best_key == second.best_key == "L6-h32-f48-mh12-md8-ah8"  # the fewest parameters
     assert first.best_candidate["params"] == min(c["params"] for c in first.candidates)
     assert first.decision == second.decision == {
         "decided_by": "tie: analytic cost", "tie_break": "cost", "tie_tolerance": 100.0,
-        "tied": ["L6-h32-f48-mh12-md8-ah8", "L6-h32-f64-mh12-md8-ah8", "L6-h40-f48-mh12-md8-ah8",
-                 "L6-h40-f64-mh12-md8-ah8", "L6-h48-f48-mh12-md8-ah8"]}
+        "tied": ["L6-h32-f48-mh12-md8-ah8", "L6-h32-f64-mh12-md8-ah8", "L6-h48-f48-mh12-md8-ah8"]}
     summary = json.loads((tmp_path / "one" / "summary.json").read_text())
     assert summary["best"] == first.best_key and summary["decision"]["decided_by"] == "tie: analytic cost"
-    assert "# chosen by tie: analytic cost among 5 within 100.0" in (tmp_path / "one" / "best.yaml").read_text()
+    assert "# chosen by tie: analytic cost among 3 within 100.0" in (tmp_path / "one" / "best.yaml").read_text()
 
     # Re-deciding by speed reuses every measurement (the tie-break is not part of the search's settings).
     calls = []
     monkeypatch.setattr(search_module, "evaluate_loss", lambda *a, **k: calls.append(1))
     by_speed = search(model, scores, ids, budget, cfg, out_dir=tmp_path / "one", tie_break="speed")
     assert calls == [] and by_speed.decision["decided_by"] == "tie: measured speed"
-    fastest = max(by_speed.candidates[:5], key=lambda c: c["throughput"])
+    fastest = max(by_speed.candidates[:3], key=lambda c: c["throughput"])
     assert by_speed.best_key == fastest["key"]
 
 
