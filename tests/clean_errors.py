@@ -9,7 +9,7 @@ from pathlib import Path
 
 def assert_refused(result, *patterns: str, out: Path | None = None, untouched: dict[Path, bytes] | None = None):
     """`result` (a typer CliRunner result) is a clean refusal whose output matches every pattern."""
-    output = " ".join(result.output.split())  # rich may wrap long messages
+    output = " ".join(result.output.replace("│", " ").split())  # rich may wrap long messages in a box
     assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
     assert "Traceback" not in result.output, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)

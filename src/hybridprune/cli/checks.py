@@ -43,5 +43,6 @@ def check_multiple(flag: str, value: int, of_flag: str, of: int) -> None:
     """`flag` must be a whole multiple of `of_flag` (batches split into equal micro-batches)."""
     if value % of:
         lower, upper = value - value % of, value - value % of + of
-        raise CliError(f"{flag} ({value}) must be a multiple of {of_flag} ({of}), e.g. "
-                       f"{lower or upper} or {upper}; or change {of_flag}")
+        near = " or ".join(str(v) for v in (lower, upper) if v > 0)
+        raise CliError(f"{flag} ({value}) must be a multiple of {of_flag} ({of}), e.g. {near}; "
+                       f"or change {of_flag}")
