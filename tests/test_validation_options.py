@@ -38,7 +38,8 @@ CASES = [
     (_search("--max-depth-pruning", "inf"), [r"--max-depth-pruning must be a fraction in \[0, 1\), got inf"]),
     (_search("--band", "-0.1"), [r"--band must be a fraction in \[0, 1\], got -0.1"]),
     (_search("--tie-tolerance", "nan"), [r"--tie-tolerance must be a number >= 0, got nan"]),
-    (_search("--tie-break", "fastest"), ["--tie-break must be cost or speed, got 'fastest'"]),
+    (_search("--tie-break", "fastest"), ["Invalid value for '--tie-break': .*'fastest' is not one of 'cost', 'speed'"]),
+    (_search("--params-kind", "all"), ["Invalid value for '--params-kind': .*'all' is not one of 'total'"]),
     (_search("--tie-break", "speed", "--no-speed"), ["--tie-break speed needs the throughput measurement"]),
     (_search("--memory-mb", "nan"), ["--memory-mb must be a positive number, got nan"]),
     (_search("--seed", "-1"), [RANGE.format(flag="--seed", low=0)]),
@@ -62,6 +63,7 @@ CASES = [
     (_distill("--warmup", "-1"), [RANGE.format(flag="--warmup", low=0)]),
     (_distill("--val-samples", "-1"), [RANGE.format(flag="--val-samples", low=0)]),
     (_distill("--save-every", "0"), [RANGE.format(flag="--save-every", low=1)]),
+    (_distill("--precision", "fp16"), ["Invalid value for '--precision': .*'fp16' is not one of 'auto', 'fp32', 'bf16'"]),
     # eval
     (["eval", "{model}", "--data", "shakespeare", "--batch-size", "0"], [RANGE.format(flag="--batch-size", low=1)]),
     (["eval", "{model}", "--data", "shakespeare", "--samples", "-5"], [RANGE.format(flag="--samples", low=1)]),

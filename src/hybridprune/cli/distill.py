@@ -8,6 +8,7 @@ Resume:           hybridprune distill ... --resume student/
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -41,14 +42,14 @@ def distill_command(
     val_samples: int = typer.Option(64, "--val-samples", min=0, help="Validation samples; 0 disables validation."),
     num_samples: int = typer.Option(None, "--num-samples", min=1, help="Use at most this many training samples (default: all of the train split)."),
     temperature: float = typer.Option(1.0, "--temperature", help="KD temperature τ (the loss is scaled by τ²)."),
-    kd_loss: str = typer.Option("forward", "--kd-loss", help="forward (KL(teacher‖student), the paper's) or reverse."),
+    kd_loss: Literal["forward", "reverse"] = typer.Option("forward", "--kd-loss", help="forward (KL(teacher‖student), the paper's) or reverse."),
     kd_weight: float = typer.Option(1.0, "--kd-weight", help="Weight of the KD term."),
     ce_weight: float = typer.Option(0.0, "--ce-weight", help="Weight of a next-token cross-entropy term (0: KD only)."),
     chunk_size: int = typer.Option(None, "--chunk-size", min=1, help="Positions per logits chunk (default: one fp32 [chunk, vocab] buffer of ~512 MiB on a GPU, ~64 MiB on a CPU)."),
     weight_decay: float = typer.Option(0.1, "--weight-decay", help="AdamW weight decay (matrices only)."),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Clip the global gradient norm; 0 disables."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16."),
-    parallel: str = typer.Option("auto", "--parallel", help="auto (DDP under torchrun), none, ddp or fsdp (FSDP2)."),
+    precision: Literal["auto", "fp32", "bf16"] = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16."),
+    parallel: Literal["auto", "none", "ddp", "fsdp"] = typer.Option("auto", "--parallel", help="auto (DDP under torchrun), none, ddp or fsdp (FSDP2)."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the sample order."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
     device: str = typer.Option(None, "--device", help="Device (default: this process's GPU, else cpu)."),

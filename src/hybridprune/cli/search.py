@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -61,7 +62,7 @@ def search_command(
     data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'."),
     out: Path = typer.Option(..., "--out", help="Search directory: candidates.jsonl, best.yaml, search.png, scores/."),
     params: str = typer.Option(None, "--params", help="Parameter budget: 4.5e9, 4.5B, 350M, or relative 0.5x / 50%."),
-    params_kind: str = typer.Option("total", "--params-kind", help="What --params counts: total or non-embedding."),
+    params_kind: Literal["total", "non-embedding", "non_embedding"] = typer.Option("total", "--params-kind", help="What --params counts: total or non-embedding."),
     memory_mb: float = typer.Option(None, "--memory-mb", help="Memory budget (MiB): weights + KV cache + Mamba state."),
     seq_len: int = typer.Option(4096, "--seq-len", min=1, help="Sequence length of the memory estimate."),
     batch: int = typer.Option(1, "--batch", min=1, help="Batch size of the memory estimate."),
@@ -85,7 +86,7 @@ def search_command(
     calib_samples: int = typer.Option(256, "--calib-samples", min=1, help="Calibration samples when scores are computed."),
     depth_samples: int = typer.Option(16, "--depth-samples", min=0, help="Samples for KL-divergence depth importance (0 = Block Influence)."),
     tie_tolerance: float = typer.Option(0.005, "--tie-tolerance", help="Losses this close tie; --tie-break decides."),
-    tie_break: str = typer.Option("cost", "--tie-break", help="What breaks a tie: cost (fewer parameters, then less memory; the same every run) or speed (measured throughput; varies with the machine's load)."),
+    tie_break: Literal["cost", "speed"] = typer.Option("cost", "--tie-break", help="What breaks a tie: cost (fewer parameters, then less memory; the same every run) or speed (measured throughput; varies with the machine's load)."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure the top-K's throughput (shown; used by --tie-break speed)."),
     speed_batch: int = typer.Option(1, "--speed-batch", min=1, help="Batch of the throughput measurement."),
     show: int = typer.Option(10, "--show", min=0, help="Rows of the results table."),
@@ -109,8 +110,6 @@ def search_command(
                   ("--kd-lr", kd_lr, POSITIVE), ("--max-width-pruning", max_width_pruning, FRACTION),
                   ("--max-depth-pruning", max_depth_pruning, FRACTION), ("--band", band, CLOSED_FRACTION),
                   ("--tie-tolerance", tie_tolerance, NON_NEGATIVE))
-    if tie_break not in ("cost", "speed"):
-        raise CliError(f"--tie-break must be cost or speed, got {tie_break!r}")
     if tie_break == "speed" and not speed:
         raise CliError("--tie-break speed needs the throughput measurement: drop --no-speed, or use --tie-break cost")
     if kd_steps is not None or kd_tokens is not None:
