@@ -48,6 +48,7 @@ def _prune(root, tmp_path, plan: str):
     ("", r"is empty"),
     ("- 32\n", r"must hold a mapping of plan fields"),
     ("hidden: 32\n", r"unknown plan field\(s\) \['hidden'\]; valid fields: hidden_size"),
+    ("mamba_num_heads: 8\n", r"mamba_num_heads=8 is not a multiple of n_groups=3.*Valid values: \[3, 6, 9, 12\]"),
 ])
 def test_bad_yaml_plans_are_refused_naming_the_file(setup, tmp_path, text, message):
     plan = tmp_path / "plan.yaml"
@@ -107,3 +108,14 @@ def test_valid_plans_in_every_form_agree(tmp_path):
     assert Plan.parse(tmp_path / "p.yml") == expected
     (tmp_path / "h.json").write_text('{"plan": {"hidden_size": 32, "drop_layers": [1, 4]}, "source": "x"}')
     assert Plan.parse(str(tmp_path / "h.json")) == expected
+
+
+def test_a_refused_plan_leaves_an_existing_output_untouched(setup, tmp_path):
+    out = tmp_path / "pruned"
+    out.mkdir()
+    (out / "config.json").write_text('{"mine": true}')
+    (tmp_path / "plan.yaml").write_text("hidden_size: 32\nhidden_size: 32\n")
+    result = runner.invoke(app, ["prune", "--model", str(setup / "model"), "--scores", str(setup / "scores"),
+                                 "--plan", str(tmp_path / "plan.yaml"), "--out", str(out), "--overwrite"])
+    assert_refused(result, "field 'hidden_size' is given twice", untouched={out / "config.json": b'{"mine": true}'})
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]

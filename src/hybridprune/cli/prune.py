@@ -31,7 +31,7 @@ def prune_command(
     from ..importance.scores import Scores
     from ..pruning.apply import prune
     from ..pruning.export import export
-    from ..pruning.plan import Plan
+    from ..pruning.plan import Plan, PlanError
 
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise CliError(f"{out} already exists and is not empty; pass --overwrite or choose another --out")
@@ -40,7 +40,10 @@ def prune_command(
     adapter = get_adapter(config)
     dims = adapter.dims(config)
     parsed = Plan.parse(plan)
-    parsed.validate(dims)
+    try:
+        parsed.validate(dims)
+    except PlanError as exc:  # a plan file that does not fit this model: say which file
+        raise PlanError(f"plan file {plan}: {exc}" if Path(plan).is_file() else str(exc)) from None
     loaded_scores = Scores.load(scores)
     loaded_scores.check_against(dims)
 
