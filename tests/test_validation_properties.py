@@ -84,7 +84,8 @@ def test_plans_from_python_and_dicts(d):
     st.lists(st.sampled_from(["hidden_size: 32", "hidden_size: 40", "ffn_hidden_size: 1.5", "drop_layers: [1, 2]",
                               "num_layers: true", "!!python/object/apply:os.system ['true']", "a: &x 1",
                               "b: *x", "- 1", "{", "]", "hidden_size: !!float 32", "? [1]\n: 2", "%YAML 1.1",
-                              "---", "...", "\t", "mamba_num_heads: 0o14", "hidden_size: 0x20", "'"]),
+                              "---", "...", "\t", "mamba_num_heads: 0o14", "hidden_size: 0x20", "'",
+                              "<<: {ffn_hidden_size: 8}", "<<: *x", "<<: 3"]),
              max_size=5).map("\n".join),
 ))
 def test_plan_yaml_files(tmp_path_factory, text):

@@ -25,7 +25,7 @@ class PlanError(ValueError):
 
 INT_FIELDS = ("hidden_size", "ffn_hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads",
               "num_layers")
-_WHOLE = re.compile(r"[+-]?[0-9]+")
+_WHOLE = re.compile(r"[+-]?[0-9]{1,30}")  # longer is no size, and int() refuses over 4300 digits
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -35,6 +35,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges; the keys it brings may be overridden, as YAML says
             key = self.construct_object(key_node, deep=deep)
             try:
                 hash(key)
