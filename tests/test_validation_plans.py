@@ -119,3 +119,9 @@ def test_a_refused_plan_leaves_an_existing_output_untouched(setup, tmp_path):
                                  "--plan", str(tmp_path / "plan.yaml"), "--out", str(out), "--overwrite"])
     assert_refused(result, "field 'hidden_size' is given twice", untouched={out / "config.json": b'{"mine": true}'})
     assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+
+
+def test_a_long_plan_string_is_not_mistaken_for_a_file(setup, tmp_path):
+    plan = "drop_layers=" + "+".join(["1"] * 200)  # longer than a file name may be
+    result, out = _prune(setup, tmp_path, plan)
+    assert_refused(result, r"drop_layers \[1, 1, 1, .*\] lists a block twice", out=out)

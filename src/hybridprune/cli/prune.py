@@ -35,15 +35,15 @@ def prune_command(
 
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise CliError(f"{out} already exists and is not empty; pass --overwrite or choose another --out")
-    # Everything that can be checked without the weights is checked first.
+    # Everything that can be checked without the weights is checked first: the plan even without the config.
+    parsed = Plan.parse(plan)
     config = load_config(model, trust_remote_code=trust_remote_code)
     adapter = get_adapter(config)
     dims = adapter.dims(config)
-    parsed = Plan.parse(plan)
     try:
         parsed.validate(dims)
     except PlanError as exc:  # a plan file that does not fit this model: say which file
-        raise PlanError(f"plan file {plan}: {exc}" if Path(plan).is_file() else str(exc)) from None
+        raise PlanError(f"plan file {plan}: {exc}" if _is_file(plan) else str(exc)) from None
     loaded_scores = Scores.load(scores)
     loaded_scores.check_against(dims)
 
@@ -51,6 +51,13 @@ def prune_command(
     pruned = prune(lm, loaded_scores, parsed, strict_fingerprint=strict_fingerprint)
     path = export(pruned, out, tokenizer_from=model, source=str(model), overwrite=overwrite)
     _summary(pruned.hybridprune_info, path)
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # a plan string longer than a file name may be
+        return False
 
 
 def _summary(info: dict, path: Path) -> None:
