@@ -50,7 +50,11 @@ BAD_FILES = [
     ("cut.txt.gz", gzip.compress(b"hello world\n\nmore text " * 20)[:-12], r"'{path}' cannot be decompressed"),
     ("bad.jsonl", '{"text": "a"}\n{"text": "b"}\n{"text": oops}\n',
      r"could not read '{path}' as JSON: line 3, column 10: Expecting value"),
-    ("list.jsonl", '{"text": "a"}\n[1, 2]\n', r"'{path}' as JSON: line 2 holds a JSON list, not an object"),
+    ("list.jsonl", '{"text": "a"}\n[1, 2]\n', r"'{path}' as JSON: line 2 holds a JSON array, not an object"),
+    # pyarrow's JSON reader crashes the process (SIGSEGV) on a first record `null`: refused before it
+    ("null.jsonl", "\nnull\n", r"could not read '{path}' as JSON: line 2 holds a JSON null, not an object"),
+    ("null.json.gz", gzip.compress(b"null"), r"'{path}' as JSON: line 1 holds a JSON null"),
+    ("number.jsonl", "3\n", r"'{path}' as JSON: line 1 holds a JSON number"),
     ("cut.json", '[{"text": "a"}, {"text": "b"', r"could not read '{path}' as JSON: line 1, column 29"),
     ("empty.jsonl", "", r"data file '{path}' is empty"),
     ("blank.txt", "\n\n   \n", r"data file '{path}' holds no text"),

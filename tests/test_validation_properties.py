@@ -199,3 +199,25 @@ def test_command_line_options(tmp_path_factory, command, data):
     assert result.exception is None or isinstance(result.exception, SystemExit), (argv, repr(result.exception))
     assert not (root / "out").exists()
     assert (root / "busy" / "keep.txt").read_text() == "not ours"
+
+
+# ---- data files: random bytes under every supported name ------------------------------------------
+json_lines = st.lists(st.one_of(yaml_values.map(json.dumps), st.text(max_size=10)), max_size=4).map("\n".join)
+
+
+@settings(FAST, max_examples=30)
+@given(suffix=st.sampled_from([".txt", ".jsonl", ".json", ".txt.gz", ".jsonl.gz", ".json.gz", ".parquet"]),
+       content=st.one_of(st.binary(max_size=64), json_lines.map(str.encode)), compress=st.booleans())
+def test_data_files(tmp_path_factory, suffix, content, compress):
+    import gzip
+
+    from hybridprune.data import DataError, read_documents
+
+    path = tmp_path_factory.mktemp("d") / f"data{suffix}"
+    path.write_bytes(gzip.compress(content) if compress else content)
+    try:
+        docs = read_documents(path, "all")
+    except DataError as exc:
+        assert str(path) in str(exc)
+        return
+    assert docs and all(isinstance(d, str) and d.strip() for d in docs)

@@ -52,6 +52,39 @@ def is_blank(path: Path) -> bool:
     return True
 
 
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+               type(None): "null"}
+
+
+def _json_type(value) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def check_first_record(path: Path) -> None:
+    """The first record must open an object (or, in a `.json` file, an array of them).
+
+    pyarrow's JSON reader (under `datasets`) crashes the whole process (a segmentation fault in
+    pyarrow 26) on a file whose first record is `null`; anything else that is not an object is refused
+    here too, with the line, before pyarrow sees it."""
+    try:
+        with open_text(path) as fh:
+            for number, line in enumerate(fh, 1):
+                text = line.strip().lstrip("\ufeff")
+                if not text:
+                    continue
+                if text.startswith(("{", "[")):
+                    return
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    where = f"line {number}, column {exc.colno}: {exc.msg}"
+                else:
+                    where = f"line {number} holds a JSON {_json_type(value)}, not an object like {{\"text\": ...}}"
+                raise DataError(f"could not read '{path}' as JSON: {where}; fix or remove that record")
+    except (UnicodeDecodeError, OSError, EOFError):
+        return  # reported with the file's name when the full read fails
+
+
 def first_json_problem(path: Path, json_lines: bool) -> str | None:
     """Where a JSON (`json_lines=False`) or JSON-lines file stops being valid, or None if it parses.
 
@@ -78,7 +111,7 @@ def first_json_problem(path: Path, json_lines: bool) -> str | None:
                 except json.JSONDecodeError as exc:
                     return f"line {number}, column {exc.colno}: {exc.msg}"
                 if not isinstance(record, dict):
-                    return f"line {number} holds a JSON {type(record).__name__}, not an object like {{\"text\": ...}}"
+                    return f"line {number} holds a JSON {_json_type(record)}, not an object like {{\"text\": ...}}"
     except UnicodeDecodeError as exc:
         return f"it is not UTF-8 text ({exc.reason} at byte {exc.start})"
     except (OSError, EOFError) as exc:

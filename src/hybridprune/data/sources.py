@@ -272,6 +272,8 @@ def _texts_from_file(path: Path, text_field: str) -> list[str]:
         raise DataError(f"data file '{path}' holds no text (it is empty or only blank lines); "
                         "give a file that holds text")
     builder = _FORMATS[suffix.removesuffix(".gz")]
+    if builder == "json":
+        diagnose.check_first_record(path)
     kwargs: dict[str, Any] = {"sample_by": "paragraph"} if builder == "text" else {}
     try:
         with _quiet_datasets():
