@@ -221,3 +221,29 @@ def test_data_files(tmp_path_factory, suffix, content, compress):
         assert str(path) in str(exc)
         return
     assert docs and all(isinstance(d, str) and d.strip() for d in docs)
+
+
+# ---- scores on disk: random metadata and tensors --------------------------------------------------
+entry_names = st.one_of(st.sampled_from(["hidden", "depth_kld", "depth_bi", "meta", "origin"]),
+                        st.tuples(st.sampled_from(["mamba", "ffn", "attention", "moe"]),
+                                  st.sampled_from(["0", "1", "2", "5", "9", "x", "-1", ""])).map(".".join))
+shapes = st.lists(st.sampled_from([0, 1, 6, 8, 12, 48, 64]), min_size=0, max_size=2)
+
+
+@settings(FAST, max_examples=40)
+@given(meta=yaml_values, entries=st.dictionaries(entry_names, st.tuples(shapes, st.sampled_from(
+    ["float32", "float16", "int64", "bool"]), st.sampled_from([0.0, 1.0, float("nan"), float("inf")])), max_size=5))
+def test_scores_on_disk(tmp_path_factory, meta, entries):
+    import torch
+    from safetensors.torch import save_file
+
+    from hybridprune.importance.scores import Scores, ScoresError
+
+    d = tmp_path_factory.mktemp("scores")
+    tensors = {k: torch.full(shape, fill).to(getattr(torch, dtype)) for k, (shape, dtype, fill) in entries.items()}
+    save_file(tensors, str(d / "scores.safetensors"))
+    (d / "scores.json").write_text(json.dumps(meta))
+    try:
+        Scores.load(d).check_against(DIMS)
+    except ScoresError as exc:
+        assert str(d) in str(exc)
