@@ -86,7 +86,7 @@ def test_cli_distills_stops_resumes_and_exports(dirs, tmp_path):
         ((), "exactly one of --steps and --tokens"),
         (("--steps", "2", "--tokens", "1e4"), "exactly one of --steps and --tokens"),
         (("--steps", "2", "--resume", "/nonexistent/run"), "does not exist"),
-        (("--steps", "2", "--global-batch", "3"), "multiple of micro_batch"),
+        (("--steps", "2", "--global-batch", "3"), "--global-batch (3) must be a multiple of --micro-batch (2)"),
     ],
 )
 def test_cli_bad_input(dirs, tmp_path, extra, message):

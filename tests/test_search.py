@@ -100,16 +100,18 @@ def test_the_loss_after_distillation_decides(setup):
         search(model, scores, ids, budget, _config(space, kd={"steps": 3}))
 
 
-def test_ties_are_broken_by_throughput(setup, monkeypatch):
-    rows = [{"key": "a", "loss": 1.000, "throughput": 10.0}, {"key": "b", "loss": 1.004, "throughput": 30.0},
-            {"key": "c", "loss": 1.200, "throughput": 99.0}]
-    assert choose_best(rows, tolerance=0.005) == "b"
-    assert choose_best(rows, tolerance=0.001) == "a"
+def test_ties_are_broken_by_throughput_when_asked(setup, monkeypatch):
+    rows = [{"key": "a", "loss": 1.000, "throughput": 10.0, "params": 100, "memory_mb": 1.0},
+            {"key": "b", "loss": 1.004, "throughput": 30.0, "params": 200, "memory_mb": 2.0},
+            {"key": "c", "loss": 1.200, "throughput": 99.0, "params": 50, "memory_mb": 0.5}]
+    assert choose_best(rows, tolerance=0.005, tie_break="speed") == "b"
+    assert choose_best(rows, tolerance=0.001, tie_break="speed") == "a"
     model, scores, ids, space, budget = setup
     monkeypatch.setattr(search_module, "measure_throughput", lambda m, b, t: 1000.0 / m.config.hidden_size)
-    cfg = _config(space, top_k=5, tie_tolerance=10.0)
+    cfg = _config(space, top_k=5, tie_tolerance=10.0, tie_break="speed")
     result = search(model, scores, ids, budget, SearchConfig(**{**cfg.__dict__, "measure_speed": True}))
     assert result.best_candidate["values"]["hidden_size"] == 32  # all tie; the narrowest is fastest
+    assert result.decision["decided_by"] == "tie: measured speed" and len(result.decision["tied"]) == 5
 
 
 def test_an_interrupted_search_resumes_without_redoing_finished_candidates(setup, tmp_path, monkeypatch):

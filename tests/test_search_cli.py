@@ -35,6 +35,9 @@ def test_search_then_prune_with_the_best_plan(checkpoint):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "winner" in result.output and "candidates to evaluate" in result.output
+    decision = json.loads((out / "summary.json").read_text())["decision"]
+    assert decision["tie_break"] == "cost" and decision["decided_by"] in ("loss", "tie: analytic cost")
+    assert f"(chosen by {decision['decided_by']}" in " ".join(result.output.split())
     for name in ("best.yaml", "search.png", "candidates.jsonl", "summary.json", "scores/scores.json"):
         assert (out / name).is_file(), name
     records = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]

@@ -138,6 +138,15 @@ def plot_search(result, path: str | Path, *, x: str = "params") -> Path:
     return path
 
 
+def decision_text(decision: dict[str, Any]) -> str:
+    """"loss" or "tie: analytic cost among 3 within 0.005 (a, b, c)": what chose the winner."""
+    by = decision.get("decided_by", "loss")
+    if not decision.get("tied"):
+        return by
+    tied = decision["tied"]
+    return f"{by} among {len(tied)} within {decision.get('tie_tolerance')} of the lowest loss ({', '.join(tied)})"
+
+
 def best_yaml(result, budget) -> str:
     best = result.best_candidate
     header = [
@@ -147,6 +156,8 @@ def best_yaml(result, budget) -> str:
         f"{best['memory_mb']:,.1f} MiB at batch {budget.batch} x {budget.seq_len} ({budget.dtype})",
         "# apply: hybridprune prune --model MODEL --scores SEARCH_DIR/scores --plan SEARCH_DIR/best.yaml --out OUT",
     ]
+    if result.decision:
+        header.insert(2, f"# chosen by {decision_text(result.decision)}")
     body = yaml.safe_dump(result.best.to_dict(), sort_keys=False, default_flow_style=False)
     return "\n".join(header) + "\n" + body
 
@@ -157,7 +168,8 @@ def write_outputs(result, store, budget, original) -> None:
         return
     store.write_text(BEST_FILE, best_yaml(result, budget))
     summary: dict[str, Any] = {
-        "best": result.best_key, "plan": result.best.to_dict(), "filter": result.report.to_dict(),
+        "best": result.best_key, "decision": result.decision, "plan": result.best.to_dict(),
+        "filter": result.report.to_dict(),
         "axis_choices": result.axis_choices, "labels": LABELS, "candidates": result.candidates,
     }
     store.write_text(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")

@@ -3,13 +3,17 @@
 1. build the candidate grid; 2. keep the candidates whose analytic cost fits the budget; 3. drop those
 the config cannot represent; 4. prune every survivor from the one saved Scores and measure its zero-shot
 validation loss; 5. give the top-K a short distillation from the unpruned model and measure again;
-6. pick the lowest loss, breaking ties (within a tolerance) by measured throughput. Every finished
-evaluation is appended to `candidates.jsonl` at once, so an interrupted search resumes where it stopped.
+6. pick the lowest loss. Losses within a tolerance tie; the tie is broken by the analytic cost (fewer
+parameters, then less inference memory, then the key), which is the same on every run, or, only when
+asked (`tie_break="speed"`), by the measured throughput, which varies with the machine's load. What
+decided is recorded in `summary.json`. Every finished evaluation is appended to `candidates.jsonl` at
+once, so an interrupted search resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -44,9 +48,12 @@ class SearchConfig:
     - `kd`: the short distillation of the top-K, as `DistillConfig` fields (`{"steps": 50}` or
       `{"tokens": 2e7, "lr": 1e-4, "global_batch": 8}`); None ranks by zero-shot loss alone.
     - `band`, `max_candidates`: which of the candidates that fit are evaluated (see `filter_candidates`).
-    - `tie_tolerance`: losses within this of the best count as a tie, broken by throughput.
-    - `measure_speed`, `speed_batch`, `speed_seq_len`: forward throughput of the top-K (tokens/s);
-      `speed_seq_len` defaults to the evaluation data's sequence length.
+    - `tie_tolerance`: losses within this of the best count as a tie.
+    - `tie_break`: what breaks a tie: "cost" (default: fewer parameters, then less inference memory,
+      then the key; reproducible) or "speed" (the highest measured throughput; needs `measure_speed`,
+      and may pick another winner on a busier machine).
+    - `measure_speed`, `speed_batch`, `speed_seq_len`: forward throughput of the top-K (tokens/s),
+      shown in the results; `speed_seq_len` defaults to the evaluation data's sequence length.
     """
 
     space: SearchSpace = field(default_factory=SearchSpace)
@@ -56,24 +63,42 @@ class SearchConfig:
     max_candidates: int | None = None
     batch_size: int = 8
     tie_tolerance: float = 0.005
+    tie_break: str = "cost"
     measure_speed: bool = True
     speed_batch: int = 1
     speed_seq_len: int | None = None
     progress: bool = True
 
     def validate(self) -> None:
-        if self.top_k < 1:
-            raise SearchError(f"top_k must be >= 1, got {self.top_k}")
-        if self.batch_size < 1 or self.speed_batch < 1:
-            raise SearchError("batch_size and speed_batch must be >= 1")
-        if self.tie_tolerance < 0:
-            raise SearchError(f"tie_tolerance must be >= 0, got {self.tie_tolerance}")
+        """Every setting, before anything is computed: a bad short-KD setting would otherwise surface
+        only after every candidate's zero-shot loss."""
+        for name in ("top_k", "batch_size", "speed_batch", "max_candidates", "speed_seq_len"):
+            value = getattr(self, name)
+            if value is None and name in ("max_candidates", "speed_seq_len"):
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SearchError(f"{name} must be an integer >= 1, got {value!r}")
+        if not (isinstance(self.tie_tolerance, (int, float)) and math.isfinite(self.tie_tolerance)
+                and self.tie_tolerance >= 0):
+            raise SearchError(f"tie_tolerance must be a number >= 0, got {self.tie_tolerance!r}")
+        if self.band is not None and not (isinstance(self.band, (int, float)) and 0 <= self.band <= 1):
+            raise SearchError(f"band must be a fraction in [0, 1] or None, got {self.band!r}")
+        if self.tie_break not in TIE_BREAKS:
+            raise SearchError(f"tie_break must be one of {', '.join(TIE_BREAKS)}, got {self.tie_break!r}")
+        if self.tie_break == "speed" and not self.measure_speed:
+            raise SearchError("tie_break='speed' needs the throughput: set measure_speed=True (or tie_break='cost')")
+        if self.kd is not None:
+            kd_config(self.kd, device=None, seq_len=None)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["space"] = self.space.to_dict()
         d.pop("progress")
         return d
+
+
+#: How a tie within `tie_tolerance` is broken, and how `summary.json` names it.
+TIE_BREAKS = {"cost": "tie: analytic cost", "speed": "tie: measured speed"}
 
 
 @dataclass
@@ -86,6 +111,9 @@ class SearchResult:
     report: FilterReport
     axis_choices: dict[str, list[int]]
     out_dir: Path | None = None
+    #: what chose the winner: {"decided_by": "loss" | "tie: analytic cost" | "tie: measured speed",
+    #: "tied": [keys within the tolerance, in tie-break order], "tie_break", "tie_tolerance"}
+    decision: dict[str, Any] = field(default_factory=dict)
 
     @property
     def best_candidate(self) -> dict[str, Any]:
@@ -95,21 +123,33 @@ class SearchResult:
         return self.candidates[:n]
 
 
-def distill_finetune(teacher, student, data, kd: Mapping[str, Any]):
-    """The default short KD: `hybridprune.distillation.distill` with quiet, file-less settings. A warmup not
-    given explicitly is capped at a tenth of the run, so a short run still reaches its learning rate."""
-    try:
-        from ..distillation import DistillConfig, distill
-    except ImportError as exc:  # pragma: no cover - the distillation stage is part of the package
-        raise SearchError(f"the short distillation needs hybridprune.distillation ({exc})") from exc
-    device = str(next(student.parameters()).device)  # train where the search runs
+def kd_config(kd: Mapping[str, Any], *, device: str | None, seq_len: int | None):
+    """The `DistillConfig` of the short KD: quiet and file-less, checked. A warmup not given explicitly
+    is capped at a tenth of the run (when `seq_len` is known), so a short run reaches its learning rate."""
+    from ..distillation import DistillConfig
+
+    if not isinstance(kd, Mapping):
+        raise SearchError(f"kd must be a mapping of DistillConfig fields (e.g. {{'steps': 50}}), got {kd!r}")
     settings = {"progress": False, "export": False, "plot": False, "out_dir": None, "device": device, **dict(kd)}
+    unknown = sorted(set(settings) - set(DistillConfig.field_names()))
+    if unknown:
+        raise SearchError(f"kd: unknown distillation setting(s) {unknown}; valid: {DistillConfig.field_names()}")
+    cfg = DistillConfig(**settings)
     try:
-        cfg = DistillConfig(**settings)
-    except TypeError as exc:
-        raise SearchError(f"bad distillation settings {dict(kd)}: {exc}") from None
-    if "warmup" not in kd:
-        cfg.warmup = min(cfg.warmup, cfg.total_steps(_seq_len(data)) // 10)
+        cfg.validate()
+    except (TypeError, ValueError) as exc:
+        raise SearchError(f"kd (the short distillation of the top-K): {exc}") from None
+    if "warmup" not in kd and seq_len is not None:
+        cfg.warmup = min(cfg.warmup, cfg.total_steps(seq_len) // 10)
+    return cfg
+
+
+def distill_finetune(teacher, student, data, kd: Mapping[str, Any]):
+    """The default short KD: `hybridprune.distillation.distill` with the settings of `kd_config`."""
+    from ..distillation import distill
+
+    device = str(next(student.parameters()).device)  # train where the search runs
+    cfg = kd_config(kd, device=device, seq_len=_seq_len(data))
     flags = [p.requires_grad for p in teacher.parameters()]
     try:
         return distill(teacher, student, data, cfg)
@@ -175,6 +215,7 @@ def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config:
     say = show.Printer(console if console is not None else (show.default_console() if cfg.progress else None))
     adapter = get_adapter(model)
     original = adapter.dims(model.config)
+    scores.check_against(original)  # before the grid: depth candidates are ranked by these scores
     grid, choices = build_grid(original, cfg.space, scores)
     candidates, report = filter_candidates(adapter, original, grid, budget, band=cfg.band,
                                            max_candidates=cfg.max_candidates)
@@ -182,8 +223,9 @@ def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config:
     say.lines(report.lines())
     finetune = finetune or distill_finetune
     fingerprint = model_fingerprint(model)  # once: every candidate is pruned from this same model
+    measured = {k: v for k, v in cfg.to_dict().items() if k != "tie_break"}  # re-deciding needs no re-measuring
     settings = {
-        "budget": budget.to_dict(), "config": cfg.to_dict(), "model": fingerprint,
+        "budget": budget.to_dict(), "config": measured, "model": fingerprint,
         "scores": scores_fingerprint(scores), "data": data_fingerprint(data),
         "train_data": data_fingerprint(train_data) if cfg.kd else None,
         "finetune": getattr(finetune, "__qualname__", type(finetune).__name__) if cfg.kd else None,
@@ -235,11 +277,13 @@ def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config:
             advance(f"{key}: loss {loss['loss']:.4f}" + (f", {tps:,.0f} tokens/s" if tps else ""))
 
     merged = _merge(store, ranked, top)
-    best_key = choose_best(merged[: len(top)], cfg.tie_tolerance)
+    decision = decide(merged[: len(top)], cfg.tie_tolerance, cfg.tie_break)
+    best_key = decision["best"]
     merged.sort(key=lambda c: c["key"] != best_key)  # stable: the winner first, the order otherwise kept
     best_plan = Plan.from_dict(by_key[best_key][0].plan(original).to_dict())
     result = SearchResult(best=best_plan, best_key=best_key, candidates=merged, report=report,
-                          axis_choices=choices, out_dir=store.dir)
+                          axis_choices=choices, out_dir=store.dir,
+                          decision={k: v for k, v in decision.items() if k != "best"})
     show.write_outputs(result, store, budget, original)
     return result
 
@@ -271,10 +315,29 @@ def _merge(store: SearchStore, ranked: list[str], top: list[str]) -> list[dict[s
     return finals + rest
 
 
-def choose_best(finals: list[dict[str, Any]], tolerance: float) -> str:
-    """The lowest final loss; candidates within `tolerance` of it tie, and the fastest of them wins."""
+def _cost_order(c: dict[str, Any]) -> tuple:
+    return (c["params"], c["memory_mb"], c["loss"], c["key"])
+
+
+def _speed_order(c: dict[str, Any]) -> tuple:
+    tps = c.get("throughput")
+    return (-(tps if tps is not None else float("-inf")), c["loss"], c["key"])
+
+
+def decide(finals: list[dict[str, Any]], tolerance: float, tie_break: str = "cost") -> dict[str, Any]:
+    """The winner and what decided it. The lowest final loss wins; candidates within `tolerance` of it
+    tie, and `tie_break` orders the tied: "cost" by (parameters, inference memory, loss, key), known
+    exactly from the dimensions and so the same on every run; "speed" by measured throughput."""
+    if tie_break not in TIE_BREAKS:
+        raise SearchError(f"tie_break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
     best_loss = min(c["loss"] for c in finals)
     tied = [c for c in finals if c["loss"] <= best_loss + tolerance]
-    tied.sort(key=lambda c: (-(c["throughput"] if c["throughput"] is not None else float("-inf")),
-                             c["loss"], c["key"]))
-    return tied[0]["key"]
+    tied.sort(key=_cost_order if tie_break == "cost" else _speed_order)
+    return {"best": tied[0]["key"], "decided_by": "loss" if len(tied) == 1 else TIE_BREAKS[tie_break],
+            "tied": [c["key"] for c in tied] if len(tied) > 1 else [], "tie_break": tie_break,
+            "tie_tolerance": tolerance}
+
+
+def choose_best(finals: list[dict[str, Any]], tolerance: float, tie_break: str = "cost") -> str:
+    """The key of the winner (see `decide`)."""
+    return decide(finals, tolerance, tie_break)["best"]

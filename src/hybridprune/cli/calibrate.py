@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from .checks import SEED_MAX
 from .common import (
     CliError, console, fail_cleanly, init_distributed, is_main_process, load_model, load_tokenizer,
     resolve_device,
@@ -22,12 +23,12 @@ def calibrate_command(
     model: Path = typer.Option(..., "--model", help="Hugging Face checkpoint directory."),
     data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'."),
     out: Path = typer.Option(..., "--out", help="Directory for the scores (safetensors + JSON)."),
-    samples: int = typer.Option(1024, help="Calibration samples (the paper uses 1024)."),
-    seq_len: int = typer.Option(2048, "--seq-len", help="Tokens per sample."),
-    batch_size: int = typer.Option(1, "--batch-size", help="Samples per forward pass."),
-    depth_samples: int = typer.Option(64, "--depth-samples", help="Samples for KL-divergence depth importance (one forward per block each); 0 = Block Influence only."),
+    samples: int = typer.Option(1024, min=1, help="Calibration samples (the paper uses 1024)."),
+    seq_len: int = typer.Option(2048, "--seq-len", min=2, help="Tokens per sample."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Samples per forward pass."),
+    depth_samples: int = typer.Option(64, "--depth-samples", min=0, help="Samples for KL-divergence depth importance (one forward per block each); 0 = Block Influence only."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
-    seed: int = typer.Option(0, help="Seed for sampling the calibration windows."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for sampling the calibration windows."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
     dtype: str = typer.Option("auto", help="auto (as saved), float32, bfloat16, float16."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code (off by default)."),
@@ -37,8 +38,6 @@ def calibrate_command(
     from ..importance.calibrate import calibrate
     from ..report.plots import plot_layer_importance
 
-    if samples <= 0 or seq_len < 2 or batch_size <= 0 or depth_samples < 0:
-        raise CliError("--samples and --batch-size must be positive, --seq-len at least 2, --depth-samples >= 0")
     rank, world = init_distributed()
     if world > 1 and device == "auto":
         device = f"cuda:{rank}" if resolve_device("auto").type == "cuda" else "cpu"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from .common import CliError, console, fail_cleanly
+from .checks import OPEN_FRACTION, SEED_MAX, check_numbers
+from .common import console, fail_cleanly
 
 
 def register(app: typer.Typer) -> None:
@@ -17,22 +18,19 @@ def register(app: typer.Typer) -> None:
 def demo_command(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Directory for the report, plots and the student."),
     target_params: float = typer.Option(0.5, "--target-params", help="Fraction of the teacher's non-embedding parameters to keep."),
-    kd_steps: int = typer.Option(150, "--kd-steps", help="Distillation steps of the final student."),
-    search_kd_steps: int = typer.Option(15, "--search-kd-steps", help="Short-distillation steps per top candidate in the search."),
-    top_k: int = typer.Option(3, "--top-k", help="Candidates given the short distillation."),
-    calib_samples: int = typer.Option(128, "--calib-samples", help="Calibration samples."),
-    seq_len: int = typer.Option(256, "--seq-len", help="Tokens per sample."),
+    kd_steps: int = typer.Option(150, "--kd-steps", min=1, help="Distillation steps of the final student."),
+    search_kd_steps: int = typer.Option(15, "--search-kd-steps", min=1, help="Short-distillation steps per top candidate in the search."),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="Candidates given the short distillation."),
+    calib_samples: int = typer.Option(128, "--calib-samples", min=1, help="Calibration samples."),
+    seq_len: int = typer.Option(256, "--seq-len", min=2, help="Tokens per sample."),
     teacher: Path = typer.Option(None, "--teacher", help="Another Nemotron-H/Mamba2 checkpoint instead of the shipped one."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
-    seed: int = typer.Option(0, help="Seed for data sampling and training."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for data sampling and training."),
 ) -> None:
     """Calibrate → search → prune → distil → evaluate → report, in minutes on a CPU."""
     from ..pipeline import DemoSettings, run_demo
 
-    if not 0 < target_params < 1:
-        raise CliError("--target-params must be a fraction between 0 and 1, e.g. 0.5")
-    if kd_steps < 1 or search_kd_steps < 1 or top_k < 1 or calib_samples < 1:
-        raise CliError("--kd-steps, --search-kd-steps, --top-k and --calib-samples must be positive")
+    check_numbers(("--target-params", target_params, OPEN_FRACTION))
     settings = DemoSettings(out=str(out), teacher=str(teacher) if teacher else None, target_params=target_params,
                             kd_steps=kd_steps, search_kd_steps=search_kd_steps, search_top_k=top_k,
                             calib_samples=calib_samples, seq_len=seq_len, overwrite=overwrite, seed=seed)

@@ -8,9 +8,11 @@ Resume:           hybridprune distill ... --resume student/
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
+from .checks import NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_numbers
 from .common import CliError, console, fail_cleanly, load_model, load_tokenizer
 
 
@@ -24,31 +26,31 @@ def distill_command(
     student: Path = typer.Option(..., "--student", help="Student (e.g. the output of `hybridprune prune`)."),
     data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'. Its train split trains, its validation split validates."),
     out: Path = typer.Option(None, "--out", help="Run directory: checkpoints, log.jsonl, loss.png, and at the end the distilled student as a plain HF checkpoint. Defaults to --resume."),
-    seq_len: int = typer.Option(4096, "--seq-len", help="Tokens per sample."),
-    global_batch: int = typer.Option(64, "--global-batch", help="Samples per optimizer step, over all processes."),
-    micro_batch: int = typer.Option(2, "--micro-batch", help="Samples per forward pass on one process."),
+    seq_len: int = typer.Option(4096, "--seq-len", min=2, help="Tokens per sample."),
+    global_batch: int = typer.Option(64, "--global-batch", min=1, help="Samples per optimizer step, over all processes."),
+    micro_batch: int = typer.Option(2, "--micro-batch", min=1, help="Samples per forward pass on one process."),
     lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate."),
     min_lr: float = typer.Option(1e-5, "--min-lr", help="Learning rate at the end of the cosine decay."),
-    warmup: int = typer.Option(100, "--warmup", help="Linear warmup steps."),
+    warmup: int = typer.Option(100, "--warmup", min=0, help="Linear warmup steps."),
     tokens: float = typer.Option(None, "--tokens", help="Training tokens (e.g. 2e9); rounded up to whole steps. Give this or --steps."),
-    steps: int = typer.Option(None, "--steps", help="Optimizer steps. Give this or --tokens."),
-    save_every: int = typer.Option(None, "--save-every", help="Checkpoint every N steps (always at the end)."),
-    keep_last: int = typer.Option(2, "--keep-last", help="Checkpoints to keep."),
+    steps: int = typer.Option(None, "--steps", min=1, help="Optimizer steps. Give this or --tokens."),
+    save_every: int = typer.Option(None, "--save-every", min=1, help="Checkpoint every N steps (always at the end)."),
+    keep_last: int = typer.Option(2, "--keep-last", min=1, help="Checkpoints to keep."),
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this directory from its newest good checkpoint."),
-    stop_at_step: int = typer.Option(None, "--stop-at-step", help="Stop (with a checkpoint) after this step, e.g. to fit a job time limit; --resume continues."),
-    eval_every: int = typer.Option(None, "--eval-every", help="Validation loss every N steps (always at the end)."),
-    val_samples: int = typer.Option(64, "--val-samples", help="Validation samples; 0 disables validation."),
-    num_samples: int = typer.Option(None, "--num-samples", help="Use at most this many training samples (default: all of the train split)."),
+    stop_at_step: int = typer.Option(None, "--stop-at-step", min=1, help="Stop (with a checkpoint) after this step, e.g. to fit a job time limit; --resume continues."),
+    eval_every: int = typer.Option(None, "--eval-every", min=1, help="Validation loss every N steps (always at the end)."),
+    val_samples: int = typer.Option(64, "--val-samples", min=0, help="Validation samples; 0 disables validation."),
+    num_samples: int = typer.Option(None, "--num-samples", min=1, help="Use at most this many training samples (default: all of the train split)."),
     temperature: float = typer.Option(1.0, "--temperature", help="KD temperature τ (the loss is scaled by τ²)."),
-    kd_loss: str = typer.Option("forward", "--kd-loss", help="forward (KL(teacher‖student), the paper's) or reverse."),
+    kd_loss: Literal["forward", "reverse"] = typer.Option("forward", "--kd-loss", help="forward (KL(teacher‖student), the paper's) or reverse."),
     kd_weight: float = typer.Option(1.0, "--kd-weight", help="Weight of the KD term."),
     ce_weight: float = typer.Option(0.0, "--ce-weight", help="Weight of a next-token cross-entropy term (0: KD only)."),
-    chunk_size: int = typer.Option(None, "--chunk-size", help="Positions per logits chunk (default: one fp32 [chunk, vocab] buffer of ~512 MiB on a GPU, ~64 MiB on a CPU)."),
+    chunk_size: int = typer.Option(None, "--chunk-size", min=1, help="Positions per logits chunk (default: one fp32 [chunk, vocab] buffer of ~512 MiB on a GPU, ~64 MiB on a CPU)."),
     weight_decay: float = typer.Option(0.1, "--weight-decay", help="AdamW weight decay (matrices only)."),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Clip the global gradient norm; 0 disables."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16."),
-    parallel: str = typer.Option("auto", "--parallel", help="auto (DDP under torchrun), none, ddp or fsdp (FSDP2)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sample order."),
+    precision: Literal["auto", "fp32", "bf16"] = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16."),
+    parallel: Literal["auto", "none", "ddp", "fsdp"] = typer.Option("auto", "--parallel", help="auto (DDP under torchrun), none, ddp or fsdp (FSDP2)."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the sample order."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
     device: str = typer.Option(None, "--device", help="Device (default: this process's GPU, else cpu)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
@@ -65,8 +67,13 @@ def distill_command(
         if resume is None:
             raise CliError("--out is required (or --resume, which then is also the output directory)")
         out = resume
-    if seq_len < 2 or val_samples < 0:
-        raise CliError("--seq-len must be >= 2 and --val-samples >= 0")
+    check_numbers(("--tokens", tokens, POSITIVE), ("--lr", lr, POSITIVE), ("--min-lr", min_lr, NON_NEGATIVE),
+                  ("--temperature", temperature, POSITIVE), ("--kd-weight", kd_weight, POSITIVE),
+                  ("--ce-weight", ce_weight, NON_NEGATIVE), ("--weight-decay", weight_decay, NON_NEGATIVE),
+                  ("--grad-clip", grad_clip, NON_NEGATIVE))
+    if min_lr > lr:
+        raise CliError(f"--min-lr ({min_lr}) must not exceed --lr ({lr})")
+    check_multiple("--global-batch", global_batch, "--micro-batch", micro_batch)
     cfg = DistillConfig(
         steps=steps, tokens=tokens, global_batch=global_batch, micro_batch=micro_batch, lr=lr, min_lr=min_lr,
         warmup=warmup, weight_decay=weight_decay, grad_clip=grad_clip or None, temperature=temperature,

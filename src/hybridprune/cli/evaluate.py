@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from .checks import SEED_MAX
 from .common import CliError, console, fail_cleanly, load_model, load_tokenizer
 
 
@@ -19,12 +20,12 @@ def eval_command(
     models: list[Path] = typer.Argument(..., help="One or more Hugging Face checkpoint directories (e.g. teacher and student)."),
     data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'."),
     split: str = typer.Option("validation", help="Data split to measure on (validation, test, ...)."),
-    samples: int = typer.Option(256, help="Samples to evaluate."),
-    seq_len: int = typer.Option(2048, "--seq-len", help="Tokens per sample."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Samples per forward pass."),
+    samples: int = typer.Option(256, min=1, help="Samples to evaluate."),
+    seq_len: int = typer.Option(2048, "--seq-len", min=2, help="Tokens per sample."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Samples per forward pass."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Also measure forward throughput (tokens/s, median of 3)."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
-    seed: int = typer.Option(0, help="Seed for sampling the windows."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for sampling the windows."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
     dtype: str = typer.Option("auto", help="auto (as saved), float32, bfloat16, float16."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoints' own Python code."),
@@ -34,8 +35,6 @@ def eval_command(
     from ..data import load_token_samples
     from ..evaluate import evaluate_loss, measure_throughput
 
-    if samples < 1 or seq_len < 2 or batch_size < 1:
-        raise CliError("--samples and --batch-size must be positive and --seq-len at least 2")
     table = Table(title=f"{split} split of {data}: {samples} samples x {seq_len} tokens")
     for col in ("model", "parameters", "loss", "perplexity", "tokens/s"):
         table.add_column(col, justify="left" if col == "model" else "right")

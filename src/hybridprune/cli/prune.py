@@ -31,27 +31,31 @@ def prune_command(
 ) -> None:
     """Prune a checkpoint group-aware to the plan's sizes and write it as a plain HF checkpoint.
 
-    By default the checkpoint is streamed: one safetensors shard in, pruned shards out, so peak memory
-    is about two shards whatever the model's size."""
+    By default the checkpoint is streamed tensor by tensor into pruned shards, so peak memory is about
+    two of its largest tensors whatever the model's size."""
     from ..architectures import get_adapter
     from ..importance.scores import Scores
     from ..pruning.apply import prune
     from ..pruning.export import export
-    from ..pruning.plan import Plan
-
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise CliError(f"{out} already exists and is not empty; pass --overwrite or choose another --out")
+    from ..pruning.plan import Plan, PlanError
     from ..hub import resolve_checkpoint
     from ..pruning.streaming import stream_prune
 
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise CliError(f"{out} already exists and is not empty; pass --overwrite or choose another --out")
+
+    # Everything that can be checked without the weights is checked first: the plan even without the config.
+    parsed = Plan.parse(plan)
     model = resolve_checkpoint(model, what="--model")
-    # Everything that can be checked without the weights is checked first.
     config = load_config(model, trust_remote_code=trust_remote_code)
     adapter = get_adapter(config)
     dims = adapter.dims(config)
-    parsed = Plan.parse(plan)
-    parsed.validate(dims)
+    try:
+        parsed.validate(dims)
+    except PlanError as exc:  # a plan file that does not fit this model: say which file
+        raise PlanError(f"plan file {plan}: {exc}" if _is_file(plan) else str(exc)) from None
     loaded_scores = Scores.load(scores)
+    loaded_scores.check_against(dims)
 
     if not in_memory:
         if trust_remote_code:
@@ -65,6 +69,13 @@ def prune_command(
     pruned = prune(lm, loaded_scores, parsed, strict_fingerprint=strict_fingerprint)
     path = export(pruned, out, tokenizer_from=model, source=str(model), overwrite=overwrite)
     _summary(pruned.hybridprune_info, path)
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # a plan string longer than a file name may be
+        return False
 
 
 def _summary(info: dict, path: Path) -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 import typer
 
+from .checks import (
+    CLOSED_FRACTION, FRACTION, NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_numbers,
+)
 from .common import CliError, console, fail_cleanly, load_config, load_model, load_tokenizer
 
 #: Short names accepted by --skip and --divisors, besides the Plan field names.
@@ -58,35 +62,36 @@ def search_command(
     data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'."),
     out: Path = typer.Option(..., "--out", help="Search directory: candidates.jsonl, best.yaml, search.png, scores/."),
     params: str = typer.Option(None, "--params", help="Parameter budget: 4.5e9, 4.5B, 350M, or relative 0.5x / 50%."),
-    params_kind: str = typer.Option("total", "--params-kind", help="What --params counts: total or non-embedding."),
+    params_kind: Literal["total", "non-embedding", "non_embedding"] = typer.Option("total", "--params-kind", help="What --params counts: total or non-embedding."),
     memory_mb: float = typer.Option(None, "--memory-mb", help="Memory budget (MiB): weights + KV cache + Mamba state."),
-    seq_len: int = typer.Option(4096, "--seq-len", help="Sequence length of the memory estimate."),
-    batch: int = typer.Option(1, "--batch", help="Batch size of the memory estimate."),
+    seq_len: int = typer.Option(4096, "--seq-len", min=1, help="Sequence length of the memory estimate."),
+    batch: int = typer.Option(1, "--batch", min=1, help="Batch size of the memory estimate."),
     memory_dtype: str = typer.Option("bfloat16", "--memory-dtype", help="Weights and cache dtype of the memory estimate."),
-    top_k: int = typer.Option(10, "--top-k", help="Candidates given the short distillation (paper: 22)."),
+    top_k: int = typer.Option(10, "--top-k", min=1, help="Candidates given the short distillation (paper: 22)."),
     kd_tokens: float = typer.Option(None, "--kd-tokens", help="Short-KD tokens per top-K candidate (paper: 3.8e9)."),
-    kd_steps: int = typer.Option(None, "--kd-steps", help="Short-KD optimizer steps per top-K candidate (instead of --kd-tokens)."),
+    kd_steps: int = typer.Option(None, "--kd-steps", min=1, help="Short-KD optimizer steps per top-K candidate (instead of --kd-tokens)."),
     kd_lr: float = typer.Option(1e-4, "--kd-lr", help="Short-KD peak learning rate."),
-    kd_batch: int = typer.Option(8, "--kd-batch", help="Short-KD global batch (samples per step)."),
-    kd_micro_batch: int = typer.Option(2, "--kd-micro-batch", help="Short-KD samples per forward pass."),
+    kd_batch: int = typer.Option(8, "--kd-batch", min=1, help="Short-KD global batch (samples per step)."),
+    kd_micro_batch: int = typer.Option(2, "--kd-micro-batch", min=1, help="Short-KD samples per forward pass."),
     skip: list[str] = typer.Option([], "--skip", help="Axes to keep at their size (repeatable or comma-separated)."),
     divisors: str = typer.Option(None, "--divisors", help="Per-axis steps, e.g. 'hidden_size=256,ffn_hidden_size=512'."),
     max_width_pruning: float = typer.Option(0.4, "--max-width-pruning", help="Largest fraction a width axis may lose."),
     max_depth_pruning: float = typer.Option(0.2, "--max-depth-pruning", help="Largest fraction of blocks dropped."),
     band: float = typer.Option(0.1, "--band", help="Evaluate candidates within this fraction of the largest that fits."),
-    max_candidates: int = typer.Option(None, "--max-candidates", help="Evaluate at most this many (closest to the budget)."),
-    eval_samples: int = typer.Option(256, "--eval-samples", help="Validation samples for the losses (paper: 1024)."),
-    eval_seq_len: int = typer.Option(512, "--eval-seq-len", help="Tokens per validation / KD / calibration sample."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Samples per forward pass when measuring loss."),
+    max_candidates: int = typer.Option(None, "--max-candidates", min=1, help="Evaluate at most this many (closest to the budget)."),
+    eval_samples: int = typer.Option(256, "--eval-samples", min=1, help="Validation samples for the losses (paper: 1024)."),
+    eval_seq_len: int = typer.Option(512, "--eval-seq-len", min=2, help="Tokens per validation / KD / calibration sample."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Samples per forward pass when measuring loss."),
     scores_dir: Path = typer.Option(None, "--scores", help="Saved scores (default OUT/scores, computed there if missing)."),
-    calib_samples: int = typer.Option(256, "--calib-samples", help="Calibration samples when scores are computed."),
-    depth_samples: int = typer.Option(16, "--depth-samples", help="Samples for KL-divergence depth importance (0 = Block Influence)."),
-    tie_tolerance: float = typer.Option(0.005, "--tie-tolerance", help="Losses this close tie; throughput breaks the tie."),
-    speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure the top-K's throughput (tie-break)."),
-    speed_batch: int = typer.Option(1, "--speed-batch", help="Batch of the throughput measurement."),
-    show: int = typer.Option(10, "--show", help="Rows of the results table."),
+    calib_samples: int = typer.Option(256, "--calib-samples", min=1, help="Calibration samples when scores are computed."),
+    depth_samples: int = typer.Option(16, "--depth-samples", min=0, help="Samples for KL-divergence depth importance (0 = Block Influence)."),
+    tie_tolerance: float = typer.Option(0.005, "--tie-tolerance", help="Losses this close tie; --tie-break decides."),
+    tie_break: Literal["cost", "speed"] = typer.Option("cost", "--tie-break", help="What breaks a tie: cost (fewer parameters, then less memory; the same every run) or speed (measured throughput; varies with the machine's load)."),
+    speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure the top-K's throughput (shown; used by --tie-break speed)."),
+    speed_batch: int = typer.Option(1, "--speed-batch", min=1, help="Batch of the throughput measurement."),
+    show: int = typer.Option(10, "--show", min=0, help="Rows of the results table."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
-    seed: int = typer.Option(0, help="Seed for sampling windows (and the KD data order)."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for sampling windows (and the KD data order)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
     dtype: str = typer.Option("auto", help="Model dtype: auto (as saved), float32, bfloat16, float16."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard a previous search in --out instead of resuming it."),
@@ -95,12 +100,20 @@ def search_command(
     """Search the architecture of lowest loss under a budget; resumes an interrupted run in --out."""
     from ..architectures import get_adapter
     from ..data import load_token_samples
-    from ..importance.scores import Scores, model_fingerprint
+    from ..importance.scores import Scores, ScoresError, model_fingerprint
     from ..archsearch import Budget, SearchConfig, SearchSpace, build_grid, filter_candidates, search
-    from ..archsearch.report import results_table
+    from ..archsearch.report import decision_text, results_table
 
     if params is None and memory_mb is None:
         raise CliError("give a budget: --params (e.g. 4.5e9 or 0.5x) and/or --memory-mb")
+    check_numbers(("--memory-mb", memory_mb, POSITIVE), ("--kd-tokens", kd_tokens, POSITIVE),
+                  ("--kd-lr", kd_lr, POSITIVE), ("--max-width-pruning", max_width_pruning, FRACTION),
+                  ("--max-depth-pruning", max_depth_pruning, FRACTION), ("--band", band, CLOSED_FRACTION),
+                  ("--tie-tolerance", tie_tolerance, NON_NEGATIVE))
+    if tie_break == "speed" and not speed:
+        raise CliError("--tie-break speed needs the throughput measurement: drop --no-speed, or use --tie-break cost")
+    if kd_steps is not None or kd_tokens is not None:
+        check_multiple("--kd-batch", kd_batch, "--kd-micro-batch", min(kd_micro_batch, kd_batch))
     kd = _kd_settings(kd_steps, kd_tokens, kd_lr, kd_batch, kd_micro_batch)
     skipped = sorted({_axis(s) for item in skip for s in item.split(",") if s.strip()})
     space = SearchSpace(max_width_pruning=max_width_pruning, max_depth_pruning=max_depth_pruning,
@@ -108,7 +121,7 @@ def search_command(
     budget = Budget(params=params, memory_mb=memory_mb, params_kind=params_kind, batch=batch, seq_len=seq_len,
                     dtype=memory_dtype)
     cfg = SearchConfig(space=space, top_k=top_k, kd=kd, band=band, max_candidates=max_candidates,
-                       batch_size=batch_size, tie_tolerance=tie_tolerance, measure_speed=speed,
+                       batch_size=batch_size, tie_tolerance=tie_tolerance, tie_break=tie_break, measure_speed=speed,
                        speed_batch=speed_batch)
     cfg.validate()
     # An impossible budget is reported before any weights are loaded, when the grid is known without
@@ -120,6 +133,13 @@ def search_command(
     adapter = get_adapter(config)
     dims = adapter.dims(config)
     saved = Scores.load(scores_path) if (scores_path / "scores.json").is_file() else None
+    if saved is not None:
+        try:
+            saved.check_against(dims)
+        except ScoresError:
+            if scores_dir is not None or not overwrite:
+                raise
+            saved = None  # --overwrite: a previous search's scores of another model are computed again
     if saved is not None or "num_layers" in skipped or max_depth_pruning == 0:
         filter_candidates(adapter, dims, build_grid(dims, space, saved)[0], budget, band=None)
 
@@ -150,7 +170,7 @@ def search_command(
     result = search(lm, scores, val, budget, cfg, train_data=train, out_dir=out, overwrite=overwrite,
                     console=console)
     console.print(results_table(result, show))
-    console.print(f"winner [bold]{result.best_key}[/]: {result.best}")
+    console.print(f"winner [bold]{result.best_key}[/]: {result.best} (chosen by {decision_text(result.decision)})")
     console.print(f"plan: {out / 'best.yaml'}   plot: {out / 'search.png'}   all results: {out / 'candidates.jsonl'}")
     console.print(f"apply it: hybridprune prune --model {model} --scores {scores_dir or out / 'scores'} "
                   f"--plan {out / 'best.yaml'} --out PRUNED_DIR")

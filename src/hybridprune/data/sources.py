@@ -28,7 +28,6 @@ Splitting (:func:`read_documents`):
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
 import os
@@ -39,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hybridprune.data import diagnose
 from hybridprune.data.assets import BUNDLED_CORPUS_NAME, SPLITS, bundled_corpus
 from hybridprune.data.errors import DataError
 
@@ -210,14 +210,11 @@ def _split_name_of_file(path: Path) -> str | None:
 def _parts_from_directory(path: Path, text_field: str) -> dict[str | None, list[str]]:
     import datasets
 
-    if (path / "dataset_dict.json").is_file():
-        with _quiet_datasets():
-            dd = datasets.load_from_disk(str(path))
-        return _parts_from_dataset_dict(dd, text_field, f"'{path}'")
-    if (path / "state.json").is_file() or (path / "dataset_info.json").is_file():
-        with _quiet_datasets():
-            ds = datasets.load_from_disk(str(path))
-        return {None: _texts_from_dataset(ds, text_field, f"'{path}'")}
+    if any((path / name).is_file() for name in diagnose.SAVED_DATASET_FILES):
+        loaded = _load_from_disk(path)
+        if isinstance(loaded, datasets.DatasetDict):
+            return _parts_from_dataset_dict(loaded, text_field, f"'{path}'")
+        return {None: _texts_from_dataset(loaded, text_field, f"'{path}'")}
     files = sorted(p for p in path.iterdir() if p.is_file() and _suffix_of(p) in SUPPORTED_SUFFIXES)
     if not files:
         raise DataError(
@@ -234,6 +231,18 @@ def _parts_from_directory(path: Path, text_field: str) -> dict[str | None, list[
             parts.setdefault(split, []).extend(_texts_from_file(f, text_field))
         return parts
     return {None: [d for f in files for d in _texts_from_file(f, text_field)]}
+
+
+def _load_from_disk(path: Path):
+    import datasets
+
+    diagnose.check_saved_dataset(path)
+    try:
+        with _quiet_datasets():
+            return datasets.load_from_disk(str(path))
+    except Exception as exc:  # missing or damaged .arrow files surface as many exception types
+        raise DataError(f"the dataset saved in '{path}' cannot be loaded ({diagnose.cause(exc)}); "
+                        "write it again with datasets.save_to_disk") from None
 
 
 def _parts_from_dataset_dict(dd: Mapping, text_field: str, what: str) -> dict[str | None, list[str]]:
@@ -255,22 +264,27 @@ def _texts_from_file(path: Path, text_field: str) -> list[str]:
             f"unsupported file type '{suffix or path.name}' for '{path}'; use one of {', '.join(SUPPORTED_SUFFIXES)} "
             "or a directory written by datasets.save_to_disk"
         )
-    if path.stat().st_size == 0 or (suffix.endswith(".gz") and _gz_is_empty(path)):
+    if suffix != ".parquet":
+        diagnose.check_gzip(path, expected=suffix.endswith(".gz"))
+    if path.stat().st_size == 0:
         raise DataError(f"data file '{path}' is empty; give a file that holds text")
+    if suffix != ".parquet" and diagnose.is_blank(path):
+        raise DataError(f"data file '{path}' holds no text (it is empty or only blank lines); "
+                        "give a file that holds text")
     builder = _FORMATS[suffix.removesuffix(".gz")]
+    if builder == "json":
+        diagnose.check_first_record(path)
     kwargs: dict[str, Any] = {"sample_by": "paragraph"} if builder == "text" else {}
     try:
         with _quiet_datasets():
             ds = datasets.load_dataset(builder, data_files=[str(path)], split="train", **kwargs)
     except Exception as exc:  # malformed JSON/parquet surfaces as many different exception types
-        raise DataError(f"could not read '{path}' as {builder}: {type(exc).__name__}: {exc}") from exc
+        where = diagnose.first_json_problem(path, suffix.startswith(".jsonl")) if builder == "json" else None
+        if where is not None:
+            raise DataError(f"could not read '{path}' as JSON: {where}; fix or remove that record") from None
+        raise DataError(f"could not read '{path}' as {builder}: {diagnose.cause(exc)}") from None
     field = "text" if builder == "text" else text_field
     return _texts_from_dataset(ds, field, f"'{path}'")
-
-
-def _gz_is_empty(path: Path) -> bool:
-    with gzip.open(path, "rb") as fh:
-        return not fh.read(1)
 
 
 def _texts_from_dataset(ds: Any, text_field: str, what: str) -> list[str]:
@@ -333,7 +347,7 @@ def _quiet_datasets():
     was_disabled = datasets.are_progress_bars_disabled()
     level = ds_logging.get_verbosity()
     datasets.disable_progress_bars()
-    ds_logging.set_verbosity_error()
+    ds_logging.set_verbosity(ds_logging.CRITICAL)  # a read that fails is reported as our DataError
     try:
         yield
     finally:

@@ -10,13 +10,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 def iter_batches(
-    data, *, batch_size: int = 1, device: torch.device | str = "cpu"
+    data, *, batch_size: int = 1, device: torch.device | str = "cpu", vocab_size: int | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield `(input_ids, attention_mask)` pairs on `device` from any supported source.
 
     Accepts: an object with `.batches(batch_size)` (our TokenSamples); a LongTensor [N, T] (cut into
     batches); or an iterable of LongTensor [B, T] / dicts with `input_ids` and optional
-    `attention_mask`.
+    `attention_mask`. With `vocab_size`, every batch is checked to hold integer token ids in
+    `[0, vocab_size)`: the embedding would otherwise fail with a bare IndexError.
     """
     if hasattr(data, "batches"):
         source: Iterable = data.batches(batch_size)
@@ -41,7 +42,26 @@ def iter_batches(
             mask = None if mask is None else mask.unsqueeze(0)
         if mask is None:
             mask = torch.ones_like(ids)
+        if vocab_size is not None:
+            check_token_ids(ids, vocab_size)
         yield ids.to(device), mask.to(device)
+
+
+def vocab_size_of(model) -> int | None:
+    """The number of rows of the model's input embedding (the ids it can take), if it has one."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    return getattr(embeddings, "num_embeddings", None)
+
+
+def check_token_ids(ids: torch.Tensor, vocab_size: int) -> None:
+    """Token ids must be integers inside the model's vocabulary."""
+    if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise ValueError(f"token ids must be an integer tensor (torch.long), got {getattr(ids, 'dtype', type(ids))}")
+    if ids.numel() and (int(ids.max()) >= vocab_size or int(ids.min()) < 0):
+        bad = ids[(ids >= vocab_size) | (ids < 0)]
+        raise ValueError(
+            f"token id {int(bad[0])} is outside the model's vocabulary (ids 0..{vocab_size - 1}); "
+            f"{bad.numel()} id(s) are out of range. Tokenize with the tokenizer saved with the model")
 
 
 def count_batches(data, batch_size: int, max_batches: int | None) -> int | None:

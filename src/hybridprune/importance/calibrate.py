@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from ..architectures import ATTENTION, MAMBA, MLP, get_adapter
-from .batches import count_batches, iter_batches, progress_bar
+from .batches import count_batches, iter_batches, progress_bar, vocab_size_of
 from .depth import depth_importance
 from .scores import CalibrationError, Scores, model_fingerprint
 
@@ -124,7 +124,8 @@ def calibrate(
     try:
         with torch.no_grad(), progress_bar(progress) as bar:
             task = bar.add_task("calibrating", total=total)
-            for step, (ids, mask) in enumerate(iter_batches(batches, batch_size=batch_size, device=device)):
+            for step, (ids, mask) in enumerate(iter_batches(
+                    batches, batch_size=batch_size, device=device, vocab_size=vocab_size_of(model))):
                 if max_batches is not None and step >= max_batches:
                     break
                 acc.mask, acc.where = mask, f"batch {step}"

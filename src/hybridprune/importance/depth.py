@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..architectures import get_adapter
-from .batches import count_batches, iter_batches, progress_bar
+from .batches import count_batches, iter_batches, progress_bar, vocab_size_of
 from .scores import CalibrationError
 
 
@@ -59,7 +59,8 @@ def depth_importance(
     try:
         with torch.no_grad(), progress_bar(progress) as bar:
             task = bar.add_task("depth importance (KLD)", total=total)
-            for step, (ids, mask) in enumerate(iter_batches(batches, batch_size=batch_size, device=device)):
+            for step, (ids, mask) in enumerate(iter_batches(
+                    batches, batch_size=batch_size, device=device, vocab_size=vocab_size_of(model))):
                 if max_batches is not None and step >= max_batches:
                     break
                 m = mask.to(torch.float64)

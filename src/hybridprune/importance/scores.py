@@ -7,7 +7,9 @@ Every candidate of a search is pruned from the same `Scores`, so they live on di
 from __future__ import annotations
 
 import json
+import numbers
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,30 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..architectures import ATTENTION, MAMBA, MLP, Dims
 from ..fsutil import atomic_directory
 
 TENSORS_FILE = "scores.safetensors"
 META_FILE = "scores.json"
+
+#: Per block kind: the `Scores` table holding its units, their name, and their shape on a model of
+#: `Dims`. A new kind of prunable block (or a new axis in `Dims`) is one more row here, and
+#: `Scores.check_against` then checks it everywhere scores meet a model.
+PER_BLOCK: dict[str, tuple[str, str, Callable[[Dims], tuple]]] = {
+    MAMBA: ("mamba", "Mamba [heads, head_dim]", lambda d: (d.mamba_num_heads, d.mamba_head_dim)),
+    MLP: ("ffn", "FFN [ffn_hidden_size]", lambda d: (d.ffn_hidden_size,)),
+    ATTENTION: ("attention", "attention [q_heads, head_dim]",
+                lambda d: (d.num_attention_heads, d.attention_head_dim)),
+}
+GROUPS = tuple(group for group, _, _ in PER_BLOCK.values())
+GLOBAL_ENTRIES = ("hidden", "depth_kld", "depth_bi")
+
+#: Fields of scores.json that the library reads, and the types they must have when present.
+META_TYPES: dict[str, tuple[type, str]] = {
+    "model_type": (str, "a string"), "fingerprint": (str, "a string"), "num_samples": (numbers.Integral, "an integer"),
+    "num_tokens": (numbers.Integral, "an integer"), "seq_len": (numbers.Integral, "an integer"),
+    "depth_samples": (numbers.Integral, "an integer"), "dims": (dict, "a mapping"),
+}
 
 
 class ScoresError(ValueError):
@@ -48,6 +70,40 @@ class Scores:
     depth_kld: torch.Tensor | None = None
     depth_bi: torch.Tensor | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: where these scores were loaded from (for error messages); not saved
+    origin: str | None = field(default=None, repr=False, compare=False)
+
+    # ---- belonging to a model --------------------------------------------------------------------
+    def check_against(self, dims: Dims, where: str | None = None) -> None:
+        """Raise ScoresError unless every entry fits a model of `dims` and is finite.
+
+        Checked: one entry per block of each scored kind, of that kind's shape (`PER_BLOCK`), and no
+        entry for a block that is not of its kind; `hidden` of [hidden_size]; depth scores, when
+        present, of [blocks]. Scores of another model would otherwise select the wrong units silently
+        or fail deep inside slicing; NaN depth scores would drop arbitrary blocks.
+        """
+        where = where or (f"the scores in {self.origin}" if self.origin else "the given scores")
+        fix = "they were not computed on this model: run `hybridprune calibrate` on it"
+        for kind, (group, label, shape_of) in PER_BLOCK.items():
+            table = getattr(self, group)
+            blocks = dims.layers_of(kind)
+            expected = tuple(shape_of(dims)) if blocks else None
+            stray = sorted(set(table) - set(blocks))
+            if stray:
+                raise ScoresError(
+                    f"{where}: entries {[f'{group}.{i}' for i in stray]} name blocks that are not {kind} "
+                    f"blocks of this model (its {kind} blocks: {blocks}); {fix}")
+            for i in blocks:
+                if i not in table:
+                    raise ScoresError(f"{where}: no entry '{group}.{i}' for {kind} block {i}; {fix}")
+                _check_entry(table[i], f"{group}.{i}", expected, label, where, fix)
+        if self.hidden is None:
+            raise ScoresError(f"{where}: no entry 'hidden' (hidden-channel scores); {fix}")
+        _check_entry(self.hidden, "hidden", (dims.hidden_size,), "hidden [hidden_size]", where, fix)
+        for name in ("depth_kld", "depth_bi"):
+            t = getattr(self, name)
+            if t is not None:
+                _check_entry(t, name, (dims.num_layers,), "depth [blocks]", where, fix)
 
     # ---- persistence -------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -79,18 +135,23 @@ class Scores:
                 f"no scores in {directory}: expected {TENSORS_FILE} and {META_FILE}. "
                 "Run `hybridprune calibrate` first."
             )
+        redo = "re-run `hybridprune calibrate` to write them again"
         try:
             tensors = load_file(str(tensors_path))
-            meta = json.loads(meta_path.read_text())
-        except Exception as exc:  # corrupt file
-            raise ScoresError(f"scores in {directory} are unreadable ({exc}); re-run calibration") from exc
-        scores = cls(meta=meta)
+        except Exception as exc:  # safetensors reports corruption as several exception types
+            raise ScoresError(f"scores in {directory}: {TENSORS_FILE} is unreadable ({exc}); {redo}") from None
+        meta = _read_meta(meta_path, redo)
+        scores = cls(meta=meta, origin=str(directory))
         for key, t in tensors.items():
             group, _, index = key.partition(".")
-            if group in ("mamba", "ffn", "attention") and index:
+            if group in GROUPS and index.isdigit() and index.isascii():
                 getattr(scores, group)[int(index)] = t
-            else:
+            elif key in GLOBAL_ENTRIES:
                 setattr(scores, key, t)
+            else:
+                raise ScoresError(
+                    f"scores in {directory}: unknown entry {key!r} in {TENSORS_FILE} (entries are hidden, "
+                    f"depth_kld, depth_bi and {', '.join(g + '.<block>' for g in GROUPS)}); {redo}")
         return scores
 
     def summary(self) -> dict[str, Any]:
@@ -102,6 +163,35 @@ class Scores:
             "attention_layers": sorted(self.attention),
             "depth": [n for n in ("depth_kld", "depth_bi") if getattr(self, n) is not None],
         }
+
+
+def _check_entry(t: Any, name: str, expected: tuple | None, label: str, where: str, fix: str) -> None:
+    if not isinstance(t, torch.Tensor) or not (t.is_floating_point()):
+        raise ScoresError(f"{where}: entry {name!r} is not a floating-point tensor; {fix}")
+    if expected is not None and tuple(t.shape) != tuple(expected):
+        raise ScoresError(f"{where}: entry {name!r} has shape {list(t.shape)}, but this model's {label} "
+                          f"is {list(expected)}; {fix}")
+    finite = torch.isfinite(t)
+    if not finite.all():
+        bad = int((~finite).sum())
+        raise ScoresError(f"{where}: entry {name!r} holds {bad} non-finite value(s) (NaN or Inf) of "
+                          f"{t.numel()}; the calibration diverged: calibrate again, e.g. with --dtype float32")
+
+
+def _read_meta(path: Path, redo: str) -> dict[str, Any]:
+    """scores.json as a dict whose known fields have the types the library reads them as."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ScoresError(f"{path} is not readable JSON ({exc}); {redo}") from None
+    if not isinstance(meta, dict):
+        raise ScoresError(f"{path} must hold a JSON object (the calibration's metadata), "
+                          f"not a {type(meta).__name__}; {redo}")
+    for key, (kind, name) in META_TYPES.items():
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise ScoresError(f"{path}: field {key!r} must be {name}, got {value!r}; {redo}")
+    return meta
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

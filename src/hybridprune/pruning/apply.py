@@ -50,6 +50,7 @@ def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
     adapter = get_adapter(model)
     dims = adapter.dims(model.config)
     plan.validate(dims)
+    scores.check_against(dims)
     _check_scores(scores, model, strict_fingerprint=strict_fingerprint, fingerprint=fingerprint)
     selection = select(scores, plan, dims, adapter.required_kinds)
     new_dims = plan.target_dims(dims, selection.kept_blocks)

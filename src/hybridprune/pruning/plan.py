@@ -1,17 +1,94 @@
-"""`Plan`: target sizes in the Minitron vocabulary. A field left out keeps its current size."""
+"""`Plan`: target sizes in the Minitron vocabulary. A field left out keeps its current size.
+
+A plan enters from Python (`Plan(...)`), a `name=value,...` string, or a YAML/JSON file; every path
+checks the same things before any weight is touched: known fields, each given once, whole numbers
+(never a bool, a float or a string) for sizes, and a list of block indices for `drop_layers`.
+"""
 
 from __future__ import annotations
 
 import json
+import numbers
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from ..architectures import ATTENTION, MAMBA, MLP, Dims
 
 
 class PlanError(ValueError):
     """A plan that cannot be applied to this model; the message says what would work."""
+
+
+INT_FIELDS = ("hidden_size", "ffn_hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads",
+              "num_layers")
+_WHOLE = re.compile(r"[+-]?[0-9]{1,30}")  # longer is no size, and int() refuses over 4300 digits
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no `!!python` tags), refusing a mapping that gives a key twice:
+    plain YAML keeps the last value silently, and a plan would then not be what the file seems to say."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges; the keys it brings may be overridden, as YAML says
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the base class reports unhashable keys with their position
+            if key in seen:
+                raise PlanError(f"field {key!r} is given twice (lines {seen[key].start_mark.line + 1} "
+                                f"and {key_node.start_mark.line + 1})")
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise PlanError(f"field {key!r} is given twice")
+        out[key] = value
+    return out
+
+
+def _as_int(name: str, value: Any) -> int:
+    """A whole number: an `int` (not a `bool`, not a `float`, not a string: YAML's `true`, `128.5` and
+    `"128"` are mistakes the user should hear about, not values to coerce)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    raise PlanError(f"{name} must be an integer (a whole number of units, e.g. {name}=128), got {value!r} "
+                    f"({type(value).__name__})")
+
+
+def _as_indices(value: Any) -> tuple[int, ...]:
+    if isinstance(value, (list, tuple)) and all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+        return tuple(int(v) for v in value)
+    raise PlanError(f"drop_layers must be a list of block indices (e.g. drop_layers=3+7, or [3, 7] in a "
+                    f"file), got {value!r} ({type(value).__name__})")
+
+
+def _from_text(name: str, value: str) -> Any:
+    """The typed value of one `name=value` entry of a plan string (left as text when it is not a
+    number, so that the type check reports it)."""
+    if name == "drop_layers":
+        parts = [v for v in value.replace(";", " ").replace("+", " ").split() if v]
+        return [int(p) for p in parts] if all(_WHOLE.fullmatch(p) for p in parts) else value
+    return int(value) if _WHOLE.fullmatch(value) else value
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 @dataclass(frozen=True)
@@ -24,6 +101,23 @@ class Plan:
     num_layers: int | None = None
     drop_layers: tuple[int, ...] | None = None
 
+    def __post_init__(self) -> None:
+        """Check the types and signs here, so a Plan built in Python is as safe as a parsed one."""
+        for name in INT_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = _as_int(name, value)
+            if value < 1:
+                raise PlanError(f"{name}={value}: a target size must be positive (an integer >= 1)")
+            object.__setattr__(self, name, value)
+        if self.drop_layers is not None:
+            indices = _as_indices(self.drop_layers)
+            negative = [i for i in indices if i < 0]
+            if negative:
+                raise PlanError(f"drop_layers {negative}: block indices start at 0")
+            object.__setattr__(self, "drop_layers", indices)
+
     # ---- construction ------------------------------------------------------------------------
     @classmethod
     def field_names(cls) -> list[str]:
@@ -31,55 +125,67 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Plan":
-        d = {k: v for k, v in (d or {}).items() if v is not None}
-        d = d.get("plan", d) if isinstance(d.get("plan"), dict) else d
-        unknown = sorted(set(d) - set(cls.field_names()))
+        if d is None:
+            d = {}
+        if not isinstance(d, dict):
+            raise PlanError(f"a plan is a mapping of fields to sizes, got {type(d).__name__}")
+        if isinstance(d.get("plan"), dict):  # hybridprune.json / summary.json keep the plan under "plan"
+            d = d["plan"]
+        d = {k: v for k, v in d.items() if v is not None}
+        unknown = sorted(str(k) for k in d if k not in cls.field_names())
         if unknown:
             raise PlanError(f"unknown plan field(s) {unknown}; valid fields: {', '.join(cls.field_names())}")
-        out = {}
+        out: dict[str, Any] = {}
         for name, value in d.items():
-            if name == "drop_layers":
-                if isinstance(value, str):
-                    value = [v for v in value.replace(";", " ").replace("+", " ").split() if v]
-                try:
-                    out[name] = tuple(int(v) for v in value)
-                except (TypeError, ValueError):
-                    raise PlanError(f"drop_layers must be a list of block indices, got {value!r}") from None
-            else:
-                try:
-                    out[name] = int(value)
-                    if float(value) != out[name]:
-                        raise ValueError
-                except (TypeError, ValueError):
-                    raise PlanError(f"{name} must be an integer, got {value!r}") from None
+            out[name] = _as_indices(value) if name == "drop_layers" else _as_int(name, value)
         return cls(**out)
 
     @classmethod
     def from_string(cls, text: str) -> "Plan":
         """`"hidden_size=3072,mamba_num_heads=112"`; drop_layers as `drop_layers=3+7+9`."""
-        d = {}
-        for part in (p.strip() for p in text.split(",")):
+        d: dict[str, str] = {}
+        for part in (p.strip() for p in str(text).split(",")):
             if not part:
                 continue
             if "=" not in part:
-                raise PlanError(f"plan entry {part!r} is not of the form name=value")
+                raise PlanError(f"plan entry {part!r} is not of the form name=value "
+                                "(e.g. hidden_size=3072,drop_layers=3+7), nor a .yaml/.yml/.json file")
             name, value = (s.strip() for s in part.split("=", 1))
+            if name in d:
+                raise PlanError(f"field {name!r} is given twice ({name}={d[name]} and {name}={value})")
             d[name] = value
-        return cls.from_dict(d)
+        return cls.from_dict({k: _from_text(k, v) for k, v in d.items()})
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Plan":
+        """A plan from a YAML (safe loading, duplicate keys refused) or JSON file; errors name the file."""
         path = Path(path)
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PlanError(f"cannot read the plan file {path}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
+        try:
+            if path.suffix.lower() in (".yaml", ".yml"):
+                data = yaml.load(text, Loader=_UniqueKeyLoader)
+            else:
+                data = json.loads(text, object_pairs_hook=lambda pairs: _unique_pairs(pairs))
+        except yaml.YAMLError as exc:
+            raise PlanError(f"plan file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"plan file {path} is not valid JSON: {exc}") from None
+        except PlanError as exc:
+            raise PlanError(f"plan file {path}: {exc}") from None
+        except (RecursionError, ValueError) as exc:  # pathological nesting, huge numbers
+            raise PlanError(f"plan file {path} cannot be read as a plan: {exc}") from None
+        if data is None:
+            raise PlanError(f"plan file {path} is empty; write one field per line, e.g. 'hidden_size: 3072'")
         if not isinstance(data, dict):
-            raise PlanError(f"{path} must hold a mapping of plan fields")
-        return cls.from_dict(data)
+            raise PlanError(f"plan file {path} must hold a mapping of plan fields (e.g. 'hidden_size: 3072'), "
+                            f"not a {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except PlanError as exc:
+            raise PlanError(f"plan file {path}: {exc}") from None
 
     @classmethod
     def parse(cls, spec: "str | Path | dict | Plan") -> "Plan":
@@ -88,11 +194,19 @@ class Plan:
             return spec
         if isinstance(spec, dict):
             return cls.from_dict(spec)
+        if not isinstance(spec, (str, Path)):
+            raise PlanError(f"a plan is a Plan, a dict, a file path or a 'name=value,...' string, "
+                            f"got {type(spec).__name__}")
         p = Path(spec)
-        if p.suffix in (".yaml", ".yml", ".json"):
-            if not p.is_file():
+        if p.suffix.lower() in (".yaml", ".yml", ".json"):
+            try:
+                exists = p.is_file()
+            except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
+                raise PlanError(f"plan file {str(p)[:80]!r}... cannot be opened: {exc}") from None
+            if exists:
+                return cls.from_file(p)
+            if "=" not in str(spec):
                 raise PlanError(f"plan file {p} does not exist")
-            return cls.from_file(p)
         return cls.from_string(str(spec))
 
     def to_dict(self) -> dict[str, Any]:

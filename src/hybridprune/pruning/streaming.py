@@ -183,6 +183,7 @@ def stream_prune(
         if strict_fingerprint:
             raise ScoresError(message)
         warnings.warn(message, stacklevel=2)
+    scores.check_against(dims)
     selection = select(scores, plan, dims, adapter.required_kinds)
     new_dims = plan.target_dims(dims, selection.kept_blocks)
     adapter.check_representable(new_dims, original=dims)

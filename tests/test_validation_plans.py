@@ -1,0 +1,127 @@
+"""Plans are checked where they enter: strings, YAML/JSON files and `hp.Plan(...)` in Python."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import hybridprune as hp
+from clean_errors import assert_refused
+from conftest import build, tiny_nemotron_config
+from hybridprune.cli import app
+from hybridprune.data import tokenizer_path
+from hybridprune.pruning.export import copy_tokenizer_files
+from hybridprune.pruning.plan import Plan, PlanError
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plan-validation")
+    model = build(tiny_nemotron_config(vocab_size=4096))
+    model.save_pretrained(root / "model")
+    copy_tokenizer_files(tokenizer_path(), root / "model")
+    tokens = torch.randint(3, 96, (4, 16), generator=torch.Generator().manual_seed(0))
+    hp.calibrate(model, tokens, batch_size=4, progress=False).save(root / "scores")
+    return root
+
+
+def _prune(root, tmp_path, plan: str):
+    out = tmp_path / "pruned"
+    result = runner.invoke(app, ["prune", "--model", str(root / "model"), "--scores", str(root / "scores"),
+                                 "--plan", plan, "--out", str(out)])
+    return result, out
+
+
+@pytest.mark.parametrize("text, message", [
+    ("hidden_size: 32\nhidden_size: 40\n", r"field 'hidden_size' is given twice \(lines 1 and 2\)"),
+    ("hidden_size: true\n", r"hidden_size must be an integer .*got True \(bool\)"),
+    ("ffn_hidden_size: 128.5\n", r"ffn_hidden_size must be an integer .*got 128.5 \(float\)"),
+    ("hidden_size: '32'\n", r"hidden_size must be an integer .*got '32' \(str\)"),
+    ("mamba_num_heads: [6]\n", r"mamba_num_heads must be an integer .*got \[6\] \(list\)"),
+    ("drop_layers: 3\n", r"drop_layers must be a list of block indices .*got 3 \(int\)"),
+    ("!!python/object/apply:os.system ['touch pwned']\n",
+     r"is not valid YAML: could not determine a constructor for the tag .*python/object/apply:os.system"),
+    ("hidden_size: [32\n", r"is not valid YAML: .*\(line 2, column 1\)"),
+    ("", r"is empty"),
+    ("- 32\n", r"must hold a mapping of plan fields"),
+    ("hidden: 32\n", r"unknown plan field\(s\) \['hidden'\]; valid fields: hidden_size"),
+    ("mamba_num_heads: 8\n", r"mamba_num_heads=8 is not a multiple of n_groups=3.*Valid values: \[3, 6, 9, 12\]"),
+])
+def test_bad_yaml_plans_are_refused_naming_the_file(setup, tmp_path, text, message):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(text)
+    result, out = _prune(setup, tmp_path, str(plan))
+    assert_refused(result, f"plan file {plan}", message, out=out)
+    assert not (tmp_path / "pwned").exists() and not (setup / "pwned").exists()
+
+
+def test_bad_json_plans_are_refused_naming_the_file(setup, tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"hidden_size": 32, "hidden_size": 40}')
+    result, out = _prune(setup, tmp_path, str(plan))
+    assert_refused(result, f"plan file {plan}: field 'hidden_size' is given twice", out=out)
+    plan.write_text('{"hidden_size": 32,')
+    result, out = _prune(setup, tmp_path, str(plan))
+    assert_refused(result, f"plan file {plan} is not valid JSON", out=out)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("hidden_size=32,hidden_size=40", r"field 'hidden_size' is given twice \(hidden_size=32 and hidden_size=40\)"),
+    ("hidden_size=32.0", r"hidden_size must be an integer .*got '32.0' \(str\)"),
+    ("hidden_size=true", r"hidden_size must be an integer .*got 'true'"),
+    ("drop_layers=1+x", r"drop_layers must be a list of block indices"),
+    ("hidden_size=-8", r"hidden_size=-8: a target size must be positive"),
+    ("drop_layers=-1", r"drop_layers \[-1\]: block indices start at 0"),
+    ("hidden_size", r"plan entry 'hidden_size' is not of the form name=value"),
+    ("missing.yaml", r"plan file missing.yaml does not exist"),
+])
+def test_bad_plan_strings_are_refused(setup, tmp_path, text, message):
+    result, out = _prune(setup, tmp_path, text)
+    assert_refused(result, message, out=out)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"hidden_size": "128"}, r"hidden_size must be an integer .*got '128' \(str\)"),
+    ({"hidden_size": 128.0}, r"hidden_size must be an integer .*got 128.0 \(float\)"),
+    ({"hidden_size": [128]}, r"hidden_size must be an integer .*got \[128\] \(list\)"),
+    ({"num_layers": True}, r"num_layers must be an integer .*got True \(bool\)"),
+    ({"drop_layers": 3}, r"drop_layers must be a list of block indices .*got 3 \(int\)"),
+    ({"drop_layers": "3+4"}, r"drop_layers must be a list of block indices .*got '3\+4' \(str\)"),
+    ({"drop_layers": [1.0]}, r"drop_layers must be a list of block indices"),
+    ({"ffn_hidden_size": 0}, r"ffn_hidden_size=0: a target size must be positive"),
+])
+def test_python_plans_are_checked_at_construction(kwargs, message):
+    with pytest.raises(PlanError, match=message):
+        Plan(**kwargs)
+
+
+def test_valid_plans_in_every_form_agree(tmp_path):
+    import numpy as np
+
+    expected = Plan(hidden_size=32, drop_layers=(1, 4))
+    assert Plan(hidden_size=np.int64(32), drop_layers=[1, 4]) == expected
+    assert Plan.parse("hidden_size=32, drop_layers=1+4") == expected
+    (tmp_path / "p.yml").write_text("# a comment\nhidden_size: 32\ndrop_layers: [1, 4]\nnum_layers:\n")
+    assert Plan.parse(tmp_path / "p.yml") == expected
+    (tmp_path / "h.json").write_text('{"plan": {"hidden_size": 32, "drop_layers": [1, 4]}, "source": "x"}')
+    assert Plan.parse(str(tmp_path / "h.json")) == expected
+
+
+def test_a_refused_plan_leaves_an_existing_output_untouched(setup, tmp_path):
+    out = tmp_path / "pruned"
+    out.mkdir()
+    (out / "config.json").write_text('{"mine": true}')
+    (tmp_path / "plan.yaml").write_text("hidden_size: 32\nhidden_size: 32\n")
+    result = runner.invoke(app, ["prune", "--model", str(setup / "model"), "--scores", str(setup / "scores"),
+                                 "--plan", str(tmp_path / "plan.yaml"), "--out", str(out), "--overwrite"])
+    assert_refused(result, "field 'hidden_size' is given twice", untouched={out / "config.json": b'{"mine": true}'})
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+
+
+def test_a_long_plan_string_is_not_mistaken_for_a_file(setup, tmp_path):
+    plan = "drop_layers=" + "+".join(["1"] * 200)  # longer than a file name may be
+    result, out = _prune(setup, tmp_path, plan)
+    assert_refused(result, r"drop_layers \[1, 1, 1, .*\] lists a block twice", out=out)
