@@ -160,11 +160,15 @@ def check_output(out: str | os.PathLike, *, overwrite: bool = False, resume: boo
                     f"{option} {out} holds files hybridprune did not write ({_listing(foreign)}); --overwrite "
                     f"replaces only hybridprune's own outputs. Move them away or choose another {option}")
     for place in {_existing_ancestor(out.parent), *([out] if out.is_dir() else [])}:
-        if not os.access(place, os.W_OK | os.X_OK):
+        if not _writable(place):
             reason = "the file system is read-only" if _read_only(place) else "permission denied"
             raise OutputError(f"cannot write {option} {out}: {place} is not writable ({reason}); "
                               f"choose a directory you can write to")
     return out
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK | os.X_OK)
 
 
 def _read_only(path: Path) -> bool:
@@ -228,6 +232,23 @@ def clean_stale(out: str | os.PathLike) -> list[Path]:
 # ------------------------------------------------------------------------------------ writers
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(root: str | os.PathLike) -> None:
+    """Give every file under `root` the permissions a new file gets under the umask. Some writers
+    (safetensors among them) create 0600 files, which would hide an output from the user's group."""
+    mask = current_umask()
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                os.chmod(p, (0o666 | (os.stat(p).st_mode & 0o111)) & ~mask)
+
+
 def atomic_directory(out_dir: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = False,
                      what: str = "the output", size_hint: int | None = None) -> Path:
     """Run `write(tmp_dir)`, then move the result to `out_dir`; on any failure leave nothing behind.
@@ -242,6 +263,7 @@ def atomic_directory(out_dir: str | os.PathLike, write: Callable[[Path], None], 
         os.mkdir(tmp)  # not mkdtemp: the directory follows the umask like any other output
         write(tmp)
         _write_manifest(tmp, (p.name for p in tmp.iterdir()))
+        follow_umask(tmp)
         if out.exists() and any(out.iterdir()):
             old = temp_sibling(out, OLD_TAG)
             os.replace(out, old)

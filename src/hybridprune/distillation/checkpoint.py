@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ..fsutil import follow_umask
 from .config import DistillError
 
 FORMAT_VERSION = 1
@@ -185,6 +186,7 @@ def write_checkpoint(
         meta.update({"format": FORMAT_VERSION, "step": int(step), "files": files, "saved_at": time.time()})
         (tmp / STATE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
         fsync_file(tmp / STATE_FILE)
+        follow_umask(tmp)  # safetensors writes 0600
         fsync_dir(tmp)
     except BaseException:  # a full disk, say: leave the previous checkpoints and nothing else
         shutil.rmtree(tmp, ignore_errors=True)

@@ -25,7 +25,7 @@ def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=Non
     config, chat template, code files, provenance) is carried over. The run's checkpoints and log are
     left alone, and a file the user put in `out_dir` is never overwritten.
     """
-    from ..fsutil import MANIFEST, OutputError, claim, clean_stale, foreign_entries, temp_sibling
+    from ..fsutil import MANIFEST, OutputError, claim, clean_stale, follow_umask, foreign_entries, temp_sibling
     from ..pruning.export import RUN_FILES, carry_over
 
     out_dir = Path(out_dir)
@@ -44,6 +44,7 @@ def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=Non
             carry_over(tokenizer_dir, tmp, rebuilt=("config.json", MANIFEST, *RUN_FILES))  # keeps the pruning provenance
         if summary is not None:
             (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        follow_umask(tmp)
         names = sorted(p.name for p in tmp.iterdir())
         clobbered = sorted(set(names) & set(foreign_entries(out_dir)))
         if clobbered:
