@@ -48,11 +48,12 @@ def resolve(ref: str | os.PathLike, role: str = "checkpoint") -> Path:
     else:
         hint = (" (Hugging Face Hub ids are not supported yet: download the checkpoint and pass its directory)"
                 if "/" in str(ref) and not str(ref).startswith((".", "/", "~")) else "")
-        raise CheckpointLoadError(f"{role} {ref} does not exist{hint}")
+        raise CheckpointLoadError(f"checkpoint {_what(ref, role)} does not exist{hint}")
     if not path.is_dir():
-        raise CheckpointLoadError(f"{role} {path} is not a directory (expected a Hugging Face model directory)")
+        raise CheckpointLoadError(f"checkpoint {_what(path, role)} is not a directory (expected a Hugging Face "
+                                  "model directory)")
     if not (path / "config.json").is_file():
-        raise CheckpointLoadError(f"{role} {path} has no config.json: not a Hugging Face checkpoint")
+        raise CheckpointLoadError(f"{_what(path, role)} has no config.json: not a Hugging Face checkpoint")
     return path
 
 
@@ -63,12 +64,13 @@ def _check_weight_files(path: Path, role: str, allow_pickle: bool) -> None:
         p.name for p in path.glob("pytorch_model-*.bin"))
     if pickles and not allow_pickle:
         raise CheckpointLoadError(
-            f"{role} {path} has only pickle weights ({', '.join(pickles[:3])}), which can run code when loaded; "
+            f"{_what(path, role)} has only pickle weights ({', '.join(pickles[:3])}), which can run code when loaded; "
             "hybridprune reads safetensors only. If you trust the file, convert it once: python -c \"from "
             "transformers import AutoModelForCausalLM as M; M.from_pretrained('"
             f"{path}', use_safetensors=False).save_pretrained('{path}-safetensors')\" and use {path}-safetensors")
     if not pickles:
-        raise CheckpointLoadError(f"{role} {path} has no weights (no *.safetensors file): the checkpoint is incomplete")
+        raise CheckpointLoadError(f"{_what(path, role)} has no weights (no *.safetensors file): the checkpoint is "
+                                  "incomplete")
 
 
 def load_config(ref: str | os.PathLike, *, trust_remote_code: bool = False, role: str = "checkpoint"):
@@ -78,7 +80,7 @@ def load_config(ref: str | os.PathLike, *, trust_remote_code: bool = False, role
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad config
-        raise CheckpointLoadError(f"cannot read the config of {role} {path}: {_remote_code_hint(exc)}") from None
+        raise CheckpointLoadError(f"cannot read the config in {_what(path, role)}: {_remote_code_hint(exc)}") from None
 
 
 def load_tokenizer(ref: str | os.PathLike, *, trust_remote_code: bool = False, role: str = "checkpoint"):
@@ -88,7 +90,7 @@ def load_tokenizer(ref: str | os.PathLike, *, trust_remote_code: bool = False, r
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointLoadError(f"cannot load a tokenizer from {role} {path}: {_remote_code_hint(exc)}") from None
+        raise CheckpointLoadError(f"cannot load a tokenizer from {_what(path, role)}: {_remote_code_hint(exc)}") from None
 
 
 def _remote_code_hint(exc: Exception) -> str:
@@ -110,18 +112,18 @@ def load_model(ref: str | os.PathLike, *, dtype=None, device: str | torch.device
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             path, trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle or None,
-            output_loading_info=True, **kwargs)
+            output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)  # listed, then refused below
     except Exception as exc:  # noqa: BLE001
         raise CheckpointLoadError(f"cannot load the model in {_what(path, role)}: {_remote_code_hint(exc)}. Is the "
                                   "checkpoint complete (config.json and *.safetensors)?") from None
     check_loading_info(info, path, role)
-    check_finite(model, f"{role} {path}")
+    check_finite(model, _what(path, role))
     if device is not None:
         model = model.to(device)
     return model.eval()
 
 
-def _what(path: Path, role: str) -> str:
+def _what(path, role: str) -> str:
     return str(path) if role == "checkpoint" else f"{path} (the {role})"
 
 
@@ -143,7 +145,7 @@ def check_loading_info(info: dict, path: Path, role: str = "checkpoint") -> None
     if info.get("error_msgs"):
         problems.append("; ".join(str(m) for m in info["error_msgs"][:SHOW]))
     if problems:
-        raise CheckpointLoadError(f"{role} {path} does not match its config: " + "; ".join(problems)
+        raise CheckpointLoadError(f"{_what(path, role)} does not match its config: " + "; ".join(problems)
                                   + ". The checkpoint is damaged or was written for another architecture; "
                                   "export it again.")
 
