@@ -202,3 +202,44 @@ def test_an_error_while_writing_removes_the_temporary(tmp_path):
     with pytest.raises(RuntimeError):
         fsutil.atomic_directory(tmp_path / "o", boom)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_distill_api_never_deletes_a_log_it_did_not_write(tmp_path):
+    from conftest import build, tiny_nemotron_config
+    from hybridprune import distill
+    from hybridprune.distillation.config import DistillError
+
+    (tmp_path / "log.jsonl").write_text("mine\n")
+    model = build(tiny_nemotron_config())
+    with pytest.raises(DistillError, match="holds log.jsonl, not written by hybridprune"):
+        distill(model, model, torch_tokens(), steps=1, global_batch=2, micro_batch=2, out_dir=str(tmp_path),
+                progress=False)
+    assert (tmp_path / "log.jsonl").read_text() == "mine\n"
+
+
+def torch_tokens():
+    import torch
+
+    return torch.randint(3, 96, (4, 16), generator=torch.Generator().manual_seed(0))
+
+
+def test_an_interrupted_search_keeps_its_results_and_says_how_to_resume(ckpt, tmp_path, monkeypatch):
+    import signal
+
+    from hybridprune.archsearch import store as store_mod
+
+    original = store_mod.SearchStore.add
+
+    def add_then_interrupt(self, record):
+        original(self, record)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(store_mod.SearchStore, "add", add_then_interrupt)
+    out = tmp_path / "search"
+    result = invoke(*_commands(ckpt, out)["search"])
+    assert result.exit_code == 130 and no_traceback(result), result.output
+    assert "run the same command again to resume" in result.output
+    assert len((out / "candidates.jsonl").read_text().splitlines()) == 1
+    monkeypatch.setattr(store_mod.SearchStore, "add", original)
+    again = invoke(*_commands(ckpt, out)["search"])
+    assert again.exit_code == 0 and "resuming: 1 evaluations" in again.output, again.output

@@ -256,9 +256,14 @@ class Distiller(CheckpointingMixin, ReportingMixin):
         if self.out_dir is None:
             return
         if self.env.is_main:
-            from ..fsutil import claim, clean_stale
+            from ..fsutil import claim, clean_stale, foreign_entries
 
-            claim(self.out_dir, [ckpt.CHECKPOINT_DIR, LOG_FILE, PLOT_FILE])  # recorded before written
+            names = [ckpt.CHECKPOINT_DIR, LOG_FILE, PLOT_FILE]
+            taken = sorted(set(names) & set(foreign_entries(self.out_dir))) if self.out_dir.is_dir() else []
+            if taken and not self.cfg.resume:
+                raise DistillError(f"{self.out_dir} holds {', '.join(taken)}, not written by hybridprune; move them "
+                                   "away or choose a new output directory")
+            claim(self.out_dir, names)  # recorded before written
             removed = ckpt.remove_stale_tmp(self.ckpt_root) + remove_legacy_tmp(self.out_dir)
             removed += clean_stale(self.out_dir)
             for p in removed:
