@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -82,5 +80,13 @@ sys.addaudithook(_hook)
 """
 
 
-__all__ = ["PLAN", "invoke", "no_traceback", "rewrite_weights", "run_cli", "save_checkpoint", "siblings",
-           "json", "torch", "signal"]
+
+def small_corpus(path: Path) -> Path:
+    """A few hundred short lines of JSONL: distillation tests tokenize this, not the whole bundled corpus."""
+    if not path.exists():
+        words = "the king speaks of love and war while the fool laughs at night under a cold moon".split()
+        with open(path, "w") as f:
+            for i in range(400):
+                text = " ".join(words[(i * 7 + j) % len(words)] for j in range(20 + i % 13)) + f" {i}."
+                f.write(json.dumps({"text": text}) + "\n")
+    return path

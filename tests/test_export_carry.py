@@ -9,11 +9,15 @@ import shutil
 
 import pytest
 
-from ckpt_helpers import PLAN, invoke, save_checkpoint
+from ckpt_helpers import PLAN, invoke, save_checkpoint, small_corpus
 from hybridprune.pruning import export as export_mod
 
 EXTRA_EOS = [2, 7]
 TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}"
+
+
+def _data(root):
+    return small_corpus(root / "corpus.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,7 @@ def source(tmp_path_factory):
     (src / "optimizer.pt").write_bytes(b"state")
     (src / "pytorch_model.bin").write_bytes(b"weights")
     (src / "big.dat").write_bytes(b"0" * 4096)
-    result = invoke("calibrate", "--model", src, "--data", "shakespeare", "--samples", "4", "--seq-len", "32",
+    result = invoke("calibrate", "--model", src, "--data", _data(root), "--samples", "4", "--seq-len", "32",
                     "--depth-samples", "0", "--out", root / "scores")
     assert result.exit_code == 0, result.output
     return root
@@ -69,7 +73,8 @@ def test_distill_export_keeps_the_students_generation_config(source, tmp_path):
     assert invoke("prune", "--model", source / "model", "--scores", source / "scores", "--plan", PLAN,
                   "--out", pruned).exit_code == 0
     out = tmp_path / "run"
-    result = invoke("distill", "--teacher", source / "model", "--student", pruned, "--data", "shakespeare",
+    result = invoke("distill", "--teacher", source / "model", "--student", pruned, "--data",
+                    _data(tmp_path),
                     "--steps", "1", "--seq-len", "32", "--global-batch", "2", "--micro-batch", "2",
                     "--val-samples", "0", "--no-progress", "--out", out)
     assert result.exit_code == 0, result.output

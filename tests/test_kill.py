@@ -10,18 +10,22 @@ import signal
 
 import pytest
 
-from ckpt_helpers import PLAN, invoke, run_cli, save_checkpoint, siblings
+from ckpt_helpers import PLAN, invoke, run_cli, save_checkpoint, siblings, small_corpus
 from hybridprune import fsutil
 
 pytestmark = pytest.mark.slow
 TRIALS = 3
 
 
+def _data(root):
+    return small_corpus(root / "corpus.jsonl")
+
+
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     root = tmp_path_factory.mktemp("kill")
     save_checkpoint(root / "model")
-    assert invoke("calibrate", "--model", root / "model", "--data", "shakespeare", "--samples", "4",
+    assert invoke("calibrate", "--model", root / "model", "--data", _data(root), "--samples", "4",
                   "--seq-len", "32", "--depth-samples", "0", "--out", root / "scores").exit_code == 0
     return root
 
@@ -55,7 +59,8 @@ def test_kill_9_during_distill_export_then_resume(source, tmp_path):
     rng = random.Random(7)
     for trial in range(TRIALS - 1):
         out = tmp_path / f"run{trial}"
-        args = ["distill", "--teacher", source / "model", "--student", source / "model", "--data", "shakespeare",
+        args = ["distill", "--teacher", source / "model", "--student", source / "model", "--data",
+                _data(tmp_path),
                 "--steps", "2", "--seq-len", "32", "--global-batch", "2", "--micro-batch", "2", "--val-samples",
                 "0", "--no-progress", "--out", out]
         staging = str(tmp_path / f".{out.name}{fsutil.TMP_TAG}")

@@ -9,15 +9,19 @@ import shutil
 import pytest
 import torch
 
-from ckpt_helpers import PLAN, invoke, no_traceback, rewrite_weights, save_checkpoint, siblings
+from ckpt_helpers import PLAN, invoke, no_traceback, rewrite_weights, save_checkpoint, siblings, small_corpus
 from hybridprune import checkpoints
+
+
+def _data(root):
+    return small_corpus(root / "corpus.jsonl")
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
     root = tmp_path_factory.mktemp("loading")
     save_checkpoint(root / "model")
-    result = invoke("calibrate", "--model", root / "model", "--data", "shakespeare", "--samples", "4",
+    result = invoke("calibrate", "--model", root / "model", "--data", _data(root), "--samples", "4",
                     "--seq-len", "32", "--depth-samples", "0", "--out", root / "scores")
     assert result.exit_code == 0, result.output
     return root
@@ -53,16 +57,16 @@ def _reshape(sd):
 
 def _commands(good, model, out):
     return {
-        "calibrate": ["calibrate", "--model", model, "--data", "shakespeare", "--samples", "4", "--seq-len", "32",
+        "calibrate": ["calibrate", "--model", model, "--data", _data(good), "--samples", "4", "--seq-len", "32",
                       "--depth-samples", "0", "--out", out],
         "prune": ["prune", "--model", model, "--scores", good / "scores", "--plan", PLAN, "--out", out],
-        "eval": ["eval", model, "--data", "shakespeare", "--samples", "2", "--seq-len", "32", "--no-speed"],
-        "search": ["search", "--model", model, "--data", "shakespeare", "--params", "0.7x", "--scores",
+        "eval": ["eval", model, "--data", _data(good), "--samples", "2", "--seq-len", "32", "--no-speed"],
+        "search": ["search", "--model", model, "--data", _data(good), "--params", "0.7x", "--scores",
                    good / "scores", "--eval-samples", "2", "--eval-seq-len", "32", "--no-speed", "--out", out],
-        "distill-teacher": ["distill", "--teacher", model, "--student", good / "model", "--data", "shakespeare",
+        "distill-teacher": ["distill", "--teacher", model, "--student", good / "model", "--data", _data(good),
                             "--steps", "1", "--seq-len", "32", "--global-batch", "2", "--micro-batch", "2",
                             "--no-progress", "--out", out],
-        "distill-student": ["distill", "--teacher", good / "model", "--student", model, "--data", "shakespeare",
+        "distill-student": ["distill", "--teacher", good / "model", "--student", model, "--data", _data(good),
                             "--steps", "1", "--seq-len", "32", "--global-batch", "2", "--micro-batch", "2",
                             "--no-progress", "--out", out],
         "demo": ["demo", "--teacher", model, "--out", out],

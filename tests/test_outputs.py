@@ -10,15 +10,19 @@ import stat
 
 import pytest
 
-from ckpt_helpers import PLAN, invoke, no_traceback, save_checkpoint, siblings
+from ckpt_helpers import PLAN, invoke, no_traceback, save_checkpoint, siblings, small_corpus
 from hybridprune import fsutil
+
+
+def _data(root):
+    return small_corpus(root / "corpus.jsonl")
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     root = tmp_path_factory.mktemp("outputs")
     save_checkpoint(root / "model")
-    result = invoke("calibrate", "--model", root / "model", "--data", "shakespeare", "--samples", "4",
+    result = invoke("calibrate", "--model", root / "model", "--data", _data(root), "--samples", "4",
                     "--seq-len", "32", "--depth-samples", "0", "--out", root / "scores")
     assert result.exit_code == 0, result.output
     return root
@@ -37,13 +41,14 @@ def _untouched(path):
 
 def _commands(ckpt, out):
     return {
-        "calibrate": ["calibrate", "--model", ckpt / "model", "--data", "shakespeare", "--samples", "4",
+        "calibrate": ["calibrate", "--model", ckpt / "model", "--data", _data(ckpt), "--samples", "4",
                       "--seq-len", "32", "--depth-samples", "0", "--out", out],
         "prune": ["prune", "--model", ckpt / "model", "--scores", ckpt / "scores", "--plan", PLAN, "--out", out],
-        "search": ["search", "--model", ckpt / "model", "--data", "shakespeare", "--params", "0.7x",
+        "search": ["search", "--model", ckpt / "model", "--data", _data(ckpt), "--params", "0.7x",
                    "--scores", ckpt / "scores", "--eval-samples", "2", "--eval-seq-len", "32", "--no-speed",
                    "--max-candidates", "2", "--top-k", "1", "--out", out],
-        "distill": ["distill", "--teacher", ckpt / "model", "--student", ckpt / "model", "--data", "shakespeare",
+        "distill": ["distill", "--teacher", ckpt / "model", "--student", ckpt / "model", "--data",
+                    _data(ckpt),
                     "--steps", "1", "--seq-len", "32", "--global-batch", "2", "--micro-batch", "2",
                     "--val-samples", "0", "--no-progress", "--out", out],
         "demo": ["demo", "--out", out],

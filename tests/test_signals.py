@@ -9,9 +9,13 @@ import signal
 
 import pytest
 
-from ckpt_helpers import PLAN, invoke, no_traceback, save_checkpoint, siblings
+from ckpt_helpers import PLAN, invoke, no_traceback, save_checkpoint, siblings, small_corpus
 from hybridprune.distillation import checkpoint as ckpt_mod
 from hybridprune.distillation.trainer import Distiller
+
+
+def _data(root):
+    return small_corpus(root / "corpus.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +24,8 @@ def model(tmp_path_factory):
 
 
 def _distill(model, out, *extra, progress="--no-progress"):
-    return invoke("distill", "--teacher", model, "--student", model, "--data", "shakespeare", "--steps", "4",
+    data = _data(model.parent)
+    return invoke("distill", "--teacher", model, "--student", model, "--data", data, "--steps", "4",
                   "--seq-len", "32", "--global-batch", "2", "--micro-batch", "2", "--val-samples", "0",
                   progress, "--out", out, *extra)
 
@@ -91,7 +96,7 @@ def test_sigterm_during_prune_leaves_nothing(model, tmp_path, monkeypatch):
     from transformers import PreTrainedModel
 
     scores = tmp_path / "scores"
-    assert invoke("calibrate", "--model", model, "--data", "shakespeare", "--samples", "4", "--seq-len", "32",
+    assert invoke("calibrate", "--model", model, "--data", _data(model.parent), "--samples", "4", "--seq-len", "32",
                   "--depth-samples", "0", "--out", scores).exit_code == 0
     original = PreTrainedModel.save_pretrained
 
