@@ -248,3 +248,26 @@ def test_an_interrupted_search_keeps_its_results_and_says_how_to_resume(ckpt, tm
     monkeypatch.setattr(store_mod.SearchStore, "add", original)
     again = invoke(*_commands(ckpt, out)["search"])
     assert again.exit_code == 0 and "resuming: 1 evaluations" in again.output, again.output
+
+
+def test_a_full_disk_during_search_leaves_nothing(ckpt, tmp_path, monkeypatch):
+    from hybridprune.archsearch import store as store_mod
+
+    def full(self, record):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "search" / "candidates.jsonl"))
+
+    monkeypatch.setattr(store_mod.SearchStore, "add", full)
+    out = tmp_path / "search"
+    result = invoke(*_commands(ckpt, out)["search"])
+    assert result.exit_code == 2 and no_traceback(result), result.output
+    assert "no space left on the device" in result.output and "candidates.jsonl" in result.output
+    assert not out.exists() and not siblings(out)
+
+
+@pytest.mark.parametrize("command", ["calibrate", "prune", "search", "distill", "demo"])
+def test_an_out_that_is_a_file_is_refused(ckpt, tmp_path, command):
+    out = tmp_path / "f"
+    out.write_text("mine")
+    result = invoke(*_commands(ckpt, out)[command])
+    assert result.exit_code == 2 and no_traceback(result), result.output
+    assert "is a file, not a directory" in result.output and out.read_text() == "mine"
