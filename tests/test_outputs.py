@@ -271,3 +271,15 @@ def test_an_out_that_is_a_file_is_refused(ckpt, tmp_path, command):
     result = invoke(*_commands(ckpt, out)[command])
     assert result.exit_code == 2 and no_traceback(result), result.output
     assert "is a file, not a directory" in result.output and out.read_text() == "mine"
+
+
+def test_distill_overwrite_starts_afresh_and_keeps_user_files_out(ckpt, tmp_path):
+    out = tmp_path / "run"
+    args = _commands(ckpt, out)["distill"]
+    assert invoke(*args).exit_code == 0
+    again = invoke(*args)
+    assert again.exit_code == 2 and f"--resume {out}" in again.output
+    fresh = invoke(*args, "--overwrite")
+    assert fresh.exit_code == 0, fresh.output
+    assert (out / "config.json").is_file() and not siblings(out)
+    assert {"checkpoints", "log.jsonl", "config.json", "model.safetensors"} <= fsutil.owned_names(out)
