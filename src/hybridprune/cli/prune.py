@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .common import CliError, console, fail_cleanly, load_config, load_model
+from ..fsutil import check_output
+from .common import console, fail_cleanly, load_config, load_model
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +21,7 @@ def prune_command(
     scores: Path = typer.Option(..., "--scores", help="Directory written by `hybridprune calibrate`."),
     plan: str = typer.Option(..., "--plan", help="'hidden_size=3072,mamba_num_heads=112,...' or a YAML/JSON file."),
     out: Path = typer.Option(..., "--out", help="Output directory for the pruned checkpoint."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier output of hybridprune in --out (never files it did not write)."),
     strict_fingerprint: bool = typer.Option(False, "--strict-fingerprint", help="Refuse scores computed on another model."),
     device: str = typer.Option("cpu", help="Device to prune on (cpu is enough: pruning is slicing)."),
     dtype: str = typer.Option("auto", help="auto (as saved), float32, bfloat16, float16."),
@@ -33,10 +34,9 @@ def prune_command(
     from ..pruning.export import export
     from ..pruning.plan import Plan, PlanError
 
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise CliError(f"{out} already exists and is not empty; pass --overwrite or choose another --out")
     # Everything that can be checked without the weights is checked first: the plan even without the config.
     parsed = Plan.parse(plan)
+    check_output(out, overwrite=overwrite)
     config = load_config(model, trust_remote_code=trust_remote_code)
     adapter = get_adapter(config)
     dims = adapter.dims(config)

@@ -118,14 +118,15 @@ class Scores:
                 out[name] = t
         return {k: v.detach().float().cpu().contiguous() for k, v in out.items()}
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write atomically: a temporary sibling directory renamed into place."""
+    def write_files(self, directory: str | os.PathLike) -> None:
+        """Write the two files into an existing directory (`save` is the atomic whole)."""
+        save_file(self.tensors(), str(Path(directory) / TENSORS_FILE))
+        (Path(directory) / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
 
-        def write(tmp: Path) -> None:
-            save_file(self.tensors(), str(tmp / TENSORS_FILE))
-            (tmp / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
-
-        return atomic_directory(directory, write, overwrite=True)
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        """Write atomically: a temporary sibling directory renamed into place. `overwrite` replaces
+        earlier scores, never a directory holding files hybridprune did not write."""
+        return atomic_directory(directory, self.write_files, overwrite=overwrite, what="the scores")
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Scores":
