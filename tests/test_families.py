@@ -39,12 +39,14 @@ FAMILIES = {
     "bamba": (
         [dict(ffn_hidden_size=32, mamba_num_heads=6, num_attention_heads=4),
          dict(hidden_size=24, drop_layers=[2])],
-        [(dict(mamba_num_heads=3), Unrepresentable, ["mamba_num_heads in [6, 12]"])],
+        [(dict(mamba_num_heads=3), Unrepresentable, ["mamba_num_heads in [6, 12]"]),
+         (dict(drop_layers=[1]), Unrepresentable, ["removes every attention block"])],
     ),
     "granitemoehybrid": (
         [dict(ffn_hidden_size=32, mamba_num_heads=6, num_attention_heads=4),
          dict(hidden_size=24, drop_layers=[3])],
-        [(dict(mamba_num_heads=9), Unrepresentable, ["mamba_num_heads in [6, 12]"])],
+        [(dict(mamba_num_heads=9), Unrepresentable, ["mamba_num_heads in [6, 12]"]),
+         (dict(drop_layers=[1]), Unrepresentable, ["removes every attention block"])],
     ),
     "falcon_h1": (
         [dict(ffn_hidden_size=32, mamba_num_heads=6, mamba_head_dim=4, num_attention_heads=4, hidden_size=32),
@@ -301,3 +303,40 @@ def test_jamba_is_refused_with_the_reason():
                                   num_attention_heads=2, num_key_value_heads=1, num_experts=1)
     with pytest.raises(UnsupportedArchitecture, match="Mamba-1 mixers have no heads.*periods and offsets"):
         get_adapter(config)
+
+
+# ---- the command line accepts every family's checkpoint ------------------------------------------------
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("nemotron_h", "mamba2", "mistral", "qwen2")])
+def test_cli_calibrates_and_prunes_each_family(name, tmp_path):
+    from typer.testing import CliRunner
+
+    from hybridprune.cli import app
+    from hybridprune.data import tokenizer_path
+    from hybridprune.pruning.export import copy_tokenizer_files
+
+    runner = CliRunner()
+    build(tiny_config(name, vocab_size=4096)).save_pretrained(tmp_path / "model")
+    copy_tokenizer_files(tokenizer_path(), tmp_path / "model")
+    result = runner.invoke(app, ["calibrate", "--model", str(tmp_path / "model"), "--data", "shakespeare",
+                                 "--samples", "4", "--seq-len", "16", "--batch-size", "2", "--out",
+                                 str(tmp_path / "scores")])
+    assert result.exit_code == 0, result.output
+    plan = ",".join(f"{k}={'+'.join(map(str, v)) if isinstance(v, list) else v}"
+                    for k, v in FAMILIES[name][0][0].items())
+    result = runner.invoke(app, ["prune", "--model", str(tmp_path / "model"), "--scores", str(tmp_path / "scores"),
+                                 "--plan", plan, "--out", str(tmp_path / "pruned")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "pruned" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("dtype,dtype_name", [(torch.float32, "float32"), (torch.bfloat16, "bfloat16")])
+def test_analytic_cache_matches_a_real_cache(family, scored, dtype, dtype_name):
+    from test_search_cost import _measured_cache_bytes
+
+    from hybridprune.archsearch import cache_bytes
+
+    name, model, adapter, dims = family
+    pruned = prune(model, scored, FAMILIES[name][0][-1]).to(dtype)
+    new_dims = adapter.dims(pruned.config)
+    measured = _measured_cache_bytes(pruned, batch=2, seq_len=9)
+    assert cache_bytes(new_dims, batch=2, seq_len=9, dtype=dtype_name, ssm_state_dtype="float32") == measured

@@ -33,6 +33,10 @@ class BambaAdapter(Adapter):
         ATTENTION_LAYER: LayerSpec(units=(("self_attn.", QKVO_ATTENTION), ("feed_forward.", GATED_MLP)), norms=_NORMS),
     }
 
+    # transformers 5.24's hybrid cache needs an attention layer: without one, even a plain forward
+    # with use_cache=True raises in `get_seq_length`.
+    required_kinds = (ATTENTION,)
+
     def dims(self, config) -> Dims:
         attn = set(config.attn_layer_indices or ())
         kinds = tuple(ATTENTION_LAYER if i in attn else MAMBA_LAYER for i in range(config.num_hidden_layers))

@@ -49,6 +49,10 @@ class GraniteMoeHybridAdapter(Adapter):
         if unknown:
             raise UnsupportedArchitecture(f"unknown Granite layer types {unknown}; known: {sorted(_TYPE_OF_NAME)}")
 
+    # transformers 5.24's hybrid cache needs an attention layer: without one, even a plain forward
+    # with use_cache=True raises in `get_seq_length`.
+    required_kinds = (ATTENTION,)
+
     def dims(self, config) -> Dims:
         nq = config.num_attention_heads
         return Dims(
