@@ -340,3 +340,46 @@ def test_analytic_cache_matches_a_real_cache(family, scored, dtype, dtype_name):
     new_dims = adapter.dims(pruned.config)
     measured = _measured_cache_bytes(pruned, batch=2, seq_len=9)
     assert cache_bytes(new_dims, batch=2, seq_len=9, dtype=dtype_name, ssm_state_dtype="float32") == measured
+
+
+def test_zamba2_shared_block_gets_one_selection_for_all_call_sites(ids):
+    """Both hybrid layers call the same transformer block: calibration scores both call sites into the
+    first one's entry, and every call site keeps the same FFN neurons (tied weights stay tied)."""
+    from hybridprune.pruning.plan import Plan
+    from hybridprune.pruning.selection import select
+
+    model = build(tiny_config("zamba2"))
+    adapter = get_adapter(model)
+    dims = adapter.dims(model.config)
+    scores = calibrate(model, ids, progress=False)
+    assert sorted(scores.ffn) == [1] and sorted(scores.attention) == [1]
+    assert sorted(scores.mamba) == list(range(dims.num_layers))
+    sel = select(scores, Plan(ffn_hidden_size=40), dims, owners=adapter.unit_owners(dims))
+    assert torch.equal(sel.ffn[1], sel.ffn[3])
+    state = slice_state_dict(model.state_dict(), adapter, dims, sel)
+    for name in ("feed_forward.gate_up_proj.weight", "feed_forward.down_proj.weight"):
+        a, b = (state[f"model.layers.{i}.shared_transformer.{name}"] for i in (1, 3))
+        assert torch.equal(a, b)
+    # the per-call-site adapters are cut by the same neurons, each keeping its own weights
+    a0 = state["model.layers.1.shared_transformer.feed_forward.gate_up_proj_adapter_list.0.1.weight"]
+    assert a0.shape == (80, 4)
+
+
+@pytest.mark.parametrize("attention_adapters", [True, False])
+def test_zamba2_with_two_shared_blocks_counts_and_prunes_exactly(attention_adapters, ids):
+    model = build(tiny_config("zamba2", num_mem_blocks=2, use_shared_attention_adapter=attention_adapters,
+                              add_bias_linear=not attention_adapters,
+                              layers_block_type=["hybrid", "mamba", "hybrid", "hybrid", "mamba"]))
+    adapter = get_adapter(model)
+    dims = adapter.dims(model.config)
+    assert adapter.unit_owners(dims) == {("mlp", 0): 0, ("attention", 0): 0, ("mlp", 2): 2, ("attention", 2): 2,
+                                         ("mlp", 3): 0, ("attention", 3): 0}
+    assert adapter.num_parameters(dims) == sum(p.numel() for p in model.parameters())
+    pruned = prune(model, calibrate(model, ids, progress=False),
+                   dict(ffn_hidden_size=40, mamba_num_heads=6, drop_layers=[1]))
+    assert adapter.num_parameters(adapter.dims(pruned.config)) == sum(p.numel() for p in pruned.parameters())
+    assert pruned.config.hybrid_layer_ids == [0, 1, 2]
+    kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        assert torch.equal(pruned.generate(ids[:1, :4], use_cache=True, **kw),
+                           pruned.generate(ids[:1, :4], use_cache=False, **kw))
