@@ -14,12 +14,12 @@ import torch
 import torch.distributed as dist
 
 from ..architectures import ATTENTION, MAMBA, MLP, get_adapter
-
-#: the Scores group each unit kind is scored into
-SCORE_GROUP = {MAMBA: "mamba", MLP: "ffn", ATTENTION: "attention"}
 from .batches import count_batches, iter_batches, progress_bar
 from .depth import depth_importance
 from .scores import CalibrationError, Scores, model_fingerprint
+
+#: the Scores group each unit kind is scored into
+SCORE_GROUP = {MAMBA: "mamba", MLP: "ffn", ATTENTION: "attention"}
 
 
 def _masked_mean_abs(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
