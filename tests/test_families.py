@@ -64,9 +64,13 @@ FAMILIES = {
         [dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=32), dict(hidden_size=36, drop_layers=[1])],
         [(dict(hidden_size=40), Unrepresentable, ["num_attention_heads in [2, 4]", "multiples of 6"])],
     ),
-    "mistral": ([dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40)], []),
-    "qwen2": ([dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40, drop_layers=[0])], []),
-    "qwen3": ([dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40, drop_layers=[1])], []),
+    # Mistral and Qwen configs do not couple hidden_size and heads; only the GQA grouping is refused.
+    "mistral": ([dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40)],
+                [(dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"])]),
+    "qwen2": ([dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40, drop_layers=[0])],
+              [(dict(num_attention_heads=5), PlanError, ["Valid values: [2, 4, 6]"])]),
+    "qwen3": ([dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40, drop_layers=[1])],
+              [(dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"])]),
 }
 NAMES = list(FAMILIES)
 
