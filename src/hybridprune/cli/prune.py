@@ -45,7 +45,7 @@ def prune_command(
     except PlanError as exc:  # a plan file that does not fit this model: say which file
         raise PlanError(f"plan file {plan}: {exc}" if _is_file(plan) else str(exc)) from None
     loaded_scores = Scores.load(scores)
-    loaded_scores.check_against(dims)
+    loaded_scores.check_against(dims, owners=adapter.unit_owners(dims))
 
     lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     pruned = prune(lm, loaded_scores, parsed, strict_fingerprint=strict_fingerprint)

@@ -141,7 +141,7 @@ def search_command(
     saved = Scores.load(scores_path) if (scores_path / "scores.json").is_file() else None
     if saved is not None:
         try:
-            saved.check_against(dims)
+            saved.check_against(dims, owners=adapter.unit_owners(dims))
         except ScoresError:
             if scores_dir is not None or not overwrite:
                 raise
