@@ -66,3 +66,46 @@ def mamba2():
 def tokens():
     g = torch.Generator().manual_seed(1)
     return torch.randint(3, 96, (6, 24), generator=g)
+
+
+# ---- one tiny config per family, for the shared battery (tests/test_families.py) ----------------
+# Sizes are chosen so every axis has room: 12 Mamba heads × 8 in 3 groups, 6 query heads in 2 KV
+# groups, FFN 64, hidden 48.
+_MAMBA_KW = dict(mamba_n_heads=12, mamba_d_head=8, mamba_n_groups=3, mamba_d_state=8, mamba_d_conv=4,
+                 mamba_expand=2, mamba_chunk_size=8)
+_COMMON = dict(vocab_size=96, hidden_size=48, num_attention_heads=6, num_key_value_heads=2,
+               pad_token_id=0, bos_token_id=1, eos_token_id=2)
+
+
+def tiny_config(family: str, **overrides):
+    from transformers import AutoConfig
+
+    if family == "nemotron_h":
+        return tiny_nemotron_config(**overrides)
+    if family == "mamba2":
+        return tiny_mamba2_config(**overrides)
+    kw = dict(_COMMON)
+    if family == "bamba":
+        kw.update(_MAMBA_KW, intermediate_size=64, num_hidden_layers=4, attn_layer_indices=[1])
+    elif family == "granitemoehybrid":
+        kw.update(_MAMBA_KW, shared_intermediate_size=64, num_local_experts=0, num_hidden_layers=4,
+                  layer_types=["mamba", "attention", "mamba", "mamba"], position_embedding_type="rope",
+                  embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.3, logits_scaling=2.0)
+    elif family == "falcon_h1":
+        kw.update({k: v for k, v in _MAMBA_KW.items() if k != "mamba_expand"}, intermediate_size=64,
+                  num_hidden_layers=3, head_dim=8, mamba_d_ssm=96, mamba_rms_norm=True,
+                  ssm_multipliers=[1.0, 0.5, 1.0, 1.0, 1.0], mlp_multipliers=[1.0, 0.8], embedding_multiplier=1.5)
+    elif family == "zamba2":
+        kw.update(intermediate_size=64, num_hidden_layers=5, n_mamba_heads=12, mamba_ngroups=3, mamba_d_state=8,
+                  mamba_expand=2, chunk_size=8, num_key_value_heads=6, num_mem_blocks=1,
+                  layers_block_type=["mamba", "hybrid", "mamba", "hybrid", "mamba"],
+                  use_shared_attention_adapter=True, adapter_rank=4)
+    elif family in ("llama", "mistral", "qwen2"):
+        kw.update(intermediate_size=64, num_hidden_layers=3, head_dim=8, tie_word_embeddings=family == "llama")
+    elif family == "qwen3":
+        kw.update(intermediate_size=64, num_hidden_layers=3, head_dim=8, sliding_window=8, use_sliding_window=True,
+                  layer_types=["full_attention", "sliding_attention", "full_attention"])
+    else:
+        raise KeyError(family)
+    kw.update(overrides)
+    return AutoConfig.for_model(family, **kw)

@@ -82,3 +82,25 @@ def test_a_missing_path_is_not_taken_for_an_id(tmp_path, hub_cache):
         resolve_checkpoint(str(tmp_path / "nope"))
     with pytest.raises(CheckpointNotFound, match="does not exist"):
         resolve_checkpoint("./org/name")
+
+
+def test_commands_take_a_hub_id_from_the_offline_cache(hub_cache, tmp_path, tokens):
+    """prune and eval given `org/name`: the checkpoint comes from huggingface_hub's cache layout."""
+    from typer.testing import CliRunner
+
+    from conftest import build, tiny_nemotron_config
+    from hybridprune.cli import app
+    from hybridprune.importance.calibrate import calibrate
+
+    model = build(tiny_nemotron_config())
+    snap = fake_cache(hub_cache, files=())
+    model.save_pretrained(snap)
+    calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2).save(tmp_path / "scores")
+    result = CliRunner().invoke(app, ["prune", "--model", f"org/name@{REV}", "--scores", str(tmp_path / "scores"),
+                                      "--plan", "mamba_num_heads=6", "--out", str(tmp_path / "pruned")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "pruned" / "config.json").is_file()
+    result = CliRunner().invoke(app, ["prune", "--model", "org/missing", "--scores", str(tmp_path / "scores"),
+                                      "--plan", "mamba_num_heads=6", "--out", str(tmp_path / "other")])
+    assert result.exit_code == 2 and "org/missing: not in the local Hugging Face cache" in result.output
+    assert not (tmp_path / "other").exists()

@@ -86,5 +86,6 @@ def _snapshot(repo: str, revision: str | None, what: str) -> Path:
         raise CheckpointNotFound(f"{what} {name}: the repository has no revision {revision!r}") from None
     except RepositoryNotFoundError:
         raise CheckpointNotFound(
-            f"{what} {name}: no such repository on the Hub (or it is private: log in with `hf auth login`)"
+            f"{what} {name}: not a local directory, and no such repository on the Hub (or it is private: "
+            "log in with `hf auth login`)"
         ) from None

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .architectures import get_adapter
-from .fsutil import atomic_directory
+from .fsutil import atomic_directory, check_output
 
 
 @dataclass
@@ -69,17 +69,16 @@ def run_demo(settings: DemoSettings | None = None, console: Console | None = Non
     settings = settings or DemoSettings()
     console = console or Console()
     out = Path(settings.out)
-    if out.exists() and any(out.iterdir()) and not settings.overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out")
+    check_output(out, overwrite=settings.overwrite)  # before minutes of work
     results: dict[str, Any] = {}
-    atomic_directory(out, lambda tmp: _run(settings, console, tmp, results), overwrite=settings.overwrite)
+    atomic_directory(out, lambda tmp: _run(settings, console, tmp, results), overwrite=settings.overwrite,
+                     what="the demo")
     console.print(f"report: [bold]{out / 'report.md'}[/]  student: [bold]{out / 'student'}[/]")
     return results
 
 
 def _run(settings: DemoSettings, console: Console, work: Path, results: dict[str, Any]) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from .checkpoints import load_model, load_tokenizer
     from .data import load_token_samples, teacher_path
     from .distillation import DistillConfig, distill
     from .importance.calibrate import calibrate
@@ -91,8 +90,9 @@ def _run(settings: DemoSettings, console: Console, work: Path, results: dict[str
     torch.manual_seed(settings.seed)
     teacher_dir = Path(settings.teacher) if settings.teacher else teacher_path()
     t0 = _stage(console, f"teacher: {teacher_dir}")
-    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    # The one checked load path: safetensors only, no remote code and no prompt, every tensor present.
+    teacher = load_model(teacher_dir, dtype=torch.float32, role="teacher")
+    tokenizer = load_tokenizer(teacher_dir, role="teacher")
     kw = dict(seq_len=settings.seq_len, seed=settings.seed, model_vocab_size=teacher.config.vocab_size)
     calib = load_token_samples(settings.data, tokenizer, num_samples=settings.calib_samples, split="calibration", **kw)
     val = load_token_samples(settings.data, tokenizer, num_samples=settings.val_samples, split="validation", **kw)

@@ -18,14 +18,25 @@ from .base import (
     UnsupportedArchitecture,
     count_parameters,
 )
+from .bamba import BambaAdapter
+from .falcon_h1 import FalconH1Adapter
+from .granitemoehybrid import GraniteMoeHybridAdapter
+from .jamba import JambaAdapter
+from .llama import LlamaAdapter
 from .mamba2 import Mamba2Adapter
 from .nemotron_h import NemotronHAdapter
+from .zamba2 import Zamba2Adapter
 
-ADAPTERS: tuple[type[Adapter], ...] = (NemotronHAdapter, Mamba2Adapter)
+ADAPTERS: tuple[type[Adapter], ...] = (
+    NemotronHAdapter, Mamba2Adapter, BambaAdapter, GraniteMoeHybridAdapter, FalconH1Adapter, Zamba2Adapter,
+    LlamaAdapter, JambaAdapter,
+)
+#: model types an adapter recognises only to refuse them with the reason
+REFUSED: tuple[str, ...] = JambaAdapter.model_types
 
 
 def supported_model_types() -> list[str]:
-    return sorted(t for a in ADAPTERS for t in a.model_types)
+    return sorted(t for a in ADAPTERS for t in a.model_types if t not in REFUSED)
 
 
 def get_adapter(model_or_config) -> Adapter:
@@ -34,7 +45,7 @@ def get_adapter(model_or_config) -> Adapter:
     model_type = getattr(config, "model_type", None)
     for cls in ADAPTERS:
         if model_type in cls.model_types:
-            adapter = cls()
+            adapter = cls(model_type)
             adapter.check_supported(config)
             return adapter
     raise UnsupportedArchitecture(

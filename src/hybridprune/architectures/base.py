@@ -3,17 +3,41 @@
 Only adapters know module paths, parameter names and config fields. Everything else works on
 `Dims` (the current sizes in the Minitron vocabulary), `Block`s (where to hook) and `ParamRule`s
 (which axis each tensor dimension is sliced by).
+
+Shapes are data. A `UnitLayout` (layouts.py) describes one prunable sub-module shape: its slicing
+rules, the activation that scores it and its exact parameter count. A `LayerSpec` says which units a
+decoder layer type holds (path prefix + layout) and which RMSNorms over the hidden size it has. A
+layer type is named by the unit kinds it holds joined with "+" ("mamba", "attention+mlp",
+"mamba+attention+mlp"), so `Dims.block_kinds` alone tells the algorithms which units every layer
+has, and depth pruning removes whole layers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch.nn as nn
 
-# Block kinds the algorithms understand.
+# Unit kinds the algorithms understand (a unit kind is also a Scores group).
 MAMBA, ATTENTION, MLP, MOE = "mamba", "attention", "mlp", "moe"
+#: joins unit kinds into a layer-type name: "mamba+mlp" holds a Mamba mixer and an MLP
+KIND_SEPARATOR = "+"
+
+
+#: separates a family's variant of a layer type, which depth pruning carries along
+#: ("attention+mlp@sliding_attention": a Qwen3 layer with sliding-window attention)
+VARIANT_SEPARATOR = "@"
+
+
+def unit_kinds(layer_type: str) -> tuple[str, ...]:
+    """The unit kinds a layer type holds, from its name ("attention+mlp" -> ("attention", "mlp"))."""
+    return tuple(layer_type.split(VARIANT_SEPARATOR, 1)[0].split(KIND_SEPARATOR))
+
+
+def layer_type(*kinds: str) -> str:
+    return KIND_SEPARATOR.join(kinds)
 
 
 class UnsupportedArchitecture(ValueError):
@@ -28,7 +52,10 @@ class Unrepresentable(ValueError):
 class Dims:
     """Every size the pruning can change, plus the fixed ones the parameter count needs.
 
-    Widths are global per block kind (stock HF configs cannot express per-layer widths).
+    Widths are global per unit kind (stock HF configs cannot express per-layer widths).
+    `block_kinds` is the per-layer type sequence (see `unit_kinds`); depth pruning removes entries.
+    `fixed_layer_types`: layer types that depth pruning never removes (e.g. Zamba2's layers that call
+    a shared block); `attention_qk_norm`: per-head q/k RMSNorms (Qwen3), which pruning never touches.
     """
 
     block_kinds: tuple[str, ...]
@@ -44,18 +71,34 @@ class Dims:
     mamba_proj_bias: bool = False
     mamba_conv_bias: bool = True
     mamba_has_norm: bool = True
+    mamba_out_proj_bias: bool | None = None  # None: the same as mamba_proj_bias
     num_attention_heads: int | None = None
     num_key_value_heads: int | None = None
     attention_head_dim: int | None = None
     attention_bias: bool = False
     mlp_bias: bool = False
+    attention_qk_norm: bool = False
+    fixed_layer_types: tuple[str, ...] = ()
+    #: family-specific fixed quantities the adapter needs to count parameters (name, value) pairs
+    extras: tuple[tuple[str, int], ...] = ()
+
+    def extra(self, name: str, default: int | None = None) -> int | None:
+        return dict(self.extras).get(name, default)
 
     @property
     def num_layers(self) -> int:
         return len(self.block_kinds)
 
+    def has_kind(self, kind: str) -> bool:
+        """Whether any layer holds a unit of `kind`."""
+        return any(kind in unit_kinds(t) for t in self.block_kinds)
+
     def layers_of(self, kind: str) -> list[int]:
-        return [i for i, k in enumerate(self.block_kinds) if k == kind]
+        """The layers holding a unit of `kind` (a Bamba layer holds both a mixer and an MLP)."""
+        return [i for i, t in enumerate(self.block_kinds) if kind in unit_kinds(t)]
+
+    def count_of(self, kind: str) -> int:
+        return len(self.layers_of(kind))
 
     def replace(self, **changes: Any) -> "Dims":
         return replace(self, **changes)
@@ -65,25 +108,91 @@ class Dims:
 
         d = asdict(self)
         d["block_kinds"] = list(self.block_kinds)
+        d["fixed_layer_types"] = list(self.fixed_layer_types)
+        d["extras"] = [list(pair) for pair in self.extras]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Dims":
         d = dict(d)
         d["block_kinds"] = tuple(d["block_kinds"])
+        d["fixed_layer_types"] = tuple(d.get("fixed_layer_types", ()))
+        d["extras"] = tuple(tuple(pair) for pair in d.get("extras", ()))
         return cls(**d)
 
 
 @dataclass(frozen=True)
+class UnitLayout:
+    """One prunable sub-module shape, as data.
+
+    - `kind`: the unit kind (MAMBA, ATTENTION, MLP); also the Scores group it is scored into;
+    - `rules`: parameter name inside the unit -> the axis slicing each tensor dimension;
+    - `hook`: module path inside the unit whose activation scores the unit, and `hook_on`: "input"
+      (the module's input: down-projection or o_proj input) or "mamba_x" (the x slice of the
+      Mamba in_proj output);
+    - `count`: the exact number of parameters of one unit for given `Dims`.
+    """
+
+    kind: str
+    rules: Mapping[str, tuple]
+    hook: str
+    hook_on: str
+    count: Callable[[Dims], int]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One decoder-layer type: its units (path prefix inside the layer + layout), its RMSNorms over
+    the hidden size (they all feed hidden-channel scores and are sliced by "hidden"), and any other
+    per-layer tensors with their rules and parameter count (`extra_rules`, `extra_count`)."""
+
+    units: tuple[tuple[str, UnitLayout], ...]
+    norms: tuple[str, ...]
+    extra_rules: Mapping[str, tuple] = field(default_factory=dict)
+    extra_count: Callable[[Dims], int] | None = None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(layout.kind for _, layout in self.units)
+
+    def rules(self) -> dict[str, tuple]:
+        out = {f"{norm}.weight": ("hidden",) for norm in self.norms}
+        for prefix, layout in self.units:
+            out.update({f"{prefix}{name}": axes for name, axes in layout.rules.items()})
+        out.update(self.extra_rules)
+        return out
+
+    def num_parameters(self, dims: Dims) -> int:
+        total = len(self.norms) * dims.hidden_size
+        total += sum(layout.count(dims) for _, layout in self.units)
+        return total + (self.extra_count(dims) if self.extra_count else 0)
+
+
+@dataclass(frozen=True)
+class UnitSite:
+    """Where one unit of a live model is hooked: `module`'s input or Mamba x slice (`hook_on`)."""
+
+    kind: str
+    module: nn.Module
+    hook_on: str
+
+
+@dataclass(frozen=True)
 class Block:
-    """One residual block: where its mixer's activations live, for hooks and depth scoring."""
+    """One decoder layer of a live model, for hooks and depth scoring.
+
+    `module` is the whole residual layer (skipping it = identity); `norms` its RMSNorms over the hidden
+    size (their outputs are the hidden-channel activations); `units` its prunable units."""
 
     index: int
     kind: str
-    module: nn.Module  # the whole residual block (skipping it = identity)
-    pre_norm: nn.Module  # its output is the hidden-channel activation
-    slots: dict[str, nn.Module] = field(default_factory=dict)
-    # slots by kind: mamba -> in_proj; mlp -> down_proj; attention -> o_proj
+    module: nn.Module
+    norms: tuple[nn.Module, ...]
+    units: tuple[UnitSite, ...] = ()
+
+    @property
+    def pre_norm(self) -> nn.Module:
+        return self.norms[0]
 
 
 @dataclass(frozen=True)
@@ -91,7 +200,7 @@ class ParamRule:
     """How one tensor is sliced: for each tensor dimension, the axis name that indexes it (or None).
 
     Axis names: "hidden" (global); per layer `layer`: "mamba_in_proj", "mamba_conv", "mamba_heads",
-    "mamba_channels", "ffn", "attn_q" (query-head channels).
+    "mamba_channels", "ffn", "ffn_gate_up" (fused gate‖up rows), "attn_q" (query-head channels).
     """
 
     layer: int | None
@@ -101,22 +210,23 @@ class ParamRule:
 class Adapter:
     """Base class of the architecture adapters.
 
-    A subclass declares its layout in class attributes (state-dict prefixes, per-kind slicing rules,
-    hook slots) and implements `dims`, `make_config` and, where needed, `check_representable`.
+    A subclass declares its layout in class attributes (state-dict prefixes, global slicing rules,
+    one `LayerSpec` per layer type) and implements `dims`, `make_config` and, where needed,
+    `check_representable`.
     """
 
     model_types: ClassVar[tuple[str, ...]] = ()
-    #: the prefix of the block list in state-dict keys, e.g. "model.layers."
+    #: the prefix of the layer list in state-dict keys, e.g. "model.layers."
     layers_prefix: ClassVar[str] = ""
-    #: rules for keys outside the blocks (embeddings, final norm, LM head)
+    #: rules for keys outside the layers (embeddings, final norm, LM head)
     global_rules: ClassVar[dict[str, tuple]] = {}
-    #: per block kind, rules keyed by the parameter name inside the block
-    block_rules: ClassVar[dict[str, dict[str, tuple]]] = {}
-    #: attribute name of a block's pre-norm, and per kind the module path of the hooked slot
-    #: block kinds of which at least one must survive depth pruning (when the model has any)
+    #: per layer type (see `unit_kinds`), the units and norms it holds
+    layer_specs: ClassVar[dict[str, LayerSpec]] = {}
+    #: unit kinds of which at least one must survive depth pruning (when the model has any)
     required_kinds: ClassVar[tuple[str, ...]] = ()
-    pre_norm_name: ClassVar[str] = "norm"
-    slot_paths: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, model_type: str | None = None) -> None:
+        self.model_type = model_type or self.model_types[0]
 
     def check_supported(self, config) -> None:
         """Raise UnsupportedArchitecture for features of the family this adapter cannot prune yet."""
@@ -133,15 +243,27 @@ class Adapter:
 
         `original` (the unpruned sizes) bounds the alternatives the error message suggests."""
         for kind in self.required_kinds:
-            if original is not None and kind in original.block_kinds and kind not in dims.block_kinds:
+            if original is not None and original.has_kind(kind) and not dims.has_kind(kind):
                 raise Unrepresentable(
                     f"this plan removes every {kind} block; {self.model_types[0]} models cannot run "
                     f"without one in the pinned transformers version. Keep at least one {kind} block."
                 )
+        if original is not None:
+            for t in original.fixed_layer_types:
+                if dims.block_kinds.count(t) != original.block_kinds.count(t):
+                    droppable = [i for i, k in enumerate(original.block_kinds) if k not in original.fixed_layer_types]
+                    raise Unrepresentable(
+                        f"{self.model_types[0]} layers of type {t!r} call shared blocks whose weights and "
+                        f"per-call-site adapters are laid out by call order, so depth pruning cannot remove "
+                        f"them. Layers that can be dropped: {droppable or 'none'}."
+                    )
 
     def num_parameters(self, dims: Dims, *, embeddings: bool = True) -> int:
         """Exact number of distinct parameters of a model with these dimensions."""
-        return count_parameters(dims, embeddings=embeddings)
+        total = dims.hidden_size  # final norm
+        if embeddings:
+            total += dims.vocab_size * dims.hidden_size * (1 if dims.tied_embeddings else 2)
+        return total + sum(self.layer_spec(t).num_parameters(dims) for t in dims.block_kinds)
 
     def build_model(self, config, dtype=None) -> nn.Module:
         """A fresh model for `config` (random weights), rebuilt so no derived attribute goes stale."""
@@ -149,25 +271,49 @@ class Adapter:
 
         return AutoModelForCausalLM.from_config(config, dtype=dtype)
 
+    def layer_spec(self, layer_type: str) -> LayerSpec:
+        """The spec of a layer type (a variant after "@" shares its base type's spec)."""
+        try:
+            return self.layer_specs[layer_type.split(VARIANT_SEPARATOR, 1)[0]]
+        except KeyError:
+            raise UnsupportedArchitecture(
+                f"{self.model_types[0]} has no layer type {layer_type!r}; known: {sorted(self.layer_specs)}"
+            ) from None
+
+    def unit_owners(self, dims: Dims) -> dict[tuple[str, int], int]:
+        """Units shared between layers: (unit kind, layer) -> the layer that owns the shared weights.
+
+        Calibration scores every call site into the owner's entry, and selection gives every layer
+        of a shared unit the owner's kept indices, so the sharing stays consistent."""
+        return {}
+
+    def layers(self, model: nn.Module):
+        """The decoder layers of a live model, in order."""
+        return model.base_model.layers
+
     def blocks(self, model: nn.Module) -> list[Block]:
         kinds = self.dims(model.config).block_kinds
         out = []
-        for i, (module, kind) in enumerate(zip(model.base_model.layers, kinds)):
-            slots = {}
-            if kind in self.slot_paths:
-                slots["slot"] = module.get_submodule(self.slot_paths[kind])
-            out.append(Block(i, kind, module, getattr(module, self.pre_norm_name), slots))
+        for i, (module, t) in enumerate(zip(self.layers(model), kinds)):
+            spec = self.layer_spec(t)
+            norms = tuple(module.get_submodule(n) for n in spec.norms)
+            units = tuple(
+                UnitSite(layout.kind, module.get_submodule(f"{prefix}{layout.hook}"), layout.hook_on)
+                for prefix, layout in spec.units
+            )
+            out.append(Block(i, t, module, norms, units))
         return out
 
     def param_rules(self, keys: list[str], dims: Dims) -> dict[str, ParamRule]:
         """The slicing rule of every key that an axis touches; other keys are copied unchanged."""
         rules = {}
+        by_type = {t: self.layer_spec(t).rules() for t in set(dims.block_kinds)}
         for key in keys:
             if key in self.global_rules:
                 rules[key] = ParamRule(None, self.global_rules[key])
             elif key.startswith(self.layers_prefix):
                 index, name = key[len(self.layers_prefix):].split(".", 1)
-                axes = self.block_rules[dims.block_kinds[int(index)]].get(name)
+                axes = by_type[dims.block_kinds[int(index)]].get(name)
                 if axes is not None:
                     rules[key] = ParamRule(int(index), axes)
         return rules
@@ -177,38 +323,15 @@ def mamba_inner(dims: Dims) -> int:
     return dims.mamba_num_heads * dims.mamba_head_dim
 
 
-def count_parameters(dims: Dims, *, embeddings: bool = True) -> int:
-    """Analytic parameter count of a block-structured decoder, from dimensions alone.
+def count_parameters(dims: Dims, *, embeddings: bool = True, model_type: str | None = None) -> int:
+    """Analytic parameter count of a model from its dimensions alone.
 
-    Covers the block kinds every adapter shares: pre-norm residual blocks with one mixer each
-    (Mamba2 mixer, GQA attention, non-gated MLP), an embedding, a final norm and an LM head.
+    `model_type` picks the family's layer layouts (default: Nemotron-H's one-mixer-per-layer blocks).
     `embeddings=False` leaves out the input embedding and the LM head.
     """
-    h = dims.hidden_size
-    total = h  # final norm
-    if embeddings:
-        total += dims.vocab_size * h * (1 if dims.tied_embeddings else 2)
-    for kind in dims.block_kinds:
-        total += h  # block pre-norm
-        if kind == MAMBA:
-            nh, inner = dims.mamba_num_heads, mamba_inner(dims)
-            gn = dims.mamba_n_groups * dims.mamba_state_size
-            proj_out = 2 * inner + 2 * gn + nh
-            conv_dim = inner + 2 * gn
-            total += proj_out * h + (proj_out if dims.mamba_proj_bias else 0)
-            total += conv_dim * dims.mamba_conv_kernel + (conv_dim if dims.mamba_conv_bias else 0)
-            total += 3 * nh  # dt_bias, A_log, D
-            total += inner if dims.mamba_has_norm else 0
-            total += inner * h + (h if dims.mamba_proj_bias else 0)
-        elif kind == ATTENTION:
-            hd = dims.attention_head_dim
-            q, kv = dims.num_attention_heads * hd, dims.num_key_value_heads * hd
-            total += (q + 2 * kv) * h + q * h
-            if dims.attention_bias:
-                total += q + 2 * kv + h
-        elif kind == MLP:
-            f = dims.ffn_hidden_size
-            total += 2 * f * h + ((f + h) if dims.mlp_bias else 0)
-        else:
-            raise UnsupportedArchitecture(f"cannot count parameters of block kind {kind!r}")
-    return total
+    from . import ADAPTERS
+
+    for cls in ADAPTERS:
+        if (model_type or "nemotron_h") in cls.model_types:
+            return cls().num_parameters(dims, embeddings=embeddings)
+    raise UnsupportedArchitecture(f"no adapter for model type {model_type!r}")

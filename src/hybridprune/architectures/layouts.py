@@ -1,15 +1,20 @@
-"""Parameter layouts shared by several architectures: which axis slices each tensor dimension.
+"""Unit layouts shared by the families: which axis slices each tensor dimension, which activation
+scores the unit, and how many parameters it has.
 
-Rules are keyed by the parameter's name inside its block (or inside the model for globals). Axes are
-resolved into index tensors by `hybridprune.pruning.slicing`.
+Rules are keyed by the parameter's name inside the unit. Axes are resolved into index tensors by
+`hybridprune.pruning.slicing`. Counts are exact functions of `Dims`; the tests compare them with
+`sum(p.numel())` of real models.
 """
 
 from __future__ import annotations
 
-# The Mamba2 mixer is laid out identically in every HF Mamba2-family class:
-# in_proj rows [z | x | B | C | dt], conv1d channels [x | B | C], per-head dt_bias/A_log/D,
-# a gated norm over x channels, out_proj columns over x channels.
-MAMBA2_MIXER = {
+from .base import ATTENTION, MAMBA, MLP, Dims, UnitLayout, mamba_inner
+
+# ---- Mamba2 mixer ------------------------------------------------------------------------------
+# Laid out identically in every HF Mamba2-family class: in_proj rows [z | x | B | C | dt], conv1d
+# channels [x | B | C], per-head dt_bias/A_log/D, a gated norm over x channels (absent in Falcon-H1
+# unless mamba_rms_norm), out_proj columns over x channels.
+MAMBA2_RULES = {
     "in_proj.weight": ("mamba_in_proj", "hidden"),
     "in_proj.bias": ("mamba_in_proj",),
     "conv1d.weight": ("mamba_conv", None, None),
@@ -22,26 +27,89 @@ MAMBA2_MIXER = {
     "out_proj.bias": ("hidden",),
 }
 
-# Attention with separate q/k/v/o projections; KV heads are never pruned.
-QKVO_ATTENTION = {
-    "q_proj.weight": ("attn_q", "hidden"),
-    "q_proj.bias": ("attn_q",),
-    "k_proj.weight": (None, "hidden"),
-    "v_proj.weight": (None, "hidden"),
-    "o_proj.weight": ("hidden", "attn_q"),
-    "o_proj.bias": ("hidden",),
-}
 
-# A non-gated MLP (up -> activation -> down).
-UP_DOWN_MLP = {
-    "up_proj.weight": ("ffn", "hidden"),
-    "up_proj.bias": ("ffn",),
-    "down_proj.weight": ("hidden", "ffn"),
-    "down_proj.bias": ("hidden",),
-}
-
-NORM = {"weight": ("hidden",)}
+def _mamba2_count(d: Dims) -> int:
+    h, nh, inner = d.hidden_size, d.mamba_num_heads, mamba_inner(d)
+    gn = d.mamba_n_groups * d.mamba_state_size
+    proj_out = 2 * inner + 2 * gn + nh
+    conv_dim = inner + 2 * gn
+    total = proj_out * h + (proj_out if d.mamba_proj_bias else 0)
+    total += conv_dim * d.mamba_conv_kernel + (conv_dim if d.mamba_conv_bias else 0)
+    total += 3 * nh  # dt_bias, A_log, D
+    total += inner if d.mamba_has_norm else 0
+    out_bias = d.mamba_proj_bias if d.mamba_out_proj_bias is None else d.mamba_out_proj_bias
+    return total + inner * h + (h if out_bias else 0)
 
 
-def prefixed(prefix: str, rules: dict[str, tuple]) -> dict[str, tuple]:
-    return {f"{prefix}{name}": axes for name, axes in rules.items()}
+MAMBA2_MIXER = UnitLayout(MAMBA, MAMBA2_RULES, hook="in_proj", hook_on="mamba_x", count=_mamba2_count)
+
+
+# ---- attention -----------------------------------------------------------------------------------
+def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str = "hidden") -> UnitLayout:
+    """Attention with separate q/k/v/o projections; KV heads are never pruned.
+
+    `bias`: which projections carry a bias when `Dims.attention_bias` ("all": q, k, v, o as in Llama;
+    "qkv": Qwen2). `qk_norm`: per-head q_norm/k_norm over head_dim (Qwen3), never sliced.
+    `input_axis`: the axis of the projections' input (Zamba2's shared attention reads 2 × hidden)."""
+    rules = {
+        "q_proj.weight": ("attn_q", input_axis),
+        "q_proj.bias": ("attn_q",),
+        "k_proj.weight": (None, input_axis),
+        "v_proj.weight": (None, input_axis),
+        "o_proj.weight": ("hidden", "attn_q"),
+        "o_proj.bias": ("hidden",),
+    }
+
+    def count(d: Dims) -> int:
+        width = d.hidden_size * (2 if input_axis == "hidden2" else 1)
+        hd = d.attention_head_dim
+        q, kv = d.num_attention_heads * hd, d.num_key_value_heads * hd
+        total = (q + 2 * kv) * width + q * d.hidden_size
+        if d.attention_bias:
+            total += q + 2 * kv + (d.hidden_size if bias == "all" else 0)
+        if qk_norm:
+            total += 2 * hd
+        return total
+
+    return UnitLayout(ATTENTION, rules, hook="o_proj", hook_on="input", count=count)
+
+
+QKVO_ATTENTION = qkvo_attention()
+
+
+# ---- MLPs ----------------------------------------------------------------------------------------
+def _mlp_count(projections_in: int):
+    def count(d: Dims) -> int:
+        f, h = d.ffn_hidden_size, d.hidden_size
+        return (projections_in + 1) * f * h + ((projections_in * f + h) if d.mlp_bias else 0)
+
+    return count
+
+
+# A non-gated MLP (up -> activation -> down): Nemotron-H.
+UP_DOWN_MLP = UnitLayout(
+    MLP,
+    {"up_proj.weight": ("ffn", "hidden"), "up_proj.bias": ("ffn",),
+     "down_proj.weight": ("hidden", "ffn"), "down_proj.bias": ("hidden",)},
+    hook="down_proj", hook_on="input", count=_mlp_count(1),
+)
+
+# A gated MLP (act(gate) * up -> down), gate and up rows cut together: Llama, Bamba, Falcon-H1.
+GATED_MLP = UnitLayout(
+    MLP,
+    {"gate_proj.weight": ("ffn", "hidden"), "gate_proj.bias": ("ffn",),
+     "up_proj.weight": ("ffn", "hidden"), "up_proj.bias": ("ffn",),
+     "down_proj.weight": ("hidden", "ffn"), "down_proj.bias": ("hidden",)},
+    hook="down_proj", hook_on="input", count=_mlp_count(2),
+)
+
+
+def fused_gated_mlp(fused: str, down: str) -> UnitLayout:
+    """A gated MLP whose gate and up projections are one `[2F, H]` matrix (`fused`), split in halves:
+    rows `Kf ++ F + Kf` stay paired (Granite's input_linear, Zamba2's gate_up_proj)."""
+    return UnitLayout(
+        MLP,
+        {f"{fused}.weight": ("ffn_gate_up", "hidden"), f"{fused}.bias": ("ffn_gate_up",),
+         f"{down}.weight": ("hidden", "ffn"), f"{down}.bias": ("hidden",)},
+        hook=down, hook_on="input", count=_mlp_count(2),
+    )

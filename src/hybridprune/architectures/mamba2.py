@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 
-from .base import MAMBA, Adapter, Dims, Unrepresentable
-from .layouts import MAMBA2_MIXER, NORM, prefixed
+from .base import MAMBA, Adapter, Dims, LayerSpec, Unrepresentable
+from .layouts import MAMBA2_MIXER
 
 
 class Mamba2Adapter(Adapter):
@@ -21,8 +21,7 @@ class Mamba2Adapter(Adapter):
         "backbone.norm_f.weight": ("hidden",),
         "lm_head.weight": (None, "hidden"),
     }
-    block_rules = {MAMBA: {**prefixed("norm.", NORM), **prefixed("mixer.", MAMBA2_MIXER)}}
-    slot_paths = {MAMBA: "mixer.in_proj"}
+    layer_specs = {MAMBA: LayerSpec(units=(("mixer.", MAMBA2_MIXER),), norms=("norm",))}
 
     def dims(self, config) -> Dims:
         return Dims(

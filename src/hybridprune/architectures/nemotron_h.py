@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import copy
 
-from .base import ATTENTION, MAMBA, MLP, MOE, Adapter, Dims, UnsupportedArchitecture
-from .layouts import MAMBA2_MIXER, NORM, QKVO_ATTENTION, UP_DOWN_MLP, prefixed
+from .base import ATTENTION, MAMBA, MLP, MOE, Adapter, Dims, LayerSpec, UnsupportedArchitecture
+from .layouts import MAMBA2_MIXER, QKVO_ATTENTION, UP_DOWN_MLP
 
 # Layer-type names in configs (new and legacy spellings) -> block kinds.
 _KIND_OF_TYPE = {
@@ -23,8 +23,8 @@ _KIND_OF_TYPE = {
 _TYPE_OF_KIND = {MAMBA: "linear_attention", ATTENTION: "full_attention", MLP: "mlp", MOE: "moe"}
 
 
-def _block_rules(mixer: dict[str, tuple]) -> dict[str, tuple]:
-    return {**prefixed("norm.", NORM), **prefixed("mixer.", mixer)}
+def _block(mixer) -> LayerSpec:
+    return LayerSpec(units=(("mixer.", mixer),), norms=("norm",))
 
 
 class NemotronHAdapter(Adapter):
@@ -35,15 +35,10 @@ class NemotronHAdapter(Adapter):
         "model.norm_f.weight": ("hidden",),
         "lm_head.weight": (None, "hidden"),
     }
-    block_rules = {
-        MAMBA: _block_rules(MAMBA2_MIXER),
-        ATTENTION: _block_rules(QKVO_ATTENTION),
-        MLP: _block_rules(UP_DOWN_MLP),
-    }
+    layer_specs = {MAMBA: _block(MAMBA2_MIXER), ATTENTION: _block(QKVO_ATTENTION), MLP: _block(UP_DOWN_MLP)}
     # transformers 5.24's NemotronH cache needs an attention layer: without one, even a plain
     # forward with use_cache=True raises in `get_seq_length`.
     required_kinds = (ATTENTION,)
-    slot_paths = {MAMBA: "mixer.in_proj", MLP: "mixer.down_proj", ATTENTION: "mixer.o_proj"}
 
     def check_supported(self, config) -> None:
         kinds = self._kinds(config)

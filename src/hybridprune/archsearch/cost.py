@@ -4,8 +4,8 @@ Parameters come from the adapter's exact count. Memory, in MiB (2**20 bytes), is
 given batch and sequence length holds:
 
 - weights: every parameter at the weight dtype;
-- KV cache: per attention block, keys and values of `num_key_value_heads × head_dim` per token;
-- Mamba state: per Mamba block, the convolution window (`conv_kernel` positions of the
+- KV cache: per layer holding attention, keys and values of `num_key_value_heads × head_dim` per token;
+- Mamba state: per layer holding a Mamba mixer, the convolution window (`conv_kernel` positions of the
   `heads × head_dim + 2 × n_groups × state` conv channels, at the weight dtype) and the SSM state
   (`heads × head_dim × state`, at `ssm_state_dtype`: float32 in Hugging Face's Mamba2 and Nemotron-H).
 
@@ -44,10 +44,10 @@ def cache_bytes(dims: Dims, *, batch: int, seq_len: int, dtype: str = "bfloat16"
     """Bytes of the inference cache: `kv` (attention), `conv` and `ssm` (Mamba) at `batch × seq_len`."""
     b = dtype_bytes(dtype)
     kv = conv = ssm = 0
-    n_attn = dims.block_kinds.count(ATTENTION)
+    n_attn = dims.count_of(ATTENTION)
     if n_attn:
         kv = n_attn * 2 * batch * dims.num_key_value_heads * seq_len * dims.attention_head_dim * b
-    n_mamba = dims.block_kinds.count(MAMBA)
+    n_mamba = dims.count_of(MAMBA)
     if n_mamba:
         inner = dims.mamba_num_heads * dims.mamba_head_dim
         conv_dim = inner + 2 * dims.mamba_n_groups * dims.mamba_state_size

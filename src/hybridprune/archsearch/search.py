@@ -215,7 +215,8 @@ def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config:
     say = show.Printer(console if console is not None else (show.default_console() if cfg.progress else None))
     adapter = get_adapter(model)
     original = adapter.dims(model.config)
-    scores.check_against(original)  # before the grid: depth candidates are ranked by these scores
+    # before the grid: depth candidates are ranked by these scores
+    scores.check_against(original, owners=adapter.unit_owners(original))
     grid, choices = build_grid(original, cfg.space, scores)
     candidates, report = filter_candidates(adapter, original, grid, budget, band=cfg.band,
                                            max_candidates=cfg.max_candidates)

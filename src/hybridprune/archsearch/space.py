@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..architectures import ATTENTION, MAMBA, MLP, Dims
+from ..architectures.base import unit_kinds
 from ..pruning.plan import Plan
 from ..pruning.selection import top_k_sorted
 
@@ -80,7 +81,7 @@ class SearchSpace:
         out = []
         for axis in AXES:
             kind = AXIS_KIND[axis]
-            if kind is None or kind in dims.block_kinds:
+            if kind is None or dims.has_kind(kind):
                 out.append(axis)
         return out
 
@@ -159,6 +160,17 @@ def depth_ranking(scores) -> Any:
     return scores.depth_kld if scores.depth_kld is not None else scores.depth_bi
 
 
+def _depth_kept(depth, n: int, dims: Dims) -> tuple[int, ...] | None:
+    """The `n` most important layers, always keeping the layers depth cannot remove
+    (`dims.fixed_layer_types`); None when those alone exceed `n`."""
+    fixed = [i for i, t in enumerate(dims.block_kinds) if t in dims.fixed_layer_types]
+    if len(fixed) > n:
+        return None
+    rest = depth.clone().double()
+    rest[fixed] = float("inf")
+    return tuple(top_k_sorted(rest, n).tolist())
+
+
 def build_grid(dims: Dims, space: SearchSpace, scores=None) -> tuple[list[Candidate], dict[str, list[int]]]:
     """Every combination of the axis choices, with the axis values of kinds that depth pruning
     removed entirely pinned to their original size (so no two candidates are the same model).
@@ -175,8 +187,10 @@ def build_grid(dims: Dims, space: SearchSpace, scores=None) -> tuple[list[Candid
     for combo in itertools.product(*(choices[a] for a in axes)):
         values = dict(zip(axes, combo))
         n = values["num_layers"]
-        kept = tuple(range(dims.num_layers)) if n == dims.num_layers else tuple(top_k_sorted(depth, n).tolist())
-        kinds = {dims.block_kinds[i] for i in kept}
+        kept = tuple(range(dims.num_layers)) if n == dims.num_layers else _depth_kept(depth, n, dims)
+        if kept is None:
+            continue
+        kinds = {k for i in kept for k in unit_kinds(dims.block_kinds[i])}
         for axis in axes:
             kind = AXIS_KIND[axis]
             if kind is not None and kind not in kinds:

@@ -8,11 +8,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..fsutil import claim, temp_sibling
+
 SETTINGS_FILE = "search.json"
 CANDIDATES_FILE = "candidates.jsonl"
 BEST_FILE = "best.yaml"
 PLOT_FILE = "search.png"
 SUMMARY_FILE = "summary.json"
+SCORES_DIR = "scores"  # where the command line keeps the scores it computes
+#: Everything a search writes in its directory.
+OWNED = (SETTINGS_FILE, CANDIDATES_FILE, BEST_FILE, PLOT_FILE, SUMMARY_FILE, SCORES_DIR)
 
 #: Stages of a candidate's evaluation, in order.
 ZERO_SHOT, FINAL = "zero_shot", "final"
@@ -44,7 +49,7 @@ class SearchStore:
         """
         if self.dir is None:
             return 0
-        self.dir.mkdir(parents=True, exist_ok=True)
+        claim(self.dir, OWNED)  # recorded before written: --overwrite later replaces only these
         settings = _normalise(settings)
         settings_path, records_path = self.dir / SETTINGS_FILE, self.dir / CANDIDATES_FILE
         if settings_path.is_file() and not overwrite:
@@ -58,7 +63,7 @@ class SearchStore:
         elif overwrite or not settings_path.is_file():
             if records_path.exists():
                 records_path.unlink()
-            tmp = settings_path.with_suffix(".json.tmp")
+            tmp = temp_sibling(settings_path)
             tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
             os.replace(tmp, settings_path)
         self.records = {}
@@ -89,7 +94,7 @@ class SearchStore:
         if self.dir is None:
             return None
         path = self.dir / name
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = temp_sibling(path)
         tmp.write_text(text)
         os.replace(tmp, path)
         return path

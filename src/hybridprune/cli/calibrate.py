@@ -8,10 +8,14 @@ import typer
 from rich.table import Table
 
 from .checks import SEED_MAX
+from ..fsutil import atomic_directory, check_output
 from .common import (
     CliError, console, fail_cleanly, init_distributed, is_main_process, load_model, load_tokenizer,
     resolve_device,
 )
+
+
+PLOT_FILE = "layer_importance.png"
 
 
 def register(app: typer.Typer) -> None:
@@ -23,6 +27,7 @@ def calibrate_command(
     model: Path = typer.Option(..., "--model", help="Hugging Face checkpoint directory."),
     data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'."),
     out: Path = typer.Option(..., "--out", help="Directory for the scores (safetensors + JSON)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier scores in --out (never files hybridprune did not write)."),
     samples: int = typer.Option(1024, min=1, help="Calibration samples (the paper uses 1024)."),
     seq_len: int = typer.Option(2048, "--seq-len", min=2, help="Tokens per sample."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Samples per forward pass."),
@@ -38,6 +43,7 @@ def calibrate_command(
     from ..importance.calibrate import calibrate
     from ..report.plots import plot_layer_importance
 
+    check_output(out, overwrite=overwrite)  # before the long calibration pass
     rank, world = init_distributed()
     if world > 1 and device == "auto":
         device = f"cuda:{rank}" if resolve_device("auto").type == "cuda" else "cpu"
@@ -53,10 +59,14 @@ def calibrate_command(
                         "depth_samples": depth_samples})
     if not is_main_process():
         return
-    scores.save(out)
     kinds = list(scores.meta["dims"]["block_kinds"])
-    plot = plot_layer_importance(scores, kinds, Path(out) / "layer_importance.png")
-    _summary(scores, kinds, out, plot)
+
+    def write(tmp: Path) -> None:  # scores and plot appear together, or not at all
+        scores.write_files(tmp)
+        plot_layer_importance(scores, kinds, tmp / PLOT_FILE)
+
+    atomic_directory(out, write, overwrite=overwrite, what="the scores")
+    _summary(scores, kinds, out, Path(out) / PLOT_FILE)
 
 
 def _summary(scores, kinds, out, plot) -> None:

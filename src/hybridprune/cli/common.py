@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: loading checkpoints with clear errors, devices, torchrun, error reporting."""
+"""Shared CLI plumbing: the load path with CLI dtypes and devices, torchrun, error reporting."""
 
 from __future__ import annotations
 
@@ -18,16 +18,36 @@ class CliError(Exception):
     """An error to show the user as one message, without a traceback."""
 
 
+def _error(message: str) -> None:
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
+
+
 def fail_cleanly(func):
-    """Turn expected errors into a red one-line message and exit status 2."""
+    """Turn expected errors into a red message and exit status 2, without a traceback.
+
+    A write that fails (full disk, read-only mount, ...) is reported the same way, and an interrupt
+    (Ctrl-C, SIGTERM) ends the command with 130 or 143 and a note on what is kept.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from ..fsutil import OutputError, describe_os_error, on_failure
+        from ..signals import Interrupted, terminate_as_interrupt
+
+        notes: list[str] = []
         try:
-            return func(*args, **kwargs)
-        except (CliError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+            with terminate_as_interrupt(), on_failure() as notes:
+                return func(*args, **kwargs)
+        except (CliError, OutputError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+            _error(str(exc))
             raise typer.Exit(2) from None
+        except OSError as exc:
+            _error(describe_os_error(exc, "an output", getattr(exc, "filename", None) or "disk", cleaned=False))
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt as exc:
+            code = exc.exit_code if isinstance(exc, Interrupted) else 130
+            _error("; ".join([str(exc) or "interrupted", *notes]))
+            raise typer.Exit(code) from None
 
     return wrapper
 
@@ -48,50 +68,31 @@ def resolve_dtype(dtype: str):
     return table[dtype]
 
 
-def check_checkpoint_dir(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise CliError(f"checkpoint {path} does not exist")
-    if not path.is_dir():
-        raise CliError(f"checkpoint {path} is not a directory (expected a Hugging Face model directory)")
-    if not (path / "config.json").is_file():
-        raise CliError(f"{path} has no config.json: not a Hugging Face checkpoint")
-    return path
+def check_checkpoint_dir(path: str | Path, role: str = "checkpoint") -> Path:
+    from ..checkpoints import resolve
+
+    return resolve(path, role)
 
 
-def load_config(path: str | Path, *, trust_remote_code: bool = False):
-    from transformers import AutoConfig
+def load_config(path: str | Path, *, trust_remote_code: bool = False, role: str = "checkpoint"):
+    from .. import checkpoints
 
-    path = check_checkpoint_dir(path)
-    try:
-        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        raise CliError(f"cannot read the config in {path}: {exc}") from exc
+    return checkpoints.load_config(path, trust_remote_code=trust_remote_code, role=role)
 
 
 def load_model(path: str | Path, *, dtype: str = "auto", device: str | None = None,
-               trust_remote_code: bool = False):
-    """Load a causal LM from a local directory (safetensors only unless the user opts in)."""
-    from transformers import AutoModelForCausalLM
+               trust_remote_code: bool = False, role: str = "checkpoint"):
+    """Load a causal LM through the one checked load path (`hybridprune.checkpoints`)."""
+    from .. import checkpoints
 
-    path = check_checkpoint_dir(path)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=True,
-        )
-    except Exception as exc:
-        raise CliError(f"cannot load the model in {path}: {exc}. Is the checkpoint complete "
-                       "(config.json and *.safetensors)?") from exc
-    return model.to(resolve_device(device)).eval()
+    return checkpoints.load_model(path, dtype=resolve_dtype(dtype), device=resolve_device(device),
+                                  trust_remote_code=trust_remote_code, role=role)
 
 
-def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
+def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False, role: str = "checkpoint"):
+    from .. import checkpoints
 
-    try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        raise CliError(f"cannot load a tokenizer from {path}: {exc}") from exc
+    return checkpoints.load_tokenizer(path, trust_remote_code=trust_remote_code, role=role)
 
 
 def init_distributed() -> tuple[int, int]:

@@ -13,6 +13,7 @@ from typing import Literal
 import typer
 
 from .checks import NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_numbers
+from ..fsutil import check_output, remove_if_failed, remove_owned
 from .common import CliError, console, fail_cleanly, load_model, load_tokenizer
 
 
@@ -37,6 +38,7 @@ def distill_command(
     save_every: int = typer.Option(None, "--save-every", min=1, help="Checkpoint every N steps (always at the end)."),
     keep_last: int = typer.Option(2, "--keep-last", min=1, help="Checkpoints to keep."),
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this directory from its newest good checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in a non-empty --out, replacing only what hybridprune wrote there."),
     stop_at_step: int = typer.Option(None, "--stop-at-step", min=1, help="Stop (with a checkpoint) after this step, e.g. to fit a job time limit; --resume continues."),
     eval_every: int = typer.Option(None, "--eval-every", min=1, help="Validation loss every N steps (always at the end)."),
     val_samples: int = typer.Option(64, "--val-samples", min=0, help="Validation samples; 0 disables validation."),
@@ -84,6 +86,12 @@ def distill_command(
         tokenizer_dir=str(student),
     )
     cfg.validate()  # before loading anything large
+    if resume is not None and overwrite:
+        raise CliError("give --resume (continue the run) or --overwrite (start afresh), not both")
+    if resume is None and not overwrite and _has_checkpoint(out):
+        raise CliError(f"{out} already holds checkpoints of a distillation run: pass --resume {out} to continue it, "
+                       "--overwrite to start afresh, or choose a new --out")
+    check_output(out, overwrite=overwrite, resume=resume is not None)
     if resume is not None:
         from ..distillation import find_resume_checkpoint
 
@@ -91,14 +99,21 @@ def distill_command(
 
     env = dist_setup(device)  # joins the torchrun group; the trainer reuses it
     try:
+        remove_if_failed(out, keep=_has_checkpoint)  # a run that failed before its first checkpoint leaves nothing
         _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
-             trust_remote_code, cfg)
+             trust_remote_code, cfg, overwrite)
     finally:
         teardown(env)
 
 
+def _has_checkpoint(out: Path) -> bool:
+    from ..distillation.checkpoint import CHECKPOINT_DIR, list_checkpoints
+
+    return bool(list_checkpoints(out / CHECKPOINT_DIR))
+
+
 def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
-         trust_remote_code, cfg) -> None:
+         trust_remote_code, cfg, overwrite=False) -> None:
     import torch
 
     from ..data import DataError, load_token_samples
@@ -106,12 +121,12 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
     bf16 = precision == "bf16" or (precision == "auto" and env.device.type == "cuda" and torch.cuda.is_bf16_supported())
     # The teacher only runs forward: under bf16 it is held in bf16. The student keeps fp32 master weights.
     t_model = load_model(teacher, dtype="bfloat16" if bf16 else "float32", device="cpu",
-                         trust_remote_code=trust_remote_code)
-    s_model = load_model(student, dtype="float32", device="cpu", trust_remote_code=trust_remote_code)
+                         trust_remote_code=trust_remote_code, role="teacher")
+    s_model = load_model(student, dtype="float32", device="cpu", trust_remote_code=trust_remote_code, role="student")
     try:
-        tokenizer = load_tokenizer(student, trust_remote_code=trust_remote_code)
-    except CliError:
-        tokenizer = load_tokenizer(teacher, trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(student, trust_remote_code=trust_remote_code, role="student")
+    except ValueError:
+        tokenizer = load_tokenizer(teacher, trust_remote_code=trust_remote_code, role="teacher")
     vocab = s_model.get_output_embeddings().weight.shape[0]
     train = load_token_samples(data, tokenizer, seq_len=seq_len, num_samples=num_samples, split="train",
                                seed=seed, text_field=text_field, model_vocab_size=vocab)
@@ -130,6 +145,8 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
             + f", {env.world_size} process(es) on {env.device}"
         )
     trainer = Distiller(t_model, s_model, train, cfg, val_data=val, console=console)
+    if overwrite and env.is_main:
+        remove_owned(out)  # only now that both models loaded: a failed start keeps the earlier run
     trainer.run()
     if env.is_main:
         last = next((r for r in reversed(trainer.history) if "loss" in r), None)

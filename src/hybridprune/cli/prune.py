@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..fsutil import check_output
 from .common import CliError, console, fail_cleanly, load_config, load_model, resolve_dtype
 
 
@@ -21,7 +22,7 @@ def prune_command(
     scores: Path = typer.Option(..., "--scores", help="Directory written by `hybridprune calibrate`."),
     plan: str = typer.Option(..., "--plan", help="'hidden_size=3072,mamba_num_heads=112,...' or a YAML/JSON file."),
     out: Path = typer.Option(..., "--out", help="Output directory for the pruned checkpoint."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier output of hybridprune in --out (never files it did not write)."),
     strict_fingerprint: bool = typer.Option(False, "--strict-fingerprint", help="Refuse scores computed on another model."),
     in_memory: bool = typer.Option(False, "--in-memory", help="Load the whole model and prune it in memory (the default streams shard by shard and never builds the model)."),
     smoke_test: bool = typer.Option(False, "--smoke-test", help="After a streaming prune, load the result and run one forward pass (needs the pruned model's memory)."),
@@ -38,15 +39,13 @@ def prune_command(
     from ..pruning.apply import prune
     from ..pruning.export import export
     from ..pruning.plan import Plan, PlanError
-    from ..hub import resolve_checkpoint
+    from ..checkpoints import resolve
     from ..pruning.streaming import stream_prune
-
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise CliError(f"{out} already exists and is not empty; pass --overwrite or choose another --out")
 
     # Everything that can be checked without the weights is checked first: the plan even without the config.
     parsed = Plan.parse(plan)
-    model = resolve_checkpoint(model, what="--model")
+    check_output(out, overwrite=overwrite)
+    model = resolve(model, role="model")  # a local directory; a Hub id is fetched (safetensors only)
     config = load_config(model, trust_remote_code=trust_remote_code)
     adapter = get_adapter(config)
     dims = adapter.dims(config)
@@ -55,7 +54,7 @@ def prune_command(
     except PlanError as exc:  # a plan file that does not fit this model: say which file
         raise PlanError(f"plan file {plan}: {exc}" if _is_file(plan) else str(exc)) from None
     loaded_scores = Scores.load(scores)
-    loaded_scores.check_against(dims)
+    loaded_scores.check_against(dims, owners=adapter.unit_owners(dims))
 
     if not in_memory:
         if trust_remote_code:

@@ -11,6 +11,8 @@ import typer
 from .checks import (
     CLOSED_FRACTION, FRACTION, NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_numbers,
 )
+from ..archsearch.store import CANDIDATES_FILE, OWNED, SETTINGS_FILE
+from ..fsutil import check_output, claim, owned_names, remove_if_failed
 from .common import CliError, console, fail_cleanly, load_config, load_model, load_tokenizer
 
 #: Short names accepted by --skip and --divisors, besides the Plan field names.
@@ -126,6 +128,10 @@ def search_command(
     cfg.validate()
     # An impossible budget is reported before any weights are loaded, when the grid is known without
     # calibrating: with saved scores, or without depth candidates (which depend on the depth scores).
+    existing = (out / SETTINGS_FILE).is_file() and SETTINGS_FILE in owned_names(out)
+    check_output(out, overwrite=overwrite, resume=existing and not overwrite)  # resuming is the point
+    remove_if_failed(out, keep=_resumable, note=f"finished evaluations are kept in {out}; run the same command "
+                                                 "again to resume")
     scores_path = scores_dir or out / "scores"
     if scores_dir is not None and not (scores_dir / "scores.json").is_file():
         raise CliError(f"no scores in {scores_dir}; run `hybridprune calibrate` or leave out --scores")
@@ -135,7 +141,7 @@ def search_command(
     saved = Scores.load(scores_path) if (scores_path / "scores.json").is_file() else None
     if saved is not None:
         try:
-            saved.check_against(dims)
+            saved.check_against(dims, owners=adapter.unit_owners(dims))
         except ScoresError:
             if scores_dir is not None or not overwrite:
                 raise
@@ -176,6 +182,11 @@ def search_command(
                   f"--plan {out / 'best.yaml'} --out PRUNED_DIR")
 
 
+def _resumable(out: Path) -> bool:
+    """What a failed or interrupted search keeps: complete scores or finished evaluations."""
+    return (out / "scores" / "scores.json").is_file() or (out / CANDIDATES_FILE).is_file()
+
+
 def _calibrate(lm, tokenizer, path: Path, data, seq_len, samples, depth_samples, batch_size, seed, text_field, model):
     """Calibrate once and save the scores, for every later run of the search and for `prune`."""
     from ..data import load_token_samples
@@ -186,5 +197,6 @@ def _calibrate(lm, tokenizer, path: Path, data, seq_len, samples, depth_samples,
                                seed=seed, text_field=text_field, model_vocab_size=lm.config.vocab_size)
     scores = calibrate(lm, calib, batch_size=batch_size, seq_len=seq_len, depth_samples=depth_samples)
     scores.meta.update({"source_model": str(model), "data": str(data), "seed": seed, "depth_samples": depth_samples})
-    scores.save(path)
+    claim(path.parent, OWNED)  # the search directory's scores are the search's own
+    scores.save(path, overwrite=True)  # only ever replaces scores this search computed
     return scores

@@ -5,64 +5,74 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from .checkpoint import fsync_dir, fsync_file
 
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "tokenizer.model",
-    "vocab.json",
-    "vocab.txt",
-    "merges.txt",
-    "chat_template.jinja",
-    "chat_template.json",
-)
-# Provenance written by the pruning stage: carried over so the student stays traceable.
-CARRY_FILES = ("hybridprune.json",)
 LOG_FILE = "log.jsonl"
 PLOT_FILE = "loss.png"
 SUMMARY_FILE = "distill.json"
+LEGACY_TMP_PREFIX = ".tmp-export-"  # where earlier versions staged the export, inside the run directory
 
 
 def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=None, summary: dict | None = None) -> Path:
     """Write the student into `out_dir` as a checkpoint `from_pretrained` loads.
 
-    The files are written into a temporary directory inside `out_dir`, fsynced, then renamed into
-    place one by one with `config.json` last: a directory that has a `config.json` is complete.
-    `out_dir` may already hold the run's checkpoints and log; they are left alone.
+    The files are staged in a temporary sibling of `out_dir` (`.NAME.hybridprune-tmp-PID`, removed by
+    the next run if this one is killed), fsynced, claimed in the run directory's manifest, then moved
+    in one by one with `config.json` last: a run directory that has a `config.json` is complete.
+    Everything the student's source directory ships besides weights and config (tokenizer, generation
+    config, chat template, code files, provenance) is carried over. The run's checkpoints and log are
+    left alone, and a file the user put in `out_dir` is never overwritten.
     """
+    from ..fsutil import MANIFEST, OutputError, claim, clean_stale, follow_umask, foreign_entries, temp_sibling
+    from ..pruning.export import RUN_FILES, carry_over
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale(out_dir)
     stale = out_dir / "config.json"
-    if stale.exists():  # an earlier export: retract it first so a half-replaced one never looks complete
-        stale.unlink()
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=out_dir))
+    if stale.exists() and "config.json" not in foreign_entries(out_dir):  # retract an earlier export first,
+        stale.unlink()  # so that a half-replaced one never looks complete
+    tmp = temp_sibling(out_dir)
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.mkdir(tmp)
     try:
         kwargs = {"state_dict": state_dict} if state_dict is not None else {}
         student.save_pretrained(tmp, **kwargs)
         if tokenizer_dir is not None:
-            for name in TOKENIZER_FILES + CARRY_FILES:
-                src = Path(tokenizer_dir) / name
-                if src.is_file():
-                    shutil.copy2(src, tmp / name)
+            carry_over(tokenizer_dir, tmp, rebuilt=("config.json", MANIFEST, *RUN_FILES))  # keeps the pruning provenance
         if summary is not None:
             (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
-        names = sorted(p.name for p in tmp.iterdir() if p.is_file())
+        follow_umask(tmp)
+        names = sorted(p.name for p in tmp.iterdir())
+        clobbered = sorted(set(names) & set(foreign_entries(out_dir)))
+        if clobbered:
+            raise OutputError(f"{out_dir} holds files hybridprune did not write ({', '.join(clobbered)}) where the "
+                              "student goes; move them away, then resume to export again")
         for name in names:
-            fsync_file(tmp / name)
+            if (tmp / name).is_file():
+                fsync_file(tmp / name)
         fsync_dir(tmp)
+        claim(out_dir, names)
         ordered = [n for n in names if n != "config.json"] + (["config.json"] if "config.json" in names else [])
         for name in ordered:
+            if (out_dir / name).is_dir():
+                shutil.rmtree(out_dir / name)
             os.replace(tmp / name, out_dir / name)
         fsync_dir(out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def remove_legacy_tmp(out_dir: Path) -> list[Path]:
+    """Remove export staging directories that earlier versions left inside a killed run's directory."""
+    out_dir = Path(out_dir)
+    found = [p for p in out_dir.glob(LEGACY_TMP_PREFIX + "*") if p.is_dir()] if out_dir.is_dir() else []
+    for p in found:
+        shutil.rmtree(p, ignore_errors=True)
+    return found
 
 
 def read_log(path: Path) -> list[dict]:
@@ -87,7 +97,9 @@ def truncate_log(path: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = [r for r in read_log(path) if int(r.get("step", 0)) <= step]
-    tmp = path.with_suffix(".tmp")
+    from ..fsutil import temp_sibling
+
+    tmp = temp_sibling(path)
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
     os.replace(tmp, path)
 
@@ -116,8 +128,10 @@ def plot_loss(log_path: Path, png_path: Path) -> Path | None:
     ax.legend()
     fig.tight_layout()
     png_path = Path(png_path)
-    tmp = png_path.with_name(png_path.name + ".tmp.png")
-    fig.savefig(tmp)
+    from ..fsutil import temp_sibling
+
+    tmp = temp_sibling(png_path)
+    fig.savefig(tmp, format="png")
     plt.close(fig)
     os.replace(tmp, png_path)
     return png_path

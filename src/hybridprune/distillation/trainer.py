@@ -27,7 +27,7 @@ from . import checkpoint as ckpt
 from . import dist as hpdist
 from .config import DistillConfig, DistillError
 from .data import GlobalBatches, TokenData, as_token_data
-from .export import LOG_FILE, truncate_log
+from .export import LOG_FILE, PLOT_FILE, remove_legacy_tmp, truncate_log
 from .loss import IGNORE_INDEX, Head, next_token_targets
 from .models import StudentKD, check_head, final_hidden, head_of
 from .models import base_model_of, logit_scale  # noqa: F401  (importable from here, as before)
@@ -35,6 +35,7 @@ from .placement import device_of, parallel_mode, use_bf16, wrap_parallel
 from .reporting import ReportingMixin
 from .resume import CheckpointingMixin
 from .schedule import WarmupCosine
+from ..signals import Interrupted, deferred
 
 
 def _param_groups(model: nn.Module, weight_decay: float):
@@ -217,15 +218,18 @@ class Distiller(CheckpointingMixin, ReportingMixin):
         if not math.isfinite(loss_value) or not math.isfinite(gnorm):
             self.optimizer.zero_grad(set_to_none=True)
             what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-            where = (
-                f"the last good checkpoint is {self.last_checkpoint}"
-                if self.last_checkpoint
-                else "no checkpoint was written yet"
-            )
+            if self.last_checkpoint:
+                advice = (f"the last good checkpoint is {self.last_checkpoint}. Lower the learning rate, check "
+                          "the data, or train in fp32, then resume from it.")
+            elif self.step == 0:  # before any update: the models or the data, not the optimisation
+                advice = ("this happened before any update, so the teacher or the student computes non-finite "
+                          "logits on this data: check both checkpoints and the data. Nothing was written.")
+            else:
+                advice = ("no checkpoint was written yet. Lower the learning rate, check the data, or train in "
+                          "fp32, then start again.")
             raise NonFiniteLoss(
                 f"the {what} became {loss_value if what == 'loss' else gnorm} at step {self.step + 1} "
-                f"(lr {lr:.3g}); stopped without applying the update, {where}. Lower the learning rate, "
-                "check the data, or train in fp32, then resume."
+                f"(lr {lr:.3g}); stopped without applying the update: {advice}"
             )
         self.optimizer.step()
         self.scheduler.step()
@@ -252,8 +256,16 @@ class Distiller(CheckpointingMixin, ReportingMixin):
         if self.out_dir is None:
             return
         if self.env.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            removed = ckpt.remove_stale_tmp(self.ckpt_root)
+            from ..fsutil import claim, clean_stale, foreign_entries
+
+            names = [ckpt.CHECKPOINT_DIR, LOG_FILE, PLOT_FILE]
+            taken = sorted(set(names) & set(foreign_entries(self.out_dir))) if self.out_dir.is_dir() else []
+            if taken and not self.cfg.resume:
+                raise DistillError(f"{self.out_dir} holds {', '.join(taken)}, not written by hybridprune; move them "
+                                   "away or choose a new output directory")
+            claim(self.out_dir, names)  # recorded before written
+            removed = ckpt.remove_stale_tmp(self.ckpt_root) + remove_legacy_tmp(self.out_dir)
+            removed += clean_stale(self.out_dir)
             for p in removed:
                 self._say(f"removed {p.name}, left by a run interrupted while saving")
             if not self.cfg.resume and ckpt.list_checkpoints(self.ckpt_root):
@@ -263,41 +275,75 @@ class Distiller(CheckpointingMixin, ReportingMixin):
                 )
         hpdist.barrier(self.env)
 
+    def _stop_requested(self, stop) -> int | None:
+        """The signal that asks every process to stop, agreed over the group (SIGTERM wins over SIGINT)."""
+        import signal as _signal
+
+        if not self.env.enabled:
+            return stop.signum
+        term, intr = hpdist.all_reduce_sum(self.env, [float(stop.signum == _signal.SIGTERM),
+                                                      float(stop.signum == _signal.SIGINT)])
+        return int(_signal.SIGTERM) if term else int(_signal.SIGINT) if intr else None
+
+    def _interrupted(self, signum: int, finished: bool):
+        import signal as _signal
+
+        name = _signal.Signals(signum).name
+        if finished:
+            msg = f"interrupted by {name} after the last step; the run is complete"
+            if self.out_dir is not None:
+                msg += f" and the student is in {self.out_dir}"
+        elif self.last_checkpoint is not None:
+            msg = (f"interrupted by {name} at step {self.step}/{self.total_steps}; checkpoint {self.last_checkpoint} "
+                   f"written, continue with --resume {self.out_dir}")
+        else:
+            msg = f"interrupted by {name} at step {self.step}/{self.total_steps}; no output directory, nothing kept"
+        return Interrupted(signum, msg)
+
     def run(self) -> nn.Module:
         cfg, env = self.cfg, self.env
         try:
-            if cfg.resume:
-                where = self.load_checkpoint(cfg.resume)
-                self._say(f"resumed from {where} at step {self.step}/{self.total_steps}")
-            self._prepare_out_dir()
-            if self.log_path is not None and env.is_main:
+            with deferred() as stop:  # a signal ends the current step, then a checkpoint, then the exit
                 if cfg.resume:
-                    truncate_log(self.log_path, self.step)
-                elif self.log_path.exists():
-                    self.log_path.unlink()
-            stop = min(self.total_steps, cfg.stop_at_step or self.total_steps)
-            with self._progress() as progress:
-                task = progress.add_task("distill", total=self.total_steps, completed=self.step, loss=float("nan"),
-                                         tps=0.0) if progress else None
-                while self.step < stop:
-                    rec = self.train_step()
-                    if self.step % cfg.log_every == 0 or self.step == stop:
-                        rec = self._reduce_time(rec)
-                        self._log(rec)
-                    if progress:
-                        progress.update(task, completed=self.step, loss=rec["loss"], tps=rec["tokens_per_s"])
-                    if cfg.eval_every and self.val is not None and self.step % cfg.eval_every == 0:
-                        self._log(self.evaluate())
-                    if cfg.save_every and self.step % cfg.save_every == 0 and self.step < stop:
+                    where = self.load_checkpoint(cfg.resume)
+                    self._say(f"resumed from {where} at step {self.step}/{self.total_steps}")
+                self._prepare_out_dir()
+                if self.log_path is not None and env.is_main:
+                    if cfg.resume:
+                        truncate_log(self.log_path, self.step)
+                    elif self.log_path.exists():
+                        self.log_path.unlink()
+                stop_at = min(self.total_steps, cfg.stop_at_step or self.total_steps)
+                signum = None
+                with self._progress() as progress:
+                    task = progress.add_task("distill", total=self.total_steps, completed=self.step,
+                                             loss=float("nan"), tps=0.0) if progress else None
+                    while self.step < stop_at:
+                        rec = self.train_step()
+                        signum = self._stop_requested(stop)
+                        if self.step % cfg.log_every == 0 or self.step == stop_at or signum:
+                            rec = self._reduce_time(rec)
+                            self._log(rec)
+                        if progress:
+                            progress.update(task, completed=self.step, loss=rec["loss"], tps=rec["tokens_per_s"])
+                        if signum:
+                            break
+                        if cfg.eval_every and self.val is not None and self.step % cfg.eval_every == 0:
+                            self._log(self.evaluate())
+                        if cfg.save_every and self.step % cfg.save_every == 0 and self.step < stop_at:
+                            self.save_checkpoint()
+                finished = self.step >= self.total_steps
+                if (self.val is not None and finished and not signum
+                        and not (cfg.eval_every and self.step % cfg.eval_every == 0)):
+                    self._log(self.evaluate())
+                if self.out_dir is not None:
+                    if self.last_checkpoint is None or self.last_checkpoint.name != ckpt.step_dir_name(self.step):
                         self.save_checkpoint()
-            finished = self.step >= self.total_steps
-            if self.val is not None and finished and not (cfg.eval_every and self.step % cfg.eval_every == 0):
-                self._log(self.evaluate())
-            if self.out_dir is not None:
-                if self.last_checkpoint is None or self.last_checkpoint.name != ckpt.step_dir_name(self.step):
-                    self.save_checkpoint()
-                if finished:
-                    self._finish()
+                    if finished:
+                        self._finish()
+                signum = signum or self._stop_requested(stop)
+                if signum:
+                    raise self._interrupted(signum, finished)
             return self.student
         finally:
             hpdist.teardown(env)

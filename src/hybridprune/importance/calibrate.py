@@ -18,6 +18,9 @@ from .batches import count_batches, iter_batches, progress_bar, vocab_size_of
 from .depth import depth_importance
 from .scores import CalibrationError, Scores, model_fingerprint
 
+#: the Scores group each unit kind is scored into
+SCORE_GROUP = {MAMBA: "mamba", MLP: "ffn", ATTENTION: "attention"}
+
 
 def _masked_mean_abs(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[B, T, C] activations -> [B, C] mean of |a| over valid tokens (float32).
@@ -60,30 +63,35 @@ class _Accumulator:
 
 
 def _install_hooks(adapter, model, acc: _Accumulator, dims) -> list:
+    """Hook every layer's norms over the hidden size, its units (as their layouts say) and the layer
+    itself (Block Influence). A unit shared between layers is scored into its owner's entry, so one
+    selection serves every call site."""
     handles = []
     inner = (dims.mamba_num_heads or 0) * (dims.mamba_head_dim or 0)
+    owners = adapter.unit_owners(dims)
     for block in adapter.blocks(model):
         i = block.index
-        handles.append(block.pre_norm.register_forward_hook(
-            lambda m, args, out, i=i: acc.add(f"hidden.{i}", _first_tensor(out))
-        ))
+        for j, norm in enumerate(block.norms):  # each norm is its own site; sites are summed below
+            handles.append(norm.register_forward_hook(
+                lambda m, args, out, key=f"hidden.{i}_{j}": acc.add(key, _first_tensor(out))
+            ))
         handles.append(block.module.register_forward_hook(
             lambda m, args, kwargs, out, i=i: acc.add_bi(
                 i, args[0] if args else kwargs["hidden_states"], _first_tensor(out)
             ),
             with_kwargs=True,
         ))
-        slot = block.slots.get("slot")
-        if block.kind == MAMBA:
-            # x occupies rows [inner, 2*inner) of the in_proj output ([z | x | B | C | dt]).
-            handles.append(slot.register_forward_hook(
-                lambda m, args, out, i=i: acc.add(f"mamba.{i}", out[..., inner:2 * inner])
-            ))
-        elif block.kind in (MLP, ATTENTION):
-            key = "ffn" if block.kind == MLP else "attention"
-            handles.append(slot.register_forward_pre_hook(
-                lambda m, args, i=i, key=key: acc.add(f"{key}.{i}", args[0])
-            ))
+        for unit in block.units:
+            key = f"{SCORE_GROUP[unit.kind]}.{owners.get((unit.kind, i), i)}"
+            if unit.hook_on == "mamba_x":
+                # x occupies rows [inner, 2*inner) of the in_proj output ([z | x | B | C | dt]).
+                handles.append(unit.module.register_forward_hook(
+                    lambda m, args, out, key=key: acc.add(key, out[..., inner:2 * inner])
+                ))
+            else:
+                handles.append(unit.module.register_forward_pre_hook(
+                    lambda m, args, key=key: acc.add(key, args[0])
+                ))
     return handles
 
 

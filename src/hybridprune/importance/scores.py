@@ -74,19 +74,21 @@ class Scores:
     origin: str | None = field(default=None, repr=False, compare=False)
 
     # ---- belonging to a model --------------------------------------------------------------------
-    def check_against(self, dims: Dims, where: str | None = None) -> None:
+    def check_against(self, dims: Dims, where: str | None = None, owners: dict | None = None) -> None:
         """Raise ScoresError unless every entry fits a model of `dims` and is finite.
 
         Checked: one entry per block of each scored kind, of that kind's shape (`PER_BLOCK`), and no
         entry for a block that is not of its kind; `hidden` of [hidden_size]; depth scores, when
         present, of [blocks]. Scores of another model would otherwise select the wrong units silently
-        or fail deep inside slicing; NaN depth scores would drop arbitrary blocks.
+        or fail deep inside slicing; NaN depth scores would drop arbitrary blocks. `owners`
+        (`Adapter.unit_owners`): units shared between layers are scored once, under their owning layer.
         """
+        owners = owners or {}
         where = where or (f"the scores in {self.origin}" if self.origin else "the given scores")
         fix = "they were not computed on this model: run `hybridprune calibrate` on it"
         for kind, (group, label, shape_of) in PER_BLOCK.items():
             table = getattr(self, group)
-            blocks = dims.layers_of(kind)
+            blocks = sorted({owners.get((kind, i), i) for i in dims.layers_of(kind)})
             expected = tuple(shape_of(dims)) if blocks else None
             stray = sorted(set(table) - set(blocks))
             if stray:
@@ -117,14 +119,15 @@ class Scores:
                 out[name] = t
         return {k: v.detach().float().cpu().contiguous() for k, v in out.items()}
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write atomically: a temporary sibling directory renamed into place."""
+    def write_files(self, directory: str | os.PathLike) -> None:
+        """Write the two files into an existing directory (`save` is the atomic whole)."""
+        save_file(self.tensors(), str(Path(directory) / TENSORS_FILE))
+        (Path(directory) / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
 
-        def write(tmp: Path) -> None:
-            save_file(self.tensors(), str(tmp / TENSORS_FILE))
-            (tmp / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
-
-        return atomic_directory(directory, write, overwrite=True)
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        """Write atomically: a temporary sibling directory renamed into place. `overwrite` replaces
+        earlier scores, never a directory holding files hybridprune did not write."""
+        return atomic_directory(directory, self.write_files, overwrite=overwrite, what="the scores")
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Scores":

@@ -50,9 +50,11 @@ def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
     adapter = get_adapter(model)
     dims = adapter.dims(model.config)
     plan.validate(dims)
-    scores.check_against(dims)
+    scores.check_against(dims, owners=adapter.unit_owners(dims))
     _check_scores(scores, model, strict_fingerprint=strict_fingerprint, fingerprint=fingerprint)
-    selection = select(scores, plan, dims, adapter.required_kinds)
+    # Widths first: a target the config cannot write is refused before any scores are needed.
+    adapter.check_representable(plan.target_dims(dims, list(range(dims.num_layers))), original=dims)
+    selection = select(scores, plan, dims, adapter.required_kinds, adapter.unit_owners(dims))
     new_dims = plan.target_dims(dims, selection.kept_blocks)
     pruned = apply_selection(model, selection, new_dims)
     pruned.hybridprune_info = provenance(plan, selection, dims, new_dims, scores, adapter)

@@ -1,7 +1,13 @@
 """Export a (pruned) model as a plain Hugging Face checkpoint, written atomically.
 
 Everything goes into a temporary sibling directory that is renamed into place only when complete,
-so a crash or an error never leaves a half-written output directory.
+so a crash or an error never leaves a half-written output directory (`fsutil.atomic_directory`).
+
+The model's weights and config are rebuilt; everything else the source checkpoint ships is carried
+over (`carry_over`): the generation config (its stop tokens and sampling defaults exist only
+there), tokenizer files and the chat template in whatever file the source keeps it, the `auto_map`
+code files (copied as files, never imported), and other small metadata such as the model card and
+licence. Weights, optimizer states and other large files are not.
 """
 
 from __future__ import annotations
@@ -12,13 +18,26 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..fsutil import atomic_directory
+from ..fsutil import MANIFEST, atomic_directory
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-    "tokenizer.model", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+    "tokenizer.model", "added_tokens.json", "chat_template.jinja", "chat_template.json", "vocab.txt",
+    "spiece.model", "sentencepiece.bpe.model",
 )
 INFO_FILE = "hybridprune.json"
+GENERATION_CONFIG = "generation_config.json"
+#: A distillation run's own records, which describe that run and not the model.
+RUN_FILES = ("log.jsonl", "loss.png", "distill.json")
+#: Files rebuilt by the export (or a run's records), never copied from the source.
+REBUILT = ("config.json", INFO_FILE, MANIFEST, *RUN_FILES)
+#: Weights and training states: never carried over.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx",
+                   ".npz", ".npy", ".pkl", ".pickle", ".index.json")
+#: Folders that hold metadata (transformers keeps extra chat templates in one); other folders are not carried.
+CARRIED_FOLDERS = ("additional_chat_templates",)
+#: Anything else this large is data, not metadata, and is not carried over (tokenizer files always are).
+MAX_CARRY_BYTES = 16 * 2**20
 
 
 def copy_tokenizer_files(source: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
@@ -29,6 +48,52 @@ def copy_tokenizer_files(source: str | os.PathLike, dest: str | os.PathLike) -> 
             shutil.copy2(src, Path(dest) / name)
             copied.append(name)
     return copied
+
+
+def carried_files(source: str | os.PathLike, rebuilt: tuple[str, ...] = REBUILT) -> list[Path]:
+    """The files of checkpoint `source` an export carries over: all but weights, rebuilt and large files."""
+    source = Path(source)
+    out = []
+    for p in sorted(source.iterdir()):
+        if not p.is_file() or p.is_symlink() and not p.resolve().is_file():
+            continue
+        name = p.name
+        if name in rebuilt or name.startswith(".") or name.lower().endswith(WEIGHT_SUFFIXES):
+            continue
+        if name not in TOKENIZER_FILES and p.stat().st_size > MAX_CARRY_BYTES:
+            continue
+        out.append(p)
+    return out
+
+
+def carry_over(source: str | os.PathLike, dest: str | os.PathLike, *, rebuilt: tuple[str, ...] = REBUILT) -> list[str]:
+    """Copy what `source` ships besides weights and config into `dest`.
+
+    Files the export already wrote win (e.g. a tokenizer saved from an object), except the generation
+    config: the one `save_pretrained` writes is derived from the rebuilt config and loses whatever
+    only the source's file had, such as an extra end-of-turn id. `rebuilt` names files never copied.
+    """
+    dest = Path(dest)
+    copied = []
+    for folder in CARRIED_FOLDERS:
+        if (Path(source) / folder).is_dir() and not (dest / folder).exists():
+            shutil.copytree(Path(source) / folder, dest / folder, copy_function=shutil.copyfile, symlinks=False)
+            copied.append(folder)
+    for src in carried_files(source, rebuilt):
+        target = dest / src.name
+        if target.exists() and src.name != GENERATION_CONFIG:
+            continue
+        shutil.copyfile(src, target)  # contents only: the output's permissions follow the umask
+        copied.append(src.name)
+    return copied
+
+
+def state_bytes(model) -> int:
+    """Bytes of the model's tensors: about what its safetensors need on disk."""
+    try:
+        return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    except Exception:  # noqa: BLE001 - only a hint for an error message
+        return 0
 
 
 def export(
@@ -43,15 +108,19 @@ def export(
 ) -> Path:
     """Write `model` (safetensors + config), its tokenizer and `hybridprune.json` to `out_dir`.
 
-    The tokenizer comes from a tokenizer object or is copied from a checkpoint directory.
+    The tokenizer comes from a tokenizer object or is copied from a checkpoint directory. Everything
+    else the source ships is carried over from `tokenizer_from`, or else from `source` when that is a
+    directory.
     """
+    carry_from = tokenizer_from if tokenizer_from is not None else source
+    carry_from = Path(carry_from) if carry_from is not None and Path(carry_from).is_dir() else None
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        elif tokenizer_from is not None:
-            copy_tokenizer_files(tokenizer_from, tmp)
+        if carry_from is not None:
+            carry_over(carry_from, tmp)
         info = dict(getattr(model, "hybridprune_info", {}) or {})
         if source is not None:
             info["source"] = str(source)
@@ -59,4 +128,4 @@ def export(
         if info:
             (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
 
-    return atomic_directory(out_dir, write, overwrite=overwrite)
+    return atomic_directory(out_dir, write, overwrite=overwrite, what="the checkpoint", size_hint=state_bytes(model))

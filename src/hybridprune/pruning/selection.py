@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..architectures import ATTENTION, MAMBA, MLP, Dims
+from ..architectures.base import unit_kinds
 from ..importance.scores import Scores, ScoresError
 from .plan import Plan, PlanError
 
@@ -65,7 +66,8 @@ def select_attention(s: torch.Tensor, kv_heads: int, heads: int) -> torch.Tensor
 
 def blocks_to_keep(plan: Plan, dims: Dims, scores: Scores, required_kinds: tuple[str, ...] = ()) -> list[int]:
     """Kept block indices. Depth ranking drops the least important blocks, but always keeps the
-    most important block of each kind in `required_kinds` (the architecture needs one)."""
+    most important block of each kind in `required_kinds` (the architecture needs one) and every
+    layer of a type in `dims.fixed_layer_types` (depth cannot remove it)."""
     if plan.drop_layers is not None:
         return [i for i in range(dims.num_layers) if i not in set(plan.drop_layers)]
     if plan.num_layers is None or plan.num_layers == dims.num_layers:
@@ -78,13 +80,17 @@ def blocks_to_keep(plan: Plan, dims: Dims, scores: Scores, required_kinds: tuple
     if depth.numel() != dims.num_layers:
         raise ScoresError(f"depth scores cover {depth.numel()} blocks, the model has {dims.num_layers}")
     order = torch.sort(depth.double(), descending=True, stable=True).indices.tolist()
-    pinned = []
+    pinned = [i for i in order if dims.block_kinds[i] in dims.fixed_layer_types]
     for kind in required_kinds:
-        of_kind = [i for i in order if dims.block_kinds[i] == kind]
+        of_kind = [i for i in order if kind in unit_kinds(dims.block_kinds[i])]
         if of_kind and of_kind[0] not in pinned:
             pinned.append(of_kind[0])
     if len(pinned) > plan.num_layers:
-        raise PlanError(f"num_layers={plan.num_layers} cannot keep one block of each of {required_kinds}")
+        raise PlanError(
+            f"num_layers={plan.num_layers} is too few: {len(pinned)} layers must stay (one of each of "
+            f"{required_kinds or 'no kind'} and every layer of type {list(dims.fixed_layer_types) or 'none'}). "
+            f"Valid values: {len(pinned)}..{dims.num_layers}"
+        )
     rest = [i for i in order if i not in pinned][: plan.num_layers - len(pinned)]
     return sorted(pinned + rest)
 
@@ -95,11 +101,15 @@ def _scores_for(table: dict, i: int, what: str) -> torch.Tensor:
     return table[i]
 
 
-def select(scores: Scores, plan: Plan, dims: Dims, required_kinds: tuple[str, ...] = ()) -> Selection:
+def select(scores: Scores, plan: Plan, dims: Dims, required_kinds: tuple[str, ...] = (),
+           owners: dict[tuple[str, int], int] | None = None) -> Selection:
     """The kept indices for `plan` on a model with `dims`, using `scores`.
 
-    `required_kinds`: block kinds of which depth pruning keeps at least one (from the adapter)."""
+    `required_kinds`: unit kinds of which depth pruning keeps at least one (from the adapter).
+    `owners`: units shared between layers, (kind, layer) -> owner layer (`Adapter.unit_owners`);
+    every layer of a shared unit gets the owner's selection, made from the owner's scores."""
     plan.validate(dims)
+    owners = owners or {}
     kept = blocks_to_keep(plan, dims, scores, required_kinds)
     sel = Selection(kept_blocks=kept)
     if plan.hidden_size is not None and plan.hidden_size != dims.hidden_size:
@@ -107,20 +117,21 @@ def select(scores: Scores, plan: Plan, dims: Dims, required_kinds: tuple[str, ..
             raise ScoresError("the scores' hidden-channel entry does not match this model's hidden size")
         sel.hidden = top_k_sorted(scores.hidden, plan.hidden_size)
     for i in kept:
-        kind = dims.block_kinds[i]
-        if kind == MAMBA and (plan.mamba_num_heads, plan.mamba_head_dim) != (None, None):
-            s = _scores_for(scores.mamba, i, "Mamba")
-            if tuple(s.shape) != (dims.mamba_num_heads, dims.mamba_head_dim):
-                raise ScoresError(f"Mamba scores of block {i} have shape {tuple(s.shape)}, the model "
-                                  f"{(dims.mamba_num_heads, dims.mamba_head_dim)}")
-            sel.mamba_heads[i], sel.mamba_channels[i] = select_mamba(
-                s, dims.mamba_n_groups, plan.mamba_num_heads or dims.mamba_num_heads,
-                plan.mamba_head_dim or dims.mamba_head_dim,
-            )
-        elif kind == MLP and plan.ffn_hidden_size is not None:
-            s = _scores_for(scores.ffn, i, "FFN")
-            sel.ffn[i] = top_k_sorted(s, plan.ffn_hidden_size)
-        elif kind == ATTENTION and plan.num_attention_heads is not None:
-            s = _scores_for(scores.attention, i, "attention")
-            sel.attention_heads[i] = select_attention(s, dims.num_key_value_heads, plan.num_attention_heads)
+        for kind in unit_kinds(dims.block_kinds[i]):
+            owner = owners.get((kind, i), i)
+            if kind == MAMBA and (plan.mamba_num_heads, plan.mamba_head_dim) != (None, None):
+                s = _scores_for(scores.mamba, owner, "Mamba")
+                if tuple(s.shape) != (dims.mamba_num_heads, dims.mamba_head_dim):
+                    raise ScoresError(f"Mamba scores of block {owner} have shape {tuple(s.shape)}, the model "
+                                      f"{(dims.mamba_num_heads, dims.mamba_head_dim)}")
+                sel.mamba_heads[i], sel.mamba_channels[i] = select_mamba(
+                    s, dims.mamba_n_groups, plan.mamba_num_heads or dims.mamba_num_heads,
+                    plan.mamba_head_dim or dims.mamba_head_dim,
+                )
+            elif kind == MLP and plan.ffn_hidden_size is not None:
+                s = _scores_for(scores.ffn, owner, "FFN")
+                sel.ffn[i] = top_k_sorted(s, plan.ffn_hidden_size)
+            elif kind == ATTENTION and plan.num_attention_heads is not None:
+                s = _scores_for(scores.attention, owner, "attention")
+                sel.attention_heads[i] = select_attention(s, dims.num_key_value_heads, plan.num_attention_heads)
     return sel

@@ -1,5 +1,8 @@
 """Slicing primitives: resolve each axis into index tensors and cut a state dict with them.
 
+A fused gate‖up projection `[2F, H]` keeps rows `Kf ++ F + Kf`; an input of width 2H made of
+`concat(hidden, embeddings)` keeps columns `Kc ++ H + Kc`.
+
 Index maths for the Mamba2 mixer (I = heads × head_dim, GN = n_groups × state size), with kept
 heads `Kh` (group by group) and kept channels `Kd`:
     xc            = [h*hd + d for h in Kh for d in Kd]
@@ -64,8 +67,13 @@ class AxisIndex:
         d, sel = self.dims, self.sel
         if axis == "hidden":
             return sel.hidden
+        if axis == "hidden2":  # concat(hidden, embeddings): Zamba2's shared attention input
+            return None if sel.hidden is None else torch.cat([sel.hidden, d.hidden_size + sel.hidden])
         if axis == "ffn":
             return sel.ffn.get(layer)
+        if axis == "ffn_gate_up":  # fused [gate | up] rows: neuron i is rows i and F + i
+            kept = sel.ffn.get(layer)
+            return None if kept is None else torch.cat([kept, d.ffn_hidden_size + kept])
         if axis == "attn_q":
             heads = sel.attention_heads.get(layer)
             return None if heads is None else head_channel_index(heads, d.attention_head_dim)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..architectures import get_adapter
+from ..checkpoints import check_loading_info, check_weight_files, refuse_non_finite
 from ..checkpoint_files import INDEX_FILE, SINGLE_FILE, CheckpointFiles, KeyMap, ShardWriter
 from ..fingerprint import checkpoint_fingerprint
 from ..fsutil import atomic_directory
@@ -115,16 +116,31 @@ def _shard_name(i: int, n: int) -> str:
     return SINGLE_FILE if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
 
 
-def _check_against_config(tmp: Path, config, written: dict[str, tuple[int, ...]], keymap: KeyMap, adapter) -> None:
-    """Every tensor the config's model expects is written with its shape, and nothing else."""
+def _mismatch(config, adapter, shapes: dict[str, tuple[int, ...]]) -> dict[str, list[str]]:
+    """Model keys the config's model expects but `shapes` lacks, has in excess, or has misshapen; the
+    model is built on the meta device, so this costs no memory."""
     with torch.device("meta"):
         ref = adapter.build_model(config)
     tied = set(getattr(ref, "all_tied_weights_keys", None) or {})
     expected = {k: tuple(v.shape) for k, v in ref.state_dict().items() if k not in tied}
-    got = {keymap.model_key(k): s for k, s in written.items()}
-    missing = sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    got = {k: s for k, s in shapes.items() if k not in tied}
+    return {
+        "missing_keys": sorted(set(expected) - set(got)),
+        "unexpected_keys": sorted(set(got) - set(expected)),
+        "mismatched_keys": sorted(k for k in set(expected) & set(got) if expected[k] != got[k]),
+    }
+
+
+def _check_source(source: Path, files: CheckpointFiles, keymap: KeyMap, config, adapter) -> None:
+    """The source checkpoint fills its config's model exactly, as the load path requires."""
+    shapes = {keymap.model_key(k): t.shape for k, t in files.tensors.items()}
+    check_loading_info(_mismatch(config, adapter, shapes), source)
+
+
+def _check_against_config(config, written: dict[str, tuple[int, ...]], keymap: KeyMap, adapter) -> None:
+    """Every tensor the pruned config's model expects is written with its shape, and nothing else."""
+    found = _mismatch(config, adapter, {keymap.model_key(k): s for k, s in written.items()})
+    missing, unexpected, wrong = found["missing_keys"], found["unexpected_keys"], found["mismatched_keys"]
     if missing or unexpected or wrong:
         raise PruneError(
             f"the written shards do not match the pruned config: missing {missing[:3]} ({len(missing)}), "
@@ -173,7 +189,10 @@ def stream_prune(
     adapter = get_adapter(config)
     dims = adapter.dims(config)
     plan.validate(dims)
+    check_weight_files(source, "checkpoint", allow_pickle=False)
     files = CheckpointFiles(source)
+    keymap = KeyMap(config.model_type)
+    _check_source(source, files, keymap, config, adapter)
     if scores.meta.get("model_type") not in (None, config.model_type):
         raise ScoresError(f"these scores are for a {scores.meta['model_type']!r} model, not {config.model_type!r}")
     expected = scores.meta.get("fingerprint")
@@ -188,9 +207,8 @@ def stream_prune(
     new_dims = plan.target_dims(dims, selection.kept_blocks)
     adapter.check_representable(new_dims, original=dims)
     new_config = adapter.make_config(config, new_dims)
-    if dtype is not None:
-        new_config.dtype = dtype
-    keymap = KeyMap(config.model_type)
+    stored = next((t.dtype for t in files.tensors.values() if t.dtype.is_floating_point), None)
+    new_config.dtype = dtype or stored  # what the shards hold, as save_pretrained records it
     index = AxisIndex(selection, dims)
     entries = _plan_entries(files, keymap, adapter, dims, selection, index, dtype)
     shards = _assign_shards(entries, max_shard_bytes or files.largest_shard_bytes)
@@ -204,12 +222,22 @@ def stream_prune(
         with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer, _progress(progress, sum(files.tensors[e.key].nbytes for e in entries)) as advance:
             writers: dict[int, ShardWriter] = {}
             remaining = {i: len(s) for i, s in enumerate(shards)}
-            ahead = reader.submit(files.read, entries[0].key) if entries else None
+            non_finite: list[tuple[str, int]] = []
+
+            def read(key: str) -> torch.Tensor:  # in the reader thread: overlaps the slicing and writing
+                t = files.read(key)
+                if t.is_floating_point():
+                    bad = int((~torch.isfinite(t)).sum())
+                    if bad:
+                        non_finite.append((keymap.model_key(key), bad))
+                return t
+
+            ahead = reader.submit(read, entries[0].key) if entries else None
             pending = []
             for n, e in enumerate(entries):
                 t = ahead.result()
                 if n + 1 < len(entries):
-                    ahead = reader.submit(files.read, entries[n + 1].key)
+                    ahead = reader.submit(read, entries[n + 1].key)
                 if e.rule is not None:
                     t = slice_tensor(t, e.rule, index)
                 if dtype is not None and t.is_floating_point():
@@ -229,6 +257,7 @@ def stream_prune(
                 advance(files.tensors[e.key].nbytes)
             for done in pending:
                 done.result()
+            refuse_non_finite(sorted(non_finite), str(source))
         if len(shards) > 1:
             total = sum(e.nbytes for e in entries)
             index_doc = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
@@ -241,7 +270,7 @@ def stream_prune(
         info.update(source=str(source), method="streaming")
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
         new_config.save_pretrained(tmp)  # the config last: a directory without it is not a checkpoint
-        _check_against_config(tmp, new_config, written, keymap, adapter)
+        _check_against_config(new_config, written, keymap, adapter)
         if smoke_test:
             _smoke_test(tmp)
 

@@ -1,0 +1,189 @@
+"""The one load path: every command, and both models of a distillation, load checkpoints here.
+
+- A checkpoint reference is resolved to a local directory by the first resolver that accepts it
+  (`RESOLVERS`): a local directory, else a Hub id `org/name[@revision]` (`hybridprune.hub`).
+- Weights are read from safetensors only, unless the caller opts in to pickle files
+  (`allow_pickle`); a checkpoint that ships only `pytorch_model.bin` is refused with the command
+  that converts it.
+- `trust_remote_code` is passed explicitly to every `from_pretrained` (config, model, tokenizer), so
+  transformers never prompts; the checkpoint's own code runs only when the user asked for it.
+- The loaded tensors are checked against the model: a missing tensor would otherwise be silently
+  randomly initialised, an unexpected one silently dropped. Non-finite weights are refused too.
+  Every error names the checkpoint's role (teacher, student, model), the first few tensors and how
+  many there are.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.bin")
+SAFETENSORS_GLOB = "*.safetensors"
+SHOW = 5
+
+
+class CheckpointLoadError(ValueError):
+    """A checkpoint cannot be loaded as a whole, trustworthy model; the message says why and what to do."""
+
+
+def _local_directory(ref: str) -> Path | None:
+    path = Path(ref).expanduser()
+    return path if path.exists() else None
+
+
+def _hub_id(ref: str) -> Path | None:
+    """A Hub id `org/name[@revision]`, fetched (safetensors only) or taken from the local cache."""
+    from .hub import CheckpointNotFound, parse_hub_id, resolve_checkpoint
+
+    if parse_hub_id(ref) is None or ref.startswith((".", "/", "~")):
+        return None
+    try:
+        return resolve_checkpoint(ref, what="checkpoint")
+    except CheckpointNotFound as exc:
+        raise CheckpointLoadError(str(exc)) from None
+
+
+#: Resolvers from a checkpoint reference to a local directory, tried in order; None means "not mine".
+RESOLVERS: list[Callable[[str], Path | None]] = [_local_directory, _hub_id]
+
+
+def resolve(ref: str | os.PathLike, role: str = "checkpoint") -> Path:
+    """The local directory of checkpoint `ref`, checked to look like a Hugging Face checkpoint."""
+    for resolver in RESOLVERS:
+        path = resolver(str(ref))
+        if path is not None:
+            break
+    else:
+        raise CheckpointLoadError(f"checkpoint {_what(ref, role)} does not exist (neither a directory nor a Hub id "
+                                  "org/name[@revision])")
+    if not path.is_dir():
+        raise CheckpointLoadError(f"checkpoint {_what(path, role)} is not a directory (expected a Hugging Face "
+                                  "model directory)")
+    if not (path / "config.json").is_file():
+        raise CheckpointLoadError(f"{_what(path, role)} has no config.json: not a Hugging Face checkpoint")
+    return path
+
+
+def check_weight_files(path: Path, role: str, allow_pickle: bool) -> None:
+    if any(path.glob(SAFETENSORS_GLOB)):
+        return
+    pickles = [n for n in PICKLE_WEIGHTS if (path / n).is_file()] + sorted(
+        p.name for p in path.glob("pytorch_model-*.bin"))
+    if pickles and not allow_pickle:
+        raise CheckpointLoadError(
+            f"{_what(path, role)} has only pickle weights ({', '.join(pickles[:3])}), which can run code when loaded; "
+            "hybridprune reads safetensors only. If you trust the file, convert it once: python -c \"from "
+            "transformers import AutoModelForCausalLM as M; M.from_pretrained('"
+            f"{path}', use_safetensors=False).save_pretrained('{path}-safetensors')\" and use {path}-safetensors")
+    if not pickles:
+        raise CheckpointLoadError(f"{_what(path, role)} has no weights (no *.safetensors file): the checkpoint is "
+                                  "incomplete")
+
+
+def load_config(ref: str | os.PathLike, *, trust_remote_code: bool = False, role: str = "checkpoint"):
+    from transformers import AutoConfig
+
+    path = resolve(ref, role)
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad config
+        raise CheckpointLoadError(f"cannot read the config in {_what(path, role)}: {_remote_code_hint(exc)}") from None
+
+
+def load_tokenizer(ref: str | os.PathLike, *, trust_remote_code: bool = False, role: str = "checkpoint"):
+    from transformers import AutoTokenizer
+
+    path = resolve(ref, role)
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointLoadError(f"cannot load a tokenizer from {_what(path, role)}: {_remote_code_hint(exc)}") from None
+
+
+def _remote_code_hint(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
+    if "trust_remote_code" in str(exc):
+        return (f"{text}. The checkpoint ships its own Python code; it runs only with --trust-remote-code, "
+                "so pass that if you trust it")
+    return text
+
+
+def load_model(ref: str | os.PathLike, *, dtype=None, device: str | torch.device | None = None,
+               trust_remote_code: bool = False, allow_pickle: bool = False, role: str = "checkpoint"):
+    """Load a causal LM for evaluation, refusing a checkpoint that does not fill the model exactly."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve(ref, role)
+    check_weight_files(path, role, allow_pickle)
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            path, trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle or None,
+            output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)  # listed, then refused below
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointLoadError(f"cannot load the model in {_what(path, role)}: {_remote_code_hint(exc)}. Is the "
+                                  "checkpoint complete (config.json and *.safetensors)?") from None
+    check_loading_info(info, path, role)
+    check_finite(model, _what(path, role))
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+def _what(path, role: str) -> str:
+    return str(path) if role == "checkpoint" else f"{path} (the {role})"
+
+
+def _names(keys) -> str:
+    keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in keys)
+    return ", ".join(keys[:SHOW]) + (f" ({len(keys)} in all)" if len(keys) > SHOW else "")
+
+
+def check_loading_info(info: dict, path: Path, role: str = "checkpoint") -> None:
+    """Refuse missing, unexpected or misshapen tensors. Tied weights and non-persistent buffers are
+    not in transformers' lists, so whatever is listed is a real mismatch."""
+    problems = []
+    if info.get("missing_keys"):
+        problems.append(f"missing tensors (would be random): {_names(info['missing_keys'])}")
+    if info.get("unexpected_keys"):
+        problems.append(f"unexpected tensors (would be ignored): {_names(info['unexpected_keys'])}")
+    if info.get("mismatched_keys"):
+        problems.append(f"tensors of the wrong shape: {_names(info['mismatched_keys'])}")
+    if info.get("error_msgs"):
+        problems.append("; ".join(str(m) for m in info["error_msgs"][:SHOW]))
+    if problems:
+        raise CheckpointLoadError(f"{_what(path, role)} does not match its config: " + "; ".join(problems)
+                                  + ". The checkpoint is damaged or was written for another architecture; "
+                                  "export it again.")
+
+
+@torch.no_grad()
+def non_finite_tensors(model: torch.nn.Module) -> list[tuple[str, int]]:
+    """(name, count of NaN/Inf values) of every floating-point tensor that has any."""
+    bad = []
+    seen = set()
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if not t.is_floating_point() or t.is_meta or id(t) in seen:  # meta: offloaded by a device_map
+            continue
+        seen.add(id(t))
+        n = int((~torch.isfinite(t)).sum())
+        if n:
+            bad.append((name, n))
+    return bad
+
+
+def check_finite(model: torch.nn.Module, what: str) -> None:
+    refuse_non_finite(non_finite_tensors(model), what)
+
+
+def refuse_non_finite(bad: list[tuple[str, int]], what: str) -> None:
+    """Raise CheckpointLoadError naming the first few (tensor name, count of NaN/Inf values)."""
+    if bad:
+        shown = ", ".join(f"{name} ({n} values)" for name, n in bad[:SHOW])
+        more = f"; {len(bad)} tensors in all" if len(bad) > SHOW else ""
+        raise CheckpointLoadError(f"{what} has NaN or infinite weights: {shown}{more}. The checkpoint is "
+                                  "corrupt; use an earlier or re-exported copy.")

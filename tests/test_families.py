@@ -1,0 +1,389 @@
+"""The shared battery: every supported family passes the same proofs on a tiny random model.
+
+A new adapter is one file in `hybridprune/architectures/` plus one entry in FAMILIES (and a tiny
+config in conftest.py). Each entry lists plans the family can write and plans it must refuse, with
+words the refusal must contain (the valid values)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from conftest import build, tiny_config
+from hybridprune import calibrate, prune
+from hybridprune.architectures import Unrepresentable, UnsupportedArchitecture, get_adapter
+from hybridprune.architectures.base import unit_kinds
+from hybridprune.archsearch import Budget, SearchConfig, SearchSpace, search
+from hybridprune.pruning.export import export
+from hybridprune.pruning.plan import PlanError
+from hybridprune.pruning.selection import Selection
+from hybridprune.pruning.slicing import slice_state_dict
+
+# family -> (plans that prune, refused plans with the words their message must contain)
+FAMILIES = {
+    "nemotron_h": (
+        [dict(ffn_hidden_size=32, mamba_num_heads=6, num_attention_heads=4, hidden_size=32),
+         dict(mamba_head_dim=4, drop_layers=[1, 4])],
+        [(dict(drop_layers=[2]), Unrepresentable, ["removes every attention block"])],
+    ),
+    "mamba2": (
+        [dict(mamba_num_heads=6), dict(hidden_size=24, drop_layers=[1])],
+        [(dict(hidden_size=40), Unrepresentable, ["mamba_num_heads in", "hidden_size in the divisors of 96"])],
+    ),
+    "bamba": (
+        [dict(ffn_hidden_size=32, mamba_num_heads=6, num_attention_heads=4),
+         dict(hidden_size=24, drop_layers=[2])],
+        [(dict(mamba_num_heads=3), Unrepresentable, ["mamba_num_heads in [6, 12]"]),
+         (dict(drop_layers=[1]), Unrepresentable, ["removes every attention block"])],
+    ),
+    "granitemoehybrid": (
+        [dict(ffn_hidden_size=32, mamba_num_heads=6, num_attention_heads=4),
+         dict(hidden_size=24, drop_layers=[3])],
+        [(dict(mamba_num_heads=9), Unrepresentable, ["mamba_num_heads in [6, 12]"]),
+         (dict(drop_layers=[1]), Unrepresentable, ["removes every attention block"])],
+    ),
+    "falcon_h1": (
+        [dict(ffn_hidden_size=32, mamba_num_heads=6, mamba_head_dim=4, num_attention_heads=4, hidden_size=32),
+         dict(ffn_hidden_size=48, drop_layers=[1])],
+        [(dict(mamba_num_heads=4), PlanError, ["Valid values: [3, 6, 9, 12]"])],
+    ),
+    "zamba2": (
+        [dict(ffn_hidden_size=32, mamba_num_heads=6), dict(ffn_hidden_size=40, drop_layers=[2])],
+        [(dict(hidden_size=32), Unrepresentable, ["cannot prune hidden_size", "ffn_hidden_size (1..64)",
+                                                  "mamba_num_heads ([6, 12])"]),
+         (dict(mamba_head_dim=4), Unrepresentable, ["cannot prune mamba_head_dim"]),
+         (dict(drop_layers=[1]), Unrepresentable, ["Layers that can be dropped: [0, 2, 4]"])],
+    ),
+    "llama": (
+        [dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=32), dict(hidden_size=36, drop_layers=[1])],
+        [(dict(hidden_size=40), Unrepresentable, ["num_attention_heads in [2, 4]", "multiples of 6"])],
+    ),
+    # Mistral and Qwen configs do not couple hidden_size and heads; only the GQA grouping is refused.
+    "mistral": ([dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40)],
+                [(dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"])]),
+    "qwen2": ([dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40, drop_layers=[0])],
+              [(dict(num_attention_heads=5), PlanError, ["Valid values: [2, 4, 6]"])]),
+    "qwen3": ([dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40, drop_layers=[1])],
+              [(dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"])]),
+}
+NAMES = list(FAMILIES)
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def family(request):
+    name = request.param
+    model = build(tiny_config(name))
+    adapter = get_adapter(model)
+    return name, model, adapter, adapter.dims(model.config)
+
+
+@pytest.fixture(scope="module")
+def ids():
+    return torch.randint(3, 96, (4, 12), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def scored(family, ids):
+    name, model, adapter, dims = family
+    return calibrate(model, ids, progress=False, depth_samples=2)
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids, use_cache=False).logits
+
+
+def rebuilt(model, selection):
+    """Slice with a permutation selection into a fresh model of the same config."""
+    adapter = get_adapter(model)
+    state = slice_state_dict(model.state_dict(), adapter, adapter.dims(model.config), selection)
+    other = build(model.config, seed=123)
+    other.load_state_dict(state, strict=True)
+    return other
+
+
+def group_perm(n: int, groups: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    size = n // groups
+    return torch.cat([k * size + torch.randperm(size, generator=g) for k in range(groups)])
+
+
+def _same(a, b):
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def _consistent(adapter, dims, sel: Selection, table: str, make) -> None:
+    """Fill `sel.<table>` for every layer holding the unit, the same tensor for shared call sites."""
+    kind = {"mamba_heads": "mamba", "ffn": "mlp", "attention_heads": "attention"}[table]
+    owners = adapter.unit_owners(dims)
+    for i in dims.layers_of(kind):
+        getattr(sel, table)[i] = make(owners.get((kind, i), i))
+
+
+# ---- permutations inside groups leave the logits unchanged ------------------------------------------
+def test_within_group_permutations_keep_logits(family, ids):
+    name, model, adapter, dims = family
+    reference = logits(model, ids)
+    sel = Selection(kept_blocks=list(range(dims.num_layers)))
+    if dims.has_kind("mamba"):
+        _consistent(adapter, dims, sel, "mamba_heads", lambda i: group_perm(dims.mamba_num_heads, dims.mamba_n_groups, i))
+        for i in dims.layers_of("mamba"):
+            sel.mamba_channels[i] = torch.randperm(dims.mamba_head_dim, generator=torch.Generator().manual_seed(i))
+    if dims.has_kind("mlp"):
+        _consistent(adapter, dims, sel, "ffn",
+                    lambda i: torch.randperm(dims.ffn_hidden_size, generator=torch.Generator().manual_seed(i)))
+    if dims.has_kind("attention"):
+        _consistent(adapter, dims, sel, "attention_heads",
+                    lambda i: group_perm(dims.num_attention_heads, dims.num_key_value_heads, i + 7))
+    _same(logits(rebuilt(model, sel), ids), reference)
+    hidden = Selection(kept_blocks=sel.kept_blocks,
+                       hidden=torch.randperm(dims.hidden_size, generator=torch.Generator().manual_seed(3)))
+    _same(logits(rebuilt(model, hidden), ids), reference)
+
+
+def test_a_cross_group_swap_changes_logits(family, ids):
+    """Negative control: the permutation test can fail."""
+    name, model, adapter, dims = family
+    sel = Selection(kept_blocks=list(range(dims.num_layers)))
+    if dims.has_kind("mamba"):
+        n, per = dims.mamba_num_heads, dims.mamba_num_heads // dims.mamba_n_groups
+        swap = torch.arange(n)
+        swap[0], swap[per] = per, 0
+        _consistent(adapter, dims, sel, "mamba_heads", lambda i: swap)
+    else:
+        n, per = dims.num_attention_heads, dims.num_attention_heads // dims.num_key_value_heads
+        swap = torch.arange(n)
+        swap[0], swap[per] = per, 0
+        _consistent(adapter, dims, sel, "attention_heads", lambda i: swap)
+    assert (logits(rebuilt(model, sel), ids) - logits(model, ids)).abs().max() > 1e-3
+
+
+# ---- removing equals zeroing ---------------------------------------------------------------------
+def _zeroed_copy(model, adapter, dims, kind, columns):
+    """A copy whose output projection of every `kind` unit has `columns` zeroed."""
+    zeroed = build(model.config)
+    zeroed.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for block in adapter.blocks(zeroed):
+            for unit in block.units:
+                if unit.kind == kind:
+                    unit.module.weight[:, columns] = 0.0
+    return zeroed
+
+
+def _pruned(model, sel, **changes):
+    adapter = get_adapter(model)
+    dims = adapter.dims(model.config)
+    new_dims = dims.replace(**changes)
+    pruned = build(adapter.make_config(model.config, new_dims), seed=7)
+    pruned.load_state_dict(slice_state_dict(model.state_dict(), adapter, dims, sel), strict=True)
+    return pruned
+
+
+def test_removing_ffn_neurons_equals_zeroing_them(family, ids):
+    name, model, adapter, dims = family
+    if not dims.has_kind("mlp"):
+        pytest.skip("no MLP")
+    removed = [0, 5, 6, 17, 40, 63]
+    kept = torch.tensor([j for j in range(dims.ffn_hidden_size) if j not in removed])
+    sel = Selection(kept_blocks=list(range(dims.num_layers)))
+    _consistent(adapter, dims, sel, "ffn", lambda i: kept)
+    zeroed = _zeroed_copy(model, adapter, dims, "mlp", removed)
+    _same(logits(_pruned(model, sel, ffn_hidden_size=len(kept)), ids), logits(zeroed, ids))
+
+
+def test_removing_attention_heads_equals_zeroing_them(family, ids):
+    name, model, adapter, dims = family
+    if not dims.has_kind("attention"):
+        pytest.skip("no attention")
+    if name == "zamba2":
+        pytest.skip("Zamba2 refuses attention-head pruning (head_dim is derived)")
+    hd, per = dims.attention_head_dim, dims.num_attention_heads // dims.num_key_value_heads
+    kept = [g * per + j for g in range(dims.num_key_value_heads) for j in range(per) if j != 1]
+    removed = [h for h in range(dims.num_attention_heads) if h not in kept]
+    columns = [h * hd + d for h in removed for d in range(hd)]
+    sel = Selection(kept_blocks=list(range(dims.num_layers)))
+    _consistent(adapter, dims, sel, "attention_heads", lambda i: torch.tensor(kept))
+    zeroed = _zeroed_copy(model, adapter, dims, "attention", columns)
+    _same(logits(_pruned(model, sel, num_attention_heads=len(kept)), ids), logits(zeroed, ids))
+
+
+# ---- prune, count, export, reload, generate -------------------------------------------------------
+def test_plans_prune_with_exact_parameter_counts(family, scored, ids):
+    name, model, adapter, dims = family
+    assert adapter.num_parameters(dims) == sum(p.numel() for p in model.parameters())
+    for plan in FAMILIES[name][0]:
+        pruned = prune(model, scored, plan)
+        new_dims = adapter.dims(pruned.config)
+        assert sum(p.numel() for p in pruned.parameters()) == adapter.num_parameters(new_dims), plan
+        assert adapter.num_parameters(new_dims) < adapter.num_parameters(dims)
+        assert torch.isfinite(logits(pruned, ids)).all()
+
+
+RELOAD = textwrap.dedent("""
+    import json, sys, torch
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+    ids = torch.tensor(json.loads(sys.argv[2]))
+    with torch.no_grad():
+        out = model(input_ids=ids, use_cache=False).logits
+    assert "hybridprune" not in sys.modules
+    torch.save(out, sys.argv[3])
+""")
+
+
+def test_export_reloads_in_plain_transformers(family, scored, ids, tmp_path):
+    name, model, adapter, dims = family
+    pruned = prune(model, scored, FAMILIES[name][0][0])
+    out = export(pruned, tmp_path / "pruned")
+    env = {**os.environ, "PYTHONPATH": ""}
+    subprocess.run([sys.executable, "-c", RELOAD, str(out), json.dumps(ids[:2].tolist()), str(tmp_path / "l.pt")],
+                   check=True, env=env, cwd=tmp_path, timeout=120)
+    _same(torch.load(tmp_path / "l.pt", weights_only=True), logits(pruned, ids[:2]))
+
+
+def test_greedy_generation_with_cache_equals_without(family, scored, ids):
+    name, model, adapter, dims = family
+    pruned = prune(model, scored, FAMILIES[name][0][-1])
+    prompt = ids[:1, :5]
+    kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        cached = pruned.generate(prompt, use_cache=True, **kw)
+        uncached = pruned.generate(prompt, use_cache=False, **kw)
+    assert torch.equal(cached, uncached)
+
+
+def test_refused_plans_name_the_valid_values(family, scored):
+    name, model, adapter, dims = family
+    for plan, error, words in FAMILIES[name][1]:
+        with pytest.raises(error) as info:
+            prune(model, scored, plan)
+        for w in words:
+            assert w in str(info.value), (plan, str(info.value))
+
+
+# ---- search and distillation ------------------------------------------------------------------------
+def test_search_keeps_representable_candidates_and_its_best_plan_prunes(family, scored, ids):
+    name, model, adapter, dims = family
+    space = SearchSpace(max_width_pruning=0.5, max_depth_pruning=0.34)
+    cfg = SearchConfig(space=space, band=None, measure_speed=False, progress=False, top_k=1, max_candidates=4)
+    result = search(model, scored, ids, Budget(params="0.85x"), cfg)
+    assert result.candidates
+    space_grid = {c.key: c for c in __import__("hybridprune.archsearch.space", fromlist=["build_grid"]).build_grid(
+        dims, space, scored)[0]}
+    for c in result.candidates:
+        adapter.check_representable(space_grid[c["key"]].dims, original=dims)  # raises if not
+    best = prune(model, scored, result.best)
+    assert adapter.num_parameters(adapter.dims(best.config)) <= 0.85 * adapter.num_parameters(dims)
+
+
+def test_one_distillation_step_runs(family, scored, ids):
+    from hybridprune import distill
+
+    name, model, adapter, dims = family
+    student = prune(model, scored, FAMILIES[name][0][0])
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    student = distill(model, student, ids, steps=1, global_batch=2, micro_batch=2, lr=1e-3, warmup=0,
+                      progress=False, precision="fp32", plot=False, export=False)
+    assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
+
+
+def test_layer_types_name_the_units_each_layer_holds(family):
+    name, model, adapter, dims = family
+    for t in set(dims.block_kinds):
+        assert adapter.layer_spec(t).kinds == unit_kinds(t)
+
+
+def test_jamba_is_refused_with_the_reason():
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model("jamba", vocab_size=96, hidden_size=16, num_hidden_layers=2,
+                                  num_attention_heads=2, num_key_value_heads=1, num_experts=1)
+    with pytest.raises(UnsupportedArchitecture, match="Mamba-1 mixers have no heads.*periods and offsets"):
+        get_adapter(config)
+
+
+# ---- the command line accepts every family's checkpoint ------------------------------------------------
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("nemotron_h", "mamba2", "mistral", "qwen2")])
+def test_cli_calibrates_and_prunes_each_family(name, tmp_path):
+    from typer.testing import CliRunner
+
+    from hybridprune.cli import app
+    from hybridprune.data import tokenizer_path
+    from hybridprune.pruning.export import copy_tokenizer_files
+
+    runner = CliRunner()
+    build(tiny_config(name, vocab_size=4096)).save_pretrained(tmp_path / "model")
+    copy_tokenizer_files(tokenizer_path(), tmp_path / "model")
+    result = runner.invoke(app, ["calibrate", "--model", str(tmp_path / "model"), "--data", "shakespeare",
+                                 "--samples", "4", "--seq-len", "16", "--batch-size", "2", "--out",
+                                 str(tmp_path / "scores")])
+    assert result.exit_code == 0, result.output
+    plan = ",".join(f"{k}={'+'.join(map(str, v)) if isinstance(v, list) else v}"
+                    for k, v in FAMILIES[name][0][0].items())
+    result = runner.invoke(app, ["prune", "--model", str(tmp_path / "model"), "--scores", str(tmp_path / "scores"),
+                                 "--plan", plan, "--out", str(tmp_path / "pruned")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "pruned" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("dtype,dtype_name", [(torch.float32, "float32"), (torch.bfloat16, "bfloat16")])
+def test_analytic_cache_matches_a_real_cache(family, scored, dtype, dtype_name):
+    from test_search_cost import _measured_cache_bytes
+
+    from hybridprune.archsearch import cache_bytes
+
+    name, model, adapter, dims = family
+    pruned = prune(model, scored, FAMILIES[name][0][-1]).to(dtype)
+    new_dims = adapter.dims(pruned.config)
+    measured = _measured_cache_bytes(pruned, batch=2, seq_len=9)
+    assert cache_bytes(new_dims, batch=2, seq_len=9, dtype=dtype_name, ssm_state_dtype="float32") == measured
+
+
+def test_zamba2_shared_block_gets_one_selection_for_all_call_sites(ids):
+    """Both hybrid layers call the same transformer block: calibration scores both call sites into the
+    first one's entry, and every call site keeps the same FFN neurons (tied weights stay tied)."""
+    from hybridprune.pruning.plan import Plan
+    from hybridprune.pruning.selection import select
+
+    model = build(tiny_config("zamba2"))
+    adapter = get_adapter(model)
+    dims = adapter.dims(model.config)
+    scores = calibrate(model, ids, progress=False)
+    assert sorted(scores.ffn) == [1] and sorted(scores.attention) == [1]
+    assert sorted(scores.mamba) == list(range(dims.num_layers))
+    sel = select(scores, Plan(ffn_hidden_size=40), dims, owners=adapter.unit_owners(dims))
+    assert torch.equal(sel.ffn[1], sel.ffn[3])
+    state = slice_state_dict(model.state_dict(), adapter, dims, sel)
+    for name in ("feed_forward.gate_up_proj.weight", "feed_forward.down_proj.weight"):
+        a, b = (state[f"model.layers.{i}.shared_transformer.{name}"] for i in (1, 3))
+        assert torch.equal(a, b)
+    # the per-call-site adapters are cut by the same neurons, each keeping its own weights
+    a0 = state["model.layers.1.shared_transformer.feed_forward.gate_up_proj_adapter_list.0.1.weight"]
+    assert a0.shape == (80, 4)
+
+
+@pytest.mark.parametrize("attention_adapters", [True, False])
+def test_zamba2_with_two_shared_blocks_counts_and_prunes_exactly(attention_adapters, ids):
+    model = build(tiny_config("zamba2", num_mem_blocks=2, use_shared_attention_adapter=attention_adapters,
+                              add_bias_linear=not attention_adapters,
+                              layers_block_type=["hybrid", "mamba", "hybrid", "hybrid", "mamba"]))
+    adapter = get_adapter(model)
+    dims = adapter.dims(model.config)
+    assert adapter.unit_owners(dims) == {("mlp", 0): 0, ("attention", 0): 0, ("mlp", 2): 2, ("attention", 2): 2,
+                                         ("mlp", 3): 0, ("attention", 3): 0}
+    assert adapter.num_parameters(dims) == sum(p.numel() for p in model.parameters())
+    pruned = prune(model, calibrate(model, ids, progress=False),
+                   dict(ffn_hidden_size=40, mamba_num_heads=6, drop_layers=[1]))
+    assert adapter.num_parameters(adapter.dims(pruned.config)) == sum(p.numel() for p in pruned.parameters())
+    assert pruned.config.hybrid_layer_ids == [0, 1, 2]
+    kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        assert torch.equal(pruned.generate(ids[:1, :4], use_cache=True, **kw),
+                           pruned.generate(ids[:1, :4], use_cache=False, **kw))
