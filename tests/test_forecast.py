@@ -96,3 +96,33 @@ def test_the_8b_forecast_counts_the_weights_exactly():
     f = forecast_forward("calibrate", adapter, adapter.dims(config), batch=1, seq=2048, weight_bytes=2)
     assert f.parts["weights"] == 2 * 8_100_852_736  # the paper digest's exact count, in bf16
     assert f.available is None or f.available > 0
+
+
+def test_commands_print_the_forecast_and_refuse_without_force(tmp_path, tokens, monkeypatch):
+    """calibrate and prune say what they will need before loading anything; when that clearly exceeds
+    what the device has, they stop with the flags to lower, unless --force."""
+    from typer.testing import CliRunner
+
+    import hybridprune.forecast as forecast
+    from conftest import tiny_nemotron_config
+    from hybridprune.cli import app
+    from hybridprune.importance.calibrate import calibrate
+
+    model = build(tiny_nemotron_config())
+    model.save_pretrained(tmp_path / "model")
+    calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2).save(tmp_path / "scores")
+    monkeypatch.setattr(forecast, "available_bytes", lambda device="cpu": 2**20)  # a 1 MiB device
+    calib = ["calibrate", "--model", str(tmp_path / "model"), "--data", "shakespeare", "--samples", "2",
+             "--seq-len", "16", "--depth-samples", "0", "--out", str(tmp_path / "c")]
+    result = CliRunner().invoke(app, calib)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, text
+    assert "memory forecast for calibrate" in text and "Lower --batch-size or --seq-len" in text
+    assert "--force" in text and not (tmp_path / "c").exists()
+    prune = ["prune", "--model", str(tmp_path / "model"), "--scores", str(tmp_path / "scores"), "--plan",
+             "mamba_num_heads=6", "--out", str(tmp_path / "p")]
+    result = CliRunner().invoke(app, prune)
+    assert result.exit_code == 2 and "pruning needs about" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, [*prune, "--force"])
+    assert result.exit_code == 0, result.output
+    assert "memory forecast for pruning" in " ".join(result.output.split())

@@ -113,13 +113,25 @@ def _remote_code_hint(exc: Exception) -> str:
 
 
 def load_model(ref: str | os.PathLike, *, dtype=None, device: str | torch.device | None = None,
-               trust_remote_code: bool = False, allow_pickle: bool = False, role: str = "checkpoint"):
-    """Load a causal LM for evaluation, refusing a checkpoint that does not fill the model exactly."""
+               trust_remote_code: bool = False, allow_pickle: bool = False, role: str = "checkpoint",
+               device_map: str | dict | None = None):
+    """Load a causal LM for evaluation, refusing a checkpoint that does not fill the model exactly.
+
+    `device_map`: accelerate's big-model dispatch ("auto", "balanced", a dict): layers over the GPUs,
+    spilling to CPU and disk (offloaded weights go to a temporary folder removed at exit)."""
     from transformers import AutoModelForCausalLM
 
     path = resolve(ref, role)
     check_weight_files(path, role, allow_pickle)
     kwargs = {"dtype": dtype} if dtype is not None else {}
+    if device_map is not None:
+        import atexit
+        import shutil
+        import tempfile
+
+        offload = tempfile.mkdtemp(prefix="hybridprune-offload-")
+        atexit.register(shutil.rmtree, offload, ignore_errors=True)
+        kwargs.update(device_map=device_map, offload_folder=offload)
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             path, trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle or None,

@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass, field
 
 from .architectures import ATTENTION, MAMBA, MLP, Dims
+from .architectures.base import unit_kinds
 
 GIB = 2**30
 #: what a process adds beyond tensors once it has loaded a model and run a forward: the model's code,
@@ -38,12 +39,8 @@ REFUSE_ABOVE = 1.25
 F32 = 4
 
 
-class MemoryForecastError(RuntimeError):
+class MemoryForecastError(ValueError):
     """The forecast clearly exceeds the memory the device has."""
-
-
-def _unit_kinds(layer_type: str) -> tuple[str, ...]:
-    return tuple(layer_type.split("@", 1)[0].split("+"))
 
 
 def unit_transient_bytes(dims: Dims, kind: str, batch: int, seq: int, act: int, chunk: int = 128) -> int:
@@ -67,14 +64,14 @@ def unit_transient_bytes(dims: Dims, kind: str, batch: int, seq: int, act: int, 
 
 
 def _max_transient(dims: Dims, batch: int, seq: int, act: int, chunk: int) -> int:
-    kinds = {k for t in set(dims.block_kinds) for k in _unit_kinds(t)}
+    kinds = {k for t in set(dims.block_kinds) for k in unit_kinds(t)}
     return max((unit_transient_bytes(dims, k, batch, seq, act, chunk) for k in kinds), default=0)
 
 
 def _saved_for_backward(dims: Dims, batch: int, seq: int, act: int, chunk: int) -> int:
     total = 0
     for t in dims.block_kinds:
-        for k in _unit_kinds(t):
+        for k in unit_kinds(t):
             total += unit_transient_bytes(dims, k, batch, seq, act, chunk)
         total += 4 * batch * seq * dims.hidden_size * act  # norms and residual adds
     return total
@@ -135,13 +132,15 @@ def forecast_forward(stage: str, adapter, dims: Dims, *, batch: int, seq: int, w
     return Forecast(stage, device, parts, available_bytes(device))
 
 
-def forecast_distill(adapter, teacher: Dims, student: Dims, *, micro_batch: int, seq: int, weight_bytes: int,
-                     chunk_positions: int, chunk: int = 128, device: str = "cpu", teacher_adapter=None) -> Forecast:
-    """Distillation: the student trained with AdamW, the teacher forward only, logits in chunks."""
+def forecast_distill(adapter, teacher: Dims, student: Dims, *, micro_batch: int, seq: int, weight_bytes: int = 4,
+                     teacher_weight_bytes: int | None = None, chunk_positions: int, chunk: int = 128,
+                     device: str = "cpu", teacher_adapter=None) -> Forecast:
+    """Distillation: the student trained with AdamW (`weight_bytes` per master weight), the teacher
+    forward only (`teacher_weight_bytes`, default the same), logits in chunks."""
     teacher_adapter = teacher_adapter or adapter
     n_student = adapter.num_parameters(student)
-    teacher_forward = forward_parts(teacher_adapter, teacher, batch=micro_batch, seq=seq, weight_bytes=weight_bytes,
-                                    chunk=chunk)
+    teacher_forward = forward_parts(teacher_adapter, teacher, batch=micro_batch, seq=seq,
+                                    weight_bytes=teacher_weight_bytes or weight_bytes, chunk=chunk)
     parts = {
         "student weights": n_student * weight_bytes,
         "gradients": n_student * F32,
@@ -153,6 +152,19 @@ def forecast_distill(adapter, teacher: Dims, student: Dims, *, micro_batch: int,
         "runtime": RUNTIME_BYTES,
     }
     return Forecast("distillation", device, parts, available_bytes(device))
+
+
+def forecast_prune(adapter, dims: Dims, *, weight_bytes: int, largest_tensor_bytes: int | None = None,
+                   device: str = "cpu") -> Forecast:
+    """Pruning: streamed, about three of the largest tensors (one read ahead, one being sliced, one being
+    written); in memory, the model and its pruned copy."""
+    if largest_tensor_bytes is not None:
+        parts = {"tensors in flight": 3 * largest_tensor_bytes}
+    else:
+        weights = adapter.num_parameters(dims) * weight_bytes
+        parts = {"weights": weights, "pruned copy": weights}
+    parts["runtime"] = RUNTIME_BYTES
+    return Forecast("pruning", device, parts, available_bytes(device))
 
 
 def available_bytes(device: str = "cpu") -> int | None:

@@ -7,11 +7,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..architectures.base import unit_kinds
 from .checks import SEED_MAX
 from ..fsutil import atomic_directory, check_output
 from .common import (
-    CliError, console, fail_cleanly, init_distributed, is_main_process, load_model, load_tokenizer,
-    resolve_device,
+    CliError, console, fail_cleanly, forecast_memory, forward_forecast, init_distributed, is_main_process,
+    load_config, load_model, load_tokenizer, resolve_device,
 )
 
 
@@ -35,7 +36,9 @@ def calibrate_command(
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
     seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for sampling the calibration windows."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
-    dtype: str = typer.Option("auto", help="auto (as saved), float32, bfloat16, float16."),
+    device_map: str = typer.Option(None, "--device-map", help="Spread a model larger than one device over the GPUs, CPU and disk (accelerate's big-model inference): auto, balanced, sequential."),
+    dtype: str = typer.Option("auto", help="auto (as saved; bfloat16 on a GPU), float32, bfloat16, float16."),
+    force: bool = typer.Option(False, "--force", help="Start even when the memory forecast exceeds what the device has."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code (off by default)."),
 ) -> None:
     """Run calibration data through the model with hooks and save importance scores."""
@@ -47,7 +50,11 @@ def calibrate_command(
     rank, world = init_distributed()
     if world > 1 and device == "auto":
         device = f"cuda:{rank}" if resolve_device("auto").type == "cuda" else "cpu"
-    lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    config = load_config(model, trust_remote_code=trust_remote_code)
+    forecast_memory(forward_forecast(config, "calibrate", batch=batch_size, seq=seq_len, dtype=dtype, device=device,
+                                     depth=depth_samples > 0),
+                    force=force, lower="--batch-size or --seq-len", spread=device_map is not None)
+    lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code, device_map=device_map)
     tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
     calib = load_token_samples(data, tokenizer, seq_len=seq_len, num_samples=samples, split="calibration",
                                seed=seed, text_field=text_field, model_vocab_size=lm.config.vocab_size)
@@ -77,13 +84,15 @@ def _summary(scores, kinds, out, plot) -> None:
     table.add_column("KLD skipped", justify="right")
     table.add_column("Block Influence", justify="right")
     table.add_column("mean unit score", justify="right")
+    tables = {"mamba": scores.mamba, "mlp": scores.ffn, "attention": scores.attention}
     for i, kind in enumerate(kinds):
-        unit = {"mamba": scores.mamba, "mlp": scores.ffn, "attention": scores.attention}.get(kind, {}).get(i)
+        units = [(k, tables[k].get(i)) for k in unit_kinds(kind) if k in tables]
+        means = ", ".join(f"{k} {t.mean():.4g}" for k, t in units if t is not None)
         table.add_row(
             str(i), kind,
             f"{scores.depth_kld[i]:.4g}" if scores.depth_kld is not None else "-",
             f"{scores.depth_bi[i]:.4g}" if scores.depth_bi is not None else "-",
-            f"{unit.mean():.4g}" if unit is not None else "-",
+            means or "-",
         )
     console.print(table)
     console.print(f"scores written to [bold]{out}[/]; plot: {plot}")

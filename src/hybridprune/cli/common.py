@@ -81,12 +81,52 @@ def load_config(path: str | Path, *, trust_remote_code: bool = False, role: str 
 
 
 def load_model(path: str | Path, *, dtype: str = "auto", device: str | None = None,
-               trust_remote_code: bool = False, role: str = "checkpoint"):
-    """Load a causal LM through the one checked load path (`hybridprune.checkpoints`)."""
+               trust_remote_code: bool = False, role: str = "checkpoint", device_map: str | None = None):
+    """Load a causal LM through the one checked load path (`hybridprune.checkpoints`).
+
+    `dtype="auto"` keeps the stored dtype, except on a GPU, where it is bfloat16. `device_map` ("auto"
+    or accelerate's other strategies) spreads the model over the GPUs, the CPU and disk instead of
+    placing it on `device`."""
     from .. import checkpoints
 
-    return checkpoints.load_model(path, dtype=resolve_dtype(dtype), device=resolve_device(device),
-                                  trust_remote_code=trust_remote_code, role=role)
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    if torch_dtype == "auto" and (target.type == "cuda" or (device_map and torch.cuda.is_available())):
+        torch_dtype = torch.bfloat16
+    return checkpoints.load_model(path, dtype=torch_dtype, device=None if device_map else target,
+                                  trust_remote_code=trust_remote_code, role=role, device_map=device_map)
+
+
+def weight_bytes(config, dtype: str, device: str | None = None) -> int:
+    """Bytes per parameter a model will be loaded with (`load_model`'s rule), for the memory forecast."""
+    torch_dtype = resolve_dtype(dtype)
+    if torch_dtype == "auto":
+        if resolve_device(device).type == "cuda":
+            return 2
+        stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32"
+        torch_dtype = getattr(torch, str(stored).replace("torch.", ""), torch.float32)
+    return torch.empty((), dtype=torch_dtype).element_size()
+
+
+def forward_forecast(config, stage: str, *, batch: int, seq: int, dtype: str, device: str | None,
+                     depth: bool = False):
+    """The memory forecast of a forward-only stage ("calibrate" or "evaluate") of the model `config` describes."""
+    from ..architectures import get_adapter
+    from ..forecast import forecast_forward
+
+    adapter = get_adapter(config)
+    chunk = getattr(config, "chunk_size", None) or getattr(config, "mamba_chunk_size", None) or 128
+    return forecast_forward(stage, adapter, adapter.dims(config), batch=batch, seq=seq, depth=depth,
+                            weight_bytes=weight_bytes(config, dtype, device), chunk=int(chunk),
+                            device=str(resolve_device(device)))
+
+
+def forecast_memory(forecast, *, force: bool, lower: str, spread: bool = False) -> None:
+    """Print the memory forecast; refuse (MemoryForecastError) when it clearly exceeds the device,
+    unless `force`, or the model is spread over devices (`spread`: a device map places it)."""
+    console.print(f"[dim]{escape(forecast.describe())}[/]", highlight=False)
+    if not spread:
+        forecast.check(force=force, lower=lower)
 
 
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False, role: str = "checkpoint"):

@@ -14,7 +14,7 @@ import typer
 
 from .checks import NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_numbers
 from ..fsutil import check_output, remove_if_failed, remove_owned
-from .common import CliError, console, fail_cleanly, load_model, load_tokenizer
+from .common import CliError, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer
 
 
 def register(app: typer.Typer) -> None:
@@ -52,6 +52,7 @@ def distill_command(
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Clip the global gradient norm; 0 disables."),
     precision: Literal["auto", "fp32", "bf16"] = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16."),
     parallel: Literal["auto", "none", "ddp", "fsdp"] = typer.Option("auto", "--parallel", help="auto (DDP under torchrun), none, ddp or fsdp (FSDP2)."),
+    force: bool = typer.Option(False, "--force", help="Start even when the memory forecast exceeds what the device has."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the sample order."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
     device: str = typer.Option(None, "--device", help="Device (default: this process's GPU, else cpu)."),
@@ -101,9 +102,26 @@ def distill_command(
     try:
         remove_if_failed(out, keep=_has_checkpoint)  # a run that failed before its first checkpoint leaves nothing
         _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
-             trust_remote_code, cfg, overwrite)
+             trust_remote_code, cfg, overwrite, force)
     finally:
         teardown(env)
+
+
+def _forecast(teacher, student, cfg, seq_len, bf16, device, trust_remote_code):
+    """Distillation's memory forecast, from the two configs (`hybridprune.forecast`)."""
+    from ..architectures import get_adapter
+    from ..distillation.chunked_loss import auto_chunk_size
+    from ..forecast import forecast_distill
+
+    t_cfg = load_config(teacher, trust_remote_code=trust_remote_code, role="teacher")
+    s_cfg = load_config(student, trust_remote_code=trust_remote_code, role="student")
+    t_adapter, s_adapter = get_adapter(t_cfg), get_adapter(s_cfg)
+    student_dims = s_adapter.dims(s_cfg)
+    chunk = cfg.chunk_size or auto_chunk_size(student_dims.vocab_size, device)
+    return forecast_distill(s_adapter, t_adapter.dims(t_cfg), student_dims, micro_batch=cfg.micro_batch,
+                            seq=seq_len, weight_bytes=4, teacher_weight_bytes=2 if bf16 else 4, chunk_positions=chunk,
+                            chunk=getattr(t_cfg, "chunk_size", None) or 128, device=str(device),
+                            teacher_adapter=t_adapter)
 
 
 def _has_checkpoint(out: Path) -> bool:
@@ -113,13 +131,16 @@ def _has_checkpoint(out: Path) -> bool:
 
 
 def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
-         trust_remote_code, cfg, overwrite=False) -> None:
+         trust_remote_code, cfg, overwrite=False, force=False) -> None:
     import torch
 
     from ..data import DataError, load_token_samples
     from ..distillation import Distiller
     bf16 = precision == "bf16" or (precision == "auto" and env.device.type == "cuda" and torch.cuda.is_bf16_supported())
     # The teacher only runs forward: under bf16 it is held in bf16. The student keeps fp32 master weights.
+    if env.is_main:
+        forecast_memory(_forecast(teacher, student, cfg, seq_len, bf16, env.device, trust_remote_code), force=force,
+                        lower="--micro-batch or --seq-len (or --chunk-size)")
     t_model = load_model(teacher, dtype="bfloat16" if bf16 else "float32", device="cpu",
                          trust_remote_code=trust_remote_code, role="teacher")
     s_model = load_model(student, dtype="float32", device="cpu", trust_remote_code=trust_remote_code, role="student")

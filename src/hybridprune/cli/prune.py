@@ -9,7 +9,9 @@ import typer
 from rich.table import Table
 
 from ..fsutil import check_output
-from .common import CliError, console, fail_cleanly, load_config, load_model, resolve_dtype
+from .common import (
+    CliError, console, fail_cleanly, forecast_memory, load_config, load_model, resolve_dtype, weight_bytes,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -28,6 +30,7 @@ def prune_command(
     smoke_test: bool = typer.Option(False, "--smoke-test", help="After a streaming prune, load the result and run one forward pass (needs the pruned model's memory)."),
     device: str = typer.Option("cpu", help="Device of an --in-memory prune (cpu is enough: pruning is slicing)."),
     dtype: str = typer.Option("auto", help="auto (as saved), float32, bfloat16, float16."),
+    force: bool = typer.Option(False, "--force", help="Start even when the memory forecast exceeds what the device has."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code."),
 ) -> None:
     """Prune a checkpoint group-aware to the plan's sizes and write it as a plain HF checkpoint.
@@ -40,6 +43,8 @@ def prune_command(
     from ..pruning.export import export
     from ..pruning.plan import Plan, PlanError
     from ..checkpoints import resolve
+    from ..checkpoint_files import CheckpointFiles
+    from ..forecast import forecast_prune
     from ..pruning.streaming import stream_prune
 
     # Everything that can be checked without the weights is checked first: the plan even without the config.
@@ -59,11 +64,16 @@ def prune_command(
     if not in_memory:
         if trust_remote_code:
             raise CliError("--trust-remote-code needs --in-memory: a streaming prune never runs the checkpoint's code")
+        largest = max((t.nbytes for t in CheckpointFiles(model).tensors.values()), default=0)
+        streamed = forecast_prune(adapter, dims, weight_bytes=weight_bytes(config, dtype), largest_tensor_bytes=largest)
+        forecast_memory(streamed, force=force, lower="nothing (streaming holds three tensors at a time)")
         path = stream_prune(model, loaded_scores, parsed, out, dtype=None if dtype == "auto" else resolve_dtype(dtype),
                             smoke_test=smoke_test, overwrite=overwrite, strict_fingerprint=strict_fingerprint,
                             progress=True)
         _summary(json.loads((path / "hybridprune.json").read_text()), path)
         return
+    forecast_memory(forecast_prune(adapter, dims, weight_bytes=weight_bytes(config, dtype, device), device=str(device)),
+                    force=force, lower="the model's memory: drop --in-memory to stream it")
     lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     pruned = prune(lm, loaded_scores, parsed, strict_fingerprint=strict_fingerprint)
     path = export(pruned, out, tokenizer_from=model, source=str(model), overwrite=overwrite)

@@ -13,7 +13,10 @@ from .checks import (
 )
 from ..archsearch.store import CANDIDATES_FILE, OWNED, SETTINGS_FILE
 from ..fsutil import check_output, claim, owned_names, remove_if_failed
-from .common import CliError, console, fail_cleanly, load_config, load_model, load_tokenizer
+from .common import (
+    CliError, console, fail_cleanly, forecast_memory, forward_forecast, load_config, load_model, load_tokenizer,
+    weight_bytes,
+)
 
 #: Short names accepted by --skip and --divisors, besides the Plan field names.
 AXIS_ALIASES = {"hidden": "hidden_size", "ffn": "ffn_hidden_size", "mamba_heads": "mamba_num_heads",
@@ -97,6 +100,7 @@ def search_command(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
     dtype: str = typer.Option("auto", help="Model dtype: auto (as saved), float32, bfloat16, float16."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard a previous search in --out instead of resuming it."),
+    force: bool = typer.Option(False, "--force", help="Start even when the memory forecast exceeds what the device has."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code."),
 ) -> None:
     """Search the architecture of lowest loss under a budget; resumes an interrupted run in --out."""
@@ -149,6 +153,8 @@ def search_command(
     if saved is not None or "num_layers" in skipped or max_depth_pruning == 0:
         filter_candidates(adapter, dims, build_grid(dims, space, saved)[0], budget, band=None)
 
+    forecast_memory(_forecast(config, dtype, device, batch_size, eval_seq_len, depth_samples > 0, kd, kd_micro_batch),
+                    force=force, lower="--batch-size, --eval-seq-len or --kd-micro-batch")
     lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
     if saved is not None and saved.meta.get("fingerprint") not in (None, model_fingerprint(lm)):
@@ -185,6 +191,30 @@ def search_command(
 def _resumable(out: Path) -> bool:
     """What a failed or interrupted search keeps: complete scores or finished evaluations."""
     return (out / "scores" / "scores.json").is_file() or (out / CANDIDATES_FILE).is_file()
+
+
+def _forecast(config, dtype, device, batch_size, seq_len, depth, kd, kd_micro_batch):
+    """The search's peak: calibrating and evaluating beside a pruned candidate, or a candidate's short KD
+    (the unpruned size bounds every candidate's)."""
+    from ..architectures import get_adapter
+    from ..distillation.chunked_loss import auto_chunk_size
+    from ..forecast import forecast_distill
+
+    forward = forward_forecast(config, "calibrate", batch=batch_size, seq=seq_len, dtype=dtype, device=device,
+                               depth=depth)
+    forward.stage = "search"
+    forward.parts["pruned candidate"] = forward.parts["weights"]
+    if not kd:
+        return forward
+    adapter = get_adapter(config)
+    dims = adapter.dims(config)
+    wb = weight_bytes(config, dtype, device)
+    train = forecast_distill(adapter, dims, dims, micro_batch=min(kd_micro_batch, kd["global_batch"]), seq=seq_len,
+                             weight_bytes=4, teacher_weight_bytes=wb, device=forward.device,
+                             chunk_positions=auto_chunk_size(dims.vocab_size, forward.device),
+                             chunk=getattr(config, "chunk_size", None) or 128)
+    train.stage = "search"
+    return max(forward, train, key=lambda f: f.total)
 
 
 def _calibrate(lm, tokenizer, path: Path, data, seq_len, samples, depth_samples, batch_size, seed, text_field, model):
