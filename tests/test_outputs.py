@@ -114,15 +114,20 @@ def test_outputs_follow_the_umask(ckpt, tmp_path, command):
     (errno.EROFS, "the file system is read-only"),
     (errno.EACCES, "permission denied"),
 ])
-def test_a_failed_write_is_one_message_and_leaves_nothing(ckpt, tmp_path, monkeypatch, code, message):
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_a_failed_write_is_one_message_and_leaves_nothing(ckpt, tmp_path, monkeypatch, code, message, in_memory):
     from transformers import PreTrainedModel
+
+    from hybridprune.checkpoint_files import ShardWriter
 
     def fail(self, *args, **kwargs):
         raise OSError(code, os.strerror(code))
 
+    # the streaming prune writes its shards itself; the in-memory one through save_pretrained
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", fail)
+    monkeypatch.setattr(ShardWriter, "write", fail)
     out = tmp_path / "pruned"
-    result = invoke(*_commands(ckpt, out)["prune"])
+    result = invoke(*_commands(ckpt, out)["prune"], *(["--in-memory"] if in_memory else []))
     assert result.exit_code == 2 and no_traceback(result), result.output
     assert f"cannot write the checkpoint to {out}: {message}" in " ".join(result.output.split())
     assert "Nothing was left behind" in result.output

@@ -92,8 +92,11 @@ def test_a_second_signal_stops_at_once(model, tmp_path, monkeypatch):
     assert result.exit_code == 143 and "stopped at once" in result.output and no_traceback(result)
 
 
-def test_sigterm_during_prune_leaves_nothing(model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_sigterm_during_prune_leaves_nothing(model, tmp_path, monkeypatch, in_memory):
     from transformers import PreTrainedModel
+
+    from hybridprune.checkpoint_files import ShardWriter
 
     scores = tmp_path / "scores"
     assert invoke("calibrate", "--model", model, "--data", _data(model.parent), "--samples", "4", "--seq-len", "32",
@@ -104,9 +107,17 @@ def test_sigterm_during_prune_leaves_nothing(model, tmp_path, monkeypatch):
         original(self, path, *args, **kwargs)
         os.kill(os.getpid(), signal.SIGTERM)
 
+    close = ShardWriter.close
+
+    def close_then_term(self):  # the streaming prune writes its shards itself
+        close(self)
+        os.kill(os.getpid(), signal.SIGTERM)
+
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", save_then_term)
+    monkeypatch.setattr(ShardWriter, "close", close_then_term)
     out = tmp_path / "pruned"
-    result = invoke("prune", "--model", model, "--scores", scores, "--plan", PLAN, "--out", out)
+    result = invoke("prune", "--model", model, "--scores", scores, "--plan", PLAN, "--out", out,
+                    *(["--in-memory"] if in_memory else []))
     assert result.exit_code == 143 and no_traceback(result), result.output
     assert "interrupted by SIGTERM" in result.output
     assert not out.exists() and not siblings(out)

@@ -265,11 +265,22 @@ class Adapter:
             total += dims.vocab_size * dims.hidden_size * (1 if dims.tied_embeddings else 2)
         return total + sum(self.layer_spec(t).num_parameters(dims) for t in dims.block_kinds)
 
-    def build_model(self, config, dtype=None) -> nn.Module:
-        """A fresh model for `config` (random weights), rebuilt so no derived attribute goes stale."""
+    def build_model(self, config, dtype=None, *, init_weights: bool = True) -> nn.Module:
+        """A fresh model for `config`, rebuilt so no derived attribute goes stale.
+
+        `init_weights=False` skips the random initialisation (its tensors are left as allocated), for a
+        model whose every weight is loaded next: on large models that initialisation is most of the
+        cost of building. Buffers computed in the modules' constructors are built either way."""
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+        if init_weights:
+            return AutoModelForCausalLM.from_config(config, dtype=dtype)
+        from transformers.initialization import no_init_weights
+
+        with no_init_weights():
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model.tie_weights()
+        return model
 
     def layer_spec(self, layer_type: str) -> LayerSpec:
         """The spec of a layer type (a variant after "@" shares its base type's spec)."""

@@ -42,7 +42,7 @@ def prune_command(
     from ..pruning.apply import prune
     from ..pruning.export import export
     from ..pruning.plan import Plan, PlanError
-    from ..checkpoints import resolve
+    from ..checkpoints import check_weight_files, resolve
     from ..checkpoint_files import CheckpointFiles
     from ..forecast import forecast_prune
     from ..pruning.streaming import stream_prune
@@ -64,6 +64,7 @@ def prune_command(
     if not in_memory:
         if trust_remote_code:
             raise CliError("--trust-remote-code needs --in-memory: a streaming prune never runs the checkpoint's code")
+        check_weight_files(model, "checkpoint", allow_pickle=False)  # pickle-only: say how to convert
         largest = max((t.nbytes for t in CheckpointFiles(model).tensors.values()), default=0)
         streamed = forecast_prune(adapter, dims, weight_bytes=weight_bytes(config, dtype), largest_tensor_bytes=largest)
         forecast_memory(streamed, force=force, lower="nothing (streaming holds three tensors at a time)")

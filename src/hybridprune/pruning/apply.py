@@ -24,17 +24,32 @@ class PruneError(RuntimeError):
     """The pruned model could not be built or does not run."""
 
 
-def _check_scores(scores: Scores, model, *, strict_fingerprint: bool, fingerprint: str | None) -> None:
-    model_type = scores.meta.get("model_type")
-    if model_type and model_type != model.config.model_type:
-        raise ScoresError(f"these scores are for a {model_type!r} model, not {model.config.model_type!r}")
+def check_fingerprint(scores: Scores, model_type: str, fingerprint, *, strict: bool) -> None:
+    """Scores of another model type are refused; of another model (fingerprint), a warning or, with
+    `strict`, refused. `fingerprint` is the model's, or a callable computing it (only if needed)."""
+    if scores.meta.get("model_type") not in (None, model_type):
+        raise ScoresError(f"these scores are for a {scores.meta['model_type']!r} model, not {model_type!r}")
     expected = scores.meta.get("fingerprint")
-    if expected and expected != (fingerprint or model_fingerprint(model)):
+    if expected and expected != (fingerprint() if callable(fingerprint) else fingerprint):
         message = ("the scores were computed on a different model (fingerprint mismatch); "
                    "re-run calibration on this checkpoint for meaningful importance")
-        if strict_fingerprint:
+        if strict:
             raise ScoresError(message)
         warnings.warn(message, stacklevel=3)
+
+
+def plan_selection(adapter, dims, scores: Scores, plan: Plan) -> tuple[Selection, object]:
+    """The checked plan's selection and the pruned dimensions, shared by `prune` and the streaming prune:
+    the plan fits the model, the scores fit the model, the widths can be written as a config, then the
+    group-aware selection."""
+    plan.validate(dims)
+    scores.check_against(dims, owners=adapter.unit_owners(dims))
+    # Widths first: a target the config cannot write is refused before any scores are needed.
+    adapter.check_representable(plan.target_dims(dims, list(range(dims.num_layers))), original=dims)
+    selection = select(scores, plan, dims, adapter.required_kinds, adapter.unit_owners(dims))
+    new_dims = plan.target_dims(dims, selection.kept_blocks)
+    adapter.check_representable(new_dims, original=dims)
+    return selection, new_dims
 
 
 def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
@@ -49,13 +64,9 @@ def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
     plan = Plan.parse(plan)
     adapter = get_adapter(model)
     dims = adapter.dims(model.config)
-    plan.validate(dims)
-    scores.check_against(dims, owners=adapter.unit_owners(dims))
-    _check_scores(scores, model, strict_fingerprint=strict_fingerprint, fingerprint=fingerprint)
-    # Widths first: a target the config cannot write is refused before any scores are needed.
-    adapter.check_representable(plan.target_dims(dims, list(range(dims.num_layers))), original=dims)
-    selection = select(scores, plan, dims, adapter.required_kinds, adapter.unit_owners(dims))
-    new_dims = plan.target_dims(dims, selection.kept_blocks)
+    check_fingerprint(scores, model.config.model_type, fingerprint or (lambda: model_fingerprint(model)),
+                      strict=strict_fingerprint)
+    selection, new_dims = plan_selection(adapter, dims, scores, plan)
     pruned = apply_selection(model, selection, new_dims)
     pruned.hybridprune_info = provenance(plan, selection, dims, new_dims, scores, adapter)
     return pruned
@@ -71,7 +82,7 @@ def apply_selection(model: torch.nn.Module, selection: Selection, new_dims) -> t
     config = adapter.make_config(model.config, new_dims)
     state = slice_state_dict(model.state_dict(), adapter, dims, selection)
     param = next(model.parameters())
-    pruned = adapter.build_model(config, dtype=param.dtype)
+    pruned = adapter.build_model(config, dtype=param.dtype, init_weights=False)  # every weight is loaded next
     try:
         pruned.load_state_dict(state, strict=True)
     except RuntimeError as exc:

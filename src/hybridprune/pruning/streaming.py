@@ -26,16 +26,11 @@ from ..checkpoints import check_loading_info, check_weight_files, refuse_non_fin
 from ..checkpoint_files import INDEX_FILE, SINGLE_FILE, CheckpointFiles, KeyMap, ShardWriter
 from ..fingerprint import checkpoint_fingerprint
 from ..fsutil import atomic_directory
-from ..importance.scores import Scores, ScoresError
-from .apply import PruneError, provenance
-from .export import INFO_FILE, copy_tokenizer_files
+from ..importance.scores import Scores
+from .apply import PruneError, check_fingerprint, plan_selection, provenance
+from .export import INFO_FILE, carry_over
 from .plan import Plan
-from .selection import select
 from .slicing import AxisIndex, slice_tensor
-
-#: Small files of the source copied as they are (the generation config keeps stop tokens).
-CARRIED_FILES = ("generation_config.json",)
-
 
 @dataclass
 class _Entry:
@@ -179,8 +174,6 @@ def stream_prune(
     `Unrepresentable` for a plan or scores that do not fit, `PruneError` if the result does not match
     its config, `CheckpointFormatError` for unreadable files. Returns `out_dir`.
     """
-    import warnings
-
     from transformers import AutoConfig
 
     source = Path(source)
@@ -188,24 +181,13 @@ def stream_prune(
     config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     adapter = get_adapter(config)
     dims = adapter.dims(config)
-    plan.validate(dims)
     check_weight_files(source, "checkpoint", allow_pickle=False)
     files = CheckpointFiles(source)
     keymap = KeyMap(config.model_type)
     _check_source(source, files, keymap, config, adapter)
-    if scores.meta.get("model_type") not in (None, config.model_type):
-        raise ScoresError(f"these scores are for a {scores.meta['model_type']!r} model, not {config.model_type!r}")
-    expected = scores.meta.get("fingerprint")
-    if expected and expected != checkpoint_fingerprint(files, config):
-        message = ("the scores were computed on a different model (fingerprint mismatch); "
-                   "re-run calibration on this checkpoint for meaningful importance")
-        if strict_fingerprint:
-            raise ScoresError(message)
-        warnings.warn(message, stacklevel=2)
-    scores.check_against(dims)
-    selection = select(scores, plan, dims, adapter.required_kinds)
-    new_dims = plan.target_dims(dims, selection.kept_blocks)
-    adapter.check_representable(new_dims, original=dims)
+    check_fingerprint(scores, config.model_type, lambda: checkpoint_fingerprint(files, config),
+                      strict=strict_fingerprint)
+    selection, new_dims = plan_selection(adapter, dims, scores, plan)
     new_config = adapter.make_config(config, new_dims)
     stored = next((t.dtype for t in files.tensors.values() if t.dtype.is_floating_point), None)
     new_config.dtype = dtype or stored  # what the shards hold, as save_pretrained records it
@@ -262,10 +244,7 @@ def stream_prune(
             total = sum(e.nbytes for e in entries)
             index_doc = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
             (tmp / INDEX_FILE).write_text(json.dumps(index_doc, indent=2) + "\n")
-        copy_tokenizer_files(source, tmp)
-        for name in CARRIED_FILES:
-            if (source / name).is_file():
-                (tmp / name).write_bytes((source / name).read_bytes())
+        carry_over(source, tmp)  # generation config, tokenizer, chat templates, code files, model card
         info = provenance(plan, selection, dims, new_dims, scores, adapter)
         info.update(source=str(source), method="streaming")
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
@@ -274,5 +253,6 @@ def stream_prune(
         if smoke_test:
             _smoke_test(tmp)
 
-    return atomic_directory(out_dir, write, overwrite=overwrite)
+    return atomic_directory(out_dir, write, overwrite=overwrite, what="the checkpoint",
+                            size_hint=sum(e.nbytes for e in entries))
 
