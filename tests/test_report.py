@@ -103,3 +103,15 @@ def test_eval_refusals(run_dir, tmp_path):
     assert result.exit_code == 2 and "--context" in result.output
     result = runner.invoke(app, ["eval", model, "--speed", "--out", str(run_dir / "eval")])
     assert result.exit_code == 2 and "already exists" in result.output
+
+
+def test_eval_without_lm_eval_names_the_extra(run_dir, monkeypatch):
+    from hybridprune.evaluate import harness
+
+    def missing():
+        raise harness.MissingExtra("downstream tasks need lm-evaluation-harness, which is not installed: "
+                                   "pip install 'hybridprune[eval]' (or pip install lm-eval)")
+
+    monkeypatch.setattr(harness, "require_lm_eval", missing)
+    result = runner.invoke(app, ["eval", str(run_dir / "model"), "--tasks", "corpus_bpb"])
+    assert result.exit_code == 2 and "hybridprune[eval]" in " ".join(result.output.split())

@@ -77,13 +77,13 @@ def _measure(model, val, settings: DemoSettings, tokenizer) -> dict[str, Any]:
 def _evaluate_side_by_side(models: dict, tokenizer, val, settings: DemoSettings, console: Console) -> dict[str, Any]:
     """Loss, bits per byte, lm-eval tasks and generation speed of the demo's models in one evaluation."""
     from .evaluate import MissingExtra, SpeedSettings, compare_models
-    from .evaluate.harness import _import_lm_eval
+    from .evaluate.harness import require_lm_eval
 
     tasks = tuple(settings.tasks)
     skipped = None
     if tasks:
         try:
-            _import_lm_eval()
+            require_lm_eval()
         except MissingExtra as exc:
             tasks, skipped = (), str(exc)
             console.print(f"[yellow]tasks skipped:[/] {exc}")

@@ -92,9 +92,9 @@ def eval_command(
     limit = None if task_limit is None else (int(task_limit) if task_limit >= 1 else task_limit)
     if task_list:
         try:
-            from ..evaluate.harness import _import_lm_eval
+            from ..evaluate.harness import require_lm_eval
 
-            _import_lm_eval()
+            require_lm_eval()
         except MissingExtra as exc:
             raise CliError(str(exc)) from None
     if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:

@@ -36,7 +36,8 @@ class MissingExtra(ImportError):
     """lm-evaluation-harness is not installed."""
 
 
-def _import_lm_eval():
+def require_lm_eval():
+    """lm-eval's entry points, or `MissingExtra` naming the extra that installs it."""
     try:
         import lm_eval
         from lm_eval.models.huggingface import HFLM
@@ -128,7 +129,7 @@ def run_tasks(model: torch.nn.Module, tokenizer, tasks: Sequence[str], *, limit:
     path. `limit` caps the documents per task (an int, or a fraction). `max_length`: the longest
     sequence fed to the model (default: the model's `max_position_embeddings`, else 2048).
     """
-    lm_eval, HFLM, TaskManager = _import_lm_eval()
+    lm_eval, HFLM, TaskManager = require_lm_eval()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if max_length is None:
