@@ -265,7 +265,8 @@ def build_run_report(run_dir: str | Path, *, title: str | None = None, intro: st
         if not found:
             raise ReportError(f"nothing to report in {run_dir}: expected results.json, eval.json, calibration "
                               "scores, a search's candidates.jsonl or a distillation's log.jsonl")
-        report.intro = (intro + "\n\n" if intro else "") + "Built from: " + ", ".join(f"`{f}`" for f in found) + "."
+        sources = ", ".join(f"`{f}`" for f in dict.fromkeys(found))
+        report.intro = (intro + "\n\n" if intro else "") + f"Built from: {sources}."
         html_path = report.write_html(run_dir / REPORT_HTML)
 
         def write_figures(out: Path) -> None:
