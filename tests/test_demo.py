@@ -1,8 +1,11 @@
-"""A shortened demo on the shipped teacher: every stage runs and the report files appear."""
+"""A shortened demo on the shipped teacher: every stage runs, the report files appear, and the HTML
+report renders in a real headless browser with every image loaded."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
 import pytest
 from rich.console import Console
@@ -12,21 +15,91 @@ from hybridprune.cli import app
 from hybridprune.pipeline import DemoSettings, run_demo
 
 
-def test_short_demo_writes_the_report(tmp_path):
-    settings = DemoSettings(out=str(tmp_path / "demo"), seq_len=32, calib_samples=8, depth_samples=2,
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    settings = DemoSettings(out=str(root / "demo"), seq_len=32, calib_samples=8, depth_samples=2,
                             val_samples=8, search_top_k=1, search_max_candidates=3, search_kd_steps=1,
-                            kd_steps=2, batch=4)
+                            kd_steps=2, batch=4, speed_batch_sizes=(1, 2), speed_contexts=(16,),
+                            speed_new_tokens=2, speed_repeats=1, task_limit=3)
     results = run_demo(settings, console=Console(quiet=True))
+    return root, results
+
+
+@pytest.mark.slow
+def test_short_demo_writes_the_report(demo):
+    tmp_path, results = demo
     out = tmp_path / "demo"
-    for name in ("report.md", "results.json", "layer_importance.png", "search.png", "loss.png",
+    for name in ("report.md", "report.html", "results.json", "layer_importance.png",
+                 "report_figures/search_0.png", "report_figures/kd_loss_0.png",
+                 "report_figures/importance_heatmap_0.png", "report_figures/speed_vs_loss_0.png",
                  "student/config.json", "student/model.safetensors", "student/tokenizer.json",
                  "student/hybridprune.json", "scores/scores.safetensors", "search/candidates.jsonl"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
     assert saved["pruned"]["non_embedding_params"] <= 0.5 * saved["teacher"]["non_embedding_params"]
     assert results["distilled"]["params"] == results["pruned"]["params"]
-    assert "| distilled |" in (out / "report.md").read_text()
+    evaluation = saved["evaluation"]
+    assert [m["name"] for m in evaluation["models"]] == ["teacher", "pruned", "distilled"]
+    assert len(evaluation["speed"]["cells"]) == 3 * 2
+    md = (out / "report.md").read_text()
+    assert "| distilled |" in md and "Generation speed" in md and "decode tok/s" in md
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        assert "lm-eval" in evaluation["tasks_skipped"]
+    else:
+        assert "next_line_choice (acc)" in md and "corpus_bpb (bits_per_byte)" in md
     assert not list(tmp_path.glob(".demo.tmp-*"))
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+MARK_IMAGES = """<script>
+window.addEventListener("load", () => {
+  const imgs = Array.from(document.images);
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.setAttribute("data-images", imgs.length);
+  document.body.setAttribute("data-loaded", ok);
+});
+</script>"""
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium_with_every_image_loaded(demo, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Debian chromium is not installed (CI installs it: apt-get install -y chromium)")
+    page = demo[0] / "demo" / "report.html"
+    probe = tmp_path / "probe.html"  # the report plus a script that marks the loaded images
+    probe.write_text(page.read_text().replace("</body>", MARK_IMAGES + "\n</body>"))
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000"]
+    dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    import re
+
+    m = re.search(r'data-images="(\d+)" data-loaded="(\d+)"', dom.stdout)
+    assert m, "the page's load handler did not run: " + dom.stdout[:500]
+    images, loaded = int(m.group(1)), int(m.group(2))
+    assert images >= 5 and loaded == images, f"{loaded} of {images} images loaded"
+    shot = tmp_path / "report.png"
+    run = subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[0] >= 2000 and pixels.std() > 0.05  # something was drawn, not a blank page
+
+
+def test_report_command_rebuilds_the_demo_report(demo):
+    out = demo[0] / "demo"
+    result = CliRunner().invoke(app, ["report", str(out), "--title", "again"])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.md").read_text().splitlines()[2] == "# again"
 
 
 def test_demo_refuses_an_existing_output_and_bad_targets(tmp_path):

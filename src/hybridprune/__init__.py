@@ -32,6 +32,10 @@ _PUBLIC = {
     "Budget": "hybridprune.archsearch",
     "SearchResult": "hybridprune.archsearch",
     "evaluate_loss": "hybridprune.evaluate",
+    "compare_models": "hybridprune.evaluate",
+    "measure_generation": "hybridprune.evaluate",
+    "run_tasks": "hybridprune.evaluate",
+    "build_run_report": "hybridprune.report",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -7,6 +7,7 @@ and renamed into place at the end, so an interrupted run never leaves a half-wri
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 
 from .architectures import get_adapter
@@ -42,6 +43,14 @@ class DemoSettings:
     min_lr: float = 1e-4
     seed: int = 0
     overwrite: bool = False
+    # generation speed of teacher / pruned / distilled, side by side (see evaluate.speed)
+    speed_batch_sizes: tuple[int, ...] = (1, 8)
+    speed_contexts: tuple[int, ...] = (256,)
+    speed_new_tokens: int = 32
+    speed_repeats: int = 3
+    # lm-eval tasks (skipped with a note when lm-eval is not installed)
+    tasks: tuple[str, ...] = ("next_line_choice", "corpus_bpb")
+    task_limit: int | None = 100
 
 
 def _stage(console: Console, title: str) -> float:
@@ -49,19 +58,46 @@ def _stage(console: Console, title: str) -> float:
     return time.perf_counter()
 
 
-def _measure(model, val, settings: DemoSettings) -> dict[str, Any]:
+def _measure(model, val, settings: DemoSettings, tokenizer) -> dict[str, Any]:
     from .evaluate import evaluate_loss, measure_throughput
 
     adapter = get_adapter(model)
     dims = adapter.dims(model.config)
-    ev = evaluate_loss(model, val, batch_size=settings.batch)
+    ev = evaluate_loss(model, val, batch_size=settings.batch, tokenizer=tokenizer)
     return {
         "params": adapter.num_parameters(dims),
         "non_embedding_params": adapter.num_parameters(dims, embeddings=False),
         "val_loss": ev["loss"],
         "perplexity": ev["perplexity"],
+        "bits_per_byte": ev["bits_per_byte"],
         "tokens_per_s": measure_throughput(model, settings.batch, settings.seq_len, warmup=1, repeats=3),
     }
+
+
+def _evaluate_side_by_side(models: dict, tokenizer, val, settings: DemoSettings, console: Console) -> dict[str, Any]:
+    """Loss, bits per byte, lm-eval tasks and generation speed of the demo's models in one evaluation."""
+    from .evaluate import MissingExtra, SpeedSettings, compare_models
+    from .evaluate.harness import require_lm_eval
+
+    tasks = tuple(settings.tasks)
+    skipped = None
+    if tasks:
+        try:
+            require_lm_eval()
+        except MissingExtra as exc:
+            tasks, skipped = (), str(exc)
+            console.print(f"[yellow]tasks skipped:[/] {exc}")
+    speed = SpeedSettings(batch_sizes=tuple(settings.speed_batch_sizes), contexts=tuple(settings.speed_contexts),
+                          new_tokens=settings.speed_new_tokens, warmup=1, repeats=settings.speed_repeats,
+                          seed=settings.seed)
+    evaluation = compare_models(models, tokenizers=tokenizer, samples=val, batch_size=settings.batch, speed=speed,
+                                tasks=tasks, task_limit=settings.task_limit,
+                                data_info={"source": settings.data, "split": "validation", "samples": len(val),
+                                           "seq_len": settings.seq_len},
+                                progress=lambda msg: console.print(f"[dim]{msg}[/]"))
+    if skipped:
+        evaluation["tasks_skipped"] = skipped
+    return evaluation
 
 
 def run_demo(settings: DemoSettings | None = None, console: Console | None = None) -> dict[str, Any]:
@@ -73,7 +109,8 @@ def run_demo(settings: DemoSettings | None = None, console: Console | None = Non
     results: dict[str, Any] = {}
     atomic_directory(out, lambda tmp: _run(settings, console, tmp, results), overwrite=settings.overwrite,
                      what="the demo")
-    console.print(f"report: [bold]{out / 'report.md'}[/]  student: [bold]{out / 'student'}[/]")
+    console.print(f"report: [bold]{out / 'report.html'}[/] and [bold]{out / 'report.md'}[/]  "
+                  f"student: [bold]{out / 'student'}[/]")
     return results
 
 
@@ -120,8 +157,9 @@ def _run(settings: DemoSettings, console: Console, work: Path, results: dict[str
     t0 = _stage(console, f"prune: {plan}")
     pruned = prune(teacher, scores, plan)
     info = pruned.hybridprune_info
-    results["teacher"] = _measure(teacher, val, settings)
-    results["pruned"] = _measure(pruned, val, settings)
+    results["teacher"] = _measure(teacher, val, settings, tokenizer)
+    results["pruned"] = _measure(pruned, val, settings, tokenizer)
+    pruned_kept = copy.deepcopy(pruned)  # distillation trains `pruned` in place; keep the untrained one
     timings["prune"] = time.perf_counter() - t0
 
     t0 = _stage(console, f"distil: {settings.kd_steps} steps of {settings.batch} x {settings.seq_len} tokens")
@@ -131,53 +169,59 @@ def _run(settings: DemoSettings, console: Console, work: Path, results: dict[str
                        eval_every=max(1, settings.kd_steps // 5))
     student = distill(teacher, pruned, train, kd, val_data=val).eval()
     student.hybridprune_info = info
-    results["distilled"] = _measure(student, val, settings)
+    results["distilled"] = _measure(student, val, settings, tokenizer)
     export(student, work / "student", tokenizer=tokenizer, source=str(teacher_dir),
            metadata={"distillation": {"steps": settings.kd_steps, "tokens": settings.kd_steps * settings.batch
                                       * settings.seq_len, "lr": settings.lr}})
     timings["distill"] = time.perf_counter() - t0
 
+    t0 = _stage(console, "evaluate: loss, tasks and generation speed, side by side")
+    results["evaluation"] = _evaluate_side_by_side({"teacher": teacher, "pruned": pruned_kept, "distilled": student},
+                                                   tokenizer, val, settings, console)
+    timings["evaluate"] = time.perf_counter() - t0
+
     results.update(plan=plan.to_dict(), timings_s={k: round(v, 1) for k, v in timings.items()},
                    settings=asdict(settings), search_top=found.top(5))
     (work / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     console.print(summary_table(results))
+    console.print(evaluation_tables(results["evaluation"]))
     _write_report(work, settings, results, found, teacher_dir)
 
 
 def summary_table(results: dict[str, Any]) -> Table:
     table = Table(title="hybridprune demo")
-    for col in ("model", "parameters", "non-embedding", "val loss", "perplexity", "tokens/s (fwd)"):
+    for col in ("model", "parameters", "non-embedding", "val loss", "perplexity", "bits/byte", "tokens/s (fwd)"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for name in ("teacher", "pruned", "distilled"):
         r = results[name]
         table.add_row(name, f"{r['params']:,}", f"{r['non_embedding_params']:,}", f"{r['val_loss']:.4f}",
-                      f"{r['perplexity']:.2f}", f"{r['tokens_per_s']:,.0f}")
+                      f"{r['perplexity']:.2f}", f"{r['bits_per_byte']:.4f}", f"{r['tokens_per_s']:,.0f}")
     return table
 
 
-def _write_report(work: Path, settings: DemoSettings, results: dict[str, Any], found, teacher_dir) -> None:
-    from .report.report import Report
+def evaluation_tables(evaluation: dict[str, Any]) -> Group:
+    """The side-by-side evaluation (tasks, generation speed) as rich tables."""
+    from .evaluate.tables import quality_table, speed_table
 
-    report = Report(
-        title="hybridprune demo report",
-        intro=(f"Teacher `{teacher_dir}` pruned group-aware to {settings.target_params:g}x of its non-embedding "
-               f"parameters, then distilled for {settings.kd_steps} steps on `{settings.data}`. Validation loss "
-               f"is measured on {settings.val_samples} held-out samples of {settings.seq_len} tokens; "
-               "throughput is a forward pass measured on this machine (median of 3)."),
-    )
-    rows = [[name, f"{r['params']:,}", f"{r['non_embedding_params']:,}", f"{r['val_loss']:.4f}",
-             f"{r['perplexity']:.2f}", f"{r['tokens_per_s']:,.0f}"]
-            for name, r in ((n, results[n]) for n in ("teacher", "pruned", "distilled"))]
-    report.add_table("Summary", ["model", "parameters", "non-embedding", "val loss", "perplexity", "tokens/s"], rows)
-    report.add_text("Plan", "```\n" + json.dumps(results["plan"], indent=2) + "\n```")
-    top = [[c["key"], f"{c['params']:,}", f"{c['params_non_embedding']:,}", f"{c['zero_shot_loss']:.4f}",
-            f"{c['loss']:.4f}" if c["loss"] is not None else "-",
-            f"{c['throughput']:,.0f}" if c["throughput"] is not None else "-"] for c in found.top(5)]
-    report.add_table("Search: top candidates (winner first)",
-                     ["candidate", "parameters", "non-embedding", "zero-shot loss", "after short KD", "tokens/s"], top)
-    report.add_figure("Importance per block", work / "layer_importance.png", work)
-    report.add_figure("Candidates on the size–loss plane", work / "search" / "search.png", work)
-    for png in sorted((work / "distill").glob("*.png")):
-        report.add_figure("Distillation loss", png, work)
-    report.add_text("Time per stage (s)", "\n".join(f"- {k}: {v}" for k, v in results["timings_s"].items()))
-    report.write(work / "report.md")
+    tables = []
+    for title, (columns, rows) in (("tasks", quality_table(evaluation)),
+                                   ("generation speed (medians; ratio to the teacher)", speed_table(evaluation))):
+        table = Table(title=title)
+        for col in columns:
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for row in rows:
+            table.add_row(*row)
+        tables.append(table)
+    return Group(*tables)
+
+
+def _write_report(work: Path, settings: DemoSettings, results: dict[str, Any], found, teacher_dir) -> None:
+    """report.md (figures in report_figures/) and the self-contained report.html, from the run's artefacts."""
+    from .report import build_run_report
+
+    intro = (f"Teacher `{teacher_dir}` pruned group-aware to {settings.target_params:g}x of its non-embedding "
+             f"parameters, then distilled for {settings.kd_steps} steps on `{settings.data}`. Loss, perplexity and "
+             f"bits per byte are measured on {settings.val_samples} held-out samples of {settings.seq_len} tokens; "
+             "tasks run through lm-evaluation-harness on the held-out test plays; generation speed is measured "
+             "on this machine with the three models interleaved.")
+    build_run_report(work, title="hybridprune demo report", intro=intro)

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "distill",
     "evaluate",
     "demo",
+    "report",
 ]
 
 for _name in COMMAND_MODULES:

@@ -1,59 +1,154 @@
-"""`hybridprune eval`: validation loss, perplexity and throughput of one or more checkpoints."""
+"""`hybridprune eval`: loss, perplexity, bits per byte, lm-eval tasks and generation speed of checkpoints, side by side."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from .checks import SEED_MAX
+from ..fsutil import check_output
 from .common import CliError, console, fail_cleanly, load_model, load_tokenizer
+
+EVAL_JSON = "eval.json"
+EVAL_MD = "eval.md"
 
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
 
 
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise CliError(f"{option} takes comma-separated whole numbers, e.g. 1,8; got {text!r}") from None
+    if not values or min(values) < 1:
+        raise CliError(f"{option} needs positive numbers, e.g. 1,8; got {text!r}")
+    return values
+
+
+def _names(models: list[Path]) -> list[str]:
+    names: list[str] = []
+    for path in models:
+        name = str(path)
+        names.append(name if name not in names else f"{name} #{len(names) + 1}")
+    return names
+
+
+def _rich_table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 @fail_cleanly
 def eval_command(
-    models: list[Path] = typer.Argument(..., help="One or more Hugging Face checkpoint directories (e.g. teacher and student)."),
-    data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'."),
+    models: list[Path] = typer.Argument(..., help="One or more Hugging Face checkpoint directories; the first is the reference for ratios."),
+    data: str = typer.Option(None, "--data", help="Text source for loss, perplexity and bits per byte: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'."),
     split: str = typer.Option("validation", help="Data split to measure on (validation, test, ...)."),
     samples: int = typer.Option(256, min=1, help="Samples to evaluate."),
     seq_len: int = typer.Option(2048, "--seq-len", min=2, help="Tokens per sample."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Samples per forward pass."),
-    speed: bool = typer.Option(True, "--speed/--no-speed", help="Also measure forward throughput (tokens/s, median of 3)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Samples per forward pass (loss and tasks)."),
+    speed: bool = typer.Option(False, "--speed/--no-speed", help="Measure generation speed side by side: prefill, time to first token, cached decode, peak memory, cache size."),
+    batch_sizes: str = typer.Option("1,8", "--batch-sizes", help="Batch sizes for --speed, comma-separated."),
+    context: str = typer.Option("2048,8192", "--context", help="Prompt lengths in tokens for --speed, comma-separated."),
+    new_tokens: int = typer.Option(256, "--new-tokens", min=1, help="Tokens decoded per sequence for --speed (no early stop)."),
+    repeats: int = typer.Option(3, "--repeats", min=1, help="Interleaved timed rounds for --speed (the median is reported)."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed warm-up rounds for --speed."),
+    tasks: str = typer.Option(None, "--tasks", help="lm-eval tasks, comma-separated: next_line_choice, corpus_bpb (shipped, offline), any task your lm-eval knows, or a task YAML path. Needs hybridprune[eval]."),
+    task_limit: float = typer.Option(None, "--task-limit", help="At most this many documents per task (a number >= 1, or a fraction < 1)."),
+    out: Path = typer.Option(None, "--out", help=f"Directory for {EVAL_JSON} and {EVAL_MD} (created; refused if not empty unless --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier evaluation in --out (never files hybridprune did not write)."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
-    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for sampling the windows."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for sampling the windows and the speed prompts."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
     dtype: str = typer.Option("auto", help="auto (as saved), float32, bfloat16, float16."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoints' own Python code."),
 ) -> None:
-    """Measure every checkpoint on the same token samples and print one table."""
-    from ..architectures import get_adapter
+    """Measure every checkpoint on the same footing and print the tables (and write them with --out)."""
     from ..data import load_token_samples
-    from ..evaluate import evaluate_loss, measure_throughput
+    from ..evaluate import MissingExtra, SpeedSettings, compare_models
+    from ..evaluate.tables import kernels_text, quality_table, speed_note, speed_table
+    from ..fsutil import atomic_directory
 
-    table = Table(title=f"{split} split of {data}: {samples} samples x {seq_len} tokens")
-    for col in ("model", "parameters", "loss", "perplexity", "tokens/s"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    tokens = None
-    for path in models:
-        lm = load_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-        if tokens is None:  # one token set for every model, from the first model's tokenizer
-            tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-            tokens = load_token_samples(data, tokenizer, seq_len=seq_len, num_samples=samples, split=split,
-                                        seed=seed, text_field=text_field, model_vocab_size=lm.config.vocab_size)
-        elif lm.config.vocab_size < int(tokens.input_ids.max()) + 1:
-            raise CliError(f"{path} has a smaller vocabulary than {models[0]}: they cannot share token samples")
-        ev = evaluate_loss(lm, tokens, batch_size=batch_size)
-        tps = measure_throughput(lm, batch_size, seq_len) if speed else None
+    if samples < 1 or seq_len < 2 or batch_size < 1:
+        raise CliError("--samples and --batch-size must be positive and --seq-len at least 2")
+    if data is None and not speed and not tasks:
+        raise CliError("nothing to measure: give --data (loss, perplexity, bits per byte), --speed, or --tasks")
+    speed_settings = None
+    if speed:
+        if new_tokens < 1 or repeats < 1 or warmup < 0:
+            raise CliError("--new-tokens and --repeats must be positive and --warmup at least 0")
+        speed_settings = SpeedSettings(batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
+                                       contexts=_int_list(context, "--context"), new_tokens=new_tokens,
+                                       warmup=warmup, repeats=repeats, seed=seed)
+    task_list = [t.strip() for t in (tasks or "").split(",") if t.strip()]
+    if task_limit is not None and not task_limit > 0:
+        raise CliError("--task-limit must be positive")
+    limit = None if task_limit is None else (int(task_limit) if task_limit >= 1 else task_limit)
+    if task_list:
         try:
-            params = f"{get_adapter(lm).num_parameters(get_adapter(lm).dims(lm.config)):,}"
-        except ValueError:  # not a supported architecture: count what is there
-            params = f"{sum(p.numel() for p in lm.parameters()):,}"
-        table.add_row(str(path), params, f"{ev['loss']:.4f}", f"{ev['perplexity']:.2f}",
-                      f"{tps:,.0f}" if tps is not None else "-")
-        del lm
-    console.print(table)
+            from ..evaluate.harness import require_lm_eval
+
+            require_lm_eval()
+        except MissingExtra as exc:
+            raise CliError(str(exc)) from None
+    if out is not None:
+        check_output(out, overwrite=overwrite)
+
+    names = _names(models)
+    loaded, tokenizers = {}, {}
+    for name, path in zip(names, models):
+        loaded[name] = load_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        if data is not None or task_list:
+            tokenizers[name] = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    tokens = None
+    if data is not None:  # one token set for every model, from the first model's tokenizer
+        first = loaded[names[0]]
+        tokens = load_token_samples(data, tokenizers[names[0]], seq_len=seq_len, num_samples=samples, split=split,
+                                    seed=seed, text_field=text_field, model_vocab_size=first.config.vocab_size)
+        for name, path in zip(names[1:], models[1:]):
+            if loaded[name].config.vocab_size < int(tokens.input_ids.max()) + 1:
+                raise CliError(f"{path} has a smaller vocabulary than {models[0]}: they cannot share token samples")
+    data_info = {} if data is None else {"source": data, "split": split, "samples": len(tokens), "seq_len": seq_len}
+    try:
+        evaluation = compare_models(loaded, tokenizers=tokenizers, samples=tokens, batch_size=batch_size,
+                                    speed=speed_settings, tasks=task_list, task_limit=limit, data_info=data_info,
+                                    progress=lambda msg: console.print(f"[dim]{msg}[/]"))
+    except MissingExtra as exc:
+        raise CliError(str(exc)) from None
+    evaluation["checkpoints"] = {name: str(path) for name, path in zip(names, models)}
+
+    title = f"{split} split of {data}: {len(tokens)} samples x {seq_len} tokens" if tokens is not None else "models"
+    console.print(_rich_table(title, *quality_table(evaluation)))
+    if speed_settings is not None:
+        console.print(_rich_table("generation speed (medians; ratio to the first model)", *speed_table(evaluation)))
+        console.print(speed_note(evaluation))
+        console.print(kernels_text(evaluation))
+    if out is not None:
+        markdown = evaluation_markdown(evaluation, title)
+
+        def write(tmp: Path) -> None:
+            (tmp / EVAL_JSON).write_text(json.dumps(evaluation, indent=2) + "\n")
+            (tmp / EVAL_MD).write_text(markdown)
+
+        atomic_directory(out, write, overwrite=overwrite, what="the evaluation")
+        console.print(f"written: [bold]{out / EVAL_JSON}[/], [bold]{out / EVAL_MD}[/]")
+
+
+def evaluation_markdown(evaluation: dict, title: str) -> str:
+    from ..evaluate.tables import kernels_text, quality_table, speed_note, speed_table
+    from ..report.report import Report
+
+    report = Report(title="Evaluation")
+    report.add_table(title, *quality_table(evaluation))
+    if evaluation.get("speed"):
+        report.add_table("Generation speed", *speed_table(evaluation), note=speed_note(evaluation))
+        report.add_text("Kernels", "```\n" + kernels_text(evaluation) + "\n```")
+    return report.markdown()

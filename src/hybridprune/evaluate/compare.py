@@ -1,0 +1,86 @@
+"""`compare_models`: several models measured on the same footing, in one result (and one table).
+
+Each model gets its parameter count, its loss / perplexity / bits per byte on one shared set of
+token samples, its lm-eval task scores, and its generation speed measured side by side with the
+others. The result is a plain dict (`EVALUATION_FORMAT`), written as `eval.json` by
+`hybridprune eval --out` and read back by `hybridprune report`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from .harness import run_tasks
+from .perplexity import evaluate_loss
+from .speed import measure_generation
+
+EVALUATION_FORMAT = "hybridprune-evaluation/1"
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    """What `measure_generation` runs: every batch size × context, `new_tokens` decoded, medians of `repeats`."""
+
+    batch_sizes: tuple[int, ...] = (1, 8)
+    contexts: tuple[int, ...] = (2048, 8192)
+    new_tokens: int = 256
+    warmup: int = 1
+    repeats: int = 3
+    seed: int = 0
+
+
+def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Exact counts from the adapter (total and without embeddings), else what the model holds."""
+    from ..architectures import get_adapter
+
+    try:
+        adapter = get_adapter(model)
+        dims = adapter.dims(model.config)
+        return {"parameters": adapter.num_parameters(dims),
+                "non_embedding_parameters": adapter.num_parameters(dims, embeddings=False)}
+    except ValueError:
+        return {"parameters": sum(p.numel() for p in model.parameters())}
+
+
+def compare_models(models: Mapping[str, torch.nn.Module], *, tokenizers: Mapping[str, Any] | Any = None,
+                   samples=None, batch_size: int = 8, speed: SpeedSettings | None = None,
+                   tasks: Sequence[str] = (), task_limit: int | float | None = None,
+                   data_info: Mapping[str, Any] | None = None,
+                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure `models` (`{name: model}`, the first is the reference for speed ratios).
+
+    - `samples`: token samples (`TokenSamples` or `[N, T]` ids) for loss and perplexity, shared by
+      all models; with a tokenizer, bits per byte too (the first model's tokenizer decodes them).
+    - `speed`: generation speed settings, or None to skip.
+    - `tasks`: lm-eval tasks, run with each model's own tokenizer (`tokenizers[name]`, or one for all).
+    """
+    if not models:
+        raise ValueError("compare_models needs at least one model")
+    say = progress or (lambda _msg: None)
+    names = list(models)
+    toks = {n: (tokenizers.get(n) if isinstance(tokenizers, Mapping) else tokenizers) for n in names}
+    if tasks and any(toks[n] is None for n in names):
+        raise ValueError("lm-eval tasks need a tokenizer for every model")
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        model = models[name]
+        row: dict[str, Any] = {"name": name, **parameter_counts(model)}
+        if samples is not None:
+            say(f"{name}: loss on {len(samples)} samples")
+            row.update(evaluate_loss(model, samples, batch_size=batch_size, tokenizer=toks[names[0]]))
+        if tasks:
+            say(f"{name}: tasks {', '.join(tasks)}")
+            row["tasks"] = run_tasks(model, toks[name], tasks, limit=task_limit, batch_size=batch_size)
+        rows.append(row)
+    result: dict[str, Any] = {"format": EVALUATION_FORMAT, "data": dict(data_info or {}), "models": rows,
+                              "speed": None}
+    if speed is not None:
+        measured = measure_generation(models, batch_sizes=speed.batch_sizes, contexts=speed.contexts,
+                                      new_tokens=speed.new_tokens, warmup=speed.warmup, repeats=speed.repeats,
+                                      seed=speed.seed, progress=lambda cell: say(f"speed: {cell}"))
+        result["speed"] = {**measured.to_dict(), "settings": asdict(speed) | {"reference": names[0]}}
+    return result

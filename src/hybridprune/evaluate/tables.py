@@ -1,0 +1,77 @@
+"""The rows of the evaluation tables, as strings, shared by the console, Markdown and HTML outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .harness import headline
+
+
+def _num(x: Any, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _ratio(x: float | None) -> str:
+    return "" if x is None else f" ({x:.2f}x)"
+
+
+def task_columns(evaluation: dict[str, Any]) -> list[tuple[str, str]]:
+    """(task, headline metric) for every task any model ran, in first-seen order."""
+    seen: dict[str, str] = {}
+    for row in evaluation.get("models", []):
+        for task, metrics in (row.get("tasks") or {}).items():
+            seen.setdefault(task, headline(task, metrics)[0])
+    return list(seen.items())
+
+
+def quality_table(evaluation: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """model | parameters | loss | perplexity | bits/byte | one column per task."""
+    tasks = task_columns(evaluation)
+    columns = ["model", "parameters", "loss", "perplexity", "bits/byte"] + [f"{t} ({m})" for t, m in tasks]
+    rows = []
+    for r in evaluation.get("models", []):
+        cells = [r["name"], f"{r['parameters']:,}", _num(r.get("loss"), ".4f"), _num(r.get("perplexity"), ".2f"),
+                 _num(r.get("bits_per_byte"), ".4f")]
+        for task, metric in tasks:
+            cells.append(_num((r.get("tasks") or {}).get(task, {}).get(metric), ".4f"))
+        rows.append(cells)
+    return columns, rows
+
+
+def speed_table(evaluation: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """One row per model × batch × context: medians, with the ratio to the reference model in brackets."""
+    columns = ["model", "batch", "context", "prefill tok/s", "TTFT (s)", "decode tok/s", "peak MiB",
+               "cache MiB/seq (measured / computed)"]
+    rows = []
+    for c in (evaluation.get("speed") or {}).get("cells", []):
+        ratios = c.get("ratios", {})
+        rows.append([c["model"], str(c["batch"]), str(c["context"]),
+                     _num(c["prefill_tokens_per_s"], ",.0f") + _ratio(ratios.get("prefill_tokens_per_s")),
+                     _num(c["ttft_s"], ".4f") + _ratio(ratios.get("ttft_s")),
+                     _num(c["decode_tokens_per_s"], ",.1f") + _ratio(ratios.get("decode_tokens_per_s")),
+                     _num(c["peak_memory_mib"], ",.1f"),
+                     f"{_num(c['cache_mib_per_seq'], '.4f')} / {_num(c.get('cache_mib_per_seq_computed'), '.4f')}"])
+    return columns, rows
+
+
+def kernels_text(evaluation: dict[str, Any]) -> str:
+    """One line per model: device, dtype, and which Mamba and attention kernels ran."""
+    speed = evaluation.get("speed") or {}
+    lines = []
+    for name, k in speed.get("kernels", {}).items():
+        parts = [f"{k.get('device')}, {k.get('dtype')}"]
+        if "mamba" in k:
+            parts.append(f"Mamba: {k['mamba']}")
+        if "attention" in k:
+            parts.append(f"attention: {k['attention']}")
+        lines.append(f"{name}: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+def speed_note(evaluation: dict[str, Any]) -> str:
+    s = (evaluation.get("speed") or {}).get("settings", {})
+    if not s:
+        return ""
+    return (f"Medians of {s.get('repeats')} interleaved runs after {s.get('warmup')} warm-up round(s); "
+            f"{s.get('new_tokens')} tokens decoded greedily with the cache; ratios (in brackets) are to "
+            f"`{s.get('reference')}` measured in the same rounds. TTFT = prefill + first token.")
