@@ -124,3 +124,21 @@ def test_calibration_offloaded_to_cpu_and_disk_equals_unsplit(tmp_path, tokens):
     for name in ("hidden", "depth_kld", "depth_bi"):
         torch.testing.assert_close(getattr(scores, name), getattr(reference, name), rtol=1e-5, atol=1e-6)
     assert scores.meta["fingerprint"] == reference.meta["fingerprint"]
+
+
+def test_calibrate_cli_with_a_device_map_gives_the_same_scores(tmp_path):
+    from typer.testing import CliRunner
+
+    from hybridprune.cli import app
+    from hybridprune.importance.scores import Scores
+
+    _, src = source_checkpoint(tmp_path, "nemotron", False)
+    args = ["calibrate", "--model", str(src), "--data", "shakespeare", "--samples", "4", "--seq-len", "16",
+            "--depth-samples", "2", "--dtype", "float32"]
+    for name, extra in (("plain", []), ("mapped", ["--device-map", "auto"])):
+        result = CliRunner().invoke(app, [*args, *extra, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+    plain, mapped = Scores.load(tmp_path / "plain"), Scores.load(tmp_path / "mapped")
+    for key, t in plain.tensors().items():
+        torch.testing.assert_close(mapped.tensors()[key], t)
+    assert mapped.meta["fingerprint"] == plain.meta["fingerprint"]

@@ -154,6 +154,20 @@ def forecast_distill(adapter, teacher: Dims, student: Dims, *, micro_batch: int,
     return Forecast("distillation", device, parts, available_bytes(device))
 
 
+def generation_parts(adapter, dims: Dims, *, batch: int, context: int, new_tokens: int, weight_bytes: int,
+                     chunk: int = 128) -> dict[str, int]:
+    """The prefill of `batch x context` tokens (logits of the last position only) and the cache it fills."""
+    from .archsearch.cost import cache_bytes
+
+    dtype = {2: "bfloat16", 4: "float32"}.get(weight_bytes, "float32")
+    cache = cache_bytes(dims, batch=batch, seq_len=context + new_tokens, dtype=dtype)
+    return {
+        "activations": 4 * batch * context * dims.hidden_size * weight_bytes
+        + _max_transient(dims, batch, context, weight_bytes, chunk) + batch * dims.vocab_size * F32,
+        "cache": sum(cache.values()),
+    }
+
+
 def forecast_prune(adapter, dims: Dims, *, weight_bytes: int, largest_tensor_bytes: int | None = None,
                    device: str = "cpu") -> Forecast:
     """Pruning: streamed, about three of the largest tensors (one read ahead, one being sliced, one being

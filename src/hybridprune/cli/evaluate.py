@@ -10,7 +10,10 @@ from rich.table import Table
 
 from .checks import SEED_MAX
 from ..fsutil import check_output
-from .common import CliError, console, fail_cleanly, load_model, load_tokenizer
+from .common import (
+    CliError, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer, resolve_device,
+    weight_bytes,
+)
 
 EVAL_JSON = "eval.json"
 EVAL_MD = "eval.md"
@@ -68,7 +71,9 @@ def eval_command(
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
     seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for sampling the windows and the speed prompts."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
-    dtype: str = typer.Option("auto", help="auto (as saved), float32, bfloat16, float16."),
+    device_map: str = typer.Option(None, "--device-map", help="Spread models larger than one device over the GPUs, CPU and disk (accelerate's big-model inference): auto, balanced, sequential."),
+    dtype: str = typer.Option("auto", help="auto (as saved; bfloat16 on a GPU), float32, bfloat16, float16."),
+    force: bool = typer.Option(False, "--force", help="Start even when the memory forecast exceeds what the device has."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoints' own Python code."),
 ) -> None:
     """Measure every checkpoint on the same footing and print the tables (and write them with --out)."""
@@ -103,9 +108,14 @@ def eval_command(
         check_output(out, overwrite=overwrite)
 
     names = _names(models)
+    forecast_memory(_forecast(models, dtype, device, data is not None or task_list, batch_size, seq_len,
+                              speed_settings, trust_remote_code),
+                    force=force, lower="--batch-size, --seq-len, --batch-sizes or --context (or compare fewer models)",
+                    spread=device_map is not None)
     loaded, tokenizers = {}, {}
     for name, path in zip(names, models):
-        loaded[name] = load_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        loaded[name] = load_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                                  device_map=device_map)
         if data is not None or task_list:
             tokenizers[name] = load_tokenizer(path, trust_remote_code=trust_remote_code)
     tokens = None
@@ -140,6 +150,35 @@ def eval_command(
 
         atomic_directory(out, write, overwrite=overwrite, what="the evaluation")
         console.print(f"written: [bold]{out / EVAL_JSON}[/], [bold]{out / EVAL_MD}[/]")
+
+
+def _forecast(models, dtype, device, loss, batch_size, seq_len, speed, trust_remote_code):
+    """Every model is held at once (they are measured interleaved); the largest pass of any one runs at a time."""
+    from ..architectures import get_adapter
+    from ..forecast import RUNTIME_BYTES, Forecast, available_bytes, forward_parts, generation_parts
+
+    weights, peak = 0, {}
+    for path in models:
+        config = load_config(path, trust_remote_code=trust_remote_code)
+        adapter = get_adapter(config)
+        dims = adapter.dims(config)
+        wb = weight_bytes(config, dtype, device)
+        chunk = getattr(config, "chunk_size", None) or 128
+        weights += adapter.num_parameters(dims) * wb
+        passes = []
+        if loss:
+            f = forward_parts(adapter, dims, batch=batch_size, seq=seq_len, weight_bytes=wb, logit_copies=1.5,
+                              chunk=chunk)
+            passes.append({"activations": f["activations"] + f["logits"]})
+        if speed is not None:
+            passes.append(generation_parts(adapter, dims, batch=max(speed.batch_sizes), context=max(speed.contexts),
+                                           new_tokens=speed.new_tokens, weight_bytes=wb, chunk=chunk))
+        for p in passes:
+            if sum(p.values()) > sum(peak.values()):
+                peak = p
+    target = str(resolve_device(device))
+    return Forecast("evaluation", target, {"weights": weights, **peak, "runtime": RUNTIME_BYTES},
+                    available_bytes(target))
 
 
 def evaluation_markdown(evaluation: dict, title: str) -> str:
