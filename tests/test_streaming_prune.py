@@ -129,11 +129,13 @@ def test_calibration_offloaded_to_cpu_and_disk_equals_unsplit(tmp_path, tokens):
 def test_calibrate_cli_with_a_device_map_gives_the_same_scores(tmp_path):
     from typer.testing import CliRunner
 
+    from ckpt_helpers import save_checkpoint, small_corpus
     from hybridprune.cli import app
     from hybridprune.importance.scores import Scores
 
-    _, src = source_checkpoint(tmp_path, "nemotron", False)
-    args = ["calibrate", "--model", str(src), "--data", "shakespeare", "--samples", "4", "--seq-len", "16",
+    src = save_checkpoint(tmp_path / "model")
+    data = small_corpus(tmp_path / "corpus.jsonl")
+    args = ["calibrate", "--model", str(src), "--data", str(data), "--samples", "4", "--seq-len", "16",
             "--depth-samples", "2", "--dtype", "float32"]
     for name, extra in (("plain", []), ("mapped", ["--device-map", "auto"])):
         result = CliRunner().invoke(app, [*args, *extra, "--out", str(tmp_path / name)])
