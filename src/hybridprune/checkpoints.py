@@ -174,6 +174,17 @@ def check_loading_info(info: dict, path: Path, role: str = "checkpoint") -> None
 
 
 @torch.no_grad()
+def count_non_finite(t: torch.Tensor) -> int:
+    """NaN/Inf values in `t`. One min/max reduction first (NaN and ±inf show in it, and it allocates
+    nothing): counting element by element is ~100x slower and only runs on a tensor that has some."""
+    if t.numel() == 0:
+        return 0
+    lo, hi = torch.aminmax(t.detach())
+    if bool(torch.isfinite(lo) & torch.isfinite(hi)):
+        return 0
+    return int((~torch.isfinite(t)).sum())
+
+
 def non_finite_tensors(model: torch.nn.Module) -> list[tuple[str, int]]:
     """(name, count of NaN/Inf values) of every floating-point tensor that has any."""
     bad = []
@@ -182,7 +193,7 @@ def non_finite_tensors(model: torch.nn.Module) -> list[tuple[str, int]]:
         if not t.is_floating_point() or t.is_meta or id(t) in seen:  # meta: offloaded by a device_map
             continue
         seen.add(id(t))
-        n = int((~torch.isfinite(t)).sum())
+        n = count_non_finite(t)
         if n:
             bad.append((name, n))
     return bad

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..architectures import get_adapter
-from ..checkpoints import check_loading_info, check_weight_files, refuse_non_finite
+from ..checkpoints import check_loading_info, check_weight_files, count_non_finite, refuse_non_finite
 from ..checkpoint_files import INDEX_FILE, SINGLE_FILE, CheckpointFiles, KeyMap, ShardWriter
 from ..fingerprint import checkpoint_fingerprint
 from ..fsutil import atomic_directory
@@ -209,7 +209,7 @@ def stream_prune(
             def read(key: str) -> torch.Tensor:  # in the reader thread: overlaps the slicing and writing
                 t = files.read(key)
                 if t.is_floating_point():
-                    bad = int((~torch.isfinite(t)).sum())
+                    bad = count_non_finite(t)
                     if bad:
                         non_finite.append((keymap.model_key(key), bad))
                 return t
