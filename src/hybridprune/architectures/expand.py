@@ -14,9 +14,10 @@ def expand_of(dims: Dims) -> int:
     return dims.mamba_num_heads * dims.mamba_head_dim // dims.hidden_size
 
 
-def check_expand(dims: Dims, original: Dims | None, family: str) -> None:
+def check_expand(dims: Dims, original: Dims | None, family: str,
+                 names: tuple[str, str, str] = ("mamba_expand", "mamba_n_heads", "mamba_d_head")) -> None:
     """Raise Unrepresentable listing the representable targets when heads × head_dim is not an
-    integer multiple of hidden_size."""
+    integer multiple of hidden_size. `names`: the family's config fields for expand, heads, head dim."""
     if dims.mamba_num_heads is None:
         return
     inner = dims.mamba_num_heads * dims.mamba_head_dim
@@ -26,9 +27,10 @@ def check_expand(dims: Dims, original: Dims | None, family: str) -> None:
     limit = original or dims
     heads = [n for n in range(g, limit.mamba_num_heads + 1, g) if (n * dims.mamba_head_dim) % dims.hidden_size == 0]
     hidden = [h for h in range(1, min(inner, limit.hidden_size) + 1) if inner % h == 0]
+    expand, n_heads, d_head = names
     raise Unrepresentable(
-        f"{family} configs need mamba_expand * hidden_size == mamba_n_heads * mamba_d_head with an integer "
-        f"mamba_expand (the strict config rejects a fractional one); hidden_size={dims.hidden_size} with "
+        f"{family} configs need {expand} * hidden_size == {n_heads} * {d_head} with an integer "
+        f"{expand} (the strict config rejects a fractional one); hidden_size={dims.hidden_size} with "
         f"{dims.mamba_num_heads} heads x {dims.mamba_head_dim} = {inner} is not a multiple. Representable "
         f"targets: with hidden_size={dims.hidden_size} and mamba_head_dim={dims.mamba_head_dim}, "
         f"mamba_num_heads in {heads or 'none'}; with {dims.mamba_num_heads} heads x {dims.mamba_head_dim}, "

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 
-from .base import MAMBA, Adapter, Dims, LayerSpec, Unrepresentable
+from .base import MAMBA, Adapter, Dims, LayerSpec
+from .expand import check_expand
 from .layouts import MAMBA2_MIXER
 
 
@@ -39,21 +40,8 @@ class Mamba2Adapter(Adapter):
         )
 
     def check_representable(self, dims: Dims, original: Dims | None = None) -> None:
-        inner = dims.mamba_num_heads * dims.mamba_head_dim
-        if inner % dims.hidden_size == 0:
-            return
-        g = dims.mamba_n_groups
-        limit = original or dims
-        heads = [n for n in range(g, limit.mamba_num_heads + 1, g) if (n * dims.mamba_head_dim) % dims.hidden_size == 0]
-        hidden = [h for h in range(1, min(inner, limit.hidden_size) + 1) if inner % h == 0]
-        raise Unrepresentable(
-            f"Mamba2 configs need hidden_size * expand == num_heads * head_dim with an integer expand; "
-            f"hidden_size={dims.hidden_size} with {dims.mamba_num_heads} heads x {dims.mamba_head_dim} "
-            f"= {inner} is not a multiple. Representable targets: with hidden_size={dims.hidden_size} "
-            f"and head_dim={dims.mamba_head_dim}, mamba_num_heads in {heads or 'none'}; with "
-            f"{dims.mamba_num_heads} heads x {dims.mamba_head_dim}, hidden_size in the divisors of "
-            f"{inner}: {hidden[-12:]}."
-        )
+        super().check_representable(dims, original)
+        check_expand(dims, original, "Mamba2", names=("expand", "num_heads", "head_dim"))
 
     def make_config(self, config, dims: Dims):
         self.check_representable(dims)

@@ -105,6 +105,14 @@ def slice_tensor(t: torch.Tensor, rule: ParamRule, index: AxisIndex) -> torch.Te
     return t
 
 
+def split_layer_key(key: str, prefix: str) -> tuple[int, str] | None:
+    """`(layer index, name inside the layer)` of a key under the layers' `prefix`, else None."""
+    if not key.startswith(prefix):
+        return None
+    layer, rest = key[len(prefix):].split(".", 1)
+    return int(layer), rest
+
+
 def slice_state_dict(
     state_dict: dict[str, torch.Tensor], adapter: Adapter, dims: Dims, selection: Selection
 ) -> dict[str, torch.Tensor]:
@@ -116,11 +124,11 @@ def slice_state_dict(
     out = {}
     for key, tensor in state_dict.items():
         new_key = key
-        if key.startswith(prefix):
-            layer, rest = key[len(prefix):].split(".", 1)
-            if int(layer) not in renumber:
+        if (split := split_layer_key(key, prefix)) is not None:
+            layer, rest = split
+            if layer not in renumber:
                 continue
-            new_key = f"{prefix}{renumber[int(layer)]}.{rest}"
+            new_key = f"{prefix}{renumber[layer]}.{rest}"
         rule = rules.get(key)
         out[new_key] = (slice_tensor(tensor, rule, index) if rule else tensor).clone()
     return out

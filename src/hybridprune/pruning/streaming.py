@@ -30,7 +30,7 @@ from ..importance.scores import Scores
 from .apply import PruneError, check_fingerprint, plan_selection, provenance
 from .export import INFO_FILE, carry_over
 from .plan import Plan
-from .slicing import AxisIndex, slice_tensor
+from .slicing import AxisIndex, slice_tensor, split_layer_key
 
 @dataclass
 class _Entry:
@@ -60,14 +60,14 @@ def _plan_entries(files: CheckpointFiles, keymap: KeyMap, adapter, dims, selecti
     for key, info in files.tensors.items():
         model_key = model_keys[key]
         out_key = key
-        if model_key.startswith(prefix):
-            layer, rest = model_key[len(prefix):].split(".", 1)
-            if int(layer) not in renumber:
+        if (split := split_layer_key(model_key, prefix)) is not None:
+            layer, rest = split
+            if layer not in renumber:
                 continue
             tail = f"{layer}.{rest}"
             if not key.endswith(tail):
                 raise PruneError(f"cannot renumber {key}: its layer index is not where {model_key} has it")
-            out_key = f"{key[: len(key) - len(tail)]}{renumber[int(layer)]}.{rest}"
+            out_key = f"{key[: len(key) - len(tail)]}{renumber[layer]}.{rest}"
         rule = rules.get(model_key)
         shape = list(info.shape)
         if rule is not None:
