@@ -144,3 +144,25 @@ def test_calibrate_cli_with_a_device_map_gives_the_same_scores(tmp_path):
     for key, t in plain.tensors().items():
         torch.testing.assert_close(mapped.tensors()[key], t)
     assert mapped.meta["fingerprint"] == plain.meta["fingerprint"]
+
+
+def test_scores_of_another_model_are_a_one_line_warning(tmp_path, tokens):
+    """Not Python's `file:line: UserWarning` with a source excerpt: one line the user can read."""
+    from typer.testing import CliRunner
+
+    from hybridprune.cli import app
+
+    model, src = source_checkpoint(tmp_path, "nemotron", False)
+    other = build(tiny_nemotron_config(), seed=5)
+    calibrate(other, tokens, batch_size=2, progress=False, depth_samples=2).save(tmp_path / "scores")
+    result = CliRunner().invoke(app, ["prune", "--model", str(src), "--scores", str(tmp_path / "scores"),
+                                      "--plan", "mamba_num_heads=6", "--out", str(tmp_path / "pruned")])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0, text
+    assert "warning: the scores were computed on a different model (fingerprint mismatch)" in text
+    assert "UserWarning" not in text
+    result = CliRunner().invoke(app, ["prune", "--model", str(src), "--scores", str(tmp_path / "scores"),
+                                      "--plan", "mamba_num_heads=6", "--out", str(tmp_path / "strict"),
+                                      "--strict-fingerprint"])
+    assert result.exit_code == 2 and "fingerprint mismatch" in result.output
+    assert not (tmp_path / "strict").exists()

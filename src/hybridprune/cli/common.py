@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -22,6 +24,25 @@ def _error(message: str) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
 
 
+@contextlib.contextmanager
+def _warnings_as_notes():
+    """Our own warnings (e.g. scores from another model) as one yellow line, not Python's
+    `file:line: UserWarning` with a source excerpt; other libraries' warnings are left as they are."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if "hybridprune" in str(filename):
+            console.print(f"[yellow]warning:[/] {escape(str(message))}", soft_wrap=True, highlight=False)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def fail_cleanly(func):
     """Turn expected errors into a red message and exit status 2, without a traceback.
 
@@ -36,7 +57,7 @@ def fail_cleanly(func):
 
         notes: list[str] = []
         try:
-            with terminate_as_interrupt(), on_failure() as notes:
+            with terminate_as_interrupt(), on_failure() as notes, _warnings_as_notes():
                 return func(*args, **kwargs)
         except (CliError, OutputError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
             _error(str(exc))
