@@ -34,6 +34,10 @@ def source(tmp_path_factory):
     (src / "modeling_custom.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     (src / "README.md").write_text("---\nlicense: apache-2.0\n---\n# tiny\n")
     (src / "LICENSE").write_text("Apache-2.0\n")
+    # what describes the source model itself, not its pruned or distilled child
+    (src / "eval.json").write_text('{"loss": 4.1}')
+    (src / "training_log.jsonl").write_text('{"step": 1}\n')
+    (src / "loss_curve.png").write_bytes(b"png")
     (src / "optimizer.pt").write_bytes(b"state")
     (src / "pytorch_model.bin").write_bytes(b"weights")
     (src / "big.dat").write_bytes(b"0" * 4096)
@@ -57,9 +61,12 @@ def test_prune_carries_over_what_the_source_ships(source, tmp_path, monkeypatch)
     assert (out / "additional_chat_templates" / "tool_use.jinja").read_text() == "{{ tools }}"
     tok = AutoTokenizer.from_pretrained(out)
     assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == "<|user|>hi<|end|>"
-    for name in ("modeling_custom.py", "README.md", "LICENSE", "tokenizer.json", "tokenizer_config.json"):
+    for name in ("modeling_custom.py", "LICENSE", "tokenizer.json", "tokenizer_config.json"):
         assert (out / name).read_bytes() == (source / "model" / name).read_bytes(), name
     for name in ("optimizer.pt", "pytorch_model.bin", "big.dat"):
+        assert not (out / name).exists(), name
+    # the model card, evaluations, logs and plots would state the parent's size and scores as the child's
+    for name in ("README.md", "eval.json", "training_log.jsonl", "loss_curve.png"):
         assert not (out / name).exists(), name
     assert not (source / "code-ran").exists()
     info = json.loads((out / "hybridprune.json").read_text())

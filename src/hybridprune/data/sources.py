@@ -291,7 +291,7 @@ def _texts_from_dataset(ds: Any, text_field: str, what: str) -> list[str]:
     columns = list(ds.column_names)
     if text_field not in columns:
         raise DataError(
-            f"{what} has no text field {text_field!r}; its fields are {columns}; pass text_field= one of those"
+            f"{what} has no text field {text_field!r}; its fields are {columns}; pass one of those with --text-field (text_field= in Python)"
         )
     texts = []
     for value in ds[text_field]:
@@ -300,7 +300,7 @@ def _texts_from_dataset(ds: Any, text_field: str, what: str) -> list[str]:
         if not isinstance(value, str):
             raise DataError(
                 f"field {text_field!r} of {what} holds {type(value).__name__} values, not text; "
-                "pass text_field= the name of a string field"
+                "pass the name of a string field with --text-field (text_field= in Python)"
             )
         if value.strip():
             texts.append(value)

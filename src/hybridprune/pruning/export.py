@@ -38,6 +38,11 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgp
 CARRIED_FOLDERS = ("additional_chat_templates",)
 #: Anything else this large is data, not metadata, and is not carried over (tokenizer files always are).
 MAX_CARRY_BYTES = 16 * 2**20
+#: Files that describe the source model itself: its model card, evaluation results, training logs and
+#: plots. Carried into a pruned or distilled checkpoint they would state the parent's size and scores
+#: as the child's, so they stay behind.
+ABOUT_THE_SOURCE = ("readme", "eval", "training_log", "results")
+ABOUT_THE_SOURCE_SUFFIXES = (".md", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".jsonl", ".log")
 
 
 def copy_tokenizer_files(source: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
@@ -51,7 +56,8 @@ def copy_tokenizer_files(source: str | os.PathLike, dest: str | os.PathLike) -> 
 
 
 def carried_files(source: str | os.PathLike, rebuilt: tuple[str, ...] = REBUILT) -> list[Path]:
-    """The files of checkpoint `source` an export carries over: all but weights, rebuilt and large files."""
+    """The files of checkpoint `source` an export carries over: all but weights, rebuilt files, large
+    files and the files that describe the source model itself (model card, evaluations, logs, plots)."""
     source = Path(source)
     out = []
     for p in sorted(source.iterdir()):
@@ -59,6 +65,8 @@ def carried_files(source: str | os.PathLike, rebuilt: tuple[str, ...] = REBUILT)
             continue
         name = p.name
         if name in rebuilt or name.startswith(".") or name.lower().endswith(WEIGHT_SUFFIXES):
+            continue
+        if name.lower().startswith(ABOUT_THE_SOURCE) or name.lower().endswith(ABOUT_THE_SOURCE_SUFFIXES):
             continue
         if name not in TOKENIZER_FILES and p.stat().st_size > MAX_CARRY_BYTES:
             continue
