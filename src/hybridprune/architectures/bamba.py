@@ -14,7 +14,7 @@ import copy
 
 from .base import ATTENTION, MAMBA, MLP, Adapter, Dims, LayerSpec, layer_type
 from .expand import check_expand, expand_of, mamba_fields
-from .layouts import GATED_MLP, MAMBA2_MIXER, QKVO_ATTENTION
+from .layouts import GATED_MLP, MAMBA2_MIXER, QKVO_ATTENTION, outer_rules
 
 MAMBA_LAYER, ATTENTION_LAYER = layer_type(MAMBA, MLP), layer_type(ATTENTION, MLP)
 _NORMS = ("input_layernorm", "pre_ff_layernorm")
@@ -23,11 +23,7 @@ _NORMS = ("input_layernorm", "pre_ff_layernorm")
 class BambaAdapter(Adapter):
     model_types = ("bamba",)
     layers_prefix = "model.layers."
-    global_rules = {
-        "model.embed_tokens.weight": (None, "hidden"),
-        "model.final_layernorm.weight": ("hidden",),
-        "lm_head.weight": (None, "hidden"),
-    }
+    global_rules = outer_rules("model.embed_tokens", "model.final_layernorm")
     layer_specs = {
         MAMBA_LAYER: LayerSpec(units=(("mamba.", MAMBA2_MIXER), ("feed_forward.", GATED_MLP)), norms=_NORMS),
         ATTENTION_LAYER: LayerSpec(units=(("self_attn.", QKVO_ATTENTION), ("feed_forward.", GATED_MLP)), norms=_NORMS),

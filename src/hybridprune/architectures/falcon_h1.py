@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 
 from .base import ATTENTION, MAMBA, MLP, Adapter, Dims, LayerSpec, layer_type
-from .layouts import GATED_MLP, MAMBA2_MIXER, QKVO_ATTENTION
+from .expand import mamba_fields
+from .layouts import GATED_MLP, MAMBA2_MIXER, QKVO_ATTENTION, outer_rules
 
 PARALLEL_LAYER = layer_type(MAMBA, ATTENTION, MLP)
 
@@ -21,11 +22,7 @@ PARALLEL_LAYER = layer_type(MAMBA, ATTENTION, MLP)
 class FalconH1Adapter(Adapter):
     model_types = ("falcon_h1",)
     layers_prefix = "model.layers."
-    global_rules = {
-        "model.embed_tokens.weight": (None, "hidden"),
-        "model.final_layernorm.weight": ("hidden",),
-        "lm_head.weight": (None, "hidden"),
-    }
+    global_rules = outer_rules("model.embed_tokens", "model.final_layernorm")
     layer_specs = {
         PARALLEL_LAYER: LayerSpec(
             units=(("mamba.", MAMBA2_MIXER), ("self_attn.", QKVO_ATTENTION), ("feed_forward.", GATED_MLP)),
@@ -41,13 +38,7 @@ class FalconH1Adapter(Adapter):
             hidden_size=config.hidden_size,
             tied_embeddings=bool(config.tie_word_embeddings),
             ffn_hidden_size=config.intermediate_size,
-            mamba_num_heads=config.mamba_n_heads,
-            mamba_head_dim=config.mamba_d_head,
-            mamba_n_groups=config.mamba_n_groups,
-            mamba_state_size=config.mamba_d_state,
-            mamba_conv_kernel=config.mamba_d_conv,
-            mamba_proj_bias=bool(config.mamba_proj_bias),
-            mamba_conv_bias=bool(config.mamba_conv_bias),
+            **mamba_fields(config),
             mamba_has_norm=bool(config.mamba_rms_norm),
             mamba_out_proj_bias=bool(config.projectors_bias),
             num_attention_heads=nq,

@@ -15,7 +15,7 @@ import copy
 
 from .base import ATTENTION, MAMBA, MLP, Adapter, Dims, LayerSpec, UnsupportedArchitecture, layer_type
 from .expand import check_expand, expand_of, mamba_fields
-from .layouts import MAMBA2_MIXER, QKVO_ATTENTION, fused_gated_mlp
+from .layouts import MAMBA2_MIXER, QKVO_ATTENTION, fused_gated_mlp, outer_rules
 
 MAMBA_LAYER, ATTENTION_LAYER = layer_type(MAMBA, MLP), layer_type(ATTENTION, MLP)
 _NORMS = ("input_layernorm", "post_attention_layernorm")
@@ -29,11 +29,7 @@ _NAME_OF_TYPE = {MAMBA_LAYER: "mamba", ATTENTION_LAYER: "attention"}
 class GraniteMoeHybridAdapter(Adapter):
     model_types = ("granitemoehybrid",)
     layers_prefix = "model.layers."
-    global_rules = {
-        "model.embed_tokens.weight": (None, "hidden"),
-        "model.norm.weight": ("hidden",),
-        "lm_head.weight": (None, "hidden"),
-    }
+    global_rules = outer_rules("model.embed_tokens", "model.norm")
     layer_specs = {
         MAMBA_LAYER: LayerSpec(units=(("mamba.", MAMBA2_MIXER), ("shared_mlp.", _SHARED_MLP)), norms=_NORMS),
         ATTENTION_LAYER: LayerSpec(units=(("self_attn.", QKVO_ATTENTION), ("shared_mlp.", _SHARED_MLP)), norms=_NORMS),

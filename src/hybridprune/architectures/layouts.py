@@ -113,3 +113,13 @@ def fused_gated_mlp(fused: str, down: str) -> UnitLayout:
          f"{down}.weight": ("hidden", "ffn"), f"{down}.bias": ("hidden",)},
         hook=down, hook_on="input", count=_mlp_count(2),
     )
+
+
+def outer_rules(embeddings: str, final_norm: str) -> dict[str, tuple]:
+    """Rules of the tensors outside the layers: the input embedding and the LM head are cut by hidden
+    columns, the final norm by hidden channels (one tied slice when the head shares the embedding)."""
+    return {
+        f"{embeddings}.weight": (None, "hidden"),
+        f"{final_norm}.weight": ("hidden",),
+        "lm_head.weight": (None, "hidden"),
+    }

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 
 from .base import ATTENTION, MLP, Adapter, Dims, LayerSpec, Unrepresentable, layer_type
-from .layouts import GATED_MLP, qkvo_attention
+from .layouts import GATED_MLP, qkvo_attention, outer_rules
 
 DECODER = layer_type(ATTENTION, MLP)
 _NORMS = ("input_layernorm", "post_attention_layernorm")
@@ -28,11 +28,7 @@ def _spec(attention) -> LayerSpec:
 class LlamaAdapter(Adapter):
     model_types = ("llama", "mistral", "qwen2", "qwen3")
     layers_prefix = "model.layers."
-    global_rules = {
-        "model.embed_tokens.weight": (None, "hidden"),
-        "model.norm.weight": ("hidden",),
-        "lm_head.weight": (None, "hidden"),
-    }
+    global_rules = outer_rules("model.embed_tokens", "model.norm")
     #: the attention layout of each model type (bias placement, per-head q/k norms)
     attention_of = {
         "llama": qkvo_attention(bias="all"),

@@ -11,17 +11,13 @@ import copy
 
 from .base import MAMBA, Adapter, Dims, LayerSpec
 from .expand import check_expand
-from .layouts import MAMBA2_MIXER
+from .layouts import MAMBA2_MIXER, outer_rules
 
 
 class Mamba2Adapter(Adapter):
     model_types = ("mamba2",)
     layers_prefix = "backbone.layers."
-    global_rules = {
-        "backbone.embeddings.weight": (None, "hidden"),
-        "backbone.norm_f.weight": ("hidden",),
-        "lm_head.weight": (None, "hidden"),
-    }
+    global_rules = outer_rules("backbone.embeddings", "backbone.norm_f")
     layer_specs = {MAMBA: LayerSpec(units=(("mixer.", MAMBA2_MIXER),), norms=("norm",))}
 
     def dims(self, config) -> Dims:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 
 from .base import ATTENTION, MAMBA, MLP, MOE, Adapter, Dims, LayerSpec, UnsupportedArchitecture
-from .layouts import MAMBA2_MIXER, QKVO_ATTENTION, UP_DOWN_MLP
+from .layouts import MAMBA2_MIXER, QKVO_ATTENTION, UP_DOWN_MLP, outer_rules
 
 # Layer-type names in configs (new and legacy spellings) -> block kinds.
 _KIND_OF_TYPE = {
@@ -30,11 +30,7 @@ def _block(mixer) -> LayerSpec:
 class NemotronHAdapter(Adapter):
     model_types = ("nemotron_h",)
     layers_prefix = "model.layers."
-    global_rules = {
-        "model.embeddings.weight": (None, "hidden"),
-        "model.norm_f.weight": ("hidden",),
-        "lm_head.weight": (None, "hidden"),
-    }
+    global_rules = outer_rules("model.embeddings", "model.norm_f")
     layer_specs = {MAMBA: _block(MAMBA2_MIXER), ATTENTION: _block(QKVO_ATTENTION), MLP: _block(UP_DOWN_MLP)}
     # transformers 5.24's NemotronH cache needs an attention layer: without one, even a plain
     # forward with use_cache=True raises in `get_seq_length`.

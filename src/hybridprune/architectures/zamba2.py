@@ -23,7 +23,7 @@ import re
 
 from .base import ATTENTION, MAMBA, MLP, Adapter, Dims, LayerSpec, ParamRule, Unrepresentable, layer_type
 from .expand import check_expand, expand_of, mamba_fields
-from .layouts import MAMBA2_MIXER, fused_gated_mlp, qkvo_attention
+from .layouts import MAMBA2_MIXER, fused_gated_mlp, qkvo_attention, outer_rules
 
 MAMBA_LAYER, HYBRID_LAYER = MAMBA, layer_type(MAMBA, ATTENTION, MLP)
 _ADAPTER_INDEX = re.compile(r"_adapter_list\.\d+\.")
@@ -34,11 +34,7 @@ _SHARED_ATTENTION = qkvo_attention(input_axis="hidden2")
 class Zamba2Adapter(Adapter):
     model_types = ("zamba2",)
     layers_prefix = "model.layers."
-    global_rules = {
-        "model.embed_tokens.weight": (None, "hidden"),
-        "model.final_layernorm.weight": ("hidden",),
-        "lm_head.weight": (None, "hidden"),
-    }
+    global_rules = outer_rules("model.embed_tokens", "model.final_layernorm")
     layer_specs = {
         MAMBA_LAYER: LayerSpec(units=(("mamba.", MAMBA2_MIXER),), norms=("input_layernorm",)),
         HYBRID_LAYER: LayerSpec(
