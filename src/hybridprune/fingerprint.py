@@ -52,18 +52,49 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 def checkpoint_fingerprint(files: CheckpointFiles, config) -> str:
     """The fingerprint of a checkpoint on disk, equal to `model_fingerprint` of the model it loads into
-    at the stored dtype (or a wider one)."""
-    dims = get_adapter(config).dims(config)
+    at the stored dtype (or a wider one). Parts the model does not load (the adapter's dropped parts,
+    e.g. multi-token-prediction layers) are left out; per-expert tensors that transformers stacks on
+    load are sampled as the stacked tensor."""
+    adapter = get_adapter(config)
+    dims = adapter.dims(config)
+    dropped = adapter.dropped_parts(config)
     keymap = KeyMap(config.model_type)
     items = []
+    stacks: dict[str, dict[int, str]] = {}
     for shard in files.shards:
         with files.open(shard) as f:
             for key in files.keys_in(shard):
+                model_key = keymap.model_key(key)
+                if any(part.holds(model_key) for part in dropped):
+                    continue
+                if (part := keymap.stacked(key)) is not None:
+                    stacks.setdefault(part.target, {})[part.index] = key
+                    continue
                 info = files.tensors[key]
                 if not info.shape:  # a scalar: nothing to slice
                     windows = [f.get_tensor(key)]
                 else:
                     sl = f.get_slice(key)
                     windows = [sl[idx] for idx in sample_index(info.shape)]
-                items.append((keymap.model_key(key), info.shape, windows))
+                items.append((model_key, info.shape, windows))
+    if stacks:
+        shapes = keymap.model_shapes({k: files.tensors[k].shape for parts in stacks.values() for k in parts.values()})
+        for target, parts in stacks.items():
+            dim = keymap.stacked(next(iter(parts.values()))).dim
+            shape = shapes[target]
+            items.append((target, shape, [_stacked_window(files, parts, dim, idx) for idx in sample_index(shape)]))
     return _digest(dims, items)
+
+
+def _stacked_window(files: CheckpointFiles, parts: dict[int, str], dim: int, idx: tuple) -> torch.Tensor:
+    """Window `idx` of the tensor that stacks `parts` (slice number -> checkpoint key) along `dim`,
+    read from the slices it covers."""
+    along = idx[dim] if dim < len(idx) else slice(None)
+    rest = idx[:dim] + idx[dim + 1:]
+    pieces = []
+    for j in range(len(parts))[along]:
+        key = parts[j]
+        with files.open(files.tensors[key].shard) as f:
+            piece = f.get_slice(key)[rest] if rest else f.get_tensor(key)
+        pieces.append(piece.unsqueeze(dim))
+    return torch.cat(pieces, dim=dim)

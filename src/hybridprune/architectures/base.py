@@ -231,6 +231,10 @@ class Adapter:
     def check_supported(self, config) -> None:
         """Raise UnsupportedArchitecture for features of the family this adapter cannot prune yet."""
 
+    def dropped_parts(self, config) -> tuple["DroppedPart", ...]:
+        """Parts of this checkpoint that a pruned output leaves out (none by default); see DroppedPart."""
+        return ()
+
     def dims(self, config) -> Dims:
         raise NotImplementedError
 
@@ -346,3 +350,21 @@ def count_parameters(dims: Dims, *, embeddings: bool = True, model_type: str | N
         if (model_type or "nemotron_h") in cls.model_types:
             return cls().num_parameters(dims, embeddings=embeddings)
     raise UnsupportedArchitecture(f"no adapter for model type {model_type!r}")
+
+
+@dataclass(frozen=True)
+class DroppedPart:
+    """A part of a checkpoint that pruning leaves out of its output rather than refusing the checkpoint,
+    e.g. Nemotron-H's multi-token-prediction layers: transformers never loads them, so they are not
+    scored, and no pruned config could describe them at the new sizes.
+
+    `key_prefixes`: model keys (after transformers' renamings) of its tensors, dropped by the streaming
+    prune and left out of fingerprints; `description`: what it is, for the warning and
+    `hybridprune.json`. The adapter's `make_config` writes the output config without it.
+    """
+
+    key_prefixes: tuple[str, ...]
+    description: str
+
+    def holds(self, model_key: str) -> bool:
+        return model_key.startswith(self.key_prefixes)

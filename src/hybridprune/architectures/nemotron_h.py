@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 
-from .base import ATTENTION, MAMBA, MLP, MOE, Adapter, Dims, LayerSpec, UnsupportedArchitecture
+from .base import ATTENTION, MAMBA, MLP, MOE, Adapter, Dims, DroppedPart, LayerSpec, UnsupportedArchitecture
 from .layouts import MAMBA2_MIXER, QKVO_ATTENTION, UP_DOWN_MLP, outer_rules
 
 # Layer-type names in configs (new and legacy spellings) -> block kinds.
@@ -43,11 +43,16 @@ class NemotronHAdapter(Adapter):
                 "this Nemotron-H checkpoint has MoE blocks; MoE pruning is not supported yet. "
                 "Dense Nemotron-H (Mamba, attention and MLP blocks) is supported."
             )
-        if getattr(config, "num_nextn_predict_layers", 0):
-            raise UnsupportedArchitecture(
-                "this Nemotron-H checkpoint has multi-token-prediction layers "
-                "(num_nextn_predict_layers > 0), which cannot be pruned yet."
-            )
+
+    def dropped_parts(self, config) -> tuple[DroppedPart, ...]:
+        # Multi-token-prediction layers (`mtp.*`): transformers never loads them, so they are neither
+        # scored nor pruned; the output has none (`make_config` sets num_nextn_predict_layers = 0).
+        n = getattr(config, "num_nextn_predict_layers", 0) or 0
+        if not n:
+            return ()
+        return (DroppedPart(("mtp.",), f"the multi-token-prediction layers (num_nextn_predict_layers={n}, mtp.* "
+                                       "tensors), which transformers does not load, so they are neither scored nor "
+                                       "pruned; the output has num_nextn_predict_layers=0"),)
 
     @staticmethod
     def _kinds(config) -> tuple[str, ...]:
@@ -83,6 +88,7 @@ class NemotronHAdapter(Adapter):
         new = copy.deepcopy(config)
         new.hidden_size = dims.hidden_size
         new.layers_block_type = [_TYPE_OF_KIND[k] for k in dims.block_kinds]
+        new.num_nextn_predict_layers = 0  # multi-token-prediction layers are left out (dropped_parts)
         for field, value in (
             ("intermediate_size", dims.ffn_hidden_size),
             ("mamba_num_heads", dims.mamba_num_heads),

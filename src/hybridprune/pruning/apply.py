@@ -67,9 +67,17 @@ def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
     check_fingerprint(scores, model.config.model_type, fingerprint or (lambda: model_fingerprint(model)),
                       strict=strict_fingerprint)
     selection, new_dims = plan_selection(adapter, dims, scores, plan)
+    dropped = adapter.dropped_parts(model.config)
+    warn_dropped(dropped)
     pruned = apply_selection(model, selection, new_dims)
-    pruned.hybridprune_info = provenance(plan, selection, dims, new_dims, scores, adapter)
+    pruned.hybridprune_info = provenance(plan, selection, dims, new_dims, scores, adapter, dropped)
     return pruned
+
+
+def warn_dropped(dropped) -> None:
+    """Say which parts of the source (the adapter's `dropped_parts`) the pruned output leaves out."""
+    for part in dropped:
+        warnings.warn(f"left out of the pruned checkpoint: {part.description}", stacklevel=3)
 
 
 def apply_selection(model: torch.nn.Module, selection: Selection, new_dims) -> torch.nn.Module:
@@ -100,7 +108,9 @@ def _smoke_test(model: torch.nn.Module) -> None:
         raise PruneError("the pruned model produces non-finite logits")
 
 
-def provenance(plan: Plan, selection: Selection, dims, new_dims, scores: Scores, adapter) -> dict[str, Any]:
+def provenance(plan: Plan, selection: Selection, dims, new_dims, scores: Scores, adapter,
+               dropped=()) -> dict[str, Any]:
+    """What `hybridprune.json` records; `dropped`: the source's parts left out (`Adapter.dropped_parts`)."""
     return {
         "hybridprune_version": __version__,
         "plan": plan.to_dict(),
@@ -110,4 +120,5 @@ def provenance(plan: Plan, selection: Selection, dims, new_dims, scores: Scores,
         "parameters": {"before": adapter.num_parameters(dims), "after": adapter.num_parameters(new_dims)},
         "dims_before": dims.as_dict(),
         "dims_after": new_dims.as_dict(),
+        "left_out": [part.description for part in dropped],
     }

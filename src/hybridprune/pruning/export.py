@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..config_style import write_config
 from ..fsutil import MANIFEST, atomic_directory
 
 TOKENIZER_FILES = (
@@ -104,6 +105,18 @@ def state_bytes(model) -> int:
         return 0
 
 
+def _source_shard_bytes(source: Path | None) -> int | None:
+    """The source's largest safetensors shard, when it is sharded: the output is sharded alike."""
+    if source is None or not (source / "model.safetensors.index.json").is_file():
+        return None
+    from ..checkpoint_files import CheckpointFiles
+
+    try:
+        return CheckpointFiles(source).largest_shard_bytes
+    except (OSError, ValueError):
+        return None
+
+
 def export(
     model,
     out_dir: str | os.PathLike,
@@ -116,6 +129,9 @@ def export(
 ) -> Path:
     """Write `model` (safetensors + config), its tokenizer and `hybridprune.json` to `out_dir`.
 
+    With a source checkpoint directory (`tokenizer_from`, else `source`) of the same model type, the
+    config keeps the source's style (`config_style`) and the weights are sharded like the source's.
+
     The tokenizer comes from a tokenizer object or is copied from a checkpoint directory. Everything
     else the source ships is carried over from `tokenizer_from`, or else from `source` when that is a
     directory.
@@ -123,8 +139,14 @@ def export(
     carry_from = tokenizer_from if tokenizer_from is not None else source
     carry_from = Path(carry_from) if carry_from is not None and Path(carry_from).is_dir() else None
 
+    shard = _source_shard_bytes(carry_from)
+
     def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True)
+        # save_pretrained writes transformers' checkpoint key layout (e.g. Nemotron-H's `backbone.*` and
+        # per-expert tensors): the Hub's. The config is then rewritten in the source's style.
+        model.save_pretrained(tmp, safe_serialization=True, **({"max_shard_size": shard} if shard else {}))
+        if carry_from is not None:
+            write_config(model.config, tmp, carry_from)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if carry_from is not None:

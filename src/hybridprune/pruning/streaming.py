@@ -23,11 +23,13 @@ import torch
 
 from ..architectures import get_adapter
 from ..checkpoints import check_loading_info, check_weight_files, count_non_finite, refuse_non_finite
-from ..checkpoint_files import INDEX_FILE, SINGLE_FILE, CheckpointFiles, KeyMap, ShardWriter
+from ..architectures import ParamRule
+from ..checkpoint_files import INDEX_FILE, SINGLE_FILE, CheckpointFiles, CheckpointFormatError, KeyMap, ShardWriter
+from ..config_style import write_config
 from ..fingerprint import checkpoint_fingerprint
 from ..fsutil import atomic_directory
 from ..importance.scores import Scores
-from .apply import PruneError, check_fingerprint, plan_selection, provenance
+from .apply import PruneError, check_fingerprint, plan_selection, provenance, warn_dropped
 from .export import INFO_FILE, carry_over
 from .plan import Plan
 from .slicing import AxisIndex, slice_tensor, split_layer_key
@@ -44,20 +46,30 @@ class _Entry:
     nbytes: int
 
 
-def _plan_entries(files: CheckpointFiles, keymap: KeyMap, adapter, dims, selection, index: AxisIndex,
-                  dtype: torch.dtype | None) -> list[_Entry]:
-    model_keys = {key: keymap.model_key(key) for key in files.tensors}
-    convert = [k for k in files.tensors if keymap.needs_conversion(k)]
+def _kept_keys(files: CheckpointFiles, keymap: KeyMap, dropped) -> list[str]:
+    """The checkpoint keys that go to the output: all but the adapter's dropped parts (e.g. MTP layers).
+    A conversion the streaming prune cannot follow tensor by tensor is refused."""
+    keys = [k for k in files.tensors if not any(p.holds(keymap.model_key(k)) for p in dropped)]
+    convert = [k for k in keys if not keymap.sliceable(k)]
     if convert:
         raise PruneError(
-            f"{len(convert)} tensors of this checkpoint (e.g. {convert[0]}) are merged by transformers on load; "
-            "streaming prune cannot slice them yet. Prune in memory instead (hybridprune prune --in-memory)."
+            f"{len(convert)} tensors of this checkpoint (e.g. {convert[0]}) are converted by transformers on load "
+            "in a way streaming prune cannot slice. Prune in memory instead (hybridprune prune --in-memory)."
         )
-    rules = adapter.param_rules(list(model_keys.values()), dims)
+    return keys
+
+
+def _plan_entries(files: CheckpointFiles, keys: list[str], keymap: KeyMap, adapter, dims, selection,
+                  index: AxisIndex, dtype: torch.dtype | None) -> list[_Entry]:
+    model_keys = {key: keymap.model_key(key) for key in keys}
+    stacked = {key: keymap.stacked(key) for key in keys}
+    # Rules are written for the model's tensors: a stacked slice takes its merged tensor's rule.
+    rules = adapter.param_rules(sorted({s.target if s else model_keys[k] for k, s in stacked.items()}), dims)
     renumber = {old: new for new, old in enumerate(selection.kept_blocks)}
     prefix = adapter.layers_prefix
     entries = []
-    for key, info in files.tensors.items():
+    for key in keys:
+        info = files.tensors[key]
         model_key = model_keys[key]
         out_key = key
         if (split := split_layer_key(model_key, prefix)) is not None:
@@ -68,7 +80,20 @@ def _plan_entries(files: CheckpointFiles, keymap: KeyMap, adapter, dims, selecti
             if not key.endswith(tail):
                 raise PruneError(f"cannot renumber {key}: its layer index is not where {model_key} has it")
             out_key = f"{key[: len(key) - len(tail)]}{renumber[layer]}.{rest}"
-        rule = rules.get(model_key)
+        part = stacked[key]
+        rule = rules.get(part.target if part else model_key)
+        if part is not None and rule is not None:
+            # Slice `part.index` of the merged tensor: kept iff that index is kept along the merged
+            # axis, renumbered to its place among the kept ones, its other dims cut by the rest of the rule.
+            axis = rule.axes[part.dim]
+            kept = index(axis, rule.layer) if axis is not None else None
+            if kept is not None:
+                where = (kept == part.index).nonzero()
+                if len(where) == 0:
+                    continue
+                cut = len(key) - part.span[0]  # the layer renumbering only changed what comes before
+                out_key = f"{out_key[: len(out_key) - cut]}{int(where[0])}{key[part.span[1]:]}"
+            rule = ParamRule(rule.layer, rule.axes[: part.dim] + rule.axes[part.dim + 1:])
         shape = list(info.shape)
         if rule is not None:
             for dim, axis in enumerate(rule.axes):
@@ -111,14 +136,21 @@ def _shard_name(i: int, n: int) -> str:
     return SINGLE_FILE if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
 
 
-def _mismatch(config, adapter, shapes: dict[str, tuple[int, ...]]) -> dict[str, list[str]]:
-    """Model keys the config's model expects but `shapes` lacks, has in excess, or has misshapen; the
-    model is built on the meta device, so this costs no memory."""
+def _expected_shapes(config, adapter) -> tuple[dict[str, tuple[int, ...]], set[str]]:
+    """The model keys and shapes the config's model holds, and its tied keys; the model is built on
+    the meta device, so this costs no memory."""
     with torch.device("meta"):
         ref = adapter.build_model(config)
     tied = set(getattr(ref, "all_tied_weights_keys", None) or {})
-    expected = {k: tuple(v.shape) for k, v in ref.state_dict().items() if k not in tied}
-    got = {k: s for k, s in shapes.items() if k not in tied}
+    return {k: tuple(v.shape) for k, v in ref.state_dict().items() if k not in tied}, tied
+
+
+def _mismatch(config, adapter, shapes: dict[str, tuple[int, ...]], keymap: KeyMap) -> dict[str, list[str]]:
+    """Model keys the config's model expects but the checkpoint tensors `shapes` (by checkpoint key)
+    lack, have in excess, or have misshapen. Per-expert tensors are merged as transformers merges them
+    on load; one missing is named (CheckpointFormatError)."""
+    expected, tied = _expected_shapes(config, adapter)
+    got = {k: s for k, s in keymap.model_shapes(shapes, expected).items() if k not in tied}
     return {
         "missing_keys": sorted(set(expected) - set(got)),
         "unexpected_keys": sorted(set(got) - set(expected)),
@@ -126,15 +158,19 @@ def _mismatch(config, adapter, shapes: dict[str, tuple[int, ...]]) -> dict[str, 
     }
 
 
-def _check_source(source: Path, files: CheckpointFiles, keymap: KeyMap, config, adapter) -> None:
-    """The source checkpoint fills its config's model exactly, as the load path requires."""
-    shapes = {keymap.model_key(k): t.shape for k, t in files.tensors.items()}
-    check_loading_info(_mismatch(config, adapter, shapes), source)
+def _check_source(source: Path, files: CheckpointFiles, keys: list[str], keymap: KeyMap, config, adapter) -> None:
+    """The source checkpoint (less its dropped parts) fills its config's model exactly, as the load path
+    requires."""
+    try:
+        found = _mismatch(config, adapter, {k: files.tensors[k].shape for k in keys}, keymap)
+    except CheckpointFormatError as exc:
+        raise CheckpointFormatError(f"cannot load the model in {source}: {exc}") from None
+    check_loading_info(found, source)
 
 
 def _check_against_config(config, written: dict[str, tuple[int, ...]], keymap: KeyMap, adapter) -> None:
     """Every tensor the pruned config's model expects is written with its shape, and nothing else."""
-    found = _mismatch(config, adapter, {keymap.model_key(k): s for k, s in written.items()})
+    found = _mismatch(config, adapter, written, keymap)
     missing, unexpected, wrong = found["missing_keys"], found["unexpected_keys"], found["mismatched_keys"]
     if missing or unexpected or wrong:
         raise PruneError(
@@ -184,7 +220,9 @@ def stream_prune(
     check_weight_files(source, "checkpoint", allow_pickle=False)
     files = CheckpointFiles(source)
     keymap = KeyMap(config.model_type)
-    _check_source(source, files, keymap, config, adapter)
+    dropped = adapter.dropped_parts(config)
+    keys = _kept_keys(files, keymap, dropped)
+    _check_source(source, files, keys, keymap, config, adapter)
     check_fingerprint(scores, config.model_type, lambda: checkpoint_fingerprint(files, config),
                       strict=strict_fingerprint)
     selection, new_dims = plan_selection(adapter, dims, scores, plan)
@@ -192,7 +230,8 @@ def stream_prune(
     stored = next((t.dtype for t in files.tensors.values() if t.dtype.is_floating_point), None)
     new_config.dtype = dtype or stored  # what the shards hold, as save_pretrained records it
     index = AxisIndex(selection, dims)
-    entries = _plan_entries(files, keymap, adapter, dims, selection, index, dtype)
+    warn_dropped(dropped)
+    entries = _plan_entries(files, keys, keymap, adapter, dims, selection, index, dtype)
     shards = _assign_shards(entries, max_shard_bytes or files.largest_shard_bytes)
     shard_of = {e.key: i for i, shard in enumerate(shards) for e in shard}
 
@@ -245,10 +284,10 @@ def stream_prune(
             index_doc = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
             (tmp / INDEX_FILE).write_text(json.dumps(index_doc, indent=2) + "\n")
         carry_over(source, tmp)  # generation config, tokenizer, chat templates, code files, model card
-        info = provenance(plan, selection, dims, new_dims, scores, adapter)
+        info = provenance(plan, selection, dims, new_dims, scores, adapter, dropped)
         info.update(source=str(source), method="streaming")
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
-        new_config.save_pretrained(tmp)  # the config last: a directory without it is not a checkpoint
+        write_config(new_config, tmp, source)  # the config last: a directory without it is not a checkpoint
         _check_against_config(new_config, written, keymap, adapter)
         if smoke_test:
             _smoke_test(tmp)

@@ -1,0 +1,138 @@
+"""Write a pruned config in the style of its source's `config.json`.
+
+Checkpoints on the Hub often predate the transformers version that reads them: Nemotron-H configs
+describe their layers with a `hybrid_override_pattern` string ("M-M*-…"), use remote-code-era field
+names (`mamba_n_groups`, `torch_dtype`, a `num_hidden_layers` that transformers derives), and carry an
+`auto_map` naming their own modelling code. transformers reads all of that, but `save_pretrained`
+writes its own field names only, and vLLM, the remote code and llama.cpp converters read the source's.
+So the output keeps the source's file and changes only what pruning changed:
+
+- a field the loaded config exposes under the name the source used (a legacy view such as
+  `hybrid_override_pattern` or `num_hidden_layers`) gets its new value under that name;
+- a changed field the source names (or names through the config's `attribute_map`) is updated there;
+- any other changed field is added under transformers' name, only if the file would not load right
+  without it.
+
+Everything else (auto_map, architectures, unknown keys) stays as the source wrote it; the code the
+auto_map names is copied as files by the export and runs only with `--trust-remote-code`. The result
+is checked: loading it gives exactly the pruned config. If no such file can be written in the
+source's style, transformers' own style is written instead, with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+#: fields whose value says which software wrote the file, not what the model is
+_VOLATILE = ("transformers_version",)
+
+
+def _normal(value: Any) -> Any:
+    """A value as it reads back from JSON (tuples as lists, dtypes as names)."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    import torch
+
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _fields(config) -> dict[str, Any]:
+    # private fields (`_name_or_path`, ...) are the loaded object's, never written to the file
+    return {k: v for k, v in _normal(config.to_dict()).items() if k not in _VOLATILE and not k.startswith("_")}
+
+
+@contextmanager
+def _quiet():
+    """transformers' notes on the source's own style ("num_hidden_layers is deprecated", "torch_dtype
+    is deprecated") say nothing the user can act on here."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity(logging.ERROR)
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _load(config_class, raw: dict[str, Any]):
+    with _quiet():
+        return config_class.from_dict(dict(raw))
+
+
+def styled_config(new_config, source_raw: dict[str, Any]) -> dict[str, Any] | None:
+    """`new_config` as a config.json dict in the style of `source_raw` (the source's config.json), or
+    None when the source is of another model type or no file in its style loads as `new_config`."""
+    if source_raw.get("model_type") != new_config.model_type:
+        return None
+    config_class = type(new_config)
+    try:
+        old = _fields(_load(config_class, source_raw))
+    except Exception:  # noqa: BLE001 - a source this version cannot read: nothing to keep
+        return None
+    new = _fields(new_config)
+    out = dict(source_raw)
+    aliases: dict[str, list[str]] = {}
+    for alias, field in getattr(config_class, "attribute_map", {}).items():
+        aliases.setdefault(field, []).append(alias)
+
+    # Names the source uses that the loaded config does not list: legacy views and aliases.
+    for key in [k for k in source_raw if k not in old and k not in _VOLATILE]:
+        try:
+            with _quiet():
+                value = _normal(getattr(new_config, key))
+        except (AttributeError, TypeError, ValueError):
+            continue  # an alias the config consumed: its field is checked below
+        out[key] = value
+    pending = {}
+    for key, value in new.items():
+        if key in old and old[key] == value:
+            continue
+        named = [n for n in (key, *aliases.get(key, ())) if n in source_raw]
+        for name in named:
+            out[name] = value
+        if not named:
+            pending[key] = value
+    try:
+        loaded = _fields(_load(config_class, out))
+        out.update({k: v for k, v in pending.items() if loaded.get(k) != v})
+        if _fields(_load(config_class, out)) == new:
+            return out
+    except Exception:  # noqa: BLE001 - the styled file does not load: fall back below
+        pass
+    return None
+
+
+def write_config(new_config, out_dir: str | Path, source: str | Path | None) -> None:
+    """Write `new_config` as `out_dir/config.json`, in the style of `source/config.json` when the
+    source is a checkpoint directory of the same model type (see the module docstring)."""
+    out_dir = Path(out_dir)
+    path = Path(source) / "config.json" if source is not None else None
+    raw, tagged = None, False
+    if path is not None and path.is_file():
+        try:
+            # transformers' reader: it decodes the {"__float__": "Infinity"} tags it writes
+            raw = type(new_config)._dict_from_json_file(path)
+            tagged = '"__float__"' in path.read_text()
+        except (OSError, ValueError):
+            raw = None
+    styled = styled_config(new_config, raw) if isinstance(raw, dict) else None
+    if styled is None:
+        if isinstance(raw, dict) and raw.get("model_type") == new_config.model_type:
+            warnings.warn(f"the config could not be written in the style of {path}; it is written "
+                          "with transformers' own field names", stacklevel=3)
+        new_config.save_pretrained(out_dir)
+        return
+    if tagged:  # infinities as the source wrote them: tagged, or bare as Python's json writes them
+        styled = type(new_config)._encode_special_floats(styled)
+    (out_dir / "config.json").write_text(json.dumps(styled, indent=2, sort_keys=True) + "\n")
