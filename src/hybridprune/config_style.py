@@ -9,7 +9,8 @@ So the output keeps the source's file and changes only what pruning changed:
 
 - a field the loaded config exposes under the name the source used (a legacy view such as
   `hybrid_override_pattern` or `num_hidden_layers`) gets its new value under that name;
-- a changed field the source names (or names through the config's `attribute_map`) is updated there;
+- a changed field the source names (or names through the config's `attribute_map`) is updated there,
+  a list of layer types in the source's words (legacy "mamba"/"attention" stay so);
 - any other changed field is added under transformers' name, only if the file would not load right
   without it.
 
@@ -70,6 +71,18 @@ def _load(config_class, raw: dict[str, Any]):
         return config_class.from_dict(dict(raw))
 
 
+def _in_source_vocabulary(value: Any, source_value: Any) -> Any:
+    """A list of layer-type names in the words the source used: transformers reads legacy names
+    ("mamba", "attention") as the new ones ("linear_attention", "full_attention") and writes the new."""
+    if not (isinstance(value, list) and isinstance(source_value, list)
+            and all(isinstance(x, str) for x in value + source_value)):
+        return value
+    from transformers.configuration_utils import remap_legacy_layer_types
+
+    back = {remap_legacy_layer_types(layer_types=[name])[0]: name for name in set(source_value)}
+    return [back.get(x, x) for x in value]
+
+
 def styled_config(new_config, source_raw: dict[str, Any]) -> dict[str, Any] | None:
     """`new_config` as a config.json dict in the style of `source_raw` (the source's config.json), or
     None when the source is of another model type or no file in its style loads as `new_config`."""
@@ -100,7 +113,7 @@ def styled_config(new_config, source_raw: dict[str, Any]) -> dict[str, Any] | No
             continue
         named = [n for n in (key, *aliases.get(key, ())) if n in source_raw]
         for name in named:
-            out[name] = value
+            out[name] = _in_source_vocabulary(value, source_raw[name])
         if not named:
             pending[key] = value
     try:

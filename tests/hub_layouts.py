@@ -1,0 +1,137 @@
+"""Tiny checkpoints written file by file in the layouts real Hub checkpoints use.
+
+Nothing here goes through `save_pretrained`: the config is the dict a Hub `config.json` holds
+(legacy `hybrid_override_pattern`, remote-code-era field names, `auto_map`), and the weights are
+named as on the Hub (`backbone.*`, per-expert `experts.{j}.*`, Granite's `input_linear`/`router.layer`),
+written into several safetensors shards with a `model.safetensors.index.json`. The weights come
+from a random transformers model of the same config, renamed by hand, so the reload can be compared.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from conftest import build
+
+#: The auto_map code of the source: carried as files, never executed (importing it fails loudly).
+REMOTE_CODE = 'raise RuntimeError("the checkpoint\'s own code was executed")\n'
+
+NEMOTRON_HUB = {
+    "architectures": ["NemotronHForCausalLM"],
+    "auto_map": {"AutoConfig": "configuration_nemotron_h.NemotronHConfig",
+                 "AutoModelForCausalLM": "modeling_nemotron_h.NemotronHForCausalLM"},
+    "model_type": "nemotron_h",
+    "vocab_size": 96, "hidden_size": 48, "hybrid_override_pattern": "M-*-M-", "num_hidden_layers": 6,
+    "mamba_num_heads": 12, "mamba_head_dim": 8, "mamba_n_groups": 3, "ssm_state_size": 8, "conv_kernel": 4,
+    "chunk_size": 8, "expand": 2, "mamba_hidden_act": "silu", "time_step_limit": [0.0, float("inf")],
+    "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 8, "intermediate_size": 64,
+    "mlp_hidden_act": "relu2", "layer_norm_epsilon": 1e-5, "residual_in_fp32": False, "use_bias": False,
+    "use_conv_bias": True, "rescale_prenorm_residual": True, "tie_word_embeddings": False,
+    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+    "transformers_version": "4.48.0.dev0",
+}
+
+GRANITE_HUB = {
+    "architectures": ["GraniteMoeHybridForCausalLM"],
+    "model_type": "granitemoehybrid",
+    "vocab_size": 96, "hidden_size": 48, "num_hidden_layers": 4,
+    "layer_types": ["mamba", "attention", "mamba", "mamba"],
+    "mamba_n_heads": 12, "mamba_d_head": 8, "mamba_n_groups": 3, "mamba_d_state": 8, "mamba_d_conv": 4,
+    "mamba_expand": 2, "mamba_chunk_size": 8, "mamba_conv_bias": True, "mamba_proj_bias": False,
+    "num_attention_heads": 6, "num_key_value_heads": 2, "attention_bias": False,
+    "shared_intermediate_size": 64, "intermediate_size": 32, "num_local_experts": 0, "num_experts_per_tok": 0,
+    "position_embedding_type": "nope", "embedding_multiplier": 2.0, "residual_multiplier": 0.5,
+    "attention_multiplier": 0.3, "logits_scaling": 2.0, "tie_word_embeddings": True,
+    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+    "transformers_version": "4.56.0",
+}
+
+
+def hub_name(model_key: str, model_type: str) -> str:
+    """The Hub's name of a transformers 5 model key (written out, not taken from transformers)."""
+    if model_type == "nemotron_h":
+        return re.sub(r"^model\.", "backbone.", model_key)
+    key = model_key.replace("block_sparse_moe.experts.gate_up_proj", "block_sparse_moe.input_linear.weight")
+    key = key.replace("block_sparse_moe.experts.down_proj", "block_sparse_moe.output_linear.weight")
+    return key.replace("block_sparse_moe.router.weight", "block_sparse_moe.router.layer.weight")
+
+
+def hub_tensors(model, model_type: str) -> dict[str, torch.Tensor]:
+    """The model's weights under Hub names; Nemotron-H's 3-D expert tensors split per expert."""
+    out = {}
+    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    for key, t in model.state_dict().items():
+        if key in tied:
+            continue
+        m = re.fullmatch(r"(.*\.mixer\.experts)\.(up_proj|down_proj)", key)
+        if model_type == "nemotron_h" and m:
+            for j in range(t.shape[0]):
+                out[hub_name(f"{m.group(1)}.{j}.{m.group(2)}.weight", model_type)] = t[j].clone()
+        else:
+            out[hub_name(key, model_type)] = t.clone()
+    return out
+
+
+def write_shards(path: Path, tensors: dict[str, torch.Tensor], shards: int = 6) -> None:
+    """`tensors` in `shards` safetensors files, in key order, with an index."""
+    keys = list(tensors)
+    per = -(-len(keys) // shards)
+    weight_map, total = {}, 0
+    for i in range(shards):
+        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = {k: tensors[k].contiguous() for k in keys[i * per:(i + 1) * per]}
+        save_file(part, str(path / name), metadata={"format": "pt"})
+        weight_map.update({k: name for k in part})
+        total += sum(t.numel() * t.element_size() for t in part.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def hub_checkpoint(path: Path, raw: dict, *, seed: int = 0, extra: dict[str, torch.Tensor] | None = None,
+                   edit=None):
+    """Write a Hub-layout checkpoint for config dict `raw` into `path`; return the random model whose
+    weights it holds (built by transformers from the same config). `extra`: more tensors (e.g. MTP
+    layers the model does not load); `edit(tensors)`: change the tensors before they are written."""
+    from transformers import AutoConfig
+
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps(raw, indent=2))  # Infinity written bare, as on the Hub
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    model = build(config, seed=seed)
+    tensors = hub_tensors(model, config.model_type)
+    tensors.update(extra or {})
+    if edit is not None:
+        edit(tensors)
+    write_shards(path, tensors)
+    for name in set(raw.get("auto_map", {}).values()):
+        (path / f"{name.split('.')[0]}.py").write_text(REMOTE_CODE)
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 7]}))
+    return model
+
+
+def mtp_tensors(hidden: int) -> dict[str, torch.Tensor]:
+    """Multi-token-prediction weights as Nemotron checkpoints store them beside the backbone (names
+    after the MTP module's own layers; one of them looks like a per-expert tensor)."""
+    g = torch.Generator().manual_seed(3)
+    return {
+        "mtp.layers.0.enorm.weight": torch.randn(hidden, generator=g),
+        "mtp.layers.0.hnorm.weight": torch.randn(hidden, generator=g),
+        "mtp.layers.0.eh_proj.weight": torch.randn(hidden, 2 * hidden, generator=g),
+        "mtp.layers.0.mixer.q_proj.weight": torch.randn(hidden, hidden, generator=g),
+        "mtp.layers.1.mixer.experts.0.up_proj.weight": torch.randn(16, hidden, generator=g),
+        "mtp.layers.1.final_layernorm.weight": torch.randn(hidden, generator=g),
+    }
+
+
+def read_all(directory: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out = {}
+    for p in sorted(directory.glob("*.safetensors")):
+        out.update(load_file(str(p)))
+    return out

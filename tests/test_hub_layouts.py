@@ -1,0 +1,230 @@
+"""Checkpoints laid out as on the Hub prune into the same layout and config style, in both prune paths.
+
+The sources are written file by file (tests/hub_layouts.py): legacy config fields, Hub key names,
+several shards with an index, an `auto_map` whose code must never run. Each output must keep the
+source's key names and config style, and reload with plain transformers to the in-memory pruned
+model's logits.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from hub_layouts import GRANITE_HUB, NEMOTRON_HUB, REMOTE_CODE, hub_checkpoint, mtp_tensors, read_all
+from hybridprune.checkpoint_files import CheckpointFiles, CheckpointFormatError, KeyMap
+from hybridprune.checkpoints import load_model
+from hybridprune.config_style import styled_config
+from hybridprune.fingerprint import checkpoint_fingerprint, model_fingerprint
+from hybridprune.importance.calibrate import calibrate
+from hybridprune.pruning.apply import prune
+from hybridprune.pruning.export import export
+from hybridprune.pruning.streaming import stream_prune
+
+PLANS = {
+    "nemotron_h": "hidden_size=32,ffn_hidden_size=40,mamba_num_heads=6,mamba_head_dim=6,num_attention_heads=4,"
+                  "drop_layers=3",
+    # Granite ties the Mamba width to hidden_size (mamba_expand=2): 6 heads x 8 = 2 x 24
+    "granitemoehybrid": "hidden_size=24,ffn_hidden_size=40,mamba_num_heads=6,num_attention_heads=4,drop_layers=3",
+}
+
+
+def logits(model, tokens):
+    with torch.no_grad():
+        return model(input_ids=tokens, use_cache=False).logits
+
+
+def prune_both_ways(tmp_path, src, tokens, plan):
+    """In memory (our load path, `prune`, `export`) and streaming, from the same scores; our own
+    warnings are returned for the caller to check."""
+    model = load_model(src)  # refuses a missing, unexpected or misshapen tensor
+    scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pruned = prune(model, scores, plan)
+        memory = export(pruned, tmp_path / "memory", source=str(src))
+        stream = stream_prune(src, scores, plan, tmp_path / "stream")
+    ours = [str(w.message) for w in caught if "hybridprune" in w.filename or "test_" in w.filename]
+    return pruned, memory, stream, ours
+
+
+def check_round_trip(pruned, outputs, tokens):
+    """Both outputs hold the same tensors under the same names, sharded with an index, and reload with
+    plain transformers (no remote code) and with our strict load path to the pruned model's logits."""
+    from transformers import AutoModelForCausalLM
+
+    memory, stream = outputs
+    a, b = read_all(memory), read_all(stream)
+    assert sorted(a) == sorted(b)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    expected = logits(pruned, tokens)
+    for out in outputs:
+        assert (out / "model.safetensors.index.json").is_file() and len(list(out.glob("*.safetensors"))) > 1
+        reloaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=False).eval()
+        torch.testing.assert_close(logits(reloaded, tokens), expected, rtol=0, atol=0)
+        torch.testing.assert_close(logits(load_model(out), tokens), expected, rtol=0, atol=0)
+    return a
+
+
+def test_nemotron_legacy_hub_layout_round_trips(tmp_path, tokens):
+    hub_checkpoint(tmp_path / "source", NEMOTRON_HUB)
+    src = tmp_path / "source"
+    pruned, memory, stream, ours = prune_both_ways(tmp_path, src, tokens, PLANS["nemotron_h"])
+    assert ours == []  # the fingerprint of the Hub files equals the loaded model's; the style is kept
+    tensors = check_round_trip(pruned, (memory, stream), tokens)
+    assert all(k.startswith(("backbone.", "lm_head.")) for k in tensors)
+    assert "backbone.layers.3.mixer.in_proj.weight" in tensors and "backbone.layers.4.mixer.up_proj.weight" in tensors
+    assert "backbone.layers.5.norm.weight" not in tensors
+    for out in (memory, stream):
+        text = (out / "config.json").read_text()
+        config = json.loads(text)
+        assert sorted(config) == sorted(NEMOTRON_HUB)  # no field renamed or added
+        assert config["hybrid_override_pattern"] == "M-*M-"  # layer 3 (an MLP) dropped
+        assert config["num_hidden_layers"] == 5
+        assert (config["hidden_size"], config["intermediate_size"], config["mamba_num_heads"],
+                config["mamba_head_dim"], config["num_attention_heads"]) == (32, 40, 6, 6, 4)
+        assert config["mamba_n_groups"] == 3 and config["torch_dtype"] == "float32"
+        assert config["auto_map"] == NEMOTRON_HUB["auto_map"] and config["architectures"] == ["NemotronHForCausalLM"]
+        assert config["transformers_version"] == "4.48.0.dev0"
+        assert "Infinity" in text and "__float__" not in text  # infinities as the source wrote them
+        assert (out / "configuration_nemotron_h.py").read_text() == REMOTE_CODE  # carried, never run
+        assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == [2, 7]
+        assert json.loads((out / "hybridprune.json").read_text())["left_out"] == []
+
+
+def test_granite_hub_layout_round_trips(tmp_path, tokens):
+    hub_checkpoint(tmp_path / "source", GRANITE_HUB)
+    src = tmp_path / "source"
+    pruned, memory, stream, ours = prune_both_ways(tmp_path, src, tokens, PLANS["granitemoehybrid"])
+    assert ours == []
+    tensors = check_round_trip(pruned, (memory, stream), tokens)
+    assert all(k.startswith("model.") for k in tensors)  # tied embeddings: no lm_head stored
+    assert tensors["model.layers.0.shared_mlp.input_linear.weight"].shape == (80, 24)
+    for out in (memory, stream):
+        config = json.loads((out / "config.json").read_text())
+        assert config["layer_types"] == ["mamba", "attention", "mamba"]  # legacy names kept
+        assert config["num_hidden_layers"] == 3 and config["hidden_size"] == 24
+        assert (config["mamba_n_heads"], config["mamba_d_head"], config["mamba_expand"]) == (6, 8, 2)
+        assert config["shared_intermediate_size"] == 40 and config["num_attention_heads"] == 4
+        assert set(config) - set(GRANITE_HUB) <= {"head_dim"}  # written only where it is needed
+
+
+def test_a_multi_token_prediction_checkpoint_prunes_without_its_mtp_layers(tmp_path, tokens):
+    raw = dict(NEMOTRON_HUB, num_nextn_predict_layers=1, mtp_hybrid_override_pattern="*E")
+    hub_checkpoint(tmp_path / "source", raw, extra=mtp_tensors(48))
+    src = tmp_path / "source"
+    loaded = load_model(src)  # the load path (calibrate, eval) ignores mtp.* as transformers does
+    assert checkpoint_fingerprint(CheckpointFiles(src), loaded.config) == model_fingerprint(loaded)
+    pruned, memory, stream, ours = prune_both_ways(tmp_path, src, tokens, PLANS["nemotron_h"])
+    left_out = ("left out of the pruned checkpoint: the multi-token-prediction layers (num_nextn_predict_layers=1, "
+                "mtp.* tensors), which transformers does not load, so they are neither scored nor pruned; the "
+                "output has num_nextn_predict_layers=0")
+    assert ours == [left_out, left_out]  # one warning from each prune path
+    tensors = check_round_trip(pruned, (memory, stream), tokens)
+    assert not [k for k in tensors if k.startswith("mtp.")]
+    for out in (memory, stream):
+        config = json.loads((out / "config.json").read_text())
+        assert config["num_nextn_predict_layers"] == 0
+        assert json.loads((out / "hybridprune.json").read_text())["left_out"] == [left_out.split(": ", 1)[1]]
+
+
+def test_mtp_checkpoint_from_the_cli_calibrate_prune_eval(tmp_path):
+    """One yellow warning line on the CLI; calibrate and eval read the checkpoint as transformers does."""
+    from ckpt_helpers import invoke, small_corpus
+    from hybridprune.data import tokenizer_path
+    from hybridprune.pruning.export import copy_tokenizer_files
+
+    raw = dict(NEMOTRON_HUB, vocab_size=4096, num_nextn_predict_layers=1)
+    hub_checkpoint(tmp_path / "source", raw, extra=mtp_tensors(48))
+    src = tmp_path / "source"
+    copy_tokenizer_files(tokenizer_path(), src)
+    data = small_corpus(tmp_path / "corpus.jsonl")
+    result = invoke("calibrate", "--model", src, "--data", data, "--samples", "4", "--seq-len", "16",
+                    "--depth-samples", "2", "--out", tmp_path / "scores")
+    assert result.exit_code == 0, result.output
+    result = invoke("prune", "--model", src, "--scores", tmp_path / "scores", "--plan", PLANS["nemotron_h"],
+                    "--out", tmp_path / "pruned")
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0, text
+    assert "warning: left out of the pruned checkpoint: the multi-token-prediction layers" in text
+    assert "UserWarning" not in text and "fingerprint" not in text
+    result = invoke("eval", src, tmp_path / "pruned", "--data", data, "--samples", "2", "--seq-len", "16",
+                    "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+
+
+def test_stacked_per_expert_keys_are_understood_from_the_conversion_mapping():
+    """transformers 5 stacks Nemotron-H's per-expert Hub tensors into one [E, ...] tensor on load;
+    KeyMap reads that from transformers' conversion mapping, not from a list of model names."""
+    keymap = KeyMap("nemotron_h")
+    key = "backbone.layers.11.mixer.experts.13.down_proj.weight"
+    part = keymap.stacked(key)
+    assert (part.target, part.index, part.dim) == ("model.layers.11.mixer.experts.down_proj", 13, 0)
+    assert key[part.span[0]:part.span[1]] == "13"
+    assert keymap.stacked("backbone.layers.11.mixer.shared_experts.down_proj.weight") is None
+    assert keymap.sliceable(key) and keymap.needs_conversion(key)
+    shapes = {f"backbone.layers.1.mixer.experts.{j}.up_proj.weight": (6, 5) for j in range(4)}
+    shapes["backbone.layers.1.mixer.gate.weight"] = (4, 5)
+    assert keymap.model_shapes(shapes) == {"model.layers.1.mixer.experts.up_proj": (4, 6, 5),
+                                           "model.layers.1.mixer.gate.weight": (4, 5)}
+
+
+@pytest.mark.parametrize("missing, expected", [
+    (2, "backbone.layers.1.mixer.experts.2.up_proj.weight"),  # a gap
+    (3, "backbone.layers.1.mixer.experts.3.up_proj.weight"),  # the last one: only the model knows E
+])
+def test_a_missing_per_expert_tensor_is_named(missing, expected):
+    shapes = {f"backbone.layers.1.mixer.experts.{j}.up_proj.weight": (6, 5) for j in range(4) if j != missing}
+    with pytest.raises(CheckpointFormatError, match=f"lacks {expected.replace('.', '[.]')}: transformers stacks"):
+        KeyMap("nemotron_h").model_shapes(shapes, {"model.layers.1.mixer.experts.up_proj": (4, 6, 5)})
+
+
+def test_per_expert_tensors_of_different_shapes_are_refused():
+    shapes = {f"backbone.layers.1.mixer.experts.{j}.up_proj.weight": (6 + j % 2, 5) for j in range(2)}
+    with pytest.raises(CheckpointFormatError, match="differ in shape"):
+        KeyMap("nemotron_h").model_shapes(shapes)
+
+
+def test_stacked_slices_are_cut_renumbered_and_equal_slicing_the_stack(tmp_path):
+    """Streaming cuts a per-expert tensor as slice j of the stacked tensor: kept iff expert j is kept,
+    renamed to its place among the kept experts, its other dims cut by the rest of the rule. Checked
+    against slicing the stacked tensor, with a hand-built rule (the contract of the MoE layouts)."""
+    from types import SimpleNamespace
+
+    from hybridprune.architectures import ParamRule
+    from hybridprune.pruning.slicing import slice_tensor
+    from hybridprune.pruning.streaming import _kept_keys, _plan_entries
+
+    g = torch.Generator().manual_seed(0)
+    stack = torch.randn(4, 6, 5, generator=g)
+    tensors = {f"backbone.layers.1.mixer.experts.{j}.up_proj.weight": stack[j].clone() for j in range(4)}
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    kept = {"moe_experts": torch.tensor([0, 3]), "moe_ffn": torch.tensor([1, 2, 5]), "hidden": torch.tensor([0, 2, 4])}
+
+    def index(axis, layer):
+        return kept[axis]
+
+    rule = ParamRule(1, ("moe_experts", "moe_ffn", "hidden"))
+    adapter = SimpleNamespace(layers_prefix="model.layers.",
+                              param_rules=lambda keys, dims: {k: rule for k in keys if k.endswith("experts.up_proj")})
+    files, keymap = CheckpointFiles(tmp_path), KeyMap("nemotron_h")
+    entries = _plan_entries(files, _kept_keys(files, keymap, ()), keymap, adapter, None,
+                            SimpleNamespace(kept_blocks=[1]), index, None)
+    assert [(e.key, e.out_key, e.shape) for e in entries] == [
+        ("backbone.layers.1.mixer.experts.0.up_proj.weight", "backbone.layers.0.mixer.experts.0.up_proj.weight", (3, 3)),
+        ("backbone.layers.1.mixer.experts.3.up_proj.weight", "backbone.layers.0.mixer.experts.1.up_proj.weight", (3, 3)),
+    ]
+    whole = slice_tensor(stack, rule, index)
+    for position, e in enumerate(entries):
+        assert torch.equal(slice_tensor(files.read(e.key), e.rule, index), whole[position])
+
+
+def test_a_config_of_another_model_type_is_not_used_as_a_style():
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model("nemotron_h", layers_block_type=["linear_attention", "full_attention"])
+    assert styled_config(config, dict(GRANITE_HUB)) is None
