@@ -49,6 +49,9 @@ def build(config, seed: int = 0):
         for name, p in model.named_parameters():
             if name.endswith(("norm.weight", "norm_f.weight", "D", "dt_bias", "conv1d.bias")):
                 p.add_(0.3 * torch.randn_like(p))
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):  # a trained router's bias is not zero
+                b.add_(0.05 * torch.randn_like(b))
     return model
 
 
@@ -77,11 +80,25 @@ _COMMON = dict(vocab_size=96, hidden_size=48, num_attention_heads=6, num_key_val
                pad_token_id=0, bos_token_id=1, eos_token_id=2)
 
 
+NEMOTRON_MOE_BLOCKS = ["linear_attention", "moe", "full_attention", "moe", "linear_attention", "mlp"]
+# 8 experts in 2 routing groups, 2 per token from 1 group; expert FFN 16, shared expert 24
+_NEMOTRON_MOE_KW = dict(layers_block_type=NEMOTRON_MOE_BLOCKS, n_routed_experts=8, moe_intermediate_size=16,
+                        moe_shared_expert_intermediate_size=24, num_experts_per_tok=2, n_group=2, topk_group=1,
+                        routed_scaling_factor=1.5, norm_topk_prob=True)
+
+
 def tiny_config(family: str, **overrides):
     from transformers import AutoConfig
 
     if family == "nemotron_h":
         return tiny_nemotron_config(**overrides)
+    if family == "nemotron_h_moe":  # Nemotron 3 Nano's layout, tiny
+        return tiny_nemotron_config(**{**_NEMOTRON_MOE_KW, **overrides})
+    if family == "nemotron_h_moe_latent":  # experts in a latent space, with biased projections
+        return tiny_nemotron_config(**{**_NEMOTRON_MOE_KW, "moe_latent_size": 32, "mlp_bias": True, **overrides})
+    if family == "granitemoehybrid_moe":  # Granite-4.0-H Tiny's layout, tiny
+        return tiny_config("granitemoehybrid", **{"num_local_experts": 6, "intermediate_size": 16,
+                                                  "num_experts_per_tok": 2, **overrides})
     if family == "mamba2":
         return tiny_mamba2_config(**overrides)
     kw = dict(_COMMON)

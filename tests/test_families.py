@@ -32,6 +32,28 @@ FAMILIES = {
          dict(mamba_head_dim=4, drop_layers=[1, 4])],
         [(dict(drop_layers=[2]), Unrepresentable, ["removes every attention block"])],
     ),
+    # MoE (Nemotron 3 Nano's layout): 8 experts in 2 routing groups, 2 per token from 1 group.
+    "nemotron_h_moe": (
+        [dict(num_moe_experts=6, moe_ffn_hidden_size=8, moe_shared_expert_intermediate_size=12, hidden_size=32,
+              mamba_num_heads=6),
+         dict(num_moe_experts=4, drop_layers=[3, 5])],
+        [(dict(num_moe_experts=5), PlanError, ["multiple of n_group=2", "Valid values: [4, 6, 8]"]),
+         (dict(num_moe_experts=2), PlanError, ["too few experts for num_experts_per_tok=2", "Valid values: [4, 6, 8]"])],
+    ),
+    "nemotron_h_moe_latent": (
+        [dict(num_moe_experts=4, moe_ffn_hidden_size=8, hidden_size=32),
+         dict(moe_ffn_hidden_size=8, hidden_size=44, drop_layers=[1])],
+        [(dict(moe_shared_expert_intermediate_size=30), PlanError, ["larger than the current size 24"]),
+         (dict(moe_ffn_hidden_size=12), Unrepresentable, ["moe_ffn_hidden_size=12 is not a multiple of 8",
+                                                           "Valid values: multiples of 8 (8, 16)"])],
+    ),
+    "granitemoehybrid_moe": (
+        [dict(num_moe_experts=4, moe_ffn_hidden_size=8, ffn_hidden_size=32, hidden_size=24),
+         dict(num_moe_experts=3, drop_layers=[2])],
+        [(dict(num_moe_experts=1), PlanError, ["too few experts for num_experts_per_tok=2", "Valid values: [2, 3"]),
+         (dict(hidden_size=36), Unrepresentable, ["hidden_size=36 is not a multiple of 8"]),
+         (dict(moe_shared_expert_intermediate_size=8), PlanError, ["no shared-expert MoE blocks"])],
+    ),
     "mamba2": (
         [dict(mamba_num_heads=6), dict(hidden_size=24, drop_layers=[1])],
         [(dict(hidden_size=40), Unrepresentable, ["mamba_num_heads in", "hidden_size in the divisors of 96"])],
@@ -141,6 +163,13 @@ def test_within_group_permutations_keep_logits(family, ids):
     if dims.has_kind("attention"):
         _consistent(adapter, dims, sel, "attention_heads",
                     lambda i: group_perm(dims.num_attention_heads, dims.num_key_value_heads, i + 7))
+    if dims.has_kind("moe"):  # experts (with their router rows and bias) inside their routing group
+        for i in dims.layers_of("moe"):
+            sel.moe_experts[i] = group_perm(dims.num_moe_experts, dims.moe_n_group, i + 11)
+            sel.moe_ffn[i] = torch.randperm(dims.moe_ffn_hidden_size, generator=torch.Generator().manual_seed(i))
+            if dims.moe_shared_expert_intermediate_size:
+                sel.moe_shared_ffn[i] = torch.randperm(dims.moe_shared_expert_intermediate_size,
+                                                       generator=torch.Generator().manual_seed(i + 1))
     _same(logits(rebuilt(model, sel), ids), reference)
     hidden = Selection(kept_blocks=sel.kept_blocks,
                        hidden=torch.randperm(dims.hidden_size, generator=torch.Generator().manual_seed(3)))
@@ -172,7 +201,7 @@ def _zeroed_copy(model, adapter, dims, kind, columns):
     with torch.no_grad():
         for block in adapter.blocks(zeroed):
             for unit in block.units:
-                if unit.kind == kind:
+                if unit.kind == kind and unit.group is None:
                     unit.module.weight[:, columns] = 0.0
     return zeroed
 
@@ -212,6 +241,96 @@ def test_removing_attention_heads_equals_zeroing_them(family, ids):
     _consistent(adapter, dims, sel, "attention_heads", lambda i: torch.tensor(kept))
     zeroed = _zeroed_copy(model, adapter, dims, "attention", columns)
     _same(logits(_pruned(model, sel, num_attention_heads=len(kept)), ids), logits(zeroed, ids))
+
+
+def test_removing_expert_neurons_equals_zeroing_them(family, ids):
+    """Expert neurons (one set for every expert) and shared-expert neurons: removed == zeroed columns
+    of the down projections."""
+    name, model, adapter, dims = family
+    if not dims.has_kind("moe"):
+        pytest.skip("no MoE")
+    removed = [0, 3, 4, 5, 9, 10, 12, 15]  # 8 of 16: expert widths stay multiples of 8 (grouped matmuls)
+    kept = torch.tensor([j for j in range(dims.moe_ffn_hidden_size) if j not in removed])
+    sel = Selection(kept_blocks=list(range(dims.num_layers)))
+    changes = dict(moe_ffn_hidden_size=len(kept))
+    zeroed = build(model.config)
+    zeroed.load_state_dict(model.state_dict())
+    shared_kept = None
+    if dims.moe_shared_expert_intermediate_size:
+        shared_kept = torch.tensor([j for j in range(dims.moe_shared_expert_intermediate_size) if j not in (1, 2)])
+        changes["moe_shared_expert_intermediate_size"] = len(shared_kept)
+    with torch.no_grad():
+        for block in adapter.blocks(zeroed):
+            for unit in block.units:
+                if unit.kind != "moe":
+                    continue
+                if unit.group == "moe_shared_ffn":
+                    unit.module.weight[:, [1, 2]] = 0.0
+                else:
+                    unit.module.down_proj[:, :, removed] = 0.0
+    for i in dims.layers_of("moe"):
+        sel.moe_ffn[i] = kept
+        if shared_kept is not None:
+            sel.moe_shared_ffn[i] = shared_kept
+    _same(logits(_pruned(model, sel, **changes), ids), logits(zeroed, ids))
+
+
+def test_removing_experts_the_router_never_selects_keeps_logits(family, ids):
+    """Experts the router never selects are removed with their router rows (and bias): every token's
+    routing, and so the logits, stay the same, and top-k only ever picks kept experts.
+
+    Sigmoid routers with a correction bias (Nemotron-H): a bias of -1e4 makes the last expert of each
+    group never chosen, nor among its group's best two. Softmax-over-top-k routers (Granite): on a
+    short input some experts are simply never picked; removing them changes nothing on that input."""
+    name, model, adapter, dims = family
+    if not dims.has_kind("moe"):
+        pytest.skip("no MoE")
+    probe = ids[:1, :2]  # 2 tokens x 2 experts: at most 4 of 6 picked per layer
+    per = dims.num_moe_experts // dims.moe_n_group
+    never = build(model.config)
+    never.load_state_dict(model.state_dict())
+    biases = [b for n, b in never.named_buffers() if n.endswith("e_score_correction_bias")]
+    with torch.no_grad():
+        for n, p in never.named_parameters():
+            if n.endswith("experts.down_proj"):
+                p.mul_(100.0)  # random experts barely move the logits; make them matter
+        for b in biases:
+            b[[g * per + per - 1 for g in range(dims.moe_n_group)]] = -1e4
+    picked = [set(c.reshape(-1).tolist()) for c in _routed_experts(never, adapter, probe)]
+    sel = Selection(kept_blocks=list(range(dims.num_layers)))
+    for i, chosen in zip(dims.layers_of("moe"), picked):
+        removed = []
+        for g in range(dims.moe_n_group):
+            group = range(g * per, (g + 1) * per)
+            unpicked = [e for e in group if e not in chosen]
+            assert unpicked, "the probe picks every expert of a group: use a shorter probe"
+            removed.append(group[-1] if biases else unpicked[0])
+        sel.moe_experts[i] = torch.tensor([e for e in range(dims.num_moe_experts) if e not in removed])
+    pruned = _pruned(never, sel, num_moe_experts=dims.num_moe_experts - dims.moe_n_group)
+    _same(logits(pruned, probe), logits(never, probe))
+    assert all(int(c.max()) < dims.num_moe_experts - dims.moe_n_group for c in _routed_experts(pruned, adapter, ids))
+    # the negative control: removing an expert the router does pick changes the logits
+    busy = Selection(kept_blocks=sel.kept_blocks)
+    for i, chosen in zip(dims.layers_of("moe"), picked):
+        first = min(chosen)
+        busy.moe_experts[i] = torch.tensor([e for e in range(dims.num_moe_experts)
+                                            if e != first and not (e // per != first // per and e % per == per - 1)])
+    assert (logits(_pruned(never, busy, num_moe_experts=dims.num_moe_experts - dims.moe_n_group), probe)
+            - logits(never, probe)).abs().max() > 1e-4
+
+
+def _routed_experts(model, adapter, ids):
+    """The expert indices the routers of `model` pick on `ids`."""
+    picked = []
+    handles = [b.module.get_submodule(p + lay.hook).register_forward_hook(
+        lambda m, args, out: picked.append(args[1]))
+        for b in adapter.blocks(model) for p, lay in adapter.layer_spec(b.kind).units if lay.kind == "moe"]
+    try:
+        logits(model, ids)
+    finally:
+        for h in handles:
+            h.remove()
+    return picked
 
 
 # ---- prune, count, export, reload, generate -------------------------------------------------------
@@ -310,7 +429,8 @@ def test_jamba_is_refused_with_the_reason():
 
 
 # ---- the command line accepts every family's checkpoint ------------------------------------------------
-@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("nemotron_h", "mamba2", "mistral", "qwen2")])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("nemotron_h", "mamba2", "mistral", "qwen2")
+                                  and "moe" not in n])
 def test_cli_calibrates_and_prunes_each_family(name, tmp_path):
     from typer.testing import CliRunner
 

@@ -78,6 +78,17 @@ class Dims:
     attention_bias: bool = False
     mlp_bias: bool = False
     attention_qk_norm: bool = False
+    #: MoE blocks: routed experts, their FFN width (one for every expert), the shared expert's width
+    #: (None: no shared expert) and the latent size the experts work in (None: they read `hidden_size`)
+    num_moe_experts: int | None = None
+    moe_ffn_hidden_size: int | None = None
+    moe_shared_expert_intermediate_size: int | None = None
+    moe_latent_size: int | None = None
+    #: routing: experts per token, routing groups (kept experts stay in their group, every group the
+    #: same size) and how many groups each token may use
+    moe_top_k: int | None = None
+    moe_n_group: int = 1
+    moe_topk_group: int = 1
     fixed_layer_types: tuple[str, ...] = ()
     #: family-specific fixed quantities the adapter needs to count parameters (name, value) pairs
     extras: tuple[tuple[str, int], ...] = ()
@@ -130,7 +141,13 @@ class UnitLayout:
     - `hook`: module path inside the unit whose activation scores the unit, and `hook_on`: "input"
       (the module's input: down-projection or o_proj input) or "mamba_x" (the x slice of the
       Mamba in_proj output);
-    - `count`: the exact number of parameters of one unit for given `Dims`.
+    - `count`: the exact number of parameters of one unit for given `Dims`;
+    - `inactive`: how many of them a token does not use (the routed experts it is not sent to), so
+      that active parameters per token are `count - inactive`;
+    - `more_hooks`: further scored sites, (module path, hook_on, Scores group), e.g. a MoE block's
+      shared expert;
+    - `expert_forward`: for a unit hooked on "moe_experts", `(experts module, expert, x) ->
+      (down-projection input, expert output)`, the one computation calibration repeats per expert.
     """
 
     kind: str
@@ -138,6 +155,9 @@ class UnitLayout:
     hook: str
     hook_on: str
     count: Callable[[Dims], int]
+    inactive: Callable[[Dims], int] | None = None
+    more_hooks: tuple[tuple[str, str, str], ...] = ()
+    expert_forward: Callable | None = None
 
 
 @dataclass(frozen=True)
@@ -167,14 +187,21 @@ class LayerSpec:
         total += sum(layout.count(dims) for _, layout in self.units)
         return total + (self.extra_count(dims) if self.extra_count else 0)
 
+    def num_inactive(self, dims: Dims) -> int:
+        """Parameters of this layer that one token does not use (unselected routed experts)."""
+        return sum(layout.inactive(dims) for _, layout in self.units if layout.inactive is not None)
+
 
 @dataclass(frozen=True)
 class UnitSite:
-    """Where one unit of a live model is hooked: `module`'s input or Mamba x slice (`hook_on`)."""
+    """Where one unit of a live model is hooked: `module`'s input, Mamba x slice or routed experts
+    (`hook_on`); `group` is the Scores group it feeds (None: the unit kind's own group)."""
 
     kind: str
     module: nn.Module
     hook_on: str
+    group: str | None = None
+    layout: "UnitLayout | None" = None
 
 
 @dataclass(frozen=True)
@@ -200,7 +227,10 @@ class ParamRule:
     """How one tensor is sliced: for each tensor dimension, the axis name that indexes it (or None).
 
     Axis names: "hidden" (global); per layer `layer`: "mamba_in_proj", "mamba_conv", "mamba_heads",
-    "mamba_channels", "ffn", "ffn_gate_up" (fused gate‖up rows), "attn_q" (query-head channels).
+    "mamba_channels", "ffn", "ffn_gate_up" (fused gate‖up rows), "attn_q" (query-head channels),
+    "moe_experts" (routed experts: router rows, the leading axis of 3-D expert tensors), "moe_ffn",
+    "moe_ffn_gate_up" (expert neurons, shared by every expert), "moe_shared_ffn" (the shared expert's
+    neurons), "moe_input" (the experts' input: "hidden", or nothing when they work in a latent space).
     """
 
     layer: int | None
@@ -252,6 +282,7 @@ class Adapter:
                     f"this plan removes every {kind} block; {self.model_types[0]} models cannot run "
                     f"without one in the pinned transformers version. Keep at least one {kind} block."
                 )
+        check_expert_alignment(dims, original)
         if original is not None:
             for t in original.fixed_layer_types:
                 if dims.block_kinds.count(t) != original.block_kinds.count(t):
@@ -268,6 +299,13 @@ class Adapter:
         if embeddings:
             total += dims.vocab_size * dims.hidden_size * (1 if dims.tied_embeddings else 2)
         return total + sum(self.layer_spec(t).num_parameters(dims) for t in dims.block_kinds)
+
+    def num_active_parameters(self, dims: Dims, *, embeddings: bool = True) -> int:
+        """Parameters one token uses: all of them but the routed experts it is not sent to
+        (`num_experts_per_tok` of `num_moe_experts` in every MoE layer). Equals `num_parameters` for a
+        dense model."""
+        inactive = sum(self.layer_spec(t).num_inactive(dims) for t in dims.block_kinds)
+        return self.num_parameters(dims, embeddings=embeddings) - inactive
 
     def build_model(self, config, dtype=None, *, init_weights: bool = True) -> nn.Module:
         """A fresh model for `config`, rebuilt so no derived attribute goes stale.
@@ -312,10 +350,13 @@ class Adapter:
         for i, (module, t) in enumerate(zip(self.layers(model), kinds)):
             spec = self.layer_spec(t)
             norms = tuple(module.get_submodule(n) for n in spec.norms)
-            units = tuple(
-                UnitSite(layout.kind, module.get_submodule(f"{prefix}{layout.hook}"), layout.hook_on)
-                for prefix, layout in spec.units
-            )
+            units = []
+            for prefix, layout in spec.units:
+                units.append(UnitSite(layout.kind, module.get_submodule(f"{prefix}{layout.hook}"), layout.hook_on,
+                                      layout=layout))
+                units += [UnitSite(layout.kind, module.get_submodule(f"{prefix}{path}"), hook_on, group, layout)
+                          for path, hook_on, group in layout.more_hooks]
+            units = tuple(units)
             out.append(Block(i, t, module, norms, units))
         return out
 
@@ -332,6 +373,35 @@ class Adapter:
                 if axes is not None:
                     rules[key] = ParamRule(int(index), axes)
         return rules
+
+
+#: transformers runs routed experts with grouped matrix multiplies (`torch._grouped_mm`, on CPU and
+#: GPU), which need 16-byte aligned rows: widths the experts read or write must be multiples of 8
+#: (bf16) elements.
+EXPERT_ALIGNMENT = 8
+
+
+def expert_widths(dims: Dims) -> dict[str, int]:
+    """The widths that lay out the rows of the 3-D expert tensors: the expert FFN, and the hidden size
+    unless the experts work in a latent space."""
+    widths = {"moe_ffn_hidden_size": dims.moe_ffn_hidden_size}
+    if dims.moe_latent_size is None:
+        widths["hidden_size"] = dims.hidden_size
+    return widths
+
+
+def check_expert_alignment(dims: Dims, original: Dims | None = None) -> None:
+    if not dims.has_kind(MOE):
+        return
+    for name, value in expert_widths(dims).items():
+        if value % EXPERT_ALIGNMENT:
+            top = getattr(original or dims, name)
+            valid = list(range(EXPERT_ALIGNMENT, top + 1, EXPERT_ALIGNMENT))
+            shown = valid if len(valid) <= 8 else [*valid[:3], "...", *valid[-3:]]
+            raise Unrepresentable(
+                f"{name}={value} is not a multiple of {EXPERT_ALIGNMENT}: transformers runs MoE experts with "
+                f"grouped matrix multiplies that need 16-byte aligned rows, so the pruned model would not run. "
+                f"Valid values: multiples of {EXPERT_ALIGNMENT} ({', '.join(map(str, shown))})")
 
 
 def mamba_inner(dims: Dims) -> int:

@@ -1,8 +1,11 @@
-"""GraniteMoeHybrid / Granite-4.0-H (`granitemoehybrid`), dense variants (`num_local_experts=0`).
+"""GraniteMoeHybrid / Granite-4.0-H (`granitemoehybrid`), dense (`num_local_experts=0`) and MoE.
 
 - Every layer holds a Mamba2 mixer or attention (from `layer_types`), then `shared_mlp`: a gated MLP
   whose gate and up projections are one fused `input_linear [2F, H]` (rows `i` and `F + i` pruned
-  together) with `output_linear [H, F]`.
+  together) with `output_linear [H, F]`. Its width is `ffn_hidden_size` (`shared_intermediate_size`).
+- MoE variants (Granite-4.0-H Tiny/Small) add `block_sparse_moe` to every layer: a router and
+  `num_local_experts` gated experts of width `intermediate_size` (`moe_ffn_hidden_size`), run in
+  parallel with the shared MLP.
 - The µP scalars (`embedding_multiplier`, `residual_multiplier`, `attention_multiplier`,
   `logits_scaling`) and the position embedding type (RoPE or none) are kept as they are.
 - head_dim is written explicitly (the attention would re-derive it from hidden_size).
@@ -13,17 +16,19 @@ from __future__ import annotations
 
 import copy
 
-from .base import ATTENTION, MAMBA, MLP, Adapter, Dims, LayerSpec, UnsupportedArchitecture, layer_type
+from .base import ATTENTION, MAMBA, MLP, MOE, Adapter, Dims, LayerSpec, UnsupportedArchitecture, layer_type, unit_kinds
 from .expand import check_expand, expand_of, mamba_fields
-from .layouts import MAMBA2_MIXER, QKVO_ATTENTION, fused_gated_mlp, outer_rules
+from .layouts import GRANITE_MOE, MAMBA2_MIXER, QKVO_ATTENTION, fused_gated_mlp, outer_rules
 
 MAMBA_LAYER, ATTENTION_LAYER = layer_type(MAMBA, MLP), layer_type(ATTENTION, MLP)
+MAMBA_MOE_LAYER, ATTENTION_MOE_LAYER = layer_type(MAMBA, MOE, MLP), layer_type(ATTENTION, MOE, MLP)
 _NORMS = ("input_layernorm", "post_attention_layernorm")
 _SHARED_MLP = fused_gated_mlp("input_linear", "output_linear")
-# Layer-type names in configs (new and legacy spellings) -> layer types.
-_TYPE_OF_NAME = {"mamba": MAMBA_LAYER, "linear_attention": MAMBA_LAYER,
-                 "attention": ATTENTION_LAYER, "full_attention": ATTENTION_LAYER}
-_NAME_OF_TYPE = {MAMBA_LAYER: "mamba", ATTENTION_LAYER: "attention"}
+_MIXERS = {MAMBA: ("mamba.", MAMBA2_MIXER), ATTENTION: ("self_attn.", QKVO_ATTENTION)}
+# Layer-type names in configs (new and legacy spellings) -> the mixer's kind.
+_KIND_OF_NAME = {"mamba": MAMBA, "linear_attention": MAMBA, "attention": ATTENTION, "full_attention": ATTENTION}
+_LAYER_TYPE = {(MAMBA, False): MAMBA_LAYER, (ATTENTION, False): ATTENTION_LAYER,
+               (MAMBA, True): MAMBA_MOE_LAYER, (ATTENTION, True): ATTENTION_MOE_LAYER}
 
 
 class GraniteMoeHybridAdapter(Adapter):
@@ -31,19 +36,17 @@ class GraniteMoeHybridAdapter(Adapter):
     layers_prefix = "model.layers."
     global_rules = outer_rules("model.embed_tokens", "model.norm")
     layer_specs = {
-        MAMBA_LAYER: LayerSpec(units=(("mamba.", MAMBA2_MIXER), ("shared_mlp.", _SHARED_MLP)), norms=_NORMS),
-        ATTENTION_LAYER: LayerSpec(units=(("self_attn.", QKVO_ATTENTION), ("shared_mlp.", _SHARED_MLP)), norms=_NORMS),
+        **{_LAYER_TYPE[kind, False]: LayerSpec(units=(_MIXERS[kind], ("shared_mlp.", _SHARED_MLP)), norms=_NORMS)
+           for kind in _MIXERS},
+        **{_LAYER_TYPE[kind, True]: LayerSpec(
+            units=(_MIXERS[kind], ("block_sparse_moe.", GRANITE_MOE), ("shared_mlp.", _SHARED_MLP)), norms=_NORMS)
+           for kind in _MIXERS},
     }
 
     def check_supported(self, config) -> None:
-        if getattr(config, "num_local_experts", 0):
-            raise UnsupportedArchitecture(
-                f"this Granite checkpoint has MoE layers (num_local_experts={config.num_local_experts}); "
-                "MoE pruning is not supported yet. Dense Granite-4.0-H (num_local_experts=0) is supported."
-            )
-        unknown = sorted({t for t in config.layer_types if t not in _TYPE_OF_NAME})
+        unknown = sorted({t for t in config.layer_types if t not in _KIND_OF_NAME})
         if unknown:
-            raise UnsupportedArchitecture(f"unknown Granite layer types {unknown}; known: {sorted(_TYPE_OF_NAME)}")
+            raise UnsupportedArchitecture(f"unknown Granite layer types {unknown}; known: {sorted(_KIND_OF_NAME)}")
 
     # transformers 5.24's hybrid cache needs an attention layer: without one, even a plain forward
     # with use_cache=True raises in `get_seq_length`.
@@ -51,8 +54,11 @@ class GraniteMoeHybridAdapter(Adapter):
 
     def dims(self, config) -> Dims:
         nq = config.num_attention_heads
+        moe = bool(getattr(config, "num_local_experts", 0))
+        moe_fields = dict(num_moe_experts=config.num_local_experts, moe_ffn_hidden_size=config.intermediate_size,
+                          moe_top_k=config.num_experts_per_tok) if moe else {}
         return Dims(
-            block_kinds=tuple(_TYPE_OF_NAME[t] for t in config.layer_types),
+            block_kinds=tuple(_LAYER_TYPE[_KIND_OF_NAME[t], moe] for t in config.layer_types),
             vocab_size=config.vocab_size,
             hidden_size=config.hidden_size,
             tied_embeddings=bool(config.tie_word_embeddings),
@@ -62,6 +68,7 @@ class GraniteMoeHybridAdapter(Adapter):
             num_key_value_heads=config.num_key_value_heads,
             attention_head_dim=getattr(config, "head_dim", None) or config.hidden_size // nq,
             attention_bias=bool(config.attention_bias),
+            **moe_fields,
         )
 
     def check_representable(self, dims: Dims, original: Dims | None = None) -> None:
@@ -79,9 +86,12 @@ class GraniteMoeHybridAdapter(Adapter):
         new.mamba_d_head = dims.mamba_head_dim
         new.mamba_expand = expand_of(dims)
         new.num_hidden_layers = dims.num_layers
+        if dims.num_moe_experts is not None:
+            new.num_local_experts = dims.num_moe_experts
+            new.intermediate_size = dims.moe_ffn_hidden_size
         old_names = list(config.layer_types)
         new_style = any(n in ("linear_attention", "full_attention") for n in old_names)
-        names = {MAMBA_LAYER: "linear_attention" if new_style else "mamba",
-                 ATTENTION_LAYER: "full_attention" if new_style else "attention"}
-        new.layer_types = [names[t] for t in dims.block_kinds]
+        names = {MAMBA: "linear_attention" if new_style else "mamba",
+                 ATTENTION: "full_attention" if new_style else "attention"}
+        new.layer_types = [names[MAMBA if MAMBA in unit_kinds(t) else ATTENTION] for t in dims.block_kinds]
         return type(config).from_dict(new.to_dict())

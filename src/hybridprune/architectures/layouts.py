@@ -8,7 +8,9 @@ Rules are keyed by the parameter's name inside the unit. Axes are resolved into 
 
 from __future__ import annotations
 
-from .base import ATTENTION, MAMBA, MLP, Dims, UnitLayout, mamba_inner
+import torch.nn.functional as F
+
+from .base import ATTENTION, MAMBA, MLP, MOE, Dims, UnitLayout, mamba_inner
 
 # ---- Mamba2 mixer ------------------------------------------------------------------------------
 # Laid out identically in every HF Mamba2-family class: in_proj rows [z | x | B | C | dt], conv1d
@@ -113,6 +115,72 @@ def fused_gated_mlp(fused: str, down: str) -> UnitLayout:
          f"{down}.weight": ("hidden", "ffn"), f"{down}.bias": ("hidden",)},
         hook=down, hook_on="input", count=_mlp_count(2),
     )
+
+
+# ---- mixture of experts --------------------------------------------------------------------------
+# Routed experts are 3-D tensors [E, out, in] (transformers >= 5 merges per-expert checkpoint keys on
+# load); the router's rows [E, H] are cut with them, so top-k routing can only pick kept experts. One
+# expert-FFN width serves every expert (the config has one `moe_intermediate_size`), so the kept
+# neurons are shared by all experts.
+def _up_down_expert(experts, e: int, x):
+    """Nemotron-H's non-gated expert: down(act(up(x)))."""
+    a = experts.act_fn(F.linear(x, experts.up_proj[e]))
+    return a, F.linear(a, experts.down_proj[e])
+
+
+def _gated_expert(experts, e: int, x):
+    """A gated expert with gate and up fused in one [2F, in] matrix: down(act(gate(x)) * up(x))."""
+    gate, up = F.linear(x, experts.gate_up_proj[e]).chunk(2, dim=-1)
+    a = experts.act_fn(gate) * up
+    return a, F.linear(a, experts.down_proj[e])
+
+
+def _expert_params(d: Dims, matrices: int) -> int:
+    return matrices * d.moe_ffn_hidden_size * (d.moe_latent_size or d.hidden_size)
+
+
+def _inactive_experts(matrices: int):
+    def inactive(d: Dims) -> int:
+        return (d.num_moe_experts - d.moe_top_k) * _expert_params(d, matrices)
+
+    return inactive
+
+
+def _nemotron_moe_count(d: Dims) -> int:
+    e, h, fs, lat = d.num_moe_experts, d.hidden_size, d.moe_shared_expert_intermediate_size, d.moe_latent_size
+    total = e * h + e * _expert_params(d, 2)  # router, experts
+    total += 2 * fs * h + ((fs + h) if d.mlp_bias else 0)  # shared expert
+    if lat:
+        total += 2 * lat * h + ((lat + h) if d.mlp_bias else 0)  # fc1/fc2 latent projections
+    return total
+
+
+# Nemotron-H's MoE mixer: a sigmoid router with a score-correction bias (fp32), non-gated experts,
+# a shared expert (a non-gated MLP) and optional latent projections around the experts.
+NEMOTRON_MOE = UnitLayout(
+    MOE,
+    {"gate.weight": ("moe_experts", "hidden"), "gate.e_score_correction_bias": ("moe_experts",),
+     "experts.up_proj": ("moe_experts", "moe_ffn", "moe_input"),
+     "experts.down_proj": ("moe_experts", "moe_input", "moe_ffn"),
+     "shared_experts.up_proj.weight": ("moe_shared_ffn", "hidden"), "shared_experts.up_proj.bias": ("moe_shared_ffn",),
+     "shared_experts.down_proj.weight": ("hidden", "moe_shared_ffn"), "shared_experts.down_proj.bias": ("hidden",),
+     "fc1_latent_proj.weight": (None, "hidden"),
+     "fc2_latent_proj.weight": ("hidden", None), "fc2_latent_proj.bias": ("hidden",)},
+    hook="experts", hook_on="moe_experts", count=_nemotron_moe_count, inactive=_inactive_experts(2),
+    more_hooks=(("shared_experts.down_proj", "input", "moe_shared_ffn"),), expert_forward=_up_down_expert,
+)
+
+# Granite-4.0-H's block_sparse_moe: a softmax-over-top-k router without bias and gated experts whose
+# gate and up projections are fused (rows `Kf ++ F + Kf`). Its shared MLP is the layer's `mlp` unit.
+GRANITE_MOE = UnitLayout(
+    MOE,
+    {"router.weight": ("moe_experts", "hidden"),
+     "experts.gate_up_proj": ("moe_experts", "moe_ffn_gate_up", "hidden"),
+     "experts.down_proj": ("moe_experts", "hidden", "moe_ffn")},
+    hook="experts", hook_on="moe_experts",
+    count=lambda d: d.num_moe_experts * d.hidden_size + d.num_moe_experts * _expert_params(d, 3),
+    inactive=_inactive_experts(3), expert_forward=_gated_expert,
+)
 
 
 def outer_rules(embeddings: str, final_norm: str) -> dict[str, tuple]:

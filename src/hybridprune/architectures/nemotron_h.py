@@ -1,15 +1,19 @@
-"""Nemotron-H (`nemotron_h`): one mixer per block (Mamba2, attention or a non-gated relu² MLP).
+"""Nemotron-H (`nemotron_h`): one mixer per block (Mamba2, attention, a non-gated relu² MLP, or MoE).
 
-Mamba width (`mamba_num_heads × mamba_head_dim`), attention head_dim and MLP width are all
+Mamba width (`mamba_num_heads × mamba_head_dim`), attention head_dim, MLP and expert widths are all
 independent of `hidden_size`, so every uniform plan is representable. `lm_head` is always untied.
+MoE blocks (Nemotron 3 Nano): `n_routed_experts` experts under a grouped sigmoid router
+(`n_group`, `topk_group`, `num_experts_per_tok`), a shared expert and optional latent projections.
 """
 
 from __future__ import annotations
 
 import copy
 
-from .base import ATTENTION, MAMBA, MLP, MOE, Adapter, Dims, DroppedPart, LayerSpec, UnsupportedArchitecture
-from .layouts import MAMBA2_MIXER, QKVO_ATTENTION, UP_DOWN_MLP, outer_rules
+from .base import (
+    ATTENTION, MAMBA, MLP, MOE, Adapter, Dims, DroppedPart, LayerSpec, Unrepresentable, UnsupportedArchitecture,
+)
+from .layouts import MAMBA2_MIXER, NEMOTRON_MOE, QKVO_ATTENTION, UP_DOWN_MLP, outer_rules
 
 # Layer-type names in configs (new and legacy spellings) -> block kinds.
 _KIND_OF_TYPE = {
@@ -31,18 +35,14 @@ class NemotronHAdapter(Adapter):
     model_types = ("nemotron_h",)
     layers_prefix = "model.layers."
     global_rules = outer_rules("model.embeddings", "model.norm_f")
-    layer_specs = {MAMBA: _block(MAMBA2_MIXER), ATTENTION: _block(QKVO_ATTENTION), MLP: _block(UP_DOWN_MLP)}
+    layer_specs = {MAMBA: _block(MAMBA2_MIXER), ATTENTION: _block(QKVO_ATTENTION), MLP: _block(UP_DOWN_MLP),
+                   MOE: _block(NEMOTRON_MOE)}
     # transformers 5.24's NemotronH cache needs an attention layer: without one, even a plain
     # forward with use_cache=True raises in `get_seq_length`.
     required_kinds = (ATTENTION,)
 
     def check_supported(self, config) -> None:
-        kinds = self._kinds(config)
-        if MOE in kinds:
-            raise UnsupportedArchitecture(
-                "this Nemotron-H checkpoint has MoE blocks; MoE pruning is not supported yet. "
-                "Dense Nemotron-H (Mamba, attention and MLP blocks) is supported."
-            )
+        self._kinds(config)
 
     def dropped_parts(self, config) -> tuple[DroppedPart, ...]:
         # Multi-token-prediction layers (`mtp.*`): transformers never loads them, so they are neither
@@ -82,7 +82,29 @@ class NemotronHAdapter(Adapter):
             attention_head_dim=config.head_dim if ATTENTION in kinds else None,
             attention_bias=False,  # NemotronH attention projections never have a bias
             mlp_bias=bool(config.mlp_bias),
+            **(self._moe_fields(config) if MOE in kinds else {}),
         )
+
+    @staticmethod
+    def _moe_fields(config) -> dict:
+        return dict(
+            num_moe_experts=config.n_routed_experts,
+            moe_ffn_hidden_size=config.moe_intermediate_size,
+            moe_shared_expert_intermediate_size=config.moe_shared_expert_intermediate_size,
+            moe_latent_size=config.moe_latent_size,
+            moe_top_k=config.num_experts_per_tok,
+            moe_n_group=config.n_group,
+            moe_topk_group=config.topk_group,
+        )
+
+    def check_representable(self, dims: Dims, original: Dims | None = None) -> None:
+        super().check_representable(dims, original)
+        if dims.has_kind(MOE) and dims.num_moe_experts // dims.moe_n_group < 2:
+            valid = list(range(2 * dims.moe_n_group, (original or dims).num_moe_experts + 1, dims.moe_n_group))
+            raise Unrepresentable(
+                f"num_moe_experts={dims.num_moe_experts} leaves fewer than 2 experts in each of the "
+                f"{dims.moe_n_group} routing groups; the Nemotron-H router scores a group by its best two "
+                f"experts. Valid values: {valid}")
 
     def make_config(self, config, dims: Dims):
         new = copy.deepcopy(config)
@@ -94,6 +116,9 @@ class NemotronHAdapter(Adapter):
             ("mamba_num_heads", dims.mamba_num_heads),
             ("mamba_head_dim", dims.mamba_head_dim),
             ("num_attention_heads", dims.num_attention_heads),
+            ("n_routed_experts", dims.num_moe_experts),
+            ("moe_intermediate_size", dims.moe_ffn_hidden_size),
+            ("moe_shared_expert_intermediate_size", dims.moe_shared_expert_intermediate_size),
         ):
             if value is not None:
                 setattr(new, field, value)

@@ -13,13 +13,13 @@ from collections.abc import Iterable
 import torch
 import torch.distributed as dist
 
-from ..architectures import ATTENTION, MAMBA, MLP, get_adapter
+from ..architectures import ATTENTION, MAMBA, MLP, MOE, get_adapter
 from .batches import count_batches, iter_batches, progress_bar, vocab_size_of
 from .depth import depth_importance
 from .scores import CalibrationError, Scores, model_fingerprint
 
 #: the Scores group each unit kind is scored into
-SCORE_GROUP = {MAMBA: "mamba", MLP: "ffn", ATTENTION: "attention"}
+SCORE_GROUP = {MAMBA: "mamba", MLP: "ffn", ATTENTION: "attention", MOE: "moe"}
 
 
 def _masked_mean_abs(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -41,6 +41,8 @@ class _Accumulator:
     def __init__(self) -> None:
         self.sumsq: dict[str, torch.Tensor] = {}
         self.bi_sum: dict[int, torch.Tensor] = {}
+        #: per MoE block: [3, E] routed (token, slot) pairs, sum of output norms, sum of gate x norm
+        self.expert_sums: dict[str, torch.Tensor] = {}
         self.mask: torch.Tensor | None = None
         self.where = ""
 
@@ -53,6 +55,45 @@ class _Accumulator:
             )
         sq = a.double().pow(2).sum(dim=0)
         self.sumsq[key] = self.sumsq[key] + sq if key in self.sumsq else sq
+
+    def add_experts(self, key: str, site, num_experts: int, args: tuple, kwargs: dict) -> None:
+        """Score the routed experts of one MoE block from the experts module's inputs
+        (hidden_states [N, D], top_k_index [N, k], top_k_weights [N, k]; N = batch x tokens).
+
+        Each expert is run again on the valid tokens routed to it (`UnitLayout.expert_forward`), which
+        gives its down-projection input and its output without depending on how transformers
+        dispatches the experts. Costs one more pass of the routed experts per batch."""
+        names = ("hidden_states", "top_k_index", "top_k_weights")
+        x, index, weights = (args[j] if len(args) > j else kwargs[n] for j, n in enumerate(names))
+        batch, seq = self.mask.shape
+        valid = self.mask.reshape(-1).bool()
+        sample = torch.arange(batch, device=x.device).repeat_interleave(seq)
+        stats = torch.zeros(3, num_experts, dtype=torch.float64, device=x.device)
+        neuron_sum = count = None
+        with torch.no_grad():
+            routed = index.clone()
+            routed[~valid] = -1
+            for e in torch.unique(routed[routed >= 0]).tolist():
+                tokens, slot = torch.where(routed == e)
+                a, out = site.layout.expert_forward(site.module, e, x[tokens])
+                norms = out.float().norm(dim=-1)
+                if not (torch.isfinite(norms).all() and torch.isfinite(a).all()):
+                    raise CalibrationError(
+                        f"non-finite activations at expert {e} of {key} ({self.where}). Check the checkpoint's "
+                        "weights and try a wider dtype (--dtype float32).")
+                stats[0, e] += tokens.numel()
+                stats[1, e] += norms.double().sum()
+                stats[2, e] += (weights[tokens, slot].double() * norms.double()).sum()
+                if neuron_sum is None:
+                    neuron_sum = torch.zeros(batch, a.shape[-1], dtype=torch.float64, device=x.device)
+                    count = torch.zeros(batch, dtype=torch.float64, device=x.device)
+                neuron_sum.index_add_(0, sample[tokens], a.abs().double())
+                count.index_add_(0, sample[tokens], torch.ones_like(tokens, dtype=torch.float64))
+        self.expert_sums[key] = self.expert_sums[key] + stats if key in self.expert_sums else stats
+        if neuron_sum is not None:  # mean |a| over each sample's routed pairs, squared, summed over samples
+            sq = (neuron_sum / count.clamp(min=1)[:, None]).pow(2).sum(dim=0)
+            ffn_key = key.replace("moe.", "moe_ffn.", 1)
+            self.sumsq[ffn_key] = self.sumsq[ffn_key] + sq if ffn_key in self.sumsq else sq
 
     def add_bi(self, index: int, x_in: torch.Tensor, x_out: torch.Tensor) -> None:
         cos = torch.nn.functional.cosine_similarity(x_in.detach(), x_out.detach(), dim=-1).float()
@@ -82,8 +123,14 @@ def _install_hooks(adapter, model, acc: _Accumulator, dims) -> list:
             with_kwargs=True,
         ))
         for unit in block.units:
-            key = f"{SCORE_GROUP[unit.kind]}.{owners.get((unit.kind, i), i)}"
-            if unit.hook_on == "mamba_x":
+            key = f"{unit.group or SCORE_GROUP[unit.kind]}.{owners.get((unit.kind, i), i)}"
+            if unit.hook_on == "moe_experts":
+                handles.append(unit.module.register_forward_hook(
+                    lambda m, args, kwargs, out, key=key, unit=unit: acc.add_experts(
+                        key, unit, dims.num_moe_experts, args, kwargs),
+                    with_kwargs=True,
+                ))
+            elif unit.hook_on == "mamba_x":
                 # x occupies rows [inner, 2*inner) of the in_proj output ([z | x | B | C | dt]).
                 handles.append(unit.module.register_forward_hook(
                     lambda m, args, out, key=key: acc.add(key, out[..., inner:2 * inner])
@@ -114,8 +161,8 @@ def calibrate(
     """Score every prunable unit of `model` on `batches` in one hooked forward pass per batch.
 
     `batches`: an iterable of LongTensor [B, T] or dicts with input_ids/attention_mask, a LongTensor
-    [N, T], or a TokenSamples. Returns `Scores` with Mamba, FFN, attention, hidden and Block-Influence
-    depth scores. `depth_samples > 0` also computes the KL-divergence depth scores
+    [N, T], or a TokenSamples. Returns `Scores` with Mamba, FFN, attention, MoE (experts, expert
+    neurons, shared expert), hidden and Block-Influence depth scores. `depth_samples > 0` also computes the KL-divergence depth scores
     (`hybridprune.depth_importance`) on the first that many samples (per process), kept from the same
     pass so that any iterable, even a one-shot generator, works.
     """
@@ -152,7 +199,9 @@ def calibrate(
 
     keys = sorted(acc.sumsq)
     bi_keys = sorted(acc.bi_sum)
-    _all_reduce([counts] + [acc.sumsq[k] for k in keys] + [acc.bi_sum[k] for k in bi_keys])
+    expert_keys = sorted(acc.expert_sums)
+    _all_reduce([counts] + [acc.sumsq[k] for k in keys] + [acc.bi_sum[k] for k in bi_keys]
+                + [acc.expert_sums[k] for k in expert_keys])
     if counts[0] == 0:
         raise CalibrationError("no calibration samples: the data yielded no batch with a valid token")
 
@@ -167,8 +216,17 @@ def calibrate(
             scores.mamba[int(index)] = value.view(dims.mamba_num_heads, dims.mamba_head_dim)
         elif group == "attention":
             scores.attention[int(index)] = value.view(dims.num_attention_heads, dims.attention_head_dim)
-        else:
-            scores.ffn[int(index)] = value
+        else:  # ffn, moe_ffn, moe_shared_ffn: one score per neuron
+            getattr(scores, group)[int(index)] = value
+    for key in expert_keys:
+        i = int(key.split(".")[1])
+        routed, norm_sum, weighted_sum = acc.expert_sums[key].cpu()
+        scores.moe_experts[i] = (norm_sum / routed.clamp(min=1)).float()
+        scores.moe_router_weighted[i] = (weighted_sum / routed.clamp(min=1)).float()
+        scores.moe_frequency[i] = (routed / routed.sum().clamp(min=1)).float()
+        if i not in scores.moe_ffn:  # no valid token reached any expert
+            width = dims.moe_ffn_hidden_size
+            scores.moe_ffn[i] = torch.zeros(width)
     scores.hidden = hidden
     if depth_batches:
         scores.depth_kld = depth_importance(model, depth_batches, progress=progress)

@@ -17,22 +17,33 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..architectures import ATTENTION, MAMBA, MLP, Dims
+from ..architectures import ATTENTION, MAMBA, MLP, MOE, Dims
 from ..fsutil import atomic_directory
 
 TENSORS_FILE = "scores.safetensors"
 META_FILE = "scores.json"
 
-#: Per block kind: the `Scores` table holding its units, their name, and their shape on a model of
-#: `Dims`. A new kind of prunable block (or a new axis in `Dims`) is one more row here, and
-#: `Scores.check_against` then checks it everywhere scores meet a model.
-PER_BLOCK: dict[str, tuple[str, str, Callable[[Dims], tuple]]] = {
-    MAMBA: ("mamba", "Mamba [heads, head_dim]", lambda d: (d.mamba_num_heads, d.mamba_head_dim)),
-    MLP: ("ffn", "FFN [ffn_hidden_size]", lambda d: (d.ffn_hidden_size,)),
-    ATTENTION: ("attention", "attention [q_heads, head_dim]",
-                lambda d: (d.num_attention_heads, d.attention_head_dim)),
+#: Per `Scores` table: the block kind whose units it scores, a label, and its shape on a model of
+#: `Dims` (None: the model has no such entry, e.g. no shared expert). A new kind of prunable unit (or
+#: a new axis in `Dims`) is one more row here, and `Scores.check_against` then checks it everywhere
+#: scores meet a model.
+PER_BLOCK: dict[str, tuple[str, str, Callable[[Dims], tuple | None]]] = {
+    "mamba": (MAMBA, "Mamba [heads, head_dim]", lambda d: (d.mamba_num_heads, d.mamba_head_dim)),
+    "ffn": (MLP, "FFN [ffn_hidden_size]", lambda d: (d.ffn_hidden_size,)),
+    "attention": (ATTENTION, "attention [q_heads, head_dim]",
+                  lambda d: (d.num_attention_heads, d.attention_head_dim)),
+    "moe_experts": (MOE, "expert output norm [num_moe_experts]", lambda d: (d.num_moe_experts,)),
+    "moe_router_weighted": (MOE, "router-weighted expert score [num_moe_experts]", lambda d: (d.num_moe_experts,)),
+    "moe_frequency": (MOE, "expert routing frequency [num_moe_experts]", lambda d: (d.num_moe_experts,)),
+    "moe_ffn": (MOE, "expert FFN [moe_ffn_hidden_size]", lambda d: (d.moe_ffn_hidden_size,)),
+    "moe_shared_ffn": (MOE, "shared expert [moe_shared_expert_intermediate_size]",
+                       lambda d: (d.moe_shared_expert_intermediate_size,)
+                       if d.moe_shared_expert_intermediate_size else None),
 }
-GROUPS = tuple(group for group, _, _ in PER_BLOCK.values())
+GROUPS = tuple(PER_BLOCK)
+#: How experts can be ranked (`select(..., expert_importance=)`): the Scores table each reads.
+EXPERT_IMPORTANCE = {"output_norm": "moe_experts", "router_weighted": "moe_router_weighted",
+                     "frequency": "moe_frequency"}
 GLOBAL_ENTRIES = ("hidden", "depth_kld", "depth_bi")
 
 #: Fields of scores.json that the library reads, and the types they must have when present.
@@ -58,6 +69,12 @@ class Scores:
     - `mamba[i]`: [heads, head_dim], mean |x| over tokens, L2 over samples (x slice of in_proj);
     - `ffn[i]`: [ffn], the same statistic on the input of the down projection;
     - `attention[i]`: [q_heads, head_dim], on the input of o_proj;
+    - MoE blocks (one forward hook on the routed experts): `moe_experts[i]` [E], the mean L2 norm of
+      each expert's output over the tokens routed to it (Minitron); `moe_router_weighted[i]` [E], the
+      same norm weighted by the token's gate value (REAP, Lasby et al. 2025); `moe_frequency[i]` [E],
+      the fraction of routed (token, slot) pairs it received; `moe_ffn[i]` [F_moe], the down-projection
+      input statistic pooled over every routed (token, expert) pair, so all experts share one ranking;
+      `moe_shared_ffn[i]` [F_shared], the shared expert like a dense MLP;
     - `hidden`: [hidden], per-block statistic of the pre-norm output, summed over blocks;
     - `depth_kld`, `depth_bi`: [blocks], KL divergence of logits with the block skipped, and
       Block Influence (1 - cos between the block's input and output).
@@ -66,6 +83,11 @@ class Scores:
     mamba: dict[int, torch.Tensor] = field(default_factory=dict)
     ffn: dict[int, torch.Tensor] = field(default_factory=dict)
     attention: dict[int, torch.Tensor] = field(default_factory=dict)
+    moe_experts: dict[int, torch.Tensor] = field(default_factory=dict)
+    moe_router_weighted: dict[int, torch.Tensor] = field(default_factory=dict)
+    moe_frequency: dict[int, torch.Tensor] = field(default_factory=dict)
+    moe_ffn: dict[int, torch.Tensor] = field(default_factory=dict)
+    moe_shared_ffn: dict[int, torch.Tensor] = field(default_factory=dict)
     hidden: torch.Tensor | None = None
     depth_kld: torch.Tensor | None = None
     depth_bi: torch.Tensor | None = None
@@ -86,10 +108,12 @@ class Scores:
         owners = owners or {}
         where = where or (f"the scores in {self.origin}" if self.origin else "the given scores")
         fix = "they were not computed on this model: run `hybridprune calibrate` on it"
-        for kind, (group, label, shape_of) in PER_BLOCK.items():
+        for group, (kind, label, shape_of) in PER_BLOCK.items():
             table = getattr(self, group)
             blocks = sorted({owners.get((kind, i), i) for i in dims.layers_of(kind)})
-            expected = tuple(shape_of(dims)) if blocks else None
+            expected = shape_of(dims) if blocks else None
+            if blocks and expected is None:
+                blocks = []  # the units exist, but not this part of them (a MoE without shared expert)
             stray = sorted(set(table) - set(blocks))
             if stray:
                 raise ScoresError(
@@ -98,7 +122,7 @@ class Scores:
             for i in blocks:
                 if i not in table:
                     raise ScoresError(f"{where}: no entry '{group}.{i}' for {kind} block {i}; {fix}")
-                _check_entry(table[i], f"{group}.{i}", expected, label, where, fix)
+                _check_entry(table[i], f"{group}.{i}", tuple(expected), label, where, fix)
         if self.hidden is None:
             raise ScoresError(f"{where}: no entry 'hidden' (hidden-channel scores); {fix}")
         _check_entry(self.hidden, "hidden", (dims.hidden_size,), "hidden [hidden_size]", where, fix)
@@ -110,7 +134,7 @@ class Scores:
     # ---- persistence -------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {}
-        for group in ("mamba", "ffn", "attention"):
+        for group in GROUPS:
             for i, t in getattr(self, group).items():
                 out[f"{group}.{i}"] = t
         for name in ("hidden", "depth_kld", "depth_bi"):
@@ -164,6 +188,7 @@ class Scores:
             "mamba_layers": sorted(self.mamba),
             "ffn_layers": sorted(self.ffn),
             "attention_layers": sorted(self.attention),
+            "moe_layers": sorted(self.moe_experts),
             "depth": [n for n in ("depth_kld", "depth_bi") if getattr(self, n) is not None],
         }
 

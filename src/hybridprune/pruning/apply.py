@@ -38,39 +38,45 @@ def check_fingerprint(scores: Scores, model_type: str, fingerprint, *, strict: b
         warnings.warn(message, stacklevel=3)
 
 
-def plan_selection(adapter, dims, scores: Scores, plan: Plan) -> tuple[Selection, object]:
+def plan_selection(adapter, dims, scores: Scores, plan: Plan,
+                   expert_importance: str = "output_norm") -> tuple[Selection, object]:
     """The checked plan's selection and the pruned dimensions, shared by `prune` and the streaming prune:
     the plan fits the model, the scores fit the model, the widths can be written as a config, then the
-    group-aware selection."""
+    group-aware selection (`expert_importance`: how routed experts are ranked, see `select`)."""
     plan.validate(dims)
     scores.check_against(dims, owners=adapter.unit_owners(dims))
     # Widths first: a target the config cannot write is refused before any scores are needed.
     adapter.check_representable(plan.target_dims(dims, list(range(dims.num_layers))), original=dims)
-    selection = select(scores, plan, dims, adapter.required_kinds, adapter.unit_owners(dims))
+    selection = select(scores, plan, dims, adapter.required_kinds, adapter.unit_owners(dims),
+                       expert_importance=expert_importance)
     new_dims = plan.target_dims(dims, selection.kept_blocks)
     adapter.check_representable(new_dims, original=dims)
     return selection, new_dims
 
 
 def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
-          strict_fingerprint: bool = False, fingerprint: str | None = None) -> torch.nn.Module:
+          strict_fingerprint: bool = False, fingerprint: str | None = None,
+          expert_importance: str = "output_norm") -> torch.nn.Module:
     """Return a pruned copy of `model` (the original is untouched).
 
     `plan` is a `Plan`, a dict, a YAML/JSON path or an `a=1,b=2` string; fields left out keep
     their size. The result carries `hybridprune_info` (plan, selection sizes, provenance) that
     `hybridprune.export` writes to `hybridprune.json`. `fingerprint`: the model's fingerprint when
     the caller already has it (a search prunes one model many times; hashing its weights once is enough).
+    `expert_importance`: how a MoE model's routed experts are ranked: "output_norm" (Minitron),
+    "router_weighted" (REAP) or "frequency".
     """
     plan = Plan.parse(plan)
     adapter = get_adapter(model)
     dims = adapter.dims(model.config)
     check_fingerprint(scores, model.config.model_type, fingerprint or (lambda: model_fingerprint(model)),
                       strict=strict_fingerprint)
-    selection, new_dims = plan_selection(adapter, dims, scores, plan)
+    selection, new_dims = plan_selection(adapter, dims, scores, plan, expert_importance)
     dropped = adapter.dropped_parts(model.config)
     warn_dropped(dropped)
     pruned = apply_selection(model, selection, new_dims)
-    pruned.hybridprune_info = provenance(plan, selection, dims, new_dims, scores, adapter, dropped)
+    pruned.hybridprune_info = provenance(plan, selection, dims, new_dims, scores, adapter, expert_importance,
+                                         dropped=dropped)
     return pruned
 
 
@@ -109,9 +115,9 @@ def _smoke_test(model: torch.nn.Module) -> None:
 
 
 def provenance(plan: Plan, selection: Selection, dims, new_dims, scores: Scores, adapter,
-               dropped=()) -> dict[str, Any]:
+               expert_importance: str = "output_norm", *, dropped=()) -> dict[str, Any]:
     """What `hybridprune.json` records; `dropped`: the source's parts left out (`Adapter.dropped_parts`)."""
-    return {
+    info = {
         "hybridprune_version": __version__,
         "plan": plan.to_dict(),
         "kept_blocks": selection.kept_blocks,
@@ -122,3 +128,9 @@ def provenance(plan: Plan, selection: Selection, dims, new_dims, scores: Scores,
         "dims_after": new_dims.as_dict(),
         "left_out": [part.description for part in dropped],
     }
+    if dims.num_moe_experts is not None:
+        info["active_parameters"] = {"before": adapter.num_active_parameters(dims),
+                                     "after": adapter.num_active_parameters(new_dims)}
+        info["expert_importance"] = expert_importance
+        info["kept_experts"] = {str(i): t.tolist() for i, t in selection.moe_experts.items()}
+    return info

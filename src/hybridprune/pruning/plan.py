@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from ..architectures import ATTENTION, MAMBA, MLP, Dims
+from ..architectures import ATTENTION, MAMBA, MLP, MOE, Dims
 
 
 class PlanError(ValueError):
@@ -24,7 +24,9 @@ class PlanError(ValueError):
 
 
 INT_FIELDS = ("hidden_size", "ffn_hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads",
-              "num_layers")
+              "num_moe_experts", "moe_ffn_hidden_size", "moe_shared_expert_intermediate_size", "num_layers")
+#: the plan fields that are widths of `Dims` (the same names)
+WIDTH_FIELDS = tuple(f for f in INT_FIELDS if f != "num_layers")
 _WHOLE = re.compile(r"[+-]?[0-9]{1,30}")  # longer is no size, and int() refuses over 4300 digits
 
 
@@ -98,6 +100,9 @@ class Plan:
     mamba_num_heads: int | None = None
     mamba_head_dim: int | None = None
     num_attention_heads: int | None = None
+    num_moe_experts: int | None = None
+    moe_ffn_hidden_size: int | None = None
+    moe_shared_expert_intermediate_size: int | None = None
     num_layers: int | None = None
     drop_layers: tuple[int, ...] | None = None
 
@@ -219,21 +224,28 @@ class Plan:
         return ",".join(f"{k}={'+'.join(map(str, v)) if isinstance(v, list) else v}"
                         for k, v in self.to_dict().items()) or "(keep everything)"
 
+    def _validate_experts(self, dims: Dims) -> None:
+        """Routing constraints: every routing group keeps the same number of experts (experts never
+        move between groups), and a token must still find `num_experts_per_tok` experts in the
+        `topk_group` groups it may use."""
+        g, e, k = dims.moe_n_group, dims.num_moe_experts, dims.moe_top_k
+        valid = [v for v in range(g, e + 1, g) if k is None or dims.moe_topk_group * v // g >= k]
+        if self.num_moe_experts % g or self.num_moe_experts not in valid:
+            why = (f"is not a multiple of n_group={g}: every routing group must keep the same number of experts"
+                   if self.num_moe_experts % g else
+                   f"leaves too few experts for num_experts_per_tok={k} (tokens choose from topk_group="
+                   f"{dims.moe_topk_group} of {g} groups)")
+            raise PlanError(f"num_moe_experts={self.num_moe_experts} {why}. Valid values: {valid}")
+
     # ---- validation --------------------------------------------------------------------------
     def target_dims(self, dims: Dims, kept_blocks: list[int]) -> Dims:
         """The dimensions after pruning (depth given by `kept_blocks`)."""
         kinds = tuple(dims.block_kinds[i] for i in kept_blocks)
         changes: dict[str, Any] = {"block_kinds": kinds}
-        for name, dim_name in (
-            ("hidden_size", "hidden_size"),
-            ("ffn_hidden_size", "ffn_hidden_size"),
-            ("mamba_num_heads", "mamba_num_heads"),
-            ("mamba_head_dim", "mamba_head_dim"),
-            ("num_attention_heads", "num_attention_heads"),
-        ):
+        for name in WIDTH_FIELDS:
             value = getattr(self, name)
             if value is not None:
-                changes[dim_name] = value
+                changes[name] = value
         return dims.replace(**changes)
 
     def validate(self, dims: Dims) -> None:
@@ -244,6 +256,9 @@ class Plan:
             "mamba_num_heads": (dims.mamba_num_heads, MAMBA),
             "mamba_head_dim": (dims.mamba_head_dim, MAMBA),
             "num_attention_heads": (dims.num_attention_heads, ATTENTION),
+            "num_moe_experts": (dims.num_moe_experts, MOE),
+            "moe_ffn_hidden_size": (dims.moe_ffn_hidden_size, MOE),
+            "moe_shared_expert_intermediate_size": (dims.moe_shared_expert_intermediate_size, "shared-expert MoE"),
             "num_layers": (dims.num_layers, None),
         }
         for name, (current, kind) in axes.items():
@@ -273,6 +288,8 @@ class Plan:
                 f"num_key_value_heads={kv}: every KV group keeps the same number of query heads. "
                 f"Valid values: {valid}"
             )
+        if self.num_moe_experts is not None:
+            self._validate_experts(dims)
         if self.drop_layers is not None:
             if self.num_layers is not None:
                 raise PlanError("give either num_layers or drop_layers, not both")

@@ -6,6 +6,10 @@ Rules (Minitron-SSM, Eqs. 19–24):
   same number of heads and no head leaves its group.
 - Attention query heads: the L2 over head channels, ranked inside their KV group; KV heads stay.
 - FFN neurons and hidden channels: ranked globally (per layer for FFN).
+- Routed experts: per MoE layer, ranked inside their routing group (`n_group`) with the same number
+  kept in every group, like Mamba heads; by output norm (Minitron), router-weighted output norm
+  (REAP) or routing frequency. Expert neurons: one ranking per layer shared by every expert (the
+  config has one expert width); the shared expert's neurons like a dense FFN.
 - Depth: drop the blocks whose removal changes the logits least, or an explicit list.
 Kept indices are returned in ascending order inside each group, so slicing preserves the layout.
 """
@@ -16,9 +20,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..architectures import ATTENTION, MAMBA, MLP, Dims
+from ..architectures import ATTENTION, MAMBA, MLP, MOE, Dims
 from ..architectures.base import unit_kinds
-from ..importance.scores import Scores, ScoresError
+from ..importance.scores import EXPERT_IMPORTANCE, Scores, ScoresError
 from .plan import Plan, PlanError
 
 
@@ -32,6 +36,9 @@ class Selection:
     mamba_channels: dict[int, torch.Tensor] = field(default_factory=dict)
     ffn: dict[int, torch.Tensor] = field(default_factory=dict)
     attention_heads: dict[int, torch.Tensor] = field(default_factory=dict)
+    moe_experts: dict[int, torch.Tensor] = field(default_factory=dict)
+    moe_ffn: dict[int, torch.Tensor] = field(default_factory=dict)
+    moe_shared_ffn: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 def top_k_sorted(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -101,13 +108,23 @@ def _scores_for(table: dict, i: int, what: str) -> torch.Tensor:
     return table[i]
 
 
+def check_expert_importance(name: str) -> str:
+    if name not in EXPERT_IMPORTANCE:
+        raise PlanError(f"unknown expert importance {name!r}; choose one of {', '.join(EXPERT_IMPORTANCE)}")
+    return EXPERT_IMPORTANCE[name]
+
+
 def select(scores: Scores, plan: Plan, dims: Dims, required_kinds: tuple[str, ...] = (),
-           owners: dict[tuple[str, int], int] | None = None) -> Selection:
+           owners: dict[tuple[str, int], int] | None = None, expert_importance: str = "output_norm") -> Selection:
     """The kept indices for `plan` on a model with `dims`, using `scores`.
 
     `required_kinds`: unit kinds of which depth pruning keeps at least one (from the adapter).
     `owners`: units shared between layers, (kind, layer) -> owner layer (`Adapter.unit_owners`);
-    every layer of a shared unit gets the owner's selection, made from the owner's scores."""
+    every layer of a shared unit gets the owner's selection, made from the owner's scores.
+    `expert_importance`: how routed experts are ranked, "output_norm" (Minitron: mean L2 norm of the
+    expert's output over the tokens routed to it), "router_weighted" (REAP: that norm weighted by the
+    gate value) or "frequency" (the share of routed tokens)."""
+    expert_table = check_expert_importance(expert_importance)
     plan.validate(dims)
     owners = owners or {}
     kept = blocks_to_keep(plan, dims, scores, required_kinds)
@@ -134,4 +151,17 @@ def select(scores: Scores, plan: Plan, dims: Dims, required_kinds: tuple[str, ..
             elif kind == ATTENTION and plan.num_attention_heads is not None:
                 s = _scores_for(scores.attention, owner, "attention")
                 sel.attention_heads[i] = select_attention(s, dims.num_key_value_heads, plan.num_attention_heads)
+            elif kind == MOE:
+                _select_moe(sel, scores, plan, dims, i, owner, expert_table)
     return sel
+
+
+def _select_moe(sel: Selection, scores: Scores, plan: Plan, dims: Dims, i: int, owner: int, expert_table: str) -> None:
+    if plan.num_moe_experts is not None:
+        s = _scores_for(getattr(scores, expert_table), owner, "expert")
+        sel.moe_experts[i] = top_k_per_group(s, dims.moe_n_group, plan.num_moe_experts // dims.moe_n_group)
+    if plan.moe_ffn_hidden_size is not None:
+        sel.moe_ffn[i] = top_k_sorted(_scores_for(scores.moe_ffn, owner, "expert FFN"), plan.moe_ffn_hidden_size)
+    if plan.moe_shared_expert_intermediate_size is not None:
+        s = _scores_for(scores.moe_shared_ffn, owner, "shared expert")
+        sel.moe_shared_ffn[i] = top_k_sorted(s, plan.moe_shared_expert_intermediate_size)

@@ -74,6 +74,17 @@ class AxisIndex:
         if axis == "ffn_gate_up":  # fused [gate | up] rows: neuron i is rows i and F + i
             kept = sel.ffn.get(layer)
             return None if kept is None else torch.cat([kept, d.ffn_hidden_size + kept])
+        if axis == "moe_experts":
+            return sel.moe_experts.get(layer)
+        if axis == "moe_ffn":
+            return sel.moe_ffn.get(layer)
+        if axis == "moe_ffn_gate_up":  # fused [gate | up] expert rows
+            kept = sel.moe_ffn.get(layer)
+            return None if kept is None else torch.cat([kept, d.moe_ffn_hidden_size + kept])
+        if axis == "moe_shared_ffn":
+            return sel.moe_shared_ffn.get(layer)
+        if axis == "moe_input":  # the experts read the hidden state unless they work in a latent space
+            return sel.hidden if d.moe_latent_size is None else None
         if axis == "attn_q":
             heads = sel.attention_heads.get(layer)
             return None if heads is None else head_channel_index(heads, d.attention_head_dim)

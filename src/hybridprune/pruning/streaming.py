@@ -201,6 +201,7 @@ def stream_prune(
     overwrite: bool = False,
     strict_fingerprint: bool = False,
     progress: bool = False,
+    expert_importance: str = "output_norm",
 ) -> Path:
     """Prune the checkpoint in directory `source` to `plan` with `scores`, shard by shard, into `out_dir`.
 
@@ -225,7 +226,7 @@ def stream_prune(
     _check_source(source, files, keys, keymap, config, adapter)
     check_fingerprint(scores, config.model_type, lambda: checkpoint_fingerprint(files, config),
                       strict=strict_fingerprint)
-    selection, new_dims = plan_selection(adapter, dims, scores, plan)
+    selection, new_dims = plan_selection(adapter, dims, scores, plan, expert_importance)
     new_config = adapter.make_config(config, new_dims)
     stored = next((t.dtype for t in files.tensors.values() if t.dtype.is_floating_point), None)
     new_config.dtype = dtype or stored  # what the shards hold, as save_pretrained records it
@@ -284,7 +285,7 @@ def stream_prune(
             index_doc = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
             (tmp / INDEX_FILE).write_text(json.dumps(index_doc, indent=2) + "\n")
         carry_over(source, tmp)  # generation config, tokenizer, chat templates, code files, model card
-        info = provenance(plan, selection, dims, new_dims, scores, adapter, dropped)
+        info = provenance(plan, selection, dims, new_dims, scores, adapter, expert_importance, dropped=dropped)
         info.update(source=str(source), method="streaming")
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
         write_config(new_config, tmp, source)  # the config last: a directory without it is not a checkpoint
