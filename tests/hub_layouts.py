@@ -52,6 +52,18 @@ GRANITE_HUB = {
 }
 
 
+# Nemotron 3 Nano's layout, tiny: 8 experts in 2 routing groups, 2 per token, a shared expert
+NEMOTRON_MOE_HUB = dict(
+    NEMOTRON_HUB, hybrid_override_pattern="ME*EM-", n_routed_experts=8, moe_intermediate_size=16,
+    moe_shared_expert_intermediate_size=24, n_shared_experts=1, num_experts_per_tok=2, n_group=2, topk_group=1,
+    routed_scaling_factor=1.5, norm_topk_prob=True,
+)
+# the latent-projection variant: experts work in a 32-wide latent space, with biased projections
+NEMOTRON_LATENT_HUB = dict(NEMOTRON_MOE_HUB, moe_latent_size=32, mlp_bias=True)
+# Granite-4.0-H Tiny's layout, tiny: 6 experts (3-D ParallelExperts weights), 2 per token
+GRANITE_MOE_HUB = dict(GRANITE_HUB, num_local_experts=6, intermediate_size=16, num_experts_per_tok=2)
+
+
 def hub_name(model_key: str, model_type: str) -> str:
     """The Hub's name of a transformers 5 model key (written out, not taken from transformers)."""
     if model_type == "nemotron_h":
@@ -77,17 +89,22 @@ def hub_tensors(model, model_type: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_shards(path: Path, tensors: dict[str, torch.Tensor], shards: int = 6) -> None:
-    """`tensors` in `shards` safetensors files, in key order, with an index."""
-    keys = list(tensors)
-    per = -(-len(keys) // shards)
-    weight_map, total = {}, 0
-    for i in range(shards):
-        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        part = {k: tensors[k].contiguous() for k in keys[i * per:(i + 1) * per]}
-        save_file(part, str(path / name), metadata={"format": "pt"})
-        weight_map.update({k: name for k in part})
-        total += sum(t.numel() * t.element_size() for t in part.values())
+def write_shards(path: Path, tensors: dict[str, torch.Tensor], shards: int = 8) -> None:
+    """`tensors` in about `shards` safetensors files of similar size, in key order, with an index."""
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    groups: list[list[str]] = [[]]
+    size = 0
+    for key, t in tensors.items():
+        if groups[-1] and size >= total / shards:
+            groups.append([])
+            size = 0
+        groups[-1].append(key)
+        size += t.numel() * t.element_size()
+    weight_map = {}
+    for i, keys in enumerate(groups):
+        name = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+        save_file({k: tensors[k].contiguous() for k in keys}, str(path / name), metadata={"format": "pt"})
+        weight_map.update({k: name for k in keys})
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 

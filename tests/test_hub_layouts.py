@@ -15,7 +15,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from hub_layouts import GRANITE_HUB, NEMOTRON_HUB, REMOTE_CODE, hub_checkpoint, mtp_tensors, read_all
+from hub_layouts import (
+    GRANITE_HUB, GRANITE_MOE_HUB, NEMOTRON_HUB, NEMOTRON_LATENT_HUB, NEMOTRON_MOE_HUB, REMOTE_CODE, hub_checkpoint,
+    mtp_tensors, read_all,
+)
 from hybridprune.checkpoint_files import CheckpointFiles, CheckpointFormatError, KeyMap
 from hybridprune.checkpoints import load_model
 from hybridprune.config_style import styled_config
@@ -111,6 +114,85 @@ def test_granite_hub_layout_round_trips(tmp_path, tokens):
         assert (config["mamba_n_heads"], config["mamba_d_head"], config["mamba_expand"]) == (6, 8, 2)
         assert config["shared_intermediate_size"] == 40 and config["num_attention_heads"] == 4
         assert set(config) - set(GRANITE_HUB) <= {"head_dim"}  # written only where it is needed
+
+
+NEMOTRON_MOE_PLAN = ("hidden_size=32,num_moe_experts=4,moe_ffn_hidden_size=8,moe_shared_expert_intermediate_size=16,"
+                     "mamba_num_heads=6,drop_layers=1")
+
+
+@pytest.mark.parametrize("raw", [NEMOTRON_MOE_HUB, NEMOTRON_LATENT_HUB], ids=["moe", "latent"])
+def test_nemotron_moe_hub_layout_with_per_expert_keys_round_trips(tmp_path, tokens, raw):
+    """Nemotron 3 Nano's Hub layout: per-expert `experts.{j}.up_proj.weight` keys, which transformers
+    stacks on load. The output keeps one key per kept expert, renumbered 0..E'-1, in both paths."""
+    hub_checkpoint(tmp_path / "source", raw)
+    src = tmp_path / "source"
+    pruned, memory, stream, ours = prune_both_ways(tmp_path, src, tokens, NEMOTRON_MOE_PLAN)
+    assert ours == []
+    tensors = check_round_trip(pruned, (memory, stream), tokens)
+    experts = sorted(k for k in tensors if ".mixer.experts." in k)
+    # layer 1 (MoE) dropped: the MoE layer 3 is now layer 2, with experts 0..3 of 8 x (32 or latent 32)
+    assert experts == [f"backbone.layers.2.mixer.experts.{j}.{p}_proj.weight" for j in range(4) for p in ("down", "up")]
+    assert tensors["backbone.layers.2.mixer.experts.3.up_proj.weight"].shape == (8, 32)
+    assert tensors["backbone.layers.2.mixer.gate.weight"].shape == (4, 32)
+    assert tensors["backbone.layers.2.mixer.gate.e_score_correction_bias"].shape == (4,)
+    for out in (memory, stream):
+        config = json.loads((out / "config.json").read_text())
+        assert sorted(config) == sorted(raw)
+        assert config["hybrid_override_pattern"] == "M*EM-" and config["num_hidden_layers"] == 5
+        assert (config["n_routed_experts"], config["moe_intermediate_size"],
+                config["moe_shared_expert_intermediate_size"]) == (4, 8, 16)
+        assert config["n_group"] == 2 and config["num_experts_per_tok"] == 2
+
+
+def test_kept_experts_keep_their_weights_under_new_numbers(tmp_path, tokens):
+    """Cutting experts only: output expert p is source expert kept[p], unchanged, with its router row
+    and correction bias."""
+    model = hub_checkpoint(tmp_path / "source", NEMOTRON_MOE_HUB)
+    scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2)
+    out = stream_prune(tmp_path / "source", scores, "num_moe_experts=4", tmp_path / "out")
+    source, got = read_all(tmp_path / "source"), read_all(out)
+    kept = json.loads((out / "hybridprune.json").read_text())["kept_experts"]
+    for layer in (1, 3):
+        assert len(kept[str(layer)]) == 4
+        prefix = f"backbone.layers.{layer}.mixer."
+        for p, j in enumerate(kept[str(layer)]):
+            for proj in ("up", "down"):
+                assert torch.equal(got[f"{prefix}experts.{p}.{proj}_proj.weight"],
+                                   source[f"{prefix}experts.{j}.{proj}_proj.weight"])
+        assert torch.equal(got[f"{prefix}gate.weight"], source[f"{prefix}gate.weight"][kept[str(layer)]])
+        assert torch.equal(got[f"{prefix}gate.e_score_correction_bias"],
+                           source[f"{prefix}gate.e_score_correction_bias"][kept[str(layer)]])
+        assert f"{prefix}experts.4.up_proj.weight" not in got
+
+
+def test_granite_moe_hub_layout_round_trips(tmp_path, tokens):
+    """Granite-4.0-H Tiny's Hub names: `block_sparse_moe.input_linear.weight [E, 2F, H]`,
+    `output_linear.weight [E, H, F]`, `router.layer.weight [E, H]`."""
+    hub_checkpoint(tmp_path / "source", GRANITE_MOE_HUB)
+    src = tmp_path / "source"
+    plan = PLANS["granitemoehybrid"] + ",num_moe_experts=4,moe_ffn_hidden_size=8"
+    pruned, memory, stream, ours = prune_both_ways(tmp_path, src, tokens, plan)
+    assert ours == []
+    tensors = check_round_trip(pruned, (memory, stream), tokens)
+    assert tensors["model.layers.2.block_sparse_moe.input_linear.weight"].shape == (4, 16, 24)
+    assert tensors["model.layers.2.block_sparse_moe.output_linear.weight"].shape == (4, 24, 8)
+    assert tensors["model.layers.2.block_sparse_moe.router.layer.weight"].shape == (4, 24)
+    assert not [k for k in tensors if "experts" in k]
+    for out in (memory, stream):
+        config = json.loads((out / "config.json").read_text())
+        assert (config["num_local_experts"], config["intermediate_size"]) == (4, 8)
+        assert config["layer_types"] == ["mamba", "attention", "mamba"]
+
+
+def test_a_missing_per_expert_tensor_is_named_and_nothing_is_written(tmp_path, tokens):
+    def drop(tensors):
+        del tensors["backbone.layers.3.mixer.experts.5.down_proj.weight"]
+
+    model = hub_checkpoint(tmp_path / "source", NEMOTRON_MOE_HUB, edit=drop)
+    scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2)
+    with pytest.raises(CheckpointFormatError, match=r"lacks backbone\.layers\.3\.mixer\.experts\.5\.down_proj\.weight"):
+        stream_prune(tmp_path / "source", scores, NEMOTRON_MOE_PLAN, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_multi_token_prediction_checkpoint_prunes_without_its_mtp_layers(tmp_path, tokens):

@@ -59,6 +59,19 @@ def _kept_keys(files: CheckpointFiles, keymap: KeyMap, dropped) -> list[str]:
     return keys
 
 
+def _renumbered(key: str, model_key: str, keymap: KeyMap, prefix: str, layer: int, rest: str, new: int) -> str:
+    """Checkpoint key `key` (model key `prefix{layer}.{rest}`) with its layer index set to `new`. The
+    index is found from the end when the name inside the layer is the model's, else from the start
+    (where transformers renames the name inside the layer, e.g. Granite's `input_linear.weight`)."""
+    tail = f"{layer}.{rest}"
+    if key.endswith(tail):
+        return f"{key[: len(key) - len(tail)]}{new}.{rest}"
+    start = keymap.checkpoint_key(f"{prefix}{layer}.")
+    if key.startswith(start):
+        return f"{keymap.checkpoint_key(f'{prefix}{new}.')}{key[len(start):]}"
+    raise PruneError(f"cannot renumber {key}: its layer index is not where {model_key} has it")
+
+
 def _plan_entries(files: CheckpointFiles, keys: list[str], keymap: KeyMap, adapter, dims, selection,
                   index: AxisIndex, dtype: torch.dtype | None) -> list[_Entry]:
     model_keys = {key: keymap.model_key(key) for key in keys}
@@ -76,10 +89,7 @@ def _plan_entries(files: CheckpointFiles, keys: list[str], keymap: KeyMap, adapt
             layer, rest = split
             if layer not in renumber:
                 continue
-            tail = f"{layer}.{rest}"
-            if not key.endswith(tail):
-                raise PruneError(f"cannot renumber {key}: its layer index is not where {model_key} has it")
-            out_key = f"{key[: len(key) - len(tail)]}{renumber[layer]}.{rest}"
+            out_key = _renumbered(key, model_key, keymap, prefix, layer, rest, renumber[layer])
         part = stacked[key]
         rule = rules.get(part.target if part else model_key)
         if part is not None and rule is not None:
