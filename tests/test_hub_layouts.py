@@ -20,7 +20,7 @@ from hub_layouts import (
     mtp_tensors, read_all,
 )
 from hybridprune.checkpoint_files import CheckpointFiles, CheckpointFormatError, KeyMap
-from hybridprune.checkpoints import load_model
+from hybridprune.checkpoints import CheckpointLoadError, load_model
 from hybridprune.config_style import styled_config
 from hybridprune.fingerprint import checkpoint_fingerprint, model_fingerprint
 from hybridprune.importance.calibrate import calibrate
@@ -190,9 +190,12 @@ def test_a_missing_per_expert_tensor_is_named_and_nothing_is_written(tmp_path, t
 
     model = hub_checkpoint(tmp_path / "source", NEMOTRON_MOE_HUB, edit=drop)
     scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2)
-    with pytest.raises(CheckpointFormatError, match=r"lacks backbone\.layers\.3\.mixer\.experts\.5\.down_proj\.weight"):
+    missing = r"lacks backbone\.layers\.3\.mixer\.experts\.5\.down_proj\.weight"
+    with pytest.raises(CheckpointFormatError, match=missing):
         stream_prune(tmp_path / "source", scores, NEMOTRON_MOE_PLAN, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    with pytest.raises(CheckpointLoadError, match=missing):  # the load path (calibrate, eval, --in-memory)
+        load_model(tmp_path / "source")
 
 
 def test_a_multi_token_prediction_checkpoint_prunes_without_its_mtp_layers(tmp_path, tokens):

@@ -139,11 +139,29 @@ def load_model(ref: str | os.PathLike, *, dtype=None, device: str | torch.device
     except Exception as exc:  # noqa: BLE001
         raise CheckpointLoadError(f"cannot load the model in {_what(path, role)}: {_remote_code_hint(exc)}. Is the "
                                   "checkpoint complete (config.json and *.safetensors)?") from None
+    if info.get("mismatched_keys"):
+        _name_missing_slices(path, model, role)
     check_loading_info(info, path, role)
     check_finite(model, _what(path, role))
     if device is not None:
         model = model.to(device)
     return model.eval()
+
+
+def _name_missing_slices(path: Path, model, role: str) -> None:
+    """A tensor that transformers stacks from per-expert checkpoint tensors comes out misshapen when one
+    of them is missing; name the missing checkpoint key rather than the stacked tensor."""
+    from .checkpoint_files import CheckpointFiles, CheckpointFormatError, KeyMap
+
+    try:
+        files = CheckpointFiles(path)
+    except CheckpointFormatError:
+        return
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    try:
+        KeyMap(model.config.model_type).model_shapes({k: t.shape for k, t in files.tensors.items()}, expected)
+    except CheckpointFormatError as exc:
+        raise CheckpointLoadError(f"{_what(path, role)} does not match its config: {exc}") from None
 
 
 def _what(path, role: str) -> str:
