@@ -313,3 +313,17 @@ def test_a_config_of_another_model_type_is_not_used_as_a_style():
 
     config = AutoConfig.for_model("nemotron_h", layers_block_type=["linear_attention", "full_attention"])
     assert styled_config(config, dict(GRANITE_HUB)) is None
+
+
+def test_a_distilled_student_keeps_the_config_style_of_its_source(tmp_path):
+    """The student of a Hub-style pruned checkpoint is written in the same style."""
+    from transformers import AutoModelForCausalLM
+
+    from hybridprune.distillation.export import export_student
+
+    hub_checkpoint(tmp_path / "source", NEMOTRON_HUB)
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "source", trust_remote_code=False)
+    out = export_student(student, tmp_path / "run", tokenizer_dir=tmp_path / "source")
+    config = json.loads((out / "config.json").read_text())
+    assert sorted(config) == sorted(NEMOTRON_HUB) and config["hybrid_override_pattern"] == "M-*-M-"
+    assert config["auto_map"] == NEMOTRON_HUB["auto_map"]

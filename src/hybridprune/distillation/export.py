@@ -22,10 +22,11 @@ def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=Non
     the next run if this one is killed), fsynced, claimed in the run directory's manifest, then moved
     in one by one with `config.json` last: a run directory that has a `config.json` is complete.
     Everything the student's source directory ships besides weights and config (tokenizer, generation
-    config, chat template, code files, provenance) is carried over. The run's checkpoints and log are
+    config, chat template, code files, provenance) is carried over, and the config keeps its style. The run's checkpoints and log are
     left alone, and a file the user put in `out_dir` is never overwritten.
     """
     from ..fsutil import MANIFEST, OutputError, claim, clean_stale, follow_umask, foreign_entries, temp_sibling
+    from ..config_style import write_config
     from ..pruning.export import RUN_FILES, carry_over
 
     out_dir = Path(out_dir)
@@ -41,6 +42,7 @@ def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=Non
         kwargs = {"state_dict": state_dict} if state_dict is not None else {}
         student.save_pretrained(tmp, **kwargs)
         if tokenizer_dir is not None:
+            write_config(student.config, tmp, tokenizer_dir)  # in the style of the student's source
             carry_over(tokenizer_dir, tmp, rebuilt=("config.json", MANIFEST, *RUN_FILES))  # keeps the pruning provenance
         if summary is not None:
             (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
