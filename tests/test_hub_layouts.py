@@ -327,3 +327,20 @@ def test_a_distilled_student_keeps_the_config_style_of_its_source(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert sorted(config) == sorted(NEMOTRON_HUB) and config["hybrid_override_pattern"] == "M-*-M-"
     assert config["auto_map"] == NEMOTRON_HUB["auto_map"]
+
+
+def test_a_conversion_that_is_not_a_plain_stack_is_refused_by_streaming():
+    """Jamba's experts fuse gate and up on load (MergeModulelist, then Concatenate): not a stack of
+    slices the streaming prune can cut one by one, so it says to prune in memory."""
+    from types import SimpleNamespace
+
+    from hybridprune.pruning.apply import PruneError
+    from hybridprune.pruning.streaming import _kept_keys
+
+    keymap = KeyMap("jamba")
+    fused = "model.layers.1.feed_forward.experts.0.gate_proj.weight"
+    assert keymap.needs_conversion(fused) and not keymap.sliceable(fused)
+    assert keymap.stacked("model.layers.1.feed_forward.experts.2.down_proj.weight").index == 2
+    files = SimpleNamespace(tensors={fused: None, "model.embed_tokens.weight": None})
+    with pytest.raises(PruneError, match=r"converted by transformers on load .* --in-memory"):
+        _kept_keys(files, keymap, ())
