@@ -199,3 +199,32 @@ def test_cli_calibrates_searches_with_active_params_and_prunes_a_moe_checkpoint(
     info = json.loads((tmp_path / "pruned" / "hybridprune.json").read_text())
     assert info["expert_importance"] == "router_weighted"
     assert best  # the search decided on a plan
+
+
+def _nano_config():
+    """Nemotron 3 Nano 30B-A3B's shape (52 layers: 23 Mamba2, 23 MoE, 6 attention; 128 experts of 1856,
+    top-6, a shared expert of 3712), in the Hub's legacy pattern-string form."""
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(
+        "nemotron_h", hybrid_override_pattern="MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME",
+        vocab_size=131072, hidden_size=2688, mamba_num_heads=64, mamba_head_dim=64, ssm_state_size=128, n_groups=8,
+        num_attention_heads=32, num_key_value_heads=2, head_dim=128, intermediate_size=1856, n_routed_experts=128,
+        moe_intermediate_size=1856, moe_shared_expert_intermediate_size=3712, num_experts_per_tok=6, n_group=1,
+        topk_group=1)
+
+
+def test_counts_at_nemotron_3_nano_scale_agree_with_the_published_sizes():
+    """NVIDIA publishes 31.6B total / 3.5B active for Nemotron 3 Nano, and 22B / A3.0B for its Minitron
+    tutorial's pruned model (104 experts, hidden 2304). The analytic counts, from the configs alone:"""
+    adapter = get_adapter(_nano_config())
+    dims = adapter.dims(_nano_config())
+    assert adapter.num_parameters(dims) == 31_577_937_344
+    assert adapter.num_active_parameters(dims) == 3_580_073_408
+    plan = Plan.parse("num_moe_experts=104,moe_ffn_hidden_size=1856,hidden_size=2304")
+    plan.validate(dims)
+    pruned = plan.target_dims(dims, list(range(dims.num_layers)))
+    adapter.check_representable(pruned, original=dims)
+    assert adapter.num_parameters(pruned) == 22_344_695_360
+    assert adapter.num_active_parameters(pruned) == 3_067_477_568
+    assert adapter.make_config(_nano_config(), pruned).n_routed_experts == 104
