@@ -147,10 +147,9 @@ def test_unsupported_architecture_is_named():
         get_adapter(config)
 
 
-def test_moe_nemotron_is_rejected_clearly():
-    config = tiny_nemotron_config(layers_block_type=["linear_attention", "moe"])
-    with pytest.raises(UnsupportedArchitecture, match="MoE"):
-        get_adapter(config)
+def test_moe_fields_on_a_dense_model_are_refused_clearly(nemotron, scores):
+    with pytest.raises(PlanError, match="num_moe_experts: this architecture has no moe blocks"):
+        hp.prune(nemotron, scores, "num_moe_experts=4")
 
 
 def test_removing_every_attention_block_of_nemotron_h_is_refused(nemotron, scores):

@@ -65,6 +65,8 @@ class Cost:
     weights_mb: float
     kv_cache_mb: float
     mamba_state_mb: float
+    #: parameters one token uses (MoE: the routed experts it is not sent to left out)
+    active_params: int = 0
 
     @property
     def memory_mb(self) -> float:
@@ -88,6 +90,7 @@ def estimate_cost(adapter, dims: Dims, *, batch: int = 1, seq_len: int = 4096, d
         weights_mb=params * dtype_bytes(dtype) / MIB,
         kv_cache_mb=caches["kv"] / MIB,
         mamba_state_mb=(caches["conv"] + caches["ssm"]) / MIB,
+        active_params=adapter.num_active_parameters(dims, embeddings=True),
     )
 
 
@@ -119,11 +122,13 @@ def parse_params(spec: float | int | str, original: int | None = None) -> int:
 
 @dataclass(frozen=True)
 class Budget:
-    """What a candidate may cost. At least one of `params` and `memory_mb`.
+    """What a candidate may cost. At least one of `params`, `active_params` and `memory_mb`.
 
     - `params`: an absolute count (4.5e9, "4.5B") or relative to the original ("0.5x", "50%"), applied
       to the total count or, with `params_kind="non_embedding"`, to the count without the input
       embedding and LM head.
+    - `active_params`: the parameters one token uses (a MoE model's routed experts it is not sent to
+      left out; embeddings included), absolute or relative to the original's active count.
     - `memory_mb`: MiB of weights + KV cache + Mamba state at `batch × seq_len`, weights and caches at
       `dtype`, the SSM state at `ssm_state_dtype`.
     """
@@ -135,22 +140,25 @@ class Budget:
     seq_len: int = 4096
     dtype: str = "bfloat16"
     ssm_state_dtype: str = "float32"
+    active_params: float | int | str | None = None
 
     def __post_init__(self) -> None:
         kind = str(self.params_kind).replace("-", "_")
         object.__setattr__(self, "params_kind", kind)
         if kind not in PARAMS_KINDS:
             raise BudgetError(f"params_kind must be one of {', '.join(PARAMS_KINDS)}, got {self.params_kind!r}")
-        if self.params is None and self.memory_mb is None:
-            raise BudgetError("a budget needs a parameter count (params) or a memory limit (memory_mb), or both")
+        if self.params is None and self.memory_mb is None and self.active_params is None:
+            raise BudgetError("a budget needs a parameter count (params or active_params) or a memory limit "
+                              "(memory_mb), or several")
         if self.memory_mb is not None and not self.memory_mb > 0:
             raise BudgetError(f"memory_mb must be positive, got {self.memory_mb}")
         if self.batch < 1 or self.seq_len < 1:
             raise BudgetError(f"batch and seq_len must be >= 1, got {self.batch} and {self.seq_len}")
         dtype_bytes(self.dtype)
         dtype_bytes(self.ssm_state_dtype)
-        if self.params is not None:
-            parse_params(self.params, original=1)  # syntax check now; relative values resolve later
+        for spec in (self.params, self.active_params):
+            if spec is not None:
+                parse_params(spec, original=1)  # syntax check now; relative values resolve later
 
     def cost(self, adapter, dims: Dims) -> Cost:
         return estimate_cost(adapter, dims, batch=self.batch, seq_len=self.seq_len, dtype=self.dtype,
@@ -163,8 +171,16 @@ class Budget:
         base = adapter.num_parameters(original, embeddings=self.params_kind == "total")
         return parse_params(self.params, original=base)
 
-    def fits(self, cost: Cost, param_limit: int | None) -> bool:
+    def active_limit(self, adapter, original: Dims) -> int | None:
+        """The absolute limit on active parameters (a relative one is taken of the original's)."""
+        if self.active_params is None:
+            return None
+        return parse_params(self.active_params, original=adapter.num_active_parameters(original))
+
+    def fits(self, cost: Cost, param_limit: int | None, active_limit: int | None = None) -> bool:
         if param_limit is not None and cost.params_of(self.params_kind) > param_limit:
+            return False
+        if active_limit is not None and cost.active_params > active_limit:
             return False
         return self.memory_mb is None or cost.memory_mb <= self.memory_mb
 

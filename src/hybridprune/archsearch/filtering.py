@@ -26,6 +26,7 @@ class FilterReport:
     over_cap: int = 0
     kept: int = 0
     param_limit: int | None = None
+    active_limit: int | None = None
     memory_limit_mb: float | None = None
     params_kind: str = "total"
     unrepresentable_keys: list[str] = field(default_factory=list)
@@ -46,13 +47,23 @@ class FilterReport:
 
 
 def _size(cost: Cost, budget: Budget) -> float:
-    """The cost the budget is mainly about: parameters if given, else memory."""
-    return cost.params_of(budget.params_kind) if budget.params is not None else cost.memory_mb
+    """The cost the budget is mainly about: parameters if given, else active parameters, else memory."""
+    if budget.params is not None:
+        return cost.params_of(budget.params_kind)
+    return cost.active_params if budget.active_params is not None else cost.memory_mb
+
+
+def _param_size(cost: Cost, budget: Budget) -> int:
+    """The parameter count the budget limits: active parameters when only those are limited."""
+    if budget.params is None and budget.active_params is not None:
+        return cost.active_params
+    return cost.params_of(budget.params_kind)
 
 
 def _describe(c: Candidate, cost: Cost, budget: Budget) -> str:
+    active = f", {cost.active_params:,} active" if budget.active_params is not None else ""
     return (f"{c.key} with {cost.params_of(budget.params_kind):,} {budget.params_kind.replace('_', '-')} "
-            f"parameters and {cost.memory_mb:,.1f} MiB")
+            f"parameters{active} and {cost.memory_mb:,.1f} MiB")
 
 
 def filter_candidates(adapter, original: Dims, grid: list[Candidate], budget: Budget, *, band: float | None = 0.1,
@@ -72,9 +83,10 @@ def filter_candidates(adapter, original: Dims, grid: list[Candidate], budget: Bu
     if max_candidates is not None and max_candidates < 1:
         raise BudgetError(f"max_candidates must be >= 1, got {max_candidates}")
     report = FilterReport(grid=len(grid), param_limit=budget.param_limit(adapter, original),
+                          active_limit=budget.active_limit(adapter, original),
                           memory_limit_mb=budget.memory_mb, params_kind=budget.params_kind)
     costed = [(c, budget.cost(adapter, c.dims)) for c in grid]
-    fitting = [(c, cost) for c, cost in costed if budget.fits(cost, report.param_limit)]
+    fitting = [(c, cost) for c, cost in costed if budget.fits(cost, report.param_limit, report.active_limit)]
     report.within_budget = len(fitting)
     survivors = []
     for c, cost in fitting:
@@ -104,6 +116,8 @@ def _impossible_message(adapter, original, costed, budget: Budget, report: Filte
     limits = []
     if report.param_limit is not None:
         limits.append(f"{report.param_limit:,} {budget.params_kind.replace('_', '-')} parameters")
+    if report.active_limit is not None:
+        limits.append(f"{report.active_limit:,} active parameters")
     if budget.memory_mb is not None:
         limits.append(f"{budget.memory_mb:,.1f} MiB at batch {budget.batch} x {budget.seq_len} tokens")
     representable = []
@@ -114,7 +128,7 @@ def _impossible_message(adapter, original, costed, budget: Budget, report: Filte
             continue
         representable.append((c, cost))
     pool = representable or costed
-    by_params = min(pool, key=lambda item: (item[1].params_of(budget.params_kind), item[0].key))
+    by_params = min(pool, key=lambda item: (_param_size(item[1], budget), item[0].key))
     by_memory = min(pool, key=lambda item: (item[1].memory_mb, item[0].key))
     text = (f"no candidate of the search space fits the budget of {' and '.join(limits)} "
             f"({report.grid} candidates, {report.within_budget} within budget, "

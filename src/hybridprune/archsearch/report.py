@@ -18,9 +18,12 @@ from .space import AXES, LABELS
 from .store import BEST_FILE, PLOT_FILE, SUMMARY_FILE
 
 COLUMN_TITLES = {"num_layers": "layers", "hidden_size": "hidden", "ffn_hidden_size": "FFN",
-                 "mamba_num_heads": "M heads", "mamba_head_dim": "M head dim", "num_attention_heads": "A heads"}
+                 "mamba_num_heads": "M heads", "mamba_head_dim": "M head dim", "num_attention_heads": "A heads",
+                 "num_moe_experts": "experts", "moe_ffn_hidden_size": "expert FFN",
+                 "moe_shared_expert_intermediate_size": "shared expert"}
 SHORT_TITLES = {"num_layers": "L", "hidden_size": "hid", "ffn_hidden_size": "FFN", "mamba_num_heads": "mH",
-                "mamba_head_dim": "mD", "num_attention_heads": "aH"}
+                "mamba_head_dim": "mD", "num_attention_heads": "aH", "num_moe_experts": "E",
+                "moe_ffn_hidden_size": "eFFN", "moe_shared_expert_intermediate_size": "sFFN"}
 
 
 def human_count(n: int) -> str:
@@ -88,13 +91,16 @@ def results_table(result, n: int = 10) -> Table:
     table.add_column("#", justify="right")
     for a in axes:
         table.add_column(SHORT_TITLES[a], justify="right")
-    for heading in ("params", "MiB", "zero-shot", "after KD" if kd else "loss", "rel thpt"):
+    moe = any(r.get("active_params", r["params"]) != r["params"] for r in rows)
+    for heading in ("params", *(("active",) if moe else ()), "MiB", "zero-shot", "after KD" if kd else "loss",
+                    "rel thpt"):
         table.add_column(heading, justify="right")
     ref = result.best_candidate.get("throughput")
     for i, r in enumerate(rows, 1):
         rel = "-" if not ref or r["throughput"] is None else f"{r['throughput'] / ref:.2f}"
         style = "bold green" if r["key"] == result.best_key else None
-        table.add_row(str(i), *(str(r["values"][a]) for a in axes), human_count(r["params"]),
+        active = (human_count(r["active_params"]),) if moe else ()
+        table.add_row(str(i), *(str(r["values"][a]) for a in axes), human_count(r["params"]), *active,
                       f"{r['memory_mb']:,.1f}", _fmt_loss(r["zero_shot_loss"]), _fmt_loss(r["loss"]), rel, style=style)
     return table
 
@@ -120,13 +126,15 @@ def plot_search(result, path: str | Path, *, x: str = "params") -> Path:
     elif finals:
         ax.scatter([c[x] for c in finals], [c["loss"] for c in finals], s=60, facecolors="none",
                    edgecolors="tab:blue", label=f"top {len(finals)}")
-    limit = result.report.param_limit if x.startswith("params") else result.report.memory_limit_mb
+    limits = {"active_params": result.report.active_limit, "memory_mb": result.report.memory_limit_mb}
+    limit = result.report.param_limit if x.startswith("params") else limits.get(x)
     if limit is not None:
         ax.axvline(limit, color="tab:red", ls="--", lw=0.8, alpha=0.7, label="budget")
     best = result.best_candidate
     best_loss = best["loss"] if best["loss"] is not None else best["zero_shot_loss"]
     ax.scatter([best[x]], [best_loss], marker="*", s=220, color="tab:red", zorder=5, label=f"winner {best['key']}")
-    ax.set_xlabel({"params": "parameters", "params_non_embedding": "non-embedding parameters"}.get(x, "memory (MiB)"))
+    ax.set_xlabel({"params": "parameters", "params_non_embedding": "non-embedding parameters",
+                   "active_params": "active parameters per token"}.get(x, "memory (MiB)"))
     ax.set_ylabel("validation loss")
     ax.set_title("architecture search: cost vs loss")
     ax.grid(alpha=0.3)
@@ -152,7 +160,9 @@ def best_yaml(result, budget) -> str:
     header = [
         f"# hybridprune search winner {best['key']}",
         f"# loss {_fmt_loss(best['loss'])} (zero-shot {_fmt_loss(best['zero_shot_loss'])}); "
-        f"{best['params']:,} parameters ({best['params_non_embedding']:,} without embeddings); "
+        f"{best['params']:,} parameters ({best['params_non_embedding']:,} without embeddings"
+        + (f", {best['active_params']:,} active" if best.get("active_params", best["params"]) != best["params"] else "")
+        + "); "
         f"{best['memory_mb']:,.1f} MiB at batch {budget.batch} x {budget.seq_len} ({budget.dtype})",
         "# apply: hybridprune prune --model MODEL --scores SEARCH_DIR/scores --plan SEARCH_DIR/best.yaml --out OUT",
     ]
@@ -173,5 +183,5 @@ def write_outputs(result, store, budget, original) -> None:
         "axis_choices": result.axis_choices, "labels": LABELS, "candidates": result.candidates,
     }
     store.write_text(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    x = "params" if budget.params is not None else "memory_mb"
+    x = "params" if budget.params is not None else "active_params" if budget.active_params is not None else "memory_mb"
     plot_search(result, store.dir / PLOT_FILE, x=x)

@@ -25,7 +25,7 @@ import torch
 from ..architectures import get_adapter
 from ..evaluate.perplexity import NonFiniteLoss, evaluate_loss
 from ..evaluate.speed import measure_throughput
-from ..importance.scores import Scores, model_fingerprint
+from ..importance.scores import EXPERT_IMPORTANCE, Scores, model_fingerprint
 from ..pruning.apply import prune
 from ..pruning.plan import Plan
 from .cost import Budget
@@ -54,6 +54,8 @@ class SearchConfig:
       and may pick another winner on a busier machine).
     - `measure_speed`, `speed_batch`, `speed_seq_len`: forward throughput of the top-K (tokens/s),
       shown in the results; `speed_seq_len` defaults to the evaluation data's sequence length.
+    - `expert_importance`: how a MoE model's routed experts are ranked when candidates are pruned
+      (see `hybridprune.prune`).
     """
 
     space: SearchSpace = field(default_factory=SearchSpace)
@@ -68,6 +70,7 @@ class SearchConfig:
     speed_batch: int = 1
     speed_seq_len: int | None = None
     progress: bool = True
+    expert_importance: str = "output_norm"
 
     def validate(self) -> None:
         """Every setting, before anything is computed: a bad short-KD setting would otherwise surface
@@ -87,6 +90,9 @@ class SearchConfig:
             raise SearchError(f"tie_break must be one of {', '.join(TIE_BREAKS)}, got {self.tie_break!r}")
         if self.tie_break == "speed" and not self.measure_speed:
             raise SearchError("tie_break='speed' needs the throughput: set measure_speed=True (or tie_break='cost')")
+        if self.expert_importance not in EXPERT_IMPORTANCE:
+            raise SearchError(f"expert_importance must be one of {', '.join(EXPERT_IMPORTANCE)}, "
+                              f"got {self.expert_importance!r}")
         if self.kd is not None:
             kd_config(self.kd, device=None, seq_len=None)
 
@@ -239,7 +245,8 @@ def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config:
     by_key = {c.key: (c, cost) for c, cost in candidates}
 
     def pruned(key: str) -> torch.nn.Module:
-        return prune(model, scores, by_key[key][0].plan(original), fingerprint=fingerprint)
+        return prune(model, scores, by_key[key][0].plan(original), fingerprint=fingerprint,
+                     expert_importance=cfg.expert_importance)
 
     # zero-shot loss of every candidate
     todo = [k for k in by_key if store.get(ZERO_SHOT, k) is None]
@@ -307,7 +314,8 @@ def _merge(store: SearchStore, ranked: list[str], top: list[str]) -> list[dict[s
         out.append({
             "key": key, "values": z["values"], "plan": z["plan"], "kept_blocks": z["kept_blocks"],
             "params": cost["params"], "params_non_embedding": cost["params_non_embedding"],
-            "memory_mb": cost["memory_mb"], "zero_shot_loss": z["loss"],
+            "memory_mb": cost["memory_mb"], "active_params": cost.get("active_params", cost["params"]),
+            "zero_shot_loss": z["loss"],
             "loss": f["loss"] if f else None, "throughput": f["throughput"] if f else None,
             "kd": f["kd"] if f else None,
         })

@@ -3,7 +3,9 @@
 Axes are the Plan's fields. Width axes take values between `(1 - max_width_pruning) × original` and
 the original, in steps of a divisor; Mamba heads step in multiples of `n_groups` (every group keeps the
 same number of heads) and attention heads in multiples of the KV heads (every KV group keeps the same
-number of query heads). Depth takes `num_layers` from the original down to
+number of query heads). Routed experts step in multiples of the routing groups and keep enough for
+`num_experts_per_tok`; the widths the expert tensors are laid out by (expert FFN, and hidden unless
+the experts work in a latent space) step in multiples of 8. Depth takes `num_layers` from the original down to
 `(1 - max_depth_pruning) × original`, the dropped blocks being the least important by the depth scores.
 An axis the architecture lacks (no MLP blocks, no attention) is absent; an axis in `skip` keeps its size.
 """
@@ -16,21 +18,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..architectures import ATTENTION, MAMBA, MLP, Dims
-from ..architectures.base import unit_kinds
+from ..architectures import ATTENTION, MAMBA, MLP, MOE, Dims
+from ..architectures.base import EXPERT_ALIGNMENT, expert_widths, unit_kinds
 from ..pruning.plan import Plan
 from ..pruning.selection import top_k_sorted
 
 #: The searchable axes, in the order candidates are labelled.
-AXES = ("num_layers", "hidden_size", "ffn_hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads")
+AXES = ("num_layers", "hidden_size", "ffn_hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads",
+        "num_moe_experts", "moe_ffn_hidden_size", "moe_shared_expert_intermediate_size")
 #: Short labels for candidate keys and tables.
 LABELS = {"num_layers": "L", "hidden_size": "h", "ffn_hidden_size": "f", "mamba_num_heads": "mh",
-          "mamba_head_dim": "md", "num_attention_heads": "ah"}
+          "mamba_head_dim": "md", "num_attention_heads": "ah", "num_moe_experts": "e", "moe_ffn_hidden_size": "ef",
+          "moe_shared_expert_intermediate_size": "es"}
 #: The block kind an axis belongs to (None: every model has it).
 AXIS_KIND = {"num_layers": None, "hidden_size": None, "ffn_hidden_size": MLP, "mamba_num_heads": MAMBA,
-             "mamba_head_dim": MAMBA, "num_attention_heads": ATTENTION}
+             "mamba_head_dim": MAMBA, "num_attention_heads": ATTENTION, "num_moe_experts": MOE,
+             "moe_ffn_hidden_size": MOE, "moe_shared_expert_intermediate_size": MOE}
 #: Largest divisors used when none is given (ModelOpt's defaults); "auto" shrinks them on small models.
-DEFAULT_DIVISORS = {"hidden_size": 256, "ffn_hidden_size": 512, "mamba_head_dim": 8}
+DEFAULT_DIVISORS = {"hidden_size": 256, "ffn_hidden_size": 512, "mamba_head_dim": 8, "moe_ffn_hidden_size": 512,
+                    "moe_shared_expert_intermediate_size": 512}
 
 
 class SearchSpaceError(ValueError):
@@ -81,7 +87,7 @@ class SearchSpace:
         out = []
         for axis in AXES:
             kind = AXIS_KIND[axis]
-            if kind is None or dims.has_kind(kind):
+            if (kind is None or dims.has_kind(kind)) and original_value(axis, dims) is not None:
                 out.append(axis)
         return out
 
@@ -91,6 +97,10 @@ class SearchSpace:
             return dims.mamba_n_groups
         if axis == "num_attention_heads":
             return dims.num_key_value_heads
+        if axis == "num_moe_experts":
+            return dims.moe_n_group
+        if dims.has_kind(MOE) and axis in expert_widths(dims):
+            return EXPERT_ALIGNMENT
         return 1
 
     def divisor(self, axis: str, dims: Dims) -> int:
@@ -103,7 +113,8 @@ class SearchSpace:
             return d
         if axis in DEFAULT_DIVISORS:
             room = original * self.max_width_pruning / 3
-            return max(1, min(DEFAULT_DIVISORS[axis], 2 ** int(math.floor(math.log2(room))) if room >= 1 else 1))
+            auto = max(1, min(DEFAULT_DIVISORS[axis], 2 ** int(math.floor(math.log2(room))) if room >= 1 else 1))
+            return auto if auto % unit == 0 else unit * math.ceil(auto / unit)
         return unit
 
     def axis_choices(self, dims: Dims) -> dict[str, list[int]]:
@@ -126,6 +137,8 @@ class SearchSpace:
                 lower = max(1, math.ceil((1.0 - ratio) * original - 1e-9))
                 step = self.divisor(axis, dims)
                 values = sorted({v for v in range(step, original + 1, step) if v >= lower} | {original}, reverse=True)
+            if axis == "num_moe_experts":  # a token must still find its experts in the groups it may use
+                values = [v for v in values if dims.moe_topk_group * v // dims.moe_n_group >= (dims.moe_top_k or 1)]
             out[axis] = values
         return out
 

@@ -84,7 +84,7 @@ def _summary(scores, kinds, out, plot) -> None:
     table.add_column("KLD skipped", justify="right")
     table.add_column("Block Influence", justify="right")
     table.add_column("mean unit score", justify="right")
-    tables = {"mamba": scores.mamba, "mlp": scores.ffn, "attention": scores.attention}
+    tables = {"mamba": scores.mamba, "mlp": scores.ffn, "attention": scores.attention, "moe": scores.moe_experts}
     for i, kind in enumerate(kinds):
         units = [(k, tables[k].get(i)) for k in unit_kinds(kind) if k in tables]
         means = ", ".join(f"{k} {t.mean():.4g}" for k, t in units if t is not None)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.table import Table
 
 from ..fsutil import check_output
+from ..pruning.plan import WIDTH_FIELDS
 from .common import (
     CliError, console, fail_cleanly, forecast_memory, load_config, load_model, resolve_dtype, weight_bytes,
 )
@@ -26,6 +28,10 @@ def prune_command(
     out: Path = typer.Option(..., "--out", help="Output directory for the pruned checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier output of hybridprune in --out (never files it did not write)."),
     strict_fingerprint: bool = typer.Option(False, "--strict-fingerprint", help="Refuse scores computed on another model."),
+    expert_importance: Literal["output_norm", "router_weighted", "frequency"] = typer.Option(
+        "output_norm", "--expert-importance",
+        help="How a MoE model's routed experts are ranked: output_norm (Minitron: mean L2 norm of the expert's output "
+             "over its tokens), router_weighted (REAP: that norm times the gate value) or frequency (share of tokens)."),
     in_memory: bool = typer.Option(False, "--in-memory", help="Load the whole model and prune it in memory (the default streams shard by shard and never builds the model)."),
     smoke_test: bool = typer.Option(False, "--smoke-test", help="After a streaming prune, load the result and run one forward pass (needs the pruned model's memory)."),
     device: str = typer.Option("cpu", help="Device of an --in-memory prune (cpu is enough: pruning is slicing)."),
@@ -70,13 +76,14 @@ def prune_command(
         forecast_memory(streamed, force=force, lower="nothing (streaming holds three tensors at a time)")
         path = stream_prune(model, loaded_scores, parsed, out, dtype=None if dtype == "auto" else resolve_dtype(dtype),
                             smoke_test=smoke_test, overwrite=overwrite, strict_fingerprint=strict_fingerprint,
-                            progress=True)
+                            progress=True, expert_importance=expert_importance)
         _summary(json.loads((path / "hybridprune.json").read_text()), path)
         return
     forecast_memory(forecast_prune(adapter, dims, weight_bytes=weight_bytes(config, dtype, device), device=str(device)),
                     force=force, lower="the model's memory: drop --in-memory to stream it")
     lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    pruned = prune(lm, loaded_scores, parsed, strict_fingerprint=strict_fingerprint)
+    pruned = prune(lm, loaded_scores, parsed, strict_fingerprint=strict_fingerprint,
+                   expert_importance=expert_importance)
     path = export(pruned, out, tokenizer_from=model, source=str(model), overwrite=overwrite)
     _summary(pruned.hybridprune_info, path)
 
@@ -94,12 +101,14 @@ def _summary(info: dict, path: Path) -> None:
     table.add_column("axis")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
-    for axis in ("hidden_size", "ffn_hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads"):
+    for axis in WIDTH_FIELDS:
         if before.get(axis) is not None:
             table.add_row(axis, str(before[axis]), str(after[axis]))
     table.add_row("blocks", str(len(before["block_kinds"])), str(len(after["block_kinds"])))
-    p = info["parameters"]
-    table.add_row("parameters", f"{p['before']:,}", f"{p['after']:,} ({p['after'] / p['before']:.1%})")
+    for label, key in (("parameters", "parameters"), ("active parameters", "active_parameters")):
+        if key in info:
+            p = info[key]
+            table.add_row(label, f"{p['before']:,}", f"{p['after']:,} ({p['after'] / p['before']:.1%})")
     console.print(table)
     if info["dropped_blocks"]:
         console.print(f"dropped blocks: {info['dropped_blocks']}")

@@ -69,6 +69,8 @@ def search_command(
     params: str = typer.Option(None, "--params", help="Parameter budget: 4.5e9, 4.5B, 350M, or relative 0.5x / 50%."),
     params_kind: Literal["total", "non-embedding", "non_embedding"] = typer.Option("total", "--params-kind", help="What --params counts: total or non-embedding."),
     memory_mb: float = typer.Option(None, "--memory-mb", help="Memory budget (MiB): weights + KV cache + Mamba state."),
+    active_params: str = typer.Option(None, "--active-params", help="Budget of parameters used per token (MoE: routed experts a token skips left out): 3e9, 3B, or relative 0.5x."),
+    expert_importance: Literal["output_norm", "router_weighted", "frequency"] = typer.Option("output_norm", "--expert-importance", help="How a MoE model's routed experts are ranked (see `hybridprune prune --help`)."),
     seq_len: int = typer.Option(4096, "--seq-len", min=1, help="Sequence length of the memory estimate."),
     batch: int = typer.Option(1, "--batch", min=1, help="Batch size of the memory estimate."),
     memory_dtype: str = typer.Option("bfloat16", "--memory-dtype", help="Weights and cache dtype of the memory estimate."),
@@ -110,8 +112,8 @@ def search_command(
     from ..archsearch import Budget, SearchConfig, SearchSpace, build_grid, filter_candidates, search
     from ..archsearch.report import decision_text, results_table
 
-    if params is None and memory_mb is None:
-        raise CliError("give a budget: --params (e.g. 4.5e9 or 0.5x) and/or --memory-mb")
+    if params is None and memory_mb is None and active_params is None:
+        raise CliError("give a budget: --params (e.g. 4.5e9 or 0.5x), --active-params and/or --memory-mb")
     check_numbers(("--memory-mb", memory_mb, POSITIVE), ("--kd-tokens", kd_tokens, POSITIVE),
                   ("--kd-lr", kd_lr, POSITIVE), ("--max-width-pruning", max_width_pruning, FRACTION),
                   ("--max-depth-pruning", max_depth_pruning, FRACTION), ("--band", band, CLOSED_FRACTION),
@@ -125,10 +127,10 @@ def search_command(
     space = SearchSpace(max_width_pruning=max_width_pruning, max_depth_pruning=max_depth_pruning,
                         divisors=_divisors(divisors), skip=tuple(skipped))
     budget = Budget(params=params, memory_mb=memory_mb, params_kind=params_kind, batch=batch, seq_len=seq_len,
-                    dtype=memory_dtype)
+                    dtype=memory_dtype, active_params=active_params)
     cfg = SearchConfig(space=space, top_k=top_k, kd=kd, band=band, max_candidates=max_candidates,
                        batch_size=batch_size, tie_tolerance=tie_tolerance, tie_break=tie_break, measure_speed=speed,
-                       speed_batch=speed_batch)
+                       speed_batch=speed_batch, expert_importance=expert_importance)
     cfg.validate()
     # An impossible budget is reported before any weights are loaded, when the grid is known without
     # calibrating: with saved scores, or without depth candidates (which depend on the depth scores).

@@ -76,6 +76,15 @@ def _unit_rows(scores) -> list[tuple[str, str, dict[int, list[float]]]]:
                      {i: torch.linalg.vector_norm(t.float(), dim=1).tolist() for i, t in scores.attention.items()}))
     if scores.ffn:
         axes.append(("FFN neurons", "neuron", {i: t.float().tolist() for i, t in scores.ffn.items()}))
+    if scores.moe_experts:
+        axes.append(("Routed experts (mean output norm over their tokens)", "expert",
+                     {i: t.float().tolist() for i, t in scores.moe_experts.items()}))
+        axes.append(("Routed experts (share of routed tokens)", "expert",
+                     {i: t.float().tolist() for i, t in scores.moe_frequency.items()}))
+        axes.append(("Expert FFN neurons (shared by all experts)", "neuron",
+                     {i: t.float().tolist() for i, t in scores.moe_ffn.items()}))
+    if scores.moe_shared_ffn:
+        axes.append(("Shared-expert neurons", "neuron", {i: t.float().tolist() for i, t in scores.moe_shared_ffn.items()}))
     if scores.hidden is not None:
         axes.append(("Hidden channels (summed over blocks)", "channel", {-1: scores.hidden.float().tolist()}))
     return axes

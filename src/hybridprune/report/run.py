@@ -160,9 +160,9 @@ def _add_scores(report: Report, scores_dir: Path, where: str, figures: Path, ind
         report.add_text(f"Importance ({where})", f"Unreadable scores: {exc}")
         return
     n = max([len(t) for t in (scores.depth_kld, scores.depth_bi) if t is not None]
-            + [max(g) + 1 for g in (scores.mamba, scores.ffn, scores.attention) if g], default=0)
+            + [max(g) + 1 for g in (scores.mamba, scores.ffn, scores.attention, scores.moe_experts) if g], default=0)
     kinds = ["mamba" if i in scores.mamba else "attention" if i in scores.attention else
-             "mlp" if i in scores.ffn else "?" for i in range(n)]
+             "moe" if i in scores.moe_experts else "mlp" if i in scores.ffn else "?" for i in range(n)]
     if scores.depth_kld is not None or scores.depth_bi is not None:
         report.add_figure(f"Importance per block ({where})",
                           plot_layer_importance(scores, kinds, figures / f"layer_importance_{index}.png"))
