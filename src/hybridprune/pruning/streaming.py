@@ -5,7 +5,10 @@ does not fit in memory twice (or even once) can be pruned: each source shard is 
 is cut by the adapter's slicing rules (`AxisIndex` / `slice_tensor`, the same index maths as the in-memory
 `prune`), and output shards are written as they fill, with an index. Peak memory is about one source
 tensor and its slice: tensors are read with plain file reads and written one by one. Keys keep the
-source's layout (e.g. Nemotron-H's `backbone.*`), with the kept layers renumbered. The config is written last; then the result is checked against a model built on
+source's layout (e.g. Nemotron-H's `backbone.*`), with the kept layers renumbered; per-expert tensors that
+transformers stacks on load are cut one by one as slices of the stacked tensor, and the kept experts
+renumbered. The adapter's dropped parts (e.g. multi-token-prediction layers) are left out. The config is
+written last, in the source's style (`config_style`); then the result is checked against a model built on
 the meta device from that config (no weights are allocated): every expected tensor present, none extra,
 every shape right. A forward-pass smoke test is opt-in (`smoke_test=True`), since it loads the result.
 """
@@ -21,9 +24,8 @@ from pathlib import Path
 
 import torch
 
-from ..architectures import get_adapter
+from ..architectures import ParamRule, get_adapter
 from ..checkpoints import check_loading_info, check_weight_files, count_non_finite, refuse_non_finite
-from ..architectures import ParamRule
 from ..checkpoint_files import INDEX_FILE, SINGLE_FILE, CheckpointFiles, CheckpointFormatError, KeyMap, ShardWriter
 from ..config_style import write_config
 from ..fingerprint import checkpoint_fingerprint
