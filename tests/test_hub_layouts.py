@@ -344,3 +344,23 @@ def test_a_conversion_that_is_not_a_plain_stack_is_refused_by_streaming():
     files = SimpleNamespace(tensors={fused: None, "model.embed_tokens.weight": None})
     with pytest.raises(PruneError, match=r"converted by transformers on load .* --in-memory"):
         _kept_keys(files, keymap, ())
+
+
+def test_the_styled_config_loads_as_the_pruned_config_under_the_sources_names():
+    """Changed fields are written under the names the source uses (a cast to bfloat16 updates the
+    legacy `torch_dtype`, no `dtype` is added), and the file loads as the pruned config."""
+    from transformers import AutoConfig
+
+    from hybridprune.architectures import get_adapter
+
+    config = AutoConfig.for_model("nemotron_h").from_dict(dict(NEMOTRON_HUB))
+    adapter = get_adapter(config)
+    dims = adapter.dims(config)
+    new = adapter.make_config(config, dims.replace(hidden_size=32, block_kinds=dims.block_kinds[:5]))
+    new.dtype = torch.bfloat16
+    styled = styled_config(new, dict(NEMOTRON_HUB))
+    changed = {k: (NEMOTRON_HUB.get(k), v) for k, v in styled.items() if NEMOTRON_HUB.get(k) != v}
+    assert changed == {"hidden_size": (48, 32), "hybrid_override_pattern": ("M-*-M-", "M-*-M"),
+                       "num_hidden_layers": (6, 5), "torch_dtype": ("float32", "bfloat16")}
+    assert type(new).from_dict(styled).to_dict() | {"transformers_version": None} == new.to_dict() | {
+        "transformers_version": None}
