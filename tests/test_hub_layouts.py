@@ -364,3 +364,22 @@ def test_the_styled_config_loads_as_the_pruned_config_under_the_sources_names():
                        "num_hidden_layers": (6, 5), "torch_dtype": ("float32", "bfloat16")}
     assert type(new).from_dict(styled).to_dict() | {"transformers_version": None} == new.to_dict() | {
         "transformers_version": None}
+
+
+def test_a_config_that_cannot_keep_the_source_style_is_written_plainly_with_a_warning(tmp_path):
+    """A change the source's legacy alias would override on load (here `mamba_n_groups`, which
+    transformers reads over `n_groups`) cannot be written in the source's style: transformers' own
+    style is written instead, and a warning says so. The file always loads as the pruned config."""
+    from transformers import AutoConfig
+
+    from hybridprune.config_style import write_config
+
+    (tmp_path / "source").mkdir()
+    (tmp_path / "source" / "config.json").write_text(json.dumps(NEMOTRON_HUB))
+    new = AutoConfig.from_pretrained(tmp_path / "source")
+    new.n_groups = 6
+    (tmp_path / "out").mkdir()
+    with pytest.warns(UserWarning, match="could not be written in the style of .*config.json"):
+        write_config(new, tmp_path / "out", tmp_path / "source")
+    written = AutoConfig.from_pretrained(tmp_path / "out")
+    assert written.n_groups == 6 and "hybrid_override_pattern" not in json.loads((tmp_path / "out" / "config.json").read_text())
