@@ -228,3 +228,22 @@ def test_counts_at_nemotron_3_nano_scale_agree_with_the_published_sizes():
     assert adapter.num_parameters(pruned) == 22_344_695_360
     assert adapter.num_active_parameters(pruned) == 3_067_477_568
     assert adapter.make_config(_nano_config(), pruned).n_routed_experts == 104
+
+
+@pytest.mark.slow
+def test_the_expert_selection_benchmark_runs(tmp_path):
+    """bench/expert_selection.py --smoke: a tiny random MoE hybrid, a few steps, every method."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "expert_selection.py"
+    spec = importlib.util.spec_from_file_location("expert_selection", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--smoke", "--out", str(tmp_path / "r.json")])
+    assert [row["removed"] for row in result["rows"]] == [0.25, 0.5]
+    for row in result["rows"]:
+        for method in ("output_norm", "router_weighted", "frequency"):
+            assert torch.isfinite(torch.tensor(row[method]))
+        assert row["random"]["n"] == 2
+    assert json.loads((tmp_path / "r.json").read_text())["setup"]["experts"] == 8
