@@ -429,8 +429,7 @@ def test_jamba_is_refused_with_the_reason():
 
 
 # ---- the command line accepts every family's checkpoint ------------------------------------------------
-@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("nemotron_h", "mamba2", "mistral", "qwen2")
-                                  and "moe" not in n])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("nemotron_h", "mamba2", "mistral", "qwen2")])
 def test_cli_calibrates_and_prunes_each_family(name, tmp_path):
     from typer.testing import CliRunner
 
