@@ -92,3 +92,9 @@ def test_z_and_out_proj_scores_match_a_direct_computation():
     a = torch.cat(got).abs().mean(dim=1)  # mean |a| per sample
     torch.testing.assert_close(out["out_proj input"][i].flatten(), a.pow(2).sum(dim=0).sqrt(), rtol=1e-5, atol=1e-6)
     assert out["z"][i].shape == (dims.mamba_num_heads, dims.mamba_head_dim)
+
+
+def test_teacher_cost_smoke(capsys):
+    bench_module("teacher_cost").main(["--smoke", "--steps", "2", "--threads", str(torch.get_num_threads())])
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"] > 0 and out["tokens_per_s"] > 0
