@@ -15,7 +15,7 @@ alone (its out_proj columns zeroed) on 16 validation windows, and the rank corre
 activation score and its ablation loss is reported; an "oracle in-group" arm keeps, per group, the
 heads whose ablation hurts most (zero-shot only; chosen on validation data, so optimistic).
 
-    .venv/bin/python bench/group_awareness.py [--seeds 3] [--kd-steps 60] [--smoke]
+    .venv/bin/python bench/group_awareness.py [--seeds 3] [--kd-steps 40] [--smoke]
 """
 
 from __future__ import annotations
