@@ -1,0 +1,95 @@
+"""Experiment 3 (paper Fig. 7): prune Mamba heads or Mamba head channels, at equal parameters?
+
+Each axis alone, everything else unchanged: keeping a fraction f of the heads (mamba_num_heads) or the
+same fraction f of the head channels (mamba_head_dim) removes the same x/z/out_proj/conv/norm weights
+(heads also take their few dt/A/D entries). Zero-shot loss at f = 3/4, 1/2, 1/4; after the same KD at
+f = 1/2; and generation speed (the `hybridprune.evaluate.measure_generation` harness: prefill, then
+greedy decode with the cache; models interleaved, medians, ratios to the teacher).
+
+    .venv/bin/python bench/heads_vs_channels.py [--seeds 3] [--kd-steps 40] [--smoke]
+"""
+
+from __future__ import annotations
+
+import sys
+
+import experiment as ex
+import hybridprune as hp
+from hybridprune.evaluate import measure_generation
+
+ARMS = ("heads", "head channels")
+
+
+def main(argv=None) -> None:
+    ap = ex.parser(__doc__)
+    ap.add_argument("--context", type=int, default=256, help="prompt tokens for the speed measurement")
+    ap.add_argument("--new-tokens", type=int, default=64, help="decoded tokens for the speed measurement")
+    args = ap.parse_args(argv)
+    s = ex.setup(args, "heads_vs_channels")
+    t = s.teacher
+    dims = hp.get_adapter(t).dims(t.config)
+    H, D, g = dims.mamba_num_heads, dims.mamba_head_dim, dims.mamba_n_groups
+    fractions = [(3, 4), (1, 2), (1, 4)]
+
+    def plan(arm, num, den):
+        return {"mamba_num_heads": H * num // den} if arm == "heads" else {"mamba_head_dim": D * num // den}
+
+    rows = [{"fraction": 1.0, "arm": "unpruned", "seed": None, "zero_shot": s.loss(t), "params": s.params(t)}]
+    models = {"teacher": t}
+    for seed in s.seeds:
+        scores = hp.calibrate(t, s.calib(seed), batch_size=8, progress=False)
+        for num, den in fractions:
+            for arm in ARMS:
+                p = plan(arm, num, den)
+                if p.get("mamba_num_heads", g) % g:
+                    continue
+                pruned = hp.prune(t, scores, p)
+                row = {"fraction": num / den, "arm": arm, "plan": p, "seed": seed, "zero_shot": s.loss(pruned),
+                       "params": s.params(pruned)}
+                if (num, den) == (1, 2):
+                    if seed == s.seeds[0]:
+                        models[f"{arm} 1/2"] = pruned
+                    row["after_kd"] = s.loss(s.kd(pruned, seed))
+                rows.append(row)
+                print(row, flush=True)
+    smoke = dict(contexts=(8,), new_tokens=4, repeats=1, warmup=0) if s.smoke else \
+        dict(contexts=(args.context,), new_tokens=args.new_tokens, repeats=5, warmup=1)
+    speed = measure_generation(models, batch_sizes=(1,), **smoke)
+
+    lines = ["| kept | arm | parameters (non-embedding) | zero-shot val loss | after KD |", "|---|---|---|---|---|",
+             f"| all | unpruned ({H} heads × {D}) | {rows[0]['params']['non_embedding']:,} | {rows[0]['zero_shot']:.3f} | |"]
+    for num, den in fractions:
+        for arm in ARMS:
+            rs = [r for r in rows if r["fraction"] == num / den and r["arm"] == arm]
+            if not rs:
+                continue
+            kd = [r["after_kd"] for r in rs if "after_kd" in r]
+            shape = f"{rs[0]['plan'].get('mamba_num_heads', H)} × {rs[0]['plan'].get('mamba_head_dim', D)}"
+            lines.append(f"| {num}/{den} | {arm} ({shape}) | {rs[0]['params']['non_embedding']:,} | "
+                         f"{ex.spread([r['zero_shot'] for r in rs])} | {ex.spread(kd) if kd else ''} |")
+    lines += ["", f"Generation speed, batch 1, {speed.settings['contexts'][0]}-token prompt, "
+              f"{speed.settings['new_tokens']} new tokens, median of {speed.settings['repeats']} interleaved runs, "
+              "ratio to the teacher (one thread; the machine was shared, so only the ratios mean anything):", "",
+              "| model | decode tokens/s (ratio) | prefill tokens/s (ratio) | cache MiB/seq |", "|---|---|---|---|"]
+    for c in speed.cells:
+        lines.append(f"| {c['model']} | {c['decode_tokens_per_s']:.0f} ({c['ratios']['decode_tokens_per_s']:.2f}×) | "
+                     f"{c['prefill_tokens_per_s']:.0f} ({c['ratios']['prefill_tokens_per_s']:.2f}×) | "
+                     f"{c['cache_mib_per_seq']:.3f} |")
+
+    fig, (a0, a1) = ex.figure(2)
+    for arm in ARMS:
+        xs = [num / den for num, den in fractions if any(r["arm"] == arm and r["fraction"] == num / den for r in rows)]
+        ys = [ex.mean([r["zero_shot"] for r in rows if r["arm"] == arm and r["fraction"] == x]) for x in xs]
+        a0.plot([1.0] + xs, [rows[0]["zero_shot"]] + ys, marker="o", label=f"prune {arm}")
+    a0.set_xlabel("fraction of the axis kept")
+    a0.set_ylabel("zero-shot validation loss")
+    a0.legend()
+    names = [c["model"] for c in speed.cells]
+    a1.bar(names, [c["ratios"]["decode_tokens_per_s"] for c in speed.cells])
+    a1.set_ylabel("decode tokens/s, ratio to teacher")
+    a1.set_title("generation speed (shared CPU, 1 thread)")
+    s.write(rows, "\n".join(lines), {"fractions": fractions, "speed": speed.to_dict()}, fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

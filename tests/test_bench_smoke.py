@@ -1,0 +1,100 @@
+"""The paper experiments in bench/ (written up in docs/results.md) must keep running: each script's
+`--smoke` mode runs here on a tiny random model, and the hooks the scripts add beside the library
+(B/C re-pairing, other aggregations, other Mamba score sources) are checked against direct computation."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+SCRIPTS = ["group_awareness", "score_source", "heads_vs_channels", "width_vs_depth", "scratch_vs_kd", "aggregation"]
+
+
+def bench_module(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module(name)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_smoke_mode_writes_table_json_and_plot(name, tmp_path):
+    bench_module(name).main(["--smoke", "--out", str(tmp_path), "--threads", str(torch.get_num_threads())])
+    data = json.loads((tmp_path / f"{name}.json").read_text())
+    assert data["settings"]["smoke"] is True and data["settings"]["runtime_s"] >= 0
+    assert len(data["rows"]) > 1
+    table = (tmp_path / f"{name}.md").read_text()
+    assert table.startswith("|") or table.startswith("Pruned")
+    assert "nan" not in table.lower()
+    assert (tmp_path / f"{name}.png").stat().st_size > 1000
+
+
+def test_bc_repair_copies_the_source_group_and_averages_mixed_groups():
+    ga, ex = bench_module("group_awareness"), bench_module("experiment")
+    import hybridprune as hp
+    from hybridprune.pruning.apply import apply_selection
+
+    t = ex.tiny_teacher()
+    dims = hp.get_adapter(t).dims(t.config)  # 8 heads in 2 groups of 4, state 8
+    i = dims.layers_of("mamba")[0]
+    # new group 0 <- heads 4, 5 (both from old group 1); new group 1 <- heads 2, 6 (one from each)
+    heads = {j: torch.tensor([4, 5, 2, 6]) if j == i else torch.tensor([0, 1, 4, 5]) for j in dims.layers_of("mamba")}
+    pruned = apply_selection(t, ga.selection_for(dims, heads), dims.replace(mamba_num_heads=4))
+    ga.repair_bc(pruned, t, dims, heads)
+    src, dst = ga.mixer_of(t, i), ga.mixer_of(pruned, i)
+    inner, new_inner, ds = 8 * 8, 4 * 8, 8
+    b_old = [src.in_proj.weight[2 * inner + k * ds: 2 * inner + (k + 1) * ds] for k in range(2)]
+    b_new = [dst.in_proj.weight[2 * new_inner + k * ds: 2 * new_inner + (k + 1) * ds] for k in range(2)]
+    torch.testing.assert_close(b_new[0], b_old[1])
+    torch.testing.assert_close(b_new[1], (b_old[0] + b_old[1]) / 2)
+    c_old1 = src.conv1d.weight[inner + 2 * ds + ds: inner + 2 * ds + 2 * ds]  # C of old group 1 in conv1d
+    torch.testing.assert_close(dst.conv1d.weight[new_inner + 2 * ds: new_inner + 3 * ds], c_old1)
+
+
+@pytest.mark.parametrize("name", ["mean / mean", "L2 / L2", "max / max", "L2 / mean"])
+def test_swapped_aggregations_match_a_direct_computation(name):
+    agg, ex = bench_module("aggregation"), bench_module("experiment")
+    import hybridprune as hp
+
+    t = ex.tiny_teacher()
+    ids = torch.randint(3, 96, (5, 12), generator=torch.Generator().manual_seed(0))
+    block = hp.get_adapter(t).blocks(t)[1]  # an MLP block: its score is the down projection's input
+    seen = []
+    h = block.units[0].module.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().abs()))
+    with agg.aggregation(name):
+        scores = hp.calibrate(t, ids, batch_size=2, progress=False)
+    h.remove()
+    a = torch.cat(seen)  # [samples, tokens, neurons]
+    per_sample = {"mean": a.mean(dim=1), "L2": a.pow(2).sum(dim=1).sqrt(), "max": a.amax(dim=1)}[name.split(" / ")[1]]
+    expected = {"mean": per_sample.mean(dim=0), "L2": per_sample.pow(2).sum(dim=0).sqrt(),
+                "max": per_sample.amax(dim=0)}[name.split(" / ")[0]]
+    torch.testing.assert_close(scores.ffn[1], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_z_and_out_proj_scores_match_a_direct_computation():
+    src, ex, ga = bench_module("score_source"), bench_module("experiment"), bench_module("group_awareness")
+    import hybridprune as hp
+
+    t = ex.tiny_teacher()
+    dims = hp.get_adapter(t).dims(t.config)
+    ids = torch.randint(3, 96, (4, 10), generator=torch.Generator().manual_seed(1))
+    i = dims.layers_of("mamba")[0]
+    mixer = ga.mixer_of(t, i)
+    got = []
+    h = mixer.out_proj.register_forward_pre_hook(lambda m, a: got.append(a[0].detach()))
+    out = src.mamba_source_scores(t, ids, dims, batch_size=3)
+    h.remove()
+    a = torch.cat(got).abs().mean(dim=1)  # mean |a| per sample
+    torch.testing.assert_close(out["out_proj input"][i].flatten(), a.pow(2).sum(dim=0).sqrt(), rtol=1e-5, atol=1e-6)
+    assert out["z"][i].shape == (dims.mamba_num_heads, dims.mamba_head_dim)
+
+
+def test_teacher_cost_smoke(capsys):
+    bench_module("teacher_cost").main(["--smoke", "--steps", "2", "--threads", str(torch.get_num_threads())])
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"] > 0 and out["tokens_per_s"] > 0
