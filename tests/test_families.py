@@ -395,7 +395,7 @@ def test_search_keeps_representable_candidates_and_its_best_plan_prunes(family, 
     result = search(model, scored, ids, Budget(params="0.85x"), cfg)
     assert result.candidates
     space_grid = {c.key: c for c in __import__("hybridprune.archsearch.space", fromlist=["build_grid"]).build_grid(
-        dims, space, scored)[0]}
+        dims, space, scored, adapter.required_kinds)[0]}
     for c in result.candidates:
         adapter.check_representable(space_grid[c["key"]].dims, original=dims)  # raises if not
     best = prune(model, scored, result.best)

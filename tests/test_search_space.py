@@ -63,6 +63,21 @@ def test_depth_drops_the_least_important_blocks_and_pins_axes_of_removed_kinds()
     assert {c.values["num_attention_heads"] for c in six} == {8, 4}
 
 
+def test_depth_candidates_keep_the_blocks_the_architecture_needs():
+    """With the adapter's required kinds, a depth candidate keeps what `prune(num_layers=n)` keeps: the
+    best attention block (Nemotron-H's cache needs one) stays even when it matters least, so the
+    search can build every candidate."""
+    depth = torch.tensor([6.0, 5.0, 0.1, 4.0, 3.0, 2.0])
+    adapter, dims, space, scores = _setup(tiny_nemotron_config(), depth=depth, max_depth_pruning=0.5,
+                                          skip=("hidden_size", "ffn_hidden_size", "mamba_num_heads",
+                                                "mamba_head_dim", "num_attention_heads"))
+    grid, _ = build_grid(dims, space, scores, adapter.required_kinds)
+    kept = {c.values["num_layers"]: c.kept_blocks for c in grid}
+    assert kept == {6: (0, 1, 2, 3, 4, 5), 5: (0, 1, 2, 3, 4), 4: (0, 1, 2, 3), 3: (0, 1, 2)}
+    for c in grid:
+        adapter.check_representable(c.dims, original=dims)  # raises if a candidate lost its attention block
+
+
 def test_axes_the_architecture_lacks_are_absent_and_skipped_axes_are_fixed():
     adapter, dims, space, _ = _setup(tiny_mamba2_config(), skip=("mamba_head_dim",), divisors=SMALL_STEPS)
     choices = space.axis_choices(dims)

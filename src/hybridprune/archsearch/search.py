@@ -223,7 +223,7 @@ def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config:
     original = adapter.dims(model.config)
     # before the grid: depth candidates are ranked by these scores
     scores.check_against(original, owners=adapter.unit_owners(original))
-    grid, choices = build_grid(original, cfg.space, scores)
+    grid, choices = build_grid(original, cfg.space, scores, adapter.required_kinds)
     candidates, report = filter_candidates(adapter, original, grid, budget, band=cfg.band,
                                            max_candidates=cfg.max_candidates)
     say.axes(choices, original)

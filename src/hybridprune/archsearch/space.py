@@ -20,8 +20,8 @@ from typing import Any
 
 from ..architectures import ATTENTION, MAMBA, MLP, MOE, Dims
 from ..architectures.base import EXPERT_ALIGNMENT, expert_widths, unit_kinds
-from ..pruning.plan import Plan
-from ..pruning.selection import top_k_sorted
+from ..pruning.plan import Plan, PlanError
+from ..pruning.selection import blocks_to_keep
 
 #: The searchable axes, in the order candidates are labelled.
 AXES = ("num_layers", "hidden_size", "ffn_hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads",
@@ -173,22 +173,24 @@ def depth_ranking(scores) -> Any:
     return scores.depth_kld if scores.depth_kld is not None else scores.depth_bi
 
 
-def _depth_kept(depth, n: int, dims: Dims) -> tuple[int, ...] | None:
-    """The `n` most important layers, always keeping the layers depth cannot remove
-    (`dims.fixed_layer_types`); None when those alone exceed `n`."""
-    fixed = [i for i, t in enumerate(dims.block_kinds) if t in dims.fixed_layer_types]
-    if len(fixed) > n:
+def _depth_kept(scores, n: int, dims: Dims, required_kinds: tuple[str, ...]) -> tuple[int, ...] | None:
+    """The `n` blocks `prune(num_layers=n)` keeps: the most important by the depth scores, always with
+    every layer depth cannot remove (`dims.fixed_layer_types`) and the best block of each kind in
+    `required_kinds`; None when those alone exceed `n`."""
+    try:
+        return tuple(blocks_to_keep(Plan(num_layers=n), dims, scores, required_kinds))
+    except PlanError:
         return None
-    rest = depth.clone().double()
-    rest[fixed] = float("inf")
-    return tuple(top_k_sorted(rest, n).tolist())
 
 
-def build_grid(dims: Dims, space: SearchSpace, scores=None) -> tuple[list[Candidate], dict[str, list[int]]]:
+def build_grid(dims: Dims, space: SearchSpace, scores=None,
+               required_kinds: tuple[str, ...] = ()) -> tuple[list[Candidate], dict[str, list[int]]]:
     """Every combination of the axis choices, with the axis values of kinds that depth pruning
     removed entirely pinned to their original size (so no two candidates are the same model).
 
-    Depth candidates need depth scores; without them the depth axis keeps every block.
+    Depth candidates need depth scores; without them the depth axis keeps every block. They keep
+    the blocks `prune(num_layers=n)` would keep, including the best block of each kind in
+    `required_kinds` (`Adapter.required_kinds`), so every depth candidate can be built.
     """
     choices = space.axis_choices(dims)
     depth = depth_ranking(scores)
@@ -200,7 +202,7 @@ def build_grid(dims: Dims, space: SearchSpace, scores=None) -> tuple[list[Candid
     for combo in itertools.product(*(choices[a] for a in axes)):
         values = dict(zip(axes, combo))
         n = values["num_layers"]
-        kept = tuple(range(dims.num_layers)) if n == dims.num_layers else _depth_kept(depth, n, dims)
+        kept = tuple(range(dims.num_layers)) if n == dims.num_layers else _depth_kept(scores, n, dims, required_kinds)
         if kept is None:
             continue
         kinds = {k for i in kept for k in unit_kinds(dims.block_kinds[i])}

@@ -153,7 +153,7 @@ def search_command(
                 raise
             saved = None  # --overwrite: a previous search's scores of another model are computed again
     if saved is not None or "num_layers" in skipped or max_depth_pruning == 0:
-        filter_candidates(adapter, dims, build_grid(dims, space, saved)[0], budget, band=None)
+        filter_candidates(adapter, dims, build_grid(dims, space, saved, adapter.required_kinds)[0], budget, band=None)
 
     forecast_memory(_forecast(config, dtype, device, batch_size, eval_seq_len, depth_samples > 0, kd, kd_micro_batch),
                     force=force, lower="--batch-size, --eval-seq-len or --kd-micro-batch")
