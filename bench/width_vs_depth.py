@@ -5,10 +5,9 @@ winner of `hybridprune.search` over its own space, with the paper's procedure (z
 candidate on a ranking set, the same short KD for the top 3, lowest loss wins):
 
 - width-only: every width axis (hidden, FFN, Mamba heads and head channels, attention heads), no depth;
-- depth-only: whole blocks dropped by their KL-divergence depth scores, no width. The search's depth
-  candidates keep the n most important blocks outright, which on this teacher drops both attention
-  blocks below 8 blocks (Nemotron-H then cannot be written), so this arm applies the same procedure to
-  `prune`'s `num_layers=n`, which keeps the most important block of each kind the model needs;
+- depth-only: whole blocks dropped by their KL-divergence depth scores, no width. This arm applies the
+  search's procedure to `prune`'s `num_layers=n` directly (every n whose model fits), which keeps the
+  most important block of each kind the model needs, the same rule the search's depth candidates use;
 - mixed: width and depth together (the search's best mix).
 
 The winners are then pruned again from each seed's calibration and given the same KD, for the spread.
