@@ -247,3 +247,31 @@ def test_the_expert_selection_benchmark_runs(tmp_path):
             assert torch.isfinite(torch.tensor(row[method]))
         assert row["random"]["n"] == 2
     assert json.loads((tmp_path / "r.json").read_text())["setup"]["experts"] == 8
+
+
+@pytest.mark.parametrize("command,flags,words", [
+    ("search", ["--active-params", "0.5x", "--params", "0.8x"], "--active-params limits the parameters one token uses"),
+    ("prune", ["--expert-importance", "frequency", "--plan", "ffn_hidden_size=32"], "--expert-importance ranks routed"),
+])
+def test_moe_only_options_are_refused_on_a_dense_model(tmp_path, command, flags, words):
+    """Not silently ignored, and not silently the whole budget (a dense model's active count is its total)."""
+    from hybridprune.data import tokenizer_path
+    from hybridprune.pruning.export import copy_tokenizer_files
+
+    build(tiny_config("nemotron_h", vocab_size=4096)).save_pretrained(tmp_path / "model")
+    copy_tokenizer_files(tokenizer_path(), tmp_path / "model")
+    scores = calibrate(build(tiny_config("nemotron_h", vocab_size=4096)), torch.randint(3, 96, (2, 8)), progress=False)
+    scores.save(tmp_path / "scores")
+    extra = ["--data", "shakespeare"] if command == "search" else []
+    result = CliRunner().invoke(app, [command, "--model", str(tmp_path / "model"), "--scores", str(tmp_path / "scores"),
+                                      *extra, *flags, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert words in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_granite_moe_lists_only_hidden_sizes_its_experts_can_take(ids):
+    """The mamba_expand refusal lists hidden sizes; on a MoE model only multiples of 8 are valid."""
+    model = build(tiny_config("granitemoehybrid_moe"))
+    with pytest.raises(Unrepresentable, match=r"divisors of 96 \(multiples of 8: MoE experts\): \[8, 16, 24, 32, 48\]"):
+        prune(model, calibrate(model, ids, progress=False), "hidden_size=40")

@@ -182,7 +182,7 @@ def test_outputs_plan_plot_and_summary(setup, tmp_path):
 
 def test_an_impossible_budget_is_a_clear_error(setup):
     model, scores, ids, space, _ = setup
-    with pytest.raises(ImpossibleBudget, match="smallest candidate is L6-h32-f48"):
+    with pytest.raises(ImpossibleBudget, match="smallest representable candidate is L6-h32-f48"):
         search(model, scores, ids, Budget(params=10_000), _config(space))
 
 

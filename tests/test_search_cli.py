@@ -62,7 +62,7 @@ def test_impossible_budget_and_missing_budget_are_clear_errors(checkpoint):
     base = ["search", "--model", str(checkpoint / "model"), "--out", str(checkpoint / "nope"), *FAST]
     result = runner.invoke(app, [*base, "--params", "1000", "--skip", "depth"])
     assert result.exit_code == 2
-    assert "smallest candidate is" in result.output and "1,000" in result.output
+    assert "smallest representable candidate is" in result.output and "1,000" in result.output
     assert not (checkpoint / "nope" / "scores").exists()  # refused before calibrating
     result = runner.invoke(app, base)
     assert result.exit_code == 2 and "--params" in result.output

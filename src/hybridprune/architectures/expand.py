@@ -7,7 +7,7 @@ type `mamba_expand` as an integer, so a pruned model is representable only when
 
 from __future__ import annotations
 
-from .base import Dims, Unrepresentable
+from .base import EXPERT_ALIGNMENT, MOE, Dims, Unrepresentable, expert_widths
 
 
 def expand_of(dims: Dims) -> int:
@@ -27,6 +27,8 @@ def check_expand(dims: Dims, original: Dims | None, family: str,
     limit = original or dims
     heads = [n for n in range(g, limit.mamba_num_heads + 1, g) if (n * dims.mamba_head_dim) % dims.hidden_size == 0]
     hidden = [h for h in range(1, min(inner, limit.hidden_size) + 1) if inner % h == 0]
+    if "hidden_size" in expert_widths(dims) and dims.has_kind(MOE):  # the experts' grouped matmuls too
+        hidden = [h for h in hidden if h % EXPERT_ALIGNMENT == 0]
     expand, n_heads, d_head = names
     raise Unrepresentable(
         f"{family} configs need {expand} * hidden_size == {n_heads} * {d_head} with an integer "
@@ -34,7 +36,8 @@ def check_expand(dims: Dims, original: Dims | None, family: str,
         f"{dims.mamba_num_heads} heads x {dims.mamba_head_dim} = {inner} is not a multiple. Representable "
         f"targets: with hidden_size={dims.hidden_size} and mamba_head_dim={dims.mamba_head_dim}, "
         f"mamba_num_heads in {heads or 'none'}; with {dims.mamba_num_heads} heads x {dims.mamba_head_dim}, "
-        f"hidden_size in the divisors of {inner}: {hidden[-12:]}."
+        f"hidden_size in the divisors of {inner}{' (multiples of 8: MoE experts)' if dims.has_kind(MOE) else ''}: "
+        f"{hidden[-12:]}."
     )
 
 

@@ -97,20 +97,21 @@ def estimate_cost(adapter, dims: Dims, *, batch: int = 1, seq_len: int = 4096, d
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 
 
-def parse_params(spec: float | int | str, original: int | None = None) -> int:
-    """`4.5e9`, `4.5B`, `350M` (absolute) or `0.5x`, `50%` (relative to `original`) -> a count."""
+def parse_params(spec: float | int | str, original: int | None = None, what: str = "the parameter budget") -> int:
+    """`4.5e9`, `4.5B`, `350M` (absolute) or `0.5x`, `50%` (relative to `original`) -> a count.
+    `what` names the budget in errors."""
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         value, relative = float(spec), False
     else:
         text = str(spec).strip().lower().replace("_", "").replace(",", "")
         m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(x|%|[kmbgt]?)", text)
         if not m:
-            raise BudgetError(f"cannot read the parameter budget {spec!r}; write e.g. 4.5e9, 4.5B, 350M, 0.5x or 50%")
+            raise BudgetError(f"cannot read {what} {spec!r}; write e.g. 4.5e9, 4.5B, 350M, 0.5x or 50%")
         value, unit = float(m.group(1)), m.group(2)
         relative = unit in ("x", "%")
         value = value / 100 if unit == "%" else value * _SUFFIX.get(unit, 1)
     if not math.isfinite(value) or value <= 0:
-        raise BudgetError(f"the parameter budget must be positive, got {spec!r}")
+        raise BudgetError(f"{what} must be positive, got {spec!r}")
     if relative:
         if original is None:
             raise BudgetError(f"a relative budget {spec!r} needs the original model's parameter count")
@@ -118,6 +119,9 @@ def parse_params(spec: float | int | str, original: int | None = None) -> int:
             raise BudgetError(f"a relative budget above 1x ({spec!r}) cannot shrink the model")
         return int(value * original)
     return int(value)
+
+
+PARAMS_WHAT, ACTIVE_WHAT = "the parameter budget (--params)", "the active-parameter budget (--active-params)"
 
 
 @dataclass(frozen=True)
@@ -156,9 +160,9 @@ class Budget:
             raise BudgetError(f"batch and seq_len must be >= 1, got {self.batch} and {self.seq_len}")
         dtype_bytes(self.dtype)
         dtype_bytes(self.ssm_state_dtype)
-        for spec in (self.params, self.active_params):
+        for spec, what in ((self.params, PARAMS_WHAT), (self.active_params, ACTIVE_WHAT)):
             if spec is not None:
-                parse_params(spec, original=1)  # syntax check now; relative values resolve later
+                parse_params(spec, original=1, what=what)  # syntax check now; relative values resolve later
 
     def cost(self, adapter, dims: Dims) -> Cost:
         return estimate_cost(adapter, dims, batch=self.batch, seq_len=self.seq_len, dtype=self.dtype,
@@ -169,13 +173,13 @@ class Budget:
         if self.params is None:
             return None
         base = adapter.num_parameters(original, embeddings=self.params_kind == "total")
-        return parse_params(self.params, original=base)
+        return parse_params(self.params, original=base, what=PARAMS_WHAT)
 
     def active_limit(self, adapter, original: Dims) -> int | None:
         """The absolute limit on active parameters (a relative one is taken of the original's)."""
         if self.active_params is None:
             return None
-        return parse_params(self.active_params, original=adapter.num_active_parameters(original))
+        return parse_params(self.active_params, original=adapter.num_active_parameters(original), what=ACTIVE_WHAT)
 
     def fits(self, cost: Cost, param_limit: int | None, active_limit: int | None = None) -> bool:
         if param_limit is not None and cost.params_of(self.params_kind) > param_limit:

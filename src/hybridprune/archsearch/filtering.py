@@ -132,7 +132,8 @@ def _impossible_message(adapter, original, costed, budget: Budget, report: Filte
     by_memory = min(pool, key=lambda item: (item[1].memory_mb, item[0].key))
     text = (f"no candidate of the search space fits the budget of {' and '.join(limits)} "
             f"({report.grid} candidates, {report.within_budget} within budget, "
-            f"{report.unrepresentable} of those unrepresentable). The smallest candidate is "
+            f"{report.unrepresentable} of those unrepresentable). The smallest "
+            f"{'representable ' if representable else ''}candidate is "
             f"{_describe(*by_params, budget)}")
     if budget.memory_mb is not None and by_memory[0] is not by_params[0]:
         text += f"; the one with the least memory is {_describe(*by_memory, budget)}"

@@ -46,3 +46,20 @@ def check_multiple(flag: str, value: int, of_flag: str, of: int) -> None:
         near = " or ".join(str(v) for v in (lower, upper) if v > 0)
         raise CliError(f"{flag} ({value}) must be a multiple of {of_flag} ({of}), e.g. {near}; "
                        f"or change {of_flag}")
+
+
+def check_moe_options(dims, model_type: str, *, active_params: str | None = None,
+                      expert_importance: str = "output_norm") -> None:
+    """Options that only mean something on a MoE model are refused on a dense one, rather than
+    silently ignored (`--expert-importance`) or silently becoming the whole budget (`--active-params`,
+    which equals the total count when every parameter is active)."""
+    from ..architectures import MOE
+
+    if dims.has_kind(MOE):
+        return
+    if active_params is not None:
+        raise CliError(f"--active-params limits the parameters one token uses, which differ from the total only on "
+                       f"MoE models; this {model_type} model has no MoE blocks, so use --params")
+    if expert_importance != "output_norm":
+        raise CliError(f"--expert-importance ranks routed experts; this {model_type} model has no MoE blocks, "
+                       "so leave it out")

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from ..fsutil import check_output
+from .checks import check_moe_options
 from ..pruning.plan import WIDTH_FIELDS
 from .common import (
     CliError, console, fail_cleanly, forecast_memory, load_config, load_model, resolve_dtype, weight_bytes,
@@ -60,6 +61,7 @@ def prune_command(
     config = load_config(model, trust_remote_code=trust_remote_code)
     adapter = get_adapter(config)
     dims = adapter.dims(config)
+    check_moe_options(dims, config.model_type, expert_importance=expert_importance)
     try:
         parsed.validate(dims)
     except PlanError as exc:  # a plan file that does not fit this model: say which file

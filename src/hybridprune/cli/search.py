@@ -9,7 +9,7 @@ from typing import Literal
 import typer
 
 from .checks import (
-    CLOSED_FRACTION, FRACTION, NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_numbers,
+    CLOSED_FRACTION, FRACTION, NON_NEGATIVE, POSITIVE, SEED_MAX, check_moe_options, check_multiple, check_numbers,
 )
 from ..archsearch.store import CANDIDATES_FILE, OWNED, SETTINGS_FILE
 from ..fsutil import check_output, claim, owned_names, remove_if_failed
@@ -144,6 +144,7 @@ def search_command(
     config = load_config(model, trust_remote_code=trust_remote_code)
     adapter = get_adapter(config)
     dims = adapter.dims(config)
+    check_moe_options(dims, config.model_type, active_params=active_params, expert_importance=expert_importance)
     saved = Scores.load(scores_path) if (scores_path / "scores.json").is_file() else None
     if saved is not None:
         try:
