@@ -275,3 +275,16 @@ def test_granite_moe_lists_only_hidden_sizes_its_experts_can_take(ids):
     model = build(tiny_config("granitemoehybrid_moe"))
     with pytest.raises(Unrepresentable, match=r"divisors of 96 \(multiples of 8: MoE experts\): \[8, 16, 24, 32, 48\]"):
         prune(model, calibrate(model, ids, progress=False), "hidden_size=40")
+
+
+def test_eval_reports_active_parameters_of_moe_models(moe, ids):
+    from hybridprune.evaluate.compare import compare_models
+    from hybridprune.evaluate.tables import quality_table
+
+    dense = build(tiny_config("nemotron_h"))
+    evaluation = compare_models({"moe": moe, "dense": dense}, samples=ids)
+    rows = {r["name"]: r for r in evaluation["models"]}
+    assert rows["moe"]["active_parameters"] == 70_008 and "active_parameters" not in rows["dense"]
+    columns, cells = quality_table(evaluation)
+    assert columns[:3] == ["model", "parameters", "active"]
+    assert cells[0][:3] == ["moe", "88,440", "70,008"] and cells[1][2] == cells[1][1]

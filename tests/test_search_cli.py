@@ -40,6 +40,7 @@ def test_search_then_prune_with_the_best_plan(checkpoint):
     assert f"(chosen by {decision['decided_by']}" in " ".join(result.output.split())
     for name in ("best.yaml", "search.png", "candidates.jsonl", "summary.json", "scores/scores.json"):
         assert (out / name).is_file(), name
+    assert f"--scores {out / 'scores'} --plan" in (out / "best.yaml").read_text()  # the apply line's real scores
     records = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
     assert len(records) == 4 + 2
     assert all(r["values"]["num_attention_heads"] == 8 for r in records if r["stage"] == "zero_shot")

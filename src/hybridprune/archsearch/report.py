@@ -155,7 +155,7 @@ def decision_text(decision: dict[str, Any]) -> str:
     return f"{by} among {len(tied)} within {decision.get('tie_tolerance')} of the lowest loss ({', '.join(tied)})"
 
 
-def best_yaml(result, budget) -> str:
+def best_yaml(result, budget, scores_dir: str | None = None) -> str:
     best = result.best_candidate
     header = [
         f"# hybridprune search winner {best['key']}",
@@ -164,7 +164,8 @@ def best_yaml(result, budget) -> str:
         + (f", {best['active_params']:,} active" if best.get("active_params", best["params"]) != best["params"] else "")
         + "); "
         f"{best['memory_mb']:,.1f} MiB at batch {budget.batch} x {budget.seq_len} ({budget.dtype})",
-        "# apply: hybridprune prune --model MODEL --scores SEARCH_DIR/scores --plan SEARCH_DIR/best.yaml --out OUT",
+        f"# apply: hybridprune prune --model MODEL --scores {scores_dir or 'SCORES_DIR'} "
+        "--plan SEARCH_DIR/best.yaml --out OUT",
     ]
     if result.decision:
         header.insert(2, f"# chosen by {decision_text(result.decision)}")
@@ -172,11 +173,11 @@ def best_yaml(result, budget) -> str:
     return "\n".join(header) + "\n" + body
 
 
-def write_outputs(result, store, budget, original) -> None:
+def write_outputs(result, store, budget, original, scores_dir: str | None = None) -> None:
     """best.yaml, summary.json and the plot (nothing without an output directory)."""
     if store.dir is None:
         return
-    store.write_text(BEST_FILE, best_yaml(result, budget))
+    store.write_text(BEST_FILE, best_yaml(result, budget, scores_dir))
     summary: dict[str, Any] = {
         "best": result.best_key, "decision": result.decision, "plan": result.best.to_dict(),
         "filter": result.report.to_dict(),

@@ -292,7 +292,7 @@ def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config:
     result = SearchResult(best=best_plan, best_key=best_key, candidates=merged, report=report,
                           axis_choices=choices, out_dir=store.dir,
                           decision={k: v for k, v in decision.items() if k != "best"})
-    show.write_outputs(result, store, budget, original)
+    show.write_outputs(result, store, budget, original, scores.origin)
     return result
 
 

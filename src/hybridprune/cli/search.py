@@ -232,4 +232,5 @@ def _calibrate(lm, tokenizer, path: Path, data, seq_len, samples, depth_samples,
     scores.meta.update({"source_model": str(model), "data": str(data), "seed": seed, "depth_samples": depth_samples})
     claim(path.parent, OWNED)  # the search directory's scores are the search's own
     scores.save(path, overwrite=True)  # only ever replaces scores this search computed
+    scores.origin = str(path)  # where best.yaml's apply line points
     return scores

@@ -34,14 +34,19 @@ class SpeedSettings:
 
 
 def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
-    """Exact counts from the adapter (total and without embeddings), else what the model holds."""
+    """Exact counts from the adapter (total, without embeddings and, for MoE models, active per token),
+    else what the model holds."""
     from ..architectures import get_adapter
 
     try:
         adapter = get_adapter(model)
         dims = adapter.dims(model.config)
-        return {"parameters": adapter.num_parameters(dims),
-                "non_embedding_parameters": adapter.num_parameters(dims, embeddings=False)}
+        counts = {"parameters": adapter.num_parameters(dims),
+                  "non_embedding_parameters": adapter.num_parameters(dims, embeddings=False)}
+        active = adapter.num_active_parameters(dims)
+        if active != counts["parameters"]:
+            counts["active_parameters"] = active
+        return counts
     except ValueError:
         return {"parameters": sum(p.numel() for p in model.parameters())}
 

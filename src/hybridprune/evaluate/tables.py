@@ -25,13 +25,17 @@ def task_columns(evaluation: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def quality_table(evaluation: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """model | parameters | loss | perplexity | bits/byte | one column per task."""
+    """model | parameters | (active, for MoE models) | loss | perplexity | bits/byte | one column per task."""
     tasks = task_columns(evaluation)
-    columns = ["model", "parameters", "loss", "perplexity", "bits/byte"] + [f"{t} ({m})" for t, m in tasks]
+    models = evaluation.get("models", [])
+    moe = any("active_parameters" in r for r in models)
+    columns = (["model", "parameters"] + (["active"] if moe else []) + ["loss", "perplexity", "bits/byte"]
+               + [f"{t} ({m})" for t, m in tasks])
     rows = []
-    for r in evaluation.get("models", []):
-        cells = [r["name"], f"{r['parameters']:,}", _num(r.get("loss"), ".4f"), _num(r.get("perplexity"), ".2f"),
-                 _num(r.get("bits_per_byte"), ".4f")]
+    for r in models:
+        active = [f"{r.get('active_parameters', r['parameters']):,}"] if moe else []
+        cells = [r["name"], f"{r['parameters']:,}", *active, _num(r.get("loss"), ".4f"),
+                 _num(r.get("perplexity"), ".2f"), _num(r.get("bits_per_byte"), ".4f")]
         for task, metric in tasks:
             cells.append(_num((r.get("tasks") or {}).get(task, {}).get(metric), ".4f"))
         rows.append(cells)
