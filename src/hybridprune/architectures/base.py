@@ -15,29 +15,14 @@ has, and depth pruning removes whole layers.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch.nn as nn
 
-# Unit kinds the algorithms understand (a unit kind is also a Scores group).
-MAMBA, ATTENTION, MLP, MOE = "mamba", "attention", "mlp", "moe"
-#: joins unit kinds into a layer-type name: "mamba+mlp" holds a Mamba mixer and an MLP
-KIND_SEPARATOR = "+"
-
-
-#: separates a family's variant of a layer type, which depth pruning carries along
-#: ("attention+mlp@sliding_attention": a Qwen3 layer with sliding-window attention)
-VARIANT_SEPARATOR = "@"
-
-
-def unit_kinds(layer_type: str) -> tuple[str, ...]:
-    """The unit kinds a layer type holds, from its name ("attention+mlp" -> ("attention", "mlp"))."""
-    return tuple(layer_type.split(VARIANT_SEPARATOR, 1)[0].split(KIND_SEPARATOR))
-
-
-def layer_type(*kinds: str) -> str:
-    return KIND_SEPARATOR.join(kinds)
+from .dims import (  # noqa: F401  (re-exported: the interface's vocabulary)
+    ATTENTION, KIND_SEPARATOR, MAMBA, MLP, MOE, VARIANT_SEPARATOR, Dims, layer_type, unit_kinds,
+)
 
 
 class UnsupportedArchitecture(ValueError):
@@ -46,90 +31,6 @@ class UnsupportedArchitecture(ValueError):
 
 class Unrepresentable(ValueError):
     """The target dimensions cannot be written as a config of this architecture."""
-
-
-@dataclass(frozen=True)
-class Dims:
-    """Every size the pruning can change, plus the fixed ones the parameter count needs.
-
-    Widths are global per unit kind (stock HF configs cannot express per-layer widths).
-    `block_kinds` is the per-layer type sequence (see `unit_kinds`); depth pruning removes entries.
-    `fixed_layer_types`: layer types that depth pruning never removes (e.g. Zamba2's layers that call
-    a shared block); `attention_qk_norm`: per-head q/k RMSNorms (Qwen3), which pruning never touches.
-    """
-
-    block_kinds: tuple[str, ...]
-    vocab_size: int
-    hidden_size: int
-    tied_embeddings: bool = False
-    ffn_hidden_size: int | None = None
-    mamba_num_heads: int | None = None
-    mamba_head_dim: int | None = None
-    mamba_n_groups: int | None = None
-    mamba_state_size: int | None = None
-    mamba_conv_kernel: int | None = None
-    mamba_proj_bias: bool = False
-    mamba_conv_bias: bool = True
-    mamba_has_norm: bool = True
-    mamba_out_proj_bias: bool | None = None  # None: the same as mamba_proj_bias
-    num_attention_heads: int | None = None
-    num_key_value_heads: int | None = None
-    attention_head_dim: int | None = None
-    attention_bias: bool = False
-    mlp_bias: bool = False
-    attention_qk_norm: bool = False
-    #: MoE blocks: routed experts, their FFN width (one for every expert), the shared expert's width
-    #: (None: no shared expert) and the latent size the experts work in (None: they read `hidden_size`)
-    num_moe_experts: int | None = None
-    moe_ffn_hidden_size: int | None = None
-    moe_shared_expert_intermediate_size: int | None = None
-    moe_latent_size: int | None = None
-    #: routing: experts per token, routing groups (kept experts stay in their group, every group the
-    #: same size) and how many groups each token may use
-    moe_top_k: int | None = None
-    moe_n_group: int = 1
-    moe_topk_group: int = 1
-    fixed_layer_types: tuple[str, ...] = ()
-    #: family-specific fixed quantities the adapter needs to count parameters (name, value) pairs
-    extras: tuple[tuple[str, int], ...] = ()
-
-    def extra(self, name: str, default: int | None = None) -> int | None:
-        return dict(self.extras).get(name, default)
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.block_kinds)
-
-    def has_kind(self, kind: str) -> bool:
-        """Whether any layer holds a unit of `kind`."""
-        return any(kind in unit_kinds(t) for t in self.block_kinds)
-
-    def layers_of(self, kind: str) -> list[int]:
-        """The layers holding a unit of `kind` (a Bamba layer holds both a mixer and an MLP)."""
-        return [i for i, t in enumerate(self.block_kinds) if kind in unit_kinds(t)]
-
-    def count_of(self, kind: str) -> int:
-        return len(self.layers_of(kind))
-
-    def replace(self, **changes: Any) -> "Dims":
-        return replace(self, **changes)
-
-    def as_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        d = asdict(self)
-        d["block_kinds"] = list(self.block_kinds)
-        d["fixed_layer_types"] = list(self.fixed_layer_types)
-        d["extras"] = [list(pair) for pair in self.extras]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Dims":
-        d = dict(d)
-        d["block_kinds"] = tuple(d["block_kinds"])
-        d["fixed_layer_types"] = tuple(d.get("fixed_layer_types", ()))
-        d["extras"] = tuple(tuple(pair) for pair in d.get("extras", ()))
-        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -282,6 +183,8 @@ class Adapter:
                     f"this plan removes every {kind} block; {self.model_types[0]} models cannot run "
                     f"without one in the pinned transformers version. Keep at least one {kind} block."
                 )
+        from .moe import check_expert_alignment  # moe.py builds on this module's Dims
+
         check_expert_alignment(dims, original)
         if original is not None:
             for t in original.fixed_layer_types:
@@ -373,35 +276,6 @@ class Adapter:
                 if axes is not None:
                     rules[key] = ParamRule(int(index), axes)
         return rules
-
-
-#: transformers runs routed experts with grouped matrix multiplies (`torch._grouped_mm`, on CPU and
-#: GPU), which need 16-byte aligned rows: widths the experts read or write must be multiples of 8
-#: (bf16) elements.
-EXPERT_ALIGNMENT = 8
-
-
-def expert_widths(dims: Dims) -> dict[str, int]:
-    """The widths that lay out the rows of the 3-D expert tensors: the expert FFN, and the hidden size
-    unless the experts work in a latent space."""
-    widths = {"moe_ffn_hidden_size": dims.moe_ffn_hidden_size}
-    if dims.moe_latent_size is None:
-        widths["hidden_size"] = dims.hidden_size
-    return widths
-
-
-def check_expert_alignment(dims: Dims, original: Dims | None = None) -> None:
-    if not dims.has_kind(MOE):
-        return
-    for name, value in expert_widths(dims).items():
-        if value % EXPERT_ALIGNMENT:
-            top = getattr(original or dims, name)
-            valid = list(range(EXPERT_ALIGNMENT, top + 1, EXPERT_ALIGNMENT))
-            shown = valid if len(valid) <= 8 else [*valid[:3], "...", *valid[-3:]]
-            raise Unrepresentable(
-                f"{name}={value} is not a multiple of {EXPERT_ALIGNMENT}: transformers runs MoE experts with "
-                f"grouped matrix multiplies that need 16-byte aligned rows, so the pruned model would not run. "
-                f"Valid values: multiples of {EXPERT_ALIGNMENT} ({', '.join(map(str, shown))})")
 
 
 def mamba_inner(dims: Dims) -> int:

@@ -7,7 +7,8 @@ type `mamba_expand` as an integer, so a pruned model is representable only when
 
 from __future__ import annotations
 
-from .base import EXPERT_ALIGNMENT, MOE, Dims, Unrepresentable, expert_widths
+from .base import MOE, Dims, Unrepresentable
+from .moe import EXPERT_ALIGNMENT, expert_widths
 
 
 def expand_of(dims: Dims) -> int:

@@ -46,18 +46,17 @@ class FilterReport:
         return out
 
 
-def _size(cost: Cost, budget: Budget) -> float:
-    """The cost the budget is mainly about: parameters if given, else active parameters, else memory."""
-    if budget.params is not None:
-        return cost.params_of(budget.params_kind)
-    return cost.active_params if budget.active_params is not None else cost.memory_mb
-
-
 def _param_size(cost: Cost, budget: Budget) -> int:
     """The parameter count the budget limits: active parameters when only those are limited."""
     if budget.params is None and budget.active_params is not None:
         return cost.active_params
     return cost.params_of(budget.params_kind)
+
+
+def _size(cost: Cost, budget: Budget) -> float:
+    """The cost the budget is mainly about: parameters (total or active) if limited, else memory."""
+    limited = budget.params is not None or budget.active_params is not None
+    return _param_size(cost, budget) if limited else cost.memory_mb
 
 
 def _describe(c: Candidate, cost: Cost, budget: Budget) -> str:

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..architectures import ATTENTION, MAMBA, MLP, MOE, Dims
-from ..architectures.base import EXPERT_ALIGNMENT, expert_widths, unit_kinds
+from ..architectures.base import unit_kinds
+from ..architectures.moe import EXPERT_ALIGNMENT, expert_widths, valid_expert_counts
 from ..pruning.plan import Plan, PlanError
 from ..pruning.selection import blocks_to_keep
 
@@ -138,7 +139,8 @@ class SearchSpace:
                 step = self.divisor(axis, dims)
                 values = sorted({v for v in range(step, original + 1, step) if v >= lower} | {original}, reverse=True)
             if axis == "num_moe_experts":  # a token must still find its experts in the groups it may use
-                values = [v for v in values if dims.moe_topk_group * v // dims.moe_n_group >= (dims.moe_top_k or 1)]
+                usable = set(valid_expert_counts(dims))
+                values = [v for v in values if v in usable]
             out[axis] = values
         return out
 

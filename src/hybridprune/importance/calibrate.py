@@ -56,7 +56,7 @@ class _Accumulator:
         sq = a.double().pow(2).sum(dim=0)
         self.sumsq[key] = self.sumsq[key] + sq if key in self.sumsq else sq
 
-    def add_experts(self, key: str, site, num_experts: int, args: tuple, kwargs: dict) -> None:
+    def add_experts(self, owner: int, site, num_experts: int, args: tuple, kwargs: dict) -> None:
         """Score the routed experts of one MoE block from the experts module's inputs
         (hidden_states [N, D], top_k_index [N, k], top_k_weights [N, k]; N = batch x tokens).
 
@@ -65,6 +65,7 @@ class _Accumulator:
         dispatches the experts. Costs one more pass of the routed experts per batch."""
         names = ("hidden_states", "top_k_index", "top_k_weights")
         x, index, weights = (args[j] if len(args) > j else kwargs[n] for j, n in enumerate(names))
+        key = f"{SCORE_GROUP[MOE]}.{owner}"
         batch, seq = self.mask.shape
         valid = self.mask.reshape(-1).bool()
         sample = torch.arange(batch, device=x.device).repeat_interleave(seq)
@@ -92,7 +93,7 @@ class _Accumulator:
         self.expert_sums[key] = self.expert_sums[key] + stats if key in self.expert_sums else stats
         if neuron_sum is not None:  # mean |a| over each sample's routed pairs, squared, summed over samples
             sq = (neuron_sum / count.clamp(min=1)[:, None]).pow(2).sum(dim=0)
-            ffn_key = key.replace("moe.", "moe_ffn.", 1)
+            ffn_key = f"moe_ffn.{owner}"
             self.sumsq[ffn_key] = self.sumsq[ffn_key] + sq if ffn_key in self.sumsq else sq
 
     def add_bi(self, index: int, x_in: torch.Tensor, x_out: torch.Tensor) -> None:
@@ -123,11 +124,12 @@ def _install_hooks(adapter, model, acc: _Accumulator, dims) -> list:
             with_kwargs=True,
         ))
         for unit in block.units:
-            key = f"{unit.group or SCORE_GROUP[unit.kind]}.{owners.get((unit.kind, i), i)}"
+            owner = owners.get((unit.kind, i), i)
+            key = f"{unit.group or SCORE_GROUP[unit.kind]}.{owner}"
             if unit.hook_on == "moe_experts":
                 handles.append(unit.module.register_forward_hook(
-                    lambda m, args, kwargs, out, key=key, unit=unit: acc.add_experts(
-                        key, unit, dims.num_moe_experts, args, kwargs),
+                    lambda m, args, kwargs, out, owner=owner, unit=unit: acc.add_experts(
+                        owner, unit, dims.num_moe_experts, args, kwargs),
                     with_kwargs=True,
                 ))
             elif unit.hook_on == "mamba_x":

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from ..architectures import ATTENTION, MAMBA, MLP, MOE, Dims
+from ..architectures.moe import valid_expert_counts
 
 
 class PlanError(ValueError):
@@ -228,8 +229,8 @@ class Plan:
         """Routing constraints: every routing group keeps the same number of experts (experts never
         move between groups), and a token must still find `num_experts_per_tok` experts in the
         `topk_group` groups it may use."""
-        g, e, k = dims.moe_n_group, dims.num_moe_experts, dims.moe_top_k
-        valid = [v for v in range(g, e + 1, g) if k is None or dims.moe_topk_group * v // g >= k]
+        g, k = dims.moe_n_group, dims.moe_top_k
+        valid = valid_expert_counts(dims)
         if self.num_moe_experts % g or self.num_moe_experts not in valid:
             why = (f"is not a multiple of n_group={g}: every routing group must keep the same number of experts"
                    if self.num_moe_experts % g else
