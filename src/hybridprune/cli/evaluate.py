@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .checks import SEED_MAX
@@ -79,7 +80,7 @@ def eval_command(
     """Measure every checkpoint on the same footing and print the tables (and write them with --out)."""
     from ..data import load_token_samples
     from ..evaluate import MissingExtra, SpeedSettings, compare_models
-    from ..evaluate.tables import kernels_text, quality_table, speed_note, speed_table
+    from ..evaluate.tables import kernels_text, quality_table, speed_note, speed_table, tokenizer_note
     from ..fsutil import atomic_directory
 
     if samples < 1 or seq_len < 2 or batch_size < 1:
@@ -119,13 +120,10 @@ def eval_command(
         if data is not None or task_list:
             tokenizers[name] = load_tokenizer(path, trust_remote_code=trust_remote_code)
     tokens = None
-    if data is not None:  # one token set for every model, from the first model's tokenizer
+    if data is not None:  # the windows are chosen with the first model's tokenizer; each model reads their text
         first = loaded[names[0]]
         tokens = load_token_samples(data, tokenizers[names[0]], seq_len=seq_len, num_samples=samples, split=split,
                                     seed=seed, text_field=text_field, model_vocab_size=first.config.vocab_size)
-        for name, path in zip(names[1:], models[1:]):
-            if loaded[name].config.vocab_size < int(tokens.input_ids.max()) + 1:
-                raise CliError(f"{path} has a smaller vocabulary than {models[0]}: they cannot share token samples")
     data_info = {} if data is None else {"source": data, "split": split, "samples": len(tokens), "seq_len": seq_len}
     try:
         evaluation = compare_models(loaded, tokenizers=tokenizers, samples=tokens, batch_size=batch_size,
@@ -137,6 +135,8 @@ def eval_command(
 
     title = f"{split} split of {data}: {len(tokens)} samples x {seq_len} tokens" if tokens is not None else "models"
     console.print(_rich_table(title, *quality_table(evaluation)))
+    if tokenizer_note(evaluation):
+        console.print(escape(tokenizer_note(evaluation)), highlight=False, soft_wrap=True)
     if speed_settings is not None:
         console.print(_rich_table("generation speed (medians; ratio to the first model)", *speed_table(evaluation)))
         console.print(speed_note(evaluation))
@@ -182,11 +182,11 @@ def _forecast(models, dtype, device, loss, batch_size, seq_len, speed, trust_rem
 
 
 def evaluation_markdown(evaluation: dict, title: str) -> str:
-    from ..evaluate.tables import kernels_text, quality_table, speed_note, speed_table
+    from ..evaluate.tables import kernels_text, quality_table, speed_note, speed_table, tokenizer_note
     from ..report.report import Report
 
     report = Report(title="Evaluation")
-    report.add_table(title, *quality_table(evaluation))
+    report.add_table(title, *quality_table(evaluation), note=tokenizer_note(evaluation))
     if evaluation.get("speed"):
         report.add_table("Generation speed", *speed_table(evaluation), note=speed_note(evaluation))
         report.add_text("Kernels", "```\n" + kernels_text(evaluation) + "\n```")

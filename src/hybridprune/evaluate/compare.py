@@ -1,7 +1,7 @@
 """`compare_models`: several models measured on the same footing, in one result (and one table).
 
-Each model gets its parameter count, its loss / perplexity / bits per byte on one shared set of
-token samples, its lm-eval task scores, and its generation speed measured side by side with the
+Each model gets its parameter count, its loss / perplexity / bits per byte on one shared text
+(tokenized by each model's own tokenizer, `shared_text`), its lm-eval task scores, and its generation speed measured side by side with the
 others. The result is a plain dict (`EVALUATION_FORMAT`), written as `eval.json` by
 `hybridprune eval --out` and read back by `hybridprune report`.
 """
@@ -16,6 +16,7 @@ import torch
 
 from .harness import run_tasks
 from .perplexity import evaluate_loss
+from .shared_text import per_model_samples
 from .speed import measure_generation
 
 EVALUATION_FORMAT = "hybridprune-evaluation/1"
@@ -58,8 +59,11 @@ def compare_models(models: Mapping[str, torch.nn.Module], *, tokenizers: Mapping
                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure `models` (`{name: model}`, the first is the reference for speed ratios).
 
-    - `samples`: token samples (`TokenSamples` or `[N, T]` ids) for loss and perplexity, shared by
-      all models; with a tokenizer, bits per byte too (the first model's tokenizer decodes them).
+    - `samples`: token samples (`TokenSamples` or `[N, T]` ids of the first model's tokenizer) for
+      loss and perplexity. With tokenizers, their text is tokenized by each model's own tokenizer and
+      bits per byte is added (one byte count for all); each row then names its tokenizer group
+      (`"tokenizer"`: "A" is the first model's), and `result["tokenizers"]` lists the groups: loss and
+      perplexity compare only within a group. Without tokenizers every model reads the same ids.
     - `speed`: generation speed settings, or None to skip.
     - `tasks`: lm-eval tasks, run with each model's own tokenizer (`tokenizers[name]`, or one for all).
     """
@@ -70,19 +74,28 @@ def compare_models(models: Mapping[str, torch.nn.Module], *, tokenizers: Mapping
     toks = {n: (tokenizers.get(n) if isinstance(tokenizers, Mapping) else tokenizers) for n in names}
     if tasks and any(toks[n] is None for n in names):
         raise ValueError("lm-eval tasks need a tokenizer for every model")
+    own, labels, n_bytes = {n: samples for n in names}, {}, None
+    if samples is not None and all(toks[n] is not None for n in names):
+        vocab = {n: getattr(getattr(models[n], "config", None), "vocab_size", None) for n in names}
+        own, labels, n_bytes = per_model_samples(samples, toks, vocab, names)
     rows: list[dict[str, Any]] = []
     for name in names:
         model = models[name]
         row: dict[str, Any] = {"name": name, **parameter_counts(model)}
         if samples is not None:
             say(f"{name}: loss on {len(samples)} samples")
-            row.update(evaluate_loss(model, samples, batch_size=batch_size, tokenizer=toks[names[0]]))
+            if name in labels:
+                row["tokenizer"] = labels[name]
+            row.update(evaluate_loss(model, own[name], batch_size=batch_size, num_bytes=n_bytes))
         if tasks:
             say(f"{name}: tasks {', '.join(tasks)}")
             row["tasks"] = run_tasks(model, toks[name], tasks, limit=task_limit, batch_size=batch_size)
         rows.append(row)
     result: dict[str, Any] = {"format": EVALUATION_FORMAT, "data": dict(data_info or {}), "models": rows,
                               "speed": None}
+    if labels:
+        groups = dict.fromkeys(labels.values())
+        result["tokenizers"] = {label: [n for n in names if labels[n] == label] for label in groups}
     if speed is not None:
         measured = measure_generation(models, batch_sizes=speed.batch_sizes, contexts=speed.contexts,
                                       new_tokens=speed.new_tokens, warmup=speed.warmup, repeats=speed.repeats,

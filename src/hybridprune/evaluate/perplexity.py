@@ -46,7 +46,8 @@ def predicted_bytes(tokenizer, ids: torch.Tensor, mask: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, data, batch_size: int = 8, *, tokenizer=None) -> dict[str, float | int]:
+def evaluate_loss(model: torch.nn.Module, data, batch_size: int = 8, *, tokenizer=None,
+                  num_bytes: int | None = None) -> dict[str, float | int]:
     """Mean cross-entropy over every valid next-token position of `data`, weighted by tokens.
 
     Position `t` predicts token `t + 1`; it counts when both are real tokens (attention mask 1).
@@ -54,7 +55,8 @@ def evaluate_loss(model: torch.nn.Module, data, batch_size: int = 8, *, tokenize
     `input_ids` and optionally `attention_mask`). The model runs in eval mode without gradients and
     its previous mode is restored. Returns `{"loss", "perplexity", "tokens"}`, plus `"bytes"` and
     `"bits_per_byte"` when a `tokenizer` (anything with `decode(ids, skip_special_tokens=...)`) is
-    given; the windows must then have padding only on the right.
+    given; the windows must then have padding only on the right. `num_bytes` (the UTF-8 bytes of the
+    text `data` predicts, as `SharedText` counts them) gives bits per byte without decoding.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -76,7 +78,7 @@ def evaluate_loss(model: torch.nn.Module, data, batch_size: int = 8, *, tokenize
             ce = F.cross_entropy(logits[valid], targets[valid], reduction="sum")
             total += ce.double().cpu()
             count += n
-            if tokenizer is not None:
+            if tokenizer is not None and num_bytes is None:
                 n_bytes += sum(predicted_bytes(tokenizer, i, m) for i, m in zip(ids.cpu(), mask.cpu()))
     finally:
         model.train(was_training)
@@ -86,8 +88,10 @@ def evaluate_loss(model: torch.nn.Module, data, batch_size: int = 8, *, tokenize
     if not math.isfinite(loss):
         raise NonFiniteLoss("the evaluation loss is not finite; check the model's weights and dtype")
     result: dict[str, float | int] = {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": count}
-    if tokenizer is not None:
-        if n_bytes == 0:
+    if num_bytes is not None:
+        n_bytes = int(num_bytes)
+    if tokenizer is not None or num_bytes is not None:
+        if n_bytes <= 0:
             raise ValueError("the evaluated tokens decode to no text, so bits per byte is undefined")
         result["bytes"] = n_bytes
         result["bits_per_byte"] = float(total) / (math.log(2) * n_bytes)

@@ -24,18 +24,31 @@ def task_columns(evaluation: dict[str, Any]) -> list[tuple[str, str]]:
     return list(seen.items())
 
 
+OTHER_TOKENIZER = "n/a (other tokenizer)"
+
+
 def quality_table(evaluation: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """model | parameters | (active, for MoE models) | loss | perplexity | bits/byte | one column per task."""
+    """model | (tokenizer) | parameters | (active, for MoE models) | loss | perplexity | bits/byte | tasks.
+
+    When the models do not all share one tokenizer, a tokenizer column names each one's group, and loss
+    and perplexity (per token of a model's own tokenizer) are shown only for models that share theirs
+    with another model; bits per byte compares them all."""
     tasks = task_columns(evaluation)
     models = evaluation.get("models", [])
     moe = any("active_parameters" in r for r in models)
-    columns = (["model", "parameters"] + (["active"] if moe else []) + ["loss", "perplexity", "bits/byte"]
-               + [f"{t} ({m})" for t, m in tasks])
+    groups = evaluation.get("tokenizers") or {}
+    mixed = len(groups) > 1
+    columns = (["model"] + (["tokenizer"] if mixed else []) + ["parameters"] + (["active"] if moe else [])
+               + ["loss", "perplexity", "bits/byte"] + [f"{t} ({m})" for t, m in tasks])
     rows = []
     for r in models:
         active = [f"{r.get('active_parameters', r['parameters']):,}"] if moe else []
-        cells = [r["name"], f"{r['parameters']:,}", *active, _num(r.get("loss"), ".4f"),
-                 _num(r.get("perplexity"), ".2f"), _num(r.get("bits_per_byte"), ".4f")]
+        label = r.get("tokenizer")
+        alone = mixed and len(groups.get(label) or ()) < 2
+        loss = OTHER_TOKENIZER if alone else _num(r.get("loss"), ".4f")
+        ppl = OTHER_TOKENIZER if alone else _num(r.get("perplexity"), ".2f")
+        cells = [r["name"], *([str(label or "-")] if mixed else []), f"{r['parameters']:,}", *active, loss, ppl,
+                 _num(r.get("bits_per_byte"), ".4f")]
         for task, metric in tasks:
             cells.append(_num((r.get("tasks") or {}).get(task, {}).get(metric), ".4f"))
         rows.append(cells)
@@ -79,3 +92,14 @@ def speed_note(evaluation: dict[str, Any]) -> str:
     return (f"Medians of {s.get('repeats')} interleaved runs after {s.get('warmup')} warm-up round(s); "
             f"{s.get('new_tokens')} tokens decoded greedily with the cache; ratios (in brackets) are to "
             f"`{s.get('reference')}` measured in the same rounds. TTFT = prefill + first token.")
+
+
+def tokenizer_note(evaluation: dict[str, Any]) -> str:
+    """Which models share a tokenizer, when they do not all share one (empty otherwise)."""
+    groups = evaluation.get("tokenizers") or {}
+    if len(groups) < 2:
+        return ""
+    listed = "; ".join(f"{label}: {', '.join(map(str, names))}" for label, names in groups.items())
+    return (f"The models do not share one tokenizer ({listed}). Every model read the same text with its own "
+            "tokenizer: bits per byte compares them all; loss and perplexity are per token of a model's own "
+            "tokenizer and compare only within a tokenizer group.")

@@ -133,12 +133,13 @@ def _speed_points(evaluation: dict) -> tuple[list[tuple[str, float, float]], str
 
 
 def _add_evaluation(report: Report, evaluation: dict, where: str, figures: Path, index: int) -> None:
-    from ..evaluate.tables import kernels_text, speed_note, speed_table
+    from ..evaluate.tables import kernels_text, speed_note, speed_table, tokenizer_note
     from .plots import plot_speed_vs_loss
 
     data = evaluation.get("data") or {}
     note = (f"Loss, perplexity and bits per byte on {data.get('samples')} samples x {data.get('seq_len')} tokens "
             f"of the {data.get('split')} split of `{data.get('source')}`." if data else "")
+    note = " ".join(n for n in (note, tokenizer_note(evaluation)) if n)
     report.add_table(f"Before and after ({where})", *_before_after(evaluation), note=note)
     if evaluation.get("speed"):
         report.add_table(f"Generation speed ({where})", *speed_table(evaluation), note=speed_note(evaluation))
