@@ -10,6 +10,7 @@ from rich.table import Table
 from ..architectures.base import unit_kinds
 from .checks import SEED_MAX
 from ..fsutil import atomic_directory, check_output
+from .devices import check_device, check_device_map
 from .common import (
     CliError, console, fail_cleanly, forecast_memory, forward_forecast, init_distributed, is_main_process,
     load_config, load_model, load_tokenizer, resolve_device,
@@ -46,6 +47,8 @@ def calibrate_command(
     from ..importance.calibrate import calibrate
     from ..report.plots import plot_layer_importance
 
+    check_device(device)
+    check_device_map(device_map)
     check_output(out, overwrite=overwrite)  # before the long calibration pass
     rank, world = init_distributed()
     if world > 1 and device == "auto":

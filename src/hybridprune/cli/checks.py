@@ -63,3 +63,19 @@ def check_moe_options(dims, model_type: str, *, active_params: str | None = None
     if expert_importance != "output_norm":
         raise CliError(f"--expert-importance ranks routed experts; this {model_type} model has no MoE blocks, "
                        "so leave it out")
+
+
+def listed(flag: str, text: str, example: str) -> list[str]:
+    """The items of a comma-separated option; one that names none (`,`, `""`, `" , "`) is refused
+    rather than read as "nothing", which would silently drop what the user asked for."""
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise CliError(f"{flag} {text!r} names nothing; give at least one, e.g. {flag} {example}")
+    return items
+
+
+def check_not_blank(*options: tuple[str, str | None, str]) -> None:
+    """Each `(flag, value, example)`: a text option given as empty or spaces is refused."""
+    for flag, value, example in options:
+        if value is not None and not str(value).strip():
+            raise CliError(f"{flag} is empty; give a value, e.g. {flag} {example}")

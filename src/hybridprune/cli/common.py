@@ -74,6 +74,10 @@ def fail_cleanly(func):
 
 
 def resolve_device(device: str | None) -> torch.device:
+    """The torch device of a `--device` value; a device this machine lacks is refused (CliError)."""
+    from .devices import check_device
+
+    check_device(device)
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

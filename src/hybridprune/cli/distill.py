@@ -14,6 +14,7 @@ import typer
 
 from .checks import NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_numbers
 from ..fsutil import check_output, remove_if_failed, remove_owned
+from .devices import check_device
 from .common import CliError, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer
 
 
@@ -64,6 +65,8 @@ def distill_command(
     from ..distillation.dist import setup as dist_setup
     from ..distillation.dist import teardown
 
+    check_device(device)
+    device = None if device == "auto" else device
     if (steps is None) == (tokens is None):
         raise CliError("give exactly one of --steps and --tokens (the length of the run)")
     if out is None:

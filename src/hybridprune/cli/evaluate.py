@@ -9,7 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .checks import SEED_MAX
+from .checks import SEED_MAX, check_not_blank, listed
+from .devices import check_device, check_device_map
 from ..fsutil import check_output
 from .common import (
     CliError, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer, resolve_device,
@@ -79,13 +80,17 @@ def eval_command(
 ) -> None:
     """Measure every checkpoint on the same footing and print the tables (and write them with --out)."""
     from ..data import load_token_samples
-    from ..evaluate import MissingExtra, SpeedSettings, compare_models
+    from ..evaluate import LOCAL_TASKS, MissingExtra, SpeedSettings, compare_models
     from ..evaluate.tables import kernels_text, quality_table, speed_note, speed_table, tokenizer_note
     from ..fsutil import atomic_directory
 
+    check_device(device)
+    check_device_map(device_map)
     if samples < 1 or seq_len < 2 or batch_size < 1:
         raise CliError("--samples and --batch-size must be positive and --seq-len at least 2")
-    if data is None and not speed and not tasks:
+    check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
+    task_list = [] if tasks is None else listed("--tasks", tasks, ",".join(LOCAL_TASKS))
+    if data is None and not speed and not task_list:
         raise CliError("nothing to measure: give --data (loss, perplexity, bits per byte), --speed, or --tasks")
     speed_settings = None
     if speed:
@@ -94,15 +99,14 @@ def eval_command(
         speed_settings = SpeedSettings(batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
                                        contexts=_int_list(context, "--context"), new_tokens=new_tokens,
                                        warmup=warmup, repeats=repeats, seed=seed)
-    task_list = [t.strip() for t in (tasks or "").split(",") if t.strip()]
     if task_limit is not None and not task_limit > 0:
         raise CliError("--task-limit must be positive")
     limit = None if task_limit is None else (int(task_limit) if task_limit >= 1 else task_limit)
     if task_list:
         try:
-            from ..evaluate.harness import require_lm_eval
+            from ..evaluate.harness import check_tasks
 
-            require_lm_eval()
+            check_tasks(task_list)  # unknown names are refused before any model is loaded
         except MissingExtra as exc:
             raise CliError(str(exc)) from None
     if out is not None:

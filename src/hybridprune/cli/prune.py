@@ -10,8 +10,9 @@ import typer
 from rich.table import Table
 
 from ..fsutil import check_output
-from .checks import check_moe_options
+from .checks import check_moe_options, listed
 from ..pruning.plan import WIDTH_FIELDS
+from .devices import check_device
 from .common import (
     CliError, console, fail_cleanly, forecast_memory, load_config, load_model, resolve_dtype, weight_bytes,
 )
@@ -55,6 +56,9 @@ def prune_command(
     from ..pruning.streaming import stream_prune
 
     # Everything that can be checked without the weights is checked first: the plan even without the config.
+    check_device(device)
+    if not _is_file(plan):
+        listed("--plan", plan, "hidden_size=3072,drop_layers=3+7")
     parsed = Plan.parse(plan)
     check_output(out, overwrite=overwrite)
     model = resolve(model, role="model")  # a local directory; a Hub id is fetched (safetensors only)

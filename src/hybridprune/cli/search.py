@@ -9,10 +9,12 @@ from typing import Literal
 import typer
 
 from .checks import (
-    CLOSED_FRACTION, FRACTION, NON_NEGATIVE, POSITIVE, SEED_MAX, check_moe_options, check_multiple, check_numbers,
+    CLOSED_FRACTION, FRACTION, NON_NEGATIVE, POSITIVE, SEED_MAX, check_moe_options, check_multiple, check_not_blank,
+    check_numbers, listed,
 )
 from ..archsearch.store import CANDIDATES_FILE, OWNED, SETTINGS_FILE
 from ..fsutil import check_output, claim, owned_names, remove_if_failed
+from .devices import check_device
 from .common import (
     CliError, console, fail_cleanly, forecast_memory, forward_forecast, load_config, load_model, load_tokenizer,
     weight_bytes,
@@ -41,7 +43,9 @@ def _axis(name: str) -> str:
 
 def _divisors(text: str | None) -> dict[str, int]:
     out = {}
-    for part in (p for p in (text or "").split(",") if p.strip()):
+    if text is None:
+        return out
+    for part in listed("--divisors", text, "hidden_size=256,ffn_hidden_size=512"):
         if "=" not in part:
             raise CliError(f"--divisors entry {part!r} is not axis=value")
         name, value = part.split("=", 1)
@@ -112,6 +116,8 @@ def search_command(
     from ..archsearch import Budget, SearchConfig, SearchSpace, build_grid, filter_candidates, search
     from ..archsearch.report import decision_text, results_table
 
+    check_device(device)
+    check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
     if params is None and memory_mb is None and active_params is None:
         raise CliError("give a budget: --params (e.g. 4.5e9 or 0.5x), --active-params and/or --memory-mb")
     check_numbers(("--memory-mb", memory_mb, POSITIVE), ("--kd-tokens", kd_tokens, POSITIVE),
@@ -123,7 +129,7 @@ def search_command(
     if kd_steps is not None or kd_tokens is not None:
         check_multiple("--kd-batch", kd_batch, "--kd-micro-batch", min(kd_micro_batch, kd_batch))
     kd = _kd_settings(kd_steps, kd_tokens, kd_lr, kd_batch, kd_micro_batch)
-    skipped = sorted({_axis(s) for item in skip for s in item.split(",") if s.strip()})
+    skipped = sorted({_axis(s) for item in skip for s in listed("--skip", item, "num_layers")})
     space = SearchSpace(max_width_pruning=max_width_pruning, max_depth_pruning=max_depth_pruning,
                         divisors=_divisors(divisors), skip=tuple(skipped))
     budget = Budget(params=params, memory_mb=memory_mb, params_kind=params_kind, batch=batch, seq_len=seq_len,

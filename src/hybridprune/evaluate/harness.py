@@ -120,6 +120,30 @@ def _quiet():
             lg.setLevel(level)
 
 
+def _known_tasks(TaskManager, tasks: Sequence[str], names: Sequence[str], include: Sequence[Path]):
+    """lm-eval's task manager for `tasks`; ValueError naming the valid tasks when one is unknown."""
+    # lm-eval's own ~200 task folders take seconds to index; only when a task needs them
+    builtin = any(t.strip() not in LOCAL_TASKS and not t.strip().endswith((".yaml", ".yml")) for t in tasks if t.strip())
+    manager = TaskManager(include_path=[str(p) for p in include], include_defaults=builtin, verbosity="ERROR")
+    unknown = [n for n in names if n not in manager.all_tasks]
+    if unknown:
+        raise ValueError(f"lm-eval does not know the task(s) {', '.join(unknown)}; valid tasks: "
+                         f"{', '.join(LOCAL_TASKS)} (shipped), a task name of your lm-eval install "
+                         "(`lm-eval ls tasks` lists them), or the path of a task YAML")
+    return manager
+
+
+def check_tasks(tasks: Sequence[str]) -> list[str]:
+    """The lm-eval task names of `tasks`, checked before any model is loaded: MissingExtra without
+    lm-eval, ValueError for no task, an unknown name or a task YAML that is missing or has no name."""
+    lm_eval, HFLM, TaskManager = require_lm_eval()
+    with tempfile.TemporaryDirectory(prefix="hybridprune-tasks-") as tmp:
+        names, include = resolve_tasks(tasks, Path(tmp))
+        with _quiet():
+            _known_tasks(TaskManager, tasks, names, include)
+    return names
+
+
 def run_tasks(model: torch.nn.Module, tokenizer, tasks: Sequence[str], *, limit: int | float | None = None,
               batch_size: int = 8, max_length: int | None = None, num_fewshot: int | None = None,
               seed: int = 0) -> dict[str, dict[str, float]]:
@@ -140,16 +164,7 @@ def run_tasks(model: torch.nn.Module, tokenizer, tasks: Sequence[str], *, limit:
         with tempfile.TemporaryDirectory(prefix="hybridprune-tasks-") as tmp:
             names, include = resolve_tasks(tasks, Path(tmp))
             with _quiet():
-                # lm-eval's own ~200 task folders take seconds to index; only when a task needs them
-                builtin = any(t.strip() not in LOCAL_TASKS and not t.strip().endswith((".yaml", ".yml"))
-                              for t in tasks if t.strip())
-                manager = TaskManager(include_path=[str(p) for p in include], include_defaults=builtin,
-                                      verbosity="ERROR")
-                unknown = [n for n in names if n not in manager.all_tasks]
-                if unknown:
-                    raise ValueError(f"lm-eval does not know the task(s) {', '.join(unknown)}; use "
-                                     f"{' or '.join(LOCAL_TASKS)}, a task name of your lm-eval install, "
-                                     "or the path of a task YAML")
+                manager = _known_tasks(TaskManager, tasks, names, include)
                 lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
                           device=str(next(model.parameters()).device))
                 out = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit,
