@@ -73,3 +73,78 @@ def test_eval_of_models_sharing_a_tokenizer_shows_their_loss(tmp_path):
     a, b = evaluation["models"]
     assert a["loss"] == b["loss"] and a["tokenizer"] == b["tokenizer"] == "A"
     assert "n/a" not in (out / "eval.md").read_text()
+
+
+# ---- MoE source configs that cannot route ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def moe_checkpoint(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny Nemotron-H MoE (8 experts in 2 groups, top-2 from 1 group) with its scores."""
+    from conftest import build, tiny_config
+    from hybridprune import calibrate
+    from hybridprune.data import tokenizer_path
+    from hybridprune.pruning.export import copy_tokenizer_files
+
+    root = tmp_path_factory.mktemp("moe")
+    model = build(tiny_config("nemotron_h_moe", vocab_size=4096))
+    model.save_pretrained(root / "model")
+    copy_tokenizer_files(tokenizer_path(), root / "model")
+    calibrate(model, torch.randint(3, 96, (2, 8)), progress=False).save(root / "scores")
+    return root / "model", root / "scores"
+
+
+UNROUTABLE = [  # (config edits, the words the message must hold)
+    ({"n_group": 3}, ["n_routed_experts=8", "n_group=3", "multiple"]),
+    ({"num_experts_per_tok": 10}, ["num_experts_per_tok=10", "n_routed_experts=8", "more experts than there are"]),
+    ({"topk_group": 3}, ["topk_group=3", "n_group=2", "more routing groups"]),
+    ({"num_experts_per_tok": 6}, ["num_experts_per_tok=6", "topk_group=1", "fewer than the 6"]),
+    ({"n_group": 8, "topk_group": 4}, ["n_routed_experts=8", "n_group=8", "at least 2"]),
+    ({"num_experts_per_tok": 0}, ["num_experts_per_tok=0", ">= 1"]),
+]
+
+
+def _commands(model: Path, scores: Path, good: Path, out: Path) -> dict[str, list]:
+    data = ["--data", "shakespeare"]
+    return {
+        "calibrate": ["calibrate", "--model", model, *data, "--samples", "2", "--seq-len", "16", "--out", out],
+        "prune": ["prune", "--model", model, "--scores", scores, "--plan", "num_moe_experts=4", "--out", out],
+        "prune-in-memory": ["prune", "--model", model, "--scores", scores, "--plan", "num_moe_experts=4",
+                            "--in-memory", "--out", out],
+        "search": ["search", "--model", model, *data, "--params", "0.8x", "--scores", scores, "--out", out],
+        "distill-teacher": ["distill", "--teacher", model, "--student", good, *data, "--steps", "1", "--out", out],
+        "distill-student": ["distill", "--teacher", good, "--student", model, *data, "--steps", "1", "--out", out],
+        "eval": ["eval", model, *data, "--samples", "2", "--seq-len", "16", "--out", out],
+    }
+
+
+@pytest.mark.parametrize("edits,words", UNROUTABLE, ids=[",".join(f"{k}={v}" for k, v in e.items()) for e, _ in UNROUTABLE])
+def test_an_unroutable_moe_config_is_refused_by_prune_and_calibrate(moe_checkpoint, tmp_path, edits, words):
+    good, scores = moe_checkpoint
+    bad = tmp_path / "bad"
+    shutil.copytree(good, bad)
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, **edits}))
+    for name in ("calibrate", "prune", "prune-in-memory"):
+        out = tmp_path / name
+        result = _invoke(*_commands(bad, scores, good, out)[name])
+        assert result.exit_code == 2, (name, result.output)
+        text = " ".join(result.output.split())
+        assert "cannot route tokens to its experts" in text
+        for word in words:
+            assert word in text, (name, word, text)
+        assert "Traceback" not in result.output and not out.exists()
+
+
+@pytest.mark.parametrize("name", ["search", "distill-teacher", "distill-student", "eval"])
+def test_every_command_that_loads_a_model_refuses_an_unroutable_config(moe_checkpoint, tmp_path, name):
+    good, scores = moe_checkpoint
+    bad = tmp_path / "bad"
+    shutil.copytree(good, bad)
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "n_group": 3}))
+    out = tmp_path / "out"
+    result = _invoke(*_commands(bad, scores, good, out)[name])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "cannot route tokens to its experts" in text and "n_routed_experts=8, n_group=3" in text
+    assert "Traceback" not in result.output and not out.exists()

@@ -89,9 +89,28 @@ def load_config(ref: str | os.PathLike, *, trust_remote_code: bool = False, role
 
     path = resolve(ref, role)
     try:
-        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad config
         raise CheckpointLoadError(f"cannot read the config in {_what(path, role)}: {_remote_code_hint(exc)}") from None
+    check_config(config, path, role)
+    return config
+
+
+def check_config(config, path, role: str = "checkpoint") -> None:
+    """Refuse (UnroutableConfig) a source config its model cannot run, naming the checkpoint and the fields;
+    every command meets it here, before a model is built. Unsupported architectures are left to the caller."""
+    from .architectures import UnsupportedArchitecture, get_adapter
+    from .architectures.moe import UnroutableConfig
+
+    try:
+        adapter = get_adapter(config)
+    except UnsupportedArchitecture:
+        return
+    try:
+        adapter.check_config(config)
+    except UnroutableConfig as exc:
+        raise UnroutableConfig(f"the config of {_what(path, role)} cannot route tokens to its experts: {exc}; "
+                               "fix config.json or use the checkpoint's original config") from None
 
 
 def load_tokenizer(ref: str | os.PathLike, *, trust_remote_code: bool = False, role: str = "checkpoint"):
@@ -123,6 +142,7 @@ def load_model(ref: str | os.PathLike, *, dtype=None, device: str | torch.device
 
     path = resolve(ref, role)
     check_weight_files(path, role, allow_pickle)
+    load_config(path, trust_remote_code=trust_remote_code, role=role)  # a config the model cannot run
     kwargs = {"dtype": dtype} if dtype is not None else {}
     if device_map is not None:
         import atexit

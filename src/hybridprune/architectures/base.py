@@ -162,6 +162,20 @@ class Adapter:
     def check_supported(self, config) -> None:
         """Raise UnsupportedArchitecture for features of the family this adapter cannot prune yet."""
 
+    #: the config's names of the MoE routing sizes (Dims field -> config field), for messages
+    moe_config_names: dict[str, str] = {}
+    #: experts of a routing group the router reads to score the group
+    moe_group_top: int = 1
+
+    def check_config(self, config) -> None:
+        """Raise UnroutableConfig for a source config the model cannot run: a MoE router that cannot
+        route (the checkpoint loader calls this once for every command, before building the model)."""
+        if not self.moe_config_names:
+            return
+        from .moe import check_routing  # moe.py builds on this module's Dims
+
+        check_routing(self.dims(config), self.moe_config_names, group_top=self.moe_group_top)
+
     def dropped_parts(self, config) -> tuple["DroppedPart", ...]:
         """Parts of this checkpoint that a pruned output leaves out (none by default); see DroppedPart."""
         return ()

@@ -43,6 +43,9 @@ class GraniteMoeHybridAdapter(Adapter):
            for kind in _MIXERS},
     }
 
+    moe_config_names = {"num_moe_experts": "num_local_experts", "moe_top_k": "num_experts_per_tok",
+                        "moe_n_group": "(one routing group)", "moe_topk_group": "(one routing group)"}
+
     def check_supported(self, config) -> None:
         unknown = sorted({t for t in config.layer_types if t not in _KIND_OF_NAME})
         if unknown:

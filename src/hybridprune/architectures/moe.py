@@ -49,3 +49,48 @@ def check_expert_alignment(dims: Dims, original: Dims | None = None) -> None:
                 f"{name}={value} is not a multiple of {EXPERT_ALIGNMENT}: transformers runs MoE experts with "
                 f"grouped matrix multiplies that need 16-byte aligned rows, so the pruned model would not run. "
                 f"Valid values: multiples of {EXPERT_ALIGNMENT} ({', '.join(map(str, shown))})")
+
+
+class UnroutableConfig(ValueError):
+    """A source config whose MoE router cannot route a token (refused before the model is built)."""
+
+
+#: the routing sizes, in Dims names, and what each must be
+_ROUTING_FIELDS = ("num_moe_experts", "moe_top_k", "moe_n_group", "moe_topk_group")
+
+
+def check_routing(dims: Dims, names: dict[str, str], *, group_top: int = 1) -> None:
+    """Raise UnroutableConfig, naming the config fields (`names`: Dims field -> config field), their
+    values and the rule, when the router these sizes describe cannot give every token its experts.
+
+    `group_top`: how many experts of a group the router reads to score the group (Nemotron-H: 2)."""
+    if not dims.has_kind(MOE):
+        return
+
+    def show(*fields: str) -> str:
+        return ", ".join(f"{names.get(f, f)}={getattr(dims, f)}" for f in fields)
+
+    for field in _ROUTING_FIELDS:
+        value = getattr(dims, field)
+        if field == "moe_top_k" and value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UnroutableConfig(f"{show(field)}: the router needs a whole number >= 1")
+    e, g, kg, k = dims.num_moe_experts, dims.moe_n_group, dims.moe_topk_group, dims.moe_top_k or 1
+    if e % g:
+        raise UnroutableConfig(f"{show('num_moe_experts', 'moe_n_group')}: the router splits the experts into "
+                               f"{names.get('moe_n_group')} groups of equal size, so the experts must be a multiple "
+                               "of the groups")
+    if kg > g:
+        raise UnroutableConfig(f"{show('moe_topk_group', 'moe_n_group')}: a token cannot use more routing groups "
+                               "than there are")
+    if e // g < group_top:
+        raise UnroutableConfig(f"{show('num_moe_experts', 'moe_n_group')}: the router scores a group by its best "
+                               f"{group_top} experts, so every group needs at least {group_top}")
+    if k > e:
+        raise UnroutableConfig(f"{show('moe_top_k', 'num_moe_experts')}: a token cannot use more experts than "
+                               "there are")
+    if k > kg * (e // g):
+        raise UnroutableConfig(f"{show('moe_top_k', 'moe_topk_group', 'num_moe_experts', 'moe_n_group')}: a token "
+                               f"picks its experts in {kg} group(s) of {e // g}, fewer than the {k} it needs "
+                               f"({names.get('moe_top_k')} <= {names.get('moe_topk_group')} x experts per group)")

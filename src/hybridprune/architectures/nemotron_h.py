@@ -85,6 +85,10 @@ class NemotronHAdapter(Adapter):
             **(self._moe_fields(config) if MOE in kinds else {}),
         )
 
+    moe_config_names = {"num_moe_experts": "n_routed_experts", "moe_top_k": "num_experts_per_tok",
+                        "moe_n_group": "n_group", "moe_topk_group": "topk_group"}
+    moe_group_top = 2  # the router scores a group by the sum of its best two experts
+
     @staticmethod
     def _moe_fields(config) -> dict:
         return dict(
