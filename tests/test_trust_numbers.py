@@ -148,3 +148,112 @@ def test_every_command_that_loads_a_model_refuses_an_unroutable_config(moe_check
     text = " ".join(result.output.split())
     assert "cannot route tokens to its experts" in text and "n_routed_experts=8, n_group=3" in text
     assert "Traceback" not in result.output and not out.exists()
+
+
+# ---- devices that are not there, before anything is loaded -------------------------------------------
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """No GPU, no MPS, and a model load fails the test: refusals must come first."""
+    import transformers
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+
+
+def _device_commands(out: Path, flag: str, value: str) -> dict[str, list]:
+    model, data = teacher_path(), ["--data", "shakespeare"]
+    return {
+        "calibrate": ["calibrate", "--model", model, *data, "--out", out, flag, value],
+        "prune": ["prune", "--model", model, "--scores", out.parent / "scores", "--plan", "hidden_size=128",
+                  "--in-memory", "--out", out, flag, value],
+        "search": ["search", "--model", model, *data, "--params", "0.5x", "--out", out, flag, value],
+        "distill": ["distill", "--teacher", model, "--student", model, *data, "--steps", "1", "--out", out, flag, value],
+        "eval": ["eval", model, *data, "--out", out, flag, value],
+    }
+
+
+@pytest.mark.parametrize("value,words", [
+    ("cuda", "no cuda device"), ("gpu0", "is not a device name"), ("cuda:7", "no cuda device"),
+    ("mps", "no mps device"), ("cpu:1", "no such device"), ("", "is not a device name"),
+])
+@pytest.mark.parametrize("command", ["calibrate", "prune", "search", "distill", "eval"])
+def test_a_device_that_is_not_there_is_refused_before_loading(no_loading, tmp_path, command, value, words):
+    out = tmp_path / "out"
+    result = _invoke(*_device_commands(out, "--device", value)[command])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert words in text and "devices here: cpu" in text and "pass --device cpu" in text
+    assert "Traceback" not in result.output and not out.exists()
+
+
+@pytest.mark.parametrize("command", ["calibrate", "eval"])
+def test_an_unknown_device_map_is_refused_before_loading(no_loading, tmp_path, command):
+    out = tmp_path / "out"
+    result = _invoke(*_device_commands(out, "--device-map", "everywhere")[command])
+    assert result.exit_code == 2, result.output
+    assert "not a placement strategy" in result.output and "auto, balanced" in " ".join(result.output.split())
+    assert not out.exists()
+
+
+def test_gpu_numbers_are_checked_against_the_gpus_present(monkeypatch):
+    from hybridprune.cli.common import CliError
+    from hybridprune.cli.devices import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_device("cuda")
+    check_device("cuda:1")
+    with pytest.raises(CliError, match=r"has 2 cuda device\(s\).*devices here: cpu, cuda:0, cuda:1; pass --device cuda:0"):
+        check_device("cuda:7")
+
+
+# ---- list options that name nothing ------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,words", [
+    (["eval", "MODEL", "--data", "shakespeare", "--tasks", ","], "--tasks ',' names nothing"),
+    (["eval", "MODEL", "--data", "shakespeare", "--tasks", ""], "--tasks '' names nothing"),
+    (["eval", "MODEL", "--tasks", " , "], "--tasks ' , ' names nothing"),
+    (["eval", "MODEL", "--data", "shakespeare", "--tasks", "next_line_choice,missing.yaml"],
+     "task file missing.yaml does not exist"),
+    (["eval", "MODEL", "--data", " "], "--data is empty"),
+    (["eval", "MODEL", "--speed", "--batch-sizes", ","], "--batch-sizes needs positive numbers"),
+    (["search", "--model", "MODEL", "--data", "shakespeare", "--params", "0.5x", "--skip", ","], "--skip ',' names nothing"),
+    (["search", "--model", "MODEL", "--data", "shakespeare", "--params", "0.5x", "--divisors", " , "],
+     "--divisors ' , ' names nothing"),
+    (["search", "--model", "MODEL", "--data", "", "--params", "0.5x"], "--data is empty"),
+    (["prune", "--model", "MODEL", "--scores", "SCORES", "--plan", ",", "--in-memory"], "--plan ',' names nothing"),
+    (["prune", "--model", "MODEL", "--scores", "SCORES", "--plan", ""], "--plan '' names nothing"),
+])
+def test_a_list_option_that_names_nothing_is_refused_before_loading(no_loading, tmp_path, args, words):
+    out = tmp_path / "out"
+    swap = {"MODEL": str(teacher_path()), "SCORES": str(tmp_path / "scores")}
+    result = _invoke(*[swap.get(a, a) for a in args], "--out", out)
+    assert result.exit_code == 2, result.output
+    assert words in " ".join(result.output.split())
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_an_unknown_task_name_is_refused_before_loading(no_loading, monkeypatch, tmp_path):
+    """lm-eval's own index of ~200 task folders takes many seconds to build; a stand-in knows three tasks."""
+    from hybridprune.evaluate import harness
+
+    lm_eval, hflm, _ = harness.require_lm_eval()
+
+    class Tasks:
+        def __init__(self, include_path, include_defaults, verbosity):
+            self.all_tasks = ["next_line_choice", "corpus_bpb", "hellaswag"]
+
+    monkeypatch.setattr(harness, "require_lm_eval", lambda: (lm_eval, hflm, Tasks))
+    out = tmp_path / "out"
+    result = _invoke("eval", teacher_path(), "--data", "shakespeare", "--tasks", "hellaswag,no_such_task", "--out", out)
+    assert result.exit_code == 2, result.output
+    assert ("does not know the task(s) no_such_task; valid tasks: next_line_choice, corpus_bpb (shipped)"
+            in " ".join(result.output.split()))
+    assert "Traceback" not in result.output and not out.exists()

@@ -16,9 +16,12 @@ goes to lm-eval as it is (built-in tasks need the Hub reachable).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import logging
 import math
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -120,11 +123,26 @@ def _quiet():
             lg.setLevel(level)
 
 
+@functools.lru_cache(maxsize=8)
+def _task_manager(TaskManager, include: tuple[str, ...], builtin: bool):
+    """One index per process and set of task folders: lm-eval's own ~200 folders take many seconds to
+    index, and the tasks are checked before loading, then run for every model."""
+    return TaskManager(include_path=list(include), include_defaults=builtin, verbosity="ERROR")
+
+
+@functools.lru_cache(maxsize=1)
+def _include_dir() -> Path:
+    """Where the shipped tasks are materialised, once per process (removed at exit)."""
+    path = Path(tempfile.mkdtemp(prefix="hybridprune-tasks-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def _known_tasks(TaskManager, tasks: Sequence[str], names: Sequence[str], include: Sequence[Path]):
     """lm-eval's task manager for `tasks`; ValueError naming the valid tasks when one is unknown."""
-    # lm-eval's own ~200 task folders take seconds to index; only when a task needs them
+    # lm-eval's own task folders are indexed only when a task needs them
     builtin = any(t.strip() not in LOCAL_TASKS and not t.strip().endswith((".yaml", ".yml")) for t in tasks if t.strip())
-    manager = TaskManager(include_path=[str(p) for p in include], include_defaults=builtin, verbosity="ERROR")
+    manager = _task_manager(TaskManager, tuple(str(p) for p in include), builtin)
     unknown = [n for n in names if n not in manager.all_tasks]
     if unknown:
         raise ValueError(f"lm-eval does not know the task(s) {', '.join(unknown)}; valid tasks: "
@@ -137,10 +155,9 @@ def check_tasks(tasks: Sequence[str]) -> list[str]:
     """The lm-eval task names of `tasks`, checked before any model is loaded: MissingExtra without
     lm-eval, ValueError for no task, an unknown name or a task YAML that is missing or has no name."""
     lm_eval, HFLM, TaskManager = require_lm_eval()
-    with tempfile.TemporaryDirectory(prefix="hybridprune-tasks-") as tmp:
-        names, include = resolve_tasks(tasks, Path(tmp))
-        with _quiet():
-            _known_tasks(TaskManager, tasks, names, include)
+    names, include = resolve_tasks(tasks, _include_dir())
+    with _quiet():
+        _known_tasks(TaskManager, tasks, names, include)
     return names
 
 
@@ -161,16 +178,16 @@ def run_tasks(model: torch.nn.Module, tokenizer, tasks: Sequence[str], *, limit:
     was_training = model.training
     model.eval()
     try:
-        with tempfile.TemporaryDirectory(prefix="hybridprune-tasks-") as tmp:
-            names, include = resolve_tasks(tasks, Path(tmp))
-            with _quiet():
-                manager = _known_tasks(TaskManager, tasks, names, include)
-                lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
-                          device=str(next(model.parameters()).device))
-                out = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit,
-                                              num_fewshot=num_fewshot, log_samples=False, bootstrap_iters=0,
-                                              random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                                              fewshot_random_seed=seed, verbosity="ERROR")
+        # the shipped tasks' folder lives as long as the process, so lm-eval's index is reused
+        names, include = resolve_tasks(tasks, _include_dir())
+        with _quiet():
+            manager = _known_tasks(TaskManager, tasks, names, include)
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
+                      device=str(next(model.parameters()).device))
+            out = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit,
+                                          num_fewshot=num_fewshot, log_samples=False, bootstrap_iters=0,
+                                          random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                                          fewshot_random_seed=seed, verbosity="ERROR")
     finally:
         model.train(was_training)
     return _flatten(out["results"], names)
