@@ -257,3 +257,135 @@ def test_an_unknown_task_name_is_refused_before_loading(no_loading, monkeypatch,
     assert ("does not know the task(s) no_such_task; valid tasks: next_line_choice, corpus_bpb (shipped)"
             in " ".join(result.output.split()))
     assert "Traceback" not in result.output and not out.exists()
+
+
+# ---- report on an eval.json of an unexpected shape ---------------------------------------------------
+
+def _row(name="teacher", **extra):
+    return {"name": name, "parameters": 1000, "loss": 4.0, "perplexity": 54.6, "bits_per_byte": 1.9, **extra}
+
+
+def _report(run_dir: Path, content) -> object:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = content if isinstance(content, str) else json.dumps(content)
+    (run_dir / "eval.json").write_text(text)
+    return _invoke("report", run_dir)
+
+
+@pytest.mark.parametrize("content,words", [
+    ([_row()], "eval.json: the file is a list, not an object with 'models'"),
+    ({"models": "teacher"}, "eval.json: models is a string, not a list"),
+    ({"model": [_row()]}, "eval.json: has no 'models'"),
+    ({"models": [5, {"parameters": 3}]}, "models[0] is a number, not an object"),
+    ({"models": [{"name": ["a"], "parameters": 1}]}, "models[0].name is a list, not a string"),
+    ('{"models": [', "cannot read"),
+])
+def test_report_refuses_an_eval_json_with_nothing_usable(tmp_path, content, words):
+    run_dir = tmp_path / "run"
+    result = _report(run_dir, content)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "nothing to report" in text and words in text and "eval.json" in text
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in run_dir.iterdir()) == ["eval.json"]
+
+
+def test_report_renders_what_is_valid_and_names_what_it_left_out(tmp_path):
+    bad_speed = {"cells": [{"model": "teacher", "batch": 1, "context": 8, "prefill_tokens_per_s": "fast"},
+                           {"model": "teacher", "batch": "one"}], "kernels": [], "settings": 3}
+    content = {"models": [_row(loss=float("nan"), parameters="many", tasks={"t": {"acc": float("inf"), "f1": 0.5}}),
+                          _row("<script>alert(1)</script>"), 7, {"loss": 1.0}],
+               "data": {"source": "x", "samples": -1}, "speed": bad_speed, "tokenizers": {"A": "teacher"}}
+    run_dir = tmp_path / "run"
+    result = _report(run_dir, content)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    for words in ("models[0].loss is the non-finite number nan, not a finite number",
+                  "models[0].parameters is a string", "models[0].tasks.t.acc is the non-finite number inf",
+                  "models[2] is a number, not an object", "models[3] has no 'name'", "data.samples is a number",
+                  "speed.cells[0].prefill_tokens_per_s is a string", "speed.cells[1].batch is a string",
+                  "speed.kernels is a list", "speed.settings is a number", "tokenizers.A is a string"):
+        assert words in text, words
+    html = (run_dir / "report.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert" not in html
+    md = (run_dir / "report.md").read_text()
+    assert "## Left out" in md and "0.5000" in md  # the valid task metric is shown
+
+
+def _json_values():
+    from hypothesis import strategies as st
+
+    leaves = (st.none() | st.booleans() | st.integers(-3, 10**12) | st.floats(allow_nan=True, allow_infinity=True)
+              | st.text(max_size=8) | st.just("<b>x</b>"))
+    return st.recursive(leaves, lambda inner: st.lists(inner, max_size=3)
+                        | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+
+
+def _evaluations():
+    """eval.json shapes: each field either what `eval` writes or any JSON value, or missing."""
+    from hypothesis import strategies as st
+
+    def field(good):
+        return st.one_of(good, _json_values())
+
+    number = st.floats(0, 100)
+    cell = st.fixed_dictionaries({"model": field(st.sampled_from(["a", "b"])), "batch": field(st.just(1)),
+                                  "context": field(st.just(8))},
+                                 optional={"decode_tokens_per_s": field(number), "ratios": field(st.just({})),
+                                           "prefill_tokens_per_s": field(number), "ttft_s": field(number)})
+    row = st.fixed_dictionaries({"name": field(st.sampled_from(["a", "b", "<i>c</i>"]))},
+                                optional={"parameters": field(st.integers(0, 10**9)), "loss": field(number),
+                                          "bits_per_byte": field(number), "tokenizer": field(st.just("A")),
+                                          "active_parameters": field(st.integers(0, 10**9)),
+                                          "tasks": field(st.dictionaries(st.sampled_from(["t", "u"]),
+                                                                         field(st.dictionaries(st.just("acc"), number))))})
+    evaluation = st.fixed_dictionaries(
+        {"models": field(st.lists(field(row), max_size=3))},
+        optional={"data": field(st.fixed_dictionaries({}, optional={"samples": field(st.integers(0, 9)),
+                                                                     "source": field(st.just("s"))})),
+                  "speed": field(st.fixed_dictionaries({"cells": field(st.lists(field(cell), max_size=2))})),
+                  "tokenizers": field(st.just({"A": ["a"], "B": ["b"]}))})
+    return st.one_of(evaluation, _json_values())
+
+
+def test_report_never_fails_with_a_traceback_on_any_eval_json_shape(tmp_path_factory):
+    """Fuzzed: the report renders (exit 0) or refuses with one message naming eval.json (exit 2)."""
+    from hypothesis import HealthCheck, given, settings
+
+    from hybridprune.report import ReportError, build_run_report
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(content=_evaluations())
+    def check(content):
+        run_dir = tmp_path_factory.mktemp("fuzz")
+        (run_dir / "eval.json").write_text(json.dumps(content))
+        try:
+            build_run_report(run_dir)
+        except ReportError as exc:
+            assert "eval.json" in str(exc)
+        else:
+            assert (run_dir / "report.html").is_file()
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check()
+
+
+def test_report_leaves_out_search_and_log_rows_of_the_wrong_shape(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "search").mkdir(parents=True)
+    good = {"key": "h64", "stage": "zero_shot", "loss": 4.0, "cost": {"params": 100}}
+    rows = [good, {"key": "h32", "stage": "zero_shot", "loss": "low", "cost": {"params": 50}},
+            {"key": "h16", "stage": "kd", "loss": 3.0, "cost": {}}, [1, 2], 5]
+    (run_dir / "search" / "candidates.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (run_dir / "log.jsonl").write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n"
+                                       + json.dumps({"step": "two", "loss": [1]}) + "\n")
+    (run_dir / "results.json").write_text(json.dumps({"teacher": {"params": "many", "val_loss": float("nan")}}))
+    result = _invoke("report", run_dir)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "search/candidates.jsonl: 2 row(s) with fields of the wrong type left out" in text
+    assert "log.jsonl: 1 row(s) with fields of the wrong type left out" in text
+    assert "Traceback" not in result.output

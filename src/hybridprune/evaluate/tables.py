@@ -42,12 +42,12 @@ def quality_table(evaluation: dict[str, Any]) -> tuple[list[str], list[list[str]
                + ["loss", "perplexity", "bits/byte"] + [f"{t} ({m})" for t, m in tasks])
     rows = []
     for r in models:
-        active = [f"{r.get('active_parameters', r['parameters']):,}"] if moe else []
+        active = [_num(r.get("active_parameters", r.get("parameters")), ",")] if moe else []
         label = r.get("tokenizer")
         alone = mixed and len(groups.get(label) or ()) < 2
         loss = OTHER_TOKENIZER if alone else _num(r.get("loss"), ".4f")
         ppl = OTHER_TOKENIZER if alone else _num(r.get("perplexity"), ".2f")
-        cells = [r["name"], *([str(label or "-")] if mixed else []), f"{r['parameters']:,}", *active, loss, ppl,
+        cells = [r["name"], *([str(label or "-")] if mixed else []), _num(r.get("parameters"), ","), *active, loss, ppl,
                  _num(r.get("bits_per_byte"), ".4f")]
         for task, metric in tasks:
             cells.append(_num((r.get("tasks") or {}).get(task, {}).get(metric), ".4f"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,30 @@ def _read_jsonl(path: Path) -> list[dict]:
         line = line.strip()
         if line:
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except ValueError:
                 continue  # a line cut short by an interrupted run
+            if isinstance(row, dict):
+                rows.append(row)
     return rows
+
+
+def _usable(rows: list[dict], numbers: tuple[str, ...], where: str, skipped: list[str]) -> list[dict]:
+    """Rows whose `numbers` fields, where present, are finite numbers (a search's `cost` an object of them);
+    the others are left out with a note."""
+    from .evaluation_shape import _is_number
+
+    def ok(r: dict) -> bool:
+        cost = r.get("cost", {})
+        plotted = "cost" in r and r.get("loss") is not None  # a search candidate on the size-loss plane
+        return (all(r.get(k) is None or _is_number(r[k]) for k in numbers) and isinstance(cost, dict)
+                and all(_is_number(v) for v in cost.values()) and isinstance(r.get("key", ""), str)
+                and (not plotted or ("params" in cost and "key" in r)))
+
+    kept = [r for r in rows if ok(r)]
+    if len(kept) < len(rows):
+        skipped.append(f"{where}: {len(rows) - len(kept)} row(s) with fields of the wrong type left out")
+    return kept
 
 
 def _rel(path: Path, run_dir: Path) -> str:
@@ -172,10 +193,10 @@ def _add_scores(report: Report, scores_dir: Path, where: str, figures: Path, ind
                       caption="Each row is scaled to its own maximum: pruning ranks the units within a layer.")
 
 
-def _add_search(report: Report, candidates: Path, where: str, figures: Path, index: int) -> None:
+def _add_search(report: Report, candidates: Path, records: list[dict], where: str, figures: Path,
+                index: int) -> None:
     from .plots import plot_candidates
 
-    records = _read_jsonl(candidates)
     best = None
     summary = candidates.parent / "summary.json"
     if summary.is_file():
@@ -183,7 +204,7 @@ def _add_search(report: Report, candidates: Path, where: str, figures: Path, ind
             best = (json.loads(summary.read_text()).get("best") or {}).get("key")
         except (ValueError, AttributeError):
             best = None
-    ranked = sorted((r for r in records if r.get("loss") is not None and "cost" in r),
+    ranked = sorted((r for r in records if r.get("loss") is not None and "params" in r.get("cost", {})),
                     key=lambda r: (r.get("stage") == "zero_shot", r["loss"]))[:5]
     if ranked:
         report.add_table(f"Search: best candidates ({where})", ["candidate", "stage", "parameters", "loss"],
@@ -194,17 +215,19 @@ def _add_search(report: Report, candidates: Path, where: str, figures: Path, ind
                       caption=f"{len(records)} evaluations" + (f"; chosen: `{best}`" if best else ""))
 
 
-def _add_kd(report: Report, log: Path, where: str, figures: Path, index: int) -> None:
+def _add_kd(report: Report, log: list[dict], where: str, figures: Path, index: int) -> None:
     from .plots import plot_kd_curve
 
-    report.add_figure(f"Distillation loss ({where})", plot_kd_curve(_read_jsonl(log), figures / f"kd_loss_{index}.png"))
+    report.add_figure(f"Distillation loss ({where})", plot_kd_curve(log, figures / f"kd_loss_{index}.png"))
 
 
 def _add_demo(report: Report, results: dict) -> None:
     names = [n for n in ("teacher", "pruned", "distilled") if isinstance(results.get(n), dict)]
     if names:
         def num(value, fmt: str) -> str:
-            return "-" if value is None else format(value, fmt)
+            from .evaluation_shape import _is_number
+
+            return format(value, fmt) if _is_number(value) else "-"
 
         rows = [[n, num(results[n].get("params"), ","), num(results[n].get("non_embedding_params"), ","),
                  num(results[n].get("val_loss"), ".4f"), num(results[n].get("perplexity"), ".2f"),
@@ -220,8 +243,12 @@ def _add_demo(report: Report, results: dict) -> None:
 
 # ---- the report --------------------------------------------------------------------------------------
 
-def collect(run_dir: Path, report: Report, figures: Path) -> list[str]:
-    """Add every section the run directory supports to `report`; returns what was found."""
+def collect(run_dir: Path, report: Report, figures: Path, skipped: list[str] | None = None) -> list[str]:
+    """Add every section the run directory supports to `report`; returns what was found. What could
+    not be shown (an eval.json part of the wrong shape) is added to `skipped`, naming file and field."""
+    from .evaluation_shape import checked_evaluation
+
+    skipped = [] if skipped is None else skipped
     found = []
     results_path = run_dir / "results.json"
     results = _read_json(results_path) if results_path.is_file() else None
@@ -229,11 +256,20 @@ def collect(run_dir: Path, report: Report, figures: Path) -> list[str]:
     if isinstance(results, dict):
         found.append("results.json")
         if isinstance(results.get("evaluation"), dict):
-            evaluations.append(("results.json", results["evaluation"]))
+            evaluation, notes = checked_evaluation(results["evaluation"], "results.json: evaluation")
+            skipped += notes
+            if evaluation is not None:
+                evaluations.append(("results.json", evaluation))
     for path in _find(run_dir, "eval.json"):
-        data = _read_json(path)
-        if isinstance(data, dict) and "models" in data:
-            evaluations.append((_rel(path, run_dir), data))
+        try:
+            data = _read_json(path)
+        except ReportError as exc:
+            skipped.append(str(exc))
+            continue
+        evaluation, notes = checked_evaluation(data, _rel(path, run_dir))
+        skipped += notes
+        if evaluation is not None:
+            evaluations.append((_rel(path, run_dir), evaluation))
     if isinstance(results, dict):
         _add_demo(report, results)
     for i, (where, evaluation) in enumerate(evaluations):
@@ -244,11 +280,13 @@ def collect(run_dir: Path, report: Report, figures: Path) -> list[str]:
         _add_scores(report, path.parent, _rel(path.parent, run_dir) or ".", figures, i)
     for i, path in enumerate(_find(run_dir, "candidates.jsonl")):
         found.append(_rel(path, run_dir))
-        _add_search(report, path, _rel(path, run_dir), figures, i)
+        records = _usable(_read_jsonl(path), ("loss",), _rel(path, run_dir), skipped)
+        _add_search(report, path, records, _rel(path, run_dir), figures, i)
     for i, path in enumerate(p for p in _find(run_dir, "log.jsonl")
                              if any("loss" in r or "val_loss" in r for r in _read_jsonl(p))):
         found.append(_rel(path, run_dir))
-        _add_kd(report, path, _rel(path, run_dir), figures, i)
+        log = _usable(_read_jsonl(path), ("step", "loss", "val_loss"), _rel(path, run_dir), skipped)
+        _add_kd(report, log, _rel(path, run_dir), figures, i)
     return found
 
 
@@ -262,10 +300,16 @@ def build_run_report(run_dir: str | Path, *, title: str | None = None, intro: st
     report = Report(title=title or f"hybridprune report: {run_dir.resolve().name}")
     with tempfile.TemporaryDirectory(prefix="hybridprune-report-") as tmp:
         figures = Path(tmp)
-        found = collect(run_dir, report, figures)
+        skipped: list[str] = []
+        found = collect(run_dir, report, figures, skipped)
         if not found:
+            why = f" (skipped: {'; '.join(skipped)})" if skipped else ""
             raise ReportError(f"nothing to report in {run_dir}: expected results.json, eval.json, calibration "
-                              "scores, a search's candidates.jsonl or a distillation's log.jsonl")
+                              f"scores, a search's candidates.jsonl or a distillation's log.jsonl{why}")
+        for note in skipped:
+            warnings.warn(note, stacklevel=2)
+        if skipped:
+            report.add_text("Left out", "\n".join(f"- {note}" for note in skipped))
         sources = ", ".join(f"`{f}`" for f in dict.fromkeys(found))
         report.intro = (intro + "\n\n" if intro else "") + f"Built from: {sources}."
         html_path = report.write_html(run_dir / REPORT_HTML)
