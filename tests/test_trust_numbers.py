@@ -389,3 +389,18 @@ def test_report_leaves_out_search_and_log_rows_of_the_wrong_shape(tmp_path):
     assert "search/candidates.jsonl: 2 row(s) with fields of the wrong type left out" in text
     assert "log.jsonl: 1 row(s) with fields of the wrong type left out" in text
     assert "Traceback" not in result.output
+
+
+def test_the_quality_table_shows_loss_only_within_a_tokenizer_group():
+    from hybridprune.evaluate.tables import quality_table, tokenizer_note
+
+    rows = [{"name": n, "parameters": 10, "tokenizer": t, "loss": 1.0, "perplexity": 2.7, "bits_per_byte": 0.5}
+            for n, t in (("teacher", "A"), ("other", "B"), ("pruned", "A"))]
+    evaluation = {"models": rows, "tokenizers": {"A": ["teacher", "pruned"], "B": ["other"]}}
+    columns, table = quality_table(evaluation)
+    assert columns[:5] == ["model", "tokenizer", "parameters", "loss", "perplexity"]
+    assert [r[3] for r in table] == ["1.0000", "n/a (other tokenizer)", "1.0000"]
+    assert [r[-1] for r in table] == ["0.5000"] * 3
+    assert "A: teacher, pruned; B: other" in tokenizer_note(evaluation)
+    one = {"models": [rows[0], rows[2]], "tokenizers": {"A": ["teacher", "pruned"]}}
+    assert quality_table(one)[0][:3] == ["model", "parameters", "loss"] and tokenizer_note(one) == ""
