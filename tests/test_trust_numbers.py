@@ -228,6 +228,9 @@ def test_gpu_numbers_are_checked_against_the_gpus_present(monkeypatch):
     (["search", "--model", "MODEL", "--data", "shakespeare", "--params", "0.5x", "--divisors", " , "],
      "--divisors ' , ' names nothing"),
     (["search", "--model", "MODEL", "--data", "", "--params", "0.5x"], "--data is empty"),
+    (["calibrate", "--model", "MODEL", "--data", " "], "--data is empty"),
+    (["distill", "--teacher", "MODEL", "--student", "MODEL", "--data", "", "--steps", "1"], "--data is empty"),
+    (["calibrate", "--model", "MODEL", "--data", "shakespeare", "--text-field", ""], "--text-field is empty"),
     (["prune", "--model", "MODEL", "--scores", "SCORES", "--plan", ",", "--in-memory"], "--plan ',' names nothing"),
     (["prune", "--model", "MODEL", "--scores", "SCORES", "--plan", ""], "--plan '' names nothing"),
 ])
@@ -404,3 +407,15 @@ def test_the_quality_table_shows_loss_only_within_a_tokenizer_group():
     assert "A: teacher, pruned; B: other" in tokenizer_note(evaluation)
     one = {"models": [rows[0], rows[2]], "tokenizers": {"A": ["teacher", "pruned"]}}
     assert quality_table(one)[0][:3] == ["model", "parameters", "loss"] and tokenizer_note(one) == ""
+
+
+def test_a_blank_data_source_is_not_the_working_directory():
+    from hybridprune.data import load_token_samples
+    from hybridprune.data.errors import DataError
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(teacher_path())
+    for blank in ("", "  "):
+        with pytest.raises(DataError, match="the data source is empty"):
+            load_token_samples(blank, tokenizer, seq_len=4)

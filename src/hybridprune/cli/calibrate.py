@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ..architectures.base import unit_kinds
-from .checks import SEED_MAX
+from .checks import SEED_MAX, check_not_blank
 from ..fsutil import atomic_directory, check_output
 from .devices import check_device, check_device_map
 from .common import (
@@ -49,6 +49,7 @@ def calibrate_command(
 
     check_device(device)
     check_device_map(device_map)
+    check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
     check_output(out, overwrite=overwrite)  # before the long calibration pass
     rank, world = init_distributed()
     if world > 1 and device == "auto":

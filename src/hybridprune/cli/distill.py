@@ -12,7 +12,7 @@ from typing import Literal
 
 import typer
 
-from .checks import NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_numbers
+from .checks import NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_not_blank, check_numbers
 from ..fsutil import check_output, remove_if_failed, remove_owned
 from .devices import check_device
 from .common import CliError, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer
@@ -67,6 +67,7 @@ def distill_command(
 
     check_device(device)
     device = None if device == "auto" else device
+    check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
     if (steps is None) == (tokens is None):
         raise CliError("give exactly one of --steps and --tokens (the length of the run)")
     if out is None:

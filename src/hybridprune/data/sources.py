@@ -167,6 +167,8 @@ def _load_parts(source: Any, text_field: str) -> dict[str | None, list[str]]:
         if not docs:
             raise DataError("the given list of documents is empty (or holds only blank strings)")
         return {None: docs}
+    if isinstance(source, str) and not source.strip():  # Path("") would be the working directory
+        raise DataError("the data source is empty; give a data file, a directory, a saved dataset or 'shakespeare'")
     if not isinstance(source, (str, os.PathLike)):
         raise DataError(
             f"unsupported data source of type {type(source).__name__}; pass a file or directory path, "
