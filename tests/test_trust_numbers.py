@@ -117,7 +117,8 @@ def _commands(model: Path, scores: Path, good: Path, out: Path) -> dict[str, lis
     }
 
 
-@pytest.mark.parametrize("edits,words", UNROUTABLE, ids=[",".join(f"{k}={v}" for k, v in e.items()) for e, _ in UNROUTABLE])
+@pytest.mark.parametrize("edits,words", UNROUTABLE,
+                         ids=[",".join(f"{k}={v}" for k, v in e.items()) for e, _ in UNROUTABLE])
 def test_an_unroutable_moe_config_is_refused_by_prune_and_calibrate(moe_checkpoint, tmp_path, edits, words):
     good, scores = moe_checkpoint
     bad = tmp_path / "bad"
@@ -174,7 +175,8 @@ def _device_commands(out: Path, flag: str, value: str) -> dict[str, list]:
         "prune": ["prune", "--model", model, "--scores", out.parent / "scores", "--plan", "hidden_size=128",
                   "--in-memory", "--out", out, flag, value],
         "search": ["search", "--model", model, *data, "--params", "0.5x", "--out", out, flag, value],
-        "distill": ["distill", "--teacher", model, "--student", model, *data, "--steps", "1", "--out", out, flag, value],
+        "distill": ["distill", "--teacher", model, "--student", model, *data, "--steps", "1", "--out", out,
+                    flag, value],
         "eval": ["eval", model, *data, "--out", out, flag, value],
     }
 
@@ -210,7 +212,8 @@ def test_gpu_numbers_are_checked_against_the_gpus_present(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     check_device("cuda")
     check_device("cuda:1")
-    with pytest.raises(CliError, match=r"has 2 cuda device\(s\).*devices here: cpu, cuda:0, cuda:1; pass --device cuda:0"):
+    with pytest.raises(CliError, match=r"has 2 cuda device\(s\).*devices here: cpu, cuda:0, cuda:1; "
+                                       r"pass --device cuda:0"):
         check_device("cuda:7")
 
 
@@ -224,7 +227,8 @@ def test_gpu_numbers_are_checked_against_the_gpus_present(monkeypatch):
      "task file missing.yaml does not exist"),
     (["eval", "MODEL", "--data", " "], "--data is empty"),
     (["eval", "MODEL", "--speed", "--batch-sizes", ","], "--batch-sizes needs positive numbers"),
-    (["search", "--model", "MODEL", "--data", "shakespeare", "--params", "0.5x", "--skip", ","], "--skip ',' names nothing"),
+    (["search", "--model", "MODEL", "--data", "shakespeare", "--params", "0.5x", "--skip", ","],
+     "--skip ',' names nothing"),
     (["search", "--model", "MODEL", "--data", "shakespeare", "--params", "0.5x", "--divisors", " , "],
      "--divisors ' , ' names nothing"),
     (["search", "--model", "MODEL", "--data", "", "--params", "0.5x"], "--data is empty"),
@@ -332,6 +336,7 @@ def _evaluations():
         return st.one_of(good, _json_values())
 
     number = st.floats(0, 100)
+    metrics = field(st.dictionaries(st.just("acc"), number))
     cell = st.fixed_dictionaries({"model": field(st.sampled_from(["a", "b"])), "batch": field(st.just(1)),
                                   "context": field(st.just(8))},
                                  optional={"decode_tokens_per_s": field(number), "ratios": field(st.just({})),
@@ -340,8 +345,7 @@ def _evaluations():
                                 optional={"parameters": field(st.integers(0, 10**9)), "loss": field(number),
                                           "bits_per_byte": field(number), "tokenizer": field(st.just("A")),
                                           "active_parameters": field(st.integers(0, 10**9)),
-                                          "tasks": field(st.dictionaries(st.sampled_from(["t", "u"]),
-                                                                         field(st.dictionaries(st.just("acc"), number))))})
+                                          "tasks": field(st.dictionaries(st.sampled_from(["t", "u"]), metrics))})
     evaluation = st.fixed_dictionaries(
         {"models": field(st.lists(field(row), max_size=3))},
         optional={"data": field(st.fixed_dictionaries({}, optional={"samples": field(st.integers(0, 9)),

@@ -60,10 +60,12 @@ def _stage(console: Console, title: str) -> float:
 
 def _measure(model, val, settings: DemoSettings, tokenizer) -> dict[str, Any]:
     from .evaluate import evaluate_loss, measure_throughput
+    from .evaluate.shared_text import own_tokens
 
     adapter = get_adapter(model)
     dims = adapter.dims(model.config)
-    ev = evaluate_loss(model, val, batch_size=settings.batch, tokenizer=tokenizer)
+    tokens, n_bytes = own_tokens(val, tokenizer)  # as the side-by-side evaluation reads the text
+    ev = evaluate_loss(model, tokens, batch_size=settings.batch, num_bytes=n_bytes)
     return {
         "params": adapter.num_parameters(dims),
         "non_embedding_params": adapter.num_parameters(dims, embeddings=False),

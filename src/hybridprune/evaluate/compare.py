@@ -1,9 +1,10 @@
 """`compare_models`: several models measured on the same footing, in one result (and one table).
 
 Each model gets its parameter count, its loss / perplexity / bits per byte on one shared text
-(tokenized by each model's own tokenizer, `shared_text`), its lm-eval task scores, and its generation speed measured side by side with the
-others. The result is a plain dict (`EVALUATION_FORMAT`), written as `eval.json` by
-`hybridprune eval --out` and read back by `hybridprune report`.
+(tokenized by each model's own tokenizer, `shared_text`), its lm-eval task scores, and its
+generation speed measured side by side with the others. The result is a plain dict
+(`EVALUATION_FORMAT`), written as `eval.json` by `hybridprune eval --out` and read back by
+`hybridprune report`.
 """
 
 from __future__ import annotations

@@ -141,7 +141,8 @@ def _include_dir() -> Path:
 def _known_tasks(TaskManager, tasks: Sequence[str], names: Sequence[str], include: Sequence[Path]):
     """lm-eval's task manager for `tasks`; ValueError naming the valid tasks when one is unknown."""
     # lm-eval's own task folders are indexed only when a task needs them
-    builtin = any(t.strip() not in LOCAL_TASKS and not t.strip().endswith((".yaml", ".yml")) for t in tasks if t.strip())
+    given = [t.strip() for t in tasks if t.strip()]
+    builtin = any(t not in LOCAL_TASKS and not t.endswith((".yaml", ".yml")) for t in given)
     manager = _task_manager(TaskManager, tuple(str(p) for p in include), builtin)
     unknown = [n for n in names if n not in manager.all_tasks]
     if unknown:

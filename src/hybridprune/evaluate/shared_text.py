@@ -140,3 +140,10 @@ def per_model_samples(samples, tokenizers: Mapping[str, Any], vocab_sizes: Mappi
     if n_bytes == 0:
         raise DataError("the evaluation windows decode to no text, so bits per byte is undefined")
     return out, labels, n_bytes
+
+
+def own_tokens(samples, tokenizer, model_vocab_size: int | None = None) -> tuple[TokenSamples, int]:
+    """One model's tokens of the text of `samples` and the text's UTF-8 bytes: its loss and bits per
+    byte then match what `compare_models` reports for it (`evaluate_loss(model, tokens, num_bytes=...)`)."""
+    text = SharedText.from_samples(samples, tokenizer)
+    return text.tokenize(tokenizer, model_vocab_size=model_vocab_size), text.num_bytes
