@@ -122,5 +122,11 @@ class NemotronHAdapter(Adapter):
         ):
             if value is not None:
                 setattr(new, field, value)
+        # `expand` (an int) is read by no one: transformers, vLLM (nemotron_h.py:395) and llama.cpp
+        # (conversion/nemotron.py:236, "Don't use expand") all size the mixer as mamba_num_heads ×
+        # mamba_head_dim. It is kept equal to that width / hidden_size where that is a whole number; a
+        # fractional ratio cannot be written, and the source's value stays (harmless for every reader).
+        if dims.mamba_num_heads is not None and (dims.mamba_num_heads * dims.mamba_head_dim) % dims.hidden_size == 0:
+            new.expand = dims.mamba_num_heads * dims.mamba_head_dim // dims.hidden_size
         # Re-validate through the config class: catches anything the strict dataclass rejects.
         return type(config).from_dict(new.to_dict())
