@@ -360,8 +360,9 @@ def test_the_styled_config_loads_as_the_pruned_config_under_the_sources_names():
     new.dtype = torch.bfloat16
     styled = styled_config(new, dict(NEMOTRON_HUB))
     changed = {k: (NEMOTRON_HUB.get(k), v) for k, v in styled.items() if NEMOTRON_HUB.get(k) != v}
+    # `expand` follows the Mamba width where it is whole: 12 heads x 8 = 3 x 32
     assert changed == {"hidden_size": (48, 32), "hybrid_override_pattern": ("M-*-M-", "M-*-M"),
-                       "num_hidden_layers": (6, 5), "torch_dtype": ("float32", "bfloat16")}
+                       "num_hidden_layers": (6, 5), "torch_dtype": ("float32", "bfloat16"), "expand": (2, 3)}
     assert type(new).from_dict(styled).to_dict() | {"transformers_version": None} == new.to_dict() | {
         "transformers_version": None}
 
@@ -382,4 +383,7 @@ def test_a_config_that_cannot_keep_the_source_style_is_written_plainly_with_a_wa
     with pytest.warns(UserWarning, match="could not be written in the style of .*config.json"):
         write_config(new, tmp_path / "out", tmp_path / "source")
     written = AutoConfig.from_pretrained(tmp_path / "out")
-    assert written.n_groups == 6 and "hybrid_override_pattern" not in json.loads((tmp_path / "out" / "config.json").read_text())
+    raw = json.loads((tmp_path / "out" / "config.json").read_text())
+    # transformers' field names (no source alias), with the layer pattern string engines read (for_engines)
+    assert written.n_groups == 6 and raw["n_groups"] == 6 and "mamba_n_groups" not in raw
+    assert raw["hybrid_override_pattern"] == "M-*-M-" and "layers_block_type" not in raw

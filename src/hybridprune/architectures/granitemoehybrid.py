@@ -78,6 +78,16 @@ class GraniteMoeHybridAdapter(Adapter):
         super().check_representable(dims, original)
         check_expand(dims, original, "GraniteMoeHybrid")
 
+    def serving_config(self, raw: dict, config_class) -> dict:
+        """Legacy layer-type names ("mamba", "attention"), as on the Hub: llama.cpp's converter finds the
+        attention layers by the name "attention" only (conversion/granite.py:443),
+        and transformers reads both spellings."""
+        types = raw.get("layer_types")
+        if not isinstance(types, list) or any(t not in _KIND_OF_NAME for t in types):
+            return raw
+        legacy = {MAMBA: "mamba", ATTENTION: "attention"}
+        return {**raw, "layer_types": [legacy[_KIND_OF_NAME[t]] for t in types]}
+
     def make_config(self, config, dims: Dims):
         self.check_representable(dims)
         new = copy.deepcopy(config)
