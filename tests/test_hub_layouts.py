@@ -113,6 +113,7 @@ def test_granite_hub_layout_round_trips(tmp_path, tokens):
         assert config["num_hidden_layers"] == 3 and config["hidden_size"] == 24
         assert (config["mamba_n_heads"], config["mamba_d_head"], config["mamba_expand"]) == (6, 8, 2)
         assert config["shared_intermediate_size"] == 40 and config["num_attention_heads"] == 4
+        assert config["intermediate_size"] == 40  # dense: what llama.cpp sizes the FFN by (the source's was stale)
         assert set(config) - set(GRANITE_HUB) <= {"head_dim"}  # written only where it is needed
 
 

@@ -272,3 +272,26 @@ def test_a_transformers_5_nemotron_config_is_written_with_the_hub_pattern(tmp_pa
         loaded = AutoConfig.from_pretrained(out).to_dict()
         assert {k: v for k, v in loaded.items() if k != "_name_or_path"} == {
             k: v for k, v in pruned.config.to_dict().items() if k != "_name_or_path"}
+
+
+def test_the_python_api_takes_serve_with_and_tensor_parallel(tokens):
+    import hybridprune as hp
+    from hybridprune.archsearch import SearchConfig
+    from hybridprune.archsearch.search import SearchError
+    from hybridprune.importance.calibrate import calibrate
+
+    model = build(tiny_config("granitemoehybrid"))
+    scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=0)
+    with pytest.raises(NotServable, match="granitemoehybrid.py:241"):
+        hp.prune(model, scores, "num_attention_heads=4", serve_with=["vllm"])
+    with pytest.raises(NotServable, match="mamba_n_groups = 3 is not divisible by tensor_parallel = 2"):
+        hp.prune(model, scores, "ffn_hidden_size=32", serve_with="vllm", tensor_parallel=2)
+    pruned = hp.prune(model, scores, "ffn_hidden_size=32", serve_with="vllm,llama.cpp")
+    serving = pruned.hybridprune_info["serving"]
+    assert serving["tensor_parallel"] == 1 and serving["vllm"]["servable"] and serving["llama.cpp"]["servable"]
+    assert pruned.config.intermediate_size == 32
+    SearchConfig(serve_with="vllm", tensor_parallel=2).validate()
+    with pytest.raises(SearchError, match="tensor parallelism is a vLLM setting"):
+        SearchConfig(tensor_parallel=2).validate()
+    with pytest.raises(SearchError, match="unknown serving engine"):
+        SearchConfig(serve_with="tgi").validate()
