@@ -61,8 +61,12 @@ def test_prune_carries_over_what_the_source_ships(source, tmp_path, monkeypatch)
     assert (out / "additional_chat_templates" / "tool_use.jinja").read_text() == "{{ tools }}"
     tok = AutoTokenizer.from_pretrained(out)
     assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == "<|user|>hi<|end|>"
-    for name in ("modeling_custom.py", "LICENSE", "tokenizer.json", "tokenizer_config.json"):
+    for name in ("modeling_custom.py", "LICENSE", "tokenizer.json"):
         assert (out / name).read_bytes() == (source / "model" / name).read_bytes(), name
+    # carried as is, but for a tokenizer_class older readers resolve (transformers 5 wrote TokenizersBackend)
+    carried, original = (json.loads((d / "tokenizer_config.json").read_text()) for d in (out, source / "model"))
+    assert original["tokenizer_class"] == "TokenizersBackend"
+    assert carried == {**original, "tokenizer_class": "PreTrainedTokenizerFast"}
     for name in ("optimizer.pt", "pytorch_model.bin", "big.dat"):
         assert not (out / name).exists(), name
     # the model card, evaluations, logs and plots would state the parent's size and scores as the child's

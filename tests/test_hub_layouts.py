@@ -113,6 +113,7 @@ def test_granite_hub_layout_round_trips(tmp_path, tokens):
         assert config["num_hidden_layers"] == 3 and config["hidden_size"] == 24
         assert (config["mamba_n_heads"], config["mamba_d_head"], config["mamba_expand"]) == (6, 8, 2)
         assert config["shared_intermediate_size"] == 40 and config["num_attention_heads"] == 4
+        assert config["intermediate_size"] == 40  # dense: what llama.cpp sizes the FFN by (the source's was stale)
         assert set(config) - set(GRANITE_HUB) <= {"head_dim"}  # written only where it is needed
 
 
@@ -360,8 +361,9 @@ def test_the_styled_config_loads_as_the_pruned_config_under_the_sources_names():
     new.dtype = torch.bfloat16
     styled = styled_config(new, dict(NEMOTRON_HUB))
     changed = {k: (NEMOTRON_HUB.get(k), v) for k, v in styled.items() if NEMOTRON_HUB.get(k) != v}
+    # `expand` follows the Mamba width where it is whole: 12 heads x 8 = 3 x 32
     assert changed == {"hidden_size": (48, 32), "hybrid_override_pattern": ("M-*-M-", "M-*-M"),
-                       "num_hidden_layers": (6, 5), "torch_dtype": ("float32", "bfloat16")}
+                       "num_hidden_layers": (6, 5), "torch_dtype": ("float32", "bfloat16"), "expand": (2, 3)}
     assert type(new).from_dict(styled).to_dict() | {"transformers_version": None} == new.to_dict() | {
         "transformers_version": None}
 
@@ -382,4 +384,7 @@ def test_a_config_that_cannot_keep_the_source_style_is_written_plainly_with_a_wa
     with pytest.warns(UserWarning, match="could not be written in the style of .*config.json"):
         write_config(new, tmp_path / "out", tmp_path / "source")
     written = AutoConfig.from_pretrained(tmp_path / "out")
-    assert written.n_groups == 6 and "hybrid_override_pattern" not in json.loads((tmp_path / "out" / "config.json").read_text())
+    raw = json.loads((tmp_path / "out" / "config.json").read_text())
+    # transformers' field names (no source alias), with the layer pattern string engines read (for_engines)
+    assert written.n_groups == 6 and raw["n_groups"] == 6 and "mamba_n_groups" not in raw
+    assert raw["hybrid_override_pattern"] == "M-*-M-" and "layers_block_type" not in raw

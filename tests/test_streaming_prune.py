@@ -13,6 +13,7 @@ from hybridprune.checkpoint_files import CheckpointFiles
 from hybridprune.fingerprint import checkpoint_fingerprint, model_fingerprint
 from hybridprune.importance.calibrate import calibrate
 from hybridprune.pruning.apply import prune
+from hybridprune.pruning.export import export
 from hybridprune.pruning.streaming import stream_prune
 
 PLANS = {
@@ -44,7 +45,7 @@ def test_streaming_equals_in_memory(tmp_path, tokens, name, tied):
     assert len(files.shards) > 2
     scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2)
     in_memory = prune(model, scores, PLANS[name])
-    in_memory.save_pretrained(tmp_path / "memory")
+    export(in_memory, tmp_path / "memory")  # the in-memory path's writer: the config as engines read it
     out = stream_prune(src, scores, PLANS[name], tmp_path / "stream", max_shard_bytes=30_000)
 
     expected, got = all_tensors(tmp_path / "memory"), all_tensors(out)

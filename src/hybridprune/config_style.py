@@ -18,6 +18,10 @@ Everything else (auto_map, architectures, unknown keys) stays as the source wrot
 auto_map names is copied as files by the export and runs only with `--trust-remote-code`. The result
 is checked: loading it gives exactly the pruned config. If no such file can be written in the
 source's style, transformers' own style is written instead, with a warning.
+
+Where a family's serving engines need another spelling than transformers writes (a Nemotron-H layer
+pattern string, Granite's legacy layer-type names), the adapter's `serving_config` rewrites the file
+(`for_engines`), again only when it loads as the same config.
 """
 
 from __future__ import annotations
@@ -145,7 +149,34 @@ def write_config(new_config, out_dir: str | Path, source: str | Path | None) -> 
             warnings.warn(f"the config could not be written in the style of {path}; it is written "
                           "with transformers' own field names", stacklevel=3)
         new_config.save_pretrained(out_dir)
+        plain = type(new_config)._dict_from_json_file(out_dir / "config.json")
+        served = for_engines(new_config, plain)
+        if served is not plain:
+            served = type(new_config)._encode_special_floats(served)
+            (out_dir / "config.json").write_text(json.dumps(served, indent=2, sort_keys=True) + "\n")
         return
+    styled = for_engines(new_config, styled)
     if tagged:  # infinities as the source wrote them: tagged, or bare as Python's json writes them
         styled = type(new_config)._encode_special_floats(styled)
     (out_dir / "config.json").write_text(json.dumps(styled, indent=2, sort_keys=True) + "\n")
+
+
+def for_engines(new_config, raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` (a config.json dict of `new_config`) as serving engines need to read it: the adapter's
+    `serving_config` (e.g. Nemotron-H's layer pattern string, which llama.cpp's converter needs), kept
+    only if it loads exactly as `raw` does; else `raw` itself."""
+    from .architectures import UnsupportedArchitecture, get_adapter
+
+    try:
+        adapter = get_adapter(new_config)
+    except UnsupportedArchitecture:
+        return raw
+    out = adapter.serving_config(dict(raw), type(new_config))
+    if out == raw:
+        return raw
+    try:
+        if _fields(_load(type(new_config), out)) == _fields(_load(type(new_config), raw)):
+            return out
+    except Exception:  # noqa: BLE001 - the engines' style does not load: keep the plain file
+        pass
+    return raw

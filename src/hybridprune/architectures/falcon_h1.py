@@ -57,5 +57,10 @@ class FalconH1Adapter(Adapter):
         new.mamba_n_heads = dims.mamba_num_heads
         new.mamba_d_head = dims.mamba_head_dim
         new.mamba_d_ssm = dims.mamba_num_heads * dims.mamba_head_dim
+        # mamba_d_ssm wins over mamba_expand in transformers, vLLM (falcon_h1.py:114) and llama.cpp
+        # (conversion/falcon_h1.py:31); mamba_expand (an int) is kept equal to the width / hidden_size
+        # where that is whole, and otherwise left as the source wrote it (no reader uses it then).
+        if new.mamba_d_ssm % dims.hidden_size == 0 and getattr(config, "mamba_expand", None) is not None:
+            new.mamba_expand = new.mamba_d_ssm // dims.hidden_size
         new.num_hidden_layers = dims.num_layers
         return type(config).from_dict(new.to_dict())

@@ -8,7 +8,10 @@
   parallel with the shared MLP.
 - The µP scalars (`embedding_multiplier`, `residual_multiplier`, `attention_multiplier`,
   `logits_scaling`) and the position embedding type (RoPE or none) are kept as they are.
-- head_dim is written explicitly (the attention would re-derive it from hidden_size).
+- head_dim is written explicitly (the attention would re-derive it from hidden_size); vLLM and
+  llama.cpp ignore it and use hidden_size / num_attention_heads (a serving rule, engine_rules.py).
+- Dense variants (`num_local_experts=0`) carry `intermediate_size` too: transformers ignores it, but
+  llama.cpp sizes the FFN from it, so it is written equal to `shared_intermediate_size`.
 - The same integer `mamba_expand` coupling as Bamba (see expand.py).
 """
 
@@ -78,6 +81,16 @@ class GraniteMoeHybridAdapter(Adapter):
         super().check_representable(dims, original)
         check_expand(dims, original, "GraniteMoeHybrid")
 
+    def serving_config(self, raw: dict, config_class) -> dict:
+        """Legacy layer-type names ("mamba", "attention"), as on the Hub: llama.cpp's converter finds the
+        attention layers by the name "attention" only (conversion/granite.py:443),
+        and transformers reads both spellings."""
+        types = raw.get("layer_types")
+        if not isinstance(types, list) or any(t not in _KIND_OF_NAME for t in types):
+            return raw
+        legacy = {MAMBA: "mamba", ATTENTION: "attention"}
+        return {**raw, "layer_types": [legacy[_KIND_OF_NAME[t]] for t in types]}
+
     def make_config(self, config, dims: Dims):
         self.check_representable(dims)
         new = copy.deepcopy(config)
@@ -92,6 +105,10 @@ class GraniteMoeHybridAdapter(Adapter):
         if dims.num_moe_experts is not None:
             new.num_local_experts = dims.num_moe_experts
             new.intermediate_size = dims.moe_ffn_hidden_size
+        else:
+            # Dense (num_local_experts=0): transformers reads only shared_intermediate_size, but llama.cpp
+            # sizes the FFN from intermediate_size, so it must say the same width.
+            new.intermediate_size = dims.ffn_hidden_size
         old_names = list(config.layer_types)
         new_style = any(n in ("linear_attention", "full_attention") for n in old_names)
         names = {MAMBA: "linear_attention" if new_style else "mamba",

@@ -25,6 +25,12 @@ _KIND_OF_TYPE = {
     "moe": MOE,
 }
 _TYPE_OF_KIND = {MAMBA: "linear_attention", ATTENTION: "full_attention", MLP: "mlp", MOE: "moe"}
+#: the Hub's `hybrid_override_pattern` characters of the block kinds
+_PATTERN = {MAMBA: "M", ATTENTION: "*", MLP: "-", MOE: "E"}
+#: config fields that only MoE blocks read: llama.cpp's converter takes a config holding
+#: `num_experts_per_tok` for a MoE model (conversion/nemotron.py:222)
+_MOE_FIELDS = ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size", "moe_shared_expert_intermediate_size",
+               "n_shared_experts", "n_group", "topk_group", "routed_scaling_factor", "norm_topk_prob", "moe_latent_size")
 
 
 def _block(mixer) -> LayerSpec:
@@ -110,6 +116,23 @@ class NemotronHAdapter(Adapter):
                 f"{dims.moe_n_group} routing groups; the Nemotron-H router scores a group by its best two "
                 f"experts. Valid values: {valid}")
 
+    def serving_config(self, raw: dict, config_class) -> dict:
+        """The Hub's spelling of a transformers-5-style config: llama.cpp's converter reads the layers
+        from `hybrid_override_pattern` (conversion/nemotron.py:243) and takes any config holding
+        `num_experts_per_tok` for a MoE model (:222), which transformers 5 writes for dense ones too.
+        So: the pattern string and `num_hidden_layers` instead of the layer-type list, and, without MoE
+        blocks, no MoE fields left at their defaults (the writer checks that it loads the same)."""
+        types = raw.get("layers_block_type")
+        if raw.get("hybrid_override_pattern") or not isinstance(types, list) or any(t not in _KIND_OF_TYPE for t in types):
+            return raw
+        kinds = [_KIND_OF_TYPE[t] for t in types]
+        out = {k: v for k, v in raw.items() if k != "layers_block_type"}
+        out.update(hybrid_override_pattern="".join(_PATTERN[k] for k in kinds), num_hidden_layers=len(kinds))
+        if MOE not in kinds:
+            defaults = config_class().to_dict()
+            out = {k: v for k, v in out.items() if k not in _MOE_FIELDS or v != defaults.get(k)}
+        return out
+
     def make_config(self, config, dims: Dims):
         new = copy.deepcopy(config)
         new.hidden_size = dims.hidden_size
@@ -126,5 +149,11 @@ class NemotronHAdapter(Adapter):
         ):
             if value is not None:
                 setattr(new, field, value)
+        # `expand` (an int) is read by no one: transformers, vLLM (nemotron_h.py:395) and llama.cpp
+        # (conversion/nemotron.py:236, "Don't use expand") all size the mixer as mamba_num_heads ×
+        # mamba_head_dim. It is kept equal to that width / hidden_size where that is a whole number; a
+        # fractional ratio cannot be written, and the source's value stays (harmless for every reader).
+        if dims.mamba_num_heads is not None and (dims.mamba_num_heads * dims.mamba_head_dim) % dims.hidden_size == 0:
+            new.expand = dims.mamba_num_heads * dims.mamba_head_dim // dims.hidden_size
         # Re-validate through the config class: catches anything the strict dataclass rejects.
         return type(config).from_dict(new.to_dict())

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..architectures import Dims, Unrepresentable
+from ..architectures.serving import check_tensor_parallel, parse_engines, violations
 from .cost import BudgetError, Budget, Cost
 from .space import Candidate
 
@@ -30,6 +31,10 @@ class FilterReport:
     memory_limit_mb: float | None = None
     params_kind: str = "total"
     unrepresentable_keys: list[str] = field(default_factory=list)
+    #: candidates a serving engine of `serve_with` cannot serve (see `architectures.serving`)
+    unservable: int = 0
+    unservable_keys: list[str] = field(default_factory=list)
+    serve_with: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -38,6 +43,8 @@ class FilterReport:
         out = [f"{self.grid} candidates in the search space", f"{self.within_budget} within the budget"]
         if self.unrepresentable:
             out.append(f"{self.unrepresentable} dropped: the architecture's config cannot represent them")
+        if self.unservable:
+            out.append(f"{self.unservable} dropped: {' or '.join(self.serve_with)} cannot serve them")
         if self.outside_band:
             out.append(f"{self.outside_band} dropped: too far below the largest candidate that fits (band)")
         if self.over_cap:
@@ -66,11 +73,13 @@ def _describe(c: Candidate, cost: Cost, budget: Budget) -> str:
 
 
 def filter_candidates(adapter, original: Dims, grid: list[Candidate], budget: Budget, *, band: float | None = 0.1,
-                      max_candidates: int | None = None) -> tuple[list[tuple[Candidate, Cost]], FilterReport]:
+                      max_candidates: int | None = None, serve_with=(),
+                      tensor_parallel: int = 1) -> tuple[list[tuple[Candidate, Cost]], FilterReport]:
     """The candidates to evaluate, closest to the budget first, with a report of what was dropped.
 
     1. keep those whose analytic cost fits `budget`;
-    2. drop those `adapter.check_representable` rejects;
+    2. drop those `adapter.check_representable` rejects, and those an engine of `serve_with` cannot
+       serve (at `tensor_parallel` GPUs for vLLM; see `architectures.serving`);
     3. with `band`, drop those more than `band` (a fraction) below the largest survivor's size, so the
        search compares architectures of about the same cost rather than ever smaller ones;
     4. with `max_candidates`, keep that many, largest first.
@@ -81,9 +90,12 @@ def filter_candidates(adapter, original: Dims, grid: list[Candidate], budget: Bu
         raise BudgetError(f"band must be in [0, 1], got {band}")
     if max_candidates is not None and max_candidates < 1:
         raise BudgetError(f"max_candidates must be >= 1, got {max_candidates}")
+    engines = parse_engines(serve_with)
+    check_tensor_parallel(tensor_parallel, engines)
     report = FilterReport(grid=len(grid), param_limit=budget.param_limit(adapter, original),
                           active_limit=budget.active_limit(adapter, original),
-                          memory_limit_mb=budget.memory_mb, params_kind=budget.params_kind)
+                          memory_limit_mb=budget.memory_mb, params_kind=budget.params_kind,
+                          serve_with=list(engines))
     costed = [(c, budget.cost(adapter, c.dims)) for c in grid]
     fitting = [(c, cost) for c, cost in costed if budget.fits(cost, report.param_limit, report.active_limit)]
     report.within_budget = len(fitting)
@@ -94,10 +106,14 @@ def filter_candidates(adapter, original: Dims, grid: list[Candidate], budget: Bu
         except Unrepresentable:
             report.unrepresentable_keys.append(c.key)
             continue
+        if violations(adapter.model_type, c.dims, engines, tensor_parallel):
+            report.unservable_keys.append(c.key)
+            continue
         survivors.append((c, cost))
     report.unrepresentable = len(report.unrepresentable_keys)
+    report.unservable = len(report.unservable_keys)
     if not survivors:
-        raise ImpossibleBudget(_impossible_message(adapter, original, costed, budget, report))
+        raise ImpossibleBudget(_impossible_message(adapter, original, costed, budget, report, engines, tensor_parallel))
     survivors.sort(key=lambda item: (-_size(item[1], budget), item[0].key))
     if band is not None:
         floor = (1.0 - band) * _size(survivors[0][1], budget)
@@ -111,7 +127,8 @@ def filter_candidates(adapter, original: Dims, grid: list[Candidate], budget: Bu
     return survivors, report
 
 
-def _impossible_message(adapter, original, costed, budget: Budget, report: FilterReport) -> str:
+def _impossible_message(adapter, original, costed, budget: Budget, report: FilterReport, engines=(),
+                        tensor_parallel: int = 1) -> str:
     limits = []
     if report.param_limit is not None:
         limits.append(f"{report.param_limit:,} {budget.params_kind.replace('_', '-')} parameters")
@@ -125,13 +142,16 @@ def _impossible_message(adapter, original, costed, budget: Budget, report: Filte
             adapter.check_representable(c.dims, original=original)
         except Unrepresentable:
             continue
-        representable.append((c, cost))
+        if not violations(adapter.model_type, c.dims, engines, tensor_parallel):
+            representable.append((c, cost))
     pool = representable or costed
     by_params = min(pool, key=lambda item: (_param_size(item[1], budget), item[0].key))
     by_memory = min(pool, key=lambda item: (item[1].memory_mb, item[0].key))
     text = (f"no candidate of the search space fits the budget of {' and '.join(limits)} "
             f"({report.grid} candidates, {report.within_budget} within budget, "
-            f"{report.unrepresentable} of those unrepresentable). The smallest "
+            f"{report.unrepresentable} of those unrepresentable"
+            f"{f', {report.unservable} not servable by ' + ' or '.join(engines) if report.unservable else ''}). "
+            f"The smallest "
             f"{'representable ' if representable else ''}candidate is "
             f"{_describe(*by_params, budget)}")
     if budget.memory_mb is not None and by_memory[0] is not by_params[0]:

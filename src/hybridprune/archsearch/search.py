@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..architectures import get_adapter
+from ..architectures.serving import check_tensor_parallel, parse_engines
 from ..evaluate.perplexity import NonFiniteLoss, evaluate_loss
 from ..evaluate.speed import measure_throughput
 from ..importance.scores import EXPERT_IMPORTANCE, Scores, model_fingerprint
@@ -56,6 +57,8 @@ class SearchConfig:
       shown in the results; `speed_seq_len` defaults to the evaluation data's sequence length.
     - `expert_importance`: how a MoE model's routed experts are ranked when candidates are pruned
       (see `hybridprune.prune`).
+    - `serve_with`, `tensor_parallel`: serving engines ("vllm", "llama.cpp") every candidate must run
+      on, at this many GPUs for vLLM; others are left out of the search (`architectures.serving`).
     """
 
     space: SearchSpace = field(default_factory=SearchSpace)
@@ -71,6 +74,8 @@ class SearchConfig:
     speed_seq_len: int | None = None
     progress: bool = True
     expert_importance: str = "output_norm"
+    serve_with: tuple[str, ...] | str = ()
+    tensor_parallel: int = 1
 
     def validate(self) -> None:
         """Every setting, before anything is computed: a bad short-KD setting would otherwise surface
@@ -95,11 +100,21 @@ class SearchConfig:
                               f"got {self.expert_importance!r}")
         if self.kd is not None:
             kd_config(self.kd, device=None, seq_len=None)
+        try:
+            self.serve_with = parse_engines(self.serve_with)
+            check_tensor_parallel(self.tensor_parallel, self.serve_with)
+        except ValueError as exc:
+            raise SearchError(str(exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["space"] = self.space.to_dict()
         d.pop("progress")
+        if not self.serve_with and self.tensor_parallel == 1:  # settings of searches started before these existed
+            d.pop("serve_with")
+            d.pop("tensor_parallel")
+        else:
+            d["serve_with"] = list(parse_engines(self.serve_with))
         return d
 
 
@@ -225,7 +240,8 @@ def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config:
     scores.check_against(original, owners=adapter.unit_owners(original))
     grid, choices = build_grid(original, cfg.space, scores, adapter.required_kinds)
     candidates, report = filter_candidates(adapter, original, grid, budget, band=cfg.band,
-                                           max_candidates=cfg.max_candidates)
+                                           max_candidates=cfg.max_candidates, serve_with=cfg.serve_with,
+                                           tensor_parallel=cfg.tensor_parallel)
     say.axes(choices, original)
     say.lines(report.lines())
     finetune = finetune or distill_finetune

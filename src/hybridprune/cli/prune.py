@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..fsutil import check_output
@@ -40,6 +41,8 @@ def prune_command(
     dtype: str = typer.Option("auto", help="auto (as saved), float32, bfloat16, float16."),
     force: bool = typer.Option(False, "--force", help="Start even when the memory forecast exceeds what the device has."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code."),
+    serve_with: str = typer.Option(None, "--serve-with", help="Serving engines the output must run on, e.g. 'vllm,llama.cpp': a plan one of them cannot serve is refused, naming the rule and the nearest valid values."),
+    tensor_parallel: int = typer.Option(1, "--tensor-parallel", min=1, help="GPUs vLLM splits the model over (with --serve-with vllm): the head counts and widths it splits must divide."),
 ) -> None:
     """Prune a checkpoint group-aware to the plan's sizes and write it as a plain HF checkpoint.
 
@@ -70,6 +73,7 @@ def prune_command(
         parsed.validate(dims)
     except PlanError as exc:  # a plan file that does not fit this model: say which file
         raise PlanError(f"plan file {plan}: {exc}" if _is_file(plan) else str(exc)) from None
+    _check_serving(adapter, dims, parsed, serve_with, tensor_parallel)
     loaded_scores = Scores.load(scores)
     loaded_scores.check_against(dims, owners=adapter.unit_owners(dims))
 
@@ -82,16 +86,30 @@ def prune_command(
         forecast_memory(streamed, force=force, lower="nothing (streaming holds three tensors at a time)")
         path = stream_prune(model, loaded_scores, parsed, out, dtype=None if dtype == "auto" else resolve_dtype(dtype),
                             smoke_test=smoke_test, overwrite=overwrite, strict_fingerprint=strict_fingerprint,
-                            progress=True, expert_importance=expert_importance)
+                            progress=True, expert_importance=expert_importance, serve_with=serve_with,
+                            tensor_parallel=tensor_parallel)
         _summary(json.loads((path / "hybridprune.json").read_text()), path)
         return
     forecast_memory(forecast_prune(adapter, dims, weight_bytes=weight_bytes(config, dtype, device), device=str(device)),
                     force=force, lower="the model's memory: drop --in-memory to stream it")
     lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     pruned = prune(lm, loaded_scores, parsed, strict_fingerprint=strict_fingerprint,
-                   expert_importance=expert_importance)
+                   expert_importance=expert_importance, serve_with=serve_with, tensor_parallel=tensor_parallel)
     path = export(pruned, out, tokenizer_from=model, source=str(model), overwrite=overwrite)
     _summary(pruned.hybridprune_info, path)
+
+
+def _check_serving(adapter, dims, plan, serve_with: str | None, tensor_parallel: int) -> None:
+    """Before the scores are read: refuse a plan an engine of --serve-with cannot serve; without
+    --serve-with, one warning line per common engine whose rules the plan breaks."""
+    from ..architectures.serving import warnings_for
+    from ..pruning.apply import check_plan_dims
+
+    target = plan.target_dims(dims, list(range(dims.num_layers)))
+    check_plan_dims(adapter, dims, target, serve_with or (), tensor_parallel)
+    if serve_with is None:
+        for line in warnings_for(adapter.model_type, target):
+            console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True, highlight=False)
 
 
 def _is_file(text: str) -> bool:

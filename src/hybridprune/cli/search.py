@@ -108,6 +108,8 @@ def search_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard a previous search in --out instead of resuming it."),
     force: bool = typer.Option(False, "--force", help="Start even when the memory forecast exceeds what the device has."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code."),
+    serve_with: str = typer.Option(None, "--serve-with", help="Serving engines every candidate must run on, e.g. 'vllm,llama.cpp' (see `hybridprune prune --help`)."),
+    tensor_parallel: int = typer.Option(1, "--tensor-parallel", min=1, help="GPUs vLLM splits the model over (with --serve-with vllm)."),
 ) -> None:
     """Search the architecture of lowest loss under a budget; resumes an interrupted run in --out."""
     from ..architectures import get_adapter
@@ -136,7 +138,8 @@ def search_command(
                     dtype=memory_dtype, active_params=active_params)
     cfg = SearchConfig(space=space, top_k=top_k, kd=kd, band=band, max_candidates=max_candidates,
                        batch_size=batch_size, tie_tolerance=tie_tolerance, tie_break=tie_break, measure_speed=speed,
-                       speed_batch=speed_batch, expert_importance=expert_importance)
+                       speed_batch=speed_batch, expert_importance=expert_importance, serve_with=serve_with or (),
+                       tensor_parallel=tensor_parallel)
     cfg.validate()
     # An impossible budget is reported before any weights are loaded, when the grid is known without
     # calibrating: with saved scores, or without depth candidates (which depend on the depth scores).
@@ -160,7 +163,8 @@ def search_command(
                 raise
             saved = None  # --overwrite: a previous search's scores of another model are computed again
     if saved is not None or "num_layers" in skipped or max_depth_pruning == 0:
-        filter_candidates(adapter, dims, build_grid(dims, space, saved, adapter.required_kinds)[0], budget, band=None)
+        filter_candidates(adapter, dims, build_grid(dims, space, saved, adapter.required_kinds)[0], budget, band=None,
+                          serve_with=cfg.serve_with, tensor_parallel=tensor_parallel)
 
     forecast_memory(_forecast(config, dtype, device, batch_size, eval_seq_len, depth_samples > 0, kd, kd_micro_batch),
                     force=force, lower="--batch-size, --eval-seq-len or --kd-micro-batch")
@@ -193,8 +197,10 @@ def search_command(
     console.print(results_table(result, show))
     console.print(f"winner [bold]{result.best_key}[/]: {result.best} (chosen by {decision_text(result.decision)})")
     console.print(f"plan: {out / 'best.yaml'}   plot: {out / 'search.png'}   all results: {out / 'candidates.jsonl'}")
+    serving = (f" --serve-with {','.join(cfg.serve_with)}" if cfg.serve_with else "") + (
+        f" --tensor-parallel {tensor_parallel}" if tensor_parallel > 1 else "")
     console.print(f"apply it: hybridprune prune --model {model} --scores {scores_dir or out / 'scores'} "
-                  f"--plan {out / 'best.yaml'} --out PRUNED_DIR")
+                  f"--plan {out / 'best.yaml'}{serving} --out PRUNED_DIR")
 
 
 def _resumable(out: Path) -> bool:

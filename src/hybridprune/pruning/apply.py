@@ -38,25 +38,37 @@ def check_fingerprint(scores: Scores, model_type: str, fingerprint, *, strict: b
         warnings.warn(message, stacklevel=3)
 
 
-def plan_selection(adapter, dims, scores: Scores, plan: Plan,
-                   expert_importance: str = "output_norm") -> tuple[Selection, object]:
+def plan_selection(adapter, dims, scores: Scores, plan: Plan, expert_importance: str = "output_norm",
+                   serve_with=(), tensor_parallel: int = 1) -> tuple[Selection, object]:
     """The checked plan's selection and the pruned dimensions, shared by `prune` and the streaming prune:
-    the plan fits the model, the scores fit the model, the widths can be written as a config, then the
-    group-aware selection (`expert_importance`: how routed experts are ranked, see `select`)."""
+    the plan fits the model, the scores fit the model, the widths can be written as a config (and served
+    by the engines of `serve_with`), then the group-aware selection (`expert_importance`: how routed
+    experts are ranked, see `select`)."""
     plan.validate(dims)
     scores.check_against(dims, owners=adapter.unit_owners(dims))
     # Widths first: a target the config cannot write is refused before any scores are needed.
-    adapter.check_representable(plan.target_dims(dims, list(range(dims.num_layers))), original=dims)
+    check_plan_dims(adapter, dims, plan.target_dims(dims, list(range(dims.num_layers))), serve_with, tensor_parallel)
     selection = select(scores, plan, dims, adapter.required_kinds, adapter.unit_owners(dims),
                        expert_importance=expert_importance)
     new_dims = plan.target_dims(dims, selection.kept_blocks)
-    adapter.check_representable(new_dims, original=dims)
+    check_plan_dims(adapter, dims, new_dims, serve_with, tensor_parallel)
     return selection, new_dims
+
+
+def check_plan_dims(adapter, dims, new_dims, serve_with=(), tensor_parallel: int = 1) -> None:
+    """Raise Unrepresentable when the config cannot write `new_dims`, or NotServable when an engine of
+    `serve_with` (names, see `architectures.serving`) cannot serve them at `tensor_parallel`."""
+    from ..architectures.serving import check_servable, check_tensor_parallel, parse_engines
+
+    adapter.check_representable(new_dims, original=dims)
+    engines = parse_engines(serve_with)
+    check_tensor_parallel(tensor_parallel, engines)
+    check_servable(adapter, new_dims, engines, tensor_parallel, original=dims)
 
 
 def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
           strict_fingerprint: bool = False, fingerprint: str | None = None,
-          expert_importance: str = "output_norm") -> torch.nn.Module:
+          expert_importance: str = "output_norm", serve_with=None, tensor_parallel: int = 1) -> torch.nn.Module:
     """Return a pruned copy of `model` (the original is untouched).
 
     `plan` is a `Plan`, a dict, a YAML/JSON path or an `a=1,b=2` string; fields left out keep
@@ -65,18 +77,22 @@ def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
     the caller already has it (a search prunes one model many times; hashing its weights once is enough).
     `expert_importance`: how a MoE model's routed experts are ranked: "output_norm" (Minitron),
     "router_weighted" (REAP) or "frequency".
+    `serve_with`: serving engines ("vllm,llama.cpp" or a list) the result must run on: a plan one of them
+    cannot serve (at `tensor_parallel` GPUs for vLLM) raises `NotServable` naming the rule and the
+    nearest valid values. Either way `hybridprune_info["serving"]` records which engines are expected
+    to serve the result.
     """
     plan = Plan.parse(plan)
     adapter = get_adapter(model)
     dims = adapter.dims(model.config)
     check_fingerprint(scores, model.config.model_type, fingerprint or (lambda: model_fingerprint(model)),
                       strict=strict_fingerprint)
-    selection, new_dims = plan_selection(adapter, dims, scores, plan, expert_importance)
+    selection, new_dims = plan_selection(adapter, dims, scores, plan, expert_importance, serve_with, tensor_parallel)
     dropped = adapter.dropped_parts(model.config)
     warn_dropped(dropped)
     pruned = apply_selection(model, selection, new_dims)
     pruned.hybridprune_info = provenance(plan, selection, dims, new_dims, scores, adapter, expert_importance,
-                                         dropped=dropped)
+                                         dropped=dropped, tensor_parallel=tensor_parallel)
     return pruned
 
 
@@ -115,8 +131,11 @@ def _smoke_test(model: torch.nn.Module) -> None:
 
 
 def provenance(plan: Plan, selection: Selection, dims, new_dims, scores: Scores, adapter,
-               expert_importance: str = "output_norm", *, dropped=()) -> dict[str, Any]:
-    """What `hybridprune.json` records; `dropped`: the source's parts left out (`Adapter.dropped_parts`)."""
+               expert_importance: str = "output_norm", *, dropped=(), tensor_parallel: int = 1) -> dict[str, Any]:
+    """What `hybridprune.json` records; `dropped`: the source's parts left out (`Adapter.dropped_parts`);
+    `serving`: which engines are expected to serve the result (`architectures.serving`)."""
+    from ..architectures.serving import serving_record
+
     info = {
         "hybridprune_version": __version__,
         "plan": plan.to_dict(),
@@ -127,6 +146,7 @@ def provenance(plan: Plan, selection: Selection, dims, new_dims, scores: Scores,
         "dims_before": dims.as_dict(),
         "dims_after": new_dims.as_dict(),
         "left_out": [part.description for part in dropped],
+        "serving": serving_record(adapter.model_type, new_dims, tensor_parallel),
     }
     if dims.num_moe_experts is not None:
         info["active_parameters"] = {"before": adapter.num_active_parameters(dims),

@@ -75,6 +75,30 @@ def carried_files(source: str | os.PathLike, rebuilt: tuple[str, ...] = REBUILT)
     return out
 
 
+#: tokenizer classes only transformers 5 resolves, and the class older readers (transformers 4, which
+#: llama.cpp's converter and vLLM builds of 2025 use) load the same tokenizer.json with
+PORTABLE_TOKENIZER_CLASSES = {"TokenizersBackend": "PreTrainedTokenizerFast"}
+
+
+def portable_tokenizer_config(directory: str | os.PathLike) -> bool:
+    """Give `directory/tokenizer_config.json` a `tokenizer_class` every reader resolves: transformers 5
+    writes `TokenizersBackend`, which transformers 4 cannot import; `PreTrainedTokenizerFast` names the
+    same fast tokenizer (transformers 5 aliases it). Returns whether the file was changed."""
+    path = Path(directory) / "tokenizer_config.json"
+    if not path.is_file() or not (Path(directory) / "tokenizer.json").is_file():
+        return False
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    portable = PORTABLE_TOKENIZER_CLASSES.get(doc.get("tokenizer_class")) if isinstance(doc, dict) else None
+    if portable is None:
+        return False
+    doc["tokenizer_class"] = portable
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    return True
+
+
 def carry_over(source: str | os.PathLike, dest: str | os.PathLike, *, rebuilt: tuple[str, ...] = REBUILT) -> list[str]:
     """Copy what `source` ships besides weights and config into `dest`.
 
@@ -94,6 +118,7 @@ def carry_over(source: str | os.PathLike, dest: str | os.PathLike, *, rebuilt: t
             continue
         shutil.copyfile(src, target)  # contents only: the output's permissions follow the umask
         copied.append(src.name)
+    portable_tokenizer_config(dest)
     return copied
 
 
@@ -145,12 +170,12 @@ def export(
         # save_pretrained writes transformers' checkpoint key layout (e.g. Nemotron-H's `backbone.*` and
         # per-expert tensors): the Hub's. The config is then rewritten in the source's style.
         model.save_pretrained(tmp, safe_serialization=True, **({"max_shard_size": shard} if shard else {}))
-        if carry_from is not None:
-            write_config(model.config, tmp, carry_from)
+        write_config(model.config, tmp, carry_from)  # without a source: as engines read it (for_engines)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if carry_from is not None:
             carry_over(carry_from, tmp)
+        portable_tokenizer_config(tmp)
         info = dict(getattr(model, "hybridprune_info", {}) or {})
         if source is not None:
             info["source"] = str(source)

