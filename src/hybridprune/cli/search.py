@@ -12,7 +12,8 @@ from .checks import (
     CLOSED_FRACTION, FRACTION, NON_NEGATIVE, POSITIVE, SEED_MAX, check_moe_options, check_multiple, check_numbers,
 )
 from ..archsearch.store import CANDIDATES_FILE, OWNED, SETTINGS_FILE
-from ..fsutil import check_output, claim, owned_names, remove_if_failed
+from ..cleanup import remove_if_failed
+from ..fsutil import check_output, claim, owned_names
 from .common import (
     CliError, console, fail_cleanly, forecast_memory, forward_forecast, load_config, load_model, load_tokenizer,
     weight_bytes,
