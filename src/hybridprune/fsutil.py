@@ -75,7 +75,7 @@ def _check_manifest_entry(directory: Path, name) -> None:
     raise ManifestError(
         f"{directory / MANIFEST} lists {name!r}, {reason}: the manifest was edited or comes from elsewhere, "
         f"so nothing was removed or written. Check {directory}, then delete {MANIFEST} there (everything in it "
-        f"then counts as yours) or choose another --out")
+        f"then counts as yours) or use another output directory")
 
 
 def foreign_entries(directory: str | os.PathLike) -> list[str]:
@@ -277,10 +277,11 @@ def atomic_directory(out_dir: str | os.PathLike, write: Callable[[Path], None], 
         follow_umask(tmp)
         _swap_in(tmp, target, out, what)
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         failure = None if isinstance(exc, FileNotFoundError) else as_os_error(exc, out)
-        if failure is not None:
-            raise OutputError(describe_os_error(failure, what, out, size_hint)) from None
+        message = failure and describe_os_error(failure, what, out, size_hint)  # while the disk is still full
+        shutil.rmtree(tmp, ignore_errors=True)
+        if message:
+            raise OutputError(message) from None
         raise
     return out
 
