@@ -6,12 +6,18 @@ the user put there is ever deleted or overwritten.
 - A run directory that grows while it runs and resumes (search, distill) is claimed instead
   (`claim`): the names it will write are recorded before they are written.
 - Either way `.hybridprune-outputs` in the directory lists the top-level names hybridprune wrote.
-  `--overwrite` replaces only those; a directory holding anything else is refused, naming it.
+  `--overwrite` replaces only those; a directory holding anything else is refused, naming it. The
+  manifest is not trusted as a list of paths: an entry that is not a plain name inside the directory
+  (`../x`, `/abs`, `a/b`) or that is a symbolic link there is refused, naming it.
+- The finished output is moved in only if the target still holds nothing but hybridprune's own
+  entries, checked once the target is out of reach (moved aside): a file put there while the work
+  ran is never deleted. A symlinked output is written through, and the link stays.
 - Temporary siblings left by a killed process (its PID is gone) are removed by the next run; a
   previous output moved aside for a replacement that never finished is moved back.
 - Directories follow the umask (no `mkdtemp`, whose 0700 would hide outputs from a group).
-- A failed write (full disk, read-only mount, a name too long) becomes one `OutputError` that says
-  what, where and, when known, how many bytes were needed.
+- A failed write (full disk, no inodes, read-only mount, a name too long), whatever type the writing
+  library raises it as, becomes one `OutputError` that says what, where and, when known, how many
+  bytes were needed (`fserrors`).
 """
 
 from __future__ import annotations
@@ -22,73 +28,54 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
 from pathlib import Path
+
+# the messages of failed writes (fserrors) are re-exported: every command imports them from here
+from .fserrors import NAME_MAX, OutputError, as_os_error, describe_os_error, human_bytes, writing  # noqa: F401
+from .fserrors import existing_ancestor as _existing_ancestor
 
 MANIFEST = ".hybridprune-outputs"
 TMP_TAG = ".hybridprune-tmp-"
 OLD_TAG = ".hybridprune-old-"
-NAME_MAX = 255
-
-
-class OutputError(Exception):
-    """An output directory cannot be (over)written; the message says why and what to do."""
-
-
-# ------------------------------------------------------------------------------------ messages
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
-def describe_os_error(exc: OSError, what: str, where: str | os.PathLike, needed: int | None = None,
-                      cleaned: bool = True) -> str:
-    """One sentence for a failed write: what, where, why, and what to do about it."""
-    where = Path(where)
-    code = exc.errno
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        reason = "no space left on the device"
-        if needed:
-            reason += f" (about {human_bytes(needed)} needed"
-            try:
-                reason += f", {human_bytes(shutil.disk_usage(_existing_ancestor(where)).free)} free"
-            except OSError:
-                pass
-            reason += ")"
-        advice = "free some space or choose another --out"
-    elif code == errno.EROFS:
-        reason, advice = "the file system is read-only", "choose a writable --out"
-    elif code in (errno.EACCES, errno.EPERM):
-        reason, advice = "permission denied", "choose a directory you can write to"
-    elif code == errno.ENAMETOOLONG:
-        reason, advice = f"a file name is too long (at most {NAME_MAX} bytes per name)", "choose a shorter --out"
-    else:
-        reason, advice = exc.strerror or str(exc), "check the path and try again"
-    return f"cannot write {what} to {where}: {reason}; {advice}." + (" Nothing was left behind." if cleaned else "")
-
-
-def _existing_ancestor(path: Path) -> Path:
-    path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 # ------------------------------------------------------------------------------------ manifest
 
 
+class ManifestError(OutputError):
+    """A manifest lists something hybridprune never writes there: it was edited or comes from elsewhere."""
+
+
 def owned_names(directory: str | os.PathLike) -> set[str]:
-    """Top-level names in `directory` that hybridprune wrote (from its manifest)."""
+    """Top-level names in `directory` that hybridprune wrote (from its manifest).
+
+    The manifest may come with a run directory from someone else, so it is not trusted as a list of
+    paths: every entry must be a plain name inside `directory` that is not a symbolic link, or
+    `ManifestError` names it (and nothing is removed or written through it).
+    """
+    directory = Path(directory)
     try:
-        names = json.loads((Path(directory) / MANIFEST).read_text())
+        names = json.loads((directory / MANIFEST).read_text())
     except (OSError, ValueError):
         return set()
-    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+    if not isinstance(names, list):
+        return set()
+    for name in names:
+        _check_manifest_entry(directory, name)
+    return set(names)
+
+
+def _check_manifest_entry(directory: Path, name) -> None:
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        reason = "which is not a plain name inside it"
+    elif (directory / name).is_symlink():
+        reason = "which is a symbolic link there, and hybridprune never writes one"
+    else:
+        return
+    raise ManifestError(
+        f"{directory / MANIFEST} lists {name!r}, {reason}: the manifest was edited or comes from elsewhere, "
+        f"so nothing was removed or written. Check {directory}, then delete {MANIFEST} there (everything in it "
+        f"then counts as yours) or use another output directory")
 
 
 def foreign_entries(directory: str | os.PathLike) -> list[str]:
@@ -134,6 +121,7 @@ def check_output(out: str | os.PathLike, *, overwrite: bool = False, resume: boo
 
     Non-empty directories are refused unless `resume` (the caller continues what is there) or
     `overwrite`; `overwrite` too is refused when the directory holds entries hybridprune did not write.
+    A symbolic link is written through (`output_target`); one that points nowhere is refused.
     """
     out = Path(out)
     for part in out.parts:
@@ -141,9 +129,13 @@ def check_output(out: str | os.PathLike, *, overwrite: bool = False, resume: boo
             raise OutputError(f"{option} {str(out)[:60]}...: the name {part[:40]!r}... has "
                               f"{len(os.fsencode(part))} bytes, more than the {NAME_MAX} a file name may have; "
                               f"choose a shorter {option}")
+    if out.is_symlink() and not out.exists():
+        raise OutputError(f"{option} {out} is a symbolic link to {os.readlink(out)}, which does not exist; create "
+                          f"that directory to write through the link, remove the link, or choose another {option}")
     if out.exists() and not out.is_dir():
         raise OutputError(f"{option} {out} is a file, not a directory; choose another {option}")
     if out.is_dir():
+        owned_names(out)  # refuses a manifest that lists paths, whatever the command does next
         try:
             entries = sorted(p.name for p in out.iterdir())
             shown = [e for e in entries if e != MANIFEST] or entries
@@ -159,12 +151,20 @@ def check_output(out: str | os.PathLike, *, overwrite: bool = False, resume: boo
                 raise OutputError(
                     f"{option} {out} holds files hybridprune did not write ({_listing(foreign)}); --overwrite "
                     f"replaces only hybridprune's own outputs. Move them away or choose another {option}")
-    for place in {_existing_ancestor(out.parent), *([out] if out.is_dir() else [])}:
+    target = output_target(out)
+    for place in {_existing_ancestor(target.parent), *([target] if target.is_dir() else [])}:
         if not _writable(place):
             reason = "the file system is read-only" if _read_only(place) else "permission denied"
             raise OutputError(f"cannot write {option} {out}: {place} is not writable ({reason}); "
                               f"choose a directory you can write to")
     return out
+
+
+def output_target(out: str | os.PathLike) -> Path:
+    """Where output `out` is written: `out` itself, or, when it is a symbolic link (say to a bigger
+    disk), the directory it points to, which is replaced in place so that the link stays."""
+    out = Path(out)
+    return Path(os.path.realpath(out)) if out.is_symlink() else out
 
 
 def _writable(path: Path) -> bool:
@@ -223,10 +223,19 @@ def clean_stale(out: str | os.PathLike) -> list[Path]:
             if rest.startswith(tag) and rest[len(tag):].isdigit() and not _pid_alive(int(rest[len(tag):])):
                 if tag == OLD_TAG and not out.exists():
                     os.replace(p, out)  # killed between moving the old output aside and the new one in
+                elif tag == OLD_TAG and not _only_ours(p):
+                    continue  # not ours to delete: left for the user
                 else:
                     shutil.rmtree(p, ignore_errors=True)
                     removed.append(p)
     return removed
+
+
+def _only_ours(directory: Path) -> bool:
+    try:
+        return not foreign_entries(directory)
+    except (OSError, OutputError):
+        return False
 
 
 # ------------------------------------------------------------------------------------ writers
@@ -253,70 +262,95 @@ def atomic_directory(out_dir: str | os.PathLike, write: Callable[[Path], None], 
                      what: str = "the output", size_hint: int | None = None) -> Path:
     """Run `write(tmp_dir)`, then move the result to `out_dir`; on any failure leave nothing behind.
 
-    `overwrite` replaces an earlier output of hybridprune, never a directory holding other files.
+    `overwrite` replaces an earlier output of hybridprune, never a directory holding other files, not
+    even one that gained them while this ran (`_swap_in`). A symlinked `out_dir` keeps its link.
     """
     out = check_output(out_dir, overwrite=overwrite)
-    tmp = temp_sibling(out)
+    target = output_target(out)
+    tmp = temp_sibling(target)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(target)
         os.mkdir(tmp)  # not mkdtemp: the directory follows the umask like any other output
         write(tmp)
         _write_manifest(tmp, (p.name for p in tmp.iterdir()))
         follow_umask(tmp)
-        if out.exists() and any(out.iterdir()):
-            old = temp_sibling(out, OLD_TAG)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)  # a rename onto an empty directory replaces it
+        _swap_in(tmp, target, out, what)
     except BaseException as exc:
+        failure = None if isinstance(exc, FileNotFoundError) else as_os_error(exc, out)
+        message = failure and describe_os_error(failure, what, out, size_hint)  # while the disk is still full
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
-            raise OutputError(describe_os_error(exc, what, out, size_hint)) from None
+        if message:
+            raise OutputError(message) from None
         raise
     return out
 
 
-_ON_FAILURE: list[Callable[[BaseException], None]] = []
-_NOTES: list[str] = []
-
-
-def remove_if_failed(out: str | os.PathLike, *, keep: Callable[[Path], bool] | None = None,
-                     note: str | None = None) -> None:
-    """Ask `on_failure` to remove run directory `out` if this command created it and then fails
-    before `keep(out)` says it holds something worth resuming. `note` is said on an interrupt."""
-    out = Path(out)
-    created = not out.exists()
-
-    def cleanup(exc: BaseException) -> None:
-        resumable = keep is not None and out.is_dir() and keep(out)
-        if created and out.is_dir() and not resumable and not foreign_entries(out):
-            shutil.rmtree(out, ignore_errors=True)
-        elif note and resumable:
-            _NOTES.append(note)
-
-    _ON_FAILURE.append(cleanup)
-
-
-@contextmanager
-def on_failure():
-    """Scope of one command: the cleanups registered by `remove_if_failed` run if it fails.
-    Yields the notes they leave (e.g. how to resume), for the error message."""
-    _ON_FAILURE.clear()
-    _NOTES.clear()
+def _swap_in(tmp: Path, target: Path, shown: Path, what: str) -> None:
+    """Move the finished `tmp` to `target`. An existing target is first moved aside (out of reach of
+    other writers) and checked again: if it gained entries hybridprune did not write while the work
+    ran, it is put back untouched and the finished output is kept in a visible sibling."""
+    if not target.exists() and not target.is_symlink():
+        try:
+            os.rename(tmp, target)
+            return
+        except OSError as exc:  # a directory appeared meanwhile: a rename replaces it only if empty
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    old = temp_sibling(target, OLD_TAG)
+    os.replace(target, old)
     try:
-        yield _NOTES
-    except BaseException as exc:
-        for cleanup in reversed(_ON_FAILURE):
-            try:
-                cleanup(exc)
-            except OSError:
-                pass
+        foreign = foreign_entries(old)
+    except BaseException:
+        os.replace(old, target)
         raise
-    finally:
-        _ON_FAILURE.clear()
+    if foreign:
+        os.replace(old, target)
+        kept = _keep_aside(tmp, target)
+        raise OutputError(
+            f"{shown} gained files hybridprune did not write while it ran ({_listing(foreign)}); nothing there "
+            f"was replaced or deleted. The finished {what.removeprefix('the ')} is in {kept}: move it where you "
+            f"want it")
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)  # only hybridprune's own entries, as just checked
+
+
+def _keep_aside(tmp: Path, target: Path) -> Path:
+    """Rename `tmp` to the first free `TARGET.hybridprune-finished[-N]` beside `target`."""
+    for n in range(1, 1000):
+        kept = target.parent / (f"{_stem(target)}.hybridprune-finished" + (f"-{n}" if n > 1 else ""))
+        if not kept.exists() and not kept.is_symlink():
+            os.rename(tmp, kept)
+            return kept
+    raise OutputError(f"too many {target.name}.hybridprune-finished-N directories beside {target}; remove them")
+
+
+def move_new(src: Path, dst: Path) -> None:
+    """Move `src` to `dst`, which did not exist a moment ago; if a file appeared there meanwhile it is
+    kept and the move refused (a hard link cannot replace; a directory renames only onto an empty one)."""
+    try:
+        if src.is_dir() or not _link(src, dst):
+            os.rename(src, dst)
+        else:
+            os.unlink(src)
+    except OSError as exc:
+        if not isinstance(exc, (FileExistsError, NotADirectoryError, IsADirectoryError)) and exc.errno != errno.ENOTEMPTY:
+            raise
+        raise OutputError(f"{dst} appeared while hybridprune was writing it and was left as it is; move it away "
+                          "and run the command again") from None
+
+
+def _link(src: Path, dst: Path) -> bool:
+    """Hard-link `src` to `dst` (FileExistsError if `dst` exists); False where hard links do not work."""
+    try:
+        os.link(src, dst, follow_symlinks=False)
+        return True
+    except FileExistsError:
+        raise
+    except OSError:  # some FUSE or FAT file systems: the narrower check-then-rename
+        if dst.exists() or dst.is_symlink():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst)) from None
+        return False
 
 
 def remove_owned(directory: str | os.PathLike) -> list[str]:

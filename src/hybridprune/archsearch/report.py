@@ -140,9 +140,14 @@ def plot_search(result, path: str | Path, *, x: str = "params") -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    from ..fsutil import writing
+
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with writing("the search plot", path):
+            fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..fsutil import claim, temp_sibling
+from ..fsutil import claim, temp_sibling, writing
 
 SETTINGS_FILE = "search.json"
 CANDIDATES_FILE = "candidates.jsonl"
@@ -63,9 +63,7 @@ class SearchStore:
         elif overwrite or not settings_path.is_file():
             if records_path.exists():
                 records_path.unlink()
-            tmp = temp_sibling(settings_path)
-            tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, settings_path)
+            self.write_text(SETTINGS_FILE, json.dumps(settings, indent=2, sort_keys=True) + "\n")
         self.records = {}
         if records_path.is_file():
             for line in records_path.read_text().splitlines():
@@ -85,7 +83,8 @@ class SearchStore:
         self.records[(record["stage"], record["key"])] = record
         if self.dir is None:
             return
-        with open(self.dir / CANDIDATES_FILE, "a") as f:
+        path = self.dir / CANDIDATES_FILE
+        with writing("the search results", path), open(path, "a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -95,6 +94,10 @@ class SearchStore:
             return None
         path = self.dir / name
         tmp = temp_sibling(path)
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        try:
+            with writing("the search results", path):
+                tmp.write_text(text)
+                os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path

@@ -52,7 +52,8 @@ def fail_cleanly(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from ..fsutil import OutputError, describe_os_error, on_failure
+        from ..cleanup import on_failure
+        from ..fsutil import OutputError, describe_os_error
         from ..signals import Interrupted, terminate_as_interrupt
 
         notes: list[str] = []

@@ -13,7 +13,8 @@ from typing import Literal
 import typer
 
 from .checks import NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_not_blank, check_numbers
-from ..fsutil import check_output, remove_if_failed, remove_owned
+from ..cleanup import remove_if_failed
+from ..fsutil import check_output, remove_owned
 from .devices import check_device
 from .common import CliError, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer
 
@@ -99,8 +100,13 @@ def distill_command(
     check_output(out, overwrite=overwrite, resume=resume is not None)
     if resume is not None:
         from ..distillation import find_resume_checkpoint
+        from ..distillation.export import foreign_run_files
 
         find_resume_checkpoint(resume, warn=lambda msg: None)
+        taken = foreign_run_files(out)
+        if taken:
+            raise CliError(f"--out {out} holds {', '.join(taken)}, not written by hybridprune; the resumed run would "
+                           "write its own there: move them away or choose another --out")
 
     env = dist_setup(device)  # joins the torchrun group; the trainer reuses it
     try:

@@ -13,7 +13,8 @@ from .checks import (
     check_numbers, listed,
 )
 from ..archsearch.store import CANDIDATES_FILE, OWNED, SETTINGS_FILE
-from ..fsutil import check_output, claim, owned_names, remove_if_failed
+from ..cleanup import remove_if_failed
+from ..fsutil import check_output, claim, owned_names
 from .devices import check_device
 from .common import (
     CliError, console, fail_cleanly, forecast_memory, forward_forecast, load_config, load_model, load_tokenizer,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..fsutil import follow_umask
+from ..fsutil import follow_umask, writing
 from .config import DistillError
 
 FORMAT_VERSION = 1
@@ -174,20 +174,21 @@ def write_checkpoint(
         files[name] = (tmp / name).stat().st_size
 
     try:
-        save_weights(model_state, tmp / MODEL_FILE)
-        done(MODEL_FILE)
-        torch.save(optimizer_state, tmp / OPTIM_FILE)
-        done(OPTIM_FILE)
-        torch.save(scheduler_state, tmp / SCHED_FILE)
-        done(SCHED_FILE)
-        torch.save(rng_states, tmp / RNG_FILE)
-        done(RNG_FILE)
-        meta = dict(state)
-        meta.update({"format": FORMAT_VERSION, "step": int(step), "files": files, "saved_at": time.time()})
-        (tmp / STATE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        fsync_file(tmp / STATE_FILE)
-        follow_umask(tmp)  # safetensors writes 0600
-        fsync_dir(tmp)
+        with writing(f"checkpoint {final.name}", root):  # safetensors and torch.save raise their own types
+            save_weights(model_state, tmp / MODEL_FILE)
+            done(MODEL_FILE)
+            torch.save(optimizer_state, tmp / OPTIM_FILE)
+            done(OPTIM_FILE)
+            torch.save(scheduler_state, tmp / SCHED_FILE)
+            done(SCHED_FILE)
+            torch.save(rng_states, tmp / RNG_FILE)
+            done(RNG_FILE)
+            meta = dict(state)
+            meta.update({"format": FORMAT_VERSION, "step": int(step), "files": files, "saved_at": time.time()})
+            (tmp / STATE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+            fsync_file(tmp / STATE_FILE)
+            follow_umask(tmp)  # safetensors writes 0600
+            fsync_dir(tmp)
     except BaseException:  # a full disk, say: leave the previous checkpoints and nothing else
         shutil.rmtree(tmp, ignore_errors=True)
         raise

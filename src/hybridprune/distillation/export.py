@@ -7,12 +7,23 @@ import os
 import shutil
 from pathlib import Path
 
-from .checkpoint import fsync_dir, fsync_file
+from .checkpoint import CHECKPOINT_DIR, fsync_dir, fsync_file
 
 LOG_FILE = "log.jsonl"
 PLOT_FILE = "loss.png"
 SUMMARY_FILE = "distill.json"
 LEGACY_TMP_PREFIX = ".tmp-export-"  # where earlier versions staged the export, inside the run directory
+#: What a run writes into its directory whatever the student's files are (config.json marks it complete).
+RUN_NAMES = (CHECKPOINT_DIR, LOG_FILE, PLOT_FILE, SUMMARY_FILE, "config.json")
+
+
+def foreign_run_files(out_dir: Path) -> list[str]:
+    """The names a run writes in `out_dir` that are there already and were not written by hybridprune:
+    a run started or resumed there would overwrite or append to them, so it is refused."""
+    from ..fsutil import foreign_entries
+
+    out_dir = Path(out_dir)
+    return sorted(set(RUN_NAMES) & set(foreign_entries(out_dir))) if out_dir.is_dir() else []
 
 
 def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=None, summary: dict | None = None) -> Path:
@@ -22,14 +33,16 @@ def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=Non
     the next run if this one is killed), fsynced, claimed in the run directory's manifest, then moved
     in one by one with `config.json` last: a run directory that has a `config.json` is complete.
     Everything the student's source directory ships besides weights and config (tokenizer, generation
-    config, chat template, code files, provenance) is carried over, and the config keeps its style. The run's checkpoints and log are
-    left alone, and a file the user put in `out_dir` is never overwritten.
+    config, chat template, code files, provenance) is carried over, and the config keeps its style. The
+    run's checkpoints and log are left alone, and a file the user put in `out_dir` is never overwritten,
+    not even one put there while the export runs. A symlinked `out_dir` is written through.
     """
-    from ..fsutil import MANIFEST, OutputError, claim, clean_stale, follow_umask, foreign_entries, temp_sibling
+    from ..fsutil import (MANIFEST, OutputError, claim, clean_stale, follow_umask, foreign_entries, move_new,
+                          output_target, temp_sibling, writing)
     from ..config_style import write_config
     from ..pruning.export import RUN_FILES, carry_over
 
-    out_dir = Path(out_dir)
+    out_dir = output_target(out_dir)  # a symlinked run directory: staged beside its target, the link kept
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_stale(out_dir)
     stale = out_dir / "config.json"
@@ -39,30 +52,35 @@ def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=Non
     shutil.rmtree(tmp, ignore_errors=True)
     os.mkdir(tmp)
     try:
-        kwargs = {"state_dict": state_dict} if state_dict is not None else {}
-        student.save_pretrained(tmp, **kwargs)
-        if tokenizer_dir is not None:
-            write_config(student.config, tmp, tokenizer_dir)  # in the style of the student's source
-            carry_over(tokenizer_dir, tmp, rebuilt=("config.json", MANIFEST, *RUN_FILES))  # keeps the pruning provenance
-        if summary is not None:
-            (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
-        follow_umask(tmp)
-        names = sorted(p.name for p in tmp.iterdir())
-        clobbered = sorted(set(names) & set(foreign_entries(out_dir)))
-        if clobbered:
-            raise OutputError(f"{out_dir} holds files hybridprune did not write ({', '.join(clobbered)}) where the "
-                              "student goes; move them away, then resume to export again")
-        for name in names:
-            if (tmp / name).is_file():
-                fsync_file(tmp / name)
-        fsync_dir(tmp)
-        claim(out_dir, names)
-        ordered = [n for n in names if n != "config.json"] + (["config.json"] if "config.json" in names else [])
-        for name in ordered:
-            if (out_dir / name).is_dir():
-                shutil.rmtree(out_dir / name)
-            os.replace(tmp / name, out_dir / name)
-        fsync_dir(out_dir)
+        with writing("the distilled student", out_dir):
+            kwargs = {"state_dict": state_dict} if state_dict is not None else {}
+            student.save_pretrained(tmp, **kwargs)
+            if tokenizer_dir is not None:
+                write_config(student.config, tmp, tokenizer_dir)  # in the style of the student's source
+                carry_over(tokenizer_dir, tmp, rebuilt=("config.json", MANIFEST, *RUN_FILES))  # keeps the provenance
+            if summary is not None:
+                (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+            follow_umask(tmp)
+            names = sorted(p.name for p in tmp.iterdir())
+            for name in names:
+                if (tmp / name).is_file():
+                    fsync_file(tmp / name)
+            fsync_dir(tmp)
+            clobbered = sorted(set(names) & set(foreign_entries(out_dir)))
+            if clobbered:
+                raise OutputError(f"{out_dir} holds files hybridprune did not write ({', '.join(clobbered)}) where "
+                                  "the student goes; move them away, then resume to export again")
+            existing = {p.name for p in out_dir.iterdir()}  # hybridprune's own, as just checked
+            claim(out_dir, names)
+            ordered = [n for n in names if n != "config.json"] + (["config.json"] if "config.json" in names else [])
+            for name in ordered:
+                if name not in existing:
+                    move_new(tmp / name, out_dir / name)  # never onto a file that appeared meanwhile
+                    continue
+                if (out_dir / name).is_dir():
+                    shutil.rmtree(out_dir / name)
+                os.replace(tmp / name, out_dir / name)
+            fsync_dir(out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
@@ -102,8 +120,14 @@ def truncate_log(path: Path, step: int) -> None:
     from ..fsutil import temp_sibling
 
     tmp = temp_sibling(path)
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(tmp, path)
+    from ..fsutil import writing
+
+    try:
+        with writing("the training log", path):
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def plot_loss(log_path: Path, png_path: Path) -> Path | None:
@@ -133,7 +157,13 @@ def plot_loss(log_path: Path, png_path: Path) -> Path | None:
     from ..fsutil import temp_sibling
 
     tmp = temp_sibling(png_path)
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, png_path)
+    from ..fsutil import writing
+
+    try:
+        with writing("the loss plot", png_path):
+            fig.savefig(tmp, format="png")
+            os.replace(tmp, png_path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return png_path

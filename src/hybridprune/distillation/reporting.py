@@ -25,7 +25,9 @@ class ReportingMixin:
     def _log(self, rec: dict) -> None:
         self.history.append(rec)
         if self.log_path is not None and self.env.is_main:
-            with open(self.log_path, "a") as f:
+            from ..fsutil import writing
+
+            with writing("the training log", self.log_path), open(self.log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
 
     def _reduce_time(self, rec: dict) -> dict:

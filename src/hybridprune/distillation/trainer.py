@@ -27,7 +27,7 @@ from . import checkpoint as ckpt
 from . import dist as hpdist
 from .config import DistillConfig, DistillError
 from .data import GlobalBatches, TokenData, as_token_data
-from .export import LOG_FILE, PLOT_FILE, remove_legacy_tmp, truncate_log
+from .export import LOG_FILE, PLOT_FILE, foreign_run_files, remove_legacy_tmp, truncate_log
 from .loss import IGNORE_INDEX, Head, next_token_targets
 from .models import StudentKD, check_head, final_hidden, head_of
 from .models import base_model_of, logit_scale  # noqa: F401  (importable from here, as before)
@@ -256,11 +256,11 @@ class Distiller(CheckpointingMixin, ReportingMixin):
         if self.out_dir is None:
             return
         if self.env.is_main:
-            from ..fsutil import claim, clean_stale, foreign_entries
+            from ..fsutil import claim, clean_stale
 
             names = [ckpt.CHECKPOINT_DIR, LOG_FILE, PLOT_FILE]
-            taken = sorted(set(names) & set(foreign_entries(self.out_dir))) if self.out_dir.is_dir() else []
-            if taken and not self.cfg.resume:
+            taken = foreign_run_files(self.out_dir)  # resuming too: never append to or replace the user's
+            if taken:
                 raise DistillError(f"{self.out_dir} holds {', '.join(taken)}, not written by hybridprune; move them "
                                    "away or choose a new output directory")
             claim(self.out_dir, names)  # recorded before written

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
+from ..carry import checkpoint_root, copy_file, copy_tree
 from ..config_style import write_config
 from ..fsutil import MANIFEST, atomic_directory
 
@@ -48,28 +48,29 @@ ABOUT_THE_SOURCE_SUFFIXES = (".md", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".j
 
 def copy_tokenizer_files(source: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
     copied = []
+    root = checkpoint_root(source)
     for name in TOKENIZER_FILES:
         src = Path(source) / name
-        if src.is_file():
-            shutil.copy2(src, Path(dest) / name)
+        if (src.exists() or src.is_symlink()) and copy_file(src, Path(dest) / name, root):
             copied.append(name)
     return copied
 
 
 def carried_files(source: str | os.PathLike, rebuilt: tuple[str, ...] = REBUILT) -> list[Path]:
     """The files of checkpoint `source` an export carries over: all but weights, rebuilt files, large
-    files and the files that describe the source model itself (model card, evaluations, logs, plots)."""
+    files and the files that describe the source model itself (model card, evaluations, logs, plots).
+    Links and special files are listed too: `carry.copy_file` decides whether they are safe to copy."""
     source = Path(source)
     out = []
     for p in sorted(source.iterdir()):
-        if not p.is_file() or p.is_symlink() and not p.resolve().is_file():
+        if p.is_dir():
             continue
         name = p.name
         if name in rebuilt or name.startswith(".") or name.lower().endswith(WEIGHT_SUFFIXES):
             continue
         if name.lower().startswith(ABOUT_THE_SOURCE) or name.lower().endswith(ABOUT_THE_SOURCE_SUFFIXES):
             continue
-        if name not in TOKENIZER_FILES and p.stat().st_size > MAX_CARRY_BYTES:
+        if name not in TOKENIZER_FILES and p.is_file() and p.stat().st_size > MAX_CARRY_BYTES:
             continue
         out.append(p)
     return out
@@ -105,19 +106,21 @@ def carry_over(source: str | os.PathLike, dest: str | os.PathLike, *, rebuilt: t
     Files the export already wrote win (e.g. a tokenizer saved from an object), except the generation
     config: the one `save_pretrained` writes is derived from the rebuilt config and loses whatever
     only the source's file had, such as an extra end-of-turn id. `rebuilt` names files never copied.
+    Only regular files inside the source are copied (`hybridprune.carry`); what is not is warned about.
     """
     dest = Path(dest)
+    root = checkpoint_root(source)
     copied = []
     for folder in CARRIED_FOLDERS:
         if (Path(source) / folder).is_dir() and not (dest / folder).exists():
-            shutil.copytree(Path(source) / folder, dest / folder, copy_function=shutil.copyfile, symlinks=False)
-            copied.append(folder)
+            if copy_tree(Path(source) / folder, dest / folder, root):
+                copied.append(folder)
     for src in carried_files(source, rebuilt):
         target = dest / src.name
         if target.exists() and src.name != GENERATION_CONFIG:
             continue
-        shutil.copyfile(src, target)  # contents only: the output's permissions follow the umask
-        copied.append(src.name)
+        if copy_file(src, target, root):  # contents only: the output's permissions follow the umask
+            copied.append(src.name)
     portable_tokenizer_config(dest)
     return copied
 

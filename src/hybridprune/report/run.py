@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..fsutil import atomic_directory
+from ..fsutil import atomic_directory, owned_names
 from .report import GENERATOR_MARK, Report
 
 REPORT_MD = "report.md"
@@ -94,6 +94,8 @@ def _check_ours(run_dir: Path, overwrite: bool) -> None:
             if GENERATOR_MARK not in head:
                 raise ReportError(f"{path} exists and was not written by hybridprune; move it away or pass --overwrite")
     figures = run_dir / FIGURE_DIR
+    if figures.is_dir():
+        owned_names(figures)  # a manifest that lists paths is refused before anything is written
     if figures.exists() and not (figures / _FIGURE_MARK).is_file() and not overwrite:
         raise ReportError(f"{figures} exists and was not written by hybridprune; move it away or pass --overwrite")
 
