@@ -330,7 +330,10 @@ def tmpfs(tmp_path):
     def mount(options):
         where = tmp_path / f"fs{len(mounted)}"
         where.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
+        try:
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
+        except FileNotFoundError:
+            pytest.skip("no mount command here")
         if done.returncode != 0:
             pytest.skip("cannot mount a tmpfs here (needs root)")
         mounted.append(where)

@@ -97,11 +97,12 @@ def _errno_of_file_system(where: str | os.PathLike) -> int:
 
 
 def as_os_error(exc: BaseException, where: str | os.PathLike) -> OSError | None:
-    """`exc` as the OSError of a failed write to `where`, or None when it is not an I/O failure."""
+    """`exc` as the OSError of a failed write to `where`, or None when it is not an I/O failure.
+    Besides OSError only the types the writers raise are read: torch's RuntimeError, SafetensorError."""
     if isinstance(exc, OSError):
         return exc
-    if not isinstance(exc, Exception):
-        return None
+    if type(exc) is not RuntimeError and type(exc).__name__ != "SafetensorError":
+        return None  # our own errors (bad input, a refused output) say what they mean
     text = str(exc)
     found = _ERRNO_IN_TEXT.search(text)
     if found:

@@ -103,7 +103,7 @@ def distill_command(
         from ..distillation.export import foreign_run_files
 
         find_resume_checkpoint(resume, warn=lambda msg: None)
-        taken = foreign_run_files(out)
+        taken = foreign_run_files(out, resume)
         if taken:
             raise CliError(f"--out {out} holds {', '.join(taken)}, not written by hybridprune; the resumed run would "
                            "write its own there: move them away or choose another --out")

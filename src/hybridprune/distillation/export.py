@@ -17,13 +17,20 @@ LEGACY_TMP_PREFIX = ".tmp-export-"  # where earlier versions staged the export, 
 RUN_NAMES = (CHECKPOINT_DIR, LOG_FILE, PLOT_FILE, SUMMARY_FILE, "config.json")
 
 
-def foreign_run_files(out_dir: Path) -> list[str]:
+def foreign_run_files(out_dir: Path, resume: str | os.PathLike | None = None) -> list[str]:
     """The names a run writes in `out_dir` that are there already and were not written by hybridprune:
-    a run started or resumed there would overwrite or append to them, so it is refused."""
+    a run started or resumed there would overwrite or append to them, so it is refused. Only the
+    checkpoints being resumed (`resume` is `out_dir` or lies in its `checkpoints/`, copied there without
+    the manifest, say) are the run's own."""
     from ..fsutil import foreign_entries
 
     out_dir = Path(out_dir)
-    return sorted(set(RUN_NAMES) & set(foreign_entries(out_dir))) if out_dir.is_dir() else []
+    taken = set(RUN_NAMES) & set(foreign_entries(out_dir)) if out_dir.is_dir() else set()
+    if resume is not None:
+        real, ckpts = Path(os.path.realpath(resume)), Path(os.path.realpath(out_dir / CHECKPOINT_DIR))
+        if real in (ckpts.parent, ckpts) or ckpts in real.parents:
+            taken.discard(CHECKPOINT_DIR)
+    return sorted(taken)
 
 
 def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=None, summary: dict | None = None) -> Path:

@@ -259,7 +259,7 @@ class Distiller(CheckpointingMixin, ReportingMixin):
             from ..fsutil import claim, clean_stale
 
             names = [ckpt.CHECKPOINT_DIR, LOG_FILE, PLOT_FILE]
-            taken = foreign_run_files(self.out_dir)  # resuming too: never append to or replace the user's
+            taken = foreign_run_files(self.out_dir, self.cfg.resume)  # resuming too: never append to or replace the user's
             if taken:
                 raise DistillError(f"{self.out_dir} holds {', '.join(taken)}, not written by hybridprune; move them "
                                    "away or choose a new output directory")
