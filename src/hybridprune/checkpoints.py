@@ -31,8 +31,13 @@ class CheckpointLoadError(ValueError):
 
 
 def _local_directory(ref: str) -> Path | None:
+    from .hub import note_shadowed
+
     path = Path(ref).expanduser()
-    return path if path.exists() else None
+    if not path.exists():
+        return None
+    note_shadowed(ref, path)
+    return path
 
 
 def _hub_id(ref: str) -> Path | None:
