@@ -174,8 +174,8 @@ def generation_parts(adapter, dims: Dims, *, batch: int, context: int, new_token
 
 def forecast_prune(adapter, dims: Dims, *, weight_bytes: int, largest_tensor_bytes: int | None = None,
                    device: str = "cpu") -> Forecast:
-    """Pruning: streamed, about three of the largest tensors (one read ahead, one being sliced, one being
-    written); in memory, the model and its pruned copy."""
+    """Pruning: streamed, about three of the largest tensors (up to three are mapped and cut at once,
+    `pruning.stream_tensors.WORKERS`); in memory, the model and its pruned copy."""
     if largest_tensor_bytes is not None:
         parts = {"tensors in flight": 3 * largest_tensor_bytes}
     else:
