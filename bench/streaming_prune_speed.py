@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -32,17 +33,17 @@ from prune_8b import derived_scores, timed  # noqa: E402
 
 PATTERN = "M-M-M-M*-M-M-M-M*-M-M-M-M-"
 TYPES = {"M": "linear_attention", "-": "mlp", "*": "full_attention"}
-PLAN = "hidden_size=1536,ffn_hidden_size=6144,mamba_num_heads=56"
+PLAN = "hidden_size={h},ffn_hidden_size={f},mamba_num_heads=56"  # the 8B -> 4B ratios
 SHARD_BYTES = 400 * 10**6
 
 
 def config(scale: int = 1):
-    """The benchmark's Nemotron-H; `scale` > 1 divides its widths (a quick run of the same script)."""
+    """The benchmark's Nemotron-H; `scale` > 1 divides its hidden, FFN and vocabulary sizes (a quick run)."""
     from transformers import AutoConfig
 
     return AutoConfig.for_model(
         "nemotron_h", layers_block_type=[TYPES[c] for c in PATTERN], hidden_size=2048 // scale,
-        intermediate_size=8192 // scale, mamba_num_heads=64 // scale, mamba_head_dim=64, n_groups=8,
+        intermediate_size=8192 // scale, mamba_num_heads=64, mamba_head_dim=64, n_groups=8,
         ssm_state_size=128, conv_kernel=4, chunk_size=128, use_conv_bias=True, num_attention_heads=16,
         num_key_value_heads=4, head_dim=128, vocab_size=131072 // scale, dtype="bfloat16",
     )
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
                 while f.read(1 << 24):
                     pass
         exe = str(Path(sys.executable).with_name("hybridprune"))
+        load = os.getloadavg()[0]
         rows: dict[str, list[tuple[float, int]]] = {"cp": [], "prune": []}
         for r in range(args.pairs):
             for what in ("cp", "prune"):
@@ -114,16 +116,16 @@ def main(argv: list[str] | None = None) -> dict:
                 shutil.rmtree(dest, ignore_errors=True)
                 subprocess.run(["sync"], check=True)
                 cmd = (["cp", "-r", str(src), str(dest)] if what == "cp" else
-                       [exe, "prune", "--model", str(src), "--scores", str(scores), "--plan", PLAN, "--out", str(dest)])
+                       [exe, "prune", "--model", str(src), "--scores", str(scores), "--plan", PLAN.format(h=1536 // args.scale, f=6144 // args.scale), "--out", str(dest)])
                 seconds, rss_kib = timed(cmd)
                 rows[what].append((seconds, rss_kib))
                 print(f"pair {r}: {what}: {seconds:.2f} s, peak RSS {rss_kib / 2**20:.2f} GiB", flush=True)
         cp = statistics.median(s for s, _ in rows["cp"])
         prune = statistics.median(s for s, _ in rows["prune"])
         result = {
+            "scale": args.scale, "cpus": os.cpu_count(), "load_average_before": load,
             "checkpoint_bytes": sum(p.stat().st_size for p in src.glob("*.safetensors")),
             "shards": len(list(src.glob("*.safetensors"))),
-            "largest_tensor_bytes": max(p.stat().st_size for p in src.glob("*.safetensors")),
             "cp_seconds": [s for s, _ in rows["cp"]], "prune_seconds": [s for s, _ in rows["prune"]],
             "prune_peak_rss_gib": [k / 2**20 for _, k in rows["prune"]],
             "cp_median_s": cp, "prune_median_s": prune, "ratio": prune / cp,

@@ -222,11 +222,7 @@ def test_a_shard_outside_the_checkpoint_is_refused(good, tmp_path, command, wher
         os.symlink(outside, model / shard)
         words = [f"shard {shard} is a link to {outside}, outside the checkpoint directory"]
     else:
-        name = "../elsewhere/x.safetensors" if where == "parent" else str(outside)
-        shutil.move(outside, tmp_path / "x.safetensors") if where == "parent" else None
-        if where == "parent":
-            (model.parent / "elsewhere").mkdir(exist_ok=True)
-            shutil.move(tmp_path / "x.safetensors", outside)
+        name = "../elsewhere/x.safetensors" if where == "parent" else str(outside)  # both name `outside`
         weight_map = {k: name if v == shard else v for k, v in weight_map.items()}
         (model / INDEX).write_text(json.dumps({"weight_map": weight_map}))
         words = [f"names the shard {name!r}, which is not a file inside the checkpoint directory"]

@@ -217,7 +217,8 @@ class ShardWriter:
         text = json.dumps(header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned
         self._start = 8 + len(text)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by close/discard
+        self._fd = self._file.fileno()
         self._written: dict[str, int] = {}
         self._lock = threading.Lock()
         os.pwrite(self._fd, struct.pack("<Q", len(text)) + text, 0)
@@ -249,9 +250,7 @@ class ShardWriter:
 
     def discard(self) -> None:
         """Close the file of a failed run (the caller's temporary directory is removed)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._file.close()
 
     def close(self) -> None:
         self.discard()
