@@ -295,6 +295,17 @@ def test_a_float16_overflow_names_the_tensor_and_the_dtype_to_use(good, tmp_path
     assert "corrupt" not in text
 
 
+def test_a_config_that_says_float16_blames_the_cast_too(good, tmp_path):
+    """`--dtype auto` loads in the config's dtype: a float16 config over larger float32 weights."""
+    model = tmp_path / "large"
+    shutil.copytree(good / "model", model)
+    rewrite_weights(model, lambda sd: sd.update({KEY: torch.full_like(sd[KEY], 1e6)}))
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(dict(config, dtype="float16", torch_dtype="float16")))
+    _refused(good, tmp_path, model, "prune --in-memory", "model.layers.0.mixer.D does not fit in float16",
+             "largest |value| is 1e+06")
+
+
 def test_a_float16_cast_that_fits_is_written(good, tmp_path):
     out = tmp_path / "out"
     result = invoke(*_commands(good, good / "model", out)["prune"], "--dtype", "float16")

@@ -149,8 +149,9 @@ def load_model(ref: str | os.PathLike, *, dtype=None, device: str | torch.device
         _name_missing_slices(path, model, role)
     check_loading_info(info, path, role)
     bad = non_finite_tensors(model)
-    if bad and files is not None and isinstance(dtype, torch.dtype):
-        _refuse_overflow(files, model, bad, dtype)
+    if bad and files is not None:  # a cast to the loaded dtype (asked for, or the config's) may be at fault
+        loaded = dict(model.named_parameters()).get(bad[0][0])
+        _refuse_overflow(files, model, bad, loaded.dtype if loaded is not None else dtype)
     refuse_non_finite(bad, _what(path, role))
     if device is not None:
         model = model.to(device)
@@ -173,6 +174,8 @@ def _refuse_overflow(files, model, bad: list[tuple[str, int]], dtype: torch.dtyp
     not the checkpoint."""
     from .checkpoint_files import KeyMap
 
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        return
     keymap = KeyMap(model.config.model_type)
     for name, _ in bad:
         keys = [k for k in files.tensors if keymap.model_key(k) == name
