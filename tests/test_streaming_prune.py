@@ -59,11 +59,13 @@ def test_streaming_equals_in_memory(tmp_path, tokens, name, tied):
 
 
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16])
-def test_streaming_in_small_pieces_from_many_threads_equals_in_memory(tmp_path, tokens, monkeypatch, dtype):
-    """Tensors are cut, cast and written in pieces of a few rows (here ~100 bytes), several at once."""
+def test_streaming_in_small_blocks_from_many_threads_equals_in_memory(tmp_path, tokens, monkeypatch, dtype):
+    """Tensors are split into blocks of rows (here ~300 bytes of source) that are cut, cast and written in
+    pieces (~100 bytes), several blocks at once."""
     from hybridprune.pruning import stream_tensors, streaming
 
     monkeypatch.setattr(stream_tensors, "PIECE_BYTES", 100)
+    monkeypatch.setattr(stream_tensors, "BLOCK_BYTES", 300)
     monkeypatch.setattr(streaming, "WORKERS", 3)
     model, src = source_checkpoint(tmp_path, "nemotron", False)
     scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2)

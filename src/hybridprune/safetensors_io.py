@@ -171,16 +171,21 @@ class MappedFile:
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_RDONLY)
 
-    def tensor(self, info: TensorInfo) -> torch.Tensor:
-        """Tensor `info`, over a private, copy-on-write mapping of its bytes: nothing is read until it
-        is used, writes to it never reach the file, and the pages are unmapped when the tensor (and
-        every view of it) is freed."""
-        if info.nbytes == 0:
-            return torch.empty(info.shape, dtype=info.dtype)
-        start = info.offset - info.offset % mmap.ALLOCATIONGRANULARITY
-        mm = mmap.mmap(self._fd, info.offset - start + info.nbytes, access=mmap.ACCESS_COPY, offset=start)
-        flat = torch.frombuffer(mm, dtype=torch.uint8, offset=info.offset - start, count=info.nbytes)
-        return flat.view(info.dtype).view(info.shape)
+    def tensor(self, info: TensorInfo, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """Tensor `info` (or its rows `lo:hi` along the first dimension), over a private, copy-on-write
+        mapping of its bytes: nothing is read until it is used, writes to it never reach the file, and
+        the pages are unmapped when the tensor (and every view of it) is freed."""
+        shape, offset, nbytes = info.shape, info.offset, info.nbytes
+        if rows is not None and shape:
+            row = nbytes // shape[0] if shape[0] else 0
+            shape = (rows[1] - rows[0],) + shape[1:]
+            offset, nbytes = offset + rows[0] * row, (rows[1] - rows[0]) * row
+        if nbytes == 0:
+            return torch.empty(shape, dtype=info.dtype)
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        mm = mmap.mmap(self._fd, offset - start + nbytes, access=mmap.ACCESS_COPY, offset=start)
+        flat = torch.frombuffer(mm, dtype=torch.uint8, offset=offset - start, count=nbytes)
+        return flat.view(info.dtype).view(shape)
 
     def close(self) -> None:
         os.close(self._fd)
@@ -224,15 +229,19 @@ class ShardWriter:
         os.pwrite(self._fd, struct.pack("<Q", len(text)) + text, 0)
         os.ftruncate(self._fd, self._start + offset)
 
-    def write(self, key: str, data: torch.Tensor | Iterable[torch.Tensor]) -> None:
-        """Write tensor `key`: a tensor, or its consecutive pieces along the first dimension."""
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self._plan[key][3]
+
+    def write(self, key: str, data: torch.Tensor | Iterable[torch.Tensor], at: int = 0) -> None:
+        """Write tensor `key`: a tensor, or consecutive pieces of it along the first dimension starting
+        `at` bytes into it (several calls may write parts of one tensor, from any thread)."""
         begin, n, planned, shape = self._plan[key]
         if isinstance(data, torch.Tensor):
             if tuple(data.shape) != shape:
                 raise RuntimeError(f"shard writer expected {key} of shape {shape}, got {tuple(data.shape)}")
             data = [data]
         pieces = data
-        at = 0
+        first = at
         for piece in pieces:
             if piece.dtype != planned:
                 raise RuntimeError(f"shard writer expected {key} as {planned}, got {piece.dtype}")
@@ -243,10 +252,8 @@ class ShardWriter:
             while done < len(view):
                 done += os.pwrite(self._fd, view[done:], self._start + begin + at + done)
             at += len(view)
-        if at != n:
-            raise RuntimeError(f"shard writer got {at} of the {n} bytes of {key} {shape}")
         with self._lock:
-            self._written[key] = n
+            self._written[key] = self._written.get(key, 0) + at - first
 
     def discard(self) -> None:
         """Close the file of a failed run (the caller's temporary directory is removed)."""
@@ -254,6 +261,6 @@ class ShardWriter:
 
     def close(self) -> None:
         self.discard()
-        missing = [k for k in self._plan if k not in self._written]
+        missing = [k for k, (_, n, _, _) in self._plan.items() if self._written.get(k, 0) != n]
         if missing:
-            raise RuntimeError(f"shard writer closed with {len(missing)} tensors unwritten (e.g. {missing[0]})")
+            raise RuntimeError(f"shard writer closed with {len(missing)} tensors not written in full (e.g. {missing[0]})")

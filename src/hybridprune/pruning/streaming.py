@@ -4,7 +4,7 @@ Pruning needs only the scores, the plan and the weights, never a forward pass, s
 does not fit in memory twice (or even once) can be pruned: each source shard is read in turn, every tensor
 is cut by the adapter's slicing rules (`AxisIndex` / `slice_tensor`, the same index maths as the in-memory
 `prune`), and output shards are written with an index. Peak memory is about a few source tensors:
-tensors are mapped one at a time, and cut and written piece by piece (`stream_tensors`). Keys keep the
+tensors are mapped in blocks of rows, and cut and written piece by piece (`stream_tensors`). Keys keep the
 source's layout (e.g. Nemotron-H's `backbone.*`), with the kept layers renumbered; per-expert tensors that
 transformers stacks on load are cut one by one as slices of the stacked tensor, and the kept experts
 renumbered. The adapter's dropped parts (e.g. multi-token-prediction layers) are left out. The config is
@@ -35,7 +35,7 @@ from .apply import PruneError, check_fingerprint, plan_selection, provenance, wa
 from .export import INFO_FILE, carry_over
 from .plan import Plan
 from .slicing import AxisIndex, split_layer_key
-from .stream_tensors import WORKERS, write_tensor
+from .stream_tensors import WORKERS, Block, blocks, write_block
 
 @dataclass
 class _Entry:
@@ -257,20 +257,25 @@ def stream_prune(
         written = {e.out_key: e.shape for e in entries}
         sources = {shard: files.mapped(shard) for shard in {files.tensors[e.key].shard for e in entries}}
 
-        def one(e: _Entry) -> tuple[str, int]:  # in a worker thread: numpy, torch and file writes release the GIL
+        def one(e: _Entry, keep: list, block: Block) -> int:  # in a worker: numpy, torch and writes release the GIL
             info = files.tensors[e.key]
-            keep = [index(axis, e.rule.layer) if axis is not None else None for axis in e.rule.axes] if e.rule else []
-            bad = write_tensor(writers[shard_of[e.key]], e.out_key, sources[info.shard].tensor(info), keep, e.dtype,
-                               keymap.model_key(e.key))
-            advance(info.nbytes)
-            return keymap.model_key(e.key), bad
+            bad = write_block(writers[shard_of[e.key]], e.out_key, sources[info.shard], info, block, keep, e.dtype,
+                              keymap.model_key(e.key))
+            advance(info.nbytes * (block.src[1] - block.src[0]) // max(info.shape[0], 1) if info.shape else info.nbytes)
+            return bad
 
+        bad: dict[str, int] = {}
         try:
             with _progress(progress, sum(files.tensors[e.key].nbytes for e in entries)) as advance, \
                     ThreadPoolExecutor(WORKERS) as pool:
-                jobs = [pool.submit(one, e) for e in entries]
+                jobs = []
+                for e in entries:
+                    keep = [index(axis, e.rule.layer) if axis is not None else None for axis in e.rule.axes] if e.rule else []
+                    for block in blocks(files.tensors[e.key], keep[0] if keep else None):
+                        jobs.append((keymap.model_key(e.key), pool.submit(one, e, keep, block)))
                 try:
-                    results = [job.result() for job in jobs]
+                    for name, job in jobs:
+                        bad[name] = bad.get(name, 0) + job.result()
                 except BaseException:
                     pool.shutdown(cancel_futures=True)
                     raise
@@ -283,7 +288,7 @@ def stream_prune(
                 f.close()
         for w in writers:
             w.close()
-        refuse_non_finite(sorted((name, bad) for name, bad in results if bad), str(source))
+        refuse_non_finite(sorted((name, n) for name, n in bad.items() if n), str(source))
         if len(shards) > 1:
             total = sum(e.nbytes for e in entries)
             index_doc = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
