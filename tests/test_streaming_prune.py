@@ -59,6 +59,25 @@ def test_streaming_equals_in_memory(tmp_path, tokens, name, tied):
     assert info["method"] == "streaming" and info["parameters"]["after"] == sum(t.numel() for t in got.values())
 
 
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_streaming_in_small_blocks_from_many_threads_equals_in_memory(tmp_path, tokens, monkeypatch, dtype):
+    """Tensors are split into blocks of rows (here ~300 bytes of source) that are cut, cast and written in
+    pieces (~100 bytes), several blocks at once."""
+    from hybridprune.pruning import stream_tensors, streaming
+
+    monkeypatch.setattr(stream_tensors, "PIECE_BYTES", 100)
+    monkeypatch.setattr(stream_tensors, "BLOCK_BYTES", 300)
+    monkeypatch.setattr(streaming, "WORKERS", 3)
+    model, src = source_checkpoint(tmp_path, "nemotron", False)
+    scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2)
+    prune(model, scores, PLANS["nemotron"]).save_pretrained(tmp_path / "memory")
+    out = stream_prune(src, scores, PLANS["nemotron"], tmp_path / "stream", max_shard_bytes=30_000, dtype=dtype)
+    expected, got = all_tensors(tmp_path / "memory"), all_tensors(out)
+    assert sorted(got) == sorted(expected)
+    for key in expected:
+        assert torch.equal(got[key], expected[key].to(dtype or expected[key].dtype)), key
+
+
 def test_nemotron_keeps_the_hub_key_layout(tmp_path, tokens):
     model, src = source_checkpoint(tmp_path, "nemotron", False)
     scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2)

@@ -1,14 +1,16 @@
 """A safetensors checkpoint on disk, read lazily: its tensor names, shapes, dtypes and shards.
 
-Key names are the checkpoint's own (e.g. Nemotron-H's Hub layout `backbone.layers.3.mixer.in_proj.weight`).
-`model_key` maps them to the names the loaded transformers model uses (`model.layers.3...`) with the
-renamings transformers itself applies when loading, so the adapters' slicing rules (written for model
-keys) apply to files too, and an output can keep the source's key layout.
+The checkpoint is checked before anything is read from it, as strictly as transformers and the
+safetensors library would and a little more: every shard's header by the safetensors rules
+(`safetensors_io.read_header`); the index, if any, as a mapping of tensor names to shard file names
+inside the checkpoint directory (a Hub snapshot's shards link into its own `blobs/`, which is
+allowed); and the shards against the index, so that every tensor is in the one shard the index names
+and nowhere else. A loader that trusted the index alone, or the shards alone, could read a tensor
+from a file the index does not name, or a file outside the checkpoint.
 
-Tensors are read with plain file reads rather than through a memory map, and `ShardWriter` writes a
-safetensors file tensor by tensor (its header is known up front from the planned shapes), so streaming
-a checkpoint holds one tensor at a time: mapped pages of a whole shard would count towards the
-process's resident memory.
+Tensors are mapped one at a time (`tensor`), so streaming a checkpoint holds one tensor at a time:
+mapped pages of a whole shard would count towards the process's resident memory. Names as
+transformers loads them are `keymap.KeyMap`'s job (re-exported here).
 """
 
 from __future__ import annotations
@@ -16,100 +18,154 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 from safetensors import safe_open
 
+from .keymap import KeyMap, StackedSlice  # noqa: F401 - re-exported
+from .safetensors_io import (  # noqa: F401 - re-exported
+    CheckpointFormatError, MappedFile, ShardWriter, TensorInfo, HeaderError, read_header,
+)
+
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
+_SHARD_NAME = re.compile(r"-\d+-of-(\d+)\.safetensors$")
 
 
-class CheckpointFormatError(ValueError):
-    """The checkpoint's safetensors files or index are missing, unreadable or inconsistent."""
+def hub_snapshot(directory: Path) -> tuple[str, Path] | None:
+    """(repository id, its `blobs/` folder) when `directory` is a snapshot in the Hugging Face cache."""
+    snapshots = directory.parent
+    repo = snapshots.parent
+    if snapshots.name != "snapshots" or not repo.name.startswith("models--"):
+        return None
+    return repo.name[len("models--"):].replace("--", "/"), repo / "blobs"
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    key: str  # the name in the checkpoint
-    shard: str  # file name inside the checkpoint directory
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    offset: int = 0  # byte offset of the data in the file
-
-    @property
-    def nbytes(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n * torch.empty((), dtype=self.dtype).element_size()
-
-
-_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-}
-_NAMES = {v: k for k, v in _DTYPES.items()}
-
-
-def _read_header(path: Path) -> tuple[dict, int]:
-    """The safetensors JSON header of `path` and the byte offset where the data starts."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("file shorter than a safetensors header")
-        (n,) = struct.unpack("<Q", head)
-        if n > 100_000_000 or n > path.stat().st_size - 8:
-            raise ValueError("header size out of range")
-        return json.loads(f.read(n)), 8 + n
+def _unique(pairs):
+    seen = {}
+    for k, v in pairs:
+        if k in seen:
+            raise ValueError(f"{k!r} is given twice")
+        seen[k] = v
+    return seen
 
 
 class CheckpointFiles:
-    """The tensors of a checkpoint directory (one `model.safetensors`, or shards with an index)."""
+    """The tensors of a checkpoint directory (one `model.safetensors`, or shards with an index).
 
-    def __init__(self, directory: str | os.PathLike) -> None:
+    `what` names the checkpoint in messages (default: its directory)."""
+
+    def __init__(self, directory: str | os.PathLike, what: str | None = None) -> None:
         self.dir = Path(directory)
+        self._what = what or str(self.dir)
+        self._hub = hub_snapshot(self.dir)
         index = self.dir / INDEX_FILE
+        weight_map = None
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise CheckpointFormatError(f"cannot load the model in {self.dir}: {INDEX_FILE} is not a safetensors index ({exc})") from None
+            weight_map = self._read_index(index)
             shards = sorted(set(weight_map.values()))
+        elif index.is_symlink():  # a Hub snapshot whose index blob never arrived
+            self._incomplete(f"{INDEX_FILE} links to a file that is missing")
         elif (self.dir / SINGLE_FILE).is_file():
             shards = [SINGLE_FILE]
         else:
-            found = sorted(p.name for p in self.dir.glob("*.safetensors"))
-            if not found:
-                raise CheckpointFormatError(
-                    f"cannot load the model in {self.dir}: no safetensors weights ({SINGLE_FILE} or {INDEX_FILE})"
-                )
-            shards = found
+            shards = sorted(p.name for p in self.dir.glob("*.safetensors"))
+            if not shards:
+                if self._hub:
+                    self._incomplete(f"no {SINGLE_FILE} and no {INDEX_FILE}")
+                raise self._error(f"no safetensors weights ({SINGLE_FILE} or {INDEX_FILE})")
+            numbered = [s for s in shards if _SHARD_NAME.search(s)]
+            if numbered:
+                self._incomplete(f"its shards are numbered ({numbered[0]}) but {INDEX_FILE}, which lists them, "
+                                 "is missing")
         self.shards = shards
         self.tensors: dict[str, TensorInfo] = {}
+        held: dict[str, list[str]] = {}  # tensor -> the shards that hold it
         for shard in shards:
-            path = self.dir / shard
+            path = self._shard_path(shard, index)
             if not path.is_file():
-                raise CheckpointFormatError(f"cannot load the model in {self.dir}: shard {shard} listed in {INDEX_FILE} is missing")
+                self._incomplete(f"shard {shard}, listed in {INDEX_FILE}, is missing" if weight_map is not None
+                                 else f"shard {shard} is missing")
             try:
-                header, start = _read_header(path)
-                size = path.stat().st_size
-                for key, entry in header.items():
-                    if key == "__metadata__":
-                        continue
-                    begin, end = entry["data_offsets"]
-                    info = TensorInfo(key, shard, tuple(entry["shape"]), _DTYPES[entry["dtype"]], start + begin)
-                    if end - begin != info.nbytes or start + end > size:
-                        raise ValueError(f"tensor {key} runs past the end of the file")
-                    self.tensors[key] = info
-            except Exception as exc:  # a truncated or corrupt file
-                raise CheckpointFormatError(
-                    f"cannot load the model in {self.dir}: {shard} is not a readable safetensors file ({exc})"
-                ) from None
+                tensors, _ = read_header(path, shard)
+            except HeaderError as exc:
+                raise self._error(f"{shard} is not a valid safetensors file: {exc}. The file is damaged; "
+                                  "download or export the checkpoint again") from None
+            except OSError as exc:
+                raise self._error(f"cannot read {shard} ({exc.strerror or exc})") from None
+            for key, info in tensors.items():
+                held.setdefault(key, []).append(shard)
+                self.tensors.setdefault(key, info)
+        self._agree(held, weight_map)
+
+    def _error(self, message: str) -> CheckpointFormatError:
+        return CheckpointFormatError(f"cannot load the model in {self._what}: {message}")
+
+    def _incomplete(self, what: str):
+        if self._hub:
+            repo, blobs = self._hub
+            partial = sorted(p.name for p in blobs.glob("*.incomplete")) if blobs.is_dir() else []
+            note = f"; {len(partial)} download(s) never finished ({partial[0]})" if partial else ""
+            raise self._error(f"the Hub download of {repo} is incomplete: {what}{note}. Download it again "
+                              f"(`hf download {repo}`)")
+        raise self._error(f"{what}: the checkpoint is incomplete; copy, download or export it again")
+
+    def _read_index(self, index: Path) -> dict[str, str]:
+        try:
+            doc = json.loads(index.read_text(encoding="utf-8"), object_pairs_hook=_unique)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise self._error(f"{index} is not a valid JSON file ({exc}); download or export the checkpoint "
+                              "again") from None
+        weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            found = "missing" if weight_map is None else f"a {type(weight_map).__name__}" if weight_map != {} else "empty"
+            raise self._error(f"{index} is not a safetensors index: its weight_map is {found}, not a mapping of "
+                              "tensor names to shard file names; download or export the checkpoint again")
+        bad = [k for k, v in weight_map.items() if not isinstance(v, str) or not v.endswith(".safetensors")]
+        if bad:
+            raise self._error(f"{index} is not a safetensors index: it maps {bad[0]} to {weight_map[bad[0]]!r}, "
+                              "not to a .safetensors file name; download or export the checkpoint again")
+        return weight_map
+
+    def _shard_path(self, name: str, index: Path) -> Path:
+        """The shard `name`, refused unless it is a file inside the checkpoint (or, for a Hub snapshot,
+        a link into the repository's own blobs)."""
+        pure = PurePosixPath(name)
+        if pure.is_absolute() or ".." in pure.parts or "\\" in name or name.startswith("~") or not name.strip():
+            raise self._error(f"{index.name} names the shard {name!r}, which is not a file inside the checkpoint "
+                              "directory; refusing to read it. The index is damaged or was edited; download or "
+                              "export the checkpoint again")
+        path = self.dir / name
+        real = path.resolve()
+        allowed = [self.dir.resolve()] + ([self._hub[1].resolve()] if self._hub else [])
+        if path.exists() and not any(real.is_relative_to(a) for a in allowed):
+            raise self._error(f"shard {name} is a link to {real}, outside the checkpoint directory; refusing to "
+                              "read it. Copy the file into the checkpoint if you trust it")
+        return path
+
+    def _agree(self, held: dict[str, list[str]], weight_map: dict[str, str] | None) -> None:
+        """Every tensor in exactly one shard, and that shard the one the index names."""
+        for key, shards in held.items():
+            named = weight_map.get(key) if weight_map is not None else None
+            if weight_map is not None and named is None:
+                raise self._error(f"{shards[0]} holds {key}, which {INDEX_FILE} does not list: the index and the "
+                                  "shards disagree; download or export the checkpoint again")
+            others = [s for s in shards if s != named]
+            if named is not None and others:
+                both = named in shards
+                raise self._error(f"{key} is in {others[0]}{' as well as in ' + named if both else ''}, but "
+                                  f"{INDEX_FILE} maps it to {named}{'' if both else ', which does not hold it'}: "
+                                  "the index and the shards disagree; download or export the checkpoint again")
+            if named is None and len(shards) > 1:
+                raise self._error(f"{key} is stored in both {shards[0]} and {shards[1]}, and there is no "
+                                  f"{INDEX_FILE} to say which is meant; remove the stray file")
+        if weight_map is not None:
+            lost = [k for k in weight_map if k not in held]
+            if lost:
+                raise self._error(f"{INDEX_FILE} maps {lost[0]} to {weight_map[lost[0]]}, which does not hold it"
+                                  f"{f' ({len(lost)} tensors in all)' if len(lost) > 1 else ''}: the index and the "
+                                  "shards disagree; download or export the checkpoint again")
 
     def keys_in(self, shard: str) -> list[str]:
         return [k for k, t in self.tensors.items() if t.shard == shard]
@@ -118,136 +174,19 @@ class CheckpointFiles:
         """A safetensors handle on `shard` (memory-mapped: for small reads such as fingerprint samples)."""
         return safe_open(str(self.dir / shard), framework="pt")
 
+    def mapped(self, shard: str) -> MappedFile:
+        """`shard`, open for mapping its tensors one at a time (`MappedFile.tensor`)."""
+        return MappedFile(self.dir / shard)
+
     def read(self, key: str) -> torch.Tensor:
-        """Tensor `key`, read with plain file reads (no memory map)."""
+        """A copy of tensor `key`."""
         info = self.tensors[key]
-        buf = bytearray(info.nbytes)
-        with open(self.dir / info.shard, "rb") as handle:
-            handle.seek(info.offset)
-            got = handle.readinto(buf)
-        if got != info.nbytes:
-            raise CheckpointFormatError(f"cannot load the model in {self.dir}: {info.shard} is truncated at {key}")
-        if not buf:
-            return torch.empty(info.shape, dtype=info.dtype)
-        return torch.frombuffer(buf, dtype=info.dtype).reshape(info.shape)
+        with self.mapped(info.shard) as f:
+            return f.tensor(info).clone()
 
     @property
     def largest_shard_bytes(self) -> int:
         return max((self.dir / s).stat().st_size for s in self.shards)
-
-
-@dataclass(frozen=True)
-class StackedSlice:
-    """A checkpoint tensor that transformers stacks with its siblings into one model tensor on load
-    (a `MergeModulelist` conversion: Nemotron-H's per-expert `experts.{j}.up_proj.weight` become
-    `experts.up_proj [E, F, H]`). It is slice `index` of the model tensor `target` along `dim`;
-    `span` is where `index` is written in the checkpoint key, so an output can renumber it."""
-
-    target: str
-    index: int
-    dim: int
-    span: tuple[int, int]
-
-
-class KeyMap:
-    """Checkpoint key -> model key, with the renamings transformers applies on load for this model type.
-
-    Conversions that stack per-expert tensors into one (`MergeModulelist`, read from transformers'
-    own conversion mapping) are understood too (`stacked`), so a checkpoint in the Hub's per-expert
-    layout can be checked, fingerprinted and sliced tensor by tensor; any other conversion is
-    reported by `needs_conversion` and refused by the streaming prune.
-    """
-
-    def __init__(self, model_type: str) -> None:
-        from transformers.conversion_mapping import get_checkpoint_conversion_mapping
-        from transformers.core_model_loading import (
-            MergeModulelist, WeightConverter, WeightRenaming, apply_renamings,
-        )
-
-        mapping = get_checkpoint_conversion_mapping(model_type) or []
-        self._renamings = [m for m in mapping if isinstance(m, WeightRenaming)]
-        self._reverse = [m.reverse_transform() for m in self._renamings[::-1]]
-        self._converters = [m for m in mapping if isinstance(m, WeightConverter)]
-        self._apply = apply_renamings
-        # Stacking converters: one source pattern with one `*` (the slice index), one MergeModulelist.
-        self._stacks = []
-        for c in self._converters:
-            ops = list(c.operations)
-            if (len(c.source_patterns) == 1 and c.source_patterns[0].count("*") == 1 and len(ops) == 1
-                    and isinstance(ops[0], MergeModulelist)):
-                pattern = re.escape(c.source_patterns[0]).replace(r"\*", r"(\d+)") + r"(?!\w)"
-                self._stacks.append((c, re.compile(pattern), ops[0].dim))
-
-    def model_key(self, key: str) -> str:
-        return self._apply(key, self._renamings) if self._renamings else key
-
-    def checkpoint_key(self, model_key: str) -> str:
-        """The name `save_pretrained` gives a model key in this model type's checkpoints."""
-        return self._apply(model_key, self._reverse) if self._reverse else model_key
-
-    def needs_conversion(self, key: str) -> bool:
-        """True for keys that transformers merges or splits on load (e.g. per-expert MoE weights)."""
-        model_key = self.model_key(key)
-        return any(c.rename_source_key(model_key)[1] is not None for c in self._converters)
-
-    def stacked(self, key: str) -> StackedSlice | None:
-        """Where checkpoint tensor `key` lands in the model if transformers stacks it with its
-        siblings on load, else None."""
-        model_key = self.model_key(key)
-        for converter, regex, dim in self._stacks:
-            target, matched = converter.rename_source_key(model_key)
-            if matched is None:
-                continue
-            found = list(regex.finditer(key))
-            if not found:  # the renamings moved the slice index: cannot write the key back
-                return None
-            m = found[-1]
-            return StackedSlice(target, int(m.group(1)), dim, m.span(1))
-        return None
-
-    def sliceable(self, key: str) -> bool:
-        """Whether a tensor-by-tensor reader can place `key` in the model: renamed only, or stacked."""
-        return not self.needs_conversion(key) or self.stacked(key) is not None
-
-    def model_shapes(self, shapes: Mapping[str, tuple[int, ...]],
-                     expected: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, tuple[int, ...]]:
-        """The model keys and shapes that checkpoint tensors (`shapes`, by checkpoint key) load into:
-        renamed, and the slices of a stacked tensor merged into one entry. Raises
-        CheckpointFormatError naming the checkpoint keys a stacked tensor lacks (gaps in its slice
-        numbers, or fewer slices than `expected` has) or whose shapes disagree."""
-        out: dict[str, tuple[int, ...]] = {}
-        stacks: dict[str, dict[int, tuple[str, tuple[int, ...]]]] = {}
-        where: dict[str, StackedSlice] = {}
-        for key, shape in shapes.items():
-            s = self.stacked(key)
-            if s is None:
-                out[self.model_key(key)] = tuple(shape)
-                continue
-            stacks.setdefault(s.target, {})[s.index] = (key, tuple(shape))
-            where.setdefault(s.target, s)
-        for target, parts in stacks.items():
-            s = where[target]
-            example = parts[s.index][0]
-            count = max(parts) + 1
-            if expected is not None and target in expected and len(expected[target]) > s.dim:
-                count = max(count, expected[target][s.dim])
-            missing = [f"{example[: s.span[0]]}{j}{example[s.span[1]:]}" for j in range(count) if j not in parts]
-            if missing:
-                more = f" ({len(missing)} in all)" if len(missing) > 3 else ""
-                raise CheckpointFormatError(
-                    f"the checkpoint lacks {', '.join(missing[:3])}{more}: transformers stacks these per-expert "
-                    f"tensors into {target}, which needs all {count} of them. The checkpoint is incomplete; "
-                    "download or export it again."
-                )
-            slice_shapes = {shape for _, shape in parts.values()}
-            if len(slice_shapes) > 1:
-                raise CheckpointFormatError(
-                    f"the per-expert tensors of {target} differ in shape ({sorted(slice_shapes)}): "
-                    "the checkpoint is damaged or mixes two models"
-                )
-            (shape,) = slice_shapes
-            out[target] = shape[: s.dim] + (count,) + shape[s.dim:]
-        return out
 
 
 def sample_index(shape: tuple[int, ...], rows: int = 8, width: int = 256) -> list[tuple[slice, ...]]:
@@ -260,42 +199,3 @@ def sample_index(shape: tuple[int, ...], rows: int = 8, width: int = 256) -> lis
     picks = sorted({round(j * (n - 1) / max(rows - 1, 1)) for j in range(rows)})
     tail = (slice(0, 1),) * max(len(shape) - 2, 0) + ((slice(0, width),) if len(shape) >= 2 else ())
     return [(slice(i, i + 1),) + tail for i in picks]
-
-
-class ShardWriter:
-    """Writes one safetensors file tensor by tensor, in a fixed order, holding none of them.
-
-    The header (names, dtypes, shapes, offsets) is written first from the planned `layout`; each
-    `write` then appends one tensor, which must come in layout order with the planned dtype and shape.
-    """
-
-    def __init__(self, path: Path, layout: list[tuple[str, torch.dtype, tuple[int, ...]]]) -> None:
-        header: dict = {"__metadata__": {"format": "pt"}}
-        offset = 0
-        self._expected = []
-        for key, dtype, shape in layout:
-            n = torch.empty((), dtype=dtype).element_size()
-            for s in shape:
-                n *= s
-            header[key] = {"dtype": _NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + n]}
-            self._expected.append((key, dtype, tuple(shape)))
-            offset += n
-        text = json.dumps(header, separators=(",", ":")).encode()
-        text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned
-        self._file = open(path, "wb")
-        self._file.write(struct.pack("<Q", len(text)) + text)
-        self._next = 0
-
-    def write(self, key: str, tensor: torch.Tensor) -> None:
-        name, dtype, shape = self._expected[self._next]
-        if (key, tensor.dtype, tuple(tensor.shape)) != (name, dtype, shape):
-            raise RuntimeError(f"shard writer expected {name} {dtype} {shape}, got {key} {tensor.dtype} {tuple(tensor.shape)}")
-        data = tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
-        self._file.write(memoryview(data))
-        self._next += 1
-
-    def close(self) -> None:
-        done = self._next == len(self._expected)
-        self._file.close()  # also on a failed run: the caller's temporary directory is removed
-        if not done:
-            raise RuntimeError(f"shard writer closed after {self._next} of {len(self._expected)} tensors")

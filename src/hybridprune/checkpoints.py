@@ -31,8 +31,13 @@ class CheckpointLoadError(ValueError):
 
 
 def _local_directory(ref: str) -> Path | None:
+    from .hub import note_shadowed
+
     path = Path(ref).expanduser()
-    return path if path.exists() else None
+    if not path.exists():
+        return None
+    note_shadowed(ref, path)
+    return path
 
 
 def _hub_id(ref: str) -> Path | None:
@@ -143,6 +148,7 @@ def load_model(ref: str | os.PathLike, *, dtype=None, device: str | torch.device
     path = resolve(ref, role)
     check_weight_files(path, role, allow_pickle)
     load_config(path, trust_remote_code=trust_remote_code, role=role)  # a config the model cannot run
+    files = _checked_files(path, role)
     kwargs = {"dtype": dtype} if dtype is not None else {}
     if device_map is not None:
         import atexit
@@ -162,10 +168,52 @@ def load_model(ref: str | os.PathLike, *, dtype=None, device: str | torch.device
     if info.get("mismatched_keys"):
         _name_missing_slices(path, model, role)
     check_loading_info(info, path, role)
-    check_finite(model, _what(path, role))
+    bad = non_finite_tensors(model)
+    if bad and files is not None:  # a cast to the loaded dtype (asked for, or the config's) may be at fault
+        loaded = dict(model.named_parameters()).get(bad[0][0])
+        _refuse_overflow(files, model, bad, loaded.dtype if loaded is not None else dtype)
+    refuse_non_finite(bad, _what(path, role))
     if device is not None:
         model = model.to(device)
     return model.eval()
+
+
+def _checked_files(path: Path, role: str):
+    """The checkpoint's safetensors files, checked (headers, index, shards against the index) before
+    transformers reads them: it would follow the index or the shards without checking one against the
+    other. None for a checkpoint of pickle weights only (allowed by the caller)."""
+    from .checkpoint_files import INDEX_FILE, CheckpointFiles
+
+    if not any(path.glob(SAFETENSORS_GLOB)) and not (path / INDEX_FILE).exists():
+        return None
+    return CheckpointFiles(path, what=_what(path, role))
+
+
+def _refuse_overflow(files, model, bad: list[tuple[str, int]], dtype: torch.dtype) -> None:
+    """Non-finite weights that the source holds as finite values too large for `dtype`: blame the cast,
+    not the checkpoint."""
+    from .checkpoint_files import KeyMap
+
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        return
+    keymap = KeyMap(model.config.model_type)
+    for name, _ in bad:
+        keys = [k for k in files.tensors if keymap.model_key(k) == name
+                or (part := keymap.stacked(k)) is not None and part.target == name]
+        largest = 0.0
+        for key in keys:
+            info = files.tensors[key]
+            if not info.dtype.is_floating_point:
+                continue
+            with files.mapped(info.shard) as f:
+                source = f.tensor(info)
+                if count_non_finite(source):
+                    break  # the checkpoint's own fault: refused as corrupt
+                largest = max(largest, max_abs(source))
+                del source
+        else:
+            if largest > torch.finfo(dtype).max:
+                raise CheckpointLoadError(overflow_message(name, largest, dtype))
 
 
 def _name_missing_slices(path: Path, model, role: str) -> None:
@@ -211,16 +259,52 @@ def check_loading_info(info: dict, path: Path, role: str = "checkpoint") -> None
                                   "export it again.")
 
 
+#: Elements converted at a time where a dtype has no min/max kernel (float8): bounds the temporary copy.
+_CHUNK = 1 << 22
+
+
+def _chunks(t: torch.Tensor):
+    """`t` as float32 pieces when torch has no reduction for its dtype (float8), else `t` itself."""
+    if t.is_complex():
+        t = torch.view_as_real(t)
+    if t.dtype.itemsize > 1:
+        yield t
+        return
+    flat = t.reshape(-1)
+    for a in range(0, flat.numel(), _CHUNK):
+        yield flat[a:a + _CHUNK].float()
+
+
 @torch.no_grad()
 def count_non_finite(t: torch.Tensor) -> int:
-    """NaN/Inf values in `t`. One min/max reduction first (NaN and ±inf show in it, and it allocates
-    nothing): counting element by element is ~100x slower and only runs on a tensor that has some."""
+    """NaN/Inf values in `t` (0 for integer tensors). One min/max reduction first (NaN and ±inf show in
+    it, and it allocates nothing): counting element by element is ~100x slower and only runs on a tensor
+    that has some. Float8 tensors are checked through float32 copies of a few MiB at a time."""
+    if not (t.is_floating_point() or t.is_complex()) or t.numel() == 0:
+        return 0
+    bad = 0
+    for piece in _chunks(t.detach()):
+        lo, hi = torch.aminmax(piece)
+        if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
+            bad += int((~torch.isfinite(piece)).sum())
+    return bad
+
+
+@torch.no_grad()
+def max_abs(t: torch.Tensor) -> float:
+    """The largest |value| of a finite floating-point tensor."""
     if t.numel() == 0:
-        return 0
-    lo, hi = torch.aminmax(t.detach())
-    if bool(torch.isfinite(lo) & torch.isfinite(hi)):
-        return 0
-    return int((~torch.isfinite(t)).sum())
+        return 0.0
+    ends = [torch.aminmax(piece) for piece in _chunks(t.detach())]
+    return max(max(abs(float(lo)), abs(float(hi))) for lo, hi in ends)
+
+
+def overflow_message(name: str, largest: float, dtype: torch.dtype) -> str:
+    """Tensor `name` (largest |value| `largest`) does not fit `dtype`: say so, and what to use."""
+    short = str(dtype).replace("torch.", "")
+    return (f"{name} does not fit in {short}: its largest |value| is {largest:.6g}, above {short}'s maximum "
+            f"{torch.finfo(dtype).max:.6g}, so it would become infinite. Use --dtype bfloat16 (the range of "
+            "float32) or float32")
 
 
 def non_finite_tensors(model: torch.nn.Module) -> list[tuple[str, int]]:

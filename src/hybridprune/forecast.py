@@ -174,8 +174,9 @@ def generation_parts(adapter, dims: Dims, *, batch: int, context: int, new_token
 
 def forecast_prune(adapter, dims: Dims, *, weight_bytes: int, largest_tensor_bytes: int | None = None,
                    device: str = "cpu") -> Forecast:
-    """Pruning: streamed, about three of the largest tensors (one read ahead, one being sliced, one being
-    written); in memory, the model and its pruned copy."""
+    """Pruning: streamed, at most three of the largest tensors (an upper bound: blocks of at most 64 MiB of
+    them are mapped and cut, a few at once, `pruning.stream_tensors`); in memory, the model and its pruned
+    copy."""
     if largest_tensor_bytes is not None:
         parts = {"tensors in flight": 3 * largest_tensor_bytes}
     else:

@@ -35,6 +35,15 @@ def parse_hub_id(spec: str) -> tuple[str, str | None] | None:
     return m.group("repo"), m.group("revision")
 
 
+def note_shadowed(text: str, path: Path) -> None:
+    """Warn when a reference that reads as a Hub id names an existing local directory, which wins."""
+    if parse_hub_id(text) is not None and not text.startswith((".", "/", "~")):
+        import warnings
+
+        warnings.warn(f"{text} is the local directory {path.resolve()}, not the Hub repository {text}: the local one "
+                      f"is used (write ./{text} to say so; run from another directory to use the Hub's)", stacklevel=2)
+
+
 def resolve_checkpoint(spec: str | os.PathLike, *, what: str = "checkpoint") -> Path:
     """The local directory holding the checkpoint `spec` names.
 
@@ -46,12 +55,18 @@ def resolve_checkpoint(spec: str | os.PathLike, *, what: str = "checkpoint") -> 
     text = os.fspath(spec)
     path = Path(text).expanduser()
     if path.exists():
+        note_shadowed(text, path)
         return path
     parsed = parse_hub_id(text)
     if parsed is None or text.startswith((".", "/", "~")):
         raise CheckpointNotFound(f"{what} {text} does not exist (and it is not a Hub id of the form org/name)")
     repo, revision = parsed
     local = _snapshot(repo, revision, what)
+    if not any(p.is_file() for p in local.glob("*.safetensors")) and (local / "model.safetensors.index.json").exists():
+        raise CheckpointNotFound(
+            f"{what} {repo}: the Hub download in {local} is incomplete (its index is there, its weights are not). "
+            f"Download it again (`hf download {repo}`)."
+        )
     if not any(local.glob("*.safetensors")):
         raise CheckpointNotFound(
             f"{what} {repo}: the repository has no safetensors weights, and hybridprune never loads pickled "

@@ -3,8 +3,8 @@
 Pruning needs only the scores, the plan and the weights, never a forward pass, so a checkpoint that
 does not fit in memory twice (or even once) can be pruned: each source shard is read in turn, every tensor
 is cut by the adapter's slicing rules (`AxisIndex` / `slice_tensor`, the same index maths as the in-memory
-`prune`), and output shards are written as they fill, with an index. Peak memory is about one source
-tensor and its slice: tensors are read with plain file reads and written one by one. Keys keep the
+`prune`), and output shards are written with an index. Peak memory is about a few source tensors:
+tensors are mapped in blocks of rows, and cut and written piece by piece (`stream_tensors`). Keys keep the
 source's layout (e.g. Nemotron-H's `backbone.*`), with the kept layers renumbered; per-expert tensors that
 transformers stacks on load are cut one by one as slices of the stacked tensor, and the kept experts
 renumbered. The adapter's dropped parts (e.g. multi-token-prediction layers) are left out. The config is
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..architectures import ParamRule, get_adapter
-from ..checkpoints import check_loading_info, check_weight_files, count_non_finite, refuse_non_finite
+from ..checkpoints import check_loading_info, check_weight_files, refuse_non_finite
 from ..checkpoint_files import INDEX_FILE, SINGLE_FILE, CheckpointFiles, CheckpointFormatError, KeyMap, ShardWriter
 from ..config_style import write_config
 from ..fingerprint import checkpoint_fingerprint
@@ -34,7 +34,8 @@ from ..importance.scores import Scores
 from .apply import PruneError, check_fingerprint, plan_selection, provenance, warn_dropped
 from .export import INFO_FILE, carry_over
 from .plan import Plan
-from .slicing import AxisIndex, slice_tensor, split_layer_key
+from .slicing import AxisIndex, split_layer_key
+from .stream_tensors import WORKERS, Block, blocks, write_block
 
 @dataclass
 class _Entry:
@@ -252,49 +253,45 @@ def stream_prune(
     shard_of = {e.key: i for i, shard in enumerate(shards) for e in shard}
 
     def write(tmp: Path) -> None:
-        written: dict[str, tuple[int, ...]] = {}
-        weight_map: dict[str, str] = {}
-        # Reading the next tensor, slicing this one and writing the previous one overlap: file reads
-        # and torch kernels release the GIL. At most three tensors are in memory at once.
-        with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer, _progress(progress, sum(files.tensors[e.key].nbytes for e in entries)) as advance:
-            writers: dict[int, ShardWriter] = {}
-            remaining = {i: len(s) for i, s in enumerate(shards)}
-            non_finite: list[tuple[str, int]] = []
+        names = [_shard_name(i, len(shards)) for i in range(len(shards))]
+        writers = [ShardWriter(tmp / name, [(x.out_key, x.dtype, x.shape) for x in shard])
+                   for name, shard in zip(names, shards)]
+        weight_map = {e.out_key: names[shard_of[e.key]] for e in entries}
+        written = {e.out_key: e.shape for e in entries}
+        sources = {shard: files.mapped(shard) for shard in {files.tensors[e.key].shard for e in entries}}
 
-            def read(key: str) -> torch.Tensor:  # in the reader thread: overlaps the slicing and writing
-                t = files.read(key)
-                if t.is_floating_point():
-                    bad = count_non_finite(t)
-                    if bad:
-                        non_finite.append((keymap.model_key(key), bad))
-                return t
+        def one(e: _Entry, keep: list, block: Block) -> int:  # in a worker: numpy, torch and writes release the GIL
+            info = files.tensors[e.key]
+            bad = write_block(writers[shard_of[e.key]], e.out_key, sources[info.shard], info, block, keep, e.dtype,
+                              keymap.model_key(e.key))
+            advance(info.nbytes * (block.src[1] - block.src[0]) // max(info.shape[0], 1) if info.shape else info.nbytes)
+            return bad
 
-            ahead = reader.submit(read, entries[0].key) if entries else None
-            pending = []
-            for n, e in enumerate(entries):
-                t = ahead.result()
-                if n + 1 < len(entries):
-                    ahead = reader.submit(read, entries[n + 1].key)
-                if e.rule is not None:
-                    t = slice_tensor(t, e.rule, index)
-                if dtype is not None and t.is_floating_point():
-                    t = t.to(dtype)
-                out = shard_of[e.key]
-                name = _shard_name(out, len(shards))
-                if out not in writers:
-                    writers[out] = ShardWriter(tmp / name, [(x.out_key, x.dtype, x.shape) for x in shards[out]])
-                for done in pending:
-                    done.result()  # raise a write error here, and keep one write in flight
-                pending = [writer.submit(writers[out].write, e.out_key, t)]
-                written[e.out_key] = tuple(t.shape)
-                weight_map[e.out_key] = name
-                remaining[out] -= 1
-                if remaining[out] == 0:
-                    pending.append(writer.submit(writers.pop(out).close))
-                advance(files.tensors[e.key].nbytes)
-            for done in pending:
-                done.result()
-            refuse_non_finite(sorted(non_finite), str(source))
+        bad: dict[str, int] = {}
+        try:
+            with _progress(progress, sum(files.tensors[e.key].nbytes for e in entries)) as advance, \
+                    ThreadPoolExecutor(WORKERS) as pool:
+                jobs = []
+                for e in entries:
+                    keep = [index(axis, e.rule.layer) if axis is not None else None for axis in e.rule.axes] if e.rule else []
+                    for block in blocks(files.tensors[e.key], keep[0] if keep else None):
+                        jobs.append((keymap.model_key(e.key), pool.submit(one, e, keep, block)))
+                try:
+                    for name, job in jobs:
+                        bad[name] = bad.get(name, 0) + job.result()
+                except BaseException:
+                    pool.shutdown(cancel_futures=True)
+                    raise
+        except BaseException:
+            for w in writers:
+                w.discard()
+            raise
+        finally:
+            for f in sources.values():
+                f.close()
+        for w in writers:
+            w.close()
+        refuse_non_finite(sorted((name, n) for name, n in bad.items() if n), str(source))
         if len(shards) > 1:
             total = sum(e.nbytes for e in entries)
             index_doc = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
