@@ -8,9 +8,10 @@ allowed); and the shards against the index, so that every tensor is in the one s
 and nowhere else. A loader that trusted the index alone, or the shards alone, could read a tensor
 from a file the index does not name, or a file outside the checkpoint.
 
-Tensors are mapped one at a time (`tensor`), so streaming a checkpoint holds one tensor at a time:
-mapped pages of a whole shard would count towards the process's resident memory. Names as
-transformers loads them are `keymap.KeyMap`'s job (re-exported here).
+Tensors are mapped a block of rows at a time (`mapped`), and fingerprint samples read with small file
+reads (`window`), so streaming a checkpoint holds a few blocks at a time: mapped pages of a whole shard
+would count towards the process's resident memory. Names as transformers loads them are
+`keymap.KeyMap`'s job (re-exported here).
 """
 
 from __future__ import annotations
