@@ -8,14 +8,16 @@ allowed); and the shards against the index, so that every tensor is in the one s
 and nowhere else. A loader that trusted the index alone, or the shards alone, could read a tensor
 from a file the index does not name, or a file outside the checkpoint.
 
-Tensors are mapped one at a time (`tensor`), so streaming a checkpoint holds one tensor at a time:
-mapped pages of a whole shard would count towards the process's resident memory. Names as
-transformers loads them are `keymap.KeyMap`'s job (re-exported here).
+Tensors are mapped a block of rows at a time (`mapped`), and fingerprint samples read with small file
+reads (`window`), so streaming a checkpoint holds a few blocks at a time: mapped pages of a whole shard
+would count towards the process's resident memory. Names as transformers loads them are
+`keymap.KeyMap`'s job (re-exported here).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -173,6 +175,26 @@ class CheckpointFiles:
     def open(self, shard: str):
         """A safetensors handle on `shard` (memory-mapped: for small reads such as fingerprint samples)."""
         return safe_open(str(self.dir / shard), framework="pt")
+
+    def window(self, key: str, idx: tuple[slice, ...] = ()) -> torch.Tensor:
+        """Window `idx` (one slice per leading dimension) of tensor `key`, read with one small file read:
+        no memory map, whose faults can map a whole 2 MiB page of the page cache per sample."""
+        info = self.tensors[key]
+        shape = info.shape
+        ranges = [s.indices(n) for s, n in zip(idx, shape)] + [(0, n, 1) for n in shape[len(idx):]]
+        size = tuple(len(range(*r)) for r in ranges)
+        if 0 in size:
+            return torch.empty(size, dtype=info.dtype)
+        strides = [math.prod(shape[d + 1:]) for d in range(len(shape))]
+        first = sum(r[0] * st for r, st in zip(ranges, strides))
+        last = sum((r[0] + (n - 1) * r[2]) * st for r, n, st in zip(ranges, size, strides))
+        buf = bytearray((last - first + 1) * info.dtype.itemsize)
+        with open(self.dir / info.shard, "rb") as f:
+            f.seek(info.offset + first * info.dtype.itemsize)
+            if f.readinto(buf) != len(buf):
+                raise self._error(f"{info.shard} is truncated at {key}")
+        flat = torch.frombuffer(buf, dtype=info.dtype)
+        return flat.as_strided(size, [r[2] * st for r, st in zip(ranges, strides)]).clone()
 
     def mapped(self, shard: str) -> MappedFile:
         """`shard`, open for mapping its tensors one at a time (`MappedFile.tensor`)."""

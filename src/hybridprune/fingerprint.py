@@ -62,21 +62,15 @@ def checkpoint_fingerprint(files: CheckpointFiles, config) -> str:
     items = []
     stacks: dict[str, dict[int, str]] = {}
     for shard in files.shards:
-        with files.open(shard) as f:
-            for key in files.keys_in(shard):
-                model_key = keymap.model_key(key)
-                if any(part.holds(model_key) for part in dropped):
-                    continue
-                if (part := keymap.stacked(key)) is not None:
-                    stacks.setdefault(part.target, {})[part.index] = key
-                    continue
-                info = files.tensors[key]
-                if not info.shape:  # a scalar: nothing to slice
-                    windows = [f.get_tensor(key)]
-                else:
-                    sl = f.get_slice(key)
-                    windows = [sl[idx] for idx in sample_index(info.shape)]
-                items.append((model_key, info.shape, windows))
+        for key in files.keys_in(shard):
+            model_key = keymap.model_key(key)
+            if any(part.holds(model_key) for part in dropped):
+                continue
+            if (part := keymap.stacked(key)) is not None:
+                stacks.setdefault(part.target, {})[part.index] = key
+                continue
+            info = files.tensors[key]
+            items.append((model_key, info.shape, [files.window(key, idx) for idx in sample_index(info.shape)]))
     if stacks:
         shapes = keymap.model_shapes({k: files.tensors[k].shape for parts in stacks.values() for k in parts.values()})
         for target, parts in stacks.items():
@@ -93,8 +87,5 @@ def _stacked_window(files: CheckpointFiles, parts: dict[int, str], dim: int, idx
     rest = idx[:dim] + idx[dim + 1:]
     pieces = []
     for j in range(len(parts))[along]:
-        key = parts[j]
-        with files.open(files.tensors[key].shard) as f:
-            piece = f.get_slice(key)[rest] if rest else f.get_tensor(key)
-        pieces.append(piece.unsqueeze(dim))
+        pieces.append(files.window(parts[j], rest).unsqueeze(dim))
     return torch.cat(pieces, dim=dim)
