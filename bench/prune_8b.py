@@ -44,12 +44,17 @@ def config_8b():
     )
 
 
-def write_checkpoint(out: Path, shard_bytes: int = 5 * 10**9) -> None:
-    """Random bf16 weights, written tensor by tensor into shards of at most `shard_bytes`."""
+def gaussian_bf16(shape, generator) -> torch.Tensor:
+    return (torch.randn(shape, generator=generator) * 0.02).to(torch.bfloat16)
+
+
+def write_checkpoint(out: Path, shard_bytes: int = 5 * 10**9, config=None, weights=gaussian_bf16) -> None:
+    """Random bf16 weights (`weights(shape, generator)`; norms and D are ones) of `config` (default: the
+    8B), written tensor by tensor into shards of at most `shard_bytes`, with an index."""
     from hybridprune.architectures import get_adapter
     from hybridprune.checkpoint_files import INDEX_FILE, KeyMap, ShardWriter
 
-    config = config_8b()
+    config = config or config_8b()
     with torch.device("meta"):
         meta = get_adapter(config).build_model(config)
     keymap = KeyMap(config.model_type)
@@ -69,11 +74,8 @@ def write_checkpoint(out: Path, shard_bytes: int = 5 * 10**9) -> None:
         name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
         writer = ShardWriter(out / name, shard)
         for key, dtype, shape in shard:
-            if key.endswith(("norm.weight", "norm_f.weight", "D")):
-                t = torch.ones(shape, dtype=dtype)
-            else:
-                t = (torch.randn(shape, generator=g) * 0.02).to(dtype)
-            writer.write(key, t)
+            ones = key.endswith(("norm.weight", "norm_f.weight", "D"))
+            writer.write(key, torch.ones(shape, dtype=dtype) if ones else weights(shape, g))
             weight_map[key] = name
         writer.close()
     total = sum(2 * torch.Size(s).numel() for _, _, s in layout)

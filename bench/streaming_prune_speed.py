@@ -57,36 +57,10 @@ def random_bf16(shape, generator) -> torch.Tensor:
 
 def write_checkpoint(out: Path, scale: int = 1) -> None:
     """Random bf16 weights written tensor by tensor into shards of at most SHARD_BYTES, with an index."""
-    from hybridprune.architectures import get_adapter
-    from hybridprune.checkpoint_files import INDEX_FILE, KeyMap, ShardWriter
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from prune_8b import write_checkpoint as write_random_checkpoint
 
-    cfg = config(scale)
-    with torch.device("meta"):
-        meta = get_adapter(cfg).build_model(cfg)
-    keymap = KeyMap(cfg.model_type)
-    layout = [(keymap.checkpoint_key(k), torch.bfloat16, tuple(v.shape)) for k, v in meta.state_dict().items()]
-    shards, size = [[]], 0
-    for item in layout:
-        n = 2 * torch.Size(item[2]).numel()
-        if shards[-1] and size + n > SHARD_BYTES:
-            shards.append([])
-            size = 0
-        shards[-1].append(item)
-        size += n
-    out.mkdir(parents=True)
-    g = torch.Generator().manual_seed(0)
-    weight_map = {}
-    for i, shard in enumerate(shards):
-        name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        writer = ShardWriter(out / name, shard)
-        for key, dtype, shape in shard:
-            ones = key.endswith(("norm.weight", "norm_f.weight", "D"))
-            writer.write(key, torch.ones(shape, dtype=dtype) if ones else random_bf16(shape, g))
-            weight_map[key] = name
-        writer.close()
-    total = sum(2 * torch.Size(s).numel() for _, _, s in layout)
-    (out / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    cfg.save_pretrained(out)
+    write_random_checkpoint(out, SHARD_BYTES, config=config(scale), weights=random_bf16)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -20,16 +20,14 @@ import stat
 import warnings
 from pathlib import Path
 
-_HUB_REPO_PREFIXES = ("models--", "datasets--", "spaces--")
-
-
 def checkpoint_root(source: str | os.PathLike) -> Path:
     """The folder a file of checkpoint `source` must resolve inside: the checkpoint itself, or the
     repository folder of a Hub cache snapshot."""
+    from .checkpoint_files import hub_snapshot
+
     real = Path(os.path.realpath(source))
-    if real.parent.name == "snapshots" and real.parent.parent.name.startswith(_HUB_REPO_PREFIXES):
-        return real.parent.parent
-    return real
+    hub = hub_snapshot(real)
+    return hub[1].parent if hub else real
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -27,7 +27,7 @@ from safetensors import safe_open
 
 from .keymap import KeyMap, StackedSlice  # noqa: F401 - re-exported
 from .safetensors_io import (  # noqa: F401 - re-exported
-    CheckpointFormatError, MappedFile, ShardWriter, TensorInfo, HeaderError, read_header,
+    CheckpointFormatError, MappedFile, ShardWriter, TensorInfo, HeaderError, no_duplicate_keys, read_header,
 )
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -42,15 +42,6 @@ def hub_snapshot(directory: Path) -> tuple[str, Path] | None:
     if snapshots.name != "snapshots" or not repo.name.startswith("models--"):
         return None
     return repo.name[len("models--"):].replace("--", "/"), repo / "blobs"
-
-
-def _unique(pairs):
-    seen = {}
-    for k, v in pairs:
-        if k in seen:
-            raise ValueError(f"{k!r} is given twice")
-        seen[k] = v
-    return seen
 
 
 class CheckpointFiles:
@@ -115,7 +106,7 @@ class CheckpointFiles:
 
     def _read_index(self, index: Path) -> dict[str, str]:
         try:
-            doc = json.loads(index.read_text(encoding="utf-8"), object_pairs_hook=_unique)
+            doc = json.loads(index.read_text(encoding="utf-8"), object_pairs_hook=no_duplicate_keys)
         except (ValueError, UnicodeDecodeError) as exc:
             raise self._error(f"{index} is not a valid JSON file ({exc}); download or export the checkpoint "
                               "again") from None

@@ -68,11 +68,12 @@ class HeaderError(ValueError):
     """One rule of the safetensors format broken; the message says which."""
 
 
-def _no_duplicates(pairs):
+def no_duplicate_keys(pairs):
+    """`json.loads` hook: a JSON object naming a key twice is refused (json keeps the last silently)."""
     seen = {}
     for k, v in pairs:
         if k in seen:
-            raise HeaderError(f"the name {k} is given twice in its header")
+            raise HeaderError(f"the name {k} is given twice")
         seen[k] = v
     return seen
 
@@ -119,7 +120,7 @@ def read_header(path: Path, shard: str | None = None) -> tuple[dict[str, TensorI
                        "allows: the file is truncated or not a safetensors file")
         text = f.read(n)
     try:
-        header = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        header = json.loads(text.decode("utf-8"), object_pairs_hook=no_duplicate_keys)
     except HeaderError:
         raise
     except ValueError as exc:
