@@ -80,8 +80,8 @@ NEMOTRON_HUB_RAW = dict(  # a Hub-style config.json (pattern string), without au
 )
 
 FAMILIES: dict[str, Family] = {f.name: f for f in [
-    Family("nemotron_h", "nemotron_h", config=_NEMOTRON, axes=_NEMOTRON_AXES),
     Family("nemotron_h_hub", "nemotron_h", hub=NEMOTRON_HUB_RAW, axes=_NEMOTRON_AXES),
+    Family("nemotron_h", "nemotron_h", config=_NEMOTRON, axes=_NEMOTRON_AXES),
     Family("mamba2", "mamba2", config=dict(vocab_size=VOCAB, hidden_size=64, num_heads=8, head_dim=16, expand=2,
                                            n_groups=2, state_size=16, num_hidden_layers=3, chunk_size=16),
            axes={"hidden": "hidden_size=32", "mamba_heads": "mamba_num_heads=4", "mamba_head_dim": "mamba_head_dim=8",

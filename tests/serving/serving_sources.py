@@ -61,15 +61,14 @@ def cli_has_serve_with() -> bool:
 
 @torch.no_grad()
 def reference_tokens(model_dir: Path, prompts, new_tokens: int) -> list[list[int]]:
-    """transformers' greedy continuation, float32, recomputed from scratch each step (no cache, no EOS stop)."""
+    """transformers' greedy continuation (`generate`, float32, with its cache), never stopping at EOS."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model.generation_config.eos_token_id = None
     out = []
     for prompt in prompts:
-        ids = torch.tensor([prompt])
-        for _ in range(new_tokens):
-            nxt = model(ids).logits[0, -1].argmax()
-            ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+        ids = model.generate(torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
         out.append(ids[0, len(prompt):].tolist())
+    assert all(len(o) == new_tokens for o in out), "generate stopped early"
     return out
