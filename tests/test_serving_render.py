@@ -40,7 +40,7 @@ def test_matrix_is_rendered_between_the_markers_and_the_json_kept_beside(tmp_pat
     assert "prose stays" in text and "after stays" in text and "old table" not in text
     assert "| mamba_heads | `mamba_num_heads=4` | match | cannot serve (R1) |" in text
     assert f"- **R1**: {RULE}" in text and "GGML_ASSERT(2 * n_embd == d_inner)" in text
-    assert "2 cells, 1 match, 1 expected failures, 0 other; 61.5 s" in text
+    assert "2 cells, 1 match, 1 expected failures, 0 other; 61.5 s of test session" in text
     assert json.loads((tmp_path / "serving-matrix.json").read_text()) == _record()
 
 

@@ -48,10 +48,14 @@ def render(record: dict) -> str:
                          if "install_seconds" in record["engines"].get(e, {}))
     counts = {s: sum(c.get("status") == s for c in cells) for s in ("match", "expected failure")}
     bad = [c for c in cells if c.get("status") not in ("match", "expected failure")]
+    runs = record.get("runs") or [{"started": record.get("started", "?"), "run_seconds": record.get("run_seconds")}]
+    when = "; ".join(f"{r['started']}, {r['run_seconds']} s" + (f" ({', '.join(r['families'])})" if len(runs) > 1 else "")
+                     for r in runs)
     lines += [
-        f"Run of {record.get('started', '?')} on {record.get('machine', '?')}: {len(cells)} cells, "
+        f"Run{'s' if len(runs) > 1 else ''} of {when}, on {record.get('machine', '?')}: {len(cells)} cells, "
         f"{counts['match']} match, {counts['expected failure']} expected failures, {len(bad)} other; "
-        f"{record.get('run_seconds', '?')} s in all (engine installs, done once: {installs or 'cached'}).",
+        f"{record.get('run_seconds', '?')} s of test session in all (engine installs, done once before: "
+        f"{installs or 'cached'}).",
         "",
         f"Engines: {versions}. Reference: {record.get('reference', 'transformers')}.",
         "",

@@ -40,8 +40,24 @@ def greedy(llm, prompt, n):
     return out
 
 
+LOG: list[str] = []  # llama.cpp's own log: a failed load says why only there
+
+
+def capture_log(llama_cpp):
+    import ctypes
+
+    @llama_cpp.llama_log_callback
+    def _keep(level, text, user_data):
+        LOG.append(text.decode("utf-8", "replace").strip())  # levels differ between ggml versions: keep all
+
+    capture_log.callback = _keep  # a ctypes callback must outlive the registration
+    llama_cpp.llama_log_set(_keep, ctypes.c_void_p(0))
+
+
 def main(jobs_path, out_path, llama_cpp_dir):
     import llama_cpp
+
+    capture_log(llama_cpp)
 
     jobs = json.load(open(jobs_path))
     with open(out_path, "a") as out:
@@ -57,6 +73,7 @@ def main(jobs_path, out_path, llama_cpp_dir):
                 emit({"id": job["id"], "stage": "convert", "error": error[:2000], "trace": trace})
                 continue
             emit({"converted": job["id"]})
+            LOG.clear()
             try:
                 llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=128, n_batch=128, n_threads=int(
                     os.environ.get("LLAMA_THREADS", "2")), logits_all=True, verbose=False, seed=0)
@@ -64,7 +81,8 @@ def main(jobs_path, out_path, llama_cpp_dir):
                 emit({"id": job["id"], "tokens": tokens})
                 del llm
             except Exception as e:
-                emit({"id": job["id"], "stage": "load", "error": f"{type(e).__name__}: {e}"[:2000]})
+                why = " | ".join(ln for ln in LOG if any(w in ln.lower() for w in ("error", "fail", "wrong", "missing")))[-1500:]
+                emit({"id": job["id"], "stage": "load", "error": f"{type(e).__name__}: {e}"[:500] + (f" ({why})" if why else "")})
 
 
 if __name__ == "__main__":

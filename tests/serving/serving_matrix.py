@@ -131,8 +131,8 @@ UNSUPPORTED = {  # (engine, model_type): why the engine has no model for the fam
 
 RULES = [
     ("llama.cpp", ("nemotron_h",), lambda c: not _hub_style(c),
-     "converter reads Nemotron-H layers from `hybrid_override_pattern`; a layer-type list without it is "
-     "misread as MoE (conversion/nemotron.py)"),
+     "converter reads Nemotron-H's layer kinds from `hybrid_override_pattern`; from a transformers-5 "
+     "layer-type list without it, it writes wrong kinds and the load fails (conversion/nemotron.py)"),
     ("llama.cpp", ("nemotron_h",), lambda c: _width(c) % 64 != 0,
      "converter refuses a Mamba width (mamba_num_heads × mamba_head_dim) that is not a multiple of 64 "
      "(conversion/granite.py, inherited by Nemotron-H: 'SSM inner size ... not a multiple of head dim 64')"),

@@ -51,7 +51,25 @@ def record():
         RECORD["reference"] = f"transformers {tv} (float32, greedy {NEW_TOKENS} tokens from {len(PROMPTS)} prompts)"
         path = results_path()
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(RECORD, indent=1))
+        path.write_text(json.dumps(merged(path, RECORD), indent=1))
+
+
+def merged(path: Path, record: dict) -> dict:
+    """This run's families replace their earlier cells in the results file; other families are kept (a
+    `-k family` rerun updates its rows). Each run is listed with its start, length and families."""
+    this = {"started": record["started"], "run_seconds": record["run_seconds"], "families": list(record["families"])}
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    runs = old.get("runs") or ([{k: old[k] for k in ("started", "run_seconds")} | {"families": list(old["families"])}]
+                               if "families" in old else [])
+    fams = set(record["families"])
+    out = dict(record)
+    out["cells"] = [c for c in old.get("cells", []) if c["family"] not in fams] + record["cells"]
+    out["families"] = {k: v for k, v in old.get("families", {}).items() if k not in fams} | record["families"]
+    out["engines"] = old.get("engines", {}) | record["engines"]
+    runs = [dict(r, families=[f for f in r["families"] if f not in fams]) for r in runs]
+    out["runs"] = [r for r in runs if r["families"]] + [this]
+    out["run_seconds"] = round(sum(r["run_seconds"] for r in out["runs"]), 1)
+    return out
 
 
 @pytest.fixture(scope="session")
