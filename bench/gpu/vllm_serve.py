@@ -21,7 +21,7 @@ from pathlib import Path
 SETTINGS = {
     "paper": dict(prompt_len=65536, new_tokens=1024, num_prompts=4),
     "8k": dict(prompt_len=8192, new_tokens=1024, num_prompts=8),
-    "tiny": dict(prompt_len=24, new_tokens=8, num_prompts=2),  # the CPU smoke test
+    "tiny": dict(prompt_len=16, new_tokens=4, num_prompts=2),  # the CPU smoke test (the --tiny speed run's shape)
 }
 
 CHILD = r"""
@@ -38,7 +38,7 @@ t = time.perf_counter()
 outs = llm.generate(prompts, params, use_tqdm=False)
 dt = time.perf_counter() - t
 generated = sum(len(o.outputs[0].token_ids) for o in outs)
-print(json.dumps({"output_tokens_per_s": generated / dt, "total_tokens_per_s": (generated + n * prompt_len) / dt,
+print("VLLM_SERVE_RESULT", json.dumps({"output_tokens_per_s": generated / dt, "total_tokens_per_s": (generated + n * prompt_len) / dt,
                   "seconds": dt, "load_seconds": load_s, "generated_tokens": generated}))
 """
 
@@ -53,7 +53,9 @@ def serve_one(path: Path, setting: dict, *, python: str, dtype: str, extra: dict
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"exit {proc.returncode}: {proc.stderr.strip()[-1500:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    # vLLM logs to stdout too: the result is the marked line
+    line = next(ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("VLLM_SERVE_RESULT "))
+    return json.loads(line.split(" ", 1)[1])
 
 
 def serve_ratio(dirs: tuple[Path, Path], out: Path, deadline: float, log, *, settings=("paper",),
@@ -76,7 +78,7 @@ def serve_ratio(dirs: tuple[Path, Path], out: Path, deadline: float, log, *, set
                 log(out, f"vLLM {name} on {model}: {entry[model]['output_tokens_per_s']:,.1f} output tok/s "
                          f"({entry[model]['seconds']:.1f} s for {setting['num_prompts']} x "
                          f"{setting['prompt_len']} in, {setting['new_tokens']} out)")
-            except (RuntimeError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+            except (RuntimeError, subprocess.TimeoutExpired, ValueError, StopIteration) as exc:
                 entry[model] = {"error": f"{type(exc).__name__}: {exc}"[-1500:]}
                 log(out, f"vLLM {name} on {model} failed: {entry[model]['error']}")
         t, p = entry.get("teacher", {}), entry.get("pruned", {})

@@ -30,6 +30,10 @@ def test_bench_serves_teacher_and_prune_in_vllm_on_the_cpu(tmp_path: Path):
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((tmp_path / "vllm.json").read_text())["tiny"]
-    assert results["teacher"]["generated_tokens"] == results["pruned"]["generated_tokens"] == 2 * 8
+    assert "ratio" in results, (tmp_path / "log.txt").read_text()[-3000:]
+    assert results["teacher"]["generated_tokens"] == results["pruned"]["generated_tokens"] == 2 * 4
     assert results["ratio"] > 0
-    assert "## vLLM beside transformers" in (tmp_path / "summary.md").read_text()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## vLLM beside transformers" in summary
+    row = next(ln for ln in summary.splitlines() if ln.startswith("| tiny"))
+    assert "not run" not in row  # transformers' ratio at the same context and length, beside vLLM's
