@@ -39,19 +39,28 @@ def results_path() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def record():
-    """Every cell's outcome, written as JSON when the session ends: the document is what the run saw."""
+    """Every cell's outcome, saved as JSON after each cell (a run cut short keeps what it saw; the hybridprune
+    CLI's signal handlers outlive its calls, so an interrupted session may never reach its teardown)."""
     RECORD["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    t0 = time.monotonic()
+    RECORD["_t0"] = time.monotonic()
     yield RECORD
-    if RECORD["cells"]:
-        RECORD["run_seconds"] = round(time.monotonic() - t0, 1)
-        RECORD["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
-        from transformers import __version__ as tv
+    save()
 
-        RECORD["reference"] = f"transformers {tv} (float32, greedy {NEW_TOKENS} tokens from {len(PROMPTS)} prompts)"
-        path = results_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(merged(path, RECORD), indent=1))
+
+def save() -> None:
+    if not RECORD["cells"]:
+        return
+    from transformers import __version__ as tv
+
+    RECORD["run_seconds"] = round(time.monotonic() - RECORD["_t0"], 1)
+    RECORD["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
+    RECORD["reference"] = f"transformers {tv} (float32, greedy {NEW_TOKENS} tokens from {len(PROMPTS)} prompts)"
+    path = results_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {k: v for k, v in merged(path, RECORD).items() if not k.startswith("_")}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
 
 
 def merged(path: Path, record: dict) -> dict:
@@ -84,8 +93,7 @@ def workdir():
     """Checkpoints, GGUFs and engine logs of this run, kept in the cache for a look afterwards (pytest's own
     temporary directories are shared with other sessions and rotated away)."""
     path = engines.cache_dir() / "work"
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -96,6 +104,7 @@ def family_run(fam, workdir) -> dict:
         return _RUNS[fam.name]
     t0 = time.monotonic()
     root = workdir / fam.name
+    shutil.rmtree(root, ignore_errors=True)  # only this family's: another session may run other families
     src = sources.write_source(fam, root / "source")
     sources.calibrate(src, root / "scores")
     axes = {"base": {"dir": src, "plan": "", "exit": 0, "output": ""}}
@@ -138,6 +147,13 @@ def test_engine_serves_pruned_checkpoint(fam, axis, engine, installed, workdir):
     a = run["axes"][axis]
     cell = {"family": fam.name, "axis": axis, "engine": engine, "plan": a["plan"]}
     RECORD["cells"].append(cell)
+    try:
+        _check(fam, axis, engine, run, a, cell)
+    finally:
+        save()
+
+
+def _check(fam, axis, engine, run, a, cell):
     assert a["exit"] == 0, f"prune --plan {a['plan']} failed: {a['output']}"
     expected = expected_failure(engine, fam, a["config"])
     matched, observed = _observed(run["results"][engine][axis], a["reference"])
