@@ -49,7 +49,7 @@ def render(record: dict) -> str:
     counts = {s: sum(c.get("status") == s for c in cells) for s in ("match", "expected failure")}
     bad = [c for c in cells if c.get("status") not in ("match", "expected failure")]
     runs = record.get("runs") or [{"started": record.get("started", "?"), "run_seconds": record.get("run_seconds")}]
-    when = "; ".join(f"{r['started']}, {r['run_seconds']} s" + (f" ({', '.join(r['families'])})" if len(runs) > 1 else "")
+    when = "; ".join(f"{r['started']}" + (f", {r['run_seconds']} s ({', '.join(r['families'])})" if len(runs) > 1 else "")
                      for r in runs)
     lines += [
         f"Run{'s' if len(runs) > 1 else ''} of {when}, on {record.get('machine', '?')}: {len(cells)} cells, "
@@ -58,6 +58,11 @@ def render(record: dict) -> str:
         f"{installs or 'cached'}).",
         "",
         f"Engines: {versions}. Reference: {record.get('reference', 'transformers')}.",
+        "",
+        ("`prune --serve-with ENGINE` was checked on every pruned cell: \"refused up front\" is its exit 2."
+         if any("refused_up_front" in c for c in cells) else
+         "`prune` had no `--serve-with` in this run: \"cannot serve\" is the engine's own failure, seen for real; "
+         "the rule (R-number) is the one `--serve-with` is to apply up front."),
         "",
     ]
     for fam in dict.fromkeys(c["family"] for c in cells):
