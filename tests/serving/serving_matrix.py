@@ -35,8 +35,8 @@ _DENSE = dict(vocab_size=VOCAB, hidden_size=128, intermediate_size=128, num_hidd
 
 @dataclass(frozen=True)
 class Family:
-    """A tiny source checkpoint: `config` overrides for tests/conftest.py's tiny_config, or `hub` for a
-    Hub-layout config.json written file by file (tests/hub_layouts.py)."""
+    """A tiny source checkpoint: `config` overrides for tests/conftest.py's tiny_config, or `hub` overrides
+    of tests/hub_layouts.py's Hub-layout config.json for the model type, written file by file."""
 
     name: str
     model_type: str
@@ -100,6 +100,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            config=dict(_BAMBA_LIKE, shared_intermediate_size=128, intermediate_size=128, num_hidden_layers=4,
                        layer_types=["mamba", "attention", "mamba", "mamba"]),
            axes=_BAMBA_AXES),
+    # Hub-style layer_types ("mamba"/"attention"), as Granite-4.0-H ships; transformers 5 saves the other names
+    Family("granitemoehybrid_hub", "granitemoehybrid",
+           hub=dict(vocab_size=VOCAB, hidden_size=128, mamba_n_heads=16, mamba_d_head=16, mamba_n_groups=2,
+                    mamba_d_state=16, mamba_chunk_size=16, shared_intermediate_size=128, intermediate_size=128,
+                    **_ATTN),
+           axes=_BAMBA_AXES),
     Family("llama", "llama", config=dict(_DENSE), axes=_DENSE_AXES),
     Family("qwen3", "qwen3", config=dict(_DENSE, use_sliding_window=False, layer_types=["full_attention"] * 3),
            axes=_DENSE_AXES),
@@ -145,6 +151,10 @@ RULES = [
     ("llama.cpp", ("granitemoehybrid", "bamba"), lambda c: _width(c) != 2 * c["hidden_size"],
      "runtime asserts Mamba width == 2 × hidden_size, ignoring mamba_expand (GGML_ASSERT(2 * n_embd == d_inner) "
      "in src/models/granite-hybrid.cpp)"),
+    ("llama.cpp", ("granitemoehybrid",),
+     lambda c: any(t in ("linear_attention", "full_attention") for t in c.get("layer_types") or ()),
+     "converter counts only `attention` entries of `layer_types` as attention layers; with transformers-5 "
+     "names (`full_attention`) every layer is taken as Mamba and the runtime aborts (conversion/granite.py)"),
     ("llama.cpp", ("granitemoehybrid", "bamba"), _attn_head_size_derived,
      "attention head size is computed as hidden_size / num_attention_heads; `head_dim` is ignored"),
     ("vllm", ("granitemoehybrid", "bamba"), _attn_head_size_derived,
