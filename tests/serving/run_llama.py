@@ -76,7 +76,7 @@ def main(jobs_path, out_path, llama_cpp_dir):
             LOG.clear()
             try:
                 llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=128, n_batch=128, n_threads=int(
-                    os.environ.get("LLAMA_THREADS", "2")), logits_all=True, verbose=False, seed=0)
+                    os.environ.get("LLAMA_THREADS", "2")), logits_all=True, verbose=True, seed=0)  # verbose: stderr not redirected, so a GGML_ASSERT reaches the log
                 tokens = [greedy(llm, p, job["new_tokens"]) for p in job["prompts"]]
                 emit({"id": job["id"], "tokens": tokens})
                 del llm
