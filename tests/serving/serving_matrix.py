@@ -104,7 +104,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("granitemoehybrid_hub", "granitemoehybrid",
            hub=dict(vocab_size=VOCAB, hidden_size=128, mamba_n_heads=16, mamba_d_head=16, mamba_n_groups=2,
                     mamba_d_state=16, mamba_chunk_size=16, shared_intermediate_size=128, intermediate_size=128,
-                    **_ATTN),
+                    rms_norm_eps=1e-5, **_ATTN),  # llama.cpp requires the epsilon in config.json
            axes=_BAMBA_AXES),
     Family("llama", "llama", config=dict(_DENSE), axes=_DENSE_AXES),
     Family("qwen3", "qwen3", config=dict(_DENSE, use_sliding_window=False, layer_types=["full_attention"] * 3),
@@ -152,11 +152,15 @@ RULES = [
      "runtime asserts Mamba width == 2 × hidden_size, ignoring mamba_expand (GGML_ASSERT(2 * n_embd == d_inner) "
      "in src/models/granite-hybrid.cpp)"),
     ("llama.cpp", ("granitemoehybrid",),
-     lambda c: any(t in ("linear_attention", "full_attention") for t in c.get("layer_types") or ()),
-     "converter counts only `attention` entries of `layer_types` as attention layers; with transformers-5 "
-     "names (`full_attention`) every layer is taken as Mamba and the runtime aborts (conversion/granite.py)"),
+     lambda c: not c.get("num_local_experts") and bool(c.get("num_experts_per_tok")),
+     "dense Granite (num_local_experts 0) with num_experts_per_tok > 0, as transformers 5 saves it: the runtime "
+     "aborts (GGML_ASSERT(n_expert_used_max <= hparams.n_expert), src/llama-model.cpp)"),
     ("llama.cpp", ("granitemoehybrid", "bamba"), _attn_head_size_derived,
      "attention head size is computed as hidden_size / num_attention_heads; `head_dim` is ignored"),
+    ("both", ("qwen2",), _attn_head_size_derived,
+     "Qwen2: both engines compute the attention head size as hidden_size / num_attention_heads and ignore "
+     "`head_dim` (vLLM: `Unsupported CPU attention configuration` or `start + length exceeds dimension`; "
+     "llama.cpp: `attn_q.weight has wrong shape`)"),
     ("vllm", ("granitemoehybrid", "bamba"), _attn_head_size_derived,
      "attention head size is computed as hidden_size / num_attention_heads; `head_dim` is ignored "
      "(vllm/model_executor/models/granitemoehybrid.py); fewer heads fail, a smaller hidden size loads the "
