@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv test bench clean
+.PHONY: venv test test-serving bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -25,6 +25,14 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Opt-in: serve pruned tiny checkpoints in vLLM (CPU) and llama.cpp and compare greedy tokens with transformers.
+# Installs both engines once into $$HYBRIDPRUNE_SERVING_CACHE (default ~/.cache/hybridprune-serving; the
+# llama.cpp build takes ~20 min on 2 cores), then tens of minutes; docs/serving.md is rendered from the run.
+test-serving: $(STAMP)
+	nice -n 19 scripts/serving/install_engines.sh all
+	$(BIN)/python -m pytest -m serving tests/serving -p no:cacheprovider; status=$$?; \
+	$(BIN)/python scripts/serving/render_matrix.py; exit $$status
 
 bench: $(STAMP)
 	$(BIN)/python bench/calibration_overhead.py

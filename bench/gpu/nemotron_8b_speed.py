@@ -11,7 +11,8 @@
    at 8K context, then batch 1 at the paper's 64K context where memory and time allow, with the
    paper's 1,024 new tokens. The CLI reports which kernels ran (mamba_ssm / causal_conv1d or the
    PyTorch fallback; SDPA or eager).
-4. If vLLM imports, loads both checkpoints in vLLM, generates, and reports vLLM's throughput ratio.
+4. If vLLM imports, serves both checkpoints in vLLM at the paper's setting (64K tokens in, 1K out;
+   bench/gpu/vllm_serve.py) and records vLLM's throughput ratio beside transformers' at the same context.
 
 Everything is written under `--out` (default `$OUT`): `eval-*/eval.json|eval.md`, `vllm.json`,
 `summary.md`, `log.txt`. A time budget (default 420 s) skips the later measurements rather than run
@@ -33,6 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import vllm_serve  # noqa: E402  (beside this file)
+
 PATTERN_8B = "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-"
 KINDS = {"M": "linear_attention", "-": "mlp", "*": "full_attention"}
 
@@ -40,14 +44,15 @@ SHAPES = {
     "8b": dict(vocab_size=131072, hidden_size=4096, intermediate_size=21504, mamba_num_heads=128,
                mamba_head_dim=64, n_groups=8, ssm_state_size=128, conv_kernel=4, chunk_size=128,
                num_attention_heads=32, num_key_value_heads=8, head_dim=128, pattern=PATTERN_8B),
-    "tiny": dict(vocab_size=256, hidden_size=64, intermediate_size=168, mamba_num_heads=64, mamba_head_dim=2,
-                 n_groups=8, ssm_state_size=8, conv_kernel=4, chunk_size=8, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=16, pattern="M-M*-M-"),
+    # head sizes vLLM's CPU backend takes (attention >= 32), so the vLLM step runs on the CPU too
+    "tiny": dict(vocab_size=256, hidden_size=64, intermediate_size=168, mamba_num_heads=16, mamba_head_dim=8,
+                 n_groups=2, ssm_state_size=8, conv_kernel=4, chunk_size=8, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=32, pattern="M-M*-M-"),
 }
 PLANS = {
     "8b": {"hidden_size": 3072, "ffn_hidden_size": 12288, "mamba_num_heads": 112},
     # the same fractions: hidden 3/4, FFN 4/7, Mamba heads 7/8
-    "tiny": {"hidden_size": 48, "ffn_hidden_size": 96, "mamba_num_heads": 56},
+    "tiny": {"hidden_size": 48, "ffn_hidden_size": 96, "mamba_num_heads": 14},
 }
 #: (batch sizes, contexts, new tokens, repeats) per speed run, in order; later runs are skipped when time is short
 RUNS = {
@@ -133,43 +138,13 @@ def speed_runs(size: str, dirs: tuple[Path, Path], device: str, out: Path, deadl
     return done
 
 
-def vllm_ratio(dirs: tuple[Path, Path], out: Path, deadline: float) -> dict | None:
-    try:
-        import vllm  # noqa: F401
-    except Exception as exc:  # not installed, or a broken install
-        log(out, f"vLLM not available ({type(exc).__name__}: {exc}); skipped")
-        return None
-    if time.time() > deadline:
-        log(out, "vLLM skipped: out of time")
-        return None
-    code = r"""
-import json, sys, time
-from vllm import LLM, SamplingParams
-path, n, prompt_len, new = sys.argv[1], 8, 8192, 1024
-llm = LLM(model=path, skip_tokenizer_init=True, dtype="bfloat16", max_model_len=prompt_len + new,
-          gpu_memory_utilization=0.45, enforce_eager=False)
-prompts = [{"prompt_token_ids": [(7 * i + j) % 1000 + 3 for j in range(prompt_len)]} for i in range(n)]
-params = SamplingParams(max_tokens=new, min_tokens=new, ignore_eos=True, temperature=0.0, detokenize=False)
-llm.generate(prompts[:1], SamplingParams(max_tokens=8, ignore_eos=True, detokenize=False))
-t = time.perf_counter(); llm.generate(prompts, params); dt = time.perf_counter() - t
-print(json.dumps({"output_tokens_per_s": n * new / dt, "seconds": dt}))
-"""
-    results = {}
-    for name, path in zip(("teacher", "pruned"), dirs):
-        try:
-            proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                                  timeout=max(60, deadline - time.time()))
-            results[name] = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
-            if proc.returncode != 0:
-                log(out, f"vLLM on {name} failed: {proc.stderr[-1500:]}")
-        except (subprocess.TimeoutExpired, ValueError, IndexError) as exc:
-            log(out, f"vLLM on {name}: {type(exc).__name__}")
-            results[name] = None
-    if results.get("teacher") and results.get("pruned"):
-        results["ratio"] = results["pruned"]["output_tokens_per_s"] / results["teacher"]["output_tokens_per_s"]
-        log(out, f"vLLM throughput ratio pruned/teacher: {results['ratio']:.2f}x")
-    (out / "vllm.json").write_text(json.dumps(results, indent=2) + "\n")
-    return results
+def vllm_available(out: Path, python: str) -> bool:
+    proc = subprocess.run([python, "-c", "import vllm; print(vllm.__version__)"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        log(out, f"vLLM not available ({proc.stderr.strip().splitlines()[-1:] or proc.returncode}); skipped")
+        return False
+    log(out, f"vLLM {proc.stdout.strip()}")
+    return True
 
 
 def summarise(out: Path, size: str, evaluations: list[dict], vllm: dict | None) -> None:
@@ -180,8 +155,8 @@ def summarise(out: Path, size: str, evaluations: list[dict], vllm: dict | None) 
         columns, rows = speed_table(ev)
         lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(r) + " |" for r in rows] + ["", "```", kernels_text(ev), "```", ""]
-    if vllm and vllm.get("ratio"):
-        lines.append(f"vLLM output tokens/s ratio (pruned / teacher): {vllm['ratio']:.2f}x")
+    if vllm:
+        lines += ["## vLLM beside transformers", ""] + vllm_serve.comparison_lines(vllm, evaluations) + [""]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
 
@@ -192,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=420.0, help="skip later measurements past this many seconds")
     ap.add_argument("--device", default=None, help="default: cuda when available, cpu with --tiny")
     ap.add_argument("--no-vllm", action="store_true")
+    ap.add_argument("--vllm-settings", default="paper",
+                    help=f"comma-separated, of {', '.join(vllm_serve.SETTINGS)} (paper: 64K in, 1K out)")
+    ap.add_argument("--vllm-budget-s", type=float, default=300.0, help="seconds for the vLLM step, after the rest")
+    ap.add_argument("--vllm-python", default=sys.executable, help="interpreter with vLLM (default: this one)")
     args = ap.parse_args(argv)
     import torch
 
@@ -209,7 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dirs = build_and_prune(size, device, workdir, out)
         evaluations = speed_runs(size, dirs, device, out, deadline)
-        vllm = None if (args.no_vllm or args.tiny) else vllm_ratio(dirs, out, deadline + 60)
+        vllm = None
+        if not args.no_vllm and vllm_available(out, args.vllm_python):
+            on_gpu = device.startswith("cuda")
+            vllm = vllm_serve.serve_ratio(
+                dirs, out, max(deadline, time.time()) + args.vllm_budget_s, log,
+                settings=tuple(args.vllm_settings.split(",")), python=args.vllm_python,
+                dtype="bfloat16" if on_gpu else "float32",
+                extra=vllm_serve.gpu_kwargs() if on_gpu else {"enforce_eager": True})
         summarise(out, size, evaluations, vllm)
         log(out, f"summary: {out / 'summary.md'}")
         return 0 if evaluations else 1

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One command for a lent GPU machine: install what is missing, then measure Nemotron-H 8B against its
-# 4B prune side by side (bench/gpu/nemotron_8b_speed.py). Output under $OUT; about 7 minutes.
+# 4B prune side by side (bench/gpu/nemotron_8b_speed.py), then both in vLLM at the paper's setting
+# (64K in, 1K out; VLLM_SETTINGS=paper,8k adds 8K). Output under $OUT; about 7 minutes, plus up to
+# VLLM_BUDGET_S (300 s) for vLLM.
 # Every install is best effort: without the Mamba kernels the measurement runs (and says) the PyTorch
 # fallback; without vLLM its comparison is skipped.
 set -uo pipefail
@@ -26,4 +28,5 @@ if ! "$PY" -c "import vllm" 2>/dev/null; then
     timeout 90 "$PY" -m pip install -q vllm >>"$OUT/install.txt" 2>&1 || step "vllm not installed: skipped"
 fi
 step "measuring"
-OUT="$OUT" "$PY" bench/gpu/nemotron_8b_speed.py --out "$OUT" --budget-s "${BUDGET_S:-330}"
+OUT="$OUT" "$PY" bench/gpu/nemotron_8b_speed.py --out "$OUT" --budget-s "${BUDGET_S:-330}" \
+    --vllm-settings "${VLLM_SETTINGS:-paper}" --vllm-budget-s "${VLLM_BUDGET_S:-300}"
