@@ -42,7 +42,9 @@ CASES = [
     ("granitemoehybrid", {"num_attention_heads": 4}, "llama.cpp", 1, "conversion/granite.py:33 and src/llama-model.cpp:1439"),
     ("bamba", {"hidden_size": 32, "mamba_num_heads": 8}, "llama.cpp", 1, "conversion/granite.py:33 and src/llama-model.cpp:1439"),
     ("qwen2", {"num_attention_heads": 4}, "vllm", 1, "vllm/model_executor/models/qwen2.py:150"),
-    ("qwen2", {"num_attention_heads": 4}, "llama.cpp", 1, None),  # llama.cpp reads head_dim
+    # llama.cpp too (seen by the serving matrix: `attn_q.weight has wrong shape`)
+    ("qwen2", {"num_attention_heads": 4}, "llama.cpp", 1, "conversion/qwen.py:66 (seen: `attn_q.weight has wrong shape`, docs/serving.md)"),
+    ("qwen3", {"num_attention_heads": 4}, "llama.cpp", 1, None),  # Qwen3 reads head_dim
     ("llama", {"num_attention_heads": 4}, "vllm", 1, None),  # vLLM's Llama reads head_dim
     # Granite/Bamba in llama.cpp: 12 x 8 == 2 x 48 holds; 6 x 8 = 48 != 96 breaks
     ("granitemoehybrid", {"mamba_num_heads": 6}, "llama.cpp", 1, "src/models/granite-hybrid.cpp:54"),
@@ -212,6 +214,7 @@ def test_dense_granite_writes_the_kept_ffn_width_as_intermediate_size(granite, t
     assert "warning:" not in result.output
     config = json.loads((out / "config.json").read_text())
     assert config["intermediate_size"] == config["shared_intermediate_size"] == 32
+    assert config["num_experts_per_tok"] == 0  # transformers' default 2 aborts llama.cpp on a dense model
     assert config["layer_types"] == ["mamba", "attention", "mamba", "mamba"]  # the names llama.cpp reads
     serving = json.loads((out / "hybridprune.json").read_text())["serving"]
     assert serving["vllm"]["servable"] and serving["llama.cpp"]["servable"]

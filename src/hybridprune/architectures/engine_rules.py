@@ -85,6 +85,11 @@ RULES: tuple[EngineRule, ...] = (
                ATTENTION, "vLLM sizes Qwen2 attention heads as hidden_size / num_attention_heads and ignores "
                           "head_dim, so num_attention_heads × head_dim must equal hidden_size",
                "vllm/model_executor/models/qwen2.py:150"),
+    EngineRule(LLAMA_CPP, ("qwen2",), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
+               ATTENTION, "llama.cpp sizes Qwen2 attention heads as hidden_size / num_attention_heads (its "
+                          "converter writes no key length for Qwen2), so num_attention_heads × head_dim must "
+                          "equal hidden_size",
+               "conversion/qwen.py:66 (seen: `attn_q.weight has wrong shape`, docs/serving.md)"),
     EngineRule(LLAMA_CPP, ("granitemoehybrid", "bamba"), "equal", ("num_attention_heads", "attention_head_dim"),
                ("hidden_size",), ATTENTION,
                "llama.cpp drops head_dim for Granite/Bamba and sizes attention heads as hidden_size / "

@@ -107,8 +107,11 @@ class GraniteMoeHybridAdapter(Adapter):
             new.intermediate_size = dims.moe_ffn_hidden_size
         else:
             # Dense (num_local_experts=0): transformers reads only shared_intermediate_size, but llama.cpp
-            # sizes the FFN from intermediate_size, so it must say the same width.
+            # sizes the FFN from intermediate_size, so it must say the same width; and it aborts on a
+            # dense model that routes to experts (`n_expert_used <= n_expert`, transformers' default is
+            # 2), so the count is 0, as the Hub's dense checkpoints write it.
             new.intermediate_size = dims.ffn_hidden_size
+            new.num_experts_per_tok = 0
         old_names = list(config.layer_types)
         new_style = any(n in ("linear_attention", "full_attention") for n in old_names)
         names = {MAMBA: "linear_attention" if new_style else "mamba",
