@@ -121,6 +121,23 @@ def test_nearest_values_satisfy_every_named_engine():
         check_servable(*dims_of("bamba")[:2], ("vllm",))
 
 
+def test_every_broken_rule_is_named_at_once():
+    """Found by a user: --tensor-parallel 3 on the shipped teacher named one rule and '2 more', so a plan
+    was fixed and rerun one rule at a time."""
+    config = tiny_config("nemotron_h", mamba_num_heads=16, n_groups=4, num_attention_heads=8, num_key_value_heads=2)
+    adapter, original = get_adapter(config), get_adapter(config).dims(config)
+    with pytest.raises(NotServable) as err:
+        check_servable(adapter, original.replace(mamba_num_heads=12), ("vllm",), 3, original)
+    message = str(err.value)
+    assert message.startswith("this plan breaks 4 serving rules: (1) vLLM 0.32.0: ")
+    assert "mamba_n_groups = 4 is not divisible by tensor_parallel = 3" in message
+    assert "(2) vLLM 0.32.0: " in message and "num_attention_heads = 8 is not divisible by tensor_parallel = 3" in message
+    assert "num_attention_heads in [6]" in message and "ffn_hidden_size in [63, 60, 57]" in message  # this axis alone
+    assert "(3) vLLM 0.32.0: " in message and "num_key_value_heads = 2 and tensor_parallel = 3" in message
+    assert "(4) vLLM 0.32.0: " in message and "ffn_hidden_size = 64" in message
+    assert message.count("choose another tensor-parallel size") == 2
+
+
 def test_engine_names_and_tensor_parallel_are_checked():
     assert parse_engines("vllm, llama.cpp,vllm") == ("vllm", "llama.cpp")
     assert parse_engines(["llama-cpp"]) == ("llama.cpp",) and parse_engines(None) == ()

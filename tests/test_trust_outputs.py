@@ -128,6 +128,34 @@ def test_every_command_that_reads_a_manifest_refuses_one_that_lists_paths(ckpt, 
     assert _snapshot(victim) == before and _snapshot(run) == run_before
 
 
+@pytest.mark.parametrize("manifest, words", [
+    ("../victim\n", ["cannot be read as hybridprune's manifest"]),  # one name per line: not hybridprune's
+    ("../victim\nlog.jsonl\n", ["cannot be read as hybridprune's manifest"]),
+    ('{"files": ["../victim"]}', ["holds a JSON dict, not hybridprune's list of names"]),
+    (b"\xff\xfe[]", ["cannot be read as hybridprune's manifest"]),
+    ("LINK", ["is not a regular file"]),
+])
+def test_a_manifest_that_is_not_hybridprunes_is_refused_not_ignored(ckpt, tmp_path, manifest, words):
+    """Found by a user: a manifest that is not JSON was silently ignored (and then replaced), and with a
+    file it named in --out the refusal blamed that file instead of the manifest."""
+    victim = _victim(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text("theirs\n")
+    if manifest == "LINK":
+        (victim / "list.json").write_text(json.dumps(["log.jsonl"]))
+        (run / fsutil.MANIFEST).symlink_to(victim / "list.json")
+    elif isinstance(manifest, bytes):
+        (run / fsutil.MANIFEST).write_bytes(manifest)
+    else:
+        (run / fsutil.MANIFEST).write_text(manifest)
+    before, run_before = _snapshot(victim), _snapshot(run)
+    for command in ("distill", "prune"):
+        result = invoke(*_commands(ckpt, run)[command], "--overwrite")
+        _refused(result, fsutil.MANIFEST, *words, "nothing was removed or written")
+    assert _snapshot(victim) == before and _snapshot(run) == run_before
+
+
 # ------------------------------------------------------------------------- 2. carried files stay inside the source
 
 
@@ -162,6 +190,9 @@ def test_carried_files_never_follow_a_link_out_of_the_source(ckpt, tmp_path, lin
     assert f"{src / 'NOTICE'}: it is a link to {tmp_path / 'nowhere'}, which does not exist" in text
     assert f"{src / 'vocab.txt'}: it is not a regular file" in text
     assert f"{src / 'additional_chat_templates'}: it links to {secret.parent}" in text
+    # the output lacks tokenizer files the source has: said once, plainly (a user found it silent)
+    assert "warning: the output lacks the source's tokenizer file(s) merges.txt, vocab.txt (not carried over, " \
+           "see above), so its tokenizer may not load" in text
     for name in ("merges.txt", "LICENSE", "NOTICE", "vocab.txt", "additional_chat_templates"):
         assert not (out / name).exists(), name
     assert (out / "USAGE").read_text() == "kept"

@@ -200,7 +200,7 @@ def _refuse_overflow(files, model, bad: list[tuple[str, int]], dtype: torch.dtyp
     for name, _ in bad:
         keys = [k for k in files.tensors if keymap.model_key(k) == name
                 or (part := keymap.stacked(k)) is not None and part.target == name]
-        largest = 0.0
+        largest, culprit = 0.0, name
         for key in keys:
             info = files.tensors[key]
             if not info.dtype.is_floating_point:
@@ -209,11 +209,13 @@ def _refuse_overflow(files, model, bad: list[tuple[str, int]], dtype: torch.dtyp
                 source = f.tensor(info)
                 if count_non_finite(source):
                     break  # the checkpoint's own fault: refused as corrupt
-                largest = max(largest, max_abs(source))
+                value = max_abs(source)
+                if value > largest:
+                    largest, culprit = value, key  # named as the checkpoint names it
                 del source
         else:
             if largest > torch.finfo(dtype).max:
-                raise CheckpointLoadError(overflow_message(name, largest, dtype))
+                raise CheckpointLoadError(overflow_message(culprit, largest, dtype))
 
 
 def _name_missing_slices(path: Path, model, role: str) -> None:

@@ -54,12 +54,19 @@ def owned_names(directory: str | os.PathLike) -> set[str]:
     `ManifestError` names it (and nothing is removed or written through it).
     """
     directory = Path(directory)
+    path = directory / MANIFEST
+    if not os.path.lexists(path):
+        return set()
+    # hybridprune writes its manifest atomically as a JSON list of names, never as a link: anything
+    # else was made by someone else, and is neither trusted nor silently replaced
+    if path.is_symlink() or not path.is_file():
+        _foreign_manifest(directory, "is not a regular file (hybridprune writes one, never a link)")
     try:
-        names = json.loads((directory / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return set()
+        names = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        _foreign_manifest(directory, f"cannot be read as hybridprune's manifest, a JSON list of names ({e})")
     if not isinstance(names, list):
-        return set()
+        _foreign_manifest(directory, f"holds a JSON {type(names).__name__}, not hybridprune's list of names")
     for name in names:
         _check_manifest_entry(directory, name)
     return set(names)
@@ -67,13 +74,14 @@ def owned_names(directory: str | os.PathLike) -> set[str]:
 
 def _check_manifest_entry(directory: Path, name) -> None:
     if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
-        reason = "which is not a plain name inside it"
+        _foreign_manifest(directory, f"lists {name!r}, which is not a plain name inside it")
     elif (directory / name).is_symlink():
-        reason = "which is a symbolic link there, and hybridprune never writes one"
-    else:
-        return
+        _foreign_manifest(directory, f"lists {name!r}, which is a symbolic link there, and hybridprune never writes one")
+
+
+def _foreign_manifest(directory: Path, what: str):
     raise ManifestError(
-        f"{directory / MANIFEST} lists {name!r}, {reason}: the manifest was edited or comes from elsewhere, "
+        f"{directory / MANIFEST} {what}: the manifest was edited or comes from elsewhere, "
         f"so nothing was removed or written. Check {directory}, then delete {MANIFEST} there (everything in it "
         f"then counts as yours) or use another output directory")
 

@@ -165,7 +165,9 @@ def _steps(axis: str, dims: Dims, top: int) -> range:
 def nearest_values(adapter, rule: EngineRule, dims: Dims, engines: Sequence[str], tensor_parallel: int = 1,
                    original: Dims | None = None, count: int = 3) -> dict[str, list[int]]:
     """For each plan axis the rule reads: the values closest to the planned one (up to the source's
-    size) that, all other sizes kept, satisfy every rule of `engines` and the adapter's config."""
+    size) that, all other sizes kept, satisfy every rule of `engines` that reads that axis, and the
+    adapter's config. Rules on other sizes are named on their own (`check_servable` lists them all),
+    so one that no plan can keep (a tensor-parallel size) does not hide this axis's values."""
     limit = original or dims
     out = {}
     for axis in (f for f in rule.fields if f in _AXES):
@@ -177,7 +179,7 @@ def nearest_values(adapter, rule: EngineRule, dims: Dims, engines: Sequence[str]
             if value == current:
                 continue
             candidate = dims.replace(**{axis: value})
-            if violations(adapter.model_type, candidate, engines, tensor_parallel):
+            if any(axis in v.rule.fields for v in violations(adapter.model_type, candidate, engines, tensor_parallel)):
                 continue
             try:
                 adapter.check_representable(candidate, original=original)
@@ -197,11 +199,23 @@ def check_servable(adapter, dims: Dims, engines: Sequence[str], tensor_parallel:
     found = violations(adapter.model_type, dims, engines, tensor_parallel)
     if not found:
         return
-    first = found[0]
-    rule = first.rule
-    if rule.test == "no_model":
-        raise NotServable(f"{rule.version} cannot serve {adapter.model_type} models: {rule.says} "
-                          f"[{rule.source}]. Leave {rule.engine} out of --serve-with (serve_with).")
+    for v in found:  # no plan changes this: say it alone
+        if v.rule.test == "no_model":
+            raise NotServable(f"{v.rule.version} cannot serve {adapter.model_type} models: {v.rule.says} "
+                              f"[{v.rule.source}]. Leave {v.rule.engine} out of --serve-with (serve_with).")
+    if len(found) == 1:
+        rule = found[0].rule
+        raise NotServable(f"{rule.version} cannot serve this plan: {_explain(found[0], adapter, dims, engines, tensor_parallel, original)}")
+    # every broken rule at once, so that a plan is not fixed and rerun one rule at a time
+    listed = " ".join(f"({i}) {v.rule.version}: {_explain(v, adapter, dims, engines, tensor_parallel, original)}"
+                      for i, v in enumerate(found, 1))
+    raise NotServable(f"this plan breaks {len(found)} serving rules: {listed}")
+
+
+def _explain(violation: Violation, adapter, dims: Dims, engines: Sequence[str], tensor_parallel: int,
+             original: Dims | None) -> str:
+    """One broken rule, what it says, and the nearest values that keep it (or what else to change)."""
+    rule = violation.rule
     nearest = nearest_values(adapter, rule, dims, engines, tensor_parallel, original)
     shown = [f"{axis} in {values}" for axis, values in nearest.items() if values]
     if shown:
@@ -213,8 +227,7 @@ def check_servable(adapter, dims: Dims, engines: Sequence[str], tensor_parallel:
         else:
             advice = (f"No change of one size alone satisfies it ({fixed}, other sizes as planned): change "
                       "several together, or see the family's rules in docs/pruning.md.")
-    more = f" ({len(found) - 1} more rule(s) broken)" if len(found) > 1 else ""
-    raise NotServable(f"{rule.version} cannot serve this plan{more}: {first.describe()}. {advice}")
+    return f"{violation.describe()}. {advice}"
 
 
 def serving_record(model_type: str, dims: Dims, tensor_parallel: int = 1,

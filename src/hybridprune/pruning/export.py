@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,23 @@ def carry_over(source: str | os.PathLike, dest: str | os.PathLike, *, rebuilt: t
         if copy_file(src, target, root):  # contents only: the output's permissions follow the umask
             copied.append(src.name)
     portable_tokenizer_config(dest)
+    _warn_if_tokenizer_left_behind(Path(source), dest)
     return copied
+
+
+def _warn_if_tokenizer_left_behind(source: Path, dest: Path) -> None:
+    """Say plainly when a tokenizer file of the source did not reach the output (it was a link out of
+    the checkpoint, or unreadable): the weights are right, but the output's tokenizer will not load
+    until the user puts the files there."""
+    missing = [name for name in TOKENIZER_FILES
+               if (source / name).exists() or (source / name).is_symlink()
+               if not (dest / name).exists()]
+    if missing:
+        warnings.warn(
+            f"the output lacks the source's tokenizer file(s) {', '.join(missing)} (not carried over, see above), "
+            "so its tokenizer may not load, or may differ from the source's: check those files and copy them into "
+            "the output yourself",
+            stacklevel=2)
 
 
 def state_bytes(model) -> int:

@@ -263,7 +263,7 @@ def stream_prune(
         def one(e: _Entry, keep: list, block: Block) -> int:  # in a worker: numpy, torch and writes release the GIL
             info = files.tensors[e.key]
             bad = write_block(writers[shard_of[e.key]], e.out_key, sources[info.shard], info, block, keep, e.dtype,
-                              keymap.model_key(e.key))
+                              e.key)  # messages name the tensor as the checkpoint does
             advance(info.nbytes * (block.src[1] - block.src[0]) // max(info.shape[0], 1) if info.shape else info.nbytes)
             return bad
 
