@@ -88,6 +88,9 @@ class AxisIndex:
         if axis == "attn_q":
             heads = sel.attention_heads.get(layer)
             return None if heads is None else head_channel_index(heads, d.attention_head_dim)
+        if axis.startswith("attn_heads:"):  # per-head rows of another width (MLA's q and kv_b): an extra
+            heads = sel.attention_heads.get(layer)
+            return None if heads is None else head_channel_index(heads, d.extra(axis.split(":", 1)[1]))
         mamba = self._mamba(layer)
         if mamba is None:
             return None
@@ -95,6 +98,11 @@ class AxisIndex:
         xc = mamba_channel_index(heads, channels, d.mamba_head_dim)
         if axis == "mamba_channels":
             return xc
+        if axis == "mamba_channels_x3":  # three stacked copies of the mixer width (a q ‖ k ‖ v conv)
+            inner = d.mamba_num_heads * d.mamba_head_dim
+            return torch.cat([xc, inner + xc, 2 * inner + xc])
+        if axis == "mamba_head_dims":  # the kept channels of one head, shared by every head
+            return channels
         if axis == "mamba_heads":
             return heads
         if axis == "mamba_in_proj":
