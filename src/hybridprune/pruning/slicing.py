@@ -65,6 +65,11 @@ class AxisIndex:
 
     def _resolve(self, axis: str, layer: int | None) -> torch.Tensor | None:
         d, sel = self.dims, self.sel
+        if "|" in axis:  # "axis|start:stop": the part of a concatenated tensor in that window, from its start
+            name, window = axis.split("|")
+            start, stop = map(int, window.split(":"))
+            full = self(name, layer)
+            return None if full is None else full[(full >= start) & (full < stop)] - start
         if axis == "hidden":
             return sel.hidden
         if axis == "hidden2":  # concat(hidden, embeddings): Zamba2's shared attention input
