@@ -14,7 +14,8 @@ from conftest import _KIMI_KW, build, tiny_config
 from hub_layouts import KIMI_HUB, hub_checkpoint, read_all
 from hybridprune import calibrate, prune
 from hybridprune.architectures import get_adapter
-from hybridprune.checkpoint_files import KeyMap
+from hybridprune.checkpoint_files import CheckpointFiles, KeyMap
+from hybridprune.fingerprint import checkpoint_fingerprint, model_fingerprint
 from hybridprune.pruning.selection import Selection
 from hybridprune.pruning.slicing import slice_state_dict
 
@@ -135,6 +136,7 @@ def test_hub_layout_prunes_the_same_both_ways_and_reloads(tmp_path, ids):
     src = tmp_path / "source"
     hub_checkpoint(src, KIMI_HUB)
     model = load_model(src)
+    assert checkpoint_fingerprint(CheckpointFiles(src), model.config) == model_fingerprint(model)
     scores = calibrate(model, ids, batch_size=2, progress=False, depth_samples=2)
     plan = ("hidden_size=32,mamba_num_heads=4,num_attention_heads=2,ffn_hidden_size=40,num_moe_experts=6,"
             "moe_ffn_hidden_size=8,moe_shared_expert_intermediate_size=8,drop_layers=2")
@@ -176,3 +178,39 @@ def test_a_missing_short_conv_is_named(tmp_path, ids):
     with pytest.raises(CheckpointLoadError, match=r"lacks model\.layers\.2\.self_attn\.k_conv1d\.weight: transformers "
                                                   r"merges these tensors into model\.layers\.2\.self_attn\.conv1d"):
         load_model(tmp_path / "source")
+
+
+@pytest.mark.slow  # transformers' KDA runs in plain torch on CPU: each forward costs seconds
+def test_cli_calibrate_search_with_active_params_prune_eval_distill(tmp_path):
+    """The commands on a saved Kimi Linear checkpoint (transformers' Hub layout): search under an
+    active-parameter budget, the streaming prune of its best plan, eval of both, one distillation step."""
+    from typer.testing import CliRunner
+
+    from hybridprune.cli import app
+    from hybridprune.data import tokenizer_path
+    from hybridprune.pruning.export import copy_tokenizer_files
+
+    runner = CliRunner()
+    model, scores, pruned = tmp_path / "model", tmp_path / "scores", tmp_path / "pruned"
+    build(tiny_config("kimi_linear", vocab_size=4096)).save_pretrained(model)
+    copy_tokenizer_files(tokenizer_path(), model)
+    data = ["--data", "shakespeare", "--seq-len", "16"]
+
+    def ok(*args):
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    ok("calibrate", "--model", str(model), *data, "--samples", "2", "--batch-size", "2", "--depth-samples", "0",
+       "--out", str(scores))
+    ok("search", "--model", str(model), "--data", "shakespeare", "--active-params", "0.9x", "--scores", str(scores),
+       "--eval-samples", "2", "--eval-seq-len", "16", "--max-candidates", "1", "--top-k", "1", "--no-speed",
+       "--max-depth-pruning", "0", "--out", str(tmp_path / "search"))
+    assert json.loads((tmp_path / "search" / "summary.json").read_text())["plan"]["mamba_head_dim"] == 8
+    assert "active parameters" in ok("prune", "--model", str(model), "--scores", str(scores), "--plan",
+                                     str(tmp_path / "search" / "best.yaml"), "--out", str(pruned))
+    assert json.loads((pruned / "hybridprune.json").read_text())["method"] == "streaming"
+    ok("eval", str(model), str(pruned), *data, "--samples", "2", "--batch-size", "2", "--no-speed")
+    ok("distill", "--teacher", str(model), "--student", str(pruned), *data, "--steps", "1", "--global-batch", "2",
+       "--micro-batch", "2", "--warmup", "0", "--val-samples", "2", "--no-progress", "--out", str(tmp_path / "student"))
+    assert (tmp_path / "student" / "config.json").is_file()
