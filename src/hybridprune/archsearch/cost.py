@@ -4,10 +4,12 @@ Parameters come from the adapter's exact count. Memory, in MiB (2**20 bytes), is
 given batch and sequence length holds:
 
 - weights: every parameter at the weight dtype;
-- KV cache: per layer holding attention, keys and values of `num_key_value_heads × head_dim` per token;
+- KV cache: per layer holding attention, keys and values of `num_key_value_heads × head_dim` per token
+  (or the family's `kv_cache_width` extra: MLA caches one latent of `kv_lora_rank + rope` per token);
 - Mamba state: per layer holding a Mamba mixer, the convolution window (`conv_kernel` positions of the
-  `heads × head_dim + 2 × n_groups × state` conv channels, at the weight dtype) and the SSM state
-  (`heads × head_dim × state`, at `ssm_state_dtype`: float32 in Hugging Face's Mamba2 and Nemotron-H).
+  `heads × head_dim + 2 × n_groups × state` conv channels, or `conv_streams × heads × head_dim` for a conv
+  over stacked q ‖ k ‖ v (KDA), at the weight dtype) and the SSM state (`heads × head_dim × state`, at
+  `ssm_state_dtype`: float32 in Hugging Face's Mamba2 and Nemotron-H, and KDA's recurrent state).
 
 This is the layout of the transformers cache objects (`DynamicLayer` keys/values,
 `LinearAttentionLayer` conv/recurrent states); the tests check it against a real forward's cache.
