@@ -76,6 +76,14 @@ class KimiLinearAdapter(Adapter):
             attention_bias=bool(config.attention_bias), extras=extras, **mamba, **attention, **moe,
         )
 
+    def checkpoint_renames(self, config) -> dict[str, str]:
+        """transformers renames the Hub's `block_sparse_moe.` to `mlp.` on load, and back on save for every
+        layer, so a dense MLP would be written `block_sparse_moe.gate_proj`: the Hub (and the remote code,
+        which builds `mlp` there) names it `mlp.`."""
+        return {f"{self.layers_prefix}{i}.block_sparse_moe.{p}.weight": f"{self.layers_prefix}{i}.mlp.{p}.weight"
+                for i, t in enumerate(config.mlp_layer_types) if t == "dense"
+                for p in ("gate_proj", "up_proj", "down_proj")}
+
     def check_representable(self, dims: Dims, original: Dims | None = None) -> None:
         super().check_representable(dims, original)
         if original is not None and dims.mamba_head_dim != original.mamba_head_dim:
