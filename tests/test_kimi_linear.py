@@ -156,6 +156,7 @@ def test_hub_layout_prunes_the_same_both_ways_and_reloads(tmp_path, ids):
     for out in (memory, stream):
         reloaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=False).eval()
         torch.testing.assert_close(logits(reloaded, ids), logits(pruned, ids), rtol=0, atol=0)
+        torch.testing.assert_close(logits(load_model(out), ids), logits(pruned, ids), rtol=0, atol=0)
     config = json.loads((stream / "config.json").read_text())
     assert sorted(config) == sorted(KIMI_HUB)  # no layer_types, mlp_layer_types: the Hub's fields only
     assert config["linear_attn_config"] == {"kda_layers": [1, 3], "full_attn_layers": [2], "num_heads": 4,
