@@ -86,6 +86,16 @@ _NEMOTRON_MOE_KW = dict(layers_block_type=NEMOTRON_MOE_BLOCKS, n_routed_experts=
                         moe_shared_expert_intermediate_size=24, num_experts_per_tok=2, n_group=2, topk_group=1,
                         routed_scaling_factor=1.5, norm_topk_prob=True)
 
+# 6 KDA heads x 8, 4 MLA heads (nope 8 + rope 8, v 12, kv_lora 16), Hub-style linear_attn_config; 8 experts
+# in 2 routing groups, 2 per token from 1 group; expert FFN 16, one shared expert (16)
+_KIMI_KW = dict(vocab_size=96, hidden_size=48, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                q_lora_rank=None, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=12,
+                intermediate_size=64, moe_intermediate_size=16, num_local_experts=8, num_experts_per_tok=2,
+                n_group=2, topk_group=1, n_shared_experts=1, routed_scaling_factor=1.5, first_k_dense_replace=1,
+                linear_attn_config={"num_heads": 6, "head_dim": 8, "short_conv_kernel_size": 4,
+                                    "full_attn_layers": [2], "kda_layers": [1, 3, 4]},
+                pad_token_id=0, bos_token_id=1, eos_token_id=2)
+
 
 def tiny_config(family: str, **overrides):
     from transformers import AutoConfig
@@ -101,6 +111,8 @@ def tiny_config(family: str, **overrides):
                                                   "num_experts_per_tok": 2, **overrides})
     if family == "mamba2":
         return tiny_mamba2_config(**overrides)
+    if family == "kimi_linear":  # Kimi-Linear-48B-A3B's layout, tiny: KDA, MLA, a dense first FFN, then MoE
+        return AutoConfig.for_model("kimi_linear", **{**_KIMI_KW, **overrides})
     kw = dict(_COMMON)
     if family == "bamba":
         kw.update(_MAMBA_KW, intermediate_size=64, num_hidden_layers=4, attn_layer_indices=[1])

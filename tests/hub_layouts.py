@@ -63,6 +63,50 @@ NEMOTRON_LATENT_HUB = dict(NEMOTRON_MOE_HUB, moe_latent_size=32, mlp_bias=True)
 # Granite-4.0-H Tiny's layout, tiny: 6 experts (3-D ParallelExperts weights), 2 per token
 GRANITE_MOE_HUB = dict(GRANITE_HUB, num_local_experts=6, intermediate_size=16, num_experts_per_tok=2)
 
+# Kimi-Linear-48B-A3B's Hub config, tiny: the layer layout only in `linear_attn_config` (1-based) and
+# `first_k_dense_replace`, the remote code's field names (`num_experts`, `num_experts_per_token`, ...)
+KIMI_HUB = {
+    "architectures": ["KimiLinearForCausalLM"],
+    "auto_map": {"AutoConfig": "configuration_kimi.KimiLinearConfig",
+                 "AutoModelForCausalLM": "modeling_kimi.KimiLinearForCausalLM"},
+    "model_type": "kimi_linear",
+    "vocab_size": 96, "hidden_size": 48, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4,
+    "q_lora_rank": None, "kv_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 12,
+    "mla_use_nope": True, "intermediate_size": 64, "moe_intermediate_size": 16, "num_experts": 8,
+    "num_experts_per_token": 2, "num_expert_group": 2, "topk_group": 1, "num_shared_experts": 1,
+    "moe_renormalize": True, "routed_scaling_factor": 1.5, "first_k_dense_replace": 1, "moe_layer_freq": 1,
+    "use_grouped_topk": True, "moe_router_activation_func": "sigmoid", "hidden_act": "silu", "rms_norm_eps": 1e-5,
+    "linear_attn_config": {"kda_layers": [1, 3, 4], "full_attn_layers": [2], "num_heads": 6, "head_dim": 8,
+                           "short_conv_kernel_size": 4},
+    "model_max_length": 1048576, "tie_word_embeddings": False, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+    "torch_dtype": "float32", "transformers_version": "4.56.0",
+}
+
+
+def kimi_hub_tensors(state: dict[str, torch.Tensor], mlp_types: list[str]) -> dict[str, torch.Tensor]:
+    """Kimi Linear's Hub names: the forget gate's tensors directly under `self_attn`, one short conv per
+    q/k/v, MoE layers under `block_sparse_moe` with per-expert `w1` (gate), `w3` (up), `w2` (down)."""
+    out = {}
+    for key, t in state.items():
+        key = key.replace("self_attn.forget_gate.", "self_attn.")
+        m = re.fullmatch(r"model\.layers\.(\d+)\.(.*)", key)
+        if m and mlp_types[int(m.group(1))] == "sparse":
+            key = key.replace(".mlp.", ".block_sparse_moe.")
+        if key.endswith("self_attn.conv1d.weight"):
+            for name, part in zip("qkv", t.chunk(3, dim=0)):
+                out[key.replace("conv1d", f"{name}_conv1d")] = part.clone()
+        elif key.endswith("experts.gate_up_proj"):
+            for j in range(t.shape[0]):
+                gate, up = t[j].chunk(2, dim=0)
+                out[key.replace("gate_up_proj", f"{j}.w1.weight")] = gate.clone()
+                out[key.replace("gate_up_proj", f"{j}.w3.weight")] = up.clone()
+        elif key.endswith("experts.down_proj"):
+            for j in range(t.shape[0]):
+                out[key.replace("down_proj", f"{j}.w2.weight")] = t[j].clone()
+        else:
+            out[key] = t.clone()
+    return out
+
 
 def hub_name(model_key: str, model_type: str) -> str:
     """The Hub's name of a transformers 5 model key (written out, not taken from transformers)."""
@@ -75,6 +119,8 @@ def hub_name(model_key: str, model_type: str) -> str:
 
 def hub_tensors(model, model_type: str) -> dict[str, torch.Tensor]:
     """The model's weights under Hub names; Nemotron-H's 3-D expert tensors split per expert."""
+    if model_type == "kimi_linear":
+        return kimi_hub_tensors(model.state_dict(), list(model.config.mlp_layer_types))
     out = {}
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})
     for key, t in model.state_dict().items():

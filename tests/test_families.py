@@ -54,6 +54,17 @@ FAMILIES = {
          (dict(hidden_size=36), Unrepresentable, ["hidden_size=36 is not a multiple of 8"]),
          (dict(moe_shared_expert_intermediate_size=8), PlanError, ["no shared-expert MoE blocks"])],
     ),
+    # Kimi Linear: 6 independent KDA heads, 4 independent MLA heads, a dense first FFN, 8 experts in 2 groups
+    "kimi_linear": (
+        [dict(mamba_num_heads=3, num_attention_heads=2, hidden_size=32, ffn_hidden_size=32, num_moe_experts=6,
+              moe_ffn_hidden_size=8, moe_shared_expert_intermediate_size=8),
+         dict(mamba_num_heads=5, num_moe_experts=4, drop_layers=[0, 2])],
+        [(dict(mamba_head_dim=4), Unrepresentable, ["cannot prune linear_head_dim", "mamba_num_heads (1..6)"]),
+         (dict(moe_shared_expert_intermediate_size=12), Unrepresentable,
+          ["not a multiple of moe_ffn_hidden_size=16", "Valid values: [16]"]),
+         (dict(num_moe_experts=5), PlanError, ["multiple of n_group=2"]),
+         (dict(drop_layers=[1]), Unrepresentable, ["removes every attention block"])],
+    ),
     "mamba2": (
         [dict(mamba_num_heads=6), dict(hidden_size=24, drop_layers=[1])],
         [(dict(hidden_size=40), Unrepresentable, ["mamba_num_heads in", "hidden_size in the divisors of 96"])],
@@ -180,11 +191,14 @@ def test_a_cross_group_swap_changes_logits(family, ids):
     """Negative control: the permutation test can fail."""
     name, model, adapter, dims = family
     sel = Selection(kept_blocks=list(range(dims.num_layers)))
-    if dims.has_kind("mamba"):
+    if dims.has_kind("mamba") and dims.mamba_n_groups > 1:
         n, per = dims.mamba_num_heads, dims.mamba_num_heads // dims.mamba_n_groups
         swap = torch.arange(n)
         swap[0], swap[per] = per, 0
         _consistent(adapter, dims, sel, "mamba_heads", lambda i: swap)
+    elif dims.num_key_value_heads in (None, 1):
+        pytest.skip("every head is independent (one group): no cross-group swap; the family's own tests "
+                    "(test_kimi_linear.py) hold its negative control")
     else:
         n, per = dims.num_attention_heads, dims.num_attention_heads // dims.num_key_value_heads
         swap = torch.arange(n)
@@ -255,9 +269,14 @@ def test_removing_expert_neurons_equals_zeroing_them(family, ids):
     changes = dict(moe_ffn_hidden_size=len(kept))
     zeroed = build(model.config)
     zeroed.load_state_dict(model.state_dict())
-    shared_kept = None
+    shared_kept, shared_removed = None, [1, 2]
     if dims.moe_shared_expert_intermediate_size:
-        shared_kept = torch.tensor([j for j in range(dims.moe_shared_expert_intermediate_size) if j not in (1, 2)])
+        width = dims.moe_shared_expert_intermediate_size
+        try:
+            adapter.check_representable(dims.replace(**changes, moe_shared_expert_intermediate_size=width - 2), dims)
+        except Unrepresentable:  # a shared width tied to the expert width (Kimi Linear): cut as the experts
+            shared_removed = [j for j in removed if j < width]
+        shared_kept = torch.tensor([j for j in range(width) if j not in shared_removed])
         changes["moe_shared_expert_intermediate_size"] = len(shared_kept)
     with torch.no_grad():
         for block in adapter.blocks(zeroed):
@@ -265,7 +284,7 @@ def test_removing_expert_neurons_equals_zeroing_them(family, ids):
                 if unit.kind != "moe":
                     continue
                 if unit.group == "moe_shared_ffn":
-                    unit.module.weight[:, [1, 2]] = 0.0
+                    unit.module.weight[:, shared_removed] = 0.0
                 else:
                     unit.module.down_proj[:, :, removed] = 0.0
     for i in dims.layers_of("moe"):

@@ -60,32 +60,44 @@ def checkpoint_fingerprint(files: CheckpointFiles, config) -> str:
     dropped = adapter.dropped_parts(config)
     keymap = KeyMap(config.model_type)
     items = []
-    stacks: dict[str, dict[int, str]] = {}
+    stacks: dict[str, dict[tuple[int | None, int], str]] = {}
     for shard in files.shards:
         for key in files.keys_in(shard):
             model_key = keymap.model_key(key)
             if any(part.holds(model_key) for part in dropped):
                 continue
             if (part := keymap.stacked(key)) is not None:
-                stacks.setdefault(part.target, {})[part.index] = key
+                stacks.setdefault(part.target, {})[part.index, part.segment] = key
                 continue
             info = files.tensors[key]
             items.append((model_key, info.shape, [files.window(key, idx) for idx in sample_index(info.shape)]))
     if stacks:
         shapes = keymap.model_shapes({k: files.tensors[k].shape for parts in stacks.values() for k in parts.values()})
         for target, parts in stacks.items():
-            dim = keymap.stacked(next(iter(parts.values()))).dim
             shape = shapes[target]
-            items.append((target, shape, [_stacked_window(files, parts, dim, idx) for idx in sample_index(shape)]))
+            items.append((target, shape, [_merged_window(files, keymap, parts, shape, idx) for idx in sample_index(shape)]))
     return _digest(dims, items)
 
 
-def _stacked_window(files: CheckpointFiles, parts: dict[int, str], dim: int, idx: tuple) -> torch.Tensor:
-    """Window `idx` of the tensor that stacks `parts` (slice number -> checkpoint key) along `dim`,
-    read from the slices it covers."""
-    along = idx[dim] if dim < len(idx) else slice(None)
-    rest = idx[:dim] + idx[dim + 1:]
-    pieces = []
-    for j in range(len(parts))[along]:
-        pieces.append(files.window(parts[j], rest).unsqueeze(dim))
-    return torch.cat(pieces, dim=dim)
+def _merged_window(files: CheckpointFiles, keymap: KeyMap, parts: dict, shape: tuple[int, ...], idx: tuple) -> torch.Tensor:
+    """Window `idx` of the tensor (of `shape`) that transformers merges from `parts` (checkpoint keys)
+    by stacking and/or concatenating, read from the parts it covers."""
+    ranges = [s.indices(n)[:2] for s, n in zip(idx, shape)] + [(0, n) for n in shape[len(idx):]]
+    out = None
+    for key in parts.values():
+        part = keymap.stacked(key)
+        info = files.tensors[key]
+        region = part.region(tuple(info.shape))
+        lo_hi = [(max(a, r[0]), min(b, r[1])) if r else (a, b) for (a, b), r in zip(ranges, region)]
+        if any(lo >= hi for lo, hi in lo_hi):
+            continue
+        local = [slice(lo - (r[0] if r else 0), hi - (r[0] if r else 0)) for (lo, hi), r in zip(lo_hi, region)]
+        if part.dim is not None:
+            del local[part.dim]
+        window = files.window(key, tuple(local))
+        if part.dim is not None:
+            window = window.unsqueeze(part.dim)
+        if out is None:
+            out = torch.empty(tuple(b - a for a, b in ranges), dtype=window.dtype)
+        out[tuple(slice(lo - a, hi - a) for (lo, hi), (a, _) in zip(lo_hi, ranges))] = window
+    return out

@@ -17,30 +17,68 @@ from .safetensors_io import CheckpointFormatError
 
 @dataclass(frozen=True)
 class StackedSlice:
-    """A checkpoint tensor that transformers stacks with its siblings into one model tensor on load
-    (a `MergeModulelist` conversion: Nemotron-H's per-expert `experts.{j}.up_proj.weight` become
-    `experts.up_proj [E, F, H]`). It is slice `index` of the model tensor `target` along `dim`;
-    `span` is where `index` is written in the checkpoint key, so an output can renumber it."""
+    """A checkpoint tensor that transformers merges with its siblings into one model tensor on load.
+
+    Stacked (a `MergeModulelist` conversion: Nemotron-H's per-expert `experts.{j}.up_proj.weight` become
+    `experts.up_proj [E, F, H]`): it is slice `index` of the model tensor `target` along `dim`; `span` is
+    where `index` is written in the checkpoint key, so an output can renumber it. Concatenated (a
+    `Concatenate` conversion of several source names: Kimi Linear's `q_conv1d`/`k_conv1d`/`v_conv1d` into
+    `conv1d`, its per-expert `w1`/`w3` into `gate_up_proj`): it is part `segment` of `segments` equal parts
+    along `segment_dim` of the target (in the target's dimensions). A tensor can be both, or only one
+    (`index`, `dim` and `span` None when it is not stacked)."""
 
     target: str
-    index: int
-    dim: int
-    span: tuple[int, int]
+    index: int | None
+    dim: int | None
+    span: tuple[int, int] | None
+    segment: int = 0
+    segments: int = 1
+    segment_dim: int | None = None
+
+    def region(self, part_shape: tuple[int, ...]) -> list[tuple[int, int] | None]:
+        """Per dimension of the target: the range this tensor fills (None: the whole dimension)."""
+        rank = len(part_shape) + (self.dim is not None)
+        out: list[tuple[int, int] | None] = [None] * rank
+        if self.dim is not None:
+            out[self.dim] = (self.index, self.index + 1)
+        if self.segment_dim is not None:
+            width = part_shape[self.part_dim(self.segment_dim)]
+            out[self.segment_dim] = (self.segment * width, (self.segment + 1) * width)
+        return out
+
+    def part_dim(self, target_dim: int) -> int:
+        """The dimension of this tensor that is `target_dim` of the target (not the stacking one)."""
+        return target_dim - (self.dim is not None and target_dim > self.dim)
+
+    def target_shape(self, part_shape: tuple[int, ...], count: int | None) -> tuple[int, ...]:
+        shape = list(part_shape)
+        if self.segment_dim is not None:
+            shape[self.part_dim(self.segment_dim)] *= self.segments
+        if self.dim is not None:
+            shape.insert(self.dim, count)
+        return tuple(shape)
+
+
+def _key_regex(pattern: str) -> re.Pattern:
+    """A source pattern of transformers' conversion mapping (regex escapes, `*` for the slice number)
+    as a regex whose group 1 is the slice number."""
+    plain = pattern.replace("\\.", ".")
+    return re.compile(re.escape(plain).replace(r"\*", r"(\d+)") + r"(?!\w)")
 
 
 class KeyMap:
     """Checkpoint key -> model key, with the renamings transformers applies on load for this model type.
 
     Conversions that stack per-expert tensors into one (`MergeModulelist`, read from transformers'
-    own conversion mapping) are understood too (`stacked`), so a checkpoint in the Hub's per-expert
-    layout can be checked, fingerprinted and sliced tensor by tensor; any other conversion is
-    reported by `needs_conversion` and refused by the streaming prune.
+    own conversion mapping) or concatenate named parts (`Concatenate`) are understood too (`stacked`),
+    so a checkpoint in the Hub's layout can be checked, fingerprinted and sliced tensor by tensor; any
+    other conversion is reported by `needs_conversion` and refused by the streaming prune.
     """
 
     def __init__(self, model_type: str) -> None:
         from transformers.conversion_mapping import get_checkpoint_conversion_mapping
         from transformers.core_model_loading import (
-            MergeModulelist, WeightConverter, WeightRenaming, apply_renamings,
+            Concatenate, MergeModulelist, WeightConverter, WeightRenaming, apply_renamings,
         )
 
         mapping = get_checkpoint_conversion_mapping(model_type) or []
@@ -48,14 +86,20 @@ class KeyMap:
         self._reverse = [m.reverse_transform() for m in self._renamings[::-1]]
         self._converters = [m for m in mapping if isinstance(m, WeightConverter)]
         self._apply = apply_renamings
-        # Stacking converters: one source pattern with one `*` (the slice index), one MergeModulelist.
+        # Merging converters: each source pattern with at most one `*` (the slice number), a MergeModulelist
+        # (stacking the slices) and/or a Concatenate of the source patterns' tensors (one part each).
         self._stacks = []
         for c in self._converters:
             ops = list(c.operations)
-            if (len(c.source_patterns) == 1 and c.source_patterns[0].count("*") == 1 and len(ops) == 1
-                    and isinstance(ops[0], MergeModulelist)):
-                pattern = re.escape(c.source_patterns[0]).replace(r"\*", r"(\d+)") + r"(?!\w)"
-                self._stacks.append((c, re.compile(pattern), ops[0].dim))
+            merge = [op for op in ops if isinstance(op, MergeModulelist)]
+            concat = [op for op in ops if isinstance(op, Concatenate)]
+            stars = [p.count("*") for p in c.source_patterns]
+            if (len(ops) != len(merge) + len(concat) or len(merge) > 1 or len(concat) > 1
+                    or any(n != (1 if merge else 0) for n in stars) or (len(c.source_patterns) > 1) != bool(concat)
+                    or (concat and merge and ops.index(merge[0]) > ops.index(concat[0]))):
+                continue
+            regexes = {p: _key_regex(p) for p in c.source_patterns}
+            self._stacks.append((c, regexes, merge[0].dim if merge else None, concat[0].dim if concat else None))
 
     def model_key(self, key: str) -> str:
         return self._apply(key, self._renamings) if self._renamings else key
@@ -70,18 +114,23 @@ class KeyMap:
         return any(c.rename_source_key(model_key)[1] is not None for c in self._converters)
 
     def stacked(self, key: str) -> StackedSlice | None:
-        """Where checkpoint tensor `key` lands in the model if transformers stacks it with its
-        siblings on load, else None."""
+        """Where checkpoint tensor `key` lands in the model if transformers stacks or concatenates it with
+        its siblings on load, else None."""
         model_key = self.model_key(key)
-        for converter, regex, dim in self._stacks:
+        for converter, regexes, dim, concat_dim in self._stacks:
             target, matched = converter.rename_source_key(model_key)
-            if matched is None:
+            if matched is None or matched not in regexes:
                 continue
-            found = list(regex.finditer(key))
-            if not found:  # the renamings moved the slice index: cannot write the key back
-                return None
-            m = found[-1]
-            return StackedSlice(target, int(m.group(1)), dim, m.span(1))
+            index = span = None
+            if dim is not None:
+                found = list(regexes[matched].finditer(key))
+                if not found:  # the renamings moved the slice index: cannot write the key back
+                    return None
+                m = found[-1]
+                index, span = int(m.group(1)), m.span(1)
+            patterns = list(converter.source_patterns)
+            return StackedSlice(target, index, dim, span, segment=patterns.index(matched), segments=len(patterns),
+                                segment_dim=concat_dim)
         return None
 
     def sliceable(self, key: str) -> bool:
@@ -95,35 +144,48 @@ class KeyMap:
         CheckpointFormatError naming the checkpoint keys a stacked tensor lacks (gaps in its slice
         numbers, or fewer slices than `expected` has) or whose shapes disagree."""
         out: dict[str, tuple[int, ...]] = {}
-        stacks: dict[str, dict[int, tuple[str, tuple[int, ...]]]] = {}
+        stacks: dict[str, dict[tuple[int | None, int], tuple[str, tuple[int, ...]]]] = {}
         where: dict[str, StackedSlice] = {}
         for key, shape in shapes.items():
             s = self.stacked(key)
             if s is None:
                 out[self.model_key(key)] = tuple(shape)
                 continue
-            stacks.setdefault(s.target, {})[s.index] = (key, tuple(shape))
+            stacks.setdefault(s.target, {})[s.index, s.segment] = (key, tuple(shape))
             where.setdefault(s.target, s)
         for target, parts in stacks.items():
             s = where[target]
-            example = parts[s.index][0]
-            count = max(parts) + 1
-            if expected is not None and target in expected and len(expected[target]) > s.dim:
-                count = max(count, expected[target][s.dim])
-            missing = [f"{example[: s.span[0]]}{j}{example[s.span[1]:]}" for j in range(count) if j not in parts]
+            example = parts[s.index, s.segment][0]
+            count = None
+            if s.dim is not None:
+                count = max(j for j, _ in parts) + 1
+                if expected is not None and target in expected and len(expected[target]) > s.dim:
+                    count = max(count, expected[target][s.dim])
+            missing = [self._sibling(example, s, j, part) for j in (range(count) if count is not None else [None])
+                       for part in range(s.segments) if (j, part) not in parts]
             if missing:
                 more = f" ({len(missing)} in all)" if len(missing) > 3 else ""
                 raise CheckpointFormatError(
-                    f"the checkpoint lacks {', '.join(missing[:3])}{more}: transformers stacks these per-expert "
-                    f"tensors into {target}, which needs all {count} of them. The checkpoint is incomplete; "
+                    f"the checkpoint lacks {', '.join(missing[:3])}{more}: transformers "
+                    f"{'stacks these per-expert tensors' if s.segments == 1 else 'merges these tensors'} into "
+                    f"{target}, which needs all {len(parts) + len(missing)} of them. The checkpoint is incomplete; "
                     "download or export it again."
                 )
             slice_shapes = {shape for _, shape in parts.values()}
             if len(slice_shapes) > 1:
                 raise CheckpointFormatError(
-                    f"the per-expert tensors of {target} differ in shape ({sorted(slice_shapes)}): "
+                    f"the tensors merged into {target} differ in shape ({sorted(slice_shapes)}): "
                     "the checkpoint is damaged or mixes two models"
                 )
             (shape,) = slice_shapes
-            out[target] = shape[: s.dim] + (count,) + shape[s.dim:]
+            out[target] = s.target_shape(shape, count)
         return out
+
+    def _sibling(self, example: str, s: StackedSlice, index: int | None, segment: int) -> str:
+        """The checkpoint key of part (`index`, `segment`) of the tensor that `example` (part of `s`) is merged into."""
+        model_key = self.model_key(example)
+        converter, regexes = next((c, r) for c, r, *_ in self._stacks if c.rename_source_key(model_key)[1] in r)
+        patterns = list(converter.source_patterns)
+        m = list(regexes[patterns[s.segment]].finditer(example))[-1]
+        text = patterns[segment].replace("\\.", ".").replace("*", str(index))
+        return f"{example[:m.start()]}{text}{example[m.end():]}"

@@ -22,6 +22,7 @@ from .bamba import BambaAdapter
 from .falcon_h1 import FalconH1Adapter
 from .granitemoehybrid import GraniteMoeHybridAdapter
 from .jamba import JambaAdapter
+from .kimi_linear import KimiLinearAdapter
 from .llama import LlamaAdapter
 from .mamba2 import Mamba2Adapter
 from .nemotron_h import NemotronHAdapter
@@ -29,7 +30,7 @@ from .zamba2 import Zamba2Adapter
 
 ADAPTERS: tuple[type[Adapter], ...] = (
     NemotronHAdapter, Mamba2Adapter, BambaAdapter, GraniteMoeHybridAdapter, FalconH1Adapter, Zamba2Adapter,
-    LlamaAdapter, JambaAdapter,
+    LlamaAdapter, JambaAdapter, KimiLinearAdapter,
 )
 #: model types an adapter recognises only to refuse them with the reason
 REFUSED: tuple[str, ...] = JambaAdapter.model_types

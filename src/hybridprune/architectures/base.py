@@ -183,6 +183,12 @@ class Adapter:
     def dims(self, config) -> Dims:
         raise NotImplementedError
 
+    def checkpoint_renames(self, config) -> dict[str, str]:
+        """Keys that transformers' `save_pretrained` writes under another name than the family's Hub
+        checkpoints (its reverse renamings apply to every key they match), and the Hub's name; the
+        exporter renames them. None by default."""
+        return {}
+
     def serving_config(self, raw: dict, config_class) -> dict:
         """`raw` (a config.json dict) spelled as the family's serving engines read it; as it is by
         default. The writer keeps the result only if it loads as the same config (config_style.py)."""

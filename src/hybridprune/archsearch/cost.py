@@ -4,10 +4,12 @@ Parameters come from the adapter's exact count. Memory, in MiB (2**20 bytes), is
 given batch and sequence length holds:
 
 - weights: every parameter at the weight dtype;
-- KV cache: per layer holding attention, keys and values of `num_key_value_heads × head_dim` per token;
+- KV cache: per layer holding attention, keys and values of `num_key_value_heads × head_dim` per token
+  (or the family's `kv_cache_width` extra: MLA caches one latent of `kv_lora_rank + rope` per token);
 - Mamba state: per layer holding a Mamba mixer, the convolution window (`conv_kernel` positions of the
-  `heads × head_dim + 2 × n_groups × state` conv channels, at the weight dtype) and the SSM state
-  (`heads × head_dim × state`, at `ssm_state_dtype`: float32 in Hugging Face's Mamba2 and Nemotron-H).
+  `heads × head_dim + 2 × n_groups × state` conv channels, or `conv_streams × heads × head_dim` for a conv
+  over stacked q ‖ k ‖ v (KDA), at the weight dtype) and the SSM state (`heads × head_dim × state`, at
+  `ssm_state_dtype`: float32 in Hugging Face's Mamba2 and Nemotron-H, and KDA's recurrent state).
 
 This is the layout of the transformers cache objects (`DynamicLayer` keys/values,
 `LinearAttentionLayer` conv/recurrent states); the tests check it against a real forward's cache.
@@ -46,11 +48,15 @@ def cache_bytes(dims: Dims, *, batch: int, seq_len: int, dtype: str = "bfloat16"
     kv = conv = ssm = 0
     n_attn = dims.count_of(ATTENTION)
     if n_attn:
-        kv = n_attn * 2 * batch * dims.num_key_value_heads * seq_len * dims.attention_head_dim * b
+        # `kv_cache_width`: what a family caches per token instead of keys and values (MLA: one latent)
+        width = dims.extra("kv_cache_width") or 2 * dims.num_key_value_heads * dims.attention_head_dim
+        kv = n_attn * batch * seq_len * width * b
     n_mamba = dims.count_of(MAMBA)
     if n_mamba:
         inner = dims.mamba_num_heads * dims.mamba_head_dim
         conv_dim = inner + 2 * dims.mamba_n_groups * dims.mamba_state_size
+        if dims.extra("conv_streams"):  # a conv over stacked copies of the mixer width (KDA: q ‖ k ‖ v)
+            conv_dim = dims.extra("conv_streams") * inner
         conv = n_mamba * batch * conv_dim * dims.mamba_conv_kernel * b
         ssm = n_mamba * batch * inner * dims.mamba_state_size * dtype_bytes(ssm_state_dtype)
     return {"kv": kv, "conv": conv, "ssm": ssm}

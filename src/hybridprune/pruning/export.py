@@ -162,6 +162,39 @@ def _source_shard_bytes(source: Path | None) -> int | None:
         return None
 
 
+def _hub_renames(model) -> dict[str, str]:
+    """Keys `save_pretrained` misnames for this family, and the Hub's names for them (see
+    `Adapter.checkpoint_renames`)."""
+    from ..architectures import UnsupportedArchitecture, get_adapter
+
+    try:
+        return get_adapter(model).checkpoint_renames(model.config)
+    except UnsupportedArchitecture:
+        return {}
+
+
+def _rename_saved(directory: Path, renames: dict[str, str]) -> None:
+    """Rename tensors in the safetensors files (and index) `save_pretrained` wrote into `directory`."""
+    if not renames:
+        return
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from ..checkpoint_files import INDEX_FILE
+
+    for path in sorted(directory.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as f:
+            keys, metadata = list(f.keys()), f.metadata()
+        if any(k in renames for k in keys):
+            tensors = load_file(str(path))
+            save_file({renames.get(k, k): t for k, t in tensors.items()}, str(path), metadata=metadata)
+    index = directory / INDEX_FILE
+    if index.is_file():
+        doc = json.loads(index.read_text())
+        doc["weight_map"] = {renames.get(k, k): v for k, v in doc.get("weight_map", {}).items()}
+        index.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
 def export(
     model,
     out_dir: str | os.PathLike,
@@ -190,6 +223,7 @@ def export(
         # save_pretrained writes transformers' checkpoint key layout (e.g. Nemotron-H's `backbone.*` and
         # per-expert tensors): the Hub's. The config is then rewritten in the source's style.
         model.save_pretrained(tmp, safe_serialization=True, **({"max_shard_size": shard} if shard else {}))
+        _rename_saved(tmp, _hub_renames(model))
         write_config(model.config, tmp, carry_from)  # without a source: as engines read it (for_engines)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)

@@ -65,6 +65,11 @@ class AxisIndex:
 
     def _resolve(self, axis: str, layer: int | None) -> torch.Tensor | None:
         d, sel = self.dims, self.sel
+        if "|" in axis:  # "axis|start:stop": the part of a concatenated tensor in that window, from its start
+            name, window = axis.split("|")
+            start, stop = map(int, window.split(":"))
+            full = self(name, layer)
+            return None if full is None else full[(full >= start) & (full < stop)] - start
         if axis == "hidden":
             return sel.hidden
         if axis == "hidden2":  # concat(hidden, embeddings): Zamba2's shared attention input
@@ -88,6 +93,9 @@ class AxisIndex:
         if axis == "attn_q":
             heads = sel.attention_heads.get(layer)
             return None if heads is None else head_channel_index(heads, d.attention_head_dim)
+        if axis.startswith("attn_heads:"):  # per-head rows of another width (MLA's q and kv_b): an extra
+            heads = sel.attention_heads.get(layer)
+            return None if heads is None else head_channel_index(heads, d.extra(axis.split(":", 1)[1]))
         mamba = self._mamba(layer)
         if mamba is None:
             return None
@@ -95,6 +103,11 @@ class AxisIndex:
         xc = mamba_channel_index(heads, channels, d.mamba_head_dim)
         if axis == "mamba_channels":
             return xc
+        if axis == "mamba_channels_x3":  # three stacked copies of the mixer width (a q ‖ k ‖ v conv)
+            inner = d.mamba_num_heads * d.mamba_head_dim
+            return torch.cat([xc, inner + xc, 2 * inner + xc])
+        if axis == "mamba_head_dims":  # the kept channels of one head, shared by every head
+            return channels
         if axis == "mamba_heads":
             return heads
         if axis == "mamba_in_proj":

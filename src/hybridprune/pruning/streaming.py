@@ -44,6 +44,8 @@ class _Entry:
     key: str
     out_key: str
     rule: object
+    #: per dimension of the stored tensor, the indices kept (None: all); [] without a rule
+    keep: list
     dtype: torch.dtype
     shape: tuple[int, ...]
     nbytes: int
@@ -96,30 +98,39 @@ def _plan_entries(files: CheckpointFiles, keys: list[str], keymap: KeyMap, adapt
         part = stacked[key]
         rule = rules.get(part.target if part else model_key)
         if part is not None and rule is not None:
-            # Slice `part.index` of the merged tensor: kept iff that index is kept along the merged
-            # axis, renumbered to its place among the kept ones, its other dims cut by the rest of the rule.
-            axis = rule.axes[part.dim]
-            kept = index(axis, rule.layer) if axis is not None else None
-            if kept is not None:
-                where = (kept == part.index).nonzero()
-                if len(where) == 0:
-                    continue
-                cut = len(key) - part.span[0]  # the layer renumbering only changed what comes before
-                out_key = f"{out_key[: len(out_key) - cut]}{int(where[0])}{key[part.span[1]:]}"
-            rule = ParamRule(rule.layer, rule.axes[: part.dim] + rule.axes[part.dim + 1:])
-        shape = list(info.shape)
-        if rule is not None:
-            for dim, axis in enumerate(rule.axes):
-                idx = index(axis, rule.layer) if axis is not None else None
-                if idx is not None:
-                    shape[dim] = len(idx)
-        out_dtype = dtype if dtype is not None and info.dtype.is_floating_point else info.dtype
-        element = torch.empty((), dtype=out_dtype).element_size()
-        n = 1
-        for s in shape:
-            n *= s
-        entries.append(_Entry(key, out_key, rule, out_dtype, tuple(shape), n * element))
+            # A part of the merged tensor. Slice `part.index` along the stacking axis: kept iff that index is
+            # kept, renumbered to its place among the kept ones. Segment `part.segment` along the concatenation
+            # axis: that axis restricted to the segment's window ("axis|start:stop"). Other dims: the rule's.
+            axes = list(rule.axes)
+            for dim, r in enumerate(part.region(tuple(info.shape))):
+                if r is not None and dim != part.dim and axes[dim] is not None:
+                    axes[dim] = f"{axes[dim]}|{r[0]}:{r[1]}"
+            if part.dim is not None:
+                kept = index(axes[part.dim], rule.layer) if axes[part.dim] is not None else None
+                if kept is not None:
+                    where = (kept == part.index).nonzero()
+                    if len(where) == 0:
+                        continue
+                    cut = len(key) - part.span[0]  # the layer renumbering only changed what comes before
+                    out_key = f"{out_key[: len(out_key) - cut]}{int(where[0])}{key[part.span[1]:]}"
+                del axes[part.dim]
+            rule = ParamRule(rule.layer, tuple(axes))
+        entries.append(_entry(key, out_key, rule, index, info, dtype))
     return entries
+
+
+def _entry(key: str, out_key: str, rule, index: AxisIndex, info, dtype: torch.dtype | None) -> _Entry:
+    shape = list(info.shape)
+    keep = [index(axis, rule.layer) if axis is not None else None for axis in rule.axes] if rule else []
+    for dim, idx in enumerate(keep):
+        if idx is not None:
+            shape[dim] = len(idx)
+    out_dtype = dtype if dtype is not None and info.dtype.is_floating_point else info.dtype
+    element = torch.empty((), dtype=out_dtype).element_size()
+    n = 1
+    for s in shape:
+        n *= s
+    return _Entry(key, out_key, rule, keep, out_dtype, tuple(shape), n * element)
 
 
 def _assign_shards(entries: list[_Entry], max_bytes: int) -> list[list[_Entry]]:
@@ -273,9 +284,8 @@ def stream_prune(
                     ThreadPoolExecutor(WORKERS) as pool:
                 jobs = []
                 for e in entries:
-                    keep = [index(axis, e.rule.layer) if axis is not None else None for axis in e.rule.axes] if e.rule else []
-                    for block in blocks(files.tensors[e.key], keep[0] if keep else None):
-                        jobs.append((keymap.model_key(e.key), pool.submit(one, e, keep, block)))
+                    for block in blocks(files.tensors[e.key], e.keep[0] if e.keep else None):
+                        jobs.append((keymap.model_key(e.key), pool.submit(one, e, e.keep, block)))
                 try:
                     for name, job in jobs:
                         bad[name] = bad.get(name, 0) + job.result()
