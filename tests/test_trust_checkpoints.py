@@ -386,3 +386,18 @@ def test_a_local_directory_that_shadows_a_hub_id_is_named(good, tmp_path, hub_ca
     text = " ".join(result.output.split())
     assert f"org/name is the local directory {tmp_path / 'org' / 'name'}, not the Hub repository org/name" in text
     assert "write ./org/name" in text
+
+
+def test_a_layout_streaming_cannot_follow_is_refused_with_the_remedy(good, tmp_path, monkeypatch):
+    """A checkpoint whose tensors transformers converts on load in a way the streaming prune cannot cut
+    piece by piece (e.g. experts transposed on load) is a refusal of the input, exit 2 with the remedy,
+    not a crash (two developers found it exiting 1 with a traceback)."""
+    from hybridprune.keymap import KeyMap
+
+    monkeypatch.setattr(KeyMap, "sliceable", lambda self, key: not key.endswith("mixer.D"))
+    out = tmp_path / "out"
+    result = invoke(*_commands(good, good / "model", out)["prune"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and no_traceback(result), result.output
+    assert "are converted by transformers on load in a way streaming prune cannot slice" in text
+    assert "hybridprune prune --in-memory" in text and not out.exists()

@@ -24,6 +24,11 @@ class PruneError(RuntimeError):
     """The pruned model could not be built or does not run."""
 
 
+class NotStreamable(PruneError, ValueError):
+    """The checkpoint stores tensors that transformers converts on load in a way the streaming prune
+    cannot follow tensor by tensor: a refusal of the input (exit 2), with the in-memory prune as remedy."""
+
+
 def check_fingerprint(scores: Scores, model_type: str, fingerprint, *, strict: bool) -> None:
     """Scores of another model type are refused; of another model (fingerprint), a warning or, with
     `strict`, refused. `fingerprint` is the model's, or a callable computing it (only if needed)."""

@@ -31,7 +31,7 @@ from ..config_style import write_config
 from ..fingerprint import checkpoint_fingerprint
 from ..fsutil import atomic_directory
 from ..importance.scores import Scores
-from .apply import PruneError, check_fingerprint, plan_selection, provenance, warn_dropped
+from .apply import NotStreamable, PruneError, check_fingerprint, plan_selection, provenance, warn_dropped
 from .export import INFO_FILE, carry_over
 from .plan import Plan
 from .slicing import AxisIndex, split_layer_key
@@ -57,7 +57,7 @@ def _kept_keys(files: CheckpointFiles, keymap: KeyMap, dropped) -> list[str]:
     keys = [k for k in files.tensors if not any(p.holds(keymap.model_key(k)) for p in dropped)]
     convert = [k for k in keys if not keymap.sliceable(k)]
     if convert:
-        raise PruneError(
+        raise NotStreamable(
             f"{len(convert)} tensors of this checkpoint (e.g. {convert[0]}) are converted by transformers on load "
             "in a way streaming prune cannot slice. Prune in memory instead (hybridprune prune --in-memory)."
         )
