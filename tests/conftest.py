@@ -138,3 +138,17 @@ def tiny_config(family: str, **overrides):
         raise KeyError(family)
     kw.update(overrides)
     return AutoConfig.for_model(family, **kw)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty, offline Hugging Face Hub cache of the test's own (HF_HUB_CACHE and the constant read
+    from it at import)."""
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    return cache

@@ -316,16 +316,6 @@ def test_a_float16_cast_that_fits_is_written(good, tmp_path):
 
 # -- Hub snapshots and local directories that shadow an id ------------------------------------------
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    cache = tmp_path / "hub"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub.constants as c
-
-    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
-    return cache
 
 
 def _snapshot(cache, source, drop=(), partial=()):
