@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES = [
+    "tokenize",
     "calibrate",
     "prune",
     "search",

@@ -19,6 +19,9 @@ from .devices import check_device
 from .common import CliError, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer
 
 
+TOKENS_DIR = "tokens"
+
+
 def register(app: typer.Typer) -> None:
     app.command("distill")(distill_command)
 
@@ -27,7 +30,7 @@ def register(app: typer.Typer) -> None:
 def distill_command(
     teacher: Path = typer.Option(..., "--teacher", help="Teacher: Hugging Face checkpoint directory."),
     student: Path = typer.Option(..., "--student", help="Student (e.g. the output of `hybridprune prune`)."),
-    data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'. Its train split trains, its validation split validates."),
+    data: str = typer.Option(..., "--data", help="A token directory (`hybridprune tokenize`), or text (.txt/.jsonl/.json/.parquet, a directory, a glob, a saved dataset, a Hub id, 'shakespeare', a mixture a.jsonl:0.7,b.jsonl:0.3), tokenized once into --out/tokens. Its train split trains, its validation split validates."),
     out: Path = typer.Option(None, "--out", help="Run directory: checkpoints, log.jsonl, loss.png, and at the end the distilled student as a plain HF checkpoint. Defaults to --resume."),
     seq_len: int = typer.Option(4096, "--seq-len", min=2, help="Tokens per sample."),
     global_batch: int = typer.Option(64, "--global-batch", min=1, help="Samples per optimizer step, over all processes."),
@@ -57,6 +60,7 @@ def distill_command(
     force: bool = typer.Option(False, "--force", help="Start even when the memory forecast exceeds what the device has."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the sample order."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
+    chat: bool = typer.Option(False, "--chat", help="Text records are conversations ('messages', the tokenizer's chat template) or prompt/completion pairs: the loss counts the assistant's tokens only."),
     device: str = typer.Option(None, "--device", help="Device (default: this process's GPU, else cpu)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoints' own Python code."),
@@ -112,7 +116,7 @@ def distill_command(
     try:
         remove_if_failed(out, keep=_has_checkpoint)  # a run that failed before its first checkpoint leaves nothing
         _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
-             trust_remote_code, cfg, overwrite, force)
+             trust_remote_code, cfg, overwrite, force, chat)
     finally:
         teardown(env)
 
@@ -140,11 +144,47 @@ def _has_checkpoint(out: Path) -> bool:
     return bool(list_checkpoints(out / CHECKPOINT_DIR))
 
 
+def _token_dir(env, data, out, tokenizer, text_field, chat, overwrite) -> Path:
+    """`data` itself when it is a token directory; else the run's own `tokens/`, written once by the main
+    process (reused on --resume without reading the text again)."""
+    from ..data.shards import is_token_dir
+    from ..distillation.dist import barrier
+    from ..fsutil import claim
+
+    if is_token_dir(data):
+        if chat:
+            raise CliError(f"--chat applies to text; {data} is already tokenized (tokenize it with --chat)")
+        return Path(data).expanduser()
+    tokens = Path(out) / TOKENS_DIR
+    if env.is_main:
+        from ..data.tokenize import tokenize_to
+
+        claim(out, [TOKENS_DIR])
+        tokenize_to(tokens, data, tokenizer, text_field=text_field, chat=chat, overwrite=overwrite,
+                    say=lambda m: console.print(m, soft_wrap=True, highlight=False))
+    barrier(env)
+    return tokens
+
+
+def _train_data(token_dir: Path, seq_len: int, seed: int, num_samples: int | None):
+    """The train split's windows, read lazily from the shards (`num_samples`: a seeded subset)."""
+    import torch
+
+    from ..data.shards import ShardWindows
+
+    windows = ShardWindows(token_dir, "train", seq_len, seed=seed)
+    if num_samples is None or num_samples >= len(windows):
+        return windows
+    pick = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))[:num_samples]
+    return torch.utils.data.Subset(windows, pick.tolist())
+
+
 def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
-         trust_remote_code, cfg, overwrite=False, force=False) -> None:
+         trust_remote_code, cfg, overwrite=False, force=False, chat=False) -> None:
     import torch
 
     from ..data import DataError, load_token_samples
+    from ..data.samples import check_token_dir
     from ..distillation import Distiller
     bf16 = precision == "bf16" or (precision == "auto" and env.device.type == "cuda" and torch.cuda.is_bf16_supported())
     # The teacher only runs forward: under bf16 it is held in bf16. The student keeps fp32 master weights.
@@ -159,13 +199,15 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
     except ValueError:
         tokenizer = load_tokenizer(teacher, trust_remote_code=trust_remote_code, role="teacher")
     vocab = s_model.get_output_embeddings().weight.shape[0]
-    train = load_token_samples(data, tokenizer, seq_len=seq_len, num_samples=num_samples, split="train",
-                               seed=seed, text_field=text_field, model_vocab_size=vocab)
+    token_dir = _token_dir(env, data, out, tokenizer, text_field, chat, overwrite)
+    train = _train_data(token_dir, seq_len, seed, num_samples)
+    check_token_dir((train.dataset if isinstance(train, torch.utils.data.Subset) else train).manifest, token_dir,
+                    vocab, tokenizer)
     val = None
     if val_samples:
         try:
-            val = load_token_samples(data, tokenizer, seq_len=seq_len, num_samples=val_samples, split="validation",
-                                     seed=seed, text_field=text_field, model_vocab_size=vocab)
+            val = load_token_samples(token_dir, tokenizer, seq_len=seq_len, num_samples=val_samples, split="validation",
+                                     seed=seed, model_vocab_size=vocab)
         except DataError as exc:
             if env.is_main:
                 console.print(f"[yellow]warning:[/] no validation: {exc}")
@@ -177,7 +219,7 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
         )
     trainer = Distiller(t_model, s_model, train, cfg, val_data=val, console=console)
     if overwrite and env.is_main:
-        remove_owned(out)  # only now that both models loaded: a failed start keeps the earlier run
+        remove_owned(out, keep=(TOKENS_DIR,))  # only now that both models loaded: a failed start keeps the earlier run
     trainer.run()
     if env.is_main:
         last = next((r for r in reversed(trainer.history) if "loss" in r), None)

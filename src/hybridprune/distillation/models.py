@@ -84,7 +84,7 @@ class StudentKD(nn.Module):
         self.compute_dtype = compute_dtype
 
     def forward(self, input_ids, attention_mask, teacher_hidden, teacher_weight, teacher_bias, teacher_scale: float,
-                kd_normalizer: float, ce_normalizer: float):
+                kd_normalizer: float, ce_normalizer: float, loss_mask=None):
         h = final_hidden(self.student, input_ids, attention_mask)
         cfg = self.cfg
         out = chunked_kd_loss(
@@ -92,7 +92,7 @@ class StudentKD(nn.Module):
             head_of(self.student),
             teacher_hidden,
             Head(teacher_weight, teacher_bias, teacher_scale),
-            attention_mask,
+            attention_mask if loss_mask is None else loss_mask,
             input_ids,
             kind=cfg.kd_loss,
             temperature=cfg.temperature,

@@ -98,11 +98,12 @@ class ReportingMixin:
                     ids, mask = self.val.get([0])
                     self._forward_loss(ids.to(self.device), mask.to(self.device), 1.0, 1.0)
                     continue
-                ids, mask = self.val.get(chunk)
+                ids, mask, lmask = self.val.batch(chunk)
                 self._check_ids(ids)
-                n_kd, n_ce = self._counts(mask, ids)
+                n_kd, n_ce = self._counts(mask if lmask is None else lmask, ids)
                 ids, mask = ids.to(self.device), mask.to(self.device)
-                _, kd_sum, ce_sum = self._forward_loss(ids, mask, 1.0, 1.0)
+                lmask = None if lmask is None else lmask.to(self.device)
+                _, kd_sum, ce_sum = self._forward_loss(ids, mask, 1.0, 1.0, lmask)
                 sums[0] += float(kd_sum)
                 sums[1] += float(ce_sum)
                 sums[2] += n_kd

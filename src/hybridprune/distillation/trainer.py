@@ -154,15 +154,18 @@ class Distiller(CheckpointingMixin, ReportingMixin):
     def _teacher_head(self) -> Head:
         return head_of(self.teacher)
 
-    def _forward_loss(self, ids, mask, kd_norm, ce_norm):
+    def _forward_loss(self, ids, mask, kd_norm, ce_norm, loss_mask=None):
+        """`loss_mask` (chat data): the positions the loss counts; the attention still sees `mask`."""
         if bool(mask.all()):
             mask = None  # same result; lets attention take its causal fast path and the loss skip a gather
         th = self.teacher_hidden(ids, mask)
         t_head = self._teacher_head()
+        extra = () if loss_mask is None else (loss_mask,)
         with self._autocast():
-            return self.model(ids, mask, th, t_head.weight, t_head.bias, t_head.scale, kd_norm, ce_norm)
+            return self.model(ids, mask, th, t_head.weight, t_head.bias, t_head.scale, kd_norm, ce_norm, *extra)
 
     def _counts(self, mask: torch.Tensor, ids: torch.Tensor) -> tuple[int, int]:
+        """Positions the KD and CE terms count (`mask`: the loss mask where the data has one)."""
         n_kd = int(mask.sum())
         n_ce = 0
         if self.cfg.ce_weight > 0:
@@ -177,11 +180,11 @@ class Distiller(CheckpointingMixin, ReportingMixin):
         t0 = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
         mbs = self.batches.micro_batches(self.step, env.rank, env.world_size, cfg.micro_batch)
-        loaded = [self.data.get(mb) for mb in mbs]
+        loaded = [self.data.batch(mb) for mb in mbs]
         counts = [0.0, 0.0]
-        for ids, mask in loaded:
+        for ids, mask, lmask in loaded:
             self._check_ids(ids)
-            a, b = self._counts(mask, ids)
+            a, b = self._counts(mask if lmask is None else lmask, ids)
             counts[0] += a
             counts[1] += b
         n_kd, n_ce = hpdist.all_reduce_sum(env, counts)
@@ -190,8 +193,9 @@ class Distiller(CheckpointingMixin, ReportingMixin):
         w = env.world_size
         kd_sum = torch.zeros((), dtype=torch.float64)
         ce_sum = torch.zeros((), dtype=torch.float64)
-        for i, (ids, mask) in enumerate(loaded):
+        for i, (ids, mask, lmask) in enumerate(loaded):
             ids, mask = ids.to(self.device), mask.to(self.device)
+            lmask = None if lmask is None else lmask.to(self.device)
             last = i == len(loaded) - 1
             sync = contextlib.nullcontext()
             if not last and self.mode == "ddp":
@@ -199,7 +203,7 @@ class Distiller(CheckpointingMixin, ReportingMixin):
             elif self.mode == "fsdp":
                 self.model.set_requires_gradient_sync(last)
             with sync:
-                loss, kd, ce = self._forward_loss(ids, mask, n_kd / w, max(n_ce, 1.0) / w)
+                loss, kd, ce = self._forward_loss(ids, mask, n_kd / w, max(n_ce, 1.0) / w, lmask)
                 loss.backward()
             kd_sum += kd.detach().double().cpu()
             ce_sum += ce.detach().double().cpu()
