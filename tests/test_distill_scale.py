@@ -71,3 +71,45 @@ def test_chat_flag_on_a_token_directory_is_refused(root, tmp_path):
     r = _distill(root, tmp_path / "c", root / "tokens", "--steps", "1", "--chat")
     assert r.exit_code == 2 and no_traceback(r) and "already tokenized" in r.output
     assert not (tmp_path / "c").exists()
+
+
+def test_log_file_gets_one_plain_line_per_logged_step(root, tmp_path):
+    out = tmp_path / "log"
+    r = invoke("distill", "--teacher", root / "model", "--student", root / "model", "--data", root / "tokens",
+               "--seq-len", "32", "--global-batch", "2", "--micro-batch", "2", "--val-samples", "2",
+               "--steps", "3", "--out", out)  # CliRunner's output is not a terminal: no bar, plain lines
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("step ")]
+    assert [ln.split()[1] for ln in lines if "tok/s" in ln] == ["1/3", "2/3", "3/3"]
+    assert all(k in lines[0] for k in ("tokens 64", "loss ", "tok/s ", "lr ", "eta "))
+    assert any("val_loss" in ln for ln in lines)
+    assert "━" not in r.output  # no progress bar characters
+    assert len(_losses(out)) == 3
+
+
+def test_report_to_needs_the_package_and_writes_through_it(root, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    r = _distill(root, tmp_path / "x", root / "tokens", "--steps", "1", "--report-to", "wandb")
+    assert r.exit_code == 2 and no_traceback(r) and "pip install wandb" in r.output and not (tmp_path / "x").exists()
+    r = _distill(root, tmp_path / "x", root / "tokens", "--steps", "1", "--report-to", "mlflow")
+    assert r.exit_code == 2 and "not one of tensorboard, wandb" in r.output
+
+    logged, runs = [], []
+
+    class Run:
+        def log(self, rec, step):
+            logged.append((step, rec))
+
+        def finish(self):
+            runs.append("finished")
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kw: runs.append(kw) or Run()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    out = tmp_path / "w"
+    r = _distill(root, out, root / "tokens", "--steps", "2", "--report-to", "wandb")
+    assert r.exit_code == 0, r.output
+    assert runs[0]["project"] == "hybridprune" and runs[-1] == "finished"
+    assert [s for s, rec in logged if "loss" in rec] == [1, 2] and any("val_loss" in rec for _, rec in logged)

@@ -62,7 +62,8 @@ def distill_command(
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
     chat: bool = typer.Option(False, "--chat", help="Text records are conversations ('messages', the tokenizer's chat template) or prompt/completion pairs: the loss counts the assistant's tokens only."),
     device: str = typer.Option(None, "--device", help="Device (default: this process's GPU, else cpu)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on a terminal; elsewhere (a log file) one plain line per logged step."),
+    report_to: list[str] = typer.Option([], "--report-to", help="Also send the metrics to tensorboard or wandb (installed separately; repeat or comma-separate). log.jsonl is always written."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoints' own Python code."),
 ) -> None:
     """Distil the student from the teacher (forward KL on logits, chunked), with exact resume."""
@@ -92,7 +93,7 @@ def distill_command(
         kd_loss=kd_loss, kd_weight=kd_weight, ce_weight=ce_weight, chunk_size=chunk_size, precision=precision,
         parallel=parallel, device=device, seed=seed, out_dir=str(out), save_every=save_every, keep_last=keep_last,
         resume=str(resume) if resume is not None else None, stop_at_step=stop_at_step, eval_every=eval_every,
-        progress=progress,
+        progress=progress, report_to=tuple(n.strip() for r in report_to for n in r.split(",") if n.strip()),
         tokenizer_dir=str(student),
     )
     cfg.validate()  # before loading anything large

@@ -82,6 +82,7 @@ class DistillConfig:
     eval_every: int | None = None
     log_every: int = 1
     progress: bool = True
+    report_to: tuple[str, ...] = ()
     export: bool = True
     plot: bool = True
     tokenizer_dir: str | None = None
@@ -124,6 +125,10 @@ class DistillConfig:
             raise DistillError(str(e)) from None
         if self.kd_weight == 0:
             raise DistillError("kd_weight is 0: that is plain training, not distillation")
+        if self.report_to:
+            from .trackers import check_report_to
+
+            self.report_to = check_report_to(self.report_to)
 
     def total_steps(self, seq_len: int) -> int:
         if self.steps is not None:
@@ -133,6 +138,7 @@ class DistillConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["betas"] = list(self.betas)
+        d["report_to"] = list(self.report_to)
         return d
 
     def trajectory(self) -> dict:

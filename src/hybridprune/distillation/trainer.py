@@ -130,6 +130,7 @@ class Distiller(CheckpointingMixin, ReportingMixin):
         self.log_path = self.out_dir / LOG_FILE if self.out_dir else None
         self.last_checkpoint: Path | None = None
         self.history: list[dict] = []
+        self.trackers = None
         self._data_fp = self.data.fingerprint()
 
     # ------------------------------------------------------------------------------------- helpers
@@ -312,6 +313,8 @@ class Distiller(CheckpointingMixin, ReportingMixin):
                     where = self.load_checkpoint(cfg.resume)
                     self._say(f"resumed from {where} at step {self.step}/{self.total_steps}")
                 self._prepare_out_dir()
+                if env.is_main:
+                    self._open_trackers()
                 if self.log_path is not None and env.is_main:
                     if cfg.resume:
                         truncate_log(self.log_path, self.step)
@@ -350,7 +353,18 @@ class Distiller(CheckpointingMixin, ReportingMixin):
                     raise self._interrupted(signum, finished)
             return self.student
         finally:
+            if self.trackers is not None:
+                self.trackers.close()
             hpdist.teardown(env)
+
+    def _open_trackers(self) -> None:
+        from .trackers import TENSORBOARD_DIR, WANDB_DIR, Trackers
+
+        if self.out_dir is not None and self.cfg.report_to:
+            from ..fsutil import claim
+
+            claim(self.out_dir, [{"tensorboard": TENSORBOARD_DIR, "wandb": WANDB_DIR}[n] for n in self.cfg.report_to])
+        self.trackers = Trackers(self.cfg.report_to, self.out_dir, self.cfg.to_dict(), self.step)
 
 
 def distill(teacher: nn.Module, student: nn.Module, train_data, config: DistillConfig | None = None, *,
