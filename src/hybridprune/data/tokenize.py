@@ -299,7 +299,10 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
                               "--overwrite to start afresh, or choose another output directory")
     check_output(out, overwrite=overwrite, resume=resuming)
     for src in the_plan["sources"]:  # a source that cannot be read is refused before anything is written
-        stream.open_tables(src["source"], text_field)
+        tables, _ = stream.open_tables(src["source"], text_field)
+        for _, records in _batches(tables[0][1], 0, 8):
+            _encode(records, tokenizer, the_plan, f"'{src['source']}'")
+            break
     if overwrite and not resuming:
         remove_owned(out)
     claim(out, [shards.MANIFEST_FILE, shards.PROGRESS_FILE, *SPLITS])

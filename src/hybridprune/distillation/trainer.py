@@ -189,6 +189,8 @@ class Distiller(CheckpointingMixin, ReportingMixin):
             counts[0] += a
             counts[1] += b
         n_kd, n_ce = hpdist.all_reduce_sum(env, counts)
+        if n_kd == 0 and any(lm is not None for _, _, lm in loaded):
+            return self._empty_step(t0, lr)  # chat windows that hold no assistant token: nothing to learn
         if n_kd == 0:
             raise DistillError(f"step {self.step + 1}: every position of the global batch is masked out")
         w = env.world_size
@@ -254,6 +256,16 @@ class Distiller(CheckpointingMixin, ReportingMixin):
         if cfg.ce_weight > 0:
             rec["ce_loss"] = ce_mean
         return rec
+
+    def _empty_step(self, t0: float, lr: float) -> dict:
+        """A step whose global batch has no position in the loss (chat data): the schedule advances,
+        the weights and optimizer state do not change."""
+        self.scheduler.step()
+        self.step += 1
+        dt = time.perf_counter() - t0
+        return {"step": self.step, "loss": 0.0, "kd_loss": 0.0, "lr": lr, "grad_norm": 0.0,
+                "tokens": self.step * self.tokens_per_step, "step_time_s": dt,
+                "tokens_per_s": self.tokens_per_step / dt if dt > 0 else float("inf"), "loss_tokens": 0}
 
     # ------------------------------------------------------------------------------------------ run
 
