@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "prune",
     "search",
     "distill",
+    "teacher_logits",
     "evaluate",
     "demo",
     "report",

@@ -15,7 +15,7 @@ import typer
 from .checks import NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_not_blank, check_numbers
 from ..cleanup import remove_if_failed
 from ..fsutil import check_output, remove_owned
-from .devices import check_device
+from .devices import check_device, check_device_map
 from .common import CliError, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer
 
 
@@ -52,6 +52,10 @@ def distill_command(
     kd_loss: Literal["forward", "reverse"] = typer.Option("forward", "--kd-loss", help="forward (KL(teacher‖student), the paper's) or reverse."),
     kd_weight: float = typer.Option(1.0, "--kd-weight", help="Weight of the KD term."),
     ce_weight: float = typer.Option(0.0, "--ce-weight", help="Weight of a next-token cross-entropy term (0: KD only)."),
+    kd_topk: int = typer.Option(None, "--kd-topk", min=1, help="Distil from the teacher's top-k logits plus their tail mass (computed online) instead of the full vocabulary; see docs/benchmarks.md for the gap. Default: full KD."),
+    teacher_logits: Path = typer.Option(None, "--teacher-logits", help="Top-k teacher logits written by `hybridprune teacher-logits` for this --data/--seq-len/--seed/--num-samples: the teacher is not run on the training data."),
+    teacher_device: str = typer.Option(None, "--teacher-device", help="Run the teacher on this device (default: the student's)."),
+    teacher_device_map: str = typer.Option(None, "--teacher-device-map", help="Spread a teacher larger than one device over the GPUs, CPU and disk (accelerate): auto, balanced, sequential."),
     chunk_size: int = typer.Option(None, "--chunk-size", min=1, help="Positions per logits chunk (default: one fp32 [chunk, vocab] buffer of ~512 MiB on a GPU, ~64 MiB on a CPU)."),
     weight_decay: float = typer.Option(0.1, "--weight-decay", help="AdamW weight decay (matrices only)."),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Clip the global gradient norm; 0 disables."),
@@ -72,6 +76,14 @@ def distill_command(
     from ..distillation.dist import teardown
 
     check_device(device)
+    check_device(teacher_device, "--teacher-device")
+    check_device_map(teacher_device_map, "--teacher-device-map")
+    if teacher_device and teacher_device_map:
+        raise CliError("give --teacher-device or --teacher-device-map, not both")
+    if teacher_logits is not None and kd_topk is None:
+        from ..distillation.teacher_logits import TeacherLogits
+
+        kd_topk = TeacherLogits.open(teacher_logits).k
     device = None if device == "auto" else device
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
     if (steps is None) == (tokens is None):
@@ -90,7 +102,8 @@ def distill_command(
     cfg = DistillConfig(
         steps=steps, tokens=tokens, global_batch=global_batch, micro_batch=micro_batch, lr=lr, min_lr=min_lr,
         warmup=warmup, weight_decay=weight_decay, grad_clip=grad_clip or None, temperature=temperature,
-        kd_loss=kd_loss, kd_weight=kd_weight, ce_weight=ce_weight, chunk_size=chunk_size, precision=precision,
+        kd_loss=kd_loss, kd_weight=kd_weight, ce_weight=ce_weight, chunk_size=chunk_size, kd_topk=kd_topk,
+        teacher_device=None if teacher_device in (None, "auto") else teacher_device, precision=precision,
         parallel=parallel, device=device, seed=seed, out_dir=str(out), save_every=save_every, keep_last=keep_last,
         resume=str(resume) if resume is not None else None, stop_at_step=stop_at_step, eval_every=eval_every,
         progress=progress, report_to=tuple(n.strip() for r in report_to for n in r.split(",") if n.strip()),
@@ -117,7 +130,7 @@ def distill_command(
     try:
         remove_if_failed(out, keep=_has_checkpoint)  # a run that failed before its first checkpoint leaves nothing
         _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
-             trust_remote_code, cfg, overwrite, force, chat)
+             trust_remote_code, cfg, overwrite, force, chat, teacher_logits, teacher_device_map)
     finally:
         teardown(env)
 
@@ -181,7 +194,8 @@ def _train_data(token_dir: Path, seq_len: int, seed: int, num_samples: int | Non
 
 
 def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
-         trust_remote_code, cfg, overwrite=False, force=False, chat=False) -> None:
+         trust_remote_code, cfg, overwrite=False, force=False, chat=False, teacher_logits=None,
+         teacher_device_map=None) -> None:
     import torch
 
     from ..data import DataError, load_token_samples
@@ -193,7 +207,7 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
         forecast_memory(_forecast(teacher, student, cfg, seq_len, bf16, env.device, trust_remote_code), force=force,
                         lower="--micro-batch or --seq-len (or --chunk-size)")
     t_model = load_model(teacher, dtype="bfloat16" if bf16 else "float32", device="cpu",
-                         trust_remote_code=trust_remote_code, role="teacher")
+                         trust_remote_code=trust_remote_code, role="teacher", device_map=teacher_device_map)
     s_model = load_model(student, dtype="float32", device="cpu", trust_remote_code=trust_remote_code, role="student")
     try:
         tokenizer = load_tokenizer(student, trust_remote_code=trust_remote_code, role="student")
@@ -218,7 +232,12 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
             + (f", {len(val)} validation samples" if val is not None else "")
             + f", {env.world_size} process(es) on {env.device}"
         )
-    trainer = Distiller(t_model, s_model, train, cfg, val_data=val, console=console)
+    cache = None
+    if teacher_logits is not None:
+        from ..distillation.teacher_logits import TeacherLogits
+
+        cache = TeacherLogits.open(teacher_logits)
+    trainer = Distiller(t_model, s_model, train, cfg, val_data=val, console=console, teacher_logits=cache)
     if overwrite and env.is_main:
         remove_owned(out, keep=(TOKENS_DIR,))  # only now that both models loaded: a failed start keeps the earlier run
     trainer.run()
