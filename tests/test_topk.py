@@ -141,3 +141,21 @@ def test_teacher_on_its_own_device(root, tmp_path):
     r = _distill(root, tmp_path / "c", "--teacher-device-map", "everywhere")
     assert r.exit_code == 2 and "--teacher-device-map 'everywhere' is not a placement strategy" in r.output
     assert not (tmp_path / "c").exists()
+
+
+def test_search_computes_the_teacher_logits_once_for_all_candidates(tmp_path, monkeypatch):
+    from ckpt_helpers import invoke, save_checkpoint
+    from hybridprune.distillation import teacher_logits as tl
+
+    save_checkpoint(tmp_path / "model")
+    calls = []
+    real = tl.compute
+    monkeypatch.setattr(tl, "compute", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    r = invoke("search", "--model", tmp_path / "model", "--out", tmp_path / "search", "--params", "0.9x",
+               "--top-k", "3", "--kd-steps", "1", "--kd-batch", "2", "--kd-topk", "8", "--max-candidates", "4",
+               "--skip", "attention_heads", "--data", "shakespeare", "--eval-samples", "4", "--eval-seq-len", "32",
+               "--calib-samples", "4", "--depth-samples", "2", "--batch-size", "4",
+               "--divisors", "hidden=8,ffn=16,head_dim=2", "--speed-batch", "1")
+    assert r.exit_code == 0, r.output
+    finals = [x for x in (tmp_path / "search" / "candidates.jsonl").read_text().splitlines() if '"final"' in x]
+    assert len(finals) == 3 and len(calls) == 1
