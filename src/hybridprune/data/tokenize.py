@@ -177,17 +177,25 @@ def write_shards(root: Path, the_plan: dict, tokenizer: Any, *, shard_tokens: in
             start = position[2] if (si, ti) == tuple(position[:2]) else 0
             for row, records in _batches(table, start, batch_docs):
                 docs = _encode(records, tokenizer, the_plan, f"'{src['source']}' (records from {row})")
+                tail = [] if eos is None else [eos]
+                grouped: dict[str, list] = {}  # split -> [ids, mask, documents]: one write per split and batch
                 for key, ids, mask in docs:
-                    split = stream.assign_split(given, has_calib, key)
+                    g = grouped.setdefault(stream.assign_split(given, has_calib, key), [[], [], 0])
+                    g[0] += ids
+                    g[0] += tail
+                    if mask is not None:
+                        g[1] += mask
+                        g[1] += [0] * len(tail)
+                    g[2] += 1
+                for split, (ids, mask, n_docs) in grouped.items():
                     w = writers.get((split, si))
                     if w is None:
                         w = writers[(split, si)] = _Writer(root, split, si, dtype, chat, shard_tokens)
-                    arr = np.asarray(ids + ([eos] if eos is not None else []), dtype=np.int64)
-                    m = None if mask is None else np.asarray(mask + [0] * (eos is not None), dtype=np.uint8)
+                    arr = np.asarray(ids, dtype=np.int64)
                     if arr.size:
                         max_id = max(max_id, int(arr.max()))
-                    w.append(arr, m)
-                    w.documents += 1
+                    w.append(arr, np.asarray(mask, dtype=np.uint8) if chat else None)
+                    w.documents += n_docs
                     since += arr.size
                     done_tokens += arr.size
                 if since >= commit_tokens:
