@@ -35,13 +35,20 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", RAYON_NUM_THREA
 WORDS = ("the king queen lord lady sword crown night day love death honour grace fool heart blood speak come go "
          "stay fly hear see know think swear weep laugh sleep wake fight yield sweet fair foul gentle noble").split()
 
-# A CLI run that reports its peak RSS when it exits.
-WRAP = ("import atexit, runpy, sys\n"
+# A CLI run that reports its peak RSS when it exits, and its own CPU time (user + system, which the
+# other users of a shared machine do not inflate) when the first step's line is printed.
+WRAP = ("import atexit, os, runpy, sys, time\n"
         "def _peak():\n"
         "    for line in open('/proc/self/status'):\n"
         "        if line.startswith('VmHWM:'): sys.stderr.write('PEAK_RSS_KB ' + line.split()[1] + '\\n')\n"
         "atexit.register(_peak)\n"
         "import torch; torch.set_num_threads(1)\n"
+        "from hybridprune.distillation import reporting as _r\n"
+        "_pl = _r.plain_line\n"
+        "def _line(*a, **k):\n"
+        "    t = os.times(); sys.stderr.write(f'FIRST_STEP_CPU {t.user + t.system}\\n'); _r.plain_line = _pl\n"
+        "    return _pl(*a, **k)\n"
+        "_r.plain_line = _line\n"
         "sys.argv = ['hybridprune', *sys.argv[1:]]\n"
         "runpy.run_module('hybridprune', run_name='__main__')\n")
 
@@ -51,8 +58,10 @@ def _cli(args) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", WRAP, *map(str, args)], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    first, peak, tail = None, None, []
+    first, peak, cpu, tail = None, None, None, []
     for line in proc.stdout:
+        if line.startswith("FIRST_STEP_CPU"):
+            cpu = float(line.split()[1])
         if first is None and line.startswith("step ") and "tok/s" in line:
             first = time.perf_counter() - t0
         if line.startswith("PEAK_RSS_KB"):
@@ -61,7 +70,8 @@ def _cli(args) -> dict:
     proc.wait()
     if proc.returncode != 0:
         raise RuntimeError("".join(tail))
-    return {"first_step_s": first, "total_s": time.perf_counter() - t0, "peak_rss_bytes": peak}
+    return {"first_step_s": first, "first_step_cpu_s": cpu, "total_s": time.perf_counter() - t0,
+            "peak_rss_bytes": peak}
 
 
 # ---------------------------------------------------------------------------------------------- rss

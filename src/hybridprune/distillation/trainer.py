@@ -115,6 +115,8 @@ class Distiller(CheckpointingMixin, ReportingMixin, TeacherMixin):
             self._place_teacher()
             student.to(self.device)
         else:
+            if cfg.teacher_device:
+                raise DistillError("teacher_device does not apply under FSDP (the teacher is sharded with the student)")
             self._t_head = None
         if cfg.check_heads:
             check_head(teacher, self.vocab_size, "teacher", input_device(teacher))
