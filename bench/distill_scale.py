@@ -219,9 +219,13 @@ print("RESULT " + json.dumps({"mode": mode, "k": k if mode != "full" else None, 
 """
 
 
-def bench_topk(ks, steps: int) -> dict:
-    runs = []
-    for mode, k in [("full", 0)] + [(m, k) for k in ks for m in ("online", "cached")]:
+def bench_topk(ks, steps: int, jobs: int = 1, cached=(128,)) -> dict:
+    """Full KD, online top-k at each k, and cached top-k at the k in `cached` (its loss is the online
+    run's; the cache saves the teacher's forward), `jobs` at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(mode_k):
+        mode, k = mode_k
         proc = subprocess.run([sys.executable, "-c", TOPK_CHILD, mode, str(k), str(steps)], env=ENV,
                               capture_output=True, text=True)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -229,7 +233,11 @@ def bench_topk(ks, steps: int) -> dict:
             raise RuntimeError(proc.stderr[-3000:])
         rec = json.loads(line[7:])
         print(json.dumps(rec), flush=True)
-        runs.append(rec)
+        return rec
+
+    todo = [("full", 0)] + [("online", k) for k in ks] + [("cached", k) for k in cached]
+    with ThreadPoolExecutor(jobs) as pool:
+        runs = list(pool.map(one, todo))
     full = runs[0]["val_full_kl"]
     for r in runs:
         r["gap_vs_full"] = r["val_full_kl"] - full
@@ -244,6 +252,7 @@ def main() -> None:
     ap.add_argument("--tok-docs", type=int, default=20000)
     ap.add_argument("--topk", default="32,128,1024")
     ap.add_argument("--topk-steps", type=int, default=40)
+    ap.add_argument("--jobs", type=int, default=1, help="topk runs at a time (each one thread)")
     ap.add_argument("--json-dir", default=str(ROOT / "bench" / "results"))
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -256,7 +265,7 @@ def main() -> None:
         elif part == "rss":
             res = bench_rss([int(float(x)) for x in a.sizes.split(",")], a.seq_len)
         else:
-            res = bench_topk([int(x) for x in a.topk.split(",")], a.topk_steps)
+            res = bench_topk([int(x) for x in a.topk.split(",")], a.topk_steps, a.jobs)
         print(json.dumps(res, indent=1))
         (out / f"distill_scale_{part}.json").write_text(json.dumps(res, indent=1) + "\n")
 
