@@ -29,8 +29,8 @@ from .config import DistillConfig, DistillError
 from .data import GlobalBatches, TokenData, as_token_data
 from .export import LOG_FILE, PLOT_FILE, foreign_run_files, remove_legacy_tmp, truncate_log
 from .loss import IGNORE_INDEX, Head, next_token_targets
-from .models import StudentKD, check_head, final_hidden, head_of  # noqa: F401  (final_hidden: importable from here, as before)
-from .models import base_model_of, logit_scale  # noqa: F401  (importable from here, as before)
+from .models import StudentKD, check_head, head_of
+from .models import base_model_of, final_hidden, logit_scale  # noqa: F401  (importable from here, as before)
 from .placement import device_of, parallel_mode, use_bf16, wrap_parallel
 from .reporting import ReportingMixin
 from .resume import CheckpointingMixin
