@@ -70,7 +70,7 @@ def _kd_settings(steps, tokens, lr, batch, micro_batch, topk=None) -> dict | Non
 @fail_cleanly
 def search_command(
     model: Path = typer.Option(..., "--model", help="Hugging Face checkpoint directory (also the KD teacher)."),
-    data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'."),
+    data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, 'shakespeare', or a token directory (`hybridprune tokenize`)."),
     out: Path = typer.Option(..., "--out", help="Search directory: candidates.jsonl, best.yaml, search.png, scores/."),
     params: str = typer.Option(None, "--params", help="Parameter budget: 4.5e9, 4.5B, 350M, or relative 0.5x / 50%."),
     params_kind: Literal["total", "non-embedding", "non_embedding"] = typer.Option("total", "--params-kind", help="What --params counts: total or non-embedding."),
