@@ -361,13 +361,16 @@ def _link(src: Path, dst: Path) -> bool:
         return False
 
 
-def remove_owned(directory: str | os.PathLike) -> list[str]:
-    """Remove what hybridprune wrote in `directory` (per its manifest), and nothing else."""
+def remove_owned(directory: str | os.PathLike, keep: Iterable[str] = ()) -> list[str]:
+    """Remove what hybridprune wrote in `directory` (per its manifest), and nothing else; the names in
+    `keep` stay, still recorded as hybridprune's."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
     removed = []
-    for name in sorted(owned_names(directory)):
+    kept = set(keep)
+    owned = owned_names(directory)
+    for name in sorted(owned - kept):
         p = directory / name
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
@@ -377,4 +380,6 @@ def remove_owned(directory: str | os.PathLike) -> list[str]:
             continue
         removed.append(name)
     (directory / MANIFEST).unlink(missing_ok=True)
+    if owned & kept:
+        claim(directory, owned & kept)
     return removed

@@ -18,10 +18,12 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES = [
+    "tokenize",
     "calibrate",
     "prune",
     "search",
     "distill",
+    "teacher_logits",
     "evaluate",
     "demo",
     "report",

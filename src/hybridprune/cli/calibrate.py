@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
 @fail_cleanly
 def calibrate_command(
     model: Path = typer.Option(..., "--model", help="Hugging Face checkpoint directory."),
-    data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'."),
+    data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, 'shakespeare', or a token directory (`hybridprune tokenize`: only the windows used are read)."),
     out: Path = typer.Option(..., "--out", help="Directory for the scores (safetensors + JSON)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier scores in --out (never files hybridprune did not write)."),
     samples: int = typer.Option(1024, min=1, help="Calibration samples (the paper uses 1024)."),

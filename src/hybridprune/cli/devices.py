@@ -68,8 +68,8 @@ def check_device(device: str | None, option: str = "--device") -> None:
                        f"{_choices()}")
 
 
-def check_device_map(device_map: str | None) -> None:
+def check_device_map(device_map: str | None, option: str = "--device-map") -> None:
     """`--device-map` takes one of accelerate's strategies (a per-module mapping belongs in Python)."""
     if device_map is not None and device_map not in DEVICE_MAPS:
-        raise CliError(f"--device-map {device_map!r} is not a placement strategy; use one of "
+        raise CliError(f"{option} {device_map!r} is not a placement strategy; use one of "
                        f"{', '.join(DEVICE_MAPS)} (or leave it out and use --device)")

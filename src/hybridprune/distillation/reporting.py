@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 
 import torch
 
 from . import dist as hpdist
 from .export import PLOT_FILE, export_student, plot_loss
+from .trackers import plain_line
 
 
 class ReportingMixin:
@@ -24,11 +26,32 @@ class ReportingMixin:
 
     def _log(self, rec: dict) -> None:
         self.history.append(rec)
-        if self.log_path is not None and self.env.is_main:
+        if not self.env.is_main:
+            return
+        if self.log_path is not None:
             from ..fsutil import writing
 
             with writing("the training log", self.log_path), open(self.log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
+        trackers = getattr(self, "trackers", None)
+        if trackers is not None:
+            trackers.log(rec)
+            if self.cfg.progress and not self._terminal():  # a log file: one plain line, not a bar
+                if "loss" in rec:
+                    self._say_plain(plain_line(rec, self.total_steps, trackers.eta(rec["step"], self.total_steps)))
+                elif "val_loss" in rec:
+                    self._say_plain(f"step {rec['step']}/{self.total_steps} val_loss {rec['val_loss']:.4f}")
+
+    def _terminal(self) -> bool:
+        if self.console is not None:
+            return bool(self.console.is_terminal)
+        return sys.stdout.isatty()
+
+    def _say_plain(self, line: str) -> None:
+        if self.console is not None:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(line, flush=True)
 
     def _reduce_time(self, rec: dict) -> dict:
         """Throughput of the whole group, from the step time averaged over processes."""
@@ -61,7 +84,7 @@ class ReportingMixin:
         hpdist.barrier(self.env)
 
     def _progress(self):
-        if not (self.cfg.progress and self.env.is_main):
+        if not (self.cfg.progress and self.env.is_main and self._terminal()):
             return contextlib.nullcontext(None)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -98,11 +121,12 @@ class ReportingMixin:
                     ids, mask = self.val.get([0])
                     self._forward_loss(ids.to(self.device), mask.to(self.device), 1.0, 1.0)
                     continue
-                ids, mask = self.val.get(chunk)
+                ids, mask, lmask = self.val.batch(chunk)
                 self._check_ids(ids)
-                n_kd, n_ce = self._counts(mask, ids)
+                n_kd, n_ce = self._counts(mask if lmask is None else lmask, ids)
                 ids, mask = ids.to(self.device), mask.to(self.device)
-                _, kd_sum, ce_sum = self._forward_loss(ids, mask, 1.0, 1.0)
+                lmask = None if lmask is None else lmask.to(self.device)
+                _, kd_sum, ce_sum = self._forward_loss(ids, mask, 1.0, 1.0, lmask)
                 sums[0] += float(kd_sum)
                 sums[1] += float(ce_sum)
                 sums[2] += n_kd

@@ -29,11 +29,12 @@ from .config import DistillConfig, DistillError
 from .data import GlobalBatches, TokenData, as_token_data
 from .export import LOG_FILE, PLOT_FILE, foreign_run_files, remove_legacy_tmp, truncate_log
 from .loss import IGNORE_INDEX, Head, next_token_targets
-from .models import StudentKD, check_head, final_hidden, head_of
-from .models import base_model_of, logit_scale  # noqa: F401  (importable from here, as before)
+from .models import StudentKD, check_head, head_of
+from .models import base_model_of, final_hidden, logit_scale  # noqa: F401  (importable from here, as before)
 from .placement import device_of, parallel_mode, use_bf16, wrap_parallel
 from .reporting import ReportingMixin
 from .resume import CheckpointingMixin
+from .teacher_side import TeacherMixin, input_device
 from .schedule import WarmupCosine
 from ..signals import Interrupted, deferred
 
@@ -58,12 +59,19 @@ class NonFiniteLoss(DistillError):
     """The loss or gradient norm became NaN/inf; the step was not applied."""
 
 
-class Distiller(CheckpointingMixin, ReportingMixin):
+class Distiller(CheckpointingMixin, ReportingMixin, TeacherMixin):
     """One distillation run. `run()` trains; the pieces are separate for tests and benchmarks."""
 
     def __init__(self, teacher: nn.Module, student: nn.Module, train_data, cfg: DistillConfig, *, val_data=None,
-                 console=None):
+                 console=None, teacher_logits=None):
+        if teacher_logits is not None:
+            if cfg.kd_topk not in (None, teacher_logits.k):
+                raise DistillError(f"kd_topk={cfg.kd_topk}, but the cached teacher logits keep the top "
+                                   f"{teacher_logits.k}; leave kd_topk out or compute them again")
+            cfg.kd_topk = teacher_logits.k
         cfg.validate()
+        self.teacher_logits = teacher_logits
+        self.topk_k = cfg.kd_topk
         self.cfg = cfg
         self.console = console
         self.env = hpdist.setup(cfg.device)
@@ -104,10 +112,14 @@ class Distiller(CheckpointingMixin, ReportingMixin):
         mode = parallel_mode(cfg, env)
         self.mode = mode
         if mode != "fsdp":  # under FSDP the shards are moved to the device, never the whole model
-            teacher.to(self.device)
+            self._place_teacher()
             student.to(self.device)
+        else:
+            if cfg.teacher_device:
+                raise DistillError("teacher_device does not apply under FSDP (the teacher is sharded with the student)")
+            self._t_head = None
         if cfg.check_heads:
-            check_head(teacher, self.vocab_size, "teacher", device_of(teacher))
+            check_head(teacher, self.vocab_size, "teacher", input_device(teacher))
             check_head(student, self.vocab_size, "student", device_of(student))
 
         teacher.eval()
@@ -130,7 +142,10 @@ class Distiller(CheckpointingMixin, ReportingMixin):
         self.log_path = self.out_dir / LOG_FILE if self.out_dir else None
         self.last_checkpoint: Path | None = None
         self.history: list[dict] = []
+        self.trackers = None
         self._data_fp = self.data.fingerprint()
+        if teacher_logits is not None:
+            teacher_logits.check(self._data_fp, len(self.data))
 
     # ------------------------------------------------------------------------------------- helpers
 
@@ -146,23 +161,23 @@ class Distiller(CheckpointingMixin, ReportingMixin):
                 f"of {self.vocab_size}"
             )
 
-    @torch.no_grad()
-    def teacher_hidden(self, ids, mask) -> torch.Tensor:
-        with self._autocast():
-            return final_hidden(self.teacher, ids, mask)
-
-    def _teacher_head(self) -> Head:
-        return head_of(self.teacher)
-
-    def _forward_loss(self, ids, mask, kd_norm, ce_norm):
+    def _forward_loss(self, ids, mask, kd_norm, ce_norm, loss_mask=None, rows=None):
+        """`loss_mask` (chat data): the positions the loss counts; the attention still sees `mask`.
+        `rows`: the training samples of this micro-batch (for cached teacher logits)."""
         if bool(mask.all()):
             mask = None  # same result; lets attention take its causal fast path and the loss skip a gather
+        if self.topk_k:
+            topk = self._teacher_topk(ids, mask, rows)
+            with self._autocast():
+                return self.model(ids, mask, None, None, None, 1.0, kd_norm, ce_norm, loss_mask, topk)
         th = self.teacher_hidden(ids, mask)
         t_head = self._teacher_head()
+        extra = () if loss_mask is None else (loss_mask,)
         with self._autocast():
-            return self.model(ids, mask, th, t_head.weight, t_head.bias, t_head.scale, kd_norm, ce_norm)
+            return self.model(ids, mask, th, t_head.weight, t_head.bias, t_head.scale, kd_norm, ce_norm, *extra)
 
     def _counts(self, mask: torch.Tensor, ids: torch.Tensor) -> tuple[int, int]:
+        """Positions the KD and CE terms count (`mask`: the loss mask where the data has one)."""
         n_kd = int(mask.sum())
         n_ce = 0
         if self.cfg.ce_weight > 0:
@@ -177,21 +192,24 @@ class Distiller(CheckpointingMixin, ReportingMixin):
         t0 = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
         mbs = self.batches.micro_batches(self.step, env.rank, env.world_size, cfg.micro_batch)
-        loaded = [self.data.get(mb) for mb in mbs]
+        loaded = [(*self.data.batch(mb), mb) for mb in mbs]
         counts = [0.0, 0.0]
-        for ids, mask in loaded:
+        for ids, mask, lmask, _ in loaded:
             self._check_ids(ids)
-            a, b = self._counts(mask, ids)
+            a, b = self._counts(mask if lmask is None else lmask, ids)
             counts[0] += a
             counts[1] += b
         n_kd, n_ce = hpdist.all_reduce_sum(env, counts)
+        if n_kd == 0 and any(lm is not None for _, _, lm, _ in loaded):
+            return self._empty_step(t0, lr)  # chat windows that hold no assistant token: nothing to learn
         if n_kd == 0:
             raise DistillError(f"step {self.step + 1}: every position of the global batch is masked out")
         w = env.world_size
         kd_sum = torch.zeros((), dtype=torch.float64)
         ce_sum = torch.zeros((), dtype=torch.float64)
-        for i, (ids, mask) in enumerate(loaded):
+        for i, (ids, mask, lmask, rows) in enumerate(loaded):
             ids, mask = ids.to(self.device), mask.to(self.device)
+            lmask = None if lmask is None else lmask.to(self.device)
             last = i == len(loaded) - 1
             sync = contextlib.nullcontext()
             if not last and self.mode == "ddp":
@@ -199,7 +217,7 @@ class Distiller(CheckpointingMixin, ReportingMixin):
             elif self.mode == "fsdp":
                 self.model.set_requires_gradient_sync(last)
             with sync:
-                loss, kd, ce = self._forward_loss(ids, mask, n_kd / w, max(n_ce, 1.0) / w)
+                loss, kd, ce = self._forward_loss(ids, mask, n_kd / w, max(n_ce, 1.0) / w, lmask, rows)
                 loss.backward()
             kd_sum += kd.detach().double().cpu()
             ce_sum += ce.detach().double().cpu()
@@ -249,6 +267,16 @@ class Distiller(CheckpointingMixin, ReportingMixin):
         if cfg.ce_weight > 0:
             rec["ce_loss"] = ce_mean
         return rec
+
+    def _empty_step(self, t0: float, lr: float) -> dict:
+        """A step whose global batch has no position in the loss (chat data): the schedule advances,
+        the weights and optimizer state do not change."""
+        self.scheduler.step()
+        self.step += 1
+        dt = time.perf_counter() - t0
+        return {"step": self.step, "loss": 0.0, "kd_loss": 0.0, "lr": lr, "grad_norm": 0.0,
+                "tokens": self.step * self.tokens_per_step, "step_time_s": dt,
+                "tokens_per_s": self.tokens_per_step / dt if dt > 0 else float("inf"), "loss_tokens": 0}
 
     # ------------------------------------------------------------------------------------------ run
 
@@ -308,6 +336,8 @@ class Distiller(CheckpointingMixin, ReportingMixin):
                     where = self.load_checkpoint(cfg.resume)
                     self._say(f"resumed from {where} at step {self.step}/{self.total_steps}")
                 self._prepare_out_dir()
+                if env.is_main:
+                    self._open_trackers()
                 if self.log_path is not None and env.is_main:
                     if cfg.resume:
                         truncate_log(self.log_path, self.step)
@@ -346,11 +376,22 @@ class Distiller(CheckpointingMixin, ReportingMixin):
                     raise self._interrupted(signum, finished)
             return self.student
         finally:
+            if self.trackers is not None:
+                self.trackers.close()
             hpdist.teardown(env)
+
+    def _open_trackers(self) -> None:
+        from .trackers import TENSORBOARD_DIR, WANDB_DIR, Trackers
+
+        if self.out_dir is not None and self.cfg.report_to:
+            from ..fsutil import claim
+
+            claim(self.out_dir, [{"tensorboard": TENSORBOARD_DIR, "wandb": WANDB_DIR}[n] for n in self.cfg.report_to])
+        self.trackers = Trackers(self.cfg.report_to, self.out_dir, self.cfg.to_dict(), self.step)
 
 
 def distill(teacher: nn.Module, student: nn.Module, train_data, config: DistillConfig | None = None, *,
-            val_data=None, console=None, **overrides) -> nn.Module:
+            val_data=None, console=None, teacher_logits=None, **overrides) -> nn.Module:
     """Distil `student` from `teacher` on `train_data`; returns the trained student.
 
     `train_data`: a LongTensor `[N, T]`, a `hybridprune.data.TokenSamples`, or any torch Dataset whose
@@ -368,4 +409,5 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, config: DistillC
         from dataclasses import replace
 
         cfg = replace(cfg, **overrides)
-    return Distiller(teacher, student, train_data, cfg, val_data=val_data, console=console).run()
+    return Distiller(teacher, student, train_data, cfg, val_data=val_data, console=console,
+                     teacher_logits=teacher_logits).run()

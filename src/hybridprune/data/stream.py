@@ -1,0 +1,167 @@
+"""Sources opened as record tables that are read a batch at a time, never as one list in memory.
+
+`open_tables(source)` gives `(given split or None, table)` pairs: `datasets` tables (memory-mapped
+Arrow) for local files, directories and saved datasets, a streaming `IterableDataset` for a Hub id.
+The split rule is `sources.py`'s, applied per document (`assign_split`). Mixtures are parsed here:
+`web.jsonl:0.7,code.jsonl:0.3`.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from hybridprune.data import diagnose, sources
+from hybridprune.data.assets import BUNDLED_CORPUS_NAME, bundled_corpus
+from hybridprune.data.errors import DataError
+
+_WEIGHTED = re.compile(r"^(?P<src>.+):(?P<w>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
+
+
+def parse_mixture(spec: str) -> list[tuple[str, float | None]]:
+    """`a.jsonl:0.7,b.jsonl:0.3` -> [(a.jsonl, 0.7), (b.jsonl, 0.3)]; a plain source -> [(src, None)].
+
+    A comma splits sources only when every piece carries a weight (a path may hold commas)."""
+    spec = spec.strip()
+    pieces = [p.strip() for p in spec.split(",")]
+    if len(pieces) > 1 and all(_WEIGHTED.match(p) for p in pieces):
+        out = [(m["src"], float(m["w"])) for m in map(_WEIGHTED.match, pieces)]
+    else:
+        m = _WEIGHTED.match(spec)
+        out = [(m["src"], float(m["w"]))] if m and not Path(spec).exists() else [(spec, None)]
+    for src, w in out:
+        if w is not None and not w > 0:
+            raise DataError(f"the weight of '{src}' in --data {spec!r} must be > 0, got {w}")
+    return out
+
+
+def expand(source: str) -> list[str]:
+    """A glob (`data/*.jsonl`) expanded to its files, sorted; anything else as is."""
+    if any(c in source for c in "*?[") and not Path(source).exists():
+        files = sorted(glob.glob(os.path.expanduser(source)))
+        if not files:
+            raise DataError(f"the pattern '{source}' matches no file; check the path")
+        return files
+    return [source]
+
+
+def open_tables(source: str, text_field: str) -> tuple[list[tuple[str | None, Any]], bool]:
+    """`([(given split or None, table)], has a calibration part)` for one source (files of a glob
+    are one unsplit source)."""
+    import datasets
+
+    files = expand(source)
+    if len(files) > 1:
+        return [(None, _file_table(Path(f))) for f in files], False
+    text = files[0]
+    if text.lower() == BUNDLED_CORPUS_NAME:
+        path = bundled_corpus()
+    else:
+        path = Path(text).expanduser()
+    if path.is_file():
+        return [(None, _file_table(path))], False
+    if path.is_dir():
+        if any((path / n).is_file() for n in diagnose.SAVED_DATASET_FILES):
+            loaded = sources._load_from_disk(path)
+            if isinstance(loaded, datasets.DatasetDict):
+                return _given(loaded.items())
+            return [(None, loaded)], False
+        found = sorted(p for p in path.iterdir() if p.is_file() and sources._suffix_of(p) in sources.SUPPORTED_SUFFIXES)
+        if not found:
+            raise DataError(f"directory '{path}' holds neither a dataset saved with datasets.save_to_disk nor any "
+                            f"data file ({', '.join(sources.SUPPORTED_SUFFIXES)})")
+        named = {f: sources._split_name_of_file(f) for f in found}
+        if len({s for s in named.values() if s}) > 1:
+            return _given((s, _file_table(f)) for f, s in named.items() if s)
+        return [(None, _file_table(f)) for f in found], False
+    if sources._looks_like_hub_name(text):
+        return _hub_tables(text)
+    raise DataError(f"data file not found: '{path}'; check the path (supported: "
+                    f"{', '.join(sources.SUPPORTED_SUFFIXES)}, a directory, a glob or a Hub dataset id)")
+
+
+def _given(items) -> tuple[list[tuple[str | None, Any]], bool]:
+    tables = [(sources._SPLIT_ALIASES.get(str(name).lower(), str(name)), t) for name, t in items]
+    if len({s for s, _ in tables}) == 1:
+        return [(None, t) for _, t in tables], False
+    return tables, any(s == "calibration" for s, _ in tables)
+
+
+def _file_table(path: Path):
+    import datasets
+
+    suffix = sources._suffix_of(path)
+    if suffix not in sources.SUPPORTED_SUFFIXES:
+        raise DataError(f"unsupported file type '{suffix or path.name}' for '{path}'; use one of "
+                        f"{', '.join(sources.SUPPORTED_SUFFIXES)} or a directory written by datasets.save_to_disk")
+    if suffix != ".parquet":
+        diagnose.check_gzip(path, expected=suffix.endswith(".gz"))
+    if path.stat().st_size == 0 or (suffix != ".parquet" and diagnose.is_blank(path)):
+        raise DataError(f"data file '{path}' holds no text (it is empty or only blank lines); give a file that "
+                        "holds text")
+    builder = sources._FORMATS[suffix.removesuffix(".gz")]
+    if builder == "json":
+        diagnose.check_first_record(path)
+    kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
+    try:
+        with sources._quiet_datasets():
+            return datasets.load_dataset(builder, data_files=[str(path)], split="train", **kwargs)
+    except Exception as exc:
+        where = diagnose.first_json_problem(path, suffix.startswith(".jsonl")) if builder == "json" else None
+        if where is not None:
+            raise DataError(f"could not read '{path}' as JSON: {where}; fix or remove that record") from None
+        raise DataError(f"could not read '{path}' as {builder}: {diagnose.cause(exc)}") from None
+
+
+def _hub_tables(name: str):
+    """A Hub dataset, streamed (nothing downloaded up front); refused offline."""
+    import datasets
+
+    hint = "pass a local file (.txt, .jsonl, .json, .parquet), a directory or a glob"
+    if any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+           for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        raise DataError(f"no local file or directory '{name}', and the Hugging Face hub is offline "
+                        f"(HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set); {hint}")
+    try:
+        with sources._quiet_datasets():
+            loaded = datasets.load_dataset(name, streaming=True)
+    except Exception as exc:
+        raise DataError(f"could not load hub dataset '{name}': {type(exc).__name__}: {exc}; {hint}") from None
+    if isinstance(loaded, (datasets.IterableDatasetDict, datasets.DatasetDict)):
+        return _given(loaded.items())
+    return [(None, loaded)], False
+
+
+def assign_split(given: str | None, has_calibration: bool, key: str) -> str:
+    """The split of one document (`key`: its text), by `sources.py`'s rule."""
+    if given is None:
+        return sources.split_of(key)
+    if given == "train" and not has_calibration and sources.document_bucket(key) < sources.CALIBRATION_FRACTION:
+        return "calibration"
+    return given
+
+
+def fingerprint(source: str) -> str:
+    """Size, modification time and the first and last MiB of every file of a local source (a Hub id:
+    its name): enough to notice a changed source when resuming or reading, without reading it all."""
+    h = hashlib.sha256()
+    files = expand(source)
+    roots = [bundled_corpus() if f.lower() == BUNDLED_CORPUS_NAME else Path(f).expanduser() for f in files]
+    paths = []
+    for r in roots:
+        paths += sorted(p for p in r.rglob("*") if p.is_file()) if r.is_dir() else [r] if r.exists() else []
+    if not paths:
+        h.update(source.encode())
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        with open(p, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            if st.st_size > 2 << 20:
+                fh.seek(-(1 << 20), os.SEEK_END)
+                h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]
