@@ -123,6 +123,7 @@ def _run(settings: DemoSettings, console: Console, work: Path, results: dict[str
     from .importance.calibrate import calibrate
     from .pruning.apply import prune
     from .pruning.export import export
+    from .pruning.model_card import rewrite_with_evaluation
     from .report.plots import plot_layer_importance
     from .archsearch import Budget, SearchConfig, search
 
@@ -180,6 +181,7 @@ def _run(settings: DemoSettings, console: Console, work: Path, results: dict[str
     t0 = _stage(console, "evaluate: loss, tasks and generation speed, side by side")
     results["evaluation"] = _evaluate_side_by_side({"teacher": teacher, "pruned": pruned_kept, "distilled": student},
                                                    tokenizer, val, settings, console)
+    rewrite_with_evaluation(work / "student", results["evaluation"])  # the student's card gains the table
     timings["evaluate"] = time.perf_counter() - t0
 
     results.update(plan=plan.to_dict(), timings_s={k: round(v, 1) for k, v in timings.items()},
