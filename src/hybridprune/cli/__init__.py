@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "distill",
     "evaluate",
     "demo",
+    "run",
     "report",
 ]
 
