@@ -27,6 +27,8 @@ from .plan import RECORD, Stage, assign_keys, data_fingerprint, find, model_fing
 from .schema import Recipe, build, check_round_sections
 
 RECIPE_COPY = "recipe.yaml"
+#: stages that continue where they were interrupted (from the candidate log, from the last checkpoint)
+RESUMABLE = ("search", "distill")
 
 
 def load_recipe(path: str | Path) -> tuple[Recipe, Any, dict]:
@@ -158,8 +160,8 @@ class Run:
                 continue
             if rank == 0:
                 self.console.rule(f"[bold]{st.name}[/]" + (f" (round {st.round})" if st.round else "") + f": {why}")
-                if action != "resume":
-                    run_stages.clear(st.dir)
+                if action != "resume" or st.kind not in RESUMABLE:
+                    run_stages.clear(st.dir)  # the others start again: their outputs are written atomically
                 self._record(st, "running")
             _barrier(world)
             start = time.perf_counter()

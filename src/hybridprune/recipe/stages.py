@@ -185,13 +185,16 @@ def distill(ctx: Context, stage: Stage, work: Path, *, resume: bool) -> dict:
     steps = s.steps if s.steps is not None else math.ceil(s.tokens / (s.global_batch * s.seq_len))
     out = work / "student"
     checkpoints = out / "checkpoints"
+    resume = resume and checkpoints.is_dir() and any(checkpoints.iterdir())
+    if not resume and out.exists():
+        shutil.rmtree(out)  # killed before its first checkpoint: start the distillation afresh
     cfg = DistillConfig(steps=s.steps, tokens=s.tokens, global_batch=s.global_batch, micro_batch=s.micro_batch,
                         lr=s.lr, min_lr=s.min_lr, warmup=s.warmup, weight_decay=s.weight_decay, grad_clip=s.grad_clip,
                         temperature=s.temperature, kd_loss=s.kd_loss, kd_weight=s.kd_weight, ce_weight=s.ce_weight,
                         chunk_size=s.chunk_size, precision=s.precision, parallel=s.parallel, device=ctx.recipe.device,
                         seed=ctx.recipe.seed, out_dir=str(out), save_every=s.save_every or max(1, steps // 10),
                         keep_last=s.keep_last, eval_every=s.eval_every, progress=ctx.console is not None,
-                        resume=str(out) if resume and checkpoints.is_dir() and any(checkpoints.iterdir()) else None,
+                        resume=str(out) if resume else None,
                         tokenizer_dir=str(student_dir))
     Distiller(teacher, student, train, cfg, val_data=val, console=ctx.console).run()
     return {"model": "student", "steps": steps, "tokens": steps * s.global_batch * s.seq_len}
