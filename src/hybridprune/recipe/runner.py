@@ -159,7 +159,8 @@ class Run:
                     self.console.print(f"[dim]{st.name}: skipped ({why})[/]")
                 continue
             if rank == 0:
-                self.console.rule(f"[bold]{st.name}[/]" + (f" (round {st.round})" if st.round else "") + f": {why}")
+                self.console.rule(f"[bold]{st.name}[/]" + (f" (round {st.round})" if st.round else ""))
+                self.console.print(f"{st.name}: {action} ({why})", highlight=False)
                 if action != "resume" or st.kind not in RESUMABLE:
                     run_stages.clear(st.dir)  # the others start again: their outputs are written atomically
                 self._record(st, "running")
