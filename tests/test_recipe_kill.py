@@ -24,14 +24,15 @@ distill: {steps: 3, seq_len: 32, global_batch: 4, micro_batch: 4, lr: 1.0e-3, mi
 eval: {samples: 8, seq_len: 32, batch_size: 4}
 report: {title: killed and resumed}
 """
-#: where each stage is killed: (stage, path the write goes to, which write there)
+#: where each stage is killed: (stage, path the write goes to, which write there); in a stage directory the
+#: first four are its creation and its "running" record (mkdir, mkdir, the record's temporary, its rename)
 KILLS = [
-    ("01-calibrate", "01-calibrate", 3),  # the scores' staging directory: calibration computed, nothing kept
+    ("01-calibrate", "01-calibrate", 5),  # the scores' staging directory: calibration computed, nothing kept
     ("02-search", "02-search/search/candidates.jsonl", 2),  # after the first candidate is logged
-    ("03-prune", "03-prune", 3),  # the pruned checkpoint's staging directory
+    ("03-prune", "03-prune", 5),  # the pruned checkpoint's staging directory
     ("04-distill", "04-distill/student/log.jsonl", 4),  # step 2's log line: step 1's checkpoint exists
-    ("05-eval", "05-eval", 3),  # results.json, after every measurement
-    ("06-report", "06-report", 3),  # the finished record, after the report is written
+    ("05-eval", "05-eval", 5),  # results.json, after every measurement
+    ("06-report", "06-report", 5),  # the finished record, after the report is written
 ]
 NUMBERS = ("params", "non_embedding_params", "val_loss", "perplexity", "bits_per_byte")
 
