@@ -30,11 +30,13 @@ def demo(tmp_path_factory):
 def test_short_demo_writes_the_report(demo):
     tmp_path, results = demo
     out = tmp_path / "demo"
-    for name in ("report.md", "report.html", "results.json", "layer_importance.png",
+    for name in ("report.md", "report.html", "results.json", "01-calibrate/layer_importance.png",
                  "report_figures/search_0.png", "report_figures/kd_loss_0.png",
                  "report_figures/importance_heatmap_0.png", "report_figures/speed_vs_loss_0.png",
-                 "student/config.json", "student/model.safetensors", "student/tokenizer.json",
-                 "student/hybridprune.json", "scores/scores.safetensors", "search/candidates.jsonl"):
+                 "04-distill/student/config.json", "04-distill/student/model.safetensors",
+                 "04-distill/student/tokenizer.json", "04-distill/student/hybridprune.json",
+                 "04-distill/student/README.md", "01-calibrate/scores/scores.safetensors",
+                 "02-search/search/candidates.jsonl", "recipe.yaml"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
     assert saved["pruned"]["non_embedding_params"] <= 0.5 * saved["teacher"]["non_embedding_params"]
@@ -100,6 +102,15 @@ def test_report_command_rebuilds_the_demo_report(demo):
     result = CliRunner().invoke(app, ["report", str(out), "--title", "again"])
     assert result.exit_code == 0, result.output
     assert (out / "report.md").read_text().splitlines()[2] == "# again"
+
+
+def test_the_demo_defaults_are_the_shipped_recipe():
+    """`hybridprune demo` is `run recipes/demo.yaml`: its default flags change nothing in the recipe."""
+    import yaml
+
+    from hybridprune.pipeline import demo_recipe, demo_recipe_path
+
+    assert demo_recipe(DemoSettings()) == yaml.safe_load(demo_recipe_path().read_text())
 
 
 def test_demo_refuses_an_existing_output_and_bad_targets(tmp_path):

@@ -70,8 +70,11 @@ def test_prune_carries_over_what_the_source_ships(source, tmp_path, monkeypatch)
     for name in ("optimizer.pt", "pytorch_model.bin", "big.dat"):
         assert not (out / name).exists(), name
     # the model card, evaluations, logs and plots would state the parent's size and scores as the child's
-    for name in ("README.md", "eval.json", "training_log.jsonl", "loss_curve.png"):
+    for name in ("eval.json", "training_log.jsonl", "loss_curve.png"):
         assert not (out / name).exists(), name
+    # README.md is the pruned model's own card; the source's is kept under another name (test_model_card)
+    assert (out / "README.md").read_text() != (source / "model" / "README.md").read_text()
+    assert (out / "BASE_MODEL_README.md").read_text() == (source / "model" / "README.md").read_text()
     assert not (source / "code-ran").exists()
     info = json.loads((out / "hybridprune.json").read_text())
     assert info["source"] == str(source / "model")

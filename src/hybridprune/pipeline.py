@@ -1,30 +1,25 @@
-"""The whole recipe glued together: calibrate → search → prune → distil → evaluate → report.
+"""`hybridprune demo`: `hybridprune run` of the shipped `recipes/demo.yaml`, one code path.
 
-`run_demo` runs it offline on the shipped tiny Nemotron-H teacher and the bundled corpus; the same
-stages serve any checkpoint. Everything is written to a temporary sibling of the output directory
-and renamed into place at the end, so an interrupted run never leaves a half-written report.
+`DemoSettings` are the demo's flags; their defaults are the recipe's values (a test checks that the
+defaults leave the recipe unchanged), and each one sets the recipe keys it stands for. The run goes
+through the recipe runner (`hybridprune.recipe`): one `NN-stage/` per stage, resumable, the report,
+`results.json` and the student's card at the end.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from rich.console import Console, Group
-from rich.table import Table
-
-from .architectures import get_adapter
-from .fsutil import atomic_directory, check_output
+import yaml
+from rich.console import Console
 
 
 @dataclass
 class DemoSettings:
-    """Sizes of the demo run; the defaults finish in a few minutes on 2 CPU cores."""
+    """Sizes of the demo run; the defaults (those of `recipes/demo.yaml`) finish in minutes on 2 CPU cores."""
 
     out: str = "runs/demo"
     teacher: str | None = None  # default: the shipped tiny Nemotron-H
@@ -53,177 +48,52 @@ class DemoSettings:
     task_limit: int | None = 100
 
 
-def _stage(console: Console, title: str) -> float:
-    console.rule(f"[bold]{title}")
-    return time.perf_counter()
+def demo_recipe_path() -> Path:
+    from .recipe import SHIPPED
+
+    return SHIPPED / "demo.yaml"
 
 
-def _measure(model, val, settings: DemoSettings, tokenizer) -> dict[str, Any]:
-    from .evaluate import evaluate_loss, measure_throughput
-    from .evaluate.shared_text import own_tokens
-
-    adapter = get_adapter(model)
-    dims = adapter.dims(model.config)
-    tokens, n_bytes = own_tokens(val, tokenizer)  # as the side-by-side evaluation reads the text
-    ev = evaluate_loss(model, tokens, batch_size=settings.batch, num_bytes=n_bytes)
-    return {
-        "params": adapter.num_parameters(dims),
-        "non_embedding_params": adapter.num_parameters(dims, embeddings=False),
-        "val_loss": ev["loss"],
-        "perplexity": ev["perplexity"],
-        "bits_per_byte": ev["bits_per_byte"],
-        "tokens_per_s": measure_throughput(model, settings.batch, settings.seq_len, warmup=1, repeats=3),
-    }
-
-
-def _evaluate_side_by_side(models: dict, tokenizer, val, settings: DemoSettings, console: Console) -> dict[str, Any]:
-    """Loss, bits per byte, lm-eval tasks and generation speed of the demo's models in one evaluation."""
-    from .evaluate import MissingExtra, SpeedSettings, compare_models
-    from .evaluate.harness import require_lm_eval
-
-    tasks = tuple(settings.tasks)
-    skipped = None
-    if tasks:
-        try:
-            require_lm_eval()
-        except MissingExtra as exc:
-            tasks, skipped = (), str(exc)
-            console.print(f"[yellow]tasks skipped:[/] {exc}")
-    speed = SpeedSettings(batch_sizes=tuple(settings.speed_batch_sizes), contexts=tuple(settings.speed_contexts),
-                          new_tokens=settings.speed_new_tokens, warmup=1, repeats=settings.speed_repeats,
-                          seed=settings.seed)
-    evaluation = compare_models(models, tokenizers=tokenizer, samples=val, batch_size=settings.batch, speed=speed,
-                                tasks=tasks, task_limit=settings.task_limit,
-                                data_info={"source": settings.data, "split": "validation", "samples": len(val),
-                                           "seq_len": settings.seq_len},
-                                progress=lambda msg: console.print(f"[dim]{msg}[/]"))
-    if skipped:
-        evaluation["tasks_skipped"] = skipped
-    return evaluation
+def demo_recipe(settings: DemoSettings) -> dict[str, Any]:
+    """The shipped demo recipe with the keys each setting stands for set from `settings`."""
+    s = settings
+    doc = copy.deepcopy(yaml.safe_load(demo_recipe_path().read_text()))
+    if s.teacher:
+        doc["model"] = str(s.teacher)
+    doc.update(data=s.data, seed=s.seed)
+    doc["calibrate"].update(samples=s.calib_samples, seq_len=s.seq_len, batch_size=s.batch,
+                            depth_samples=s.depth_samples)
+    doc["search"].update(params=f"{s.target_params:g}x", seq_len=s.seq_len, batch=s.batch, top_k=s.search_top_k,
+                         max_candidates=s.search_max_candidates, kd_steps=s.search_kd_steps, kd_batch=s.batch,
+                         kd_micro_batch=s.batch, kd_lr=s.lr, kd_min_lr=s.min_lr, eval_samples=s.val_samples,
+                         eval_seq_len=s.seq_len, batch_size=s.batch)
+    doc["distill"].update(steps=s.kd_steps, seq_len=s.seq_len, global_batch=s.batch, micro_batch=s.batch, lr=s.lr,
+                          min_lr=s.min_lr, warmup=max(1, s.kd_steps // 10), val_samples=s.val_samples,
+                          eval_every=max(1, s.kd_steps // 5))
+    doc["eval"].update(samples=s.val_samples, seq_len=s.seq_len, batch_size=s.batch, tasks=list(s.tasks),
+                       task_limit=s.task_limit, batch_sizes=list(s.speed_batch_sizes),
+                       context=list(s.speed_contexts), new_tokens=s.speed_new_tokens, repeats=s.speed_repeats)
+    teacher = f"`{s.teacher}`" if s.teacher else "The shipped tiny Nemotron-H"
+    doc["report"]["intro"] = (
+        f"{teacher} pruned group-aware to {s.target_params:g}x of its non-embedding parameters, then distilled for "
+        f"{s.kd_steps} steps on `{s.data}`. Loss, perplexity and bits per byte are measured on {s.val_samples} "
+        f"held-out samples of {s.seq_len} tokens; tasks run through lm-evaluation-harness on the held-out test "
+        "plays; generation speed is measured on this machine with the three models interleaved.")
+    return doc
 
 
 def run_demo(settings: DemoSettings | None = None, console: Console | None = None) -> dict[str, Any]:
-    """Run the recipe end to end and write a report; returns the measured results."""
+    """Run the demo recipe into `settings.out`; returns the measured results (`results.json`)."""
+    import json
+
+    from .recipe import run_recipe_text
+
     settings = settings or DemoSettings()
-    console = console or Console()
+    console = console or Console(stderr=True)
+    text = "# hybridprune demo: recipes/demo.yaml with the demo's flags applied\n" + \
+        yaml.safe_dump(demo_recipe(settings), sort_keys=False)
     out = Path(settings.out)
-    check_output(out, overwrite=settings.overwrite)  # before minutes of work
-    results: dict[str, Any] = {}
-    atomic_directory(out, lambda tmp: _run(settings, console, tmp, results), overwrite=settings.overwrite,
-                     what="the demo")
+    run_recipe_text(text, "demo recipe", out, console=console, overwrite=settings.overwrite)
     console.print(f"report: [bold]{out / 'report.html'}[/] and [bold]{out / 'report.md'}[/]  "
-                  f"student: [bold]{out / 'student'}[/]")
-    return results
-
-
-def _run(settings: DemoSettings, console: Console, work: Path, results: dict[str, Any]) -> None:
-    from .checkpoints import load_model, load_tokenizer
-    from .data import load_token_samples, teacher_path
-    from .distillation import DistillConfig, distill
-    from .importance.calibrate import calibrate
-    from .pruning.apply import prune
-    from .pruning.export import export
-    from .report.plots import plot_layer_importance
-    from .archsearch import Budget, SearchConfig, search
-
-    torch.manual_seed(settings.seed)
-    teacher_dir = Path(settings.teacher) if settings.teacher else teacher_path()
-    t0 = _stage(console, f"teacher: {teacher_dir}")
-    # The one checked load path: safetensors only, no remote code and no prompt, every tensor present.
-    teacher = load_model(teacher_dir, dtype=torch.float32, role="teacher")
-    tokenizer = load_tokenizer(teacher_dir, role="teacher")
-    kw = dict(seq_len=settings.seq_len, seed=settings.seed, model_vocab_size=teacher.config.vocab_size)
-    calib = load_token_samples(settings.data, tokenizer, num_samples=settings.calib_samples, split="calibration", **kw)
-    val = load_token_samples(settings.data, tokenizer, num_samples=settings.val_samples, split="validation", **kw)
-    train = load_token_samples(settings.data, tokenizer, split="train", **kw)
-    timings = {"load": time.perf_counter() - t0}
-
-    t0 = _stage(console, "calibrate")
-    scores = calibrate(teacher, calib, batch_size=settings.batch, depth_samples=settings.depth_samples)
-    scores.save(work / "scores")
-    kinds = list(get_adapter(teacher).dims(teacher.config).block_kinds)
-    plot_layer_importance(scores, kinds, work / "layer_importance.png")
-    timings["calibrate"] = time.perf_counter() - t0
-
-    t0 = _stage(console, f"search: {settings.target_params:g}x of the non-embedding parameters")
-    budget = Budget(params=f"{settings.target_params}x", params_kind="non_embedding",
-                    seq_len=settings.seq_len, batch=settings.batch)
-    kd_short = {"steps": settings.search_kd_steps, "global_batch": settings.batch, "micro_batch": settings.batch,
-                "lr": settings.lr, "min_lr": settings.min_lr, "seed": settings.seed}
-    found = search(teacher, scores, val, budget, SearchConfig(top_k=settings.search_top_k, kd=kd_short,
-                   max_candidates=settings.search_max_candidates, batch_size=settings.batch),
-                   train_data=train, out_dir=work / "search", console=console)
-    plan = found.best
-    timings["search"] = time.perf_counter() - t0
-
-    t0 = _stage(console, f"prune: {plan}")
-    pruned = prune(teacher, scores, plan)
-    info = pruned.hybridprune_info
-    results["teacher"] = _measure(teacher, val, settings, tokenizer)
-    results["pruned"] = _measure(pruned, val, settings, tokenizer)
-    pruned_kept = copy.deepcopy(pruned)  # distillation trains `pruned` in place; keep the untrained one
-    timings["prune"] = time.perf_counter() - t0
-
-    t0 = _stage(console, f"distil: {settings.kd_steps} steps of {settings.batch} x {settings.seq_len} tokens")
-    kd = DistillConfig(steps=settings.kd_steps, global_batch=settings.batch, micro_batch=settings.batch,
-                       lr=settings.lr, min_lr=settings.min_lr, warmup=max(1, settings.kd_steps // 10),
-                       seed=settings.seed, out_dir=str(work / "distill"), export=False, plot=True,
-                       eval_every=max(1, settings.kd_steps // 5))
-    student = distill(teacher, pruned, train, kd, val_data=val).eval()
-    student.hybridprune_info = info
-    results["distilled"] = _measure(student, val, settings, tokenizer)
-    export(student, work / "student", tokenizer=tokenizer, source=str(teacher_dir),
-           metadata={"distillation": {"steps": settings.kd_steps, "tokens": settings.kd_steps * settings.batch
-                                      * settings.seq_len, "lr": settings.lr}})
-    timings["distill"] = time.perf_counter() - t0
-
-    t0 = _stage(console, "evaluate: loss, tasks and generation speed, side by side")
-    results["evaluation"] = _evaluate_side_by_side({"teacher": teacher, "pruned": pruned_kept, "distilled": student},
-                                                   tokenizer, val, settings, console)
-    timings["evaluate"] = time.perf_counter() - t0
-
-    results.update(plan=plan.to_dict(), timings_s={k: round(v, 1) for k, v in timings.items()},
-                   settings=asdict(settings), search_top=found.top(5))
-    (work / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    console.print(summary_table(results))
-    console.print(evaluation_tables(results["evaluation"]))
-    _write_report(work, settings, results, found, teacher_dir)
-
-
-def summary_table(results: dict[str, Any]) -> Table:
-    table = Table(title="hybridprune demo")
-    for col in ("model", "parameters", "non-embedding", "val loss", "perplexity", "bits/byte", "tokens/s (fwd)"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for name in ("teacher", "pruned", "distilled"):
-        r = results[name]
-        table.add_row(name, f"{r['params']:,}", f"{r['non_embedding_params']:,}", f"{r['val_loss']:.4f}",
-                      f"{r['perplexity']:.2f}", f"{r['bits_per_byte']:.4f}", f"{r['tokens_per_s']:,.0f}")
-    return table
-
-
-def evaluation_tables(evaluation: dict[str, Any]) -> Group:
-    """The side-by-side evaluation (tasks, generation speed) as rich tables."""
-    from .evaluate.tables import quality_table, speed_table
-
-    tables = []
-    for title, (columns, rows) in (("tasks", quality_table(evaluation)),
-                                   ("generation speed (medians; ratio to the teacher)", speed_table(evaluation))):
-        table = Table(title=title)
-        for col in columns:
-            table.add_column(col, justify="left" if col == "model" else "right")
-        for row in rows:
-            table.add_row(*row)
-        tables.append(table)
-    return Group(*tables)
-
-
-def _write_report(work: Path, settings: DemoSettings, results: dict[str, Any], found, teacher_dir) -> None:
-    """report.md (figures in report_figures/) and the self-contained report.html, from the run's artefacts."""
-    from .report import build_run_report
-
-    intro = (f"Teacher `{teacher_dir}` pruned group-aware to {settings.target_params:g}x of its non-embedding "
-             f"parameters, then distilled for {settings.kd_steps} steps on `{settings.data}`. Loss, perplexity and "
-             f"bits per byte are measured on {settings.val_samples} held-out samples of {settings.seq_len} tokens; "
-             "tasks run through lm-evaluation-harness on the held-out test plays; generation speed is measured "
-             "on this machine with the three models interleaved.")
-    build_run_report(work, title="hybridprune demo report", intro=intro)
+                  f"student: [bold]{out / '04-distill' / 'student'}[/]")
+    return json.loads((out / "results.json").read_text())

@@ -20,6 +20,8 @@ from typing import ClassVar
 
 import torch.nn as nn
 
+from .errors import Unrepresentable  # noqa: F401  (re-exported)
+from .moe import check_expert_alignment, check_routing
 from .dims import (  # noqa: F401  (re-exported: the interface's vocabulary)
     ATTENTION, KIND_SEPARATOR, MAMBA, MLP, MOE, VARIANT_SEPARATOR, Dims, layer_type, unit_kinds,
 )
@@ -27,10 +29,6 @@ from .dims import (  # noqa: F401  (re-exported: the interface's vocabulary)
 
 class UnsupportedArchitecture(ValueError):
     """The model's architecture has no adapter, or uses a feature the adapter cannot prune yet."""
-
-
-class Unrepresentable(ValueError):
-    """The target dimensions cannot be written as a config of this architecture."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +170,6 @@ class Adapter:
         route (the checkpoint loader calls this once for every command, before building the model)."""
         if not self.moe_config_names:
             return
-        from .moe import check_routing  # moe.py builds on this module's Dims
 
         check_routing(self.dims(config), self.moe_config_names, group_top=self.moe_group_top)
 
@@ -208,7 +205,6 @@ class Adapter:
                     f"this plan removes every {kind} block; {self.model_types[0]} models cannot run "
                     f"without one in the pinned transformers version. Keep at least one {kind} block."
                 )
-        from .moe import check_expert_alignment  # moe.py builds on this module's Dims
 
         check_expert_alignment(dims, original)
         if original is not None:

@@ -10,7 +10,7 @@ adapters' representability checks.
 
 from __future__ import annotations
 
-from .base import Unrepresentable
+from .errors import Unrepresentable
 from .dims import MOE, Dims
 
 

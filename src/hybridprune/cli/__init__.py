@@ -26,8 +26,48 @@ COMMAND_MODULES = [
     "teacher_logits",
     "evaluate",
     "demo",
+    "run",
     "report",
 ]
+
+
+
+def _show_version(value: bool) -> None:
+    """`hybridprune --version`: ours and the versions that decide what a checkpoint loads as."""
+    if not value:
+        return
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .. import __version__
+
+    parts = []
+    for name in ("torch", "transformers", "safetensors"):
+        try:
+            parts.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name} missing")
+    typer.echo(f"hybridprune {__version__} ({', '.join(parts)}, python {platform.python_version()})")
+    raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="Print the version (with torch's and transformers') and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show other libraries' progress bars, log lines and warnings (lm-eval, datasets)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only warnings and errors."),
+) -> None:
+    """Group-aware pruning and distillation of hybrid Mamba-Transformer language models.
+
+    Global options go before the command: `hybridprune -q prune ...`."""
+    from .console import set_volume
+
+    if verbose and quiet:
+        raise typer.BadParameter("-v/--verbose and -q/--quiet exclude each other; give one", param_hint="'--quiet'")
+    ctx.call_on_close(set_volume(verbose=verbose, quiet=quiet))
+
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}").register(app)

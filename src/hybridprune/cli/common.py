@@ -10,10 +10,9 @@ from pathlib import Path
 
 import torch
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-console = Console(stderr=True)
+from .console import alerts, console  # noqa: F401 - the commands import `console` from here
 
 
 class CliError(Exception):
@@ -21,7 +20,7 @@ class CliError(Exception):
 
 
 def _error(message: str) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
+    alerts.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
 
 
 @contextlib.contextmanager
@@ -32,7 +31,7 @@ def _warnings_as_notes():
 
     def show(message, category, filename, lineno, file=None, line=None):
         if "hybridprune" in str(filename):
-            console.print(f"[yellow]warning:[/] {escape(str(message))}", soft_wrap=True, highlight=False)
+            alerts.print(f"[yellow]warning:[/] {escape(str(message))}", soft_wrap=True, highlight=False)
         else:
             previous(message, category, filename, lineno, file, line)
 

@@ -1,4 +1,4 @@
-"""`hybridprune demo`: the whole recipe, offline, on the shipped tiny Nemotron-H teacher."""
+"""`hybridprune demo`: `hybridprune run` of the shipped `recipes/demo.yaml`, with the flags below applied."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 @fail_cleanly
 def demo_command(
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="Directory for the report, plots and the student."),
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory: the stages, the report, the plots and the student."),
     target_params: float = typer.Option(0.5, "--target-params", help="Fraction of the teacher's non-embedding parameters to keep."),
     kd_steps: int = typer.Option(150, "--kd-steps", min=1, help="Distillation steps of the final student."),
     search_kd_steps: int = typer.Option(15, "--search-kd-steps", min=1, help="Short-distillation steps per top candidate in the search."),
@@ -24,10 +24,10 @@ def demo_command(
     calib_samples: int = typer.Option(128, "--calib-samples", min=1, help="Calibration samples."),
     seq_len: int = typer.Option(256, "--seq-len", min=2, help="Tokens per sample."),
     teacher: Path = typer.Option(None, "--teacher", help="Another Nemotron-H/Mamba2 checkpoint instead of the shipped one."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an existing --out (a rerun without it skips finished stages)."),
     seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for data sampling and training."),
 ) -> None:
-    """Calibrate → search → prune → distil → evaluate → report, in minutes on a CPU."""
+    """Calibrate → search → prune → distil → evaluate → report, in minutes on a CPU (`run recipes/demo.yaml`)."""
     from ..pipeline import DemoSettings, run_demo
 
     check_numbers(("--target-params", target_params, OPEN_FRACTION))

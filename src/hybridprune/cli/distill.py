@@ -16,7 +16,7 @@ from .checks import NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_not_
 from ..cleanup import remove_if_failed
 from ..fsutil import check_output, remove_owned
 from .devices import check_device, check_device_map
-from .common import CliError, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer
+from .common import CliError, alerts, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer
 
 
 TOKENS_DIR = "tokens"
@@ -225,7 +225,7 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
                                      seed=seed, model_vocab_size=vocab)
         except DataError as exc:
             if env.is_main:
-                console.print(f"[yellow]warning:[/] no validation: {exc}")
+                alerts.print(f"[yellow]warning:[/] no validation: {exc}")
     if env.is_main:
         console.print(
             f"distilling {student} from {teacher}: {len(train)} training samples × {seq_len} tokens"

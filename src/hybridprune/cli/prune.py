@@ -15,7 +15,7 @@ from .checks import check_moe_options, listed
 from ..pruning.plan import WIDTH_FIELDS
 from .devices import check_device
 from .common import (
-    CliError, console, fail_cleanly, forecast_memory, load_config, load_model, resolve_dtype, weight_bytes,
+    CliError, alerts, console, fail_cleanly, forecast_memory, load_config, load_model, resolve_dtype, weight_bytes,
 )
 
 
@@ -109,7 +109,7 @@ def _check_serving(adapter, dims, plan, serve_with: str | None, tensor_parallel:
     check_plan_dims(adapter, dims, target, serve_with or (), tensor_parallel)
     if serve_with is None:
         for line in warnings_for(adapter.model_type, target):
-            console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True, highlight=False)
+            alerts.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True, highlight=False)
 
 
 def _is_file(text: str) -> bool:

@@ -47,7 +47,8 @@ def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=Non
     from ..fsutil import (MANIFEST, OutputError, claim, clean_stale, follow_umask, foreign_entries, move_new,
                           output_target, temp_sibling, writing)
     from ..config_style import write_config
-    from ..pruning.export import RUN_FILES, carry_over
+    from ..pruning.export import INFO_FILE, RUN_FILES, carry_over
+    from ..pruning.model_card import write_model_card
 
     out_dir = output_target(out_dir)  # a symlinked run directory: staged beside its target, the link kept
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +68,9 @@ def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=Non
                 carry_over(tokenizer_dir, tmp, rebuilt=("config.json", MANIFEST, *RUN_FILES))  # keeps the provenance
             if summary is not None:
                 (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+            info_file = tmp / INFO_FILE
+            info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+            write_model_card(tmp, tokenizer_dir, info, distillation=summary or {})  # the student's own card
             follow_umask(tmp)
             names = sorted(p.name for p in tmp.iterdir())
             for name in names:

@@ -19,8 +19,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import io
 import logging
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -111,16 +113,29 @@ def _flatten(results: dict[str, Any], names: Sequence[str]) -> dict[str, dict[st
 
 @contextlib.contextmanager
 def _quiet():
-    """lm-eval logs every request batch at INFO; keep the user's console to our own table."""
+    """lm-eval logs every request batch at INFO; keep the user's console to our own table (a level
+    raised further, as the command line does without -v, stays)."""
     loggers = [logging.getLogger(n) for n in ("lm_eval", "lm-eval")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
-        lg.setLevel(logging.WARNING)
+        lg.setLevel(max(lg.level, logging.WARNING))
     try:
         yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+def _bars_off() -> bool:
+    """tqdm's own switch (`TQDM_DISABLE`, which the command line sets without -v)."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _bars_hidden():
+    """With `TQDM_DISABLE` set, lm-eval's bars go nowhere: it passes `disable=` to its request bars
+    itself, and tqdm reads the variable only when it is first imported; both write to `sys.stderr`.
+    Its log lines and warnings go through `logging`, whose handlers keep the real stream."""
+    return contextlib.redirect_stderr(io.StringIO()) if _bars_off() else contextlib.nullcontext()
 
 
 @functools.lru_cache(maxsize=8)
@@ -181,7 +196,7 @@ def run_tasks(model: torch.nn.Module, tokenizer, tasks: Sequence[str], *, limit:
     try:
         # the shipped tasks' folder lives as long as the process, so lm-eval's index is reused
         names, include = resolve_tasks(tasks, _include_dir())
-        with _quiet():
+        with _quiet(), _bars_hidden():
             manager = _known_tasks(TaskManager, tasks, names, include)
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
                       device=str(next(model.parameters()).device))

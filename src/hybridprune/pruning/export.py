@@ -6,8 +6,9 @@ so a crash or an error never leaves a half-written output directory (`fsutil.ato
 The model's weights and config are rebuilt; everything else the source checkpoint ships is carried
 over (`carry_over`): the generation config (its stop tokens and sampling defaults exist only
 there), tokenizer files and the chat template in whatever file the source keeps it, the `auto_map`
-code files (copied as files, never imported), and other small metadata such as the model card and
-licence. Weights, optimizer states and other large files are not.
+code files (copied as files, never imported), and other small metadata such as the licence. Weights,
+optimizer states and other large files are not. The model card is our own (`model_card`); the
+source's is kept beside it under another name.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from ..carry import checkpoint_root, copy_file, copy_tree
 from ..config_style import write_config
 from ..fsutil import MANIFEST, atomic_directory
+from .model_card import write_model_card
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
@@ -236,5 +238,7 @@ def export(
         info.update(metadata or {})
         if info:
             (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+        write_model_card(tmp, carry_from if carry_from is not None else source, info,
+                         distillation=info.get("distillation"))
 
     return atomic_directory(out_dir, write, overwrite=overwrite, what="the checkpoint", size_hint=state_bytes(model))

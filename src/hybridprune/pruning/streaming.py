@@ -33,6 +33,7 @@ from ..fsutil import atomic_directory
 from ..importance.scores import Scores
 from .apply import NotStreamable, PruneError, check_fingerprint, plan_selection, provenance, warn_dropped
 from .export import INFO_FILE, carry_over
+from .model_card import write_model_card
 from .plan import Plan
 from .slicing import AxisIndex, split_layer_key
 from .stream_tensors import WORKERS, Block, blocks, write_block
@@ -306,11 +307,12 @@ def stream_prune(
             total = sum(e.nbytes for e in entries)
             index_doc = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
             (tmp / INDEX_FILE).write_text(json.dumps(index_doc, indent=2) + "\n")
-        carry_over(source, tmp)  # generation config, tokenizer, chat templates, code files, model card
+        carry_over(source, tmp)  # generation config, tokenizer, chat templates, code files, licence
         info = provenance(plan, selection, dims, new_dims, scores, adapter, expert_importance, dropped=dropped,
                           tensor_parallel=tensor_parallel)
         info.update(source=str(source), method="streaming")
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+        write_model_card(tmp, source, info)
         write_config(new_config, tmp, source)  # the config last: a directory without it is not a checkpoint
         _check_against_config(new_config, written, keymap, adapter)
         if smoke_test:

@@ -10,7 +10,8 @@ import base64
 import html
 import re
 
-from .report import GENERATOR_MARK
+#: in both report files: how `build_run_report` knows a report.md/html it may replace is its own
+GENERATOR_MARK = "generator: hybridprune"
 
 CSS = """
 body { font: 15px/1.5 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-GENERATOR_MARK = "generator: hybridprune"
+from .html import GENERATOR_MARK, render  # noqa: F401 - GENERATOR_MARK is imported from here too
 
 
 @dataclass
@@ -66,8 +66,6 @@ class Report:
         return "\n\n".join(p for p in parts if p) + "\n"
 
     def html(self) -> str:
-        from .html import render
-
         return render(self)
 
     def write(self, path: str | Path, *, figure_dir: str | None = None) -> Path:

@@ -1,0 +1,162 @@
+"""The model card (`README.md`, the Hub's format) of every checkpoint hybridprune exports.
+
+The front matter is what the Hub indexes: `base_model` (the source's Hub id, else its path),
+`library_name: transformers`, `tags` (pruned, distilled, hybridprune), and the licence and datasets
+of the source's own card. The body says what was done: the plan, parameters before and after, the
+tokens of distillation, and the evaluation table where one exists. The source's card describes the
+source (its size, its scores), so it is kept beside ours as `BASE_MODEL_README.md`, never as this
+model's. A source that is itself one of our exports (a second round of pruning) passes on the
+original's card and `base_model`, so the chain always points at the model it started from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+CARD = "README.md"
+BASE_CARD = "BASE_MODEL_README.md"
+#: front-matter fields of the source's card carried into ours (they hold for the derived model too)
+CARRIED_FIELDS = ("license", "license_name", "license_link", "datasets", "language")
+
+
+def _front_matter(text: str) -> dict[str, Any]:
+    """The YAML metadata of a card, or {} (a card without it, or one the Hub's parser rejects)."""
+    from huggingface_hub import ModelCard
+
+    try:
+        return ModelCard(text, ignore_metadata_errors=True).data.to_dict()
+    except Exception:  # noqa: BLE001 - someone else's card: never fail an export over it
+        return {}
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _ours(meta: dict[str, Any]) -> bool:
+    return "hybridprune" in (meta.get("tags") or [])
+
+
+def source_id(source: str | os.PathLike) -> str:
+    """The Hub id of a source in the Hub cache (`models--org--name/snapshots/REV`), else its path."""
+    from ..checkpoint_files import hub_snapshot
+
+    hub = hub_snapshot(Path(os.path.realpath(source)))
+    return hub[0] if hub else str(source)
+
+
+def base_card(source: str | os.PathLike | None) -> tuple[str | None, dict[str, Any], str | None]:
+    """(the original model's card text, its metadata, the `base_model` our card names) for `source`."""
+    if source is None or not Path(source).is_dir():
+        return None, {}, str(source) if source is not None else None
+    source = Path(source)
+    own = _read(source / CARD)
+    meta = _front_matter(own) if own else {}
+    if _ours(meta):  # an export of ours: pass on the original's card and name
+        text = _read(source / BASE_CARD)
+        return text, (_front_matter(text) if text else {}), meta.get("base_model") or source_id(source)
+    return own, meta, source_id(source)
+
+
+def _fmt(n: Any) -> str:
+    return f"{n:,}" if isinstance(n, int) else str(n)
+
+
+def render(info: dict[str, Any], *, base_model: str | None, base_meta: dict[str, Any],
+           distillation: dict[str, Any] | None = None, evaluation: dict[str, Any] | None = None,
+           has_base_card: bool = False) -> str:
+    """The card's text: front matter from `huggingface_hub.ModelCardData`, then what was done."""
+    from huggingface_hub import ModelCardData
+
+    from .. import __version__
+
+    distilled = distillation is not None
+    tags = [*(["pruned"] if info.get("plan") else []), *(["distilled"] if distilled else []), "hybridprune"]
+    carried = {k: base_meta[k] for k in CARRIED_FIELDS if base_meta.get(k)}
+    data = ModelCardData(base_model=base_model, library_name="transformers", pipeline_tag="text-generation",
+                         tags=tags, **carried)
+    name = Path(str(base_model)).name if base_model else "the source model"
+    what = " and ".join([*(["pruned"] if info.get("plan") else []), *(["distilled"] if distilled else [])]) or "exported"
+    lines = ["---", data.to_yaml(), "---", "", f"# {name} ({what})", "",
+             f"A structurally {what} version of `{base_model}`, made with hybridprune {__version__} "
+             "(the Minitron-SSM recipe: group-aware pruning of Mamba heads, attention heads, FFN, hidden size "
+             "and depth" + (", then knowledge distillation from the original model)." if distilled else ")."), ""]
+    params = info.get("parameters") or {}
+    rows = []
+    if params:
+        before, after = params.get("before"), params.get("after")
+        share = f" ({after / before:.1%} of the base)" if isinstance(before, int) and isinstance(after, int) and before else ""
+        rows.append(f"| parameters | {_fmt(before)} | {_fmt(after)}{share} |")
+    active = info.get("active_parameters") or {}
+    if active:
+        rows.append(f"| active parameters per token | {_fmt(active.get('before'))} | {_fmt(active.get('after'))} |")
+    before_dims, after_dims = info.get("dims_before") or {}, info.get("dims_after") or {}
+    for key in sorted(set(before_dims) & set(after_dims)):
+        if before_dims[key] != after_dims[key] and isinstance(before_dims[key], (int, str)):
+            rows.append(f"| `{key}` | {_fmt(before_dims[key])} | {_fmt(after_dims[key])} |")
+    lines += ["## What was done", ""]
+    if info.get("plan"):
+        plan = ", ".join(f"{k}={v}" for k, v in info["plan"].items())
+        lines += [f"- **Pruning plan**: `{plan}`"]
+    if info.get("dropped_blocks"):
+        lines += [f"- **Layers removed**: {', '.join(map(str, info['dropped_blocks']))}"]
+    scores = info.get("scores") or {}
+    if scores.get("num_samples"):
+        lines += [f"- **Calibration**: {scores['num_samples']} samples of {scores.get('seq_len')} tokens"]
+    if distilled:
+        tokens = distillation.get("tokens")
+        lines += [f"- **Distillation**: {_fmt(distillation.get('steps'))} steps, {_fmt(tokens)} tokens "
+                  "(forward KL on the logits of the base model as teacher)"]
+    for part in info.get("left_out") or []:
+        lines += [f"- **Left out**: {part}"]
+    if rows:
+        lines += ["", "| | base | this model |", "|---|---|---|", *rows]
+    if evaluation:
+        lines += ["", "## Evaluation", "", *_evaluation_table(evaluation)]
+    lines += ["", "## Provenance", "",
+              "`hybridprune.json` records the plan, the kept layers, experts and channels, and the scores' "
+              "fingerprint. " + (f"The base model's own card is kept as `{BASE_CARD}`: its figures describe "
+                                 "the base model, not this one." if has_base_card else ""), ""]
+    return "\n".join(lines)
+
+
+def _evaluation_table(evaluation: dict[str, Any]) -> list[str]:
+    """The side-by-side evaluation (`compare_models`' dict) as a Markdown table."""
+    from ..evaluate.tables import quality_table
+
+    columns, table_rows = quality_table(evaluation)
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in table_rows]
+    return out
+
+
+def write_model_card(dest: str | os.PathLike, source: str | os.PathLike | None, info: dict[str, Any], *,
+                     distillation: dict[str, Any] | None = None, evaluation: dict[str, Any] | None = None) -> Path:
+    """Write `dest/README.md` for the checkpoint in `dest` made from `source`, and keep the original
+    model's card beside it as `BASE_MODEL_README.md`."""
+    dest = Path(dest)
+    text, meta, base_model = base_card(source)
+    if text is None:  # written by an earlier card of this checkpoint (evaluation added later)
+        text = _read(dest / BASE_CARD)
+    if text is not None and not (dest / BASE_CARD).exists():
+        (dest / BASE_CARD).write_text(text, encoding="utf-8")
+    if not meta and text:
+        meta = _front_matter(text)
+    (dest / CARD).write_text(render(info, base_model=base_model, base_meta=meta, distillation=distillation,
+                                    evaluation=evaluation, has_base_card=text is not None), encoding="utf-8")
+    return dest / CARD
+
+
+def rewrite_with_evaluation(checkpoint: str | os.PathLike, evaluation: dict[str, Any]) -> Path:
+    """Add the evaluation table to the card of an exported checkpoint (what it read when it was written)."""
+    checkpoint = Path(checkpoint)
+    info = json.loads((checkpoint / "hybridprune.json").read_text())
+    summary = checkpoint / "distill.json"
+    distillation = info.get("distillation") or (json.loads(summary.read_text()) if summary.is_file() else None)
+    return write_model_card(checkpoint, checkpoint, info, distillation=distillation, evaluation=evaluation)

@@ -1,0 +1,64 @@
+"""The memory forecast of each stage for `run --dry-run`, from configs alone (nothing is loaded).
+
+Stages of later rounds, and a distillation whose student the search has not chosen yet, are
+forecast at the original model's size: an upper bound, said as such.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .plan import Stage
+
+
+def stage_forecast(st: Stage, recipe, source: Path) -> str:
+    from transformers import AutoConfig
+
+    from ..architectures import get_adapter
+    from ..cli.common import forward_forecast, resolve_device, weight_bytes
+    from ..forecast import forecast_distill, forecast_prune
+
+    config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    adapter = get_adapter(config)
+    dims = adapter.dims(config)
+    s = st.settings
+    bound = " (at most; the model of an earlier round is smaller)" if (st.round or 1) > 1 else ""
+    if st.kind == "calibrate":
+        f = forward_forecast(config, "calibrate", batch=s.batch_size, seq=s.seq_len, dtype=recipe.dtype,
+                             device=recipe.device, depth=s.depth_samples > 0)
+    elif st.kind == "search":
+        from ..cli.search import _forecast
+
+        kd = {"global_batch": s.kd_batch} if (s.kd_steps or s.kd_tokens) else None
+        f = _forecast(config, recipe.dtype, recipe.device, s.batch_size, s.eval_seq_len, False, kd, s.kd_micro_batch)
+    elif st.kind == "prune":
+        f = forecast_prune(adapter, dims, weight_bytes=weight_bytes(config, "auto"),
+                           largest_tensor_bytes=_largest(source))
+    elif st.kind == "distill":
+        from ..distillation.chunked_loss import auto_chunk_size
+        from ..pruning.plan import Plan
+
+        student, note = dims, " (student at most the teacher's size: the search picks it)"
+        prune_settings = st.inputs["prune"].settings
+        if st.inputs["prune"].inputs.get("search") is None and prune_settings.plan is not None:
+            plan = Plan.parse(prune_settings.plan)
+            kept = [i for i in range(len(dims.block_kinds)) if i not in (plan.drop_layers or [])]
+            student, note = plan.target_dims(dims, kept[: plan.num_layers or len(kept)]), ""
+        device = str(resolve_device(recipe.device))
+        f = forecast_distill(adapter, dims, student, micro_batch=s.micro_batch, seq=s.seq_len, weight_bytes=4,
+                             teacher_weight_bytes=weight_bytes(config, recipe.dtype, recipe.device), device=device,
+                             chunk_positions=s.chunk_size or auto_chunk_size(dims.vocab_size, device),
+                             chunk=getattr(config, "chunk_size", None) or 128)
+        return f.describe().split(": ", 1)[1] + note
+    elif st.kind == "eval":
+        f = forward_forecast(config, "evaluate", batch=s.batch_size, seq=s.seq_len, dtype=recipe.dtype,
+                             device=recipe.device)
+    else:
+        return "-"
+    return f.describe().split(": ", 1)[1] + bound
+
+
+def _largest(source: Path) -> int:
+    from ..checkpoint_files import CheckpointFiles
+
+    return max((t.nbytes for t in CheckpointFiles(source).tensors.values()), default=0)

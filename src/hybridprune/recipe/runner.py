@@ -1,0 +1,228 @@
+"""`hybridprune run RECIPE --out DIR`: the stages of a recipe, each in `DIR/NN-stage/`, resumable.
+
+Each stage directory holds `record.json`: the stage's settings, the settings all stages share, the
+versions, the keys of its inputs, and when it finished what it wrote. A rerun skips a stage whose
+record still matches (`plan.assign_keys`), resumes one that was interrupted (distillation from its
+last checkpoint, the search from its candidate log; the others start that stage again, their outputs
+being written atomically), and reruns a stage whose section changed, with every stage after it that
+reads its output, saying why. Under torchrun every process plans the same stages; the distillation
+runs on all of them and the other stages on rank 0 while the rest wait.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import stages as run_stages
+from .loader import load_file, load_text
+from .plan import RECORD, Stage, assign_keys, data_fingerprint, find, model_fingerprint, stages, versions
+from .schema import Recipe, build, check_round_sections
+
+RECIPE_COPY = "recipe.yaml"
+#: stages that continue where they were interrupted (from the candidate log, from the last checkpoint)
+RESUMABLE = ("search", "distill")
+
+
+def load_recipe(path: str | Path) -> tuple[Recipe, Any, dict]:
+    """The checked recipe, its document and its key lines (`RecipeError` names file, line and key)."""
+    return check(*load_file(path), str(path))
+
+
+def check(doc, lines: dict, file: str) -> tuple[Recipe, Any, dict]:
+    recipe = build(Recipe, doc, (), lines, file)
+    check_round_sections(recipe, lines, file)
+    return recipe, doc, lines
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2, default=str, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _changed(old: dict, new: dict) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def decide(all_stages: list[Stage], common: dict, from_stage: Stage | None) -> dict[Stage, tuple[str, str]]:
+    """(action, why) per stage: skip, run, resume or rerun."""
+    out: dict[Stage, tuple[str, str]] = {}
+    rerunning: list[Stage] = []
+    for st in all_stages:
+        rec = st.record()
+        files = [st.dir / f for f in rec.get("files", [])]
+        if from_stage is not None and st.index >= from_stage.index:
+            out[st] = ("rerun" if rec else "run", f"--from {from_stage.name}")
+        elif rec.get("key") == st.key and rec.get("status") == "done" and all(f.exists() for f in files):
+            out[st] = ("skip", "finished, and its record matches")
+        elif rec.get("key") == st.key and rec.get("status") == "running":
+            out[st] = ("resume", "interrupted")
+        elif rec:
+            diff = _changed(rec.get("describe", {}).get("settings", {}), st.describe()["settings"])
+            if diff:
+                why = f"the recipe's {st.kind} section changed ({'; '.join(diff)})"
+            elif rec.get("common", {}).get("versions") != common["versions"]:
+                why = f"versions changed ({'; '.join(_changed(rec['common'].get('versions', {}), common['versions']))})"
+            elif {k: v for k, v in rec.get("common", {}).items() if k != "versions"} != \
+                    {k: v for k, v in common.items() if k != "versions"}:
+                why = "the model, data, seed or dtype changed"
+            elif rerunning:
+                why = f"its input changed ({rerunning[-1].name} runs again)"
+            elif rec.get("status") == "done":
+                why = "its outputs are missing"
+            else:
+                why = "its record is of another run"
+            out[st] = ("rerun", why)
+        else:
+            out[st] = ("run", "not run yet")
+        if out[st][0] in ("run", "rerun"):
+            rerunning.append(st)
+    return out
+
+
+class Run:
+    """One invocation of `hybridprune run`."""
+
+    def __init__(self, text: str, name: str, out: str | Path, *, console, from_stage: str | None = None):
+        self.text, self.name = text, name
+        self.recipe, self.doc, self.lines = check(*load_text(text, name), name)
+        self.out = Path(out)
+        self.console = console
+        self.stages = stages(self.recipe, self.out, self.lines, name)
+        self.from_stage = find(self.stages, from_stage) if from_stage else None
+
+    def plan(self) -> dict[Stage, tuple[str, str]]:
+        source = run_stages.model_path(self.recipe.model)
+        fp = model_fingerprint(source)
+        assign_keys(self.stages, self.recipe, fp)
+        r = self.recipe
+        self.common = {"model": fp, "data": data_fingerprint(r.data),
+                       "text_field": r.text_field, "seed": r.seed, "dtype": r.dtype, "versions": versions()}
+        self.decisions = decide(self.stages, self.common, self.from_stage)
+        return self.decisions
+
+    # ---- --dry-run ----
+    def dry_run(self) -> None:
+        from rich.table import Table
+
+        from .forecasts import stage_forecast
+
+        decisions = self.plan()
+        source = run_stages.model_path(self.recipe.model)
+        table = Table(title=f"{self.name} → {self.out}")
+        for col in ("stage", "round", "action", "why", "memory forecast"):
+            table.add_column(col)
+        for st in self.stages:
+            action, why = decisions[st]
+            try:
+                forecast = stage_forecast(st, self.recipe, source)
+            except Exception as exc:  # noqa: BLE001 - a forecast is advice; say why it is missing
+                forecast = f"(none: {exc})"
+            table.add_row(st.name, str(st.round or "-"), action, why, forecast)
+        self.console.print(table)
+
+    # ---- the run ----
+    def execute(self, *, overwrite: bool = False) -> dict[str, Any]:
+        from ..fsutil import OutputError, check_output, claim, owned_names
+
+        rank, world = _distributed()
+        if rank == 0:
+            exists = self.out.is_dir() and any(self.out.iterdir())
+            if exists and (overwrite or RECIPE_COPY not in owned_names(self.out)):
+                check_output(self.out, overwrite=overwrite)  # refuses a directory that is not ours
+                if not overwrite:
+                    raise OutputError(f"--out {self.out} is not a run directory")
+                for name in sorted(owned_names(self.out)):  # --overwrite: start afresh
+                    path = self.out / name
+                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+        _barrier(world)
+        decisions = self.plan()
+        if rank == 0:
+            claim(self.out, [RECIPE_COPY, *(st.name for st in self.stages)])
+            (self.out / RECIPE_COPY).write_text(self.text)
+        _barrier(world)
+        ctx = run_stages.Context(self.recipe, self.out, self.console if rank == 0 else None, rank, world)
+        ctx.recipe_doc = self.doc
+        for st in self.stages:
+            action, why = decisions[st]
+            if action == "skip":
+                if rank == 0:
+                    self.console.print(f"[dim]{st.name}: skipped ({why})[/]")
+                continue
+            if rank == 0:
+                self.console.rule(f"[bold]{st.name}[/]" + (f" (round {st.round})" if st.round else ""))
+                self.console.print(f"{st.name}: {action} ({why})", highlight=False)
+                if action != "resume" or st.kind not in RESUMABLE:
+                    run_stages.clear(st.dir)  # the others start again: their outputs are written atomically
+                self._record(st, "running")
+            _barrier(world)
+            start = time.perf_counter()
+            outputs = None
+            if st.distributed or rank == 0:
+                torch.manual_seed(self.recipe.seed)
+                outputs = self._run_stage(ctx, st, action)
+            _barrier(world)
+            if rank == 0:
+                self._record(st, "done", outputs=outputs, seconds=round(time.perf_counter() - start, 1))
+        _barrier(world)
+        return {st.name: st.record() for st in self.stages}
+
+    def _run_stage(self, ctx, st: Stage, action: str) -> dict:
+        if st.kind == "distill":
+            return run_stages.distill(ctx, st, st.dir, resume=action == "resume")
+        if st.kind == "report":
+            return run_stages.report(ctx, st, st.dir, self.stages)
+        if st.kind == "eval":
+            return run_stages.evaluate(ctx, st, st.dir)
+        return getattr(run_stages, st.kind)(ctx, st, st.dir)
+
+    def _record(self, st: Stage, status: str, *, outputs: dict | None = None, seconds: float | None = None) -> None:
+        st.dir.mkdir(parents=True, exist_ok=True)
+        files = [v for v in (outputs or {}).values() if isinstance(v, str) and not v.startswith("..")
+                 and (st.dir / v).exists()]
+        _write_json(st.dir / RECORD, {
+            "stage": st.kind, "name": st.name, "round": st.round, "key": st.key, "status": status,
+            "describe": st.describe(), "common": self.common, "inputs": _input_names(st),
+            "outputs": outputs or {}, "files": files, "seconds": seconds,
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat() if status == "done" else None,
+        })
+
+
+def _input_names(st: Stage) -> dict[str, Any]:
+    out: dict[str, Any] = {"model": st.model_in.name if st.model_in else "recipe model"}
+    for k, v in st.inputs.items():
+        if isinstance(v, Stage):
+            out[k] = v.name
+    return out
+
+
+def _distributed() -> tuple[int, int]:
+    """Join torchrun's process group (with a timeout long enough for rank 0's stages); (rank, world)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo",
+                                timeout=datetime.timedelta(days=7))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+

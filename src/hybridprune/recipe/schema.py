@@ -1,0 +1,258 @@
+"""What a recipe may say: one dataclass per section, with the commands' option names.
+
+A section's keys are the options of the command of the same name (`--kd-steps` is `kd_steps`), so a
+user who knows the commands knows the recipe. `check` refuses an unknown key or a value of the wrong
+type with the file, the line and the key (a misspelt `lr` must not silently train at the default),
+and says which keys the section takes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from .loader import RecipeError, _where
+
+Size = Union[int, float, str]  # 4.5e9, or "0.5x" of the model it applies to
+Plan = Union[str, dict]  # "hidden_size=3072,..." or a mapping of plan fields
+
+
+@dataclass
+class Calibrate:
+    samples: int = 1024
+    seq_len: int = 2048
+    batch_size: int = 8
+    depth_samples: int = 0
+
+
+@dataclass
+class Search:
+    params: Size | None = None
+    params_kind: str = "total"
+    active_params: Size | None = None
+    memory_mb: float | None = None
+    seq_len: int = 4096
+    batch: int = 1
+    memory_dtype: str = "bfloat16"
+    top_k: int = 10
+    kd_steps: int | None = None
+    kd_tokens: float | None = None
+    kd_lr: float = 1e-4
+    kd_min_lr: float | None = None
+    kd_batch: int = 8
+    kd_micro_batch: int = 2
+    skip: list[str] = field(default_factory=list)
+    max_width_pruning: float = 0.4
+    max_depth_pruning: float = 0.2
+    band: float = 0.1
+    max_candidates: int | None = None
+    eval_samples: int = 256
+    eval_seq_len: int = 512
+    batch_size: int = 8
+    tie_tolerance: float = 0.005
+    tie_break: str = "cost"
+    speed: bool = True
+    speed_batch: int = 1
+    expert_importance: str = "output_norm"
+    serve_with: str | None = None
+    tensor_parallel: int = 1
+
+
+@dataclass
+class Prune:
+    plan: Plan | None = None
+    expert_importance: str = "output_norm"
+    dtype: str = "auto"
+    serve_with: str | None = None
+    tensor_parallel: int = 1
+
+
+@dataclass
+class Distill:
+    steps: int | None = None
+    tokens: float | None = None
+    seq_len: int = 4096
+    global_batch: int = 64
+    micro_batch: int = 2
+    lr: float = 1e-4
+    min_lr: float = 1e-5
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float | None = 1.0
+    temperature: float = 1.0
+    kd_loss: str = "forward"
+    kd_weight: float = 1.0
+    ce_weight: float = 0.0
+    chunk_size: int | None = None
+    precision: str = "auto"
+    parallel: str = "auto"
+    num_samples: int | None = None
+    val_samples: int = 64
+    eval_every: int | None = None
+    save_every: int | None = None
+    keep_last: int = 2
+
+
+@dataclass
+class Eval:
+    samples: int = 256
+    seq_len: int = 2048
+    batch_size: int = 8
+    tasks: list[str] = field(default_factory=list)
+    task_limit: int | None = None
+    speed: bool = False
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    context: list[int] = field(default_factory=lambda: [2048])
+    new_tokens: int = 256
+    repeats: int = 3
+    warmup: int = 1
+
+
+@dataclass
+class Report:
+    title: str | None = None
+    intro: str = ""
+
+
+@dataclass
+class Round:
+    """One prune + distil round: its budget (`params`, `active_params`, as fractions `0.5x` of the
+    ORIGINAL model: the rounds walk toward a final budget) or a fixed `plan`, and any section keys
+    that differ in this round."""
+
+    params: Size | None = None
+    active_params: Size | None = None
+    plan: Plan | None = None
+    calibrate: dict | None = None
+    search: dict | None = None
+    prune: dict | None = None
+    distill: dict | None = None
+
+
+SECTIONS = {"calibrate": Calibrate, "search": Search, "prune": Prune, "distill": Distill, "eval": Eval,
+            "report": Report}
+
+
+@dataclass
+class Recipe:
+    model: str
+    data: str = "shakespeare"
+    text_field: str = "text"
+    seed: int = 0
+    dtype: str = "auto"
+    device: str | None = None
+    calibrate: Calibrate | None = None
+    search: Search | None = None
+    prune: Prune | None = None
+    distill: Distill | None = None
+    eval: Eval | None = None
+    report: Report | None = None
+    rounds: list[Round] | None = None
+
+
+def _type_name(tp) -> str:
+    if tp is Size:
+        return "a size (a number like 4.5e9, or a fraction of the model like 0.5x)"
+    if tp is Plan:
+        return "a plan (a mapping of plan fields, or 'field=value,...')"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args if a is not type(None))
+    if origin is list:
+        return "a list of " + {int: "whole numbers", str: "strings"}.get(args[0], _type_name(args[0]))
+    return {int: "a whole number", float: "a number", str: "a string", bool: "true or false",
+            dict: "a mapping"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _fits(value, tp) -> bool:
+    if tp is Any:
+        return True
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if tp is dict:
+        return isinstance(value, dict)
+    return False
+
+
+def build(cls, doc: Any, path: tuple, lines: dict, file: str):
+    """`cls` from the mapping `doc` at `path`, refusing unknown keys and wrong types (file:line: key)."""
+    line = lambda p: f"{file}:{lines.get(p, lines.get(p[:-1], '?'))}"  # noqa: E731
+    if not isinstance(doc, dict):
+        raise RecipeError(f"{line(path)}: {_where(path)} must be a mapping of keys, not {type(doc).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in doc.items():
+        p = (*path, key)
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise RecipeError(f"{line(p)}: unknown key {_where(p)!r}; {hint}{_where(path)} takes: {', '.join(names)}")
+        tp = hints[key]
+        section = _section_type(tp)
+        if section is not None:  # `distill:` left empty: the section with its defaults
+            value = section() if value is None else build(section, value, p, lines, file)
+        elif _is_round_list(tp):
+            if not isinstance(value, list):
+                raise RecipeError(f"{line(p)}: {_where(p)} must be a list of rounds, e.g. [{{params: 0.7x}}, "
+                                  "{params: 0.5x}]")
+            value = [build(Round, item, (*p, i), lines, file) for i, item in enumerate(value)]
+        elif isinstance(value, str) and not _fits(value, tp) and _fits(1.5, tp) and _number(value) is not None:
+            value = _number(value)  # YAML 1.1 reads 2e9 (no sign in the exponent) as a string
+        elif not _fits(value, tp):
+            raise RecipeError(f"{line(p)}: {_where(p)} must be {_type_name(tp)}, got {value!r}")
+        kwargs[key] = value
+    missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING and f.name not in kwargs]
+    if missing:
+        raise RecipeError(f"{line(path)}: {_where(path)} needs {', '.join(missing)}")
+    return cls(**kwargs)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def _strip_none(tp):
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) in (Union, types.UnionType) and len(args) == 1 else tp
+
+
+def _section_type(tp):
+    inner = _strip_none(tp)
+    return inner if dataclasses.is_dataclass(inner) else None
+
+
+def _is_round_list(tp) -> bool:
+    inner = _strip_none(tp)
+    return typing.get_origin(inner) is list and typing.get_args(inner)[0] is Round
+
+
+def check_round_sections(recipe: Recipe, lines: dict, file: str) -> None:
+    """A round's section overrides use the section's own keys and types."""
+    for i, rnd in enumerate(recipe.rounds or []):
+        for name in ("calibrate", "search", "prune", "distill"):
+            override = getattr(rnd, name)
+            if override is not None:
+                build(SECTIONS[name], override, ("rounds", i, name), lines, file)

@@ -1,0 +1,275 @@
+"""What each stage of a recipe does, given its settings and the outputs of the stages before it.
+
+Every stage writes only inside its own directory (`DIR/NN-stage/`), through the same writers as the
+commands (atomic checkpoints and scores), so a stage killed half-way leaves nothing a rerun mistakes
+for finished work. Two stages resume rather than restart: distillation from its last checkpoint, and
+the search from its candidate log.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..architectures import get_adapter
+from .plan import Stage
+
+SHIPPED_PREFIX = "shipped:"
+
+
+def model_path(spec: str) -> Path:
+    """A recipe's `model`: `shipped:tiny-nemotron-h`, a local directory, or a Hub id `org/name[@rev]`."""
+    from ..checkpoints import resolve
+    from ..data import teacher_path
+
+    if spec.startswith(SHIPPED_PREFIX):
+        name = spec[len(SHIPPED_PREFIX):]
+        if name != "tiny-nemotron-h":
+            raise ValueError(f"no shipped model {name!r}; the one shipped is shipped:tiny-nemotron-h")
+        return teacher_path()
+    return Path(resolve(spec, role="model"))
+
+
+class Context:
+    """What the stages of one run share: the recipe, the run directory, loaded models and data."""
+
+    def __init__(self, recipe, run_dir: Path, console, rank: int = 0, world: int = 1):
+        self.recipe, self.dir, self.console, self.rank, self.world = recipe, run_dir, console, rank, world
+        self.source = model_path(recipe.model)
+        self._models: dict[str, Any] = {}
+        self._samples: dict[tuple, Any] = {}
+        self.tokenizer = None
+
+    # ---- models and data, loaded once per process ----
+    def model(self, path: Path):
+        from ..cli.common import load_model
+
+        key = str(path)
+        if key not in self._models:
+            self._models[key] = load_model(path, dtype=self.recipe.dtype, device=self.recipe.device,
+                                           role="model").eval()
+        return self._models[key]
+
+    def forget(self, path: Path) -> None:
+        self._models.pop(str(path), None)
+
+    def tok(self):
+        from ..checkpoints import load_tokenizer
+
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(self.source, role="model")
+        return self.tokenizer
+
+    def samples(self, split: str, seq_len: int, n: int | None):
+        from ..data import load_token_samples
+
+        key = (split, seq_len, n)
+        if key not in self._samples:
+            r = self.recipe
+            self._samples[key] = load_token_samples(r.data, self.tok(), seq_len=seq_len, num_samples=n, split=split,
+                                                    seed=r.seed, text_field=r.text_field,
+                                                    model_vocab_size=self.model(self.source).config.vocab_size)
+        return self._samples[key]
+
+    def output(self, stage: Stage | None, key: str = "model") -> Path:
+        """The path of an earlier stage's output (None: the recipe's model)."""
+        if stage is None:
+            return self.source
+        return self.dir / stage.name / stage.record_outputs()[key]
+
+
+def _section(stage: Stage):
+    return stage.settings
+
+
+# ---- the stages ---------------------------------------------------------------------------------
+
+def calibrate(ctx: Context, stage: Stage, work: Path) -> dict:
+    from ..importance.calibrate import calibrate as run_calibration
+    from ..report.plots import plot_layer_importance
+
+    s = _section(stage)
+    model = ctx.model(ctx.output(stage.model_in))
+    calib = ctx.samples("calibration", s.seq_len, s.samples)
+    scores = run_calibration(model, calib, batch_size=s.batch_size, depth_samples=s.depth_samples)
+    scores.save(work / "scores")
+    plot_layer_importance(scores, list(get_adapter(model).dims(model.config).block_kinds),
+                          work / "layer_importance.png")
+    return {"scores": "scores"}
+
+
+def _budget_value(value, original_params: int, model_params: int):
+    """A round's `0.5x` is of the ORIGINAL model: converted to a count for a model already pruned."""
+    if isinstance(value, str) and value.strip().endswith("x") and model_params != original_params:
+        return float(value.strip()[:-1]) * original_params
+    return value
+
+
+def search(ctx: Context, stage: Stage, work: Path) -> dict:
+    from ..archsearch import Budget, SearchConfig, SearchSpace, search as run_search
+    from ..importance.scores import Scores
+
+    s = _section(stage)
+    model = ctx.model(ctx.output(stage.model_in))
+    scores = Scores.load(ctx.output(stage.inputs["calibrate"], "scores"))
+    adapter = get_adapter(model)
+    kind = s.params_kind.replace("-", "_")
+    embeddings = kind != "non_embedding"
+    original = ctx.model(ctx.source)
+    o_adapter = get_adapter(original)
+    count = lambda a, m, **kw: a.num_parameters(a.dims(m.config), **kw)  # noqa: E731
+    params = _budget_value(s.params, count(o_adapter, original, embeddings=embeddings),
+                           count(adapter, model, embeddings=embeddings))
+    active = s.active_params
+    if active is not None and adapter.dims(model.config).num_moe_experts is not None:
+        active = _budget_value(active, o_adapter.num_active_parameters(o_adapter.dims(original.config)),
+                               adapter.num_active_parameters(adapter.dims(model.config)))
+    budget = Budget(params=params, memory_mb=s.memory_mb, params_kind=kind, batch=s.batch, seq_len=s.seq_len,
+                    dtype=s.memory_dtype, active_params=active)
+    kd = None
+    if s.kd_steps is not None or s.kd_tokens is not None:
+        kd = {"steps": s.kd_steps} if s.kd_steps is not None else {"tokens": s.kd_tokens}
+        kd.update(global_batch=s.kd_batch, micro_batch=s.kd_micro_batch, lr=s.kd_lr)
+        if s.kd_min_lr is not None:
+            kd["min_lr"] = s.kd_min_lr
+        kd["seed"] = ctx.recipe.seed
+    space = SearchSpace(max_width_pruning=s.max_width_pruning, max_depth_pruning=s.max_depth_pruning,
+                        skip=tuple(s.skip))
+    cfg = SearchConfig(space=space, top_k=s.top_k, kd=kd, band=s.band, max_candidates=s.max_candidates,
+                       batch_size=s.batch_size, tie_tolerance=s.tie_tolerance, tie_break=s.tie_break,
+                       measure_speed=s.speed, speed_batch=s.speed_batch, expert_importance=s.expert_importance,
+                       serve_with=s.serve_with or (), tensor_parallel=s.tensor_parallel)
+    val = ctx.samples("validation", s.eval_seq_len, s.eval_samples)
+    train = ctx.samples("train", s.eval_seq_len, None) if kd else None
+    found = run_search(model, scores, val, budget, cfg, train_data=train, out_dir=work / "search",
+                       console=ctx.console)
+    return {"plan": found.best.to_dict(), "best_key": found.best_key, "top": found.top(5), "search": "search"}
+
+
+def prune(ctx: Context, stage: Stage, work: Path) -> dict:
+    from ..cli.common import resolve_dtype
+    from ..importance.scores import Scores
+    from ..pruning.plan import Plan
+    from ..pruning.streaming import stream_prune
+
+    s = _section(stage)
+    if stage.inputs.get("search") is not None:
+        plan = Plan.from_dict(stage.inputs["search"].record_outputs()["plan"])
+    else:
+        plan = Plan.parse(s.plan)
+    scores = Scores.load(ctx.output(stage.inputs["calibrate"], "scores"))
+    source = ctx.output(stage.model_in)
+    stream_prune(source, scores, plan, work / "model", dtype=None if s.dtype == "auto" else resolve_dtype(s.dtype),
+                 overwrite=True, expert_importance=s.expert_importance, serve_with=s.serve_with or (),
+                 tensor_parallel=s.tensor_parallel)
+    return {"model": "model", "plan": plan.to_dict()}
+
+
+def distill(ctx: Context, stage: Stage, work: Path, *, resume: bool) -> dict:
+    from ..cli.common import load_model
+    from ..distillation import DistillConfig
+    from ..distillation.trainer import Distiller
+
+    s = _section(stage)
+    student_dir = ctx.output(stage.inputs["prune"])
+    teacher = ctx.model(ctx.source)
+    student = load_model(student_dir, dtype=ctx.recipe.dtype, device=ctx.recipe.device, role="student")
+    train = ctx.samples("train", s.seq_len, s.num_samples)
+    val = ctx.samples("validation", s.seq_len, s.val_samples) if s.val_samples else None
+    steps = s.steps if s.steps is not None else math.ceil(s.tokens / (s.global_batch * s.seq_len))
+    out = work / "student"
+    checkpoints = out / "checkpoints"
+    resume = resume and checkpoints.is_dir() and any(checkpoints.iterdir())
+    if not resume and out.exists():
+        shutil.rmtree(out)  # killed before its first checkpoint: start the distillation afresh
+    cfg = DistillConfig(steps=s.steps, tokens=s.tokens, global_batch=s.global_batch, micro_batch=s.micro_batch,
+                        lr=s.lr, min_lr=s.min_lr, warmup=s.warmup, weight_decay=s.weight_decay, grad_clip=s.grad_clip,
+                        temperature=s.temperature, kd_loss=s.kd_loss, kd_weight=s.kd_weight, ce_weight=s.ce_weight,
+                        chunk_size=s.chunk_size, precision=s.precision, parallel=s.parallel, device=ctx.recipe.device,
+                        seed=ctx.recipe.seed, out_dir=str(out), save_every=s.save_every or max(1, steps // 10),
+                        keep_last=s.keep_last, eval_every=s.eval_every, progress=ctx.console is not None,
+                        resume=str(out) if resume else None,
+                        tokenizer_dir=str(student_dir))
+    Distiller(teacher, student, train, cfg, val_data=val, console=ctx.console).run()
+    return {"model": "student", "steps": steps, "tokens": steps * s.global_batch * s.seq_len}
+
+
+def evaluate(ctx: Context, stage: Stage, work: Path) -> dict:
+    from ..evaluate import MissingExtra, SpeedSettings, compare_models
+    from ..evaluate.harness import require_lm_eval
+    from ..pruning.model_card import rewrite_with_evaluation
+    from .summary import evaluation_tables, measure, summary_table
+
+    s = _section(stage)
+    val = ctx.samples("validation", s.seq_len, s.samples)
+    models = {"teacher": ctx.source}
+    rounds = [r for r in stage.inputs.get("rounds", [])]
+    for i, (pruned, distilled) in enumerate(rounds, 1):
+        tag = "" if len(rounds) == 1 else f" r{i}"
+        models[f"pruned{tag}"] = ctx.output(pruned)
+        if distilled is not None:
+            models[f"distilled{tag}"] = ctx.output(distilled)
+    loaded = {name: ctx.model(path) for name, path in models.items()}
+    results: dict[str, Any] = {name: measure(m, val, s, ctx.tok()) for name, m in loaded.items()}
+    tasks, skipped = tuple(s.tasks), None
+    if tasks:
+        try:
+            require_lm_eval()
+        except MissingExtra as exc:
+            tasks, skipped = (), str(exc)
+            ctx.console.print(f"[yellow]tasks skipped:[/] {exc}")
+    speed = SpeedSettings(batch_sizes=tuple(s.batch_sizes), contexts=tuple(s.context), new_tokens=s.new_tokens,
+                          warmup=s.warmup, repeats=s.repeats, seed=ctx.recipe.seed) if s.speed else None
+    evaluation = compare_models(loaded, tokenizers=ctx.tok(), samples=val, batch_size=s.batch_size, speed=speed,
+                                tasks=tasks, task_limit=s.task_limit,
+                                data_info={"source": ctx.recipe.data, "split": "validation", "samples": len(val),
+                                           "seq_len": s.seq_len},
+                                progress=lambda msg: ctx.console.print(f"[dim]{msg}[/]"))
+    if skipped:
+        evaluation["tasks_skipped"] = skipped
+    results["evaluation"] = evaluation
+    (work / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    ctx.console.print(summary_table(results, list(loaded)))
+    ctx.console.print(evaluation_tables(evaluation))
+    last = list(models.values())[-1]
+    if last != ctx.source and last.is_relative_to(ctx.dir):
+        rewrite_with_evaluation(last, evaluation)  # the final checkpoint's card gains the table
+    return {"results": "results.json"}
+
+
+def report(ctx: Context, stage: Stage, work: Path, stages: list[Stage]) -> dict:
+    from ..fsutil import claim
+    from ..report import build_run_report
+
+    s = _section(stage)
+    results: dict[str, Any] = {}
+    for st in stages:
+        out = st.record_outputs()
+        if st.kind == "eval":
+            results.update(json.loads((ctx.dir / st.name / out["results"]).read_text()))
+        if st.kind == "search":
+            results["search_top"] = out.get("top")
+        if st.kind == "prune":
+            results["plan"] = out.get("plan")
+    results["timings_s"] = {st.name: st.record().get("seconds") for st in stages if st is not stage}
+    results["recipe"] = ctx.recipe_doc
+    claim(ctx.dir, ["results.json", "report.md", "report.html", "report_figures"])
+    (ctx.dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    build_run_report(ctx.dir, title=s.title, intro=s.intro, overwrite=True)
+    return {"report": "../report.html"}
+
+
+def clear(work: Path) -> None:
+    """Empty a stage directory for a fresh start (its record first: an empty stage is not finished)."""
+    if work.is_dir():
+        for p in sorted(work.iterdir(), key=lambda p: p.name != "record.json"):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    work.mkdir(parents=True, exist_ok=True)
+
+
