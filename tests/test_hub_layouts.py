@@ -330,21 +330,26 @@ def test_a_distilled_student_keeps_the_config_style_of_its_source(tmp_path):
     assert config["auto_map"] == NEMOTRON_HUB["auto_map"]
 
 
-def test_a_conversion_that_is_not_a_plain_stack_is_refused_by_streaming():
-    """Jamba's experts fuse gate and up on load (MergeModulelist, then Concatenate): not a stack of
-    slices the streaming prune can cut one by one, so it says to prune in memory."""
+def test_a_conversion_that_is_not_a_stack_is_refused_by_streaming():
+    """A checkpoint tensor that transformers splits on load (`Chunk`: HRM's fused gate_up_proj into
+    gate_proj and up_proj) is not a slice of one model tensor the streaming prune can cut, so it says
+    to prune in memory. Stacks of several parts concatenated on load (Jamba's and LFM2-MoE's gate and
+    up experts: MergeModulelist, then Concatenate) are slices, each part its share of the fused rows."""
     from types import SimpleNamespace
 
     from hybridprune.pruning.apply import PruneError
     from hybridprune.pruning.streaming import _kept_keys
 
-    keymap = KeyMap("jamba")
-    fused = "model.layers.1.feed_forward.experts.0.gate_proj.weight"
+    keymap = KeyMap("hrm_text")
+    fused = "model.layers.1.mlp.gate_up_proj.weight"
     assert keymap.needs_conversion(fused) and not keymap.sliceable(fused)
-    assert keymap.stacked("model.layers.1.feed_forward.experts.2.down_proj.weight").index == 2
     files = SimpleNamespace(tensors={fused: None, "model.embed_tokens.weight": None})
     with pytest.raises(PruneError, match=r"converted by transformers on load .* --in-memory"):
         _kept_keys(files, keymap, ())
+    jamba = KeyMap("jamba")
+    up = jamba.stacked("model.layers.1.feed_forward.experts.0.up_proj.weight")
+    assert (up.target, up.part, up.parts, up.concat_dim) == ("model.layers.1.feed_forward.experts.gate_up_proj", 1, 2, 1)
+    assert jamba.stacked("model.layers.1.feed_forward.experts.2.down_proj.weight").index == 2
 
 
 def test_the_styled_config_loads_as_the_pruned_config_under_the_sources_names():

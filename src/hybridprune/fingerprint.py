@@ -60,32 +60,47 @@ def checkpoint_fingerprint(files: CheckpointFiles, config) -> str:
     dropped = adapter.dropped_parts(config)
     keymap = KeyMap(config.model_type)
     items = []
-    stacks: dict[str, dict[int, str]] = {}
+    stacks: dict[str, dict[tuple[int, int], str]] = {}
     for shard in files.shards:
         for key in files.keys_in(shard):
             model_key = keymap.model_key(key)
             if any(part.holds(model_key) for part in dropped):
                 continue
             if (part := keymap.stacked(key)) is not None:
-                stacks.setdefault(part.target, {})[part.index] = key
+                stacks.setdefault(part.target, {})[(part.part, part.index)] = key
                 continue
             info = files.tensors[key]
             items.append((model_key, info.shape, [files.window(key, idx) for idx in sample_index(info.shape)]))
     if stacks:
         shapes = keymap.model_shapes({k: files.tensors[k].shape for parts in stacks.values() for k in parts.values()})
         for target, parts in stacks.items():
-            dim = keymap.stacked(next(iter(parts.values()))).dim
+            first = keymap.stacked(next(iter(parts.values())))
             shape = shapes[target]
-            items.append((target, shape, [_stacked_window(files, parts, dim, idx) for idx in sample_index(shape)]))
+            items.append((target, shape, [_stacked_window(files, parts, first, shape, idx)
+                                          for idx in sample_index(shape)]))
     return _digest(dims, items)
 
 
-def _stacked_window(files: CheckpointFiles, parts: dict[int, str], dim: int, idx: tuple) -> torch.Tensor:
-    """Window `idx` of the tensor that stacks `parts` (slice number -> checkpoint key) along `dim`,
-    read from the slices it covers."""
-    along = idx[dim] if dim < len(idx) else slice(None)
-    rest = idx[:dim] + idx[dim + 1:]
+def _stacked_window(files: CheckpointFiles, parts: dict[tuple[int, int], str], s, shape: tuple[int, ...],
+                    idx: tuple) -> torch.Tensor:
+    """Window `idx` of the tensor `shape` that stacks `parts` ((part, slice number) -> checkpoint key)
+    along `s.dim` (and concatenates the parts along `s.concat_dim`), read from the slices it covers."""
+    idx = tuple(idx) + (slice(None),) * (len(shape) - len(idx))
+    rest = list(idx[: s.dim] + idx[s.dim + 1:])
+    c = None if s.concat_dim is None else s.concat_dim - (1 if s.concat_dim > s.dim else 0)
     pieces = []
-    for j in range(len(parts))[along]:
-        pieces.append(files.window(parts[j], rest).unsqueeze(dim))
-    return torch.cat(pieces, dim=dim)
+    for j in range(shape[s.dim])[idx[s.dim]]:
+        if c is None:
+            pieces.append(files.window(parts[(0, j)], tuple(rest)).unsqueeze(s.dim))
+            continue
+        n = shape[s.concat_dim] // s.parts
+        lo, hi, _ = rest[c].indices(shape[s.concat_dim])
+        bits = []
+        for p in range(s.parts):
+            a, b = max(lo, p * n), min(hi, (p + 1) * n)
+            if a < b:
+                local = list(rest)
+                local[c] = slice(a - p * n, b - p * n)
+                bits.append(files.window(parts[(p, j)], tuple(local)))
+        pieces.append(torch.cat(bits, dim=c).unsqueeze(s.dim))
+    return torch.cat(pieces, dim=s.dim)

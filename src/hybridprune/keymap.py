@@ -20,12 +20,34 @@ class StackedSlice:
     """A checkpoint tensor that transformers stacks with its siblings into one model tensor on load
     (a `MergeModulelist` conversion: Nemotron-H's per-expert `experts.{j}.up_proj.weight` become
     `experts.up_proj [E, F, H]`). It is slice `index` of the model tensor `target` along `dim`;
-    `span` is where `index` is written in the checkpoint key, so an output can renumber it."""
+    `span` is where `index` is written in the checkpoint key, so an output can renumber it.
+
+    When several source patterns are stacked and then concatenated (`MergeModulelist` then
+    `Concatenate`: LFM2-MoE's per-expert `w1` and `w3` become `experts.gate_up_proj [E, 2F, H]`), the
+    tensor is part `part` of `parts` equal parts along the stacked tensor's dimension `concat_dim`."""
 
     target: str
     index: int
     dim: int
     span: tuple[int, int]
+    part: int = 0
+    parts: int = 1
+    concat_dim: int | None = None
+
+    def merged_shape(self, shape: tuple[int, ...], count: int) -> tuple[int, ...]:
+        """The model tensor's shape from one slice's `shape` and the number of slices."""
+        out = list(shape[: self.dim]) + [count] + list(shape[self.dim:])
+        if self.concat_dim is not None:
+            out[self.concat_dim] *= self.parts
+        return tuple(out)
+
+    def part_range(self, shape: tuple[int, ...]) -> tuple[int, int] | None:
+        """Where this part lies along the dimension of the slice (`shape`) that is concatenated."""
+        if self.concat_dim is None:
+            return None
+        d = self.concat_dim - (1 if self.concat_dim > self.dim else 0)
+        n = shape[d]
+        return self.part * n, (self.part + 1) * n
 
 
 class KeyMap:
@@ -40,7 +62,7 @@ class KeyMap:
     def __init__(self, model_type: str) -> None:
         from transformers.conversion_mapping import get_checkpoint_conversion_mapping
         from transformers.core_model_loading import (
-            MergeModulelist, WeightConverter, WeightRenaming, apply_renamings,
+            Concatenate, MergeModulelist, WeightConverter, WeightRenaming, apply_renamings,
         )
 
         mapping = get_checkpoint_conversion_mapping(model_type) or []
@@ -48,14 +70,23 @@ class KeyMap:
         self._reverse = [m.reverse_transform() for m in self._renamings[::-1]]
         self._converters = [m for m in mapping if isinstance(m, WeightConverter)]
         self._apply = apply_renamings
-        # Stacking converters: one source pattern with one `*` (the slice index), one MergeModulelist.
+        # Stacking converters: source patterns with one `*` each (the slice index), one MergeModulelist,
+        # and with several sources a Concatenate of the stacked tensors.
         self._stacks = []
         for c in self._converters:
             ops = list(c.operations)
-            if (len(c.source_patterns) == 1 and c.source_patterns[0].count("*") == 1 and len(ops) == 1
+            sources = list(c.source_patterns)
+            if not (sources and all(p.count("*") == 1 for p in sources) and ops
                     and isinstance(ops[0], MergeModulelist)):
-                pattern = re.escape(c.source_patterns[0]).replace(r"\*", r"(\d+)") + r"(?!\w)"
-                self._stacks.append((c, re.compile(pattern), ops[0].dim))
+                continue
+            if len(ops) == 1 and len(sources) == 1:
+                concat = None
+            elif len(ops) == 2 and isinstance(ops[1], Concatenate) and len(sources) > 1:
+                concat = ops[1].dim
+            else:
+                continue
+            regexes = [re.compile(re.escape(p).replace(r"\*", r"(\d+)") + r"(?!\w)") for p in sources]
+            self._stacks.append((c, regexes, ops[0].dim, concat))
 
     def model_key(self, key: str) -> str:
         return self._apply(key, self._renamings) if self._renamings else key
@@ -73,15 +104,16 @@ class KeyMap:
         """Where checkpoint tensor `key` lands in the model if transformers stacks it with its
         siblings on load, else None."""
         model_key = self.model_key(key)
-        for converter, regex, dim in self._stacks:
+        for converter, regexes, dim, concat in self._stacks:
             target, matched = converter.rename_source_key(model_key)
             if matched is None:
                 continue
-            found = list(regex.finditer(key))
-            if not found:  # the renamings moved the slice index: cannot write the key back
-                return None
-            m = found[-1]
-            return StackedSlice(target, int(m.group(1)), dim, m.span(1))
+            for part, regex in enumerate(regexes):
+                found = list(regex.finditer(key))
+                if found:
+                    m = found[-1]
+                    return StackedSlice(target, int(m.group(1)), dim, m.span(1), part, len(regexes), concat)
+            return None  # the renamings moved the slice index: cannot write the key back
         return None
 
     def sliceable(self, key: str) -> bool:
@@ -97,20 +129,29 @@ class KeyMap:
         out: dict[str, tuple[int, ...]] = {}
         stacks: dict[str, dict[int, tuple[str, tuple[int, ...]]]] = {}
         where: dict[str, StackedSlice] = {}
+        examples: dict[str, dict[int, str]] = {}  # target -> part -> a checkpoint key of that part
         for key, shape in shapes.items():
             s = self.stacked(key)
             if s is None:
                 out[self.model_key(key)] = tuple(shape)
                 continue
-            stacks.setdefault(s.target, {})[s.index] = (key, tuple(shape))
+            stacks.setdefault(s.target, {})[(s.part, s.index)] = (key, tuple(shape))
             where.setdefault(s.target, s)
+            examples.setdefault(s.target, {}).setdefault(s.part, key)
         for target, parts in stacks.items():
             s = where[target]
-            example = parts[s.index][0]
-            count = max(parts) + 1
+            count = max(j for _, j in parts) + 1
             if expected is not None and target in expected and len(expected[target]) > s.dim:
                 count = max(count, expected[target][s.dim])
-            missing = [f"{example[: s.span[0]]}{j}{example[s.span[1]:]}" for j in range(count) if j not in parts]
+            missing = []
+            for p in range(s.parts):
+                if p not in examples[target]:  # a whole part is missing: name it from a sibling's key
+                    sibling = self._sibling_key(examples[target], p)
+                    missing += [sibling(j) for j in range(count)]
+                    continue
+                example = examples[target][p]
+                span = self.stacked(example).span
+                missing += [f"{example[: span[0]]}{j}{example[span[1]:]}" for j in range(count) if (p, j) not in parts]
             if missing:
                 more = f" ({len(missing)} in all)" if len(missing) > 3 else ""
                 raise CheckpointFormatError(
@@ -125,5 +166,16 @@ class KeyMap:
                     "the checkpoint is damaged or mixes two models"
                 )
             (shape,) = slice_shapes
-            out[target] = shape[: s.dim] + (count,) + shape[s.dim:]
+            out[target] = s.merged_shape(shape, count)
         return out
+
+    def _sibling_key(self, examples: dict[int, str], part: int):
+        """Checkpoint keys of part `part` of a concatenated stack, from another part's key (for messages)."""
+        known, key = next(iter(examples.items()))
+        for converter, regexes, _, _ in self._stacks:
+            if len(regexes) > part and regexes[known].search(key):
+                other_prefix, other_suffix = converter.source_patterns[part].split("*")
+                m = list(regexes[known].finditer(key))[-1]
+                head = key[: m.start()]
+                return lambda j: f"{head}{other_prefix}{j}{other_suffix}"
+        return lambda j: f"{key} (part {part}, slice {j})"

@@ -64,6 +64,14 @@ class AxisIndex:
         return heads, channels
 
     def _resolve(self, axis: str, layer: int | None) -> torch.Tensor | None:
+        if axis.endswith("]"):  # "axis[a:b]": the indices of `axis` in [a, b), renumbered from 0 (one
+            # part of a tensor that transformers concatenates on load, e.g. LFM2-MoE's w1 of gate_up_proj)
+            base, window = axis[:-1].split("[")
+            a, b = (int(x) for x in window.split(":"))
+            full = self(base, layer)
+            if full is None:
+                return None
+            return full[(full >= a) & (full < b)] - a
         d, sel = self.dims, self.sel
         if axis == "hidden":
             return sel.hidden

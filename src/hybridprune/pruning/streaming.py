@@ -106,7 +106,12 @@ def _plan_entries(files: CheckpointFiles, keys: list[str], keymap: KeyMap, adapt
                     continue
                 cut = len(key) - part.span[0]  # the layer renumbering only changed what comes before
                 out_key = f"{out_key[: len(out_key) - cut]}{int(where[0])}{key[part.span[1]:]}"
-            rule = ParamRule(rule.layer, rule.axes[: part.dim] + rule.axes[part.dim + 1:])
+            axes = list(rule.axes[: part.dim] + rule.axes[part.dim + 1:])
+            if (where_part := part.part_range(info.shape)) is not None:
+                d = part.concat_dim - (1 if part.concat_dim > part.dim else 0)
+                if axes[d] is not None:  # this part's share of the concatenated axis, renumbered from 0
+                    axes[d] = f"{axes[d]}[{where_part[0]}:{where_part[1]}]"
+            rule = ParamRule(rule.layer, tuple(axes))
         shape = list(info.shape)
         if rule is not None:
             for dim, axis in enumerate(rule.axes):

@@ -1,0 +1,152 @@
+"""LFM2 / LFM2-MoE / LFM3 checkpoints in their Hub layouts prune into the same layout and config style,
+in both prune paths, and reload with plain transformers to the in-memory pruned model's logits.
+
+What the shared battery (test_families.py) does not see: the Hub configs' aliases of the sizes
+(`block_ff_dim`, `conv_dim`, `num_heads`, ...), the auto-adjusted FFN width written exactly, LFM2-MoE's
+per-expert `w1`/`w3` keys that transformers stacks and concatenates into `experts.gate_up_proj`, and
+LFM3's `self_attn.gate_proj` (loaded as `g_proj`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hub_layouts import LFM2_HUB, LFM2_MOE_HUB, LFM3_HUB, hub_checkpoint, read_all
+from hybridprune.checkpoint_files import CheckpointFiles, CheckpointFormatError, KeyMap
+from hybridprune.fingerprint import checkpoint_fingerprint, model_fingerprint
+from test_hub_layouts import check_round_trip, prune_both_ways
+
+
+def _config(out):
+    return json.loads((out / "config.json").read_text())
+
+
+def test_lfm2_hub_layout_round_trips_with_the_ffn_width_written_exactly(tmp_path, tokens):
+    """The source builds an FFN of int(2 * 96 / 3) = 64 from intermediate_size 96; pruned to 40, the
+    output says 40 with the adjustment off, under every alias the source uses."""
+    hub_checkpoint(tmp_path / "source", LFM2_HUB)
+    plan = "hidden_size=32,ffn_hidden_size=40,num_attention_heads=4,drop_layers=1"
+    pruned, memory, stream, ours = prune_both_ways(tmp_path, tmp_path / "source", tokens, plan)
+    assert ours == []
+    tensors = check_round_trip(pruned, (memory, stream), tokens)
+    assert tensors["model.layers.0.conv.in_proj.weight"].shape == (96, 32)  # B, C, x: 3 x 32 rows
+    assert tensors["model.layers.0.conv.conv.weight"].shape == (32, 1, 3)
+    assert tensors["model.layers.0.feed_forward.w1.weight"].shape == (40, 32)
+    assert tensors["model.layers.2.self_attn.q_proj.weight"].shape == (32, 32)
+    for out in (memory, stream):
+        config = _config(out)
+        assert sorted(config) == sorted(LFM2_HUB)  # the source's names only
+        assert config["full_attn_idxs"] == [2] and config["num_hidden_layers"] == 3
+        assert (config["intermediate_size"], config["block_ff_dim"], config["block_auto_adjust_ff_dim"]) == (40, 40, False)
+        assert [config[k] for k in ("hidden_size", "block_dim", "conv_dim", "conv_dim_out")] == [32] * 4
+        assert config["num_attention_heads"] == config["num_heads"] == 4
+
+
+def test_an_unpruned_ffn_keeps_the_auto_adjusted_config(tmp_path, tokens):
+    hub_checkpoint(tmp_path / "source", LFM2_HUB)
+    pruned, memory, stream, ours = prune_both_ways(tmp_path, tmp_path / "source", tokens, "hidden_size=40")
+    check_round_trip(pruned, (memory, stream), tokens)
+    for out in (memory, stream):
+        config = _config(out)
+        assert (config["intermediate_size"], config["block_ff_dim"], config["block_auto_adjust_ff_dim"]) == (96, 96, True)
+
+
+def test_lfm2_moe_hub_layout_with_per_expert_w1_w3_keys_round_trips(tmp_path, tokens):
+    """Per-expert w1 (gate) and w3 (up) are the two halves of the stacked gate_up_proj: each is cut by
+    its own half of the kept expert neurons, the experts renumbered 0..E'-1, the router rows and the
+    fp32 expert_bias cut with them; the dense first layer keeps its FFN axis."""
+    model = hub_checkpoint(tmp_path / "source", LFM2_MOE_HUB)
+    src = tmp_path / "source"
+    assert checkpoint_fingerprint(CheckpointFiles(src), model.config) == model_fingerprint(model)
+    plan = "hidden_size=32,num_moe_experts=6,moe_ffn_hidden_size=8,ffn_hidden_size=40,drop_layers=2"
+    pruned, memory, stream, ours = prune_both_ways(tmp_path, src, tokens, plan)
+    assert ours == []
+    tensors = check_round_trip(pruned, (memory, stream), tokens)
+    experts = sorted(k for k in tensors if ".experts." in k)
+    assert experts == sorted(f"model.layers.{i}.feed_forward.experts.{j}.{w}.weight"
+                             for i in (1, 2) for j in range(6) for w in ("w1", "w2", "w3"))
+    assert tensors["model.layers.2.feed_forward.experts.5.w1.weight"].shape == (8, 32)
+    assert tensors["model.layers.2.feed_forward.experts.5.w2.weight"].shape == (32, 8)
+    assert tensors["model.layers.2.feed_forward.gate.weight"].shape == (6, 32)
+    assert tensors["model.layers.2.feed_forward.expert_bias"].shape == (6,)
+    assert tensors["model.layers.0.feed_forward.w1.weight"].shape == (40, 32)
+    for out in (memory, stream):
+        config = _config(out)
+        # 6 heads of 8 no longer equal hidden_size 32: head_dim is added, as the attention would derive 5
+        assert sorted(config) == sorted([*LFM2_MOE_HUB, "head_dim"]) and config["head_dim"] == 8
+        assert (config["num_experts"], config["moe_intermediate_size"], config["intermediate_size"]) == (6, 8, 40)
+        assert config["layer_types"] == ["conv", "full_attention", "conv"] and config["num_dense_layers"] == 1
+
+
+def test_kept_lfm2_experts_keep_their_gate_and_up_halves(tmp_path, tokens):
+    """Cutting experts only: output expert p is source expert kept[p], its w1, w2, w3 unchanged."""
+    from hybridprune.importance.calibrate import calibrate
+    from hybridprune.pruning.streaming import stream_prune
+
+    model = hub_checkpoint(tmp_path / "source", LFM2_MOE_HUB)
+    scores = calibrate(model, tokens, batch_size=2, progress=False)
+    out = stream_prune(tmp_path / "source", scores, "num_moe_experts=4", tmp_path / "out")
+    source, got = read_all(tmp_path / "source"), read_all(out)
+    kept = json.loads((out / "hybridprune.json").read_text())["kept_experts"]
+    for layer in (1, 2, 3):
+        prefix = f"model.layers.{layer}.feed_forward."
+        for p, j in enumerate(kept[str(layer)]):
+            for w in ("w1", "w2", "w3"):
+                assert torch.equal(got[f"{prefix}experts.{p}.{w}.weight"], source[f"{prefix}experts.{j}.{w}.weight"])
+        assert torch.equal(got[f"{prefix}expert_bias"], source[f"{prefix}expert_bias"][kept[str(layer)]])
+
+
+def test_dropping_the_dense_layer_leaves_no_dense_layers(tmp_path, tokens):
+    hub_checkpoint(tmp_path / "source", LFM2_MOE_HUB)
+    pruned, memory, stream, ours = prune_both_ways(tmp_path, tmp_path / "source", tokens, "drop_layers=0")
+    check_round_trip(pruned, (memory, stream), tokens)
+    for out in (memory, stream):
+        assert _config(out)["num_dense_layers"] == 0 and _config(out)["layer_types"] == ["full_attention", "conv", "conv"]
+
+
+def test_lfm3_hub_layout_keeps_the_gate_proj_name(tmp_path, tokens):
+    """LFM3's per-head output gate is `self_attn.gate_proj` on the Hub: one row per query head, cut
+    with its head, and written back under the Hub's name."""
+    hub_checkpoint(tmp_path / "source", LFM3_HUB)
+    plan = "hidden_size=40,ffn_hidden_size=32,num_attention_heads=4,drop_layers=3"
+    pruned, memory, stream, ours = prune_both_ways(tmp_path, tmp_path / "source", tokens, plan)
+    assert ours == []
+    tensors = check_round_trip(pruned, (memory, stream), tokens)
+    assert tensors["model.layers.1.self_attn.gate_proj.weight"].shape == (4, 40)
+    assert not [k for k in tensors if ".g_proj." in k]
+    assert tensors["model.layers.1.post_operator_norm.weight"].shape == (40,)
+    for out in (memory, stream):
+        config = _config(out)
+        assert sorted(config) == sorted(LFM3_HUB)
+        assert config["layer_types"] == ["conv", "sliding_attention", "full_attention"]
+
+
+def test_concatenated_per_expert_keys_are_understood_from_the_conversion_mapping():
+    """transformers stacks LFM2-MoE's w1 and w3 per expert and concatenates the stacks (gate over up):
+    w1 of expert j is rows [0, F) of gate_up_proj[j], w3 rows [F, 2F)."""
+    keymap = KeyMap("lfm2_moe")
+    w3 = keymap.stacked("model.layers.4.feed_forward.experts.13.w3.weight")
+    assert (w3.target, w3.index, w3.dim, w3.part, w3.parts, w3.concat_dim) == (
+        "model.layers.4.feed_forward.experts.gate_up_proj", 13, 0, 1, 2, 1)
+    assert w3.part_range((16, 48)) == (16, 32)
+    w2 = keymap.stacked("model.layers.4.feed_forward.experts.13.w2.weight")
+    assert (w2.target, w2.parts, w2.concat_dim) == ("model.layers.4.feed_forward.experts.down_proj", 1, None)
+    shapes = {f"model.layers.1.feed_forward.experts.{j}.{w}.weight": (16, 48) for j in range(4) for w in ("w1", "w3")}
+    assert keymap.model_shapes(shapes) == {"model.layers.1.feed_forward.experts.gate_up_proj": (4, 32, 48)}
+
+
+@pytest.mark.parametrize("missing", ["model.layers.1.feed_forward.experts.2.w3.weight",
+                                     "model.layers.1.feed_forward.experts.3.w1.weight"])
+def test_a_missing_half_of_an_expert_is_named(missing):
+    shapes = {f"model.layers.1.feed_forward.experts.{j}.{w}.weight": (16, 48) for j in range(4) for w in ("w1", "w3")}
+    del shapes[missing]
+    with pytest.raises(CheckpointFormatError, match=f"lacks {missing.replace('.', '[.]')}: transformers stacks"):
+        KeyMap("lfm2_moe").model_shapes(shapes, {"model.layers.1.feed_forward.experts.gate_up_proj": (4, 32, 48)})
+
+
+def test_a_missing_part_of_every_expert_is_named():
+    shapes = {f"model.layers.1.feed_forward.experts.{j}.w1.weight": (16, 48) for j in range(2)}
+    with pytest.raises(CheckpointFormatError, match=r"lacks model[.]layers[.]1[.]feed_forward[.]experts[.]0[.]w3[.]weight"):
+        KeyMap("lfm2_moe").model_shapes(shapes)
