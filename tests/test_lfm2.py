@@ -150,3 +150,36 @@ def test_a_missing_part_of_every_expert_is_named():
     shapes = {f"model.layers.1.feed_forward.experts.{j}.w1.weight": (16, 48) for j in range(2)}
     with pytest.raises(CheckpointFormatError, match=r"lacks model[.]layers[.]1[.]feed_forward[.]experts[.]0[.]w3[.]weight"):
         KeyMap("lfm2_moe").model_shapes(shapes)
+
+
+# ---- what the serving engines read of LFM2 configs (architectures/engine_rules.py) -------------------
+_VLLM_HEADS = "vllm/model_executor/models/lfm2.py:124 and lfm2_moe.py:205"
+
+
+@pytest.mark.parametrize("family, changes, engine, tp, source", [
+    ("lfm2", {}, "vllm", 1, None),  # 6 heads x 8 == hidden 48
+    ("lfm2", {"num_attention_heads": 4}, "vllm", 1, _VLLM_HEADS),  # vLLM ignores head_dim
+    ("lfm2", {"num_attention_heads": 4}, "llama.cpp", 1, None),  # llama.cpp reads head_dim
+    ("lfm2_moe", {"hidden_size": 32}, "vllm", 1, _VLLM_HEADS),
+    ("lfm2_moe", {"moe_ffn_hidden_size": 12}, "vllm", 8, "vllm/model_executor/layers/fused_moe/config.py:1341"),
+    ("lfm2", {"ffn_hidden_size": 66}, "vllm", 4, "vllm/model_executor/layers/linear.py:499 (MergedColumnParallelLinear)"),
+    ("lfm3", {}, "vllm", 1, "vllm/model_executor/models/registry.py (no Lfm3ForCausalLM entry)"),
+    ("lfm3", {}, "llama.cpp", 1, "conversion/lfm2.py (registers Lfm2ForCausalLM and Lfm2MoeForCausalLM only)"),
+])
+def test_engine_rules_of_lfm2_families(family, changes, engine, tp, source):
+    from test_serving_rules import dims_of, sources
+
+    adapter, _, dims = dims_of(family, **changes)
+    found = sources(adapter.model_type, dims, (engine,), tp)
+    assert found == [] if source is None else source in found
+
+
+def test_parameter_counts_with_conv_bias_and_without_lfm3_extras():
+    from conftest import build, tiny_config
+    from hybridprune.architectures import get_adapter
+
+    for config in (tiny_config("lfm2", conv_bias=True), tiny_config("lfm3", use_sandwich_norm=False,
+                                                                      use_attention_gate=False, attention_bias=False)):
+        model = build(config)
+        adapter = get_adapter(model)
+        assert adapter.num_parameters(adapter.dims(config)) == sum(p.numel() for p in model.parameters())
