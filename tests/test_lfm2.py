@@ -183,3 +183,49 @@ def test_parameter_counts_with_conv_bias_and_without_lfm3_extras():
         model = build(config)
         adapter = get_adapter(model)
         assert adapter.num_parameters(adapter.dims(config)) == sum(p.numel() for p in model.parameters())
+
+
+# ---- the command line: the whole recipe on an LFM2-MoE checkpoint -----------------------------------------
+def test_cli_recipe_on_an_lfm2_moe_checkpoint(tmp_path):
+    """calibrate, search under an active-parameter budget, prune the best plan both ways (the same
+    tensors), distil and evaluate: every command takes the checkpoint."""
+    from ckpt_helpers import invoke, small_corpus
+    from conftest import build, tiny_config
+    from hybridprune.architectures import get_adapter
+    from hybridprune.data import tokenizer_path
+    from hybridprune.pruning.export import copy_tokenizer_files
+    from transformers import AutoConfig
+
+    model = build(tiny_config("lfm2_moe", vocab_size=4096))
+    model.save_pretrained(tmp_path / "model")
+    copy_tokenizer_files(tokenizer_path(), tmp_path / "model")
+    data = small_corpus(tmp_path / "corpus.jsonl")
+    result = invoke("calibrate", "--model", tmp_path / "model", "--data", data, "--samples", "4", "--seq-len", "16",
+                    "--batch-size", "2", "--depth-samples", "2", "--out", tmp_path / "scores")
+    assert result.exit_code == 0, result.output
+    result = invoke("search", "--model", tmp_path / "model", "--data", data, "--active-params", "0.9x",
+                    "--scores", tmp_path / "scores", "--eval-samples", "2", "--eval-seq-len", "16",
+                    "--max-candidates", "2", "--top-k", "1", "--kd-steps", "1", "--kd-batch", "2", "--no-speed",
+                    "--out", tmp_path / "search")
+    assert result.exit_code == 0, result.output
+    adapter = get_adapter(model)
+    limit = 0.9 * adapter.num_active_parameters(adapter.dims(model.config))
+    outputs = []
+    for how in ((), ("--in-memory",)):
+        out = tmp_path / f"pruned{len(how)}"
+        result = invoke("prune", "--model", tmp_path / "model", "--scores", tmp_path / "scores",
+                        "--plan", tmp_path / "search" / "best.yaml", *how, "--out", out)
+        assert result.exit_code == 0, result.output
+        config = AutoConfig.from_pretrained(out)
+        assert adapter.num_active_parameters(adapter.dims(config)) <= limit
+        outputs.append(read_all(out))
+    assert sorted(outputs[0]) == sorted(outputs[1])
+    assert all(torch.equal(outputs[0][k], outputs[1][k]) for k in outputs[0])
+    result = invoke("distill", "--teacher", tmp_path / "model", "--student", tmp_path / "pruned0", "--data", data,
+                    "--steps", "1", "--seq-len", "16", "--global-batch", "2", "--micro-batch", "2",
+                    "--val-samples", "0", "--no-progress", "--out", tmp_path / "student")
+    assert result.exit_code == 0, result.output
+    result = invoke("eval", tmp_path / "model", tmp_path / "pruned0", "--data", data, "--samples", "2",
+                    "--seq-len", "16", "--batch-size", "2", "--out", tmp_path / "eval")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((tmp_path / "eval" / "eval.json").read_text())["models"]) == 2
