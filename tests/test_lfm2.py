@@ -229,3 +229,16 @@ def test_cli_recipe_on_an_lfm2_moe_checkpoint(tmp_path):
                     "--seq-len", "16", "--batch-size", "2", "--out", tmp_path / "eval")
     assert result.exit_code == 0, result.output
     assert len(json.loads((tmp_path / "eval" / "eval.json").read_text())["models"]) == 2
+
+
+def test_depth_by_num_layers_keeps_an_attention_and_a_convolution_layer(tokens):
+    from conftest import build, tiny_config
+    from hybridprune import calibrate, prune
+    from hybridprune.pruning.plan import PlanError
+
+    model = build(tiny_config("lfm2"))  # conv, attention, conv, attention
+    scores = calibrate(model, tokens, progress=False, depth_samples=2)
+    pruned = prune(model, scores, "num_layers=2")
+    assert sorted(pruned.config.layer_types) == ["conv", "full_attention"]
+    with pytest.raises(PlanError, match=r"num_layers=1 is too few: 2 layers must stay .*Valid values: 2..4"):
+        prune(model, scores, "num_layers=1")

@@ -81,9 +81,14 @@ class Lfm2Adapter(Adapter):
         "lfm2_moe": qkvo_attention(out="out_proj", qk_norm=True),
         "lfm3": qkvo_attention(bias="all", qk_norm=True, head_gate="g_proj"),
     }
-    # Every pruned model keeps one layer of each mixer: a plan that removes all of one kind turns the
-    # hybrid into another model, which the search would only pick by accident of the scores.
+    # transformers 5.24's cache needs an attention layer (`get_seq_length` raises on a cache of
+    # convolution states only, even in a plain forward with use_cache=True); a convolution layer is kept
+    # too, so that the output stays the hybrid its config describes rather than a plain transformer.
     required_kinds = (ATTENTION, CONV)
+    _why_required = {
+        ATTENTION: "transformers' cache for these models needs one (without it even a forward with use_cache fails)",
+        CONV: "hybridprune keeps the hybrid a hybrid: without its short convolutions it is a plain transformer",
+    }
     moe_config_names = {"num_moe_experts": "num_experts", "moe_top_k": "num_experts_per_tok",
                         "moe_n_group": "(one routing group)", "moe_topk_group": "(one routing group)"}
     #: Hub aliases that transformers consumes when it loads a config (config_style writes them back)
@@ -139,9 +144,8 @@ class Lfm2Adapter(Adapter):
         for kind in self.required_kinds:
             if original is not None and original.has_kind(kind) and not dims.has_kind(kind):
                 raise Unrepresentable(
-                    f"this plan removes every {kind} layer; {self.model_type} is a hybrid of short "
-                    "convolutions and attention, and hybridprune keeps at least one layer of each. Keep at "
-                    f"least one {kind} layer (layers: {original.layers_of(kind)}).")
+                    f"this plan removes every {kind} layer of this {self.model_type} model; "
+                    f"{self._why_required[kind]}. Keep at least one {kind} layer (layers: {original.layers_of(kind)}).")
         super().check_representable(dims, original)
 
     def make_config(self, config, dims: Dims):
