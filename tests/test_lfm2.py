@@ -39,7 +39,8 @@ def test_lfm2_hub_layout_round_trips_with_the_ffn_width_written_exactly(tmp_path
         config = _config(out)
         assert sorted(config) == sorted(LFM2_HUB)  # the source's names only
         assert config["full_attn_idxs"] == [2] and config["num_hidden_layers"] == 3
-        assert (config["intermediate_size"], config["block_ff_dim"], config["block_auto_adjust_ff_dim"]) == (40, 40, False)
+        ffn = (config["intermediate_size"], config["block_ff_dim"], config["block_auto_adjust_ff_dim"])
+        assert ffn == (40, 40, False)
         assert [config[k] for k in ("hidden_size", "block_dim", "conv_dim", "conv_dim_out")] == [32] * 4
         assert config["num_attention_heads"] == config["num_heads"] == 4
 
@@ -50,7 +51,8 @@ def test_an_unpruned_ffn_keeps_the_auto_adjusted_config(tmp_path, tokens):
     check_round_trip(pruned, (memory, stream), tokens)
     for out in (memory, stream):
         config = _config(out)
-        assert (config["intermediate_size"], config["block_ff_dim"], config["block_auto_adjust_ff_dim"]) == (96, 96, True)
+        ffn = (config["intermediate_size"], config["block_ff_dim"], config["block_auto_adjust_ff_dim"])
+        assert ffn == (96, 96, True)
 
 
 def test_lfm2_moe_hub_layout_with_per_expert_w1_w3_keys_round_trips(tmp_path, tokens):
@@ -103,7 +105,8 @@ def test_dropping_the_dense_layer_leaves_no_dense_layers(tmp_path, tokens):
     pruned, memory, stream, ours = prune_both_ways(tmp_path, tmp_path / "source", tokens, "drop_layers=0")
     check_round_trip(pruned, (memory, stream), tokens)
     for out in (memory, stream):
-        assert _config(out)["num_dense_layers"] == 0 and _config(out)["layer_types"] == ["full_attention", "conv", "conv"]
+        config = _config(out)
+        assert config["num_dense_layers"] == 0 and config["layer_types"] == ["full_attention", "conv", "conv"]
 
 
 def test_lfm3_hub_layout_keeps_the_gate_proj_name(tmp_path, tokens):
@@ -148,12 +151,14 @@ def test_a_missing_half_of_an_expert_is_named(missing):
 
 def test_a_missing_part_of_every_expert_is_named():
     shapes = {f"model.layers.1.feed_forward.experts.{j}.w1.weight": (16, 48) for j in range(2)}
-    with pytest.raises(CheckpointFormatError, match=r"lacks model[.]layers[.]1[.]feed_forward[.]experts[.]0[.]w3[.]weight"):
+    missing = r"lacks model[.]layers[.]1[.]feed_forward[.]experts[.]0[.]w3[.]weight"
+    with pytest.raises(CheckpointFormatError, match=missing):
         KeyMap("lfm2_moe").model_shapes(shapes)
 
 
 # ---- what the serving engines read of LFM2 configs (architectures/engine_rules.py) -------------------
 _VLLM_HEADS = "vllm/model_executor/models/lfm2.py:124 and lfm2_moe.py:205"
+_VLLM_FFN = "vllm/model_executor/layers/linear.py:499 (MergedColumnParallelLinear)"
 
 
 @pytest.mark.parametrize("family, changes, engine, tp, source", [
@@ -162,7 +167,7 @@ _VLLM_HEADS = "vllm/model_executor/models/lfm2.py:124 and lfm2_moe.py:205"
     ("lfm2", {"num_attention_heads": 4}, "llama.cpp", 1, None),  # llama.cpp reads head_dim
     ("lfm2_moe", {"hidden_size": 32}, "vllm", 1, _VLLM_HEADS),
     ("lfm2_moe", {"moe_ffn_hidden_size": 12}, "vllm", 8, "vllm/model_executor/layers/fused_moe/config.py:1341"),
-    ("lfm2", {"ffn_hidden_size": 66}, "vllm", 4, "vllm/model_executor/layers/linear.py:499 (MergedColumnParallelLinear)"),
+    ("lfm2", {"ffn_hidden_size": 66}, "vllm", 4, _VLLM_FFN),
     ("lfm3", {}, "vllm", 1, "vllm/model_executor/models/registry.py (no Lfm3ForCausalLM entry)"),
     ("lfm3", {}, "llama.cpp", 1, "conversion/lfm2.py (registers Lfm2ForCausalLM and Lfm2MoeForCausalLM only)"),
 ])

@@ -153,7 +153,8 @@ class Lfm2Adapter(Adapter):
         new = copy.deepcopy(config)
         new.hidden_size = dims.hidden_size
         new.num_attention_heads = dims.num_attention_heads
-        if getattr(config, "head_dim", None) is not None or dims.hidden_size != dims.num_attention_heads * dims.attention_head_dim:
+        derived = dims.hidden_size == dims.num_attention_heads * dims.attention_head_dim
+        if getattr(config, "head_dim", None) is not None or not derived:
             new.head_dim = dims.attention_head_dim  # LFM2 would re-derive it as hidden_size // num_attention_heads
         new.num_hidden_layers = dims.num_layers
         names = [_CONV_NAME if CONV in unit_kinds(k) else k.split("@", 1)[1] for k in dims.block_kinds]
