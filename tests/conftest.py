@@ -47,10 +47,10 @@ def build(config, seed: int = 0):
     model = AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith(("norm.weight", "norm_f.weight", "D", "dt_bias", "conv1d.bias")):
+            if name.endswith(("norm.weight", "norm_f.weight", "D", "dt_bias", "conv1d.bias", "layernorm.weight")):
                 p.add_(0.3 * torch.randn_like(p))
         for name, b in model.named_buffers():
-            if name.endswith("e_score_correction_bias"):  # a trained router's bias is not zero
+            if name.endswith(("e_score_correction_bias", "expert_bias")):  # a trained router's bias is not zero
                 b.add_(0.05 * torch.randn_like(b))
     return model
 
@@ -131,6 +131,17 @@ def tiny_config(family: str, **overrides):
                   use_shared_attention_adapter=True, adapter_rank=4)
     elif family in ("llama", "mistral", "qwen2"):
         kw.update(intermediate_size=64, num_hidden_layers=3, head_dim=8, tie_word_embeddings=family == "llama")
+    elif family in ("lfm2", "lfm2_ffn_auto"):  # LFM2's layout, tiny; the FFN width exact or auto-adjusted
+        auto = family == "lfm2_ffn_auto"  # int(2 * 100 / 3) = 66, rounded up to 16: 80
+        kw.update(intermediate_size=100 if auto else 64, block_auto_adjust_ff_dim=auto, block_multiple_of=16,
+                  num_hidden_layers=4, layer_types=["conv", "full_attention", "conv", "full_attention"], conv_L_cache=3)
+        family = "lfm2"
+    elif family == "lfm2_moe":  # LFM2-8B-A1B's layout, tiny: 1 dense layer, then 8 experts, 2 per token
+        kw.update(intermediate_size=64, moe_intermediate_size=16, num_experts=8, num_experts_per_tok=2,
+                  num_dense_layers=1, num_hidden_layers=4, layer_types=["conv", "full_attention", "conv", "conv"])
+    elif family == "lfm3":  # sandwich norms, gated attention with biases, sliding and full attention
+        kw.update(intermediate_size=64, head_dim=8, num_hidden_layers=4, sliding_window=4, attention_bias=True,
+                  layer_types=["conv", "sliding_attention", "full_attention", "conv"], conv_L_cache=4)
     elif family == "qwen3":
         kw.update(intermediate_size=64, num_hidden_layers=3, head_dim=8, sliding_window=8, use_sliding_window=True,
                   layer_types=["full_attention", "sliding_attention", "full_attention"])

@@ -2,7 +2,8 @@
 
 Nothing here goes through `save_pretrained`: the config is the dict a Hub `config.json` holds
 (legacy `hybrid_override_pattern`, remote-code-era field names, `auto_map`), and the weights are
-named as on the Hub (`backbone.*`, per-expert `experts.{j}.*`, Granite's `input_linear`/`router.layer`),
+named as on the Hub (`backbone.*`, per-expert `experts.{j}.*`, Granite's `input_linear`/`router.layer`,
+LFM3's `self_attn.gate_proj`),
 written into several safetensors shards with a `model.safetensors.index.json`. The weights come
 from a random transformers model of the same config, renamed by hand, so the reload can be compared.
 """
@@ -95,23 +96,71 @@ def kimi_hub_tensors(state: dict[str, torch.Tensor], mlp_types: list[str]) -> di
         if key.endswith("self_attn.conv1d.weight"):
             for name, part in zip("qkv", t.chunk(3, dim=0)):
                 out[key.replace("conv1d", f"{name}_conv1d")] = part.clone()
-        elif key.endswith("experts.gate_up_proj"):
-            for j in range(t.shape[0]):
-                gate, up = t[j].chunk(2, dim=0)
-                out[key.replace("gate_up_proj", f"{j}.w1.weight")] = gate.clone()
-                out[key.replace("gate_up_proj", f"{j}.w3.weight")] = up.clone()
-        elif key.endswith("experts.down_proj"):
-            for j in range(t.shape[0]):
-                out[key.replace("down_proj", f"{j}.w2.weight")] = t[j].clone()
+        elif (experts := per_expert_w123(key, t)) is not None:
+            out.update(experts)
         else:
             out[key] = t.clone()
     return out
+
+
+def per_expert_w123(key: str, t: torch.Tensor) -> dict[str, torch.Tensor] | None:
+    """The per-expert `w1` (gate), `w3` (up) and `w2` (down) tensors of a stacked `experts.gate_up_proj`
+    [E, 2F, H] or `experts.down_proj` [E, H, F] (Kimi Linear's and LFM2-MoE's Hub layout), else None."""
+    m = re.fullmatch(r"(.*\.experts)\.(gate_up_proj|down_proj)", key)
+    if m is None:
+        return None
+    out = {}
+    for j in range(t.shape[0]):
+        if m.group(2) == "down_proj":
+            out[f"{m.group(1)}.{j}.w2.weight"] = t[j].clone()
+        else:
+            gate, up = t[j].chunk(2, dim=0)
+            out[f"{m.group(1)}.{j}.w1.weight"], out[f"{m.group(1)}.{j}.w3.weight"] = gate.clone(), up.clone()
+    return out
+
+
+# LFM2-1.2B's Hub config, tiny: remote-code-era aliases of the sizes (block_dim, conv_dim, num_heads,
+# block_ff_dim, tie_embedding, theta), attention layers from full_attn_idxs, the auto-adjusted FFN
+# (int(2 * 96 / 3) = 64, a multiple of 16)
+LFM2_HUB = {
+    "architectures": ["Lfm2ForCausalLM"], "model_type": "lfm2",
+    "vocab_size": 96, "hidden_size": 48, "block_dim": 48, "conv_dim": 48, "conv_dim_out": 48,
+    "num_hidden_layers": 4, "full_attn_idxs": [1, 3], "num_attention_heads": 6, "num_heads": 6,
+    "num_key_value_heads": 2, "intermediate_size": 96, "block_ff_dim": 96, "block_auto_adjust_ff_dim": True,
+    "block_ffn_dim_multiplier": 1.0, "block_multiple_of": 16, "block_use_swiglu": True, "conv_L_cache": 3,
+    "conv_bias": False, "norm_eps": 1e-5, "rope_theta": 1000000.0, "theta": 1000000.0, "tie_embedding": True,
+    "max_position_embeddings": 128000, "use_pos_enc": True, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+    "torch_dtype": "float32", "transformers_version": "4.54.0.dev0",
+}
+# LFM2-8B-A1B's layout, tiny: per-expert `feed_forward.experts.{j}.w1/w2/w3.weight` keys (transformers
+# stacks w1 and w3 into experts.gate_up_proj), one dense layer first, an fp32 expert_bias
+LFM2_MOE_HUB = {
+    "architectures": ["Lfm2MoeForCausalLM"], "model_type": "lfm2_moe",
+    "vocab_size": 96, "hidden_size": 48, "num_hidden_layers": 4,
+    "layer_types": ["conv", "full_attention", "conv", "conv"], "num_attention_heads": 6, "num_key_value_heads": 2,
+    "intermediate_size": 64, "moe_intermediate_size": 16, "num_experts": 8, "num_experts_per_tok": 2,
+    "num_dense_layers": 1, "use_expert_bias": True, "norm_topk_prob": True, "routed_scaling_factor": 1.0,
+    "conv_L_cache": 3, "conv_bias": False, "norm_eps": 1e-5, "rope_theta": 1000000.0, "tie_embedding": True,
+    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+    "transformers_version": "4.57.0",
+}
+# LFM3-1.7B's layout, tiny: the attention's output gate is `self_attn.gate_proj` on the Hub (g_proj loaded)
+LFM3_HUB = {
+    "architectures": ["Lfm3ForCausalLM"], "model_type": "lfm3",
+    "vocab_size": 96, "hidden_size": 48, "num_hidden_layers": 4, "head_dim": 8,
+    "layer_types": ["conv", "sliding_attention", "full_attention", "conv"], "num_attention_heads": 6,
+    "num_key_value_heads": 2, "intermediate_size": 64, "sliding_window": 4, "conv_L_cache": 4,
+    "use_sandwich_norm": True, "use_attention_gate": True, "norm_eps": 1e-5, "tie_word_embeddings": True,
+    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "dtype": "float32", "transformers_version": "5.24.0",
+}
 
 
 def hub_name(model_key: str, model_type: str) -> str:
     """The Hub's name of a transformers 5 model key (written out, not taken from transformers)."""
     if model_type == "nemotron_h":
         return re.sub(r"^model\.", "backbone.", model_key)
+    if model_type == "lfm3":
+        return model_key.replace(".self_attn.g_proj.", ".self_attn.gate_proj.")
     key = model_key.replace("block_sparse_moe.experts.gate_up_proj", "block_sparse_moe.input_linear.weight")
     key = key.replace("block_sparse_moe.experts.down_proj", "block_sparse_moe.output_linear.weight")
     return key.replace("block_sparse_moe.router.weight", "block_sparse_moe.router.layer.weight")
@@ -130,6 +179,8 @@ def hub_tensors(model, model_type: str) -> dict[str, torch.Tensor]:
         if model_type == "nemotron_h" and m:
             for j in range(t.shape[0]):
                 out[hub_name(f"{m.group(1)}.{j}.{m.group(2)}.weight", model_type)] = t[j].clone()
+        elif model_type == "lfm2_moe" and (experts := per_expert_w123(key, t)) is not None:
+            out.update(experts)
         else:
             out[hub_name(key, model_type)] = t.clone()
     return out

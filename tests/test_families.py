@@ -104,6 +104,30 @@ FAMILIES = {
               [(dict(num_attention_heads=5), PlanError, ["Valid values: [2, 4, 6]"])]),
     "qwen3": ([dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40, drop_layers=[1])],
               [(dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"])]),
+    # LFM2: short convolutions (hidden-wide) and GQA attention with per-head q/k norms
+    "lfm2": (
+        [dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=32), dict(hidden_size=40, drop_layers=[2])],
+        [(dict(drop_layers=[1, 3]), Unrepresentable, ["removes every attention layer", "layers: [1, 3]"]),
+         (dict(drop_layers=[0, 2]), Unrepresentable, ["removes every conv layer", "layers: [0, 2]"]),
+         (dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"])],
+    ),
+    # block_auto_adjust_ff_dim: intermediate_size 100 builds an FFN of 80; a pruned width is written exactly
+    "lfm2_ffn_auto": (
+        [dict(ffn_hidden_size=40, hidden_size=32), dict(ffn_hidden_size=64, drop_layers=[0])],
+        [(dict(ffn_hidden_size=90), PlanError, ["larger than the current size 80"])],
+    ),
+    "lfm2_moe": (
+        [dict(num_moe_experts=6, moe_ffn_hidden_size=8, ffn_hidden_size=32, hidden_size=32),
+         dict(num_moe_experts=4, drop_layers=[0])],
+        [(dict(num_moe_experts=1), PlanError, ["too few experts for num_experts_per_tok=2"]),
+         (dict(hidden_size=36), Unrepresentable, ["hidden_size=36 is not a multiple of 8"]),
+         (dict(drop_layers=[1]), Unrepresentable, ["removes every attention layer"])],
+    ),
+    # LFM3: sandwich norms, a per-head sigmoid output gate, biased projections, sliding + full attention
+    "lfm3": (
+        [dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40), dict(hidden_size=32, drop_layers=[1])],
+        [(dict(drop_layers=[0, 3]), Unrepresentable, ["removes every conv layer"])],
+    ),
 }
 NAMES = list(FAMILIES)
 

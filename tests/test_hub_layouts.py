@@ -331,20 +331,23 @@ def test_a_distilled_student_keeps_the_config_style_of_its_source(tmp_path):
 
 
 def test_a_conversion_that_is_not_a_stack_or_concatenation_is_refused_by_streaming():
-    """Qwen3-VL-MoE's experts are transposed on load: not a stack of slices or a concatenation of parts
-    the streaming prune can cut one by one, so it says to prune in memory. (Jamba's experts, which fuse
-    gate and up on load by MergeModulelist then Concatenate, are parts it cuts.)"""
+    """A checkpoint tensor that transformers splits on load (`Chunk`: HRM's fused gate_up_proj into
+    gate_proj and up_proj) or transposes (Qwen3-VL-MoE's experts) is not a slice of a stack or a part of a
+    concatenation the streaming prune can cut one by one, so it says to prune in memory. Stacks of parts
+    concatenated on load (Jamba's and LFM2-MoE's gate and up experts: MergeModulelist, then Concatenate)
+    are parts it cuts, each its share of the fused rows."""
     from types import SimpleNamespace
 
     from hybridprune.pruning.apply import PruneError
     from hybridprune.pruning.streaming import _kept_keys
 
-    keymap = KeyMap("qwen3_vl_moe")
-    transposed = "model.language_model.layers.1.mlp.experts.gate_up_proj"
-    assert keymap.needs_conversion(transposed) and not keymap.sliceable(transposed)
-    files = SimpleNamespace(tensors={transposed: None, "model.embed_tokens.weight": None})
-    with pytest.raises(PruneError, match=r"converted by transformers on load .* --in-memory"):
-        _kept_keys(files, keymap, ())
+    for model_type, converted in (("hrm_text", "model.layers.1.mlp.gate_up_proj.weight"),
+                                  ("qwen3_vl_moe", "model.language_model.layers.1.mlp.experts.gate_up_proj")):
+        keymap = KeyMap(model_type)
+        assert keymap.needs_conversion(converted) and not keymap.sliceable(converted)
+        files = SimpleNamespace(tensors={converted: None, "model.embed_tokens.weight": None})
+        with pytest.raises(PruneError, match=r"converted by transformers on load .* --in-memory"):
+            _kept_keys(files, keymap, ())
     jamba = KeyMap("jamba")
     assert jamba.stacked("model.layers.1.feed_forward.experts.2.down_proj.weight").index == 2
     up = jamba.stacked("model.layers.1.feed_forward.experts.2.up_proj.weight")

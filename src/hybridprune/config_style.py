@@ -111,6 +111,9 @@ def styled_config(new_config, source_raw: dict[str, Any]) -> dict[str, Any] | No
         except (AttributeError, TypeError, ValueError):
             continue  # an alias the config consumed: its field is checked below
         out[key] = value
+    for alias, field in _consumed_aliases(new_config).items():  # read on load as `field`'s value
+        if alias in source_raw and field in new:
+            out[alias] = new[field]
     pending = {}
     for key, value in new.items():
         if key in old and old[key] == value:
@@ -128,6 +131,15 @@ def styled_config(new_config, source_raw: dict[str, Any]) -> dict[str, Any] | No
     except Exception:  # noqa: BLE001 - the styled file does not load: fall back below
         pass
     return None
+
+
+def _consumed_aliases(config) -> dict[str, str]:
+    from .architectures import UnsupportedArchitecture, get_adapter
+
+    try:
+        return get_adapter(config).config_aliases
+    except UnsupportedArchitecture:
+        return {}
 
 
 def write_config(new_config, out_dir: str | Path, source: str | Path | None) -> None:

@@ -24,7 +24,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from .architectures import ATTENTION, MAMBA, MLP, MOE, Dims
+from .architectures import ATTENTION, CONV, MAMBA, MLP, MOE, Dims
 from .architectures.base import unit_kinds
 
 GIB = 2**30
@@ -60,6 +60,8 @@ def unit_transient_bytes(dims: Dims, kind: str, batch: int, seq: int, act: int, 
         return tokens * (2 * (nq + 2 * nkv) + 2 * nq + nq) * hd * act + batch * seq * seq  # + bool mask
     if kind == MLP:
         return tokens * 3 * dims.ffn_hidden_size * act
+    if kind == CONV:  # short convolution (LFM2): in_proj's B, C, x, the gated input and the conv output
+        return tokens * 5 * dims.hidden_size * act
     if kind == MOE:  # router scores (fp32, a few copies), each token's top-k expert activations, shared expert
         width = dims.moe_latent_size or dims.hidden_size
         routed = (dims.moe_top_k or 1) * (3 * dims.moe_ffn_hidden_size + 2 * width) * act

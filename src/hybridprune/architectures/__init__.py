@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .base import (
     ATTENTION,
+    CONV,
     MAMBA,
     MLP,
     MOE,
@@ -23,6 +24,7 @@ from .falcon_h1 import FalconH1Adapter
 from .granitemoehybrid import GraniteMoeHybridAdapter
 from .jamba import JambaAdapter
 from .kimi_linear import KimiLinearAdapter
+from .lfm2 import Lfm2Adapter
 from .llama import LlamaAdapter
 from .mamba2 import Mamba2Adapter
 from .nemotron_h import NemotronHAdapter
@@ -30,7 +32,7 @@ from .zamba2 import Zamba2Adapter
 
 ADAPTERS: tuple[type[Adapter], ...] = (
     NemotronHAdapter, Mamba2Adapter, BambaAdapter, GraniteMoeHybridAdapter, FalconH1Adapter, Zamba2Adapter,
-    LlamaAdapter, JambaAdapter, KimiLinearAdapter,
+    LlamaAdapter, JambaAdapter, KimiLinearAdapter, Lfm2Adapter,
 )
 #: model types an adapter recognises only to refuse them with the reason
 REFUSED: tuple[str, ...] = JambaAdapter.model_types
@@ -56,7 +58,7 @@ def get_adapter(model_or_config) -> Adapter:
 
 
 __all__ = [
-    "ADAPTERS", "ATTENTION", "MAMBA", "MLP", "MOE", "Adapter", "Block", "Dims", "ParamRule",
+    "ADAPTERS", "ATTENTION", "CONV", "MAMBA", "MLP", "MOE", "Adapter", "Block", "Dims", "ParamRule",
     "Unrepresentable", "UnsupportedArchitecture", "count_parameters", "get_adapter",
     "supported_model_types",
 ]

@@ -23,7 +23,7 @@ import torch.nn as nn
 from .errors import Unrepresentable  # noqa: F401  (re-exported)
 from .moe import check_expert_alignment, check_routing
 from .dims import (  # noqa: F401  (re-exported: the interface's vocabulary)
-    ATTENTION, KIND_SEPARATOR, MAMBA, MLP, MOE, VARIANT_SEPARATOR, Dims, layer_type, unit_kinds,
+    ATTENTION, CONV, KIND_SEPARATOR, MAMBA, MLP, MOE, VARIANT_SEPARATOR, Dims, layer_type, unit_kinds,
 )
 
 
@@ -37,7 +37,8 @@ class UnitLayout:
 
     - `kind`: the unit kind (MAMBA, ATTENTION, MLP); also the Scores group it is scored into;
     - `rules`: parameter name inside the unit -> the axis slicing each tensor dimension;
-    - `hook`: module path inside the unit whose activation scores the unit, and `hook_on`: "input"
+    - `hook`: module path inside the unit whose activation scores the unit (None: a unit with no axis
+      of its own, which nothing scores), and `hook_on`: "input"
       (the module's input: down-projection or o_proj input) or "mamba_x" (the x slice of the
       Mamba in_proj output);
     - `count`: the exact number of parameters of one unit for given `Dims`;
@@ -51,7 +52,7 @@ class UnitLayout:
 
     kind: str
     rules: Mapping[str, tuple]
-    hook: str
+    hook: str | None
     hook_on: str
     count: Callable[[Dims], int]
     inactive: Callable[[Dims], int] | None = None
@@ -125,8 +126,8 @@ class Block:
 class ParamRule:
     """How one tensor is sliced: for each tensor dimension, the axis name that indexes it (or None).
 
-    Axis names: "hidden" (global); per layer `layer`: "mamba_in_proj", "mamba_conv", "mamba_heads",
-    "mamba_channels", "ffn", "ffn_gate_up" (fused gate‖up rows), "attn_q" (query-head channels),
+    Axis names: "hidden" (global), "hidden3" (three hidden-wide segments, LFM2's in_proj); per layer `layer`: "mamba_in_proj", "mamba_conv", "mamba_heads",
+    "mamba_channels", "ffn", "ffn_gate_up" (fused gate‖up rows), "attn_q" (query-head channels), "attn_heads" (one entry per query head),
     "moe_experts" (routed experts: router rows, the leading axis of 3-D expert tensors), "moe_ffn",
     "moe_ffn_gate_up" (expert neurons, shared by every expert), "moe_shared_ffn" (the shared expert's
     neurons), "moe_input" (the experts' input: "hidden", or nothing when they work in a latent space).
@@ -176,6 +177,10 @@ class Adapter:
     def dropped_parts(self, config) -> tuple["DroppedPart", ...]:
         """Parts of this checkpoint that a pruned output leaves out (none by default); see DroppedPart."""
         return ()
+
+    #: config.json fields that transformers consumes on load as another field's value (alias -> field,
+    #: e.g. LFM2's Hub `block_ff_dim` for `intermediate_size`); the config writer keeps them equal
+    config_aliases: ClassVar[dict[str, str]] = {}
 
     def dims(self, config) -> Dims:
         raise NotImplementedError
@@ -276,6 +281,8 @@ class Adapter:
             norms = tuple(module.get_submodule(n) for n in spec.norms)
             units = []
             for prefix, layout in spec.units:
+                if layout.hook is None:
+                    continue
                 units.append(UnitSite(layout.kind, module.get_submodule(f"{prefix}{layout.hook}"), layout.hook_on,
                                       layout=layout))
                 units += [UnitSite(layout.kind, module.get_submodule(f"{prefix}{path}"), hook_on, group, layout)

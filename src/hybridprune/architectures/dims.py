@@ -11,6 +11,8 @@ from typing import Any
 
 # Unit kinds the algorithms understand (a unit kind is also a Scores group).
 MAMBA, ATTENTION, MLP, MOE = "mamba", "attention", "mlp", "moe"
+#: a short-convolution mixer (LFM2): no axis of its own, its width is the hidden size
+CONV = "conv"
 #: joins unit kinds into a layer-type name: "mamba+mlp" holds a Mamba mixer and an MLP
 KIND_SEPARATOR = "+"
 

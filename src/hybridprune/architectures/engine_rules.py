@@ -21,7 +21,10 @@ llama.cpp conversion/granite.py:436; Mamba2: vLLM mamba2.py:61, llama.cpp conver
 (vLLM falcon_h1.py:114, llama.cpp conversion/falcon_h1.py:31); the attention `head_dim` of the families
 whose engines read it (Nemotron-H: vLLM nemotron_h.py:454, llama.cpp conversion/nemotron.py:233;
 Falcon-H1: vLLM falcon_h1.py:236; Llama/Mistral/Qwen3: vLLM llama.py:158, qwen3.py:100; llama.cpp
-conversion/base.py:1541).
+conversion/base.py:1541; LFM2 in llama.cpp: the same line). LFM2's FFN width: vLLM (lfm2.py:61) and
+llama.cpp (conversion/lfm2.py:20) apply `block_auto_adjust_ff_dim` as transformers does, and the
+adapter writes the exact width with the adjustment off; vLLM sizes the short convolution from the Hub
+alias `conv_dim` (lfm2.py:256), which the adapter keeps equal to hidden_size where the config has it.
 """
 
 from __future__ import annotations
@@ -65,8 +68,10 @@ class EngineRule:
 
 
 HYBRID_MAMBA2 = ("nemotron_h", "mamba2", "granitemoehybrid", "falcon_h1", "zamba2")
-ATTENTION_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3")
-FFN_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3")
+ATTENTION_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
+                      "lfm2", "lfm2_moe")
+FFN_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
+                "lfm2", "lfm2_moe")
 
 RULES: tuple[EngineRule, ...] = (
     # ---- families an engine has no model for ------------------------------------------------------
@@ -76,7 +81,17 @@ RULES: tuple[EngineRule, ...] = (
     EngineRule(LLAMA_CPP, ("zamba2",), "no_model",
                says="llama.cpp's converter has no Zamba2 model (Zamba2ForCausalLM is not registered)",
                source="conversion/__init__.py (no Zamba2ForCausalLM entry)"),
+    EngineRule(VLLM, ("lfm3",), "no_model",
+               says="vLLM has no LFM3 model (Lfm3ForCausalLM is not in its model registry)",
+               source="vllm/model_executor/models/registry.py (no Lfm3ForCausalLM entry)"),
+    EngineRule(LLAMA_CPP, ("lfm3",), "no_model",
+               says="llama.cpp's converter has no LFM3 model (Lfm3ForCausalLM is not registered)",
+               source="conversion/lfm2.py (registers Lfm2ForCausalLM and Lfm2MoeForCausalLM only)"),
     # ---- attention head size derived from hidden_size (head_dim ignored) ----------------------------
+    EngineRule(VLLM, ("lfm2", "lfm2_moe"), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
+               ATTENTION, "vLLM sizes LFM2 attention heads as hidden_size / num_attention_heads and ignores "
+                          "head_dim, so num_attention_heads × head_dim must equal hidden_size",
+               "vllm/model_executor/models/lfm2.py:124 and lfm2_moe.py:205"),
     EngineRule(VLLM, ("granitemoehybrid",), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
                ATTENTION, "vLLM sizes Granite attention heads as hidden_size / num_attention_heads and ignores "
                           "head_dim, so num_attention_heads × head_dim must equal hidden_size",
@@ -124,7 +139,7 @@ RULES: tuple[EngineRule, ...] = (
                "vLLM splits the FFN width (intermediate_size; Granite: shared_intermediate_size) over the "
                "tensor-parallel ranks",
                "vllm/model_executor/layers/linear.py:499 (MergedColumnParallelLinear)"),
-    EngineRule(VLLM, ("nemotron_h", "granitemoehybrid"), "multiple", ("moe_ffn_hidden_size",), (TP,), MOE,
+    EngineRule(VLLM, ("nemotron_h", "granitemoehybrid", "lfm2_moe"), "multiple", ("moe_ffn_hidden_size",), (TP,), MOE,
                "vLLM's fused MoE splits the expert FFN width (moe_intermediate_size; Granite: intermediate_size) "
                "over the tensor-parallel ranks",
                "vllm/model_executor/layers/fused_moe/config.py:1341"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from .base import ATTENTION, MAMBA, MLP, MOE, Dims, UnitLayout, mamba_inner
+from .base import ATTENTION, CONV, MAMBA, MLP, MOE, Dims, UnitLayout, mamba_inner
 
 # ---- Mamba2 mixer ------------------------------------------------------------------------------
 # Laid out identically in every HF Mamba2-family class: in_proj rows [z | x | B | C | dt], conv1d
@@ -47,20 +47,26 @@ MAMBA2_MIXER = UnitLayout(MAMBA, MAMBA2_RULES, hook="in_proj", hook_on="mamba_x"
 
 
 # ---- attention -----------------------------------------------------------------------------------
-def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str = "hidden") -> UnitLayout:
+def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str = "hidden", out: str = "o_proj",
+                   head_gate: str | None = None) -> UnitLayout:
     """Attention with separate q/k/v/o projections; KV heads are never pruned.
 
     `bias`: which projections carry a bias when `Dims.attention_bias` ("all": q, k, v, o as in Llama;
-    "qkv": Qwen2). `qk_norm`: per-head q_norm/k_norm over head_dim (Qwen3), never sliced.
-    `input_axis`: the axis of the projections' input (Zamba2's shared attention reads 2 × hidden)."""
+    "qkv": Qwen2). `qk_norm`: per-head q/k RMSNorms over head_dim (Qwen3, LFM2), never sliced.
+    `input_axis`: the axis of the projections' input (Zamba2's shared attention reads 2 × hidden).
+    `out`: the output projection's name (LFM2: `out_proj`). `head_gate`: a projection with one row per
+    query head (LFM3's sigmoid output gate `g_proj`), cut with its head; present when the Dims extra
+    "attention_gate" is 1."""
     rules = {
         "q_proj.weight": ("attn_q", input_axis),
         "q_proj.bias": ("attn_q",),
         "k_proj.weight": (None, input_axis),
         "v_proj.weight": (None, input_axis),
-        "o_proj.weight": ("hidden", "attn_q"),
-        "o_proj.bias": ("hidden",),
+        f"{out}.weight": ("hidden", "attn_q"),
+        f"{out}.bias": ("hidden",),
     }
+    if head_gate:
+        rules[f"{head_gate}.weight"] = ("attn_heads", input_axis)
 
     def count(d: Dims) -> int:
         width = d.hidden_size * (2 if input_axis == "hidden2" else 1)
@@ -71,9 +77,11 @@ def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str 
             total += q + 2 * kv + (d.hidden_size if bias == "all" else 0)
         if qk_norm:
             total += 2 * hd
+        if head_gate and d.extra("attention_gate", 0):
+            total += d.num_attention_heads * width
         return total
 
-    return UnitLayout(ATTENTION, rules, hook="o_proj", hook_on="input", count=count)
+    return UnitLayout(ATTENTION, rules, hook=out, hook_on="input", count=count)
 
 
 QKVO_ATTENTION = qkvo_attention()
@@ -104,6 +112,13 @@ GATED_MLP = UnitLayout(
      "down_proj.weight": ("hidden", "ffn"), "down_proj.bias": ("hidden",)},
     hook="down_proj", hook_on="input", count=_mlp_count(2),
 )
+
+
+def gated_mlp(gate: str, up: str, down: str) -> UnitLayout:
+    """A gated MLP under other names (LFM2's `w1`, `w3`, `w2`): act(gate) * up -> down."""
+    rules = {f"{gate}.weight": ("ffn", "hidden"), f"{up}.weight": ("ffn", "hidden"),
+             f"{down}.weight": ("hidden", "ffn")}
+    return UnitLayout(MLP, rules, hook=down, hook_on="input", count=_mlp_count(2))
 
 
 def fused_gated_mlp(fused: str, down: str) -> UnitLayout:
@@ -175,6 +190,36 @@ NEMOTRON_MOE = UnitLayout(
 GRANITE_MOE = UnitLayout(
     MOE,
     {"router.weight": ("moe_experts", "hidden"),
+     "experts.gate_up_proj": ("moe_experts", "moe_ffn_gate_up", "hidden"),
+     "experts.down_proj": ("moe_experts", "hidden", "moe_ffn")},
+    hook="experts", hook_on="moe_experts",
+    count=lambda d: d.num_moe_experts * d.hidden_size + d.num_moe_experts * _expert_params(d, 3),
+    inactive=_inactive_experts(3), expert_forward=_gated_expert,
+)
+
+
+# LFM2's short-convolution mixer: in_proj rows [B | C | x] and the depthwise conv's channels are all
+# `hidden_size` wide (the config has no other width), so they are cut by the hidden axis with
+# out_proj's rows and columns. It has no axis of its own, so nothing scores it (`hook=None`); depth
+# pruning still removes whole layers.
+def _short_conv_count(d: Dims) -> int:
+    h, bias = d.hidden_size, d.extra("conv_bias", 0)
+    return 4 * h * h + h * d.extra("conv_L_cache") + (5 * h if bias else 0)
+
+
+SHORT_CONV = UnitLayout(
+    CONV,
+    {"in_proj.weight": ("hidden3", "hidden"), "in_proj.bias": ("hidden3",),
+     "conv.weight": ("hidden", None, None), "conv.bias": ("hidden",),
+     "out_proj.weight": ("hidden", "hidden"), "out_proj.bias": ("hidden",)},
+    hook=None, hook_on="none", count=_short_conv_count,
+)
+
+# LFM2-MoE's sparse block: a sigmoid router (`gate`) with an fp32 `expert_bias` that only steers the
+# choice, and gated experts (gate‖up fused rows, as Qwen2-MoE); no shared expert.
+LFM2_MOE = UnitLayout(
+    MOE,
+    {"gate.weight": ("moe_experts", "hidden"), "expert_bias": ("moe_experts",),
      "experts.gate_up_proj": ("moe_experts", "moe_ffn_gate_up", "hidden"),
      "experts.down_proj": ("moe_experts", "hidden", "moe_ffn")},
     hook="experts", hook_on="moe_experts",

@@ -22,7 +22,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..architectures import ATTENTION, MAMBA, Dims
+from ..architectures import ATTENTION, CONV, MAMBA, Dims
 
 MIB = 2**20
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2,
@@ -43,7 +43,7 @@ def dtype_bytes(dtype: str) -> int:
 
 def cache_bytes(dims: Dims, *, batch: int, seq_len: int, dtype: str = "bfloat16",
                 ssm_state_dtype: str = "float32") -> dict[str, int]:
-    """Bytes of the inference cache: `kv` (attention), `conv` and `ssm` (Mamba) at `batch × seq_len`."""
+    """Bytes of the inference cache: `kv` (attention), `conv` and `ssm` (Mamba; `conv` also short convolutions) at `batch × seq_len`."""
     b = dtype_bytes(dtype)
     kv = conv = ssm = 0
     n_attn = dims.count_of(ATTENTION)
@@ -59,6 +59,9 @@ def cache_bytes(dims: Dims, *, batch: int, seq_len: int, dtype: str = "bfloat16"
             conv_dim = dims.extra("conv_streams") * inner
         conv = n_mamba * batch * conv_dim * dims.mamba_conv_kernel * b
         ssm = n_mamba * batch * inner * dims.mamba_state_size * dtype_bytes(ssm_state_dtype)
+    n_conv = dims.count_of(CONV)
+    if n_conv:  # short convolutions (LFM2): the last conv_L_cache inputs of every hidden channel
+        conv += n_conv * batch * dims.hidden_size * dims.extra("conv_L_cache") * b
     return {"kv": kv, "conv": conv, "ssm": ssm}
 
 

@@ -72,6 +72,9 @@ class AxisIndex:
             return None if full is None else full[(full >= start) & (full < stop)] - start
         if axis == "hidden":
             return sel.hidden
+        if axis == "hidden3":  # three hidden-wide segments (LFM2's in_proj rows B | C | x)
+            h = d.hidden_size
+            return None if sel.hidden is None else torch.cat([sel.hidden, h + sel.hidden, 2 * h + sel.hidden])
         if axis == "hidden2":  # concat(hidden, embeddings): Zamba2's shared attention input
             return None if sel.hidden is None else torch.cat([sel.hidden, d.hidden_size + sel.hidden])
         if axis == "ffn":
@@ -90,6 +93,8 @@ class AxisIndex:
             return sel.moe_shared_ffn.get(layer)
         if axis == "moe_input":  # the experts read the hidden state unless they work in a latent space
             return sel.hidden if d.moe_latent_size is None else None
+        if axis == "attn_heads":  # one entry per query head (LFM3's output gate rows)
+            return sel.attention_heads.get(layer)
         if axis == "attn_q":
             heads = sel.attention_heads.get(layer)
             return None if heads is None else head_channel_index(heads, d.attention_head_dim)

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 KIND_COLOURS = {"mamba": "tab:blue", "attention": "tab:orange", "mlp": "tab:green", "moe": "tab:red"}
-KIND_LETTERS = {"mamba": "M", "attention": "A", "mlp": "F", "moe": "E"}
+KIND_LETTERS = {"mamba": "M", "attention": "A", "mlp": "F", "moe": "E", "conv": "C"}
 
 
 def _letters(layer_type: str) -> str:
