@@ -241,7 +241,8 @@ def stream_prune(
     dropped = adapter.dropped_parts(config)
     keys = _kept_keys(files, keymap, dropped)
     _check_source(source, files, keys, keymap, config, adapter)
-    check_fingerprint(scores, config.model_type, lambda: checkpoint_fingerprint(files, config),
+    check_fingerprint(scores, (config.model_type, adapter.text_config(config).model_type),
+                      lambda: checkpoint_fingerprint(files, config),
                       strict=strict_fingerprint)
     selection, new_dims = plan_selection(adapter, dims, scores, plan, expert_importance, serve_with, tensor_parallel,
                                          gdn_importance)
