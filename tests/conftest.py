@@ -116,6 +116,9 @@ def tiny_config(family: str, **overrides):
     if family in ("qwen3_5", "qwen3_5_moe"):  # the vision-language wrapper around the text family
         text = tiny_config(f"{family}_text", **overrides).to_dict()
         return AutoConfig.for_model(family, text_config=text, vision_config=TINY_VISION)
+    if family == "olmo_hybrid":  # attention head_dim = hidden / heads = 8
+        return AutoConfig.for_model(family, **{**{k: v for k, v in _GDN_KW.items() if k != "head_dim"},
+                                               "intermediate_size": 64, **overrides})
     if family == "qwen3_next":  # MoE in layers 0, 1 and 3, a dense MLP in layer 2 (mlp_only_layers)
         return AutoConfig.for_model(family, **{**_GDN_KW, **_QWEN_MOE_KW, "intermediate_size": 64,
                                                "mlp_only_layers": [2], **overrides})
