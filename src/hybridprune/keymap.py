@@ -53,7 +53,8 @@ class StackedSlice:
         """The dimension of this tensor that is `target_dim` of the target (not the stacking one)."""
         return target_dim - (self.dim is not None and target_dim > self.dim)
 
-    def target_shape(self, part_shape: tuple[int, ...], count: int | None, joined: int | None = None) -> tuple[int, ...]:
+    def target_shape(self, part_shape: tuple[int, ...], count: int | None,
+                     joined: int | None = None) -> tuple[int, ...]:
         """The target's shape from one part's: `count` slices stacked, `segments` parts concatenated (to
         `joined` along `segment_dim` when given, the parts' summed widths; else as many equal parts)."""
         shape = list(part_shape)
@@ -191,17 +192,18 @@ class KeyMap:
                     f"{target}, which needs all {len(parts) + len(missing)} of them. The checkpoint is incomplete; "
                     "download or export it again."
                 )
-            widths = {}  # segment -> its width along the concatenation axis
+            d = s.part_dim(s.segment_dim) if s.segment_dim is not None else None
+            widths: dict[int, set[int]] = {}  # segment -> its widths along the concatenation axis
             for (_, segment), (_, shape) in parts.items():
-                widths.setdefault(segment, set()).add(shape[s.part_dim(s.segment_dim)] if s.segment_dim is not None else 0)
-            slice_shapes = {_across(shape, s) for _, shape in parts.values()}
-            if len(slice_shapes) > 1 or any(len(w) > 1 for w in widths.values()):
+                widths.setdefault(segment, set()).add(shape[d] if d is not None else 0)
+            stored = sorted({shape for _, shape in parts.values()})
+            if len({_across(shape, s) for shape in stored}) > 1 or any(len(w) > 1 for w in widths.values()):
                 raise CheckpointFormatError(
-                    f"the tensors merged into {target} differ in shape ({sorted({shape for _, shape in parts.values()})}): "
+                    f"the tensors merged into {target} differ in shape ({stored}): "
                     "the checkpoint is damaged or mixes two models"
                 )
-            shape = parts[s.index, s.segment][1]
-            out[target] = s.target_shape(shape, count, sum(w for (w,) in widths.values()) if s.segment_dim is not None else None)
+            joined = sum(w for (w,) in widths.values()) if d is not None else None
+            out[target] = s.target_shape(parts[s.index, s.segment][1], count, joined)
         return out
 
     def segment_starts(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
