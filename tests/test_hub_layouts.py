@@ -275,6 +275,18 @@ def test_per_expert_tensors_of_different_shapes_are_refused():
         KeyMap("nemotron_h").model_shapes(shapes)
 
 
+def test_concatenated_parts_of_unequal_widths_are_placed_by_their_stored_sizes():
+    """OLMo Hybrid's Hub q/k/v convolutions are stored at their own sizes (key 16, key 16, value 48 rows):
+    transformers concatenates them into conv1d, so each starts where the ones before it end; parts that
+    disagree outside the concatenation axis are refused."""
+    keymap = KeyMap("olmo_hybrid")
+    shapes = {f"model.layers.0.linear_attn.{p}_conv1d.weight": (n, 1, 4) for p, n in zip("qkv", (16, 16, 48))}
+    assert keymap.model_shapes(shapes) == {"model.layers.0.linear_attn.conv1d.weight": (80, 1, 4)}
+    assert list(keymap.segment_starts(shapes).values()) == [0, 16, 32]
+    with pytest.raises(CheckpointFormatError, match="merged into model[.]layers[.]0[.]linear_attn[.]conv1d[.]weight differ"):
+        keymap.model_shapes({**shapes, "model.layers.0.linear_attn.v_conv1d.weight": (48, 1, 3)})
+
+
 def test_stacked_slices_are_cut_renumbered_and_equal_slicing_the_stack(tmp_path):
     """Streaming cuts a per-expert tensor as slice j of the stacked tensor: kept iff expert j is kept,
     renamed to its place among the kept experts, its other dims cut by the rest of the rule. Checked

@@ -33,9 +33,15 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
     A model whose weights are offloaded (accelerate's `device_map` with "disk" or "cpu" offload leaves
     them on the meta device) is fingerprinted from the checkpoint directory it was loaded from."""
-    dims = get_adapter(model).dims(model.config)
+    adapter = get_adapter(model)
+    text = adapter.text_config(model.config)
+    dims = get_adapter(text).dims(text)
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})
     state = model.state_dict()
+    if adapter.carried_prefixes:  # a vision-language wrapper: the fingerprint of its language model
+        keymap = KeyMap(adapter.text_config(model.config).model_type)
+        state = {keymap.model_key(k): t for k, t in state.items() if not k.startswith(adapter.carried_prefixes)}
+        tied = {keymap.model_key(k) for k in tied}
     if any(t.is_meta for t in state.values()):
         source = Path(str(getattr(model.config, "_name_or_path", "") or ""))
         if not (source / "config.json").is_file():
@@ -56,15 +62,17 @@ def checkpoint_fingerprint(files: CheckpointFiles, config) -> str:
     e.g. multi-token-prediction layers) are left out; per-expert tensors that transformers stacks on
     load are sampled as the stacked tensor."""
     adapter = get_adapter(config)
-    dims = adapter.dims(config)
+    text = adapter.text_config(config)
+    dims = get_adapter(text).dims(text)
     dropped = adapter.dropped_parts(config)
-    keymap = KeyMap(config.model_type)
+    # a vision-language wrapper loads as its language model: its key names, without the vision tower
+    keymap = KeyMap(adapter.text_config(config).model_type)
     items = []
     stacks: dict[str, dict[tuple[int | None, int], str]] = {}
     for shard in files.shards:
         for key in files.keys_in(shard):
             model_key = keymap.model_key(key)
-            if any(part.holds(model_key) for part in dropped):
+            if any(part.holds(model_key) for part in dropped) or key.startswith(adapter.carried_prefixes):
                 continue
             if (part := keymap.stacked(key)) is not None:
                 stacks.setdefault(part.target, {})[part.index, part.segment] = key
@@ -72,22 +80,26 @@ def checkpoint_fingerprint(files: CheckpointFiles, config) -> str:
             info = files.tensors[key]
             items.append((model_key, info.shape, [files.window(key, idx) for idx in sample_index(info.shape)]))
     if stacks:
-        shapes = keymap.model_shapes({k: files.tensors[k].shape for parts in stacks.values() for k in parts.values()})
+        part_shapes = {k: files.tensors[k].shape for parts in stacks.values() for k in parts.values()}
+        shapes, starts = keymap.model_shapes(part_shapes), keymap.segment_starts(part_shapes)
         for target, parts in stacks.items():
             shape = shapes[target]
-            items.append((target, shape, [_merged_window(files, keymap, parts, shape, idx) for idx in sample_index(shape)]))
+            items.append((target, shape, [_merged_window(files, keymap, parts, starts, shape, idx)
+                                          for idx in sample_index(shape)]))
     return _digest(dims, items)
 
 
-def _merged_window(files: CheckpointFiles, keymap: KeyMap, parts: dict, shape: tuple[int, ...], idx: tuple) -> torch.Tensor:
+def _merged_window(files: CheckpointFiles, keymap: KeyMap, parts: dict, starts: dict[str, int], shape: tuple[int, ...],
+                   idx: tuple) -> torch.Tensor:
     """Window `idx` of the tensor (of `shape`) that transformers merges from `parts` (checkpoint keys)
-    by stacking and/or concatenating, read from the parts it covers."""
+    by stacking and/or concatenating (a part at `starts[key]` along the concatenation axis), read from
+    the parts it covers."""
     ranges = [s.indices(n)[:2] for s, n in zip(idx, shape)] + [(0, n) for n in shape[len(idx):]]
     out = None
     for key in parts.values():
         part = keymap.stacked(key)
         info = files.tensors[key]
-        region = part.region(tuple(info.shape))
+        region = part.region(tuple(info.shape), starts.get(key))
         lo_hi = [(max(a, r[0]), min(b, r[1])) if r else (a, b) for (a, b), r in zip(ranges, region)]
         if any(lo >= hi for lo, hi in lo_hi):
             continue

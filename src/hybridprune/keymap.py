@@ -23,9 +23,10 @@ class StackedSlice:
     `experts.up_proj [E, F, H]`): it is slice `index` of the model tensor `target` along `dim`; `span` is
     where `index` is written in the checkpoint key, so an output can renumber it. Concatenated (a
     `Concatenate` conversion of several source names: Kimi Linear's `q_conv1d`/`k_conv1d`/`v_conv1d` into
-    `conv1d`, its per-expert `w1`/`w3` into `gate_up_proj`): it is part `segment` of `segments` equal parts
-    along `segment_dim` of the target (in the target's dimensions). A tensor can be both, or only one
-    (`index`, `dim` and `span` None when it is not stacked)."""
+    `conv1d`, its per-expert `w1`/`w3` into `gate_up_proj`; OLMo Hybrid's `q/k/v_conv1d`, stored at their own,
+    unequal sizes): it is part `segment` of `segments` parts along `segment_dim` of the target (in the
+    target's dimensions). A tensor can be both, or only one (`index`, `dim` and `span` None when it is not
+    stacked)."""
 
     target: str
     index: int | None
@@ -35,25 +36,31 @@ class StackedSlice:
     segments: int = 1
     segment_dim: int | None = None
 
-    def region(self, part_shape: tuple[int, ...]) -> list[tuple[int, int] | None]:
-        """Per dimension of the target: the range this tensor fills (None: the whole dimension)."""
+    def region(self, part_shape: tuple[int, ...], start: int | None = None) -> list[tuple[int, int] | None]:
+        """Per dimension of the target: the range this tensor fills (None: the whole dimension). `start`:
+        where this part begins along `segment_dim` (`KeyMap.segment_starts`); None: all parts are as wide."""
         rank = len(part_shape) + (self.dim is not None)
         out: list[tuple[int, int] | None] = [None] * rank
         if self.dim is not None:
             out[self.dim] = (self.index, self.index + 1)
         if self.segment_dim is not None:
             width = part_shape[self.part_dim(self.segment_dim)]
-            out[self.segment_dim] = (self.segment * width, (self.segment + 1) * width)
+            lo = self.segment * width if start is None else start
+            out[self.segment_dim] = (lo, lo + width)
         return out
 
     def part_dim(self, target_dim: int) -> int:
         """The dimension of this tensor that is `target_dim` of the target (not the stacking one)."""
         return target_dim - (self.dim is not None and target_dim > self.dim)
 
-    def target_shape(self, part_shape: tuple[int, ...], count: int | None) -> tuple[int, ...]:
+    def target_shape(self, part_shape: tuple[int, ...], count: int | None,
+                     joined: int | None = None) -> tuple[int, ...]:
+        """The target's shape from one part's: `count` slices stacked, `segments` parts concatenated (to
+        `joined` along `segment_dim` when given, the parts' summed widths; else as many equal parts)."""
         shape = list(part_shape)
         if self.segment_dim is not None:
-            shape[self.part_dim(self.segment_dim)] *= self.segments
+            d = self.part_dim(self.segment_dim)
+            shape[d] = shape[d] * self.segments if joined is None else joined
         if self.dim is not None:
             shape.insert(self.dim, count)
         return tuple(shape)
@@ -66,6 +73,14 @@ def _key_regex(pattern: str) -> re.Pattern:
     return re.compile(re.escape(plain).replace(r"\*", r"(\d+)") + r"(?!\w)")
 
 
+def _across(shape: tuple[int, ...], s: StackedSlice) -> tuple[int, ...]:
+    """`shape` without the concatenation axis: what every part of a merged tensor must share."""
+    if s.segment_dim is None:
+        return tuple(shape)
+    d = s.part_dim(s.segment_dim)
+    return tuple(shape[:d]) + tuple(shape[d + 1:])
+
+
 class KeyMap:
     """Checkpoint key -> model key, with the renamings transformers applies on load for this model type.
 
@@ -75,7 +90,9 @@ class KeyMap:
     other conversion is reported by `needs_conversion` and refused by the streaming prune.
     """
 
-    def __init__(self, model_type: str) -> None:
+    def __init__(self, model_type: str, converters_from: str | None = None) -> None:
+        """`converters_from`: a model type whose merging conversions apply too, without its renamings (a
+        vision-language wrapper's checkpoint merges its language model's per-expert tensors on load)."""
         from transformers.conversion_mapping import get_checkpoint_conversion_mapping
         from transformers.core_model_loading import (
             Concatenate, MergeModulelist, WeightConverter, WeightRenaming, apply_renamings,
@@ -85,6 +102,9 @@ class KeyMap:
         self._renamings = [m for m in mapping if isinstance(m, WeightRenaming)]
         self._reverse = [m.reverse_transform() for m in self._renamings[::-1]]
         self._converters = [m for m in mapping if isinstance(m, WeightConverter)]
+        if converters_from not in (None, model_type):
+            self._converters += [m for m in get_checkpoint_conversion_mapping(converters_from) or []
+                                 if isinstance(m, WeightConverter)]
         self._apply = apply_renamings
         # Merging converters: each source pattern with at most one `*` (the slice number), a MergeModulelist
         # (stacking the slices) and/or a Concatenate of the source patterns' tensors (one part each).
@@ -142,7 +162,8 @@ class KeyMap:
         """The model keys and shapes that checkpoint tensors (`shapes`, by checkpoint key) load into:
         renamed, and the slices of a stacked tensor merged into one entry. Raises
         CheckpointFormatError naming the checkpoint keys a stacked tensor lacks (gaps in its slice
-        numbers, or fewer slices than `expected` has) or whose shapes disagree."""
+        numbers, or fewer slices than `expected` has) or whose shapes disagree (concatenated parts may
+        differ along the concatenation axis only)."""
         out: dict[str, tuple[int, ...]] = {}
         stacks: dict[str, dict[tuple[int | None, int], tuple[str, tuple[int, ...]]]] = {}
         where: dict[str, StackedSlice] = {}
@@ -171,14 +192,38 @@ class KeyMap:
                     f"{target}, which needs all {len(parts) + len(missing)} of them. The checkpoint is incomplete; "
                     "download or export it again."
                 )
-            slice_shapes = {shape for _, shape in parts.values()}
-            if len(slice_shapes) > 1:
+            d = s.part_dim(s.segment_dim) if s.segment_dim is not None else None
+            widths: dict[int, set[int]] = {}  # segment -> its widths along the concatenation axis
+            for (_, segment), (_, shape) in parts.items():
+                widths.setdefault(segment, set()).add(shape[d] if d is not None else 0)
+            stored = sorted({shape for _, shape in parts.values()})
+            if len({_across(shape, s) for shape in stored}) > 1 or any(len(w) > 1 for w in widths.values()):
                 raise CheckpointFormatError(
-                    f"the tensors merged into {target} differ in shape ({sorted(slice_shapes)}): "
+                    f"the tensors merged into {target} differ in shape ({stored}): "
                     "the checkpoint is damaged or mixes two models"
                 )
-            (shape,) = slice_shapes
-            out[target] = s.target_shape(shape, count)
+            joined = sum(w for (w,) in widths.values()) if d is not None else None
+            out[target] = s.target_shape(parts[s.index, s.segment][1], count, joined)
+        return out
+
+    def segment_starts(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
+        """For each checkpoint tensor (`shapes`, by checkpoint key) that transformers concatenates with its
+        siblings: where it begins along the target's concatenation axis, from the stored widths of the parts
+        before it (OLMo Hybrid's q/k/v convs are unequal; transformers' own save splits into equal parts)."""
+        parts: dict[tuple[str, int | None], dict[int, str]] = {}
+        where = {}
+        for key in shapes:
+            s = self.stacked(key)
+            if s is not None and s.segment_dim is not None:
+                parts.setdefault((s.target, s.index), {})[s.segment] = key
+                where[key] = s
+        out = {}
+        for pieces in parts.values():
+            start = 0
+            for segment in sorted(pieces):
+                key = pieces[segment]
+                out[key] = start
+                start += shapes[key][where[key].part_dim(where[key].segment_dim)]
         return out
 
     def _sibling(self, example: str, s: StackedSlice, index: int | None, segment: int) -> str:

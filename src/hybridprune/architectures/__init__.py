@@ -8,6 +8,7 @@ from __future__ import annotations
 from .base import (
     ATTENTION,
     CONV,
+    GDN,
     MAMBA,
     MLP,
     MOE,
@@ -28,11 +29,13 @@ from .lfm2 import Lfm2Adapter
 from .llama import LlamaAdapter
 from .mamba2 import Mamba2Adapter
 from .nemotron_h import NemotronHAdapter
+from .olmo_hybrid import OlmoHybridAdapter
+from .qwen3_5 import Qwen3_5Adapter, Qwen3_5VLAdapter
 from .zamba2 import Zamba2Adapter
 
 ADAPTERS: tuple[type[Adapter], ...] = (
     NemotronHAdapter, Mamba2Adapter, BambaAdapter, GraniteMoeHybridAdapter, FalconH1Adapter, Zamba2Adapter,
-    LlamaAdapter, JambaAdapter, KimiLinearAdapter, Lfm2Adapter,
+    LlamaAdapter, Qwen3_5Adapter, Qwen3_5VLAdapter, OlmoHybridAdapter, JambaAdapter, KimiLinearAdapter, Lfm2Adapter,
 )
 #: model types an adapter recognises only to refuse them with the reason
 REFUSED: tuple[str, ...] = JambaAdapter.model_types
@@ -58,7 +61,7 @@ def get_adapter(model_or_config) -> Adapter:
 
 
 __all__ = [
-    "ADAPTERS", "ATTENTION", "CONV", "MAMBA", "MLP", "MOE", "Adapter", "Block", "Dims", "ParamRule",
+    "ADAPTERS", "ATTENTION", "CONV", "GDN", "MAMBA", "MLP", "MOE", "Adapter", "Block", "Dims", "ParamRule",
     "Unrepresentable", "UnsupportedArchitecture", "count_parameters", "get_adapter",
     "supported_model_types",
 ]

@@ -6,6 +6,8 @@ given batch and sequence length holds:
 - weights: every parameter at the weight dtype;
 - KV cache: per layer holding attention, keys and values of `num_key_value_heads × head_dim` per token
   (or the family's `kv_cache_width` extra: MLA caches one latent of `kv_lora_rank + rope` per token);
+- Gated DeltaNet state: the convolution window over the q ‖ k ‖ v channels and the recurrent state
+  [value heads, key head dim, value head dim] (at `ssm_state_dtype`), counted with the Mamba state;
 - Mamba state: per layer holding a Mamba mixer, the convolution window (`conv_kernel` positions of the
   `heads × head_dim + 2 × n_groups × state` conv channels, or `conv_streams × heads × head_dim` for a conv
   over stacked q ‖ k ‖ v (KDA), at the weight dtype) and the SSM state (`heads × head_dim × state`, at
@@ -22,7 +24,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..architectures import ATTENTION, CONV, MAMBA, Dims
+from ..architectures import ATTENTION, CONV, GDN, MAMBA, Dims
+from ..architectures.gdn import gdn_cache_bytes
 
 MIB = 2**20
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2,
@@ -62,6 +65,10 @@ def cache_bytes(dims: Dims, *, batch: int, seq_len: int, dtype: str = "bfloat16"
     n_conv = dims.count_of(CONV)
     if n_conv:  # short convolutions (LFM2): the last conv_L_cache inputs of every hidden channel
         conv += n_conv * batch * dims.hidden_size * dims.extra("conv_L_cache") * b
+    n_gdn = dims.count_of(GDN)
+    if n_gdn:  # Gated DeltaNet: conv window over q ‖ k ‖ v, recurrent state [Hv, dk, dv]
+        gdn_conv, gdn_state = gdn_cache_bytes(dims, batch, dtype_bytes(ssm_state_dtype), b)
+        conv, ssm = conv + n_gdn * gdn_conv, ssm + n_gdn * gdn_state
     return {"kv": kv, "conv": conv, "ssm": ssm}
 
 

@@ -84,6 +84,7 @@ def _plan_entries(files: CheckpointFiles, keys: list[str], keymap: KeyMap, adapt
     stacked = {key: keymap.stacked(key) for key in keys}
     # Rules are written for the model's tensors: a stacked slice takes its merged tensor's rule.
     rules = adapter.param_rules(sorted({s.target if s else model_keys[k] for k, s in stacked.items()}), dims)
+    starts = keymap.segment_starts({k: files.tensors[k].shape for k, s in stacked.items() if s is not None})
     renumber = {old: new for new, old in enumerate(selection.kept_blocks)}
     prefix = adapter.layers_prefix
     entries = []
@@ -101,9 +102,10 @@ def _plan_entries(files: CheckpointFiles, keys: list[str], keymap: KeyMap, adapt
         if part is not None and rule is not None:
             # A part of the merged tensor. Slice `part.index` along the stacking axis: kept iff that index is
             # kept, renumbered to its place among the kept ones. Segment `part.segment` along the concatenation
-            # axis: that axis restricted to the segment's window ("axis|start:stop"). Other dims: the rule's.
+            # axis: that axis restricted to the segment's window ("axis|start:stop", from the parts' stored
+            # widths: transformers' own save splits into equal parts, the Hub's may not). Other dims: the rule's.
             axes = list(rule.axes)
-            for dim, r in enumerate(part.region(tuple(info.shape))):
+            for dim, r in enumerate(part.region(tuple(info.shape), starts.get(key))):
                 if r is not None and dim != part.dim and axes[dim] is not None:
                     axes[dim] = f"{axes[dim]}|{r[0]}:{r[1]}"
             if part.dim is not None:
@@ -229,6 +231,7 @@ def stream_prune(
     expert_importance: str = "output_norm",
     serve_with=None,
     tensor_parallel: int = 1,
+    gdn_importance: str = "out_proj",
 ) -> Path:
     """Prune the checkpoint in directory `source` to `plan` with `scores`, shard by shard, into `out_dir`.
 
@@ -248,13 +251,15 @@ def stream_prune(
     dims = adapter.dims(config)
     check_weight_files(source, "checkpoint", allow_pickle=False)
     files = CheckpointFiles(source)
-    keymap = KeyMap(config.model_type)
+    keymap = KeyMap(config.model_type, converters_from=adapter.text_config(config).model_type)
     dropped = adapter.dropped_parts(config)
     keys = _kept_keys(files, keymap, dropped)
     _check_source(source, files, keys, keymap, config, adapter)
-    check_fingerprint(scores, config.model_type, lambda: checkpoint_fingerprint(files, config),
+    check_fingerprint(scores, (config.model_type, adapter.text_config(config).model_type),
+                      lambda: checkpoint_fingerprint(files, config),
                       strict=strict_fingerprint)
-    selection, new_dims = plan_selection(adapter, dims, scores, plan, expert_importance, serve_with, tensor_parallel)
+    selection, new_dims = plan_selection(adapter, dims, scores, plan, expert_importance, serve_with, tensor_parallel,
+                                         gdn_importance)
     new_config = adapter.make_config(config, new_dims)
     stored = next((t.dtype for t in files.tensors.values() if t.dtype.is_floating_point), None)
     new_config.dtype = dtype or stored  # what the shards hold, as save_pretrained records it
@@ -309,7 +314,7 @@ def stream_prune(
             (tmp / INDEX_FILE).write_text(json.dumps(index_doc, indent=2) + "\n")
         carry_over(source, tmp)  # generation config, tokenizer, chat templates, code files, licence
         info = provenance(plan, selection, dims, new_dims, scores, adapter, expert_importance, dropped=dropped,
-                          tensor_parallel=tensor_parallel)
+                          tensor_parallel=tensor_parallel, gdn_importance=gdn_importance)
         info.update(source=str(source), method="streaming")
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
         write_model_card(tmp, source, info)
