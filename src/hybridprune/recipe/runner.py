@@ -136,6 +136,8 @@ class Run:
 
         rank, world = _distributed()
         if rank == 0:
+            # a dangling link, a file, an unwritable place or a foreign manifest: refused before any work
+            check_output(self.out, overwrite=overwrite, resume=True)
             exists = self.out.is_dir() and any(self.out.iterdir())
             if exists and (overwrite or RECIPE_COPY not in owned_names(self.out)):
                 check_output(self.out, overwrite=overwrite)  # refuses a directory that is not ours
