@@ -27,7 +27,7 @@ class DemoSettings:
     """Sizes of the demo run; the defaults finish in a few minutes on 2 CPU cores."""
 
     out: str = "runs/demo"
-    teacher: str | None = None  # default: the shipped tiny Nemotron-H
+    teacher: str | None = None  # a checkpoint or a bundled teacher's name; default: the shipped tiny Nemotron-H
     data: str = "shakespeare"
     target_params: float = 0.5  # fraction of the teacher's non-embedding parameters
     seq_len: int = 256
@@ -118,7 +118,7 @@ def run_demo(settings: DemoSettings | None = None, console: Console | None = Non
 
 def _run(settings: DemoSettings, console: Console, work: Path, results: dict[str, Any]) -> None:
     from .checkpoints import load_model, load_tokenizer
-    from .data import load_token_samples, teacher_path
+    from .data import load_token_samples, resolve_teacher
     from .distillation import DistillConfig, distill
     from .importance.calibrate import calibrate
     from .pruning.apply import prune
@@ -127,7 +127,7 @@ def _run(settings: DemoSettings, console: Console, work: Path, results: dict[str
     from .archsearch import Budget, SearchConfig, search
 
     torch.manual_seed(settings.seed)
-    teacher_dir = Path(settings.teacher) if settings.teacher else teacher_path()
+    teacher_dir = resolve_teacher(settings.teacher)
     t0 = _stage(console, f"teacher: {teacher_dir}")
     # The one checked load path: safetensors only, no remote code and no prompt, every tensor present.
     teacher = load_model(teacher_dir, dtype=torch.float32, role="teacher")
