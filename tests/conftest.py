@@ -87,8 +87,27 @@ _NEMOTRON_MOE_KW = dict(layers_block_type=NEMOTRON_MOE_BLOCKS, n_routed_experts=
                         routed_scaling_factor=1.5, norm_topk_prob=True)
 
 
+# Gated DeltaNet hybrids: 2 key heads of 8 channels, each serving 3 value heads of 8 channels; gated
+# attention with 6 query heads in 2 KV groups; GDN:attention 3:1 as in Qwen3.5.
+GDN_LAYERS = ["linear_attention", "full_attention", "linear_attention", "linear_attention"]
+_GDN_KW = dict(vocab_size=96, hidden_size=48, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
+               num_hidden_layers=4, layer_types=GDN_LAYERS, linear_num_key_heads=2, linear_num_value_heads=6,
+               linear_key_head_dim=8, linear_value_head_dim=8, linear_conv_kernel_dim=4,
+               pad_token_id=0, bos_token_id=1, eos_token_id=2)
+# MoE: 8 experts of 16 neurons, 2 per token, a shared expert of 24
+_QWEN_MOE_KW = dict(num_experts=8, moe_intermediate_size=16, shared_expert_intermediate_size=24, num_experts_per_tok=2)
+
+
 def tiny_config(family: str, **overrides):
     from transformers import AutoConfig
+
+    if family == "qwen3_5_text":
+        return AutoConfig.for_model(family, **{**_GDN_KW, "intermediate_size": 64, **overrides})
+    if family == "qwen3_5_moe_text":
+        return AutoConfig.for_model(family, **{**_GDN_KW, **_QWEN_MOE_KW, **overrides})
+    if family == "qwen3_next":  # MoE in layers 0, 1 and 3, a dense MLP in layer 2 (mlp_only_layers)
+        return AutoConfig.for_model(family, **{**_GDN_KW, **_QWEN_MOE_KW, "intermediate_size": 64,
+                                               "mlp_only_layers": [2], **overrides})
 
     if family == "nemotron_h":
         return tiny_nemotron_config(**overrides)

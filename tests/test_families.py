@@ -25,6 +25,14 @@ from hybridprune.pruning.plan import PlanError
 from hybridprune.pruning.selection import Selection
 from hybridprune.pruning.slicing import slice_state_dict
 
+#: what every Gated DeltaNet family refuses: value heads that do not fill the key heads evenly
+GDN_REFUSALS = [
+    (dict(linear_num_value_heads=5), PlanError, ["not a multiple of linear_num_key_heads=2", "Valid values: [2, 4, 6]"]),
+    (dict(linear_num_key_heads=1, linear_num_value_heads=4), PlanError,
+     ["more than the 1 kept key head(s) hold (3 value heads each)", "Valid values: [1, 2, 3]"]),
+    (dict(mamba_num_heads=4), PlanError, ["no mamba blocks"]),
+]
+
 # family -> (plans that prune, refused plans with the words their message must contain)
 FAMILIES = {
     "nemotron_h": (
@@ -93,6 +101,26 @@ FAMILIES = {
               [(dict(num_attention_heads=5), PlanError, ["Valid values: [2, 4, 6]"])]),
     "qwen3": ([dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40, drop_layers=[1])],
               [(dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"])]),
+    # Gated DeltaNet hybrids: 2 key heads x 3 value heads, 8 channels each; gated attention 6 heads / 2 KV
+    "qwen3_5_text": (
+        [dict(ffn_hidden_size=32, num_attention_heads=4, linear_num_value_heads=4, linear_value_head_dim=4,
+              linear_key_head_dim=4, hidden_size=32),
+         dict(linear_num_key_heads=1, drop_layers=[2])],
+        [*GDN_REFUSALS, (dict(drop_layers=[1]), Unrepresentable, ["removes every attention block"])],
+    ),
+    "qwen3_5_moe_text": (
+        [dict(num_moe_experts=6, moe_ffn_hidden_size=8, moe_shared_expert_intermediate_size=12,
+              linear_num_value_heads=4, linear_key_head_dim=4, num_attention_heads=4, hidden_size=32),
+         dict(linear_value_head_dim=4, num_moe_experts=4, drop_layers=[3])],
+        [*GDN_REFUSALS, (dict(drop_layers=[0, 2, 3]), Unrepresentable, ["removes every gdn block"]),
+         (dict(moe_ffn_hidden_size=12), Unrepresentable, ["moe_ffn_hidden_size=12 is not a multiple of 8"])],
+    ),
+    "qwen3_next": (
+        [dict(ffn_hidden_size=32, num_moe_experts=4, linear_num_value_heads=4, linear_value_head_dim=4,
+              linear_key_head_dim=4, num_attention_heads=4, hidden_size=32),
+         dict(linear_num_key_heads=1, linear_num_value_heads=2, drop_layers=[0])],
+        [*GDN_REFUSALS, (dict(num_moe_experts=1), PlanError, ["too few experts for num_experts_per_tok=2"])],
+    ),
 }
 NAMES = list(FAMILIES)
 
@@ -170,10 +198,89 @@ def test_within_group_permutations_keep_logits(family, ids):
             if dims.moe_shared_expert_intermediate_size:
                 sel.moe_shared_ffn[i] = torch.randperm(dims.moe_shared_expert_intermediate_size,
                                                        generator=torch.Generator().manual_seed(i + 1))
+    if dims.has_kind("gdn"):  # key-head groups with their value heads; value heads inside their group; channels
+        for i in dims.layers_of("gdn"):
+            _gdn_permutation(sel, dims, i, seed=i)
     _same(logits(rebuilt(model, sel), ids), reference)
     hidden = Selection(kept_blocks=sel.kept_blocks,
                        hidden=torch.randperm(dims.hidden_size, generator=torch.Generator().manual_seed(3)))
     _same(logits(rebuilt(model, hidden), ids), reference)
+
+
+def _gdn_permutation(sel: Selection, dims, i: int, seed: int) -> None:
+    """A GDN selection that keeps everything, reordered: key-head groups (each with its value heads),
+    value heads inside their group, value channels and key channels."""
+    g = torch.Generator().manual_seed(seed)
+    hk, per = dims.linear_num_key_heads, dims.linear_num_value_heads // dims.linear_num_key_heads
+    groups = torch.randperm(hk, generator=g)
+    sel.gdn_key_heads[i] = groups
+    sel.gdn_value_heads[i] = torch.cat([k * per + torch.randperm(per, generator=g) for k in groups.tolist()])
+    sel.gdn_key_channels[i] = torch.randperm(dims.linear_key_head_dim, generator=g)
+    sel.gdn_value_channels[i] = torch.randperm(dims.linear_value_head_dim, generator=g)
+
+
+def _keep_all_gdn(sel: Selection, dims, i: int) -> None:
+    sel.gdn_key_heads[i] = torch.arange(dims.linear_num_key_heads)
+    sel.gdn_value_heads[i] = torch.arange(dims.linear_num_value_heads)
+    sel.gdn_key_channels[i] = torch.arange(dims.linear_key_head_dim)
+    sel.gdn_value_channels[i] = torch.arange(dims.linear_value_head_dim)
+
+
+def test_gdn_value_head_moved_across_key_groups_changes_logits(family, ids):
+    """Negative control of the GDN permutation: value head 0 and the first head of the next key head's
+    group trade places, so each now reads the other key head's queries and keys."""
+    name, model, adapter, dims = family
+    if not dims.has_kind("gdn"):
+        pytest.skip("no Gated DeltaNet")
+    per = dims.linear_num_value_heads // dims.linear_num_key_heads
+    sel = Selection(kept_blocks=list(range(dims.num_layers)))
+    for i in dims.layers_of("gdn"):
+        _keep_all_gdn(sel, dims, i)
+        swap = torch.arange(dims.linear_num_value_heads)
+        swap[0], swap[per] = per, 0
+        sel.gdn_value_heads[i] = swap
+    if name == "qwen3_next":  # the fused rows are laid out by group: move the head by hand
+        state = model.state_dict()
+        for i in dims.layers_of("gdn"):
+            _swap_fused_value_heads(state, f"model.layers.{i}.linear_attn.", dims, 0, per)
+        other = build(model.config, seed=123)
+        other.load_state_dict(state, strict=True)
+    else:
+        other = rebuilt(model, sel)
+    assert (logits(other, ids) - logits(model, ids)).abs().max() > 1e-3
+
+
+def _swap_fused_value_heads(state, prefix, dims, a, b):
+    """Swap value heads a and b (all their rows) in Qwen3-Next's group-interleaved projections."""
+    dk, dv = dims.linear_key_head_dim, dims.linear_value_head_dim
+    per = dims.linear_num_value_heads // dims.linear_num_key_heads
+    w = 2 * dk + 2 * per * dv
+
+    def rows(h):
+        g, j = divmod(h, per)
+        v = g * w + 2 * dk + j * dv
+        return list(range(v, v + dv)) + list(range(v + per * dv, v + per * dv + dv))
+
+    qkvz = state[prefix + "in_proj_qkvz.weight"].clone()
+    qkvz[rows(a) + rows(b)] = state[prefix + "in_proj_qkvz.weight"][rows(b) + rows(a)]
+    state[prefix + "in_proj_qkvz.weight"] = qkvz
+    ba = state[prefix + "in_proj_ba.weight"].clone()
+    pos = lambda h: [divmod(h, per)[0] * 2 * per + h % per, divmod(h, per)[0] * 2 * per + per + h % per]  # noqa: E731
+    ba[pos(a) + pos(b)] = state[prefix + "in_proj_ba.weight"][pos(b) + pos(a)]
+    state[prefix + "in_proj_ba.weight"] = ba
+    for name in ("A_log", "dt_bias"):
+        t = state[prefix + name].clone()
+        t[[a, b]] = state[prefix + name][[b, a]]
+        state[prefix + name] = t
+    conv = state[prefix + "conv1d.weight"].clone()
+    base = 2 * dims.linear_num_key_heads * dk
+    ca, cb = list(range(base + a * dv, base + a * dv + dv)), list(range(base + b * dv, base + b * dv + dv))
+    conv[ca + cb] = state[prefix + "conv1d.weight"][cb + ca]
+    state[prefix + "conv1d.weight"] = conv
+    out = state[prefix + "out_proj.weight"].clone()
+    oa, ob = [a * dv + d for d in range(dv)], [b * dv + d for d in range(dv)]
+    out[:, oa + ob] = state[prefix + "out_proj.weight"][:, ob + oa]
+    state[prefix + "out_proj.weight"] = out
 
 
 def test_a_cross_group_swap_changes_logits(family, ids):
@@ -241,6 +348,77 @@ def test_removing_attention_heads_equals_zeroing_them(family, ids):
     _consistent(adapter, dims, sel, "attention_heads", lambda i: torch.tensor(kept))
     zeroed = _zeroed_copy(model, adapter, dims, "attention", columns)
     _same(logits(_pruned(model, sel, num_attention_heads=len(kept)), ids), logits(zeroed, ids))
+
+
+def test_removing_gdn_value_heads_equals_zeroing_them(family, ids):
+    """A value head has its own recurrence and its own slice of the gated norm: removing it (the second
+    of every key head's group) equals zeroing its out_proj columns."""
+    name, model, adapter, dims = family
+    if not dims.has_kind("gdn"):
+        pytest.skip("no Gated DeltaNet")
+    dv, per = dims.linear_value_head_dim, dims.linear_num_value_heads // dims.linear_num_key_heads
+    removed = [h for h in range(dims.linear_num_value_heads) if h % per == 1]
+    sel = Selection(kept_blocks=list(range(dims.num_layers)))
+    for i in dims.layers_of("gdn"):
+        _keep_all_gdn(sel, dims, i)
+        sel.gdn_value_heads[i] = torch.tensor([h for h in range(dims.linear_num_value_heads) if h not in removed])
+    zeroed = _zeroed_copy(model, adapter, dims, "gdn", [h * dv + d for h in removed for d in range(dv)])
+    pruned = _pruned(model, sel, linear_num_value_heads=dims.linear_num_value_heads - len(removed))
+    _same(logits(pruned, ids), logits(zeroed, ids))
+
+
+def _hand_sliced_key_channels(state: dict, dims, kept: list[int]) -> dict:
+    """The state dict with only key channels `kept` of every key head, cut by hand from each layout's
+    own row order (not through hybridprune's slicing): q ‖ k ‖ v rows (Qwen3.5's in_proj_qkv and every
+    conv1d), per-group [q, k, v, z] rows (Qwen3-Next's in_proj_qkvz), separate q/k projections (OLMo)."""
+    hk, dk = dims.linear_num_key_heads, dims.linear_key_head_dim
+    per_dv = dims.linear_num_value_heads // hk * dims.linear_value_head_dim
+    kk = torch.tensor(kept)
+    out = {}
+    for key, t in state.items():
+        if ".linear_attn." not in key:
+            out[key] = t
+        elif key.endswith(("in_proj_qkv.weight", "conv1d.weight")):
+            q, k, v = t[:hk * dk], t[hk * dk:2 * hk * dk], t[2 * hk * dk:]
+            cut = lambda x: x.reshape(hk, dk, *x.shape[1:])[:, kk].reshape(-1, *x.shape[1:])  # noqa: E731
+            out[key] = torch.cat([cut(q), cut(k), v])
+        elif key.endswith("in_proj_qkvz.weight"):
+            g = t.reshape(hk, 2 * dk + 2 * per_dv, -1)
+            out[key] = torch.cat([g[:, kk], g[:, dk + kk], g[:, 2 * dk:]], dim=1).reshape(-1, t.shape[-1])
+        elif key.endswith((".q_proj.weight", ".k_proj.weight")):
+            out[key] = t.reshape(hk, dk, -1)[:, kk].reshape(-1, t.shape[-1])
+        else:
+            out[key] = t
+    return out
+
+
+def test_removing_gdn_key_channels_matches_an_explicit_slicing(family, ids):
+    """Key channels are the delta rule's state dimension; q and k are L2-normalised per head and q is
+    scaled by dk**-0.5, so removing channels is not zeroing them: the pruned model equals the source cut
+    by hand, and differs from the source with those channels zeroed."""
+    name, model, adapter, dims = family
+    if not dims.has_kind("gdn"):
+        pytest.skip("no Gated DeltaNet")
+    kept = [0, 2, 5, 7]
+    sel = Selection(kept_blocks=list(range(dims.num_layers)))
+    for i in dims.layers_of("gdn"):
+        _keep_all_gdn(sel, dims, i)
+        sel.gdn_key_channels[i] = torch.tensor(kept)
+    pruned = _pruned(model, sel, linear_key_head_dim=len(kept))
+    by_hand = build(adapter.make_config(model.config, dims.replace(linear_key_head_dim=len(kept))), seed=5)
+    by_hand.load_state_dict(_hand_sliced_key_channels(model.state_dict(), dims, kept), strict=True)
+    _same(logits(pruned, ids), logits(by_hand, ids))
+    zeroed = build(model.config)
+    zeroed.load_state_dict(model.state_dict())
+    removed = [c for c in range(dims.linear_key_head_dim) if c not in kept]
+    with torch.no_grad():
+        for key, p in zeroed.named_parameters():
+            if ".linear_attn." in key and key.endswith(("in_proj_qkv.weight", ".q_proj.weight")):
+                q_rows = dims.linear_num_key_heads * dims.linear_key_head_dim
+                p[:q_rows].view(dims.linear_num_key_heads, dims.linear_key_head_dim, -1)[:, removed] = 0.0
+            elif key.endswith("in_proj_qkvz.weight"):
+                p.view(dims.linear_num_key_heads, -1, p.shape[-1])[:, removed] = 0.0
+    assert (logits(zeroed, ids) - logits(pruned, ids)).abs().max() > 1e-4
 
 
 def test_removing_expert_neurons_equals_zeroing_them(family, ids):

@@ -24,7 +24,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from .architectures import ATTENTION, MAMBA, MLP, MOE, Dims
+from .architectures import ATTENTION, GDN, MAMBA, MLP, MOE, Dims
 from .architectures.base import unit_kinds
 
 GIB = 2**30
@@ -64,6 +64,14 @@ def unit_transient_bytes(dims: Dims, kind: str, batch: int, seq: int, act: int, 
         width = dims.moe_latent_size or dims.hidden_size
         routed = (dims.moe_top_k or 1) * (3 * dims.moe_ffn_hidden_size + 2 * width) * act
         return tokens * (4 * dims.num_moe_experts * F32 + routed + 3 * (dims.moe_shared_expert_intermediate_size or 0) * act)
+    if kind == GDN:  # projections and conv output, then the chunked delta rule in float32
+        kd = dims.linear_num_key_heads * dims.linear_key_head_dim
+        vd = dims.linear_num_value_heads * dims.linear_value_head_dim
+        hv = dims.linear_num_value_heads
+        padded = batch * math.ceil(seq / 64) * 64
+        return (tokens * (2 * (2 * kd + vd) + 2 * vd + 2 * hv) * act
+                + padded * F32 * (2 * hv * dims.linear_key_head_dim + 3 * vd + 2 * hv * 64)
+                + batch * hv * dims.linear_key_head_dim * dims.linear_value_head_dim * F32 * 2)
     return 0  # unknown unit kinds add nothing (their weights are still counted exactly)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .base import (
     ATTENTION,
+    GDN,
     MAMBA,
     MLP,
     MOE,
@@ -25,11 +26,12 @@ from .jamba import JambaAdapter
 from .llama import LlamaAdapter
 from .mamba2 import Mamba2Adapter
 from .nemotron_h import NemotronHAdapter
+from .qwen3_5 import Qwen3_5Adapter
 from .zamba2 import Zamba2Adapter
 
 ADAPTERS: tuple[type[Adapter], ...] = (
     NemotronHAdapter, Mamba2Adapter, BambaAdapter, GraniteMoeHybridAdapter, FalconH1Adapter, Zamba2Adapter,
-    LlamaAdapter, JambaAdapter,
+    LlamaAdapter, Qwen3_5Adapter, JambaAdapter,
 )
 #: model types an adapter recognises only to refuse them with the reason
 REFUSED: tuple[str, ...] = JambaAdapter.model_types
@@ -55,7 +57,7 @@ def get_adapter(model_or_config) -> Adapter:
 
 
 __all__ = [
-    "ADAPTERS", "ATTENTION", "MAMBA", "MLP", "MOE", "Adapter", "Block", "Dims", "ParamRule",
+    "ADAPTERS", "ATTENTION", "GDN", "MAMBA", "MLP", "MOE", "Adapter", "Block", "Dims", "ParamRule",
     "Unrepresentable", "UnsupportedArchitecture", "count_parameters", "get_adapter",
     "supported_model_types",
 ]

@@ -21,7 +21,7 @@ from typing import ClassVar
 import torch.nn as nn
 
 from .dims import (  # noqa: F401  (re-exported: the interface's vocabulary)
-    ATTENTION, KIND_SEPARATOR, MAMBA, MLP, MOE, VARIANT_SEPARATOR, Dims, layer_type, unit_kinds,
+    ATTENTION, GDN, KIND_SEPARATOR, MAMBA, MLP, MOE, VARIANT_SEPARATOR, Dims, layer_type, unit_kinds,
 )
 
 
@@ -48,7 +48,9 @@ class UnitLayout:
     - `more_hooks`: further scored sites, (module path, hook_on, Scores group), e.g. a MoE block's
       shared expert;
     - `expert_forward`: for a unit hooked on "moe_experts", `(experts module, expert, x) ->
-      (down-projection input, expert output)`, the one computation calibration repeats per expert.
+      (down-projection input, expert output)`, the one computation calibration repeats per expert;
+    - `outputs`: hook_on names that score a slice of a module's output, `(output, Dims) -> [.., C]`
+      (e.g. the value rows of a fused GDN input projection); sites sharing a Scores group add up.
     """
 
     kind: str
@@ -59,6 +61,7 @@ class UnitLayout:
     inactive: Callable[[Dims], int] | None = None
     more_hooks: tuple[tuple[str, str, str], ...] = ()
     expert_forward: Callable | None = None
+    outputs: Mapping[str, Callable] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,8 @@ class ParamRule:
 
     Axis names: "hidden" (global); per layer `layer`: "mamba_in_proj", "mamba_conv", "mamba_heads",
     "mamba_channels", "ffn", "ffn_gate_up" (fused gate‖up rows), "attn_q" (query-head channels),
+    "attn_q_gate" (a gated attention's q_proj rows: query ‖ gate per head), the GDN axes of
+    `pruning.slicing` ("gdn_qkv", "gdn_q", "gdn_k", "gdn_v", "gdn_heads", "gdn_channels", "gdn_qkvz", "gdn_ba"),
     "moe_experts" (routed experts: router rows, the leading axis of 3-D expert tensors), "moe_ffn",
     "moe_ffn_gate_up" (expert neurons, shared by every expert), "moe_shared_ffn" (the shared expert's
     neurons), "moe_input" (the experts' input: "hidden", or nothing when they work in a latent space).

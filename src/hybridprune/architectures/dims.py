@@ -11,6 +11,8 @@ from typing import Any
 
 # Unit kinds the algorithms understand (a unit kind is also a Scores group).
 MAMBA, ATTENTION, MLP, MOE = "mamba", "attention", "mlp", "moe"
+#: a Gated DeltaNet mixer (gated delta-rule linear attention: Qwen3.5, Qwen3-Next, OLMo Hybrid)
+GDN = "gdn"
 #: joins unit kinds into a layer-type name: "mamba+mlp" holds a Mamba mixer and an MLP
 KIND_SEPARATOR = "+"
 
@@ -70,6 +72,16 @@ class Dims:
     moe_top_k: int | None = None
     moe_n_group: int = 1
     moe_topk_group: int = 1
+    #: Gated DeltaNet mixers, in the config's own names: key heads (each serves
+    #: `linear_num_value_heads / linear_num_key_heads` consecutive value heads, its group), their
+    #: channels (the delta rule's state dimension) and the value heads and channels; conv window
+    linear_num_key_heads: int | None = None
+    linear_num_value_heads: int | None = None
+    linear_key_head_dim: int | None = None
+    linear_value_head_dim: int | None = None
+    linear_conv_kernel_dim: int | None = None
+    #: gated full attention: q_proj emits a query and an output gate per head (Qwen3.5, Qwen3-Next)
+    attention_gated: bool = False
     fixed_layer_types: tuple[str, ...] = ()
     #: family-specific fixed quantities the adapter needs to count parameters (name, value) pairs
     extras: tuple[tuple[str, int], ...] = ()

@@ -47,15 +47,19 @@ MAMBA2_MIXER = UnitLayout(MAMBA, MAMBA2_RULES, hook="in_proj", hook_on="mamba_x"
 
 
 # ---- attention -----------------------------------------------------------------------------------
-def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str = "hidden") -> UnitLayout:
+def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str = "hidden",
+                   gated: bool = False) -> UnitLayout:
     """Attention with separate q/k/v/o projections; KV heads are never pruned.
 
     `bias`: which projections carry a bias when `Dims.attention_bias` ("all": q, k, v, o as in Llama;
     "qkv": Qwen2). `qk_norm`: per-head q_norm/k_norm over head_dim (Qwen3), never sliced.
-    `input_axis`: the axis of the projections' input (Zamba2's shared attention reads 2 × hidden)."""
+    `input_axis`: the axis of the projections' input (Zamba2's shared attention reads 2 × hidden).
+    `gated`: q_proj emits, per head, head_dim query rows then head_dim output-gate rows (Qwen3.5,
+    Qwen3-Next: `q_proj(x).view(.., heads, 2 * head_dim).chunk(2)`), so a pruned head takes its gate."""
+    q_axis = "attn_q_gate" if gated else "attn_q"
     rules = {
-        "q_proj.weight": ("attn_q", input_axis),
-        "q_proj.bias": ("attn_q",),
+        "q_proj.weight": (q_axis, input_axis),
+        "q_proj.bias": (q_axis,),
         "k_proj.weight": (None, input_axis),
         "v_proj.weight": (None, input_axis),
         "o_proj.weight": ("hidden", "attn_q"),
@@ -66,9 +70,10 @@ def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str 
         width = d.hidden_size * (2 if input_axis == "hidden2" else 1)
         hd = d.attention_head_dim
         q, kv = d.num_attention_heads * hd, d.num_key_value_heads * hd
-        total = (q + 2 * kv) * width + q * d.hidden_size
+        q_rows = 2 * q if gated else q
+        total = (q_rows + 2 * kv) * width + q * d.hidden_size
         if d.attention_bias:
-            total += q + 2 * kv + (d.hidden_size if bias == "all" else 0)
+            total += q_rows + 2 * kv + (d.hidden_size if bias == "all" else 0)
         if qk_norm:
             total += 2 * hd
         return total
@@ -77,6 +82,8 @@ def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str 
 
 
 QKVO_ATTENTION = qkvo_attention()
+#: Qwen3.5 / Qwen3-Next full attention: gated, with per-head q_norm/k_norm
+GATED_ATTENTION = qkvo_attention(bias="all", qk_norm=True, gated=True)
 
 
 # ---- MLPs ----------------------------------------------------------------------------------------
@@ -180,6 +187,28 @@ GRANITE_MOE = UnitLayout(
     hook="experts", hook_on="moe_experts",
     count=lambda d: d.num_moe_experts * d.hidden_size + d.num_moe_experts * _expert_params(d, 3),
     inactive=_inactive_experts(3), expert_forward=_gated_expert,
+)
+
+
+def _qwen_moe_count(d: Dims) -> int:
+    e, h, fs = d.num_moe_experts, d.hidden_size, d.moe_shared_expert_intermediate_size
+    return e * h + e * _expert_params(d, 3) + 3 * fs * h + h  # router, experts, shared expert, its gate
+
+
+# Qwen3-Next / Qwen3.5-MoE sparse block: a softmax top-k router (`gate`), gated experts with fused
+# gate‖up rows, a gated shared expert and its sigmoid gate `shared_expert_gate` [1, H] (one scalar per
+# token, not per neuron: only its hidden columns are cut).
+QWEN_MOE = UnitLayout(
+    MOE,
+    {"gate.weight": ("moe_experts", "hidden"),
+     "experts.gate_up_proj": ("moe_experts", "moe_ffn_gate_up", "hidden"),
+     "experts.down_proj": ("moe_experts", "hidden", "moe_ffn"),
+     "shared_expert.gate_proj.weight": ("moe_shared_ffn", "hidden"),
+     "shared_expert.up_proj.weight": ("moe_shared_ffn", "hidden"),
+     "shared_expert.down_proj.weight": ("hidden", "moe_shared_ffn"),
+     "shared_expert_gate.weight": (None, "hidden")},
+    hook="experts", hook_on="moe_experts", count=_qwen_moe_count, inactive=_inactive_experts(3),
+    more_hooks=(("shared_expert.down_proj", "input", "moe_shared_ffn"),), expert_forward=_gated_expert,
 )
 
 

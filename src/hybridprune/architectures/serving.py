@@ -28,7 +28,8 @@ _ALIASES = {"vllm": VLLM, "llama.cpp": LLAMA_CPP, "llamacpp": LLAMA_CPP, "llama-
             "llama_cpp": LLAMA_CPP}
 #: plan axes the nearest-value search may move (the fields a plan can set)
 _AXES = ("hidden_size", "ffn_hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads",
-         "num_moe_experts", "moe_ffn_hidden_size", "moe_shared_expert_intermediate_size")
+         "num_moe_experts", "moe_ffn_hidden_size", "moe_shared_expert_intermediate_size", "linear_num_value_heads",
+         "linear_key_head_dim", "linear_value_head_dim")
 
 
 class NotServable(Unrepresentable):
@@ -158,7 +159,7 @@ def config_violations(config, engine: str, tensor_parallel: int = 1) -> list[Vio
 def _steps(axis: str, dims: Dims, top: int) -> range:
     """The values of `axis` a plan may set, as Plan.validate and the search space allow them."""
     step = {"mamba_num_heads": dims.mamba_n_groups, "num_attention_heads": dims.num_key_value_heads,
-            "num_moe_experts": dims.moe_n_group}.get(axis) or 1
+            "num_moe_experts": dims.moe_n_group, "linear_num_value_heads": dims.linear_num_key_heads}.get(axis) or 1
     return range(step, top + 1, step)
 
 

@@ -5,6 +5,8 @@ given batch and sequence length holds:
 
 - weights: every parameter at the weight dtype;
 - KV cache: per layer holding attention, keys and values of `num_key_value_heads × head_dim` per token;
+- Gated DeltaNet state: the convolution window over the q ‖ k ‖ v channels and the recurrent state
+  [value heads, key head dim, value head dim] (at `ssm_state_dtype`), counted with the Mamba state;
 - Mamba state: per layer holding a Mamba mixer, the convolution window (`conv_kernel` positions of the
   `heads × head_dim + 2 × n_groups × state` conv channels, at the weight dtype) and the SSM state
   (`heads × head_dim × state`, at `ssm_state_dtype`: float32 in Hugging Face's Mamba2 and Nemotron-H).
@@ -20,7 +22,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..architectures import ATTENTION, MAMBA, Dims
+from ..architectures import ATTENTION, GDN, MAMBA, Dims
+from ..architectures.gdn import gdn_cache_bytes
 
 MIB = 2**20
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2,
@@ -53,6 +56,10 @@ def cache_bytes(dims: Dims, *, batch: int, seq_len: int, dtype: str = "bfloat16"
         conv_dim = inner + 2 * dims.mamba_n_groups * dims.mamba_state_size
         conv = n_mamba * batch * conv_dim * dims.mamba_conv_kernel * b
         ssm = n_mamba * batch * inner * dims.mamba_state_size * dtype_bytes(ssm_state_dtype)
+    n_gdn = dims.count_of(GDN)
+    if n_gdn:  # Gated DeltaNet: conv window over q ‖ k ‖ v, recurrent state [Hv, dk, dv]
+        gdn_conv, gdn_state = gdn_cache_bytes(dims, batch, dtype_bytes(ssm_state_dtype), b)
+        conv, ssm = conv + n_gdn * gdn_conv, ssm + n_gdn * gdn_state
     return {"kv": kv, "conv": conv, "ssm": ssm}
 
 

@@ -20,10 +20,13 @@ from .store import BEST_FILE, PLOT_FILE, SUMMARY_FILE
 COLUMN_TITLES = {"num_layers": "layers", "hidden_size": "hidden", "ffn_hidden_size": "FFN",
                  "mamba_num_heads": "M heads", "mamba_head_dim": "M head dim", "num_attention_heads": "A heads",
                  "num_moe_experts": "experts", "moe_ffn_hidden_size": "expert FFN",
-                 "moe_shared_expert_intermediate_size": "shared expert"}
+                 "moe_shared_expert_intermediate_size": "shared expert", "linear_num_key_heads": "GDN K heads",
+                 "linear_num_value_heads": "GDN V heads", "linear_key_head_dim": "GDN K dim",
+                 "linear_value_head_dim": "GDN V dim"}
 SHORT_TITLES = {"num_layers": "L", "hidden_size": "hid", "ffn_hidden_size": "FFN", "mamba_num_heads": "mH",
                 "mamba_head_dim": "mD", "num_attention_heads": "aH", "num_moe_experts": "E",
-                "moe_ffn_hidden_size": "eFFN", "moe_shared_expert_intermediate_size": "sFFN"}
+                "moe_ffn_hidden_size": "eFFN", "moe_shared_expert_intermediate_size": "sFFN", "linear_num_key_heads": "gK",
+                "linear_num_value_heads": "gV", "linear_key_head_dim": "gKD", "linear_value_head_dim": "gVD"}
 
 
 def human_count(n: int) -> str:

@@ -26,7 +26,7 @@ from ..architectures import get_adapter
 from ..architectures.serving import check_tensor_parallel, parse_engines
 from ..evaluate.perplexity import NonFiniteLoss, evaluate_loss
 from ..evaluate.speed import measure_throughput
-from ..importance.scores import EXPERT_IMPORTANCE, Scores, model_fingerprint
+from ..importance.scores import EXPERT_IMPORTANCE, GDN_IMPORTANCE, Scores, model_fingerprint
 from ..pruning.apply import prune
 from ..pruning.plan import Plan
 from .cost import Budget
@@ -56,7 +56,7 @@ class SearchConfig:
     - `measure_speed`, `speed_batch`, `speed_seq_len`: forward throughput of the top-K (tokens/s),
       shown in the results; `speed_seq_len` defaults to the evaluation data's sequence length.
     - `expert_importance`: how a MoE model's routed experts are ranked when candidates are pruned
-      (see `hybridprune.prune`).
+      (see `hybridprune.prune`); `gdn_importance`: which activation ranks Gated DeltaNet value heads.
     - `serve_with`, `tensor_parallel`: serving engines ("vllm", "llama.cpp") every candidate must run
       on, at this many GPUs for vLLM; others are left out of the search (`architectures.serving`).
     """
@@ -74,6 +74,7 @@ class SearchConfig:
     speed_seq_len: int | None = None
     progress: bool = True
     expert_importance: str = "output_norm"
+    gdn_importance: str = "out_proj"
     serve_with: tuple[str, ...] | str = ()
     tensor_parallel: int = 1
 
@@ -98,6 +99,8 @@ class SearchConfig:
         if self.expert_importance not in EXPERT_IMPORTANCE:
             raise SearchError(f"expert_importance must be one of {', '.join(EXPERT_IMPORTANCE)}, "
                               f"got {self.expert_importance!r}")
+        if self.gdn_importance not in GDN_IMPORTANCE:
+            raise SearchError(f"gdn_importance must be one of {', '.join(GDN_IMPORTANCE)}, got {self.gdn_importance!r}")
         if self.kd is not None:
             kd_config(self.kd, device=None, seq_len=None)
         try:
@@ -262,7 +265,7 @@ def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config:
 
     def pruned(key: str) -> torch.nn.Module:
         return prune(model, scores, by_key[key][0].plan(original), fingerprint=fingerprint,
-                     expert_importance=cfg.expert_importance)
+                     expert_importance=cfg.expert_importance, gdn_importance=cfg.gdn_importance)
 
     # zero-shot loss of every candidate
     todo = [k for k in by_key if store.get(ZERO_SHOT, k) is None]

@@ -3,7 +3,8 @@
 Axes are the Plan's fields. Width axes take values between `(1 - max_width_pruning) × original` and
 the original, in steps of a divisor; Mamba heads step in multiples of `n_groups` (every group keeps the
 same number of heads) and attention heads in multiples of the KV heads (every KV group keeps the same
-number of query heads). Routed experts step in multiples of the routing groups and keep enough for
+number of query heads). Gated DeltaNet value heads step in multiples of the key heads; a candidate that
+drops key-head groups keeps at most their value heads (every kept key head serves the same number). Routed experts step in multiples of the routing groups and keep enough for
 `num_experts_per_tok`; the widths the expert tensors are laid out by (expert FFN, and hidden unless
 the experts work in a latent space) step in multiples of 8. Depth takes `num_layers` from the original down to
 `(1 - max_depth_pruning) × original`, the dropped blocks being the least important by the depth scores.
@@ -18,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..architectures import ATTENTION, MAMBA, MLP, MOE, Dims
+from ..architectures import ATTENTION, GDN, MAMBA, MLP, MOE, Dims
 from ..architectures.base import unit_kinds
 from ..architectures.moe import EXPERT_ALIGNMENT, expert_widths, valid_expert_counts
 from ..pruning.plan import Plan, PlanError
@@ -26,18 +27,21 @@ from ..pruning.selection import blocks_to_keep
 
 #: The searchable axes, in the order candidates are labelled.
 AXES = ("num_layers", "hidden_size", "ffn_hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads",
-        "num_moe_experts", "moe_ffn_hidden_size", "moe_shared_expert_intermediate_size")
+        "num_moe_experts", "moe_ffn_hidden_size", "moe_shared_expert_intermediate_size",
+        "linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim")
 #: Short labels for candidate keys and tables.
 LABELS = {"num_layers": "L", "hidden_size": "h", "ffn_hidden_size": "f", "mamba_num_heads": "mh",
           "mamba_head_dim": "md", "num_attention_heads": "ah", "num_moe_experts": "e", "moe_ffn_hidden_size": "ef",
-          "moe_shared_expert_intermediate_size": "es"}
+          "moe_shared_expert_intermediate_size": "es", "linear_num_key_heads": "gk", "linear_num_value_heads": "gv",
+          "linear_key_head_dim": "gkd", "linear_value_head_dim": "gvd"}
 #: The block kind an axis belongs to (None: every model has it).
 AXIS_KIND = {"num_layers": None, "hidden_size": None, "ffn_hidden_size": MLP, "mamba_num_heads": MAMBA,
              "mamba_head_dim": MAMBA, "num_attention_heads": ATTENTION, "num_moe_experts": MOE,
-             "moe_ffn_hidden_size": MOE, "moe_shared_expert_intermediate_size": MOE}
+             "moe_ffn_hidden_size": MOE, "moe_shared_expert_intermediate_size": MOE, "linear_num_key_heads": GDN,
+             "linear_num_value_heads": GDN, "linear_key_head_dim": GDN, "linear_value_head_dim": GDN}
 #: Largest divisors used when none is given (ModelOpt's defaults); "auto" shrinks them on small models.
 DEFAULT_DIVISORS = {"hidden_size": 256, "ffn_hidden_size": 512, "mamba_head_dim": 8, "moe_ffn_hidden_size": 512,
-                    "moe_shared_expert_intermediate_size": 512}
+                    "moe_shared_expert_intermediate_size": 512, "linear_key_head_dim": 8, "linear_value_head_dim": 8}
 
 
 class SearchSpaceError(ValueError):
@@ -100,6 +104,8 @@ class SearchSpace:
             return dims.num_key_value_heads
         if axis == "num_moe_experts":
             return dims.moe_n_group
+        if axis == "linear_num_value_heads":
+            return dims.linear_num_key_heads
         if dims.has_kind(MOE) and axis in expert_widths(dims):
             return EXPERT_ALIGNMENT
         return 1
@@ -213,10 +219,18 @@ def build_grid(dims: Dims, space: SearchSpace, scores=None,
             if kind is not None and kind not in kinds:
                 values[axis] = original_value(axis, dims)
         signature = tuple(values[a] for a in axes)
-        if signature in seen:
+        if signature in seen or not _gdn_groups_fit(values, dims):
             continue
         seen.add(signature)
         widths = {a: v for a, v in values.items() if a != "num_layers"}
         target = Plan(**widths).target_dims(dims, list(kept))
         grid.append(Candidate(values=values, kept_blocks=kept, dims=target))
     return grid, choices
+
+
+def _gdn_groups_fit(values: Mapping[str, int], dims: Dims) -> bool:
+    """Whether the GDN value heads fit the kept key heads (the same number under each, at most the original)."""
+    if "linear_num_key_heads" not in values:
+        return True
+    keys, heads = values["linear_num_key_heads"], values.get("linear_num_value_heads", dims.linear_num_value_heads)
+    return heads % keys == 0 and heads // keys <= dims.linear_num_value_heads // dims.linear_num_key_heads

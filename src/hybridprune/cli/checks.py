@@ -65,6 +65,14 @@ def check_moe_options(dims, model_type: str, *, active_params: str | None = None
                        "so leave it out")
 
 
+def check_gdn_options(dims, model_type: str, gdn_importance: str = "out_proj") -> None:
+    """`--gdn-importance` ranks Gated DeltaNet value heads: refused on a model without GDN mixers rather
+    than silently ignored."""
+    if gdn_importance != "out_proj" and dims.linear_num_key_heads is None:
+        raise CliError(f"--gdn-importance ranks Gated DeltaNet value heads; this {model_type} model has no GDN "
+                       "mixers, so leave it out")
+
+
 def listed(flag: str, text: str, example: str) -> list[str]:
     """The items of a comma-separated option; one that names none (`,`, `""`, `" , "`) is refused
     rather than read as "nothing", which would silently drop what the user asked for."""

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..fsutil import check_output
-from .checks import check_moe_options, listed
+from .checks import check_gdn_options, check_moe_options, listed
 from ..pruning.plan import WIDTH_FIELDS
 from .devices import check_device
 from .common import (
@@ -35,6 +35,10 @@ def prune_command(
         "output_norm", "--expert-importance",
         help="How a MoE model's routed experts are ranked: output_norm (Minitron: mean L2 norm of the expert's output "
              "over its tokens), router_weighted (REAP: that norm times the gate value) or frequency (share of tokens)."),
+    gdn_importance: Literal["out_proj", "value"] = typer.Option(
+        "out_proj", "--gdn-importance",
+        help="Which activation ranks a Gated DeltaNet model's value heads and channels: out_proj (the output "
+             "projection's input, after the gated norm) or value (the value branch of the input projection)."),
     in_memory: bool = typer.Option(False, "--in-memory", help="Load the whole model and prune it in memory (the default streams shard by shard and never builds the model)."),
     smoke_test: bool = typer.Option(False, "--smoke-test", help="After a streaming prune, load the result and run one forward pass (needs the pruned model's memory)."),
     device: str = typer.Option("cpu", help="Device of an --in-memory prune (cpu is enough: pruning is slicing)."),
@@ -69,6 +73,7 @@ def prune_command(
     adapter = get_adapter(config)
     dims = adapter.dims(config)
     check_moe_options(dims, config.model_type, expert_importance=expert_importance)
+    check_gdn_options(dims, config.model_type, gdn_importance)
     try:
         parsed.validate(dims)
     except PlanError as exc:  # a plan file that does not fit this model: say which file
@@ -86,7 +91,8 @@ def prune_command(
         forecast_memory(streamed, force=force, lower="nothing (streaming holds three tensors at a time)")
         path = stream_prune(model, loaded_scores, parsed, out, dtype=None if dtype == "auto" else resolve_dtype(dtype),
                             smoke_test=smoke_test, overwrite=overwrite, strict_fingerprint=strict_fingerprint,
-                            progress=True, expert_importance=expert_importance, serve_with=serve_with,
+                            progress=True, expert_importance=expert_importance, gdn_importance=gdn_importance,
+                            serve_with=serve_with,
                             tensor_parallel=tensor_parallel)
         _summary(json.loads((path / "hybridprune.json").read_text()), path)
         return
@@ -94,7 +100,8 @@ def prune_command(
                     force=force, lower="the model's memory: drop --in-memory to stream it")
     lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     pruned = prune(lm, loaded_scores, parsed, strict_fingerprint=strict_fingerprint,
-                   expert_importance=expert_importance, serve_with=serve_with, tensor_parallel=tensor_parallel)
+                   expert_importance=expert_importance, gdn_importance=gdn_importance, serve_with=serve_with,
+                   tensor_parallel=tensor_parallel)
     path = export(pruned, out, tokenizer_from=model, source=str(model), overwrite=overwrite)
     _summary(pruned.hybridprune_info, path)
 

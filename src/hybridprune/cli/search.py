@@ -9,8 +9,8 @@ from typing import Literal
 import typer
 
 from .checks import (
-    CLOSED_FRACTION, FRACTION, NON_NEGATIVE, POSITIVE, SEED_MAX, check_moe_options, check_multiple, check_not_blank,
-    check_numbers, listed,
+    CLOSED_FRACTION, FRACTION, NON_NEGATIVE, POSITIVE, SEED_MAX, check_gdn_options, check_moe_options, check_multiple,
+    check_not_blank, check_numbers, listed,
 )
 from ..archsearch.store import CANDIDATES_FILE, OWNED, SETTINGS_FILE
 from ..cleanup import remove_if_failed
@@ -76,6 +76,7 @@ def search_command(
     memory_mb: float = typer.Option(None, "--memory-mb", help="Memory budget (MiB): weights + KV cache + Mamba state."),
     active_params: str = typer.Option(None, "--active-params", help="Budget of parameters used per token (MoE: routed experts a token skips left out): 3e9, 3B, or relative 0.5x."),
     expert_importance: Literal["output_norm", "router_weighted", "frequency"] = typer.Option("output_norm", "--expert-importance", help="How a MoE model's routed experts are ranked (see `hybridprune prune --help`)."),
+    gdn_importance: Literal["out_proj", "value"] = typer.Option("out_proj", "--gdn-importance", help="Which activation ranks Gated DeltaNet value heads (see `hybridprune prune --help`)."),
     seq_len: int = typer.Option(4096, "--seq-len", min=1, help="Sequence length of the memory estimate."),
     batch: int = typer.Option(1, "--batch", min=1, help="Batch size of the memory estimate."),
     memory_dtype: str = typer.Option("bfloat16", "--memory-dtype", help="Weights and cache dtype of the memory estimate."),
@@ -139,7 +140,8 @@ def search_command(
                     dtype=memory_dtype, active_params=active_params)
     cfg = SearchConfig(space=space, top_k=top_k, kd=kd, band=band, max_candidates=max_candidates,
                        batch_size=batch_size, tie_tolerance=tie_tolerance, tie_break=tie_break, measure_speed=speed,
-                       speed_batch=speed_batch, expert_importance=expert_importance, serve_with=serve_with or (),
+                       speed_batch=speed_batch, expert_importance=expert_importance, gdn_importance=gdn_importance,
+                       serve_with=serve_with or (),
                        tensor_parallel=tensor_parallel)
     cfg.validate()
     # An impossible budget is reported before any weights are loaded, when the grid is known without
@@ -155,6 +157,7 @@ def search_command(
     adapter = get_adapter(config)
     dims = adapter.dims(config)
     check_moe_options(dims, config.model_type, active_params=active_params, expert_importance=expert_importance)
+    check_gdn_options(dims, config.model_type, gdn_importance)
     saved = Scores.load(scores_path) if (scores_path / "scores.json").is_file() else None
     if saved is not None:
         try:

@@ -13,13 +13,13 @@ from collections.abc import Iterable
 import torch
 import torch.distributed as dist
 
-from ..architectures import ATTENTION, MAMBA, MLP, MOE, get_adapter
+from ..architectures import ATTENTION, GDN, MAMBA, MLP, MOE, get_adapter
 from .batches import count_batches, iter_batches, progress_bar, vocab_size_of
 from .depth import depth_importance
 from .scores import CalibrationError, Scores, model_fingerprint
 
 #: the Scores group each unit kind is scored into
-SCORE_GROUP = {MAMBA: "mamba", MLP: "ffn", ATTENTION: "attention", MOE: "moe"}
+SCORE_GROUP = {MAMBA: "mamba", MLP: "ffn", ATTENTION: "attention", MOE: "moe", GDN: "gdn"}
 
 
 def _masked_mean_abs(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -47,6 +47,8 @@ class _Accumulator:
         self.where = ""
 
     def add(self, key: str, activation: torch.Tensor) -> None:
+        if activation.dim() == 2:  # a module fed flattened tokens [B*T, C] (Qwen's MoE shared expert)
+            activation = activation.view(*self.mask.shape, -1)
         a = _masked_mean_abs(activation, self.mask)
         if not torch.isfinite(a).all():
             raise CalibrationError(
@@ -131,6 +133,11 @@ def _install_hooks(adapter, model, acc: _Accumulator, dims) -> list:
                     lambda m, args, kwargs, out, owner=owner, unit=unit: acc.add_experts(
                         owner, unit, dims.num_moe_experts, args, kwargs),
                     with_kwargs=True,
+                ))
+            elif unit.layout is not None and unit.hook_on in unit.layout.outputs:
+                # a slice of the module's output (a GDN projection's value, query or key rows)
+                handles.append(unit.module.register_forward_hook(
+                    lambda m, args, out, key=key, pick=unit.layout.outputs[unit.hook_on]: acc.add(key, pick(out, dims))
                 ))
             elif unit.hook_on == "mamba_x":
                 # x occupies rows [inner, 2*inner) of the in_proj output ([z | x | B | C | dt]).
@@ -218,6 +225,10 @@ def calibrate(
             scores.mamba[int(index)] = value.view(dims.mamba_num_heads, dims.mamba_head_dim)
         elif group == "attention":
             scores.attention[int(index)] = value.view(dims.num_attention_heads, dims.attention_head_dim)
+        elif group in ("gdn", "gdn_value"):
+            getattr(scores, group)[int(index)] = value.view(dims.linear_num_value_heads, dims.linear_value_head_dim)
+        elif group == "gdn_key":  # q and k sites summed into one entry: the L2 of both statistics
+            scores.gdn_key[int(index)] = value.view(dims.linear_num_key_heads, dims.linear_key_head_dim)
         else:  # ffn, moe_ffn, moe_shared_ffn: one score per neuron
             getattr(scores, group)[int(index)] = value
     for key in expert_keys:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..architectures import ATTENTION, MAMBA, MLP, MOE, Dims
+from ..architectures import ATTENTION, GDN, MAMBA, MLP, MOE, Dims
 from ..fsutil import atomic_directory
 
 TENSORS_FILE = "scores.safetensors"
@@ -39,11 +39,20 @@ PER_BLOCK: dict[str, tuple[str, str, Callable[[Dims], tuple | None]]] = {
     "moe_shared_ffn": (MOE, "shared expert [moe_shared_expert_intermediate_size]",
                        lambda d: (d.moe_shared_expert_intermediate_size,)
                        if d.moe_shared_expert_intermediate_size else None),
+    "gdn": (GDN, "GDN out_proj input [linear_num_value_heads, linear_value_head_dim]",
+            lambda d: (d.linear_num_value_heads, d.linear_value_head_dim)),
+    "gdn_value": (GDN, "GDN value branch [linear_num_value_heads, linear_value_head_dim]",
+                  lambda d: (d.linear_num_value_heads, d.linear_value_head_dim)),
+    "gdn_key": (GDN, "GDN query and key branches [linear_num_key_heads, linear_key_head_dim]",
+                lambda d: (d.linear_num_key_heads, d.linear_key_head_dim)),
 }
 GROUPS = tuple(PER_BLOCK)
 #: How experts can be ranked (`select(..., expert_importance=)`): the Scores table each reads.
 EXPERT_IMPORTANCE = {"output_norm": "moe_experts", "router_weighted": "moe_router_weighted",
                      "frequency": "moe_frequency"}
+#: Which activation ranks GDN value heads and value channels (`select(..., gdn_importance=)`): the input of
+#: the output projection, after the gated norm ("out_proj"), or the value branch of the input projection.
+GDN_IMPORTANCE = {"out_proj": "gdn", "value": "gdn_value"}
 GLOBAL_ENTRIES = ("hidden", "depth_kld", "depth_bi")
 
 #: Fields of scores.json that the library reads, and the types they must have when present.
@@ -75,6 +84,9 @@ class Scores:
       the fraction of routed (token, slot) pairs it received; `moe_ffn[i]` [F_moe], the down-projection
       input statistic pooled over every routed (token, expert) pair, so all experts share one ranking;
       `moe_shared_ffn[i]` [F_shared], the shared expert like a dense MLP;
+    - Gated DeltaNet mixers: `gdn[i]` [Hv, dv] on the input of the output projection (after the gated
+      norm), `gdn_value[i]` [Hv, dv] on the value branch of the input projection, `gdn_key[i]` [Hk, dk]
+      on the query and key branches (the L2 of the two statistics);
     - `hidden`: [hidden], per-block statistic of the pre-norm output, summed over blocks;
     - `depth_kld`, `depth_bi`: [blocks], KL divergence of logits with the block skipped, and
       Block Influence (1 - cos between the block's input and output).
@@ -88,6 +100,9 @@ class Scores:
     moe_frequency: dict[int, torch.Tensor] = field(default_factory=dict)
     moe_ffn: dict[int, torch.Tensor] = field(default_factory=dict)
     moe_shared_ffn: dict[int, torch.Tensor] = field(default_factory=dict)
+    gdn: dict[int, torch.Tensor] = field(default_factory=dict)
+    gdn_value: dict[int, torch.Tensor] = field(default_factory=dict)
+    gdn_key: dict[int, torch.Tensor] = field(default_factory=dict)
     hidden: torch.Tensor | None = None
     depth_kld: torch.Tensor | None = None
     depth_bi: torch.Tensor | None = None
@@ -189,6 +204,7 @@ class Scores:
             "ffn_layers": sorted(self.ffn),
             "attention_layers": sorted(self.attention),
             "moe_layers": sorted(self.moe_experts),
+            "gdn_layers": sorted(self.gdn),
             "depth": [n for n in ("depth_kld", "depth_bi") if getattr(self, n) is not None],
         }
 

@@ -39,17 +39,17 @@ def check_fingerprint(scores: Scores, model_type: str, fingerprint, *, strict: b
 
 
 def plan_selection(adapter, dims, scores: Scores, plan: Plan, expert_importance: str = "output_norm",
-                   serve_with=(), tensor_parallel: int = 1) -> tuple[Selection, object]:
+                   serve_with=(), tensor_parallel: int = 1, gdn_importance: str = "out_proj") -> tuple[Selection, object]:
     """The checked plan's selection and the pruned dimensions, shared by `prune` and the streaming prune:
     the plan fits the model, the scores fit the model, the widths can be written as a config (and served
     by the engines of `serve_with`), then the group-aware selection (`expert_importance`: how routed
-    experts are ranked, see `select`)."""
+    experts are ranked; `gdn_importance`: which activation ranks GDN value heads; see `select`)."""
     plan.validate(dims)
     scores.check_against(dims, owners=adapter.unit_owners(dims))
     # Widths first: a target the config cannot write is refused before any scores are needed.
     check_plan_dims(adapter, dims, plan.target_dims(dims, list(range(dims.num_layers))), serve_with, tensor_parallel)
     selection = select(scores, plan, dims, adapter.required_kinds, adapter.unit_owners(dims),
-                       expert_importance=expert_importance)
+                       expert_importance=expert_importance, gdn_importance=gdn_importance)
     new_dims = plan.target_dims(dims, selection.kept_blocks)
     check_plan_dims(adapter, dims, new_dims, serve_with, tensor_parallel)
     return selection, new_dims
@@ -68,7 +68,8 @@ def check_plan_dims(adapter, dims, new_dims, serve_with=(), tensor_parallel: int
 
 def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
           strict_fingerprint: bool = False, fingerprint: str | None = None,
-          expert_importance: str = "output_norm", serve_with=None, tensor_parallel: int = 1) -> torch.nn.Module:
+          expert_importance: str = "output_norm", serve_with=None, tensor_parallel: int = 1,
+          gdn_importance: str = "out_proj") -> torch.nn.Module:
     """Return a pruned copy of `model` (the original is untouched).
 
     `plan` is a `Plan`, a dict, a YAML/JSON path or an `a=1,b=2` string; fields left out keep
@@ -77,6 +78,8 @@ def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
     the caller already has it (a search prunes one model many times; hashing its weights once is enough).
     `expert_importance`: how a MoE model's routed experts are ranked: "output_norm" (Minitron),
     "router_weighted" (REAP) or "frequency".
+    `gdn_importance`: which activation ranks a Gated DeltaNet model's value heads and channels: "out_proj"
+    (the output projection's input, after the gated norm) or "value" (the input projection's value branch).
     `serve_with`: serving engines ("vllm,llama.cpp" or a list) the result must run on: a plan one of them
     cannot serve (at `tensor_parallel` GPUs for vLLM) raises `NotServable` naming the rule and the
     nearest valid values. Either way `hybridprune_info["serving"]` records which engines are expected
@@ -87,12 +90,14 @@ def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
     dims = adapter.dims(model.config)
     check_fingerprint(scores, model.config.model_type, fingerprint or (lambda: model_fingerprint(model)),
                       strict=strict_fingerprint)
-    selection, new_dims = plan_selection(adapter, dims, scores, plan, expert_importance, serve_with, tensor_parallel)
+    selection, new_dims = plan_selection(adapter, dims, scores, plan, expert_importance, serve_with, tensor_parallel,
+                                         gdn_importance)
     dropped = adapter.dropped_parts(model.config)
     warn_dropped(dropped)
     pruned = apply_selection(model, selection, new_dims)
     pruned.hybridprune_info = provenance(plan, selection, dims, new_dims, scores, adapter, expert_importance,
-                                         dropped=dropped, tensor_parallel=tensor_parallel)
+                                         dropped=dropped, tensor_parallel=tensor_parallel,
+                                         gdn_importance=gdn_importance)
     return pruned
 
 
@@ -131,7 +136,8 @@ def _smoke_test(model: torch.nn.Module) -> None:
 
 
 def provenance(plan: Plan, selection: Selection, dims, new_dims, scores: Scores, adapter,
-               expert_importance: str = "output_norm", *, dropped=(), tensor_parallel: int = 1) -> dict[str, Any]:
+               expert_importance: str = "output_norm", *, dropped=(), tensor_parallel: int = 1,
+               gdn_importance: str = "out_proj") -> dict[str, Any]:
     """What `hybridprune.json` records; `dropped`: the source's parts left out (`Adapter.dropped_parts`);
     `serving`: which engines are expected to serve the result (`architectures.serving`)."""
     from ..architectures.serving import serving_record
@@ -153,4 +159,7 @@ def provenance(plan: Plan, selection: Selection, dims, new_dims, scores: Scores,
                                      "after": adapter.num_active_parameters(new_dims)}
         info["expert_importance"] = expert_importance
         info["kept_experts"] = {str(i): t.tolist() for i, t in selection.moe_experts.items()}
+    if dims.linear_num_key_heads is not None:
+        info["gdn_importance"] = gdn_importance
+        info["kept_gdn_value_heads"] = {str(i): t.tolist() for i, t in selection.gdn_value_heads.items()}
     return info

@@ -25,7 +25,9 @@ class PlanError(ValueError):
 
 
 INT_FIELDS = ("hidden_size", "ffn_hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads",
-              "num_moe_experts", "moe_ffn_hidden_size", "moe_shared_expert_intermediate_size", "num_layers")
+              "num_moe_experts", "moe_ffn_hidden_size", "moe_shared_expert_intermediate_size",
+              "linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim",
+              "num_layers")
 #: the plan fields that are widths of `Dims` (the same names)
 WIDTH_FIELDS = tuple(f for f in INT_FIELDS if f != "num_layers")
 _WHOLE = re.compile(r"[+-]?[0-9]{1,30}")  # longer is no size, and int() refuses over 4300 digits
@@ -104,6 +106,12 @@ class Plan:
     num_moe_experts: int | None = None
     moe_ffn_hidden_size: int | None = None
     moe_shared_expert_intermediate_size: int | None = None
+    #: Gated DeltaNet mixers: whole key-head groups, value heads (inside their group), key and value
+    #: head channels
+    linear_num_key_heads: int | None = None
+    linear_num_value_heads: int | None = None
+    linear_key_head_dim: int | None = None
+    linear_value_head_dim: int | None = None
     num_layers: int | None = None
     drop_layers: tuple[int, ...] | None = None
 
@@ -247,7 +255,26 @@ class Plan:
             value = getattr(self, name)
             if value is not None:
                 changes[name] = value
+        if self.linear_num_key_heads is not None and self.linear_num_value_heads is None:
+            # a key head leaves with its value heads
+            changes["linear_num_value_heads"] = (
+                self.linear_num_key_heads * dims.linear_num_value_heads // dims.linear_num_key_heads)
         return dims.replace(**changes)
+
+    def _validate_gdn(self, dims: Dims) -> None:
+        """Value heads stay under their key head and every key head keeps the same number of them:
+        `linear_num_value_heads` is a multiple of the kept key heads, at most their original groups."""
+        hk, hv = dims.linear_num_key_heads, dims.linear_num_value_heads
+        per = hv // hk
+        keys = self.linear_num_key_heads or hk
+        if self.linear_num_value_heads is None:
+            return
+        valid = list(range(keys, keys * per + 1, keys))
+        if self.linear_num_value_heads % keys or self.linear_num_value_heads > keys * per:
+            why = (f"is not a multiple of linear_num_key_heads={keys}: every key head must keep the same number of "
+                   "value heads" if self.linear_num_value_heads % keys else
+                   f"is more than the {keys} kept key head(s) hold ({per} value heads each)")
+            raise PlanError(f"linear_num_value_heads={self.linear_num_value_heads} {why}. Valid values: {valid}")
 
     def validate(self, dims: Dims) -> None:
         """Raise PlanError naming the valid values if this plan cannot apply to `dims`."""
@@ -260,6 +287,10 @@ class Plan:
             "num_moe_experts": (dims.num_moe_experts, MOE),
             "moe_ffn_hidden_size": (dims.moe_ffn_hidden_size, MOE),
             "moe_shared_expert_intermediate_size": (dims.moe_shared_expert_intermediate_size, "shared-expert MoE"),
+            "linear_num_key_heads": (dims.linear_num_key_heads, "Gated DeltaNet"),
+            "linear_num_value_heads": (dims.linear_num_value_heads, "Gated DeltaNet"),
+            "linear_key_head_dim": (dims.linear_key_head_dim, "Gated DeltaNet"),
+            "linear_value_head_dim": (dims.linear_value_head_dim, "Gated DeltaNet"),
             "num_layers": (dims.num_layers, None),
         }
         for name, (current, kind) in axes.items():
@@ -291,6 +322,8 @@ class Plan:
             )
         if self.num_moe_experts is not None:
             self._validate_experts(dims)
+        if dims.linear_num_key_heads is not None:
+            self._validate_gdn(dims)
         if self.drop_layers is not None:
             if self.num_layers is not None:
                 raise PlanError("give either num_layers or drop_layers, not both")

@@ -10,6 +10,11 @@ Rules (Minitron-SSM, Eqs. 19–24):
   kept in every group, like Mamba heads; by output norm (Minitron), router-weighted output norm
   (REAP) or routing frequency. Expert neurons: one ranking per layer shared by every expert (the
   config has one expert width); the shared expert's neurons like a dense FFN.
+- Gated DeltaNet (per layer): whole key-head groups by the L2 of their value heads' scores; value
+  channels by one ranking shared by every value head of the kept groups; value heads by the L2 over
+  the kept channels, ranked inside their key-head group, every group keeping the same number (as
+  Mamba heads in their B/C groups); key channels (the delta rule's state dimension) by one ranking
+  shared by q and k of every kept key head.
 - Depth: drop the blocks whose removal changes the logits least, or an explicit list.
 Kept indices are returned in ascending order inside each group, so slicing preserves the layout.
 """
@@ -20,9 +25,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..architectures import ATTENTION, MAMBA, MLP, MOE, Dims
+from ..architectures import ATTENTION, GDN, MAMBA, MLP, MOE, Dims
 from ..architectures.base import unit_kinds
-from ..importance.scores import EXPERT_IMPORTANCE, Scores, ScoresError
+from ..importance.scores import EXPERT_IMPORTANCE, GDN_IMPORTANCE, Scores, ScoresError
 from .plan import Plan, PlanError
 
 
@@ -39,6 +44,11 @@ class Selection:
     moe_experts: dict[int, torch.Tensor] = field(default_factory=dict)
     moe_ffn: dict[int, torch.Tensor] = field(default_factory=dict)
     moe_shared_ffn: dict[int, torch.Tensor] = field(default_factory=dict)
+    #: Gated DeltaNet: kept key heads (whole groups), value heads (original numbering), key and value channels
+    gdn_key_heads: dict[int, torch.Tensor] = field(default_factory=dict)
+    gdn_value_heads: dict[int, torch.Tensor] = field(default_factory=dict)
+    gdn_key_channels: dict[int, torch.Tensor] = field(default_factory=dict)
+    gdn_value_channels: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 def top_k_sorted(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -69,6 +79,27 @@ def select_mamba(s: torch.Tensor, n_groups: int, heads: int, head_dim: int) -> t
 def select_attention(s: torch.Tensor, kv_heads: int, heads: int) -> torch.Tensor:
     """Kept query heads of one attention layer from its [q_heads, head_dim] score matrix."""
     return top_k_per_group(s.double().norm(dim=1), kv_heads, heads // kv_heads)
+
+
+def select_gdn(values: torch.Tensor, keys: torch.Tensor, key_heads: int, value_heads: int, key_dim: int,
+               value_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Kept (key heads, value heads, key channels, value channels) of one GDN layer from its
+    [Hv, dv] value-head and [Hk, dk] key-head score matrices."""
+    hk, per = keys.shape[0], values.shape[0] // keys.shape[0]
+    v = values.double()
+    groups = top_k_sorted(v.reshape(hk, -1).norm(dim=1), key_heads)
+    members = (groups[:, None] * per + torch.arange(per)[None, :]).reshape(-1)
+    channels = top_k_sorted(v[members].norm(dim=0), value_dim)
+    head_scores = v[members][:, channels].norm(dim=1)
+    heads = members[top_k_per_group(head_scores, key_heads, value_heads // key_heads)]
+    key_channels = top_k_sorted(keys.double()[groups].norm(dim=0), key_dim)
+    return groups, heads, key_channels, channels
+
+
+def check_gdn_importance(name: str) -> str:
+    if name not in GDN_IMPORTANCE:
+        raise PlanError(f"unknown GDN importance {name!r}; choose one of {', '.join(GDN_IMPORTANCE)}")
+    return GDN_IMPORTANCE[name]
 
 
 def blocks_to_keep(plan: Plan, dims: Dims, scores: Scores, required_kinds: tuple[str, ...] = ()) -> list[int]:
@@ -115,7 +146,8 @@ def check_expert_importance(name: str) -> str:
 
 
 def select(scores: Scores, plan: Plan, dims: Dims, required_kinds: tuple[str, ...] = (),
-           owners: dict[tuple[str, int], int] | None = None, expert_importance: str = "output_norm") -> Selection:
+           owners: dict[tuple[str, int], int] | None = None, expert_importance: str = "output_norm",
+           gdn_importance: str = "out_proj") -> Selection:
     """The kept indices for `plan` on a model with `dims`, using `scores`.
 
     `required_kinds`: unit kinds of which depth pruning keeps at least one (from the adapter).
@@ -123,8 +155,11 @@ def select(scores: Scores, plan: Plan, dims: Dims, required_kinds: tuple[str, ..
     every layer of a shared unit gets the owner's selection, made from the owner's scores.
     `expert_importance`: how routed experts are ranked, "output_norm" (Minitron: mean L2 norm of the
     expert's output over the tokens routed to it), "router_weighted" (REAP: that norm weighted by the
-    gate value) or "frequency" (the share of routed tokens)."""
+    gate value) or "frequency" (the share of routed tokens).
+    `gdn_importance`: which activation ranks Gated DeltaNet value heads and channels, "out_proj" (the
+    output projection's input, after the gated norm) or "value" (the value branch of the input projection)."""
     expert_table = check_expert_importance(expert_importance)
+    gdn_table = check_gdn_importance(gdn_importance)
     plan.validate(dims)
     owners = owners or {}
     kept = blocks_to_keep(plan, dims, scores, required_kinds)
@@ -153,6 +188,8 @@ def select(scores: Scores, plan: Plan, dims: Dims, required_kinds: tuple[str, ..
                 sel.attention_heads[i] = select_attention(s, dims.num_key_value_heads, plan.num_attention_heads)
             elif kind == MOE:
                 _select_moe(sel, scores, plan, dims, i, owner, expert_table)
+            elif kind == GDN:
+                _select_gdn(sel, scores, plan, dims, i, owner, gdn_table)
     return sel
 
 
@@ -165,3 +202,16 @@ def _select_moe(sel: Selection, scores: Scores, plan: Plan, dims: Dims, i: int, 
     if plan.moe_shared_expert_intermediate_size is not None:
         s = _scores_for(scores.moe_shared_ffn, owner, "shared expert")
         sel.moe_shared_ffn[i] = top_k_sorted(s, plan.moe_shared_expert_intermediate_size)
+
+
+_GDN_FIELDS = ("linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim")
+
+
+def _select_gdn(sel: Selection, scores: Scores, plan: Plan, dims: Dims, i: int, owner: int, table: str) -> None:
+    if all(getattr(plan, f) is None for f in _GDN_FIELDS):
+        return
+    target = plan.target_dims(dims, [])
+    values = _scores_for(getattr(scores, table), owner, "GDN value-head")
+    keys = _scores_for(scores.gdn_key, owner, "GDN key-head")
+    (sel.gdn_key_heads[i], sel.gdn_value_heads[i], sel.gdn_key_channels[i],
+     sel.gdn_value_channels[i]) = select_gdn(values, keys, *(getattr(target, f) for f in _GDN_FIELDS))

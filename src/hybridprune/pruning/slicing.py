@@ -9,6 +9,16 @@ heads `Kh` (group by group) and kept channels `Kd`:
     in_proj rows  = z[xc] ++ x[I + xc] ++ B, C (all 2GN rows) ++ dt[2I + 2GN + Kh]
     conv channels = x[xc] ++ B, C (all)
     dt_bias, A_log, D by Kh; gated-norm weight and out_proj columns by xc.
+
+Gated DeltaNet (Hk key heads of dk channels, Hv value heads of dv, per = Hv / Hk), with kept key heads
+`Kg`, value heads `Kv` (inside the kept groups), key channels `Kk` and value channels `Kd`:
+    kc = [g*dk + c for g in Kg for c in Kk]      (gdn_q, gdn_k)
+    vc = [v*dv + c for v in Kv for c in Kd]      (gdn_v: value and gate rows, out_proj columns)
+    gdn_qkv = kc ++ Hk*dk + kc ++ 2*Hk*dk + vc  (q ‖ k ‖ v rows and conv channels)
+    gdn_heads = Kv (b, a rows, A_log, dt_bias); gdn_channels = Kd (the gated norm)
+Qwen3-Next's fused rows, W = 2*dk + 2*per*dv per group, local heads L_g of group g:
+    gdn_qkvz = for g in Kg: g*W + [Kk, dk + Kk, 2dk + (L_g*dv + Kd), 2dk + per*dv + (L_g*dv + Kd)]
+    gdn_ba   = for g in Kg: g*2per + [L_g, per + L_g]
 """
 
 from __future__ import annotations
@@ -40,6 +50,40 @@ def head_channel_index(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
     return (heads[:, None] * head_dim + torch.arange(head_dim)[None, :]).reshape(-1)
 
 
+def _outer(rows: torch.Tensor, width: int, cols: torch.Tensor) -> torch.Tensor:
+    return (rows[:, None] * width + cols[None, :]).reshape(-1)
+
+
+def gdn_index(axis: str, dims: Dims, groups: torch.Tensor, heads: torch.Tensor, key_channels: torch.Tensor,
+              channels: torch.Tensor) -> torch.Tensor:
+    """The kept rows (or entries) of one GDN axis; see the module docstring."""
+    hk, dk, dv = dims.linear_num_key_heads, dims.linear_key_head_dim, dims.linear_value_head_dim
+    per = dims.linear_num_value_heads // hk
+    kc, vc = _outer(groups, dk, key_channels), _outer(heads, dv, channels)
+    if axis in ("gdn_q", "gdn_k"):
+        return kc
+    if axis == "gdn_v":
+        return vc
+    if axis == "gdn_heads":
+        return heads
+    if axis == "gdn_channels":
+        return channels
+    if axis == "gdn_qkv":
+        return torch.cat([kc, hk * dk + kc, 2 * hk * dk + vc])
+    parts = []
+    for g in groups.tolist():
+        local = heads[heads // per == g] - g * per
+        if axis == "gdn_qkvz":
+            w, lc = 2 * dk + 2 * per * dv, _outer(local, dv, channels)
+            parts += [g * w + key_channels, g * w + dk + key_channels, g * w + 2 * dk + lc,
+                      g * w + 2 * dk + per * dv + lc]
+        elif axis == "gdn_ba":
+            parts += [g * 2 * per + local, g * 2 * per + per + local]
+        else:
+            raise KeyError(f"unknown slicing axis {axis!r}")
+    return torch.cat(parts)
+
+
 class AxisIndex:
     """Resolves axis names of ParamRules into index tensors (None = keep all)."""
 
@@ -62,6 +106,16 @@ class AxisIndex:
         heads = torch.arange(d.mamba_num_heads) if heads is None else heads
         channels = torch.arange(d.mamba_head_dim) if channels is None else channels
         return heads, channels
+
+    def _gdn(self, axis: str, layer: int) -> torch.Tensor | None:
+        d, sel = self.dims, self.sel
+        kept = (sel.gdn_key_heads.get(layer), sel.gdn_value_heads.get(layer), sel.gdn_key_channels.get(layer),
+                sel.gdn_value_channels.get(layer))
+        if all(k is None for k in kept):
+            return None
+        full = (d.linear_num_key_heads, d.linear_num_value_heads, d.linear_key_head_dim, d.linear_value_head_dim)
+        kept = tuple(torch.arange(n) if k is None else k for k, n in zip(kept, full))
+        return gdn_index(axis, d, *kept)
 
     def _resolve(self, axis: str, layer: int | None) -> torch.Tensor | None:
         d, sel = self.dims, self.sel
@@ -88,6 +142,11 @@ class AxisIndex:
         if axis == "attn_q":
             heads = sel.attention_heads.get(layer)
             return None if heads is None else head_channel_index(heads, d.attention_head_dim)
+        if axis == "attn_q_gate":  # query ‖ gate rows of every head
+            heads = sel.attention_heads.get(layer)
+            return None if heads is None else head_channel_index(heads, 2 * d.attention_head_dim)
+        if axis.startswith("gdn_"):
+            return self._gdn(axis, layer)
         mamba = self._mamba(layer)
         if mamba is None:
             return None

@@ -217,6 +217,7 @@ def stream_prune(
     expert_importance: str = "output_norm",
     serve_with=None,
     tensor_parallel: int = 1,
+    gdn_importance: str = "out_proj",
 ) -> Path:
     """Prune the checkpoint in directory `source` to `plan` with `scores`, shard by shard, into `out_dir`.
 
@@ -242,7 +243,8 @@ def stream_prune(
     _check_source(source, files, keys, keymap, config, adapter)
     check_fingerprint(scores, config.model_type, lambda: checkpoint_fingerprint(files, config),
                       strict=strict_fingerprint)
-    selection, new_dims = plan_selection(adapter, dims, scores, plan, expert_importance, serve_with, tensor_parallel)
+    selection, new_dims = plan_selection(adapter, dims, scores, plan, expert_importance, serve_with, tensor_parallel,
+                                         gdn_importance)
     new_config = adapter.make_config(config, new_dims)
     stored = next((t.dtype for t in files.tensors.values() if t.dtype.is_floating_point), None)
     new_config.dtype = dtype or stored  # what the shards hold, as save_pretrained records it
@@ -298,7 +300,7 @@ def stream_prune(
             (tmp / INDEX_FILE).write_text(json.dumps(index_doc, indent=2) + "\n")
         carry_over(source, tmp)  # generation config, tokenizer, chat templates, code files, model card
         info = provenance(plan, selection, dims, new_dims, scores, adapter, expert_importance, dropped=dropped,
-                          tensor_parallel=tensor_parallel)
+                          tensor_parallel=tensor_parallel, gdn_importance=gdn_importance)
         info.update(source=str(source), method="streaming")
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
         write_config(new_config, tmp, source)  # the config last: a directory without it is not a checkpoint
