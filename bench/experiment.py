@@ -67,6 +67,7 @@ class Setup:
     out: Path
     name: str
     started: float
+    teacher_name: str = "tiny-nemotron-h"
 
     def calib(self, seed: int, num_samples: int | None = None, split: str | None = None, seq_len: int | None = None):
         n = num_samples or CALIB["num_samples"]
@@ -107,7 +108,7 @@ class Setup:
         """`<out>/<name>.json` (rows + settings + runtime), `<name>.md` (the table) and `<name>.png`."""
         self.out.mkdir(parents=True, exist_ok=True)
         runtime = time.time() - self.started
-        settings = {**settings, "smoke": self.smoke, "seeds": self.seeds, "kd_steps": self.kd_steps,
+        settings = {**settings, "teacher": self.teacher_name, "smoke": self.smoke, "seeds": self.seeds, "kd_steps": self.kd_steps,
                     "kd": KD, "calibration": CALIB, "validation": VAL, "threads": torch.get_num_threads(),
                     "runtime_s": round(runtime, 1), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
         (self.out / f"{self.name}.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
@@ -170,7 +171,7 @@ def setup(args, name: str) -> Setup:
         val = load_token_samples("shakespeare", tok, **VAL)
         kd_steps, seeds = args.kd_steps or KD_STEPS, list(range(args.seeds))
     out = args.out or DEFAULT_OUT
-    return Setup(teacher, tok, val, args.smoke, kd_steps, seeds, Path(out), name, started)
+    return Setup(teacher, tok, val, args.smoke, kd_steps, seeds, Path(out), name, started, teacher_name)
 
 
 def spread(values: list[float]) -> str:
