@@ -44,7 +44,12 @@ def build(config, seed: int = 0):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config).eval()
+    if getattr(config, "vision_config", None) is not None:  # a vision-language wrapper: its own class
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_config(config).eval()
+    else:
+        model = AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(("norm.weight", "norm_f.weight", "D", "dt_bias", "conv1d.bias")):
@@ -94,6 +99,9 @@ _GDN_KW = dict(vocab_size=96, hidden_size=48, num_attention_heads=6, num_key_val
                num_hidden_layers=4, layer_types=GDN_LAYERS, linear_num_key_heads=2, linear_num_value_heads=6,
                linear_key_head_dim=8, linear_value_head_dim=8, linear_conv_kernel_dim=4,
                pad_token_id=0, bos_token_id=1, eos_token_id=2)
+#: a one-block vision tower whose merger writes the language model's 48 hidden channels
+TINY_VISION = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=48, patch_size=4,
+                   spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16)
 # MoE: 8 experts of 16 neurons, 2 per token, a shared expert of 24
 _QWEN_MOE_KW = dict(num_experts=8, moe_intermediate_size=16, shared_expert_intermediate_size=24, num_experts_per_tok=2)
 
@@ -105,6 +113,12 @@ def tiny_config(family: str, **overrides):
         return AutoConfig.for_model(family, **{**_GDN_KW, "intermediate_size": 64, **overrides})
     if family == "qwen3_5_moe_text":
         return AutoConfig.for_model(family, **{**_GDN_KW, **_QWEN_MOE_KW, **overrides})
+    if family in ("qwen3_5", "qwen3_5_moe"):  # the vision-language wrapper around the text family
+        text = tiny_config(f"{family}_text", **overrides).to_dict()
+        return AutoConfig.for_model(family, text_config=text, vision_config=TINY_VISION)
+    if family == "olmo_hybrid":  # attention head_dim = hidden / heads = 8
+        return AutoConfig.for_model(family, **{**{k: v for k, v in _GDN_KW.items() if k != "head_dim"},
+                                               "intermediate_size": 64, **overrides})
     if family == "qwen3_next":  # MoE in layers 0, 1 and 3, a dense MLP in layer 2 (mlp_only_layers)
         return AutoConfig.for_model(family, **{**_GDN_KW, **_QWEN_MOE_KW, "intermediate_size": 64,
                                                "mlp_only_layers": [2], **overrides})

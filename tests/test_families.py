@@ -115,6 +115,26 @@ FAMILIES = {
         [*GDN_REFUSALS, (dict(drop_layers=[0, 2, 3]), Unrepresentable, ["removes every gdn block"]),
          (dict(moe_ffn_hidden_size=12), Unrepresentable, ["moe_ffn_hidden_size=12 is not a multiple of 8"])],
     ),
+    # head_dim is hidden_size // num_attention_heads: heads and hidden are pruned together
+    "olmo_hybrid": (
+        [dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=32, linear_num_value_heads=4,
+              linear_value_head_dim=4, linear_key_head_dim=4),
+         dict(linear_num_key_heads=1, drop_layers=[3])],
+        [*GDN_REFUSALS, (dict(hidden_size=40), Unrepresentable, ["would change head_dim (8)", "(4, 32)"]),
+         (dict(drop_layers=[1]), Unrepresentable, ["removes every attention block"])],
+    ),
+    # the vision-language wrappers: the language model pruned as above, the vision tower carried
+    "qwen3_5": (
+        [dict(ffn_hidden_size=32, linear_num_value_heads=4, linear_key_head_dim=4, num_attention_heads=4,
+              hidden_size=32),
+         dict(linear_value_head_dim=4, drop_layers=[3])],
+        [*GDN_REFUSALS],
+    ),
+    "qwen3_5_moe": (
+        [dict(num_moe_experts=4, linear_num_value_heads=4, hidden_size=40),
+         dict(linear_num_key_heads=1, drop_layers=[0])],
+        [*GDN_REFUSALS],
+    ),
     "qwen3_next": (
         [dict(ffn_hidden_size=32, num_moe_experts=4, linear_num_value_heads=4, linear_value_head_dim=4,
               linear_key_head_dim=4, num_attention_heads=4, hidden_size=32),
@@ -340,6 +360,8 @@ def test_removing_attention_heads_equals_zeroing_them(family, ids):
         pytest.skip("no attention")
     if name == "zamba2":
         pytest.skip("Zamba2 refuses attention-head pruning (head_dim is derived)")
+    if name == "olmo_hybrid":
+        pytest.skip("OLMo's q_norm normalises all heads together: removing a head changes the others")
     hd, per = dims.attention_head_dim, dims.num_attention_heads // dims.num_key_value_heads
     kept = [g * per + j for g in range(dims.num_key_value_heads) for j in range(per) if j != 1]
     removed = [h for h in range(dims.num_attention_heads) if h not in kept]
@@ -524,9 +546,10 @@ def test_plans_prune_with_exact_parameter_counts(family, scored, ids):
 
 
 RELOAD = textwrap.dedent("""
-    import json, sys, torch
-    from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+    import json, sys, torch, transformers
+    # the class the checkpoint names (a vision-language wrapper loads as itself, vision tower included)
+    cls = getattr(transformers, json.load(open(sys.argv[1] + "/config.json"))["architectures"][0])
+    model = cls.from_pretrained(sys.argv[1]).eval()
     ids = torch.tensor(json.loads(sys.argv[2]))
     with torch.no_grad():
         out = model(input_ids=ids, use_cache=False).logits

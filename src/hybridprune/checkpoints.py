@@ -138,16 +138,20 @@ def _remote_code_hint(exc: Exception) -> str:
 
 def load_model(ref: str | os.PathLike, *, dtype=None, device: str | torch.device | None = None,
                trust_remote_code: bool = False, allow_pickle: bool = False, role: str = "checkpoint",
-               device_map: str | dict | None = None):
+               device_map: str | dict | None = None, whole: bool = False):
     """Load a causal LM for evaluation, refusing a checkpoint that does not fill the model exactly.
 
     `device_map`: accelerate's big-model dispatch ("auto", "balanced", a dict): layers over the GPUs,
-    spilling to CPU and disk (offloaded weights go to a temporary folder removed at exit)."""
+    spilling to CPU and disk (offloaded weights go to a temporary folder removed at exit).
+    `whole`: load a vision-language wrapper with its own class, vision tower included (to prune it in
+    memory); by default it loads as its language model, as `AutoModelForCausalLM` does."""
     from transformers import AutoModelForCausalLM
 
     path = resolve(ref, role)
     check_weight_files(path, role, allow_pickle)
-    load_config(path, trust_remote_code=trust_remote_code, role=role)  # a config the model cannot run
+    config = load_config(path, trust_remote_code=trust_remote_code, role=role)  # a config the model cannot run
+    if whole and _is_wrapper(config):
+        from transformers import AutoModelForImageTextToText as AutoModelForCausalLM  # noqa: N814
     files = _checked_files(path, role)
     kwargs = {"dtype": dtype} if dtype is not None else {}
     if device_map is not None:
@@ -176,6 +180,15 @@ def load_model(ref: str | os.PathLike, *, dtype=None, device: str | torch.device
     if device is not None:
         model = model.to(device)
     return model.eval()
+
+
+def _is_wrapper(config) -> bool:
+    from .architectures import UnsupportedArchitecture, get_adapter
+
+    try:
+        return bool(get_adapter(config).carried_prefixes)
+    except UnsupportedArchitecture:
+        return False
 
 
 def _checked_files(path: Path, role: str):

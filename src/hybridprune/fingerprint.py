@@ -33,9 +33,15 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
     A model whose weights are offloaded (accelerate's `device_map` with "disk" or "cpu" offload leaves
     them on the meta device) is fingerprinted from the checkpoint directory it was loaded from."""
-    dims = get_adapter(model).dims(model.config)
+    adapter = get_adapter(model)
+    text = adapter.text_config(model.config)
+    dims = get_adapter(text).dims(text)
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})
     state = model.state_dict()
+    if adapter.carried_prefixes:  # a vision-language wrapper: the fingerprint of its language model
+        keymap = KeyMap(adapter.text_config(model.config).model_type)
+        state = {keymap.model_key(k): t for k, t in state.items() if not k.startswith(adapter.carried_prefixes)}
+        tied = {keymap.model_key(k) for k in tied}
     if any(t.is_meta for t in state.values()):
         source = Path(str(getattr(model.config, "_name_or_path", "") or ""))
         if not (source / "config.json").is_file():
@@ -56,28 +62,59 @@ def checkpoint_fingerprint(files: CheckpointFiles, config) -> str:
     e.g. multi-token-prediction layers) are left out; per-expert tensors that transformers stacks on
     load are sampled as the stacked tensor."""
     adapter = get_adapter(config)
-    dims = adapter.dims(config)
+    text = adapter.text_config(config)
+    dims = get_adapter(text).dims(text)
     dropped = adapter.dropped_parts(config)
-    keymap = KeyMap(config.model_type)
+    # a vision-language wrapper loads as its language model: its key names, without the vision tower
+    keymap = KeyMap(adapter.text_config(config).model_type)
     items = []
     stacks: dict[str, dict[int, str]] = {}
     for shard in files.shards:
         for key in files.keys_in(shard):
             model_key = keymap.model_key(key)
-            if any(part.holds(model_key) for part in dropped):
+            if any(part.holds(model_key) for part in dropped) or key.startswith(adapter.carried_prefixes):
                 continue
             if (part := keymap.stacked(key)) is not None:
-                stacks.setdefault(part.target, {})[part.index] = key
+                stacks.setdefault(part.target, {}).setdefault(part.part, {})[part.index] = key
                 continue
             info = files.tensors[key]
             items.append((model_key, info.shape, [files.window(key, idx) for idx in sample_index(info.shape)]))
     if stacks:
-        shapes = keymap.model_shapes({k: files.tensors[k].shape for parts in stacks.values() for k in parts.values()})
-        for target, parts in stacks.items():
-            dim = keymap.stacked(next(iter(parts.values()))).dim
+        shapes = keymap.model_shapes({k: files.tensors[k].shape for by_part in stacks.values()
+                                      for parts in by_part.values() for k in parts.values()})
+        for target, by_part in stacks.items():
+            s = keymap.stacked(next(iter(by_part[min(by_part)].values())))
             shape = shapes[target]
-            items.append((target, shape, [_stacked_window(files, parts, dim, idx) for idx in sample_index(shape)]))
+            sizes = {q: keymap._stacked_shape(target, s, {j: (k, files.tensors[k].shape) for j, k in parts.items()}, None)
+                     for q, parts in by_part.items()}
+            items.append((target, shape, [_merged_window(files, by_part, s, sizes, shape, idx)
+                                          for idx in sample_index(shape)]))
     return _digest(dims, items)
+
+
+def _merged_window(files: CheckpointFiles, by_part: dict, s, sizes: dict, shape: tuple, idx: tuple) -> torch.Tensor:
+    """Window `idx` of the model tensor that transformers builds from checkpoint pieces (`by_part`: part ->
+    slice number -> key), stacked along `s.dim` and concatenated along `s.concat_dim`."""
+    if s.concat_dim is None:
+        return _piece_window(files, by_part[0], s.dim, idx)
+    c = s.concat_dim
+    full = tuple(idx) + (slice(None),) * (len(shape) - len(idx))
+    wanted = range(shape[c])[full[c]]
+    pieces, offset = [], 0
+    for q in sorted(by_part):
+        n = sizes[q][c]
+        lo, hi = max(wanted.start, offset), min(wanted.stop, offset + n)
+        if lo < hi:
+            sub = full[:c] + (slice(lo - offset, hi - offset),) + full[c + 1:]
+            pieces.append(_piece_window(files, by_part[q], s.dim, sub))
+        offset += n
+    return torch.cat(pieces, dim=c)
+
+
+def _piece_window(files: CheckpointFiles, parts: dict, dim: int | None, idx: tuple) -> torch.Tensor:
+    if dim is None:  # concatenated only: one checkpoint tensor
+        return files.window(parts[None], idx)
+    return _stacked_window(files, parts, dim, idx)
 
 
 def _stacked_window(files: CheckpointFiles, parts: dict[int, str], dim: int, idx: tuple) -> torch.Tensor:

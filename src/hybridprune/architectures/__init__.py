@@ -26,12 +26,13 @@ from .jamba import JambaAdapter
 from .llama import LlamaAdapter
 from .mamba2 import Mamba2Adapter
 from .nemotron_h import NemotronHAdapter
-from .qwen3_5 import Qwen3_5Adapter
+from .olmo_hybrid import OlmoHybridAdapter
+from .qwen3_5 import Qwen3_5Adapter, Qwen3_5VLAdapter
 from .zamba2 import Zamba2Adapter
 
 ADAPTERS: tuple[type[Adapter], ...] = (
     NemotronHAdapter, Mamba2Adapter, BambaAdapter, GraniteMoeHybridAdapter, FalconH1Adapter, Zamba2Adapter,
-    LlamaAdapter, Qwen3_5Adapter, JambaAdapter,
+    LlamaAdapter, Qwen3_5Adapter, Qwen3_5VLAdapter, OlmoHybridAdapter, JambaAdapter,
 )
 #: model types an adapter recognises only to refuse them with the reason
 REFUSED: tuple[str, ...] = JambaAdapter.model_types

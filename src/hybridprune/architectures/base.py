@@ -160,6 +160,13 @@ class Adapter:
     layer_specs: ClassVar[dict[str, LayerSpec]] = {}
     #: unit kinds of which at least one must survive depth pruning (when the model has any)
     required_kinds: ClassVar[tuple[str, ...]] = ()
+    #: model keys of parts the causal LM does not load but the output carries (a vision tower)
+    carried_prefixes: ClassVar[tuple[str, ...]] = ()
+
+    def text_config(self, config):
+        """The config `AutoModelForCausalLM` loads this checkpoint as: the config itself, or a
+        vision-language wrapper's `text_config` (its scores and fingerprint are the language model's)."""
+        return config
 
     def __init__(self, model_type: str | None = None) -> None:
         self.model_type = model_type or self.model_types[0]

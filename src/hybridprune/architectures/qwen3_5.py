@@ -16,6 +16,8 @@ block, behind two zero-centred RMSNorms.
 from __future__ import annotations
 
 import copy
+import functools
+import json
 
 from .base import ATTENTION, GDN, MLP, MOE, Adapter, Dims, DroppedPart, LayerSpec, UnsupportedArchitecture, layer_type
 from .gdn import QWEN3_5_GDN, QWEN3_NEXT_GDN, check_gdn, gdn_fields
@@ -120,3 +122,99 @@ class Qwen3_5Adapter(Adapter):
         if getattr(new, "mtp_num_hidden_layers", None):
             new.mtp_num_hidden_layers = 0  # the MTP layers are left out (dropped_parts)
         return type(config).from_dict(new.to_dict())
+
+
+class Qwen3_5VLAdapter(Adapter):
+    """The vision-language wrappers `qwen3_5` / `qwen3_5_moe` (`Qwen3_5ForConditionalGeneration`): a
+    `text_config` language model under `model.language_model.*` beside a vision tower `model.visual.*`.
+
+    The language model is pruned exactly as the text-only family (`Qwen3_5Adapter`); the vision tower
+    is carried unchanged, except that its merger's last projection writes the language model's hidden
+    channels, so its output rows are cut with them (`vision_config.out_hidden_size` follows). The output
+    is again the wrapper and loads with the same class. `AutoModelForCausalLM` loads such a checkpoint as
+    the text-only model (transformers drops the vision tower), so calibration, search and distillation
+    run on the language model and their scores apply to the wrapper's checkpoint.
+    """
+
+    model_types = ("qwen3_5", "qwen3_5_moe")
+    layers_prefix = "model.language_model.layers."
+    global_rules = {**outer_rules("model.language_model.embed_tokens", "model.language_model.norm"),
+                    "model.visual.merger.linear_fc2.weight": ("hidden", None),
+                    "model.visual.merger.linear_fc2.bias": ("hidden",)}
+    required_kinds = Qwen3_5Adapter.required_kinds
+    moe_config_names = Qwen3_5Adapter.moe_config_names
+    #: model keys that the causal LM does not load: carried to the output (cut only by `global_rules`)
+    carried_prefixes = ("model.visual.",)
+
+    def __init__(self, model_type: str | None = None) -> None:
+        super().__init__(model_type)
+        self.text = Qwen3_5Adapter(f"{self.model_type}_text")
+        self.layer_specs = self.text.layer_specs
+
+    def text_config(self, config):
+        return config.text_config
+
+    def check_supported(self, config) -> None:
+        self.text.check_supported(config.text_config)
+
+    def dropped_parts(self, config) -> tuple[DroppedPart, ...]:
+        return self.text.dropped_parts(config.text_config)
+
+    def dims(self, config) -> Dims:
+        """The language model's sizes; `extras` count the vision tower (its merger's last projection
+        scales with `hidden_size`)."""
+        fixed, merger_in = _vision_counts(config.vision_config)
+        return self.text.dims(config.text_config).replace(
+            extras=(("vision_fixed_parameters", fixed), ("vision_merger_width", merger_in)))
+
+    def num_parameters(self, dims: Dims, *, embeddings: bool = True) -> int:
+        vision = dims.extra("vision_fixed_parameters", 0) + (dims.extra("vision_merger_width", 0) + 1) * dims.hidden_size
+        return self.text.num_parameters(dims, embeddings=embeddings) + vision
+
+    def num_active_parameters(self, dims: Dims, *, embeddings: bool = True) -> int:
+        return self.num_parameters(dims, embeddings=embeddings) - (
+            self.text.num_parameters(dims, embeddings=embeddings) - self.text.num_active_parameters(dims, embeddings=embeddings))
+
+    def check_representable(self, dims: Dims, original: Dims | None = None) -> None:
+        self.text.check_representable(dims, original)
+
+    def make_config(self, config, dims: Dims):
+        new = copy.deepcopy(config)
+        new.text_config = self.text.make_config(config.text_config, dims)
+        new.vision_config.out_hidden_size = dims.hidden_size
+        return type(config).from_dict(new.to_dict())
+
+    def layers(self, model):
+        return model.model.language_model.layers
+
+    def build_model(self, config, dtype=None, *, init_weights: bool = True):
+        from transformers import AutoModelForImageTextToText
+
+        if init_weights:
+            return AutoModelForImageTextToText.from_config(config, dtype=dtype)
+        from transformers.initialization import no_init_weights
+
+        with no_init_weights():
+            model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+        model.tie_weights()
+        return model
+
+
+@functools.lru_cache(maxsize=8)
+def _vision_counts_of(text: str) -> tuple[int, int]:
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    raw = json.loads(text)
+    config = AutoConfig.for_model(raw.pop("model_type"), **raw)
+    with torch.device("meta"):
+        tower = AutoModel.from_config(config)
+    total = sum(p.numel() for p in tower.parameters())
+    fc2 = tower.merger.linear_fc2
+    return total - fc2.weight.numel() - fc2.bias.numel(), fc2.in_features
+
+
+def _vision_counts(vision_config) -> tuple[int, int]:
+    """(parameters of the vision tower that do not depend on the language model's hidden size, input width
+    of the merger's last projection), from a tower built on the meta device (no memory)."""
+    return _vision_counts_of(json.dumps(vision_config.to_dict(), sort_keys=True, default=str))

@@ -107,8 +107,10 @@ def load_config(path: str | Path, *, trust_remote_code: bool = False, role: str 
 
 
 def load_model(path: str | Path, *, dtype: str = "auto", device: str | None = None,
-               trust_remote_code: bool = False, role: str = "checkpoint", device_map: str | None = None):
-    """Load a causal LM through the one checked load path (`hybridprune.checkpoints`).
+               trust_remote_code: bool = False, role: str = "checkpoint", device_map: str | None = None,
+               whole: bool = False):
+    """Load a causal LM through the one checked load path (`hybridprune.checkpoints`); `whole`: a
+    vision-language wrapper with its vision tower (see `checkpoints.load_model`).
 
     `dtype="auto"` keeps the stored dtype, except on a GPU, where it is bfloat16. `device_map` ("auto"
     or accelerate's other strategies) spreads the model over the GPUs, the CPU and disk instead of
@@ -120,7 +122,7 @@ def load_model(path: str | Path, *, dtype: str = "auto", device: str | None = No
     if torch_dtype == "auto" and (target.type == "cuda" or (device_map and torch.cuda.is_available())):
         torch_dtype = torch.bfloat16
     return checkpoints.load_model(path, dtype=torch_dtype, device=None if device_map else target,
-                                  trust_remote_code=trust_remote_code, role=role, device_map=device_map)
+                                  trust_remote_code=trust_remote_code, role=role, device_map=device_map, whole=whole)
 
 
 def weight_bytes(config, dtype: str, device: str | None = None) -> int:

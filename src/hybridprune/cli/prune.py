@@ -98,7 +98,7 @@ def prune_command(
         return
     forecast_memory(forecast_prune(adapter, dims, weight_bytes=weight_bytes(config, dtype, device), device=str(device)),
                     force=force, lower="the model's memory: drop --in-memory to stream it")
-    lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code, whole=True)
     pruned = prune(lm, loaded_scores, parsed, strict_fingerprint=strict_fingerprint,
                    expert_importance=expert_importance, gdn_importance=gdn_importance, serve_with=serve_with,
                    tensor_parallel=tensor_parallel)

@@ -24,11 +24,13 @@ class PruneError(RuntimeError):
     """The pruned model could not be built or does not run."""
 
 
-def check_fingerprint(scores: Scores, model_type: str, fingerprint, *, strict: bool) -> None:
+def check_fingerprint(scores: Scores, model_type: str | tuple[str, ...], fingerprint, *, strict: bool) -> None:
     """Scores of another model type are refused; of another model (fingerprint), a warning or, with
-    `strict`, refused. `fingerprint` is the model's, or a callable computing it (only if needed)."""
-    if scores.meta.get("model_type") not in (None, model_type):
-        raise ScoresError(f"these scores are for a {scores.meta['model_type']!r} model, not {model_type!r}")
+    `strict`, refused. `fingerprint` is the model's, or a callable computing it (only if needed).
+    `model_type`: the model's, or the types it is known as (a vision-language wrapper and its language model)."""
+    types = (model_type,) if isinstance(model_type, str) else tuple(model_type)
+    if scores.meta.get("model_type") not in (None, *types):
+        raise ScoresError(f"these scores are for a {scores.meta['model_type']!r} model, not {types[0]!r}")
     expected = scores.meta.get("fingerprint")
     if expected and expected != (fingerprint() if callable(fingerprint) else fingerprint):
         message = ("the scores were computed on a different model (fingerprint mismatch); "
@@ -88,7 +90,8 @@ def prune(model: torch.nn.Module, scores: Scores, plan: Plan | dict | str, *,
     plan = Plan.parse(plan)
     adapter = get_adapter(model)
     dims = adapter.dims(model.config)
-    check_fingerprint(scores, model.config.model_type, fingerprint or (lambda: model_fingerprint(model)),
+    check_fingerprint(scores, (model.config.model_type, adapter.text_config(model.config).model_type),
+                      fingerprint or (lambda: model_fingerprint(model)),
                       strict=strict_fingerprint)
     selection, new_dims = plan_selection(adapter, dims, scores, plan, expert_importance, serve_with, tensor_parallel,
                                          gdn_importance)

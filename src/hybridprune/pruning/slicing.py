@@ -117,8 +117,12 @@ class AxisIndex:
         kept = tuple(torch.arange(n) if k is None else k for k, n in zip(kept, full))
         return gdn_index(axis, d, *kept)
 
-    def _resolve(self, axis: str, layer: int | None) -> torch.Tensor | None:
+    def _resolve(self, axis, layer: int | None) -> torch.Tensor | None:
         d, sel = self.dims, self.sel
+        if isinstance(axis, tuple):  # ("piece", axis, start, stop): rows start..stop of a concatenated tensor
+            _, merged, start, stop = axis
+            kept = self(merged, layer)
+            return None if kept is None else kept[(kept >= start) & (kept < stop)] - start
         if axis == "hidden":
             return sel.hidden
         if axis == "hidden2":  # concat(hidden, embeddings): Zamba2's shared attention input

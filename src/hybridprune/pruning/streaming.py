@@ -81,6 +81,7 @@ def _plan_entries(files: CheckpointFiles, keys: list[str], keymap: KeyMap, adapt
     stacked = {key: keymap.stacked(key) for key in keys}
     # Rules are written for the model's tensors: a stacked slice takes its merged tensor's rule.
     rules = adapter.param_rules(sorted({s.target if s else model_keys[k] for k, s in stacked.items()}), dims)
+    offsets = _piece_offsets(files, stacked)
     renumber = {old: new for new, old in enumerate(selection.kept_blocks)}
     prefix = adapter.layers_prefix
     entries = []
@@ -95,7 +96,15 @@ def _plan_entries(files: CheckpointFiles, keys: list[str], keymap: KeyMap, adapt
             out_key = _renumbered(key, model_key, keymap, prefix, layer, rest, renumber[layer])
         part = stacked[key]
         rule = rules.get(part.target if part else model_key)
-        if part is not None and rule is not None:
+        if part is not None and rule is not None and part.concat_dim is not None and rule.axes[part.concat_dim]:
+            # one of the tensors concatenated into the model's: the kept rows of its own stretch of that axis
+            # (from the pieces' stored sizes: transformers' own save splits a tensor into equal pieces)
+            start = offsets[key]
+            stop = start + info.shape[part.piece_concat_dim]
+            axes = list(rule.axes)
+            axes[part.concat_dim] = ("piece", rule.axes[part.concat_dim], start, stop)
+            rule = ParamRule(rule.layer, tuple(axes))
+        if part is not None and rule is not None and part.dim is not None:
             # Slice `part.index` of the merged tensor: kept iff that index is kept along the merged
             # axis, renumbered to its place among the kept ones, its other dims cut by the rest of the rule.
             axis = rule.axes[part.dim]
@@ -120,6 +129,23 @@ def _plan_entries(files: CheckpointFiles, keys: list[str], keymap: KeyMap, adapt
             n *= s
         entries.append(_Entry(key, out_key, rule, out_dtype, tuple(shape), n * element))
     return entries
+
+
+def _piece_offsets(files: CheckpointFiles, stacked: dict) -> dict[str, int]:
+    """For each checkpoint tensor concatenated with siblings on load: where its rows start in the model
+    tensor's concatenated axis (the sizes of the pieces before it, as stored)."""
+    groups: dict[tuple, dict[int, str]] = {}
+    for key, part in stacked.items():
+        if part is not None and part.concat_dim is not None:
+            groups.setdefault((part.target, part.index), {})[part.part] = key
+    out = {}
+    for pieces in groups.values():
+        start = 0
+        for q in sorted(pieces):
+            key = pieces[q]
+            out[key] = start
+            start += files.tensors[key].shape[stacked[key].piece_concat_dim]
+    return out
 
 
 def _assign_shards(entries: list[_Entry], max_bytes: int) -> list[list[_Entry]]:
@@ -237,11 +263,12 @@ def stream_prune(
     dims = adapter.dims(config)
     check_weight_files(source, "checkpoint", allow_pickle=False)
     files = CheckpointFiles(source)
-    keymap = KeyMap(config.model_type)
+    keymap = KeyMap(config.model_type, converters_from=adapter.text_config(config).model_type)
     dropped = adapter.dropped_parts(config)
     keys = _kept_keys(files, keymap, dropped)
     _check_source(source, files, keys, keymap, config, adapter)
-    check_fingerprint(scores, config.model_type, lambda: checkpoint_fingerprint(files, config),
+    check_fingerprint(scores, (config.model_type, adapter.text_config(config).model_type),
+                      lambda: checkpoint_fingerprint(files, config),
                       strict=strict_fingerprint)
     selection, new_dims = plan_selection(adapter, dims, scores, plan, expert_importance, serve_with, tensor_parallel,
                                          gdn_importance)
