@@ -138,6 +138,7 @@ def main(argv=None) -> None:
     ap = ex.parser(__doc__)
     ap.add_argument("--kd-targets", default=None, help="head counts that get the KD (default: 1/2 and 1/4 of the heads)")
     ap.add_argument("--kd-arms", default=None, help="arms that get the KD, comma-separated (default: all four)")
+    ap.add_argument("--ablation-windows", type=int, default=16, help="validation windows of the head ablation")
     args = ap.parse_args(argv)
     s = ex.setup(args, "group_awareness")
     t = s.teacher
@@ -150,7 +151,7 @@ def main(argv=None) -> None:
     kd_targets = _ints(args.kd_targets) or [h for h in (n_heads // 2, n_heads // 4) if h >= g and h % g == 0]
     kd_arms = args.kd_arms.split(",") if args.kd_arms else list(arms)
     rows = [{"heads": n_heads, "arm": "unpruned", "seed": None, "zero_shot": s.loss(t)}]
-    ablation = head_ablation(s, dims)
+    ablation = head_ablation(s, dims, args.ablation_windows)
     layers = axis.layers(dims)
     corr = {}
     for seed in s.seeds:
@@ -209,7 +210,8 @@ def main(argv=None) -> None:
         ax.set_ylabel("validation loss")
         ax.set_title("zero-shot" if key == "zero_shot" else f"after {s.kd_steps}-step KD")
     a0.legend(fontsize=7)
-    s.write(rows, "\n".join(lines), {"targets": targets, "kd_targets": kd_targets,
+    s.write(rows, "\n".join(lines), {"targets": targets, "kd_targets": kd_targets, "kd_arms": kd_arms,
+                                     "ablation_windows": args.ablation_windows,
                                      "spearman_score_vs_ablation": {str(k): v for k, v in corr.items()}}, fig)
 
 

@@ -133,9 +133,6 @@ def main(argv=None) -> None:
     s.write(rows, "\n".join(lines), {"fractions": fractions, "speed": speed.to_dict()}, fig)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def gdn_main(s, dims, args) -> None:
     """The Gated DeltaNet version (see the module docstring); the same measurements and output files."""
@@ -195,3 +192,7 @@ def gdn_main(s, dims, args) -> None:
     a1.set_ylabel("decode tokens/s, ratio to teacher")
     a1.set_title("generation speed (shared CPU, 1 thread)")
     s.write(rows, "\n".join(lines), {"arms": [list(a) for a in arms], "speed": speed.to_dict()}, fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
