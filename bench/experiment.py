@@ -49,6 +49,10 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--kd-steps", type=int, default=None, help=f"short-KD steps per arm (default {KD_STEPS})")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     ap.add_argument("--out", type=Path, default=None, help=f"where results go (default {DEFAULT_OUT})")
+    ap.add_argument("--val-samples", type=int, default=VAL["num_samples"],
+                    help=f"validation windows of 256 tokens (default {VAL['num_samples']}, the teacher's eval set)")
+    ap.add_argument("--calib-samples", type=int, default=CALIB["num_samples"],
+                    help=f"calibration windows of 128 tokens (default {CALIB['num_samples']})")
     ap.add_argument("--teacher", choices=tuple(PREFIX), default="tiny-nemotron-h",
                     help="the shipped teacher (default tiny-nemotron-h; tiny-qwen3-5 for Gated DeltaNet)")
     return ap
@@ -68,9 +72,11 @@ class Setup:
     name: str
     started: float
     teacher_name: str = "tiny-nemotron-h"
+    calib_samples: int = CALIB["num_samples"]
+    val_samples: int = VAL["num_samples"]
 
     def calib(self, seed: int, num_samples: int | None = None, split: str | None = None, seq_len: int | None = None):
-        n = num_samples or CALIB["num_samples"]
+        n = num_samples or self.calib_samples
         if self.smoke:
             return _random_tokens(min(n, 16), 16, seed + 100, self.teacher.config.vocab_size)
         from hybridprune.data import load_token_samples
@@ -109,7 +115,8 @@ class Setup:
         self.out.mkdir(parents=True, exist_ok=True)
         runtime = time.time() - self.started
         settings = {**settings, "teacher": self.teacher_name, "smoke": self.smoke, "seeds": self.seeds, "kd_steps": self.kd_steps,
-                    "kd": KD, "calibration": CALIB, "validation": VAL, "threads": torch.get_num_threads(),
+                    "kd": KD, "calibration": {**CALIB, "num_samples": self.calib_samples},
+                    "validation": {**VAL, "num_samples": self.val_samples}, "threads": torch.get_num_threads(),
                     "runtime_s": round(runtime, 1), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
         (self.out / f"{self.name}.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
         (self.out / f"{self.name}.md").write_text(table.rstrip() + f"\n\nRuntime: {runtime / 60:.1f} min "
@@ -168,10 +175,11 @@ def setup(args, name: str) -> Setup:
         from hybridprune.data import load_token_samples, teacher_path
         teacher = AutoModelForCausalLM.from_pretrained(teacher_path(teacher_name), dtype=torch.float32).eval()
         tok = AutoTokenizer.from_pretrained(teacher_path(teacher_name))
-        val = load_token_samples("shakespeare", tok, **VAL)
+        val = load_token_samples("shakespeare", tok, **{**VAL, "num_samples": args.val_samples})
         kd_steps, seeds = args.kd_steps or KD_STEPS, list(range(args.seeds))
     out = args.out or DEFAULT_OUT
-    return Setup(teacher, tok, val, args.smoke, kd_steps, seeds, Path(out), name, started, teacher_name)
+    return Setup(teacher, tok, val, args.smoke, kd_steps, seeds, Path(out), name, started, teacher_name,
+                 args.calib_samples, args.val_samples)
 
 
 def spread(values: list[float]) -> str:

@@ -138,7 +138,7 @@ def main(argv=None) -> None:
     ap = ex.parser(__doc__)
     ap.add_argument("--kd-targets", default=None, help="head counts that get the KD (default: 1/2 and 1/4 of the heads)")
     ap.add_argument("--kd-arms", default=None, help="arms that get the KD, comma-separated (default: all four)")
-    ap.add_argument("--ablation-windows", type=int, default=16, help="validation windows of the head ablation")
+    ap.add_argument("--ablation-windows", type=int, default=16, help="validation windows of the head ablation (0: no ablation, Spearman or oracle)")
     args = ap.parse_args(argv)
     s = ex.setup(args, "group_awareness")
     t = s.teacher
@@ -151,12 +151,14 @@ def main(argv=None) -> None:
     kd_targets = _ints(args.kd_targets) or [h for h in (n_heads // 2, n_heads // 4) if h >= g and h % g == 0]
     kd_arms = args.kd_arms.split(",") if args.kd_arms else list(arms)
     rows = [{"heads": n_heads, "arm": "unpruned", "seed": None, "zero_shot": s.loss(t)}]
-    ablation = head_ablation(s, dims, args.ablation_windows)
+    ablate = args.ablation_windows > 0
+    ablation = head_ablation(s, dims, args.ablation_windows) if ablate else {}
     layers = axis.layers(dims)
     corr = {}
     for seed in s.seeds:
         scores = hp.calibrate(t, s.calib(seed), batch_size=8, progress=False)
-        corr[seed] = {i: ex.spearman(axis.scores(scores)[i].double().norm(dim=1), ablation[i]) for i in layers}
+        if ablate:
+            corr[seed] = {i: ex.spearman(axis.scores(scores)[i].double().norm(dim=1), ablation[i]) for i in layers}
         for target in targets:
             for arm, heads in arms_for(dims, scores, target, seed).items():
                 pruned = apply_selection(t, selection_for(dims, heads), dims.replace(**{axis.heads_field: target}))
@@ -170,7 +172,7 @@ def main(argv=None) -> None:
                     row["after_kd"] = s.loss(s.kd(pruned, seed))
                 rows.append(row)
                 print(row, flush=True)
-    for target in targets:  # oracle: per group, the heads whose ablation hurts most (seed-independent)
+    for target in targets if ablate else ():  # oracle: per group, the heads whose ablation hurts most
         oracle = {i: select_mamba(ablation[i].clamp(min=0).unsqueeze(1) + 1e-9, g, target, 1)[0] for i in layers}
         pruned = apply_selection(t, selection_for(dims, oracle), dims.replace(**{axis.heads_field: target}))
         rows.append({"heads": target, "arm": "oracle in-group (ablation)", "seed": None, "zero_shot": s.loss(pruned)})
@@ -178,7 +180,7 @@ def main(argv=None) -> None:
     lines = ["| heads kept | arm | zero-shot val loss | after KD |", "|---|---|---|---|",
              f"| {n_heads} | unpruned | {rows[0]['zero_shot']:.3f} | |"]
     for target in targets:
-        for arm in arms + ("oracle in-group (ablation)",):
+        for arm in arms + (("oracle in-group (ablation)",) if ablate else ()):
             rs = [r for r in rows if r["heads"] == target and r["arm"] == arm]
             kd = [r["after_kd"] for r in rs if "after_kd" in r]
             extra = ""
@@ -186,14 +188,8 @@ def main(argv=None) -> None:
                 extra = f" ({ex.mean([r['heads_in_foreign_group'] for r in rs]):.0f} heads in a foreign group)"
             lines.append(f"| {target} | {arm}{extra} | {ex.spread([r['zero_shot'] for r in rs])} | "
                          f"{ex.spread(kd) if kd else ''} |")
-    per_layer = {i: ex.mean([corr[sd][i] for sd in s.seeds]) for i in layers}
-    lines += ["", "Spearman correlation, head activation score vs loss increase when the head alone is silenced "
-              "(mean over seeds):", "", "| block | " + " | ".join(str(i) for i in layers) + " | all |",
-              "|---|" + "---|" * (len(layers) + 1),
-              "| ρ | " + " | ".join(f"{per_layer[i]:.2f}" for i in layers) + f" | {ex.mean(list(per_layer.values())):.2f} |"]
-    share = {i: float(ablation[i].clamp(min=0).max() / ablation[i].clamp(min=0).sum().clamp(min=1e-9)) for i in layers}
-    lines += ["", "Largest single-head ablation loss increase per block: " + ", ".join(
-        f"block {i}: {float(ablation[i].max()):+.3f} ({share[i]:.0%} of the block's total)" for i in layers)]
+    if ablate:
+        lines += _ablation_lines(s, layers, corr, ablation)
 
     fig, (a0, a1) = ex.figure(2)
     for ax, key in ((a0, "zero_shot"), (a1, "after_kd")):
@@ -213,6 +209,19 @@ def main(argv=None) -> None:
     s.write(rows, "\n".join(lines), {"targets": targets, "kd_targets": kd_targets, "kd_arms": kd_arms,
                                      "ablation_windows": args.ablation_windows,
                                      "spearman_score_vs_ablation": {str(k): v for k, v in corr.items()}}, fig)
+
+
+def _ablation_lines(s, layers, corr, ablation) -> list[str]:
+    per_layer = {i: ex.mean([corr[sd][i] for sd in s.seeds]) for i in layers}
+    lines = ["", "Spearman correlation, head activation score vs loss increase when the head alone is silenced "
+              "(mean over seeds):", "", "| block | " + " | ".join(str(i) for i in layers) + " | all |",
+              "|---|" + "---|" * (len(layers) + 1),
+              "| ρ | " + " | ".join(f"{per_layer[i]:.2f}" for i in layers) + f" | {ex.mean(list(per_layer.values())):.2f} |"]
+    share = {i: float(ablation[i].clamp(min=0).max() / ablation[i].clamp(min=0).sum().clamp(min=1e-9)) for i in layers}
+    lines += ["", "Largest single-head ablation loss increase per block: " + ", ".join(
+        f"block {i}: {float(ablation[i].max()):+.3f} ({share[i]:.0%} of the block's total)" for i in layers)]
+
+    return lines
 
 
 if __name__ == "__main__":

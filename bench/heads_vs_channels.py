@@ -39,11 +39,11 @@ def key_match(adapter, dims, value_channels_cut: int) -> int:
     return min(range(1, dims.linear_key_head_dim), key=lambda k: abs(count() - count(linear_key_head_dim=k) - target))
 
 
-def gdn_arms(adapter, dims) -> list[tuple[str, str, dict, bool]]:
+def gdn_arms(adapter, dims, fractions=((3, 4), (1, 2), (1, 4))) -> list[tuple[str, str, dict, bool]]:
     """(kept label, arm, plan, gets KD) of the GDN experiment."""
     H, D = dims.linear_num_value_heads, dims.linear_value_head_dim
     out = []
-    for num, den in ((3, 4), (1, 2), (1, 4)):
+    for num, den in fractions:
         out.append((f"{num}/{den}", "value heads", {"linear_num_value_heads": H * num // den}, (num, den) == (1, 2)))
         out.append((f"{num}/{den}", "value-head channels", {"linear_value_head_dim": D * num // den}, (num, den) == (1, 2)))
     for cut in (max(1, D // 16), max(1, D // 8)):  # 32 -> 30 and 32 -> 28 on the tiny teacher
@@ -64,6 +64,7 @@ def main(argv=None) -> None:
     ap = ex.parser(__doc__)
     ap.add_argument("--context", type=int, default=256, help="prompt tokens for the speed measurement")
     ap.add_argument("--new-tokens", type=int, default=64, help="decoded tokens for the speed measurement")
+    ap.add_argument("--fractions", default="3/4,1/2,1/4", help="GDN: fractions of value heads / channels kept")
     args = ap.parse_args(argv)
     s = ex.setup(args, "heads_vs_channels")
     t = s.teacher
@@ -137,7 +138,8 @@ def main(argv=None) -> None:
 def gdn_main(s, dims, args) -> None:
     """The Gated DeltaNet version (see the module docstring); the same measurements and output files."""
     t = s.teacher
-    arms = gdn_arms(hp.get_adapter(t), dims)
+    fractions = [tuple(int(v) for v in f.split("/")) for f in args.fractions.split(",")]
+    arms = gdn_arms(hp.get_adapter(t), dims, fractions)
     rows = [{"kept": "all", "arm": "unpruned", "seed": None, "zero_shot": s.loss(t), "params": s.params(t)}]
     models = {"teacher": t}
     for seed in s.seeds:

@@ -86,7 +86,10 @@ def gdn_variants(scores):
 
 
 def main(argv=None) -> None:
-    args = ex.parser(__doc__).parse_args(argv)
+    ap = ex.parser(__doc__)
+    ap.add_argument("--shapes", default=None, help="heads x channels to prune to, e.g. 12x32,8x32,12x24 "
+                    "(default: 3/4 and 1/2 of the heads, 1/2 of the channels, 3/4 x 3/4, 1/2 x 1/2)")
+    args = ap.parse_args(argv)
     s = ex.setup(args, "score_source")
     t = s.teacher
     dims = hp.get_adapter(t).dims(t.config)
@@ -95,6 +98,9 @@ def main(argv=None) -> None:
     sources = tuple(GDN_SOURCES) if gdn else SOURCES
     H, D, g = axis.sizes(dims)
     configs = [(H * 3 // 4, D), (H // 2, D), (H, D // 2), (H * 3 // 4, D * 3 // 4), (H // 2, D // 2)]
+    if args.shapes:
+        configs = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")]
+        configs += [] if (H * 3 // 4, D * 3 // 4) in configs else [(H * 3 // 4, D * 3 // 4)]  # the KD shape
     configs = [(h, d) for h, d in configs if h % g == 0 and d >= 1]
     kd_config = (H * 3 // 4, D * 3 // 4)
     rows = [{"config": [H, D], "source": "unpruned", "seed": None, "zero_shot": s.loss(t)}]
