@@ -39,15 +39,18 @@ def key_match(adapter, dims, value_channels_cut: int) -> int:
     return min(range(1, dims.linear_key_head_dim), key=lambda k: abs(count() - count(linear_key_head_dim=k) - target))
 
 
-def gdn_arms(adapter, dims, fractions=((3, 4), (1, 2), (1, 4))) -> list[tuple[str, str, dict, bool]]:
+def gdn_arms(adapter, dims, fractions=((3, 4), (1, 2), (1, 4)), cuts=None,
+             kd_fractions=((1, 2),)) -> list[tuple[str, str, dict, bool]]:
     """(kept label, arm, plan, gets KD) of the GDN experiment."""
     H, D = dims.linear_num_value_heads, dims.linear_value_head_dim
     out = []
     for num, den in fractions:
-        out.append((f"{num}/{den}", "value heads", {"linear_num_value_heads": H * num // den}, (num, den) == (1, 2)))
-        out.append((f"{num}/{den}", "value-head channels", {"linear_value_head_dim": D * num // den}, (num, den) == (1, 2)))
-    for cut in (max(1, D // 16), max(1, D // 8)):  # 32 -> 30 and 32 -> 28 on the tiny teacher
-        kd = cut == max(1, D // 8)
+        kd = (num, den) in kd_fractions
+        out.append((f"{num}/{den}", "value heads", {"linear_num_value_heads": H * num // den}, kd))
+        out.append((f"{num}/{den}", "value-head channels", {"linear_value_head_dim": D * num // den}, kd))
+    cuts = cuts or (max(1, D // 16), max(1, D // 8))  # 32 -> 30 and 32 -> 28 on the tiny teacher
+    for cut in cuts:
+        kd = cut == max(cuts)
         label = f"-{cut} value ch."
         out.append((label, "value-head channels", {"linear_value_head_dim": D - cut}, kd))
         out.append((label, "key-head channels", {"linear_key_head_dim": key_match(adapter, dims, cut)}, kd))
@@ -65,6 +68,9 @@ def main(argv=None) -> None:
     ap.add_argument("--context", type=int, default=256, help="prompt tokens for the speed measurement")
     ap.add_argument("--new-tokens", type=int, default=64, help="decoded tokens for the speed measurement")
     ap.add_argument("--fractions", default="3/4,1/2,1/4", help="GDN: fractions of value heads / channels kept")
+    ap.add_argument("--value-cuts", default=None,
+                    help="GDN: value channels cut for the key-vs-value comparison (default: dv/16 and dv/8)")
+    ap.add_argument("--kd-fractions", default="1/2", help="GDN: fractions whose two arms get the KD ('' for none)")
     args = ap.parse_args(argv)
     s = ex.setup(args, "heads_vs_channels")
     t = s.teacher
@@ -138,8 +144,9 @@ def main(argv=None) -> None:
 def gdn_main(s, dims, args) -> None:
     """The Gated DeltaNet version (see the module docstring); the same measurements and output files."""
     t = s.teacher
-    fractions = [tuple(int(v) for v in f.split("/")) for f in args.fractions.split(",")]
-    arms = gdn_arms(hp.get_adapter(t), dims, fractions)
+    frac = lambda text: [tuple(int(v) for v in f.split("/")) for f in text.split(",") if f]  # noqa: E731
+    cuts = [int(c) for c in args.value_cuts.split(",")] if args.value_cuts else None
+    arms = gdn_arms(hp.get_adapter(t), dims, frac(args.fractions), cuts, frac(args.kd_fractions))
     rows = [{"kept": "all", "arm": "unpruned", "seed": None, "zero_shot": s.loss(t), "params": s.params(t)}]
     models = {"teacher": t}
     for seed in s.seeds:
