@@ -53,6 +53,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
                     help=f"validation windows of 256 tokens (default {VAL['num_samples']}, the teacher's eval set)")
     ap.add_argument("--calib-samples", type=int, default=CALIB["num_samples"],
                     help=f"calibration windows of 128 tokens (default {CALIB['num_samples']})")
+    ap.add_argument("--seed-list", default=None, help="run exactly these seeds (comma-separated), e.g. one per process")
     ap.add_argument("--teacher", choices=tuple(PREFIX), default="tiny-nemotron-h",
                     help="the shipped teacher (default tiny-nemotron-h; tiny-qwen3-5 for Gated DeltaNet)")
     return ap
@@ -177,6 +178,8 @@ def setup(args, name: str) -> Setup:
         tok = AutoTokenizer.from_pretrained(teacher_path(teacher_name))
         val = load_token_samples("shakespeare", tok, **{**VAL, "num_samples": args.val_samples})
         kd_steps, seeds = args.kd_steps or KD_STEPS, list(range(args.seeds))
+    if getattr(args, "seed_list", None):
+        seeds = [int(x) for x in args.seed_list.split(",")]
     out = args.out or DEFAULT_OUT
     return Setup(teacher, tok, val, args.smoke, kd_steps, seeds, Path(out), name, started, teacher_name,
                  args.calib_samples, args.val_samples)

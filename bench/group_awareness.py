@@ -26,6 +26,7 @@ heads whose ablation hurts most (zero-shot only; chosen on validation data, so o
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 
@@ -134,10 +135,22 @@ def _ints(text: str | None) -> list[int] | None:
     return None if text is None else [int(x) for x in text.split(",") if x]
 
 
+def _merged_rows(paths) -> list[dict]:
+    """The rows of several runs (e.g. one seed per process), the unpruned row once."""
+    import json
+    rows = []
+    for path in paths:
+        for r in json.loads(Path(path).read_text())["rows"]:
+            if r["arm"] != "unpruned" or not rows:
+                rows.append(r)
+    return rows
+
+
 def main(argv=None) -> None:
     ap = ex.parser(__doc__)
     ap.add_argument("--kd-targets", default=None, help="head counts that get the KD (default: 1/2 and 1/4 of the heads)")
     ap.add_argument("--kd-arms", default=None, help="arms that get the KD, comma-separated (default: all four)")
+    ap.add_argument("--merge", nargs="+", default=None, help="build the table from these runs' JSON (no compute)")
     ap.add_argument("--ablation-windows", type=int, default=16, help="validation windows of the head ablation (0: no ablation, Spearman or oracle)")
     args = ap.parse_args(argv)
     s = ex.setup(args, "group_awareness")
@@ -148,14 +161,21 @@ def main(argv=None) -> None:
     n_heads, _, g = axis.sizes(dims)
     per = n_heads // g
     targets = list(range(n_heads - g, 0, -g))
-    kd_targets = _ints(args.kd_targets) or [h for h in (n_heads // 2, n_heads // 4) if h >= g and h % g == 0]
+    kd_targets = _ints(args.kd_targets)
+    if kd_targets is None:
+        kd_targets = [h for h in (n_heads // 2, n_heads // 4) if h >= g and h % g == 0]
     kd_arms = args.kd_arms.split(",") if args.kd_arms else list(arms)
-    rows = [{"heads": n_heads, "arm": "unpruned", "seed": None, "zero_shot": s.loss(t)}]
+    if args.merge:
+        rows = _merged_rows(args.merge)
+        s.seeds = sorted({r["seed"] for r in rows if r["seed"] is not None})
+        args.ablation_windows = 0
+    else:
+        rows = [{"heads": n_heads, "arm": "unpruned", "seed": None, "zero_shot": s.loss(t)}]
     ablate = args.ablation_windows > 0
     ablation = head_ablation(s, dims, args.ablation_windows) if ablate else {}
     layers = axis.layers(dims)
     corr = {}
-    for seed in s.seeds:
+    for seed in s.seeds if not args.merge else ():
         scores = hp.calibrate(t, s.calib(seed), batch_size=8, progress=False)
         if ablate:
             corr[seed] = {i: ex.spearman(axis.scores(scores)[i].double().norm(dim=1), ablation[i]) for i in layers}
