@@ -64,6 +64,57 @@ NEMOTRON_LATENT_HUB = dict(NEMOTRON_MOE_HUB, moe_latent_size=32, mlp_bias=True)
 GRANITE_MOE_HUB = dict(GRANITE_HUB, num_local_experts=6, intermediate_size=16, num_experts_per_tok=2)
 
 
+# Qwen3-Next's layout, tiny: GDN 3:1 with gated attention; 8 experts (per-expert keys on the Hub), a dense MLP
+# in layer 2; one multi-token-prediction layer stored beside the model
+QWEN3_NEXT_HUB = {
+    "architectures": ["Qwen3NextForCausalLM"], "model_type": "qwen3_next",
+    "vocab_size": 96, "hidden_size": 48, "num_hidden_layers": 4, "full_attention_interval": 4,
+    "num_attention_heads": 6, "num_key_value_heads": 2, "head_dim": 8, "partial_rotary_factor": 0.25,
+    "linear_num_key_heads": 2, "linear_num_value_heads": 6, "linear_key_head_dim": 8, "linear_value_head_dim": 8,
+    "linear_conv_kernel_dim": 4, "intermediate_size": 64, "num_experts": 8, "moe_intermediate_size": 16,
+    "shared_expert_intermediate_size": 24, "num_experts_per_tok": 2, "decoder_sparse_step": 1, "mlp_only_layers": [2],
+    "norm_topk_prob": True, "mtp_num_hidden_layers": 1, "tie_word_embeddings": False, "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+    "transformers_version": "4.57.0.dev0",
+}
+# OLMo Hybrid's layout, tiny: the Hub stores q/k/v convolutions apart, at their own sizes (16, 16, 48)
+OLMO_HYBRID_HUB = {
+    "architectures": ["OlmoHybridForCausalLM"], "model_type": "olmo_hybrid",
+    "vocab_size": 96, "hidden_size": 48, "num_hidden_layers": 4, "intermediate_size": 64,
+    "layer_types": ["linear_attention", "full_attention", "linear_attention", "linear_attention"],
+    "num_attention_heads": 6, "num_key_value_heads": 2, "linear_num_key_heads": 2, "linear_num_value_heads": 6,
+    "linear_key_head_dim": 8, "linear_value_head_dim": 8, "linear_conv_kernel_dim": 4, "rope_theta": 10000.0,
+    "tie_word_embeddings": False, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+}
+
+
+def _gdn_hub_tensors(key: str, t: torch.Tensor, config) -> dict[str, torch.Tensor] | None:
+    """The Hub's tensors for one model tensor of a GDN family, or None when it is stored as is: Qwen's
+    per-expert gate/up/down, OLMo Hybrid's q/k/v convolutions at their own sizes and its layer norms."""
+    m = re.fullmatch(r"(.*\.mlp\.experts)\.(gate_up_proj|down_proj)", key)
+    if m and config.model_type in ("qwen3_next", "qwen3_5_moe_text"):
+        out = {}
+        for j in range(t.shape[0]):
+            if m.group(2) == "down_proj":
+                out[f"{m.group(1)}.{j}.down_proj.weight"] = t[j].clone()
+            else:
+                gate, up = t[j].chunk(2, dim=0)
+                out[f"{m.group(1)}.{j}.gate_proj.weight"], out[f"{m.group(1)}.{j}.up_proj.weight"] = gate.clone(), up.clone()
+        return out
+    if config.model_type != "olmo_hybrid":
+        return None
+    if key.endswith("linear_attn.conv1d.weight"):
+        kd = config.linear_num_key_heads * config.linear_key_head_dim
+        q, k, v = t[:kd], t[kd:2 * kd], t[2 * kd:]
+        stem = key[: -len("conv1d.weight")]
+        return {f"{stem}q_conv1d.weight": q.clone(), f"{stem}k_conv1d.weight": k.clone(), f"{stem}v_conv1d.weight": v.clone()}
+    layer = re.fullmatch(r"model\.layers\.(\d+)\.(input_layernorm|post_attention_layernorm)\.weight", key)
+    if layer and config.layer_types[int(layer.group(1))] == "linear_attention":
+        name = {"input_layernorm": "attention_layer_norm", "post_attention_layernorm": "feedforward_layer_norm"}
+        return {f"model.layers.{layer.group(1)}.{name[layer.group(2)]}.weight": t.clone()}
+    return None
+
+
 def hub_name(model_key: str, model_type: str) -> str:
     """The Hub's name of a transformers 5 model key (written out, not taken from transformers)."""
     if model_type == "nemotron_h":
@@ -74,11 +125,15 @@ def hub_name(model_key: str, model_type: str) -> str:
 
 
 def hub_tensors(model, model_type: str) -> dict[str, torch.Tensor]:
-    """The model's weights under Hub names; Nemotron-H's 3-D expert tensors split per expert."""
+    """The model's weights under Hub names; Nemotron-H's and Qwen's 3-D expert tensors split per expert."""
     out = {}
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})
     for key, t in model.state_dict().items():
         if key in tied:
+            continue
+        gdn = _gdn_hub_tensors(key, t, model.config)
+        if gdn is not None:
+            out.update(gdn)
             continue
         m = re.fullmatch(r"(.*\.mixer\.experts)\.(up_proj|down_proj)", key)
         if model_type == "nemotron_h" and m:

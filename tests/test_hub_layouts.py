@@ -330,19 +330,28 @@ def test_a_distilled_student_keeps_the_config_style_of_its_source(tmp_path):
     assert config["auto_map"] == NEMOTRON_HUB["auto_map"]
 
 
-def test_a_conversion_that_is_not_a_plain_stack_is_refused_by_streaming():
-    """Jamba's experts fuse gate and up on load (MergeModulelist, then Concatenate): not a stack of
-    slices the streaming prune can cut one by one, so it says to prune in memory."""
+def test_a_conversion_that_is_not_a_stack_or_a_concatenation_is_refused_by_streaming():
+    """Jamba's experts fuse gate and up on load (MergeModulelist, then Concatenate): each checkpoint
+    tensor is one slice of one half of the fused tensor, which the streaming prune cuts piece by piece.
+    A conversion that splits a tensor on load (Chunk) is no such piece, so it says to prune in memory."""
     from types import SimpleNamespace
+
+    from transformers.core_model_loading import Chunk, WeightConverter
 
     from hybridprune.pruning.apply import PruneError
     from hybridprune.pruning.streaming import _kept_keys
 
     keymap = KeyMap("jamba")
-    fused = "model.layers.1.feed_forward.experts.0.gate_proj.weight"
-    assert keymap.needs_conversion(fused) and not keymap.sliceable(fused)
+    gate, up = (f"model.layers.1.feed_forward.experts.3.{p}_proj.weight" for p in ("gate", "up"))
+    assert keymap.needs_conversion(gate) and keymap.sliceable(gate)
+    assert (keymap.stacked(gate).index, keymap.stacked(gate).part, keymap.stacked(up).part) == (3, 0, 1)
+    assert keymap.stacked(up).parts == 2 and keymap.stacked(up).piece_concat_dim == 0
     assert keymap.stacked("model.layers.1.feed_forward.experts.2.down_proj.weight").index == 2
-    files = SimpleNamespace(tensors={fused: None, "model.embed_tokens.weight": None})
+    keymap._converters.append(WeightConverter(source_patterns="mlp.fused.weight",
+                                              target_patterns=["mlp.a.weight", "mlp.b.weight"], operations=[Chunk(dim=0)]))
+    split = "model.layers.1.mlp.fused.weight"
+    assert keymap.needs_conversion(split) and not keymap.sliceable(split)
+    files = SimpleNamespace(tensors={split: None, "model.embed_tokens.weight": None})
     with pytest.raises(PruneError, match=r"converted by transformers on load .* --in-memory"):
         _kept_keys(files, keymap, ())
 

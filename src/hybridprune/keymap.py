@@ -178,5 +178,6 @@ class KeyMap:
                    for m in merged.values()):
                 raise CheckpointFormatError(f"the tensors concatenated into {target} do not fit together "
                                             f"({list(merged.values())}): the checkpoint is damaged")
-            out[target] = first[: s.concat_dim] + (sum(m[s.concat_dim] for m in merged.values()),) + first[s.concat_dim + 1:]
+            joined = sum(m[s.concat_dim] for m in merged.values())
+            out[target] = first[: s.concat_dim] + (joined,) + first[s.concat_dim + 1:]
         return out

@@ -168,12 +168,14 @@ class Qwen3_5VLAdapter(Adapter):
             extras=(("vision_fixed_parameters", fixed), ("vision_merger_width", merger_in)))
 
     def num_parameters(self, dims: Dims, *, embeddings: bool = True) -> int:
-        vision = dims.extra("vision_fixed_parameters", 0) + (dims.extra("vision_merger_width", 0) + 1) * dims.hidden_size
+        merger = (dims.extra("vision_merger_width", 0) + 1) * dims.hidden_size  # the merger's last projection
+        vision = dims.extra("vision_fixed_parameters", 0) + merger
         return self.text.num_parameters(dims, embeddings=embeddings) + vision
 
     def num_active_parameters(self, dims: Dims, *, embeddings: bool = True) -> int:
-        return self.num_parameters(dims, embeddings=embeddings) - (
-            self.text.num_parameters(dims, embeddings=embeddings) - self.text.num_active_parameters(dims, embeddings=embeddings))
+        inactive = (self.text.num_parameters(dims, embeddings=embeddings)
+                    - self.text.num_active_parameters(dims, embeddings=embeddings))
+        return self.num_parameters(dims, embeddings=embeddings) - inactive
 
     def check_representable(self, dims: Dims, original: Dims | None = None) -> None:
         self.text.check_representable(dims, original)
