@@ -1,7 +1,9 @@
 """What the six paper experiments (`bench/exp_*.py`, written up in docs/results.md) share: one thread by
-default, the shipped teacher and its data splits (or, with `--smoke`, a tiny random model and random
-tokens, so the test suite can run every script in seconds), the one short distillation every arm gets,
-and writing each experiment's JSON, Markdown table and plot side by side.
+default, a shipped teacher (`--teacher`: the tiny Nemotron-H, or the tiny Qwen3.5 for the Gated
+DeltaNet experiments, whose outputs are named `gdn_<experiment>`) and its data splits (or, with
+`--smoke`, a tiny random model of the same family and random tokens, so the test suite can run every
+script in seconds), the one short distillation every arm gets, and writing each experiment's JSON,
+Markdown table and plot side by side.
 
 Fixed settings, identical for every arm of every experiment (so arms differ only in what is tested):
 
@@ -36,6 +38,8 @@ KD = dict(global_batch=8, micro_batch=8, lr=1e-3, min_lr=1e-4, warmup=5, precisi
 CALIB = dict(split="calibration", seq_len=128, num_samples=128)
 VAL = dict(split="validation", seq_len=256, num_samples=64, seed=0)
 TRAIN_SEQ = 128
+#: result-file prefix per shipped teacher (the Mamba2 experiments keep their names)
+PREFIX = {"tiny-nemotron-h": "", "tiny-qwen3-5": "gdn_"}
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
@@ -45,6 +49,13 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--kd-steps", type=int, default=None, help=f"short-KD steps per arm (default {KD_STEPS})")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     ap.add_argument("--out", type=Path, default=None, help=f"where results go (default {DEFAULT_OUT})")
+    ap.add_argument("--val-samples", type=int, default=VAL["num_samples"],
+                    help=f"validation windows of 256 tokens (default {VAL['num_samples']}, the teacher's eval set)")
+    ap.add_argument("--calib-samples", type=int, default=CALIB["num_samples"],
+                    help=f"calibration windows of 128 tokens (default {CALIB['num_samples']})")
+    ap.add_argument("--seed-list", default=None, help="run exactly these seeds (comma-separated), e.g. one per process")
+    ap.add_argument("--teacher", choices=tuple(PREFIX), default="tiny-nemotron-h",
+                    help="the shipped teacher (default tiny-nemotron-h; tiny-qwen3-5 for Gated DeltaNet)")
     return ap
 
 
@@ -61,9 +72,12 @@ class Setup:
     out: Path
     name: str
     started: float
+    teacher_name: str = "tiny-nemotron-h"
+    calib_samples: int = CALIB["num_samples"]
+    val_samples: int = VAL["num_samples"]
 
     def calib(self, seed: int, num_samples: int | None = None, split: str | None = None, seq_len: int | None = None):
-        n = num_samples or CALIB["num_samples"]
+        n = num_samples or self.calib_samples
         if self.smoke:
             return _random_tokens(min(n, 16), 16, seed + 100, self.teacher.config.vocab_size)
         from hybridprune.data import load_token_samples
@@ -101,8 +115,9 @@ class Setup:
         """`<out>/<name>.json` (rows + settings + runtime), `<name>.md` (the table) and `<name>.png`."""
         self.out.mkdir(parents=True, exist_ok=True)
         runtime = time.time() - self.started
-        settings = {**settings, "smoke": self.smoke, "seeds": self.seeds, "kd_steps": self.kd_steps,
-                    "kd": KD, "calibration": CALIB, "validation": VAL, "threads": torch.get_num_threads(),
+        settings = {**settings, "teacher": self.teacher_name, "smoke": self.smoke, "seeds": self.seeds, "kd_steps": self.kd_steps,
+                    "kd": KD, "calibration": {**CALIB, "num_samples": self.calib_samples},
+                    "validation": {**VAL, "num_samples": self.val_samples}, "threads": torch.get_num_threads(),
                     "runtime_s": round(runtime, 1), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
         (self.out / f"{self.name}.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
         (self.out / f"{self.name}.md").write_text(table.rstrip() + f"\n\nRuntime: {runtime / 60:.1f} min "
@@ -131,24 +146,43 @@ def tiny_teacher(seed: int = 0):
     return AutoModelForCausalLM.from_config(config).eval()
 
 
+def tiny_gdn_teacher(seed: int = 0):
+    """A random Qwen3.5 text model small enough for a smoke run: 4 GDN value heads per key head in 2
+    groups, 3 GDN layers to 1 gated attention layer."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    config = AutoConfig.for_model(
+        "qwen3_5_text", vocab_size=96, hidden_size=48, num_hidden_layers=4,
+        layer_types=["linear_attention"] * 3 + ["full_attention"], linear_num_key_heads=2,
+        linear_num_value_heads=8, linear_key_head_dim=8, linear_value_head_dim=8, linear_conv_kernel_dim=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=12, intermediate_size=64,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
 def setup(args, name: str) -> Setup:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     started = time.time()
+    teacher_name = getattr(args, "teacher", "tiny-nemotron-h")
+    name = PREFIX[teacher_name] + name
     if args.smoke:
-        teacher, tok = tiny_teacher(), None
+        teacher, tok = (tiny_gdn_teacher() if teacher_name == "tiny-qwen3-5" else tiny_teacher()), None
         val = _random_tokens(8, 16, 0, teacher.config.vocab_size)
         kd_steps, seeds = args.kd_steps or 2, list(range(min(args.seeds, 2)))
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from hybridprune.data import load_token_samples, teacher_path
-        teacher = AutoModelForCausalLM.from_pretrained(teacher_path(), dtype=torch.float32).eval()
-        tok = AutoTokenizer.from_pretrained(teacher_path())
-        val = load_token_samples("shakespeare", tok, **VAL)
+        teacher = AutoModelForCausalLM.from_pretrained(teacher_path(teacher_name), dtype=torch.float32).eval()
+        tok = AutoTokenizer.from_pretrained(teacher_path(teacher_name))
+        val = load_token_samples("shakespeare", tok, **{**VAL, "num_samples": args.val_samples})
         kd_steps, seeds = args.kd_steps or KD_STEPS, list(range(args.seeds))
+    if getattr(args, "seed_list", None):
+        seeds = [int(x) for x in args.seed_list.split(",")]
     out = args.out or DEFAULT_OUT
-    return Setup(teacher, tok, val, args.smoke, kd_steps, seeds, Path(out), name, started)
+    return Setup(teacher, tok, val, args.smoke, kd_steps, seeds, Path(out), name, started, teacher_name,
+                 args.calib_samples, args.val_samples)
 
 
 def spread(values: list[float]) -> str:

@@ -11,7 +11,13 @@ sequence, L2 over samples; same group-aware selection; same KD):
 Only the Mamba axes are pruned (heads and head channels), at several sizes, zero-shot; one size is
 also distilled.
 
-    .venv/bin/python bench/score_source.py [--seeds 3] [--kd-steps 40] [--smoke]
+With `--teacher tiny-qwen3-5` the same for Gated DeltaNet value heads and value-head channels, from the
+two activations the library collects (`gdn_importance`):
+
+- value branch: the value rows of the in_proj_qkv output, before the conv (Scores `gdn_value`);
+- out_proj input: the gated, normalised delta-rule output that out_proj reads (Scores `gdn`).
+
+    .venv/bin/python bench/score_source.py [--seeds 3] [--kd-steps 40] [--smoke] [--teacher tiny-qwen3-5]
 """
 
 from __future__ import annotations
@@ -24,8 +30,11 @@ import torch
 import experiment as ex
 import hybridprune as hp
 from group_awareness import mixer_of
+from head_axis import GDN_VALUE_HEADS, axis_of
 
 SOURCES = ("x", "z", "out_proj input", "x·z")
+#: GDN sources: the Scores table each reads (`hybridprune.importance.scores.GDN_IMPORTANCE`)
+GDN_SOURCES = {"value branch": "gdn_value", "out_proj input": "gdn"}
 
 
 def mamba_source_scores(model, calib, dims, batch_size: int = 8) -> dict[str, dict[int, torch.Tensor]]:
@@ -66,23 +75,42 @@ def variants(scores, extra):
     return out
 
 
+def gdn_variants(scores):
+    """One Scores per GDN source: its table in the place the default selection reads (`gdn`)."""
+    out = {}
+    for src, table in GDN_SOURCES.items():
+        sc = copy.deepcopy(scores)
+        sc.gdn = dict(getattr(scores, table))
+        out[src] = sc
+    return out
+
+
 def main(argv=None) -> None:
-    args = ex.parser(__doc__).parse_args(argv)
+    ap = ex.parser(__doc__)
+    ap.add_argument("--shapes", default=None, help="heads x channels to prune to, e.g. 12x32,8x32,12x24 "
+                    "(default: 3/4 and 1/2 of the heads, 1/2 of the channels, 3/4 x 3/4, 1/2 x 1/2)")
+    args = ap.parse_args(argv)
     s = ex.setup(args, "score_source")
     t = s.teacher
     dims = hp.get_adapter(t).dims(t.config)
-    H, D, g = dims.mamba_num_heads, dims.mamba_head_dim, dims.mamba_n_groups
+    axis = axis_of(dims)
+    gdn = axis is GDN_VALUE_HEADS
+    sources = tuple(GDN_SOURCES) if gdn else SOURCES
+    H, D, g = axis.sizes(dims)
     configs = [(H * 3 // 4, D), (H // 2, D), (H, D // 2), (H * 3 // 4, D * 3 // 4), (H // 2, D // 2)]
+    if args.shapes:
+        configs = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")]
+        configs += [] if (H * 3 // 4, D * 3 // 4) in configs else [(H * 3 // 4, D * 3 // 4)]  # the KD shape
     configs = [(h, d) for h, d in configs if h % g == 0 and d >= 1]
     kd_config = (H * 3 // 4, D * 3 // 4)
     rows = [{"config": [H, D], "source": "unpruned", "seed": None, "zero_shot": s.loss(t)}]
     for seed in s.seeds:
         calib = s.calib(seed)
         scores = hp.calibrate(t, calib, batch_size=8, progress=False)
-        by_source = variants(scores, mamba_source_scores(t, calib, dims))
+        by_source = gdn_variants(scores) if gdn else variants(scores, mamba_source_scores(t, calib, dims))
         for h, d in configs:
             for src, sc in by_source.items():
-                pruned = hp.prune(t, sc, {"mamba_num_heads": h, "mamba_head_dim": d})
+                pruned = hp.prune(t, sc, {axis.heads_field: h, axis.channels_field: d})
                 row = {"config": [h, d], "source": src, "seed": seed, "zero_shot": s.loss(pruned),
                        "params": s.params(pruned)}
                 if (h, d) == kd_config:
@@ -90,34 +118,34 @@ def main(argv=None) -> None:
                 rows.append(row)
                 print(row, flush=True)
 
-    lines = ["| Mamba heads × head channels | " + " | ".join(SOURCES) + " |", "|---|" + "---|" * len(SOURCES),
-             f"| {H} × {D} (unpruned) | " + " | ".join(f"{rows[0]['zero_shot']:.3f}" for _ in SOURCES) + " |"]
+    lines = [f"| {axis.head}s × head channels | " + " | ".join(sources) + " |", "|---|" + "---|" * len(sources),
+             f"| {H} × {D} (unpruned) | " + " | ".join(f"{rows[0]['zero_shot']:.3f}" for _ in sources) + " |"]
     for h, d in configs:
         means = {src: ex.mean([r["zero_shot"] for r in rows if r["config"] == [h, d] and r["source"] == src])
-                 for src in SOURCES}
+                 for src in sources}
         best = min(means, key=means.get)
         cells = [("**%s**" if src == best else "%s") % ex.spread(
-            [r["zero_shot"] for r in rows if r["config"] == [h, d] and r["source"] == src]) for src in SOURCES]
+            [r["zero_shot"] for r in rows if r["config"] == [h, d] and r["source"] == src]) for src in sources]
         lines.append(f"| {h} × {d} zero-shot | " + " | ".join(cells) + " |")
-    kd_rows = {src: [r["after_kd"] for r in rows if "after_kd" in r and r["source"] == src] for src in SOURCES}
+    kd_rows = {src: [r["after_kd"] for r in rows if "after_kd" in r and r["source"] == src] for src in sources}
     best = min(kd_rows, key=lambda k: ex.mean(kd_rows[k]))
     lines.append(f"| {kd_config[0]} × {kd_config[1]} after KD | " + " | ".join(
-        ("**%s**" if src == best else "%s") % ex.spread(kd_rows[src]) for src in SOURCES) + " |")
+        ("**%s**" if src == best else "%s") % ex.spread(kd_rows[src]) for src in sources) + " |")
     lines += ["", "Each cell: mean ± sd over seeds (min–max); bold = lowest mean in the row."]
 
     fig, (ax,) = ex.figure(1, 7)
     labels = [f"{h}×{d}" for h, d in configs] + [f"{kd_config[0]}×{kd_config[1]}\nafter KD"]
-    width = 0.2
-    for k, src in enumerate(SOURCES):
+    width = 0.8 / len(sources)
+    for k, src in enumerate(sources):
         ys = [ex.mean([r["zero_shot"] for r in rows if r["config"] == [h, d] and r["source"] == src])
               for h, d in configs] + [ex.mean(kd_rows[src])]
-        ax.bar([j + (k - 1.5) * width for j in range(len(labels))], ys, width, label=src)
+        ax.bar([j + (k - (len(sources) - 1) / 2) * width for j in range(len(labels))], ys, width, label=src)
     ax.axhline(rows[0]["zero_shot"], color="k", lw=0.8, ls="--", label="unpruned")
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylabel("validation loss")
     lo = min(r.get("after_kd", r["zero_shot"]) for r in rows) - 0.2
     ax.set_ylim(bottom=max(0, lo))
-    ax.set_title("Mamba score source (heads × head channels kept)")
+    ax.set_title(f"{axis.head} score source (heads × head channels kept)")
     ax.legend(fontsize=7)
     s.write(rows, "\n".join(lines), {"configs": configs, "kd_config": kd_config}, fig)
 

@@ -1,23 +1,30 @@
 #!/usr/bin/env python
-"""Train the bundled tiny Nemotron-H teacher on the bundled Shakespeare corpus (CPU, a few minutes).
+"""Train a bundled tiny teacher on the bundled Shakespeare corpus (CPU, half an hour).
 
-What it does, reproducibly (fixed seed, fixed data order):
+``--arch`` picks the architecture (scripts/tiny_teacher_archs.py):
 
-- builds a real ``nemotron_h`` config (10 blocks ``M-M*M-M*M-``: 5 Mamba2, 2 GQA attention, 3 relu²
-  MLP; hidden 256; 16 Mamba heads x 32 in 4 groups, state 16, chunk 64; 8 query / 2 KV heads x 32;
-  MLP 768; vocabulary 4096, the bundled BPE tokenizer);
+- ``nemotron_h`` (default; ships as ``tiny-nemotron-h``): a real ``nemotron_h`` config (10 blocks
+  ``M-M*M-M*M-``: 5 Mamba2, 2 GQA attention, 3 relu² MLP; hidden 256; 16 Mamba heads x 32 in 4 groups,
+  state 16, chunk 64; 8 query / 2 KV heads x 32; MLP 768);
+- ``qwen3_5_text`` (ships as ``tiny-qwen3-5``): a real ``qwen3_5_text`` config (8 layers ``GGG*GGG*``:
+  6 Gated DeltaNet, 2 gated GQA attention, each with a SwiGLU MLP; hidden 256; 4 key heads x 32 serving
+  16 value heads x 32; 8 query / 2 KV heads x 32, partial RoPE; MLP 256);
+
+both with vocabulary 4096, the bundled BPE tokenizer. What it does, reproducibly (fixed seed, fixed
+data order):
+
 - trains it on the ``train`` split in windows of 256 tokens, batch 8, bf16 autocast on CPU, AdamW
   with a linear warmup then cosine decay, gradient clipping at 1.0; every epoch reshuffles the
   windows (seed + epoch);
 - every ``--eval-every`` steps computes the validation loss on a fixed subset of the ``validation``
   split (``EVAL``: 64 windows of 256 tokens, seed 0); stops early when it has not improved by
   ``--min-delta`` for ``--patience`` evaluations, and keeps the best weights;
-- writes, into src/hybridprune/assets/tiny-nemotron-h/: the checkpoint (``save_pretrained``, bf16
+- writes, into src/hybridprune/assets/<asset>/: the checkpoint (``save_pretrained``, bf16
   safetensors), the tokenizer, ``training_log.jsonl`` (the loss curve), ``loss_curve.png``,
   ``eval.json`` (the fixed evaluation recomputed in fp32 on the reloaded checkpoint) and ``README.md``
   (the model card, with a greedy generation sample).
 
-Usage: python scripts/train_tiny_teacher.py [--max-steps 850] [--max-minutes 27] [--out DIR]
+Usage: python scripts/train_tiny_teacher.py [--arch nemotron_h|qwen3_5_text] [--max-steps N] [--max-minutes 27] [--out DIR]
 Needs the corpus and tokenizer first: scripts/build_corpus.py, scripts/train_tokenizer.py.
 """
 
@@ -43,32 +50,11 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 from hybridprune.data import load_token_samples  # noqa: E402
-from hybridprune.data.assets import TEACHER_DIR  # noqa: E402
-
-LAYERS = "M-M*M-M*M-"
-_KIND = {"M": "linear_attention", "*": "full_attention", "-": "mlp"}
-
-MODEL = dict(
-    vocab_size=4096,
-    hidden_size=256,
-    mamba_num_heads=16,
-    mamba_head_dim=32,
-    n_groups=4,
-    ssm_state_size=16,
-    conv_kernel=4,
-    chunk_size=64,
-    num_attention_heads=8,
-    num_key_value_heads=2,
-    head_dim=32,
-    intermediate_size=768,
-    mlp_hidden_act="relu2",
-    max_position_embeddings=2048,
-    tie_word_embeddings=False,
-    bos_token_id=0,
-    eos_token_id=0,
-    pad_token_id=1,
-)
+from hybridprune.data.assets import ASSETS_DIR, TEACHER_DIR  # noqa: E402
+from tiny_teacher_archs import ARCHS, Arch  # noqa: E402
 
 #: The fixed validation measurement written to eval.json and checked by tests/test_assets.py.
 EVAL = dict(source="shakespeare", split="validation", seq_len=256, num_samples=64, seed=0, batch_size=8, dtype="float32")
@@ -76,12 +62,6 @@ EVAL = dict(source="shakespeare", split="validation", seq_len=256, num_samples=6
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 PROMPTS = ["ROMEO.\n", "KING.\nMy lords,", "First Citizen.\n"]
-
-
-def build_config():
-    from transformers import AutoConfig
-
-    return AutoConfig.for_model("nemotron_h", layers_block_type=[_KIND[c] for c in LAYERS], **MODEL)
 
 
 def seed_everything(seed: int) -> None:
@@ -125,7 +105,7 @@ def greedy_samples(model, tok, max_new_tokens: int = 80) -> list[tuple[str, str]
     return out
 
 
-def plot_curve(log_path: Path, png: Path) -> None:
+def plot_curve(log_path: Path, png: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +119,7 @@ def plot_curve(log_path: Path, png: Path) -> None:
     ax.plot([r["tokens"] / 1e6 for r in ev], [r["val_loss"] for r in ev], "o-", ms=3, label="validation (fixed subset)")
     ax.set_xlabel("training tokens (millions)")
     ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title("tiny Nemotron-H teacher on Shakespeare")
+    ax.set_title(f"{title} teacher on Shakespeare")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -149,24 +129,29 @@ def plot_curve(log_path: Path, png: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=TEACHER_DIR)
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="nemotron_h", help="architecture (default nemotron_h)")
+    ap.add_argument("--out", type=Path, default=None, help="default: src/hybridprune/assets/<the arch's asset>")
     ap.add_argument("--tokenizer", type=Path, default=TEACHER_DIR, help="directory of the trained tokenizer")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-steps", type=int, default=850, help="length of the cosine schedule")
+    ap.add_argument("--max-steps", type=int, default=None, help="length of the cosine schedule (850; qwen3_5_text 250)")
     ap.add_argument("--max-minutes", type=float, default=27.0, help="wall-clock cap on the training loop")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--min-lr", type=float, default=1e-4)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--weight-decay", type=float, default=0.1)
-    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--eval-every", type=int, default=None, help="steps between validations (100; qwen3_5_text 50)")
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--min-delta", type=float, default=0.005)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; 1 is fastest on a shared 2-core CPU (OpenMP threads stall when a core is busy)")
     ap.add_argument("--no-autocast", action="store_true")
     args = ap.parse_args()
+    arch = ARCHS[args.arch]
+    args.out = args.out or ASSETS_DIR / arch.asset
+    args.max_steps = args.max_steps or arch.defaults.get("max_steps", 850)
+    args.eval_every = args.eval_every or arch.defaults.get("eval_every", 100)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -177,10 +162,10 @@ def main() -> None:
     autocast = not args.no_autocast
 
     tok = AutoTokenizer.from_pretrained(str(args.tokenizer))
-    config = build_config()
+    config = arch.config()
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params:,} parameters, layers {LAYERS}", flush=True)
+    print(f"model: {n_params:,} parameters, layers {arch.layers}", flush=True)
 
     val = load_token_samples(EVAL["source"], tok, seq_len=EVAL["seq_len"], num_samples=EVAL["num_samples"],
                              split=EVAL["split"], seed=EVAL["seed"], model_vocab_size=config.vocab_size)
@@ -282,47 +267,51 @@ def main() -> None:
     samples = greedy_samples(reloaded, tok)
     eval_rec = dict(EVAL, loss=final, perplexity=math.exp(final), num_tokens=val.num_tokens, fingerprint=val.fingerprint)
     (args.out / "eval.json").write_text(json.dumps(eval_rec, indent=2) + "\n")
-    plot_curve(log_path, args.out / "loss_curve.png")
+    plot_curve(log_path, args.out / "loss_curve.png", arch.title)
     summary = dict(
         parameters=n_params, steps=step, best_step=best_step, tokens_seen=tokens, tokens_at_best=tokens_at_best,
         epochs=tokens / data.num_tokens, train_minutes=train_s / 60, stop_reason=stop_reason, args=vars(args) | {"out": str(args.out)},
         torch=torch.__version__, machine=f"{platform.machine()}, {args.threads} torch thread(s)", autocast_bf16=autocast,
     )
-    write_card(args.out, config, summary, eval_rec, samples, train_tokens=data.num_tokens)
+    write_card(args.out, arch, config, summary, eval_rec, samples, train_tokens=data.num_tokens)
     print(json.dumps({"final_val_loss": final, **{k: v for k, v in summary.items() if k != "args"}}, indent=2), flush=True)
     for prompt, text in samples:
         print(f"--- {prompt!r}\n{prompt}{text}")
 
 
-def write_card(out: Path, config, s: dict, ev: dict, samples, train_tokens: int) -> None:
+def write_card(out: Path, arch: Arch, config, s: dict, ev: dict, samples, train_tokens: int) -> None:
     import transformers
 
+    layers_key = "blocks (`layers_block_type`)" if arch.model_type == "nemotron_h" else "layers (`layer_types`)"
+    rows = "\n".join(f"| {k} | {v} |" for k, v in arch.table(config))
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    cls = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type]
+    rebuild = "python scripts/train_tiny_teacher.py" + ("" if arch.model_type == "nemotron_h" else f" --arch {arch.model_type}")
     gen = "\n\n".join(f"Prompt `{p!r}`:\n\n```text\n{p}{t}\n```" for p, t in samples)
     card = f"""---
 license: apache-2.0
 library_name: transformers
 pipeline_tag: text-generation
-tags: [nemotron_h, hybrid, mamba2, tiny, shakespeare]
+tags: [{", ".join(arch.tags)}]
 ---
 
-# tiny-nemotron-h (hybridprune demo teacher)
+# {arch.asset} (hybridprune demo teacher)
 
-A {s['parameters'] / 1e6:.2f}M-parameter hybrid Mamba2–Transformer language model in the Nemotron-H
-architecture (`NemotronHForCausalLM`, transformers {transformers.__version__}), trained from scratch on
+A {s['parameters'] / 1e6:.2f}M-parameter {arch.blurb}
+(`{cls}`, transformers {transformers.__version__}), trained from scratch on
 CPU on the bundled Shakespeare corpus. It exists so that the pruning and distillation recipe of
 `hybridprune` can be run and tested offline; it is not a useful language model.
 
-Rebuild: `python scripts/build_corpus.py && python scripts/train_tokenizer.py && python scripts/train_tiny_teacher.py`.
+Rebuild: `python scripts/build_corpus.py && python scripts/train_tokenizer.py && {rebuild}`.
 
 ## Architecture
 
 | field | value |
 |---|---|
-| blocks (`layers_block_type`) | {len(LAYERS)}: `{LAYERS}` (M = Mamba2, * = attention, - = MLP) |
+| {layers_key} | {len(arch.layers)}: `{arch.layers}` ({arch.legend}) |
 | hidden size | {config.hidden_size} |
-| Mamba2 | {config.mamba_num_heads} heads x head_dim {config.mamba_head_dim}, n_groups {config.n_groups}, state {config.ssm_state_size}, conv {config.conv_kernel}, chunk {config.chunk_size} |
-| attention | {config.num_attention_heads} query / {config.num_key_value_heads} KV heads x head_dim {config.head_dim} (GQA, no RoPE) |
-| MLP | intermediate {config.intermediate_size}, relu² (non-gated) |
+{rows}
 | vocabulary | {config.vocab_size} (byte-level BPE trained on the train split), untied `lm_head` |
 | parameters | {s['parameters']:,} |
 | weights | bf16 safetensors (load with `dtype=torch.float32` to compute in fp32) |

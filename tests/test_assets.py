@@ -1,5 +1,5 @@
-"""The shipped assets: bundled corpus, tokenizer and tiny Nemotron-H teacher load offline and match
-what their card says."""
+"""The shipped assets: bundled corpus, tokenizer and the tiny teachers (Nemotron-H, Qwen3.5 GDN) load
+offline and match what their cards say."""
 
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ import pytest
 import torch
 
 from hybridprune.data import (
+    BUNDLED_TEACHERS,
     SPLITS,
+    DataError,
     bundled_corpus,
     corpus_path,
     load_token_samples,
     read_documents,
+    resolve_teacher,
     teacher_path,
     tokenizer_path,
 )
@@ -37,12 +40,23 @@ def tok():
     return AutoTokenizer.from_pretrained(str(tokenizer_path()))
 
 
-@pytest.fixture(scope="module")
-def teacher():
+TEACHERS = {"tiny-nemotron-h": "NemotronHForCausalLM", "tiny-qwen3-5": "Qwen3_5ForCausalLM"}
+
+
+def _load(name):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(teacher_path()), dtype=torch.float32)
-    return model.eval()
+    return AutoModelForCausalLM.from_pretrained(str(teacher_path(name)), dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return _load("tiny-nemotron-h")
+
+
+@pytest.fixture(scope="module", params=list(TEACHERS))
+def any_teacher(request):
+    return request.param, _load(request.param)
 
 
 # ---- corpus ------------------------------------------------------------------------------------------
@@ -89,12 +103,32 @@ def test_tokenizer(tok):
 # ---- teacher -----------------------------------------------------------------------------------------
 
 
-def test_teacher_and_tokenizer_load_offline_with_plain_transformers():
+def test_bundled_teachers_by_name():
+    assert list(BUNDLED_TEACHERS) == list(TEACHERS)
+    assert teacher_path() == teacher_path("tiny-nemotron-h") == resolve_teacher(None)
+    assert resolve_teacher("tiny-qwen3-5") == teacher_path("tiny-qwen3-5") != teacher_path()
+    assert resolve_teacher("some/hub-id") == "some/hub-id"  # anything else is left to the checkpoint loader
+    with pytest.raises(DataError, match="no bundled teacher named 'tiny-mamba'; use one of tiny-nemotron-h, tiny-qwen3-5"):
+        teacher_path("tiny-mamba")
+    # the bundled tokenizer is one: every teacher ships the same files
+    for name in TEACHERS:
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            assert (teacher_path(name) / f).read_bytes() == (tokenizer_path() / f).read_bytes(), (name, f)
+
+
+def test_an_existing_directory_wins_over_a_bundled_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny-qwen3-5").mkdir()
+    assert resolve_teacher("tiny-qwen3-5") == "tiny-qwen3-5"
+
+
+@pytest.mark.parametrize("name", list(TEACHERS))
+def test_teacher_and_tokenizer_load_offline_with_plain_transformers(name):
     code = textwrap.dedent(
         f"""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        d = {str(teacher_path())!r}
+        d = {str(teacher_path(name))!r}
         tok = AutoTokenizer.from_pretrained(d)
         model = AutoModelForCausalLM.from_pretrained(d)
         ids = tok("ROMEO.\\n", return_tensors="pt")["input_ids"]
@@ -106,7 +140,7 @@ def test_teacher_and_tokenizer_load_offline_with_plain_transformers():
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.strip().endswith("NemotronHForCausalLM")
+    assert res.stdout.strip().endswith(TEACHERS[name])
 
 
 def test_teacher_config(teacher):
@@ -123,8 +157,26 @@ def test_teacher_config(teacher):
     assert (teacher_path() / "model.safetensors").stat().st_size <= 20 * 2**20
 
 
-def test_teacher_validation_loss_matches_card(tok, teacher):
-    card = json.loads((teacher_path() / "eval.json").read_text())
+def test_qwen3_5_teacher_config():
+    cfg = _load("tiny-qwen3-5").config
+    assert cfg.model_type == "qwen3_5_text"
+    kinds = list(cfg.layer_types)
+    assert kinds == ["linear_attention"] * 3 + ["full_attention"] + ["linear_attention"] * 3 + ["full_attention"]
+    assert cfg.linear_num_key_heads >= 2 and cfg.linear_num_value_heads % cfg.linear_num_key_heads == 0
+    assert cfg.linear_num_value_heads // cfg.linear_num_key_heads >= 4  # room for 25/50/75 % inside a group
+    assert cfg.num_attention_heads > cfg.num_key_value_heads  # GQA
+    assert cfg.vocab_size == 4096 and not cfg.tie_word_embeddings
+    n = sum(p.numel() for p in _load("tiny-qwen3-5").parameters())
+    assert 4_000_000 <= n <= 8_000_000
+    assert (teacher_path("tiny-qwen3-5") / "model.safetensors").stat().st_size <= 20 * 2**20
+    log = [json.loads(line) for line in (teacher_path("tiny-qwen3-5") / "training_log.jsonl").read_text().splitlines()]
+    assert log[0]["kind"] == "eval" and log[-1]["val_loss"] < log[0]["val_loss"] - 3.0
+    assert (teacher_path("tiny-qwen3-5") / "loss_curve.png").stat().st_size > 10_000
+
+
+def test_teacher_validation_loss_matches_card(tok, any_teacher):
+    name, teacher = any_teacher
+    card = json.loads((teacher_path(name) / "eval.json").read_text())
     val = load_token_samples(card["source"], tok, seq_len=card["seq_len"], num_samples=card["num_samples"],
                              split=card["split"], seed=card["seed"], model_vocab_size=teacher.config.vocab_size)
     assert val.fingerprint == card["fingerprint"], "the evaluation subset changed"
@@ -139,10 +191,11 @@ def test_teacher_validation_loss_matches_card(tok, teacher):
     loss = total / count
     assert abs(loss - card["loss"]) <= 0.05 * card["loss"], (loss, card["loss"])
     assert loss < math.log(4096) - 2.0  # far better than uniform guessing
-    assert f"{card['loss']:.4f}" in (teacher_path() / "README.md").read_text()
+    assert f"{card['loss']:.4f}" in (teacher_path(name) / "README.md").read_text()
 
 
-def test_teacher_generates(tok, teacher):
+def test_teacher_generates(tok, any_teacher):
+    _, teacher = any_teacher
     ids = tok("ROMEO.\n", return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         gen = teacher.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id)

@@ -56,6 +56,65 @@ def test_bc_repair_copies_the_source_group_and_averages_mixed_groups():
     torch.testing.assert_close(dst.conv1d.weight[new_inner + 2 * ds: new_inner + 3 * ds], c_old1)
 
 
+GDN_SCRIPTS = ["group_awareness", "score_source", "heads_vs_channels"]
+
+
+@pytest.mark.parametrize("name", GDN_SCRIPTS)
+def test_gdn_smoke_mode_writes_table_json_and_plot(name, tmp_path):
+    """`--teacher tiny-qwen3-5`: the same experiment on Gated DeltaNet value heads, files named gdn_*."""
+    bench_module(name).main(["--smoke", "--teacher", "tiny-qwen3-5", "--out", str(tmp_path),
+                             "--threads", str(torch.get_num_threads())])
+    data = json.loads((tmp_path / f"gdn_{name}.json").read_text())
+    assert data["settings"]["smoke"] is True and data["settings"]["teacher"] == "tiny-qwen3-5"
+    table = (tmp_path / f"gdn_{name}.md").read_text()
+    assert table.startswith("|") and "nan" not in table.lower()
+    assert (tmp_path / f"gdn_{name}.png").stat().st_size > 1000
+    assert not (tmp_path / f"{name}.json").exists()  # the Mamba2 results keep their own files
+    arms = {r.get("arm", r.get("source")) for r in data["rows"]}
+    expected = {"group_awareness": {"group-aware", "group-agnostic", "agnostic, key heads re-paired"},
+                "score_source": {"value branch", "out_proj input"},
+                "heads_vs_channels": {"value heads", "value-head channels", "key-head channels"}}[name]
+    assert expected <= arms
+    if name == "group_awareness":  # the agnostic arm really moves value heads under other key heads
+        assert any(r.get("heads_in_foreign_group", 0) > 0 for r in data["rows"])
+
+
+def test_key_repair_copies_the_source_key_head_and_averages_mixed_ones():
+    ga, ex = bench_module("group_awareness"), bench_module("experiment")
+    import hybridprune as hp
+    from hybridprune.pruning.apply import apply_selection
+
+    t = ex.tiny_gdn_teacher()
+    dims = hp.get_adapter(t).dims(t.config)  # 8 value heads under 2 key heads of 8 channels
+    i = dims.layers_of("gdn")[0]
+    # new key head 0 <- value heads 4, 5 (both under old key head 1); new key head 1 <- 2, 6 (one from each)
+    heads = {j: torch.tensor([4, 5, 2, 6]) if j == i else torch.tensor([0, 1, 4, 5]) for j in dims.layers_of("gdn")}
+    pruned = apply_selection(t, ga.selection_for(dims, heads), dims.replace(linear_num_value_heads=4))
+    src, dst = ga.mixer_of(t, i), ga.mixer_of(pruned, i)
+    # before the repair the value rows follow their heads and the key rows stay where they were
+    v_old = src.in_proj_qkv.weight[32:].reshape(8, 8, -1)
+    torch.testing.assert_close(dst.in_proj_qkv.weight[32:].reshape(4, 8, -1), v_old[[4, 5, 2, 6]])
+    ga.repair_keys(pruned, t, dims, heads)
+    for base in (0, 16):  # q rows, then k rows
+        for name in ("in_proj_qkv", "conv1d"):
+            old = [getattr(src, name).weight[base + g * 8: base + (g + 1) * 8] for g in range(2)]
+            new = [getattr(dst, name).weight[base + g * 8: base + (g + 1) * 8] for g in range(2)]
+            torch.testing.assert_close(new[0], old[1])
+            torch.testing.assert_close(new[1], (old[0] + old[1]) / 2)
+
+
+def test_gdn_score_sources_swap_the_table_the_selection_reads():
+    src = bench_module("score_source")
+    from hybridprune.importance.scores import GDN_IMPORTANCE, Scores
+
+    scores = Scores(gdn={0: torch.ones(8, 4)}, gdn_value={0: torch.arange(32.0).view(8, 4)})
+    by_source = src.gdn_variants(scores)
+    assert set(src.GDN_SOURCES.values()) == set(GDN_IMPORTANCE.values())
+    torch.testing.assert_close(by_source["value branch"].gdn[0], scores.gdn_value[0])
+    torch.testing.assert_close(by_source["out_proj input"].gdn[0], scores.gdn[0])
+    torch.testing.assert_close(scores.gdn[0], torch.ones(8, 4))  # the original is untouched
+
+
 @pytest.mark.parametrize("name", ["mean / mean", "L2 / L2", "max / max", "L2 / mean"])
 def test_swapped_aggregations_match_a_direct_computation(name):
     agg, ex = bench_module("aggregation"), bench_module("experiment")

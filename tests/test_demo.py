@@ -122,3 +122,30 @@ def test_demo_refuses_an_existing_output_and_bad_targets(tmp_path):
     result = runner.invoke(app, ["demo", "--target-params", "1.5", "--out", str(tmp_path / "new")])
     assert result.exit_code == 2 and "between 0 and 1" in result.output
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_on_the_shipped_gdn_teacher_by_name(tmp_path, monkeypatch):
+    """`hybridprune demo --teacher tiny-qwen3-5`: the Qwen3.5 (Gated DeltaNet) teacher found by name,
+    searched, pruned, distilled and exported; the student reloads with plain transformers. The sizes
+    the CLI does not expose are shrunk here so the run takes seconds."""
+    import hybridprune.pipeline as pipeline
+
+    small = dict(depth_samples=2, val_samples=8, search_max_candidates=3, batch=4, speed_batch_sizes=(1,),
+                 speed_contexts=(16,), speed_new_tokens=2, speed_repeats=1, tasks=())
+    real = pipeline.DemoSettings
+    monkeypatch.setattr(pipeline, "DemoSettings", lambda **kw: real(**{**small, **kw}))
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--teacher", "tiny-qwen3-5", "--out", str(out), "--kd-steps", "2",
+                                      "--search-kd-steps", "1", "--top-k", "1", "--calib-samples", "8",
+                                      "--seq-len", "32"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["settings"]["teacher"] == "tiny-qwen3-5"
+    assert saved["pruned"]["non_embedding_params"] <= 0.5 * saved["teacher"]["non_embedding_params"]
+    assert "tiny-qwen3-5" in (out / "report.md").read_text()
+    from transformers import AutoModelForCausalLM
+
+    student = AutoModelForCausalLM.from_pretrained(str(out / "student"))
+    assert type(student).__name__ == "Qwen3_5ForCausalLM" and student.config.model_type == "qwen3_5_text"
+    assert sum(p.numel() for p in student.parameters()) == saved["distilled"]["params"]

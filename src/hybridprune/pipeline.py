@@ -22,7 +22,7 @@ class DemoSettings:
     """Sizes of the demo run; the defaults (those of `recipes/demo.yaml`) finish in minutes on 2 CPU cores."""
 
     out: str = "runs/demo"
-    teacher: str | None = None  # default: the shipped tiny Nemotron-H
+    teacher: str | None = None  # a checkpoint or a bundled teacher's name; default: the shipped tiny Nemotron-H
     data: str = "shakespeare"
     target_params: float = 0.5  # fraction of the teacher's non-embedding parameters
     seq_len: int = 256
@@ -58,8 +58,10 @@ def demo_recipe(settings: DemoSettings) -> dict[str, Any]:
     """The shipped demo recipe with the keys each setting stands for set from `settings`."""
     s = settings
     doc = copy.deepcopy(yaml.safe_load(demo_recipe_path().read_text()))
-    if s.teacher:
-        doc["model"] = str(s.teacher)
+    if s.teacher:  # a directory, or a shipped teacher's name (tiny-qwen3-5)
+        from .data import resolve_teacher
+
+        doc["model"] = str(resolve_teacher(str(s.teacher)))
     doc.update(data=s.data, seed=s.seed)
     doc["calibrate"].update(samples=s.calib_samples, seq_len=s.seq_len, batch_size=s.batch,
                             depth_samples=s.depth_samples)

@@ -23,7 +23,8 @@ def demo_command(
     top_k: int = typer.Option(3, "--top-k", min=1, help="Candidates given the short distillation."),
     calib_samples: int = typer.Option(128, "--calib-samples", min=1, help="Calibration samples."),
     seq_len: int = typer.Option(256, "--seq-len", min=2, help="Tokens per sample."),
-    teacher: Path = typer.Option(None, "--teacher", help="A checkpoint of any supported family instead of the shipped one."),
+    teacher: Path = typer.Option(None, "--teacher", help="Another checkpoint of any supported family, or a shipped "
+                                 "teacher by name: tiny-nemotron-h (the default) or tiny-qwen3-5 (Gated DeltaNet)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an existing --out (a rerun without it skips finished stages)."),
     seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for data sampling and training."),
 ) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from hybridprune.data.assets import (
     BUNDLED_CORPUS_NAME,
+    BUNDLED_TEACHERS,
     SPLITS,
     bundled_corpus,
     corpus_path,
+    resolve_teacher,
     teacher_path,
     tokenizer_path,
 )
@@ -24,6 +26,7 @@ from hybridprune.data.sources import read_documents, split_of
 
 __all__ = [
     "BUNDLED_CORPUS_NAME",
+    "BUNDLED_TEACHERS",
     "DataError",
     "SPLITS",
     "TokenSamples",
@@ -31,6 +34,7 @@ __all__ = [
     "corpus_path",
     "load_token_samples",
     "read_documents",
+    "resolve_teacher",
     "split_of",
     "teacher_path",
     "tokenizer_path",

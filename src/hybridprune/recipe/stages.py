@@ -24,15 +24,16 @@ SHIPPED_PREFIX = "shipped:"
 
 
 def model_path(spec: str) -> Path:
-    """A recipe's `model`: `shipped:tiny-nemotron-h`, a local directory, or a Hub id `org/name[@rev]`."""
+    """A recipe's `model`: a shipped teacher (`shipped:tiny-nemotron-h`, `shipped:tiny-qwen3-5`), a local directory, or a Hub id `org/name[@rev]`."""
     from ..checkpoints import resolve
-    from ..data import teacher_path
+    from ..data.assets import BUNDLED_TEACHERS, teacher_path
 
     if spec.startswith(SHIPPED_PREFIX):
         name = spec[len(SHIPPED_PREFIX):]
-        if name != "tiny-nemotron-h":
-            raise ValueError(f"no shipped model {name!r}; the one shipped is shipped:tiny-nemotron-h")
-        return teacher_path()
+        if name not in BUNDLED_TEACHERS:
+            shipped = ", ".join(f"{SHIPPED_PREFIX}{n}" for n in BUNDLED_TEACHERS)
+            raise ValueError(f"no shipped model {name!r}; the shipped ones are {shipped}")
+        return teacher_path(name)
     return Path(resolve(spec, role="model"))
 
 
