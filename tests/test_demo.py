@@ -141,11 +141,13 @@ def test_demo_runs_end_to_end_on_the_shipped_gdn_teacher_by_name(tmp_path, monke
                                       "--seq-len", "32"])
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "results.json").read_text())
-    assert saved["settings"]["teacher"] == "tiny-qwen3-5"
+    from hybridprune.data import teacher_path
+
+    assert saved["recipe"]["model"] == str(teacher_path("tiny-qwen3-5"))  # the name, resolved by `run`
     assert saved["pruned"]["non_embedding_params"] <= 0.5 * saved["teacher"]["non_embedding_params"]
     assert "tiny-qwen3-5" in (out / "report.md").read_text()
     from transformers import AutoModelForCausalLM
 
-    student = AutoModelForCausalLM.from_pretrained(str(out / "student"))
+    student = AutoModelForCausalLM.from_pretrained(str(out / "04-distill" / "student"))
     assert type(student).__name__ == "Qwen3_5ForCausalLM" and student.config.model_type == "qwen3_5_text"
     assert sum(p.numel() for p in student.parameters()) == saved["distilled"]["params"]
