@@ -63,6 +63,19 @@ def _gdn_shape(dims, plan) -> str:
             f"{dims.linear_num_key_heads} × {get('linear_key_head_dim')} keys")
 
 
+def _speed_lines(speed) -> list[str]:
+    """The generation-speed table of the report, one row per model, ratios to the teacher."""
+    lines = ["", f"Generation speed, batch 1, {speed.settings['contexts'][0]}-token prompt, "
+             f"{speed.settings['new_tokens']} new tokens, median of {speed.settings['repeats']} interleaved runs, "
+             "ratio to the teacher (one thread; the machine was shared, so only the ratios mean anything):", "",
+             "| model | decode tokens/s (ratio) | prefill tokens/s (ratio) | cache MiB/seq |", "|---|---|---|---|"]
+    for c in speed.cells:
+        lines.append(f"| {c['model']} | {c['decode_tokens_per_s']:.0f} ({c['ratios']['decode_tokens_per_s']:.2f}×) | "
+                     f"{c['prefill_tokens_per_s']:.0f} ({c['ratios']['prefill_tokens_per_s']:.2f}×) | "
+                     f"{c['cache_mib_per_seq']:.3f} |")
+    return lines
+
+
 def main(argv=None) -> None:
     ap = ex.parser(__doc__)
     ap.add_argument("--context", type=int, default=256, help="prompt tokens for the speed measurement")
@@ -116,14 +129,7 @@ def main(argv=None) -> None:
             shape = f"{rs[0]['plan'].get('mamba_num_heads', H)} × {rs[0]['plan'].get('mamba_head_dim', D)}"
             lines.append(f"| {num}/{den} | {arm} ({shape}) | {rs[0]['params']['non_embedding']:,} | "
                          f"{ex.spread([r['zero_shot'] for r in rs])} | {ex.spread(kd) if kd else ''} |")
-    lines += ["", f"Generation speed, batch 1, {speed.settings['contexts'][0]}-token prompt, "
-              f"{speed.settings['new_tokens']} new tokens, median of {speed.settings['repeats']} interleaved runs, "
-              "ratio to the teacher (one thread; the machine was shared, so only the ratios mean anything):", "",
-              "| model | decode tokens/s (ratio) | prefill tokens/s (ratio) | cache MiB/seq |", "|---|---|---|---|"]
-    for c in speed.cells:
-        lines.append(f"| {c['model']} | {c['decode_tokens_per_s']:.0f} ({c['ratios']['decode_tokens_per_s']:.2f}×) | "
-                     f"{c['prefill_tokens_per_s']:.0f} ({c['ratios']['prefill_tokens_per_s']:.2f}×) | "
-                     f"{c['cache_mib_per_seq']:.3f} |")
+    lines += _speed_lines(speed)
 
     fig, (a0, a1) = ex.figure(2)
     for arm in ARMS:
@@ -178,14 +184,7 @@ def gdn_main(s, dims, args) -> None:
         state = get("linear_num_value_heads") * get("linear_key_head_dim") * get("linear_value_head_dim")
         lines.append(f"| {kept} | {arm} ({_gdn_shape(dims, plan)}) | {rs[0]['params']['non_embedding']:,} | {state:,} | "
                      f"{ex.spread([r['zero_shot'] for r in rs])} | {ex.spread(kd) if kd else ''} |")
-    lines += ["", f"Generation speed, batch 1, {speed.settings['contexts'][0]}-token prompt, "
-              f"{speed.settings['new_tokens']} new tokens, median of {speed.settings['repeats']} interleaved runs, "
-              "ratio to the teacher (one thread; the machine was shared, so only the ratios mean anything):", "",
-              "| model | decode tokens/s (ratio) | prefill tokens/s (ratio) | cache MiB/seq |", "|---|---|---|---|"]
-    for c in speed.cells:
-        lines.append(f"| {c['model']} | {c['decode_tokens_per_s']:.0f} ({c['ratios']['decode_tokens_per_s']:.2f}×) | "
-                     f"{c['prefill_tokens_per_s']:.0f} ({c['ratios']['prefill_tokens_per_s']:.2f}×) | "
-                     f"{c['cache_mib_per_seq']:.3f} |")
+    lines += _speed_lines(speed)
 
     fig, (a0, a1) = ex.figure(2)
     for arm in GDN_ARMS:
