@@ -132,12 +132,16 @@ class Run:
 
     # ---- the run ----
     def execute(self, *, overwrite: bool = False) -> dict[str, Any]:
+        from ..cleanup import remove_if_failed
         from ..fsutil import OutputError, check_output, claim, owned_names
 
         rank, world = _distributed()
         if rank == 0:
             # a dangling link, a file, an unwritable place or a foreign manifest: refused before any work
             check_output(self.out, overwrite=overwrite, resume=True)
+            # a run that fails before any stage has something to resume from leaves no directory behind
+            remove_if_failed(self.out, keep=_worth_resuming,
+                             note=f"finished stages are kept in {self.out}; run the same command again to continue")
             exists = self.out.is_dir() and any(self.out.iterdir())
             if exists and (overwrite or RECIPE_COPY not in owned_names(self.out)):
                 check_output(self.out, overwrite=overwrite)  # refuses a directory that is not ours
@@ -197,6 +201,21 @@ class Run:
             "outputs": outputs or {}, "files": files, "seconds": seconds,
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat() if status == "done" else None,
         })
+
+
+def _worth_resuming(out: Path) -> bool:
+    """Whether run directory `out` holds a finished stage, or an interrupted stage that resumes
+    (a search's candidate log, a distillation's checkpoints)."""
+    for record in out.glob(f"*/{RECORD}"):
+        try:
+            doc = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if doc.get("status") == "done":
+            return True
+        if doc.get("stage") in RESUMABLE and any(p.name != RECORD for p in record.parent.iterdir()):
+            return True
+    return False
 
 
 def _input_names(st: Stage) -> dict[str, Any]:

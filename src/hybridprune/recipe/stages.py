@@ -25,7 +25,7 @@ SHIPPED_PREFIX = "shipped:"
 
 def model_path(spec: str) -> Path:
     """A recipe's `model`: a shipped teacher (`shipped:tiny-nemotron-h`, `shipped:tiny-qwen3-5`), a local directory, or a Hub id `org/name[@rev]`."""
-    from ..checkpoints import resolve
+    from ..checkpoints import check_weight_files, resolve
     from ..data.assets import BUNDLED_TEACHERS, teacher_path
 
     if spec.startswith(SHIPPED_PREFIX):
@@ -34,7 +34,9 @@ def model_path(spec: str) -> Path:
             shipped = ", ".join(f"{SHIPPED_PREFIX}{n}" for n in BUNDLED_TEACHERS)
             raise ValueError(f"no shipped model {name!r}; the shipped ones are {shipped}")
         return teacher_path(name)
-    return Path(resolve(spec, role="model"))
+    path = Path(resolve(spec, role="model"))
+    check_weight_files(path, "model", allow_pickle=False)  # pickles refused with the conversion, as by every command
+    return path
 
 
 class Context:
