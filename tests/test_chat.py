@@ -121,3 +121,14 @@ def test_distill_chat_counts_only_assistant_positions(tmp_path, tok):
     r = invoke("distill", "--teacher", model, "--student", model, "--data", tmp_path / "nope.jsonl", "--chat",
                "--steps", "1", "--no-progress", "--out", out)
     assert r.exit_code == 2 and no_traceback(r) and not out.exists()
+
+
+def test_chat_num_proc_writes_the_serial_bytes(tmp_path, tok):
+    """Conversations tokenized in two processes: the same tokens and loss masks, byte for byte."""
+    src = _chats(tmp_path / "c.jsonl", 200)
+    tk.tokenize_to(tmp_path / "one", str(src), tok, chat=True, batch_docs=16)
+    tk.tokenize_to(tmp_path / "two", str(src), tok, chat=True, batch_docs=16, num_proc=2)
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert any(str(f).endswith(".mask") for f in files)
+    for f in files:
+        assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
