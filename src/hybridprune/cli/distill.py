@@ -80,10 +80,15 @@ def distill_command(
     check_device_map(teacher_device_map, "--teacher-device-map")
     if teacher_device and teacher_device_map:
         raise CliError("give --teacher-device or --teacher-device-map, not both")
-    if teacher_logits is not None and kd_topk is None:
+    if teacher_logits is not None:  # a cache of another k is refused before anything else
         from ..distillation.teacher_logits import TeacherLogits
 
-        kd_topk = TeacherLogits.open(teacher_logits).k
+        cached_k = TeacherLogits.open(teacher_logits).k
+        if kd_topk not in (None, cached_k):
+            raise CliError(f"--kd-topk {kd_topk}, but the teacher logits in {teacher_logits} keep the top {cached_k}; "
+                           f"leave --kd-topk out, or compute them again with `hybridprune teacher-logits --top-k "
+                           f"{kd_topk}`")
+        kd_topk = cached_k
     device = None if device == "auto" else device
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
     if (steps is None) == (tokens is None):
@@ -180,6 +185,22 @@ def _token_dir(env, data, out, tokenizer, text_field, chat, overwrite) -> Path:
     return tokens
 
 
+def _teacher_logits(directory: Path, train, token_dir: Path, tokenizer):
+    """The cached teacher logits, checked against this run's tokenizer, token directory and training
+    samples before any model is loaded."""
+    from ..data.shards import read_manifest
+    from ..data.tokenize import tokenizer_identity
+    from ..distillation.data import as_token_data
+    from ..distillation.teacher_logits import TeacherLogits
+
+    cache = TeacherLogits.open(directory)
+    identity = tokenizer_identity(tokenizer) if hasattr(tokenizer, "backend_tokenizer") else None
+    cache.check_run(k=None, token_manifest=read_manifest(token_dir), tokenizer_identity=identity)
+    data = as_token_data(train)
+    cache.check(data.fingerprint(), len(data))
+    return cache
+
+
 def _train_data(token_dir: Path, seq_len: int, seed: int, num_samples: int | None):
     """The train split's windows, read lazily from the shards (`num_samples`: a seeded subset)."""
     import torch
@@ -206,16 +227,17 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
     if env.is_main:
         forecast_memory(_forecast(teacher, student, cfg, seq_len, bf16, env.device, trust_remote_code), force=force,
                         lower="--micro-batch or --seq-len (or --chunk-size)")
-    t_model = load_model(teacher, dtype="bfloat16" if bf16 else "float32", device="cpu",
-                         trust_remote_code=trust_remote_code, role="teacher", device_map=teacher_device_map)
-    s_model = load_model(student, dtype="float32", device="cpu", trust_remote_code=trust_remote_code, role="student")
     try:
         tokenizer = load_tokenizer(student, trust_remote_code=trust_remote_code, role="student")
     except ValueError:
         tokenizer = load_tokenizer(teacher, trust_remote_code=trust_remote_code, role="teacher")
-    vocab = s_model.get_output_embeddings().weight.shape[0]
     token_dir = _token_dir(env, data, out, tokenizer, text_field, chat, overwrite)
     train = _train_data(token_dir, seq_len, seed, num_samples)
+    cache = _teacher_logits(teacher_logits, train, token_dir, tokenizer) if teacher_logits is not None else None
+    t_model = load_model(teacher, dtype="bfloat16" if bf16 else "float32", device="cpu",
+                         trust_remote_code=trust_remote_code, role="teacher", device_map=teacher_device_map)
+    s_model = load_model(student, dtype="float32", device="cpu", trust_remote_code=trust_remote_code, role="student")
+    vocab = s_model.get_output_embeddings().weight.shape[0]
     check_token_dir((train.dataset if isinstance(train, torch.utils.data.Subset) else train).manifest, token_dir,
                     vocab, tokenizer)
     val = None
@@ -232,11 +254,6 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
             + (f", {len(val)} validation samples" if val is not None else "")
             + f", {env.world_size} process(es) on {env.device}"
         )
-    cache = None
-    if teacher_logits is not None:
-        from ..distillation.teacher_logits import TeacherLogits
-
-        cache = TeacherLogits.open(teacher_logits)
     trainer = Distiller(t_model, s_model, train, cfg, val_data=val, console=console, teacher_logits=cache)
     if overwrite and env.is_main:
         remove_owned(out, keep=(TOKENS_DIR,))  # only now that both models loaded: a failed start keeps the earlier run

@@ -24,32 +24,13 @@ import numpy as np
 
 from hybridprune.data import chat as chat_mod
 from hybridprune.data import ordered_pool, shards, stream
+from hybridprune.data.identity import plan, plan_change, tokenizer_change, tokenizer_identity  # noqa: F401
 from hybridprune.data.assets import SPLITS
 from hybridprune.data.errors import DataError
 
 SHARD_TOKENS = 1 << 28  # 512 MiB of uint16 per shard file
 COMMIT_TOKENS = 1 << 24
 BATCH_DOCS = 1024
-
-
-def tokenizer_identity(tokenizer: Any) -> dict:
-    """Name, size, EOS and a hash of the tokenizer's definition (fast tokenizers: its JSON)."""
-    h = hashlib.sha256()
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    h.update(backend.to_str().encode() if backend is not None else repr(sorted(tokenizer.get_vocab().items())).encode())
-    h.update(str(getattr(tokenizer, "chat_template", None) or "").encode())
-    return {"name": str(getattr(tokenizer, "name_or_path", type(tokenizer).__name__)), "vocab_size": len(tokenizer),
-            "eos_token_id": getattr(tokenizer, "eos_token_id", None), "hash": h.hexdigest()[:16]}
-
-
-def plan(data: str, tokenizer: Any, *, text_field: str = "text", chat: bool = False) -> dict:
-    """What a tokenization of `data` is: sources with weights and fingerprints, tokenizer, options."""
-    mix = stream.parse_mixture(data)
-    srcs = [{"source": s, "weight": w, "fingerprint": stream.fingerprint(s)} for s, w in mix]
-    p = {"format": shards.FORMAT, "data": data, "sources": srcs, "tokenizer": tokenizer_identity(tokenizer),
-         "text_field": text_field, "chat": bool(chat)}
-    p["id"] = hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:16]
-    return p
 
 
 class _Writer:
@@ -315,13 +296,13 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
     the_plan = plan(data, tokenizer, text_field=text_field, chat=chat)
     if (out / shards.MANIFEST_FILE).is_file():
         manifest = shards.read_manifest(out)
-        if manifest.get("id") == the_plan["id"]:
+        differ = [] if manifest.get("id") == the_plan["id"] else plan_change(manifest, the_plan)
+        if not differ:
             if say:
                 say(f"{out} already holds these tokens ({manifest['num_tokens']:,}); reusing them")
             return manifest
         if not overwrite:
-            raise OutputError(f"{out} holds the tokens of other data or another tokenizer ({manifest.get('data')!r}, "
-                              f"{manifest.get('tokenizer', {}).get('name')}); pass --overwrite to replace them, or "
+            raise OutputError(f"{out} holds the tokens of {'; '.join(differ)}; pass --overwrite to replace them, or "
                               "choose another output directory")
     progress = out / shards.PROGRESS_FILE
     resuming = False
