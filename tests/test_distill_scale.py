@@ -37,10 +37,14 @@ def test_distill_reads_a_token_directory_and_text_gives_the_same_run(root, tmp_p
     a = _distill(root, tmp_path / "a", root / "tokens", "--steps", "3")
     assert a.exit_code == 0, a.output
     assert not (tmp_path / "a" / "tokens").exists()
-    b = _distill(root, tmp_path / "b", root / "corpus.jsonl", "--steps", "3")
+    b = _distill(root, tmp_path / "b", root / "corpus.jsonl", "--steps", "3", "--num-proc", "2")
     assert b.exit_code == 0, b.output
     assert (tmp_path / "b" / "tokens" / MANIFEST_FILE).is_file()
     assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+    # tokenized in two processes inside distill: the shards `tokenize` wrote in one, byte for byte
+    shards = sorted(p.relative_to(root / "tokens") for p in (root / "tokens").rglob("*.tok"))
+    assert shards and all((root / "tokens" / f).read_bytes() == (tmp_path / "b" / "tokens" / f).read_bytes()
+                          for f in shards)
 
 
 def test_resume_reuses_the_run_tokens_and_continues_exactly(root, tmp_path):

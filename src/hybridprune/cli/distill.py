@@ -64,6 +64,7 @@ def distill_command(
     force: bool = typer.Option(False, "--force", help="Start even when the memory forecast exceeds what the device has."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the sample order."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
+    num_proc: int = typer.Option(1, "--num-proc", min=1, help="Tokenize text --data in this many processes (as `hybridprune tokenize --num-proc`; the same tokens)."),
     chat: bool = typer.Option(False, "--chat", help="Text records are conversations ('messages', the tokenizer's chat template) or prompt/completion pairs: the loss counts the assistant's tokens only."),
     device: str = typer.Option(None, "--device", help="Device (default: this process's GPU, else cpu)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on a terminal; elsewhere (a log file) one plain line per logged step."),
@@ -115,6 +116,11 @@ def distill_command(
         tokenizer_dir=str(student),
     )
     cfg.validate()  # before loading anything large
+    from ..distillation.schedule import warmup_note
+
+    note = warmup_note(cfg.warmup, cfg.total_steps(seq_len), cfg.lr)
+    if note:
+        alerts.print(f"[yellow]warning:[/] {note}", soft_wrap=True, highlight=False)
     if resume is not None and overwrite:
         raise CliError("give --resume (continue the run) or --overwrite (start afresh), not both")
     if resume is None and not overwrite and _has_checkpoint(out):
@@ -135,7 +141,7 @@ def distill_command(
     try:
         remove_if_failed(out, keep=_has_checkpoint)  # a run that failed before its first checkpoint leaves nothing
         _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
-             trust_remote_code, cfg, overwrite, force, chat, teacher_logits, teacher_device_map)
+             trust_remote_code, cfg, overwrite, force, chat, teacher_logits, teacher_device_map, num_proc)
     finally:
         teardown(env)
 
@@ -163,7 +169,7 @@ def _has_checkpoint(out: Path) -> bool:
     return bool(list_checkpoints(out / CHECKPOINT_DIR))
 
 
-def _token_dir(env, data, out, tokenizer, text_field, chat, overwrite) -> Path:
+def _token_dir(env, data, out, tokenizer, text_field, chat, overwrite, num_proc=1) -> Path:
     """`data` itself when it is a token directory; else the run's own `tokens/`, written once by the main
     process (reused on --resume without reading the text again)."""
     from ..data.shards import is_token_dir
@@ -179,7 +185,7 @@ def _token_dir(env, data, out, tokenizer, text_field, chat, overwrite) -> Path:
         from ..data.tokenize import tokenize_to
 
         claim(out, [TOKENS_DIR])
-        tokenize_to(tokens, data, tokenizer, text_field=text_field, chat=chat, overwrite=overwrite,
+        tokenize_to(tokens, data, tokenizer, text_field=text_field, chat=chat, overwrite=overwrite, num_proc=num_proc,
                     say=lambda m: console.print(m, soft_wrap=True, highlight=False))
     barrier(env)
     return tokens
@@ -216,7 +222,7 @@ def _train_data(token_dir: Path, seq_len: int, seed: int, num_samples: int | Non
 
 def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
          trust_remote_code, cfg, overwrite=False, force=False, chat=False, teacher_logits=None,
-         teacher_device_map=None) -> None:
+         teacher_device_map=None, num_proc=1) -> None:
     import torch
 
     from ..data import DataError, load_token_samples
@@ -231,7 +237,7 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
         tokenizer = load_tokenizer(student, trust_remote_code=trust_remote_code, role="student")
     except ValueError:
         tokenizer = load_tokenizer(teacher, trust_remote_code=trust_remote_code, role="teacher")
-    token_dir = _token_dir(env, data, out, tokenizer, text_field, chat, overwrite)
+    token_dir = _token_dir(env, data, out, tokenizer, text_field, chat, overwrite, num_proc)
     train = _train_data(token_dir, seq_len, seed, num_samples)
     cache = _teacher_logits(teacher_logits, train, token_dir, tokenizer) if teacher_logits is not None else None
     t_model = load_model(teacher, dtype="bfloat16" if bf16 else "float32", device="cpu",

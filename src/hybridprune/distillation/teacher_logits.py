@@ -6,7 +6,7 @@ token directory, `--seq-len`, `--seed` and `--num-samples`): `ids.bin` (int32 `[
 `logp.bin` (float32 `[N, T, k]`, the teacher's log-probabilities of those ids) and `tail.bin`
 (float32 `[N, T]`, the log of the mass of all other tokens), memory-mapped, and `manifest.json` with
 the data's fingerprint, the token directory's and its tokenizer's, which a run checks before it loads
-any model (`check_cache`). Writing them (resumable) is `teacher_logits_store.py`.
+any model (`TeacherLogits.check_run`, `check`). Writing them (resumable) is `teacher_logits_store.py`.
 """
 
 from __future__ import annotations
