@@ -224,3 +224,27 @@ def test_num_proc_error_in_a_worker_is_the_serial_error(tmp_path, tok):
             tk.tokenize_to(tmp_path / f"o{n}", str(tmp_path / "x*.jsonl"), tok, num_proc=n, batch_docs=16)
         messages.append(str(err.value))
     assert messages[0] == messages[1]
+
+
+def test_unfinished_tokenization_of_other_data_is_named_and_untouched(tmp_path, tok, monkeypatch):
+    corpus = small_corpus(tmp_path / "corpus.jsonl")
+    other = tmp_path / "other.jsonl"
+    other.write_text(corpus.read_text())
+    out = tmp_path / "out"
+    real = tk._Writer.append
+    calls = [0]
+
+    def dying(self, ids, mask):
+        calls[0] += 1
+        if calls[0] == 30:
+            raise KeyboardInterrupt
+        return real(self, ids, mask)
+
+    monkeypatch.setattr(tk._Writer, "append", dying)
+    with pytest.raises(KeyboardInterrupt):
+        tk.tokenize_to(out, str(corpus), tok, shard_tokens=700, commit_tokens=300, batch_docs=16)
+    monkeypatch.setattr(tk._Writer, "append", real)
+    before = _files(out)
+    r = invoke("tokenize", "--data", other, "--tokenizer", tokenizer_path(), "--out", out)
+    assert r.exit_code == 2 and no_traceback(r) and _files(out) == before
+    assert f"holds an unfinished tokenization of other data ('{corpus}', not '{other}')" in " ".join(r.output.split())

@@ -145,7 +145,7 @@ def write_shards(root: Path, the_plan: dict, tokenizer: Any, *, shard_tokens: in
         for (split, src), w in writers.items():
             streams.setdefault(split, {})[str(src)] = w.state()
         atomic_json(progress_path, {"plan": the_plan["id"], "position": pos, "streams": streams,
-                                     "max_token_id": max_id})
+                                     "max_token_id": max_id, "what": the_plan})
 
     commit(position)
     since = 0
@@ -308,12 +308,17 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
     resuming = False
     if progress.is_file():
         try:
-            resuming = json.loads(progress.read_text()).get("plan") == the_plan["id"]
+            recorded = json.loads(progress.read_text())
         except (OSError, ValueError):
-            resuming = False
+            recorded = {}
+        resuming = recorded.get("plan") == the_plan["id"]
         if not resuming and not overwrite:
-            raise OutputError(f"{out} holds an unfinished tokenization of other data or another tokenizer; pass "
-                              "--overwrite to start afresh, or choose another output directory")
+            began = recorded.get("what")  # the plan it began with (recorded since the refusals name differences)
+            differ = plan_change(began, the_plan) if isinstance(began, dict) else []
+            what = "; ".join(differ) or ("other data, options or tokenizer" if not isinstance(began, dict) else
+                                         "the same tokens under another chat template")
+            raise OutputError(f"{out} holds an unfinished tokenization of {what}; run the command that began it "
+                              "again to finish it, pass --overwrite to start afresh, or choose another output directory")
     check_output(out, overwrite=overwrite, resume=resuming)
     for src in the_plan["sources"]:  # a source that cannot be read is refused before anything is written
         tables, _ = stream.open_tables(src["source"], text_field)
