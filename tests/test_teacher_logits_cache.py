@@ -107,3 +107,19 @@ def test_distill_refuses_a_mismatched_cache_before_loading_any_model(root, tmp_p
     r = _distill(root, tmp_path / "run", *args)
     assert r.exit_code == 2 and no_traceback(r), r.output
     assert message in r.output and not (tmp_path / "run").exists()
+
+
+def test_a_user_directory_is_refused_untouched(root, tmp_path):
+    """As every command: a non-empty --out of the user's is refused, with --overwrite too (exit 2)."""
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.tex").write_text("x")
+    for extra, message in (((), "already exists and is not empty (a.tex, sub)"),
+                           (("--overwrite",), "holds files hybridprune did not write (a.tex, sub)")):
+        r = invoke(*_logits_args(root, d), *extra)
+        assert r.exit_code == 2 and no_traceback(r) and message in r.output
+        assert sorted(p.name for p in d.iterdir()) == ["a.tex", "sub"] and (d / "a.tex").read_text() == "x"
+    r = invoke(*_logits_args(root, tmp_path / "again"))
+    assert r.exit_code == 0
+    r = invoke(*_logits_args(root, tmp_path / "again"), "--overwrite")  # its own earlier output: replaced
+    assert r.exit_code == 0 and _digests(tmp_path / "again") == _digests(root / "logits")
