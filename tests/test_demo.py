@@ -12,7 +12,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from hybridprune.cli import app
-from hybridprune.pipeline import DemoSettings, run_demo
+from hybridprune.recipe.demo import DemoSettings, run_demo
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_the_demo_defaults_are_the_shipped_recipe():
     """`hybridprune demo` is `run recipes/demo.yaml`: its default flags change nothing in the recipe."""
     import yaml
 
-    from hybridprune.pipeline import demo_recipe, demo_recipe_path
+    from hybridprune.recipe.demo import demo_recipe, demo_recipe_path
 
     assert demo_recipe(DemoSettings()) == yaml.safe_load(demo_recipe_path().read_text())
 
@@ -129,7 +129,7 @@ def test_demo_runs_end_to_end_on_the_shipped_gdn_teacher_by_name(tmp_path, monke
     """`hybridprune demo --teacher tiny-qwen3-5`: the Qwen3.5 (Gated DeltaNet) teacher found by name,
     searched, pruned, distilled and exported; the student reloads with plain transformers. The sizes
     the CLI does not expose are shrunk here so the run takes seconds."""
-    import hybridprune.pipeline as pipeline
+    import hybridprune.recipe.demo as pipeline
 
     small = dict(depth_samples=2, val_samples=8, search_max_candidates=3, batch=4, speed_batch_sizes=(1,),
                  speed_contexts=(16,), speed_new_tokens=2, speed_repeats=1, tasks=())

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ..architectures.base import unit_kinds
 from .checks import SEED_MAX, check_not_blank
-from ..fsutil import atomic_directory, check_output
+from ..output.atomic import atomic_directory, check_output
 from .devices import check_device, check_device_map
 from .common import (
     CliError, console, fail_cleanly, forecast_memory, forward_forecast, init_distributed, is_main_process,

@@ -29,7 +29,7 @@ def demo_command(
     seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for data sampling and training."),
 ) -> None:
     """Calibrate → search → prune → distil → evaluate → report, in minutes on a CPU (`run recipes/demo.yaml`)."""
-    from ..pipeline import DemoSettings, run_demo
+    from ..recipe.demo import DemoSettings, run_demo
 
     check_numbers(("--target-params", target_params, OPEN_FRACTION))
     settings = DemoSettings(out=str(out), teacher=str(teacher) if teacher else None, target_params=target_params,

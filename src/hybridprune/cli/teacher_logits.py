@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from ..fsutil import atomic_directory, check_output
+from ..output.atomic import atomic_directory, check_output
 from .checks import SEED_MAX
 from .common import CliError, console, fail_cleanly, load_model
 from .devices import check_device

@@ -29,7 +29,7 @@ class ReportingMixin:
         if not self.env.is_main:
             return
         if self.log_path is not None:
-            from ..fsutil import writing
+            from ..output.atomic import writing
 
             with writing("the training log", self.log_path), open(self.log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")

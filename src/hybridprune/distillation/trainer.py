@@ -36,7 +36,7 @@ from .reporting import ReportingMixin
 from .resume import CheckpointingMixin
 from .teacher_side import TeacherMixin, input_device
 from .schedule import WarmupCosine
-from ..signals import Interrupted, deferred
+from ..output.signals import Interrupted, deferred
 
 
 def _param_groups(model: nn.Module, weight_decay: float):
@@ -284,7 +284,7 @@ class Distiller(CheckpointingMixin, ReportingMixin, TeacherMixin):
         if self.out_dir is None:
             return
         if self.env.is_main:
-            from ..fsutil import claim, clean_stale
+            from ..output.atomic import claim, clean_stale
 
             names = [ckpt.CHECKPOINT_DIR, LOG_FILE, PLOT_FILE]
             taken = foreign_run_files(self.out_dir, self.cfg.resume)  # resuming too: never append to or replace the user's
@@ -384,7 +384,7 @@ class Distiller(CheckpointingMixin, ReportingMixin, TeacherMixin):
         from .trackers import TENSORBOARD_DIR, WANDB_DIR, Trackers
 
         if self.out_dir is not None and self.cfg.report_to:
-            from ..fsutil import claim
+            from ..output.atomic import claim
 
             claim(self.out_dir, [{"tensorboard": TENSORBOARD_DIR, "wandb": WANDB_DIR}[n] for n in self.cfg.report_to])
         self.trackers = Trackers(self.cfg.report_to, self.out_dir, self.cfg.to_dict(), self.step)

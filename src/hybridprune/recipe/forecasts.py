@@ -16,7 +16,7 @@ def stage_forecast(st: Stage, recipe, source: Path) -> str:
 
     from ..architectures import get_adapter
     from ..cli.common import forward_forecast, resolve_device, weight_bytes
-    from ..forecast import forecast_distill, forecast_prune
+    from ..checkpoint.forecast import forecast_distill, forecast_prune
 
     config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     adapter = get_adapter(config)
@@ -59,6 +59,6 @@ def stage_forecast(st: Stage, recipe, source: Path) -> str:
 
 
 def _largest(source: Path) -> int:
-    from ..checkpoint_files import CheckpointFiles
+    from ..checkpoint.files import CheckpointFiles
 
     return max((t.nbytes for t in CheckpointFiles(source).tensors.values()), default=0)

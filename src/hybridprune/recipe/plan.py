@@ -86,8 +86,8 @@ def data_fingerprint(spec: str) -> str:
 def model_fingerprint(path: Path) -> str:
     from transformers import AutoConfig
 
-    from ..checkpoint_files import CheckpointFiles
-    from ..fingerprint import checkpoint_fingerprint
+    from ..checkpoint.files import CheckpointFiles
+    from ..checkpoint.fingerprint import checkpoint_fingerprint
 
     return checkpoint_fingerprint(CheckpointFiles(path), AutoConfig.from_pretrained(path, trust_remote_code=False))
 

@@ -25,7 +25,7 @@ SHIPPED_PREFIX = "shipped:"
 
 def model_path(spec: str) -> Path:
     """A recipe's `model`: a shipped teacher (`shipped:tiny-nemotron-h`, `shipped:tiny-qwen3-5`), a local directory, or a Hub id `org/name[@rev]`."""
-    from ..checkpoints import check_weight_files, resolve
+    from ..checkpoint.load import check_weight_files, resolve
     from ..data.assets import BUNDLED_TEACHERS, teacher_path
 
     if spec.startswith(SHIPPED_PREFIX):
@@ -63,7 +63,7 @@ class Context:
         self._models.pop(str(path), None)
 
     def tok(self):
-        from ..checkpoints import load_tokenizer
+        from ..checkpoint.load import load_tokenizer
 
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(self.source, role="model")
@@ -247,7 +247,7 @@ def evaluate(ctx: Context, stage: Stage, work: Path) -> dict:
 
 
 def report(ctx: Context, stage: Stage, work: Path, stages: list[Stage]) -> dict:
-    from ..fsutil import claim
+    from ..output.atomic import claim
     from ..report import build_run_report
 
     s = _section(stage)

@@ -49,7 +49,7 @@ class DemoSettings:
 
 
 def demo_recipe_path() -> Path:
-    from .recipe import SHIPPED
+    from . import SHIPPED
 
     return SHIPPED / "demo.yaml"
 
@@ -59,7 +59,7 @@ def demo_recipe(settings: DemoSettings) -> dict[str, Any]:
     s = settings
     doc = copy.deepcopy(yaml.safe_load(demo_recipe_path().read_text()))
     if s.teacher:  # a directory, or a shipped teacher's name (tiny-qwen3-5)
-        from .data import resolve_teacher
+        from ..data import resolve_teacher
 
         doc["model"] = str(resolve_teacher(str(s.teacher)))
     doc.update(data=s.data, seed=s.seed)
@@ -88,7 +88,7 @@ def run_demo(settings: DemoSettings | None = None, console: Console | None = Non
     """Run the demo recipe into `settings.out`; returns the measured results (`results.json`)."""
     import json
 
-    from .recipe import run_recipe_text
+    from . import run_recipe_text
 
     settings = settings or DemoSettings()
     console = console or Console(stderr=True)
