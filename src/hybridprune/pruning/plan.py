@@ -277,7 +277,17 @@ class Plan:
             raise PlanError(f"linear_num_value_heads={self.linear_num_value_heads} {why}. Valid values: {valid}")
 
     def validate(self, dims: Dims) -> None:
-        """Raise PlanError naming the valid values if this plan cannot apply to `dims`."""
+        """Raise PlanError naming the valid values if this plan cannot apply to `dims`.
+
+        A plan is checked once per model: the plan is frozen, so the dims it passed are remembered and
+        the guards every entry point keeps (the command line, `prune`, `plan_selection`, `select`) cost
+        nothing after the first."""
+        if self.__dict__.get("_valid_for") == dims:
+            return
+        self._check(dims)
+        object.__setattr__(self, "_valid_for", dims)
+
+    def _check(self, dims: Dims) -> None:
         axes = {
             "hidden_size": (dims.hidden_size, None),
             "ffn_hidden_size": (dims.ffn_hidden_size, MLP),

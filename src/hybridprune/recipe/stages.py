@@ -162,10 +162,10 @@ def prune(ctx: Context, stage: Stage, work: Path) -> dict:
     from ..pruning.streaming import stream_prune
 
     s = _section(stage)
-    if stage.inputs.get("search") is not None:
+    if stage.inputs.get("search") is not None:  # the search stage's record: it may have run in another command
         plan = Plan.from_dict(stage.inputs["search"].record_outputs()["plan"])
     else:
-        plan = Plan.parse(s.plan)
+        plan = stage.plan  # parsed when the stages were planned
     scores = Scores.load(ctx.output(stage.inputs["calibrate"], "scores"))
     source = ctx.output(stage.model_in)
     stream_prune(source, scores, plan, work / "model", dtype=None if s.dtype == "auto" else resolve_dtype(s.dtype),
