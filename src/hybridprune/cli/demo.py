@@ -35,5 +35,6 @@ def demo_command(
     check_numbers(("--target-params", target_params, OPEN_FRACTION))
     settings = DemoSettings(out=str(out), teacher=str(teacher) if teacher else None, target_params=target_params,
                             kd_steps=kd_steps, search_kd_steps=search_kd_steps, search_top_k=top_k,
-                            calib_samples=calib_samples, seq_len=seq_len, val_samples=val_samples, overwrite=overwrite, seed=seed)
+                            calib_samples=calib_samples, seq_len=seq_len, val_samples=val_samples, overwrite=overwrite,
+                            seed=seed)
     run_demo(settings, console=console)

@@ -44,8 +44,8 @@ def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=Non
     run's checkpoints and log are left alone, and a file the user put in `out_dir` is never overwritten,
     not even one put there while the export runs. A symlinked `out_dir` is written through.
     """
-    from ..output.atomic import (MANIFEST, OutputError, claim, clean_stale, follow_umask, foreign_entries, move_new,
-                                 output_target, temp_sibling, writing)
+    from ..output.atomic import (MANIFEST, OutputError, claim, clean_stale, follow_umask, foreign_entries,
+                                 move_new, output_target, temp_sibling, writing)
     from ..checkpoint.config_style import write_config
     from ..pruning.export import INFO_FILE, RUN_FILES, carry_over
     from ..pruning.model_card import write_model_card

@@ -26,7 +26,8 @@ import torch
 
 from ..architectures import ParamRule, get_adapter
 from ..checkpoint.load import check_loading_info, check_weight_files, refuse_non_finite
-from ..checkpoint.files import INDEX_FILE, SINGLE_FILE, CheckpointFiles, CheckpointFormatError, KeyMap, ShardWriter
+from ..checkpoint.files import (INDEX_FILE, SINGLE_FILE, CheckpointFiles, CheckpointFormatError, KeyMap,
+                               ShardWriter)
 from ..checkpoint.config_style import write_config
 from ..checkpoint.fingerprint import checkpoint_fingerprint
 from ..output.atomic import atomic_directory
