@@ -224,3 +224,14 @@ def test_teacher_generates(tok, any_teacher):
         gen = teacher.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id)
     assert gen.shape[1] > ids["input_ids"].shape[1]
     assert tok.decode(gen[0, ids["input_ids"].shape[1]:]).strip()
+
+
+def test_calibrate_summary_shows_every_mixers_score(tmp_path):
+    """The per-block table gives the GDN layers their value-head score, as it gives Mamba and attention theirs."""
+    proc = subprocess.run([sys.executable, "-m", "hybridprune", "calibrate", "--model", "tiny-qwen3-5",
+                           "--data", "shakespeare", "--samples", "2", "--seq-len", "16", "--batch-size", "2",
+                           "--out", str(tmp_path / "scores")],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stderr.splitlines() if "gdn+mlp" in line]  # the console writes to stderr
+    assert len(rows) == 6 and all("gdn " in row and "mlp " in row for row in rows), proc.stderr
