@@ -1,7 +1,7 @@
 """The one load path: every command, and both models of a distillation, load checkpoints here.
 
 - A checkpoint reference is resolved to a local directory by the first resolver that accepts it
-  (`RESOLVERS`): a local directory, else a Hub id `org/name[@revision]` (`hybridprune.checkpoint.hub`).
+  (`RESOLVERS`): a local directory, else the name of a shipped teacher, else a Hub id `org/name[@revision]` (`hybridprune.checkpoint.hub`).
 - Weights are read from safetensors only, unless the caller opts in to pickle files
   (`allow_pickle`); a checkpoint that ships only `pytorch_model.bin` is refused with the command
   that converts it.
@@ -40,6 +40,14 @@ def _local_directory(ref: str) -> Path | None:
     return path
 
 
+def _bundled_teacher(ref: str) -> Path | None:
+    """The name of a teacher shipped with hybridprune (`tiny-nemotron-h`, `tiny-qwen3-5`), so every
+    command takes it as `demo --teacher` and recipes do; a directory of that name comes first."""
+    from ..data.assets import BUNDLED_TEACHERS, teacher_path
+
+    return teacher_path(ref) if ref in BUNDLED_TEACHERS else None
+
+
 def _hub_id(ref: str) -> Path | None:
     """A Hub id `org/name[@revision]`, fetched (safetensors only) or taken from the local cache."""
     from .hub import CheckpointNotFound, parse_hub_id, resolve_checkpoint
@@ -53,7 +61,7 @@ def _hub_id(ref: str) -> Path | None:
 
 
 #: Resolvers from a checkpoint reference to a local directory, tried in order; None means "not mine".
-RESOLVERS: list[Callable[[str], Path | None]] = [_local_directory, _hub_id]
+RESOLVERS: list[Callable[[str], Path | None]] = [_local_directory, _bundled_teacher, _hub_id]
 
 
 def resolve(ref: str | os.PathLike, role: str = "checkpoint") -> Path:
@@ -63,8 +71,10 @@ def resolve(ref: str | os.PathLike, role: str = "checkpoint") -> Path:
         if path is not None:
             break
     else:
-        raise CheckpointLoadError(f"checkpoint {_what(ref, role)} does not exist (neither a directory nor a Hub id "
-                                  "org/name[@revision])")
+        from ..data.assets import BUNDLED_TEACHERS
+
+        raise CheckpointLoadError(f"checkpoint {_what(ref, role)} does not exist (neither a directory, a Hub id "
+                                  f"org/name[@revision] nor a shipped teacher: {', '.join(BUNDLED_TEACHERS)})")
     if not path.is_dir():
         raise CheckpointLoadError(f"checkpoint {_what(path, role)} is not a directory (expected a Hugging Face "
                                   "model directory)")
