@@ -230,7 +230,7 @@ def _tree_digest(d: Path) -> str:
 TOPK_CHILD = r"""
 import json, sys, time, torch
 torch.set_num_threads(1)
-from hybridprune.checkpoints import load_model, load_tokenizer
+from hybridprune.checkpoint.load import load_model, load_tokenizer
 from hybridprune.data import load_token_samples, teacher_path
 from hybridprune.distillation import Distiller, DistillConfig
 from hybridprune.distillation import teacher_logits as tl

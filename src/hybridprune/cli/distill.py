@@ -13,8 +13,8 @@ from typing import Literal
 import typer
 
 from .checks import NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_not_blank, check_numbers
-from ..cleanup import remove_if_failed
-from ..fsutil import check_output, remove_owned
+from ..output.cleanup import remove_if_failed
+from ..output.atomic import check_output, remove_owned
 from .devices import check_device, check_device_map
 from .common import CliError, alerts, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer
 
@@ -147,10 +147,10 @@ def distill_command(
 
 
 def _forecast(teacher, student, cfg, seq_len, bf16, device, trust_remote_code):
-    """Distillation's memory forecast, from the two configs (`hybridprune.forecast`)."""
+    """Distillation's memory forecast, from the two configs (`hybridprune.checkpoint.forecast`)."""
     from ..architectures import get_adapter
     from ..distillation.chunked_loss import auto_chunk_size
-    from ..forecast import forecast_distill
+    from ..checkpoint.forecast import forecast_distill
 
     t_cfg = load_config(teacher, trust_remote_code=trust_remote_code, role="teacher")
     s_cfg = load_config(student, trust_remote_code=trust_remote_code, role="student")
@@ -174,7 +174,7 @@ def _token_dir(env, data, out, tokenizer, text_field, chat, overwrite, num_proc=
     process (reused on --resume without reading the text again)."""
     from ..data.shards import is_token_dir
     from ..distillation.dist import barrier
-    from ..fsutil import claim
+    from ..output.atomic import claim
 
     if is_token_dir(data):
         if chat:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import typer
 
-from ..cleanup import remove_if_failed
-from ..fsutil import check_output
+from ..output.cleanup import remove_if_failed
+from ..output.atomic import check_output
 from .checks import SEED_MAX
 from .common import CliError, console, fail_cleanly, load_model
 from .devices import check_device
@@ -44,9 +44,9 @@ def teacher_logits_command(
     from ..distillation import teacher_logits_store as store
     from ..distillation.data import as_token_data
     from ..distillation.models import final_hidden, head_of
-    from ..fingerprint import model_fingerprint
-    from ..fsutil import claim, remove_owned
-    from ..fserrors import writing
+    from ..checkpoint.fingerprint import model_fingerprint
+    from ..output.atomic import claim, remove_owned
+    from ..output.errors import writing
     from .distill import _train_data
 
     check_device(device)

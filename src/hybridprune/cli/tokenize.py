@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from ..cleanup import remove_if_failed
+from ..output.cleanup import remove_if_failed
 from .checks import check_not_blank
 from .common import console, fail_cleanly, load_tokenizer
 

@@ -97,7 +97,7 @@ class _Writer:
 
 
 def atomic_json(path: Path, obj: dict) -> None:
-    from hybridprune.fsutil import TMP_TAG
+    from hybridprune.output.atomic import TMP_TAG
 
     tmp = path.with_name(f".{path.name}{TMP_TAG}{os.getpid()}")
     with open(tmp, "w") as f:
@@ -290,7 +290,7 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
     A finished `out` of the same sources, tokenizer and options is reused as it is; an unfinished one
     is continued; anything else there is refused unless `overwrite` (which replaces only what
     hybridprune wrote)."""
-    from hybridprune.fsutil import OutputError, check_output, claim, remove_owned, writing
+    from hybridprune.output.atomic import OutputError, check_output, claim, remove_owned, writing
 
     out = Path(out)
     the_plan = plan(data, tokenizer, text_field=text_field, chat=chat)

@@ -20,7 +20,7 @@ class RunLogMixin:
         from .trackers import TENSORBOARD_DIR, WANDB_DIR, Trackers
 
         if self.out_dir is not None and self.cfg.report_to:
-            from ..fsutil import claim
+            from ..output.atomic import claim
 
             claim(self.out_dir, [{"tensorboard": TENSORBOARD_DIR, "wandb": WANDB_DIR}[n] for n in self.cfg.report_to])
         self.trackers = Trackers(self.cfg.report_to, self.out_dir, self.cfg.to_dict(), self.step)
@@ -48,7 +48,7 @@ class RunLogMixin:
         if not self.env.is_main:
             return
         if self.log_path is not None:
-            from ..fsutil import writing
+            from ..output.atomic import writing
 
             with writing("the training log", self.log_path), open(self.log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")

@@ -20,7 +20,7 @@ from hybridprune.data.tokenize import atomic_json
 
 from .teacher_logits import BINS, FORMAT, MANIFEST_FILE, PROGRESS_FILE, compute
 
-#: the files a cache directory holds, for the output manifest (`fsutil.claim`)
+#: the files a cache directory holds, for the output manifest (`output.atomic.claim`)
 FILES = (MANIFEST_FILE, PROGRESS_FILE, *(f"{name}.bin" for name in BINS))
 #: plan keys that may differ between two runs computing the same bytes
 _INCIDENTAL = ("id", "teacher", "data", "num_samples_asked")
@@ -56,7 +56,7 @@ def read_progress(directory: str | Path) -> dict | None:
 def unfinished(directory: str | Path) -> bool:
     """`directory` holds what a cache write killed before it finished leaves: only its own files (listed
     as hybridprune's) and temporaries, no manifest."""
-    from hybridprune.fsutil import MANIFEST, is_temp_name, owned_names
+    from hybridprune.output.atomic import MANIFEST, is_temp_name, owned_names
 
     d = Path(directory)
     if not d.is_dir() or (d / MANIFEST_FILE).exists():
@@ -67,7 +67,7 @@ def unfinished(directory: str | Path) -> bool:
 
 def remove_temporaries(directory: str | Path) -> None:
     """The temporaries a killed write left in `directory` (their process is gone)."""
-    from hybridprune.fsutil import _pid_alive, is_temp_name
+    from hybridprune.output.atomic import _pid_alive, is_temp_name
 
     for p in Path(directory).iterdir():
         pid = p.name.rpartition("-")[2]

@@ -38,7 +38,7 @@ from .run_log import RunLogMixin
 from .resume import CheckpointingMixin
 from .teacher_side import TeacherMixin, input_device
 from .schedule import WarmupCosine, warmup_note
-from ..signals import Interrupted, deferred
+from ..output.signals import Interrupted, deferred
 
 
 def _param_groups(model: nn.Module, weight_decay: float):
@@ -286,7 +286,7 @@ class Distiller(CheckpointingMixin, RunLogMixin, ReportingMixin, TeacherMixin):
         if self.out_dir is None:
             return
         if self.env.is_main:
-            from ..fsutil import claim, clean_stale
+            from ..output.atomic import claim, clean_stale
 
             names = [ckpt.CHECKPOINT_DIR, LOG_FILE, PLOT_FILE]
             taken = foreign_run_files(self.out_dir, self.cfg.resume)  # resuming too: never append to or replace the user's
