@@ -22,6 +22,7 @@ def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("logits-cache")
     save_checkpoint(root / "teacher")
     save_checkpoint(root / "student", seed=1)
+    save_checkpoint(root / "teacher-other", seed=2)
     corpus = small_corpus(root / "corpus.jsonl")
     tok = AutoTokenizer.from_pretrained(tokenizer_path())
     tk.tokenize_to(root / "tokens", str(corpus), tok)
@@ -95,6 +96,7 @@ def _distill(root, out, *extra):
     (("--data", "tokens", "--seq-len", "16"), "computed for other training data"),
     (("--data", "other-tokens"), "computed on another token directory"),
     (("--data", "tokens", "--student", "student-other-tokenizer"), "computed on tokens written with another tokenizer"),
+    (("--data", "tokens", "--teacher", "teacher-other"), "computed by another teacher"),
 ])
 def test_distill_refuses_a_mismatched_cache_before_loading_any_model(root, tmp_path, monkeypatch, extra, message):
     from hybridprune.cli import distill as cli_distill
@@ -103,10 +105,24 @@ def test_distill_refuses_a_mismatched_cache_before_loading_any_model(root, tmp_p
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr(cli_distill, "load_model", no_model)
-    args = [root / x if x.endswith(("tokens", "tokenizer")) else x for x in extra]
+    args = [root / x if x.endswith(("tokens", "tokenizer", "-other")) else x for x in extra]
     r = _distill(root, tmp_path / "run", *args)
     assert r.exit_code == 2 and no_traceback(r), r.output
     assert message in r.output and not (tmp_path / "run").exists()
+
+
+def test_distill_names_both_teachers_and_the_fix(root, tmp_path):
+    """A cache of another teacher: refused with exit 2 before anything is written, naming the cache's
+    teacher and --teacher and the two ways out; the cache itself untouched."""
+    before = _digests(root / "logits")
+    r = _distill(root, tmp_path / "run", "--data", root / "tokens", "--teacher", root / "teacher-other")
+    assert r.exit_code == 2 and no_traceback(r), r.output
+    text = " ".join(r.output.split())
+    assert f"({root / 'teacher'}, fingerprint" in text and f"--teacher {root / 'teacher-other'} (fingerprint" in text
+    assert "hybridprune teacher-logits --teacher" in text and "pass the --teacher they were computed with" in text
+    assert not (tmp_path / "run").exists() and _digests(root / "logits") == before
+    r = _distill(root, tmp_path / "ok", "--data", root / "tokens")  # the right teacher: accepted
+    assert r.exit_code == 0, r.output
 
 
 def test_a_user_directory_is_refused_untouched(root, tmp_path):

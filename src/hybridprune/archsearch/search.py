@@ -181,8 +181,11 @@ def _shared_topk(teacher, data, cfg):
     from ..distillation.models import final_hidden, head_of
     from ..distillation.teacher_side import input_device
 
+    from ..checkpoint.fingerprint import model_fingerprint
+
     td = as_token_data(data)
-    key = (id(teacher), td.fingerprint(), len(td), int(cfg.kd_topk))
+    # the teacher by its weights, not id(): a freed teacher's id can be reused by another model
+    key = (model_fingerprint(teacher), td.fingerprint(), len(td), int(cfg.kd_topk))
     if key not in _TOPK_ONCE:
         _TOPK_ONCE.clear()  # one search at a time: keep only the current teacher's
         dev = input_device(teacher)

@@ -84,7 +84,9 @@ def distill_command(
     if teacher_logits is not None:  # a cache of another k is refused before anything else
         from ..distillation.teacher_logits import TeacherLogits
 
-        cached_k = TeacherLogits.open(teacher_logits).k
+        cache = TeacherLogits.open(teacher_logits)
+        cache.check_teacher(checkpoint_identity(teacher, trust_remote_code=trust_remote_code), teacher)
+        cached_k = cache.k
         if kd_topk not in (None, cached_k):
             raise CliError(f"--kd-topk {kd_topk}, but the teacher logits in {teacher_logits} keep the top {cached_k}; "
                            f"leave --kd-topk out, or compute them again with `hybridprune teacher-logits --top-k "
@@ -144,6 +146,19 @@ def distill_command(
              trust_remote_code, cfg, overwrite, force, chat, teacher_logits, teacher_device_map, num_proc)
     finally:
         teardown(env)
+
+
+def checkpoint_identity(path: Path, *, trust_remote_code: bool = False) -> str | None:
+    """The fingerprint of the safetensors checkpoint in `path`, from its files (a few sampled windows per
+    tensor, no model built); None when it has no safetensors weights to read."""
+    from ..checkpoint.files import CheckpointFiles, CheckpointFormatError
+    from ..checkpoint.fingerprint import checkpoint_fingerprint
+
+    try:
+        files = CheckpointFiles(path)
+    except CheckpointFormatError:
+        return None  # the model loader names what is wrong with it
+    return checkpoint_fingerprint(files, load_config(path, trust_remote_code=trust_remote_code, role="teacher"))
 
 
 def _forecast(teacher, student, cfg, seq_len, bf16, device, trust_remote_code):

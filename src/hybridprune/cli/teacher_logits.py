@@ -47,7 +47,7 @@ def teacher_logits_command(
     from ..checkpoint.fingerprint import model_fingerprint
     from ..output.atomic import claim, remove_owned
     from ..output.errors import writing
-    from .distill import _train_data
+    from .distill import _train_data, checkpoint_identity
 
     check_device(device)
     if not is_token_dir(data):
@@ -67,12 +67,13 @@ def teacher_logits_command(
         store.remove_temporaries(out)
     remove_if_failed(out, keep=lambda d: store.read_progress(d) is not None,
                      note=f"run the same command again to continue the teacher logits in {out}")
+    fingerprint = checkpoint_identity(teacher, trust_remote_code=trust_remote_code)  # of the files, at any dtype
     model = load_model(teacher, dtype="auto", device=device, trust_remote_code=trust_remote_code, role="teacher")
     model.eval()
     dev = next(model.parameters()).device
     head = head_of(model)
     the_plan = store.plan(train, tokens, min(top_k, head.vocab_size), batch_size=batch_size,
-                          teacher_fingerprint=model_fingerprint(model), **meta)
+                          teacher_fingerprint=fingerprint or model_fingerprint(model), **meta)
     if progress is not None:  # the same data and options: the same teacher and k too?
         _refuse_other(out, store.same_work(progress["plan"], the_plan), overwrite)
 

@@ -78,6 +78,17 @@ class TeacherLogits:
                                f"{token_manifest.get('fingerprint')}); compute them again with `hybridprune "
                                "teacher-logits` on this --data")
 
+    def check_teacher(self, fingerprint: str | None, teacher) -> None:
+        """Before any model is loaded: the cache must be of `teacher` (its checkpoint fingerprint), or the
+        student would be distilled from another model's logits."""
+        m = getattr(self, "manifest", {})
+        have = m.get("teacher_fingerprint")
+        if have and fingerprint and have != fingerprint:
+            raise DistillError(f"the teacher logits in {self.source} were computed by another teacher "
+                               f"({m.get('teacher')}, fingerprint {have}) than --teacher {teacher} (fingerprint "
+                               f"{fingerprint}); compute them again with `hybridprune teacher-logits --teacher "
+                               f"{teacher}`, or pass the --teacher they were computed with")
+
     @classmethod
     def open(cls, directory: str | Path) -> "TeacherLogits":
         d = Path(directory).expanduser()
