@@ -32,6 +32,7 @@ from ..pruning.plan import Plan
 from .cost import Budget
 from .filtering import FilterReport, filter_candidates
 from .space import SearchSpace, build_grid
+from .shared_topk import shared_topk
 from .store import FINAL, ZERO_SHOT, SearchStore
 
 
@@ -168,37 +169,6 @@ def kd_config(kd: Mapping[str, Any], *, device: str | None, seq_len: int | None)
     return cfg
 
 
-_TOPK_ONCE: dict = {}
-
-
-def _shared_topk(teacher, data, cfg):
-    """The teacher's top-k logits of the short-KD data, computed on the first candidate and reused by the
-    other K − 1 (the teacher and the data are the same for all of them)."""
-    import torch
-
-    from ..distillation import teacher_logits as tl
-    from ..distillation.data import as_token_data
-    from ..distillation.models import final_hidden, head_of
-    from ..distillation.teacher_side import input_device
-
-    from ..checkpoint.fingerprint import model_fingerprint
-
-    td = as_token_data(data)
-    # the teacher by its weights, not id(): a freed teacher's id can be reused by another model
-    key = (model_fingerprint(teacher), td.fingerprint(), len(td), int(cfg.kd_topk))
-    if key not in _TOPK_ONCE:
-        _TOPK_ONCE.clear()  # one search at a time: keep only the current teacher's
-        dev = input_device(teacher)
-
-        @torch.no_grad()
-        def hidden(ids, mask):
-            return final_hidden(teacher, ids.to(dev), None if mask is None else mask.to(dev))
-
-        _TOPK_ONCE[key] = tl.compute(hidden, head_of(teacher), td, int(cfg.kd_topk),
-                                     batch_size=max(1, cfg.micro_batch))
-    return _TOPK_ONCE[key]
-
-
 def distill_finetune(teacher, student, data, kd: Mapping[str, Any]):
     """The default short KD: `hybridprune.distillation.distill` with the settings of `kd_config`."""
     from ..distillation import distill
@@ -206,7 +176,7 @@ def distill_finetune(teacher, student, data, kd: Mapping[str, Any]):
     device = str(next(student.parameters()).device)  # train where the search runs
     cfg = kd_config(kd, device=device, seq_len=_seq_len(data))
     flags = [p.requires_grad for p in teacher.parameters()]
-    cached = _shared_topk(teacher, data, cfg) if cfg.kd_topk else None
+    cached = shared_topk(teacher, data, cfg) if cfg.kd_topk else None
     try:
         return distill(teacher, student, data, cfg, teacher_logits=cached)
     finally:
