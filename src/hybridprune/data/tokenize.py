@@ -31,6 +31,8 @@ from hybridprune.data.errors import DataError
 SHARD_TOKENS = 1 << 28  # 512 MiB of uint16 per shard file
 COMMIT_TOKENS = 1 << 24
 BATCH_DOCS = 1024
+#: the entries a token directory holds (besides the output manifest)
+FILES = (shards.MANIFEST_FILE, shards.PROGRESS_FILE, *SPLITS)
 
 
 class _Writer:
@@ -291,6 +293,7 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
     is continued; anything else there is refused unless `overwrite` (which replaces only what
     hybridprune wrote)."""
     from hybridprune.output.atomic import OutputError, check_output, claim, remove_owned, writing
+    from hybridprune.output.leftovers import remove_dead_temporaries, unfinished
 
     out = Path(out)
     the_plan = plan(data, tokenizer, text_field=text_field, chat=chat)
@@ -319,7 +322,12 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
                                          "the same tokens under another chat template")
             raise OutputError(f"{out} holds an unfinished tokenization of {what}; run the command that began it "
                               "again to finish it, pass --overwrite to start afresh, or choose another output directory")
-    check_output(out, overwrite=overwrite, resume=resuming)
+    # killed in its setup (recording its names, or writing its first progress record), a run leaves only
+    # its own entries and a dead temporary: the rerun takes them over, without that temporary
+    leftover = not resuming and unfinished(out, FILES, done=shards.MANIFEST_FILE)
+    check_output(out, overwrite=overwrite, resume=resuming or leftover)
+    if resuming or leftover:
+        remove_dead_temporaries(out)
     for src in the_plan["sources"]:  # a source that cannot be read is refused before anything is written
         tables, _ = stream.open_tables(src["source"], text_field)
         for _, records in _batches(tables[0][1], 0, 8):
@@ -327,7 +335,7 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
             break
     if overwrite and not resuming:
         remove_owned(out)
-    claim(out, [shards.MANIFEST_FILE, shards.PROGRESS_FILE, *SPLITS])
+    claim(out, FILES)
     if resuming and say:
         say(f"continuing the unfinished tokenization in {out}")
     with writing("the token shards", out):

@@ -54,25 +54,17 @@ def read_progress(directory: str | Path) -> dict | None:
 
 
 def unfinished(directory: str | Path) -> bool:
-    """`directory` holds what a cache write killed before it finished leaves: only its own files (listed
-    as hybridprune's) and temporaries, no manifest."""
-    from hybridprune.output.atomic import MANIFEST, is_temp_name, owned_names
+    """`directory` holds what a cache write killed before it finished leaves (`output.leftovers`)."""
+    from hybridprune.output.leftovers import unfinished as leftover
 
-    d = Path(directory)
-    if not d.is_dir() or (d / MANIFEST_FILE).exists():
-        return False
-    names = {p.name for p in d.iterdir() if not is_temp_name(p.name)}  # a write cut short leaves a temporary
-    return names <= {*FILES, MANIFEST} and names - {MANIFEST} <= owned_names(d)
+    return leftover(directory, FILES, done=MANIFEST_FILE)
 
 
 def remove_temporaries(directory: str | Path) -> None:
     """The temporaries a killed write left in `directory` (their process is gone)."""
-    from hybridprune.output.atomic import _pid_alive, is_temp_name
+    from hybridprune.output.leftovers import remove_dead_temporaries
 
-    for p in Path(directory).iterdir():
-        pid = p.name.rpartition("-")[2]
-        if is_temp_name(p.name) and pid.isdigit() and not _pid_alive(int(pid)) and p.is_file():
-            p.unlink()
+    remove_dead_temporaries(directory)
 
 
 def same_work(a: dict, b: dict, *, ignore: tuple[str, ...] = ()) -> list[str]:

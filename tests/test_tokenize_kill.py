@@ -1,0 +1,87 @@
+"""`hybridprune tokenize` killed (SIGKILL) at any point, its setup included (recording its output names,
+writing its first progress record), is finished by the same command run again, to the bytes of an
+uninterrupted run; what a kill in setup leaves is not refused as "not empty"."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+
+import pytest
+
+from ckpt_helpers import invoke, run_cli, small_corpus
+from hybridprune.data import tokenizer_path
+from hybridprune.data.shards import MANIFEST_FILE, PROGRESS_FILE
+from hybridprune.output.atomic import MANIFEST, TMP_TAG
+
+DEAD_PID = 2**22 + 12345  # beyond the default pid_max: no live process has it
+
+
+def _files(d):
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def _args(corpus, out):
+    return ["tokenize", "--data", corpus, "--tokenizer", tokenizer_path(), "--out", out]
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tokenize-kill")
+    corpus = small_corpus(root / "corpus.jsonl")
+    r = invoke(*_args(corpus, root / "whole"))
+    assert r.exit_code == 0, r.output
+    return corpus, root / "whole"
+
+
+@pytest.mark.parametrize("leftover", ["claiming", "first-progress", "claimed-only"])
+def test_a_kill_in_setup_is_finished_by_the_same_command(whole, tmp_path, leftover):
+    """What each kill point in setup leaves (a dead process's temporary of the output manifest or of
+    progress.json, or the manifest alone): the rerun exits 0 with the uninterrupted bytes, no temporary."""
+    corpus, want = whole
+    out = tmp_path / "tokens"
+    out.mkdir()
+    if leftover == "claiming":
+        (out / f"{MANIFEST}.tmp-{DEAD_PID}").write_text("[")
+    else:
+        (out / MANIFEST).write_text(json.dumps(sorted([MANIFEST_FILE, PROGRESS_FILE, "train", "validation",
+                                                         "calibration"])))
+        if leftover == "first-progress":
+            (out / f".{PROGRESS_FILE}{TMP_TAG}{DEAD_PID}").write_text('{"plan": ')
+    r = invoke(*_args(corpus, out))
+    assert r.exit_code == 0, r.output
+    assert _files(out) == _files(want)
+
+
+def test_a_live_temporary_or_a_user_file_is_still_refused(whole, tmp_path):
+    """Only a dead process's leftovers are taken over: another run's live temporary, or a file of the
+    user's, still refuse the directory (exit 2), untouched."""
+    corpus, _ = whole
+    for name in (f".{PROGRESS_FILE}{TMP_TAG}{os.getppid()}", "notes.txt"):
+        out = tmp_path / name.strip(".")
+        out.mkdir()
+        (out / name).write_text("x")
+        r = invoke(*_args(corpus, out))
+        assert r.exit_code == 2 and "already exists and is not empty" in r.output, r.output
+        assert sorted(p.name for p in out.iterdir()) == [name] and (out / name).read_text() == "x"
+
+
+@pytest.mark.slow
+def test_tokenize_killed_at_every_write_resumes_to_the_same_bytes(whole, tmp_path):
+    corpus, want = whole
+    want = _files(want)
+    at = 0
+    while True:
+        at += 1
+        out = tmp_path / f"run{at}"
+        proc = run_cli(_args(corpus, out), audit_kill_at=at, kill_under=str(out))
+        if proc.returncode == 0:  # `at` is past its last write: every point was tried
+            break
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        rerun = run_cli(_args(corpus, out))
+        assert rerun.returncode == 0, f"killed at write {at}: {rerun.stdout[-1000:]}{rerun.stderr[-2000:]}"
+        assert _files(out) == want, f"killed at write {at}"
+    assert at > 5 and _files(out) == want
