@@ -300,7 +300,8 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
     if (out / shards.MANIFEST_FILE).is_file():
         manifest = shards.read_manifest(out)
         differ = [] if manifest.get("id") == the_plan["id"] else plan_change(manifest, the_plan)
-        if not differ:
+        if not differ:  # finished; a kill after its manifest may have left the progress record
+            (out / shards.PROGRESS_FILE).unlink(missing_ok=True)
             if say:
                 say(f"{out} already holds these tokens ({manifest['num_tokens']:,}); reusing them")
             return manifest
