@@ -15,6 +15,7 @@ import typer
 from .checks import NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_not_blank, check_numbers
 from ..output.cleanup import remove_if_failed
 from ..output.atomic import check_output, remove_owned
+from ..output.leftovers import remove_dead_temporaries, unfinished
 from .devices import check_device, check_device_map
 from .common import CliError, alerts, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer
 
@@ -128,7 +129,11 @@ def distill_command(
     if resume is None and not overwrite and _has_checkpoint(out):
         raise CliError(f"{out} already holds checkpoints of a distillation run: pass --resume {out} to continue it, "
                        "--overwrite to start afresh, or choose a new --out")
-    check_output(out, overwrite=overwrite, resume=resume is not None)
+    # killed in its setup (before its first checkpoint): only its own entries and dead temporaries, taken over
+    leftover = resume is None and not overwrite and unfinished(out, _run_names(), done="config.json")
+    check_output(out, overwrite=overwrite, resume=resume is not None or leftover)
+    if leftover:
+        remove_dead_temporaries(out)
     if resume is not None:
         from ..distillation import find_resume_checkpoint
         from ..distillation.export import foreign_run_files
@@ -176,6 +181,15 @@ def _forecast(teacher, student, cfg, seq_len, bf16, device, trust_remote_code):
                             seq=seq_len, weight_bytes=4, teacher_weight_bytes=2 if bf16 else 4, chunk_positions=chunk,
                             chunk=getattr(t_cfg, "chunk_size", None) or 128, device=str(device),
                             teacher_adapter=t_adapter)
+
+
+def _run_names() -> tuple[str, ...]:
+    """What a distillation run writes in --out before its first checkpoint."""
+    from ..distillation.checkpoint import CHECKPOINT_DIR
+    from ..distillation.export import LOG_FILE, PLOT_FILE
+    from ..distillation.trackers import TENSORBOARD_DIR, WANDB_DIR
+
+    return TOKENS_DIR, CHECKPOINT_DIR, LOG_FILE, PLOT_FILE, TENSORBOARD_DIR, WANDB_DIR
 
 
 def _has_checkpoint(out: Path) -> bool:

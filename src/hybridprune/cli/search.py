@@ -15,6 +15,7 @@ from .checks import (
 from ..archsearch.store import CANDIDATES_FILE, OWNED, SETTINGS_FILE
 from ..output.cleanup import remove_if_failed
 from ..output.atomic import check_output, claim, owned_names
+from ..output.leftovers import remove_dead_temporaries, unfinished
 from .devices import check_device
 from .common import (
     CliError, console, fail_cleanly, forecast_memory, forward_forecast, load_config, load_model, load_tokenizer,
@@ -149,7 +150,11 @@ def search_command(
     # An impossible budget is reported before any weights are loaded, when the grid is known without
     # calibrating: with saved scores, or without depth candidates (which depend on the depth scores).
     existing = (out / SETTINGS_FILE).is_file() and SETTINGS_FILE in owned_names(out)
-    check_output(out, overwrite=overwrite, resume=existing and not overwrite)  # resuming is the point
+    # killed in its setup (its names recorded, no settings yet): only its own entries and dead temporaries
+    leftover = not existing and unfinished(out, OWNED, done=SETTINGS_FILE)
+    check_output(out, overwrite=overwrite, resume=(existing or leftover) and not overwrite)  # resuming is the point
+    if leftover and not overwrite:
+        remove_dead_temporaries(out)
     remove_if_failed(out, keep=_resumable, note=f"finished evaluations are kept in {out}; run the same command "
                                                  "again to resume")
     scores_path = scores_dir or out / "scores"

@@ -142,6 +142,10 @@ class Run:
             # a run that fails before any stage has something to resume from leaves no directory behind
             remove_if_failed(self.out, keep=_worth_resuming,
                              note=f"finished stages are kept in {self.out}; run the same command again to continue")
+            if self.out.is_dir():  # a run killed while recording its names leaves a dead temporary only
+                from ..output.leftovers import remove_dead_temporaries
+
+                remove_dead_temporaries(self.out)
             exists = self.out.is_dir() and any(self.out.iterdir())
             if exists and (overwrite or RECIPE_COPY not in owned_names(self.out)):
                 check_output(self.out, overwrite=overwrite)  # refuses a directory that is not ours
