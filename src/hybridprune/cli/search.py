@@ -199,7 +199,7 @@ def search_command(
         steps = kd.get("steps") or math.ceil(kd["tokens"] / (kd_batch * eval_seq_len))
         train = samples("train", steps * kd_batch)
     result = search(lm, scores, val, budget, cfg, train_data=train, out_dir=out, overwrite=overwrite,
-                    console=console)
+                    console=console, checkpoint_config=config)
     console.print(results_table(result, show))
     console.print(f"winner [bold]{result.best_key}[/]: {result.best} (chosen by {decision_text(result.decision)})")
     console.print(f"plan: {out / 'best.yaml'}   plot: {out / 'search.png'}   all results: {out / 'candidates.jsonl'}")
