@@ -203,6 +203,10 @@ class Adapter:
         exporter renames them. None by default."""
         return {}
 
+    #: config.json fields only serving engines read (transformers keeps them as inert attributes), which
+    #: `serving_config` may add: the writer compares the configs without them
+    engine_only_fields: ClassVar[tuple[str, ...]] = ()
+
     def serving_config(self, raw: dict, config_class) -> dict:
         """`raw` (a config.json dict) spelled as the family's serving engines read it; as it is by
         default. The writer keeps the result only if it loads as the same config (config_style.py)."""

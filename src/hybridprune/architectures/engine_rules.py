@@ -11,6 +11,7 @@ Kinds of rule (`test`):
 - "multiple": product(left) % right[0] == 0 (right[0] may be "tp", the tensor-parallel size);
 - "multiple_or_one": like "multiple", or product(left) == 1 (vLLM replicates a single B/C group);
 - "kv_heads": vLLM's KV-head split: kv % tp == 0 when kv >= tp, else tp % kv == 0;
+- "at_least": product(left) >= right[0] (vLLM refuses more tensor-parallel ranks than experts);
 - "no_model": the engine has no model for the family at all.
 A rule whose fields the model lacks (no attention, no MLP) does not apply.
 
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .dims import ATTENTION, MAMBA, MLP, MOE
+from .dims import ATTENTION, GDN, MAMBA, MLP, MOE
 
 VLLM, LLAMA_CPP = "vllm", "llama.cpp"
 #: engine -> the version the rules were read from, as it is named to the user
@@ -68,10 +69,15 @@ class EngineRule:
 
 
 HYBRID_MAMBA2 = ("nemotron_h", "mamba2", "granitemoehybrid", "falcon_h1", "zamba2")
+#: Gated DeltaNet families: Qwen3.5 text and MoE with their vision-language wrappers, Qwen3-Next; OLMo Hybrid
+QWEN_GDN = ("qwen3_5_text", "qwen3_5_moe_text", "qwen3_5", "qwen3_5_moe", "qwen3_next")
+GDN_FAMILIES = (*QWEN_GDN, "olmo_hybrid")
+#: vLLM's Qwen3-Next MoE block (Qwen3.5-MoE uses it too: vllm/model_executor/models/qwen3_5.py:85)
+QWEN_MOE = ("qwen3_5_moe_text", "qwen3_5_moe", "qwen3_next")
 ATTENTION_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
-                      "lfm2", "lfm2_moe")
+                      "lfm2", "lfm2_moe", *GDN_FAMILIES)
 FFN_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
-                "lfm2", "lfm2_moe")
+                "lfm2", "lfm2_moe", "qwen3_5_text", "qwen3_5", "qwen3_next", "olmo_hybrid", "kimi_linear")
 
 RULES: tuple[EngineRule, ...] = (
     # ---- families an engine has no model for ------------------------------------------------------
@@ -87,6 +93,22 @@ RULES: tuple[EngineRule, ...] = (
     EngineRule(LLAMA_CPP, ("lfm3",), "no_model",
                says="llama.cpp's converter has no LFM3 model (Lfm3ForCausalLM is not registered)",
                source="conversion/lfm2.py (registers Lfm2ForCausalLM and Lfm2MoeForCausalLM only)"),
+    EngineRule(LLAMA_CPP, ("olmo_hybrid",), "no_model",
+               says="llama.cpp's converter has no OLMo Hybrid model (OlmoHybridForCausalLM is not registered)",
+               source="conversion/olmo.py (registers Olmo, Olmo2, Olmo3 and Olmoe only)"),
+    # ---- Gated DeltaNet ------------------------------------------------------------------------------
+    EngineRule(LLAMA_CPP, QWEN_GDN, "equal", ("linear_key_head_dim",), ("linear_value_head_dim",), GDN,
+               "llama.cpp sizes both Gated DeltaNet head dims from one number, the SSM state size it writes from "
+               "linear_key_head_dim (the recurrent state is dk × dk), so linear_value_head_dim must equal "
+               "linear_key_head_dim",
+               "src/models/qwen35.cpp:55-56, qwen35moe.cpp:61-62, qwen3next.cpp:56-57 (converter: "
+               "conversion/qwen.py:378)"),
+    EngineRule(VLLM, GDN_FAMILIES, "multiple", ("linear_num_key_heads",), (TP,), GDN,
+               "vLLM splits the Gated DeltaNet key heads (linear_num_key_heads) over the tensor-parallel ranks",
+               "vllm/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py:736 and olmo_gdn_linear_attn.py:189"),
+    EngineRule(VLLM, GDN_FAMILIES, "multiple", ("linear_num_value_heads",), (TP,), GDN,
+               "vLLM splits the Gated DeltaNet value heads (linear_num_value_heads) over the tensor-parallel ranks",
+               "vllm/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py:557 and olmo_gdn_linear_attn.py:141"),
     # ---- attention head size derived from hidden_size (head_dim ignored) ----------------------------
     EngineRule(VLLM, ("lfm2", "lfm2_moe"), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
                ATTENTION, "vLLM sizes LFM2 attention heads as hidden_size / num_attention_heads and ignores "
@@ -139,7 +161,22 @@ RULES: tuple[EngineRule, ...] = (
                "vLLM splits the FFN width (intermediate_size; Granite: shared_intermediate_size) over the "
                "tensor-parallel ranks",
                "vllm/model_executor/layers/linear.py:499 (MergedColumnParallelLinear)"),
-    EngineRule(VLLM, ("nemotron_h", "granitemoehybrid", "lfm2_moe"), "multiple", ("moe_ffn_hidden_size",), (TP,), MOE,
+    EngineRule(VLLM, ("kimi_linear",), "multiple", ("mamba_num_heads",), (TP,), MAMBA,
+               "vLLM splits the Kimi Delta Attention heads (linear_attn_config.num_heads) over the tensor-parallel "
+               "ranks",
+               "vllm/model_executor/layers/mamba/gdn/kimi_gdn_linear_attn.py:189"),
+    EngineRule(VLLM, ("kimi_linear",), "multiple", ("num_attention_heads",), (TP,), ATTENTION,
+               "vLLM splits the MLA heads over the tensor-parallel ranks",
+               "vllm/model_executor/layers/linear.py:1052 (the MLA q/kv_b ColumnParallelLinear)"),
+    EngineRule(VLLM, QWEN_MOE, "at_least", ("num_moe_experts",), (TP,), MOE,
+               "vLLM refuses more tensor-parallel ranks than routed experts (num_experts)",
+               "vllm/model_executor/models/qwen3_next.py:176"),
+    EngineRule(VLLM, QWEN_MOE, "multiple", ("moe_shared_expert_intermediate_size",), (TP,), MOE,
+               "vLLM splits the shared expert's width (shared_expert_intermediate_size) over the tensor-parallel "
+               "ranks",
+               "vllm/model_executor/models/qwen3_next.py:117"),
+    EngineRule(VLLM, ("nemotron_h", "granitemoehybrid", "lfm2_moe", *QWEN_MOE, "kimi_linear"), "multiple",
+               ("moe_ffn_hidden_size",), (TP,), MOE,
                "vLLM's fused MoE splits the expert FFN width (moe_intermediate_size; Granite: intermediate_size) "
                "over the tensor-parallel ranks",
                "vllm/model_executor/layers/fused_moe/config.py:1341"),
