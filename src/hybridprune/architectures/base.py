@@ -161,6 +161,9 @@ class Adapter:
     required_kinds: ClassVar[tuple[str, ...]] = ()
     #: model keys of parts the causal LM does not load but the output carries (a vision tower)
     carried_prefixes: ClassVar[tuple[str, ...]] = ()
+    #: `Dims` axes this family cannot prune at all (`check_representable` refuses any change of them):
+    #: the search space keeps them at their original size instead of proposing refused candidates
+    fixed_axes: ClassVar[tuple[str, ...]] = ()
 
     def text_config(self, config):
         """The config `AutoModelForCausalLM` loads this checkpoint as: the config itself, or a

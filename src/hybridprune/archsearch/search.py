@@ -278,7 +278,7 @@ def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config:
         original = original.replace(extras=costed.dims(checkpoint_config).extras)
     # before the grid: depth candidates are ranked by these scores
     scores.check_against(original, owners=adapter.unit_owners(original))
-    grid, choices = build_grid(original, cfg.space, scores, adapter.required_kinds)
+    grid, choices = build_grid(original, cfg.space, scores, adapter.required_kinds, adapter.fixed_axes)
     candidates, report = filter_candidates(costed, original, grid, budget, band=cfg.band,
                                            max_candidates=cfg.max_candidates, serve_with=cfg.serve_with,
                                            tensor_parallel=cfg.tensor_parallel)

@@ -169,7 +169,7 @@ def search_command(
                 raise
             saved = None  # --overwrite: a previous search's scores of another model are computed again
     if saved is not None or "num_layers" in skipped or max_depth_pruning == 0:
-        filter_candidates(adapter, dims, build_grid(dims, space, saved, adapter.required_kinds)[0], budget, band=None,
+        filter_candidates(adapter, dims, build_grid(dims, space, saved, adapter.required_kinds, adapter.fixed_axes)[0], budget, band=None,
                           serve_with=cfg.serve_with, tensor_parallel=tensor_parallel)
 
     forecast_memory(_forecast(config, dtype, device, batch_size, eval_seq_len, depth_samples > 0, kd, kd_micro_batch),
