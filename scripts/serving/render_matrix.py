@@ -28,6 +28,10 @@ def cell_text(cell: dict, rule_ids: dict[str, str]) -> str:
         return "**prune failed**"
     if status == "match":
         return "match"
+    if status == "cpu build fails":
+        return f"fails in this CPU build{ref}"
+    if status == "not checked":
+        return f"not checked{ref}"
     if status == "expected failure":
         if cell.get("refused_up_front"):
             return f"refused up front{ref}"
@@ -46,14 +50,18 @@ def render(record: dict) -> str:
                                                 if k != "install_seconds") for e in engines)
     installs = ", ".join(f"{e} {record['engines'][e]['install_seconds']} s" for e in engines
                          if "install_seconds" in record["engines"].get(e, {}))
-    counts = {s: sum(c.get("status") == s for c in cells) for s in ("match", "expected failure")}
-    bad = [c for c in cells if c.get("status") not in ("match", "expected failure")]
+    known = ("match", "expected failure", "cpu build fails", "not checked")
+    counts = {s: sum(c.get("status") == s for c in cells) for s in known}
+    bad = [c for c in cells if c.get("status") not in known]
     runs = record.get("runs") or [{"started": record.get("started", "?"), "run_seconds": record.get("run_seconds")}]
     when = "; ".join(f"{r['started']}" + (f", {r['run_seconds']} s ({', '.join(r['families'])})" if len(runs) > 1 else "")
                      for r in runs)
     lines += [
         f"Run{'s' if len(runs) > 1 else ''} of {when}, on {record.get('machine', '?')}: {len(cells)} cells, "
-        f"{counts['match']} match, {counts['expected failure']} expected failures, {len(bad)} other; "
+        f"{counts['match']} match, {counts['expected failure']} expected failures, "
+        + (f"{counts['cpu build fails']} sources the CPU build cannot run ({counts['not checked']} pruned cells not "
+           "checked there), " if counts["cpu build fails"] else "")
+        + f"{len(bad)} other; "
         f"{record.get('run_seconds', '?')} s of test session in all (engine installs, done once before: "
         f"{installs or 'cached'}).",
         "",

@@ -32,7 +32,12 @@ def write_source(fam: Family, path: Path) -> Path:
         raw = {k: v for k, v in {**base, **fam.hub}.items() if k != "auto_map"}
         hub_checkpoint(path, raw)
     else:
-        build(tiny_config(fam.model_type, **fam.config)).to(torch.float32).save_pretrained(path)
+        config = tiny_config(fam.model_type, **fam.config)
+        vision = getattr(config, "vision_config", None)
+        if vision is not None:  # a VL wrapper: the merger writes the language model's channels; head size 32
+            vision.out_hidden_size = config.text_config.hidden_size
+            vision.hidden_size, vision.num_heads, vision.intermediate_size = 64, 2, 128
+        build(config).to(torch.float32).save_pretrained(path)
     copy_tokenizer_files(tokenizer_path(), path)
     tok_cfg = path / "tokenizer_config.json"
     cfg = json.loads(tok_cfg.read_text())

@@ -21,7 +21,7 @@ import pytest
 
 import serving_engines as engines
 import serving_sources as sources
-from serving_matrix import ENGINES, FAMILIES, NEW_TOKENS, PROMPTS, VERSIONS, expected_failure
+from serving_matrix import ENGINES, FAMILIES, NEW_TOKENS, PROMPTS, VERSIONS, cpu_build_failure, expected_failure
 
 pytestmark = pytest.mark.serving
 #: HYBRIDPRUNE_SERVING_ENGINES=vllm (comma-separated) runs only those engines' cells
@@ -117,11 +117,13 @@ def family_run(fam, workdir) -> dict:
             a["config"] = json.loads((a["dir"] / "config.json").read_text())
             a["reference"] = sources.reference_tokens(a["dir"], PROMPTS, NEW_TOKENS)
             jobs.append({"id": axis, "model": str(a["dir"]), "prompts": list(PROMPTS), "new_tokens": NEW_TOKENS,
-                         "workdir": str(a["dir"])})
+                         "workdir": str(a["dir"]), "convert_args": list(fam.convert_args)})
     results = {}
     for engine in (e for e in fam.engines if e in SELECTED):
         te = time.monotonic()
-        results[engine] = engines.run_jobs(engine, jobs, root / "runs")
+        # a family this CPU build cannot run at all: the unpruned source alone, as evidence
+        mine = [j for j in jobs if j["id"] == "base"] if cpu_build_failure(engine, fam) else jobs
+        results[engine] = engines.run_jobs(engine, mine, root / "runs")
         RECORD["engines"].setdefault(engine, {})
         if "_version" in results[engine]:
             RECORD["engines"][engine]["runtime"] = results[engine]["_version"]["version"]
@@ -155,6 +157,10 @@ def test_engine_serves_pruned_checkpoint(fam, axis, engine, installed, workdir):
 
 def _check(fam, axis, engine, run, a, cell):
     assert a["exit"] == 0, f"prune --plan {a['plan']} failed: {a['output']}"
+    build = cpu_build_failure(engine, fam)
+    if build:
+        _check_cpu_build(axis, engine, run["results"][engine], a, cell, build)
+        return
     expected = expected_failure(engine, fam, a["config"])
     matched, observed = _observed(run["results"][engine][axis], a["reference"])
     cell.update(expected=expected, matched=matched, observed=observed)
@@ -176,3 +182,15 @@ def _check(fam, axis, engine, run, a, cell):
         assert cell["refused_up_front"] and res.exit_code == 2, \
             f"prune --serve-with {engine} accepted a plan {engine} cannot serve ({expected}): exit {res.exit_code}"
     pytest.xfail(f"{engine} cannot serve it: {expected} | observed: {observed}")
+
+
+def _check_cpu_build(axis, engine, results, a, cell, why):
+    """A family the CPU build cannot run: its source must really fail; pruned cells are not checked."""
+    cell["expected"] = why
+    if axis != "base":
+        cell["status"] = "not checked"
+        pytest.skip(f"{engine} (this CPU build) cannot run the family: {why}")
+    matched, observed = _observed(results[axis], a["reference"])
+    cell.update(matched=matched, observed=observed, status="UNEXPECTED MATCH" if matched else "cpu build fails")
+    assert not matched, f"serving_matrix.py says this {engine} build cannot run {cell['family']} ({why}), but it did"
+    pytest.xfail(f"{engine} (this CPU build) cannot run it: {why} | observed: {observed}")
