@@ -104,6 +104,11 @@ CASES = [
     ("kimi_linear", {"num_attention_heads": 3}, "vllm", 2,
      "vllm/model_executor/layers/linear.py:1052 (the MLA q/kv_b ColumnParallelLinear)"),
     ("kimi_linear", {}, "llama.cpp", 1, None),
+    # Qwen3-Next in llama.cpp: every layer MoE (the tiny one has a dense layer 2: mlp_only_layers)
+    ("qwen3_next", {}, "llama.cpp", 1, "conversion/qwen.py:370 (Qwen3NextModel, a Qwen2MoeModel)"),
+    # LFM2 in llama.cpp: query and output projections hidden_size wide (6 x 8 == 48; 4 x 8 breaks)
+    ("lfm2", {}, "llama.cpp", 1, None),
+    ("lfm2_moe", {"num_attention_heads": 4}, "llama.cpp", 1, "src/models/lfm2.cpp:74-76 and lfm2moe.cpp:63-65"),
 ]
 
 
@@ -121,7 +126,7 @@ def test_every_rule_names_its_engine_version_source_and_families():
     for rule in RULES:
         assert rule.version.startswith(("vLLM 0.32.0", "llama.cpp (llama-cpp-python 0.3.36)"))
         assert rule.source and rule.says and rule.model_types
-        assert rule.test in ("equal", "multiple", "multiple_or_one", "kv_heads", "at_least", "no_model")
+        assert rule.test in ("equal", "multiple", "multiple_or_one", "kv_heads", "at_least", "absent", "no_model")
     assert not has_model("bamba", "vllm") and not has_model("zamba2", "llama.cpp") and has_model("nemotron_h", "vllm")
     assert not has_model("olmo_hybrid", "llama.cpp") and has_model("olmo_hybrid", "vllm")
 

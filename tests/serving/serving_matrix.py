@@ -165,13 +165,13 @@ _LFM2_MOE_AXES = {**_LFM2_AXES, "moe_experts": "num_moe_experts=2", "moe_ffn": "
                   "all": "hidden_size=64,ffn_hidden_size=64,num_attention_heads=2,num_layers=3,num_moe_experts=2,"
                          "moe_ffn_hidden_size=32"}
 # KDA: 4 heads of 32 (pruned through the Mamba axes); MLA: 4 heads, v 32, nope 32 + rope 32, kv_lora 32
-_KIMI = dict(vocab_size=VOCAB, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-             q_lora_rank=None, kv_lora_rank=32, qk_rope_head_dim=32, qk_nope_head_dim=32, v_head_dim=32,
-             intermediate_size=128, moe_intermediate_size=64, num_local_experts=4, num_experts_per_tok=2,
-             n_group=1, topk_group=1, n_shared_experts=1, first_k_dense_replace=1,
-             linear_attn_config={"num_heads": 4, "head_dim": 32, "short_conv_kernel_size": 4,
-                                 "full_attn_layers": [2], "kda_layers": [1, 3, 4]},
-             pad_token_id=0, bos_token_id=1, eos_token_id=2)
+# Hub-style (the Hub's field names and tensor layout, tests/hub_layouts.py): a transformers-saved Kimi
+# checkpoint names its dense MLP `block_sparse_moe.*`, which llama.cpp's converter cannot map
+_KIMI_HUB = dict(vocab_size=VOCAB, hidden_size=128, num_attention_heads=4, num_key_value_heads=4, kv_lora_rank=32,
+                 qk_rope_head_dim=32, qk_nope_head_dim=32, v_head_dim=32, intermediate_size=128,
+                 moe_intermediate_size=64, num_experts=4, num_experts_per_token=2, num_expert_group=1, topk_group=1,
+                 num_shared_experts=1, linear_attn_config={"num_heads": 4, "head_dim": 32, "short_conv_kernel_size": 4,
+                                                           "full_attn_layers": [2], "kda_layers": [1, 3, 4]})
 _KIMI_AXES = {"hidden": "hidden_size=64", "ffn": "ffn_hidden_size=64", "kda_heads": "mamba_num_heads=2",
               "attention_heads": "num_attention_heads=2", "moe_experts": "num_moe_experts=2",
               "moe_ffn": "moe_ffn_hidden_size=32", "depth": "num_layers=3",
@@ -184,20 +184,21 @@ _NO_MTP = ("--no-mtp",)
 
 FAMILIES.update({f.name: f for f in [
     Family("qwen3_5_text", "qwen3_5_text", convert_args=_NO_MTP, config=dict(_GDN), axes=_GDN_AXES),
+    Family("lfm2", "lfm2", config=dict(_LFM2), axes=_LFM2_AXES),
+    Family("kimi_linear", "kimi_linear", hub=_KIMI_HUB, axes=_KIMI_AXES),
+
+    # every layer MoE, as the Hub's checkpoints (llama.cpp's converter maps no dense Qwen3-Next layer)
+    Family("qwen3_next", "qwen3_next", convert_args=_NO_MTP, config=dict(_GDN, **_QWEN_MOE, mlp_only_layers=[]),
+           axes=_GDN_MOE_AXES),
+    Family("olmo_hybrid", "olmo_hybrid", config={k: v for k, v in _GDN.items() if k != "head_dim"}, axes=_OLMO_AXES),
+    Family("lfm2_moe", "lfm2_moe", config=dict(_LFM2_MOE), axes=_LFM2_MOE_AXES),
     Family("qwen3_5_moe_text", "qwen3_5_moe_text", convert_args=_NO_MTP, config={k: v for k, v in {**_GDN, **_QWEN_MOE}.items()
                                                              if k != "intermediate_size"}, axes=_GDN_MOE_AXES),
-    Family("qwen3_next", "qwen3_next", convert_args=_NO_MTP, config=dict(_GDN, **_QWEN_MOE, mlp_only_layers=[2]),
-           axes={**_GDN_MOE_AXES, "ffn": "ffn_hidden_size=64"}),
     # the vision-language wrappers: the language model pruned, the vision tower carried
     Family("qwen3_5", "qwen3_5", convert_args=_NO_MTP, config=dict(_GDN), axes=_VL_AXES),
     Family("qwen3_5_moe", "qwen3_5_moe", convert_args=_NO_MTP, config={k: v for k, v in {**_GDN, **_QWEN_MOE}.items()
                                                    if k != "intermediate_size"},
-           axes={k: v for k, v in _GDN_MOE_AXES.items() if k in _VL_AXES}),
-    Family("olmo_hybrid", "olmo_hybrid", config={k: v for k, v in _GDN.items() if k != "head_dim"}, axes=_OLMO_AXES),
-    Family("lfm2", "lfm2", config=dict(_LFM2), axes=_LFM2_AXES),
-    Family("lfm2_moe", "lfm2_moe", config=dict(_LFM2_MOE), axes=_LFM2_MOE_AXES),
-    Family("kimi_linear", "kimi_linear", config=dict(_KIMI), axes=_KIMI_AXES),
-]})
+           axes={k: v for k, v in _GDN_MOE_AXES.items() if k in _VL_AXES}),]})
 
 AXES = ("base",) + tuple(dict.fromkeys(a for f in FAMILIES.values() for a in f.axes))
 
@@ -266,9 +267,15 @@ RULES += [
     ("llama.cpp", _QWEN_GDN, lambda c: _text(c)["linear_key_head_dim"] != _text(c)["linear_value_head_dim"],
      "llama.cpp sizes both Gated DeltaNet head dims from the SSM state size (linear_key_head_dim): "
      "linear_value_head_dim must equal it (src/models/qwen35.cpp:55-56, qwen3next.cpp:56-57)"),
+    ("llama.cpp", ("qwen3_next",), lambda c: bool(c.get("mlp_only_layers")),
+     "llama.cpp's converter takes every Qwen3-Next layer for a MoE layer: a dense one (`mlp_only_layers`) "
+     "does not convert (conversion/qwen.py:370)"),
     ("vllm", ("lfm2",), lambda c: "conv_dim" not in c,
      "vLLM sizes LFM2's short convolution from the Hub's `conv_dim` (vllm/model_executor/models/lfm2.py:256), "
      "which transformers 5 does not write (`prune` writes it)"),
+    ("llama.cpp", ("lfm2", "lfm2_moe"), _attn_head_size_derived,
+     "llama.cpp builds LFM2's query and output projections hidden_size wide (src/models/lfm2.cpp:74-76): "
+     "num_attention_heads × head_dim must equal hidden_size"),
     ("vllm", ("lfm2", "lfm2_moe"), _attn_head_size_derived,
      "vLLM sizes LFM2 attention heads as hidden_size / num_attention_heads and ignores `head_dim` "
      "(vllm/model_executor/models/lfm2.py:124, lfm2_moe.py:205)"),

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import build, tiny_config
-from hub_layouts import GRANITE_HUB, NEMOTRON_HUB, hub_checkpoint
+from hub_layouts import GRANITE_HUB, KIMI_HUB, NEMOTRON_HUB, hub_checkpoint
 from serving_matrix import Family
 from hybridprune.cli import app
 from hybridprune.data import tokenizer_path
@@ -28,7 +28,7 @@ def write_source(fam: Family, path: Path) -> Path:
     without `auto_map`: its code would run in the converter, which loads the tokenizer with remote code on.
     """
     if fam.hub is not None:
-        base = {"nemotron_h": NEMOTRON_HUB, "granitemoehybrid": GRANITE_HUB}[fam.model_type]
+        base = {"nemotron_h": NEMOTRON_HUB, "granitemoehybrid": GRANITE_HUB, "kimi_linear": KIMI_HUB}[fam.model_type]
         raw = {k: v for k, v in {**base, **fam.hub}.items() if k != "auto_map"}
         hub_checkpoint(path, raw)
     else:

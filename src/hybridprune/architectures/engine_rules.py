@@ -12,6 +12,7 @@ Kinds of rule (`test`):
 - "multiple_or_one": like "multiple", or product(left) == 1 (vLLM replicates a single B/C group);
 - "kv_heads": vLLM's KV-head split: kv % tp == 0 when kv >= tp, else tp % kv == 0;
 - "at_least": product(left) >= right[0] (vLLM refuses more tensor-parallel ranks than experts);
+- "absent": the model has no unit of `kind` (an engine that reads every layer of the family as another kind);
 - "no_model": the engine has no model for the family at all.
 A rule whose fields the model lacks (no attention, no MLP) does not apply.
 
@@ -22,7 +23,7 @@ llama.cpp conversion/granite.py:436; Mamba2: vLLM mamba2.py:61, llama.cpp conver
 (vLLM falcon_h1.py:114, llama.cpp conversion/falcon_h1.py:31); the attention `head_dim` of the families
 whose engines read it (Nemotron-H: vLLM nemotron_h.py:454, llama.cpp conversion/nemotron.py:233;
 Falcon-H1: vLLM falcon_h1.py:236; Llama/Mistral/Qwen3: vLLM llama.py:158, qwen3.py:100; llama.cpp
-conversion/base.py:1541; LFM2 in llama.cpp: the same line). LFM2's FFN width: vLLM (lfm2.py:61) and
+conversion/base.py:1541). LFM2's FFN width: vLLM (lfm2.py:61) and
 llama.cpp (conversion/lfm2.py:20) apply `block_auto_adjust_ff_dim` as transformers does, and the
 adapter writes the exact width with the adjustment off; vLLM sizes the short convolution from the Hub
 alias `conv_dim` (lfm2.py:256), which the adapter keeps equal to hidden_size where the config has it.
@@ -96,6 +97,11 @@ RULES: tuple[EngineRule, ...] = (
     EngineRule(LLAMA_CPP, ("olmo_hybrid",), "no_model",
                says="llama.cpp's converter has no OLMo Hybrid model (OlmoHybridForCausalLM is not registered)",
                source="conversion/olmo.py (registers Olmo, Olmo2, Olmo3 and Olmoe only)"),
+    EngineRule(LLAMA_CPP, ("qwen3_next",), "absent", kind=MLP,
+               says="llama.cpp's converter takes every Qwen3-Next layer for a MoE layer (as the Hub's checkpoints "
+                    "are): a dense MLP layer (`mlp_only_layers`) does not convert ('Can not map tensor "
+                    "model.layers.N.mlp.down_proj.weight')",
+               source="conversion/qwen.py:370 (Qwen3NextModel, a Qwen2MoeModel)"),
     # ---- Gated DeltaNet ------------------------------------------------------------------------------
     EngineRule(LLAMA_CPP, QWEN_GDN, "equal", ("linear_key_head_dim",), ("linear_value_head_dim",), GDN,
                "llama.cpp sizes both Gated DeltaNet head dims from one number, the SSM state size it writes from "
@@ -114,6 +120,11 @@ RULES: tuple[EngineRule, ...] = (
                ATTENTION, "vLLM sizes LFM2 attention heads as hidden_size / num_attention_heads and ignores "
                           "head_dim, so num_attention_heads × head_dim must equal hidden_size",
                "vllm/model_executor/models/lfm2.py:124 and lfm2_moe.py:205"),
+    EngineRule(LLAMA_CPP, ("lfm2", "lfm2_moe"), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
+               ATTENTION, "llama.cpp builds LFM2 query and output projections hidden_size wide (the converter's "
+                          "head_dim only sizes the q/k norms), so num_attention_heads × head_dim must equal "
+                          "hidden_size (seen: `attn_q.weight has wrong shape`, docs/serving.md)",
+               "src/models/lfm2.cpp:74-76 and lfm2moe.cpp:63-65"),
     EngineRule(VLLM, ("granitemoehybrid",), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
                ATTENTION, "vLLM sizes Granite attention heads as hidden_size / num_attention_heads and ignores "
                           "head_dim, so num_attention_heads × head_dim must equal hidden_size",

@@ -118,6 +118,8 @@ def broken(rule: EngineRule, dims: Dims, tensor_parallel: int = 1) -> str | None
     tp = tensor_parallel
     if rule.test == "no_model":
         return "no plan changes that"
+    if rule.test == "absent":
+        return f"the model has {rule.kind} layers {dims.layers_of(rule.kind)}"
     left = _product(rule.left, dims, tp)
     if left is None:
         return None
@@ -223,7 +225,10 @@ def _explain(violation: Violation, adapter, dims: Dims, engines: Sequence[str], 
     rule = violation.rule
     nearest = nearest_values(adapter, rule, dims, engines, tensor_parallel, original)
     shown = [f"{axis} in {values}" for axis, values in nearest.items() if values]
-    if shown:
+    if rule.test == "absent":
+        advice = (f"Drop those layers (drop_layers: {dims.layers_of(rule.kind)}), or leave {rule.engine} out of "
+                  "--serve-with.")
+    elif shown:
         advice = "Nearest valid values (other sizes as planned): " + "; ".join(shown) + "."
     else:
         fixed = ", ".join(f"{f}={getattr(dims, f)}" for f in rule.fields)
