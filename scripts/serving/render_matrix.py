@@ -27,7 +27,7 @@ def cell_text(cell: dict, rule_ids: dict[str, str]) -> str:
     if status is None:
         return "**prune failed**"
     if status == "match":
-        return "match"
+        return "match (near tie)" if "near ties" in cell.get("observed", "") else "match"
     if status == "cpu build fails":
         return f"fails in this CPU build{ref}"
     if status == "not checked":
@@ -84,9 +84,9 @@ def render(record: dict) -> str:
             plan = by_engine[next(iter(by_engine))].get("plan") or "(unpruned source)"
             lines.append(f"| {axis} | `{plan}` | " + " | ".join(
                 cell_text(by_engine[e], rule_ids) if e in by_engine else "—" for e in engines) + " |")
-        observed = [c for c in rows if c.get("status") != "match" and c.get("observed")]
+        observed = [c for c in rows if c.get("observed") and (c.get("status") != "match" or "near ties" in c["observed"])]
         if observed:
-            lines += ["", "What the engines did where they did not match:", ""]
+            lines += ["", "What the engines did where they did not match (or matched up to a near tie):", ""]
             lines += [f"- {c['axis']}, {c['engine']}: {c['observed']}" for c in observed]
         lines.append("")
     if rules:

@@ -66,15 +66,19 @@ def cli_has_serve_with() -> bool:
 
 
 @torch.no_grad()
-def reference_tokens(model_dir: Path, prompts, new_tokens: int) -> list[list[int]]:
-    """transformers' greedy continuation (`generate`, float32, with its cache), never stopping at EOS."""
+def reference_tokens(model_dir: Path, prompts, new_tokens: int) -> tuple[list[list[int]], list[list[list]]]:
+    """transformers' greedy continuation (`generate`, float32, with its cache), never stopping at EOS, and
+    at each step its runner-up token and the logit gap to it ([runner-up, gap] per position)."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     model.generation_config.eos_token_id = None
-    out = []
+    out, margins = [], []
     for prompt in prompts:
-        ids = model.generate(torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
-        out.append(ids[0, len(prompt):].tolist())
+        gen = model.generate(torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False, pad_token_id=0,
+                             output_scores=True, return_dict_in_generate=True)
+        out.append(gen.sequences[0, len(prompt):].tolist())
+        tops = [torch.topk(step[0].float(), 2) for step in gen.scores]
+        margins.append([[int(t.indices[1]), float(t.values[0] - t.values[1])] for t in tops])
     assert all(len(o) == new_tokens for o in out), "generate stopped early"
-    return out
+    return out, margins
