@@ -106,14 +106,20 @@ def family_run(fam, workdir) -> dict:
     root = workdir / fam.name
     shutil.rmtree(root, ignore_errors=True)  # only this family's: another session may run other families
     src = sources.write_source(fam, root / "source")
-    sources.calibrate(src, root / "scores")
     axes = {"base": {"dir": src, "plan": "", "exit": 0, "output": ""}}
+    # only engines whose build cannot run the family at all: the source alone is served, nothing is pruned
+    source_only = all(cpu_build_failure(e, fam) for e in fam.engines if e in SELECTED)
+    if not source_only:
+        sources.calibrate(src, root / "scores")
     for axis, plan in fam.axes.items():
+        if source_only:
+            axes[axis] = {"dir": None, "plan": plan, "exit": 0, "output": "", "config": {}}
+            continue
         res = sources.prune(src, root / "scores", plan, root / axis)
         axes[axis] = {"dir": root / axis, "plan": plan, "exit": res.exit_code, "output": res.output[-600:]}
     jobs = []
     for axis, a in axes.items():
-        if a["exit"] == 0:
+        if a["exit"] == 0 and a["dir"] is not None:
             a["config"] = json.loads((a["dir"] / "config.json").read_text())
             jobs.append({"id": axis, "model": str(a["dir"]), "prompts": list(PROMPTS), "new_tokens": NEW_TOKENS,
                          "workdir": str(a["dir"]), "convert_args": list(fam.convert_args)})
