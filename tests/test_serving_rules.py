@@ -103,7 +103,9 @@ CASES = [
     ("kimi_linear", {}, "vllm", 4, "vllm/model_executor/layers/mamba/gdn/kimi_gdn_linear_attn.py:189"),
     ("kimi_linear", {"num_attention_heads": 3}, "vllm", 2,
      "vllm/model_executor/layers/linear.py:1052 (the MLA q/kv_b ColumnParallelLinear)"),
-    ("kimi_linear", {}, "llama.cpp", 1, None),
+    # Kimi in llama.cpp: one head count for KDA and MLA (6 KDA heads, 4 MLA heads breaks; 4 and 4 holds)
+    ("kimi_linear", {"mamba_num_heads": 4}, "llama.cpp", 1, None),
+    ("kimi_linear", {}, "llama.cpp", 1, "src/models/kimi-linear.cpp:59-69"),
     # Qwen3-Next in llama.cpp: every layer MoE (the tiny one has a dense layer 2: mlp_only_layers)
     ("qwen3_next", {}, "llama.cpp", 1, "conversion/qwen.py:370 (Qwen3NextModel, a Qwen2MoeModel)"),
     # LFM2 in llama.cpp: query and output projections hidden_size wide (6 x 8 == 48; 4 x 8 breaks)

@@ -270,6 +270,10 @@ RULES += [
     ("llama.cpp", ("qwen3_next",), lambda c: bool(c.get("mlp_only_layers")),
      "llama.cpp's converter takes every Qwen3-Next layer for a MoE layer: a dense one (`mlp_only_layers`) "
      "does not convert (conversion/qwen.py:370)"),
+    ("llama.cpp", ("kimi_linear",),
+     lambda c: (c.get("linear_attn_config") or {}).get("num_heads", c.get("linear_num_heads")) != c["num_attention_heads"],
+     "llama.cpp sizes Kimi's KDA layers with num_attention_heads (src/models/kimi-linear.cpp:59-69): the KDA heads "
+     "must equal the MLA heads"),
     ("vllm", ("lfm2",), lambda c: "conv_dim" not in c,
      "vLLM sizes LFM2's short convolution from the Hub's `conv_dim` (vllm/model_executor/models/lfm2.py:256), "
      "which transformers 5 does not write (`prune` writes it)"),

@@ -102,6 +102,11 @@ RULES: tuple[EngineRule, ...] = (
                     "are): a dense MLP layer (`mlp_only_layers`) does not convert ('Can not map tensor "
                     "model.layers.N.mlp.down_proj.weight')",
                source="conversion/qwen.py:370 (Qwen3NextModel, a Qwen2MoeModel)"),
+    EngineRule(LLAMA_CPP, ("kimi_linear",), "equal", ("mamba_num_heads",), ("num_attention_heads",), MAMBA,
+               "llama.cpp sizes Kimi's KDA layers with the attention head count (num_attention_heads), so the KDA "
+               "heads (linear_attn_config.num_heads) must equal the MLA heads (seen: `ssm_conv1d_q.weight has "
+               "wrong shape`, docs/serving.md)",
+               "src/models/kimi-linear.cpp:59-69"),
     # ---- Gated DeltaNet ------------------------------------------------------------------------------
     EngineRule(LLAMA_CPP, QWEN_GDN, "equal", ("linear_key_head_dim",), ("linear_value_head_dim",), GDN,
                "llama.cpp sizes both Gated DeltaNet head dims from one number, the SSM state size it writes from "
