@@ -64,18 +64,24 @@ def save() -> None:
 
 
 def merged(path: Path, record: dict) -> dict:
-    """This run's families replace their earlier cells in the results file; other families are kept (a
-    `-k family` rerun updates its rows). Each run is listed with its start, length and families."""
-    this = {"started": record["started"], "run_seconds": record["run_seconds"], "families": list(record["families"])}
+    """This run's (family, engine) cells replace their earlier ones in the results file; other families and
+    engines are kept (a `-k family` or one-engine rerun updates its cells). Each run is listed with its
+    start, length, engines and families."""
+    this = {"started": record["started"], "run_seconds": record["run_seconds"], "families": list(record["families"]),
+            "engines": list(SELECTED)}
     old = json.loads(path.read_text()) if path.is_file() else {}
     runs = old.get("runs") or ([{k: old[k] for k in ("started", "run_seconds")} | {"families": list(old["families"])}]
                                if "families" in old else [])
     fams = set(record["families"])
+    mine = {(c["family"], c["engine"]) for c in record["cells"]}
     out = dict(record)
-    out["cells"] = [c for c in old.get("cells", []) if c["family"] not in fams] + record["cells"]
-    out["families"] = {k: v for k, v in old.get("families", {}).items() if k not in fams} | record["families"]
+    out["cells"] = [c for c in old.get("cells", []) if (c["family"], c["engine"]) not in mine] + record["cells"]
+    out["families"] = {k: v for k, v in old.get("families", {}).items() if k not in fams}
+    out["families"] |= {k: old.get("families", {}).get(k, {}) | v for k, v in record["families"].items()}
     out["engines"] = old.get("engines", {}) | record["engines"]
-    runs = [dict(r, families=[f for f in r["families"] if f not in fams]) for r in runs]
+    # a family leaves an earlier run's list only when this run covered every engine that run did
+    runs = [dict(r, families=[f for f in r["families"] if f not in fams or not set(r.get("engines", ENGINES)) <= set(SELECTED)])
+            for r in runs]
     out["runs"] = [r for r in runs if r["families"]] + [this]
     out["run_seconds"] = round(sum(r["run_seconds"] for r in out["runs"]), 1)
     return out
