@@ -327,11 +327,12 @@ def test_a_transformers_5_nemotron_config_is_written_with_the_hub_pattern(tmp_pa
             k: v for k, v in pruned.config.to_dict().items() if k != "_name_or_path"}
 
 
-def test_a_transformers_5_lfm2_config_is_written_with_conv_dim(tmp_path, tokens):
-    """vLLM sizes LFM2's short convolution from the Hub's `conv_dim` (vllm/model_executor/models/lfm2.py:256)
-    and fails without it (`'Lfm2Config' object has no attribute 'conv_dim'`, docs/serving.md); transformers 5
-    does not write it. Both prune paths write it, equal to the kept hidden_size, and the file loads as the
-    pruned config (plus that inert attribute)."""
+def test_a_transformers_5_lfm2_config_is_written_with_conv_dim_and_block_dim(tmp_path, tokens):
+    """vLLM sizes LFM2's blocks and short convolution from the Hub's `block_dim` and `conv_dim`
+    (vllm/model_executor/models/lfm2.py:214, 256) and fails without them (`'Lfm2Config' object has no
+    attribute 'conv_dim'`, docs/serving.md); transformers 5 does not write them. Both prune paths write
+    them, equal to the kept hidden_size, and the file loads as the pruned config (plus those inert
+    attributes)."""
     from transformers import AutoConfig
 
     from hybridprune.importance.calibrate import calibrate
@@ -341,16 +342,17 @@ def test_a_transformers_5_lfm2_config_is_written_with_conv_dim(tmp_path, tokens)
 
     model = build(tiny_config("lfm2"))
     model.save_pretrained(tmp_path / "source")
-    assert "conv_dim" not in json.loads((tmp_path / "source" / "config.json").read_text())
+    assert not {"conv_dim", "block_dim"} & set(json.loads((tmp_path / "source" / "config.json").read_text()))
     scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=0)
     plan = {"hidden_size": 32}
     pruned = prune(model, scores, plan)
     outputs = [export(pruned, tmp_path / "memory", source=str(tmp_path / "source")),
                stream_prune(tmp_path / "source", scores, plan, tmp_path / "stream")]
     for out in outputs:
-        assert json.loads((out / "config.json").read_text())["conv_dim"] == 32
+        raw = json.loads((out / "config.json").read_text())
+        assert raw["conv_dim"] == raw["block_dim"] == 32
         loaded = AutoConfig.from_pretrained(out).to_dict()
-        assert {k: v for k, v in loaded.items() if k not in ("_name_or_path", "conv_dim")} == {
+        assert {k: v for k, v in loaded.items() if k not in ("_name_or_path", "conv_dim", "block_dim")} == {
             k: v for k, v in pruned.config.to_dict().items() if k != "_name_or_path"}
 
 

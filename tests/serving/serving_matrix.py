@@ -274,9 +274,9 @@ RULES += [
      lambda c: (c.get("linear_attn_config") or {}).get("num_heads", c.get("linear_num_heads")) != c["num_attention_heads"],
      "llama.cpp sizes Kimi's KDA layers with num_attention_heads (src/models/kimi-linear.cpp:59-69): the KDA heads "
      "must equal the MLA heads"),
-    ("vllm", ("lfm2",), lambda c: "conv_dim" not in c,
-     "vLLM sizes LFM2's short convolution from the Hub's `conv_dim` (vllm/model_executor/models/lfm2.py:256), "
-     "which transformers 5 does not write (`prune` writes it)"),
+    ("vllm", ("lfm2",), lambda c: "conv_dim" not in c or "block_dim" not in c,
+     "vLLM sizes LFM2's blocks and short convolution from the Hub's `block_dim` and `conv_dim` "
+     "(vllm/model_executor/models/lfm2.py:214, 256), which transformers 5 does not write (`prune` writes them)"),
     ("llama.cpp", ("lfm2", "lfm2_moe"), _attn_head_size_derived,
      "llama.cpp builds LFM2's query and output projections hidden_size wide (src/models/lfm2.cpp:74-76): "
      "num_attention_heads × head_dim must equal hidden_size"),
