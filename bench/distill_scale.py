@@ -6,7 +6,8 @@ Parts (each writes its JSON to --json-dir):
 
 - `tokenize`: a generated JSONL slice (`--tok-docs` documents, written to a temp dir) through
   `hybridprune tokenize` end to end (read with `datasets`, tokenize, write shards) against the
-  tokenizer's own batch call on the same texts already in memory.
+  tokenizer's own batch call on the same texts already in memory; and `--num-proc` 1 vs 2 (`--num-proc`)
+  side by side, with the load average meanwhile and a check that both wrote the same bytes.
 - `rss`: token shards of 10M, 100M and 1B random tokens written directly (uint16, the bundled
   tokenizer's 4096-token vocabulary) into a temp dir (never shipped); for each, `hybridprune distill
   --data DIR` in a fresh process: peak RSS (`VmHWM`) and the time from process start to the first
@@ -43,7 +44,7 @@ WRAP = ("import atexit, os, runpy, sys, time\n"
         "        if line.startswith('VmHWM:'): sys.stderr.write('PEAK_RSS_KB ' + line.split()[1] + '\\n')\n"
         "atexit.register(_peak)\n"
         "import torch; torch.set_num_threads(1)\n"
-        "from hybridprune.distillation import reporting as _r\n"
+        "from hybridprune.distillation import run_log as _r\n"
         "_pl = _r.plain_line\n"
         "def _line(*a, **k):\n"
         "    t = os.times(); sys.stderr.write(f'FIRST_STEP_CPU {t.user + t.system}\\n'); _r.plain_line = _pl\n"
@@ -53,8 +54,43 @@ WRAP = ("import atexit, os, runpy, sys, time\n"
         "runpy.run_module('hybridprune', run_name='__main__')\n")
 
 
+class LoadSampler:
+    """The 1-minute load average, sampled every second while a run goes on (the machine is shared:
+    the wall-clock times mean little without it)."""
+
+    def __init__(self):
+        import threading
+
+        self.samples, self._stop = [], threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(1.0)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        s = self.samples or [os.getloadavg()[0]]
+        return {"load_min": min(s), "load_mean": sum(s) / len(s), "load_max": max(s)}
+
+
 def _cli(args) -> dict:
-    """Run the CLI; peak RSS, and seconds from start to the first 'step N/' log line (and to exit)."""
+    """Run the CLI; peak RSS, and seconds from start to the first 'step N/' log line (and to exit),
+    with the machine's load average meanwhile."""
+    with LoadSampler() as load:
+        rec = _cli_run(args)
+    return {**rec, **load.summary()}
+
+
+def _cli_run(args) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", WRAP, *map(str, args)], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -138,7 +174,7 @@ def bench_rss(sizes, seq_len: int) -> dict:
 
 # ----------------------------------------------------------------------------------------- tokenize
 
-def bench_tokenize(docs: int) -> dict:
+def bench_tokenize(docs: int, num_procs=(1, 2)) -> dict:
     import random
 
     import torch
@@ -161,13 +197,32 @@ def bench_tokenize(docs: int) -> dict:
         for s in range(0, len(texts), 1024):
             n_raw += sum(len(x) + 1 for x in tok(texts[s:s + 1024], add_special_tokens=False)["input_ids"])
         raw_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        m = tokenize_to(Path(tmp) / "tokens", str(src), tok)
-        ours_s = time.perf_counter() - t0
+        runs, digests = [], set()
+        for n in num_procs:  # serial and parallel side by side, under the same load
+            with LoadSampler() as load:
+                t0 = time.perf_counter()
+                m = tokenize_to(Path(tmp) / f"tokens-{n}", str(src), tok, num_proc=n)
+                wall = time.perf_counter() - t0
+            digests.add(_tree_digest(Path(tmp) / f"tokens-{n}"))
+            runs.append({"num_proc": n, "s": wall, "tokens_per_s": m["num_tokens"] / wall, **load.summary()})
+            print(json.dumps(runs[-1]), flush=True)
         size = src.stat().st_size
+    serial = runs[0]["tokens_per_s"]
+    for r in runs:
+        r["speedup_vs_serial"] = r["tokens_per_s"] / serial
     return {"documents": docs, "bytes": size, "tokens": m["num_tokens"], "raw_tokens": n_raw,
-            "tokenizer_batch_tokens_per_s": n_raw / raw_s, "hybridprune_tokenize_tokens_per_s": m["num_tokens"] / ours_s,
-            "tokenizer_batch_s": raw_s, "hybridprune_tokenize_s": ours_s}
+            "tokenizer_batch_tokens_per_s": n_raw / raw_s, "hybridprune_tokenize_tokens_per_s": serial,
+            "tokenizer_batch_s": raw_s, "hybridprune_tokenize_s": runs[0]["s"], "num_proc_runs": runs,
+            "same_bytes": len(digests) == 1, "cpu_count": os.cpu_count()}
+
+
+def _tree_digest(d: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(x for x in d.rglob("*") if x.is_file() and x.name != ".hybridprune-outputs"):
+        h.update(str(p.relative_to(d)).encode() + p.read_bytes())
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- topk
@@ -175,7 +230,7 @@ def bench_tokenize(docs: int) -> dict:
 TOPK_CHILD = r"""
 import json, sys, time, torch
 torch.set_num_threads(1)
-from hybridprune.checkpoints import load_model, load_tokenizer
+from hybridprune.checkpoint.load import load_model, load_tokenizer
 from hybridprune.data import load_token_samples, teacher_path
 from hybridprune.distillation import Distiller, DistillConfig
 from hybridprune.distillation import teacher_logits as tl
@@ -250,6 +305,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000000,100000000,1000000000")
     ap.add_argument("--seq-len", type=int, default=1024)
     ap.add_argument("--tok-docs", type=int, default=20000)
+    ap.add_argument("--num-proc", default="1,2", help="tokenize: process counts to compare (the first is the baseline)")
     ap.add_argument("--topk", default="32,128,1024")
     ap.add_argument("--topk-steps", type=int, default=40)
     ap.add_argument("--jobs", type=int, default=1, help="topk runs at a time (each one thread)")
@@ -261,7 +317,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for part in a.parts:
         if part == "tokenize":
-            res = bench_tokenize(a.tok_docs)
+            res = bench_tokenize(a.tok_docs, [int(x) for x in a.num_proc.split(",")])
         elif part == "rss":
             res = bench_rss([int(float(x)) for x in a.sizes.split(",")], a.seq_len)
         else:

@@ -52,7 +52,7 @@ def write_checkpoint(out: Path, shard_bytes: int = 5 * 10**9, config=None, weigh
     """Random bf16 weights (`weights(shape, generator)`; norms and D are ones) of `config` (default: the
     8B), written tensor by tensor into shards of at most `shard_bytes`, with an index."""
     from hybridprune.architectures import get_adapter
-    from hybridprune.checkpoint_files import INDEX_FILE, KeyMap, ShardWriter
+    from hybridprune.checkpoint.files import INDEX_FILE, KeyMap, ShardWriter
 
     config = config or config_8b()
     with torch.device("meta"):
@@ -86,8 +86,8 @@ def write_checkpoint(out: Path, shard_bytes: int = 5 * 10**9, config=None, weigh
 def derived_scores(src: Path, scores_dir: Path) -> None:
     """Scores of the right shapes from the weights: column norms of each unit's outgoing projection."""
     from hybridprune.architectures import get_adapter
-    from hybridprune.checkpoint_files import CheckpointFiles, KeyMap
-    from hybridprune.fingerprint import checkpoint_fingerprint
+    from hybridprune.checkpoint.files import CheckpointFiles, KeyMap
+    from hybridprune.checkpoint.fingerprint import checkpoint_fingerprint
     from hybridprune.importance.scores import Scores
     from transformers import AutoConfig
 
@@ -154,7 +154,7 @@ def main() -> None:
             rows[what].append((seconds, rss_kib))
             print(f"repeat {r}: {what}: {seconds:.1f} s, peak RSS {rss_kib / 2**20:.2f} GiB", flush=True)
     out = args.dir / "prune-out"
-    from hybridprune.checkpoint_files import CheckpointFiles
+    from hybridprune.checkpoint.files import CheckpointFiles
 
     params = sum(torch.Size(t.shape).numel() for t in CheckpointFiles(out).tensors.values())
     info = json.loads((out / "hybridprune.json").read_text())

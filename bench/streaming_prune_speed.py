@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
             "prune_peak_rss_gib": [k / 2**20 for _, k in rows["prune"]],
             "cp_median_s": cp, "prune_median_s": prune, "ratio": prune / cp,
         }
-        from hybridprune.checkpoint_files import CheckpointFiles
+        from hybridprune.checkpoint.files import CheckpointFiles
 
         result["largest_tensor_bytes"] = max(t.nbytes for t in CheckpointFiles(src).tensors.values())
         print(json.dumps(result, indent=2))

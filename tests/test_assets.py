@@ -122,6 +122,29 @@ def test_an_existing_directory_wins_over_a_bundled_name(tmp_path, monkeypatch):
     assert resolve_teacher("tiny-qwen3-5") == "tiny-qwen3-5"
 
 
+def test_every_command_takes_a_bundled_teacher_by_name(tmp_path, monkeypatch):
+    """`--model tiny-qwen3-5` works wherever a checkpoint is read (one resolver), as `demo --teacher` does;
+    a directory of that name still comes first, and an unknown name lists the shipped ones."""
+    from hybridprune.checkpoint.load import CheckpointLoadError, load_config, resolve
+
+    assert resolve("tiny-qwen3-5", role="model") == teacher_path("tiny-qwen3-5")
+    assert load_config("tiny-nemotron-h").model_type == "nemotron_h"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny-qwen3-5").mkdir()
+    with pytest.raises(CheckpointLoadError, match="has no config.json"):
+        resolve("tiny-qwen3-5", role="model")
+    with pytest.raises(CheckpointLoadError, match="nor a shipped teacher: tiny-nemotron-h, tiny-qwen3-5"):
+        resolve("tiny-mamba", role="model")
+    out = tmp_path / "scores"
+    proc = subprocess.run([sys.executable, "-m", "hybridprune", "calibrate", "--model", "tiny-nemotron-h",
+                           "--data", "shakespeare", "--samples", "2", "--seq-len", "16", "--batch-size", "2", "--out", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "scores.safetensors").is_file()
+    usage = subprocess.run([sys.executable, "-m", "hybridprune", "calibrate"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "Usage: hybridprune calibrate" in usage.stderr
+
+
 @pytest.mark.parametrize("name", list(TEACHERS))
 def test_teacher_and_tokenizer_load_offline_with_plain_transformers(name):
     code = textwrap.dedent(
@@ -201,3 +224,14 @@ def test_teacher_generates(tok, any_teacher):
         gen = teacher.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id)
     assert gen.shape[1] > ids["input_ids"].shape[1]
     assert tok.decode(gen[0, ids["input_ids"].shape[1]:]).strip()
+
+
+def test_calibrate_summary_shows_every_mixers_score(tmp_path):
+    """The per-block table gives the GDN layers their value-head score, as it gives Mamba and attention theirs."""
+    proc = subprocess.run([sys.executable, "-m", "hybridprune", "calibrate", "--model", "tiny-qwen3-5",
+                           "--data", "shakespeare", "--samples", "2", "--seq-len", "16", "--batch-size", "2",
+                           "--out", str(tmp_path / "scores")],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stderr.splitlines() if "gdn+mlp" in line]  # the console writes to stderr
+    assert len(rows) == 6 and all("gdn " in row and "mlp " in row for row in rows), proc.stderr

@@ -121,3 +121,72 @@ def test_distill_chat_counts_only_assistant_positions(tmp_path, tok):
     r = invoke("distill", "--teacher", model, "--student", model, "--data", tmp_path / "nope.jsonl", "--chat",
                "--steps", "1", "--no-progress", "--out", out)
     assert r.exit_code == 2 and no_traceback(r) and not out.exists()
+
+
+def test_chat_num_proc_writes_the_serial_bytes(tmp_path, tok):
+    """Conversations tokenized in two processes: the same tokens and loss masks, byte for byte."""
+    src = _chats(tmp_path / "c.jsonl", 200)
+    tk.tokenize_to(tmp_path / "one", str(src), tok, chat=True, batch_docs=16)
+    tk.tokenize_to(tmp_path / "two", str(src), tok, chat=True, batch_docs=16, num_proc=2)
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert any(str(f).endswith(".mask") for f in files)
+    for f in files:
+        assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
+
+
+def _files(d):
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_another_chat_template_is_named_not_blamed_on_the_tokenizer(tmp_path, tok):
+    """Chat tokens written with one template, a model whose tokenizer has another: `distill` (exit 2,
+    nothing written) and `tokenize` (exit 2, the directory untouched) say it is the chat template."""
+    data = _chats(tmp_path / "chats.jsonl", 60)
+    tokens = tmp_path / "tokens"
+    r = invoke("tokenize", "--data", data, "--chat", "--tokenizer", _with_template(tmp_path / "a", tok, CHATML),
+               "--out", tokens)
+    assert r.exit_code == 0, r.output
+    model = save_checkpoint(tmp_path / "model")
+    tok.chat_template = CHATML.replace("<|im_end|>\n", "<|im_end|>\n\n")
+    tok.save_pretrained(model)
+    out = tmp_path / "run"
+    r = invoke("distill", "--teacher", model, "--student", model, "--data", tokens, "--seq-len", "32",
+               "--global-batch", "2", "--micro-batch", "2", "--steps", "1", "--no-progress", "--out", out)
+    assert r.exit_code == 2 and no_traceback(r) and not out.exists()
+    assert "but another chat template" in r.output and "another tokenizer" not in r.output
+    before = _files(tokens)
+    r = invoke("tokenize", "--data", data, "--chat", "--tokenizer", model, "--out", tokens)
+    assert r.exit_code == 2 and no_traceback(r) and _files(tokens) == before
+    assert "but another chat template" in r.output and "other data" not in r.output
+
+
+def test_plain_text_tokens_ignore_the_chat_template(tmp_path, tok):
+    """Plain-text tokens do not depend on the chat template: another one is no reason to refuse them
+    (nor to tokenize again); another source is named as such."""
+    from transformers import AutoTokenizer
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"the king speaks {i} times to the fool"}) + "\n" for i in range(200)))
+    r = invoke("tokenize", "--data", corpus, "--tokenizer", _with_template(tmp_path / "a", tok, CHATML),
+               "--out", tmp_path / "tokens")
+    assert r.exit_code == 0, r.output
+    plain = AutoTokenizer.from_pretrained(tokenizer_path())
+    assert load_token_samples(tmp_path / "tokens", plain, seq_len=16, num_samples=2, split="train").input_ids.shape == (2, 16)
+    before = _files(tmp_path / "tokens")
+    r = invoke("tokenize", "--data", corpus, "--tokenizer", tokenizer_path(), "--out", tmp_path / "tokens")
+    assert r.exit_code == 0 and "reusing" in r.output and _files(tmp_path / "tokens") == before
+    other = tmp_path / "other.jsonl"
+    other.write_text(corpus.read_text())
+    r = invoke("tokenize", "--data", other, "--tokenizer", tokenizer_path(), "--out", tmp_path / "tokens")
+    assert r.exit_code == 2 and no_traceback(r) and _files(tmp_path / "tokens") == before
+    assert f"other data ('{corpus}', not '{other}')" in r.output and "tokenizer" not in r.output.split("holds")[1]
+
+
+def _with_template(path, tok, template):
+    from transformers import AutoTokenizer
+
+    save_checkpoint(path)
+    t = AutoTokenizer.from_pretrained(tokenizer_path())
+    t.chat_template = template
+    t.save_pretrained(path)
+    return path

@@ -12,7 +12,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from hybridprune.cli import app
-from hybridprune.pipeline import DemoSettings, run_demo
+from hybridprune.recipe.demo import DemoSettings, run_demo
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_the_demo_defaults_are_the_shipped_recipe():
     """`hybridprune demo` is `run recipes/demo.yaml`: its default flags change nothing in the recipe."""
     import yaml
 
-    from hybridprune.pipeline import demo_recipe, demo_recipe_path
+    from hybridprune.recipe.demo import demo_recipe, demo_recipe_path
 
     assert demo_recipe(DemoSettings()) == yaml.safe_load(demo_recipe_path().read_text())
 
@@ -129,16 +129,15 @@ def test_demo_runs_end_to_end_on_the_shipped_gdn_teacher_by_name(tmp_path, monke
     """`hybridprune demo --teacher tiny-qwen3-5`: the Qwen3.5 (Gated DeltaNet) teacher found by name,
     searched, pruned, distilled and exported; the student reloads with plain transformers. The sizes
     the CLI does not expose are shrunk here so the run takes seconds."""
-    import hybridprune.pipeline as pipeline
+    import hybridprune.recipe.demo as pipeline
 
-    small = dict(depth_samples=2, val_samples=8, search_max_candidates=3, batch=4, speed_batch_sizes=(1,),
-                 speed_contexts=(16,), speed_new_tokens=2, speed_repeats=1, tasks=())
+    small = dict(batch=4, speed_batch_sizes=(1,), speed_repeats=1, tasks=())
     real = pipeline.DemoSettings
     monkeypatch.setattr(pipeline, "DemoSettings", lambda **kw: real(**{**small, **kw}))
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--teacher", "tiny-qwen3-5", "--out", str(out), "--kd-steps", "2",
                                       "--search-kd-steps", "1", "--top-k", "1", "--calib-samples", "8",
-                                      "--seq-len", "32"])
+                                      "--seq-len", "32", "--val-samples", "8"])
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "results.json").read_text())
     from hybridprune.data import teacher_path
@@ -151,3 +150,34 @@ def test_demo_runs_end_to_end_on_the_shipped_gdn_teacher_by_name(tmp_path, monke
     student = AutoModelForCausalLM.from_pretrained(str(out / "04-distill" / "student"))
     assert type(student).__name__ == "Qwen3_5ForCausalLM" and student.config.model_type == "qwen3_5_text"
     assert sum(p.numel() for p in student.parameters()) == saved["distilled"]["params"]
+
+
+def test_the_demo_flags_reach_every_stage(tmp_path, monkeypatch):
+    """`hybridprune demo --seq-len 32 --calib-samples 8 --top-k 1 --val-samples 8`: every stage of the
+    recipe it runs is that small (depth samples, candidates searched, evaluation and its tasks, the
+    generation speed's context and tokens), not only the stages the flags are named after."""
+    import yaml
+
+    import hybridprune.recipe as recipe
+
+    ran = {}
+
+    def capture(text, name, out, **kw):
+        ran["recipe"] = yaml.safe_load(text)
+        out.mkdir(parents=True)
+        (out / "results.json").write_text("{}")
+
+    monkeypatch.setattr(recipe, "run_recipe_text", capture)
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--teacher", "tiny-qwen3-5", "--out", str(out), "--kd-steps", "2",
+                                      "--search-kd-steps", "1", "--top-k", "1", "--calib-samples", "8",
+                                      "--seq-len", "32", "--val-samples", "8"])
+    assert result.exit_code == 0, result.output
+    doc = ran["recipe"]
+    assert doc["calibrate"] == {"samples": 8, "seq_len": 32, "batch_size": 8, "depth_samples": 1}
+    search = doc["search"]
+    assert (search["top_k"], search["max_candidates"], search["kd_steps"]) == (1, 4, 1)
+    assert (search["seq_len"], search["eval_seq_len"], search["eval_samples"]) == (32, 32, 8)
+    assert (doc["distill"]["steps"], doc["distill"]["seq_len"], doc["distill"]["val_samples"]) == (2, 32, 8)
+    ev = doc["eval"]
+    assert (ev["samples"], ev["seq_len"], ev["context"], ev["new_tokens"], ev["task_limit"]) == (8, 32, [32], 4, 17)

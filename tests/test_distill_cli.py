@@ -113,3 +113,22 @@ def test_python_dash_m_entry_point():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--teacher" in proc.stdout and "--resume" in proc.stdout
+
+
+def test_warmup_longer_than_the_run_is_one_warning_line(dirs, tmp_path):
+    """`--steps 2` with `--warmup 100`: one line says the LR only ramps up (to 2 % of --lr) and never
+    decays; the run still trains. A warmup shorter than the run says nothing."""
+    res = CliRunner().invoke(_app(), _args(dirs, tmp_path / "o", "--steps", "2", "--warmup", "100", "--val-samples", "0"))
+    assert res.exit_code == 0, res.output
+    lines = [x for x in res.output.splitlines() if "warning" in x]
+    assert len(lines) == 1 and lines[0].startswith("warning: the warmup (100 steps) is not shorter than the run (2 steps)")
+    assert "to 2% of the peak (2e-05)" in lines[0] and "never decays" in lines[0] and "--warmup (e.g. to 1)" in lines[0]
+    res = CliRunner().invoke(_app(), _args(dirs, tmp_path / "p", "--steps", "2", "--val-samples", "0"))
+    assert res.exit_code == 0 and "warning" not in res.output
+
+
+def test_warmup_note_in_the_python_api():
+    from hybridprune.distillation.schedule import warmup_note
+
+    assert warmup_note(100, 101, 1e-4) is None and warmup_note(0, 3, 1e-4) is None
+    assert "to 100% of the peak (0.0001)" in warmup_note(3, 3, 1e-4)

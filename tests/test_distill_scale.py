@@ -37,10 +37,14 @@ def test_distill_reads_a_token_directory_and_text_gives_the_same_run(root, tmp_p
     a = _distill(root, tmp_path / "a", root / "tokens", "--steps", "3")
     assert a.exit_code == 0, a.output
     assert not (tmp_path / "a" / "tokens").exists()
-    b = _distill(root, tmp_path / "b", root / "corpus.jsonl", "--steps", "3")
+    b = _distill(root, tmp_path / "b", root / "corpus.jsonl", "--steps", "3", "--num-proc", "2")
     assert b.exit_code == 0, b.output
     assert (tmp_path / "b" / "tokens" / MANIFEST_FILE).is_file()
     assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+    # tokenized in two processes inside distill: the shards `tokenize` wrote in one, byte for byte
+    shards = sorted(p.relative_to(root / "tokens") for p in (root / "tokens").rglob("*.tok"))
+    assert shards and all((root / "tokens" / f).read_bytes() == (tmp_path / "b" / "tokens" / f).read_bytes()
+                          for f in shards)
 
 
 def test_resume_reuses_the_run_tokens_and_continues_exactly(root, tmp_path):
@@ -113,3 +117,34 @@ def test_report_to_needs_the_package_and_writes_through_it(root, tmp_path, monke
     assert r.exit_code == 0, r.output
     assert runs[0]["project"] == "hybridprune" and runs[-1] == "finished"
     assert [s for s, rec in logged if "loss" in rec] == [1, 2] and any("val_loss" in rec for _, rec in logged)
+
+
+def test_the_first_step_reads_only_its_windows(tmp_path, monkeypatch):
+    """What `distill` does with the data before its first step (the windows, their fingerprint, the
+    epoch's order, step 1's batch) maps only the shards those windows lie in: the time to the first
+    step does not grow with the corpus (docs/benchmarks.md)."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from hybridprune.cli.distill import _train_data
+    from hybridprune.data import tokenize as tk
+    from hybridprune.distillation.data import GlobalBatches, as_token_data
+
+    corpus = small_corpus(tmp_path / "corpus.jsonl")
+    m = tk.tokenize_to(tmp_path / "tokens", str(corpus), AutoTokenizer.from_pretrained(tokenizer_path()),
+                       shard_tokens=64)
+    n_shards = len(m["splits"]["train"]["0"]["shards"])
+    opened = []
+    real = np.memmap
+
+    def counting(path, *a, **kw):
+        opened.append(str(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(np, "memmap", counting)
+    data = as_token_data(_train_data(tmp_path / "tokens", 32, 0, None))
+    data.fingerprint()
+    batches = GlobalBatches(len(data), 4, seed=0)
+    for mb in batches.micro_batches(0, 0, 1, 2):
+        data.batch(mb)
+    assert n_shards > 100 and 0 < len(set(opened)) <= 2 * (5 + 4)  # 5 fingerprint windows, 4 samples

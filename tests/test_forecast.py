@@ -12,7 +12,7 @@ import pytest
 
 from conftest import build
 from hybridprune.architectures import get_adapter
-from hybridprune.forecast import GIB, Forecast, MemoryForecastError, forecast_forward
+from hybridprune.checkpoint.forecast import GIB, Forecast, MemoryForecastError, forecast_forward
 
 # Loads the checkpoint and runs one stage, printing the peak resident memory it added (bytes).
 MEASURE = r"""
@@ -113,7 +113,7 @@ def test_commands_print_the_forecast_and_refuse_without_force(tmp_path, tokens, 
     what the device has, they stop with the flags to lower, unless --force."""
     from typer.testing import CliRunner
 
-    import hybridprune.forecast as forecast
+    import hybridprune.checkpoint.forecast as forecast
     from conftest import tiny_nemotron_config
     from hybridprune.cli import app
     from hybridprune.importance.calibrate import calibrate

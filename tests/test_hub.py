@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hybridprune.hub import CheckpointNotFound, parse_hub_id, resolve_checkpoint
+from hybridprune.checkpoint.hub import CheckpointNotFound, parse_hub_id, resolve_checkpoint
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 

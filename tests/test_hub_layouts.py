@@ -19,10 +19,10 @@ from hub_layouts import (
     GRANITE_HUB, GRANITE_MOE_HUB, NEMOTRON_HUB, NEMOTRON_LATENT_HUB, NEMOTRON_MOE_HUB, REMOTE_CODE, hub_checkpoint,
     mtp_tensors, read_all,
 )
-from hybridprune.checkpoint_files import CheckpointFiles, CheckpointFormatError, KeyMap
-from hybridprune.checkpoints import CheckpointLoadError, load_model
-from hybridprune.config_style import styled_config
-from hybridprune.fingerprint import checkpoint_fingerprint, model_fingerprint
+from hybridprune.checkpoint.files import CheckpointFiles, CheckpointFormatError, KeyMap
+from hybridprune.checkpoint.load import CheckpointLoadError, load_model
+from hybridprune.checkpoint.config_style import styled_config
+from hybridprune.checkpoint.fingerprint import checkpoint_fingerprint, model_fingerprint
 from hybridprune.importance.calibrate import calibrate
 from hybridprune.pruning.apply import prune
 from hybridprune.pruning.export import export
@@ -394,7 +394,7 @@ def test_a_config_that_cannot_keep_the_source_style_is_written_plainly_with_a_wa
     style is written instead, and a warning says so. The file always loads as the pruned config."""
     from transformers import AutoConfig
 
-    from hybridprune.config_style import write_config
+    from hybridprune.checkpoint.config_style import write_config
 
     (tmp_path / "source").mkdir()
     (tmp_path / "source" / "config.json").write_text(json.dumps(NEMOTRON_HUB))

@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from ckpt_helpers import PLAN, invoke, run_cli, save_checkpoint, siblings, small_corpus
-from hybridprune import fsutil
+from hybridprune.output import atomic as fsutil
 
 pytestmark = pytest.mark.slow
 TRIALS = 3

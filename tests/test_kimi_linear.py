@@ -14,8 +14,8 @@ from conftest import _KIMI_KW, build, tiny_config
 from hub_layouts import KIMI_HUB, hub_checkpoint, read_all
 from hybridprune import calibrate, prune
 from hybridprune.architectures import get_adapter
-from hybridprune.checkpoint_files import CheckpointFiles
-from hybridprune.fingerprint import checkpoint_fingerprint, model_fingerprint
+from hybridprune.checkpoint.files import CheckpointFiles
+from hybridprune.checkpoint.fingerprint import checkpoint_fingerprint, model_fingerprint
 from hybridprune.pruning.selection import Selection
 from hybridprune.pruning.slicing import slice_state_dict
 
@@ -129,7 +129,7 @@ def test_hub_layout_prunes_the_same_both_ways_and_reloads(tmp_path, ids):
     outputs reload with plain transformers to the pruned model's logits."""
     from transformers import AutoModelForCausalLM
 
-    from hybridprune.checkpoints import load_model
+    from hybridprune.checkpoint.load import load_model
     from hybridprune.pruning.export import export
     from hybridprune.pruning.streaming import stream_prune
 
@@ -167,7 +167,7 @@ def test_hub_layout_prunes_the_same_both_ways_and_reloads(tmp_path, ids):
 
 
 def test_a_missing_short_conv_is_named(tmp_path, ids):
-    from hybridprune.checkpoints import CheckpointLoadError, load_model
+    from hybridprune.checkpoint.load import CheckpointLoadError, load_model
 
     def drop(tensors):
         del tensors["model.layers.2.self_attn.k_conv1d.weight"]

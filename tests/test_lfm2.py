@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from hub_layouts import LFM2_HUB, LFM2_MOE_HUB, LFM3_HUB, hub_checkpoint, read_all
-from hybridprune.checkpoint_files import CheckpointFiles, CheckpointFormatError, KeyMap
-from hybridprune.fingerprint import checkpoint_fingerprint, model_fingerprint
+from hybridprune.checkpoint.files import CheckpointFiles, CheckpointFormatError, KeyMap
+from hybridprune.checkpoint.fingerprint import checkpoint_fingerprint, model_fingerprint
 from test_hub_layouts import check_round_trip, prune_both_ways
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ckpt_helpers import PLAN, invoke, no_traceback, rewrite_weights, save_checkpoint, siblings, small_corpus
-from hybridprune import checkpoints
+from hybridprune.checkpoint import load as checkpoints
 
 
 def _data(root):

@@ -11,7 +11,7 @@ import stat
 import pytest
 
 from ckpt_helpers import PLAN, invoke, no_traceback, save_checkpoint, siblings, small_corpus
-from hybridprune import fsutil
+from hybridprune.output import atomic as fsutil
 
 
 def _data(root):
@@ -118,7 +118,7 @@ def test_outputs_follow_the_umask(ckpt, tmp_path, command):
 def test_a_failed_write_is_one_message_and_leaves_nothing(ckpt, tmp_path, monkeypatch, code, message, in_memory):
     from transformers import PreTrainedModel
 
-    from hybridprune.checkpoint_files import ShardWriter
+    from hybridprune.checkpoint.files import ShardWriter
 
     def fail(self, *args, **kwargs):
         raise OSError(code, os.strerror(code))

@@ -103,3 +103,13 @@ def test_depth_keeps_the_best_block_of_a_required_kind():
     assert select(scores, Plan(num_layers=2), _dims()).kept_blocks == [0, 1]
     sel = select(scores, Plan(num_layers=2), _dims(), required_kinds=("attention",))
     assert sel.kept_blocks == [0, 2]
+
+
+def test_too_few_layers_says_which_must_stay():
+    """The refusal names what pins layers, and says nothing of fixed types where there are none."""
+    scores = _scores()
+    with pytest.raises(PlanError) as exc:
+        select(scores, Plan(num_layers=1), _dims(), required_kinds=("mamba", "attention"))
+    assert ("num_layers=1 is too few: 2 layers must stay (one layer of each of mamba, attention). "
+            "Valid values: 2..4") in str(exc.value)
+    assert "none" not in str(exc.value)

@@ -96,7 +96,7 @@ def test_a_second_signal_stops_at_once(model, tmp_path, monkeypatch):
 def test_sigterm_during_prune_leaves_nothing(model, tmp_path, monkeypatch, in_memory):
     from transformers import PreTrainedModel
 
-    from hybridprune.checkpoint_files import ShardWriter
+    from hybridprune.checkpoint.files import ShardWriter
 
     scores = tmp_path / "scores"
     assert invoke("calibrate", "--model", model, "--data", _data(model.parent), "--samples", "4", "--seq-len", "32",

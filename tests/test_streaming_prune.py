@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import build, tiny_mamba2_config, tiny_nemotron_config
-from hybridprune.checkpoint_files import CheckpointFiles
-from hybridprune.fingerprint import checkpoint_fingerprint, model_fingerprint
+from hybridprune.checkpoint.files import CheckpointFiles
+from hybridprune.checkpoint.fingerprint import checkpoint_fingerprint, model_fingerprint
 from hybridprune.importance.calibrate import calibrate
 from hybridprune.pruning.apply import prune
 from hybridprune.pruning.export import export

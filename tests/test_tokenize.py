@@ -164,3 +164,87 @@ def test_token_dir_of_another_tokenizer_is_refused(tmp_path, tok):
         load_token_samples(tmp_path / "t", other, seq_len=32, num_samples=2, split="train")
     with pytest.raises(DataError, match="vocabulary has only 100"):
         load_token_samples(tmp_path / "t", tok, seq_len=32, num_samples=2, split="train", model_vocab_size=100)
+
+
+def test_cli_num_proc_writes_the_serial_bytes(tmp_path):
+    """`--num-proc 2` through the command line: the same files, byte for byte, as one process, plain and
+    mixed sources, several tables, shards and commits."""
+    a = small_corpus(tmp_path / "a.jsonl")
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    lines = a.read_text().splitlines()
+    for i in range(3):
+        (parts / f"x{i}.jsonl").write_text("\n".join(lines[i * 130:(i + 1) * 130]) + "\n")
+    data = f"{a}:0.4,{parts / 'x*.jsonl'}:0.6"
+    outs = {}
+    for n in (1, 2):
+        outs[n] = tmp_path / f"n{n}"
+        r = invoke("tokenize", "--data", data, "--tokenizer", tokenizer_path(), "--out", outs[n], "--num-proc", n)
+        assert r.exit_code == 0, r.output
+    assert _files(outs[1]) == _files(outs[2])
+    r = invoke("tokenize", "--data", a, "--tokenizer", tokenizer_path(), "--out", tmp_path / "z", "--num-proc", 0)
+    assert r.exit_code == 2 and "--num-proc" in r.output and not (tmp_path / "z").exists()
+
+
+def test_num_proc_resumes_a_serial_run_to_the_same_bytes(tmp_path, tok, monkeypatch):
+    """Killed midway in one process, finished in two (small batches, many commits): the bytes of an
+    uninterrupted serial run."""
+    corpus = small_corpus(tmp_path / "corpus.jsonl")
+    sizes = dict(shard_tokens=700, commit_tokens=300, batch_docs=16)
+    whole = tmp_path / "whole"
+    tk.tokenize_to(whole, str(corpus), tok, **sizes)
+    out = tmp_path / "out"
+    real = tk._Writer.append
+    calls = [0]
+
+    def dying(self, ids, mask):
+        calls[0] += 1
+        if calls[0] == 30:
+            raise KeyboardInterrupt
+        return real(self, ids, mask)
+
+    monkeypatch.setattr(tk._Writer, "append", dying)
+    with pytest.raises(KeyboardInterrupt):
+        tk.tokenize_to(out, str(corpus), tok, **sizes)
+    monkeypatch.setattr(tk._Writer, "append", real)
+    tk.tokenize_to(out, str(corpus), tok, num_proc=2, **sizes)
+    assert _files(out) == _files(whole)
+    again = tmp_path / "again"
+    tk.tokenize_to(again, str(corpus), tok, num_proc=2, **sizes)
+    assert _files(again) == _files(whole)
+
+
+def test_num_proc_error_in_a_worker_is_the_serial_error(tmp_path, tok):
+    """A bad record met by a worker stops the run with the serial run's message."""
+    (tmp_path / "x1.jsonl").write_text("".join(json.dumps({"text": f"line {i}"}) + "\n" for i in range(40)))
+    (tmp_path / "x2.jsonl").write_text("".join(json.dumps({"body": f"line {i}"}) + "\n" for i in range(40)))
+    messages = []
+    for n in (1, 2):
+        with pytest.raises(DataError, match="has no text field 'text'") as err:
+            tk.tokenize_to(tmp_path / f"o{n}", str(tmp_path / "x*.jsonl"), tok, num_proc=n, batch_docs=16)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+
+
+def test_unfinished_tokenization_of_other_data_is_named_and_untouched(tmp_path, tok, monkeypatch):
+    corpus = small_corpus(tmp_path / "corpus.jsonl")
+    other = tmp_path / "other.jsonl"
+    other.write_text(corpus.read_text())
+    out = tmp_path / "out"
+    real = tk._Writer.append
+    calls = [0]
+
+    def dying(self, ids, mask):
+        calls[0] += 1
+        if calls[0] == 30:
+            raise KeyboardInterrupt
+        return real(self, ids, mask)
+
+    monkeypatch.setattr(tk._Writer, "append", dying)
+    with pytest.raises(KeyboardInterrupt):
+        tk.tokenize_to(out, str(corpus), tok, shard_tokens=700, commit_tokens=300, batch_docs=16)
+    monkeypatch.setattr(tk._Writer, "append", real)
+    before = _files(out)
+    r = invoke("tokenize", "--data", other, "--tokenizer", tokenizer_path(), "--out", out)
+    assert r.exit_code == 2 and no_traceback(r) and _files(out) == before
+    assert f"holds an unfinished tokenization of other data ('{corpus}', not '{other}')" in " ".join(r.output.split())

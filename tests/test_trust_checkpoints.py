@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ckpt_helpers import PLAN, invoke, no_traceback, rewrite_weights, save_checkpoint, siblings, small_corpus
-from hybridprune.safetensors_io import NAMES
+from hybridprune.checkpoint.safetensors_io import NAMES
 
 KEY = "backbone.layers.0.mixer.D"  # 12 float32 values
 INDEX = "model.safetensors.index.json"
@@ -382,7 +382,7 @@ def test_a_layout_streaming_cannot_follow_is_refused_with_the_remedy(good, tmp_p
     """A checkpoint whose tensors transformers converts on load in a way the streaming prune cannot cut
     piece by piece (e.g. experts transposed on load) is a refusal of the input, exit 2 with the remedy,
     not a crash (two developers found it exiting 1 with a traceback)."""
-    from hybridprune.keymap import KeyMap
+    from hybridprune.checkpoint.keymap import KeyMap
 
     monkeypatch.setattr(KeyMap, "sliceable", lambda self, key: not key.endswith("mixer.D"))
     out = tmp_path / "out"

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from ckpt_helpers import PLAN, invoke, no_traceback, save_checkpoint, siblings, small_corpus
-from hybridprune import fsutil
+from hybridprune.output import atomic as fsutil
 
 
 def _data(root):
@@ -314,7 +314,7 @@ def test_distill_checkpoint_failing_in_torch_save_is_one_message(ckpt, tmp_path,
     import torch
 
     import hybridprune.distillation.checkpoint as ckpt_mod
-    from hybridprune import fserrors
+    from hybridprune.output import errors as fserrors
 
     def full(*args, **kwargs):  # what torch.save raises on a full disk (seen on a 64 KiB tmpfs): no errno
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")

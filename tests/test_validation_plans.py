@@ -47,7 +47,7 @@ def _prune(root, tmp_path, plan: str):
     ("hidden_size: [32\n", r"is not valid YAML: .*\(line 2, column 1\)"),
     ("", r"is empty"),
     ("- 32\n", r"must hold a mapping of plan fields"),
-    ("hidden: 32\n", r"unknown plan field\(s\) \['hidden'\]; valid fields: hidden_size"),
+    ("hidden: 32\n", r"unknown plan field\(s\) \['hidden'\] \(did you mean hidden_size\?\); valid fields: hidden_size"),
     ("mamba_num_heads: 8\n", r"mamba_num_heads=8 is not a multiple of n_groups=3.*Valid values: \[3, 6, 9, 12\]"),
 ])
 def test_bad_yaml_plans_are_refused_naming_the_file(setup, tmp_path, text, message):
@@ -125,3 +125,27 @@ def test_a_long_plan_string_is_not_mistaken_for_a_file(setup, tmp_path):
     plan = "drop_layers=" + "+".join(["1"] * 200)  # longer than a file name may be
     result, out = _prune(setup, tmp_path, plan)
     assert_refused(result, r"drop_layers \[1, 1, 1, .*\] lists a block twice", out=out)
+
+
+@pytest.mark.parametrize("fields, hint", [
+    ({"intermediate_size": 64}, "intermediate_size is set in a plan as ffn_hidden_size"),
+    ({"linear_num_heads": 4}, "linear_num_heads is set in a plan as mamba_num_heads"),
+    ({"num_hidden_layers": 2}, "num_hidden_layers is set in a plan as num_layers"),
+    ({"n_routed_experts": 4}, "n_routed_experts is set in a plan as num_moe_experts"),
+    ({"num_key_value_heads": 1}, "num_key_value_heads is not a plan field: query heads are pruned inside their KV group"),
+    ({"mamba_num_head": 4}, "did you mean mamba_num_heads?"),
+    ({"hidden_size": 32, "intermediate_size": 64, "linear_value_head_dm": 8},
+     "intermediate_size is set in a plan as ffn_hidden_size; did you mean linear_value_head_dim?"),
+])
+def test_an_unknown_field_names_the_plan_field_it_stands_for(fields, hint):
+    """A name copied from config.json gets the plan's name for that axis; a typo the nearest field."""
+    with pytest.raises(PlanError) as exc:
+        Plan.from_dict(fields)
+    assert hint in str(exc.value) and "valid fields: hidden_size" in str(exc.value)
+
+
+def test_a_field_of_a_unit_the_model_lacks_lists_the_fields_it_can_set(setup, tmp_path):
+    result, out = _prune(setup, tmp_path, "linear_num_value_heads=2")
+    assert_refused(result, "linear_num_value_heads: this architecture has no Gated DeltaNet blocks, so it cannot be "
+                           "set; the fields this model can set: hidden_size, ffn_hidden_size, mamba_num_heads",
+                   out=out)

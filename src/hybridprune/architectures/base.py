@@ -212,7 +212,7 @@ class Adapter:
 
     def serving_config(self, raw: dict, config_class) -> dict:
         """`raw` (a config.json dict) spelled as the family's serving engines read it; as it is by
-        default. The writer keeps the result only if it loads as the same config (config_style.py)."""
+        default. The writer keeps the result only if it loads as the same config (checkpoint/config_style.py)."""
         return raw
 
     def make_config(self, config, dims: Dims):

@@ -143,7 +143,7 @@ def plot_search(result, path: str | Path, *, x: str = "params") -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    from ..fsutil import writing
+    from ..output.atomic import writing
 
     path = Path(path)
     try:

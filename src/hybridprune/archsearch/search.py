@@ -344,7 +344,7 @@ def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config:
     decision = decide(merged[: len(top)], cfg.tie_tolerance, cfg.tie_break)
     best_key = decision["best"]
     merged.sort(key=lambda c: c["key"] != best_key)  # stable: the winner first, the order otherwise kept
-    best_plan = Plan.from_dict(by_key[best_key][0].plan(original).to_dict())
+    best_plan = by_key[best_key][0].plan(original)
     result = SearchResult(best=best_plan, best_key=best_key, candidates=merged, report=report,
                           axis_choices=choices, out_dir=store.dir,
                           decision={k: v for k, v in decision.items() if k != "best"})

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..fsutil import claim, temp_sibling, writing
+from ..output.atomic import claim, temp_sibling, writing
 
 SETTINGS_FILE = "search.json"
 CANDIDATES_FILE = "candidates.jsonl"

@@ -74,4 +74,6 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    app()
+    # one name in usage lines however it was started (`python -m hybridprune` made click say
+    # "python -m hybridprune.hybridprune")
+    app(prog_name="hybridprune")

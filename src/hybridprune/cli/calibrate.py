@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ..architectures.base import unit_kinds
 from .checks import SEED_MAX, check_not_blank
-from ..fsutil import atomic_directory, check_output
+from ..output.atomic import atomic_directory, check_output
 from .devices import check_device, check_device_map
 from .common import (
     CliError, console, fail_cleanly, forecast_memory, forward_forecast, init_distributed, is_main_process,
@@ -80,6 +80,17 @@ def calibrate_command(
     _summary(scores, kinds, out, Path(out) / PLOT_FILE)
 
 
+def _first_table_per_kind(scores) -> dict[str, dict]:
+    """The score table shown for each unit kind: the first of that kind in `PER_BLOCK` (the one that
+    ranks its units by default: Mamba heads, FFN neurons, attention heads, experts, GDN value heads)."""
+    from ..importance.scores import PER_BLOCK
+
+    tables: dict[str, dict] = {}
+    for group, (kind, _, _) in PER_BLOCK.items():
+        tables.setdefault(kind, getattr(scores, group))
+    return tables
+
+
 def _summary(scores, kinds, out, plot) -> None:
     table = Table(title=f"importance per block ({scores.meta['num_samples']} samples, "
                         f"{scores.meta['num_tokens']} tokens)")
@@ -88,7 +99,7 @@ def _summary(scores, kinds, out, plot) -> None:
     table.add_column("KLD skipped", justify="right")
     table.add_column("Block Influence", justify="right")
     table.add_column("mean unit score", justify="right")
-    tables = {"mamba": scores.mamba, "mlp": scores.ffn, "attention": scores.attention, "moe": scores.moe_experts}
+    tables = _first_table_per_kind(scores)
     for i, kind in enumerate(kinds):
         units = [(k, tables[k].get(i)) for k in unit_kinds(kind) if k in tables]
         means = ", ".join(f"{k} {t.mean():.4g}" for k, t in units if t is not None)

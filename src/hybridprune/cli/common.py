@@ -51,9 +51,9 @@ def fail_cleanly(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from ..cleanup import on_failure
-        from ..fsutil import OutputError, describe_os_error
-        from ..signals import Interrupted, terminate_as_interrupt
+        from ..output.cleanup import on_failure
+        from ..output.atomic import OutputError, describe_os_error
+        from ..output.signals import Interrupted, terminate_as_interrupt
 
         notes: list[str] = []
         try:
@@ -94,13 +94,13 @@ def resolve_dtype(dtype: str):
 
 
 def check_checkpoint_dir(path: str | Path, role: str = "checkpoint") -> Path:
-    from ..checkpoints import resolve
+    from ..checkpoint.load import resolve
 
     return resolve(path, role)
 
 
 def load_config(path: str | Path, *, trust_remote_code: bool = False, role: str = "checkpoint"):
-    from .. import checkpoints
+    from ..checkpoint import load as checkpoints
 
     return checkpoints.load_config(path, trust_remote_code=trust_remote_code, role=role)
 
@@ -108,13 +108,13 @@ def load_config(path: str | Path, *, trust_remote_code: bool = False, role: str 
 def load_model(path: str | Path, *, dtype: str = "auto", device: str | None = None,
                trust_remote_code: bool = False, role: str = "checkpoint", device_map: str | None = None,
                whole: bool = False):
-    """Load a causal LM through the one checked load path (`hybridprune.checkpoints`); `whole`: a
+    """Load a causal LM through the one checked load path (`hybridprune.checkpoint.load`); `whole`: a
     vision-language wrapper with its vision tower (see `checkpoints.load_model`).
 
     `dtype="auto"` keeps the stored dtype, except on a GPU, where it is bfloat16. `device_map` ("auto"
     or accelerate's other strategies) spreads the model over the GPUs, the CPU and disk instead of
     placing it on `device`."""
-    from .. import checkpoints
+    from ..checkpoint import load as checkpoints
 
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
@@ -139,7 +139,7 @@ def forward_forecast(config, stage: str, *, batch: int, seq: int, dtype: str, de
                      depth: bool = False):
     """The memory forecast of a forward-only stage ("calibrate" or "evaluate") of the model `config` describes."""
     from ..architectures import get_adapter
-    from ..forecast import forecast_forward
+    from ..checkpoint.forecast import forecast_forward
 
     adapter = get_adapter(config)
     chunk = getattr(config, "chunk_size", None) or getattr(config, "mamba_chunk_size", None) or 128
@@ -157,7 +157,7 @@ def forecast_memory(forecast, *, force: bool, lower: str, spread: bool = False) 
 
 
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False, role: str = "checkpoint"):
-    from .. import checkpoints
+    from ..checkpoint import load as checkpoints
 
     return checkpoints.load_tokenizer(path, trust_remote_code=trust_remote_code, role=role)
 

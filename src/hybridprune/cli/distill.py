@@ -13,8 +13,8 @@ from typing import Literal
 import typer
 
 from .checks import NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_not_blank, check_numbers
-from ..cleanup import remove_if_failed
-from ..fsutil import check_output, remove_owned
+from ..output.cleanup import remove_if_failed
+from ..output.atomic import check_output, remove_owned
 from .devices import check_device, check_device_map
 from .common import CliError, alerts, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer
 
@@ -64,6 +64,7 @@ def distill_command(
     force: bool = typer.Option(False, "--force", help="Start even when the memory forecast exceeds what the device has."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the sample order."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
+    num_proc: int = typer.Option(1, "--num-proc", min=1, help="Tokenize text --data in this many processes (as `hybridprune tokenize --num-proc`; the same tokens)."),
     chat: bool = typer.Option(False, "--chat", help="Text records are conversations ('messages', the tokenizer's chat template) or prompt/completion pairs: the loss counts the assistant's tokens only."),
     device: str = typer.Option(None, "--device", help="Device (default: this process's GPU, else cpu)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on a terminal; elsewhere (a log file) one plain line per logged step."),
@@ -80,10 +81,15 @@ def distill_command(
     check_device_map(teacher_device_map, "--teacher-device-map")
     if teacher_device and teacher_device_map:
         raise CliError("give --teacher-device or --teacher-device-map, not both")
-    if teacher_logits is not None and kd_topk is None:
+    if teacher_logits is not None:  # a cache of another k is refused before anything else
         from ..distillation.teacher_logits import TeacherLogits
 
-        kd_topk = TeacherLogits.open(teacher_logits).k
+        cached_k = TeacherLogits.open(teacher_logits).k
+        if kd_topk not in (None, cached_k):
+            raise CliError(f"--kd-topk {kd_topk}, but the teacher logits in {teacher_logits} keep the top {cached_k}; "
+                           f"leave --kd-topk out, or compute them again with `hybridprune teacher-logits --top-k "
+                           f"{kd_topk}`")
+        kd_topk = cached_k
     device = None if device == "auto" else device
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
     if (steps is None) == (tokens is None):
@@ -110,6 +116,11 @@ def distill_command(
         tokenizer_dir=str(student),
     )
     cfg.validate()  # before loading anything large
+    from ..distillation.schedule import warmup_note
+
+    note = warmup_note(cfg.warmup, cfg.total_steps(seq_len), cfg.lr)
+    if note:
+        alerts.print(f"[yellow]warning:[/] {note}", soft_wrap=True, highlight=False)
     if resume is not None and overwrite:
         raise CliError("give --resume (continue the run) or --overwrite (start afresh), not both")
     if resume is None and not overwrite and _has_checkpoint(out):
@@ -130,16 +141,16 @@ def distill_command(
     try:
         remove_if_failed(out, keep=_has_checkpoint)  # a run that failed before its first checkpoint leaves nothing
         _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
-             trust_remote_code, cfg, overwrite, force, chat, teacher_logits, teacher_device_map)
+             trust_remote_code, cfg, overwrite, force, chat, teacher_logits, teacher_device_map, num_proc)
     finally:
         teardown(env)
 
 
 def _forecast(teacher, student, cfg, seq_len, bf16, device, trust_remote_code):
-    """Distillation's memory forecast, from the two configs (`hybridprune.forecast`)."""
+    """Distillation's memory forecast, from the two configs (`hybridprune.checkpoint.forecast`)."""
     from ..architectures import get_adapter
     from ..distillation.chunked_loss import auto_chunk_size
-    from ..forecast import forecast_distill
+    from ..checkpoint.forecast import forecast_distill
 
     t_cfg = load_config(teacher, trust_remote_code=trust_remote_code, role="teacher")
     s_cfg = load_config(student, trust_remote_code=trust_remote_code, role="student")
@@ -158,12 +169,12 @@ def _has_checkpoint(out: Path) -> bool:
     return bool(list_checkpoints(out / CHECKPOINT_DIR))
 
 
-def _token_dir(env, data, out, tokenizer, text_field, chat, overwrite) -> Path:
+def _token_dir(env, data, out, tokenizer, text_field, chat, overwrite, num_proc=1) -> Path:
     """`data` itself when it is a token directory; else the run's own `tokens/`, written once by the main
     process (reused on --resume without reading the text again)."""
     from ..data.shards import is_token_dir
     from ..distillation.dist import barrier
-    from ..fsutil import claim
+    from ..output.atomic import claim
 
     if is_token_dir(data):
         if chat:
@@ -174,10 +185,26 @@ def _token_dir(env, data, out, tokenizer, text_field, chat, overwrite) -> Path:
         from ..data.tokenize import tokenize_to
 
         claim(out, [TOKENS_DIR])
-        tokenize_to(tokens, data, tokenizer, text_field=text_field, chat=chat, overwrite=overwrite,
+        tokenize_to(tokens, data, tokenizer, text_field=text_field, chat=chat, overwrite=overwrite, num_proc=num_proc,
                     say=lambda m: console.print(m, soft_wrap=True, highlight=False))
     barrier(env)
     return tokens
+
+
+def _teacher_logits(directory: Path, train, token_dir: Path, tokenizer):
+    """The cached teacher logits, checked against this run's tokenizer, token directory and training
+    samples before any model is loaded."""
+    from ..data.shards import read_manifest
+    from ..data.tokenize import tokenizer_identity
+    from ..distillation.data import as_token_data
+    from ..distillation.teacher_logits import TeacherLogits
+
+    cache = TeacherLogits.open(directory)
+    identity = tokenizer_identity(tokenizer) if hasattr(tokenizer, "backend_tokenizer") else None
+    cache.check_run(k=None, token_manifest=read_manifest(token_dir), tokenizer_identity=identity)
+    data = as_token_data(train)
+    cache.check(data.fingerprint(), len(data))
+    return cache
 
 
 def _train_data(token_dir: Path, seq_len: int, seed: int, num_samples: int | None):
@@ -195,7 +222,7 @@ def _train_data(token_dir: Path, seq_len: int, seed: int, num_samples: int | Non
 
 def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
          trust_remote_code, cfg, overwrite=False, force=False, chat=False, teacher_logits=None,
-         teacher_device_map=None) -> None:
+         teacher_device_map=None, num_proc=1) -> None:
     import torch
 
     from ..data import DataError, load_token_samples
@@ -206,16 +233,17 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
     if env.is_main:
         forecast_memory(_forecast(teacher, student, cfg, seq_len, bf16, env.device, trust_remote_code), force=force,
                         lower="--micro-batch or --seq-len (or --chunk-size)")
-    t_model = load_model(teacher, dtype="bfloat16" if bf16 else "float32", device="cpu",
-                         trust_remote_code=trust_remote_code, role="teacher", device_map=teacher_device_map)
-    s_model = load_model(student, dtype="float32", device="cpu", trust_remote_code=trust_remote_code, role="student")
     try:
         tokenizer = load_tokenizer(student, trust_remote_code=trust_remote_code, role="student")
     except ValueError:
         tokenizer = load_tokenizer(teacher, trust_remote_code=trust_remote_code, role="teacher")
-    vocab = s_model.get_output_embeddings().weight.shape[0]
-    token_dir = _token_dir(env, data, out, tokenizer, text_field, chat, overwrite)
+    token_dir = _token_dir(env, data, out, tokenizer, text_field, chat, overwrite, num_proc)
     train = _train_data(token_dir, seq_len, seed, num_samples)
+    cache = _teacher_logits(teacher_logits, train, token_dir, tokenizer) if teacher_logits is not None else None
+    t_model = load_model(teacher, dtype="bfloat16" if bf16 else "float32", device="cpu",
+                         trust_remote_code=trust_remote_code, role="teacher", device_map=teacher_device_map)
+    s_model = load_model(student, dtype="float32", device="cpu", trust_remote_code=trust_remote_code, role="student")
+    vocab = s_model.get_output_embeddings().weight.shape[0]
     check_token_dir((train.dataset if isinstance(train, torch.utils.data.Subset) else train).manifest, token_dir,
                     vocab, tokenizer)
     val = None
@@ -232,11 +260,6 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
             + (f", {len(val)} validation samples" if val is not None else "")
             + f", {env.world_size} process(es) on {env.device}"
         )
-    cache = None
-    if teacher_logits is not None:
-        from ..distillation.teacher_logits import TeacherLogits
-
-        cache = TeacherLogits.open(teacher_logits)
     trainer = Distiller(t_model, s_model, train, cfg, val_data=val, console=console, teacher_logits=cache)
     if overwrite and env.is_main:
         remove_owned(out, keep=(TOKENS_DIR,))  # only now that both models loaded: a failed start keeps the earlier run

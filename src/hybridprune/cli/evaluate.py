@@ -11,7 +11,7 @@ from rich.table import Table
 
 from .checks import SEED_MAX, check_not_blank, listed
 from .devices import check_device, check_device_map
-from ..fsutil import check_output
+from ..output.atomic import check_output
 from .common import (
     CliError, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer, resolve_device,
     weight_bytes,
@@ -82,7 +82,7 @@ def eval_command(
     from ..data import load_token_samples
     from ..evaluate import LOCAL_TASKS, MissingExtra, SpeedSettings, compare_models
     from ..evaluate.tables import kernels_text, quality_table, speed_note, speed_table, tokenizer_note
-    from ..fsutil import atomic_directory
+    from ..output.atomic import atomic_directory
 
     check_device(device)
     check_device_map(device_map)
@@ -159,7 +159,7 @@ def eval_command(
 def _forecast(models, dtype, device, loss, batch_size, seq_len, speed, trust_remote_code):
     """Every model is held at once (they are measured interleaved); the largest pass of any one runs at a time."""
     from ..architectures import get_adapter
-    from ..forecast import RUNTIME_BYTES, Forecast, available_bytes, forward_parts, generation_parts
+    from ..checkpoint.forecast import RUNTIME_BYTES, Forecast, available_bytes, forward_parts, generation_parts
 
     weights, peak = 0, {}
     for path in models:

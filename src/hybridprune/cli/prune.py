@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..fsutil import check_output
+from ..output.atomic import check_output
 from .checks import check_gdn_options, check_moe_options, listed
 from ..pruning.plan import WIDTH_FIELDS
 from .devices import check_device
@@ -57,9 +57,9 @@ def prune_command(
     from ..pruning.apply import prune
     from ..pruning.export import export
     from ..pruning.plan import Plan, PlanError
-    from ..checkpoints import check_weight_files, resolve
-    from ..checkpoint_files import CheckpointFiles
-    from ..forecast import forecast_prune
+    from ..checkpoint.load import check_weight_files, resolve
+    from ..checkpoint.files import CheckpointFiles
+    from ..checkpoint.forecast import forecast_prune
     from ..pruning.streaming import stream_prune
 
     # Everything that can be checked without the weights is checked first: the plan even without the config.

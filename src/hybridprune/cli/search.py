@@ -13,8 +13,8 @@ from .checks import (
     check_not_blank, check_numbers, listed,
 )
 from ..archsearch.store import CANDIDATES_FILE, OWNED, SETTINGS_FILE
-from ..cleanup import remove_if_failed
-from ..fsutil import check_output, claim, owned_names
+from ..output.cleanup import remove_if_failed
+from ..output.atomic import check_output, claim, owned_names
 from .devices import check_device
 from .common import (
     CliError, console, fail_cleanly, forecast_memory, forward_forecast, load_config, load_model, load_tokenizer,
@@ -219,7 +219,7 @@ def _forecast(config, dtype, device, batch_size, seq_len, depth, kd, kd_micro_ba
     (the unpruned size bounds every candidate's)."""
     from ..architectures import get_adapter
     from ..distillation.chunked_loss import auto_chunk_size
-    from ..forecast import forecast_distill
+    from ..checkpoint.forecast import forecast_distill
 
     forward = forward_forecast(config, "calibrate", batch=batch_size, seq=seq_len, dtype=dtype, device=device,
                                depth=depth)

@@ -2,6 +2,8 @@
 once, for `distill --teacher-logits` (see docs/distillation.md).
 
     hybridprune teacher-logits --teacher T/ --data tokens/ --seq-len 4096 --top-k 128 --out logits/
+
+Interrupted, the same command continues after the last batch it wrote (the same bytes as one run).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from pathlib import Path
 
 import typer
 
-from ..fsutil import atomic_directory, check_output
+from ..output.cleanup import remove_if_failed
+from ..output.atomic import check_output
 from .checks import SEED_MAX
 from .common import CliError, console, fail_cleanly, load_model
 from .devices import check_device
@@ -34,32 +37,66 @@ def teacher_logits_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier logits in --out (never files hybridprune did not write)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code."),
 ) -> None:
-    """Compute the teacher's top-k logits of the training samples once."""
+    """Compute the teacher's top-k logits of the training samples once (resumable)."""
     import torch
 
-    from ..data.shards import is_token_dir
-    from ..distillation import teacher_logits as tl
+    from ..data.shards import is_token_dir, read_manifest
+    from ..distillation import teacher_logits_store as store
     from ..distillation.data import as_token_data
     from ..distillation.models import final_hidden, head_of
+    from ..checkpoint.fingerprint import model_fingerprint
+    from ..output.atomic import claim, remove_owned
+    from ..output.errors import writing
     from .distill import _train_data
 
     check_device(device)
     if not is_token_dir(data):
         raise CliError(f"--data {data} is not a token directory; write one first with `hybridprune tokenize`")
-    check_output(out, overwrite=overwrite)
+    train = as_token_data(_train_data(data, seq_len, seed, num_samples))
+    tokens = read_manifest(data)
+    meta = {"teacher": str(teacher), "data": str(data), "seed": seed, "num_samples_asked": num_samples}
+    progress = store.read_progress(out) if out.is_dir() else None
+    if progress is not None:  # an interrupted run: only the same command continues it
+        asked = store.plan(train, tokens, top_k, batch_size=batch_size, **meta)
+        differ = store.same_work(progress["plan"], asked, ignore=("teacher_fingerprint", "k"))
+        _refuse_other(out, differ, overwrite)
+        progress = None if differ else progress  # --overwrite: start afresh
+    resuming = progress is not None or store.unfinished(out)
+    check_output(out, overwrite=overwrite, resume=resuming)
+    if resuming:
+        store.remove_temporaries(out)
+    remove_if_failed(out, keep=lambda d: store.read_progress(d) is not None,
+                     note=f"run the same command again to continue the teacher logits in {out}")
     model = load_model(teacher, dtype="auto", device=device, trust_remote_code=trust_remote_code, role="teacher")
     model.eval()
-    train = as_token_data(_train_data(data, seq_len, seed, num_samples))
     dev = next(model.parameters()).device
+    head = head_of(model)
+    the_plan = store.plan(train, tokens, min(top_k, head.vocab_size), batch_size=batch_size,
+                          teacher_fingerprint=model_fingerprint(model), **meta)
+    if progress is not None:  # the same data and options: the same teacher and k too?
+        _refuse_other(out, store.same_work(progress["plan"], the_plan), overwrite)
 
     @torch.no_grad()
     def hidden(ids, mask):
         return final_hidden(model, ids, mask)
 
-    size = len(train) * seq_len * (min(top_k, head_of(model).vocab_size) * 8 + 4)
-    console.print(f"top-{top_k} teacher logits of {len(train)} samples × {seq_len} tokens ({size / 2**30:.2f} GiB)")
-    meta = {"teacher": str(teacher), "data": str(data), "seed": seed, "num_samples_asked": num_samples}
-    atomic_directory(out, lambda tmp: tl.write(tmp, hidden, head_of(model), train, top_k, batch_size=batch_size,
-                                               device=dev, meta=meta),
-                     overwrite=overwrite, what="the teacher logits", size_hint=size)
+    size = len(train) * seq_len * (the_plan["k"] * 8 + 4)
+    console.print(f"top-{the_plan['k']} teacher logits of {len(train)} samples × {seq_len} tokens "
+                  f"({size / 2**30:.2f} GiB)")
+    if overwrite and (progress is None or progress["plan"].get("id") != the_plan["id"]):
+        remove_owned(out)  # only now that the teacher loaded: a failed start keeps the earlier output
+    claim(out, store.FILES)
+    with writing("the teacher logits", out, needed=size):
+        store.write(out, hidden, head, train, the_plan, device=dev,
+                    say=lambda m: console.print(m, soft_wrap=True, highlight=False))
     console.print(f"teacher logits written to [bold]{out}[/]; distill with --teacher-logits {out}")
+
+
+def _refuse_other(out: Path, differ: list[str], overwrite: bool) -> None:
+    """An unfinished cache in `out` is continued only by the command that began it."""
+    if differ and not overwrite:
+        names = {"teacher_fingerprint": "teacher", "data_fingerprint": "training samples",
+                 "tokens_fingerprint": "token directory", "k": "top-k", "batch_size": "batch size"}
+        raise CliError(f"{out} holds unfinished teacher logits of other settings "
+                       f"({', '.join(names.get(d, d) for d in differ)}); run the same command as before to finish "
+                       "them, pass --overwrite to start afresh, or choose another --out")

@@ -4,6 +4,7 @@ calibrate read by offset (see docs/data.md, "Token shards").
     hybridprune tokenize --data corpus.jsonl --tokenizer teacher/ --out tokens/
     hybridprune tokenize --data web.jsonl:0.7,code.jsonl:0.3 --tokenizer teacher/ --out mix/
     hybridprune tokenize --data chats.jsonl --chat --tokenizer teacher/ --out chat-tokens/
+    hybridprune tokenize --data 'web/*.jsonl' --tokenizer teacher/ --out tokens/ --num-proc 8
 
 Interrupted, the same command continues where the last commit left off.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from ..cleanup import remove_if_failed
+from ..output.cleanup import remove_if_failed
 from .checks import check_not_blank
 from .common import console, fail_cleanly, load_tokenizer
 
@@ -36,6 +37,7 @@ def tokenize_command(
     out: Path = typer.Option(..., "--out", help="Token directory: shards per split, manifest.json."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
     chat: bool = typer.Option(False, "--chat", help="Records are conversations ('messages', rendered with the tokenizer's chat template) or prompt/completion pairs; the loss counts the assistant's (completion's) tokens only."),
+    num_proc: int = typer.Option(1, "--num-proc", min=1, help="Tokenize in this many processes (the output is the same bytes as with one)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier tokenization in --out (never files hybridprune did not write)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the tokenizer's own Python code."),
 ) -> None:
@@ -45,7 +47,7 @@ def tokenize_command(
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
     tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code, role="tokenizer")
     remove_if_failed(out, keep=has_progress, note=f"run the same command again to continue the tokenization in {out}")
-    manifest = tokenize_to(out, data, tok, text_field=text_field, chat=chat, overwrite=overwrite,
+    manifest = tokenize_to(out, data, tok, text_field=text_field, chat=chat, overwrite=overwrite, num_proc=num_proc,
                            say=lambda m: console.print(m, soft_wrap=True, highlight=False))
     parts = ", ".join(f"{split} {sum(int(p['tokens']) for p in by_src.values()):,}"
                       for split, by_src in sorted(manifest["splits"].items()))

@@ -158,17 +158,19 @@ def _from_shards(source, tokenizer, seq_len, num_samples, split, seed, model_voc
 
 def check_token_dir(manifest: dict, source, model_vocab_size: int | None, tokenizer: Any = None) -> None:
     """A token directory must come from the model's tokenizer: its ids must fit the model's vocabulary,
-    and the tokenizer given now (when given) must be the one that wrote it."""
+    and the tokenizer given now (when given) must be the one that wrote it (with the same chat template,
+    for chat data)."""
     tok = manifest.get("tokenizer", {})
     if model_vocab_size is not None and int(manifest.get("max_token_id", -1)) >= model_vocab_size:
         raise DataError(f"the token directory '{source}' holds token id {manifest['max_token_id']}, but the model's "
                         f"vocabulary has only {model_vocab_size} entries; tokenize with the model's tokenizer")
     if tokenizer is not None and hasattr(tokenizer, "backend_tokenizer"):
-        from hybridprune.data.tokenize import tokenizer_identity
+        from hybridprune.data.identity import tokenizer_change, tokenizer_identity
 
-        if tokenizer_identity(tokenizer)["hash"] != tok.get("hash"):
-            raise DataError(f"the token directory '{source}' was written with another tokenizer ({tok.get('name')}) "
-                            "than the model's; tokenize the text again with the model's tokenizer")
+        change = tokenizer_change(tok, tokenizer_identity(tokenizer), chat=bool(manifest.get("chat")))
+        if change:
+            raise DataError(f"the token directory '{source}' was written with {change}, not the model's tokenizer; "
+                            "tokenize the text again with the model's tokenizer")
 
 
 def _name(source: Any) -> str:

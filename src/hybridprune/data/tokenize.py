@@ -23,33 +23,14 @@ from typing import Any
 import numpy as np
 
 from hybridprune.data import chat as chat_mod
-from hybridprune.data import shards, stream
+from hybridprune.data import ordered_pool, shards, stream
+from hybridprune.data.identity import plan, plan_change, tokenizer_change, tokenizer_identity  # noqa: F401
 from hybridprune.data.assets import SPLITS
 from hybridprune.data.errors import DataError
 
 SHARD_TOKENS = 1 << 28  # 512 MiB of uint16 per shard file
 COMMIT_TOKENS = 1 << 24
 BATCH_DOCS = 1024
-
-
-def tokenizer_identity(tokenizer: Any) -> dict:
-    """Name, size, EOS and a hash of the tokenizer's definition (fast tokenizers: its JSON)."""
-    h = hashlib.sha256()
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    h.update(backend.to_str().encode() if backend is not None else repr(sorted(tokenizer.get_vocab().items())).encode())
-    h.update(str(getattr(tokenizer, "chat_template", None) or "").encode())
-    return {"name": str(getattr(tokenizer, "name_or_path", type(tokenizer).__name__)), "vocab_size": len(tokenizer),
-            "eos_token_id": getattr(tokenizer, "eos_token_id", None), "hash": h.hexdigest()[:16]}
-
-
-def plan(data: str, tokenizer: Any, *, text_field: str = "text", chat: bool = False) -> dict:
-    """What a tokenization of `data` is: sources with weights and fingerprints, tokenizer, options."""
-    mix = stream.parse_mixture(data)
-    srcs = [{"source": s, "weight": w, "fingerprint": stream.fingerprint(s)} for s, w in mix]
-    p = {"format": shards.FORMAT, "data": data, "sources": srcs, "tokenizer": tokenizer_identity(tokenizer),
-         "text_field": text_field, "chat": bool(chat)}
-    p["id"] = hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:16]
-    return p
 
 
 class _Writer:
@@ -115,8 +96,8 @@ class _Writer:
                 "tokens": sum(int(s["tokens"]) for s in self.shards)}
 
 
-def _atomic_json(path: Path, obj: dict) -> None:
-    from hybridprune.fsutil import TMP_TAG
+def atomic_json(path: Path, obj: dict) -> None:
+    from hybridprune.output.atomic import TMP_TAG
 
     tmp = path.with_name(f".{path.name}{TMP_TAG}{os.getpid()}")
     with open(tmp, "w") as f:
@@ -137,9 +118,10 @@ def _remove_uncommitted(root: Path, writers: dict) -> None:
 
 
 def write_shards(root: Path, the_plan: dict, tokenizer: Any, *, shard_tokens: int = SHARD_TOKENS,
-                 commit_tokens: int = COMMIT_TOKENS, batch_docs: int = BATCH_DOCS, say=None) -> dict:
+                 commit_tokens: int = COMMIT_TOKENS, batch_docs: int = BATCH_DOCS, num_proc: int = 1, say=None) -> dict:
     """Tokenize the plan's sources into `root` (continuing `root/progress.json` when it is this plan's);
-    returns the manifest, written last."""
+    returns the manifest, written last. `num_proc > 1` tokenizes batches in that many processes and
+    writes them in order: the same bytes as one process."""
     chat = the_plan["chat"]
     dtype = shards.token_dtype(the_plan["tokenizer"]["vocab_size"])
     eos = the_plan["tokenizer"]["eos_token_id"]
@@ -162,50 +144,33 @@ def write_shards(root: Path, the_plan: dict, tokenizer: Any, *, shard_tokens: in
         streams: dict[str, dict] = {}
         for (split, src), w in writers.items():
             streams.setdefault(split, {})[str(src)] = w.state()
-        _atomic_json(progress_path, {"plan": the_plan["id"], "position": pos, "streams": streams,
-                                     "max_token_id": max_id})
+        atomic_json(progress_path, {"plan": the_plan["id"], "position": pos, "streams": streams,
+                                     "max_token_id": max_id, "what": the_plan})
 
     commit(position)
     since = 0
-    for si, src in enumerate(the_plan["sources"]):
-        if si < position[0]:
+    work = _work(the_plan, position, batch_docs)
+    for item in ordered_pool.ordered_map(_encode_item, work, num_proc, tokenizer, the_plan, eos):
+        if item[0] == "end":  # a table read to its end
+            commit([item[1], item[2] + 1, 0])
             continue
-        tables, has_calib = stream.open_tables(src["source"], the_plan["text_field"])
-        for ti, (given, table) in enumerate(tables):
-            if (si, ti) < tuple(position[:2]):
-                continue
-            start = position[2] if (si, ti) == tuple(position[:2]) else 0
-            for row, records in _batches(table, start, batch_docs):
-                docs = _encode(records, tokenizer, the_plan, f"'{src['source']}' (records from {row})")
-                tail = [] if eos is None else [eos]
-                grouped: dict[str, list] = {}  # split -> [ids, mask, documents]: one write per split and batch
-                for key, ids, mask in docs:
-                    g = grouped.setdefault(stream.assign_split(given, has_calib, key), [[], [], 0])
-                    g[0] += ids
-                    g[0] += tail
-                    if mask is not None:
-                        g[1] += mask
-                        g[1] += [0] * len(tail)
-                    g[2] += 1
-                for split, (ids, mask, n_docs) in grouped.items():
-                    w = writers.get((split, si))
-                    if w is None:
-                        w = writers[(split, si)] = _Writer(root, split, si, dtype, chat, shard_tokens)
-                    arr = np.asarray(ids, dtype=np.int64)
-                    if arr.size:
-                        max_id = max(max_id, int(arr.max()))
-                    w.append(arr, np.asarray(mask, dtype=np.uint8) if chat else None)
-                    w.documents += n_docs
-                    since += arr.size
-                    done_tokens += arr.size
-                if since >= commit_tokens:
-                    commit([si, ti, row + len(records)])
-                    since = 0
-                    if say:
-                        rate = done_tokens / max(time.perf_counter() - t0, 1e-9)
-                        say(f"tokenized {sum(w.state()['tokens'] for w in writers.values()):,} tokens "
-                            f"({rate:,.0f} tokens/s)")
-            commit([si, ti + 1, 0])
+        _, si, ti, end_row, groups = item
+        for split, arr, mask, n_docs, top in groups:
+            w = writers.get((split, si))
+            if w is None:
+                w = writers[(split, si)] = _Writer(root, split, si, dtype, chat, shard_tokens)
+            max_id = max(max_id, top)
+            w.append(arr, mask)
+            w.documents += n_docs
+            since += arr.size
+            done_tokens += arr.size
+        if since >= commit_tokens:
+            commit([si, ti, end_row])
+            since = 0
+            if say:
+                rate = done_tokens / max(time.perf_counter() - t0, 1e-9)
+                say(f"tokenized {sum(w.state()['tokens'] for w in writers.values()):,} tokens "
+                    f"({rate:,.0f} tokens/s)")
     for w in writers.values():
         w.sync()
         w.close()
@@ -221,9 +186,52 @@ def write_shards(root: Path, the_plan: dict, tokenizer: Any, *, shard_tokens: in
                 "num_tokens": sum(w.state()["tokens"] for w in writers.values())}
     manifest["fingerprint"] = hashlib.sha256(json.dumps([the_plan["id"], splits], sort_keys=True).encode()
                                              ).hexdigest()[:16]
-    _atomic_json(root / shards.MANIFEST_FILE, manifest)
+    atomic_json(root / shards.MANIFEST_FILE, manifest)
     progress_path.unlink(missing_ok=True)
     return manifest
+
+
+def _work(the_plan: dict, position: list, batch_docs: int):
+    """The batches still to tokenize, from `position` on: `("batch", source, table, first row, records,
+    given split, has a calibration part, where)`, and `("end", source, table)` after each table."""
+    for si, src in enumerate(the_plan["sources"]):
+        if si < position[0]:
+            continue
+        tables, has_calib = stream.open_tables(src["source"], the_plan["text_field"])
+        for ti, (given, table) in enumerate(tables):
+            if (si, ti) < tuple(position[:2]):
+                continue
+            start = position[2] if (si, ti) == tuple(position[:2]) else 0
+            for row, records in _batches(table, start, batch_docs):
+                yield ("batch", si, ti, row, records, given, has_calib, f"'{src['source']}' (records from {row})")
+            yield ("end", si, ti)
+
+
+def _encode_item(item: tuple, tokenizer: Any, the_plan: dict, eos: int | None) -> tuple:
+    """One batch of `_work` -> `("batch", source, table, row after it, [(split, ids, mask, documents,
+    largest id)])`, one contiguous array per split (in the split's order of first appearance); run in
+    the writer's process or in a worker of `--num-proc`, with the same result."""
+    if item[0] == "end":
+        return item
+    _, si, ti, row, records, given, has_calib, where = item
+    dtype = shards.token_dtype(the_plan["tokenizer"]["vocab_size"])
+    tail = [] if eos is None else [eos]
+    grouped: dict[str, list] = {}  # split -> [ids, mask, documents]: one write per split and batch
+    for key, ids, mask in _encode(records, tokenizer, the_plan, where):
+        g = grouped.setdefault(stream.assign_split(given, has_calib, key), [[], [], 0])
+        g[0] += ids
+        g[0] += tail
+        if mask is not None:
+            g[1] += mask
+            g[1] += [0] * len(tail)
+        g[2] += 1
+    groups = []
+    for split, (ids, mask, n_docs) in grouped.items():
+        arr = np.asarray(ids, dtype=np.int64)
+        top = int(arr.max()) if arr.size else -1
+        groups.append((split, arr.astype(dtype), np.asarray(mask, dtype=np.uint8) if the_plan["chat"] else None,
+                       n_docs, top))
+    return ("batch", si, ti, row + len(records), groups)
 
 
 def _batches(table, start: int, size: int):
@@ -275,36 +283,42 @@ def _encode(records: list[dict], tokenizer: Any, the_plan: dict, where: str):
 
 
 def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field: str = "text", chat: bool = False,
-                overwrite: bool = False, say=None, **sizes) -> dict:
-    """Tokenize `data` into the token directory `out` and return its manifest.
+                overwrite: bool = False, num_proc: int = 1, say=None, **sizes) -> dict:
+    """Tokenize `data` into the token directory `out` and return its manifest (`num_proc` processes
+    give the same bytes as one).
 
     A finished `out` of the same sources, tokenizer and options is reused as it is; an unfinished one
     is continued; anything else there is refused unless `overwrite` (which replaces only what
     hybridprune wrote)."""
-    from hybridprune.fsutil import OutputError, check_output, claim, remove_owned, writing
+    from hybridprune.output.atomic import OutputError, check_output, claim, remove_owned, writing
 
     out = Path(out)
     the_plan = plan(data, tokenizer, text_field=text_field, chat=chat)
     if (out / shards.MANIFEST_FILE).is_file():
         manifest = shards.read_manifest(out)
-        if manifest.get("id") == the_plan["id"]:
+        differ = [] if manifest.get("id") == the_plan["id"] else plan_change(manifest, the_plan)
+        if not differ:
             if say:
                 say(f"{out} already holds these tokens ({manifest['num_tokens']:,}); reusing them")
             return manifest
         if not overwrite:
-            raise OutputError(f"{out} holds the tokens of other data or another tokenizer ({manifest.get('data')!r}, "
-                              f"{manifest.get('tokenizer', {}).get('name')}); pass --overwrite to replace them, or "
+            raise OutputError(f"{out} holds the tokens of {'; '.join(differ)}; pass --overwrite to replace them, or "
                               "choose another output directory")
     progress = out / shards.PROGRESS_FILE
     resuming = False
     if progress.is_file():
         try:
-            resuming = json.loads(progress.read_text()).get("plan") == the_plan["id"]
+            recorded = json.loads(progress.read_text())
         except (OSError, ValueError):
-            resuming = False
+            recorded = {}
+        resuming = recorded.get("plan") == the_plan["id"]
         if not resuming and not overwrite:
-            raise OutputError(f"{out} holds an unfinished tokenization of other data or another tokenizer; pass "
-                              "--overwrite to start afresh, or choose another output directory")
+            began = recorded.get("what")  # the plan it began with (recorded since the refusals name differences)
+            differ = plan_change(began, the_plan) if isinstance(began, dict) else []
+            what = "; ".join(differ) or ("other data, options or tokenizer" if not isinstance(began, dict) else
+                                         "the same tokens under another chat template")
+            raise OutputError(f"{out} holds an unfinished tokenization of {what}; run the command that began it "
+                              "again to finish it, pass --overwrite to start afresh, or choose another output directory")
     check_output(out, overwrite=overwrite, resume=resuming)
     for src in the_plan["sources"]:  # a source that cannot be read is refused before anything is written
         tables, _ = stream.open_tables(src["source"], text_field)
@@ -317,4 +331,4 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
     if resuming and say:
         say(f"continuing the unfinished tokenization in {out}")
     with writing("the token shards", out):
-        return write_shards(out, the_plan, tokenizer, say=say, **sizes)
+        return write_shards(out, the_plan, tokenizer, say=say, num_proc=num_proc, **sizes)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..fsutil import follow_umask, writing
+from ..output.atomic import follow_umask, writing
 from .config import DistillError
 
 FORMAT_VERSION = 1

@@ -22,7 +22,7 @@ def foreign_run_files(out_dir: Path, resume: str | os.PathLike | None = None) ->
     a run started or resumed there would overwrite or append to them, so it is refused. Only the
     checkpoints being resumed (`resume` is `out_dir` or lies in its `checkpoints/`, copied there without
     the manifest, say) are the run's own."""
-    from ..fsutil import foreign_entries
+    from ..output.atomic import foreign_entries
 
     out_dir = Path(out_dir)
     taken = set(RUN_NAMES) & set(foreign_entries(out_dir)) if out_dir.is_dir() else set()
@@ -44,9 +44,9 @@ def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=Non
     run's checkpoints and log are left alone, and a file the user put in `out_dir` is never overwritten,
     not even one put there while the export runs. A symlinked `out_dir` is written through.
     """
-    from ..fsutil import (MANIFEST, OutputError, claim, clean_stale, follow_umask, foreign_entries, move_new,
-                          output_target, temp_sibling, writing)
-    from ..config_style import write_config
+    from ..output.atomic import (MANIFEST, OutputError, claim, clean_stale, follow_umask, foreign_entries,
+                                 move_new, output_target, temp_sibling, writing)
+    from ..checkpoint.config_style import write_config
     from ..pruning.export import INFO_FILE, RUN_FILES, carry_over
     from ..pruning.model_card import write_model_card
 
@@ -128,10 +128,10 @@ def truncate_log(path: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = [r for r in read_log(path) if int(r.get("step", 0)) <= step]
-    from ..fsutil import temp_sibling
+    from ..output.atomic import temp_sibling
 
     tmp = temp_sibling(path)
-    from ..fsutil import writing
+    from ..output.atomic import writing
 
     try:
         with writing("the training log", path):
@@ -165,10 +165,10 @@ def plot_loss(log_path: Path, png_path: Path) -> Path | None:
     ax.legend()
     fig.tight_layout()
     png_path = Path(png_path)
-    from ..fsutil import temp_sibling
+    from ..output.atomic import temp_sibling
 
     tmp = temp_sibling(png_path)
-    from ..fsutil import writing
+    from ..output.atomic import writing
 
     try:
         with writing("the loss plot", png_path):

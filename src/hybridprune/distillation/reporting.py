@@ -1,65 +1,16 @@
-"""What a run reports: validation loss, the JSONL log, console messages, the progress bar, and at the
-end the exported student with its summary and loss plot. Only the main process writes or prints."""
+"""What a run produces besides its log: the validation loss, and at the end the exported student with
+its summary and loss plot (`run_log.py` writes the log and the console lines)."""
 
 from __future__ import annotations
-
-import contextlib
-import json
-import sys
 
 import torch
 
 from . import dist as hpdist
 from .export import PLOT_FILE, export_student, plot_loss
-from .trackers import plain_line
 
 
 class ReportingMixin:
-    """Validation, logging and progress of `Distiller`, which holds the attributes they use."""
-
-    def _say(self, msg: str) -> None:
-        if self.env.is_main:
-            if self.console is not None:
-                self.console.print(msg)
-            else:
-                print(msg, flush=True)
-
-    def _log(self, rec: dict) -> None:
-        self.history.append(rec)
-        if not self.env.is_main:
-            return
-        if self.log_path is not None:
-            from ..fsutil import writing
-
-            with writing("the training log", self.log_path), open(self.log_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
-        trackers = getattr(self, "trackers", None)
-        if trackers is not None:
-            trackers.log(rec)
-            if self.cfg.progress and not self._terminal():  # a log file: one plain line, not a bar
-                if "loss" in rec:
-                    self._say_plain(plain_line(rec, self.total_steps, trackers.eta(rec["step"], self.total_steps)))
-                elif "val_loss" in rec:
-                    self._say_plain(f"step {rec['step']}/{self.total_steps} val_loss {rec['val_loss']:.4f}")
-
-    def _terminal(self) -> bool:
-        if self.console is not None:
-            return bool(self.console.is_terminal)
-        return sys.stdout.isatty()
-
-    def _say_plain(self, line: str) -> None:
-        if self.console is not None:
-            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
-        else:
-            print(line, flush=True)
-
-    def _reduce_time(self, rec: dict) -> dict:
-        """Throughput of the whole group, from the step time averaged over processes."""
-        if self.env.enabled:
-            (t,) = hpdist.all_reduce_sum(self.env, [rec["step_time_s"]])
-            rec["step_time_s"] = t / self.env.world_size
-            rec["tokens_per_s"] = self.tokens_per_step / rec["step_time_s"]
-        return rec
+    """Validation and export of `Distiller`, which holds the attributes they use."""
 
     def _finish(self) -> None:
         cfg = self.cfg
@@ -82,25 +33,6 @@ class ReportingMixin:
             if cfg.plot:
                 plot_loss(self.log_path, self.out_dir / PLOT_FILE)
         hpdist.barrier(self.env)
-
-    def _progress(self):
-        if not (self.cfg.progress and self.env.is_main and self._terminal()):
-            return contextlib.nullcontext(None)
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        return Progress(
-            TextColumn("[bold]distill"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("{task.fields[tps]:,.0f} tok/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
-
 
     @torch.no_grad()
     def evaluate(self) -> dict:

@@ -26,3 +26,14 @@ class WarmupCosine:
             return 1.0 if step < self.total else self.min_ratio
         progress = min(1.0, (step - self.warmup) / decay_steps)
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_note(warmup: int, total: int, lr: float) -> str | None:
+    """One line for a warmup not shorter than the run (e.g. `--steps 3` with the default `--warmup 100`):
+    what the schedule will do instead of a warmup and a decay."""
+    if warmup <= 0 or warmup < total:
+        return None
+    top = total / warmup
+    return (f"the warmup ({warmup} steps) is not shorter than the run ({total} steps): the learning rate only "
+            f"ramps up, to {top:.0%} of the peak ({lr * top:.3g}) at the last step, and never decays; lower "
+            f"--warmup (e.g. to {max(1, total // 10)})")

@@ -5,7 +5,8 @@ A cache directory holds, for every training sample `i` (the samples `distill` dr
 token directory, `--seq-len`, `--seed` and `--num-samples`): `ids.bin` (int32 `[N, T, k]`),
 `logp.bin` (float32 `[N, T, k]`, the teacher's log-probabilities of those ids) and `tail.bin`
 (float32 `[N, T]`, the log of the mass of all other tokens), memory-mapped, and `manifest.json` with
-the data's fingerprint, which a run checks before it uses the cache.
+the data's fingerprint, the token directory's and its tokenizer's, which a run checks before it loads
+any model (`TeacherLogits.check_run`, `check`). Writing them (resumable) is `teacher_logits_store.py`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import torch
 from .config import DistillError
 
 FORMAT = "hybridprune-teacher-logits/1"
+MANIFEST_FILE = "manifest.json"
+PROGRESS_FILE = "progress.json"
+BINS = {"ids": (np.int32, 3), "logp": (np.float32, 3), "tail": (np.float32, 2)}  # name: dtype, dims
 
 
 class TeacherLogits:
@@ -51,12 +55,38 @@ class TeacherLogits:
                 "compute them again with `hybridprune teacher-logits` and the same --data, --seq-len, --seed and "
                 "--num-samples")
 
+    def check_run(self, *, k: int | None, token_manifest: dict, tokenizer_identity: dict | None) -> None:
+        """Before any model is loaded: the cache must be of this run's top-k, token directory and the
+        student's tokenizer (caches written before these were recorded are checked on k only)."""
+        m = getattr(self, "manifest", {})
+        if k is not None and k != self.k:
+            raise DistillError(f"--kd-topk {k}, but the teacher logits in {self.source} keep the top {self.k}; leave "
+                               f"--kd-topk out, or compute them again with `hybridprune teacher-logits --top-k {k}`")
+        have = m.get("tokenizer") or {}
+        if have and tokenizer_identity:
+            from hybridprune.data.identity import tokenizer_change
+
+            change = tokenizer_change(have, tokenizer_identity, chat=bool(token_manifest.get("chat")))
+            if change:
+                raise DistillError(f"the teacher logits in {self.source} were computed on tokens written with {change}, "
+                                   "not the student's tokenizer; compute them again on a token directory of the "
+                                   "student's tokenizer")
+        want = m.get("tokens_fingerprint")
+        if want and token_manifest.get("fingerprint") != want:
+            raise DistillError(f"the teacher logits in {self.source} were computed on another token directory "
+                               f"({m.get('data')}, fingerprint {want}) than --data ({token_manifest.get('data')}, "
+                               f"{token_manifest.get('fingerprint')}); compute them again with `hybridprune "
+                               "teacher-logits` on this --data")
+
     @classmethod
     def open(cls, directory: str | Path) -> "TeacherLogits":
         d = Path(directory).expanduser()
         try:
             m = json.loads((d / "manifest.json").read_text())
         except (OSError, ValueError):
+            if (d / PROGRESS_FILE).is_file():
+                raise DistillError(f"{d} holds unfinished teacher logits; run the same `hybridprune teacher-logits` "
+                                   "command again to finish them") from None
             raise DistillError(f"{d} holds no teacher logits (no readable manifest.json); write them with "
                                "`hybridprune teacher-logits`") from None
         if m.get("format") != FORMAT:
@@ -74,10 +104,11 @@ class TeacherLogits:
 
 
 @torch.no_grad()
-def compute(teacher_hidden, head, data, k: int, *, batch_size: int = 4, device=None, sink=None):
+def compute(teacher_hidden, head, data, k: int, *, batch_size: int = 4, device=None, sink=None, start: int = 0):
     """Top-k of every sample of `data` (a `TokenData`), a batch at a time. `teacher_hidden(ids, mask)`
     gives the final hidden states; `sink(start, ids, logp, tail)` receives each batch (default: kept
-    in memory and returned as a `TeacherLogits`)."""
+    in memory and returned as a `TeacherLogits`). `start` (a multiple of `batch_size`, with a sink)
+    skips the samples a resumed write already holds: the batches are those of a run from 0."""
     from .topk import teacher_topk
 
     n, t = len(data), data.seq_len
@@ -87,7 +118,7 @@ def compute(teacher_hidden, head, data, k: int, *, batch_size: int = 4, device=N
         all_ids = torch.empty(n, t, k_eff, dtype=torch.int32)
         all_logp = torch.empty(n, t, k_eff, dtype=torch.float32)
         all_tail = torch.empty(n, t, dtype=torch.float32)
-    for s0 in range(0, n, batch_size):
+    for s0 in range(start, n, batch_size):
         rows = list(range(s0, min(n, s0 + batch_size)))
         ids, mask, _ = data.batch(rows)
         if device is not None:
@@ -103,26 +134,3 @@ def compute(teacher_hidden, head, data, k: int, *, batch_size: int = 4, device=N
     if keep:
         return TeacherLogits(all_ids, all_logp, all_tail, data.fingerprint())
     return None
-
-
-def write(directory: Path, teacher_hidden, head, data, k: int, *, batch_size: int, device=None, meta=None) -> dict:
-    """Write the cache of `data` into `directory` (an empty directory: the caller makes it atomic)."""
-    n, t = len(data), data.seq_len
-    k = min(k, head.vocab_size)
-    maps = {"ids": np.memmap(directory / "ids.bin", dtype=np.int32, mode="w+", shape=(n, t, k)),
-            "logp": np.memmap(directory / "logp.bin", dtype=np.float32, mode="w+", shape=(n, t, k)),
-            "tail": np.memmap(directory / "tail.bin", dtype=np.float32, mode="w+", shape=(n, t))}
-
-    def sink(s0, ids, logp, tail):
-        b = ids.shape[0]
-        maps["ids"][s0:s0 + b] = ids.numpy()
-        maps["logp"][s0:s0 + b] = logp.numpy()
-        maps["tail"][s0:s0 + b] = tail.numpy()
-
-    compute(teacher_hidden, head, data, k, batch_size=batch_size, device=device, sink=sink)
-    for m in maps.values():
-        m.flush()
-    manifest = {"format": FORMAT, "num_samples": n, "seq_len": t, "k": k, "data_fingerprint": data.fingerprint(),
-                **(meta or {})}
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return manifest

@@ -9,8 +9,8 @@ because DDP and FSDP average gradients over processes), so the accumulated gradi
 global-batch mean whatever `W` and `m` are.
 
 The pieces live beside this module: `models.py` (model access and the KD forward), `placement.py`
-(precision, devices, DDP/FSDP2 wrapping), `resume.py` (checkpoint save/load) and `reporting.py`
-(validation, log, progress, export).
+(precision, devices, DDP/FSDP2 wrapping), `resume.py` (checkpoint save/load), `run_log.py` (the
+log, its trackers and the console lines) and `reporting.py` (validation, export).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -27,16 +28,17 @@ from . import checkpoint as ckpt
 from . import dist as hpdist
 from .config import DistillConfig, DistillError
 from .data import GlobalBatches, TokenData, as_token_data
-from .export import LOG_FILE, PLOT_FILE, foreign_run_files, remove_legacy_tmp, truncate_log
+from .export import LOG_FILE, PLOT_FILE, foreign_run_files, remove_legacy_tmp
 from .loss import IGNORE_INDEX, Head, next_token_targets
 from .models import StudentKD, check_head, head_of
 from .models import base_model_of, final_hidden, logit_scale  # noqa: F401  (importable from here, as before)
 from .placement import device_of, parallel_mode, use_bf16, wrap_parallel
 from .reporting import ReportingMixin
+from .run_log import RunLogMixin
 from .resume import CheckpointingMixin
 from .teacher_side import TeacherMixin, input_device
-from .schedule import WarmupCosine
-from ..signals import Interrupted, deferred
+from .schedule import WarmupCosine, warmup_note
+from ..output.signals import Interrupted, deferred
 
 
 def _param_groups(model: nn.Module, weight_decay: float):
@@ -59,7 +61,7 @@ class NonFiniteLoss(DistillError):
     """The loss or gradient norm became NaN/inf; the step was not applied."""
 
 
-class Distiller(CheckpointingMixin, ReportingMixin, TeacherMixin):
+class Distiller(CheckpointingMixin, RunLogMixin, ReportingMixin, TeacherMixin):
     """One distillation run. `run()` trains; the pieces are separate for tests and benchmarks."""
 
     def __init__(self, teacher: nn.Module, student: nn.Module, train_data, cfg: DistillConfig, *, val_data=None,
@@ -284,7 +286,7 @@ class Distiller(CheckpointingMixin, ReportingMixin, TeacherMixin):
         if self.out_dir is None:
             return
         if self.env.is_main:
-            from ..fsutil import claim, clean_stale
+            from ..output.atomic import claim, clean_stale
 
             names = [ckpt.CHECKPOINT_DIR, LOG_FILE, PLOT_FILE]
             taken = foreign_run_files(self.out_dir, self.cfg.resume)  # resuming too: never append to or replace the user's
@@ -336,13 +338,7 @@ class Distiller(CheckpointingMixin, ReportingMixin, TeacherMixin):
                     where = self.load_checkpoint(cfg.resume)
                     self._say(f"resumed from {where} at step {self.step}/{self.total_steps}")
                 self._prepare_out_dir()
-                if env.is_main:
-                    self._open_trackers()
-                if self.log_path is not None and env.is_main:
-                    if cfg.resume:
-                        truncate_log(self.log_path, self.step)
-                    elif self.log_path.exists():
-                        self.log_path.unlink()
+                self._start_log()
                 stop_at = min(self.total_steps, cfg.stop_at_step or self.total_steps)
                 signum = None
                 with self._progress() as progress:
@@ -380,14 +376,6 @@ class Distiller(CheckpointingMixin, ReportingMixin, TeacherMixin):
                 self.trackers.close()
             hpdist.teardown(env)
 
-    def _open_trackers(self) -> None:
-        from .trackers import TENSORBOARD_DIR, WANDB_DIR, Trackers
-
-        if self.out_dir is not None and self.cfg.report_to:
-            from ..fsutil import claim
-
-            claim(self.out_dir, [{"tensorboard": TENSORBOARD_DIR, "wandb": WANDB_DIR}[n] for n in self.cfg.report_to])
-        self.trackers = Trackers(self.cfg.report_to, self.out_dir, self.cfg.to_dict(), self.step)
 
 
 def distill(teacher: nn.Module, student: nn.Module, train_data, config: DistillConfig | None = None, *,
@@ -409,5 +397,8 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, config: DistillC
         from dataclasses import replace
 
         cfg = replace(cfg, **overrides)
-    return Distiller(teacher, student, train_data, cfg, val_data=val_data, console=console,
-                     teacher_logits=teacher_logits).run()
+    d = Distiller(teacher, student, train_data, cfg, val_data=val_data, console=console, teacher_logits=teacher_logits)
+    note = warmup_note(cfg.warmup, d.total_steps, cfg.lr)
+    if note:
+        warnings.warn(note.replace("--warmup", "warmup"), stacklevel=2)
+    return d.run()

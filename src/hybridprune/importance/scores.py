@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..architectures import ATTENTION, GDN, MAMBA, MLP, MOE, Dims
-from ..fsutil import atomic_directory
+from ..output.atomic import atomic_directory
 
 TENSORS_FILE = "scores.safetensors"
 META_FILE = "scores.json"
@@ -239,8 +239,8 @@ def _read_meta(path: Path, redo: str) -> dict[str, Any]:
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """A short hash tying Scores to the model they came from (`hybridprune.fingerprint`): the same value
+    """A short hash tying Scores to the model they came from (`hybridprune.checkpoint.fingerprint`): the same value
     as the checkpoint's files give, so a streaming prune can check scores without loading the model."""
-    from ..fingerprint import model_fingerprint as fingerprint
+    from ..checkpoint.fingerprint import model_fingerprint as fingerprint
 
     return fingerprint(model)

@@ -19,9 +19,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..carry import checkpoint_root, copy_file, copy_tree
-from ..config_style import write_config
-from ..fsutil import MANIFEST, atomic_directory
+from ..checkpoint.carry import checkpoint_root, copy_file, copy_tree
+from ..checkpoint.config_style import write_config
+from ..output.atomic import MANIFEST, atomic_directory
 from .model_card import write_model_card
 
 TOKENIZER_FILES = (
@@ -109,7 +109,7 @@ def carry_over(source: str | os.PathLike, dest: str | os.PathLike, *, rebuilt: t
     Files the export already wrote win (e.g. a tokenizer saved from an object), except the generation
     config: the one `save_pretrained` writes is derived from the rebuilt config and loses whatever
     only the source's file had, such as an extra end-of-turn id. `rebuilt` names files never copied.
-    Only regular files inside the source are copied (`hybridprune.carry`); what is not is warned about.
+    Only regular files inside the source are copied (`hybridprune.checkpoint.carry`); what is not is warned about.
     """
     dest = Path(dest)
     root = checkpoint_root(source)
@@ -156,7 +156,7 @@ def _source_shard_bytes(source: Path | None) -> int | None:
     """The source's largest safetensors shard, when it is sharded: the output is sharded alike."""
     if source is None or not (source / "model.safetensors.index.json").is_file():
         return None
-    from ..checkpoint_files import CheckpointFiles
+    from ..checkpoint.files import CheckpointFiles
 
     try:
         return CheckpointFiles(source).largest_shard_bytes
@@ -182,7 +182,7 @@ def _rename_saved(directory: Path, renames: dict[str, str]) -> None:
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from ..checkpoint_files import INDEX_FILE
+    from ..checkpoint.files import INDEX_FILE
 
     for path in sorted(directory.glob("*.safetensors")):
         with safe_open(str(path), "pt") as f:

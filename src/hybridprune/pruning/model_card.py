@@ -45,7 +45,7 @@ def _ours(meta: dict[str, Any]) -> bool:
 
 def source_id(source: str | os.PathLike) -> str:
     """The Hub id of a source in the Hub cache (`models--org--name/snapshots/REV`), else its path."""
-    from ..checkpoint_files import hub_snapshot
+    from ..checkpoint.files import hub_snapshot
 
     hub = hub_snapshot(Path(os.path.realpath(source)))
     return hub[0] if hub else str(source)

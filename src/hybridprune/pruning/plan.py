@@ -18,6 +18,7 @@ import yaml
 
 from ..architectures import ATTENTION, MAMBA, MLP, MOE, Dims
 from ..architectures.moe import valid_expert_counts
+from .plan_fields import suggestion
 
 
 class PlanError(ValueError):
@@ -148,7 +149,9 @@ class Plan:
         d = {k: v for k, v in d.items() if v is not None}
         unknown = sorted(str(k) for k in d if k not in cls.field_names())
         if unknown:
-            raise PlanError(f"unknown plan field(s) {unknown}; valid fields: {', '.join(cls.field_names())}")
+            hints = [h for h in (suggestion(u, cls.field_names()) for u in unknown) if h]
+            raise PlanError(f"unknown plan field(s) {unknown}{' (' + '; '.join(hints) + ')' if hints else ''}; "
+                            f"valid fields: {', '.join(cls.field_names())}")
         out: dict[str, Any] = {}
         for name, value in d.items():
             out[name] = _as_indices(value) if name == "drop_layers" else _as_int(name, value)
@@ -277,7 +280,17 @@ class Plan:
             raise PlanError(f"linear_num_value_heads={self.linear_num_value_heads} {why}. Valid values: {valid}")
 
     def validate(self, dims: Dims) -> None:
-        """Raise PlanError naming the valid values if this plan cannot apply to `dims`."""
+        """Raise PlanError naming the valid values if this plan cannot apply to `dims`.
+
+        A plan is checked once per model: the plan is frozen, so the dims it passed are remembered and
+        the guards every entry point keeps (the command line, `prune`, `plan_selection`, `select`) cost
+        nothing after the first."""
+        if self.__dict__.get("_valid_for") == dims:
+            return
+        self._check(dims)
+        object.__setattr__(self, "_valid_for", dims)
+
+    def _check(self, dims: Dims) -> None:
         axes = {
             "hidden_size": (dims.hidden_size, None),
             "ffn_hidden_size": (dims.ffn_hidden_size, MLP),
@@ -298,7 +311,9 @@ class Plan:
             if value is None:
                 continue
             if current is None:
-                raise PlanError(f"{name}: this architecture has no {kind} blocks, so it cannot be set")
+                settable = [n for n, (size, _) in axes.items() if size is not None] + ["drop_layers"]
+                raise PlanError(f"{name}: this architecture has no {kind} blocks, so it cannot be set; "
+                                f"the fields this model can set: {', '.join(settable)}")
             if value <= 0:
                 raise PlanError(f"{name}={value}: a target must be positive (1..{current})")
             if value > current:

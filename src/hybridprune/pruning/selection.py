@@ -125,12 +125,21 @@ def blocks_to_keep(plan: Plan, dims: Dims, scores: Scores, required_kinds: tuple
             pinned.append(of_kind[0])
     if len(pinned) > plan.num_layers:
         raise PlanError(
-            f"num_layers={plan.num_layers} is too few: {len(pinned)} layers must stay (one of each of "
-            f"{required_kinds or 'no kind'} and every layer of type {list(dims.fixed_layer_types) or 'none'}). "
+            f"num_layers={plan.num_layers} is too few: {len(pinned)} layers must stay ({_why_pinned(required_kinds, dims)}). "
             f"Valid values: {len(pinned)}..{dims.num_layers}"
         )
     rest = [i for i in order if i not in pinned][: plan.num_layers - len(pinned)]
     return sorted(pinned + rest)
+
+
+def _why_pinned(required_kinds, dims: Dims) -> str:
+    """Which layers depth pruning must keep, in words: one of each required unit kind, every fixed layer."""
+    parts = []
+    if required_kinds:
+        parts.append(f"one layer of each of {', '.join(required_kinds)}")
+    if dims.fixed_layer_types:
+        parts.append(f"every layer of type {', '.join(dims.fixed_layer_types)}")
+    return " and ".join(parts) or "at least one layer"
 
 
 def _scores_for(table: dict, i: int, what: str) -> torch.Tensor:

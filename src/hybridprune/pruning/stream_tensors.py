@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..checkpoints import count_non_finite, max_abs, overflow_message
-from ..safetensors_io import MappedFile, ShardWriter, TensorInfo
+from ..checkpoint.load import count_non_finite, max_abs, overflow_message
+from ..checkpoint.safetensors_io import MappedFile, ShardWriter, TensorInfo
 
 #: Blocks worked on at once (each holds its mapped source rows and one piece of its output).
 WORKERS = max(1, min(4, os.cpu_count() or 1))

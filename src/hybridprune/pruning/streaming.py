@@ -25,11 +25,12 @@ from pathlib import Path
 import torch
 
 from ..architectures import ParamRule, get_adapter
-from ..checkpoints import check_loading_info, check_weight_files, refuse_non_finite
-from ..checkpoint_files import INDEX_FILE, SINGLE_FILE, CheckpointFiles, CheckpointFormatError, KeyMap, ShardWriter
-from ..config_style import write_config
-from ..fingerprint import checkpoint_fingerprint
-from ..fsutil import atomic_directory
+from ..checkpoint.load import check_loading_info, check_weight_files, refuse_non_finite
+from ..checkpoint.files import (INDEX_FILE, SINGLE_FILE, CheckpointFiles, CheckpointFormatError, KeyMap,
+                               ShardWriter)
+from ..checkpoint.config_style import write_config
+from ..checkpoint.fingerprint import checkpoint_fingerprint
+from ..output.atomic import atomic_directory
 from ..importance.scores import Scores
 from .apply import NotStreamable, PruneError, check_fingerprint, plan_selection, provenance, warn_dropped
 from .export import INFO_FILE, carry_over

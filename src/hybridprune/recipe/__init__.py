@@ -3,7 +3,8 @@
 - `loader`: YAML with the line of every key; `schema`: the sections and their checks;
 - `plan`: the stages in order and the keys that decide what reruns; `forecasts`: their memory;
 - `stages`: what each stage does; `runner`: records, skipping, resuming, torchrun;
-- `summary`: the numbers a run prints and reports.
+- `summary`: the numbers a run prints and reports; `demo`: the shipped demo recipe with `hybridprune demo`'s
+  flags applied.
 """
 
 from __future__ import annotations

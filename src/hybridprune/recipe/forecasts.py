@@ -16,7 +16,7 @@ def stage_forecast(st: Stage, recipe, source: Path) -> str:
 
     from ..architectures import get_adapter
     from ..cli.common import forward_forecast, resolve_device, weight_bytes
-    from ..forecast import forecast_distill, forecast_prune
+    from ..checkpoint.forecast import forecast_distill, forecast_prune
 
     config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     adapter = get_adapter(config)
@@ -36,12 +36,10 @@ def stage_forecast(st: Stage, recipe, source: Path) -> str:
                            largest_tensor_bytes=_largest(source))
     elif st.kind == "distill":
         from ..distillation.chunked_loss import auto_chunk_size
-        from ..pruning.plan import Plan
 
         student, note = dims, " (student at most the teacher's size: the search picks it)"
-        prune_settings = st.inputs["prune"].settings
-        if st.inputs["prune"].inputs.get("search") is None and prune_settings.plan is not None:
-            plan = Plan.parse(prune_settings.plan)
+        plan = st.inputs["prune"].plan  # a fixed plan, parsed when the stages were planned
+        if plan is not None:
             kept = [i for i in range(len(dims.block_kinds)) if i not in (plan.drop_layers or [])]
             student, note = plan.target_dims(dims, kept[: plan.num_layers or len(kept)]), ""
         device = str(resolve_device(recipe.device))
@@ -59,6 +57,6 @@ def stage_forecast(st: Stage, recipe, source: Path) -> str:
 
 
 def _largest(source: Path) -> int:
-    from ..checkpoint_files import CheckpointFiles
+    from ..checkpoint.files import CheckpointFiles
 
     return max((t.nbytes for t in CheckpointFiles(source).tensors.values()), default=0)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .loader import RecipeError
+from .loader import RecipeError, _where
 from .schema import SECTIONS, Recipe, Round
 
 RECORD = "record.json"
@@ -32,6 +32,7 @@ class Stage:
     inputs: dict[str, Any] = field(default_factory=dict)
     key: str = ""
     distributed: bool = False  # run by every process under torchrun (the others: rank 0 only)
+    plan: Any = None  # a prune stage's fixed `pruning.plan.Plan`, parsed once when the stages are planned
 
     @property
     def name(self) -> str:
@@ -86,8 +87,8 @@ def data_fingerprint(spec: str) -> str:
 def model_fingerprint(path: Path) -> str:
     from transformers import AutoConfig
 
-    from ..checkpoint_files import CheckpointFiles
-    from ..fingerprint import checkpoint_fingerprint
+    from ..checkpoint.files import CheckpointFiles
+    from ..checkpoint.fingerprint import checkpoint_fingerprint
 
     return checkpoint_fingerprint(CheckpointFiles(path), AutoConfig.from_pretrained(path, trust_remote_code=False))
 
@@ -142,6 +143,8 @@ def stages(recipe: Recipe, run_dir: Path, lines: dict | None = None, file: str =
         c = add("calibrate", r, cal, model_in=model_in)
         s = add("search", r, search, model_in=model_in, inputs={"calibrate": c}) if search is not None else None
         p = add("prune", r, prune or SECTIONS["prune"](), model_in=model_in, inputs={"calibrate": c, "search": s})
+        if s is None:
+            p.plan = _parsed_plan(p.settings.plan, r, rnd, lines, file)
         d = add("distill", r, distill, model_in=p, inputs={"prune": p}, distributed=True) if distill else None
         finished_rounds.append((p, d))
         model_in = d or p
@@ -152,6 +155,20 @@ def stages(recipe: Recipe, run_dir: Path, lines: dict | None = None, file: str =
     if not out:
         raise RecipeError(f"{file}: the recipe has no stages; give at least calibrate and search or prune")
     return out
+
+
+def _parsed_plan(spec, r: int, rnd: Round, lines: dict, file: str):
+    """The fixed plan of round `r`, parsed once for the whole command (the stage and the forecasts use
+    it); a plan that cannot be read is refused before any stage runs, naming the line."""
+    from ..pruning.plan import Plan, PlanError
+
+    path = ("rounds", r - 1, "plan") if rnd.plan is not None else (
+        ("rounds", r - 1, "prune", "plan") if (rnd.prune or {}).get("plan") is not None else ("prune", "plan"))
+    try:
+        return Plan.parse(spec)
+    except PlanError as exc:
+        line = lines.get(path, lines.get(path[:-1], "?"))
+        raise RecipeError(f"{file}:{line}: {_where(path)}: {exc}") from None
 
 
 def assign_keys(all_stages: list[Stage], recipe: Recipe, model_fp: str) -> None:

@@ -132,8 +132,8 @@ class Run:
 
     # ---- the run ----
     def execute(self, *, overwrite: bool = False) -> dict[str, Any]:
-        from ..cleanup import remove_if_failed
-        from ..fsutil import OutputError, check_output, claim, owned_names
+        from ..output.cleanup import remove_if_failed
+        from ..output.atomic import OutputError, check_output, claim, owned_names
 
         rank, world = _distributed()
         if rank == 0:

@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from ..distillation.config import DistillConfig
 from .loader import RecipeError, _where
 
 Size = Union[int, float, str]  # 4.5e9, or "0.5x" of the model it applies to
@@ -71,30 +72,39 @@ class Prune:
     tensor_parallel: int = 1
 
 
+def _as_in(config, name: str):
+    """The default of `config`'s setting `name`: a section key that is a setting of the stage's own
+    config takes its default from there (`dataclasses.fields`), so the two cannot drift apart."""
+    f = next(f for f in dataclasses.fields(config) if f.name == name)
+    if f.default_factory is not dataclasses.MISSING:
+        return field(default_factory=f.default_factory)
+    return f.default
+
+
 @dataclass
 class Distill:
-    steps: int | None = None
-    tokens: float | None = None
+    steps: int | None = _as_in(DistillConfig, "steps")
+    tokens: float | None = _as_in(DistillConfig, "tokens")
     seq_len: int = 4096
-    global_batch: int = 64
-    micro_batch: int = 2
-    lr: float = 1e-4
-    min_lr: float = 1e-5
-    warmup: int = 100
-    weight_decay: float = 0.1
-    grad_clip: float | None = 1.0
-    temperature: float = 1.0
-    kd_loss: str = "forward"
-    kd_weight: float = 1.0
-    ce_weight: float = 0.0
-    chunk_size: int | None = None
-    precision: str = "auto"
-    parallel: str = "auto"
+    global_batch: int = _as_in(DistillConfig, "global_batch")
+    micro_batch: int = _as_in(DistillConfig, "micro_batch")
+    lr: float = _as_in(DistillConfig, "lr")
+    min_lr: float = _as_in(DistillConfig, "min_lr")
+    warmup: int = _as_in(DistillConfig, "warmup")
+    weight_decay: float = _as_in(DistillConfig, "weight_decay")
+    grad_clip: float | None = _as_in(DistillConfig, "grad_clip")
+    temperature: float = _as_in(DistillConfig, "temperature")
+    kd_loss: str = _as_in(DistillConfig, "kd_loss")
+    kd_weight: float = _as_in(DistillConfig, "kd_weight")
+    ce_weight: float = _as_in(DistillConfig, "ce_weight")
+    chunk_size: int | None = _as_in(DistillConfig, "chunk_size")
+    precision: str = _as_in(DistillConfig, "precision")
+    parallel: str = _as_in(DistillConfig, "parallel")
     num_samples: int | None = None
     val_samples: int = 64
-    eval_every: int | None = None
-    save_every: int | None = None
-    keep_last: int = 2
+    eval_every: int | None = _as_in(DistillConfig, "eval_every")
+    save_every: int | None = _as_in(DistillConfig, "save_every")
+    keep_last: int = _as_in(DistillConfig, "keep_last")
 
 
 @dataclass

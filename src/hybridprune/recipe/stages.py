@@ -25,7 +25,7 @@ SHIPPED_PREFIX = "shipped:"
 
 def model_path(spec: str) -> Path:
     """A recipe's `model`: a shipped teacher (`shipped:tiny-nemotron-h`, `shipped:tiny-qwen3-5`), a local directory, or a Hub id `org/name[@rev]`."""
-    from ..checkpoints import check_weight_files, resolve
+    from ..checkpoint.load import check_weight_files, resolve
     from ..data.assets import BUNDLED_TEACHERS, teacher_path
 
     if spec.startswith(SHIPPED_PREFIX):
@@ -63,7 +63,7 @@ class Context:
         self._models.pop(str(path), None)
 
     def tok(self):
-        from ..checkpoints import load_tokenizer
+        from ..checkpoint.load import load_tokenizer
 
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(self.source, role="model")
@@ -162,10 +162,10 @@ def prune(ctx: Context, stage: Stage, work: Path) -> dict:
     from ..pruning.streaming import stream_prune
 
     s = _section(stage)
-    if stage.inputs.get("search") is not None:
+    if stage.inputs.get("search") is not None:  # the search stage's record: it may have run in another command
         plan = Plan.from_dict(stage.inputs["search"].record_outputs()["plan"])
     else:
-        plan = Plan.parse(s.plan)
+        plan = stage.plan  # parsed when the stages were planned
     scores = Scores.load(ctx.output(stage.inputs["calibrate"], "scores"))
     source = ctx.output(stage.model_in)
     stream_prune(source, scores, plan, work / "model", dtype=None if s.dtype == "auto" else resolve_dtype(s.dtype),
@@ -247,7 +247,7 @@ def evaluate(ctx: Context, stage: Stage, work: Path) -> dict:
 
 
 def report(ctx: Context, stage: Stage, work: Path, stages: list[Stage]) -> dict:
-    from ..fsutil import claim
+    from ..output.atomic import claim
     from ..report import build_run_report
 
     s = _section(stage)

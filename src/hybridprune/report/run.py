@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..fsutil import atomic_directory, owned_names
+from ..output.atomic import atomic_directory, owned_names
 from .report import GENERATOR_MARK, Report
 
 REPORT_MD = "report.md"

@@ -134,7 +134,7 @@ def styled_config(new_config, source_raw: dict[str, Any]) -> dict[str, Any] | No
 
 
 def _consumed_aliases(config) -> dict[str, str]:
-    from .architectures import UnsupportedArchitecture, get_adapter
+    from ..architectures import UnsupportedArchitecture, get_adapter
 
     try:
         return get_adapter(config).config_aliases
@@ -177,7 +177,7 @@ def for_engines(new_config, raw: dict[str, Any]) -> dict[str, Any]:
     """`raw` (a config.json dict of `new_config`) as serving engines need to read it: the adapter's
     `serving_config` (e.g. Nemotron-H's layer pattern string, which llama.cpp's converter needs), kept
     only if it loads exactly as `raw` does; else `raw` itself."""
-    from .architectures import UnsupportedArchitecture, get_adapter
+    from ..architectures import UnsupportedArchitecture, get_adapter
 
     try:
         adapter = get_adapter(new_config)

@@ -9,6 +9,7 @@ through the recipe runner (`hybridprune.recipe`): one `NN-stage/` per stage, res
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,17 @@ import yaml
 from rich.console import Console
 
 
+SCALED = -1  # `task_limit`: in proportion to `val_samples`
+
+
 @dataclass
 class DemoSettings:
-    """Sizes of the demo run; the defaults (those of `recipes/demo.yaml`) finish in minutes on 2 CPU cores."""
+    """Sizes of the demo run; the defaults (those of `recipes/demo.yaml`) finish in minutes on 2 CPU cores.
+
+    A size left at None follows the size it scales with (`sized`), so the flags of `hybridprune demo`
+    reach every stage: `calib_samples` the depth samples, `search_top_k` the candidates searched,
+    `val_samples` the lm-eval task documents, `seq_len` the generation speed's context and new tokens,
+    `batch` its batch sizes."""
 
     out: str = "runs/demo"
     teacher: str | None = None  # a checkpoint or a bundled teacher's name; default: the shipped tiny Nemotron-H
@@ -27,10 +36,10 @@ class DemoSettings:
     target_params: float = 0.5  # fraction of the teacher's non-embedding parameters
     seq_len: int = 256
     calib_samples: int = 128
-    depth_samples: int = 16
-    val_samples: int = 48
+    depth_samples: int | None = None  # None: an eighth of calib_samples (16)
+    val_samples: int = 48  # held out: the search's zero-shot loss, the distillation's validation, the evaluation
     search_top_k: int = 3
-    search_max_candidates: int = 12
+    search_max_candidates: int | None = None  # None: 4 per top-k candidate (12)
     search_kd_steps: int = 15
     kd_steps: int = 150
     batch: int = 8
@@ -39,27 +48,40 @@ class DemoSettings:
     seed: int = 0
     overwrite: bool = False
     # generation speed of teacher / pruned / distilled, side by side (see evaluate.speed)
-    speed_batch_sizes: tuple[int, ...] = (1, 8)
-    speed_contexts: tuple[int, ...] = (256,)
-    speed_new_tokens: int = 32
+    speed_batch_sizes: tuple[int, ...] | None = None  # None: 1 and `batch`
+    speed_contexts: tuple[int, ...] | None = None  # None: seq_len
+    speed_new_tokens: int | None = None  # None: an eighth of seq_len (32)
     speed_repeats: int = 3
     # lm-eval tasks (skipped with a note when lm-eval is not installed)
     tasks: tuple[str, ...] = ("next_line_choice", "corpus_bpb")
-    task_limit: int | None = 100
+    task_limit: int | None = SCALED  # documents per task; SCALED: 100 at 48 val_samples, in proportion; None: all
+
+    def sized(self) -> "DemoSettings":
+        """These settings with every size left to follow another one filled in."""
+        return dataclasses.replace(
+            self,
+            depth_samples=max(1, self.calib_samples // 8) if self.depth_samples is None else self.depth_samples,
+            search_max_candidates=(4 * self.search_top_k if self.search_max_candidates is None
+                                   else self.search_max_candidates),
+            speed_batch_sizes=(tuple(dict.fromkeys((1, self.batch))) if self.speed_batch_sizes is None
+                               else self.speed_batch_sizes),
+            speed_contexts=(self.seq_len,) if self.speed_contexts is None else self.speed_contexts,
+            speed_new_tokens=max(1, self.seq_len // 8) if self.speed_new_tokens is None else self.speed_new_tokens,
+            task_limit=max(1, round(100 * self.val_samples / 48)) if self.task_limit == SCALED else self.task_limit)
 
 
 def demo_recipe_path() -> Path:
-    from .recipe import SHIPPED
+    from . import SHIPPED
 
     return SHIPPED / "demo.yaml"
 
 
 def demo_recipe(settings: DemoSettings) -> dict[str, Any]:
     """The shipped demo recipe with the keys each setting stands for set from `settings`."""
-    s = settings
+    s = settings.sized()
     doc = copy.deepcopy(yaml.safe_load(demo_recipe_path().read_text()))
     if s.teacher:  # a directory, or a shipped teacher's name (tiny-qwen3-5)
-        from .data import resolve_teacher
+        from ..data import resolve_teacher
 
         doc["model"] = str(resolve_teacher(str(s.teacher)))
     doc.update(data=s.data, seed=s.seed)
@@ -88,7 +110,7 @@ def run_demo(settings: DemoSettings | None = None, console: Console | None = Non
     """Run the demo recipe into `settings.out`; returns the measured results (`results.json`)."""
     import json
 
-    from .recipe import run_recipe_text
+    from . import run_recipe_text
 
     settings = settings or DemoSettings()
     console = console or Console(stderr=True)

@@ -17,7 +17,7 @@ the user put there is ever deleted or overwritten.
 - Directories follow the umask (no `mkdtemp`, whose 0700 would hide outputs from a group).
 - A failed write (full disk, no inodes, read-only mount, a name too long), whatever type the writing
   library raises it as, becomes one `OutputError` that says what, where and, when known, how many
-  bytes were needed (`fserrors`).
+  bytes were needed (`output.errors`).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-# the messages of failed writes (fserrors) are re-exported: every command imports them from here
-from .fserrors import NAME_MAX, OutputError, as_os_error, describe_os_error, human_bytes, writing  # noqa: F401
-from .fserrors import existing_ancestor as _existing_ancestor
+# the messages of failed writes (output.errors) are re-exported: every command imports them from here
+from .errors import NAME_MAX, OutputError, as_os_error, describe_os_error, human_bytes, writing  # noqa: F401
+from .errors import existing_ancestor as _existing_ancestor
 
 MANIFEST = ".hybridprune-outputs"
 TMP_TAG = ".hybridprune-tmp-"

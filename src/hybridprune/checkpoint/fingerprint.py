@@ -1,7 +1,7 @@
 """A short fingerprint tying Scores to the model they were computed on, cheap at any size.
 
 It hashes the model's dimensions and, for every stored tensor (by its model-side name), its shape and a
-few small sampled windows of its values as float32 (`checkpoint_files.sample_index`). The same value comes
+few small sampled windows of its values as float32 (`checkpoint.files.sample_index`). The same value comes
 from a loaded model (`model_fingerprint`) and from its safetensors files without loading them
 (`checkpoint_fingerprint`), so a streaming prune can check scores against a checkpoint it never builds,
 reading kilobytes per tensor rather than the whole model a second time.
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .architectures import get_adapter
-from .checkpoint_files import CheckpointFiles, KeyMap, sample_index
+from ..architectures import get_adapter
+from .files import CheckpointFiles, KeyMap, sample_index
 
 
 def _digest(dims, items) -> str:

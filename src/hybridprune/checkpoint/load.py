@@ -1,7 +1,7 @@
 """The one load path: every command, and both models of a distillation, load checkpoints here.
 
 - A checkpoint reference is resolved to a local directory by the first resolver that accepts it
-  (`RESOLVERS`): a local directory, else a Hub id `org/name[@revision]` (`hybridprune.hub`).
+  (`RESOLVERS`): a local directory, else the name of a shipped teacher, else a Hub id `org/name[@revision]` (`hybridprune.checkpoint.hub`).
 - Weights are read from safetensors only, unless the caller opts in to pickle files
   (`allow_pickle`); a checkpoint that ships only `pytorch_model.bin` is refused with the command
   that converts it.
@@ -40,6 +40,14 @@ def _local_directory(ref: str) -> Path | None:
     return path
 
 
+def _bundled_teacher(ref: str) -> Path | None:
+    """The name of a teacher shipped with hybridprune (`tiny-nemotron-h`, `tiny-qwen3-5`), so every
+    command takes it as `demo --teacher` and recipes do; a directory of that name comes first."""
+    from ..data.assets import BUNDLED_TEACHERS, teacher_path
+
+    return teacher_path(ref) if ref in BUNDLED_TEACHERS else None
+
+
 def _hub_id(ref: str) -> Path | None:
     """A Hub id `org/name[@revision]`, fetched (safetensors only) or taken from the local cache."""
     from .hub import CheckpointNotFound, parse_hub_id, resolve_checkpoint
@@ -53,7 +61,7 @@ def _hub_id(ref: str) -> Path | None:
 
 
 #: Resolvers from a checkpoint reference to a local directory, tried in order; None means "not mine".
-RESOLVERS: list[Callable[[str], Path | None]] = [_local_directory, _hub_id]
+RESOLVERS: list[Callable[[str], Path | None]] = [_local_directory, _bundled_teacher, _hub_id]
 
 
 def resolve(ref: str | os.PathLike, role: str = "checkpoint") -> Path:
@@ -63,8 +71,10 @@ def resolve(ref: str | os.PathLike, role: str = "checkpoint") -> Path:
         if path is not None:
             break
     else:
-        raise CheckpointLoadError(f"checkpoint {_what(ref, role)} does not exist (neither a directory nor a Hub id "
-                                  "org/name[@revision])")
+        from ..data.assets import BUNDLED_TEACHERS
+
+        raise CheckpointLoadError(f"checkpoint {_what(ref, role)} does not exist (neither a directory, a Hub id "
+                                  f"org/name[@revision] nor a shipped teacher: {', '.join(BUNDLED_TEACHERS)})")
     if not path.is_dir():
         raise CheckpointLoadError(f"checkpoint {_what(path, role)} is not a directory (expected a Hugging Face "
                                   "model directory)")
@@ -104,8 +114,8 @@ def load_config(ref: str | os.PathLike, *, trust_remote_code: bool = False, role
 def check_config(config, path, role: str = "checkpoint") -> None:
     """Refuse (UnroutableConfig) a source config its model cannot run, naming the checkpoint and the fields;
     every command meets it here, before a model is built. Unsupported architectures are left to the caller."""
-    from .architectures import UnsupportedArchitecture, get_adapter
-    from .architectures.moe import UnroutableConfig
+    from ..architectures import UnsupportedArchitecture, get_adapter
+    from ..architectures.moe import UnroutableConfig
 
     try:
         adapter = get_adapter(config)
@@ -183,7 +193,7 @@ def load_model(ref: str | os.PathLike, *, dtype=None, device: str | torch.device
 
 
 def _is_wrapper(config) -> bool:
-    from .architectures import UnsupportedArchitecture, get_adapter
+    from ..architectures import UnsupportedArchitecture, get_adapter
 
     try:
         return bool(get_adapter(config).carried_prefixes)
@@ -195,7 +205,7 @@ def _checked_files(path: Path, role: str):
     """The checkpoint's safetensors files, checked (headers, index, shards against the index) before
     transformers reads them: it would follow the index or the shards without checking one against the
     other. None for a checkpoint of pickle weights only (allowed by the caller)."""
-    from .checkpoint_files import INDEX_FILE, CheckpointFiles
+    from .files import INDEX_FILE, CheckpointFiles
 
     if not any(path.glob(SAFETENSORS_GLOB)) and not (path / INDEX_FILE).exists():
         return None
@@ -205,7 +215,7 @@ def _checked_files(path: Path, role: str):
 def _refuse_overflow(files, model, bad: list[tuple[str, int]], dtype: torch.dtype) -> None:
     """Non-finite weights that the source holds as finite values too large for `dtype`: blame the cast,
     not the checkpoint."""
-    from .checkpoint_files import KeyMap
+    from .files import KeyMap
 
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         return
@@ -234,7 +244,7 @@ def _refuse_overflow(files, model, bad: list[tuple[str, int]], dtype: torch.dtyp
 def _name_missing_slices(path: Path, model, role: str) -> None:
     """A tensor that transformers stacks from per-expert checkpoint tensors comes out misshapen when one
     of them is missing; name the missing checkpoint key rather than the stacked tensor."""
-    from .checkpoint_files import CheckpointFiles, CheckpointFormatError, KeyMap
+    from .files import CheckpointFiles, CheckpointFormatError, KeyMap
 
     try:
         files = CheckpointFiles(path)

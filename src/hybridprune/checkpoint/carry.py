@@ -23,7 +23,7 @@ from pathlib import Path
 def checkpoint_root(source: str | os.PathLike) -> Path:
     """The folder a file of checkpoint `source` must resolve inside: the checkpoint itself, or the
     repository folder of a Hub cache snapshot."""
-    from .checkpoint_files import hub_snapshot
+    from .files import hub_snapshot
 
     real = Path(os.path.realpath(source))
     hub = hub_snapshot(real)

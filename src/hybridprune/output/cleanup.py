@@ -10,7 +10,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from .fsutil import OutputError, foreign_entries
+from .atomic import OutputError, foreign_entries
 
 _ON_FAILURE: list[Callable[[BaseException], None]] = []
 _NOTES: list[str] = []

@@ -1,0 +1,128 @@
+"""Writing a teacher-logits cache (`hybridprune teacher-logits`) so that a killed run resumes.
+
+The three arrays of `teacher_logits.py` are laid out at their final size in the output directory and
+filled a batch at a time. After each batch they are flushed and `progress.json` records how many
+samples are done and what is being computed (the plan: data, token directory, tokenizer, k, batch
+size, teacher). The same command run again continues after the last recorded batch with the batches
+an uninterrupted run computes, so the files end byte-identical to it. `manifest.json`, the only file
+readers trust, is written last; `progress.json` is then removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hybridprune.data.tokenize import atomic_json
+
+from .teacher_logits import BINS, FORMAT, MANIFEST_FILE, PROGRESS_FILE, compute
+
+#: the files a cache directory holds, for the output manifest (`output.atomic.claim`)
+FILES = (MANIFEST_FILE, PROGRESS_FILE, *(f"{name}.bin" for name in BINS))
+#: plan keys that may differ between two runs computing the same bytes
+_INCIDENTAL = ("id", "teacher", "data", "num_samples_asked")
+
+
+def plan(windows, token_manifest: dict, k: int, /, *, batch_size: int, teacher_fingerprint: str | None = None,
+         **meta) -> dict:
+    """What a cache of `windows` (a `TokenData` of a token directory's windows) is; `id` hashes the parts
+    that decide its bytes."""
+    p = {"format": FORMAT, "num_samples": len(windows), "seq_len": windows.seq_len, "k": int(k),
+         "data_fingerprint": windows.fingerprint(), "tokens_fingerprint": token_manifest.get("fingerprint"),
+         "tokenizer": token_manifest.get("tokenizer"), "batch_size": int(batch_size),
+         "teacher_fingerprint": teacher_fingerprint, **meta}
+    p["id"] = _plan_id(p)
+    return p
+
+
+def _plan_id(p: dict) -> str:
+    kept = {key: v for key, v in p.items() if key not in _INCIDENTAL}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_progress(directory: str | Path) -> dict | None:
+    """The plan and sample count of an unfinished cache in `directory` (None if there is none)."""
+    path = Path(directory) / PROGRESS_FILE
+    try:
+        got = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return got if isinstance(got, dict) and isinstance(got.get("plan"), dict) else None
+
+
+def unfinished(directory: str | Path) -> bool:
+    """`directory` holds what a cache write killed before it finished leaves: only its own files (listed
+    as hybridprune's) and temporaries, no manifest."""
+    from hybridprune.output.atomic import MANIFEST, is_temp_name, owned_names
+
+    d = Path(directory)
+    if not d.is_dir() or (d / MANIFEST_FILE).exists():
+        return False
+    names = {p.name for p in d.iterdir() if not is_temp_name(p.name)}  # a write cut short leaves a temporary
+    return names <= {*FILES, MANIFEST} and names - {MANIFEST} <= owned_names(d)
+
+
+def remove_temporaries(directory: str | Path) -> None:
+    """The temporaries a killed write left in `directory` (their process is gone)."""
+    from hybridprune.output.atomic import _pid_alive, is_temp_name
+
+    for p in Path(directory).iterdir():
+        pid = p.name.rpartition("-")[2]
+        if is_temp_name(p.name) and pid.isdigit() and not _pid_alive(int(pid)) and p.is_file():
+            p.unlink()
+
+
+def same_work(a: dict, b: dict, *, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The plan fields in which `a` and `b` differ (teacher path, `--num-samples` as asked and the id
+    aside), skipping `ignore`."""
+    skip = set(_INCIDENTAL) | set(ignore)
+    return sorted(key for key in set(a) | set(b) if key not in skip and a.get(key) != b.get(key))
+
+
+def write(directory: Path, teacher_hidden, head, data, the_plan: dict, *, device=None, say=None) -> dict:
+    """Compute the cache of `data` into `directory`, continuing its `progress.json` when it holds this
+    plan; returns the manifest."""
+    n, t, k = the_plan["num_samples"], the_plan["seq_len"], the_plan["k"]
+    batch = the_plan["batch_size"]
+    progress = read_progress(directory)
+    done = int(progress["done"]) if progress and progress["plan"].get("id") == the_plan["id"] else 0
+    progress_path = directory / PROGRESS_FILE
+    maps = _open(directory, n, t, k, "r+") if done else None
+    if maps is None:  # a fresh start (also when an array is missing or short): recorded before anything else
+        done = 0
+        atomic_json(progress_path, {"plan": the_plan, "done": 0})
+        maps = _open(directory, n, t, k, "w+")
+    if done and say:
+        say(f"continuing the unfinished teacher logits in {directory} at sample {done:,} of {n:,}")
+
+    def sink(s0, ids, logp, tail):
+        b = ids.shape[0]
+        maps["ids"][s0:s0 + b] = ids.numpy()
+        maps["logp"][s0:s0 + b] = logp.numpy()
+        maps["tail"][s0:s0 + b] = tail.numpy()
+        for m in maps.values():
+            m.flush()
+        atomic_json(progress_path, {"plan": the_plan, "done": s0 + b})
+
+    compute(teacher_hidden, head, data, k, batch_size=batch, device=device, sink=sink, start=done)
+    for m in maps.values():
+        m.flush()
+    manifest = dict(the_plan)
+    atomic_json(directory / MANIFEST_FILE, manifest)
+    progress_path.unlink(missing_ok=True)
+    return manifest
+
+
+def _open(directory: Path, n: int, t: int, k: int, mode: str) -> dict | None:
+    maps = {}
+    for name, (dtype, dims) in BINS.items():
+        try:
+            maps[name] = np.memmap(directory / f"{name}.bin", dtype=dtype, mode=mode, shape=(n, t, k)[:dims])
+        except (OSError, ValueError):
+            if mode == "w+":
+                raise
+            return None
+    return maps
