@@ -111,3 +111,29 @@ def test_a_text_only_checkpoint_stays_text_only(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "qwen3_5_text" and "vision_config" not in config
     assert not any(k.startswith("model.visual") for k in load_file(str(out / "model.safetensors")))
+
+
+def _held(path) -> int:
+    """The parameters a checkpoint's weight files hold."""
+    return sum(t.numel() for f in path.glob("*.safetensors") for t in load_file(f).values())
+
+
+def test_a_params_budget_counts_the_wrapper_checkpoint_vision_tower_included(wrapped, tmp_path):
+    """`search --params` on a wrapper counts what the checkpoint `prune` writes holds: the vision tower it
+    carries too (a memory budget must include it), and says so; the winner's counted parameters are
+    exactly those of its pruned checkpoint, and a relative budget is relative to the whole source."""
+    root, _ = wrapped
+    out, pruned = tmp_path / "search", tmp_path / "pruned"
+    result = CliRunner().invoke(app, [
+        "search", "--model", str(root / "model"), "--data", "shakespeare", "--params", "0.8x", "--scores",
+        str(root / "scores"), "--eval-samples", "2", "--eval-seq-len", "16", "--max-candidates", "1", "--top-k", "1",
+        "--no-speed", "--max-depth-pruning", "0", "--out", str(out)], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    source = _held(root / "model")
+    assert f"parameters counted: the whole qwen3_5 checkpoint, {source:,}, with the" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    result = CliRunner().invoke(app, ["prune", "--model", str(root / "model"), "--scores", str(root / "scores"),
+                                      "--plan", str(out / "best.yaml"), "--out", str(pruned)])
+    assert result.exit_code == 0, result.output
+    assert summary["filter"]["param_limit"] == int(0.8 * source)
+    assert summary["candidates"][0]["params"] == _held(pruned) <= int(0.8 * source)

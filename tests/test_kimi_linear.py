@@ -212,3 +212,28 @@ def test_cli_calibrate_search_with_active_params_prune_eval_distill(tmp_path):
     ok("distill", "--teacher", str(model), "--student", str(pruned), *data, "--steps", "1", "--global-batch", "2",
        "--micro-batch", "2", "--warmup", "0", "--val-samples", "2", "--no-progress", "--out", str(tmp_path / "student"))
     assert (tmp_path / "student" / "config.json").is_file()
+
+
+def test_the_search_space_proposes_only_axes_the_adapter_allows():
+    """Kimi's KDA head size cannot be pruned (`fixed_axes`): the search space keeps it at its size rather
+    than proposing candidates the adapter refuses, and the fixed axis is really refused."""
+    from hybridprune.architectures import Unrepresentable
+    from hybridprune.archsearch import SearchSpace
+    from hybridprune.archsearch.space import build_grid
+
+    config = tiny_config("kimi_linear")
+    adapter = get_adapter(config)
+    dims = adapter.dims(config)
+    assert adapter.fixed_axes == ("mamba_head_dim",)
+    grid, choices = build_grid(dims, SearchSpace(max_width_pruning=0.5), None, adapter.required_kinds,
+                               adapter.fixed_axes)
+    assert choices["mamba_head_dim"] == [dims.mamba_head_dim] and len(choices["mamba_num_heads"]) > 1
+    assert grid and all(c.dims.mamba_head_dim == dims.mamba_head_dim for c in grid)
+    for c in grid:  # none is refused for an axis the family cannot prune
+        try:
+            adapter.check_representable(c.dims, original=dims)
+        except Unrepresentable as e:
+            assert "linear_head_dim" not in str(e), c.key
+    for axis in adapter.fixed_axes:  # the declaration says what check_representable does
+        with pytest.raises(Unrepresentable):
+            adapter.check_representable(dims.replace(**{axis: getattr(dims, axis) // 2}), original=dims)

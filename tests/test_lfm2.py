@@ -165,7 +165,9 @@ _VLLM_FFN = "vllm/model_executor/layers/linear.py:499 (MergedColumnParallelLinea
 @pytest.mark.parametrize("family, changes, engine, tp, source", [
     ("lfm2", {}, "vllm", 1, None),  # 6 heads x 8 == hidden 48
     ("lfm2", {"num_attention_heads": 4}, "vllm", 1, _VLLM_HEADS),  # vLLM ignores head_dim
-    ("lfm2", {"num_attention_heads": 4}, "llama.cpp", 1, None),  # llama.cpp reads head_dim
+    # llama.cpp builds q/o hidden_size wide whatever head_dim says (seen in the serving matrix, docs/serving.md)
+    ("lfm2", {"num_attention_heads": 4}, "llama.cpp", 1, "src/models/lfm2.cpp:74-76 and lfm2moe.cpp:63-65"),
+    ("lfm2", {}, "llama.cpp", 1, None),
     ("lfm2_moe", {"hidden_size": 32}, "vllm", 1, _VLLM_HEADS),
     ("lfm2_moe", {"moe_ffn_hidden_size": 12}, "vllm", 8, "vllm/model_executor/layers/fused_moe/config.py:1341"),
     ("lfm2", {"ffn_hidden_size": 66}, "vllm", 4, _VLLM_FFN),

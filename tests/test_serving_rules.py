@@ -79,6 +79,38 @@ CASES = [
     ("granitemoehybrid_moe", {"moe_ffn_hidden_size": 12}, "vllm", 8, "vllm/model_executor/layers/fused_moe/config.py:1341"),
     ("nemotron_h_moe", {"moe_shared_expert_intermediate_size": 20, "mamba_n_groups": 4, "num_attention_heads": 8},
      "vllm", 8, "vllm/model_executor/layers/linear.py:499 (the shared expert's ColumnParallelLinear)"),
+    # Gated DeltaNet (2 key heads of 8, 6 value heads of 8): llama.cpp needs dk == dv; vLLM splits both head
+    # counts over the ranks (2 % 2; 2 % 3 breaks); OLMo Hybrid has no llama.cpp model
+    ("qwen3_5_text", {}, "llama.cpp", 1, None),
+    ("qwen3_5_text", {"linear_value_head_dim": 4}, "llama.cpp", 1,
+     "src/models/qwen35.cpp:55-56, qwen35moe.cpp:61-62, qwen3next.cpp:56-57 (converter: conversion/qwen.py:378)"),
+    ("qwen3_5", {"linear_key_head_dim": 4}, "llama.cpp", 1,
+     "src/models/qwen35.cpp:55-56, qwen35moe.cpp:61-62, qwen3next.cpp:56-57 (converter: conversion/qwen.py:378)"),
+    ("qwen3_5_text", {}, "vllm", 2, None),
+    ("qwen3_5_text", {"num_attention_heads": 6}, "vllm", 3,
+     "vllm/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py:736 and olmo_gdn_linear_attn.py:189"),
+    ("qwen3_next", {}, "vllm", 4,
+     "vllm/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py:557 and olmo_gdn_linear_attn.py:141"),
+    ("olmo_hybrid", {}, "llama.cpp", 1, "conversion/olmo.py (registers Olmo, Olmo2, Olmo3 and Olmoe only)"),
+    ("olmo_hybrid", {}, "vllm", 2, None),
+    # Qwen MoE in vLLM: no more ranks than experts (8 experts; 2 over 4 ranks breaks), shared expert width
+    ("qwen3_next", {}, "vllm", 2, None),
+    ("qwen3_next", {"num_moe_experts": 2}, "vllm", 4, "vllm/model_executor/models/qwen3_next.py:176"),
+    ("qwen3_5_moe_text", {"moe_shared_expert_intermediate_size": 21}, "vllm", 2,
+     "vllm/model_executor/models/qwen3_next.py:117"),
+    # Kimi Linear in vLLM: KDA heads (6 % 2; 6 % 4 breaks) and MLA heads (4 % 2; 3 % 2 breaks)
+    ("kimi_linear", {}, "vllm", 2, None),
+    ("kimi_linear", {}, "vllm", 4, "vllm/model_executor/layers/mamba/gdn/kimi_gdn_linear_attn.py:189"),
+    ("kimi_linear", {"num_attention_heads": 3}, "vllm", 2,
+     "vllm/model_executor/layers/linear.py:1052 (the MLA q/kv_b ColumnParallelLinear)"),
+    # Kimi in llama.cpp: one head count for KDA and MLA (6 KDA heads, 4 MLA heads breaks; 4 and 4 holds)
+    ("kimi_linear", {"mamba_num_heads": 4}, "llama.cpp", 1, None),
+    ("kimi_linear", {}, "llama.cpp", 1, "src/models/kimi-linear.cpp:59-69"),
+    # Qwen3-Next in llama.cpp: every layer MoE (the tiny one has a dense layer 2: mlp_only_layers)
+    ("qwen3_next", {}, "llama.cpp", 1, "conversion/qwen.py:370 (Qwen3NextModel, a Qwen2MoeModel)"),
+    # LFM2 in llama.cpp: query and output projections hidden_size wide (6 x 8 == 48; 4 x 8 breaks)
+    ("lfm2", {}, "llama.cpp", 1, None),
+    ("lfm2_moe", {"num_attention_heads": 4}, "llama.cpp", 1, "src/models/lfm2.cpp:74-76 and lfm2moe.cpp:63-65"),
 ]
 
 
@@ -96,8 +128,9 @@ def test_every_rule_names_its_engine_version_source_and_families():
     for rule in RULES:
         assert rule.version.startswith(("vLLM 0.32.0", "llama.cpp (llama-cpp-python 0.3.36)"))
         assert rule.source and rule.says and rule.model_types
-        assert rule.test in ("equal", "multiple", "multiple_or_one", "kv_heads", "no_model")
+        assert rule.test in ("equal", "multiple", "multiple_or_one", "kv_heads", "at_least", "absent", "no_model")
     assert not has_model("bamba", "vllm") and not has_model("zamba2", "llama.cpp") and has_model("nemotron_h", "vllm")
+    assert not has_model("olmo_hybrid", "llama.cpp") and has_model("olmo_hybrid", "vllm")
 
 
 def test_nearest_values_satisfy_every_named_engine():
@@ -291,6 +324,35 @@ def test_a_transformers_5_nemotron_config_is_written_with_the_hub_pattern(tmp_pa
         assert ("num_experts_per_tok" in raw) == (family == "nemotron_h_moe")
         loaded = AutoConfig.from_pretrained(out).to_dict()
         assert {k: v for k, v in loaded.items() if k != "_name_or_path"} == {
+            k: v for k, v in pruned.config.to_dict().items() if k != "_name_or_path"}
+
+
+def test_a_transformers_5_lfm2_config_is_written_with_conv_dim_and_block_dim(tmp_path, tokens):
+    """vLLM sizes LFM2's blocks and short convolution from the Hub's `block_dim` and `conv_dim`
+    (vllm/model_executor/models/lfm2.py:214, 256) and fails without them (`'Lfm2Config' object has no
+    attribute 'conv_dim'`, docs/serving.md); transformers 5 does not write them. Both prune paths write
+    them, equal to the kept hidden_size, and the file loads as the pruned config (plus those inert
+    attributes)."""
+    from transformers import AutoConfig
+
+    from hybridprune.importance.calibrate import calibrate
+    from hybridprune.pruning.apply import prune
+    from hybridprune.pruning.export import export
+    from hybridprune.pruning.streaming import stream_prune
+
+    model = build(tiny_config("lfm2"))
+    model.save_pretrained(tmp_path / "source")
+    assert not {"conv_dim", "block_dim"} & set(json.loads((tmp_path / "source" / "config.json").read_text()))
+    scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=0)
+    plan = {"hidden_size": 32}
+    pruned = prune(model, scores, plan)
+    outputs = [export(pruned, tmp_path / "memory", source=str(tmp_path / "source")),
+               stream_prune(tmp_path / "source", scores, plan, tmp_path / "stream")]
+    for out in outputs:
+        raw = json.loads((out / "config.json").read_text())
+        assert raw["conv_dim"] == raw["block_dim"] == 32
+        loaded = AutoConfig.from_pretrained(out).to_dict()
+        assert {k: v for k, v in loaded.items() if k not in ("_name_or_path", "conv_dim", "block_dim")} == {
             k: v for k, v in pruned.config.to_dict().items() if k != "_name_or_path"}
 
 

@@ -27,7 +27,11 @@ def cell_text(cell: dict, rule_ids: dict[str, str]) -> str:
     if status is None:
         return "**prune failed**"
     if status == "match":
-        return "match"
+        return "match (near tie)" if "near ties" in cell.get("observed", "") else "match"
+    if status == "cpu build fails":
+        return f"fails in this CPU build{ref}"
+    if status == "not checked":
+        return f"not checked{ref}"
     if status == "expected failure":
         if cell.get("refused_up_front"):
             return f"refused up front{ref}"
@@ -46,14 +50,18 @@ def render(record: dict) -> str:
                                                 if k != "install_seconds") for e in engines)
     installs = ", ".join(f"{e} {record['engines'][e]['install_seconds']} s" for e in engines
                          if "install_seconds" in record["engines"].get(e, {}))
-    counts = {s: sum(c.get("status") == s for c in cells) for s in ("match", "expected failure")}
-    bad = [c for c in cells if c.get("status") not in ("match", "expected failure")]
+    known = ("match", "expected failure", "cpu build fails", "not checked")
+    counts = {s: sum(c.get("status") == s for c in cells) for s in known}
+    bad = [c for c in cells if c.get("status") not in known]
     runs = record.get("runs") or [{"started": record.get("started", "?"), "run_seconds": record.get("run_seconds")}]
     when = "; ".join(f"{r['started']}" + (f", {r['run_seconds']} s ({', '.join(r['families'])})" if len(runs) > 1 else "")
                      for r in runs)
     lines += [
         f"Run{'s' if len(runs) > 1 else ''} of {when}, on {record.get('machine', '?')}: {len(cells)} cells, "
-        f"{counts['match']} match, {counts['expected failure']} expected failures, {len(bad)} other; "
+        f"{counts['match']} match, {counts['expected failure']} expected failures, "
+        + (f"{counts['cpu build fails']} sources the CPU build cannot run ({counts['not checked']} pruned cells not "
+           "checked there), " if counts["cpu build fails"] else "")
+        + f"{len(bad)} other; "
         f"{record.get('run_seconds', '?')} s of test session in all (engine installs, done once before: "
         f"{installs or 'cached'}).",
         "",
@@ -76,9 +84,9 @@ def render(record: dict) -> str:
             plan = by_engine[next(iter(by_engine))].get("plan") or "(unpruned source)"
             lines.append(f"| {axis} | `{plan}` | " + " | ".join(
                 cell_text(by_engine[e], rule_ids) if e in by_engine else "—" for e in engines) + " |")
-        observed = [c for c in rows if c.get("status") != "match" and c.get("observed")]
+        observed = [c for c in rows if c.get("observed") and (c.get("status") != "match" or "near ties" in c["observed"])]
         if observed:
-            lines += ["", "What the engines did where they did not match:", ""]
+            lines += ["", "What the engines did where they did not match (or matched up to a near tie):", ""]
             lines += [f"- {c['axis']}, {c['engine']}: {c['observed']}" for c in observed]
         lines.append("")
     if rules:

@@ -1,6 +1,6 @@
 """Runs inside the llama.cpp venv: llama.cpp's own convert_hf_to_gguf.py, as a user runs it, with one change.
 
-    python convert_gguf.py LLAMA_CPP_DIR CHECKPOINT_DIR OUT.gguf
+    python convert_gguf.py LLAMA_CPP_DIR CHECKPOINT_DIR OUT.gguf [CONVERTER OPTIONS...]
 
 The tiny test checkpoints carry the project's own small BPE tokenizer, whose pre-tokenizer hash the converter
 does not know (it knows the Hub's). The comparison feeds token ids straight to the engine, so the tokenizer is
@@ -27,5 +27,5 @@ def _lenient(self, tokenizer):
 
 
 base.TextModel.get_vocab_base_pre = _lenient
-sys.argv = [f"{llama_cpp_dir}/convert_hf_to_gguf.py", checkpoint, "--outtype", "f32", "--outfile", out]
+sys.argv = [f"{llama_cpp_dir}/convert_hf_to_gguf.py", checkpoint, "--outtype", "f32", "--outfile", out, *sys.argv[4:]]
 runpy.run_path(sys.argv[0], run_name="__main__")

@@ -19,7 +19,8 @@ def convert(job, llama_cpp_dir):
     gguf = Path(job["workdir"]) / "model-f32.gguf"
     if gguf.exists():
         gguf.unlink()
-    proc = subprocess.run([sys.executable, str(HERE / "convert_gguf.py"), llama_cpp_dir, job["model"], str(gguf)],
+    proc = subprocess.run([sys.executable, str(HERE / "convert_gguf.py"), llama_cpp_dir, job["model"], str(gguf),
+                           *job.get("convert_args", [])],
                           capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]

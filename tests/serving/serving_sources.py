@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import build, tiny_config
-from hub_layouts import GRANITE_HUB, NEMOTRON_HUB, hub_checkpoint
+from hub_layouts import GRANITE_HUB, KIMI_HUB, NEMOTRON_HUB, hub_checkpoint
 from serving_matrix import Family
 from hybridprune.cli import app
 from hybridprune.data import tokenizer_path
@@ -28,11 +28,16 @@ def write_source(fam: Family, path: Path) -> Path:
     without `auto_map`: its code would run in the converter, which loads the tokenizer with remote code on.
     """
     if fam.hub is not None:
-        base = {"nemotron_h": NEMOTRON_HUB, "granitemoehybrid": GRANITE_HUB}[fam.model_type]
+        base = {"nemotron_h": NEMOTRON_HUB, "granitemoehybrid": GRANITE_HUB, "kimi_linear": KIMI_HUB}[fam.model_type]
         raw = {k: v for k, v in {**base, **fam.hub}.items() if k != "auto_map"}
         hub_checkpoint(path, raw)
     else:
-        build(tiny_config(fam.model_type, **fam.config)).to(torch.float32).save_pretrained(path)
+        config = tiny_config(fam.model_type, **fam.config)
+        vision = getattr(config, "vision_config", None)
+        if vision is not None:  # a VL wrapper: the merger writes the language model's channels; head size 32
+            vision.out_hidden_size = config.text_config.hidden_size
+            vision.hidden_size, vision.num_heads, vision.intermediate_size = 64, 2, 128
+        build(config).to(torch.float32).save_pretrained(path)
     copy_tokenizer_files(tokenizer_path(), path)
     tok_cfg = path / "tokenizer_config.json"
     cfg = json.loads(tok_cfg.read_text())
@@ -61,15 +66,19 @@ def cli_has_serve_with() -> bool:
 
 
 @torch.no_grad()
-def reference_tokens(model_dir: Path, prompts, new_tokens: int) -> list[list[int]]:
-    """transformers' greedy continuation (`generate`, float32, with its cache), never stopping at EOS."""
+def reference_tokens(model_dir: Path, prompts, new_tokens: int) -> tuple[list[list[int]], list[list[list]]]:
+    """transformers' greedy continuation (`generate`, float32, with its cache), never stopping at EOS, and
+    at each step its runner-up token and the logit gap to it ([runner-up, gap] per position)."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     model.generation_config.eos_token_id = None
-    out = []
+    out, margins = [], []
     for prompt in prompts:
-        ids = model.generate(torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
-        out.append(ids[0, len(prompt):].tolist())
+        gen = model.generate(torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False, pad_token_id=0,
+                             output_scores=True, return_dict_in_generate=True)
+        out.append(gen.sequences[0, len(prompt):].tolist())
+        tops = [torch.topk(step[0].float(), 2) for step in gen.scores]
+        margins.append([[int(t.indices[1]), float(t.values[0] - t.values[1])] for t in tops])
     assert all(len(o) == new_tokens for o in out), "generate stopped early"
-    return out
+    return out, margins

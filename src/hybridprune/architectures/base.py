@@ -161,6 +161,9 @@ class Adapter:
     required_kinds: ClassVar[tuple[str, ...]] = ()
     #: model keys of parts the causal LM does not load but the output carries (a vision tower)
     carried_prefixes: ClassVar[tuple[str, ...]] = ()
+    #: `Dims` axes this family cannot prune at all (`check_representable` refuses any change of them):
+    #: the search space keeps them at their original size instead of proposing refused candidates
+    fixed_axes: ClassVar[tuple[str, ...]] = ()
 
     def text_config(self, config):
         """The config `AutoModelForCausalLM` loads this checkpoint as: the config itself, or a
@@ -202,6 +205,10 @@ class Adapter:
         checkpoints (its reverse renamings apply to every key they match), and the Hub's name; the
         exporter renames them. None by default."""
         return {}
+
+    #: config.json fields only serving engines read (transformers keeps them as inert attributes), which
+    #: `serving_config` may add: the writer compares the configs without them
+    engine_only_fields: ClassVar[tuple[str, ...]] = ()
 
     def serving_config(self, raw: dict, config_class) -> dict:
         """`raw` (a config.json dict) spelled as the family's serving engines read it; as it is by

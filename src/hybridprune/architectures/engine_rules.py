@@ -11,6 +11,8 @@ Kinds of rule (`test`):
 - "multiple": product(left) % right[0] == 0 (right[0] may be "tp", the tensor-parallel size);
 - "multiple_or_one": like "multiple", or product(left) == 1 (vLLM replicates a single B/C group);
 - "kv_heads": vLLM's KV-head split: kv % tp == 0 when kv >= tp, else tp % kv == 0;
+- "at_least": product(left) >= right[0] (vLLM refuses more tensor-parallel ranks than experts);
+- "absent": the model has no unit of `kind` (an engine that reads every layer of the family as another kind);
 - "no_model": the engine has no model for the family at all.
 A rule whose fields the model lacks (no attention, no MLP) does not apply.
 
@@ -21,7 +23,7 @@ llama.cpp conversion/granite.py:436; Mamba2: vLLM mamba2.py:61, llama.cpp conver
 (vLLM falcon_h1.py:114, llama.cpp conversion/falcon_h1.py:31); the attention `head_dim` of the families
 whose engines read it (Nemotron-H: vLLM nemotron_h.py:454, llama.cpp conversion/nemotron.py:233;
 Falcon-H1: vLLM falcon_h1.py:236; Llama/Mistral/Qwen3: vLLM llama.py:158, qwen3.py:100; llama.cpp
-conversion/base.py:1541; LFM2 in llama.cpp: the same line). LFM2's FFN width: vLLM (lfm2.py:61) and
+conversion/base.py:1541). LFM2's FFN width: vLLM (lfm2.py:61) and
 llama.cpp (conversion/lfm2.py:20) apply `block_auto_adjust_ff_dim` as transformers does, and the
 adapter writes the exact width with the adjustment off; vLLM sizes the short convolution from the Hub
 alias `conv_dim` (lfm2.py:256), which the adapter keeps equal to hidden_size where the config has it.
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .dims import ATTENTION, MAMBA, MLP, MOE
+from .dims import ATTENTION, GDN, MAMBA, MLP, MOE
 
 VLLM, LLAMA_CPP = "vllm", "llama.cpp"
 #: engine -> the version the rules were read from, as it is named to the user
@@ -68,10 +70,15 @@ class EngineRule:
 
 
 HYBRID_MAMBA2 = ("nemotron_h", "mamba2", "granitemoehybrid", "falcon_h1", "zamba2")
+#: Gated DeltaNet families: Qwen3.5 text and MoE with their vision-language wrappers, Qwen3-Next; OLMo Hybrid
+QWEN_GDN = ("qwen3_5_text", "qwen3_5_moe_text", "qwen3_5", "qwen3_5_moe", "qwen3_next")
+GDN_FAMILIES = (*QWEN_GDN, "olmo_hybrid")
+#: vLLM's Qwen3-Next MoE block (Qwen3.5-MoE uses it too: vllm/model_executor/models/qwen3_5.py:85)
+QWEN_MOE = ("qwen3_5_moe_text", "qwen3_5_moe", "qwen3_next")
 ATTENTION_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
-                      "lfm2", "lfm2_moe")
+                      "lfm2", "lfm2_moe", *GDN_FAMILIES)
 FFN_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
-                "lfm2", "lfm2_moe")
+                "lfm2", "lfm2_moe", "qwen3_5_text", "qwen3_5", "qwen3_next", "olmo_hybrid", "kimi_linear")
 
 RULES: tuple[EngineRule, ...] = (
     # ---- families an engine has no model for ------------------------------------------------------
@@ -87,11 +94,42 @@ RULES: tuple[EngineRule, ...] = (
     EngineRule(LLAMA_CPP, ("lfm3",), "no_model",
                says="llama.cpp's converter has no LFM3 model (Lfm3ForCausalLM is not registered)",
                source="conversion/lfm2.py (registers Lfm2ForCausalLM and Lfm2MoeForCausalLM only)"),
+    EngineRule(LLAMA_CPP, ("olmo_hybrid",), "no_model",
+               says="llama.cpp's converter has no OLMo Hybrid model (OlmoHybridForCausalLM is not registered)",
+               source="conversion/olmo.py (registers Olmo, Olmo2, Olmo3 and Olmoe only)"),
+    EngineRule(LLAMA_CPP, ("qwen3_next",), "absent", kind=MLP,
+               says="llama.cpp's converter takes every Qwen3-Next layer for a MoE layer (as the Hub's checkpoints "
+                    "are): a dense MLP layer (`mlp_only_layers`) does not convert ('Can not map tensor "
+                    "model.layers.N.mlp.down_proj.weight')",
+               source="conversion/qwen.py:370 (Qwen3NextModel, a Qwen2MoeModel)"),
+    EngineRule(LLAMA_CPP, ("kimi_linear",), "equal", ("mamba_num_heads",), ("num_attention_heads",), MAMBA,
+               "llama.cpp sizes Kimi's KDA layers with the attention head count (num_attention_heads), so the KDA "
+               "heads (linear_attn_config.num_heads) must equal the MLA heads (seen: `ssm_conv1d_q.weight has "
+               "wrong shape`, docs/serving.md)",
+               "src/models/kimi-linear.cpp:59-69"),
+    # ---- Gated DeltaNet ------------------------------------------------------------------------------
+    EngineRule(LLAMA_CPP, QWEN_GDN, "equal", ("linear_key_head_dim",), ("linear_value_head_dim",), GDN,
+               "llama.cpp sizes both Gated DeltaNet head dims from one number, the SSM state size it writes from "
+               "linear_key_head_dim (the recurrent state is dk × dk), so linear_value_head_dim must equal "
+               "linear_key_head_dim",
+               "src/models/qwen35.cpp:55-56, qwen35moe.cpp:61-62, qwen3next.cpp:56-57 (converter: "
+               "conversion/qwen.py:378)"),
+    EngineRule(VLLM, GDN_FAMILIES, "multiple", ("linear_num_key_heads",), (TP,), GDN,
+               "vLLM splits the Gated DeltaNet key heads (linear_num_key_heads) over the tensor-parallel ranks",
+               "vllm/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py:736 and olmo_gdn_linear_attn.py:189"),
+    EngineRule(VLLM, GDN_FAMILIES, "multiple", ("linear_num_value_heads",), (TP,), GDN,
+               "vLLM splits the Gated DeltaNet value heads (linear_num_value_heads) over the tensor-parallel ranks",
+               "vllm/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py:557 and olmo_gdn_linear_attn.py:141"),
     # ---- attention head size derived from hidden_size (head_dim ignored) ----------------------------
     EngineRule(VLLM, ("lfm2", "lfm2_moe"), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
                ATTENTION, "vLLM sizes LFM2 attention heads as hidden_size / num_attention_heads and ignores "
                           "head_dim, so num_attention_heads × head_dim must equal hidden_size",
                "vllm/model_executor/models/lfm2.py:124 and lfm2_moe.py:205"),
+    EngineRule(LLAMA_CPP, ("lfm2", "lfm2_moe"), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
+               ATTENTION, "llama.cpp builds LFM2 query and output projections hidden_size wide (the converter's "
+                          "head_dim only sizes the q/k norms), so num_attention_heads × head_dim must equal "
+                          "hidden_size (seen: `attn_q.weight has wrong shape`, docs/serving.md)",
+               "src/models/lfm2.cpp:74-76 and lfm2moe.cpp:63-65"),
     EngineRule(VLLM, ("granitemoehybrid",), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
                ATTENTION, "vLLM sizes Granite attention heads as hidden_size / num_attention_heads and ignores "
                           "head_dim, so num_attention_heads × head_dim must equal hidden_size",
@@ -139,7 +177,22 @@ RULES: tuple[EngineRule, ...] = (
                "vLLM splits the FFN width (intermediate_size; Granite: shared_intermediate_size) over the "
                "tensor-parallel ranks",
                "vllm/model_executor/layers/linear.py:499 (MergedColumnParallelLinear)"),
-    EngineRule(VLLM, ("nemotron_h", "granitemoehybrid", "lfm2_moe"), "multiple", ("moe_ffn_hidden_size",), (TP,), MOE,
+    EngineRule(VLLM, ("kimi_linear",), "multiple", ("mamba_num_heads",), (TP,), MAMBA,
+               "vLLM splits the Kimi Delta Attention heads (linear_attn_config.num_heads) over the tensor-parallel "
+               "ranks",
+               "vllm/model_executor/layers/mamba/gdn/kimi_gdn_linear_attn.py:189"),
+    EngineRule(VLLM, ("kimi_linear",), "multiple", ("num_attention_heads",), (TP,), ATTENTION,
+               "vLLM splits the MLA heads over the tensor-parallel ranks",
+               "vllm/model_executor/layers/linear.py:1052 (the MLA q/kv_b ColumnParallelLinear)"),
+    EngineRule(VLLM, QWEN_MOE, "at_least", ("num_moe_experts",), (TP,), MOE,
+               "vLLM refuses more tensor-parallel ranks than routed experts (num_experts)",
+               "vllm/model_executor/models/qwen3_next.py:176"),
+    EngineRule(VLLM, QWEN_MOE, "multiple", ("moe_shared_expert_intermediate_size",), (TP,), MOE,
+               "vLLM splits the shared expert's width (shared_expert_intermediate_size) over the tensor-parallel "
+               "ranks",
+               "vllm/model_executor/models/qwen3_next.py:117"),
+    EngineRule(VLLM, ("nemotron_h", "granitemoehybrid", "lfm2_moe", *QWEN_MOE, "kimi_linear"), "multiple",
+               ("moe_ffn_hidden_size",), (TP,), MOE,
                "vLLM's fused MoE splits the expert FFN width (moe_intermediate_size; Granite: intermediate_size) "
                "over the tensor-parallel ranks",
                "vllm/model_executor/layers/fused_moe/config.py:1341"),

@@ -45,6 +45,8 @@ class KimiLinearAdapter(Adapter):
     # transformers 5.24's cache needs an MLA layer: without one, even a plain forward with use_cache=True
     # raises in `get_seq_length`.
     required_kinds = (ATTENTION,)
+    # the KDA head size sizes the forget- and output-gate bottlenecks, which are not pruned
+    fixed_axes = ("mamba_head_dim",)
 
     def check_supported(self, config) -> None:
         for field, known in (("layer_types", _MIXER), ("mlp_layer_types", _FFN)):

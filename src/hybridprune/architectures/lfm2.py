@@ -148,6 +148,19 @@ class Lfm2Adapter(Adapter):
                     f"{self._why_required[kind]}. Keep at least one {kind} layer (layers: {original.layers_of(kind)}).")
         super().check_representable(dims, original)
 
+    #: vLLM sizes LFM2's blocks and short convolution from the Hub's `block_dim` and `conv_dim`
+    #: (vllm/model_executor/models/lfm2.py:214, 256, 265, 450; vLLM 0.32) and fails without them;
+    #: transformers' `Lfm2Config` has no such fields
+    engine_only_fields = ("block_dim", "conv_dim")
+
+    def serving_config(self, raw: dict, config_class) -> dict:
+        """An LFM2 config with `block_dim` and `conv_dim` (= hidden_size, as the Hub's configs have them):
+        vLLM reads them."""
+        missing = [f for f in self.engine_only_fields if raw.get(f) is None]
+        if self.model_type != "lfm2" or not missing or "hidden_size" not in raw:
+            return raw
+        return {**raw, **{f: raw["hidden_size"] for f in missing}}
+
     def make_config(self, config, dims: Dims):
         self.check_representable(dims)
         new = copy.deepcopy(config)

@@ -28,7 +28,8 @@ _ALIASES = {"vllm": VLLM, "llama.cpp": LLAMA_CPP, "llamacpp": LLAMA_CPP, "llama-
             "llama_cpp": LLAMA_CPP}
 #: plan axes the nearest-value search may move (the fields a plan can set)
 _AXES = ("hidden_size", "ffn_hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads",
-         "num_moe_experts", "moe_ffn_hidden_size", "moe_shared_expert_intermediate_size", "linear_num_value_heads",
+         "num_moe_experts", "moe_ffn_hidden_size", "moe_shared_expert_intermediate_size", "linear_num_key_heads",
+         "linear_num_value_heads",
          "linear_key_head_dim", "linear_value_head_dim")
 
 
@@ -117,6 +118,8 @@ def broken(rule: EngineRule, dims: Dims, tensor_parallel: int = 1) -> str | None
     tp = tensor_parallel
     if rule.test == "no_model":
         return "no plan changes that"
+    if rule.test == "absent":
+        return f"the model has {rule.kind} layers {dims.layers_of(rule.kind)}"
     left = _product(rule.left, dims, tp)
     if left is None:
         return None
@@ -131,6 +134,9 @@ def broken(rule: EngineRule, dims: Dims, tensor_parallel: int = 1) -> str | None
         return None if left % modulus == 0 else where
     if rule.test == "multiple_or_one":
         return None if left % modulus == 0 or left == 1 else where
+    if rule.test == "at_least":
+        need = _factor(rule.right[0], dims, tp)
+        return None if left >= need else f"{_spell(rule.left, dims, tp)} is fewer than tensor_parallel = {need}"
     if rule.test == "kv_heads":
         ok = left % tp == 0 if left >= tp else tp % left == 0
         return None if ok else f"{_spell(rule.left, dims, tp)} and tensor_parallel = {tp} do not divide one another"
@@ -219,7 +225,10 @@ def _explain(violation: Violation, adapter, dims: Dims, engines: Sequence[str], 
     rule = violation.rule
     nearest = nearest_values(adapter, rule, dims, engines, tensor_parallel, original)
     shown = [f"{axis} in {values}" for axis, values in nearest.items() if values]
-    if shown:
+    if rule.test == "absent":
+        advice = (f"Drop those layers (drop_layers: {dims.layers_of(rule.kind)}), or leave {rule.engine} out of "
+                  "--serve-with.")
+    elif shown:
         advice = "Nearest valid values (other sizes as planned): " + "; ".join(shown) + "."
     else:
         fixed = ", ".join(f"{f}={getattr(dims, f)}" for f in rule.fields)

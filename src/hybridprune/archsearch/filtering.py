@@ -35,12 +35,15 @@ class FilterReport:
     unservable: int = 0
     unservable_keys: list[str] = field(default_factory=list)
     serve_with: list[str] = field(default_factory=list)
+    #: what the parameter counts cover, where that is more than the model the search runs on
+    counted: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     def lines(self) -> list[str]:
-        out = [f"{self.grid} candidates in the search space", f"{self.within_budget} within the budget"]
+        out = [self.counted] if self.counted else []
+        out += [f"{self.grid} candidates in the search space", f"{self.within_budget} within the budget"]
         if self.unrepresentable:
             out.append(f"{self.unrepresentable} dropped: the architecture's config cannot represent them")
         if self.unservable:
@@ -95,7 +98,7 @@ def filter_candidates(adapter, original: Dims, grid: list[Candidate], budget: Bu
     report = FilterReport(grid=len(grid), param_limit=budget.param_limit(adapter, original),
                           active_limit=budget.active_limit(adapter, original),
                           memory_limit_mb=budget.memory_mb, params_kind=budget.params_kind,
-                          serve_with=list(engines))
+                          serve_with=list(engines), counted=_counted(adapter, original))
     costed = [(c, budget.cost(adapter, c.dims)) for c in grid]
     fitting = [(c, cost) for c, cost in costed if budget.fits(cost, report.param_limit, report.active_limit)]
     report.within_budget = len(fitting)
@@ -125,6 +128,17 @@ def filter_candidates(adapter, original: Dims, grid: list[Candidate], budget: Bu
         survivors = survivors[:max_candidates]
     report.kept = len(survivors)
     return survivors, report
+
+
+def _counted(adapter, original: Dims) -> str:
+    """For a checkpoint that carries parts the search does not prune (a vision tower): that the budget's
+    counts include them, as the checkpoint `prune` writes (and the memory that serves it) does."""
+    if not adapter.carried_prefixes:
+        return ""
+    whole, language = adapter.num_parameters(original), adapter.text.num_parameters(original)
+    return (f"parameters counted: the whole {adapter.model_type} checkpoint, {whole:,}, with the "
+            f"{whole - language:,} of its vision tower (carried unchanged; its merger follows hidden_size), as "
+            f"`prune` writes it; the language model alone has {language:,}")
 
 
 def _impossible_message(adapter, original, costed, budget: Budget, report: FilterReport, engines=(),

@@ -219,12 +219,15 @@ def scores_fingerprint(scores: Scores) -> str:
 
 def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config: SearchConfig | None = None, *,
            train_data=None, teacher: torch.nn.Module | None = None, finetune: Finetune | None = None,
-           out_dir: str | Path | None = None, overwrite: bool = False, console=None, **overrides) -> SearchResult:
+           out_dir: str | Path | None = None, overwrite: bool = False, console=None, checkpoint_config=None,
+           **overrides) -> SearchResult:
     """Search the architecture of lowest validation loss under `budget`; see the module docstring.
 
     `data`: validation samples for the losses (a `TokenSamples` or LongTensor `[N, T]`); `train_data`:
     samples for the short KD (needed when `config.kd` is set); `teacher`: defaults to `model`;
     `finetune(teacher, student, train_data, kd) -> student` replaces the default `distill_finetune`.
+    `checkpoint_config`: the config of the checkpoint the plan is for, when `model` is only part of it (a
+    vision-language wrapper's language model): the budget then counts the whole checkpoint.
     With `out_dir`, results go to `candidates.jsonl` as they finish, and the winner to `best.yaml`, a
     table-ready `summary.json` and a size-loss plot `search.png`; re-running resumes.
     Keyword `overrides` set `SearchConfig` fields, e.g. `search(m, s, d, b, top_k=3)`.
@@ -241,10 +244,15 @@ def search(model: torch.nn.Module, scores: Scores, data, budget: Budget, config:
     say = show.Printer(console if console is not None else (show.default_console() if cfg.progress else None))
     adapter = get_adapter(model)
     original = adapter.dims(model.config)
+    # the budget counts what the checkpoint `prune` writes holds: a vision-language wrapper's vision tower
+    # too, though the model searched on is its language model (`checkpoint_config`: the wrapper's config)
+    costed = get_adapter(checkpoint_config) if checkpoint_config is not None else adapter
+    if costed is not adapter:
+        original = original.replace(extras=costed.dims(checkpoint_config).extras)
     # before the grid: depth candidates are ranked by these scores
     scores.check_against(original, owners=adapter.unit_owners(original))
-    grid, choices = build_grid(original, cfg.space, scores, adapter.required_kinds)
-    candidates, report = filter_candidates(adapter, original, grid, budget, band=cfg.band,
+    grid, choices = build_grid(original, cfg.space, scores, adapter.required_kinds, adapter.fixed_axes)
+    candidates, report = filter_candidates(costed, original, grid, budget, band=cfg.band,
                                            max_candidates=cfg.max_candidates, serve_with=cfg.serve_with,
                                            tensor_parallel=cfg.tensor_parallel)
     say.axes(choices, original)

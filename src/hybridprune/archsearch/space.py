@@ -124,13 +124,14 @@ class SearchSpace:
             return auto if auto % unit == 0 else unit * math.ceil(auto / unit)
         return unit
 
-    def axis_choices(self, dims: Dims) -> dict[str, list[int]]:
-        """Every axis of the architecture with its values, largest first (a skipped axis: original only)."""
+    def axis_choices(self, dims: Dims, fixed: tuple[str, ...] = ()) -> dict[str, list[int]]:
+        """Every axis of the architecture with its values, largest first (a skipped axis, or one the
+        family cannot prune at all (`fixed`, the adapter's `fixed_axes`): original only)."""
         out = {}
         for axis in self.axes_of(dims):
             original = original_value(axis, dims)
             unit = self._unit(axis, dims)
-            if axis in self.skip:
+            if axis in self.skip or axis in fixed:
                 values = [original]
             elif axis in self.choices:
                 values = sorted({int(v) for v in self.choices[axis]}, reverse=True)
@@ -191,16 +192,17 @@ def _depth_kept(scores, n: int, dims: Dims, required_kinds: tuple[str, ...]) -> 
         return None
 
 
-def build_grid(dims: Dims, space: SearchSpace, scores=None,
-               required_kinds: tuple[str, ...] = ()) -> tuple[list[Candidate], dict[str, list[int]]]:
+def build_grid(dims: Dims, space: SearchSpace, scores=None, required_kinds: tuple[str, ...] = (),
+               fixed_axes: tuple[str, ...] = ()) -> tuple[list[Candidate], dict[str, list[int]]]:
     """Every combination of the axis choices, with the axis values of kinds that depth pruning
     removed entirely pinned to their original size (so no two candidates are the same model).
 
     Depth candidates need depth scores; without them the depth axis keeps every block. They keep
     the blocks `prune(num_layers=n)` would keep, including the best block of each kind in
-    `required_kinds` (`Adapter.required_kinds`), so every depth candidate can be built.
+    `required_kinds` (`Adapter.required_kinds`), so every depth candidate can be built. Axes of
+    `fixed_axes` (`Adapter.fixed_axes`) keep their original size.
     """
-    choices = space.axis_choices(dims)
+    choices = space.axis_choices(dims, fixed_axes)
     depth = depth_ranking(scores)
     if len(choices.get("num_layers", [])) > 1 and depth is None:
         choices["num_layers"] = [dims.num_layers]

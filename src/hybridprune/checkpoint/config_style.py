@@ -187,7 +187,9 @@ def for_engines(new_config, raw: dict[str, Any]) -> dict[str, Any]:
     if out == raw:
         return raw
     try:
-        if _fields(_load(type(new_config), out)) == _fields(_load(type(new_config), raw)):
+        inert = set(adapter.engine_only_fields)
+        strip = lambda fields: {k: v for k, v in fields.items() if k not in inert}  # noqa: E731
+        if strip(_fields(_load(type(new_config), out))) == strip(_fields(_load(type(new_config), raw))):
             return out
     except Exception:  # noqa: BLE001 - the engines' style does not load: keep the plain file
         pass

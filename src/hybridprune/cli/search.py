@@ -174,7 +174,7 @@ def search_command(
                 raise
             saved = None  # --overwrite: a previous search's scores of another model are computed again
     if saved is not None or "num_layers" in skipped or max_depth_pruning == 0:
-        filter_candidates(adapter, dims, build_grid(dims, space, saved, adapter.required_kinds)[0], budget, band=None,
+        filter_candidates(adapter, dims, build_grid(dims, space, saved, adapter.required_kinds, adapter.fixed_axes)[0], budget, band=None,
                           serve_with=cfg.serve_with, tensor_parallel=tensor_parallel)
 
     forecast_memory(_forecast(config, dtype, device, batch_size, eval_seq_len, depth_samples > 0, kd, kd_micro_batch),
@@ -204,7 +204,7 @@ def search_command(
         steps = kd.get("steps") or math.ceil(kd["tokens"] / (kd_batch * eval_seq_len))
         train = samples("train", steps * kd_batch)
     result = search(lm, scores, val, budget, cfg, train_data=train, out_dir=out, overwrite=overwrite,
-                    console=console)
+                    console=console, checkpoint_config=config)
     console.print(results_table(result, show))
     console.print(f"winner [bold]{result.best_key}[/]: {result.best} (chosen by {decision_text(result.decision)})")
     console.print(f"plan: {out / 'best.yaml'}   plot: {out / 'search.png'}   all results: {out / 'candidates.jsonl'}")
