@@ -79,6 +79,22 @@ def test_gdn_smoke_mode_writes_table_json_and_plot(name, tmp_path):
         assert any(r.get("heads_in_foreign_group", 0) > 0 for r in data["rows"])
 
 
+def test_group_awareness_merge_keeps_one_copy_of_seedless_rows_and_the_ablation(tmp_path):
+    """One seed per process, then `--merge`: the unpruned and oracle rows appear once, and the head
+    ablation and per-seed Spearman ρ of the runs reach the merged table."""
+    ga = bench_module("group_awareness")
+    common = ["--smoke", "--teacher", "tiny-qwen3-5", "--ablation-windows", "2", "--kd-targets", "",
+              "--threads", str(torch.get_num_threads())]
+    for seed in (0, 1):
+        ga.main(common + ["--seed-list", str(seed), "--out", str(tmp_path / f"s{seed}")])
+    ga.main(common + ["--out", str(tmp_path / "m"), "--merge",
+                      *(str(tmp_path / f"s{seed}" / "gdn_group_awareness.json") for seed in (0, 1))])
+    data = json.loads((tmp_path / "m" / "gdn_group_awareness.json").read_text())
+    seedless = [(r["heads"], r["arm"]) for r in data["rows"] if r["seed"] is None]
+    assert len(seedless) == len(set(seedless)) and ("oracle in-group (ablation)" in {a for _, a in seedless})
+    assert set(data["settings"]["spearman_score_vs_ablation"]) == {"0", "1"} and data["settings"]["ablation"]
+    assert "Spearman correlation" in (tmp_path / "m" / "gdn_group_awareness.md").read_text()
+
 def test_key_repair_copies_the_source_key_head_and_averages_mixed_ones():
     ga, ex = bench_module("group_awareness"), bench_module("experiment")
     import hybridprune as hp
