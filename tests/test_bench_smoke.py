@@ -173,3 +173,23 @@ def test_teacher_cost_smoke(capsys):
     bench_module("teacher_cost").main(["--smoke", "--steps", "2", "--threads", str(torch.get_num_threads())])
     out = json.loads(capsys.readouterr().out)
     assert out["params"] > 0 and out["tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize("name", ["score_source", "heads_vs_channels"])
+def test_gdn_merge_of_one_seed_per_process_runs(name, tmp_path):
+    """`--seed-list N --out DIR` per process, then `--merge`: every seed's rows, the teacher once, and
+    (heads_vs_channels) the speed table of the run that measured it."""
+    mod = bench_module(name)
+    common = ["--smoke", "--teacher", "tiny-qwen3-5", "--threads", str(torch.get_num_threads())]
+    for seed in (0, 1):
+        extra = ["--no-speed"] if name == "heads_vs_channels" and seed else []
+        mod.main(common + extra + ["--seed-list", str(seed), "--out", str(tmp_path / f"s{seed}")])
+    mod.main(common + ["--out", str(tmp_path / "m"), "--merge",
+                       *(str(tmp_path / f"s{seed}" / f"gdn_{name}.json") for seed in (0, 1))])
+    rows = json.loads((tmp_path / "m" / f"gdn_{name}.json").read_text())["rows"]
+    assert sum(r["seed"] is None for r in rows) == 1 and {r["seed"] for r in rows} == {None, 0, 1}
+    table = (tmp_path / "m" / f"gdn_{name}.md").read_text()
+    assert "nan" not in table.lower() and " ± " in table
+    if name == "heads_vs_channels":
+        assert "Generation speed" in table
+        assert "Generation speed" not in (tmp_path / "s1" / f"gdn_{name}.md").read_text()
