@@ -128,6 +128,16 @@ class Setup:
         print(f"runtime {runtime:.0f} s -> {self.out / self.name}.*")
 
 
+def merge_runs(paths) -> tuple[list[dict], list[dict]]:
+    """The rows of several runs of one script (e.g. one seed per process, `--seed-list N --out DIR`),
+    the seedless rows (the unpruned teacher) from the first run only, and each run's settings."""
+    rows, settings = [], []
+    for k, path in enumerate(paths):
+        data = json.loads(Path(path).read_text())
+        rows += [r for r in data["rows"] if k == 0 or r.get("seed") is not None]
+        settings.append(data["settings"])
+    return rows, settings
+
 def _random_tokens(n: int, t: int, seed: int, vocab: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(3, vocab, (n, t), generator=g)

@@ -136,14 +136,29 @@ def _ints(text: str | None) -> list[int] | None:
 
 
 def _merged_rows(paths) -> list[dict]:
-    """The rows of several runs (e.g. one seed per process), the unpruned row once."""
+    """The rows of several runs (e.g. one seed per process), each seedless row (unpruned, oracle) once."""
     import json
-    rows = []
+    rows, seen = [], set()
     for path in paths:
         for r in json.loads(Path(path).read_text())["rows"]:
-            if r["arm"] != "unpruned" or not rows:
+            key = (r["heads"], r["arm"])
+            if r["seed"] is not None or key not in seen:
                 rows.append(r)
+                seen.add(key)
     return rows
+
+
+def _merged_ablation(paths) -> tuple[dict[int, dict[int, float]], dict[int, torch.Tensor]]:
+    """Per-seed Spearman ρ and the (seed-independent) head ablation of runs that measured them."""
+    import json
+    corr, ablation = {}, {}
+    for path in paths:
+        settings = json.loads(Path(path).read_text())["settings"]
+        for seed, per_layer in settings.get("spearman_score_vs_ablation", {}).items():
+            corr[int(seed)] = {int(i): v for i, v in per_layer.items()}
+        if not ablation and settings.get("ablation"):
+            ablation = {int(i): torch.tensor(v) for i, v in settings["ablation"].items()}
+    return corr, ablation
 
 
 def main(argv=None) -> None:
@@ -165,16 +180,16 @@ def main(argv=None) -> None:
     if kd_targets is None:
         kd_targets = [h for h in (n_heads // 2, n_heads // 4) if h >= g and h % g == 0]
     kd_arms = args.kd_arms.split(",") if args.kd_arms else list(arms)
+    layers = axis.layers(dims)
     if args.merge:
         rows = _merged_rows(args.merge)
         s.seeds = sorted({r["seed"] for r in rows if r["seed"] is not None})
-        args.ablation_windows = 0
+        corr, ablation = _merged_ablation(args.merge)
+        ablate = bool(ablation) and set(corr) >= set(s.seeds)
     else:
         rows = [{"heads": n_heads, "arm": "unpruned", "seed": None, "zero_shot": s.loss(t)}]
-    ablate = args.ablation_windows > 0
-    ablation = head_ablation(s, dims, args.ablation_windows) if ablate else {}
-    layers = axis.layers(dims)
-    corr = {}
+        ablate = args.ablation_windows > 0
+        ablation, corr = (head_ablation(s, dims, args.ablation_windows) if ablate else {}), {}
     for seed in s.seeds if not args.merge else ():
         scores = hp.calibrate(t, s.calib(seed), batch_size=8, progress=False)
         if ablate:
@@ -192,7 +207,7 @@ def main(argv=None) -> None:
                     row["after_kd"] = s.loss(s.kd(pruned, seed))
                 rows.append(row)
                 print(row, flush=True)
-    for target in targets if ablate else ():  # oracle: per group, the heads whose ablation hurts most
+    for target in targets if ablate and not args.merge else ():  # oracle: per group, the heads whose ablation hurts most
         oracle = {i: select_mamba(ablation[i].clamp(min=0).unsqueeze(1) + 1e-9, g, target, 1)[0] for i in layers}
         pruned = apply_selection(t, selection_for(dims, oracle), dims.replace(**{axis.heads_field: target}))
         rows.append({"heads": target, "arm": "oracle in-group (ablation)", "seed": None, "zero_shot": s.loss(pruned)})
@@ -228,7 +243,8 @@ def main(argv=None) -> None:
     a0.legend(fontsize=7)
     s.write(rows, "\n".join(lines), {"targets": targets, "kd_targets": kd_targets, "kd_arms": kd_arms,
                                      "ablation_windows": args.ablation_windows,
-                                     "spearman_score_vs_ablation": {str(k): v for k, v in corr.items()}}, fig)
+                                     "spearman_score_vs_ablation": {str(k): v for k, v in corr.items()},
+                                     "ablation": {str(i): v.tolist() for i, v in ablation.items()}}, fig)
 
 
 def _ablation_lines(s, layers, corr, ablation) -> list[str]:

@@ -25,7 +25,7 @@ import sys
 import experiment as ex
 import hybridprune as hp
 from head_axis import GDN_VALUE_HEADS, axis_of
-from hybridprune.evaluate import measure_generation
+from hybridprune.evaluate import SpeedResult, measure_generation
 
 ARMS = ("heads", "head channels")
 GDN_ARMS = ("value heads", "value-head channels", "key-head channels")
@@ -84,6 +84,10 @@ def main(argv=None) -> None:
     ap.add_argument("--value-cuts", default=None,
                     help="GDN: value channels cut for the key-vs-value comparison (default: dv/16 and dv/8)")
     ap.add_argument("--kd-fractions", default="1/2", help="GDN: fractions whose two arms get the KD ('' for none)")
+    ap.add_argument("--no-speed", action="store_true", help="GDN: skip the speed measurement (a run merged "
+                    "with one that has it)")
+    ap.add_argument("--merge", nargs="+", default=None, help="GDN: build the report from these runs' JSON (no "
+                    "compute; the speed table of the first run that measured one)")
     args = ap.parse_args(argv)
     s = ex.setup(args, "heads_vs_channels")
     t = s.teacher
@@ -153,9 +157,13 @@ def gdn_main(s, dims, args) -> None:
     frac = lambda text: [tuple(int(v) for v in f.split("/")) for f in text.split(",") if f]  # noqa: E731
     cuts = [int(c) for c in args.value_cuts.split(",")] if args.value_cuts else None
     arms = gdn_arms(hp.get_adapter(t), dims, frac(args.fractions), cuts, frac(args.kd_fractions))
-    rows = [{"kept": "all", "arm": "unpruned", "seed": None, "zero_shot": s.loss(t), "params": s.params(t)}]
+    if args.merge:
+        rows, runs = ex.merge_runs(args.merge)
+        s.seeds = sorted({r["seed"] for r in rows if r["seed"] is not None})
+    else:
+        rows = [{"kept": "all", "arm": "unpruned", "seed": None, "zero_shot": s.loss(t), "params": s.params(t)}]
     models = {"teacher": t}
-    for seed in s.seeds:
+    for seed in s.seeds if not args.merge else ():
         scores = hp.calibrate(t, s.calib(seed), batch_size=8, progress=False)
         for kept, arm, plan, kd in arms:
             pruned = hp.prune(t, scores, plan)
@@ -169,7 +177,11 @@ def gdn_main(s, dims, args) -> None:
             print(row, flush=True)
     smoke = dict(contexts=(8,), new_tokens=4, repeats=1, warmup=0) if s.smoke else \
         dict(contexts=(args.context,), new_tokens=args.new_tokens, repeats=5, warmup=1)
-    speed = measure_generation(models, batch_sizes=(1,), **smoke)
+    if args.merge:
+        measured = [r["speed"] for r in runs if r.get("speed")]
+        speed = SpeedResult(**measured[0]) if measured else None
+    else:
+        speed = None if args.no_speed else measure_generation(models, batch_sizes=(1,), **smoke)
 
     base = rows[0]["params"]["non_embedding"]
     lines = ["| kept | arm (shape) | parameters (non-embedding) | recurrent state / layer | zero-shot val loss | after KD |",
@@ -184,7 +196,7 @@ def gdn_main(s, dims, args) -> None:
         state = get("linear_num_value_heads") * get("linear_key_head_dim") * get("linear_value_head_dim")
         lines.append(f"| {kept} | {arm} ({_gdn_shape(dims, plan)}) | {rs[0]['params']['non_embedding']:,} | {state:,} | "
                      f"{ex.spread([r['zero_shot'] for r in rs])} | {ex.spread(kd) if kd else ''} |")
-    lines += _speed_lines(speed)
+    lines += _speed_lines(speed) if speed else []
 
     fig, (a0, a1) = ex.figure(2)
     for arm in GDN_ARMS:
@@ -194,12 +206,12 @@ def gdn_main(s, dims, args) -> None:
     a0.set_xlabel("non-embedding parameters removed")
     a0.set_ylabel("zero-shot validation loss")
     a0.legend(fontsize=7)
-    names = [c["model"] for c in speed.cells]
-    a1.bar(names, [c["ratios"]["decode_tokens_per_s"] for c in speed.cells])
+    cells = speed.cells if speed else []
+    a1.bar([c["model"] for c in cells], [c["ratios"]["decode_tokens_per_s"] for c in cells])
     a1.tick_params(axis="x", labelrotation=30, labelsize=7)
     a1.set_ylabel("decode tokens/s, ratio to teacher")
     a1.set_title("generation speed (shared CPU, 1 thread)")
-    s.write(rows, "\n".join(lines), {"arms": [list(a) for a in arms], "speed": speed.to_dict()}, fig)
+    s.write(rows, "\n".join(lines), {"arms": [list(a) for a in arms], "speed": speed.to_dict() if speed else None}, fig)
 
 
 if __name__ == "__main__":

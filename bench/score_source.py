@@ -89,6 +89,7 @@ def main(argv=None) -> None:
     ap = ex.parser(__doc__)
     ap.add_argument("--shapes", default=None, help="heads x channels to prune to, e.g. 12x32,8x32,12x24 "
                     "(default: 3/4 and 1/2 of the heads, 1/2 of the channels, 3/4 x 3/4, 1/2 x 1/2)")
+    ap.add_argument("--merge", nargs="+", default=None, help="build the table from these runs' JSON (no compute)")
     args = ap.parse_args(argv)
     s = ex.setup(args, "score_source")
     t = s.teacher
@@ -103,8 +104,12 @@ def main(argv=None) -> None:
         configs += [] if (H * 3 // 4, D * 3 // 4) in configs else [(H * 3 // 4, D * 3 // 4)]  # the KD shape
     configs = [(h, d) for h, d in configs if h % g == 0 and d >= 1]
     kd_config = (H * 3 // 4, D * 3 // 4)
-    rows = [{"config": [H, D], "source": "unpruned", "seed": None, "zero_shot": s.loss(t)}]
-    for seed in s.seeds:
+    if args.merge:
+        rows = ex.merge_runs(args.merge)[0]
+        s.seeds = sorted({r["seed"] for r in rows if r["seed"] is not None})
+    else:
+        rows = [{"config": [H, D], "source": "unpruned", "seed": None, "zero_shot": s.loss(t)}]
+    for seed in s.seeds if not args.merge else ():
         calib = s.calib(seed)
         scores = hp.calibrate(t, calib, batch_size=8, progress=False)
         by_source = gdn_variants(scores) if gdn else variants(scores, mamba_source_scores(t, calib, dims))

@@ -79,6 +79,22 @@ def test_gdn_smoke_mode_writes_table_json_and_plot(name, tmp_path):
         assert any(r.get("heads_in_foreign_group", 0) > 0 for r in data["rows"])
 
 
+def test_group_awareness_merge_keeps_one_copy_of_seedless_rows_and_the_ablation(tmp_path):
+    """One seed per process, then `--merge`: the unpruned and oracle rows appear once, and the head
+    ablation and per-seed Spearman ρ of the runs reach the merged table."""
+    ga = bench_module("group_awareness")
+    common = ["--smoke", "--teacher", "tiny-qwen3-5", "--ablation-windows", "2", "--kd-targets", "",
+              "--threads", str(torch.get_num_threads())]
+    for seed in (0, 1):
+        ga.main(common + ["--seed-list", str(seed), "--out", str(tmp_path / f"s{seed}")])
+    ga.main(common + ["--out", str(tmp_path / "m"), "--merge",
+                      *(str(tmp_path / f"s{seed}" / "gdn_group_awareness.json") for seed in (0, 1))])
+    data = json.loads((tmp_path / "m" / "gdn_group_awareness.json").read_text())
+    seedless = [(r["heads"], r["arm"]) for r in data["rows"] if r["seed"] is None]
+    assert len(seedless) == len(set(seedless)) and ("oracle in-group (ablation)" in {a for _, a in seedless})
+    assert set(data["settings"]["spearman_score_vs_ablation"]) == {"0", "1"} and data["settings"]["ablation"]
+    assert "Spearman correlation" in (tmp_path / "m" / "gdn_group_awareness.md").read_text()
+
 def test_key_repair_copies_the_source_key_head_and_averages_mixed_ones():
     ga, ex = bench_module("group_awareness"), bench_module("experiment")
     import hybridprune as hp
@@ -157,3 +173,23 @@ def test_teacher_cost_smoke(capsys):
     bench_module("teacher_cost").main(["--smoke", "--steps", "2", "--threads", str(torch.get_num_threads())])
     out = json.loads(capsys.readouterr().out)
     assert out["params"] > 0 and out["tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize("name", ["score_source", "heads_vs_channels"])
+def test_gdn_merge_of_one_seed_per_process_runs(name, tmp_path):
+    """`--seed-list N --out DIR` per process, then `--merge`: every seed's rows, the teacher once, and
+    (heads_vs_channels) the speed table of the run that measured it."""
+    mod = bench_module(name)
+    common = ["--smoke", "--teacher", "tiny-qwen3-5", "--threads", str(torch.get_num_threads())]
+    for seed in (0, 1):
+        extra = ["--no-speed"] if name == "heads_vs_channels" and seed else []
+        mod.main(common + extra + ["--seed-list", str(seed), "--out", str(tmp_path / f"s{seed}")])
+    mod.main(common + ["--out", str(tmp_path / "m"), "--merge",
+                       *(str(tmp_path / f"s{seed}" / f"gdn_{name}.json") for seed in (0, 1))])
+    rows = json.loads((tmp_path / "m" / f"gdn_{name}.json").read_text())["rows"]
+    assert sum(r["seed"] is None for r in rows) == 1 and {r["seed"] for r in rows} == {None, 0, 1}
+    table = (tmp_path / "m" / f"gdn_{name}.md").read_text()
+    assert "nan" not in table.lower() and " ± " in table
+    if name == "heads_vs_channels":
+        assert "Generation speed" in table
+        assert "Generation speed" not in (tmp_path / "s1" / f"gdn_{name}.md").read_text()
