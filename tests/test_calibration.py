@@ -126,3 +126,11 @@ def test_depth_scores_from_the_calibration_pass_equal_a_separate_run(nemotron, t
     scores = hp.calibrate(nemotron, one_shot, progress=False, depth_samples=3)
     torch.testing.assert_close(scores.depth_kld, hp.depth_importance(nemotron, tokens[:3], progress=False))
     assert scores.meta["depth_samples"] == 3 and scores.meta["num_samples"] == len(tokens)
+
+
+def test_scores_record_the_window_length_when_the_caller_does_not(nemotron, tokens):
+    """The recipe's calibrate stage passes no seq_len; the scores (and every model card built from them)
+    must still say how long the windows were, not `None`."""
+    scores = hp.calibrate(nemotron, tokens, batch_size=2, progress=False)
+    assert scores.meta["seq_len"] == tokens.shape[1]
+    assert hp.calibrate(nemotron, tokens, batch_size=2, progress=False, seq_len=99).meta["seq_len"] == 99

@@ -139,3 +139,15 @@ def test_a_user_directory_is_refused_untouched(root, tmp_path):
     assert r.exit_code == 0
     r = invoke(*_logits_args(root, tmp_path / "again"), "--overwrite")  # its own earlier output: replaced
     assert r.exit_code == 0 and _digests(tmp_path / "again") == _digests(root / "logits")
+
+
+def test_a_shipped_teacher_name_is_fingerprinted_like_its_directory():
+    """`--teacher tiny-qwen3-5` must be checked against the cache as its directory is (the name once gave
+    no fingerprint, and the check was skipped: a cache of another teacher was used silently)."""
+    from hybridprune.cli.distill import checkpoint_identity
+    from hybridprune.data.assets import teacher_path
+
+    for name in ("tiny-nemotron-h", "tiny-qwen3-5"):
+        by_name = checkpoint_identity(name)
+        assert by_name is not None and by_name == checkpoint_identity(teacher_path(name))
+    assert checkpoint_identity("tiny-nemotron-h") != checkpoint_identity("tiny-qwen3-5")

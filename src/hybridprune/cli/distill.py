@@ -153,12 +153,14 @@ def distill_command(
         teardown(env)
 
 
-def checkpoint_identity(path: Path, *, trust_remote_code: bool = False) -> str | None:
-    """The fingerprint of the safetensors checkpoint in `path`, from its files (a few sampled windows per
+def checkpoint_identity(path: Path | str, *, trust_remote_code: bool = False) -> str | None:
+    """The fingerprint of the safetensors checkpoint `path` (a directory, shipped teacher or Hub id), from its files (a few sampled windows per
     tensor, no model built); None when it has no safetensors weights to read."""
     from ..checkpoint.files import CheckpointFiles, CheckpointFormatError
     from ..checkpoint.fingerprint import checkpoint_fingerprint
+    from ..checkpoint.load import resolve
 
+    path = resolve(path, role="teacher")  # a shipped teacher's name or a Hub id is a directory from here on
     try:
         files = CheckpointFiles(path)
     except CheckpointFormatError:

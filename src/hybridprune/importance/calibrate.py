@@ -184,7 +184,7 @@ def calibrate(
     model.eval()
     handles = _install_hooks(adapter, model, acc, dims)
     total = count_batches(batches, batch_size, max_batches)
-    depth_batches, depth_kept = [], 0
+    depth_batches, depth_kept, longest = [], 0, 0
     try:
         with torch.no_grad(), progress_bar(progress) as bar:
             task = bar.add_task("calibrating", total=total)
@@ -196,6 +196,7 @@ def calibrate(
                 model(input_ids=ids, attention_mask=mask, use_cache=False)
                 counts[0] += int((mask.sum(dim=1) > 0).sum())
                 counts[1] += int(mask.sum())
+                longest = max(longest, ids.shape[1])
                 if depth_kept < depth_samples:
                     take = min(depth_samples - depth_kept, ids.shape[0])
                     depth_batches.append({"input_ids": ids[:take], "attention_mask": mask[:take]})
@@ -249,7 +250,7 @@ def calibrate(
         "fingerprint": model_fingerprint(model),
         "num_samples": int(counts[0].item()),
         "num_tokens": int(counts[1].item()),
-        "seq_len": seq_len,
+        "seq_len": seq_len if seq_len is not None else longest,  # the windows' length unless the caller says
         "dims": dims.as_dict(),
         "aggregation": "mean(|a|) over valid tokens, L2 over samples",
         "depth_samples": depth_kept,
