@@ -90,8 +90,16 @@ def test_distilled_and_pruned_again_name_the_original(source, tmp_path):
     again = tmp_path / "again"
     result = invoke("prune", "--model", student, "--scores", scores, "--plan", "ffn_hidden_size=16", "--out", again)
     assert result.exit_code == 0, result.output
-    _, meta = _card(again)
+    card, meta = _card(again)
     assert meta["base_model"] == str(source / "model") and (again / BASE_CARD).read_text() == SOURCE_CARD
+    # ... and compares with the original model, listing both rounds (it compared with round one's model)
+    first = json.loads((pruned / "hybridprune.json").read_text())
+    second = json.loads((again / "hybridprune.json").read_text())
+    original, final = first["parameters"]["before"], second["parameters"]["after"]
+    assert second["parameters"]["before"] == first["parameters"]["after"]  # this round's own record is kept
+    assert f"| parameters | {original:,} | {final:,} ({final / original:.1%} of the base) |" in card.text
+    assert f"**Round 1**: plan `hidden_size=32" in card.text and "**Round 2**: `ffn_hidden_size=16`" in card.text
+    assert f"| `hidden_size` | {first['dims_before']['hidden_size']} | 32 |" in card.text
 
 
 def test_a_source_without_a_card_still_gets_one(tmp_path):

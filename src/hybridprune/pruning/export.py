@@ -22,7 +22,7 @@ from typing import Any
 from ..checkpoint.carry import checkpoint_root, copy_file, copy_tree
 from ..checkpoint.config_style import write_config
 from ..output.atomic import MANIFEST, atomic_directory
-from .model_card import write_model_card
+from .model_card import earlier_rounds, write_model_card
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
@@ -236,6 +236,8 @@ def export(
         if source is not None:
             info["source"] = str(source)
         info.update(metadata or {})
+        if rounds := earlier_rounds(source):  # a later round: the card compares with the original model
+            info["earlier_rounds"] = rounds
         if info:
             (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
         write_model_card(tmp, carry_from if carry_from is not None else source, info,

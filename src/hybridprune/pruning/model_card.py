@@ -64,6 +64,36 @@ def base_card(source: str | os.PathLike | None) -> tuple[str | None, dict[str, A
     return own, meta, source_id(source)
 
 
+def earlier_rounds(source: str | os.PathLike | None) -> list[dict[str, Any]]:
+    """The rounds of hybridprune that made `source`, oldest first (its `hybridprune.json` and the rounds
+    it records), so that a second round's card compares with the original model, not with round one's.
+    [] for a model hybridprune did not make. The file is someone else's: only its plain fields are kept."""
+    try:
+        parent = json.loads((Path(source) / "hybridprune.json").read_text()) if source is not None else None
+    except (OSError, ValueError):
+        return []
+    if not isinstance(parent, dict):
+        return []
+    earlier = [r for r in parent.get("earlier_rounds") or [] if isinstance(r, dict)]
+    step = {k: parent[k] for k in ("plan", "dropped_blocks", "parameters", "active_parameters", "dims_before")
+            if isinstance(parent.get(k), (dict, list))}
+    return [*earlier, step] if step.get("plan") or step.get("parameters") else earlier
+
+
+def _as_of_base(info: dict[str, Any]) -> dict[str, Any]:
+    """`info` with its "before" figures taken from the first round, when there were earlier rounds."""
+    rounds = info.get("earlier_rounds") or []
+    if not rounds:
+        return info
+    first, view = rounds[0], dict(info)
+    for key in ("parameters", "active_parameters"):
+        if isinstance(first.get(key), dict) and isinstance(info.get(key), dict):
+            view[key] = {**info[key], "before": first[key].get("before")}
+    if isinstance(first.get("dims_before"), dict):
+        view["dims_before"] = first["dims_before"]
+    return view
+
+
 def _fmt(n: Any) -> str:
     return f"{n:,}" if isinstance(n, int) else str(n)
 
@@ -87,6 +117,8 @@ def render(info: dict[str, Any], *, base_model: str | None, base_meta: dict[str,
              f"A structurally {what} version of `{base_model}`, made with hybridprune {__version__} "
              "(the Minitron-SSM recipe: group-aware pruning of Mamba heads, attention heads, FFN, hidden size "
              "and depth" + (", then knowledge distillation from the original model)." if distilled else ")."), ""]
+    rounds = [r for r in info.get("earlier_rounds") or [] if isinstance(r, dict)]
+    info = _as_of_base(info)
     params = info.get("parameters") or {}
     rows = []
     if params:
@@ -101,9 +133,13 @@ def render(info: dict[str, Any], *, base_model: str | None, base_meta: dict[str,
         if before_dims[key] != after_dims[key] and isinstance(before_dims[key], (int, str)):
             rows.append(f"| `{key}` | {_fmt(before_dims[key])} | {_fmt(after_dims[key])} |")
     lines += ["## What was done", ""]
+    for n, earlier in enumerate(rounds, 1):
+        plan = ", ".join(f"{k}={v}" for k, v in (earlier.get("plan") or {}).items()) or "(no plan recorded)"
+        p = earlier.get("parameters") or {}
+        lines += [f"- **Round {n}**: plan `{plan}`, {_fmt(p.get('before'))} → {_fmt(p.get('after'))} parameters"]
     if info.get("plan"):
         plan = ", ".join(f"{k}={v}" for k, v in info["plan"].items())
-        lines += [f"- **Pruning plan**: `{plan}`"]
+        lines += [f"- **{'Round ' + str(len(rounds) + 1) if rounds else 'Pruning plan'}**: `{plan}`"]
     if info.get("dropped_blocks"):
         lines += [f"- **Layers removed**: {', '.join(map(str, info['dropped_blocks']))}"]
     scores = info.get("scores") or {}

@@ -34,7 +34,7 @@ from ..output.atomic import atomic_directory
 from ..importance.scores import Scores
 from .apply import NotStreamable, PruneError, check_fingerprint, plan_selection, provenance, warn_dropped
 from .export import INFO_FILE, carry_over
-from .model_card import write_model_card
+from .model_card import earlier_rounds, write_model_card
 from .plan import Plan
 from .slicing import AxisIndex, split_layer_key
 from .stream_tensors import WORKERS, Block, blocks, write_block
@@ -317,6 +317,8 @@ def stream_prune(
         info = provenance(plan, selection, dims, new_dims, scores, adapter, expert_importance, dropped=dropped,
                           tensor_parallel=tensor_parallel, gdn_importance=gdn_importance)
         info.update(source=str(source), method="streaming")
+        if rounds := earlier_rounds(source):  # a later round: the card compares with the original model
+            info["earlier_rounds"] = rounds
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
         write_model_card(tmp, source, info)
         write_config(new_config, tmp, source)  # the config last: a directory without it is not a checkpoint
