@@ -235,3 +235,4 @@ def test_calibrate_summary_shows_every_mixers_score(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stderr.splitlines() if "gdn+mlp" in line]  # the console writes to stderr
     assert len(rows) == 6 and all("gdn " in row and "mlp " in row for row in rows), proc.stderr
+    assert "calibrating" in proc.stderr and "calibrating" not in proc.stdout  # bars on stderr, as the README says

@@ -73,7 +73,7 @@ def test_calibrate_reads_a_token_directory(root, tmp_path):
 
 def test_chat_flag_on_a_token_directory_is_refused(root, tmp_path):
     r = _distill(root, tmp_path / "c", root / "tokens", "--steps", "1", "--chat")
-    assert r.exit_code == 2 and no_traceback(r) and "already tokenized" in r.output
+    assert r.exit_code == 2 and no_traceback(r) and "already tokenized" in r.output and "drop --chat" in " ".join(r.output.split())
     assert not (tmp_path / "c").exists()
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+from pathlib import Path
 import signal
 
 import pytest
@@ -103,3 +105,51 @@ def test_tokenize_killed_at_every_write_resumes_to_the_same_bytes(whole, tmp_pat
         assert rerun.exit_code == 0, f"killed at write {at}: {rerun.output}"
         assert _files(out) == want, f"killed at write {at}"
     assert at > 5 and _files(out) == want
+
+
+def _worker_pid(item):
+    import time
+
+    time.sleep(0.05)
+    return os.getpid()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_workers_die_with_a_killed_command(tmp_path):
+    """`kill -9` of `tokenize --num-proc N` must not leave its N workers idle forever (they were orphaned,
+    and one ignored SIGTERM: a fork inherits the command's handler)."""
+    import signal
+    import subprocess
+    import textwrap
+    import time
+
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import itertools, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from hybridprune.data.ordered_pool import ordered_map
+        from test_tokenize_kill import _worker_pid
+        seen = set()
+        for pid in ordered_map(_worker_pid, itertools.count(), 2):
+            if pid not in seen:
+                seen.add(pid)
+                print(pid, flush=True)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(proc.stdout.readline()) for _ in range(2)]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [w for w in workers if _running(w)]
+    assert not alive, f"workers {alive} outlived their killed parent"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False

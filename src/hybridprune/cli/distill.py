@@ -209,7 +209,8 @@ def _token_dir(env, data, out, tokenizer, text_field, chat, overwrite, num_proc=
 
     if is_token_dir(data):
         if chat:
-            raise CliError(f"--chat applies to text; {data} is already tokenized (tokenize it with --chat)")
+            raise CliError(f"--chat applies to text; {data} is already tokenized (as conversations or not, as its "
+                           "manifest says): drop --chat")
         return Path(data).expanduser()
     tokens = Path(out) / TOKENS_DIR
     if env.is_main:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
@@ -18,7 +19,21 @@ from typing import Any, Callable, Iterable, Iterator
 _WORKER: dict[str, Any] = {}
 
 
-def _init(fn: Callable, args: tuple) -> None:
+def _init(fn: Callable, args: tuple, parent: int) -> None:
+    """A worker dies with its parent: SIGTERM back to its default (a fork inherits the command's
+    handler, which only sets a flag), Ctrl-C left to the parent, and on Linux the kernel sends SIGTERM
+    when the parent dies, so a `kill -9` of the command leaves no idle worker behind."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if os.getppid() != parent:  # the parent died before the request above
+        os._exit(1)
     _WORKER["fn"], _WORKER["args"] = fn, args
 
 
@@ -41,7 +56,7 @@ def ordered_map(fn: Callable, items: Iterable, num_proc: int, *args, window: int
     # disabled in forked children with a warning (and would oversubscribe the cores)
     saved = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    pool = ProcessPoolExecutor(num_proc, mp_context=ctx, initializer=_init, initargs=(fn, args))
+    pool = ProcessPoolExecutor(num_proc, mp_context=ctx, initializer=_init, initargs=(fn, args, os.getpid()))
     pending: deque = deque()
     try:
         for item in items:

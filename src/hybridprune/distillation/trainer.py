@@ -320,9 +320,8 @@ class Distiller(CheckpointingMixin, RunLogMixin, ReportingMixin, TeacherMixin):
 
         name = _signal.Signals(signum).name
         if finished:
-            msg = f"interrupted by {name} after the last step; the run is complete"
-            if self.out_dir is not None:
-                msg += f" and the student is in {self.out_dir}"
+            msg = (f"interrupted by {name} after the last step; the run is complete and the student is in {self.out_dir}"
+                   if self.out_dir is not None else f"interrupted by {name} after this distillation's last step")
         elif self.last_checkpoint is not None:
             msg = (f"interrupted by {name} at step {self.step}/{self.total_steps}; checkpoint {self.last_checkpoint} "
                    f"written, continue with --resume {self.out_dir}")

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
@@ -84,4 +85,5 @@ def progress_bar(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         disable=not (enabled and rank0), transient=False,
+        console=Console(stderr=True),  # stdout stays for results: a log file of it gets no bar frames
     )

@@ -152,10 +152,11 @@ def _assign_shards(entries: list[_Entry], max_bytes: int) -> list[list[_Entry]]:
 @contextmanager
 def _progress(enabled: bool, total: int):
     """A progress bar over the bytes of source tensors read."""
+    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("pruning"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                  disable=not enabled, transient=True) as bar:
+                  disable=not enabled, transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task("pruning", total=total)
         yield lambda n: bar.advance(task, n)
 
