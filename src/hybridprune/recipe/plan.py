@@ -189,12 +189,13 @@ def assign_keys(all_stages: list[Stage], recipe: Recipe, model_fp: str) -> None:
 
 
 def find(all_stages: list[Stage], name: str) -> Stage:
-    """A stage by `NN-kind`, `NN`, or `kind` (the first of that kind)."""
+    """A stage by `NN-kind`, `NN`, or `kind` (the first of that kind; `distil` is `distill`)."""
     for st in all_stages:
         if name in (st.name, f"{st.index:02d}", str(st.index)):
             return st
+    kind = {"distil": "distill", "evaluate": "eval"}.get(name, name)  # the docs' spelling of the verbs
     for st in all_stages:
-        if st.kind == name:
+        if st.kind == kind:
             return st
     raise RecipeError(f"--from {name}: no such stage; the stages are {', '.join(s.name for s in all_stages)}")
 
