@@ -151,6 +151,8 @@ class Adapter:
     """
 
     model_types: ClassVar[tuple[str, ...]] = ()
+    #: the transformers Auto class that builds and loads this family's checkpoints (`build_model`)
+    auto_class: ClassVar[str] = "AutoModelForCausalLM"
     #: the prefix of the layer list in state-dict keys, e.g. "model.layers."
     layers_prefix: ClassVar[str] = ""
     #: rules for keys outside the layers (embeddings, final norm, LM head)
@@ -261,14 +263,15 @@ class Adapter:
         `init_weights=False` skips the random initialisation (its tensors are left as allocated), for a
         model whose every weight is loaded next: on large models that initialisation is most of the
         cost of building. Buffers computed in the modules' constructors are built either way."""
-        from transformers import AutoModelForCausalLM
+        import transformers
 
+        auto = getattr(transformers, self.auto_class)
         if init_weights:
-            return AutoModelForCausalLM.from_config(config, dtype=dtype)
+            return auto.from_config(config, dtype=dtype)
         from transformers.initialization import no_init_weights
 
         with no_init_weights():
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+            model = auto.from_config(config, dtype=dtype)
         model.tie_weights()
         return model
 

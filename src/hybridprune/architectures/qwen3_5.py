@@ -137,6 +137,7 @@ class Qwen3_5VLAdapter(Adapter):
     """
 
     model_types = ("qwen3_5", "qwen3_5_moe")
+    auto_class = "AutoModelForImageTextToText"
     layers_prefix = "model.language_model.layers."
     global_rules = {**outer_rules("model.language_model.embed_tokens", "model.language_model.norm"),
                     "model.visual.merger.linear_fc2.weight": ("hidden", None),
@@ -189,17 +190,6 @@ class Qwen3_5VLAdapter(Adapter):
     def layers(self, model):
         return model.model.language_model.layers
 
-    def build_model(self, config, dtype=None, *, init_weights: bool = True):
-        from transformers import AutoModelForImageTextToText
-
-        if init_weights:
-            return AutoModelForImageTextToText.from_config(config, dtype=dtype)
-        from transformers.initialization import no_init_weights
-
-        with no_init_weights():
-            model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
-        model.tie_weights()
-        return model
 
 
 @functools.lru_cache(maxsize=8)
