@@ -33,7 +33,6 @@ CONFIG_ALIASES = {
     "moe_intermediate_size": "moe_ffn_hidden_size",
     "expert_intermediate_size": "moe_ffn_hidden_size",
     "shared_expert_intermediate_size": "moe_shared_expert_intermediate_size",
-    "moe_shared_expert_intermediate_size": "moe_shared_expert_intermediate_size",
 }
 
 #: config.json sizes that no plan field sets, and why
@@ -52,7 +51,7 @@ NOT_PRUNABLE = {
 def suggestion(name: str, fields: list[str]) -> str:
     """A short hint for an unknown plan field `name` ("" if none): the plan field its config name
     stands for, why it is not prunable, or the nearest plan field by spelling."""
-    if name in CONFIG_ALIASES and CONFIG_ALIASES[name] != name:
+    if name in CONFIG_ALIASES:
         return f"{name} is set in a plan as {CONFIG_ALIASES[name]}"
     if name in NOT_PRUNABLE:
         return f"{name} is not a plan field: {NOT_PRUNABLE[name]}"
