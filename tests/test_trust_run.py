@@ -148,6 +148,30 @@ def test_a_link_as_a_stage_directory_listed_in_the_manifest_is_refused(run):
     assert _snapshot(victim) == before and seen == []
 
 
+def test_overwrite_removes_no_stage_directory_holding_what_its_stage_does_not_write(run, base):
+    out, recipe, victim = run
+    (out / "02-prune" / "notes.txt").write_text("mine")
+    inside = _snapshot(out)
+    result, message, _ = _cli(victim, "run", base.parent / "r1.yaml", "--out", out, "--overwrite")
+    _refused(result, message, f"{out / '02-prune'} holds notes.txt", "--overwrite removes nothing")
+    assert _snapshot(out) == inside
+
+
+@pytest.mark.parametrize("planted", ["report.md", "report_figures", "results.json"])
+def test_report_files_the_run_did_not_write_are_refused(run, planted):
+    out, recipe, victim = run
+    recipe.write_text(R1 + "report: {title: t}\n")
+    if planted == "results.json":
+        (out / planted).write_text("{}")  # not in the manifest: the user's
+    else:
+        (out / planted).symlink_to(victim / "thesis.tex" if planted == "report.md" else victim)
+    before, inside = _snapshot(victim), _snapshot(out)
+    result, message, seen = _cli(victim, "run", recipe, "--out", out)
+    _refused(result, message, str(out / planted),
+             "was not written by this run" if planted == "results.json" else "is a symbolic link")
+    assert _snapshot(victim) == before and _snapshot(out) == inside and seen == []
+
+
 # ---- 2. names in records are never followed ----------------------------------------------------------------
 
 def _edit_record(out: Path, stage: str, **changes) -> None:

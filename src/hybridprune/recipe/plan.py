@@ -113,16 +113,22 @@ class Stage:
 
     def foreign(self) -> list[str]:
         """Entries of the stage directory that a stage of this kind does not write, or that are links."""
-        if not self.dir.is_dir() or self.dir.is_symlink():
-            return []
-        mine = (RECORD, *WRITES[self.kind])
-        return sorted(p.name for p in self.dir.iterdir()
-                      if p.is_symlink() or not any(p.name == n or p.name.startswith(f".{n}.") for n in mine))
+        return foreign_in_stage(self.dir, self.kind)
 
     def describe(self) -> dict:
         """The part of the record that must match for the stage to be skipped."""
         return {"settings": dataclasses.asdict(self.settings) if dataclasses.is_dataclass(self.settings)
                 else self.settings}
+
+
+def foreign_in_stage(directory: Path, kind: str) -> list[str]:
+    """Entries of stage directory `directory` that a stage of `kind` does not write (its record, its
+    files, their temporaries `.NAME.*`), or that are links; none if it is no directory."""
+    if not directory.is_dir() or directory.is_symlink():
+        return []
+    mine = (RECORD, *WRITES[kind])
+    return sorted(p.name for p in directory.iterdir()
+                  if p.is_symlink() or not any(p.name == n or p.name.startswith(f".{n}.") for n in mine))
 
 
 def not_plain(root: Path) -> Path | None:

@@ -31,8 +31,8 @@ import torch
 from . import stages as run_stages
 from .loader import load_file, load_text
 from .plan import (
-    OUTPUTS, RECORD, REPORT_FILES, Stage, assign_keys, data_fingerprint, find, model_fingerprint, record_fix, stages,
-    versions,
+    OUTPUTS, RECORD, REPORT_FILES, WRITES, Stage, assign_keys, data_fingerprint, find, foreign_in_stage,
+    model_fingerprint, record_fix, stages, versions,
 )
 from .schema import Recipe, build, check_round_sections
 from ..output.atomic import MANIFEST, OutputError
@@ -209,6 +209,7 @@ class Run:
                     raise OutputError(f"--out {self.out} is not a run directory")
             held.enter_context(locked(self.out))  # a second run of the same directory is refused
             if exists and overwrite:
+                _check_stage_dirs(self.out, owned_names(self.out))
                 for name in sorted(owned_names(self.out) - {LOCK}):  # --overwrite: start afresh
                     path = self.out / name
                     shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
@@ -262,6 +263,18 @@ class Run:
             "outputs": outputs or {}, "files": files, "seconds": seconds,
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat() if status == "done" else None,
         })
+
+
+def _check_stage_dirs(out: Path, names) -> None:
+    """Refuse, before `--overwrite` removes them, stage directories (`NN-kind`) holding what their stage does
+    not write: the manifest lists the directory, not what someone put in it since."""
+    for name in sorted(names):
+        number, _, kind = name.partition("-")
+        if number.isdigit() and kind in WRITES:
+            foreign = foreign_in_stage(out / name, kind)
+            if foreign:
+                raise OutputError(f"{out / name} holds {', '.join(foreign[:5])}, which a {kind} stage does not "
+                                  "write, so --overwrite removes nothing: move that away, then run again")
 
 
 def _worth_resuming(out: Path) -> bool:
