@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from ckpt_helpers import SRC, invoke, no_traceback
-from hybridprune.output.atomic import LOCK, MANIFEST
+from hybridprune.output.atomic import LOCK, MANIFEST, locked
 
 R1 = """model: shipped:tiny-nemotron-h
 dtype: float32
@@ -328,8 +328,6 @@ def test_a_second_run_of_the_same_directory_is_refused_naming_the_first(run):
         holder.wait()
     # the holder was killed: its lock file is left, and taken over (the kernel released the lock)
     assert (out / LOCK).read_text().strip() == str(holder.pid)
-    from hybridprune.output.atomic import locked
-
     with locked(out):
         assert (out / LOCK).read_text().strip() == str(os.getpid())
     assert not (out / LOCK).exists()
@@ -348,3 +346,26 @@ def test_a_planted_lock_file_is_refused_untouched(run, planted):
              "not hybridprune's lock file")
     assert _snapshot(victim) == before and _snapshot(out) == inside and seen == []
     assert MANIFEST in os.listdir(out)
+
+
+# ---- report: the run directory's files are found without following links -----------------------------------
+
+def test_the_report_follows_no_link_in_the_run_directory(tmp_path):
+    victim = tmp_path / "victim"
+    (victim / "deep").mkdir(parents=True)
+    (victim / "eval.json").write_text('{"models": []}')
+    (victim / "deep" / "results.json").write_text("{}")
+    (victim / "report.md").write_text("my notes")
+    run_dir = tmp_path / "run"
+    (run_dir / "05-eval").mkdir(parents=True)
+    (run_dir / "05-eval" / "eval.json").symlink_to(victim / "eval.json")
+    (run_dir / "linked").symlink_to(victim / "deep", target_is_directory=True)
+    before = _snapshot(victim)
+    result, message, seen = _cli(victim, "report", run_dir)
+    _refused(result, message, "nothing to report")
+    (run_dir / "report.md").symlink_to(victim / "report.md")
+    for extra in ([], ["--overwrite"]):
+        result, message, more = _cli(victim, "report", run_dir, *extra)
+        _refused(result, message, f"{run_dir / 'report.md'} is a symbolic link")
+        seen += more
+    assert _snapshot(victim) == before and seen == []
