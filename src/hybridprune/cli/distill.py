@@ -13,7 +13,7 @@ from typing import Literal
 import typer
 
 from .checks import NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_not_blank, check_numbers
-from ..output.cleanup import remove_if_failed
+from ..output.cleanup import lock_until_done, remove_if_failed
 from ..output.atomic import check_output, remove_owned
 from ..output.leftovers import remove_dead_temporaries, unfinished
 from .devices import check_device, check_device_map
@@ -147,6 +147,8 @@ def distill_command(
     env = dist_setup(device)  # joins the torchrun group; the trainer reuses it
     try:
         remove_if_failed(out, keep=_has_checkpoint)  # a run that failed before its first checkpoint leaves nothing
+        if env.is_main:
+            lock_until_done(out)  # one run per directory
         _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, seed, text_field, precision,
              trust_remote_code, cfg, overwrite, force, chat, teacher_logits, teacher_device_map, num_proc)
     finally:

@@ -13,7 +13,7 @@ from .checks import (
     check_not_blank, check_numbers, listed,
 )
 from ..archsearch.store import CANDIDATES_FILE, OWNED, SETTINGS_FILE
-from ..output.cleanup import remove_if_failed
+from ..output.cleanup import lock_until_done, remove_if_failed
 from ..output.atomic import check_output, claim, owned_names
 from ..output.leftovers import remove_dead_temporaries, unfinished
 from .devices import check_device
@@ -157,6 +157,7 @@ def search_command(
         remove_dead_temporaries(out)
     remove_if_failed(out, keep=_resumable, note=f"finished evaluations are kept in {out}; run the same command "
                                                  "again to resume")
+    lock_until_done(out)  # one search per directory
     scores_path = scores_dir or out / "scores"
     if scores_dir is not None and not (scores_dir / "scores.json").is_file():
         raise CliError(f"no scores in {scores_dir}; run `hybridprune calibrate` or leave out --scores")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from ..output.cleanup import remove_if_failed
+from ..output.cleanup import lock_until_done, remove_if_failed
 from ..output.atomic import check_output
 from .checks import SEED_MAX
 from .common import CliError, console, fail_cleanly, load_model
@@ -67,6 +67,7 @@ def teacher_logits_command(
         store.remove_temporaries(out)
     remove_if_failed(out, keep=lambda d: store.read_progress(d) is not None,
                      note=f"run the same command again to continue the teacher logits in {out}")
+    lock_until_done(out)  # one writer per cache
     fingerprint = checkpoint_identity(teacher, trust_remote_code=trust_remote_code)  # of the files, at any dtype
     model = load_model(teacher, dtype="auto", device=device, trust_remote_code=trust_remote_code, role="teacher")
     model.eval()

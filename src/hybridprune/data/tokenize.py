@@ -292,7 +292,7 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
     A finished `out` of the same sources, tokenizer and options is reused as it is; an unfinished one
     is continued; anything else there is refused unless `overwrite` (which replaces only what
     hybridprune wrote)."""
-    from hybridprune.output.atomic import OutputError, check_output, claim, remove_owned, writing
+    from hybridprune.output.atomic import OutputError, check_output, claim, locked, remove_owned, writing
     from hybridprune.output.leftovers import remove_dead_temporaries, unfinished
 
     out = Path(out)
@@ -300,8 +300,9 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
     if (out / shards.MANIFEST_FILE).is_file():
         manifest = shards.read_manifest(out)
         differ = [] if manifest.get("id") == the_plan["id"] else plan_change(manifest, the_plan)
-        if not differ:  # finished; a kill after its manifest may have left the progress record
-            (out / shards.PROGRESS_FILE).unlink(missing_ok=True)
+        if not differ:  # finished; a kill after its manifest may have left the progress record (and lock)
+            with locked(out):
+                (out / shards.PROGRESS_FILE).unlink(missing_ok=True)
             if say:
                 say(f"{out} already holds these tokens ({manifest['num_tokens']:,}); reusing them")
             return manifest
@@ -327,17 +328,18 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
     # its own entries and a dead temporary: the rerun takes them over, without that temporary
     leftover = not resuming and unfinished(out, FILES, done=shards.MANIFEST_FILE)
     check_output(out, overwrite=overwrite, resume=resuming or leftover)
-    if resuming or leftover:
-        remove_dead_temporaries(out)
     for src in the_plan["sources"]:  # a source that cannot be read is refused before anything is written
         tables, _ = stream.open_tables(src["source"], text_field)
         for _, records in _batches(tables[0][1], 0, 8):
             _encode(records, tokenizer, the_plan, f"'{src['source']}'")
             break
-    if overwrite and not resuming:
-        remove_owned(out)
-    claim(out, FILES)
-    if resuming and say:
-        say(f"continuing the unfinished tokenization in {out}")
-    with writing("the token shards", out):
-        return write_shards(out, the_plan, tokenizer, say=say, num_proc=num_proc, **sizes)
+    with locked(out):  # one writer: another command on `out` is refused, naming its PID
+        if resuming or leftover:
+            remove_dead_temporaries(out)
+        if overwrite and not resuming:
+            remove_owned(out)
+        claim(out, FILES)
+        if resuming and say:
+            say(f"continuing the unfinished tokenization in {out}")
+        with writing("the token shards", out):
+            return write_shards(out, the_plan, tokenizer, say=say, num_proc=num_proc, **sizes)

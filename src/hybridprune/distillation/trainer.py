@@ -293,7 +293,7 @@ class Distiller(CheckpointingMixin, RunLogMixin, ReportingMixin, TeacherMixin):
             if taken:
                 raise DistillError(f"{self.out_dir} holds {', '.join(taken)}, not written by hybridprune; move them "
                                    "away or choose a new output directory")
-            claim(self.out_dir, names)  # recorded before written
+            claim(self.out_dir, names, adopt=[ckpt.CHECKPOINT_DIR] if self.cfg.resume else [])  # before written
             removed = ckpt.remove_stale_tmp(self.ckpt_root) + remove_legacy_tmp(self.out_dir)
             removed += clean_stale(self.out_dir)
             for p in removed:

@@ -112,14 +112,28 @@ def _write_manifest(directory: Path, names: Iterable[str]) -> None:
     os.replace(tmp, directory / MANIFEST)
 
 
-def claim(directory: str | os.PathLike, names: Iterable[str]) -> None:
-    """Record `names` as written by hybridprune in `directory` (created if missing), before writing them."""
+def claim(directory: str | os.PathLike, names: Iterable[str], *, adopt: Iterable[str] = ()) -> None:
+    """Record `names` as written by hybridprune in `directory` (created if missing), before writing them.
+
+    A name already there that the manifest does not list is someone else's (the user's file, a link
+    planted in a directory from elsewhere): writing it would write through it or over it, so it is
+    refused, naming it. `adopt` names entries the user pointed at as hybridprune's (the checkpoints
+    given to --resume, copied without their manifest); a link is never adopted.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     new = set(names)
     owned = owned_names(directory)
-    if not new <= owned:
-        _write_manifest(directory, owned | new)
+    if new <= owned:
+        return
+    taken = sorted(name for name in new - owned if os.path.lexists(directory / name)
+                   and (name not in set(adopt) or (directory / name).is_symlink()))
+    if taken:
+        it = "it" if len(taken) == 1 else "them"
+        raise OutputError(f"{directory} already holds {_listing(taken)}, which hybridprune did not write (its "
+                          f"{MANIFEST} does not list {it}); nothing was written through or over {it}. Move {it} "
+                          f"away, or choose another output directory")
+    _write_manifest(directory, owned | new)
 
 
 def _listing(names: list[str], limit: int = 5) -> str:
@@ -465,5 +479,5 @@ def remove_owned(directory: str | os.PathLike, keep: Iterable[str] = ()) -> list
         removed.append(name)
     (directory / MANIFEST).unlink(missing_ok=True)
     if owned & kept:
-        claim(directory, owned & kept)
+        _write_manifest(directory, owned & kept)  # still there, still hybridprune's
     return removed

@@ -1,19 +1,21 @@
 """What a failed command leaves: a run directory it created and that holds nothing worth resuming is
 removed (`remove_if_failed`), within the scope of one command (`on_failure`, which `fail_cleanly`
-opens). Only directories holding nothing but hybridprune's own entries are ever removed."""
+opens). Only directories holding nothing but hybridprune's own entries are ever removed. A command that
+writes a directory in place holds its lock (`lock_until_done`) until it ends, its cleanups included."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from .atomic import OutputError, foreign_entries
+from .atomic import OutputError, foreign_entries, locked
 
 _ON_FAILURE: list[Callable[[BaseException], None]] = []
 _NOTES: list[str] = []
+_HELD: list[ExitStack] = []
 
 
 def remove_if_failed(out: str | os.PathLike, *, keep: Callable[[Path], bool] | None = None,
@@ -33,20 +35,32 @@ def remove_if_failed(out: str | os.PathLike, *, keep: Callable[[Path], bool] | N
     _ON_FAILURE.append(cleanup)
 
 
+def lock_until_done(out: str | os.PathLike) -> None:
+    """Lock directory `out` (`atomic.locked`: a second command writing it is refused, naming this one's
+    PID; a killed command's lock is taken over) until this command ends, after its cleanups: no other
+    command starts there while this one removes what it began."""
+    if not _HELD:
+        raise RuntimeError("lock_until_done is called within a command (on_failure)")
+    _HELD[-1].enter_context(locked(out))
+
+
 @contextmanager
 def on_failure():
     """Scope of one command: the cleanups registered by `remove_if_failed` run if it fails.
     Yields the notes they leave (e.g. how to resume), for the error message."""
     _ON_FAILURE.clear()
     _NOTES.clear()
-    try:
-        yield _NOTES
-    except BaseException as exc:
-        for cleanup in reversed(_ON_FAILURE):
-            try:
-                cleanup(exc)
-            except (OSError, OutputError):
-                pass
-        raise
-    finally:
-        _ON_FAILURE.clear()
+    with ExitStack() as held:
+        _HELD.append(held)
+        try:
+            yield _NOTES
+        except BaseException as exc:
+            for cleanup in reversed(_ON_FAILURE):
+                try:
+                    cleanup(exc)
+                except (OSError, OutputError):
+                    pass
+            raise
+        finally:
+            _ON_FAILURE.clear()
+            _HELD.remove(held)

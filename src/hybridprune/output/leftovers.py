@@ -5,7 +5,9 @@ A writer records its names in the directory's manifest (`atomic.claim`) and writ
 through a temporary file; killed in between, the directory holds only hybridprune's own entries and a
 temporary of a dead process, with no progress record yet. That is nothing to refuse as "not empty" and
 nothing to keep: the same command run again continues (or starts) there, after removing the dead
-process's temporaries so that the finished directory is the one an uninterrupted run writes.
+process's temporaries so that the finished directory is the one an uninterrupted run writes. Its lock
+file (`atomic.LOCK`) is hybridprune's too: the rerun takes it over (`atomic.locked`), or, while its
+writer still runs, is refused naming that writer's PID.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from .atomic import MANIFEST, _pid_alive, is_temp_name, owned_names
+from .atomic import LOCK, MANIFEST, _pid_alive, is_temp_name, owned_names
 
 
 def unfinished(directory: str | os.PathLike, names: Iterable[str], *, done: str) -> bool:
@@ -25,7 +27,7 @@ def unfinished(directory: str | os.PathLike, names: Iterable[str], *, done: str)
     if not d.is_dir() or (d / done).exists():
         return False
     present = {p.name for p in d.iterdir() if not _dead_temporary(p.name)}  # a live one: another run writes
-    return present <= {*names, MANIFEST} and present - {MANIFEST} <= owned_names(d)
+    return present <= {*names, MANIFEST, LOCK} and present - {MANIFEST, LOCK} <= owned_names(d)
 
 
 def _dead_temporary(name: str) -> bool:
