@@ -98,11 +98,11 @@ def test_inf_unit_scores_are_refused(setup, tmp_path):
 
 
 @pytest.mark.parametrize("meta, message", [
-    ("{not json", "is not readable JSON"),
-    ("[1, 2]", "must hold a JSON object .* not a list"),
-    ('{"fingerprint": 7}', "field 'fingerprint' must be a string, got 7"),
-    ('{"num_samples": "many"}', "field 'num_samples' must be an integer, got 'many'"),
-    ('{"dims": [1]}', "field 'dims' must be a mapping"),
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", r"the document: expected an object, got \[1, 2\]"),
+    ('{"fingerprint": 7}', "fingerprint: expected a string, got 7"),
+    ('{"num_samples": "many"}', 'num_samples: expected an integer, got "many"'),
+    ('{"dims": [1]}', r"dims: expected an object, got \[1\]"),
 ])
 def test_corrupt_scores_json_names_the_file(setup, tmp_path, meta, message):
     root, _ = setup

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..output.atomic import claim, temp_sibling, writing
+from ..output.documents import DocumentError, Number, OneOf, Optional, parse, problem, read_document
 
 SETTINGS_FILE = "search.json"
 CANDIDATES_FILE = "candidates.jsonl"
@@ -21,6 +22,17 @@ OWNED = (SETTINGS_FILE, CANDIDATES_FILE, BEST_FILE, PLOT_FILE, SUMMARY_FILE, SCO
 
 #: Stages of a candidate's evaluation, in order.
 ZERO_SHOT, FINAL = "zero_shot", "final"
+
+#: A line of candidates.jsonl, by stage, as the search reads it back (`search._merge`); a loss may be infinite.
+RECORD_SHAPES = {
+    ZERO_SHOT: {"stage": OneOf(ZERO_SHOT), "key": str, "values": dict, "plan": dict, "kept_blocks": [int],
+                "cost": {"params": Number, "params_non_embedding": Number, "memory_mb": Number,
+                         "active_params?": Number},
+                "loss": Number, "perplexity": Number, "tokens": int},
+    FINAL: {"stage": OneOf(FINAL), "key": str, "loss": Number, "perplexity": Number, "tokens": int,
+            "kd": Optional(dict), "throughput": Optional(Number)},
+}
+_FIX = "the directory holds another search or was changed: use another output directory, or overwrite to start afresh"
 
 
 class SearchStateError(ValueError):
@@ -53,7 +65,7 @@ class SearchStore:
         settings = _normalise(settings)
         settings_path, records_path = self.dir / SETTINGS_FILE, self.dir / CANDIDATES_FILE
         if settings_path.is_file() and not overwrite:
-            old = json.loads(settings_path.read_text())
+            old = read_document(settings_path, dict, fix=_FIX)
             if old != settings:
                 changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
                 raise SearchStateError(
@@ -66,14 +78,24 @@ class SearchStore:
             self.write_text(SETTINGS_FILE, json.dumps(settings, indent=2, sort_keys=True) + "\n")
         self.records = {}
         if records_path.is_file():
-            for line in records_path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by an interruption: that evaluation is redone
-                if isinstance(rec, dict) and "key" in rec and "stage" in rec:
+            for n, line in enumerate(records_path.read_text(errors="replace").splitlines(), 1):
+                rec = self._record(line, f"{records_path}, line {n}")
+                if rec is not None:
                     self.records[(rec["stage"], rec["key"])] = rec
         return len(self.records)
+
+    @staticmethod
+    def _record(line: str, where: str) -> dict | None:
+        """One finished evaluation, checked; None for a line cut short by an interruption (redone)."""
+        try:
+            rec = parse(line, where, _FIX, non_finite=True)
+        except DocumentError:
+            return None
+        found = problem(rec, {"stage": OneOf(*RECORD_SHAPES)})
+        found = found or problem(rec, RECORD_SHAPES[rec["stage"]])
+        if found:
+            raise DocumentError(f"{where}: {found}; {_FIX}")
+        return rec
 
     def get(self, stage: str, key: str) -> dict | None:
         return self.records.get((stage, key))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -94,7 +93,7 @@ def prune_command(
                             progress=True, expert_importance=expert_importance, gdn_importance=gdn_importance,
                             serve_with=serve_with,
                             tensor_parallel=tensor_parallel)
-        _summary(json.loads((path / "hybridprune.json").read_text()), path)
+        _summary(_written_info(path), path)
         return
     forecast_memory(forecast_prune(adapter, dims, weight_bytes=weight_bytes(config, dtype, device), device=str(device)),
                     force=force, lower="the model's memory: drop --in-memory to stream it")
@@ -124,6 +123,20 @@ def _is_file(text: str) -> bool:
         return Path(text).is_file()
     except (OSError, ValueError):  # a plan string longer than a file name may be
         return False
+
+
+def _written_info(path: Path) -> dict:
+    """The `hybridprune.json` the streaming prune just wrote, as `_summary` reads it."""
+    from ..output.documents import read_document
+
+    return read_document(path / "hybridprune.json", SUMMARY_SHAPE,
+                         fix=f"{path} changed after it was written: prune again into a directory of your own")
+
+
+_COUNTS = {"before": int, "after": int}
+#: hybridprune.json as the summary reads it
+SUMMARY_SHAPE = {"dims_before": {"block_kinds": list}, "dims_after": {"block_kinds": list}, "dropped_blocks": [int],
+                 "parameters?": _COUNTS, "active_parameters?": _COUNTS}
 
 
 def _summary(info: dict, path: Path) -> None:

@@ -26,9 +26,14 @@ from pathlib import Path
 import torch
 
 from ..output.atomic import follow_umask, writing
+from ..output.documents import DocumentError, Map, NonNegative, OneOf, Optional, inside, read_document
 from .config import DistillError
 
 FORMAT_VERSION = 1
+#: state.json as resuming reads it (`resume.py`): the files and their sizes, the step, what defines the run
+STATE_SHAPE = {"format": OneOf(FORMAT_VERSION), "step": NonNegative(int), "files": Map(NonNegative(int)),
+               "total_steps?": Optional(int), "world_size?": Optional(int), "parallel?": Optional(str),
+               "trajectory": dict, "data?": dict}
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
 STATE_FILE = "state.json"
@@ -243,16 +248,16 @@ def validate_checkpoint(path: Path) -> dict:
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {path} does not exist")
     sf = path / STATE_FILE
-    if not sf.is_file():
+    if not os.path.lexists(sf):
         raise CheckpointError(f"{path} is not a complete checkpoint: {STATE_FILE} is missing")
+    fix = "this checkpoint was not written by this version of hybridprune, or was changed: resume from another one"
     try:
-        state = json.loads(sf.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{sf} is corrupt: {e}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{sf}: unknown checkpoint format {state.get('format') if isinstance(state, dict) else state!r}")
-    for name, size in state.get("files", {}).items():
-        f = path / name
+        state = read_document(sf, STATE_SHAPE, fix=fix, non_finite=True)  # settings may hold an infinity
+        files = {inside(path, name, what=f"{sf}: files", fix=fix): size for name, size in state["files"].items()}
+    except DocumentError as exc:
+        raise CheckpointError(f"{path} is corrupt: {exc}") from None
+    for f, size in files.items():
+        name = f.name
         if not f.is_file():
             raise CheckpointError(f"{path} is incomplete: {name} is missing")
         if f.stat().st_size != size:

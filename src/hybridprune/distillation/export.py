@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ..output.documents import DocumentError, NonNegative, parse, problem
 from .checkpoint import CHECKPOINT_DIR, fsync_dir, fsync_file
 
 LOG_FILE = "log.jsonl"
@@ -15,6 +16,8 @@ SUMMARY_FILE = "distill.json"
 LEGACY_TMP_PREFIX = ".tmp-export-"  # where earlier versions staged the export, inside the run directory
 #: What a run writes into its directory whatever the student's files are (config.json marks it complete).
 RUN_NAMES = (CHECKPOINT_DIR, LOG_FILE, PLOT_FILE, SUMMARY_FILE, "config.json")
+#: A record of log.jsonl as resuming (which keeps the steps up to its checkpoint) and the loss plot read it.
+LOG_RECORD_SHAPE = {"step": NonNegative(int), "loss?": float, "val_loss?": float}
 
 
 def foreign_run_files(out_dir: Path, resume: str | os.PathLike | None = None) -> list[str]:
@@ -47,7 +50,8 @@ def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=Non
     from ..output.atomic import (MANIFEST, OutputError, claim, clean_stale, follow_umask, foreign_entries,
                                  move_new, output_target, temp_sibling, writing)
     from ..checkpoint.config_style import write_config
-    from ..pruning.export import INFO_FILE, RUN_FILES, carry_over
+    from ..pruning.export import RUN_FILES, carry_over
+    from ..pruning.model_card import read_info
     from ..pruning.model_card import write_model_card
 
     out_dir = output_target(out_dir)  # a symlinked run directory: staged beside its target, the link kept
@@ -68,8 +72,7 @@ def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=Non
                 carry_over(tokenizer_dir, tmp, rebuilt=("config.json", MANIFEST, *RUN_FILES))  # keeps the provenance
             if summary is not None:
                 (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
-            info_file = tmp / INFO_FILE
-            info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+            info = (read_info(tokenizer_dir, role="student") if tokenizer_dir is not None else None) or {}
             write_model_card(tmp, tokenizer_dir, info, distillation=summary or {})  # the student's own card
             follow_umask(tmp)
             names = sorted(p.name for p in tmp.iterdir())
@@ -111,14 +114,19 @@ def read_log(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    fix = "it is not the log hybridprune writes: move it away, or resume from a run directory of your own"
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         line = line.strip()
         if not line:
             continue
         try:
-            records.append(json.loads(line))
-        except ValueError:
+            record = parse(line, f"{path}, line {n}", fix, non_finite=True)  # tokens_per_s may be infinite
+        except DocumentError:
             continue  # a line cut short by a kill
+        found = problem(record, LOG_RECORD_SHAPE)
+        if found:
+            raise DocumentError(f"{path}, line {n}: {found}; {fix}")
+        records.append(record)
     return records
 
 

@@ -7,7 +7,6 @@ Every candidate of a search is pruned from the same `Scores`, so they live on di
 from __future__ import annotations
 
 import json
-import numbers
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from ..architectures import ATTENTION, GDN, MAMBA, MLP, MOE, Dims
 from ..output.atomic import atomic_directory
+from ..output.documents import DocumentError, Optional, read_document
 
 TENSORS_FILE = "scores.safetensors"
 META_FILE = "scores.json"
@@ -55,12 +55,10 @@ EXPERT_IMPORTANCE = {"output_norm": "moe_experts", "router_weighted": "moe_route
 GDN_IMPORTANCE = {"out_proj": "gdn", "value": "gdn_value"}
 GLOBAL_ENTRIES = ("hidden", "depth_kld", "depth_bi")
 
-#: Fields of scores.json that the library reads, and the types they must have when present.
-META_TYPES: dict[str, tuple[type, str]] = {
-    "model_type": (str, "a string"), "fingerprint": (str, "a string"), "num_samples": (numbers.Integral, "an integer"),
-    "num_tokens": (numbers.Integral, "an integer"), "seq_len": (numbers.Integral, "an integer"),
-    "depth_samples": (numbers.Integral, "an integer"), "dims": (dict, "a mapping"),
-}
+#: scores.json: the fields the library reads, with the types they must have when present.
+META_SHAPE = {"model_type?": Optional(str), "fingerprint?": Optional(str), "num_samples?": Optional(int),
+              "num_tokens?": Optional(int), "seq_len?": Optional(int), "depth_samples?": Optional(int),
+              "dims?": Optional(dict)}
 
 
 class ScoresError(ValueError):
@@ -225,17 +223,9 @@ def _check_entry(t: Any, name: str, expected: tuple | None, label: str, where: s
 def _read_meta(path: Path, redo: str) -> dict[str, Any]:
     """scores.json as a dict whose known fields have the types the library reads them as."""
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ScoresError(f"{path} is not readable JSON ({exc}); {redo}") from None
-    if not isinstance(meta, dict):
-        raise ScoresError(f"{path} must hold a JSON object (the calibration's metadata), "
-                          f"not a {type(meta).__name__}; {redo}")
-    for key, (kind, name) in META_TYPES.items():
-        value = meta.get(key)
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise ScoresError(f"{path}: field {key!r} must be {name}, got {value!r}; {redo}")
-    return meta
+        return read_document(path, META_SHAPE, fix=redo)
+    except DocumentError as exc:
+        raise ScoresError(str(exc)) from None
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

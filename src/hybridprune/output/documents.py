@@ -12,7 +12,8 @@ Shapes are plain data:
 - a type or a tuple of types (`int` never accepts `bool`; `float` accepts an `int`; floats must be finite);
 - `{"key": shape, "key?": shape}`: an object with those keys (`?`: optional); other keys are allowed;
 - `[shape]`: a list whose items have that shape; `Map(shape)`: an object of any keys with such values;
-- `Name`, `NonNegative(int)`, `Finite`, `OneOf(*values)`, `Optional(shape)`, `Any`.
+- `Name`, `NonNegative(int)`, `Finite`, `Number` (a measurement: an infinity too, never NaN),
+  `OneOf(*values)`, `Optional(shape)`, `Any`.
 """
 
 from __future__ import annotations
@@ -73,7 +74,12 @@ class _Any:
         return "Any"
 
 
-Name, Finite, Any = _Name(), _Finite(), _Any()
+class _Number:
+    def __repr__(self) -> str:
+        return "Number"
+
+
+Name, Finite, Any, Number = _Name(), _Finite(), _Any(), _Number()
 
 
 def is_plain_name(name: object) -> bool:
@@ -98,7 +104,7 @@ def _describe(shape) -> str:
     if isinstance(shape, dict):
         return "an object"
     if isinstance(shape, list):
-        return f"a list of {_describe(shape[0])}s" if shape else "a list"
+        return f"a list (each item {_describe(shape[0])})" if shape else "a list"
     if isinstance(shape, Map):
         return "an object"
     if isinstance(shape, Optional):
@@ -111,6 +117,8 @@ def _describe(shape) -> str:
         return "a plain file name inside the directory"
     if shape is Finite:
         return "a finite number"
+    if shape is Number:
+        return "a number"
     return "anything"
 
 
@@ -178,6 +186,8 @@ def problem(value, shape, path: tuple = ()) -> str | None:
         ok = is_plain_name(value)
     elif shape is Finite:
         ok = _is(value, float)
+    elif shape is Number:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
     else:  # pragma: no cover - a shape this module does not know is a programming error
         raise TypeError(f"unknown shape {shape!r}")
     return None if ok else f"{_where(path)}: expected {_describe(shape)}, got {_short(value)}"

@@ -11,12 +11,22 @@ original's card and `base_model`, so the chain always points at the model it sta
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from ..output.documents import Optional, read_document
+
 CARD = "README.md"
+INFO_FILE = "hybridprune.json"
+_COUNTS = Optional({"before?": Optional(int), "after?": Optional(int)})
+#: `hybridprune.json` as the card reads it: the plan and the figures of this round and of earlier ones
+INFO_SHAPE = {"plan?": Optional(dict), "dropped_blocks?": Optional([int]), "parameters?": _COUNTS,
+              "active_parameters?": _COUNTS, "dims_before?": Optional(dict), "dims_after?": Optional(dict),
+              "scores?": Optional({"num_samples?": Optional(int), "seq_len?": Optional(int)}),
+              "left_out?": Optional([str]), "distillation?": Optional(dict),
+              "earlier_rounds?": Optional([{"plan?": Optional(dict), "parameters?": _COUNTS,
+                                            "active_parameters?": _COUNTS, "dims_before?": Optional(dict)}])}
 BASE_CARD = "BASE_MODEL_README.md"
 #: front-matter fields of the source's card carried into ours (they hold for the derived model too)
 CARRIED_FIELDS = ("license", "license_name", "license_link", "datasets", "language")
@@ -37,6 +47,21 @@ def _read(path: Path) -> str | None:
         return path.read_text(encoding="utf-8") if path.is_file() else None
     except (OSError, UnicodeDecodeError):
         return None
+
+
+def read_info(checkpoint: str | os.PathLike, *, role: str = "checkpoint") -> dict[str, Any] | None:
+    """The `hybridprune.json` of `checkpoint` checked against `INFO_SHAPE` (None if it has none). It may
+    come with someone else's checkpoint: a malformed one is refused (`DocumentError`), naming the place.
+    In the Hub's cache a snapshot's files are links to its blobs: such a link is read."""
+    from ..checkpoint.files import hub_snapshot
+
+    path = Path(checkpoint) / INFO_FILE
+    if not os.path.lexists(path):
+        return None
+    if path.is_symlink() and hub_snapshot(Path(os.path.realpath(checkpoint))):
+        path = Path(os.path.realpath(path))
+    return read_document(path, INFO_SHAPE, fix=f"it is not hybridprune's record of how this {role} was made: "
+                         f"restore it, or remove it from {checkpoint}")
 
 
 def _ours(meta: dict[str, Any]) -> bool:
@@ -67,14 +92,12 @@ def base_card(source: str | os.PathLike | None) -> tuple[str | None, dict[str, A
 def earlier_rounds(source: str | os.PathLike | None) -> list[dict[str, Any]]:
     """The rounds of hybridprune that made `source`, oldest first (its `hybridprune.json` and the rounds
     it records), so that a second round's card compares with the original model, not with round one's.
-    [] for a model hybridprune did not make. The file is someone else's: only its plain fields are kept."""
-    try:
-        parent = json.loads((Path(source) / "hybridprune.json").read_text()) if source is not None else None
-    except (OSError, ValueError):
+    [] for a model hybridprune did not make. The file is someone else's: checked (`read_info`), and only
+    its plain fields are kept."""
+    parent = read_info(source, role="source checkpoint") if source is not None and Path(source).is_dir() else None
+    if parent is None:
         return []
-    if not isinstance(parent, dict):
-        return []
-    earlier = [r for r in parent.get("earlier_rounds") or [] if isinstance(r, dict)]
+    earlier = list(parent.get("earlier_rounds") or [])
     step = {k: parent[k] for k in ("plan", "dropped_blocks", "parameters", "active_parameters", "dims_before")
             if isinstance(parent.get(k), (dict, list))}
     return [*earlier, step] if step.get("plan") or step.get("parameters") else earlier
@@ -192,7 +215,9 @@ def write_model_card(dest: str | os.PathLike, source: str | os.PathLike | None, 
 def rewrite_with_evaluation(checkpoint: str | os.PathLike, evaluation: dict[str, Any]) -> Path:
     """Add the evaluation table to the card of an exported checkpoint (what it read when it was written)."""
     checkpoint = Path(checkpoint)
-    info = json.loads((checkpoint / "hybridprune.json").read_text())
+    info = read_info(checkpoint) or {}
     summary = checkpoint / "distill.json"
-    distillation = info.get("distillation") or (json.loads(summary.read_text()) if summary.is_file() else None)
+    distillation = info.get("distillation") or (
+        read_document(summary, dict, fix=f"it is not the summary hybridprune writes: remove it from {checkpoint}")
+        if os.path.lexists(summary) else None)
     return write_model_card(checkpoint, checkpoint, info, distillation=distillation, evaluation=evaluation)

@@ -108,8 +108,8 @@ def demo_recipe(settings: DemoSettings) -> dict[str, Any]:
 
 def run_demo(settings: DemoSettings | None = None, console: Console | None = None) -> dict[str, Any]:
     """Run the demo recipe into `settings.out`; returns the measured results (`results.json`)."""
-    import json
-
+    from ..output.documents import read_document
+    from ..report.run import RESULTS_SHAPE
     from . import run_recipe_text
 
     settings = settings or DemoSettings()
@@ -120,4 +120,5 @@ def run_demo(settings: DemoSettings | None = None, console: Console | None = Non
     run_recipe_text(text, "demo recipe", out, console=console, overwrite=settings.overwrite)
     console.print(f"report: [bold]{out / 'report.html'}[/] and [bold]{out / 'report.md'}[/]  "
                   f"student: [bold]{out / '04-distill' / 'student'}[/]")
-    return json.loads((out / "results.json").read_text())
+    return read_document(out / "results.json", RESULTS_SHAPE, non_finite=True,
+                         fix="it changed after the run wrote it: run the demo again with --overwrite")

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ..output.atomic import atomic_directory, owned_names
+from ..output.documents import Any as Anything
+from ..output.documents import DocumentError, Optional, parse, problem, read_document
 from .report import GENERATOR_MARK, Report
 
 REPORT_MD = "report.md"
@@ -56,25 +58,36 @@ def _through_link(path: Path, run_dir: Path) -> bool:
     return False
 
 
-def _read_json(path: Path) -> Any:
-    if path.is_symlink():
-        raise ReportError(f"cannot read {path}: it is a symbolic link, which is not followed")
+#: results.json of a run (`recipe.stages.report`) as the report reads it; eval.json is checked by
+#: `evaluation_shape`, the rows of candidates.jsonl and log.jsonl by `_usable`, a search's summary.json here.
+RESULTS_SHAPE = {"teacher?": Optional(dict), "pruned?": Optional(dict), "distilled?": Optional(dict),
+                 "plan?": Optional(dict), "timings_s?": Optional(dict), "evaluation?": Anything}
+EVAL_SHAPE = Anything
+SEARCH_SUMMARY_SHAPE = {"best?": Optional({"key?": str})}
+_FIX = "it is not what hybridprune writes there: move it away, or report on a run directory of your own"
+
+
+def _read_json(path: Path, shape=Anything) -> Any:
+    """A document of the run (measurements: an infinity is kept), checked against `shape`."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"cannot read {path}: {exc}") from exc
+        return read_document(path, shape, fix=_FIX, non_finite=True)
+    except DocumentError as exc:
+        raise ReportError(f"cannot read {exc}") from None
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    """The records (objects) of a JSON-lines file; a line cut short by an interrupted run is left out."""
+    if path.is_symlink():
+        raise ReportError(f"cannot read {path}: it is a symbolic link, which is not followed")
     rows = []
-    for line in path.read_text().splitlines():
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         line = line.strip()
         if line:
             try:
-                row = json.loads(line)
-            except ValueError:
+                row = parse(line, f"{path}, line {n}", _FIX, non_finite=True)
+            except DocumentError:
                 continue  # a line cut short by an interrupted run
-            if isinstance(row, dict):
+            if problem(row, dict) is None:  # what else a row holds is checked where it is shown (`_usable`)
                 rows.append(row)
     return rows
 
@@ -222,10 +235,7 @@ def _add_search(report: Report, candidates: Path, records: list[dict], where: st
     best = None
     summary = candidates.parent / "summary.json"
     if summary.is_file() and not summary.is_symlink():
-        try:
-            best = (json.loads(summary.read_text()).get("best") or {}).get("key")
-        except (ValueError, AttributeError):
-            best = None
+        best = (_read_json(summary, SEARCH_SUMMARY_SHAPE).get("best") or {}).get("key")
     ranked = sorted((r for r in records if r.get("loss") is not None and "params" in r.get("cost", {})),
                     key=lambda r: (r.get("stage") == "zero_shot", r["loss"]))[:5]
     if ranked:
@@ -273,7 +283,7 @@ def collect(run_dir: Path, report: Report, figures: Path, skipped: list[str] | N
     skipped = [] if skipped is None else skipped
     found = []
     results_path = run_dir / "results.json"
-    results = _read_json(results_path) if results_path.is_file() else None
+    results = _read_json(results_path, RESULTS_SHAPE) if results_path.is_file() else None
     evaluations = []
     if isinstance(results, dict):
         found.append("results.json")
@@ -284,7 +294,7 @@ def collect(run_dir: Path, report: Report, figures: Path, skipped: list[str] | N
                 evaluations.append(("results.json", evaluation))
     for path in _find(run_dir, "eval.json"):
         try:
-            data = _read_json(path)
+            data = _read_json(path, EVAL_SHAPE)
         except ReportError as exc:
             skipped.append(str(exc))
             continue
