@@ -102,7 +102,8 @@ def test_rewrite_with_evaluation_checks_the_checkpoint_record(tmp_path):
     from hybridprune.pruning.model_card import rewrite_with_evaluation
 
     (tmp_path / "hybridprune.json").write_text(json.dumps({"left_out": "everything"}))
-    with pytest.raises(DocumentError, match=r"hybridprune.json: left_out: expected a list \(each item a string\), got \"everything\""):
+    with pytest.raises(DocumentError,
+                       match=r"hybridprune.json: left_out: expected a list \(each item a string\), got \"everything\""):
         rewrite_with_evaluation(tmp_path, {})
     (tmp_path / "hybridprune.json").write_text("{}")
     (tmp_path / "distill.json").write_text("[1]")
@@ -168,3 +169,21 @@ def test_report_on_a_malformed_document_is_refused(tmp_path, name, content, word
     r = invoke("report", run_dir)
     _refused(r, "cannot read", words, "move it away")
     assert _snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize("aliases, words", [
+    ('{"lm_head.weight": "missing"}', "lm_head.weight: expected one of 'embed.weight', got \"missing\""),
+    ("[1]", "the document: expected an object"),
+    ("{oops", "not valid JSON"),
+])
+def test_checkpoint_weights_with_malformed_aliases_are_refused(tmp_path, aliases, words):
+    import torch
+    from safetensors.torch import save_file
+
+    from hybridprune.distillation.checkpoint import CheckpointError, load_weights
+
+    path = tmp_path / "model.safetensors"
+    save_file({"embed.weight": torch.zeros(2)}, str(path), metadata={"format": "pt", "aliases": aliases})
+    with pytest.raises(CheckpointError, match="metadata 'aliases'") as info:
+        load_weights(path)
+    assert words in str(info.value)

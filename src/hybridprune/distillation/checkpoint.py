@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from ..output.atomic import follow_umask, writing
-from ..output.documents import DocumentError, Map, NonNegative, OneOf, Optional, inside, read_document
+from ..output.documents import DocumentError, Map, NonNegative, OneOf, Optional, inside, parse, problem, read_document
 from .config import DistillError
 
 FORMAT_VERSION = 1
@@ -103,7 +103,15 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001 - safetensors raises several types
         raise CheckpointError(f"cannot read {path}: {e}") from None
-    for alias, target in json.loads(meta.get("aliases", "{}")).items():
+    fix = "the checkpoint was not written by hybridprune, or was changed: resume from another one"
+    try:
+        aliases = parse(meta.get("aliases", "{}"), f"{path}: metadata 'aliases'", fix)
+        found = problem(aliases, Map(OneOf(*state)))  # each tied weight names a tensor stored in the file
+    except DocumentError as exc:
+        raise CheckpointError(str(exc)) from None
+    if found:
+        raise CheckpointError(f"{path}: metadata 'aliases': {found}; {fix}")
+    for alias, target in aliases.items():
         state[alias] = state[target]
     return state
 

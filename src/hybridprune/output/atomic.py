@@ -4,7 +4,8 @@ the user put there is ever deleted or overwritten.
 - A directory output (scores, a pruned checkpoint, the demo) is written into a temporary sibling
   `.NAME.hybridprune-tmp-PID` and renamed into place when complete (`atomic_directory`).
 - A run directory that grows while it runs and resumes (search, distill) is claimed instead
-  (`claim`): the names it will write are recorded before they are written.
+  (`claim`): the names it will write are recorded before they are written. A name already there
+  that the manifest does not list is not hybridprune's: refused, never written through or over.
 - Either way `.hybridprune-outputs` in the directory lists the top-level names hybridprune wrote.
   `--overwrite` replaces only those; a directory holding anything else is refused, naming it. The
   manifest is not trusted as a list of paths: an entry that is not a plain name inside the directory
@@ -14,9 +15,10 @@ the user put there is ever deleted or overwritten.
   ran is never deleted. A symlinked output is written through, and the link stays.
 - Temporary siblings left by a killed process (its PID is gone) are removed by the next run; a
   previous output moved aside for a replacement that never finished is moved back.
-- A directory that a command writes over a long time and resumes (`run --out`) is locked while it
-  writes (`locked`: `.hybridprune-lock` inside it, an flock): a second command on the same directory
-  is refused at once, naming the first one's PID, instead of interleaving with it.
+- A directory that a command writes over a long time and resumes (run, search, distill, tokenize,
+  teacher-logits) is locked while it writes (`locked`: `.hybridprune-lock` inside it, an flock): a
+  second command on the same directory is refused at once, naming the first one's PID, instead of
+  interleaving with it.
 - Directories follow the umask (no `mkdtemp`, whose 0700 would hide outputs from a group).
 - A failed write (full disk, no inodes, read-only mount, a name too long), whatever type the writing
   library raises it as, becomes one `OutputError` that says what, where and, when known, how many
