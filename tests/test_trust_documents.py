@@ -157,7 +157,7 @@ def test_distill_resumed_with_a_malformed_log_is_refused(root, distilled, tmp_pa
 @pytest.mark.parametrize("name, content, words", [
     ("results.json", {"plan": 3}, "results.json: plan: expected an object, got 3"),
     ("results.json", "[1]", "results.json: the document: expected an object"),
-    ("search/summary.json", {"best": {"key": 7}}, "summary.json: best.key: expected a string, got 7"),
+    ("search/summary.json", {"best": {"key": "h64"}}, "summary.json: best: expected a string, got {\"key\": \"h64\"}"),
 ])
 def test_report_on_a_malformed_document_is_refused(tmp_path, name, content, words):
     run_dir = tmp_path / "run"
@@ -187,3 +187,15 @@ def test_checkpoint_weights_with_malformed_aliases_are_refused(tmp_path, aliases
     with pytest.raises(CheckpointError, match="metadata 'aliases'") as info:
         load_weights(path)
     assert words in str(info.value)
+
+
+def test_report_names_the_search_winner_from_its_summary(tmp_path):
+    """summary.json gives the winner's key as `best` (`archsearch.report.write_outputs`)."""
+    run_dir = tmp_path / "run"
+    (run_dir / "search").mkdir(parents=True)
+    (run_dir / "search" / "candidates.jsonl").write_text(
+        json.dumps({"key": "h64", "stage": "zero_shot", "loss": 4.0, "cost": {"params": 100}}) + "\n")
+    (run_dir / "search" / "summary.json").write_text(json.dumps({"best": "h64"}))
+    r = invoke("report", run_dir)
+    assert r.exit_code == 0, r.output
+    assert "chosen: `h64`" in (run_dir / "report.md").read_text()

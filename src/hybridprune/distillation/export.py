@@ -72,7 +72,9 @@ def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=Non
                 carry_over(tokenizer_dir, tmp, rebuilt=("config.json", MANIFEST, *RUN_FILES))  # keeps the provenance
             if summary is not None:
                 (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
-            info = (read_info(tokenizer_dir, role="student") if tokenizer_dir is not None else None) or {}
+            # the student's record, named where the user has it (else the copy carried over from the Hub)
+            source = tokenizer_dir if tokenizer_dir is not None and Path(tokenizer_dir).is_dir() else tmp
+            info = read_info(source, role="student") or {}
             write_model_card(tmp, tokenizer_dir, info, distillation=summary or {})  # the student's own card
             follow_umask(tmp)
             names = sorted(p.name for p in tmp.iterdir())

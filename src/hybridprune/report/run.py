@@ -63,7 +63,7 @@ def _through_link(path: Path, run_dir: Path) -> bool:
 RESULTS_SHAPE = {"teacher?": Optional(dict), "pruned?": Optional(dict), "distilled?": Optional(dict),
                  "plan?": Optional(dict), "timings_s?": Optional(dict), "evaluation?": Anything}
 EVAL_SHAPE = Anything
-SEARCH_SUMMARY_SHAPE = {"best?": Optional({"key?": str})}
+SEARCH_SUMMARY_SHAPE = {"best?": Optional(str)}  # the winner's key (`archsearch.report.write_outputs`)
 _FIX = "it is not what hybridprune writes there: move it away, or report on a run directory of your own"
 
 
@@ -235,7 +235,7 @@ def _add_search(report: Report, candidates: Path, records: list[dict], where: st
     best = None
     summary = candidates.parent / "summary.json"
     if summary.is_file() and not summary.is_symlink():
-        best = (_read_json(summary, SEARCH_SUMMARY_SHAPE).get("best") or {}).get("key")
+        best = _read_json(summary, SEARCH_SUMMARY_SHAPE).get("best")
     ranked = sorted((r for r in records if r.get("loss") is not None and "params" in r.get("cost", {})),
                     key=lambda r: (r.get("stage") == "zero_shot", r["loss"]))[:5]
     if ranked:
