@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..options import EXPERT_IMPORTANCE, GDN_IMPORTANCE, PRUNE
 from ..output.atomic import check_output
 from .checks import check_gdn_options, check_moe_options, listed
 from ..pruning.plan import WIDTH_FIELDS
@@ -31,11 +32,11 @@ def prune_command(
     out: Path = typer.Option(..., "--out", help="Output directory for the pruned checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier output of hybridprune in --out (never files it did not write)."),
     strict_fingerprint: bool = typer.Option(False, "--strict-fingerprint", help="Refuse scores computed on another model."),
-    expert_importance: Literal["output_norm", "router_weighted", "frequency"] = typer.Option(
+    expert_importance: Literal[EXPERT_IMPORTANCE] = typer.Option(
         "output_norm", "--expert-importance",
         help="How a MoE model's routed experts are ranked: output_norm (Minitron: mean L2 norm of the expert's output "
              "over its tokens), router_weighted (REAP: that norm times the gate value) or frequency (share of tokens)."),
-    gdn_importance: Literal["out_proj", "value"] = typer.Option(
+    gdn_importance: Literal[GDN_IMPORTANCE] = typer.Option(
         "out_proj", "--gdn-importance",
         help="Which activation ranks a Gated DeltaNet model's value heads and channels: out_proj (the output "
              "projection's input, after the gated norm) or value (the value branch of the input projection)."),
@@ -46,7 +47,7 @@ def prune_command(
     force: bool = typer.Option(False, "--force", help="Start even when the memory forecast exceeds what the device has."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code."),
     serve_with: str = typer.Option(None, "--serve-with", help="Serving engines the output must run on, e.g. 'vllm,llama.cpp': a plan one of them cannot serve is refused, naming the rule and the nearest valid values."),
-    tensor_parallel: int = typer.Option(1, "--tensor-parallel", min=1, help="GPUs vLLM splits the model over (with --serve-with vllm): the head counts and widths it splits must divide."),
+    tensor_parallel: int = typer.Option(1, "--tensor-parallel", **PRUNE.bounds("tensor_parallel"), help="GPUs vLLM splits the model over (with --serve-with vllm): the head counts and widths it splits must divide."),
 ) -> None:
     """Prune a checkpoint group-aware to the plan's sizes and write it as a plain HF checkpoint.
 
@@ -64,6 +65,7 @@ def prune_command(
 
     # Everything that can be checked without the weights is checked first: the plan even without the config.
     check_device(device)
+    PRUNE.check({"dtype": dtype, "serve_with": serve_with, "tensor_parallel": tensor_parallel})
     if not _is_file(plan):
         listed("--plan", plan, "hidden_size=3072,drop_layers=3+7")
     parsed = Plan.parse(plan)

@@ -14,7 +14,7 @@ import typer
 
 from ..output.cleanup import remove_if_failed
 from ..output.atomic import check_output
-from .checks import SEED_MAX
+from ..options import TEACHER_LOGITS
 from .common import CliError, console, fail_cleanly, load_model
 from .devices import check_device
 
@@ -28,11 +28,11 @@ def teacher_logits_command(
     teacher: Path = typer.Option(..., "--teacher", help="Teacher: Hugging Face checkpoint directory."),
     data: Path = typer.Option(..., "--data", help="Token directory (`hybridprune tokenize`); its train split."),
     out: Path = typer.Option(..., "--out", help="Directory for the cached logits."),
-    seq_len: int = typer.Option(4096, "--seq-len", min=2, help="Tokens per sample (as distill's --seq-len)."),
-    top_k: int = typer.Option(128, "--top-k", min=1, help="Teacher tokens kept per position (the rest as one tail mass)."),
-    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="As distill's --seed."),
-    num_samples: int = typer.Option(None, "--num-samples", min=1, help="As distill's --num-samples."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Samples per teacher forward."),
+    seq_len: int = typer.Option(4096, "--seq-len", **TEACHER_LOGITS.bounds("seq_len"), help="Tokens per sample (as distill's --seq-len)."),
+    top_k: int = typer.Option(128, "--top-k", **TEACHER_LOGITS.bounds("top_k"), help="Teacher tokens kept per position (the rest as one tail mass)."),
+    seed: int = typer.Option(0, "--seed", **TEACHER_LOGITS.bounds("seed"), help="As distill's --seed."),
+    num_samples: int = typer.Option(None, "--num-samples", **TEACHER_LOGITS.bounds("num_samples"), help="As distill's --num-samples."),
+    batch_size: int = typer.Option(4, "--batch-size", **TEACHER_LOGITS.bounds("batch_size"), help="Samples per teacher forward."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier logits in --out (never files hybridprune did not write)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code."),
