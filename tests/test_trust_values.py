@@ -145,8 +145,9 @@ RELATIONS = [
     ("search", ["tie_break: speed", "speed: false"], ["--tie-break", "speed", "--no-speed"],
      r"--tie-break speed needs the throughput measurement: drop --no-speed, or use --tie-break cost",
      "tie_break", r"search.tie_break: speed needs the throughput measurement: drop search.speed: false"),
-    ("prune", ["tensor_parallel: 2"], ["--tensor-parallel", "2"], r"--tensor-parallel 2 is a vLLM setting",
-     "tensor_parallel", r"prune.tensor_parallel: 2 is a vLLM setting: name vllm among the serving engines"),
+    ("prune", ["tensor_parallel: 2"], ["--tensor-parallel", "2"], r"tensor parallelism is a vLLM setting "
+     r"\(--tensor-parallel 2\)", "tensor_parallel", r"tensor parallelism is a vLLM setting \(prune.tensor_parallel: 2\): name "
+     r"vllm among the serving engines \(prune.serve_with: vllm\)"),
 ]
 
 

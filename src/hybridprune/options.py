@@ -206,8 +206,9 @@ def multiple_problem(names: Names, key: str, value: int, of_key: str, of: int) -
 def _serving(v: dict, n: Names) -> Iterator[tuple[str, str]]:
     tp = v.get("tensor_parallel") or 1
     if tp > 1 and "vllm" not in _engines(v.get("serve_with") or ()):
-        yield "tensor_parallel", (f"{n.setting('tensor_parallel', tp)} is a vLLM setting: name vllm among the serving "
-                                  f"engines ({n.setting('serve_with', 'vllm')}) to check a plan against it")
+        yield "tensor_parallel", (f"tensor parallelism is a vLLM setting ({n.setting('tensor_parallel', tp)}): name "
+                                  f"vllm among the serving engines ({n.setting('serve_with', 'vllm')}) to check a plan "
+                                  "against it")
 
 
 def _budget(v: dict, n: Names) -> Iterator[tuple[str, str]]:
