@@ -120,6 +120,8 @@ CASES = [
     ("eval", "task_limit", "0", ["--task-limit", "0"], r"--task-limit must be a positive number, got 0.0", r"eval.task_limit must be a positive number, got 0"),
     (None, "seed", "-1", ["--seed", "-1"], low("--seed", 0), rf"seed must be a whole number in \[0, {options.SEED_MAX}\], got -1"),
     (None, "seed", str(2**64), ["--seed", str(2**64)], "Invalid value for '--seed'", r"seed must be a whole number in \[0, "),
+    (None, "data", "''", ["--data", ""], r"--data is empty; give a value, e.g. --data shakespeare", r"data must be a text that is not blank, got ''"),
+    (None, "text_field", "' '", ["--text-field", " "], r"--text-field is empty", r"text_field must be a text that is not blank, got ' '"),
     (None, "dtype", "float64", ["--dtype", "float64"], r"--dtype must be one of auto", r"dtype must be one of auto, float32, fp32, bfloat16, bf16, float16, fp16, got 'float64'"),
 ]
 
@@ -249,6 +251,14 @@ def test_a_rounds_override_is_checked_at_its_own_line(tmp_path):
             "  - {plan: 'hidden_size=32'}\n  - {search: {top_k: 3}}\n")  # round 3 searches with no budget
     _refused_by_run(tmp_path, text, r"recipe.yaml:2: give a budget: search.params \(e.g. 4.5e9 or 0.5x\), "
                                     r"search.active_params and/or search.memory_mb \(in round 3\)")
+
+
+def test_an_unknown_or_blank_evaluation_task_is_refused_before_any_stage(tmp_path):
+    text, line = _recipe("eval", ["tasks: [next_line_choice, no_such_task]"])
+    _refused_by_run(tmp_path, text, rf"recipe.yaml:{line}: eval.tasks: .*no_such_task")
+    _refused_by_command(tmp_path, [*COMMANDS["eval"], "--tasks", "next_line_choice,no_such_task"], "no_such_task")
+    text, line = _recipe("eval", ["tasks: [next_line_choice, ' ']"])
+    _refused_by_run(tmp_path, text, rf"recipe.yaml:{line}: eval.tasks names an empty task")
 
 
 def test_a_device_the_machine_lacks_is_refused_before_any_stage(tmp_path):

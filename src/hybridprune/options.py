@@ -101,6 +101,7 @@ FRACTION = Rule("a fraction in [0, 1)", lambda v: _number(v) and 0 <= v < 1)
 CLOSED_FRACTION = Rule("a fraction in [0, 1]", lambda v: _number(v) and 0 <= v <= 1)
 OPEN_FRACTION = Rule("a fraction strictly between 0 and 1, e.g. 0.5", lambda v: _number(v) and 0 < v < 1)
 SEED = whole(0, SEED_MAX)
+NOT_BLANK = Rule("a text that is not blank", lambda v: isinstance(v, str) and bool(v.strip()))
 POSITIVE_LIST = Rule("a list of whole numbers >= 1, e.g. [1, 8]",
                      lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_whole(x) and x >= 1 for x in v))
 
@@ -297,6 +298,6 @@ TOKENIZE = Options({"num_proc": whole(1)})
 DEMO = Options({"target_params": OPEN_FRACTION, "kd_steps": whole(1), "search_kd_steps": whole(1), "top_k": whole(1),
                 "calib_samples": whole(1), "seq_len": whole(2), "val_samples": whole(1), "seed": SEED})
 #: the settings a recipe gives once for every stage
-COMMON = Options({"seed": SEED, "dtype": one_of(*DTYPES)})
+COMMON = Options({"seed": SEED, "dtype": one_of(*DTYPES), "data": NOT_BLANK, "text_field": NOT_BLANK})
 #: a recipe's section -> the rules of its command's options
 SECTIONS = {"calibrate": CALIBRATE, "search": SEARCH, "prune": PRUNE, "distill": DISTILL, "eval": EVAL}

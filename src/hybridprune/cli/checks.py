@@ -4,6 +4,7 @@ and lists and texts that must name something."""
 
 from __future__ import annotations
 
+from ..options import NOT_BLANK
 from .common import CliError
 
 
@@ -44,5 +45,5 @@ def listed(flag: str, text: str, example: str) -> list[str]:
 def check_not_blank(*options: tuple[str, str | None, str]) -> None:
     """Each `(flag, value, example)`: a text option given as empty or spaces is refused."""
     for flag, value, example in options:
-        if value is not None and not str(value).strip():
+        if value is not None and NOT_BLANK.problem(flag, str(value)):
             raise CliError(f"{flag} is empty; give a value, e.g. {flag} {example}")

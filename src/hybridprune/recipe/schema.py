@@ -288,7 +288,27 @@ def check_round_sections(recipe: Recipe, lines: dict, file: str) -> None:
             _check_relations(recipe, name, rnd, i, lines, file)
     if recipe.eval is not None:
         _check_relations(recipe, "eval", Round(), 0, lines, file)
+        _check_tasks(recipe.eval.tasks, lines, file)
     _check_device(recipe, lines, file)
+
+
+def _check_tasks(tasks: list[str], lines: dict, file: str) -> None:
+    """The evaluation's lm-eval tasks, as `eval --tasks` checks them: a blank name, or one lm-eval does not
+    know, is refused now rather than after the whole run (without lm-eval the stage skips them, saying so)."""
+    if not tasks:
+        return
+    from ..evaluate import MissingExtra
+    from ..evaluate.harness import check_tasks
+
+    line = f"{file}:{lines.get(('eval', 'tasks'), '?')}"
+    if any(not t.strip() for t in tasks):
+        raise RecipeError(f"{line}: eval.tasks names an empty task; give task names, e.g. [next_line_choice]")
+    try:
+        check_tasks(tasks)
+    except MissingExtra:
+        return
+    except ValueError as exc:
+        raise RecipeError(f"{line}: eval.tasks: {exc}") from None
 
 
 def _check_relations(recipe: Recipe, name: str, rnd: Round, i: int, lines: dict, file: str) -> None:
