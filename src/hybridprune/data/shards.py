@@ -43,12 +43,14 @@ MASK_SUFFIX = ".mask"
 #: one source's stream in one split, as the manifest and the progress record give it
 STREAM_SHAPE = {"shards": [{"file": str, "tokens": NonNegative(int)}], "documents?": NonNegative(int),
                 "tokens?": NonNegative(int)}
+#: a tokenizer's identity (`identity.tokenizer_identity`), as manifests record it
+TOKENIZER_SHAPE = {"name?": str, "vocab_size": NonNegative(int), "eos_token_id?": Optional(int), "hash?": str,
+                   "definition?": Optional(str), "chat_template?": Optional(str)}
 #: what a token directory's manifest must hold for a reader (`read_manifest`); other keys are free
 MANIFEST_SHAPE = {
     "format": OneOf(FORMAT), "data?": str, "id?": str, "fingerprint?": str, "text_field?": str, "chat?": bool,
     "sources?": [{"source": str, "weight": Optional(Finite), "fingerprint?": str}],
-    "tokenizer": {"name?": str, "vocab_size": NonNegative(int), "eos_token_id?": Optional(int), "hash?": str,
-                  "definition?": Optional(str), "chat_template?": Optional(str)},
+    "tokenizer": TOKENIZER_SHAPE,
     "dtype": OneOf("uint16", "uint32"), "splits": Map(Map(STREAM_SHAPE)), "max_token_id?": int,
     "weights?": Optional([Finite]), "num_tokens?": NonNegative(int), "what?": Any,
 }
