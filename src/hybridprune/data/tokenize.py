@@ -162,8 +162,9 @@ def read_progress(root: Path) -> dict | None:
 
 
 def check_resumable(root: Path, progress: dict, the_plan: dict) -> None:
-    """The committed shards `progress` records are there, inside `root`, at least as long as recorded
-    (a kill never leaves them shorter: they are synced before each commit)."""
+    """The committed shards `progress` records are there, inside `root`, regular files at least as long
+    as recorded (a kill never leaves them shorter: they are synced before each commit), and the last,
+    which the run appends to, has no other name."""
     dtype = shards.token_dtype(the_plan["tokenizer"]["vocab_size"])
     for split, by_src in progress["streams"].items():
         for src, stream_state in by_src.items():
@@ -173,8 +174,9 @@ def check_resumable(root: Path, progress: dict, the_plan: dict) -> None:
             for i, shard in enumerate(stream_state["shards"]):
                 name = shards.shard_name(split, int(src), i)
                 files = [(name, dtype.itemsize)] + ([(_mask_name(name), 1)] if the_plan["chat"] else [])
+                last = i == len(stream_state["shards"]) - 1  # reopened for writing: no other name either
                 for file, width in files:
-                    with _open_shard(root, file, "r") as f:
+                    with _open_shard(root, file, "r+" if last else "r") as f:
                         size = os.fstat(f.fileno()).st_size
                     if size < shard["tokens"] * width:
                         raise DataError(f"token shard '{root / file}' holds {size // width} values, fewer than the "
@@ -341,7 +343,7 @@ def _encode(records: list[dict], tokenizer: Any, the_plan: dict, where: str):
             texts.append(v)
     if not texts:
         return []
-    ids = _tokenize_texts(texts, tokenizer)
+    ids = encode_texts(texts, tokenizer)
     return [(t, i, None) for t, i in zip(texts, ids)]
 
 
@@ -364,9 +366,9 @@ def pieces(text: str, budget: int | None = None) -> list[str]:
     return out
 
 
-def _tokenize_texts(texts: list[str], tokenizer: Any) -> list[list[np.ndarray]]:
+def encode_texts(texts: list[str], tokenizer: Any) -> list[list[np.ndarray]]:
     """The ids of each text (as the arrays of its pieces), from tokenizer calls of at most `CALL_CHARS`
-    characters: a text's pieces, or consecutive short texts, per call (the same ids as one call)."""
+    characters: a text's pieces, or consecutive short texts, per call (the same ids as one call per text)."""
     out: list[list[np.ndarray]] = [[] for _ in texts]
     call: list[tuple[int, str]] = []
     size = 0
