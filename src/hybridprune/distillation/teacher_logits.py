@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hybridprune.output.documents import Any, DocumentError, NonNegative, OneOf, Optional, read_document
+from hybridprune.data.shards import TOKENIZER_SHAPE
+from hybridprune.output.documents import DocumentError, NonNegative, OneOf, Optional, read_document
 
 from .config import DistillError
 
@@ -35,7 +36,7 @@ BINS = {"ids": (np.int32, 3), "logp": (np.float32, 3), "tail": (np.float32, 2)} 
 #: what a cache's manifest (and the plan its progress record holds) must be; other keys are free
 MANIFEST_SHAPE = {"format": OneOf(FORMAT), "num_samples": NonNegative(int), "seq_len": NonNegative(int),
                   "k": NonNegative(int), "data_fingerprint": str, "tokens_fingerprint?": Optional(str),
-                  "tokenizer?": Optional(Any), "batch_size?": NonNegative(int), "teacher_fingerprint?": Optional(str),
+                  "tokenizer?": Optional(TOKENIZER_SHAPE), "batch_size?": NonNegative(int), "teacher_fingerprint?": Optional(str),
                   "vocab_size?": Optional(NonNegative(int)), "teacher?": str, "data?": str, "id?": str}
 #: |Σ_k p + p_tail − 1| allowed at a position: the arrays are float32 of fp32 log-softmaxes, off by ~1e-6
 MASS_TOLERANCE = 1e-2
