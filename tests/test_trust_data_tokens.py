@@ -341,9 +341,9 @@ def test_a_fifo_as_distill_or_calibrate_data_is_refused(tmp_path, teacher):
 
 
 @pytest.mark.parametrize("weights, message", [
-    ("{a}:1e400", "the weight 1e400 of '{a}' must be a finite number > 0, got inf"),
-    ("{a}:0.7,{b}:1e999", "the weight 1e999 of '{b}' must be a finite number > 0, got inf"),
-    ("{a}:0.7,{b}:-2", "the weight -2 of '{b}' must be a finite number > 0"),
+    ("{a}:1e400", "the weight 1e400 of '{a}' must be > 0 and finite, got inf"),
+    ("{a}:0.7,{b}:1e999", "the weight 1e999 of '{b}' must be > 0 and finite, got inf"),
+    ("{a}:0.7,{b}:-2", "the weight -2 of '{b}' must be > 0 and finite"),
     ("{a}:abc", "the weight 'abc' of '{a}' is malformed"),
     ("{a}:0.7,{b}:3x", "the weight '3x' of '{b}' is malformed"),
     ("{a}:0.7,{b}", "its source '{b}' has no weight"),

@@ -44,7 +44,7 @@ MASK_SUFFIX = ".mask"
 STREAM_SHAPE = {"shards": [{"file": str, "tokens": NonNegative(int)}], "documents?": NonNegative(int),
                 "tokens?": NonNegative(int)}
 #: a tokenizer's identity (`identity.tokenizer_identity`), as manifests record it
-TOKENIZER_SHAPE = {"name?": str, "vocab_size": NonNegative(int), "eos_token_id?": Optional(int), "hash?": str,
+TOKENIZER_SHAPE = {"name": str, "vocab_size": NonNegative(int), "eos_token_id?": Optional(int), "hash?": str,
                    "definition?": Optional(str), "chat_template?": Optional(str)}
 #: what a token directory's manifest must hold for a reader (`read_manifest`); other keys are free
 MANIFEST_SHAPE = {
@@ -52,7 +52,7 @@ MANIFEST_SHAPE = {
     "sources?": [{"source": str, "weight": Optional(Finite), "fingerprint?": str}],
     "tokenizer": TOKENIZER_SHAPE,
     "dtype": OneOf("uint16", "uint32"), "splits": Map(Map(STREAM_SHAPE)), "max_token_id?": int,
-    "weights?": Optional([Finite]), "num_tokens?": NonNegative(int), "what?": Any,
+    "weights?": Optional([Finite]), "num_tokens": NonNegative(int), "what?": Any,
 }
 
 

@@ -53,7 +53,7 @@ def _weight(text: str, src: str, spec: str) -> float:
                         f"either); a weight is a number > 0, {_EXAMPLE}")
     w = float(text)
     if not (math.isfinite(w) and w > 0):
-        raise DataError(f"--data {spec!r}: the weight {text} of '{src}' must be a finite number > 0, got {w}")
+        raise DataError(f"--data {spec!r}: the weight {text} of '{src}' must be > 0 and finite, got {w}")
     return w
 
 
