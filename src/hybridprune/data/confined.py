@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 
 from hybridprune.data.errors import DataError
+from hybridprune.output.documents import is_plain_name
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
@@ -69,6 +70,8 @@ def open_in(directory: str | os.PathLike, relative: str, mode: str = "r", *, wha
     that name by a new empty file. Refused with `error("{what} ...; {fix}")`: a symbolic link on the
     way, anything not a regular file, and (for writing) a file with another name (a hard link)."""
     *dirs, name = relative.split("/")
+    if not all(map(is_plain_name, (*dirs, name))):  # the callers derive names: this never leaves the directory
+        raise _refuse(error, what, fix, "is not a plain name inside the directory")
     dir_fd = _walk(Path(directory), dirs, what=what, fix=fix, error=error, create=mode == "new")
     try:
         if mode == "new":
