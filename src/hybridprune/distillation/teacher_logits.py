@@ -139,7 +139,7 @@ class TeacherLogits:
     def check_values(self, vocab_size: int | None = None) -> None:
         """Refuse values no teacher gives, naming the first bad sample and position (see the module
         docstring); `vocab_size`, when known, bounds the ids. Records the largest id for `check_vocab`."""
-        key = _identity(self.source) if self.source != "memory" else None
+        key = _identity(self.source, tuple(self.ids.shape)) if self.source != "memory" else None
         if key is not None and key in _checked:
             self.max_id, self.max_at = _checked[key]
         else:
@@ -194,13 +194,14 @@ def array_bytes(name: str, shape: tuple[int, int, int]) -> int:
     return int(np.prod(shape[:dims], dtype=object)) * np.dtype(dtype).itemsize
 
 
-def _identity(directory: str) -> tuple | None:
-    """What identifies a cache's files on disk (so one checked in this process is not scanned again)."""
+def _identity(directory: str, shape: tuple) -> tuple | None:
+    """What identifies a cache's files on disk and their layout (so one checked in this process, as
+    `distill` opens it twice, is not scanned again)."""
     try:
         stats = [os.stat(Path(directory) / f"{name}.bin", follow_symlinks=False) for name in BINS]
     except OSError:
         return None
-    return (os.path.realpath(directory), *((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for s in stats))
+    return (os.path.realpath(directory), shape, *((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for s in stats))
 
 
 def _check_block(ids: np.ndarray, logp: np.ndarray, tail: np.ndarray, s0: int, source: str) -> None:
