@@ -276,6 +276,8 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
                          trust_remote_code=trust_remote_code, role="teacher", device_map=teacher_device_map)
     s_model = load_model(student, dtype="float32", device="cpu", trust_remote_code=trust_remote_code, role="student")
     vocab = s_model.get_output_embeddings().weight.shape[0]
+    if cache is not None:  # its ids were checked in range of the head that computed them: of this one too?
+        cache.check_vocab(vocab)
     check_token_dir((train.dataset if isinstance(train, torch.utils.data.Subset) else train).manifest, token_dir,
                     vocab, tokenizer)
     val = None

@@ -42,6 +42,7 @@ def teacher_logits_command(
 
     from ..data.shards import is_token_dir, read_manifest
     from ..distillation import teacher_logits_store as store
+    from ..distillation.config import DistillError
     from ..distillation.data import as_token_data
     from ..distillation.models import final_hidden, head_of
     from ..checkpoint.fingerprint import model_fingerprint
@@ -55,7 +56,12 @@ def teacher_logits_command(
     train = as_token_data(_train_data(data, seq_len, seed, num_samples))
     tokens = read_manifest(data)
     meta = {"teacher": str(teacher), "data": str(data), "seed": seed, "num_samples_asked": num_samples}
-    progress = store.read_progress(out) if out.is_dir() else None
+    try:
+        progress = store.read_progress(out) if out.is_dir() else None
+    except DistillError:
+        if not overwrite:
+            raise
+        progress = None  # --overwrite: a record that cannot be continued is replaced
     if progress is not None:  # an interrupted run: only the same command continues it
         asked = store.plan(train, tokens, top_k, batch_size=batch_size, **meta)
         differ = store.same_work(progress["plan"], asked, ignore=("teacher_fingerprint", "k"))
@@ -65,7 +71,7 @@ def teacher_logits_command(
     check_output(out, overwrite=overwrite, resume=resuming)
     if resuming:
         store.remove_temporaries(out)
-    remove_if_failed(out, keep=lambda d: store.read_progress(d) is not None,
+    remove_if_failed(out, keep=store.has_progress,
                      note=f"run the same command again to continue the teacher logits in {out}")
     fingerprint = checkpoint_identity(teacher, trust_remote_code=trust_remote_code)  # of the files, at any dtype
     model = load_model(teacher, dtype="auto", device=device, trust_remote_code=trust_remote_code, role="teacher")
@@ -73,7 +79,8 @@ def teacher_logits_command(
     dev = next(model.parameters()).device
     head = head_of(model)
     the_plan = store.plan(train, tokens, min(top_k, head.vocab_size), batch_size=batch_size,
-                          teacher_fingerprint=fingerprint or model_fingerprint(model), **meta)
+                          teacher_fingerprint=fingerprint or model_fingerprint(model), vocab_size=head.vocab_size,
+                          **meta)
     if progress is not None:  # the same data and options: the same teacher and k too?
         _refuse_other(out, store.same_work(progress["plan"], the_plan), overwrite)
 
