@@ -55,3 +55,40 @@ def test_zamba2_shared_blocks_and_their_call_sites_adapters(attention_adapters):
     adapter = get_adapter(config)
     expected, tied = adapter.expected_shapes(config)
     assert (expected, tied) == built_shapes(adapter, config)
+
+
+def output_digest(directory) -> str:
+    """One hash of the files that carry the weights and the config (the provenance files name paths)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(directory.iterdir()):
+        if path.suffix == ".safetensors" or path.name in ("model.safetensors.index.json", "config.json"):
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+#: the streamed output's bytes, as the streaming prune wrote them when its check still built a model
+PINNED = {
+    "nemotron_h_moe-keep": "b3d9f4f282cff7d04667fd4c334dc5cd868c73d2f2b71db5d780b1bc34a50a50",
+    "nemotron_h_moe-bfloat16": "8a423b2f40aec26436087730ae4fd0d6083100052236347155d989fdfc198d5e",
+}
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_streamed_bytes_are_pinned(tmp_path, dtype):
+    """A streaming prune of a MoE hybrid in the Hub's layout (per-expert tensors), over several shards,
+    writes exactly the bytes it wrote before its output check stopped building a model."""
+    from conftest import build
+    from hybridprune.importance.calibrate import calibrate
+    from hybridprune.pruning.streaming import stream_prune
+
+    model = build(tiny_config("nemotron_h_moe"))
+    model.save_pretrained(tmp_path / "source", max_shard_size="20KB")
+    tokens = torch.randint(3, 96, (4, 12), generator=torch.Generator().manual_seed(1))
+    scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2)
+    plan = dict(num_moe_experts=6, moe_ffn_hidden_size=8, hidden_size=32, mamba_num_heads=6, drop_layers=[4])
+    out = stream_prune(tmp_path / "source", scores, plan, tmp_path / "out", max_shard_bytes=30_000, dtype=dtype)
+    assert len(list(out.glob("*.safetensors"))) > 2
+    digest = output_digest(out)
+    assert digest == PINNED[f"nemotron_h_moe-{'keep' if dtype is None else 'bfloat16'}"]
