@@ -92,3 +92,23 @@ def test_streamed_bytes_are_pinned(tmp_path, dtype):
     assert len(list(out.glob("*.safetensors"))) > 2
     digest = output_digest(out)
     assert digest == PINNED[f"nemotron_h_moe-{'keep' if dtype is None else 'bfloat16'}"]
+
+
+#: config switches that add or remove tensors, beyond the battery's configs
+VARIANTS = [
+    ("nemotron_h", dict(use_bias=True, use_conv_bias=False, mlp_bias=True)),
+    ("mamba2", dict(use_bias=True, use_conv_bias=False, tie_word_embeddings=True)),
+    ("bamba", dict(attention_bias=True, mlp_bias=True, mamba_proj_bias=True, mamba_conv_bias=False)),
+    ("falcon_h1", dict(mamba_rms_norm=False, projectors_bias=True, attention_bias=True, mlp_bias=True)),
+    ("kimi_linear", dict(q_lora_rank=12, attention_bias=True)),
+    ("lfm2", dict(conv_bias=True, tie_word_embeddings=False)),
+    ("qwen3", dict(attention_bias=True, tie_word_embeddings=True)),
+    ("granitemoehybrid", dict(attention_bias=True, mlp_bias=True, mamba_proj_bias=True)),
+]
+
+
+@pytest.mark.parametrize("name, overrides", VARIANTS, ids=[name for name, _ in VARIANTS])
+def test_layout_shapes_follow_the_configs_switches(name, overrides):
+    config = tiny_config(name, **overrides)
+    adapter = get_adapter(config)
+    assert adapter.expected_shapes(config) == built_shapes(adapter, config)
