@@ -15,8 +15,9 @@
    fingerprint, selection, the source checked against its config's shapes), `tensor work` (reading,
    cutting and writing every tensor, into the page cache), `write` (index, provenance, model card,
    config, the output checked against the new config's shapes, the rename into place, the summary),
-   `exit` (the interpreter's), `sync` (the written bytes to disk). `fixed` is all but the tensor work and the sync: what a prune costs whatever
-   the checkpoint's size.
+   `exit` (the interpreter's), `sync` (the written bytes to disk). `fixed` is all but the tensor work
+   and the sync: what a prune costs whatever the checkpoint's size. The same phases in CPU seconds of the
+   prune's process (all its threads) come too: on a shared machine they show what the wall times hide.
 
     python bench/streaming_prune_speed.py [--pairs 3] [--dir PARENT_OF_THE_TEMP_DIR] [--json out.json]
 """
@@ -46,53 +47,47 @@ SHARD_BYTES = 400 * 10**6
 PHASES = ("startup", "import", "planning", "tensor work", "write", "exit", "sync")
 
 # The prune, run in a fresh interpreter: `hybridprune prune ARGS` through the command line's app, noting the
-# time at each phase's end. Phases inside the streaming prune are marked by wrapping the functions that
-# open them. argv: the parent's time.time() at the spawn, then the command's arguments.
+# time (wall, and CPU of all threads) at each phase's end. Phases inside the streaming prune are marked by
+# wrapping the functions that open them. argv: the parent's time.time() at the spawn, then the arguments.
 _CHILD = """
 import sys, time, json
-spawned, marks = float(sys.argv[1]), {"startup": time.time()}
+now = lambda: (time.time(), time.process_time())  # noqa: E731
+spawned, marks = float(sys.argv[1]), {"startup": now()}
 import hybridprune.cli as cli
 from transformers import AutoConfig  # noqa: F401  (as the command imports them)
 import transformers.conversion_mapping  # noqa: F401
 from hybridprune.pruning import streaming
-marks["import"] = time.time()
+marks["import"] = now()
+atomic_directory, progress = streaming.atomic_directory, streaming._progress
 
 
-def marked(name, function, end=None):
-    def wrapper(*args, **kwargs):
-        marks.setdefault(name, time.time())
-        try:
-            return function(*args, **kwargs)
-        finally:
-            if end:
-                marks[end] = time.time()
-    return wrapper
+def atomic(*args, **kwargs):
+    marks["planning"] = now()
+    return atomic_directory(*args, **kwargs)
 
 
-def progress(enabled, total):
-    inner = original_progress(enabled, total)
+class Progress:
+    def __init__(self, *args):
+        self.inner = progress(*args)
 
-    class Timed:
-        def __enter__(self):
-            marks["write-start"] = time.time()
-            return inner.__enter__()
+    def __enter__(self):
+        marks["write-start"] = now()
+        return self.inner.__enter__()
 
-        def __exit__(self, *exc):
-            marks["tensor work"] = time.time()
-            return inner.__exit__(*exc)
-    return Timed()
+    def __exit__(self, *exc):
+        marks["tensor work"] = now()
+        return self.inner.__exit__(*exc)
 
 
-original_progress = streaming._progress
-streaming._progress = progress
-streaming.atomic_directory = marked("planning", streaming.atomic_directory, end="write")
+streaming.atomic_directory, streaming._progress = atomic, Progress
 cli.app(sys.argv[2:], standalone_mode=False)
-end = time.time()
-durations = {"startup": marks["startup"] - spawned, "import": marks["import"] - marks["startup"],
-             "planning": marks["planning"] - marks["import"],
-             "tensor work": marks["tensor work"] - marks["write-start"],
-             "write": (marks["write-start"] - marks["planning"]) + (end - marks["tensor work"])}
-print("PHASES " + json.dumps(durations), file=sys.stderr)
+marks["end"] = now()
+between = lambda a, b, i: marks[b][i] - marks[a][i]  # noqa: E731
+phases = [{"startup": marks["startup"][0] - spawned if i == 0 else marks["startup"][1],
+           "import": between("startup", "import", i), "planning": between("import", "planning", i),
+           "tensor work": between("write-start", "tensor work", i),
+           "write": between("planning", "write-start", i) + between("tensor work", "end", i)} for i in (0, 1)]
+print("PHASES " + json.dumps(phases), file=sys.stderr)
 """
 
 
@@ -122,8 +117,9 @@ def write_checkpoint(out: Path, scale: int = 1) -> None:
     write_random_checkpoint(out, SHARD_BYTES, config=config(scale), weights=random_bf16)
 
 
-def timed_prune(args: list[str]) -> tuple[float, int, dict[str, float]]:
-    """Wall seconds (with the final `sync`), peak RSS in KiB and the phases of `hybridprune prune ARGS`."""
+def timed_prune(args: list[str]) -> tuple[float, int, dict[str, float], dict[str, float]]:
+    """Wall seconds (with the final `sync`), peak RSS in KiB, and the phases of `hybridprune prune ARGS` in
+    wall seconds and in CPU seconds of the prune's process."""
     start, spawned = time.perf_counter(), time.time()
     run = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-c", _CHILD, str(spawned), "prune", *args],
                          capture_output=True, text=True)
@@ -133,15 +129,15 @@ def timed_prune(args: list[str]) -> tuple[float, int, dict[str, float]]:
     if run.returncode:
         raise SystemExit(f"hybridprune prune {args} failed:\n{run.stdout}\n{run.stderr}")
     lines = run.stderr.strip().splitlines()
-    phases = json.loads(next(line for line in lines if line.startswith("PHASES "))[len("PHASES "):])
+    phases, cpu = json.loads(next(line for line in lines if line.startswith("PHASES "))[len("PHASES "):])
     phases["exit"] = (ran - start) - sum(phases.values())  # the interpreter's exit, and /usr/bin/time's
     phases["sync"] = seconds - (ran - start)
-    return seconds, int(lines[-1]), phases
+    return seconds, int(lines[-1]), phases, cpu
 
 
 def breakdown(runs: list[dict[str, float]]) -> dict[str, float]:
     """Median seconds of each phase over `runs`, with `fixed`: all but the tensor work and the sync."""
-    out = {name: statistics.median(r[name] for r in runs) for name in PHASES}
+    out = {name: statistics.median(r[name] for r in runs) for name in PHASES if name in runs[0]}
     out["fixed"] = statistics.median(sum(v for k, v in r.items() if k not in ("tensor work", "sync")) for r in runs)
     return out
 
@@ -166,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
                     pass
         load = os.getloadavg()[0]
         rows: dict[str, list[tuple[float, int]]] = {"cp": [], "prune": []}
-        phases = []
+        phases, cpu = [], []
         plan = PLAN.format(h=1536 // args.scale, f=6144 // args.scale)
         for r in range(args.pairs):
             for what in ("prune", "cp"):
@@ -177,9 +173,10 @@ def main(argv: list[str] | None = None) -> dict:
                     seconds, rss_kib = timed(["cp", "-r", str(src), str(dest)])
                     note = ""
                 else:
-                    seconds, rss_kib, run_phases = timed_prune(
+                    seconds, rss_kib, run_phases, run_cpu = timed_prune(
                         ["--model", str(src), "--scores", str(scores), "--plan", plan, "--out", str(dest)])
                     phases.append(run_phases)
+                    cpu.append(run_cpu)
                     note = " (" + ", ".join(f"{k} {v:.2f}" for k, v in run_phases.items()) + ")"
                 rows[what].append((seconds, rss_kib))
                 print(f"pair {r}: {what}: {seconds:.2f} s, peak RSS {rss_kib / 2**20:.2f} GiB{note}", flush=True)
@@ -192,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
             "cp_seconds": [s for s, _ in rows["cp"]], "prune_seconds": [s for s, _ in rows["prune"]],
             "prune_peak_rss_gib": [k / 2**20 for _, k in rows["prune"]],
             "cp_median_s": cp, "prune_median_s": prune, "ratio": prune / cp,
-            "prune_phases_median_s": breakdown(phases), "load_average_after": os.getloadavg()[0],
+            "prune_phases_median_s": breakdown(phases), "prune_phases_cpu_median_s": breakdown(cpu),
+            "load_average_after": os.getloadavg()[0],
         }
         from hybridprune.checkpoint.files import CheckpointFiles
 
