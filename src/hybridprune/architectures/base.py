@@ -31,6 +31,10 @@ class UnsupportedArchitecture(ValueError):
     """The model's architecture has no adapter, or uses a feature the adapter cannot prune yet."""
 
 
+#: tensor name -> shape
+Shapes = dict[str, tuple[int, ...]]
+
+
 @dataclass(frozen=True)
 class UnitLayout:
     """One prunable sub-module shape, as data.
@@ -64,11 +68,7 @@ class UnitLayout:
     more_hooks: tuple[tuple[str, str, str], ...] = ()
     expert_forward: Callable | None = None
     outputs: Mapping[str, Callable] = field(default_factory=dict)
-    shapes: Callable[[Dims], "Shapes"] | None = None
-
-
-#: tensor name -> shape
-Shapes = dict[str, tuple[int, ...]]
+    shapes: Callable[[Dims], Shapes] | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,8 @@ class LayerSpec:
         """Every tensor of one layer of this type and its shape, by name inside the layer."""
         out = {f"{norm}.weight": (dims.hidden_size,) for norm in self.norms}
         for prefix, layout in self.units:
+            if layout.shapes is None:
+                raise NotImplementedError(f"the {layout.kind} layout under {prefix!r} gives no shapes")
             out.update({f"{prefix}{name}": shape for name, shape in layout.shapes(dims).items()})
         return {**out, **(self.extra_shapes(dims) if self.extra_shapes else {})}
 
