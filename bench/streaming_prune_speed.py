@@ -9,7 +9,7 @@
 3. Reads the checkpoint once (page cache warm), then times `cp -r` + `sync` and `hybridprune prune`
    (streaming, + `sync`) to a plan at the 8B -> 4B ratios, in alternating pairs, with peak RSS from
    `/usr/bin/time`; prints the medians and their ratio as JSON, with the load average before and after.
-4. Each prune runs the command line's own `app` in a fresh interpreter that notes when each phase ends,
+4. Each prune runs the command line's own `main` in a fresh interpreter that notes when each phase ends,
    so the same runs give the breakdown (medians, seconds): `startup` (the interpreter), `import` (the
    command line with torch, transformers' config classes and key renamings), `planning` (config, scores,
    fingerprint, selection, the source checked against its config's shapes), `tensor work` (reading,
@@ -46,7 +46,7 @@ PLAN = "hidden_size={h},ffn_hidden_size={f},mamba_num_heads=56"  # the 8B -> 4B 
 SHARD_BYTES = 400 * 10**6
 PHASES = ("startup", "import", "planning", "tensor work", "write", "exit", "sync")
 
-# The prune, run in a fresh interpreter: `hybridprune prune ARGS` through the command line's app, noting the
+# The prune, run in a fresh interpreter: `hybridprune prune ARGS` through the command line's `main`, noting the
 # time (wall, and CPU of all threads) at each phase's end. Phases inside the streaming prune are marked by
 # wrapping the functions that open them. argv: the parent's time.time() at the spawn, then the arguments.
 _CHILD = """
@@ -80,7 +80,12 @@ class Progress:
 
 
 streaming.atomic_directory, streaming._progress = atomic, Progress
-cli.app(sys.argv[2:], standalone_mode=False)
+sys.argv = ["hybridprune", *sys.argv[2:]]
+try:
+    cli.main()
+except SystemExit as exc:
+    if exc.code:
+        raise
 marks["end"] = now()
 between = lambda a, b, i: marks[b][i] - marks[a][i]  # noqa: E731
 phases = [{"startup": marks["startup"][0] - spawned if i == 0 else marks["startup"][1],
