@@ -73,7 +73,8 @@ def _global_options(
 def _register_commands() -> None:
     """Import every command module and register it. The imports (torch among them) make some 270,000
     objects that live until the process ends: the cyclic collector would walk them again and again while
-    they are made (0.4 s of CPU), so it waits, and later collections leave them out (`gc.freeze`)."""
+    they are made (tenths of a second of CPU), so it waits, and later collections leave them out
+    (`gc.freeze`)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -94,4 +95,4 @@ def main() -> None:
         # "python -m hybridprune.hybridprune")
         app(prog_name="hybridprune")
     finally:
-        gc.freeze()  # the process ends: its last collection need not walk every object (0.7 s of CPU)
+        gc.freeze()  # the process ends: its last collection need not walk every object (tenths of a second)
