@@ -8,8 +8,6 @@ Rules are keyed by the parameter's name inside the unit. Axes are resolved into 
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
 from .base import ATTENTION, CONV, MAMBA, MLP, MOE, Dims, UnitLayout, mamba_inner
 
 # ---- Mamba2 mixer ------------------------------------------------------------------------------
@@ -145,12 +143,16 @@ def fused_gated_mlp(fused: str, down: str) -> UnitLayout:
 # neurons are shared by all experts.
 def _up_down_expert(experts, e: int, x):
     """Nemotron-H's non-gated expert: down(act(up(x)))."""
+    import torch.nn.functional as F
+
     a = experts.act_fn(F.linear(x, experts.up_proj[e]))
     return a, F.linear(a, experts.down_proj[e])
 
 
 def _gated_expert(experts, e: int, x):
     """A gated expert with gate and up fused in one [2F, in] matrix: down(act(gate(x)) * up(x))."""
+    import torch.nn.functional as F
+
     gate, up = F.linear(x, experts.gate_up_proj[e]).chunk(2, dim=-1)
     a = experts.act_fn(gate) * up
     return a, F.linear(a, experts.down_proj[e])

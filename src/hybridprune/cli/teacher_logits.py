@@ -38,6 +38,7 @@ def teacher_logits_command(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code."),
 ) -> None:
     """Compute the teacher's top-k logits of the training samples once (resumable)."""
+    check_device(device)
     import torch
 
     from ..data.shards import is_token_dir, read_manifest
@@ -49,7 +50,6 @@ def teacher_logits_command(
     from ..output.errors import writing
     from .distill import _train_data, checkpoint_identity
 
-    check_device(device)
     if not is_token_dir(data):
         raise CliError(f"--data {data} is not a token directory; write one first with `hybridprune tokenize`")
     train = as_token_data(_train_data(data, seq_len, seed, num_samples))
