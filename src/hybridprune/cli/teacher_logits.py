@@ -70,14 +70,14 @@ def teacher_logits_command(
     tokens = read_manifest(data)
     meta = {"teacher": str(teacher), "data": str(data), "seed": seed, "num_samples_asked": num_samples}
     progress = store.read_progress(out) if out.is_dir() else None
-    if batch_size is None:
-        batch_size = default_batch_size(seq_len, progress)
     if progress is not None:  # an interrupted run: only the same command continues it
-        asked = store.plan(train, tokens, top_k, batch_size=batch_size, **meta)
+        asked = store.plan(train, tokens, top_k, batch_size=batch_size or default_batch_size(seq_len, progress), **meta)
         differ = store.same_work(progress["plan"], asked, ignore=("teacher_fingerprint", "k"))
         _refuse_other(out, differ, overwrite)
         progress = None if differ else progress  # --overwrite: start afresh
     resuming = progress is not None or store.unfinished(out)
+    if batch_size is None:
+        batch_size = default_batch_size(seq_len, progress)
     check_output(out, overwrite=overwrite, resume=resuming)
     if resuming:
         store.remove_temporaries(out)
