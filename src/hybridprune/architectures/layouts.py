@@ -8,6 +8,8 @@ Rules are keyed by the parameter's name inside the unit. Axes are resolved into 
 
 from __future__ import annotations
 
+# torch is imported by the experts' forward below: describing a layout (and checking a plan) needs none
+
 from .base import ATTENTION, CONV, MAMBA, MLP, MOE, Dims, UnitLayout, mamba_inner
 
 # ---- Mamba2 mixer ------------------------------------------------------------------------------
