@@ -16,15 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, ClassVar
 
 from .errors import Unrepresentable  # noqa: F401  (re-exported)
 from .moe import check_expert_alignment, check_routing
 from .dims import (  # noqa: F401  (re-exported: the interface's vocabulary)
     ATTENTION, CONV, GDN, KIND_SEPARATOR, MAMBA, MLP, MOE, VARIANT_SEPARATOR, Dims, layer_type, unit_kinds,
 )
+
+if TYPE_CHECKING:  # the adapters describe models without torch: the command line checks plans before loading it
+    import torch.nn as nn
 
 
 class UnsupportedArchitecture(ValueError):

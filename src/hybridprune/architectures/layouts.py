@@ -8,7 +8,7 @@ with `sum(p.numel())` and the state dicts of real models.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+# torch is imported by the experts' forward below: describing a layout (and checking a plan) needs none
 
 from .base import ATTENTION, CONV, MAMBA, MLP, MOE, Dims, Shapes, UnitLayout, mamba_inner
 
@@ -205,12 +205,16 @@ def fused_gated_mlp(fused: str, down: str) -> UnitLayout:
 # neurons are shared by all experts.
 def _up_down_expert(experts, e: int, x):
     """Nemotron-H's non-gated expert: down(act(up(x)))."""
+    import torch.nn.functional as F
+
     a = experts.act_fn(F.linear(x, experts.up_proj[e]))
     return a, F.linear(a, experts.down_proj[e])
 
 
 def _gated_expert(experts, e: int, x):
     """A gated expert with gate and up fused in one [2F, in] matrix: down(act(gate(x)) * up(x))."""
+    import torch.nn.functional as F
+
     gate, up = F.linear(x, experts.gate_up_proj[e]).chunk(2, dim=-1)
     a = experts.act_fn(gate) * up
     return a, F.linear(a, experts.down_proj[e])

@@ -17,7 +17,10 @@ from ..output.cleanup import remove_if_failed
 from ..output.atomic import check_output, remove_owned
 from ..output.leftovers import remove_dead_temporaries, unfinished
 from .devices import check_device, check_device_map
-from .common import CliError, alerts, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer
+from .common import (
+    CliError, alerts, check_checkpoint_dir, console, fail_cleanly, forecast_memory, load_config, load_model,
+    load_tokenizer,
+)
 
 
 TOKENS_DIR = "tokens"
@@ -73,10 +76,6 @@ def distill_command(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoints' own Python code."),
 ) -> None:
     """Distil the student from the teacher (forward KL on logits, chunked), with exact resume."""
-    from ..distillation import DistillConfig
-    from ..distillation.dist import setup as dist_setup
-    from ..distillation.dist import teardown
-
     check_device(device)
     check_device(teacher_device, "--teacher-device")
     check_device_map(teacher_device_map, "--teacher-device-map")
@@ -108,6 +107,12 @@ def distill_command(
     if min_lr > lr:
         raise CliError(f"--min-lr ({min_lr}) must not exceed --lr ({lr})")
     check_multiple("--global-batch", global_batch, "--micro-batch", micro_batch)
+    check_checkpoint_dir(teacher, "teacher")  # a wrong path is named before torch is imported
+    check_checkpoint_dir(student, "student")
+    from ..distillation import DistillConfig
+    from ..distillation.dist import setup as dist_setup
+    from ..distillation.dist import teardown
+
     cfg = DistillConfig(
         steps=steps, tokens=tokens, global_batch=global_batch, micro_batch=micro_batch, lr=lr, min_lr=min_lr,
         warmup=warmup, weight_decay=weight_decay, grad_clip=grad_clip or None, temperature=temperature,

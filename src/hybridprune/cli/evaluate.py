@@ -9,12 +9,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .checks import SEED_MAX, check_not_blank, listed
+from .checks import POSITIVE, SEED_MAX, check_not_blank, check_numbers, listed
 from .devices import check_device, check_device_map
 from ..output.atomic import check_output
 from .common import (
-    CliError, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer, resolve_device,
-    weight_bytes,
+    CliError, check_checkpoint_dir, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer,
+    resolve_device, weight_bytes,
 )
 
 EVAL_JSON = "eval.json"
@@ -79,16 +79,21 @@ def eval_command(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoints' own Python code."),
 ) -> None:
     """Measure every checkpoint on the same footing and print the tables (and write them with --out)."""
-    from ..data import load_token_samples
-    from ..evaluate import LOCAL_TASKS, MissingExtra, SpeedSettings, compare_models
-    from ..evaluate.tables import kernels_text, quality_table, speed_note, speed_table, tokenizer_note
-    from ..output.atomic import atomic_directory
-
     check_device(device)
     check_device_map(device_map)
     if samples < 1 or seq_len < 2 or batch_size < 1:
         raise CliError("--samples and --batch-size must be positive and --seq-len at least 2")
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
+    check_numbers(("--task-limit", task_limit, POSITIVE))
+    if out is not None:
+        check_output(out, overwrite=overwrite)
+    for path in models:  # a wrong path is named before torch is imported
+        check_checkpoint_dir(path)
+    from ..data import load_token_samples
+    from ..evaluate import LOCAL_TASKS, MissingExtra, SpeedSettings, compare_models
+    from ..evaluate.tables import kernels_text, quality_table, speed_note, speed_table, tokenizer_note
+    from ..output.atomic import atomic_directory
+
     task_list = [] if tasks is None else listed("--tasks", tasks, ",".join(LOCAL_TASKS))
     if data is None and not speed and not task_list:
         raise CliError("nothing to measure: give --data (loss, perplexity, bits per byte), --speed, or --tasks")
@@ -99,8 +104,6 @@ def eval_command(
         speed_settings = SpeedSettings(batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
                                        contexts=_int_list(context, "--context"), new_tokens=new_tokens,
                                        warmup=warmup, repeats=repeats, seed=seed)
-    if task_limit is not None and not task_limit > 0:
-        raise CliError("--task-limit must be positive")
     limit = None if task_limit is None else (int(task_limit) if task_limit >= 1 else task_limit)
     if task_list:
         try:
@@ -109,8 +112,6 @@ def eval_command(
             check_tasks(task_list)  # unknown names are refused before any model is loaded
         except MissingExtra as exc:
             raise CliError(str(exc)) from None
-    if out is not None:
-        check_output(out, overwrite=overwrite)
 
     names = _names(models)
     forecast_memory(_forecast(models, dtype, device, data is not None or task_list, batch_size, seq_len,

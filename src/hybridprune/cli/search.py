@@ -12,14 +12,13 @@ from .checks import (
     CLOSED_FRACTION, FRACTION, NON_NEGATIVE, POSITIVE, SEED_MAX, check_gdn_options, check_moe_options, check_multiple,
     check_not_blank, check_numbers, listed,
 )
-from ..archsearch.store import CANDIDATES_FILE, OWNED, SETTINGS_FILE
 from ..output.cleanup import remove_if_failed
 from ..output.atomic import check_output, claim, owned_names
 from ..output.leftovers import remove_dead_temporaries, unfinished
 from .devices import check_device
 from .common import (
-    CliError, console, fail_cleanly, forecast_memory, forward_forecast, load_config, load_model, load_tokenizer,
-    weight_bytes,
+    CliError, check_checkpoint_dir, console, fail_cleanly, forecast_memory, forward_forecast, load_config, load_model,
+    load_tokenizer, weight_bytes,
 )
 
 #: Short names accepted by --skip and --divisors, besides the Plan field names.
@@ -117,12 +116,6 @@ def search_command(
     tensor_parallel: int = typer.Option(1, "--tensor-parallel", min=1, help="GPUs vLLM splits the model over (with --serve-with vllm)."),
 ) -> None:
     """Search the architecture of lowest loss under a budget; resumes an interrupted run in --out."""
-    from ..architectures import get_adapter
-    from ..data import load_token_samples
-    from ..importance.scores import Scores, ScoresError, model_fingerprint
-    from ..archsearch import Budget, SearchConfig, SearchSpace, build_grid, filter_candidates, search
-    from ..archsearch.report import decision_text, results_table
-
     check_device(device)
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
     if params is None and memory_mb is None and active_params is None:
@@ -136,6 +129,14 @@ def search_command(
     if kd_steps is not None or kd_tokens is not None:
         check_multiple("--kd-batch", kd_batch, "--kd-micro-batch", min(kd_micro_batch, kd_batch))
     kd = _kd_settings(kd_steps, kd_tokens, kd_lr, kd_batch, kd_micro_batch, kd_topk)
+    check_checkpoint_dir(model)  # a wrong path is named before torch is imported
+    from ..architectures import get_adapter
+    from ..archsearch import Budget, SearchConfig, SearchSpace, build_grid, filter_candidates, search
+    from ..archsearch.report import decision_text, results_table
+    from ..archsearch.store import OWNED, SETTINGS_FILE
+    from ..data import load_token_samples
+    from ..importance.scores import Scores, ScoresError, model_fingerprint
+
     skipped = sorted({_axis(s) for item in skip for s in listed("--skip", item, "num_layers")})
     space = SearchSpace(max_width_pruning=max_width_pruning, max_depth_pruning=max_depth_pruning,
                         divisors=_divisors(divisors), skip=tuple(skipped))
@@ -216,6 +217,8 @@ def search_command(
 
 def _resumable(out: Path) -> bool:
     """What a failed or interrupted search keeps: complete scores or finished evaluations."""
+    from ..archsearch.store import CANDIDATES_FILE
+
     return (out / "scores" / "scores.json").is_file() or (out / CANDIDATES_FILE).is_file()
 
 
@@ -246,6 +249,7 @@ def _forecast(config, dtype, device, batch_size, seq_len, depth, kd, kd_micro_ba
 def _calibrate(lm, tokenizer, path: Path, data, seq_len, samples, depth_samples, batch_size, seed, text_field, model):
     """Calibrate once and save the scores, for every later run of the search and for `prune`."""
     from ..data import load_token_samples
+    from ..archsearch.store import OWNED
     from ..importance.calibrate import calibrate
 
     console.print(f"calibrating on {samples} samples of {seq_len} tokens (saved to {path})")

@@ -19,8 +19,22 @@ from .common import CliError, console, fail_cleanly, load_model
 from .devices import check_device
 
 
+#: tokens per teacher forward when --batch-size is not given (4 samples at the default --seq-len 4096):
+#: short samples go many to a forward, which is several times faster than a few at a time
+BATCH_TOKENS = 16_384
+
+
 def register(app: typer.Typer) -> None:
     app.command("teacher-logits")(teacher_logits_command)
+
+
+def default_batch_size(seq_len: int, progress: dict | None = None) -> int:
+    """Samples per forward without --batch-size: an unfinished cache's own (the batches decide the bytes,
+    so the same command continues it), else `BATCH_TOKENS` tokens' worth."""
+    recorded = (progress or {}).get("plan", {}).get("batch_size")
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1:
+        return recorded
+    return max(1, BATCH_TOKENS // seq_len)
 
 
 @fail_cleanly
@@ -32,12 +46,13 @@ def teacher_logits_command(
     top_k: int = typer.Option(128, "--top-k", min=1, help="Teacher tokens kept per position (the rest as one tail mass)."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="As distill's --seed."),
     num_samples: int = typer.Option(None, "--num-samples", min=1, help="As distill's --num-samples."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Samples per teacher forward."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help=f"Samples per teacher forward (default: {BATCH_TOKENS:,} tokens' worth, 4 at --seq-len 4096; an unfinished cache continues with its own)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier logits in --out (never files hybridprune did not write)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code."),
 ) -> None:
     """Compute the teacher's top-k logits of the training samples once (resumable)."""
+    check_device(device)
     import torch
 
     from ..data.shards import is_token_dir, read_manifest
@@ -50,7 +65,6 @@ def teacher_logits_command(
     from ..output.errors import writing
     from .distill import _train_data, checkpoint_identity
 
-    check_device(device)
     if not is_token_dir(data):
         raise CliError(f"--data {data} is not a token directory; write one first with `hybridprune tokenize`")
     train = as_token_data(_train_data(data, seq_len, seed, num_samples))
@@ -63,11 +77,13 @@ def teacher_logits_command(
             raise
         progress = None  # --overwrite: a record that cannot be continued is replaced
     if progress is not None:  # an interrupted run: only the same command continues it
-        asked = store.plan(train, tokens, top_k, batch_size=batch_size, **meta)
+        asked = store.plan(train, tokens, top_k, batch_size=batch_size or default_batch_size(seq_len, progress), **meta)
         differ = store.same_work(progress["plan"], asked, ignore=("teacher_fingerprint", "k"))
         _refuse_other(out, differ, overwrite)
         progress = None if differ else progress  # --overwrite: start afresh
     resuming = progress is not None or store.unfinished(out)
+    if batch_size is None:
+        batch_size = default_batch_size(seq_len, progress)
     check_output(out, overwrite=overwrite, resume=resuming)
     if resuming:
         store.remove_temporaries(out)

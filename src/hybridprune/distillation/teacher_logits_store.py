@@ -1,7 +1,7 @@
 """Writing a teacher-logits cache (`hybridprune teacher-logits`) so that a killed run resumes.
 
 The three arrays of `teacher_logits.py` are laid out at their final size in the output directory and
-filled a batch at a time. After each batch they are flushed and `progress.json` records how many
+filled a batch at a time. Every few batches they are flushed and `progress.json` records how many
 samples are done and what is being computed (the plan: data, token directory, tokenizer, k, batch
 size, teacher). The same command run again continues after the last recorded batch with the batches
 an uninterrupted run computes, so the files end byte-identical to it. `manifest.json`, the only file
@@ -93,6 +93,11 @@ def same_work(a: dict, b: dict, *, ignore: tuple[str, ...] = ()) -> list[str]:
     return sorted(key for key in set(a) | set(b) if key not in skip and a.get(key) != b.get(key))
 
 
+#: a resume record (flush + fsync) is written once the batches since the last one took this many times
+#: as long as that record did: at most ~1/RECORD_RATIO of the time goes to records, on any disk
+RECORD_RATIO = 20
+
+
 def write(directory: Path, teacher_hidden, head, data, the_plan: dict, *, device=None, say=None) -> dict:
     """Compute the cache of `data` into `directory`, continuing its `progress.json` when it holds this
     plan; returns the manifest."""
@@ -111,14 +116,23 @@ def write(directory: Path, teacher_hidden, head, data, the_plan: dict, *, device
     if done and say:
         say(f"continuing the unfinished teacher logits in {directory} at sample {done:,} of {n:,}")
 
+    from time import perf_counter
+
+    last = {"at": perf_counter(), "took": 0.0}
+
     def sink(s0, ids, logp, tail):
         b = ids.shape[0]
         maps["ids"][s0:s0 + b] = ids.numpy()
         maps["logp"][s0:s0 + b] = logp.numpy()
         maps["tail"][s0:s0 + b] = tail.numpy()
+        now = perf_counter()
+        if now - last["at"] < RECORD_RATIO * last["took"]:
+            return  # recorded a moment ago: a kill now recomputes these batches, with the same bytes
         for m in maps.values():
             m.flush()
         atomic_json(progress_path, {"plan": the_plan, "done": s0 + b})
+        last["at"] = perf_counter()
+        last["took"] = last["at"] - now
 
     compute(teacher_hidden, head, data, k, batch_size=batch, device=device, sink=sink, start=done)
     for m in maps.values():
