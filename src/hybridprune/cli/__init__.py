@@ -71,10 +71,9 @@ def _global_options(
 
 
 def _register_commands() -> None:
-    """Import every command module and register it. The imports (torch among them) make some 270,000
-    objects that live until the process ends: the cyclic collector would walk them again and again while
-    they are made (tenths of a second of CPU), so it waits, and later collections leave them out
-    (`gc.freeze`)."""
+    """Import every command module and register it. The imports make objects that live until the
+    process ends: the cyclic collector would walk them again and again while they are made, so it
+    waits, and later collections leave them out (`gc.freeze`)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -90,9 +89,7 @@ _register_commands()
 
 
 def main() -> None:
-    try:
-        # one name in usage lines however it was started (`python -m hybridprune` made click say
-        # "python -m hybridprune.hybridprune")
-        app(prog_name="hybridprune")
-    finally:
-        gc.freeze()  # the process ends: its last collection need not walk every object (tenths of a second)
+    # one name in usage lines however it was started (`python -m hybridprune` made click say
+    # "python -m hybridprune.hybridprune"). No `gc.freeze` at exit: an object left in a cycle (a
+    # buffered file) must still be finalized when the process ends.
+    app(prog_name="hybridprune")
