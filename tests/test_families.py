@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -589,25 +590,52 @@ def test_plans_prune_with_exact_parameter_counts(family, scored, ids):
 
 
 RELOAD = textwrap.dedent("""
-    import json, sys, torch, transformers
-    # the class the checkpoint names (a vision-language wrapper loads as itself, vision tower included)
-    cls = getattr(transformers, json.load(open(sys.argv[1] + "/config.json"))["architectures"][0])
-    model = cls.from_pretrained(sys.argv[1]).eval()
-    ids = torch.tensor(json.loads(sys.argv[2]))
-    with torch.no_grad():
-        out = model(input_ids=ids, use_cache=False).logits
-    assert "hybridprune" not in sys.modules
-    torch.save(out, sys.argv[3])
+    import json, sys, traceback, torch, transformers
+    # one request per line: [checkpoint, ids, logits file]; one answer per line: "ok" or the traceback
+    for line in sys.stdin:
+        path, ids, out = json.loads(line)
+        try:
+            # the class the checkpoint names (a vision-language wrapper loads as itself, vision tower included)
+            cls = getattr(transformers, json.load(open(path + "/config.json"))["architectures"][0])
+            model = cls.from_pretrained(path).eval()
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor(ids), use_cache=False).logits
+            assert "hybridprune" not in sys.modules
+            torch.save(logits, out)
+            answer = "ok"
+        except Exception:
+            answer = traceback.format_exc()
+        print(json.dumps(answer), flush=True)
 """)
 
 
-def test_export_reloads_in_plain_transformers(family, scored, ids, tmp_path):
+@pytest.fixture(scope="module")
+def plain_transformers(tmp_path_factory):
+    """One Python process without hybridprune on its path, reloading exports on request (one interpreter
+    start for every family instead of one each): `reload(checkpoint, ids, out)` -> "ok" or the traceback."""
+    env = {**os.environ, "PYTHONPATH": ""}
+    proc = subprocess.Popen([sys.executable, "-c", RELOAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=env, cwd=tmp_path_factory.mktemp("reload"))
+
+    def reload(path, ids, out) -> str:
+        proc.stdin.write(json.dumps([str(path), ids.tolist(), str(out)]) + "\n")
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready, "the plain-transformers process did not answer in 120 s"
+        line = proc.stdout.readline()
+        assert line, f"the plain-transformers process died (exit {proc.wait()})"
+        return json.loads(line)
+
+    yield reload
+    proc.stdin.close()
+    proc.wait(timeout=60)
+
+
+def test_export_reloads_in_plain_transformers(family, scored, ids, tmp_path, plain_transformers):
     name, model, adapter, dims = family
     pruned = prune(model, scored, FAMILIES[name][0][0])
     out = export(pruned, tmp_path / "pruned")
-    env = {**os.environ, "PYTHONPATH": ""}
-    subprocess.run([sys.executable, "-c", RELOAD, str(out), json.dumps(ids[:2].tolist()), str(tmp_path / "l.pt")],
-                   check=True, env=env, cwd=tmp_path, timeout=120)
+    assert plain_transformers(out, ids[:2], tmp_path / "l.pt") == "ok"
     _same(torch.load(tmp_path / "l.pt", weights_only=True), logits(pruned, ids[:2]))
 
 
@@ -685,8 +713,8 @@ def test_cli_calibrates_and_prunes_each_family(name, tmp_path):
     build(tiny_config(name, vocab_size=4096)).save_pretrained(tmp_path / "model")
     copy_tokenizer_files(tokenizer_path(), tmp_path / "model")
     result = runner.invoke(app, ["calibrate", "--model", str(tmp_path / "model"), "--data", "shakespeare",
-                                 "--samples", "4", "--seq-len", "16", "--batch-size", "2", "--out",
-                                 str(tmp_path / "scores")])
+                                 "--samples", "4", "--seq-len", "16", "--batch-size", "2", "--depth-samples", "2",
+                                 "--out", str(tmp_path / "scores")])
     assert result.exit_code == 0, result.output
     plan = ",".join(f"{k}={'+'.join(map(str, v)) if isinstance(v, list) else v}"
                     for k, v in FAMILIES[name][0][0].items())

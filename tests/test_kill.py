@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from ckpt_helpers import PLAN, invoke, run_cli, save_checkpoint, siblings, small_corpus
+from ckpt_helpers import PLAN, run_cli, siblings, small_corpus
 from hybridprune.output import atomic as fsutil
 
 pytestmark = pytest.mark.slow
@@ -21,13 +21,10 @@ def _data(root):
     return small_corpus(root / "corpus.jsonl")
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kill")
-    save_checkpoint(root / "model")
-    assert invoke("calibrate", "--model", root / "model", "--data", _data(root), "--samples", "4",
-                  "--seq-len", "32", "--depth-samples", "0", "--out", root / "scores").exit_code == 0
-    return root
+@pytest.fixture
+def source(calibrated_checkpoint):
+    """The session's calibrated checkpoint (conftest.py): read only."""
+    return calibrated_checkpoint
 
 
 def _complete(out):
