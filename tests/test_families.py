@@ -621,7 +621,9 @@ def plain_transformers(tmp_path_factory):
         proc.stdin.write(json.dumps([str(path), ids.tolist(), str(out)]) + "\n")
         proc.stdin.flush()
         ready, _, _ = select.select([proc.stdout], [], [], 120)
-        assert ready, "the plain-transformers process did not answer in 120 s"
+        if not ready:  # no later test may read this request's late answer as its own
+            proc.kill()
+            raise AssertionError("the plain-transformers process did not answer in 120 s")
         line = proc.stdout.readline()
         assert line, f"the plain-transformers process died (exit {proc.wait()})"
         return json.loads(line)
