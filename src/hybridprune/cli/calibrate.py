@@ -7,14 +7,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..architectures.base import unit_kinds
 from ..options import CALIBRATE
 from .checks import check_not_blank
 from ..output.atomic import atomic_directory, check_output
 from .devices import check_device, check_device_map
 from .common import (
-    CliError, console, fail_cleanly, forecast_memory, forward_forecast, init_distributed, is_main_process,
-    load_config, load_model, load_tokenizer, resolve_device,
+    check_checkpoint_dir, console, fail_cleanly, forecast_memory, forward_forecast, init_distributed,
+    is_main_process, load_config, load_model, load_tokenizer, resolve_device,
 )
 
 
@@ -44,15 +43,16 @@ def calibrate_command(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code (off by default)."),
 ) -> None:
     """Run calibration data through the model with hooks and save importance scores."""
-    from ..data import load_token_samples
-    from ..importance.calibrate import calibrate
-    from ..report.plots import plot_layer_importance
-
     check_device(device)
     check_device_map(device_map)
     CALIBRATE.check({"dtype": dtype})
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
     check_output(out, overwrite=overwrite)  # before the long calibration pass
+    check_checkpoint_dir(model)  # a wrong path is named before torch is imported
+    from ..data import load_token_samples
+    from ..importance.calibrate import calibrate
+    from ..report.plots import plot_layer_importance
+
     rank, world = init_distributed()
     if world > 1 and device == "auto":
         device = f"cuda:{rank}" if resolve_device("auto").type == "cuda" else "cpu"
@@ -94,6 +94,8 @@ def _first_table_per_kind(scores) -> dict[str, dict]:
 
 
 def _summary(scores, kinds, out, plot) -> None:
+    from ..architectures.base import unit_kinds
+
     table = Table(title=f"importance per block ({scores.meta['num_samples']} samples, "
                         f"{scores.meta['num_tokens']} tokens)")
     table.add_column("block", justify="right")

@@ -30,9 +30,9 @@ def demo_command(
     seed: int = typer.Option(0, **DEMO.bounds("seed"), help="Seed for data sampling and training."),
 ) -> None:
     """Calibrate → search → prune → distil → evaluate → report, in minutes on a CPU (`run recipes/demo.yaml`)."""
+    DEMO.check({"target_params": target_params})
     from ..recipe.demo import DemoSettings, run_demo
 
-    DEMO.check({"target_params": target_params})
     settings = DemoSettings(out=str(out), teacher=str(teacher) if teacher else None, target_params=target_params,
                             kd_steps=kd_steps, search_kd_steps=search_kd_steps, search_top_k=top_k,
                             calib_samples=calib_samples, seq_len=seq_len, val_samples=val_samples, overwrite=overwrite,

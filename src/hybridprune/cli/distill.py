@@ -18,7 +18,10 @@ from ..output.cleanup import remove_if_failed
 from ..output.atomic import check_output, remove_owned
 from ..output.leftovers import remove_dead_temporaries, unfinished
 from .devices import check_device, check_device_map
-from .common import CliError, alerts, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer
+from .common import (
+    CliError, alerts, check_checkpoint_dir, console, fail_cleanly, forecast_memory, load_config, load_model,
+    load_tokenizer,
+)
 
 
 TOKENS_DIR = "tokens"
@@ -74,10 +77,6 @@ def distill_command(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoints' own Python code."),
 ) -> None:
     """Distil the student from the teacher (forward KL on logits, chunked), with exact resume."""
-    from ..distillation import DistillConfig
-    from ..distillation.dist import setup as dist_setup
-    from ..distillation.dist import teardown
-
     check_device(device)
     check_device(teacher_device, "--teacher-device")
     check_device_map(teacher_device_map, "--teacher-device-map")
@@ -103,6 +102,12 @@ def distill_command(
         if resume is None:
             raise CliError("--out is required (or --resume, which then is also the output directory)")
         out = resume
+    check_checkpoint_dir(teacher, "teacher")  # a wrong path is named before torch is imported
+    check_checkpoint_dir(student, "student")
+    from ..distillation import DistillConfig
+    from ..distillation.dist import setup as dist_setup
+    from ..distillation.dist import teardown
+
     cfg = DistillConfig(
         steps=steps, tokens=tokens, global_batch=global_batch, micro_batch=micro_batch, lr=lr, min_lr=min_lr,
         warmup=warmup, weight_decay=weight_decay, grad_clip=grad_clip or None, temperature=temperature,
@@ -271,6 +276,8 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
                          trust_remote_code=trust_remote_code, role="teacher", device_map=teacher_device_map)
     s_model = load_model(student, dtype="float32", device="cpu", trust_remote_code=trust_remote_code, role="student")
     vocab = s_model.get_output_embeddings().weight.shape[0]
+    if cache is not None:  # its ids were checked in range of the head that computed them: of this one too?
+        cache.check_vocab(vocab)
     check_token_dir((train.dataset if isinstance(train, torch.utils.data.Subset) else train).manifest, token_dir,
                     vocab, tokenizer)
     val = None

@@ -14,8 +14,8 @@ from .checks import check_not_blank, listed
 from .devices import check_device, check_device_map
 from ..output.atomic import check_output
 from .common import (
-    CliError, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer, resolve_device,
-    weight_bytes,
+    CliError, check_checkpoint_dir, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer,
+    resolve_device, weight_bytes,
 )
 
 EVAL_JSON = "eval.json"
@@ -80,15 +80,19 @@ def eval_command(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoints' own Python code."),
 ) -> None:
     """Measure every checkpoint on the same footing and print the tables (and write them with --out)."""
+    check_device(device)
+    check_device_map(device_map)
+    EVAL.check({"task_limit": task_limit, "dtype": dtype})
+    check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
+    if out is not None:
+        check_output(out, overwrite=overwrite)
+    for path in models:  # a wrong path is named before torch is imported
+        check_checkpoint_dir(path)
     from ..data import load_token_samples
     from ..evaluate import LOCAL_TASKS, MissingExtra, SpeedSettings, compare_models
     from ..evaluate.tables import kernels_text, quality_table, speed_note, speed_table, tokenizer_note
     from ..output.atomic import atomic_directory
 
-    check_device(device)
-    check_device_map(device_map)
-    EVAL.check({"task_limit": task_limit, "dtype": dtype})
-    check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
     task_list = [] if tasks is None else listed("--tasks", tasks, ",".join(LOCAL_TASKS))
     if data is None and not speed and not task_list:
         raise CliError("nothing to measure: give --data (loss, perplexity, bits per byte), --speed, or --tasks")
@@ -105,8 +109,6 @@ def eval_command(
             check_tasks(task_list)  # unknown names are refused before any model is loaded
         except MissingExtra as exc:
             raise CliError(str(exc)) from None
-    if out is not None:
-        check_output(out, overwrite=overwrite)
 
     names = _names(models)
     forecast_memory(_forecast(models, dtype, device, data is not None or task_list, batch_size, seq_len,

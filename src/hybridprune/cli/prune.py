@@ -13,7 +13,6 @@ from rich.table import Table
 from ..options import EXPERT_IMPORTANCE, GDN_IMPORTANCE, PRUNE
 from ..output.atomic import check_output
 from .checks import check_gdn_options, check_moe_options, listed
-from ..pruning.plan import WIDTH_FIELDS
 from .devices import check_device
 from .common import (
     CliError, alerts, console, fail_cleanly, forecast_memory, load_config, load_model, resolve_dtype, weight_bytes,
@@ -53,17 +52,11 @@ def prune_command(
 
     By default the checkpoint is streamed tensor by tensor into pruned shards, so peak memory is about
     two of its largest tensors whatever the model's size."""
-    from ..architectures import get_adapter
-    from ..importance.scores import Scores
-    from ..pruning.apply import prune
-    from ..pruning.export import export
-    from ..pruning.plan import Plan, PlanError
     from ..checkpoint.load import check_weight_files, resolve
-    from ..checkpoint.files import CheckpointFiles
-    from ..checkpoint.forecast import forecast_prune
-    from ..pruning.streaming import stream_prune
+    from ..pruning.plan import Plan, PlanError
 
-    # Everything that can be checked without the weights is checked first: the plan even without the config.
+    # Everything that can be checked without the weights is checked first: the plan even without the config
+    # (and without torch, which the modules below import).
     check_device(device)
     PRUNE.check({"dtype": dtype, "serve_with": serve_with, "tensor_parallel": tensor_parallel})
     if not _is_file(plan):
@@ -71,6 +64,14 @@ def prune_command(
     parsed = Plan.parse(plan)
     check_output(out, overwrite=overwrite)
     model = resolve(model, role="model")  # a local directory; a Hub id is fetched (safetensors only)
+    from ..architectures import get_adapter
+    from ..checkpoint.files import CheckpointFiles
+    from ..checkpoint.forecast import forecast_prune
+    from ..importance.scores import Scores
+    from ..pruning.apply import prune
+    from ..pruning.export import export
+    from ..pruning.streaming import stream_prune
+
     config = load_config(model, trust_remote_code=trust_remote_code)
     adapter = get_adapter(config)
     dims = adapter.dims(config)
@@ -129,6 +130,8 @@ def _is_file(text: str) -> bool:
 
 
 def _summary(info: dict, path: Path) -> None:
+    from ..pruning.plan import WIDTH_FIELDS
+
     before, after = info["dims_before"], info["dims_after"]
     table = Table(title="pruned")
     table.add_column("axis")

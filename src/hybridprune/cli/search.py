@@ -10,14 +10,13 @@ import typer
 
 from ..options import EXPERT_IMPORTANCE, GDN_IMPORTANCE, PARAMS_KINDS, SEARCH, TIE_BREAKS
 from .checks import check_gdn_options, check_moe_options, check_not_blank, listed
-from ..archsearch.store import CANDIDATES_FILE, OWNED, SETTINGS_FILE
 from ..output.cleanup import remove_if_failed
 from ..output.atomic import check_output, claim, owned_names
 from ..output.leftovers import remove_dead_temporaries, unfinished
 from .devices import check_device
 from .common import (
-    CliError, console, fail_cleanly, forecast_memory, forward_forecast, load_config, load_model, load_tokenizer,
-    weight_bytes,
+    CliError, check_checkpoint_dir, console, fail_cleanly, forecast_memory, forward_forecast, load_config, load_model,
+    load_tokenizer, weight_bytes,
 )
 
 #: Short names accepted by --skip and --divisors, besides the Plan field names.
@@ -113,12 +112,6 @@ def search_command(
     tensor_parallel: int = typer.Option(1, "--tensor-parallel", **SEARCH.bounds("tensor_parallel"), help="GPUs vLLM splits the model over (with --serve-with vllm)."),
 ) -> None:
     """Search the architecture of lowest loss under a budget; resumes an interrupted run in --out."""
-    from ..architectures import get_adapter
-    from ..data import load_token_samples
-    from ..importance.scores import Scores, ScoresError, model_fingerprint
-    from ..archsearch import Budget, SearchConfig, SearchSpace, build_grid, filter_candidates, search
-    from ..archsearch.report import decision_text, results_table
-
     check_device(device)
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
     SEARCH.check({"params": params, "active_params": active_params, "memory_mb": memory_mb,
@@ -128,6 +121,14 @@ def search_command(
                   "tie_break": tie_break, "speed": speed, "dtype": dtype, "serve_with": serve_with,
                   "tensor_parallel": tensor_parallel})
     kd = _kd_settings(kd_steps, kd_tokens, kd_lr, kd_batch, kd_micro_batch, kd_topk)
+    check_checkpoint_dir(model)  # a wrong path is named before torch is imported
+    from ..architectures import get_adapter
+    from ..archsearch import Budget, SearchConfig, SearchSpace, build_grid, filter_candidates, search
+    from ..archsearch.report import decision_text, results_table
+    from ..archsearch.store import OWNED, SETTINGS_FILE
+    from ..data import load_token_samples
+    from ..importance.scores import Scores, ScoresError, model_fingerprint
+
     skipped = sorted({_axis(s) for item in skip for s in listed("--skip", item, "num_layers")})
     space = SearchSpace(max_width_pruning=max_width_pruning, max_depth_pruning=max_depth_pruning,
                         divisors=_divisors(divisors), skip=tuple(skipped))
@@ -208,6 +209,8 @@ def search_command(
 
 def _resumable(out: Path) -> bool:
     """What a failed or interrupted search keeps: complete scores or finished evaluations."""
+    from ..archsearch.store import CANDIDATES_FILE
+
     return (out / "scores" / "scores.json").is_file() or (out / CANDIDATES_FILE).is_file()
 
 
@@ -238,6 +241,7 @@ def _forecast(config, dtype, device, batch_size, seq_len, depth, kd, kd_micro_ba
 def _calibrate(lm, tokenizer, path: Path, data, seq_len, samples, depth_samples, batch_size, seed, text_field, model):
     """Calibrate once and save the scores, for every later run of the search and for `prune`."""
     from ..data import load_token_samples
+    from ..archsearch.store import OWNED
     from ..importance.calibrate import calibrate
 
     console.print(f"calibrating on {samples} samples of {seq_len} tokens (saved to {path})")

@@ -18,7 +18,7 @@ import typer
 from ..output.cleanup import remove_if_failed
 from ..options import TOKENIZE
 from .checks import check_not_blank
-from .common import console, fail_cleanly, load_tokenizer
+from .common import check_checkpoint_dir, console, fail_cleanly, load_tokenizer
 
 
 def register(app: typer.Typer) -> None:
@@ -43,9 +43,10 @@ def tokenize_command(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the tokenizer's own Python code."),
 ) -> None:
     """Tokenize text once into memory-mapped shards (resumable)."""
+    check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
+    check_checkpoint_dir(tokenizer, "tokenizer")  # a wrong path is named before torch is imported
     from ..data.tokenize import tokenize_to
 
-    check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
     tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code, role="tokenizer")
     remove_if_failed(out, keep=has_progress, note=f"run the same command again to continue the tokenization in {out}")
     manifest = tokenize_to(out, data, tok, text_field=text_field, chat=chat, overwrite=overwrite, num_proc=num_proc,

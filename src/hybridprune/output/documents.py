@@ -196,10 +196,12 @@ def _no_constants(name: str):
     raise DocumentError(f"{name} is not a JSON number (hybridprune never writes it)")
 
 
-def parse(text: str | bytes, where: str, fix: str) -> _AnyType:
-    """Strict JSON: no NaN/Infinity, no key twice, no nesting past Python's recursion limit."""
+def parse(text: str | bytes, where: str, fix: str, *, non_finite: bool = False) -> _AnyType:
+    """Strict JSON: no NaN/Infinity (unless `non_finite`: measurements may be), no key twice, no nesting
+    past Python's recursion limit."""
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys,
+                          **({} if non_finite else {"parse_constant": _no_constants}))
     except DocumentError as exc:
         raise DocumentError(f"{where}: {exc}; {fix}") from None
     except RecursionError:
@@ -208,13 +210,15 @@ def parse(text: str | bytes, where: str, fix: str) -> _AnyType:
         raise DocumentError(f"{where}: not valid JSON ({exc}); {fix}") from None
 
 
-def read_document(path: str | os.PathLike, shape, *, fix: str, what: str | None = None) -> _AnyType:
+def read_document(path: str | os.PathLike, shape, *, fix: str, what: str | None = None,
+                  non_finite: bool = False) -> _AnyType:
     """The JSON document at `path`, checked against `shape`.
 
     `what` names the document in messages (default: its path); `fix` says what the user can do
     (rerun with --overwrite, delete the directory, ...). Refuses, with `DocumentError`: a missing
     file, a symbolic link, anything not a regular file, more than `MAX_BYTES`, invalid or non-strict
-    JSON, and a value of another shape.
+    JSON, and a value of another shape. `non_finite` accepts NaN and Infinity (as Python writes them),
+    for documents of measurements that the reader checks itself.
     """
     path = Path(path)
     where = what or str(path)
@@ -237,7 +241,7 @@ def read_document(path: str | os.PathLike, shape, *, fix: str, what: str | None 
             data = f.read(MAX_BYTES + 1)
     finally:
         os.close(fd)
-    value = parse(data, where, fix)
+    value = parse(data, where, fix, non_finite=non_finite)
     found = problem(value, shape)
     if found:
         raise DocumentError(f"{where}: {found}; {fix}")

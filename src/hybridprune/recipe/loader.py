@@ -3,6 +3,12 @@
 PyYAML's node tree carries marks; the document is built from that same tree by the safe constructor
 (so `!!python` tags are refused, never run), and a walk over it records `path -> line` and refuses a
 key given twice (which plain YAML loading silently resolves to the last one).
+
+A recipe may come from someone else, so its YAML is read as untrusted input: before the node tree is
+built, one pass over the parser's events (iterative: no recursion to exhaust) refuses nesting deeper
+than any recipe needs and an alias (`*name`) of a mapping or list (a recipe never needs one, and nested
+aliases expand exponentially: "billion laughs"); an alias of a scalar stays allowed. The walk over the
+tree is iterative too, visits each node once, and refuses a key that is not a scalar.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ class RecipeError(ValueError):
 
 Path_ = tuple  # a key path: ("distill", "lr") or ("rounds", 1, "params")
 
+#: deeper than any recipe (`rounds[0].distill.lr` is 3 levels); PyYAML builds the tree recursively
+MAX_DEPTH = 32
+
 
 def _where(path: Path_) -> str:
     out = ""
@@ -27,33 +36,70 @@ def _where(path: Path_) -> str:
     return out or "the recipe"
 
 
-def _walk(node, path: Path_, lines: dict, file: str) -> None:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
+def _check_events(text: str, file: str) -> None:
+    """Refuse, from the parser's events, nesting past `MAX_DEPTH` and aliases of mappings or lists."""
+    collections: set[str] = set()  # anchors of mappings and lists
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise RecipeError(f"{file}:{line}: nested more than {MAX_DEPTH} levels deep; a recipe needs a few "
+                                  "(e.g. rounds[0].distill.lr)")
+            if event.anchor is not None:
+                collections.add(event.anchor)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent) and event.anchor in collections:
+            raise RecipeError(f"{file}:{line}: *{event.anchor} repeats a mapping or list; recipes do not use "
+                              "aliases (or `<<` merges) of mappings or lists: write the values out")
+
+
+def _walk(root, lines: dict, file: str) -> None:
+    """Record the line of every key path, refusing a key given twice or one that is not a scalar."""
+    seen_nodes: set[int] = set()
+    todo = [(root, ())]
+    while todo:
+        node, path = todo.pop()
+        lines.setdefault(path, node.start_mark.line + 1)
+        if not isinstance(node, yaml.CollectionNode):
+            continue
+        if id(node) in seen_nodes:  # an alias that slipped past `_check_events`: never expanded twice
+            raise RecipeError(f"{file}:{node.start_mark.line + 1}: {_where(path)} repeats a mapping or list; "
+                              "recipes do not use aliases of mappings or lists: write the values out")
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            todo.extend(((item, (*path, i)) for i, item in reversed(list(enumerate(node.value)))))
+            continue
         seen: dict[Any, int] = {}
+        children = []
         for key_node, value_node in node.value:
-            key = key_node.value
             line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                kind = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
+                raise RecipeError(f"{file}:{line}: a key of {_where(path)} is a {kind}; keys are plain names "
+                                  "(e.g. lr:)")
+            key = key_node.value
             if key in seen:
                 raise RecipeError(f"{file}:{line}: {_where((*path, key))} is given twice (also on line {seen[key]}); "
                                   "keep one")
             seen[key] = line
-            _walk(value_node, (*path, key), lines, file)
             lines[(*path, key)] = line
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _walk(item, (*path, i), lines, file)
+            children.append((value_node, (*path, key)))
+        todo.extend(reversed(children))
 
 
 def load_text(text: str, file: str = "recipe") -> tuple[Any, dict[Path_, int]]:
     """(the document, its key lines) of YAML `text`; `file` names it in messages."""
     loader = yaml.SafeLoader(text)
     try:
+        _check_events(text, file)
         node = loader.get_single_node()
         if node is None:
             raise RecipeError(f"{file} is empty; a recipe needs at least `model:` and one stage")
         lines: dict[Path_, int] = {}
-        _walk(node, (), lines, file)
+        _walk(node, lines, file)
         doc = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

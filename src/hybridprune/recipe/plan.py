@@ -11,14 +11,54 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..output.atomic import OutputError
+from ..output.documents import Any as AnyValue
+from ..output.documents import DocumentError, Finite, Map, NonNegative, OneOf, Optional, inside, problem, read_document
 from .loader import RecipeError, _where
 from .schema import SECTIONS, Recipe, Round
 
 RECORD = "record.json"
+
+# A run directory may come from someone else (an archive, a shared disk): its records are read back as
+# untrusted input, and the files a stage wrote are found by the stage's kind, never by a name its record gives.
+
+#: `record.json` as `runner.Run._record` writes it (other keys are allowed)
+RECORD_SHAPE = {
+    "stage": str, "name": str, "round": Optional(int), "key": str, "status": OneOf("running", "done"),
+    "describe": {"settings": dict}, "common": {"versions": Map(str)}, "inputs": Map(AnyValue), "outputs": dict,
+    "seconds": Optional(Finite), "finished": Optional(str),
+}
+#: the values a finished stage's record holds that later stages read
+DONE_OUTPUTS = {
+    "search": {"plan": dict, "best_key": str, "top": [dict]},
+    "prune": {"plan": dict},
+    "distill": {"steps": NonNegative(int), "tokens": NonNegative(int)},
+}
+#: the files a stage leaves for later stages, by kind: (what, name in the stage directory)
+OUTPUTS = {
+    "calibrate": {"scores": "scores"},
+    "search": {"search": "search"},
+    "prune": {"model": "model"},
+    "distill": {"model": "student"},
+    "eval": {"results": "results.json"},
+    "report": {},
+}
+#: everything a stage writes in its directory, besides its record and their temporaries
+WRITES = {**{kind: tuple(names.values()) for kind, names in OUTPUTS.items()},
+          "calibrate": ("scores", "layer_importance.png")}
+#: what the report stage writes at the top of the run directory
+REPORT_FILES = ("results.json", "report.md", "report.html", "report_figures")
+
+
+def record_fix(stage_dir: Path) -> str:
+    return (f"run again with --overwrite to start the whole run afresh, or delete {stage_dir} to run that "
+            "stage again")
 
 
 @dataclass(eq=False)
@@ -43,18 +83,68 @@ class Stage:
         return self.run_dir / self.name
 
     def record(self) -> dict:
-        try:
-            return json.loads((self.dir / RECORD).read_text())
-        except (OSError, ValueError):
+        """The stage's record ({} if it has none), checked against `RECORD_SHAPE` (`DocumentError` names
+        the file and what to do)."""
+        path = self.dir / RECORD
+        if not os.path.lexists(path):
             return {}
+        rec = read_document(path, RECORD_SHAPE, fix=record_fix(self.dir))
+        found = problem(rec["outputs"], DONE_OUTPUTS.get(self.kind, dict), ("outputs",)) \
+            if rec["status"] == "done" else None
+        if found:
+            raise DocumentError(f"{path}: {found}; {record_fix(self.dir)}")
+        return rec
 
     def record_outputs(self) -> dict:
         return self.record().get("outputs") or {}
+
+    def output(self, what: str) -> Path:
+        """The file or directory `what` this stage left for later ones, found by its kind; refused
+        (`OutputError`) when a link or special file lies on the way or anywhere under it."""
+        if self.dir.is_symlink():
+            raise OutputError(f"{self.dir} is a symbolic link; a run writes its stages as directories: "
+                              f"{record_fix(self.dir)}")
+        path = inside(self.dir, OUTPUTS[self.kind][what], what=f"{self.name}'s {what}", fix=record_fix(self.dir))
+        bad = not_plain(path)
+        if bad:
+            raise OutputError(f"{bad} is a symbolic link or special file, and a run writes none; "
+                              f"nothing was read through it: {record_fix(self.dir)}")
+        return path
+
+    def foreign(self) -> list[str]:
+        """Entries of the stage directory that a stage of this kind does not write, or that are links."""
+        return foreign_in_stage(self.dir, self.kind)
 
     def describe(self) -> dict:
         """The part of the record that must match for the stage to be skipped."""
         return {"settings": dataclasses.asdict(self.settings) if dataclasses.is_dataclass(self.settings)
                 else self.settings}
+
+
+def foreign_in_stage(directory: Path, kind: str) -> list[str]:
+    """Entries of stage directory `directory` that a stage of `kind` does not write (its record, its
+    files, their temporaries `.NAME.*`), or that are links; none if it is no directory."""
+    if not directory.is_dir() or directory.is_symlink():
+        return []
+    mine = (RECORD, *WRITES[kind])
+    return sorted(p.name for p in directory.iterdir()
+                  if p.is_symlink() or not any(p.name == n or p.name.startswith(f".{n}.") for n in mine))
+
+
+def not_plain(root: Path) -> Path | None:
+    """The first link or special file (FIFO, device, socket) at or under `root` (not followed), or None."""
+    todo = [root]
+    while todo:
+        path = todo.pop()
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(mode):
+            todo.extend(path.iterdir())
+        elif not stat.S_ISREG(mode):
+            return path
+    return None
 
 
 def versions() -> dict[str, str]:

@@ -7,10 +7,17 @@ last checkpoint, the search from its candidate log; the others start that stage 
 being written atomically), and reruns a stage whose section changed, with every stage after it that
 reads its output, saying why. Under torchrun every process plans the same stages; the distillation
 runs on all of them and the other stages on rank 0 while the rest wait.
+
+A run directory may come from someone else, so nothing in it is trusted: records are checked against
+their shape (`plan.RECORD_SHAPE`), the files a stage left are found by its kind (`plan.OUTPUTS`), and a
+stage directory is emptied or continued only if the run wrote it (listed in the manifest, no link) and
+it holds only what its stage writes; anything else is refused, naming it, before any stage runs. One run
+at a time writes a run directory (`output.atomic.locked`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -23,8 +30,12 @@ import torch
 
 from . import stages as run_stages
 from .loader import load_file, load_text
-from .plan import RECORD, Stage, assign_keys, data_fingerprint, find, model_fingerprint, stages, versions
+from .plan import (
+    OUTPUTS, RECORD, REPORT_FILES, WRITES, Stage, assign_keys, data_fingerprint, find, foreign_in_stage,
+    model_fingerprint, record_fix, stages, versions,
+)
 from .schema import Recipe, build, check_round_sections
+from ..output.atomic import MANIFEST, OutputError
 
 RECIPE_COPY = "recipe.yaml"
 #: stages that continue where they were interrupted (from the candidate log, from the last checkpoint)
@@ -58,11 +69,14 @@ def decide(all_stages: list[Stage], common: dict, from_stage: Stage | None) -> d
     out: dict[Stage, tuple[str, str]] = {}
     rerunning: list[Stage] = []
     for st in all_stages:
+        if from_stage is not None and st.index >= from_stage.index:  # run again whatever its record says
+            out[st] = ("rerun" if os.path.lexists(st.dir / RECORD) else "run", f"--from {from_stage.name}")
+            rerunning.append(st)
+            continue
         rec = st.record()
-        files = [st.dir / f for f in rec.get("files", [])]
-        if from_stage is not None and st.index >= from_stage.index:
-            out[st] = ("rerun" if rec else "run", f"--from {from_stage.name}")
-        elif rec.get("key") == st.key and rec.get("status") == "done" and all(f.exists() for f in files):
+        files = [st.dir / name for name in OUTPUTS[st.kind].values()]
+        if rec.get("key") == st.key and rec.get("status") == "done" and all(
+                f.exists() and not f.is_symlink() for f in files):
             out[st] = ("skip", "finished, and its record matches")
         elif rec.get("key") == st.key and rec.get("status") == "running":
             out[st] = ("resume", "interrupted")
@@ -107,8 +121,46 @@ class Run:
         r = self.recipe
         self.common = {"model": fp, "data": data_fingerprint(r.data),
                        "text_field": r.text_field, "seed": r.seed, "dtype": r.dtype, "versions": versions()}
+        self._check_places()  # before any record is read: none is read through a link
         self.decisions = decide(self.stages, self.common, self.from_stage)
+        self._check_contents()
         return self.decisions
+
+    def _check_places(self) -> None:
+        """Refuse a stage directory or report file that this run did not write: a link, or (but for a
+        report `hybridprune report` wrote) an entry the run directory's manifest does not list."""
+        from ..output.atomic import owned_names
+        from ..report.run import check_report_files
+
+        owned = owned_names(self.out) if self.out.is_dir() else set()
+        report = any(st.kind == "report" for st in self.stages)
+        listed = [st.name for st in self.stages] + (["results.json"] if report else [])  # the manifest's
+        for name in dict.fromkeys(listed + (list(REPORT_FILES) if report else [])):
+            path = self.out / name
+            if path.is_symlink():
+                raise OutputError(f"{path} is a symbolic link, and a run writes none; nothing was read or removed "
+                                  f"through it. Remove the link or choose another --out")
+            if path.exists() and name in listed and name not in owned:
+                raise OutputError(f"{path} was not written by this run (the run directory's {MANIFEST} does not "
+                                  f"list it), so it is neither read nor replaced; move it away or choose another --out")
+        for st in self.stages:
+            if st.dir.exists() and not st.dir.is_dir():
+                raise OutputError(f"{st.dir} is not a directory, so it is no stage of this run; {record_fix(st.dir)}")
+        if report and self.out.is_dir():
+            check_report_files(self.out)  # report files there: hybridprune's own, or refused
+
+    def _check_contents(self) -> None:
+        """Refuse to empty or continue a stage directory holding what its stage does not write, and a
+        finished stage whose files hold a link (later stages read them)."""
+        for st in self.stages:
+            if self.decisions[st][0] == "skip":
+                for what in OUTPUTS[st.kind]:
+                    st.output(what)
+            else:
+                foreign = st.foreign()
+                if foreign:
+                    raise OutputError(f"{st.dir} holds {', '.join(foreign[:5])}, which {st.name} does not write "
+                                      f"(or a link), so it is not emptied: move that away, or {record_fix(st.dir)}")
 
     # ---- --dry-run ----
     def dry_run(self) -> None:
@@ -132,8 +184,12 @@ class Run:
 
     # ---- the run ----
     def execute(self, *, overwrite: bool = False) -> dict[str, Any]:
+        with contextlib.ExitStack() as held:
+            return self._execute(held, overwrite)
+
+    def _execute(self, held: contextlib.ExitStack, overwrite: bool) -> dict[str, Any]:
+        from ..output.atomic import LOCK, check_output, claim, locked, owned_names
         from ..output.cleanup import remove_if_failed
-        from ..output.atomic import OutputError, check_output, claim, owned_names
 
         rank, world = _distributed()
         if rank == 0:
@@ -146,12 +202,15 @@ class Run:
                 from ..output.leftovers import remove_dead_temporaries
 
                 remove_dead_temporaries(self.out)
-            exists = self.out.is_dir() and any(self.out.iterdir())
+            exists = self.out.is_dir() and any(p.name != LOCK for p in self.out.iterdir())
             if exists and (overwrite or RECIPE_COPY not in owned_names(self.out)):
                 check_output(self.out, overwrite=overwrite)  # refuses a directory that is not ours
                 if not overwrite:
                     raise OutputError(f"--out {self.out} is not a run directory")
-                for name in sorted(owned_names(self.out)):  # --overwrite: start afresh
+            held.enter_context(locked(self.out))  # a second run of the same directory is refused
+            if exists and overwrite:
+                _check_stage_dirs(self.out, owned_names(self.out))
+                for name in sorted(owned_names(self.out) - {LOCK}):  # --overwrite: start afresh
                     path = self.out / name
                     shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
         _barrier(world)
@@ -172,7 +231,7 @@ class Run:
                 self.console.rule(f"[bold]{st.name}[/]" + (f" (round {st.round})" if st.round else ""))
                 self.console.print(f"{st.name}: {action} ({why})", highlight=False)
                 if action != "resume" or st.kind not in RESUMABLE:
-                    run_stages.clear(st.dir)  # the others start again: their outputs are written atomically
+                    run_stages.clear(st)  # the others start again: their outputs are written atomically
                 self._record(st, "running")
             _barrier(world)
             start = time.perf_counter()
@@ -197,8 +256,7 @@ class Run:
 
     def _record(self, st: Stage, status: str, *, outputs: dict | None = None, seconds: float | None = None) -> None:
         st.dir.mkdir(parents=True, exist_ok=True)
-        files = [v for v in (outputs or {}).values() if isinstance(v, str) and not v.startswith("..")
-                 and (st.dir / v).exists()]
+        files = [name for name in OUTPUTS[st.kind].values() if (st.dir / name).exists()]
         _write_json(st.dir / RECORD, {
             "stage": st.kind, "name": st.name, "round": st.round, "key": st.key, "status": status,
             "describe": st.describe(), "common": self.common, "inputs": _input_names(st),
@@ -207,13 +265,30 @@ class Run:
         })
 
 
+def _check_stage_dirs(out: Path, names) -> None:
+    """Refuse, before `--overwrite` removes them, stage directories (`NN-kind`) holding what their stage does
+    not write: the manifest lists the directory, not what someone put in it since."""
+    for name in sorted(names):
+        number, _, kind = name.partition("-")
+        if number.isdigit() and kind in WRITES:
+            foreign = foreign_in_stage(out / name, kind)
+            if foreign:
+                raise OutputError(f"{out / name} holds {', '.join(foreign[:5])}, which a {kind} stage does not "
+                                  "write, so --overwrite removes nothing: move that away, then run again")
+
+
 def _worth_resuming(out: Path) -> bool:
     """Whether run directory `out` holds a finished stage, or an interrupted stage that resumes
     (a search's candidate log, a distillation's checkpoints)."""
-    for record in out.glob(f"*/{RECORD}"):
+    from ..output.documents import DocumentError, read_document
+
+    for stage_dir in out.iterdir():
+        if stage_dir.is_symlink() or not stage_dir.is_dir():
+            continue
+        record = stage_dir / RECORD
         try:
-            doc = json.loads(record.read_text())
-        except (OSError, ValueError):
+            doc = read_document(record, {"status": str, "stage": str}, fix="")
+        except (DocumentError, OSError):
             continue
         if doc.get("status") == "done":
             return True

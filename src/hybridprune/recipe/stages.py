@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..architectures import get_adapter
-from .plan import Stage
+from .plan import RECORD, Stage, record_fix
 
 SHIPPED_PREFIX = "shipped:"
 
@@ -81,10 +81,11 @@ class Context:
         return self._samples[key]
 
     def output(self, stage: Stage | None, key: str = "model") -> Path:
-        """The path of an earlier stage's output (None: the recipe's model)."""
+        """The path of an earlier stage's output (None: the recipe's model), found by the stage's kind:
+        a record may come from elsewhere, so the names in it are never followed."""
         if stage is None:
             return self.source
-        return self.dir / stage.name / stage.record_outputs()[key]
+        return stage.output(key)
 
 
 def _section(stage: Stage):
@@ -158,12 +159,17 @@ def search(ctx: Context, stage: Stage, work: Path) -> dict:
 def prune(ctx: Context, stage: Stage, work: Path) -> dict:
     from ..cli.common import resolve_dtype
     from ..importance.scores import Scores
-    from ..pruning.plan import Plan
+    from ..output.documents import DocumentError
+    from ..pruning.plan import Plan, PlanError
     from ..pruning.streaming import stream_prune
 
     s = _section(stage)
     if stage.inputs.get("search") is not None:  # the search stage's record: it may have run in another command
-        plan = Plan.from_dict(stage.inputs["search"].record_outputs()["plan"])
+        found = stage.inputs["search"]
+        try:
+            plan = Plan.from_dict(found.record_outputs()["plan"])
+        except PlanError as exc:
+            raise DocumentError(f"{found.dir / RECORD}: outputs.plan: {exc}; {record_fix(found.dir)}") from None
     else:
         plan = stage.plan  # parsed when the stages were planned
     scores = Scores.load(ctx.output(stage.inputs["calibrate"], "scores"))
@@ -249,14 +255,16 @@ def evaluate(ctx: Context, stage: Stage, work: Path) -> dict:
 
 def report(ctx: Context, stage: Stage, work: Path, stages: list[Stage]) -> dict:
     from ..output.atomic import claim
+    from ..output.documents import read_document
     from ..report import build_run_report
+    from ..report.report import write_text_atomic
 
     s = _section(stage)
     results: dict[str, Any] = {}
     for st in stages:
         out = st.record_outputs()
         if st.kind == "eval":
-            results.update(json.loads((ctx.dir / st.name / out["results"]).read_text()))
+            results.update(read_document(st.output("results"), dict, fix=record_fix(st.dir), non_finite=True))
         if st.kind == "search":
             results["search_top"] = out.get("top")
         if st.kind == "prune":
@@ -264,15 +272,22 @@ def report(ctx: Context, stage: Stage, work: Path, stages: list[Stage]) -> dict:
     results["timings_s"] = {st.name: st.record().get("seconds") for st in stages if st is not stage}
     results["recipe"] = ctx.recipe_doc
     claim(ctx.dir, ["results.json", "report.md", "report.html", "report_figures"])
-    (ctx.dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    write_text_atomic(ctx.dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")  # never through a link
     build_run_report(ctx.dir, title=s.title, intro=s.intro, overwrite=True)
     return {"report": "../report.html"}
 
 
-def clear(work: Path) -> None:
-    """Empty a stage directory for a fresh start (its record first: an empty stage is not finished)."""
+def clear(stage: Stage) -> None:
+    """Empty a stage directory for a fresh start (its record first: an empty stage is not finished).
+    Only what a stage of its kind writes is removed: a link or anything else there is refused, untouched."""
+    from ..output.atomic import OutputError
+
+    work = stage.dir
+    if work.is_symlink() or stage.foreign():
+        raise OutputError(f"{work} holds what {stage.name} does not write (or is a link); nothing there was "
+                          f"removed: move it away, or {record_fix(work)}")
     if work.is_dir():
-        for p in sorted(work.iterdir(), key=lambda p: p.name != "record.json"):
+        for p in sorted(work.iterdir(), key=lambda p: p.name != RECORD):
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     work.mkdir(parents=True, exist_ok=True)
 

@@ -12,6 +12,9 @@ It reads whatever the directory holds, at any depth, and shows what it finds:
 
 Figures go to `report_figures/` beside `report.md` (the HTML embeds them). Existing report files are
 replaced only if hybridprune wrote them (they carry its mark), unless `overwrite=True`.
+
+The directory may come from someone else: a link is neither followed when looking for artefacts nor
+read, and report files that are links are refused (never written through).
 """
 
 from __future__ import annotations
@@ -37,13 +40,25 @@ class ReportError(ValueError):
 
 
 def _find(run_dir: Path, name: str) -> list[Path]:
+    """Files called `name` under `run_dir`, shallowest first; links (and files in linked folders) left out."""
     found = [p for p in run_dir.rglob(name)
              if p.is_file() and not any(part in _SKIP_DIRS or part.startswith(".") for part in
-                                        p.relative_to(run_dir).parts[:-1])]
+                                        p.relative_to(run_dir).parts[:-1]) and not _through_link(p, run_dir)]
     return sorted(found, key=lambda p: (len(p.relative_to(run_dir).parts), str(p)))
 
 
+def _through_link(path: Path, run_dir: Path) -> bool:
+    """Whether `path` or a folder between `run_dir` and it is a symbolic link."""
+    while path != run_dir:
+        if path.is_symlink():
+            return True
+        path = path.parent
+    return False
+
+
 def _read_json(path: Path) -> Any:
+    if path.is_symlink():
+        raise ReportError(f"cannot read {path}: it is a symbolic link, which is not followed")
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -86,7 +101,12 @@ def _rel(path: Path, run_dir: Path) -> str:
     return str(path.relative_to(run_dir))
 
 
-def _check_ours(run_dir: Path, overwrite: bool) -> None:
+def check_report_files(run_dir: Path, overwrite: bool = False) -> None:
+    """Refuse report files in `run_dir` that are links, or (unless `overwrite`) that hybridprune did not write."""
+    for name in (REPORT_MD, REPORT_HTML, FIGURE_DIR):
+        if (run_dir / name).is_symlink():
+            raise ReportError(f"{run_dir / name} is a symbolic link; a report is never written through one. "
+                              "Remove the link, or report into another directory")
     for name in (REPORT_MD, REPORT_HTML):
         path = run_dir / name
         if path.exists() and not overwrite:
@@ -201,7 +221,7 @@ def _add_search(report: Report, candidates: Path, records: list[dict], where: st
 
     best = None
     summary = candidates.parent / "summary.json"
-    if summary.is_file():
+    if summary.is_file() and not summary.is_symlink():
         try:
             best = (json.loads(summary.read_text()).get("best") or {}).get("key")
         except (ValueError, AttributeError):
@@ -298,7 +318,7 @@ def build_run_report(run_dir: str | Path, *, title: str | None = None, intro: st
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir} is not a directory; give the directory a run wrote (e.g. runs/demo)")
-    _check_ours(run_dir, overwrite)
+    check_report_files(run_dir, overwrite)
     report = Report(title=title or f"hybridprune report: {run_dir.resolve().name}")
     with tempfile.TemporaryDirectory(prefix="hybridprune-report-") as tmp:
         figures = Path(tmp)
