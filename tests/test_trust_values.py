@@ -188,6 +188,8 @@ def _refused_by_run(tmp_path, text: str, pattern: str):
 
 def _refused_by_command(tmp_path, args: list[str], pattern: str):
     model, out = tmp_path / "model", tmp_path / "out"
+    model.mkdir(exist_ok=True)  # passes the path check, which comes first: the refusal is the option's own
+    (model / "config.json").write_text("{}")
     argv = [a.format(model=model, out=out) for a in args]
     result = runner.invoke(app, argv)
     assert_refused(result, pattern, out=out)
@@ -276,7 +278,7 @@ def test_the_rules_need_no_torch():
 
 def test_the_rules_name_what_the_library_accepts():
     """The choices the options offer are the ones the library's own checks take."""
-    from hybridprune.archsearch.search import EXPERT_IMPORTANCE, GDN_IMPORTANCE
+    from hybridprune.archsearch.searcher import EXPERT_IMPORTANCE, GDN_IMPORTANCE
     from hybridprune.distillation.config import PARALLEL, PRECISIONS
 
     assert set(options.EXPERT_IMPORTANCE) == set(EXPERT_IMPORTANCE)
