@@ -7,11 +7,14 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# tiny tensors gain nothing from a second thread, and on a busy machine threads waiting for a core slow
+# every op many times over; the commands tests start in fresh processes inherit the setting
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(1)
 
 NEMOTRON_BLOCKS = ["linear_attention", "mlp", "full_attention", "mlp", "linear_attention", "mlp"]
 
@@ -196,3 +199,32 @@ def hub_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     return cache
+
+
+def _tree_digest(root) -> dict[str, str]:
+    """Every file under `root` (relative name -> sha256 of its bytes)."""
+    import hashlib
+    from pathlib import Path
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(root).rglob("*")) if p.is_file() or p.is_symlink()}
+
+
+@pytest.fixture(scope="session")
+def calibrated_checkpoint(tmp_path_factory):
+    """A tiny random Nemotron-H with the shipped tokenizer (root/model), a small corpus (root/corpus.jsonl)
+    and the model's scores from `hybridprune calibrate` (root/scores), made once for the session.
+
+    Shared: tests only read it (copy what you change, write outputs under tmp_path); the session ends by
+    checking that nothing under it was changed, added or removed."""
+    from ckpt_helpers import invoke, save_checkpoint, small_corpus
+
+    root = tmp_path_factory.mktemp("calibrated")
+    save_checkpoint(root / "model")
+    small_corpus(root / "corpus.jsonl")
+    result = invoke("calibrate", "--model", root / "model", "--data", root / "corpus.jsonl", "--samples", "4",
+                    "--seq-len", "32", "--depth-samples", "0", "--out", root / "scores")
+    assert result.exit_code == 0, result.output
+    before = _tree_digest(root)
+    yield root
+    assert _tree_digest(root) == before, "a test changed the shared calibrated checkpoint: copy it first"

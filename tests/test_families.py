@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -21,7 +22,7 @@ from hybridprune.architectures import Unrepresentable, UnsupportedArchitecture, 
 from hybridprune.architectures.base import unit_kinds
 from hybridprune.archsearch import Budget, SearchConfig, SearchSpace, search
 from hybridprune.pruning.export import export
-from hybridprune.pruning.plan import PlanError
+from hybridprune.pruning.plan import Plan, PlanError
 from hybridprune.pruning.selection import Selection
 from hybridprune.pruning.slicing import slice_state_dict
 
@@ -589,25 +590,54 @@ def test_plans_prune_with_exact_parameter_counts(family, scored, ids):
 
 
 RELOAD = textwrap.dedent("""
-    import json, sys, torch, transformers
-    # the class the checkpoint names (a vision-language wrapper loads as itself, vision tower included)
-    cls = getattr(transformers, json.load(open(sys.argv[1] + "/config.json"))["architectures"][0])
-    model = cls.from_pretrained(sys.argv[1]).eval()
-    ids = torch.tensor(json.loads(sys.argv[2]))
-    with torch.no_grad():
-        out = model(input_ids=ids, use_cache=False).logits
-    assert "hybridprune" not in sys.modules
-    torch.save(out, sys.argv[3])
+    import json, sys, traceback, torch, transformers
+    # one request per line: [checkpoint, ids, logits file]; one answer per line: "ok" or the traceback
+    for line in sys.stdin:
+        path, ids, out = json.loads(line)
+        try:
+            # the class the checkpoint names (a vision-language wrapper loads as itself, vision tower included)
+            cls = getattr(transformers, json.load(open(path + "/config.json"))["architectures"][0])
+            model = cls.from_pretrained(path).eval()
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor(ids), use_cache=False).logits
+            assert "hybridprune" not in sys.modules
+            torch.save(logits, out)
+            answer = "ok"
+        except Exception:
+            answer = traceback.format_exc()
+        print(json.dumps(answer), flush=True)
 """)
 
 
-def test_export_reloads_in_plain_transformers(family, scored, ids, tmp_path):
+@pytest.fixture(scope="module")
+def plain_transformers(tmp_path_factory):
+    """One Python process without hybridprune on its path, reloading exports on request (one interpreter
+    start for every family instead of one each): `reload(checkpoint, ids, out)` -> "ok" or the traceback."""
+    env = {**os.environ, "PYTHONPATH": ""}
+    proc = subprocess.Popen([sys.executable, "-c", RELOAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=env, cwd=tmp_path_factory.mktemp("reload"))
+
+    def reload(path, ids, out) -> str:
+        proc.stdin.write(json.dumps([str(path), ids.tolist(), str(out)]) + "\n")
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        if not ready:  # no later test may read this request's late answer as its own
+            proc.kill()
+            raise AssertionError("the plain-transformers process did not answer in 120 s")
+        line = proc.stdout.readline()
+        assert line, f"the plain-transformers process died (exit {proc.wait()})"
+        return json.loads(line)
+
+    yield reload
+    proc.stdin.close()
+    proc.wait(timeout=60)
+
+
+def test_export_reloads_in_plain_transformers(family, scored, ids, tmp_path, plain_transformers):
     name, model, adapter, dims = family
     pruned = prune(model, scored, FAMILIES[name][0][0])
     out = export(pruned, tmp_path / "pruned")
-    env = {**os.environ, "PYTHONPATH": ""}
-    subprocess.run([sys.executable, "-c", RELOAD, str(out), json.dumps(ids[:2].tolist()), str(tmp_path / "l.pt")],
-                   check=True, env=env, cwd=tmp_path, timeout=120)
+    assert plain_transformers(out, ids[:2], tmp_path / "l.pt") == "ok"
     _same(torch.load(tmp_path / "l.pt", weights_only=True), logits(pruned, ids[:2]))
 
 
@@ -638,10 +668,10 @@ def test_search_keeps_representable_candidates_and_its_best_plan_prunes(family, 
     cfg = SearchConfig(space=space, band=None, measure_speed=False, progress=False, top_k=1, max_candidates=4)
     result = search(model, scored, ids, Budget(params="0.85x"), cfg)
     assert result.candidates
-    space_grid = {c.key: c for c in __import__("hybridprune.archsearch.space", fromlist=["build_grid"]).build_grid(
-        dims, space, scored, adapter.required_kinds)[0]}
-    for c in result.candidates:
-        adapter.check_representable(space_grid[c["key"]].dims, original=dims)  # raises if not
+    for c in result.candidates:  # the plan each candidate records builds a model the family can hold
+        plan = Plan.from_dict(c["plan"])
+        assert c["kept_blocks"] == [i for i in range(dims.num_layers) if i not in (plan.drop_layers or ())]
+        adapter.check_representable(plan.target_dims(dims, c["kept_blocks"]), original=dims)  # raises if not
     best = prune(model, scored, result.best)
     assert adapter.num_parameters(adapter.dims(best.config)) <= 0.85 * adapter.num_parameters(dims)
 
@@ -685,8 +715,8 @@ def test_cli_calibrates_and_prunes_each_family(name, tmp_path):
     build(tiny_config(name, vocab_size=4096)).save_pretrained(tmp_path / "model")
     copy_tokenizer_files(tokenizer_path(), tmp_path / "model")
     result = runner.invoke(app, ["calibrate", "--model", str(tmp_path / "model"), "--data", "shakespeare",
-                                 "--samples", "4", "--seq-len", "16", "--batch-size", "2", "--out",
-                                 str(tmp_path / "scores")])
+                                 "--samples", "4", "--seq-len", "16", "--batch-size", "2", "--depth-samples", "2",
+                                 "--out", str(tmp_path / "scores")])
     assert result.exit_code == 0, result.output
     plan = ",".join(f"{k}={'+'.join(map(str, v)) if isinstance(v, list) else v}"
                     for k, v in FAMILIES[name][0][0].items())
@@ -712,7 +742,6 @@ def test_analytic_cache_matches_a_real_cache(family, scored, dtype, dtype_name):
 def test_zamba2_shared_block_gets_one_selection_for_all_call_sites(ids):
     """Both hybrid layers call the same transformer block: calibration scores both call sites into the
     first one's entry, and every call site keeps the same FFN neurons (tied weights stay tied)."""
-    from hybridprune.pruning.plan import Plan
     from hybridprune.pruning.selection import select
 
     model = build(tiny_config("zamba2"))

@@ -57,21 +57,32 @@ def mid_size_nemotron():
     return AutoConfig.for_model("nemotron_h", **MID_SIZE)
 
 
+def _env():
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+@pytest.fixture(scope="module")
+def mid_size_checkpoint(tmp_path_factory):
+    """The mid-size model saved once for every stage (read only).
+
+    Built and saved in a process of its own: freed memory kept by this process's allocator would
+    otherwise hide later allocations from the peak-memory measurements of other tests."""
+    path = tmp_path_factory.mktemp("forecast") / "model"
+    build_it = ("import sys, json; from conftest import build; from transformers import AutoConfig; "
+                "build(AutoConfig.for_model('nemotron_h', **json.loads(sys.argv[1]))).save_pretrained(sys.argv[2])")
+    run = subprocess.run([sys.executable, "-c", build_it, json.dumps(MID_SIZE), str(path)],
+                         capture_output=True, text=True, env=_env(), timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return path
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs /proc/self/clear_refs")
 @pytest.mark.parametrize("stage, batch, seq", [("calibrate", 4, 256), ("depth", 2, 512), ("evaluate", 4, 256)])
-def test_forecast_is_within_20_percent_of_the_measured_peak(tmp_path, stage, batch, seq):
+def test_forecast_is_within_20_percent_of_the_measured_peak(mid_size_checkpoint, stage, batch, seq):
     config = mid_size_nemotron()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    # built and saved in a process of its own: freed memory kept by this process's allocator would
-    # otherwise hide later allocations from the peak-memory measurements of other tests
-    build_it = ("import sys, json; from conftest import build; from transformers import AutoConfig; "
-                "build(AutoConfig.for_model('nemotron_h', **json.loads(sys.argv[1]))).save_pretrained(sys.argv[2])")
-    run = subprocess.run([sys.executable, "-c", build_it, json.dumps(MID_SIZE), str(tmp_path / "model")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    run = subprocess.run([sys.executable, "-c", MEASURE, stage, str(tmp_path / "model"), str(batch), str(seq)],
-                         capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run([sys.executable, "-c", MEASURE, stage, str(mid_size_checkpoint), str(batch), str(seq)],
+                         capture_output=True, text=True, env=_env(), timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     measured = json.loads(run.stdout.strip().splitlines()[-1])
     adapter = get_adapter(config)

@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from ckpt_helpers import PLAN, invoke, run_cli, save_checkpoint, siblings, small_corpus
+from ckpt_helpers import PLAN, invoke, run_cli, siblings, small_corpus
 from hybridprune.output import atomic as fsutil
 
 pytestmark = pytest.mark.slow
@@ -21,13 +21,10 @@ def _data(root):
     return small_corpus(root / "corpus.jsonl")
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kill")
-    save_checkpoint(root / "model")
-    assert invoke("calibrate", "--model", root / "model", "--data", _data(root), "--samples", "4",
-                  "--seq-len", "32", "--depth-samples", "0", "--out", root / "scores").exit_code == 0
-    return root
+@pytest.fixture
+def source(calibrated_checkpoint):
+    """The session's calibrated checkpoint (conftest.py): read only."""
+    return calibrated_checkpoint
 
 
 def _complete(out):
@@ -48,8 +45,8 @@ def test_kill_9_during_prune_leaves_no_output_or_a_complete_one(source, tmp_path
             assert _complete(out), sorted(p.name for p in out.iterdir())
             shutil.rmtree(out)
     assert killed  # the trials did hit the write
-    proc = run_cli(args)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = invoke(*args)  # a clean run (in process: no kill to survive) completes and leaves nothing beside
+    assert result.exit_code == 0, result.output
     assert _complete(out) and siblings(out) == []
 
 
@@ -67,8 +64,8 @@ def test_kill_9_during_distill_export_then_resume(source, tmp_path):
         proc = run_cli(args, audit_kill_at=rng.randint(1, 10), kill_under=staging)
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
         assert not (out / "config.json").exists()  # config.json goes last: no half export looks complete
-        resumed = run_cli([*args, "--resume", out])
-        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        resumed = invoke(*args, "--resume", out)  # in process: only the killed run needs a process of its own
+        assert resumed.exit_code == 0, resumed.output
         assert not [p.name for p in out.iterdir() if "tmp" in p.name]
         assert siblings(out) == []
         assert AutoModelForCausalLM.from_pretrained(out).config.hidden_size == 48

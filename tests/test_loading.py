@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from ckpt_helpers import PLAN, invoke, no_traceback, rewrite_weights, save_checkpoint, siblings, small_corpus
+from ckpt_helpers import PLAN, invoke, no_traceback, rewrite_weights, siblings, small_corpus
 from hybridprune.checkpoint import load as checkpoints
 
 
@@ -17,14 +17,10 @@ def _data(root):
     return small_corpus(root / "corpus.jsonl")
 
 
-@pytest.fixture(scope="module")
-def good(tmp_path_factory):
-    root = tmp_path_factory.mktemp("loading")
-    save_checkpoint(root / "model")
-    result = invoke("calibrate", "--model", root / "model", "--data", _data(root), "--samples", "4",
-                    "--seq-len", "32", "--depth-samples", "0", "--out", root / "scores")
-    assert result.exit_code == 0, result.output
-    return root
+@pytest.fixture
+def good(calibrated_checkpoint):
+    """The session's calibrated checkpoint (conftest.py): read only."""
+    return calibrated_checkpoint
 
 
 def _damaged(good, tmp_path, edit):

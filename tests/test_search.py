@@ -18,7 +18,7 @@ from hybridprune.archsearch import (
     Budget, ImpossibleBudget, SearchConfig, SearchSpace, SearchStateError, choose_best, search,
 )
 
-search_module = importlib.import_module("hybridprune.archsearch.search")  # the module, not the function
+search_module = importlib.import_module("hybridprune.archsearch.searcher")  # the module, not the function
 
 DEAD = torch.arange(0, 64, 4)  # 16 FFN neurons per MLP block whose output weights are zero
 

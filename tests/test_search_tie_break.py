@@ -13,10 +13,10 @@ import torch
 from conftest import build, tiny_nemotron_config
 from hybridprune.architectures import get_adapter
 from hybridprune.archsearch import Budget, SearchConfig, SearchError, SearchSpace, search
-from hybridprune.archsearch.search import decide
+from hybridprune.archsearch.searcher import decide
 from hybridprune.importance.scores import Scores
 
-search_module = importlib.import_module("hybridprune.archsearch.search")
+search_module = importlib.import_module("hybridprune.archsearch.searcher")
 
 ROWS = [{"key": "a", "loss": 1.000, "throughput": 10.0, "params": 300, "memory_mb": 3.0},
         {"key": "b", "loss": 1.004, "throughput": 30.0, "params": 200, "memory_mb": 2.5},

@@ -359,7 +359,7 @@ def test_a_transformers_5_lfm2_config_is_written_with_conv_dim_and_block_dim(tmp
 def test_the_python_api_takes_serve_with_and_tensor_parallel(tokens):
     import hybridprune as hp
     from hybridprune.archsearch import SearchConfig
-    from hybridprune.archsearch.search import SearchError
+    from hybridprune.archsearch.searcher import SearchError
     from hybridprune.importance.calibrate import calibrate
 
     model = build(tiny_config("granitemoehybrid"))

@@ -14,22 +14,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ckpt_helpers import PLAN, invoke, no_traceback, rewrite_weights, save_checkpoint, siblings, small_corpus
+from ckpt_helpers import PLAN, invoke, no_traceback, rewrite_weights, siblings
 from hybridprune.checkpoint.safetensors_io import NAMES
 
 KEY = "backbone.layers.0.mixer.D"  # 12 float32 values
 INDEX = "model.safetensors.index.json"
 
 
-@pytest.fixture(scope="module")
-def good(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trust")
-    save_checkpoint(root / "model")
-    small_corpus(root / "corpus.jsonl")
-    result = invoke("calibrate", "--model", root / "model", "--data", root / "corpus.jsonl", "--samples", "4",
-                    "--seq-len", "32", "--depth-samples", "0", "--out", root / "scores")
-    assert result.exit_code == 0, result.output
-    return root
+@pytest.fixture
+def good(calibrated_checkpoint):
+    """The session's calibrated checkpoint (conftest.py): read only."""
+    return calibrated_checkpoint
 
 
 def _commands(good, model, out):

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from ckpt_helpers import PLAN, invoke, no_traceback, save_checkpoint, siblings, small_corpus
+from ckpt_helpers import PLAN, invoke, no_traceback, siblings, small_corpus
 from hybridprune.output import atomic as fsutil
 
 
@@ -22,14 +22,10 @@ def _data(root):
     return small_corpus(root / "corpus.jsonl")
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trust")
-    save_checkpoint(root / "model")
-    result = invoke("calibrate", "--model", root / "model", "--data", _data(root), "--samples", "4",
-                    "--seq-len", "32", "--depth-samples", "0", "--out", root / "scores")
-    assert result.exit_code == 0, result.output
-    return root
+@pytest.fixture
+def ckpt(calibrated_checkpoint):
+    """The session's calibrated checkpoint (conftest.py): read only."""
+    return calibrated_checkpoint
 
 
 def _commands(ckpt, out, model=None):

@@ -21,6 +21,7 @@ from .base import (
     count_parameters,
 )
 from .bamba import BambaAdapter
+from .config_values import check_config_values
 from .falcon_h1 import FalconH1Adapter
 from .granitemoehybrid import GraniteMoeHybridAdapter
 from .jamba import JambaAdapter
@@ -51,6 +52,7 @@ def get_adapter(model_or_config) -> Adapter:
     model_type = getattr(config, "model_type", None)
     for cls in ADAPTERS:
         if model_type in cls.model_types:
+            check_config_values(config)  # a zero divisor is named here, not met as a ZeroDivisionError
             adapter = cls(model_type)
             adapter.check_supported(config)
             return adapter

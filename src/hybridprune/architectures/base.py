@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, ClassVar
 
 from .errors import Unrepresentable  # noqa: F401  (re-exported)
 from .moe import check_expert_alignment, check_routing
@@ -26,9 +24,16 @@ from .dims import (  # noqa: F401  (re-exported: the interface's vocabulary)
     ATTENTION, CONV, GDN, KIND_SEPARATOR, MAMBA, MLP, MOE, VARIANT_SEPARATOR, Dims, layer_type, unit_kinds,
 )
 
+if TYPE_CHECKING:  # the adapters describe models without torch: the command line checks plans before loading it
+    import torch.nn as nn
+
 
 class UnsupportedArchitecture(ValueError):
     """The model's architecture has no adapter, or uses a feature the adapter cannot prune yet."""
+
+
+#: tensor name -> shape
+Shapes = dict[str, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,10 @@ class UnitLayout:
     - `expert_forward`: for a unit hooked on "moe_experts", `(experts module, expert, x) ->
       (down-projection input, expert output)`, the one computation calibration repeats per expert;
     - `outputs`: hook_on names that score a slice of a module's output, `(output, Dims) -> [.., C]`
-      (e.g. the value rows of a fused GDN input projection); sites sharing a Scores group add up.
+      (e.g. the value rows of a fused GDN input projection); sites sharing a Scores group add up;
+    - `shapes`: the shape of every tensor of one unit (parameters and saved buffers) for given `Dims`,
+      by name inside the unit: what a checkpoint of a config with these sizes must hold, so a written
+      checkpoint is checked without building the model (`Adapter.expected_shapes`).
     """
 
     kind: str
@@ -61,18 +69,21 @@ class UnitLayout:
     more_hooks: tuple[tuple[str, str, str], ...] = ()
     expert_forward: Callable | None = None
     outputs: Mapping[str, Callable] = field(default_factory=dict)
+    shapes: Callable[[Dims], Shapes] | None = None
 
 
 @dataclass(frozen=True)
 class LayerSpec:
     """One decoder-layer type: its units (path prefix inside the layer + layout), its RMSNorms over
     the hidden size (they all feed hidden-channel scores and are sliced by "hidden"), and any other
-    per-layer tensors with their rules and parameter count (`extra_rules`, `extra_count`)."""
+    per-layer tensors with their rules, parameter count and shapes (`extra_rules`, `extra_count`,
+    `extra_shapes`)."""
 
     units: tuple[tuple[str, UnitLayout], ...]
     norms: tuple[str, ...]
     extra_rules: Mapping[str, tuple] = field(default_factory=dict)
     extra_count: Callable[[Dims], int] | None = None
+    extra_shapes: Callable[[Dims], Shapes] | None = None
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -89,6 +100,15 @@ class LayerSpec:
         total = len(self.norms) * dims.hidden_size
         total += sum(layout.count(dims) for _, layout in self.units)
         return total + (self.extra_count(dims) if self.extra_count else 0)
+
+    def shapes(self, dims: Dims) -> Shapes:
+        """Every tensor of one layer of this type and its shape, by name inside the layer."""
+        out = {f"{norm}.weight": (dims.hidden_size,) for norm in self.norms}
+        for prefix, layout in self.units:
+            if layout.shapes is None:
+                raise NotImplementedError(f"the {layout.kind} layout under {prefix!r} gives no shapes")
+            out.update({f"{prefix}{name}": shape for name, shape in layout.shapes(dims).items()})
+        return {**out, **(self.extra_shapes(dims) if self.extra_shapes else {})}
 
     def num_inactive(self, dims: Dims) -> int:
         """Parameters of this layer that one token does not use (unselected routed experts)."""
@@ -256,6 +276,31 @@ class Adapter:
         dense model."""
         inactive = sum(self.layer_spec(t).num_inactive(dims) for t in dims.block_kinds)
         return self.num_parameters(dims, embeddings=embeddings) - inactive
+
+    def expected_shapes(self, config) -> tuple[Shapes, set[str]]:
+        """The model keys and shapes `from_pretrained` loads for `config` (parameters and saved buffers,
+        from the layouts: no model is built), and the tied keys it fills from another (a tied LM head),
+        which a checkpoint may hold or not. Equal to a model built from `config` (tests/test_stream_shapes.py)."""
+        dims = self.dims(config)
+        tied = {"lm_head.weight"} if dims.tied_embeddings else set()
+        return self.layout_shapes(dims), tied
+
+    def layout_shapes(self, dims: Dims) -> Shapes:
+        """The model keys and shapes of a model with these sizes, less a tied LM head: the embedding, the
+        final norm and the LM head (`global_rules`, as `outer_rules` writes them), then every layer's tensors."""
+        h = dims.hidden_size
+        out = {}
+        for key, axes in self.global_rules.items():
+            if key == "lm_head.weight":
+                if not dims.tied_embeddings:
+                    out[key] = (dims.vocab_size, h)
+            elif axes == (None, "hidden"):
+                out[key] = (dims.vocab_size, h)
+            elif axes == ("hidden",):
+                out[key] = (h,)
+        for i, t in enumerate(dims.block_kinds):
+            out.update({f"{self.layers_prefix}{i}.{name}": s for name, s in self.layer_spec(t).shapes(dims).items()})
+        return out
 
     def build_model(self, config, dtype=None, *, init_weights: bool = True) -> nn.Module:
         """A fresh model for `config`, rebuilt so no derived attribute goes stale.

@@ -22,7 +22,7 @@ branches, summed into one key-channel table (Scores "gdn_key").
 
 from __future__ import annotations
 
-from .base import Unrepresentable, UnitLayout
+from .base import Shapes, Unrepresentable, UnitLayout
 from .dims import GDN, Dims
 
 
@@ -41,6 +41,33 @@ def _count(d: Dims) -> int:
     total += conv * d.linear_conv_kernel_dim  # depthwise conv, no bias
     total += 2 * hv + d.linear_value_head_dim  # A_log, dt_bias; gated norm
     return total + vd * h  # out_proj
+
+
+def _shared_shapes(d: Dims) -> Shapes:
+    """The tensors every GDN layout has: the q ‖ k ‖ v short convolution and the per-value-head decay."""
+    hv = d.linear_num_value_heads
+    return {"conv1d.weight": (2 * key_dim(d) + value_dim(d), 1, d.linear_conv_kernel_dim), "A_log": (hv,),
+            "dt_bias": (hv,)}
+
+
+def _qwen3_5_shapes(d: Dims) -> Shapes:
+    h, kd, vd, hv = d.hidden_size, key_dim(d), value_dim(d), d.linear_num_value_heads
+    return {"in_proj_qkv.weight": (2 * kd + vd, h), "in_proj_z.weight": (vd, h), "in_proj_b.weight": (hv, h),
+            "in_proj_a.weight": (hv, h), "norm.weight": (d.linear_value_head_dim,), "out_proj.weight": (h, vd),
+            **_shared_shapes(d)}
+
+
+def _qwen3_next_shapes(d: Dims) -> Shapes:
+    h, kd, vd, hv = d.hidden_size, key_dim(d), value_dim(d), d.linear_num_value_heads
+    return {"in_proj_qkvz.weight": (2 * kd + 2 * vd, h), "in_proj_ba.weight": (2 * hv, h),
+            "norm.weight": (d.linear_value_head_dim,), "out_proj.weight": (h, vd), **_shared_shapes(d)}
+
+
+def _olmo_hybrid_shapes(d: Dims) -> Shapes:
+    h, kd, vd, hv = d.hidden_size, key_dim(d), value_dim(d), d.linear_num_value_heads
+    return {"q_proj.weight": (kd, h), "k_proj.weight": (kd, h), "v_proj.weight": (vd, h), "g_proj.weight": (vd, h),
+            "a_proj.weight": (hv, h), "b_proj.weight": (hv, h), "o_norm.weight": (d.linear_value_head_dim,),
+            "o_proj.weight": (h, vd), **_shared_shapes(d)}
 
 
 def _split(out, d: Dims):
@@ -63,9 +90,9 @@ def _outputs(split) -> dict:
             "gdn_value": lambda out, d: split(out, d)[2]}
 
 
-def _layout(rules: dict, out_proj: str, projection: str, split) -> UnitLayout:
+def _layout(rules: dict, out_proj: str, projection: str, split, shapes) -> UnitLayout:
     return UnitLayout(
-        GDN, rules, hook=out_proj, hook_on="input", count=_count,
+        GDN, rules, hook=out_proj, hook_on="input", count=_count, shapes=shapes,
         more_hooks=((projection, "gdn_value", "gdn_value"), (projection, "gdn_query", "gdn_key"),
                     (projection, "gdn_key", "gdn_key")),
         outputs=_outputs(split))
@@ -85,7 +112,7 @@ QWEN3_5_GDN = _layout({
     "norm.weight": ("gdn_channels",),
     "out_proj.weight": ("hidden", "gdn_v"),
     **_SHARED,
-}, "out_proj", "in_proj_qkv", _split)
+}, "out_proj", "in_proj_qkv", _split, _qwen3_5_shapes)
 
 QWEN3_NEXT_GDN = _layout({
     "in_proj_qkvz.weight": ("gdn_qkvz", "hidden"),
@@ -93,7 +120,7 @@ QWEN3_NEXT_GDN = _layout({
     "norm.weight": ("gdn_channels",),
     "out_proj.weight": ("hidden", "gdn_v"),
     **_SHARED,
-}, "out_proj", "in_proj_qkvz", _fused)
+}, "out_proj", "in_proj_qkvz", _fused, _qwen3_next_shapes)
 
 OLMO_HYBRID_GDN = UnitLayout(
     GDN, {
@@ -106,7 +133,7 @@ OLMO_HYBRID_GDN = UnitLayout(
         "o_norm.weight": ("gdn_channels",),
         "o_proj.weight": ("hidden", "gdn_v"),
         **_SHARED,
-    }, hook="o_proj", hook_on="input", count=_count,
+    }, hook="o_proj", hook_on="input", count=_count, shapes=_olmo_hybrid_shapes,
     more_hooks=(("v_proj", "output", "gdn_value"), ("q_proj", "output", "gdn_key"), ("k_proj", "output", "gdn_key")),
     outputs={"output": lambda out, d: out})
 

@@ -23,8 +23,8 @@ As transformers 5.24 lays them out (modeling_kimi_linear.py):
 
 from __future__ import annotations
 
-from .base import ATTENTION, MAMBA, MOE, Dims, UnitLayout
-from .layouts import _gated_expert, _inactive_experts
+from .base import ATTENTION, MAMBA, MOE, Dims, Shapes, UnitLayout
+from .layouts import _gated_expert, _inactive_experts, present, routed_experts_shapes
 
 #: `Dims.extras` names of the fixed MLA sizes
 Q_HEAD = "mla_q_head_width"  # qk_nope_head_dim + qk_rope_head_dim: one head's q rows
@@ -57,7 +57,18 @@ def _kda_count(d: Dims) -> int:
     return total + hd + inner * h  # o_norm, o_proj
 
 
-KDA = UnitLayout(MAMBA, KDA_RULES, hook="o_proj", hook_on="input", count=_kda_count)
+def _kda_shapes(d: Dims) -> Shapes:
+    h, heads, hd = d.hidden_size, d.mamba_num_heads, d.mamba_head_dim
+    inner = heads * hd
+    return {"q_proj.weight": (inner, h), "k_proj.weight": (inner, h), "v_proj.weight": (inner, h),
+            "conv1d.weight": (3 * inner, 1, d.mamba_conv_kernel),
+            "forget_gate.f_a_proj.weight": (hd, h), "forget_gate.f_b_proj.weight": (inner, hd),
+            "forget_gate.dt_bias": (inner,), "forget_gate.A_log": (1, 1, heads, 1), "b_proj.weight": (heads, h),
+            "g_a_proj.weight": (hd, h), "g_b_proj.weight": (inner, hd), "o_norm.weight": (hd,),
+            "o_proj.weight": (h, inner)}
+
+
+KDA = UnitLayout(MAMBA, KDA_RULES, hook="o_proj", hook_on="input", count=_kda_count, shapes=_kda_shapes)
 
 MLA_RULES = {
     "q_proj.weight": (f"attn_heads:{Q_HEAD}", "hidden"),
@@ -82,7 +93,27 @@ def _mla_count(d: Dims) -> int:
     return total + heads * d.attention_head_dim * h + (h if bias else 0)
 
 
-MLA = UnitLayout(ATTENTION, MLA_RULES, hook="o_proj", hook_on="input", count=_mla_count)
+def _mla_shapes(d: Dims) -> Shapes:
+    h, heads, bias = d.hidden_size, d.num_attention_heads, d.attention_bias
+    q_rows, q_lora, kv_lora = heads * d.extra(Q_HEAD), d.extra(Q_LORA), d.extra(KV_LORA)
+    kv_a = kv_lora + d.extra(ROPE)
+    return present(
+        q_proj__weight=None if q_lora else (q_rows, h),
+        q_a_proj__weight=(q_lora, h) if q_lora else None, q_a_proj__bias=(q_lora,) if q_lora and bias else None,
+        q_a_layernorm__weight=(q_lora,) if q_lora else None, q_b_proj__weight=(q_rows, q_lora) if q_lora else None,
+        kv_a_proj_with_mqa__weight=(kv_a, h), kv_a_proj_with_mqa__bias=(kv_a,) if bias else None,
+        kv_a_layernorm__weight=(kv_lora,), kv_b_proj__weight=(heads * d.extra(KV_HEAD), kv_lora),
+        o_proj__weight=(h, heads * d.attention_head_dim), o_proj__bias=(h,) if bias else None)
+
+
+MLA = UnitLayout(ATTENTION, MLA_RULES, hook="o_proj", hook_on="input", count=_mla_count, shapes=_mla_shapes)
+
+
+def _moe_shapes(d: Dims) -> Shapes:
+    h, fs = d.hidden_size, d.moe_shared_expert_intermediate_size
+    return {**routed_experts_shapes("gate", router_bias="gate.e_score_correction_bias")(d),
+            "shared_experts.gate_proj.weight": (fs, h), "shared_experts.up_proj.weight": (fs, h),
+            "shared_experts.down_proj.weight": (h, fs)}
 
 
 def _moe_count(d: Dims) -> int:
@@ -100,4 +131,5 @@ DEEPSEEK_MOE = UnitLayout(
      "shared_experts.down_proj.weight": ("hidden", "moe_shared_ffn")},
     hook="experts", hook_on="moe_experts", count=_moe_count, inactive=_inactive_experts(3),
     more_hooks=(("shared_experts.down_proj", "input", "moe_shared_ffn"),), expert_forward=_gated_expert,
+    shapes=_moe_shapes,
 )

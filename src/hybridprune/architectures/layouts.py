@@ -2,15 +2,21 @@
 scores the unit, and how many parameters it has.
 
 Rules are keyed by the parameter's name inside the unit. Axes are resolved into index tensors by
-`hybridprune.pruning.slicing`. Counts are exact functions of `Dims`; the tests compare them with
-`sum(p.numel())` of real models.
+`hybridprune.pruning.slicing`. Counts and shapes are exact functions of `Dims`; the tests compare them
+with `sum(p.numel())` and the state dicts of real models.
 """
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+# torch is imported by the experts' forward below: describing a layout (and checking a plan) needs none
 
-from .base import ATTENTION, CONV, MAMBA, MLP, MOE, Dims, UnitLayout, mamba_inner
+from .base import ATTENTION, CONV, MAMBA, MLP, MOE, Dims, Shapes, UnitLayout, mamba_inner
+
+
+def present(**tensors) -> Shapes:
+    """The tensors that exist (a shape of None: the config has no such tensor), keyed by their names with
+    `__` for `.` (`in_proj__weight` is `in_proj.weight`)."""
+    return {name.replace("__", "."): shape for name, shape in tensors.items() if shape is not None}
 
 # ---- Mamba2 mixer ------------------------------------------------------------------------------
 # Laid out identically in every HF Mamba2-family class: in_proj rows [z | x | B | C | dt], conv1d
@@ -43,16 +49,31 @@ def _mamba2_count(d: Dims) -> int:
     return total + inner * h + (h if out_bias else 0)
 
 
-MAMBA2_MIXER = UnitLayout(MAMBA, MAMBA2_RULES, hook="in_proj", hook_on="mamba_x", count=_mamba2_count)
+def _mamba2_shapes(d: Dims) -> Shapes:
+    h, nh, inner = d.hidden_size, d.mamba_num_heads, mamba_inner(d)
+    gn = d.mamba_n_groups * d.mamba_state_size
+    proj_out, conv_dim = 2 * inner + 2 * gn + nh, inner + 2 * gn
+    out_bias = d.mamba_proj_bias if d.mamba_out_proj_bias is None else d.mamba_out_proj_bias
+    return present(
+        in_proj__weight=(proj_out, h), in_proj__bias=(proj_out,) if d.mamba_proj_bias else None,
+        conv1d__weight=(conv_dim, 1, d.mamba_conv_kernel), conv1d__bias=(conv_dim,) if d.mamba_conv_bias else None,
+        dt_bias=(nh,), A_log=(nh,), D=(nh,), norm__weight=(inner,) if d.mamba_has_norm else None,
+        out_proj__weight=(h, inner), out_proj__bias=(h,) if out_bias else None)
+
+
+MAMBA2_MIXER = UnitLayout(MAMBA, MAMBA2_RULES, hook="in_proj", hook_on="mamba_x", count=_mamba2_count,
+                          shapes=_mamba2_shapes)
 
 
 # ---- attention -----------------------------------------------------------------------------------
 def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str = "hidden", out: str = "o_proj",
-                   head_gate: str | None = None, gated: bool = False) -> UnitLayout:
+                   head_gate: str | None = None, gated: bool = False,
+                   qk_norm_names: tuple[str, str] = ("q_norm", "k_norm")) -> UnitLayout:
     """Attention with separate q/k/v/o projections; KV heads are never pruned.
 
     `bias`: which projections carry a bias when `Dims.attention_bias` ("all": q, k, v, o as in Llama;
-    "qkv": Qwen2). `qk_norm`: per-head q/k RMSNorms over head_dim (Qwen3, LFM2), never sliced.
+    "qkv": Qwen2). `qk_norm`: per-head q/k RMSNorms over head_dim (Qwen3, LFM2), never sliced, named
+    `qk_norm_names` (LFM2: `q_layernorm`, `k_layernorm`).
     `input_axis`: the axis of the projections' input (Zamba2's shared attention reads 2 × hidden).
     `out`: the output projection's name (LFM2: `out_proj`). `head_gate`: a projection with one row per
     query head (LFM3's sigmoid output gate `g_proj`), cut with its head; present when the Dims extra
@@ -85,7 +106,25 @@ def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str 
             total += d.num_attention_heads * width
         return total
 
-    return UnitLayout(ATTENTION, rules, hook=out, hook_on="input", count=count)
+    def shapes(d: Dims) -> Shapes:
+        width = d.hidden_size * (2 if input_axis == "hidden2" else 1)
+        hd = d.attention_head_dim
+        q, kv = d.num_attention_heads * hd, d.num_key_value_heads * hd
+        q_rows = 2 * q if gated else q
+        b = d.attention_bias
+        out_shapes = {"q_proj.weight": (q_rows, width), "k_proj.weight": (kv, width), "v_proj.weight": (kv, width),
+                      f"{out}.weight": (d.hidden_size, q)}
+        if b:
+            out_shapes.update({"q_proj.bias": (q_rows,), "k_proj.bias": (kv,), "v_proj.bias": (kv,)})
+            if bias == "all":
+                out_shapes[f"{out}.bias"] = (d.hidden_size,)
+        if qk_norm:
+            out_shapes.update({f"{name}.weight": (hd,) for name in qk_norm_names})
+        if head_gate and d.extra("attention_gate", 0):
+            out_shapes[f"{head_gate}.weight"] = (d.num_attention_heads, width)
+        return out_shapes
+
+    return UnitLayout(ATTENTION, rules, hook=out, hook_on="input", count=count, shapes=shapes)
 
 
 QKVO_ATTENTION = qkvo_attention()
@@ -102,12 +141,31 @@ def _mlp_count(projections_in: int):
     return count
 
 
+def _mlp_shapes(inputs: tuple[str, ...], down: str, *, fused: bool = False):
+    """The shapes of an MLP whose projections `inputs` are [F, H] (one fused `inputs[0]` [2F, H] when
+    `fused`) and `down` [H, F]; biases when `Dims.mlp_bias`."""
+    def shapes(d: Dims) -> Shapes:
+        f, h = d.ffn_hidden_size, d.hidden_size
+        rows = 2 * f if fused else f
+        out = {}
+        for name in inputs:
+            out[f"{name}.weight"] = (rows, h)
+            if d.mlp_bias:
+                out[f"{name}.bias"] = (rows,)
+        out[f"{down}.weight"] = (h, f)
+        if d.mlp_bias:
+            out[f"{down}.bias"] = (h,)
+        return out
+
+    return shapes
+
+
 # A non-gated MLP (up -> activation -> down): Nemotron-H.
 UP_DOWN_MLP = UnitLayout(
     MLP,
     {"up_proj.weight": ("ffn", "hidden"), "up_proj.bias": ("ffn",),
      "down_proj.weight": ("hidden", "ffn"), "down_proj.bias": ("hidden",)},
-    hook="down_proj", hook_on="input", count=_mlp_count(1),
+    hook="down_proj", hook_on="input", count=_mlp_count(1), shapes=_mlp_shapes(("up_proj",), "down_proj"),
 )
 
 # A gated MLP (act(gate) * up -> down), gate and up rows cut together: Llama, Bamba, Falcon-H1.
@@ -117,6 +175,7 @@ GATED_MLP = UnitLayout(
      "up_proj.weight": ("ffn", "hidden"), "up_proj.bias": ("ffn",),
      "down_proj.weight": ("hidden", "ffn"), "down_proj.bias": ("hidden",)},
     hook="down_proj", hook_on="input", count=_mlp_count(2),
+    shapes=_mlp_shapes(("gate_proj", "up_proj"), "down_proj"),
 )
 
 
@@ -124,7 +183,8 @@ def gated_mlp(gate: str, up: str, down: str) -> UnitLayout:
     """A gated MLP under other names (LFM2's `w1`, `w3`, `w2`): act(gate) * up -> down."""
     rules = {f"{gate}.weight": ("ffn", "hidden"), f"{up}.weight": ("ffn", "hidden"),
              f"{down}.weight": ("hidden", "ffn")}
-    return UnitLayout(MLP, rules, hook=down, hook_on="input", count=_mlp_count(2))
+    return UnitLayout(MLP, rules, hook=down, hook_on="input", count=_mlp_count(2),
+                      shapes=_mlp_shapes((gate, up), down))
 
 
 def fused_gated_mlp(fused: str, down: str) -> UnitLayout:
@@ -134,7 +194,7 @@ def fused_gated_mlp(fused: str, down: str) -> UnitLayout:
         MLP,
         {f"{fused}.weight": ("ffn_gate_up", "hidden"), f"{fused}.bias": ("ffn_gate_up",),
          f"{down}.weight": ("hidden", "ffn"), f"{down}.bias": ("hidden",)},
-        hook=down, hook_on="input", count=_mlp_count(2),
+        hook=down, hook_on="input", count=_mlp_count(2), shapes=_mlp_shapes((fused,), down, fused=True),
     )
 
 
@@ -145,12 +205,16 @@ def fused_gated_mlp(fused: str, down: str) -> UnitLayout:
 # neurons are shared by all experts.
 def _up_down_expert(experts, e: int, x):
     """Nemotron-H's non-gated expert: down(act(up(x)))."""
+    import torch.nn.functional as F
+
     a = experts.act_fn(F.linear(x, experts.up_proj[e]))
     return a, F.linear(a, experts.down_proj[e])
 
 
 def _gated_expert(experts, e: int, x):
     """A gated expert with gate and up fused in one [2F, in] matrix: down(act(gate(x)) * up(x))."""
+    import torch.nn.functional as F
+
     gate, up = F.linear(x, experts.gate_up_proj[e]).chunk(2, dim=-1)
     a = experts.act_fn(gate) * up
     return a, F.linear(a, experts.down_proj[e])
@@ -176,6 +240,32 @@ def _nemotron_moe_count(d: Dims) -> int:
     return total
 
 
+def _nemotron_moe_shapes(d: Dims) -> Shapes:
+    e, h, f, fs, lat = (d.num_moe_experts, d.hidden_size, d.moe_ffn_hidden_size,
+                        d.moe_shared_expert_intermediate_size, d.moe_latent_size)
+    inner, bias = lat or h, d.mlp_bias
+    return present(
+        gate__weight=(e, h), gate__e_score_correction_bias=(e,),  # a saved buffer
+        experts__up_proj=(e, f, inner), experts__down_proj=(e, inner, f),
+        shared_experts__up_proj__weight=(fs, h), shared_experts__up_proj__bias=(fs,) if bias else None,
+        shared_experts__down_proj__weight=(h, fs), shared_experts__down_proj__bias=(h,) if bias else None,
+        fc1_latent_proj__weight=(lat, h) if lat else None, fc1_latent_proj__bias=(lat,) if lat and bias else None,
+        fc2_latent_proj__weight=(h, lat) if lat else None, fc2_latent_proj__bias=(h,) if lat and bias else None)
+
+
+def routed_experts_shapes(router: str, *, router_bias: str | None = None):
+    """The shapes of a router [E, H] (and its fp32 `router_bias` [E], a saved buffer) and gated experts
+    with fused gate‖up rows: `experts.gate_up_proj` [E, 2F, H], `experts.down_proj` [E, H, F]."""
+    def shapes(d: Dims) -> Shapes:
+        e, h, f = d.num_moe_experts, d.hidden_size, d.moe_ffn_hidden_size
+        out = {f"{router}.weight": (e, h), "experts.gate_up_proj": (e, 2 * f, h), "experts.down_proj": (e, h, f)}
+        if router_bias:
+            out[router_bias] = (e,)
+        return out
+
+    return shapes
+
+
 # Nemotron-H's MoE mixer: a sigmoid router with a score-correction bias (fp32), non-gated experts,
 # a shared expert (a non-gated MLP) and optional latent projections around the experts.
 NEMOTRON_MOE = UnitLayout(
@@ -189,6 +279,7 @@ NEMOTRON_MOE = UnitLayout(
      "fc2_latent_proj.weight": ("hidden", None), "fc2_latent_proj.bias": ("hidden",)},
     hook="experts", hook_on="moe_experts", count=_nemotron_moe_count, inactive=_inactive_experts(2),
     more_hooks=(("shared_experts.down_proj", "input", "moe_shared_ffn"),), expert_forward=_up_down_expert,
+    shapes=_nemotron_moe_shapes,
 )
 
 # Granite-4.0-H's block_sparse_moe: a softmax-over-top-k router without bias and gated experts whose
@@ -200,7 +291,7 @@ GRANITE_MOE = UnitLayout(
      "experts.down_proj": ("moe_experts", "hidden", "moe_ffn")},
     hook="experts", hook_on="moe_experts",
     count=lambda d: d.num_moe_experts * d.hidden_size + d.num_moe_experts * _expert_params(d, 3),
-    inactive=_inactive_experts(3), expert_forward=_gated_expert,
+    inactive=_inactive_experts(3), expert_forward=_gated_expert, shapes=routed_experts_shapes("router"),
 )
 
 
@@ -213,12 +304,19 @@ def _short_conv_count(d: Dims) -> int:
     return 4 * h * h + h * d.extra("conv_L_cache") + (5 * h if bias else 0)
 
 
+def _short_conv_shapes(d: Dims) -> Shapes:
+    h, bias = d.hidden_size, d.extra("conv_bias", 0)
+    return present(in_proj__weight=(3 * h, h), in_proj__bias=(3 * h,) if bias else None,
+                   conv__weight=(h, 1, d.extra("conv_L_cache")), conv__bias=(h,) if bias else None,
+                   out_proj__weight=(h, h), out_proj__bias=(h,) if bias else None)
+
+
 SHORT_CONV = UnitLayout(
     CONV,
     {"in_proj.weight": ("hidden3", "hidden"), "in_proj.bias": ("hidden3",),
      "conv.weight": ("hidden", None, None), "conv.bias": ("hidden",),
      "out_proj.weight": ("hidden", "hidden"), "out_proj.bias": ("hidden",)},
-    hook=None, hook_on="none", count=_short_conv_count,
+    hook=None, hook_on="none", count=_short_conv_count, shapes=_short_conv_shapes,
 )
 
 # LFM2-MoE's sparse block: a sigmoid router (`gate`) with an fp32 `expert_bias` that only steers the
@@ -231,12 +329,20 @@ LFM2_MOE = UnitLayout(
     hook="experts", hook_on="moe_experts",
     count=lambda d: d.num_moe_experts * d.hidden_size + d.num_moe_experts * _expert_params(d, 3),
     inactive=_inactive_experts(3), expert_forward=_gated_expert,
+    shapes=routed_experts_shapes("gate", router_bias="expert_bias"),
 )
 
 
 def _qwen_moe_count(d: Dims) -> int:
     e, h, fs = d.num_moe_experts, d.hidden_size, d.moe_shared_expert_intermediate_size
     return e * h + e * _expert_params(d, 3) + 3 * fs * h + h  # router, experts, shared expert, its gate
+
+
+def _qwen_moe_shapes(d: Dims) -> Shapes:
+    h, fs = d.hidden_size, d.moe_shared_expert_intermediate_size
+    return {**routed_experts_shapes("gate")(d), "shared_expert.gate_proj.weight": (fs, h),
+            "shared_expert.up_proj.weight": (fs, h), "shared_expert.down_proj.weight": (h, fs),
+            "shared_expert_gate.weight": (1, h)}
 
 
 # Qwen3-Next / Qwen3.5-MoE sparse block: a softmax top-k router (`gate`), gated experts with fused
@@ -253,6 +359,7 @@ QWEN_MOE = UnitLayout(
      "shared_expert_gate.weight": (None, "hidden")},
     hook="experts", hook_on="moe_experts", count=_qwen_moe_count, inactive=_inactive_experts(3),
     more_hooks=(("shared_expert.down_proj", "input", "moe_shared_ffn"),), expert_forward=_gated_expert,
+    shapes=_qwen_moe_shapes,
 )
 
 

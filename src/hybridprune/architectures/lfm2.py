@@ -50,6 +50,10 @@ def _sandwich_count(d: Dims) -> int:
     return 2 * d.hidden_size * d.extra("sandwich_norm", 0)
 
 
+def _sandwich_shapes(d: Dims) -> dict[str, tuple[int, ...]]:
+    return {name: (d.hidden_size,) for name in _SANDWICH} if d.extra("sandwich_norm", 0) else {}
+
+
 def auto_ff_dim(config) -> int:
     """The FFN width an LFM2 MLP builds from its config (Lfm2MLP, llama.cpp's `_add_feed_forward_length`)."""
     ff = config.intermediate_size
@@ -64,7 +68,7 @@ def auto_ff_dim(config) -> int:
 
 
 def _specs(attention, *, moe: bool) -> dict[str, LayerSpec]:
-    extra = dict(extra_rules=_SANDWICH, extra_count=_sandwich_count)
+    extra = dict(extra_rules=_SANDWICH, extra_count=_sandwich_count, extra_shapes=_sandwich_shapes)
     mixers = {CONV: ("conv.", SHORT_CONV), ATTENTION: ("self_attn.", attention)}
     ffns = {MLP: ("feed_forward.", _MLP), **({MOE: ("feed_forward.", LFM2_MOE)} if moe else {})}
     return {layer_type(m, f): LayerSpec(units=(mixers[m], ffns[f]), norms=_NORMS, **extra)
@@ -77,8 +81,8 @@ class Lfm2Adapter(Adapter):
     global_rules = outer_rules("model.embed_tokens", "model.embedding_norm")
     #: the attention layout of each model type
     attention_of = {
-        "lfm2": qkvo_attention(out="out_proj", qk_norm=True),
-        "lfm2_moe": qkvo_attention(out="out_proj", qk_norm=True),
+        "lfm2": qkvo_attention(out="out_proj", qk_norm=True, qk_norm_names=("q_layernorm", "k_layernorm")),
+        "lfm2_moe": qkvo_attention(out="out_proj", qk_norm=True, qk_norm_names=("q_layernorm", "k_layernorm")),
         "lfm3": qkvo_attention(bias="all", qk_norm=True, head_gate="g_proj"),
     }
     # transformers 5.24's cache needs an attention layer (`get_seq_length` raises on a cache of

@@ -29,7 +29,12 @@ def _olmo_attention():
     def count(d: Dims) -> int:
         return base.count(d) + (d.num_attention_heads + d.num_key_value_heads) * d.attention_head_dim
 
-    return type(base)(ATTENTION, rules, hook=base.hook, hook_on=base.hook_on, count=count)
+    def shapes(d: Dims) -> dict[str, tuple[int, ...]]:
+        hd = d.attention_head_dim
+        return {**base.shapes(d), "q_norm.weight": (d.num_attention_heads * hd,),
+                "k_norm.weight": (d.num_key_value_heads * hd,)}
+
+    return type(base)(ATTENTION, rules, hook=base.hook, hook_on=base.hook_on, count=count, shapes=shapes)
 
 
 class OlmoHybridAdapter(Adapter):

@@ -190,6 +190,15 @@ class Qwen3_5VLAdapter(Adapter):
     def layers(self, model):
         return model.model.language_model.layers
 
+    def expected_shapes(self, config) -> tuple[dict[str, tuple[int, ...]], set[str]]:
+        """The language model's tensors (the text family's layouts under `model.language_model.`) and the
+        vision tower's, from a tower built on the meta device (its shapes are the vision config's)."""
+        text, tied = self.text.expected_shapes(config.text_config)
+        shapes = {(f"model.language_model.{k[len('model.'):]}" if k.startswith("model.") else k): s
+                  for k, s in text.items()}
+        shapes.update({f"model.visual.{k}": s for k, s in _vision_shapes(config.vision_config).items()})
+        return shapes, tied
+
 
 
 @functools.lru_cache(maxsize=8)
@@ -204,6 +213,23 @@ def _vision_counts_of(text: str) -> tuple[int, int]:
     total = sum(p.numel() for p in tower.parameters())
     fc2 = tower.merger.linear_fc2
     return total - fc2.weight.numel() - fc2.bias.numel(), fc2.in_features
+
+
+@functools.lru_cache(maxsize=8)
+def _vision_shapes_of(text: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    raw = json.loads(text)
+    config = AutoConfig.for_model(raw.pop("model_type"), **raw)
+    with torch.device("meta"):
+        tower = AutoModel.from_config(config)
+    return tuple((k, tuple(v.shape)) for k, v in tower.state_dict().items())
+
+
+def _vision_shapes(vision_config) -> dict[str, tuple[int, ...]]:
+    """The vision tower's tensors and their shapes, from a tower built on the meta device."""
+    return dict(_vision_shapes_of(json.dumps(vision_config.to_dict(), sort_keys=True, default=str)))
 
 
 def _vision_counts(vision_config) -> tuple[int, int]:

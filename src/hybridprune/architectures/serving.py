@@ -55,10 +55,15 @@ class Violation:
 
 
 def parse_engines(value: str | Iterable[str] | None) -> tuple[str, ...]:
-    """Engine names from "vllm,llama.cpp" or a list; raises ValueError naming the known ones."""
+    """Engine names from "vllm,llama.cpp" or a list; raises ValueError naming the known ones.
+
+    Text that names no engine ('', ' , ') is refused: it would otherwise check nothing, silently."""
     if value is None:
         return ()
     parts = value.split(",") if isinstance(value, str) else list(value)
+    if isinstance(value, str) and not any(p.strip() for p in parts):
+        raise ValueError(f"{value!r} names no serving engine; give one or more of {', '.join(ENGINES)}, "
+                         "e.g. vllm,llama.cpp")
     out = []
     for part in (p.strip() for p in parts):
         if not part:

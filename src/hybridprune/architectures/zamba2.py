@@ -42,6 +42,9 @@ class Zamba2Adapter(Adapter):
                    ("shared_transformer.self_attn.", _SHARED_ATTENTION),
                    ("shared_transformer.feed_forward.", _SHARED_MLP)),
             norms=("mamba_decoder.input_layernorm", "shared_transformer.pre_ff_layernorm"),
+            # (the call sites' adapters: `_shared_block_shapes`)
+            extra_shapes=lambda d: {"shared_transformer.input_layernorm.weight": (2 * d.hidden_size,),
+                                    "linear.weight": (d.hidden_size, d.hidden_size)},
             extra_rules={
                 "shared_transformer.input_layernorm.weight": ("hidden2",),
                 "linear.weight": ("hidden", "hidden"),
@@ -110,6 +113,23 @@ class Zamba2Adapter(Adapter):
             per_call += 3 * (r * 2 * h + r * 2 * h)
         return total + calls * per_call
 
+    def expected_shapes(self, config) -> tuple[dict[str, tuple[int, ...]], set[str]]:
+        """Each shared block's tensors once, under the first layer that calls it, with the adapters of
+        every call site that uses it; at the later call sites the same names are tied to those."""
+        dims = self.dims(config)
+        shapes = {k: s for k, s in self.layout_shapes(dims).items() if ".shared_transformer." not in k}
+        tied = {"lm_head.weight"} if dims.tied_embeddings else set()
+        hybrid = [i for i, t in enumerate(dims.block_kinds) if t == HYBRID_LAYER]
+        blocks = dims.extra("num_mem_blocks")
+        for call, i in enumerate(hybrid):
+            block = _shared_block_shapes(dims, [c for c in range(len(hybrid)) if c % blocks == call % blocks])
+            names = {f"{self.layers_prefix}{i}.{name}": shape for name, shape in block.items()}
+            if call < blocks:
+                shapes.update(names)
+            else:
+                tied.update(names)
+        return shapes, tied
+
     def check_representable(self, dims: Dims, original: Dims | None = None) -> None:
         super().check_representable(dims, original)
         base = original or dims
@@ -137,6 +157,24 @@ class Zamba2Adapter(Adapter):
         new.hybrid_layer_ids = [i for i, t in enumerate(dims.block_kinds) if t == HYBRID_LAYER]
         new.mamba_headdim = dims.mamba_head_dim
         return type(config).from_dict(new.to_dict())
+
+
+def _shared_block_shapes(dims: Dims, calls: list[int]) -> dict[str, tuple[int, ...]]:
+    """A shared transformer block's tensors (names inside a hybrid layer) with the LoRA adapters of call
+    sites `calls`: the MLP's (rank r, [r, H] then [2F, r]) and, with `use_shared_attention_adapter`, the
+    q/k/v projections' ([r, 2H] then [2H, r])."""
+    h, f, r = dims.hidden_size, dims.ffn_hidden_size, dims.extra("adapter_rank")
+    spec = Zamba2Adapter.layer_specs[HYBRID_LAYER].shapes(dims)
+    out = {name: shape for name, shape in spec.items() if name.startswith("shared_transformer.")}
+    mlp, attention = "shared_transformer.feed_forward.", "shared_transformer.self_attn."
+    for c in calls:
+        out.update({f"{mlp}gate_up_proj_adapter_list.{c}.0.weight": (r, h),
+                    f"{mlp}gate_up_proj_adapter_list.{c}.1.weight": (2 * f, r)})
+        if dims.extra("attention_adapters"):
+            for x in "qkv":
+                out.update({f"{attention}linear_{x}_adapter_list.{c}.0.weight": (r, 2 * h),
+                            f"{attention}linear_{x}_adapter_list.{c}.1.weight": (2 * h, r)})
+    return out
 
 
 _DERIVED = {

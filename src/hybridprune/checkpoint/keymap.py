@@ -120,6 +120,9 @@ class KeyMap:
                 continue
             regexes = {p: _key_regex(p) for p in c.source_patterns}
             self._stacks.append((c, regexes, merge[0].dim if merge else None, concat[0].dim if concat else None))
+        # `stacked` of each key asked: a streaming prune asks it of every key several times (a large MoE
+        # checkpoint has tens of thousands of per-expert keys)
+        self._stacked: dict[str, StackedSlice | None] = {}
 
     def model_key(self, key: str) -> str:
         return self._apply(key, self._renamings) if self._renamings else key
@@ -136,6 +139,11 @@ class KeyMap:
     def stacked(self, key: str) -> StackedSlice | None:
         """Where checkpoint tensor `key` lands in the model if transformers stacks or concatenates it with
         its siblings on load, else None."""
+        if key not in self._stacked:
+            self._stacked[key] = self._find_stacked(key)
+        return self._stacked[key]
+
+    def _find_stacked(self, key: str) -> StackedSlice | None:
         model_key = self.model_key(key)
         for converter, regexes, dim, concat_dim in self._stacks:
             target, matched = converter.rename_source_key(model_key)

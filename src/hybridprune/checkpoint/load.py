@@ -18,8 +18,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # imported where used: resolving a checkpoint reference needs no torch
+    import torch
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.bin")
 SAFETENSORS_GLOB = "*.safetensors"
@@ -215,6 +217,8 @@ def _checked_files(path: Path, role: str):
 def _refuse_overflow(files, model, bad: list[tuple[str, int]], dtype: torch.dtype) -> None:
     """Non-finite weights that the source holds as finite values too large for `dtype`: blame the cast,
     not the checkpoint."""
+    import torch
+
     from .files import KeyMap
 
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -290,6 +294,8 @@ _CHUNK = 1 << 22
 
 def _chunks(t: torch.Tensor):
     """`t` as float32 pieces when torch has no reduction for its dtype (float8), else `t` itself."""
+    import torch
+
     if t.is_complex():
         t = torch.view_as_real(t)
     if t.dtype.itemsize > 1:
@@ -300,32 +306,38 @@ def _chunks(t: torch.Tensor):
         yield flat[a:a + _CHUNK].float()
 
 
-@torch.no_grad()
 def count_non_finite(t: torch.Tensor) -> int:
     """NaN/Inf values in `t` (0 for integer tensors). One min/max reduction first (NaN and ±inf show in
     it, and it allocates nothing): counting element by element is ~100x slower and only runs on a tensor
     that has some. Float8 tensors are checked through float32 copies of a few MiB at a time."""
+    import torch
+
     if not (t.is_floating_point() or t.is_complex()) or t.numel() == 0:
         return 0
     bad = 0
-    for piece in _chunks(t.detach()):
-        lo, hi = torch.aminmax(piece)
-        if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
-            bad += int((~torch.isfinite(piece)).sum())
+    with torch.no_grad():
+        for piece in _chunks(t.detach()):
+            lo, hi = torch.aminmax(piece)
+            if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
+                bad += int((~torch.isfinite(piece)).sum())
     return bad
 
 
-@torch.no_grad()
 def max_abs(t: torch.Tensor) -> float:
     """The largest |value| of a finite floating-point tensor."""
+    import torch
+
     if t.numel() == 0:
         return 0.0
-    ends = [torch.aminmax(piece) for piece in _chunks(t.detach())]
+    with torch.no_grad():
+        ends = [torch.aminmax(piece) for piece in _chunks(t.detach())]
     return max(max(abs(float(lo)), abs(float(hi))) for lo, hi in ends)
 
 
 def overflow_message(name: str, largest: float, dtype: torch.dtype) -> str:
     """Tensor `name` (largest |value| `largest`) does not fit `dtype`: say so, and what to use."""
+    import torch
+
     short = str(dtype).replace("torch.", "")
     return (f"{name} does not fit in {short}: its largest |value| is {largest:.6g}, above {short}'s maximum "
             f"{torch.finfo(dtype).max:.6g}, so it would become infinite. Use --dtype bfloat16 (the range of "

@@ -5,6 +5,7 @@ Each module in `COMMAND_MODULES` defines `register(app)`; adding a stage is one 
 
 from __future__ import annotations
 
+import gc
 import importlib
 
 import typer
@@ -69,11 +70,26 @@ def _global_options(
     ctx.call_on_close(set_volume(verbose=verbose, quiet=quiet))
 
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"{__name__}.{_name}").register(app)
+def _register_commands() -> None:
+    """Import every command module and register it. The imports make objects that live until the
+    process ends: the cyclic collector would walk them again and again while they are made, so it
+    waits, and later collections leave them out (`gc.freeze`)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for name in COMMAND_MODULES:
+            importlib.import_module(f"{__name__}.{name}").register(app)
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+_register_commands()
 
 
 def main() -> None:
     # one name in usage lines however it was started (`python -m hybridprune` made click say
-    # "python -m hybridprune.hybridprune")
+    # "python -m hybridprune.hybridprune"). No `gc.freeze` at exit: an object left in a cycle (a
+    # buffered file) must still be finalized when the process ends.
     app(prog_name="hybridprune")

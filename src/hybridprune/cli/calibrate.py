@@ -7,13 +7,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..architectures.base import unit_kinds
-from .checks import SEED_MAX, check_not_blank
+from ..options import CALIBRATE
+from .checks import check_not_blank
 from ..output.atomic import atomic_directory, check_output
 from .devices import check_device, check_device_map
 from .common import (
-    CliError, console, fail_cleanly, forecast_memory, forward_forecast, init_distributed, is_main_process,
-    load_config, load_model, load_tokenizer, resolve_device,
+    check_checkpoint_dir, console, fail_cleanly, forecast_memory, forward_forecast, init_distributed,
+    is_main_process, load_config, load_model, load_tokenizer, resolve_device,
 )
 
 
@@ -30,12 +30,12 @@ def calibrate_command(
     data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, 'shakespeare', or a token directory (`hybridprune tokenize`: only the windows used are read)."),
     out: Path = typer.Option(..., "--out", help="Directory for the scores (safetensors + JSON)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier scores in --out (never files hybridprune did not write)."),
-    samples: int = typer.Option(1024, min=1, help="Calibration samples (the paper uses 1024)."),
-    seq_len: int = typer.Option(2048, "--seq-len", min=2, help="Tokens per sample."),
-    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Samples per forward pass."),
-    depth_samples: int = typer.Option(64, "--depth-samples", min=0, help="Samples for KL-divergence depth importance (one forward per block each); 0 = Block Influence only."),
+    samples: int = typer.Option(1024, **CALIBRATE.bounds("samples"), help="Calibration samples (the paper uses 1024)."),
+    seq_len: int = typer.Option(2048, "--seq-len", **CALIBRATE.bounds("seq_len"), help="Tokens per sample."),
+    batch_size: int = typer.Option(1, "--batch-size", **CALIBRATE.bounds("batch_size"), help="Samples per forward pass."),
+    depth_samples: int = typer.Option(64, "--depth-samples", **CALIBRATE.bounds("depth_samples"), help="Samples for KL-divergence depth importance (one forward per block each); 0 = Block Influence only."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
-    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for sampling the calibration windows."),
+    seed: int = typer.Option(0, **CALIBRATE.bounds("seed"), help="Seed for sampling the calibration windows."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
     device_map: str = typer.Option(None, "--device-map", help="Spread a model larger than one device over the GPUs, CPU and disk (accelerate's big-model inference): auto, balanced, sequential."),
     dtype: str = typer.Option("auto", help="auto (as saved; bfloat16 on a GPU), float32, bfloat16, float16."),
@@ -43,14 +43,16 @@ def calibrate_command(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code (off by default)."),
 ) -> None:
     """Run calibration data through the model with hooks and save importance scores."""
+    check_device(device)
+    check_device_map(device_map)
+    CALIBRATE.check({"dtype": dtype})
+    check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
+    check_output(out, overwrite=overwrite)  # before the long calibration pass
+    check_checkpoint_dir(model)  # a wrong path is named before torch is imported
     from ..data import load_token_samples
     from ..importance.calibrate import calibrate
     from ..report.plots import plot_layer_importance
 
-    check_device(device)
-    check_device_map(device_map)
-    check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
-    check_output(out, overwrite=overwrite)  # before the long calibration pass
     rank, world = init_distributed()
     if world > 1 and device == "auto":
         device = f"cuda:{rank}" if resolve_device("auto").type == "cuda" else "cpu"
@@ -92,6 +94,8 @@ def _first_table_per_kind(scores) -> dict[str, dict]:
 
 
 def _summary(scores, kinds, out, plot) -> None:
+    from ..architectures.base import unit_kinds
+
     table = Table(title=f"importance per block ({scores.meta['num_samples']} samples, "
                         f"{scores.meta['num_tokens']} tokens)")
     table.add_column("block", justify="right")

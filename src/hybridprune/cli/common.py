@@ -1,4 +1,8 @@
-"""Shared CLI plumbing: the load path with CLI dtypes and devices, torchrun, error reporting."""
+"""Shared CLI plumbing: the load path with CLI dtypes and devices, torchrun, error reporting.
+
+Importing this module imports no torch: `--help` and every refusal that needs no model answer at
+once. The helpers that need torch import it when called.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import os
 import warnings
 from pathlib import Path
 
-import torch
 import typer
 from rich.markup import escape
 
@@ -73,24 +76,32 @@ def fail_cleanly(func):
     return wrapper
 
 
-def resolve_device(device: str | None) -> torch.device:
+def resolve_device(device: str | None):
     """The torch device of a `--device` value; a device this machine lacks is refused (CliError)."""
     from .devices import check_device
 
     check_device(device)
+    import torch
+
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
+#: `--dtype` names and the torch dtype each stands for
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+
+
 def resolve_dtype(dtype: str):
+    """The torch dtype of a `--dtype` value, or "auto"; an unknown name is refused before torch is imported."""
     if dtype == "auto":
         return "auto"
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in table:
-        raise CliError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(table)}")
-    return table[dtype]
+    if dtype not in DTYPES:
+        raise CliError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(DTYPES)}")
+    import torch
+
+    return getattr(torch, DTYPES[dtype])
 
 
 def check_checkpoint_dir(path: str | Path, role: str = "checkpoint") -> Path:
@@ -114,6 +125,8 @@ def load_model(path: str | Path, *, dtype: str = "auto", device: str | None = No
     `dtype="auto"` keeps the stored dtype, except on a GPU, where it is bfloat16. `device_map` ("auto"
     or accelerate's other strategies) spreads the model over the GPUs, the CPU and disk instead of
     placing it on `device`."""
+    import torch
+
     from ..checkpoint import load as checkpoints
 
     target = resolve_device(device)
@@ -126,6 +139,8 @@ def load_model(path: str | Path, *, dtype: str = "auto", device: str | None = No
 
 def weight_bytes(config, dtype: str, device: str | None = None) -> int:
     """Bytes per parameter a model will be loaded with (`load_model`'s rule), for the memory forecast."""
+    import torch
+
     torch_dtype = resolve_dtype(dtype)
     if torch_dtype == "auto":
         if resolve_device(device).type == "cuda":
@@ -167,6 +182,7 @@ def init_distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
+    import torch
     import torch.distributed as dist
 
     if not dist.is_initialized():

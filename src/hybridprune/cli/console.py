@@ -8,8 +8,11 @@ quiet); without `-v`, lm-eval's and datasets' progress bars and log lines are ke
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
 import os
+import sys
 import warnings
 
 from rich.console import Console, Group
@@ -63,8 +66,6 @@ def quiet_third_party(*, transformers_bars: bool = False):
     The environment carries it into libraries not yet imported (datasets reads its variables on import)
     and into the lm-eval harness, which hides its bars when `TQDM_DISABLE` is set (evaluate.harness).
     Returns the function that puts everything back."""
-    import sys
-
     env = {"TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "DATASETS_VERBOSITY": "error"}
     saved_env = {k: os.environ.get(k) for k in env}
     for key, value in env.items():
@@ -88,11 +89,7 @@ def quiet_third_party(*, transformers_bars: bool = False):
                              if bars and not datasets.config.HF_DATASETS_DISABLE_PROGRESS_BARS else None,
                              datasets.logging.set_verbosity(level)))
     if transformers_bars:
-        from transformers.utils import logging as hf_logging
-
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        undo.append(lambda: hf_logging.enable_progress_bar() if bars else None)
+        undo.append(_transformers_bars_off())
 
     def restore() -> None:
         for key, value in saved_env.items():
@@ -107,3 +104,55 @@ def quiet_third_party(*, transformers_bars: bool = False):
             step()
 
     return restore
+
+
+#: where transformers keeps its progress-bar switch
+HF_LOGGING = "transformers.utils.logging"
+
+
+def _transformers_bars_off():
+    """transformers' progress bars off: now if it is imported, else the moment it is (importing it here
+    would cost seconds to commands that never load a model, and to every `--help`). Returns the undo."""
+    state: dict[str, bool] = {}
+
+    def off(hf_logging) -> None:
+        state["bars"] = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+
+    waiting = None
+    if HF_LOGGING in sys.modules:
+        off(sys.modules[HF_LOGGING])
+    else:
+        waiting = _OnImport(HF_LOGGING, off)
+        sys.meta_path.insert(0, waiting)
+
+    def undo() -> None:
+        if waiting in sys.meta_path:
+            sys.meta_path.remove(waiting)
+        if state.get("bars"):
+            sys.modules[HF_LOGGING].enable_progress_bar()
+
+    return undo
+
+
+class _OnImport(importlib.abc.MetaPathFinder):
+    """Calls `then(module)` once module `name` has been imported for the first time."""
+
+    def __init__(self, name: str, then) -> None:
+        self.name, self.then = name, then
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # once; the finders after it find the module
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        execute = spec.loader.exec_module
+
+        def execute_then(module) -> None:
+            execute(module)
+            self.then(module)
+
+        spec.loader.exec_module = execute_then
+        return spec

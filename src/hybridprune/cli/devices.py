@@ -3,19 +3,40 @@
 torch accepts any well-formed device name (`cuda:7`, `mps`) and fails only when the first tensor is
 moved, after minutes of loading, with a message about drivers. Here a name is refused unless the
 device is present, with one line listing the devices this machine has.
+
+A name's spelling is checked without torch (a typo answers at once); whether the device is there is
+asked of torch, which is imported only for that (a device other than the CPU).
 """
 
 from __future__ import annotations
 
-import torch
+import re
 
 from .common import CliError
 
 #: accelerate's big-model placement strategies (`from_pretrained(device_map=...)`)
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
+#: the device types torch.device() knows (c10's DeviceType names), and its grammar: `type` or `type:index`
+DEVICE_TYPES = ("cpu", "cuda", "ipu", "xpu", "mkldnn", "opengl", "opencl", "ideep", "hip", "ve", "fpga", "maia",
+                "xla", "lazy", "vulkan", "mps", "meta", "hpu", "mtia", "privateuseone")
+_DEVICE_NAME = re.compile(r"([a-z]+)(?::(0|[1-9][0-9]*))?")
+#: how a name is written, for the message refusing a misspelt one
+NAMING = "auto (a GPU when there is one), cpu, cuda, cuda:N, mps or xpu"
+
+
+def parse_device(device: str, option: str = "--device") -> tuple[str, int | None]:
+    """The type and index of a device name, by torch.device's grammar, without importing torch."""
+    match = _DEVICE_NAME.fullmatch(device)
+    if match is None or match[1] not in DEVICE_TYPES:
+        raise CliError(f"{option} {device!r} is not a device name; name one as {NAMING}, "
+                       f"e.g. pass {option} cpu")
+    return match[1], None if match[2] is None else int(match[2])
+
 
 def _backend(kind: str):
+    import torch
+
     if kind == "mps":
         return getattr(torch.backends, "mps", None)
     return getattr(torch, kind, None)
@@ -51,20 +72,21 @@ def _choices() -> str:
 
 
 def check_device(device: str | None, option: str = "--device") -> None:
-    """Refuse (CliError) a device name torch does not know or a device this machine does not have."""
+    """Refuse (CliError) a device name torch does not know or a device this machine does not have.
+
+    The CPU is always there: checking it imports nothing."""
     if device is None or device == "auto":
         return
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise CliError(f"{option} {device!r} is not a device name; {_choices()}") from None
-    if dev.type == "meta" or (dev.type in ("cpu", "mps") and dev.index not in (None, 0)):
+    kind, index = parse_device(device, option)
+    if kind == "cpu" and index in (None, 0):
+        return
+    if kind == "meta" or (kind in ("cpu", "mps") and index not in (None, 0)):
         raise CliError(f"{option} {device}: there is no such device; {_choices()}")
-    count = _count(dev.type)
+    count = _count(kind)
     if count == 0:
-        raise CliError(f"{option} {device}: this machine has no {dev.type} device (torch sees none); {_choices()}")
-    if dev.index is not None and dev.index >= count:
-        raise CliError(f"{option} {device}: this machine has {count} {dev.type} device(s), numbered from 0; "
+        raise CliError(f"{option} {device}: this machine has no {kind} device (torch sees none); {_choices()}")
+    if index is not None and index >= count:
+        raise CliError(f"{option} {device}: this machine has {count} {kind} device(s), numbered from 0; "
                        f"{_choices()}")
 
 

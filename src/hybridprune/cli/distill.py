@@ -12,12 +12,16 @@ from typing import Literal
 
 import typer
 
-from .checks import NON_NEGATIVE, POSITIVE, SEED_MAX, check_multiple, check_not_blank, check_numbers
+from ..options import DISTILL, KD_LOSSES, PARALLEL, PRECISIONS
+from .checks import check_not_blank
 from ..output.cleanup import lock_until_done, remove_if_failed
 from ..output.atomic import check_output, remove_owned
 from ..output.leftovers import remove_dead_temporaries, unfinished
 from .devices import check_device, check_device_map
-from .common import CliError, alerts, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer
+from .common import (
+    CliError, alerts, check_checkpoint_dir, console, fail_cleanly, forecast_memory, load_config, load_model,
+    load_tokenizer,
+)
 
 
 TOKENS_DIR = "tokens"
@@ -33,39 +37,39 @@ def distill_command(
     student: Path = typer.Option(..., "--student", help="Student (e.g. the output of `hybridprune prune`)."),
     data: str = typer.Option(..., "--data", help="A token directory (`hybridprune tokenize`), or text (.txt/.jsonl/.json/.parquet, a directory, a glob, a saved dataset, a Hub id, 'shakespeare', a mixture a.jsonl:0.7,b.jsonl:0.3), tokenized once into --out/tokens. Its train split trains, its validation split validates."),
     out: Path = typer.Option(None, "--out", help="Run directory: checkpoints, log.jsonl, loss.png, and at the end the distilled student as a plain HF checkpoint. Defaults to --resume."),
-    seq_len: int = typer.Option(4096, "--seq-len", min=2, help="Tokens per sample."),
-    global_batch: int = typer.Option(64, "--global-batch", min=1, help="Samples per optimizer step, over all processes."),
-    micro_batch: int = typer.Option(2, "--micro-batch", min=1, help="Samples per forward pass on one process."),
+    seq_len: int = typer.Option(4096, "--seq-len", **DISTILL.bounds("seq_len"), help="Tokens per sample."),
+    global_batch: int = typer.Option(64, "--global-batch", **DISTILL.bounds("global_batch"), help="Samples per optimizer step, over all processes."),
+    micro_batch: int = typer.Option(2, "--micro-batch", **DISTILL.bounds("micro_batch"), help="Samples per forward pass on one process."),
     lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate."),
     min_lr: float = typer.Option(1e-5, "--min-lr", help="Learning rate at the end of the cosine decay."),
-    warmup: int = typer.Option(100, "--warmup", min=0, help="Linear warmup steps."),
+    warmup: int = typer.Option(100, "--warmup", **DISTILL.bounds("warmup"), help="Linear warmup steps."),
     tokens: float = typer.Option(None, "--tokens", help="Training tokens (e.g. 2e9); rounded up to whole steps. Give this or --steps."),
-    steps: int = typer.Option(None, "--steps", min=1, help="Optimizer steps. Give this or --tokens."),
-    save_every: int = typer.Option(None, "--save-every", min=1, help="Checkpoint every N steps (always at the end)."),
-    keep_last: int = typer.Option(2, "--keep-last", min=1, help="Checkpoints to keep."),
+    steps: int = typer.Option(None, "--steps", **DISTILL.bounds("steps"), help="Optimizer steps. Give this or --tokens."),
+    save_every: int = typer.Option(None, "--save-every", **DISTILL.bounds("save_every"), help="Checkpoint every N steps (always at the end)."),
+    keep_last: int = typer.Option(2, "--keep-last", **DISTILL.bounds("keep_last"), help="Checkpoints to keep."),
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this directory from its newest good checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in a non-empty --out, replacing only what hybridprune wrote there."),
-    stop_at_step: int = typer.Option(None, "--stop-at-step", min=1, help="Stop (with a checkpoint) after this step, e.g. to fit a job time limit; --resume continues."),
-    eval_every: int = typer.Option(None, "--eval-every", min=1, help="Validation loss every N steps (always at the end)."),
-    val_samples: int = typer.Option(64, "--val-samples", min=0, help="Validation samples; 0 disables validation."),
-    num_samples: int = typer.Option(None, "--num-samples", min=1, help="Use at most this many training samples (default: all of the train split)."),
+    stop_at_step: int = typer.Option(None, "--stop-at-step", **DISTILL.bounds("stop_at_step"), help="Stop (with a checkpoint) after this step, e.g. to fit a job time limit; --resume continues."),
+    eval_every: int = typer.Option(None, "--eval-every", **DISTILL.bounds("eval_every"), help="Validation loss every N steps (always at the end)."),
+    val_samples: int = typer.Option(64, "--val-samples", **DISTILL.bounds("val_samples"), help="Validation samples; 0 disables validation."),
+    num_samples: int = typer.Option(None, "--num-samples", **DISTILL.bounds("num_samples"), help="Use at most this many training samples (default: all of the train split)."),
     temperature: float = typer.Option(1.0, "--temperature", help="KD temperature τ (the loss is scaled by τ²)."),
-    kd_loss: Literal["forward", "reverse"] = typer.Option("forward", "--kd-loss", help="forward (KL(teacher‖student), the paper's) or reverse."),
+    kd_loss: Literal[KD_LOSSES] = typer.Option("forward", "--kd-loss", help="forward (KL(teacher‖student), the paper's) or reverse."),
     kd_weight: float = typer.Option(1.0, "--kd-weight", help="Weight of the KD term."),
     ce_weight: float = typer.Option(0.0, "--ce-weight", help="Weight of a next-token cross-entropy term (0: KD only)."),
-    kd_topk: int = typer.Option(None, "--kd-topk", min=1, help="Distil from the teacher's top-k logits plus their tail mass (computed online) instead of the full vocabulary; see docs/benchmarks.md for the gap. Default: full KD."),
+    kd_topk: int = typer.Option(None, "--kd-topk", **DISTILL.bounds("kd_topk"), help="Distil from the teacher's top-k logits plus their tail mass (computed online) instead of the full vocabulary; see docs/benchmarks.md for the gap. Default: full KD."),
     teacher_logits: Path = typer.Option(None, "--teacher-logits", help="Top-k teacher logits written by `hybridprune teacher-logits` for this --data/--seq-len/--seed/--num-samples: the teacher is not run on the training data."),
     teacher_device: str = typer.Option(None, "--teacher-device", help="Run the teacher on this device (default: the student's)."),
     teacher_device_map: str = typer.Option(None, "--teacher-device-map", help="Spread a teacher larger than one device over the GPUs, CPU and disk (accelerate): auto, balanced, sequential."),
-    chunk_size: int = typer.Option(None, "--chunk-size", min=1, help="Positions per logits chunk (default: one fp32 [chunk, vocab] buffer of ~512 MiB on a GPU, ~64 MiB on a CPU)."),
+    chunk_size: int = typer.Option(None, "--chunk-size", **DISTILL.bounds("chunk_size"), help="Positions per logits chunk (default: one fp32 [chunk, vocab] buffer of ~512 MiB on a GPU, ~64 MiB on a CPU)."),
     weight_decay: float = typer.Option(0.1, "--weight-decay", help="AdamW weight decay (matrices only)."),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Clip the global gradient norm; 0 disables."),
-    precision: Literal["auto", "fp32", "bf16"] = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16."),
-    parallel: Literal["auto", "none", "ddp", "fsdp"] = typer.Option("auto", "--parallel", help="auto (DDP under torchrun), none, ddp or fsdp (FSDP2)."),
+    precision: Literal[PRECISIONS] = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16."),
+    parallel: Literal[PARALLEL] = typer.Option("auto", "--parallel", help="auto (DDP under torchrun), none, ddp or fsdp (FSDP2)."),
     force: bool = typer.Option(False, "--force", help="Start even when the memory forecast exceeds what the device has."),
-    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the sample order."),
+    seed: int = typer.Option(0, "--seed", **DISTILL.bounds("seed"), help="Seed of the sample order."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
-    num_proc: int = typer.Option(1, "--num-proc", min=1, help="Tokenize text --data in this many processes (as `hybridprune tokenize --num-proc`; the same tokens)."),
+    num_proc: int = typer.Option(1, "--num-proc", **DISTILL.bounds("num_proc"), help="Tokenize text --data in this many processes (as `hybridprune tokenize --num-proc`; the same tokens)."),
     chat: bool = typer.Option(False, "--chat", help="Text records are conversations ('messages', the tokenizer's chat template) or prompt/completion pairs: the loss counts the assistant's tokens only."),
     device: str = typer.Option(None, "--device", help="Device (default: this process's GPU, else cpu)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on a terminal; elsewhere (a log file) one plain line per logged step."),
@@ -73,10 +77,6 @@ def distill_command(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoints' own Python code."),
 ) -> None:
     """Distil the student from the teacher (forward KL on logits, chunked), with exact resume."""
-    from ..distillation import DistillConfig
-    from ..distillation.dist import setup as dist_setup
-    from ..distillation.dist import teardown
-
     check_device(device)
     check_device(teacher_device, "--teacher-device")
     check_device_map(teacher_device_map, "--teacher-device-map")
@@ -95,19 +95,19 @@ def distill_command(
         kd_topk = cached_k
     device = None if device == "auto" else device
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
-    if (steps is None) == (tokens is None):
-        raise CliError("give exactly one of --steps and --tokens (the length of the run)")
+    DISTILL.check({"steps": steps, "tokens": tokens, "lr": lr, "min_lr": min_lr, "temperature": temperature,
+                   "kd_loss": kd_loss, "kd_weight": kd_weight, "ce_weight": ce_weight, "weight_decay": weight_decay,
+                   "grad_clip": grad_clip, "global_batch": global_batch, "micro_batch": micro_batch})
     if out is None:
         if resume is None:
             raise CliError("--out is required (or --resume, which then is also the output directory)")
         out = resume
-    check_numbers(("--tokens", tokens, POSITIVE), ("--lr", lr, POSITIVE), ("--min-lr", min_lr, NON_NEGATIVE),
-                  ("--temperature", temperature, POSITIVE), ("--kd-weight", kd_weight, POSITIVE),
-                  ("--ce-weight", ce_weight, NON_NEGATIVE), ("--weight-decay", weight_decay, NON_NEGATIVE),
-                  ("--grad-clip", grad_clip, NON_NEGATIVE))
-    if min_lr > lr:
-        raise CliError(f"--min-lr ({min_lr}) must not exceed --lr ({lr})")
-    check_multiple("--global-batch", global_batch, "--micro-batch", micro_batch)
+    check_checkpoint_dir(teacher, "teacher")  # a wrong path is named before torch is imported
+    check_checkpoint_dir(student, "student")
+    from ..distillation import DistillConfig
+    from ..distillation.dist import setup as dist_setup
+    from ..distillation.dist import teardown
+
     cfg = DistillConfig(
         steps=steps, tokens=tokens, global_batch=global_batch, micro_batch=micro_batch, lr=lr, min_lr=min_lr,
         warmup=warmup, weight_decay=weight_decay, grad_clip=grad_clip or None, temperature=temperature,
@@ -278,6 +278,8 @@ def _run(env, teacher, student, data, out, seq_len, num_samples, val_samples, se
                          trust_remote_code=trust_remote_code, role="teacher", device_map=teacher_device_map)
     s_model = load_model(student, dtype="float32", device="cpu", trust_remote_code=trust_remote_code, role="student")
     vocab = s_model.get_output_embeddings().weight.shape[0]
+    if cache is not None:  # its ids were checked in range of the head that computed them: of this one too?
+        cache.check_vocab(vocab)
     check_token_dir((train.dataset if isinstance(train, torch.utils.data.Subset) else train).manifest, token_dir,
                     vocab, tokenizer)
     val = None

@@ -9,12 +9,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .checks import SEED_MAX, check_not_blank, listed
+from ..options import EVAL
+from .checks import check_not_blank, listed
 from .devices import check_device, check_device_map
 from ..output.atomic import check_output
 from .common import (
-    CliError, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer, resolve_device,
-    weight_bytes,
+    CliError, check_checkpoint_dir, console, fail_cleanly, forecast_memory, load_config, load_model, load_tokenizer,
+    resolve_device, weight_bytes,
 )
 
 EVAL_JSON = "eval.json"
@@ -30,7 +31,7 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
         values = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
     except ValueError:
         raise CliError(f"{option} takes comma-separated whole numbers, e.g. 1,8; got {text!r}") from None
-    if not values or min(values) < 1:
+    if EVAL["batch_sizes"].problem(option, list(values)):  # the rule of --batch-sizes and --context alike
         raise CliError(f"{option} needs positive numbers, e.g. 1,8; got {text!r}")
     return values
 
@@ -57,21 +58,21 @@ def eval_command(
     models: list[Path] = typer.Argument(..., help="One or more Hugging Face checkpoint directories; the first is the reference for ratios."),
     data: str = typer.Option(None, "--data", help="Text source for loss, perplexity and bits per byte: .txt/.jsonl/.json/.parquet, a saved dataset, or 'shakespeare'."),
     split: str = typer.Option("validation", help="Data split to measure on (validation, test, ...)."),
-    samples: int = typer.Option(256, min=1, help="Samples to evaluate."),
-    seq_len: int = typer.Option(2048, "--seq-len", min=2, help="Tokens per sample."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Samples per forward pass (loss and tasks)."),
+    samples: int = typer.Option(256, **EVAL.bounds("samples"), help="Samples to evaluate."),
+    seq_len: int = typer.Option(2048, "--seq-len", **EVAL.bounds("seq_len"), help="Tokens per sample."),
+    batch_size: int = typer.Option(8, "--batch-size", **EVAL.bounds("batch_size"), help="Samples per forward pass (loss and tasks)."),
     speed: bool = typer.Option(False, "--speed/--no-speed", help="Measure generation speed side by side: prefill, time to first token, cached decode, peak memory, cache size."),
     batch_sizes: str = typer.Option("1,8", "--batch-sizes", help="Batch sizes for --speed, comma-separated."),
     context: str = typer.Option("2048,8192", "--context", help="Prompt lengths in tokens for --speed, comma-separated."),
-    new_tokens: int = typer.Option(256, "--new-tokens", min=1, help="Tokens decoded per sequence for --speed (no early stop)."),
-    repeats: int = typer.Option(3, "--repeats", min=1, help="Interleaved timed rounds for --speed (the median is reported)."),
-    warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed warm-up rounds for --speed."),
+    new_tokens: int = typer.Option(256, "--new-tokens", **EVAL.bounds("new_tokens"), help="Tokens decoded per sequence for --speed (no early stop)."),
+    repeats: int = typer.Option(3, "--repeats", **EVAL.bounds("repeats"), help="Interleaved timed rounds for --speed (the median is reported)."),
+    warmup: int = typer.Option(1, "--warmup", **EVAL.bounds("warmup"), help="Untimed warm-up rounds for --speed."),
     tasks: str = typer.Option(None, "--tasks", help="lm-eval tasks, comma-separated: next_line_choice, corpus_bpb (shipped, offline), any task your lm-eval knows, or a task YAML path. Needs hybridprune[eval]."),
     task_limit: float = typer.Option(None, "--task-limit", help="At most this many documents per task (a number >= 1, or a fraction < 1)."),
     out: Path = typer.Option(None, "--out", help=f"Directory for {EVAL_JSON} and {EVAL_MD} (created; refused if not empty unless --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier evaluation in --out (never files hybridprune did not write)."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
-    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for sampling the windows and the speed prompts."),
+    seed: int = typer.Option(0, **EVAL.bounds("seed"), help="Seed for sampling the windows and the speed prompts."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
     device_map: str = typer.Option(None, "--device-map", help="Spread models larger than one device over the GPUs, CPU and disk (accelerate's big-model inference): auto, balanced, sequential."),
     dtype: str = typer.Option("auto", help="auto (as saved; bfloat16 on a GPU), float32, bfloat16, float16."),
@@ -79,28 +80,27 @@ def eval_command(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoints' own Python code."),
 ) -> None:
     """Measure every checkpoint on the same footing and print the tables (and write them with --out)."""
+    check_device(device)
+    check_device_map(device_map)
+    EVAL.check({"task_limit": task_limit, "dtype": dtype})
+    check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
+    if out is not None:
+        check_output(out, overwrite=overwrite)
+    for path in models:  # a wrong path is named before torch is imported
+        check_checkpoint_dir(path)
     from ..data import load_token_samples
     from ..evaluate import LOCAL_TASKS, MissingExtra, SpeedSettings, compare_models
     from ..evaluate.tables import kernels_text, quality_table, speed_note, speed_table, tokenizer_note
     from ..output.atomic import atomic_directory
 
-    check_device(device)
-    check_device_map(device_map)
-    if samples < 1 or seq_len < 2 or batch_size < 1:
-        raise CliError("--samples and --batch-size must be positive and --seq-len at least 2")
-    check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
     task_list = [] if tasks is None else listed("--tasks", tasks, ",".join(LOCAL_TASKS))
     if data is None and not speed and not task_list:
         raise CliError("nothing to measure: give --data (loss, perplexity, bits per byte), --speed, or --tasks")
     speed_settings = None
     if speed:
-        if new_tokens < 1 or repeats < 1 or warmup < 0:
-            raise CliError("--new-tokens and --repeats must be positive and --warmup at least 0")
         speed_settings = SpeedSettings(batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
                                        contexts=_int_list(context, "--context"), new_tokens=new_tokens,
                                        warmup=warmup, repeats=repeats, seed=seed)
-    if task_limit is not None and not task_limit > 0:
-        raise CliError("--task-limit must be positive")
     limit = None if task_limit is None else (int(task_limit) if task_limit >= 1 else task_limit)
     if task_list:
         try:
@@ -109,8 +109,6 @@ def eval_command(
             check_tasks(task_list)  # unknown names are refused before any model is loaded
         except MissingExtra as exc:
             raise CliError(str(exc)) from None
-    if out is not None:
-        check_output(out, overwrite=overwrite)
 
     names = _names(models)
     forecast_memory(_forecast(models, dtype, device, data is not None or task_list, batch_size, seq_len,

@@ -9,9 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..options import EXPERT_IMPORTANCE, GDN_IMPORTANCE, PRUNE
 from ..output.atomic import check_output
 from .checks import check_gdn_options, check_moe_options, listed
-from ..pruning.plan import WIDTH_FIELDS
 from .devices import check_device
 from .common import (
     CliError, alerts, console, fail_cleanly, forecast_memory, load_config, load_model, resolve_dtype, weight_bytes,
@@ -30,11 +30,11 @@ def prune_command(
     out: Path = typer.Option(..., "--out", help="Output directory for the pruned checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier output of hybridprune in --out (never files it did not write)."),
     strict_fingerprint: bool = typer.Option(False, "--strict-fingerprint", help="Refuse scores computed on another model."),
-    expert_importance: Literal["output_norm", "router_weighted", "frequency"] = typer.Option(
+    expert_importance: Literal[EXPERT_IMPORTANCE] = typer.Option(
         "output_norm", "--expert-importance",
         help="How a MoE model's routed experts are ranked: output_norm (Minitron: mean L2 norm of the expert's output "
              "over its tokens), router_weighted (REAP: that norm times the gate value) or frequency (share of tokens)."),
-    gdn_importance: Literal["out_proj", "value"] = typer.Option(
+    gdn_importance: Literal[GDN_IMPORTANCE] = typer.Option(
         "out_proj", "--gdn-importance",
         help="Which activation ranks a Gated DeltaNet model's value heads and channels: out_proj (the output "
              "projection's input, after the gated norm) or value (the value branch of the input projection)."),
@@ -45,29 +45,32 @@ def prune_command(
     force: bool = typer.Option(False, "--force", help="Start even when the memory forecast exceeds what the device has."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code."),
     serve_with: str = typer.Option(None, "--serve-with", help="Serving engines the output must run on, e.g. 'vllm,llama.cpp': a plan one of them cannot serve is refused, naming the rule and the nearest valid values."),
-    tensor_parallel: int = typer.Option(1, "--tensor-parallel", min=1, help="GPUs vLLM splits the model over (with --serve-with vllm): the head counts and widths it splits must divide."),
+    tensor_parallel: int = typer.Option(1, "--tensor-parallel", **PRUNE.bounds("tensor_parallel"), help="GPUs vLLM splits the model over (with --serve-with vllm): the head counts and widths it splits must divide."),
 ) -> None:
     """Prune a checkpoint group-aware to the plan's sizes and write it as a plain HF checkpoint.
 
     By default the checkpoint is streamed tensor by tensor into pruned shards, so peak memory is about
     two of its largest tensors whatever the model's size."""
-    from ..architectures import get_adapter
-    from ..importance.scores import Scores
-    from ..pruning.apply import prune
-    from ..pruning.export import export
-    from ..pruning.plan import Plan, PlanError
     from ..checkpoint.load import check_weight_files, resolve
-    from ..checkpoint.files import CheckpointFiles
-    from ..checkpoint.forecast import forecast_prune
-    from ..pruning.streaming import stream_prune
+    from ..pruning.plan import Plan, PlanError
 
-    # Everything that can be checked without the weights is checked first: the plan even without the config.
+    # Everything that can be checked without the weights is checked first: the plan even without the config
+    # (and without torch, which the modules below import).
     check_device(device)
+    PRUNE.check({"dtype": dtype, "serve_with": serve_with, "tensor_parallel": tensor_parallel})
     if not _is_file(plan):
         listed("--plan", plan, "hidden_size=3072,drop_layers=3+7")
     parsed = Plan.parse(plan)
     check_output(out, overwrite=overwrite)
     model = resolve(model, role="model")  # a local directory; a Hub id is fetched (safetensors only)
+    from ..architectures import get_adapter
+    from ..checkpoint.files import CheckpointFiles
+    from ..checkpoint.forecast import forecast_prune
+    from ..importance.scores import Scores
+    from ..pruning.apply import prune
+    from ..pruning.export import export
+    from ..pruning.streaming import stream_prune
+
     config = load_config(model, trust_remote_code=trust_remote_code)
     adapter = get_adapter(config)
     dims = adapter.dims(config)
@@ -140,6 +143,8 @@ SUMMARY_SHAPE = {"dims_before": {"block_kinds": list}, "dims_after": {"block_kin
 
 
 def _summary(info: dict, path: Path) -> None:
+    from ..pruning.plan import WIDTH_FIELDS
+
     before, after = info["dims_before"], info["dims_after"]
     table = Table(title="pruned")
     table.add_column("axis")

@@ -8,18 +8,15 @@ from typing import Literal
 
 import typer
 
-from .checks import (
-    CLOSED_FRACTION, FRACTION, NON_NEGATIVE, POSITIVE, SEED_MAX, check_gdn_options, check_moe_options, check_multiple,
-    check_not_blank, check_numbers, listed,
-)
-from ..archsearch.store import CANDIDATES_FILE, OWNED, SETTINGS_FILE
+from ..options import EXPERT_IMPORTANCE, GDN_IMPORTANCE, PARAMS_KINDS, SEARCH, TIE_BREAKS
+from .checks import check_gdn_options, check_moe_options, check_not_blank, listed
 from ..output.cleanup import lock_until_done, remove_if_failed
 from ..output.atomic import check_output, claim, owned_names
 from ..output.leftovers import remove_dead_temporaries, unfinished
 from .devices import check_device
 from .common import (
-    CliError, console, fail_cleanly, forecast_memory, forward_forecast, load_config, load_model, load_tokenizer,
-    weight_bytes,
+    CliError, check_checkpoint_dir, console, fail_cleanly, forecast_memory, forward_forecast, load_config, load_model,
+    load_tokenizer, weight_bytes,
 )
 
 #: Short names accepted by --skip and --divisors, besides the Plan field names.
@@ -59,8 +56,6 @@ def _divisors(text: str | None) -> dict[str, int]:
 
 
 def _kd_settings(steps, tokens, lr, batch, micro_batch, topk=None) -> dict | None:
-    if steps is not None and tokens is not None:
-        raise CliError("give --kd-steps or --kd-tokens, not both")
     if steps is None and tokens is None:
         return None
     kd = {"steps": steps} if steps is not None else {"tokens": float(tokens)}
@@ -74,68 +69,66 @@ def search_command(
     data: str = typer.Option(..., "--data", help="Text source: .txt/.jsonl/.json/.parquet, a saved dataset, 'shakespeare', or a token directory (`hybridprune tokenize`)."),
     out: Path = typer.Option(..., "--out", help="Search directory: candidates.jsonl, best.yaml, search.png, scores/."),
     params: str = typer.Option(None, "--params", help="Parameter budget: 4.5e9, 4.5B, 350M, or relative 0.5x / 50%."),
-    params_kind: Literal["total", "non-embedding", "non_embedding"] = typer.Option("total", "--params-kind", help="What --params counts: total or non-embedding."),
+    params_kind: Literal[PARAMS_KINDS] = typer.Option("total", "--params-kind", help="What --params counts: total or non-embedding."),
     memory_mb: float = typer.Option(None, "--memory-mb", help="Memory budget (MiB): weights + KV cache + Mamba state."),
     active_params: str = typer.Option(None, "--active-params", help="Budget of parameters used per token (MoE: routed experts a token skips left out): 3e9, 3B, or relative 0.5x."),
-    expert_importance: Literal["output_norm", "router_weighted", "frequency"] = typer.Option("output_norm", "--expert-importance", help="How a MoE model's routed experts are ranked (see `hybridprune prune --help`)."),
-    gdn_importance: Literal["out_proj", "value"] = typer.Option("out_proj", "--gdn-importance", help="Which activation ranks Gated DeltaNet value heads (see `hybridprune prune --help`)."),
-    seq_len: int = typer.Option(4096, "--seq-len", min=1, help="Sequence length of the memory estimate."),
-    batch: int = typer.Option(1, "--batch", min=1, help="Batch size of the memory estimate."),
+    expert_importance: Literal[EXPERT_IMPORTANCE] = typer.Option("output_norm", "--expert-importance", help="How a MoE model's routed experts are ranked (see `hybridprune prune --help`)."),
+    gdn_importance: Literal[GDN_IMPORTANCE] = typer.Option("out_proj", "--gdn-importance", help="Which activation ranks Gated DeltaNet value heads (see `hybridprune prune --help`)."),
+    seq_len: int = typer.Option(4096, "--seq-len", **SEARCH.bounds("seq_len"), help="Sequence length of the memory estimate."),
+    batch: int = typer.Option(1, "--batch", **SEARCH.bounds("batch"), help="Batch size of the memory estimate."),
     memory_dtype: str = typer.Option("bfloat16", "--memory-dtype", help="Weights and cache dtype of the memory estimate."),
-    top_k: int = typer.Option(10, "--top-k", min=1, help="Candidates given the short distillation (paper: 22)."),
+    top_k: int = typer.Option(10, "--top-k", **SEARCH.bounds("top_k"), help="Candidates given the short distillation (paper: 22)."),
     kd_tokens: float = typer.Option(None, "--kd-tokens", help="Short-KD tokens per top-K candidate (paper: 3.8e9)."),
-    kd_steps: int = typer.Option(None, "--kd-steps", min=1, help="Short-KD optimizer steps per top-K candidate (instead of --kd-tokens)."),
+    kd_steps: int = typer.Option(None, "--kd-steps", **SEARCH.bounds("kd_steps"), help="Short-KD optimizer steps per top-K candidate (instead of --kd-tokens)."),
     kd_lr: float = typer.Option(1e-4, "--kd-lr", help="Short-KD peak learning rate."),
-    kd_batch: int = typer.Option(8, "--kd-batch", min=1, help="Short-KD global batch (samples per step)."),
-    kd_micro_batch: int = typer.Option(2, "--kd-micro-batch", min=1, help="Short-KD samples per forward pass."),
-    kd_topk: int = typer.Option(None, "--kd-topk", min=1, help="Short KD from the teacher's top-k logits (+ tail mass), computed once for all top-K candidates instead of a teacher forward per candidate and step. Default: full KD."),
+    kd_batch: int = typer.Option(8, "--kd-batch", **SEARCH.bounds("kd_batch"), help="Short-KD global batch (samples per step)."),
+    kd_micro_batch: int = typer.Option(2, "--kd-micro-batch", **SEARCH.bounds("kd_micro_batch"), help="Short-KD samples per forward pass."),
+    kd_topk: int = typer.Option(None, "--kd-topk", **SEARCH.bounds("kd_topk"), help="Short KD from the teacher's top-k logits (+ tail mass), computed once for all top-K candidates instead of a teacher forward per candidate and step. Default: full KD."),
     skip: list[str] = typer.Option([], "--skip", help="Axes to keep at their size (repeatable or comma-separated)."),
     divisors: str = typer.Option(None, "--divisors", help="Per-axis steps, e.g. 'hidden_size=256,ffn_hidden_size=512'."),
     max_width_pruning: float = typer.Option(0.4, "--max-width-pruning", help="Largest fraction a width axis may lose."),
     max_depth_pruning: float = typer.Option(0.2, "--max-depth-pruning", help="Largest fraction of blocks dropped."),
     band: float = typer.Option(0.1, "--band", help="Evaluate candidates within this fraction of the largest that fits."),
-    max_candidates: int = typer.Option(None, "--max-candidates", min=1, help="Evaluate at most this many (closest to the budget)."),
-    eval_samples: int = typer.Option(256, "--eval-samples", min=1, help="Validation samples for the losses (paper: 1024)."),
-    eval_seq_len: int = typer.Option(512, "--eval-seq-len", min=2, help="Tokens per validation / KD / calibration sample."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Samples per forward pass when measuring loss."),
+    max_candidates: int = typer.Option(None, "--max-candidates", **SEARCH.bounds("max_candidates"), help="Evaluate at most this many (closest to the budget)."),
+    eval_samples: int = typer.Option(256, "--eval-samples", **SEARCH.bounds("eval_samples"), help="Validation samples for the losses (paper: 1024)."),
+    eval_seq_len: int = typer.Option(512, "--eval-seq-len", **SEARCH.bounds("eval_seq_len"), help="Tokens per validation / KD / calibration sample."),
+    batch_size: int = typer.Option(8, "--batch-size", **SEARCH.bounds("batch_size"), help="Samples per forward pass when measuring loss."),
     scores_dir: Path = typer.Option(None, "--scores", help="Saved scores (default OUT/scores, computed there if missing)."),
-    calib_samples: int = typer.Option(256, "--calib-samples", min=1, help="Calibration samples when scores are computed."),
-    depth_samples: int = typer.Option(16, "--depth-samples", min=0, help="Samples for KL-divergence depth importance (0 = Block Influence)."),
+    calib_samples: int = typer.Option(256, "--calib-samples", **SEARCH.bounds("calib_samples"), help="Calibration samples when scores are computed."),
+    depth_samples: int = typer.Option(16, "--depth-samples", **SEARCH.bounds("depth_samples"), help="Samples for KL-divergence depth importance (0 = Block Influence)."),
     tie_tolerance: float = typer.Option(0.005, "--tie-tolerance", help="Losses this close tie; --tie-break decides."),
-    tie_break: Literal["cost", "speed"] = typer.Option("cost", "--tie-break", help="What breaks a tie: cost (fewer parameters, then less memory; the same every run) or speed (measured throughput; varies with the machine's load)."),
+    tie_break: Literal[TIE_BREAKS] = typer.Option("cost", "--tie-break", help="What breaks a tie: cost (fewer parameters, then less memory; the same every run) or speed (measured throughput; varies with the machine's load)."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure the top-K's throughput (shown; used by --tie-break speed)."),
-    speed_batch: int = typer.Option(1, "--speed-batch", min=1, help="Batch of the throughput measurement."),
-    show: int = typer.Option(10, "--show", min=0, help="Rows of the results table."),
+    speed_batch: int = typer.Option(1, "--speed-batch", **SEARCH.bounds("speed_batch"), help="Batch of the throughput measurement."),
+    show: int = typer.Option(10, "--show", **SEARCH.bounds("show"), help="Rows of the results table."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
-    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for sampling windows (and the KD data order)."),
+    seed: int = typer.Option(0, **SEARCH.bounds("seed"), help="Seed for sampling windows (and the KD data order)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
     dtype: str = typer.Option("auto", help="Model dtype: auto (as saved), float32, bfloat16, float16."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard a previous search in --out instead of resuming it."),
     force: bool = typer.Option(False, "--force", help="Start even when the memory forecast exceeds what the device has."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code."),
     serve_with: str = typer.Option(None, "--serve-with", help="Serving engines every candidate must run on, e.g. 'vllm,llama.cpp' (see `hybridprune prune --help`)."),
-    tensor_parallel: int = typer.Option(1, "--tensor-parallel", min=1, help="GPUs vLLM splits the model over (with --serve-with vllm)."),
+    tensor_parallel: int = typer.Option(1, "--tensor-parallel", **SEARCH.bounds("tensor_parallel"), help="GPUs vLLM splits the model over (with --serve-with vllm)."),
 ) -> None:
     """Search the architecture of lowest loss under a budget; resumes an interrupted run in --out."""
-    from ..architectures import get_adapter
-    from ..data import load_token_samples
-    from ..importance.scores import Scores, ScoresError, model_fingerprint
-    from ..archsearch import Budget, SearchConfig, SearchSpace, build_grid, filter_candidates, search
-    from ..archsearch.report import decision_text, results_table
-
     check_device(device)
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
-    if params is None and memory_mb is None and active_params is None:
-        raise CliError("give a budget: --params (e.g. 4.5e9 or 0.5x), --active-params and/or --memory-mb")
-    check_numbers(("--memory-mb", memory_mb, POSITIVE), ("--kd-tokens", kd_tokens, POSITIVE),
-                  ("--kd-lr", kd_lr, POSITIVE), ("--max-width-pruning", max_width_pruning, FRACTION),
-                  ("--max-depth-pruning", max_depth_pruning, FRACTION), ("--band", band, CLOSED_FRACTION),
-                  ("--tie-tolerance", tie_tolerance, NON_NEGATIVE))
-    if tie_break == "speed" and not speed:
-        raise CliError("--tie-break speed needs the throughput measurement: drop --no-speed, or use --tie-break cost")
-    if kd_steps is not None or kd_tokens is not None:
-        check_multiple("--kd-batch", kd_batch, "--kd-micro-batch", min(kd_micro_batch, kd_batch))
+    SEARCH.check({"params": params, "active_params": active_params, "memory_mb": memory_mb,
+                  "memory_dtype": memory_dtype, "kd_tokens": kd_tokens, "kd_steps": kd_steps, "kd_lr": kd_lr,
+                  "kd_batch": kd_batch, "kd_micro_batch": kd_micro_batch, "max_width_pruning": max_width_pruning,
+                  "max_depth_pruning": max_depth_pruning, "band": band, "tie_tolerance": tie_tolerance,
+                  "tie_break": tie_break, "speed": speed, "dtype": dtype, "serve_with": serve_with,
+                  "tensor_parallel": tensor_parallel})
     kd = _kd_settings(kd_steps, kd_tokens, kd_lr, kd_batch, kd_micro_batch, kd_topk)
+    check_checkpoint_dir(model)  # a wrong path is named before torch is imported
+    from ..architectures import get_adapter
+    from ..archsearch import Budget, SearchConfig, SearchSpace, build_grid, filter_candidates, search
+    from ..archsearch.report import decision_text, results_table
+    from ..archsearch.store import OWNED, SETTINGS_FILE
+    from ..data import load_token_samples
+    from ..importance.scores import Scores, ScoresError, model_fingerprint
+
     skipped = sorted({_axis(s) for item in skip for s in listed("--skip", item, "num_layers")})
     space = SearchSpace(max_width_pruning=max_width_pruning, max_depth_pruning=max_depth_pruning,
                         divisors=_divisors(divisors), skip=tuple(skipped))
@@ -217,6 +210,8 @@ def search_command(
 
 def _resumable(out: Path) -> bool:
     """What a failed or interrupted search keeps: complete scores or finished evaluations."""
+    from ..archsearch.store import CANDIDATES_FILE
+
     return (out / "scores" / "scores.json").is_file() or (out / CANDIDATES_FILE).is_file()
 
 
@@ -247,6 +242,7 @@ def _forecast(config, dtype, device, batch_size, seq_len, depth, kd, kd_micro_ba
 def _calibrate(lm, tokenizer, path: Path, data, seq_len, samples, depth_samples, batch_size, seed, text_field, model):
     """Calibrate once and save the scores, for every later run of the search and for `prune`."""
     from ..data import load_token_samples
+    from ..archsearch.store import OWNED
     from ..importance.calibrate import calibrate
 
     console.print(f"calibrating on {samples} samples of {seq_len} tokens (saved to {path})")

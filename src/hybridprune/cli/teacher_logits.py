@@ -14,13 +14,27 @@ import typer
 
 from ..output.cleanup import lock_until_done, remove_if_failed
 from ..output.atomic import check_output
-from .checks import SEED_MAX
+from ..options import TEACHER_LOGITS
 from .common import CliError, console, fail_cleanly, load_model
 from .devices import check_device
 
 
+#: tokens per teacher forward when --batch-size is not given (4 samples at the default --seq-len 4096):
+#: short samples go many to a forward, which is several times faster than a few at a time
+BATCH_TOKENS = 16_384
+
+
 def register(app: typer.Typer) -> None:
     app.command("teacher-logits")(teacher_logits_command)
+
+
+def default_batch_size(seq_len: int, progress: dict | None = None) -> int:
+    """Samples per forward without --batch-size: an unfinished cache's own (the batches decide the bytes,
+    so the same command continues it), else `BATCH_TOKENS` tokens' worth."""
+    recorded = (progress or {}).get("plan", {}).get("batch_size")
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1:
+        return recorded
+    return max(1, BATCH_TOKENS // seq_len)
 
 
 @fail_cleanly
@@ -28,20 +42,22 @@ def teacher_logits_command(
     teacher: Path = typer.Option(..., "--teacher", help="Teacher: Hugging Face checkpoint directory."),
     data: Path = typer.Option(..., "--data", help="Token directory (`hybridprune tokenize`); its train split."),
     out: Path = typer.Option(..., "--out", help="Directory for the cached logits."),
-    seq_len: int = typer.Option(4096, "--seq-len", min=2, help="Tokens per sample (as distill's --seq-len)."),
-    top_k: int = typer.Option(128, "--top-k", min=1, help="Teacher tokens kept per position (the rest as one tail mass)."),
-    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="As distill's --seed."),
-    num_samples: int = typer.Option(None, "--num-samples", min=1, help="As distill's --num-samples."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Samples per teacher forward."),
+    seq_len: int = typer.Option(4096, "--seq-len", **TEACHER_LOGITS.bounds("seq_len"), help="Tokens per sample (as distill's --seq-len)."),
+    top_k: int = typer.Option(128, "--top-k", **TEACHER_LOGITS.bounds("top_k"), help="Teacher tokens kept per position (the rest as one tail mass)."),
+    seed: int = typer.Option(0, "--seed", **TEACHER_LOGITS.bounds("seed"), help="As distill's --seed."),
+    num_samples: int = typer.Option(None, "--num-samples", **TEACHER_LOGITS.bounds("num_samples"), help="As distill's --num-samples."),
+    batch_size: int = typer.Option(None, "--batch-size", **TEACHER_LOGITS.bounds("batch_size"), help=f"Samples per teacher forward (default: {BATCH_TOKENS:,} tokens' worth, 4 at --seq-len 4096; an unfinished cache continues with its own)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier logits in --out (never files hybridprune did not write)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code."),
 ) -> None:
     """Compute the teacher's top-k logits of the training samples once (resumable)."""
+    check_device(device)
     import torch
 
     from ..data.shards import is_token_dir, read_manifest
     from ..distillation import teacher_logits_store as store
+    from ..distillation.config import DistillError
     from ..distillation.data import as_token_data
     from ..distillation.models import final_hidden, head_of
     from ..checkpoint.fingerprint import model_fingerprint
@@ -49,23 +65,29 @@ def teacher_logits_command(
     from ..output.errors import writing
     from .distill import _train_data, checkpoint_identity
 
-    check_device(device)
     if not is_token_dir(data):
         raise CliError(f"--data {data} is not a token directory; write one first with `hybridprune tokenize`")
     train = as_token_data(_train_data(data, seq_len, seed, num_samples))
     tokens = read_manifest(data)
     meta = {"teacher": str(teacher), "data": str(data), "seed": seed, "num_samples_asked": num_samples}
-    progress = store.read_progress(out) if out.is_dir() else None
+    try:
+        progress = store.read_progress(out) if out.is_dir() else None
+    except DistillError:
+        if not overwrite:
+            raise
+        progress = None  # --overwrite: a record that cannot be continued is replaced
     if progress is not None:  # an interrupted run: only the same command continues it
-        asked = store.plan(train, tokens, top_k, batch_size=batch_size, **meta)
+        asked = store.plan(train, tokens, top_k, batch_size=batch_size or default_batch_size(seq_len, progress), **meta)
         differ = store.same_work(progress["plan"], asked, ignore=("teacher_fingerprint", "k"))
         _refuse_other(out, differ, overwrite)
         progress = None if differ else progress  # --overwrite: start afresh
     resuming = progress is not None or store.unfinished(out)
+    if batch_size is None:
+        batch_size = default_batch_size(seq_len, progress)
     check_output(out, overwrite=overwrite, resume=resuming)
     if resuming:
         store.remove_temporaries(out)
-    remove_if_failed(out, keep=lambda d: store.read_progress(d) is not None,
+    remove_if_failed(out, keep=store.has_progress,
                      note=f"run the same command again to continue the teacher logits in {out}")
     lock_until_done(out)  # one writer per cache
     fingerprint = checkpoint_identity(teacher, trust_remote_code=trust_remote_code)  # of the files, at any dtype
@@ -74,7 +96,8 @@ def teacher_logits_command(
     dev = next(model.parameters()).device
     head = head_of(model)
     the_plan = store.plan(train, tokens, min(top_k, head.vocab_size), batch_size=batch_size,
-                          teacher_fingerprint=fingerprint or model_fingerprint(model), **meta)
+                          teacher_fingerprint=fingerprint or model_fingerprint(model), vocab_size=head.vocab_size,
+                          **meta)
     if progress is not None:  # the same data and options: the same teacher and k too?
         _refuse_other(out, store.same_work(progress["plan"], the_plan), overwrite)
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import typer
 
 from ..output.cleanup import remove_if_failed
+from ..options import TOKENIZE
 from .checks import check_not_blank
-from .common import console, fail_cleanly, load_tokenizer
+from .common import check_checkpoint_dir, console, fail_cleanly, load_tokenizer
 
 
 def register(app: typer.Typer) -> None:
@@ -37,14 +38,15 @@ def tokenize_command(
     out: Path = typer.Option(..., "--out", help="Token directory: shards per split, manifest.json."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
     chat: bool = typer.Option(False, "--chat", help="Records are conversations ('messages', rendered with the tokenizer's chat template) or prompt/completion pairs; the loss counts the assistant's (completion's) tokens only."),
-    num_proc: int = typer.Option(1, "--num-proc", min=1, help="Tokenize in this many processes (the output is the same bytes as with one)."),
+    num_proc: int = typer.Option(1, "--num-proc", **TOKENIZE.bounds("num_proc"), help="Tokenize in this many processes (the output is the same bytes as with one)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier tokenization in --out (never files hybridprune did not write)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the tokenizer's own Python code."),
 ) -> None:
     """Tokenize text once into memory-mapped shards (resumable)."""
+    check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
+    check_checkpoint_dir(tokenizer, "tokenizer")  # a wrong path is named before torch is imported
     from ..data.tokenize import tokenize_to
 
-    check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
     tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code, role="tokenizer")
     remove_if_failed(out, keep=has_progress, note=f"run the same command again to continue the tokenization in {out}")
     manifest = tokenize_to(out, data, tok, text_field=text_field, chat=chat, overwrite=overwrite, num_proc=num_proc,

@@ -9,20 +9,19 @@ fixed-length samples, batching, and the paths of the shipped assets.
 
 from __future__ import annotations
 
-from hybridprune.data.assets import (
-    BUNDLED_CORPUS_NAME,
-    BUNDLED_TEACHERS,
-    SPLITS,
-    bundled_corpus,
-    corpus_path,
-    resolve_teacher,
-    teacher_path,
-    tokenizer_path,
-)
-from hybridprune.data.batches import TokenSamples
-from hybridprune.data.errors import DataError
-from hybridprune.data.samples import load_token_samples
-from hybridprune.data.sources import read_documents, split_of
+import importlib
+
+#: public name -> the module defining it, imported on first use: the shipped assets' paths (which every
+#: checkpoint reference is resolved against) need no torch
+_PUBLIC = {
+    **dict.fromkeys(("BUNDLED_CORPUS_NAME", "BUNDLED_TEACHERS", "SPLITS", "bundled_corpus", "corpus_path",
+                     "resolve_teacher", "teacher_path", "tokenizer_path"), "hybridprune.data.assets"),
+    "TokenSamples": "hybridprune.data.batches",
+    "DataError": "hybridprune.data.errors",
+    "load_token_samples": "hybridprune.data.samples",
+    "read_documents": "hybridprune.data.sources",
+    "split_of": "hybridprune.data.sources",
+}
 
 __all__ = [
     "BUNDLED_CORPUS_NAME",
@@ -39,3 +38,10 @@ __all__ = [
     "teacher_path",
     "tokenizer_path",
 ]
+
+
+def __getattr__(name: str):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hybridprune.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

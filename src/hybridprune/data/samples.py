@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import torch
 
 from hybridprune.data.batches import TokenSamples
@@ -26,8 +27,6 @@ from hybridprune.data.shards import ShardWindows, is_token_dir
 from hybridprune.data.sources import check_split, read_documents
 
 log = logging.getLogger(__name__)
-
-_TOKENIZE_BATCH = 256
 
 
 def load_token_samples(
@@ -194,17 +193,15 @@ def _check_tokenizer(tokenizer: Any, model_vocab_size: int | None) -> int:
 
 
 def _tokenize(docs: list[str], tokenizer: Any) -> torch.Tensor:
+    """The documents' ids, each followed by EOS, as one stream (long documents in pieces, as `tokenize`)."""
+    from hybridprune.data.tokenize import encode_texts
+
     eos = getattr(tokenizer, "eos_token_id", None)
     if eos is None:
         log.warning("the tokenizer has no EOS token; documents are concatenated without a separator")
-    pieces: list[list[int]] = []
-    for start in range(0, len(docs), _TOKENIZE_BATCH):
-        batch = docs[start : start + _TOKENIZE_BATCH]
-        encoded = tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]
-        for ids in encoded:
-            pieces.append(ids + [eos] if eos is not None else ids)
-    flat = [t for ids in pieces for t in ids]
-    return torch.tensor(flat, dtype=torch.long)
+    tail = [np.asarray([eos], dtype=np.int64)] if eos is not None else []
+    parts = [a for ids in encode_texts(docs, tokenizer) for a in (*ids, *tail)]
+    return torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros(0, dtype=torch.long)
 
 
 def _pad_id(tokenizer: Any) -> int:

@@ -8,6 +8,10 @@ Layout of a token directory (written by `hybridprune tokenize`, `data/tokenize.p
                              fits, else uint32; documents in source order, each followed by EOS
     <split>/s<i>-<n>.mask    (chat data only) one uint8 per token: 1 where the token counts in the loss
 
+The manifest names each shard, but a reader takes only the name `shard_name` derives from the
+split, source and index, and opens it inside the directory without following a link
+(`confined.py`): a directory from someone else cannot make it read a file elsewhere.
+
 A window of `seq_len` tokens is a slice of one source's stream at `w * seq_len`, so any window is read
 without touching the rest of the corpus; nothing is held in memory but the index.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +28,55 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hybridprune.data.assets import SPLITS
+from hybridprune.data.confined import open_in
 from hybridprune.data.errors import DataError
+from hybridprune.output.documents import Any, DocumentError, Finite, Map, NonNegative, OneOf, Optional, read_document
 
 FORMAT = "hybridprune-tokens/1"
 MANIFEST_FILE = "manifest.json"
 PROGRESS_FILE = "progress.json"
 TOKEN_SUFFIX = ".tok"
 MASK_SUFFIX = ".mask"
+
+
+#: one source's stream in one split, as the manifest and the progress record give it
+STREAM_SHAPE = {"shards": [{"file": str, "tokens": NonNegative(int)}], "documents?": NonNegative(int),
+                "tokens?": NonNegative(int)}
+#: a tokenizer's identity (`identity.tokenizer_identity`), as manifests record it
+TOKENIZER_SHAPE = {"name": str, "vocab_size": NonNegative(int), "eos_token_id?": Optional(int), "hash?": str,
+                   "definition?": Optional(str), "chat_template?": Optional(str)}
+#: what a token directory's manifest must hold for a reader (`read_manifest`); other keys are free
+MANIFEST_SHAPE = {
+    "format": OneOf(FORMAT), "data?": str, "id?": str, "fingerprint?": str, "text_field?": str, "chat?": bool,
+    "sources?": [{"source": str, "weight": Optional(Finite), "fingerprint?": str}],
+    "tokenizer": TOKENIZER_SHAPE,
+    "dtype": OneOf("uint16", "uint32"), "splits": Map(Map(STREAM_SHAPE)), "max_token_id?": int,
+    "weights?": Optional([Finite]), "num_tokens": NonNegative(int), "what?": Any,
+}
+
+
+def shard_name(split: str, src: int, index: int) -> str:
+    """The file of shard `index` of source `src` in `split`, relative to the token directory."""
+    return f"{split}/s{src}-{index:05d}{TOKEN_SUFFIX}"
+
+
+def check_streams(streams: dict, num_sources: int | None, where: str, fix: str) -> None:
+    """The splits and sources of a manifest's (or progress record's) streams are ones hybridprune
+    writes, and every shard is named as `shard_name` derives it."""
+    for split, by_src in streams.items():
+        if split not in SPLITS:
+            raise DocumentError(f"{where}: splits: {split!r} is not a split hybridprune writes ({', '.join(SPLITS)}); "
+                                f"{fix}")
+        for src, stream in by_src.items():
+            if not (src.isdigit() and src == str(int(src))) or (num_sources is not None and int(src) >= num_sources):
+                raise DocumentError(f"{where}: splits.{split}: {src!r} is not the index of one of its "
+                                    f"{num_sources if num_sources is not None else ''} sources; {fix}")
+            for i, shard in enumerate(stream["shards"]):
+                want = shard_name(split, int(src), i)
+                if shard["file"] != want:
+                    raise DocumentError(f"{where}: splits.{split}.{src}.shards[{i}] names {shard['file']!r}, not "
+                                        f"{want!r}, the file hybridprune writes there; {fix}")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -55,12 +102,16 @@ def read_manifest(directory: str | Path) -> dict:
                             "command again to finish it")
         raise DataError(f"'{directory}' is not a token directory (no {MANIFEST_FILE}); write one with "
                         "`hybridprune tokenize`")
+    fix = "tokenize the data again with `hybridprune tokenize`"
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"'{path}' is damaged ({exc}); tokenize the data again") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise DataError(f"'{path}' is not a {FORMAT} manifest; tokenize the data again with this version")
+        manifest = read_document(path, MANIFEST_SHAPE, fix=fix)
+        sources, weights = manifest.get("sources"), manifest.get("weights")
+        count = len(sources) if sources is not None else len(weights) if weights is not None else None
+        check_streams(manifest["splits"], count, str(path), fix)
+        if weights is not None and (any(w <= 0 for w in weights) or (sources is not None and len(weights) != len(sources))):
+            raise DocumentError(f"{path}: weights: expected one positive weight per source, got {weights}; {fix}")
+    except DocumentError as exc:
+        raise DataError(str(exc)) from None
     return manifest
 
 
@@ -88,18 +139,23 @@ class Stream:
         if got is None:
             shard = self.shards[i]
             n = int(shard["tokens"])
-            path = self.directory / shard["file"]
-            try:
-                ids = np.memmap(path, dtype=self.dtype, mode="r", shape=(n,)) if n else np.zeros(0, self.dtype)
-                mask = None
-                if self.has_mask:
-                    mpath = path.with_suffix(MASK_SUFFIX)
-                    mask = np.memmap(mpath, dtype=np.uint8, mode="r", shape=(n,)) if n else np.zeros(0, np.uint8)
-            except (OSError, ValueError) as exc:
-                raise DataError(f"token shard '{path}' cannot be read ({exc}); it is missing or shorter than the "
-                                "manifest says: tokenize the data again") from None
+            name = shard["file"]  # checked against the name `shard_name` derives (`read_manifest`)
+            ids = self._read(name, self.dtype, n)
+            mask = self._read(name[: -len(TOKEN_SUFFIX)] + MASK_SUFFIX, np.dtype(np.uint8), n) if self.has_mask else None
             got = self._maps[i] = (ids, mask)
         return got
+
+    def _read(self, name: str, dtype: np.dtype, n: int) -> np.ndarray:
+        """`n` values of the shard file `name`, mapped from inside the directory (no link followed)."""
+        if not n:
+            return np.zeros(0, dtype)
+        fix = "it is missing or shorter than the manifest says: tokenize the data again"
+        with open_in(self.directory, name, what=f"token shard '{self.directory / name}'", fix=fix) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < n * dtype.itemsize:
+                raise DataError(f"token shard '{self.directory / name}' holds {size // dtype.itemsize} values, fewer "
+                                f"than the {n} its manifest records; tokenize the data again")
+            return np.memmap(f, dtype=dtype, mode="r", shape=(n,))
 
     def read(self, start: int, length: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Tokens `[start, start + length)` of the stream (and their loss mask), across shard ends."""

@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import socket
+import stat
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -149,6 +150,34 @@ def _describe(source: Any) -> str:
     return f"the given {type(source).__name__}"
 
 
+def check_readable(path: Path) -> None:
+    """A data path that exists must be a regular file or a directory: reading a FIFO, a socket or a
+    device would block, or never end."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode) else
+            "not a regular file")
+    raise DataError(f"'{path}' is {kind}, not a data file; give a regular file ({', '.join(SUPPORTED_SUFFIXES)}) "
+                    "or a directory of them")
+
+
+def data_files(directory: Path) -> list[Path]:
+    """The data files of a directory (supported suffixes), sorted; an entry of such a name that is not a
+    regular file is refused, not skipped."""
+    found = []
+    for p in sorted(directory.iterdir()):
+        if _suffix_of(p) in SUPPORTED_SUFFIXES:
+            check_readable(p)
+            if p.is_file():
+                found.append(p)
+    return found
+
+
 # --------------------------------------------------------------------------------------------------
 # loading: every loader returns {split name or None: [documents]}
 
@@ -179,6 +208,7 @@ def _load_parts(source: Any, text_field: str) -> dict[str | None, list[str]]:
     if isinstance(source, str) and text.lower() == BUNDLED_CORPUS_NAME:
         return _parts_from_directory(bundled_corpus(), text_field)
     path = Path(text).expanduser()
+    check_readable(path)
     if path.is_dir():
         return _parts_from_directory(path, text_field)
     if path.is_file():
@@ -217,7 +247,7 @@ def _parts_from_directory(path: Path, text_field: str) -> dict[str | None, list[
         if isinstance(loaded, datasets.DatasetDict):
             return _parts_from_dataset_dict(loaded, text_field, f"'{path}'")
         return {None: _texts_from_dataset(loaded, text_field, f"'{path}'")}
-    files = sorted(p for p in path.iterdir() if p.is_file() and _suffix_of(p) in SUPPORTED_SUFFIXES)
+    files = data_files(path)
     if not files:
         raise DataError(
             f"directory '{path}' holds neither a dataset saved with datasets.save_to_disk nor any data file "

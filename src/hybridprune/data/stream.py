@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import math
 import os
 import re
 from pathlib import Path
@@ -19,34 +20,55 @@ from hybridprune.data import diagnose, sources
 from hybridprune.data.assets import BUNDLED_CORPUS_NAME, bundled_corpus
 from hybridprune.data.errors import DataError
 
-_WEIGHTED = re.compile(r"^(?P<src>.+):(?P<w>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
+_TAGGED = re.compile(r"^(?P<src>.+):(?P<w>[^:/\\]*)$")  # `source:weight` in form (the weight not yet checked)
+_NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+_EXAMPLE = "as in web.jsonl:0.7,code.jsonl:0.3"
 
 
 def parse_mixture(spec: str) -> list[tuple[str, float | None]]:
     """`a.jsonl:0.7,b.jsonl:0.3` -> [(a.jsonl, 0.7), (b.jsonl, 0.3)]; a plain source -> [(src, None)].
 
-    A comma splits sources only when every piece carries a weight (a path may hold commas)."""
+    A path that exists is a plain source (it may hold commas and colons). Otherwise, once any piece
+    ends in `:<weight>`, every piece must, and each weight must be a finite number > 0: a malformed
+    or missing weight is reported as such, naming the weight and its source."""
     spec = spec.strip()
+    if Path(spec).expanduser().exists():
+        return [(spec, None)]
     pieces = [p.strip() for p in spec.split(",")]
-    if len(pieces) > 1 and all(_WEIGHTED.match(p) for p in pieces):
-        out = [(m["src"], float(m["w"])) for m in map(_WEIGHTED.match, pieces)]
-    else:
-        m = _WEIGHTED.match(spec)
-        out = [(m["src"], float(m["w"]))] if m and not Path(spec).exists() else [(spec, None)]
-    for src, w in out:
-        if w is not None and not w > 0:
-            raise DataError(f"the weight of '{src}' in --data {spec!r} must be > 0, got {w}")
+    tagged = [_TAGGED.match(p) for p in pieces]
+    if not any(tagged):
+        return [(spec, None)]
+    out = []
+    for piece, m in zip(pieces, tagged):
+        if m is None:
+            raise DataError(f"--data {spec!r} is a mixture, but its source '{piece}' has no weight; give every source "
+                            f"one, {_EXAMPLE}")
+        out.append((m["src"], _weight(m["w"], m["src"], spec)))
     return out
 
 
+def _weight(text: str, src: str, spec: str) -> float:
+    if not _NUMBER.fullmatch(text):
+        raise DataError(f"--data {spec!r}: the weight {text!r} of '{src}' is malformed (no file '{spec}' exists "
+                        f"either); a weight is a number > 0, {_EXAMPLE}")
+    w = float(text)
+    if not (math.isfinite(w) and w > 0):
+        raise DataError(f"--data {spec!r}: the weight {text} of '{src}' must be > 0 and finite, got {w}")
+    return w
+
+
 def expand(source: str) -> list[str]:
-    """A glob (`data/*.jsonl`) expanded to its files, sorted; anything else as is."""
+    """A glob (`data/*.jsonl`) expanded to its files, sorted; anything else as is. A path that is not a
+    regular file or a directory is refused."""
     if any(c in source for c in "*?[") and not Path(source).exists():
         files = sorted(glob.glob(os.path.expanduser(source)))
         if not files:
             raise DataError(f"the pattern '{source}' matches no file; check the path")
-        return files
-    return [source]
+    else:
+        files = [source]
+    for f in files:  # a FIFO or a device would block the reader (and the fingerprint) forever
+        sources.check_readable(Path(f).expanduser())
+    return files
 
 
 def open_tables(source: str, text_field: str) -> tuple[list[tuple[str | None, Any]], bool]:
@@ -70,7 +92,7 @@ def open_tables(source: str, text_field: str) -> tuple[list[tuple[str | None, An
             if isinstance(loaded, datasets.DatasetDict):
                 return _given(loaded.items())
             return [(None, loaded)], False
-        found = sorted(p for p in path.iterdir() if p.is_file() and sources._suffix_of(p) in sources.SUPPORTED_SUFFIXES)
+        found = sources.data_files(path)
         if not found:
             raise DataError(f"directory '{path}' holds neither a dataset saved with datasets.save_to_disk nor any "
                             f"data file ({', '.join(sources.SUPPORTED_SUFFIXES)})")
@@ -153,7 +175,7 @@ def fingerprint(source: str) -> str:
     roots = [bundled_corpus() if f.lower() == BUNDLED_CORPUS_NAME else Path(f).expanduser() for f in files]
     paths = []
     for r in roots:
-        paths += sorted(p for p in r.rglob("*") if p.is_file()) if r.is_dir() else [r] if r.exists() else []
+        paths += sorted(p for p in r.rglob("*") if p.is_file()) if r.is_dir() else [r] if r.is_file() else []
     if not paths:
         h.update(source.encode())
     for p in paths:

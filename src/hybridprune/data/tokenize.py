@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -26,47 +27,57 @@ from hybridprune.data import chat as chat_mod
 from hybridprune.data import ordered_pool, shards, stream
 from hybridprune.data.identity import plan, plan_change, tokenizer_change, tokenizer_identity  # noqa: F401
 from hybridprune.data.assets import SPLITS
+from hybridprune.data.confined import entries, open_in, remove_in
 from hybridprune.data.errors import DataError
+from hybridprune.output.documents import Any as AnyShape
+from hybridprune.output.documents import DocumentError, Map, NonNegative, read_document
 
 SHARD_TOKENS = 1 << 28  # 512 MiB of uint16 per shard file
 COMMIT_TOKENS = 1 << 24
 BATCH_DOCS = 1024
+#: a document longer than this many characters is tokenized in pieces of at most this many (`pieces`)
+PIECE_CHARS = 1 << 18
+#: the characters one tokenizer call is given at most (short documents together, or pieces of a long one)
+CALL_CHARS = 1 << 22
 #: the entries a token directory holds (besides the output manifest)
 FILES = (shards.MANIFEST_FILE, shards.PROGRESS_FILE, *SPLITS)
+#: `progress.json`: the plan id, how far the sources are read (source, table, row), each stream's
+#: committed shards, the largest id so far, and the plan itself (`what`, for refusals)
+PROGRESS_SHAPE = {"plan": str, "position": [NonNegative(int)], "streams": Map(Map(shards.STREAM_SHAPE)),
+                  "max_token_id": int, "what?": AnyShape}
+_RESTART = "pass --overwrite to start the tokenization afresh (it replaces only what hybridprune wrote)"
 
 
 class _Writer:
-    """Appends one source's tokens in one split to numbered shard files."""
+    """Appends one source's tokens in one split to numbered shard files (named by `shards.shard_name`)."""
 
     def __init__(self, root: Path, split: str, src: int, dtype: np.dtype, chat: bool, shard_tokens: int,
                  state: dict | None = None):
         self.root, self.split, self.src, self.dtype, self.chat = root, split, src, dtype, chat
         self.shard_tokens = shard_tokens
-        self.shards: list[dict] = [dict(s) for s in (state or {}).get("shards", [])]
+        self.shards = [{"file": shards.shard_name(split, src, i), "tokens": int(s["tokens"])}
+                       for i, s in enumerate((state or {}).get("shards", []))]
         self.documents = int((state or {}).get("documents", 0))
         self._fh = self._mfh = None
-        (root / split).mkdir(exist_ok=True)
         if self.shards:  # resume: cut the last shard back to its committed length
             last = self.shards[-1]
-            self._open(last["file"], int(last["tokens"]))
+            self._open(last["file"], int(last["tokens"]), "r+")
 
-    def _open(self, name: str, keep: int) -> None:
-        path = self.root / name
-        mode = "r+b" if path.exists() else "w+b"
-        self._fh = open(path, mode)
+    def _open(self, name: str, keep: int, mode: str) -> None:
+        """Open shard `name` ("new": a new file; "r+": the committed one) and cut it to `keep` tokens."""
+        self._fh = _open_shard(self.root, name, mode)
         self._fh.truncate(keep * self.dtype.itemsize)
         self._fh.seek(0, os.SEEK_END)
         if self.chat:
-            self._mfh = open(path.with_suffix(shards.MASK_SUFFIX), mode if path.with_suffix(shards.MASK_SUFFIX).exists()
-                             else "w+b")
+            self._mfh = _open_shard(self.root, _mask_name(name), mode)
             self._mfh.truncate(keep)
             self._mfh.seek(0, os.SEEK_END)
 
     def _new_shard(self) -> None:
         self.close()
-        name = f"{self.split}/s{self.src}-{len(self.shards):05d}{shards.TOKEN_SUFFIX}"
+        name = shards.shard_name(self.split, self.src, len(self.shards))
         self.shards.append({"file": name, "tokens": 0})
-        self._open(name, 0)
+        self._open(name, 0, "new")
 
     def append(self, ids: np.ndarray, mask: np.ndarray | None) -> None:
         pos = 0
@@ -98,11 +109,22 @@ class _Writer:
                 "tokens": sum(int(s["tokens"]) for s in self.shards)}
 
 
+def _mask_name(name: str) -> str:
+    return name[: -len(shards.TOKEN_SUFFIX)] + shards.MASK_SUFFIX
+
+
+def _open_shard(root: Path, name: str, mode: str):
+    return open_in(root, name, mode, what=f"token shard '{root / name}'", fix=_RESTART)
+
+
 def atomic_json(path: Path, obj: dict) -> None:
+    """Write `obj` to `path` through a new temporary (never through an entry planted under its name)."""
     from hybridprune.output.atomic import TMP_TAG
 
     tmp = path.with_name(f".{path.name}{TMP_TAG}{os.getpid()}")
-    with open(tmp, "w") as f:
+    if tmp.is_symlink() or tmp.is_file():
+        tmp.unlink()
+    with open(tmp, "x") as f:
         json.dump(obj, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
@@ -110,13 +132,55 @@ def atomic_json(path: Path, obj: dict) -> None:
 
 
 def _remove_uncommitted(root: Path, writers: dict) -> None:
+    """Remove from the split directories what no committed shard is (a link is removed, never followed)."""
     keep = {s["file"] for w in writers.values() for s in w.shards}
+    keep |= {_mask_name(f) for f in keep}
     for split in SPLITS:
-        d = root / split
-        if d.is_dir():
-            for f in d.iterdir():
-                if f"{split}/{f.with_suffix(shards.TOKEN_SUFFIX).name}" not in keep:
-                    f.unlink()
+        for name, kind in entries(root, split, what=f"'{root / split}'", fix=_RESTART):
+            if f"{split}/{name}" in keep:
+                continue
+            if kind == "dir":
+                raise DataError(f"'{root / split / name}' is a directory, which hybridprune never writes there; "
+                                "remove it, or choose another output directory")
+            remove_in(root, split, name, what=f"'{root / split}'", fix=_RESTART)
+
+
+def read_progress(root: Path) -> dict | None:
+    """`root`'s progress record, checked (None when there is none); a DataError says what is wrong."""
+    path = root / shards.PROGRESS_FILE
+    if not os.path.lexists(path):
+        return None
+    try:
+        progress = read_document(path, PROGRESS_SHAPE, fix=_RESTART)
+        if len(progress["position"]) != 3:
+            raise DocumentError(f"{path}: position: expected [source, table, row], got {progress['position']}; "
+                                f"{_RESTART}")
+        shards.check_streams(progress["streams"], None, str(path), _RESTART)
+    except DocumentError as exc:
+        raise DataError(str(exc)) from None
+    return progress
+
+
+def check_resumable(root: Path, progress: dict, the_plan: dict) -> None:
+    """The committed shards `progress` records are there, inside `root`, regular files at least as long
+    as recorded (a kill never leaves them shorter: they are synced before each commit), and the last,
+    which the run appends to, has no other name."""
+    dtype = shards.token_dtype(the_plan["tokenizer"]["vocab_size"])
+    for split, by_src in progress["streams"].items():
+        for src, stream_state in by_src.items():
+            if int(src) >= len(the_plan["sources"]):
+                raise DataError(f"'{root / shards.PROGRESS_FILE}' records source {src}, but the data has "
+                                f"{len(the_plan['sources'])}; {_RESTART}")
+            for i, shard in enumerate(stream_state["shards"]):
+                name = shards.shard_name(split, int(src), i)
+                files = [(name, dtype.itemsize)] + ([(_mask_name(name), 1)] if the_plan["chat"] else [])
+                last = i == len(stream_state["shards"]) - 1  # reopened for writing: no other name either
+                for file, width in files:
+                    with _open_shard(root, file, "r+" if last else "r") as f:
+                        size = os.fstat(f.fileno()).st_size
+                    if size < shard["tokens"] * width:
+                        raise DataError(f"token shard '{root / file}' holds {size // width} values, fewer than the "
+                                        f"{shard['tokens']} its progress record counts; {_RESTART}")
 
 
 def write_shards(root: Path, the_plan: dict, tokenizer: Any, *, shard_tokens: int = SHARD_TOKENS,
@@ -128,9 +192,11 @@ def write_shards(root: Path, the_plan: dict, tokenizer: Any, *, shard_tokens: in
     dtype = shards.token_dtype(the_plan["tokenizer"]["vocab_size"])
     eos = the_plan["tokenizer"]["eos_token_id"]
     progress_path = root / shards.PROGRESS_FILE
-    progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
+    progress = read_progress(root) or {}
     if progress.get("plan") != the_plan["id"]:
         progress = {}
+    if progress:
+        check_resumable(root, progress, the_plan)
     writers: dict[tuple[str, int], _Writer] = {}
     for split, by_src in progress.get("streams", {}).items():
         for src, st in by_src.items():
@@ -217,22 +283,19 @@ def _encode_item(item: tuple, tokenizer: Any, the_plan: dict, eos: int | None) -
         return item
     _, si, ti, row, records, given, has_calib, where = item
     dtype = shards.token_dtype(the_plan["tokenizer"]["vocab_size"])
-    tail = [] if eos is None else [eos]
-    grouped: dict[str, list] = {}  # split -> [ids, mask, documents]: one write per split and batch
+    tail = np.asarray([] if eos is None else [eos], dtype=np.int64)
+    grouped: dict[str, list] = {}  # split -> [id arrays, mask arrays, documents]: one write per split and batch
     for key, ids, mask in _encode(records, tokenizer, the_plan, where):
         g = grouped.setdefault(stream.assign_split(given, has_calib, key), [[], [], 0])
-        g[0] += ids
-        g[0] += tail
+        g[0] += [*ids, tail]
         if mask is not None:
-            g[1] += mask
-            g[1] += [0] * len(tail)
+            g[1] += [np.asarray(mask, dtype=np.uint8), np.zeros(len(tail), np.uint8)]
         g[2] += 1
     groups = []
     for split, (ids, mask, n_docs) in grouped.items():
-        arr = np.asarray(ids, dtype=np.int64)
+        arr = np.concatenate(ids)
         top = int(arr.max()) if arr.size else -1
-        groups.append((split, arr.astype(dtype), np.asarray(mask, dtype=np.uint8) if the_plan["chat"] else None,
-                       n_docs, top))
+        groups.append((split, arr.astype(dtype), np.concatenate(mask) if the_plan["chat"] else None, n_docs, top))
     return ("batch", si, ti, row + len(records), groups)
 
 
@@ -261,10 +324,10 @@ def _encode(records: list[dict], tokenizer: Any, the_plan: dict, where: str):
     """`(split key, ids, mask or None)` per non-empty record."""
     field = the_plan["text_field"]
     if the_plan["chat"]:
-        pieces = [chat_mod.record_pieces(r, tokenizer, where) for r in records]
-        keys = [json.dumps([t for t, _ in p], ensure_ascii=False) for p in pieces]
-        enc = chat_mod.encode_pieces(pieces, tokenizer)
-        return [(k, ids, m) for k, (ids, m) in zip(keys, enc) if ids]
+        turns = [chat_mod.record_pieces(r, tokenizer, where) for r in records]
+        keys = [json.dumps([t for t, _ in p], ensure_ascii=False) for p in turns]
+        enc = chat_mod.encode_pieces(turns, tokenizer)
+        return [(k, [np.asarray(ids, dtype=np.int64)], m) for k, (ids, m) in zip(keys, enc) if ids]
     texts = []
     for r in records:
         if field not in r and set(r) != {"text"}:  # a .txt file's one column is "text"
@@ -280,8 +343,52 @@ def _encode(records: list[dict], tokenizer: Any, the_plan: dict, where: str):
             texts.append(v)
     if not texts:
         return []
-    ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+    ids = encode_texts(texts, tokenizer)
     return [(t, i, None) for t, i in zip(texts, ids)]
+
+
+_LAST_SPACE = re.compile(r"(?s).*\S(\s)")  # the last whitespace that follows a non-whitespace character
+
+
+def pieces(text: str, budget: int | None = None) -> list[str]:
+    """`text` cut into pieces of at most `budget` (default `PIECE_CHARS`) characters, at whitespace:
+    each cut is made just before the last run of whitespace that begins within the budget (the
+    whitespace goes with the next word, as tokenizers attach it), or at the budget where that
+    stretch holds no whitespace. A text within the budget is one piece."""
+    budget = budget or PIECE_CHARS
+    out, start = [], 0
+    while len(text) - start > budget:
+        m = _LAST_SPACE.match(text, start, start + budget + 1)
+        cut = m.start(1) if m else start + budget
+        out.append(text[start:cut])
+        start = cut
+    out.append(text[start:])
+    return out
+
+
+def encode_texts(texts: list[str], tokenizer: Any) -> list[list[np.ndarray]]:
+    """The ids of each text (as the arrays of its pieces), from tokenizer calls of at most `CALL_CHARS`
+    characters: a text's pieces, or consecutive short texts, per call (the same ids as one call per text)."""
+    out: list[list[np.ndarray]] = [[] for _ in texts]
+    call: list[tuple[int, str]] = []
+    size = 0
+
+    def flush():
+        enc = tokenizer([p for _, p in call], add_special_tokens=False, verbose=False)["input_ids"]
+        for (d, _), i in zip(call, enc):
+            out[d].append(np.asarray(i, dtype=np.int64))
+        call.clear()
+
+    for d, text in enumerate(texts):
+        for piece in (pieces(text) if len(text) > PIECE_CHARS else (text,)):
+            if call and size + len(piece) > CALL_CHARS:
+                flush()
+                size = 0
+            call.append((d, piece))
+            size += len(piece)
+    if call:
+        flush()
+    return out
 
 
 def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field: str = "text", chat: bool = False,
@@ -297,8 +404,14 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
 
     out = Path(out)
     the_plan = plan(data, tokenizer, text_field=text_field, chat=chat)
-    if (out / shards.MANIFEST_FILE).is_file():
-        manifest = shards.read_manifest(out)
+    manifest = None
+    if os.path.lexists(out / shards.MANIFEST_FILE):
+        try:
+            manifest = shards.read_manifest(out)
+        except DataError as exc:
+            if not overwrite:
+                raise DataError(f"{exc} (or pass --overwrite to replace it)") from None
+    if manifest is not None:
         differ = [] if manifest.get("id") == the_plan["id"] else plan_change(manifest, the_plan)
         if not differ:  # finished; a kill after its manifest may have left the progress record (and lock)
             with locked(out):
@@ -309,13 +422,16 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
         if not overwrite:
             raise OutputError(f"{out} holds the tokens of {'; '.join(differ)}; pass --overwrite to replace them, or "
                               "choose another output directory")
-    progress = out / shards.PROGRESS_FILE
     resuming = False
-    if progress.is_file():
-        try:
-            recorded = json.loads(progress.read_text())
-        except (OSError, ValueError):
-            recorded = {}
+    try:
+        recorded = read_progress(out) if out.is_dir() else None
+        if recorded is not None and recorded["plan"] == the_plan["id"]:
+            check_resumable(out, recorded, the_plan)
+    except DataError:
+        if not overwrite:
+            raise
+        recorded = {}  # --overwrite: a record that cannot be continued is replaced
+    if recorded is not None:
         resuming = recorded.get("plan") == the_plan["id"]
         if not resuming and not overwrite:
             began = recorded.get("what")  # the plan it began with (recorded since the refusals name differences)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+from ..options import PARALLEL, PRECISIONS  # noqa: F401 - the names the command line and recipes offer
 from .loss import check_loss_options
 
 
@@ -12,8 +13,6 @@ class DistillError(ValueError):
     """Bad input or a failed run: the message says what is wrong and what to do about it."""
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
-PARALLEL = ("auto", "none", "ddp", "fsdp")
 
 # The settings that define the trajectory: a resumed run must use the same ones.
 TRAJECTORY_FIELDS = (

@@ -50,10 +50,15 @@ def export_student(student, out_dir: Path, *, state_dict=None, tokenizer_dir=Non
     from ..output.atomic import (MANIFEST, OutputError, claim, clean_stale, follow_umask, foreign_entries,
                                  move_new, output_target, temp_sibling, writing)
     from ..checkpoint.config_style import write_config
-    from ..pruning.export import RUN_FILES, carry_over
+    from ..pruning.export import RUN_FILES, carry_over, check_finite
     from ..pruning.model_card import read_info
     from ..pruning.model_card import write_model_card
 
+    steps = (summary or {}).get("steps")
+    check_finite((state_dict if state_dict is not None else student.state_dict()).items(), "the distilled student",
+                 f"the training went non-finite{f' by step {steps}' if steps else ''} (the learning rate or the "
+                 "loss overflowed): lower --lr, check the data, or train in fp32, then resume from the last good "
+                 "checkpoint or start again")
     out_dir = output_target(out_dir)  # a symlinked run directory: staged beside its target, the link kept
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_stale(out_dir)

@@ -7,15 +7,25 @@ token directory, `--seq-len`, `--seed` and `--num-samples`): `ids.bin` (int32 `[
 (float32 `[N, T]`, the log of the mass of all other tokens), memory-mapped, and `manifest.json` with
 the data's fingerprint, the token directory's and its tokenizer's, which a run checks before it loads
 any model (`TeacherLogits.check_run`, `check`). Writing them (resumable) is `teacher_logits_store.py`.
+
+A cache may come from someone else, so opening one checks it whole before it is trained on: the
+manifest by shape (`MANIFEST_SHAPE`), the arrays by their fixed names inside the directory, never
+through a link (`data.confined`), of exactly the recorded size, and their values (`check_values`, a
+block of samples at a time, so a large mapped cache is never held in memory): ids inside the
+vocabulary and distinct at each position, finite log-probabilities, and those probabilities with the
+tail mass summing to one within `MASS_TOLERANCE`.
 """
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from hybridprune.data.shards import TOKENIZER_SHAPE
+from hybridprune.output.documents import DocumentError, NonNegative, OneOf, Optional, read_document
 
 from .config import DistillError
 
@@ -23,6 +33,17 @@ FORMAT = "hybridprune-teacher-logits/1"
 MANIFEST_FILE = "manifest.json"
 PROGRESS_FILE = "progress.json"
 BINS = {"ids": (np.int32, 3), "logp": (np.float32, 3), "tail": (np.float32, 2)}  # name: dtype, dims
+#: what a cache's manifest (and the plan its progress record holds) must be; other keys are free
+MANIFEST_SHAPE = {"format": OneOf(FORMAT), "num_samples": NonNegative(int), "seq_len": NonNegative(int),
+                  "k": NonNegative(int), "data_fingerprint": str, "tokens_fingerprint?": Optional(str),
+                  "tokenizer?": Optional(TOKENIZER_SHAPE), "batch_size?": NonNegative(int), "teacher_fingerprint?": Optional(str),
+                  "vocab_size?": Optional(NonNegative(int)), "teacher?": str, "data?": str, "id?": str}
+#: |Σ_k p + p_tail − 1| allowed at a position: the arrays are float32 of fp32 log-softmaxes, off by ~1e-6
+MASS_TOLERANCE = 1e-2
+#: ids (and log-probabilities) checked per block: about 16 MiB of each array at a time
+CHECK_ELEMENTS = 1 << 22
+_RECOMPUTE = "compute them again with `hybridprune teacher-logits` (with --overwrite in that directory)"
+_checked: dict[tuple, tuple[int, tuple[int, int]]] = {}  # caches whose values passed, in this process
 
 
 class TeacherLogits:
@@ -33,6 +54,8 @@ class TeacherLogits:
         self.data_fingerprint = data_fingerprint
         self.k = int(ids.shape[-1])
         self.source = source
+        self.max_id: int | None = None  # the largest id and (sample, position) where, once checked
+        self.max_at: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -91,27 +114,123 @@ class TeacherLogits:
 
     @classmethod
     def open(cls, directory: str | Path) -> "TeacherLogits":
+        """The cache in `directory`, checked: manifest, arrays and values (see the module docstring)."""
         d = Path(directory).expanduser()
-        try:
-            m = json.loads((d / "manifest.json").read_text())
-        except (OSError, ValueError):
-            if (d / PROGRESS_FILE).is_file():
+        path = d / MANIFEST_FILE
+        if not os.path.lexists(path):
+            if os.path.lexists(d / PROGRESS_FILE):
                 raise DistillError(f"{d} holds unfinished teacher logits; run the same `hybridprune teacher-logits` "
-                                   "command again to finish them") from None
-            raise DistillError(f"{d} holds no teacher logits (no readable manifest.json); write them with "
-                               "`hybridprune teacher-logits`") from None
-        if m.get("format") != FORMAT:
-            raise DistillError(f"{d}/manifest.json is not a {FORMAT} manifest")
-        n, t, k = m["num_samples"], m["seq_len"], m["k"]
+                                   "command again to finish them")
+            raise DistillError(f"{d} holds no teacher logits (no manifest.json); write them with "
+                               "`hybridprune teacher-logits`")
         try:
-            ids = np.memmap(d / "ids.bin", dtype=np.int32, mode="r", shape=(n, t, k))
-            logp = np.memmap(d / "logp.bin", dtype=np.float32, mode="r", shape=(n, t, k))
-            tail = np.memmap(d / "tail.bin", dtype=np.float32, mode="r", shape=(n, t))
-        except (OSError, ValueError) as exc:
-            raise DistillError(f"the teacher logits in {d} are damaged ({exc}); compute them again") from None
-        out = cls(ids, logp, tail, m["data_fingerprint"], str(d))
+            m = read_document(path, MANIFEST_SHAPE, fix=_RECOMPUTE)
+        except DocumentError as exc:
+            raise DistillError(str(exc)) from None
+        n, t, k = m["num_samples"], m["seq_len"], m["k"]
+        if min(n, t, k) < 1:
+            raise DistillError(f"{path}: num_samples, seq_len and k must be positive, got {n}, {t}, {k}; {_RECOMPUTE}")
+        arrays = {name: map_array(d, name, (n, t, k)) for name in BINS}
+        out = cls(arrays["ids"], arrays["logp"], arrays["tail"], m["data_fingerprint"], str(d))
         out.manifest = m
+        out.check_values(m.get("vocab_size"))
         return out
+
+    def check_values(self, vocab_size: int | None = None) -> None:
+        """Refuse values no teacher gives, naming the first bad sample and position (see the module
+        docstring); `vocab_size`, when known, bounds the ids. Records the largest id for `check_vocab`."""
+        key = _identity(self.source, tuple(self.ids.shape)) if self.source != "memory" else None
+        if key is not None and key in _checked:
+            self.max_id, self.max_at = _checked[key]
+        else:
+            n, t, k = self.ids.shape
+            step = max(1, CHECK_ELEMENTS // (t * k))
+            best, at = -1, (0, 0)
+            for s0 in range(0, n, step):
+                ids, logp = np.asarray(self.ids[s0:s0 + step]), np.asarray(self.logp[s0:s0 + step])
+                tail = np.asarray(self.tail[s0:s0 + step])
+                _check_block(ids, logp, tail, s0, self.source)
+                flat = int(ids.argmax())
+                if int(ids.flat[flat]) > best:
+                    best, at = int(ids.flat[flat]), (s0 + flat // (t * k), flat // k % t)
+            self.max_id, self.max_at = best, at
+            if key is not None:
+                _checked[key] = (best, at)
+        if vocab_size is not None:
+            self.check_vocab(vocab_size)
+
+    def check_vocab(self, vocab_size: int) -> None:
+        """The cached ids must index the models' vocabulary (`vocab_size` rows of the head)."""
+        recorded = getattr(self, "manifest", {}).get("vocab_size")
+        if recorded is not None and recorded != vocab_size:
+            raise DistillError(f"the teacher logits in {self.source} were computed by a head of {recorded} tokens, but "
+                               f"the models' vocabulary has {vocab_size}; {_RECOMPUTE}")
+        if self.max_id is not None and self.max_id >= vocab_size:
+            i, p = self.max_at
+            raise DistillError(f"the teacher logits in {self.source} are not valid at sample {i}, position {p}: token "
+                               f"id {self.max_id} is outside the vocabulary of {vocab_size}; {_RECOMPUTE}")
+
+
+def map_array(directory: Path, name: str, shape: tuple[int, int, int], mode: str = "r"):
+    """The memory map of array `name` of a cache of `shape` `(n, t, k)`, opened inside `directory`
+    without following a link ("r" or "r+"), refused unless it holds exactly that many values."""
+    from hybridprune.data.confined import open_in
+
+    dtype, dims = BINS[name]
+    path = directory / f"{name}.bin"
+    with open_in(directory, path.name, mode, what=f"the teacher logits' {path}", fix=_RECOMPUTE,
+                 error=DistillError) as f:
+        want = array_bytes(name, shape)
+        size = os.fstat(f.fileno()).st_size
+        if size != want:
+            raise DistillError(f"the teacher logits' {path} holds {size} bytes, not the {want} its manifest's "
+                               f"{shape[:dims]} gives; {_RECOMPUTE}")
+        return np.memmap(f, dtype=dtype, mode=mode, shape=shape[:dims])
+
+
+def array_bytes(name: str, shape: tuple[int, int, int]) -> int:
+    """The size of array `name` of a cache of `shape` `(n, t, k)`."""
+    dtype, dims = BINS[name]
+    return int(np.prod(shape[:dims], dtype=object)) * np.dtype(dtype).itemsize
+
+
+def _identity(directory: str, shape: tuple) -> tuple | None:
+    """What identifies a cache's files on disk and their layout (so one checked in this process, as
+    `distill` opens it twice, is not scanned again)."""
+    try:
+        stats = [os.stat(Path(directory) / f"{name}.bin", follow_symlinks=False) for name in BINS]
+    except OSError:
+        return None
+    return (os.path.realpath(directory), shape, *((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for s in stats))
+
+
+def _check_block(ids: np.ndarray, logp: np.ndarray, tail: np.ndarray, s0: int, source: str) -> None:
+    """Refuse the first bad position of samples `s0..` (ids `[b, t, k]`, log p `[b, t, k]`, tail `[b, t]`)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mass = np.exp(logp.astype(np.float64)).sum(-1) + np.exp(tail.astype(np.float64))
+    ordered = np.sort(ids, axis=-1)
+    checks = (
+        ((ids < 0).any(-1), lambda ij: f"token id {int(ids[ij].min())} is negative"),
+        ((ordered[..., 1:] == ordered[..., :-1]).any(-1),
+         lambda ij: f"token id {_repeated(ordered[ij])} is given more than once among its top {ids.shape[-1]}"),
+        (~np.isfinite(logp).all(-1), lambda ij: f"a log-probability is {_first_bad(logp[ij])}, not a finite number"),
+        (np.isnan(tail) | (tail > 0), lambda ij: f"the tail's log-mass is {float(tail[ij])}, not a log-probability"),
+        (~(np.abs(mass - 1) <= MASS_TOLERANCE),
+         lambda ij: f"the top-k probabilities and the tail sum to {float(mass[ij]):.6g}, not 1"),
+    )
+    for bad, say in checks:
+        if bad.any():
+            i, p = np.argwhere(bad)[0]
+            raise DistillError(f"the teacher logits in {source} are not valid at sample {s0 + int(i)}, position "
+                               f"{int(p)}: {say((i, p))}; {_RECOMPUTE}")
+
+
+def _repeated(row: np.ndarray) -> int:
+    return int(row[1:][row[1:] == row[:-1]][0])
+
+
+def _first_bad(row: np.ndarray) -> float:
+    return float(row[~np.isfinite(row)][0])
 
 
 @torch.no_grad()

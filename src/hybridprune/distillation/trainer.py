@@ -29,7 +29,7 @@ from . import dist as hpdist
 from .config import DistillConfig, DistillError
 from .data import GlobalBatches, TokenData, as_token_data
 from .export import LOG_FILE, PLOT_FILE, foreign_run_files, remove_legacy_tmp
-from .loss import IGNORE_INDEX, Head, next_token_targets
+from .loss import IGNORE_INDEX, next_token_targets
 from .models import StudentKD, check_head, head_of
 from .models import base_model_of, final_hidden, logit_scale  # noqa: F401  (importable from here, as before)
 from .placement import device_of, parallel_mode, use_bf16, wrap_parallel
@@ -235,22 +235,22 @@ class Distiller(CheckpointingMixin, RunLogMixin, ReportingMixin, TeacherMixin):
         if hasattr(gnorm, "full_tensor"):
             gnorm = gnorm.full_tensor()
         gnorm = float(gnorm)
-        if not math.isfinite(loss_value) or not math.isfinite(gnorm):
+        bad = [(w, v) for w, v in (("loss", loss_value), ("gradient norm", gnorm), ("learning rate", lr))
+               if not math.isfinite(v)]
+        if bad:  # stop at the first non-finite step: an update with it would make every weight NaN
             self.optimizer.zero_grad(set_to_none=True)
-            what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+            what, value = bad[0]
             if self.last_checkpoint:
                 advice = (f"the last good checkpoint is {self.last_checkpoint}. Lower the learning rate, check "
                           "the data, or train in fp32, then resume from it.")
-            elif self.step == 0:  # before any update: the models or the data, not the optimisation
+            elif self.step == 0 and what != "learning rate":  # before any update: the models or the data
                 advice = ("this happened before any update, so the teacher or the student computes non-finite "
                           "logits on this data: check both checkpoints and the data. Nothing was written.")
             else:
                 advice = ("no checkpoint was written yet. Lower the learning rate, check the data, or train in "
                           "fp32, then start again.")
-            raise NonFiniteLoss(
-                f"the {what} became {loss_value if what == 'loss' else gnorm} at step {self.step + 1} "
-                f"(lr {lr:.3g}); stopped without applying the update: {advice}"
-            )
+            raise NonFiniteLoss(f"the {what} became {value} at step {self.step + 1} (lr {lr:.3g}); stopped without "
+                                f"applying the update: {advice}")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

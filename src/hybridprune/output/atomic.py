@@ -197,7 +197,7 @@ def _open_lock(path: Path) -> int:
 
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
+    except OSError:
         if path.is_symlink() or path.is_dir():
             raise foreign("is a symbolic link" if path.is_symlink() else "is a directory") from None
         raise

@@ -197,6 +197,23 @@ def _rename_saved(directory: Path, renames: dict[str, str]) -> None:
         index.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
+class NonFiniteWeights(ValueError):
+    """An export would write NaN or infinite weights: refused, and nothing is written."""
+
+
+def check_finite(tensors, what: str, cause: str) -> None:
+    """Refuse (NonFiniteWeights) the first floating-point tensor of `tensors` ((name, tensor) pairs) that
+    holds a NaN or an infinity, naming it and the likely `cause`: such a checkpoint loads and computes
+    nothing but NaN. One `isfinite` pass per tensor, as it is about to be written."""
+    import torch
+
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            count = int((~torch.isfinite(tensor)).sum())
+            raise NonFiniteWeights(f"{what} was not written: its tensor {name} holds {count:,} NaN or infinite "
+                                   f"value(s); {cause}")
+
+
 def export(
     model,
     out_dir: str | os.PathLike,
@@ -216,6 +233,9 @@ def export(
     else the source ships is carried over from `tokenizer_from`, or else from `source` when that is a
     directory.
     """
+    check_finite(model.state_dict().items(), "the pruned checkpoint",
+                 "the model went non-finite in memory before the export (a source weight, or a conversion to a "
+                 "narrower dtype that overflowed): check the source checkpoint, or prune at --dtype float32")
     carry_from = tokenizer_from if tokenizer_from is not None else source
     carry_from = Path(carry_from) if carry_from is not None and Path(carry_from).is_dir() else None
 

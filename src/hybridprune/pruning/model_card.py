@@ -1,6 +1,8 @@
 """The model card (`README.md`, the Hub's format) of every checkpoint hybridprune exports.
 
-The front matter is what the Hub indexes: `base_model` (the source's Hub id, else its path),
+The front matter is what the Hub indexes: `base_model` (the source's Hub id, left out when the source
+did not come from the Hub: a local path names the user's home wherever the card is uploaded, and is no
+Hub id; the text then names the directory by its last component, a shipped teacher by its name),
 `library_name: transformers`, `tags` (pruned, distilled, hybridprune), and the licence and datasets
 of the source's own card. The body says what was done: the plan, parameters before and after, the
 tokens of distillation, and the evaluation table where one exists. The source's card describes the
@@ -12,6 +14,7 @@ original's card and `base_model`, so the chain always points at the model it sta
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,25 +71,57 @@ def _ours(meta: dict[str, Any]) -> bool:
     return "hybridprune" in (meta.get("tags") or [])
 
 
-def source_id(source: str | os.PathLike) -> str:
-    """The Hub id of a source in the Hub cache (`models--org--name/snapshots/REV`), else its path."""
+#: what a Hub repository id looks like (`org/name`): anything else (a path) never goes into `base_model`
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+#: our card's first sentence: a later round (or the evaluation added later) reads the original's name from it
+_NAMED = re.compile(r"^A structurally [a-z ]+ version of (.+?), made with hybridprune", re.M)
+
+
+def source_id(source: str | os.PathLike) -> str | None:
+    """The Hub id of a source in the Hub cache (`models--org--name/snapshots/REV`), else None."""
     from ..checkpoint.files import hub_snapshot
 
     hub = hub_snapshot(Path(os.path.realpath(source)))
-    return hub[0] if hub else str(source)
+    return hub[0] if hub and HUB_ID.fullmatch(hub[0]) else None
 
 
-def base_card(source: str | os.PathLike | None) -> tuple[str | None, dict[str, Any], str | None]:
-    """(the original model's card text, its metadata, the `base_model` our card names) for `source`."""
+def source_name(source: str | os.PathLike) -> str:
+    """How the card's text names a source: its Hub id; a shipped teacher by its name; else the
+    directory's last component only (never the whole local path)."""
+    from ..data.assets import BUNDLED_TEACHERS
+
+    hub = source_id(source)
+    if hub:
+        return hub
+    real = os.path.realpath(source)
+    for name, path in BUNDLED_TEACHERS.items():
+        if real == os.path.realpath(path):
+            return f"the shipped teacher {name}"
+    return Path(real).name or "the source model"
+
+
+def _plain_name(text: str) -> str:
+    """A name read back from a card (someone else's file): without quotes, and a path cut to its last part."""
+    name = text.replace("`", "").strip()
+    return name if HUB_ID.fullmatch(name) or "/" not in name else name.rstrip("/").split("/")[-1]
+
+
+def base_card(source: str | os.PathLike | None) -> tuple[str | None, dict[str, Any], str | None, str]:
+    """(the original model's card text, its metadata, the Hub id our card names as `base_model` or
+    None, the name its text gives the original) for `source`."""
     if source is None or not Path(source).is_dir():
-        return None, {}, str(source) if source is not None else None
+        return None, {}, None, "the source model"
     source = Path(source)
     own = _read(source / CARD)
     meta = _front_matter(own) if own else {}
     if _ours(meta):  # an export of ours: pass on the original's card and name
         text = _read(source / BASE_CARD)
-        return text, (_front_matter(text) if text else {}), meta.get("base_model") or source_id(source)
-    return own, meta, source_id(source)
+        hub = meta.get("base_model") if isinstance(meta.get("base_model"), str) else None
+        hub = hub if hub and HUB_ID.fullmatch(hub) else None  # an older card's local path is not passed on
+        named = _NAMED.search(own)
+        name = hub or (_plain_name(named.group(1)) if named else source_name(source))
+        return text, (_front_matter(text) if text else {}), hub, name
+    return own, meta, source_id(source), source_name(source)
 
 
 def earlier_rounds(source: str | os.PathLike | None) -> list[dict[str, Any]]:
@@ -123,8 +158,9 @@ def _fmt(n: Any) -> str:
 
 def render(info: dict[str, Any], *, base_model: str | None, base_meta: dict[str, Any],
            distillation: dict[str, Any] | None = None, evaluation: dict[str, Any] | None = None,
-           has_base_card: bool = False) -> str:
-    """The card's text: front matter from `huggingface_hub.ModelCardData`, then what was done."""
+           has_base_card: bool = False, base_name: str | None = None) -> str:
+    """The card's text: front matter from `huggingface_hub.ModelCardData`, then what was done.
+    `base_model`: the source's Hub id (None: left out); `base_name`: how the text names the source."""
     from huggingface_hub import ModelCardData
 
     from .. import __version__
@@ -132,12 +168,13 @@ def render(info: dict[str, Any], *, base_model: str | None, base_meta: dict[str,
     distilled = distillation is not None
     tags = [*(["pruned"] if info.get("plan") else []), *(["distilled"] if distilled else []), "hybridprune"]
     carried = {k: base_meta[k] for k in CARRIED_FIELDS if base_meta.get(k)}
-    data = ModelCardData(base_model=base_model, library_name="transformers", pipeline_tag="text-generation",
-                         tags=tags, **carried)
-    name = Path(str(base_model)).name if base_model else "the source model"
+    data = ModelCardData(**({"base_model": base_model} if base_model else {}), library_name="transformers",
+                         pipeline_tag="text-generation", tags=tags, **carried)
+    base_name = base_model or base_name or "the source model"
+    name = base_name.split("/")[-1].removeprefix("the shipped teacher ")
     what = " and ".join([*(["pruned"] if info.get("plan") else []), *(["distilled"] if distilled else [])]) or "exported"
     lines = ["---", data.to_yaml(), "---", "", f"# {name} ({what})", "",
-             f"A structurally {what} version of `{base_model}`, made with hybridprune {__version__} "
+             f"A structurally {what} version of {_quoted(base_name)}, made with hybridprune {__version__} "
              "(the Minitron-SSM recipe: group-aware pruning of Mamba heads, attention heads, FFN, hidden size "
              "and depth" + (", then knowledge distillation from the original model)." if distilled else ")."), ""]
     rounds = [r for r in info.get("earlier_rounds") or [] if isinstance(r, dict)]
@@ -185,6 +222,14 @@ def render(info: dict[str, Any], *, base_model: str | None, base_meta: dict[str,
     return "\n".join(lines)
 
 
+def _quoted(name: str) -> str:
+    """`org/name` or `dir` in code quotes; "the shipped teacher X" with X quoted."""
+    for lead in ("the shipped teacher ", "the source model"):
+        if name.startswith(lead):
+            return lead + (f"`{name[len(lead):]}`" if name[len(lead):] else "")
+    return f"`{name}`"
+
+
 def _evaluation_table(evaluation: dict[str, Any]) -> list[str]:
     """The side-by-side evaluation (`compare_models`' dict) as a Markdown table."""
     from ..evaluate.tables import quality_table
@@ -200,15 +245,16 @@ def write_model_card(dest: str | os.PathLike, source: str | os.PathLike | None, 
     """Write `dest/README.md` for the checkpoint in `dest` made from `source`, and keep the original
     model's card beside it as `BASE_MODEL_README.md`."""
     dest = Path(dest)
-    text, meta, base_model = base_card(source)
+    text, meta, base_model, base_name = base_card(source)
     if text is None:  # written by an earlier card of this checkpoint (evaluation added later)
         text = _read(dest / BASE_CARD)
     if text is not None and not (dest / BASE_CARD).exists():
         (dest / BASE_CARD).write_text(text, encoding="utf-8")
     if not meta and text:
         meta = _front_matter(text)
-    (dest / CARD).write_text(render(info, base_model=base_model, base_meta=meta, distillation=distillation,
-                                    evaluation=evaluation, has_base_card=text is not None), encoding="utf-8")
+    (dest / CARD).write_text(render(info, base_model=base_model, base_name=base_name, base_meta=meta,
+                                    distillation=distillation, evaluation=evaluation,
+                                    has_base_card=text is not None), encoding="utf-8")
     return dest / CARD
 
 

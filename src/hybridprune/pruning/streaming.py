@@ -8,9 +8,10 @@ tensors are mapped in blocks of rows, and cut and written piece by piece (`strea
 source's layout (e.g. Nemotron-H's `backbone.*`), with the kept layers renumbered; per-expert tensors that
 transformers stacks on load are cut one by one as slices of the stacked tensor, and the kept experts
 renumbered. The adapter's dropped parts (e.g. multi-token-prediction layers) are left out. The config is
-written last, in the source's style (`config_style`); then the result is checked against a model built on
-the meta device from that config (no weights are allocated): every expected tensor present, none extra,
-every shape right. A forward-pass smoke test is opt-in (`smoke_test=True`), since it loads the result.
+written last, in the source's style (`config_style`); then the result is checked against the tensors that
+config's model holds, as the adapter's layouts give them (`Adapter.expected_shapes`, no model is built):
+every expected tensor present, none extra, every shape right. The source is checked the same way against
+its own config first. A forward-pass smoke test is opt-in (`smoke_test=True`), since it loads the result.
 """
 
 from __future__ import annotations
@@ -165,20 +166,11 @@ def _shard_name(i: int, n: int) -> str:
     return SINGLE_FILE if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
 
 
-def _expected_shapes(config, adapter) -> tuple[dict[str, tuple[int, ...]], set[str]]:
-    """The model keys and shapes the config's model holds, and its tied keys; the model is built on
-    the meta device, so this costs no memory."""
-    with torch.device("meta"):
-        ref = adapter.build_model(config)
-    tied = set(getattr(ref, "all_tied_weights_keys", None) or {})
-    return {k: tuple(v.shape) for k, v in ref.state_dict().items() if k not in tied}, tied
-
-
 def _mismatch(config, adapter, shapes: dict[str, tuple[int, ...]], keymap: KeyMap) -> dict[str, list[str]]:
     """Model keys the config's model expects but the checkpoint tensors `shapes` (by checkpoint key)
     lack, have in excess, or have misshapen. Per-expert tensors are merged as transformers merges them
     on load; one missing is named (CheckpointFormatError)."""
-    expected, tied = _expected_shapes(config, adapter)
+    expected, tied = adapter.expected_shapes(config)
     got = {k: s for k, s in keymap.model_shapes(shapes, expected).items() if k not in tied}
     return {
         "missing_keys": sorted(set(expected) - set(got)),

@@ -1,9 +1,12 @@
 """What a recipe may say: one dataclass per section, with the commands' option names.
 
 A section's keys are the options of the command of the same name (`--kd-steps` is `kd_steps`), so a
-user who knows the commands knows the recipe. `check` refuses an unknown key or a value of the wrong
+user who knows the commands knows the recipe. `build` refuses an unknown key or a value of the wrong
 type with the file, the line and the key (a misspelt `lr` must not silently train at the default),
-and says which keys the section takes.
+and says which keys the section takes; a value the command would refuse (its rule in
+`hybridprune.options`) is refused the same way, and `check_round_sections` checks the rules between
+options on each round's sections as the stages will see them: a recipe is checked whole before its
+first stage runs, not when a later stage starts hours later.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from .. import options
 from ..distillation.config import DistillConfig
 from .loader import RecipeError, _where
 
@@ -164,6 +168,12 @@ class Recipe:
     rounds: list[Round] | None = None
 
 
+#: the rules of a section's keys (the command's options of the same name)
+RULES = {Calibrate: options.CALIBRATE, Search: options.SEARCH, Prune: options.PRUNE, Distill: options.DISTILL,
+         Eval: options.EVAL, Recipe: options.COMMON,
+         Round: options.Options({"params": options.SIZE, "active_params": options.SIZE})}
+
+
 def _type_name(tp) -> str:
     if tp is Size:
         return "a size (a number like 4.5e9, or a fraction of the model like 0.5x)"
@@ -228,6 +238,10 @@ def build(cls, doc: Any, path: tuple, lines: dict, file: str):
             value = _number(value)  # YAML 1.1 reads 2e9 (no sign in the exponent) as a string
         elif not _fits(value, tp):
             raise RecipeError(f"{line(p)}: {_where(p)} must be {_type_name(tp)}, got {value!r}")
+        rule = RULES.get(cls, {}).get(key)
+        problem = rule.problem(_where(p), value) if rule is not None and section is None else None
+        if problem:
+            raise RecipeError(f"{line(p)}: {problem}")
         kwargs[key] = value
     missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING and f.name not in kwargs]
@@ -260,9 +274,70 @@ def _is_round_list(tp) -> bool:
 
 
 def check_round_sections(recipe: Recipe, lines: dict, file: str) -> None:
-    """A round's section overrides use the section's own keys and types."""
+    """A round's section overrides use the section's own keys, types and rules; then the rules between
+    options hold in each round's sections as its stages will run them, and the device exists."""
     for i, rnd in enumerate(recipe.rounds or []):
         for name in ("calibrate", "search", "prune", "distill"):
             override = getattr(rnd, name)
             if override is not None:
                 build(SECTIONS[name], override, ("rounds", i, name), lines, file)
+    for i, rnd in enumerate(recipe.rounds or [Round()]):
+        for name in ("calibrate", "search", "prune", "distill"):
+            if name == "search" and rnd.plan is not None:
+                continue  # a round with a fixed plan does not search
+            _check_relations(recipe, name, rnd, i, lines, file)
+    if recipe.eval is not None:
+        _check_relations(recipe, "eval", Round(), 0, lines, file)
+        _check_tasks(recipe.eval.tasks, lines, file)
+    _check_device(recipe, lines, file)
+
+
+def _check_tasks(tasks: list[str], lines: dict, file: str) -> None:
+    """The evaluation's lm-eval tasks, as `eval --tasks` checks them: a blank name, or one lm-eval does not
+    know, is refused now rather than after the whole run (without lm-eval the stage skips them, saying so)."""
+    if not tasks:
+        return
+    from ..evaluate import MissingExtra
+    from ..evaluate.harness import check_tasks
+
+    line = f"{file}:{lines.get(('eval', 'tasks'), '?')}"
+    if any(not t.strip() for t in tasks):
+        raise RecipeError(f"{line}: eval.tasks names an empty task; give task names, e.g. [next_line_choice]")
+    try:
+        check_tasks(tasks)
+    except MissingExtra:
+        return
+    except ValueError as exc:
+        raise RecipeError(f"{line}: eval.tasks: {exc}") from None
+
+
+def _check_relations(recipe: Recipe, name: str, rnd: Round, i: int, lines: dict, file: str) -> None:
+    """The rules between the options of section `name` as round `i` runs it, blaming the line of the key
+    (the round's override, else the section's)."""
+    base, override = getattr(recipe, name), getattr(rnd, name, None)
+    if base is None and override is None:
+        return
+    values = {**dataclasses.asdict(base if base is not None else SECTIONS[name]()), **(override or {})}
+    where = {k: ("rounds", i, name, k) for k in override or {}}
+    if name == "search":
+        for k in ("params", "active_params"):
+            if getattr(rnd, k) is not None:
+                values[k], where[k] = getattr(rnd, k), ("rounds", i, k)
+    for key, message in options.SECTIONS[name].problems(values, options.Names(name)):
+        path = where.get(key, (name, key))
+        line = lines.get(path, lines.get((name,), lines.get(("rounds", i), "?")))
+        in_round = f" (in round {i + 1})" if recipe.rounds else ""
+        raise RecipeError(f"{file}:{line}: {message}{in_round}")
+
+
+def _check_device(recipe: Recipe, lines: dict, file: str) -> None:
+    """The recipe's `device` must be one this machine has (as `--device`), before any model loads."""
+    if recipe.device is None:
+        return
+    from ..cli.common import CliError
+    from ..cli.devices import check_device
+
+    try:
+        check_device(recipe.device, option=f"{file}:{lines.get(('device',), '?')}: device")
+    except CliError as exc:
+        raise RecipeError(str(exc)) from None

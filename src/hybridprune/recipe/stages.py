@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from ..architectures import get_adapter
 from .plan import RECORD, Stage, record_fix
@@ -198,7 +197,8 @@ def distill(ctx: Context, stage: Stage, work: Path, *, resume: bool) -> dict:
     if not resume and out.exists():
         shutil.rmtree(out)  # killed before its first checkpoint: start the distillation afresh
     cfg = DistillConfig(steps=s.steps, tokens=s.tokens, global_batch=s.global_batch, micro_batch=s.micro_batch,
-                        lr=s.lr, min_lr=s.min_lr, warmup=s.warmup, weight_decay=s.weight_decay, grad_clip=s.grad_clip,
+                        lr=s.lr, min_lr=s.min_lr, warmup=s.warmup, weight_decay=s.weight_decay,
+                        grad_clip=s.grad_clip or None,  # 0 disables clipping, as `--grad-clip 0`
                         temperature=s.temperature, kd_loss=s.kd_loss, kd_weight=s.kd_weight, ce_weight=s.ce_weight,
                         chunk_size=s.chunk_size, precision=s.precision, parallel=s.parallel, device=ctx.recipe.device,
                         seed=ctx.recipe.seed, out_dir=str(out), save_every=s.save_every or max(1, steps // 10),
