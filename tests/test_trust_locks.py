@@ -134,7 +134,8 @@ def test_tokenize_resumed_with_a_planted_split_folder_is_refused(root, tmp_path)
     out.mkdir()
     the_plan = plan(str(root / "corpus.jsonl"), AutoTokenizer.from_pretrained(tokenizer_path()))
     (out / MANIFEST).write_text(json.dumps([PROGRESS_FILE]))
-    (out / PROGRESS_FILE).write_text(json.dumps({"plan": the_plan["id"]}))
+    (out / PROGRESS_FILE).write_text(json.dumps({"plan": the_plan["id"], "position": [0, 0, 0], "streams": {},
+                                                 "max_token_id": 0}))  # a well-formed record of no progress
     (out / "train").symlink_to(root / "victim", target_is_directory=True)
     before, victim = _snapshot(out), _snapshot(root / "victim")
     r = invoke("tokenize", "--data", root / "corpus.jsonl", "--tokenizer", tokenizer_path(), "--out", out)

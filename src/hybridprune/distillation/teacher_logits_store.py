@@ -93,9 +93,10 @@ def same_work(a: dict, b: dict, *, ignore: tuple[str, ...] = ()) -> list[str]:
     return sorted(key for key in set(a) | set(b) if key not in skip and a.get(key) != b.get(key))
 
 
-#: a resume record (flush + fsync) is written once the batches since the last one took this many times
-#: as long as that record did: at most ~1/RECORD_RATIO of the time goes to records, on any disk
-RECORD_RATIO = 20
+#: resume records (flush + fsync) a run writes at most, evenly spaced in batches: a kill loses at most
+#: ~1/RECORDS of the work, and the records' cost stays bounded however many batches there are. Counted in
+#: batches, not seconds, so where a run records (and where a kill can land) is the same on every machine.
+RECORDS = 256
 
 
 def write(directory: Path, teacher_hidden, head, data, the_plan: dict, *, device=None, say=None) -> dict:
@@ -116,23 +117,18 @@ def write(directory: Path, teacher_hidden, head, data, the_plan: dict, *, device
     if done and say:
         say(f"continuing the unfinished teacher logits in {directory} at sample {done:,} of {n:,}")
 
-    from time import perf_counter
-
-    last = {"at": perf_counter(), "took": 0.0}
+    every = max(1, -(-n // batch) // RECORDS)  # batches between two records
 
     def sink(s0, ids, logp, tail):
         b = ids.shape[0]
         maps["ids"][s0:s0 + b] = ids.numpy()
         maps["logp"][s0:s0 + b] = logp.numpy()
         maps["tail"][s0:s0 + b] = tail.numpy()
-        now = perf_counter()
-        if now - last["at"] < RECORD_RATIO * last["took"]:
-            return  # recorded a moment ago: a kill now recomputes these batches, with the same bytes
+        if ((s0 + b) // batch) % every:
+            return  # not a record's turn: a kill now recomputes these batches, with the same bytes
         for m in maps.values():
             m.flush()
         atomic_json(progress_path, {"plan": the_plan, "done": s0 + b})
-        last["at"] = perf_counter()
-        last["took"] = last["at"] - now
 
     compute(teacher_hidden, head, data, k, batch_size=batch, device=device, sink=sink, start=done)
     for m in maps.values():
