@@ -43,6 +43,37 @@ def no_traceback(result) -> bool:
     return "Traceback" not in result.output and (result.exception is None or isinstance(result.exception, SystemExit))
 
 
+def refused(result, *words: str) -> None:
+    """The command exited 2 with a message, no traceback, holding each of `words` (rich's box folded away)."""
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and no_traceback(result), result.output
+    for word in words:
+        assert word in text, (word, text)
+
+
+def interrupted_tokenization(out, corpus, tok, monkeypatch, at_append: int = 30) -> dict:
+    """Tokenize `corpus` into `out` and stop it with Ctrl-C at the `at_append`-th batch written; the
+    progress record it leaves."""
+    import pytest
+
+    from hybridprune.data import tokenize as tk
+    from hybridprune.data.shards import PROGRESS_FILE
+
+    real, calls = tk._Writer.append, [0]
+
+    def dying(self, ids, mask):
+        calls[0] += 1
+        if calls[0] == at_append:
+            raise KeyboardInterrupt
+        return real(self, ids, mask)
+
+    monkeypatch.setattr(tk._Writer, "append", dying)
+    with pytest.raises(KeyboardInterrupt):
+        tk.tokenize_to(out, str(corpus), tok, shard_tokens=700, commit_tokens=300, batch_docs=16)
+    monkeypatch.setattr(tk._Writer, "append", real)
+    return json.loads((Path(out) / PROGRESS_FILE).read_text())
+
+
 def siblings(path: Path) -> list[str]:
     """Hidden temporaries next to `path` (there must be none after a command ends)."""
     return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(f".{path.name}"))

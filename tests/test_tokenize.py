@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ckpt_helpers import invoke, no_traceback, small_corpus
+from ckpt_helpers import interrupted_tokenization, invoke, no_traceback, small_corpus
 from hybridprune.data import DataError, load_token_samples, tokenizer_path
 from hybridprune.data import tokenize as tk
 from hybridprune.data.shards import MANIFEST_FILE, PROGRESS_FILE, ShardWindows
@@ -57,29 +57,12 @@ def test_windows_span_shard_ends(tmp_path, tok):
         assert np.array_equal(a.window(k)[0], b.window(k)[0])
 
 
-def _interrupted_tokenization(out, corpus, tok, monkeypatch, at_append: int = 30) -> None:
-    """Tokenize `corpus` into `out` and stop it with Ctrl-C at the `at_append`-th batch written."""
-    real = tk._Writer.append
-    calls = [0]
-
-    def dying(self, ids, mask):
-        calls[0] += 1
-        if calls[0] == at_append:
-            raise KeyboardInterrupt
-        return real(self, ids, mask)
-
-    monkeypatch.setattr(tk._Writer, "append", dying)
-    with pytest.raises(KeyboardInterrupt):
-        tk.tokenize_to(out, str(corpus), tok, shard_tokens=700, commit_tokens=300, batch_docs=16)
-    monkeypatch.setattr(tk._Writer, "append", real)
-
-
 def test_tokenize_resumes_after_an_interruption_to_the_same_bytes(tmp_path, tok, monkeypatch):
     corpus = small_corpus(tmp_path / "corpus.jsonl")
     whole = tmp_path / "whole"
     tk.tokenize_to(whole, str(corpus), tok, shard_tokens=700, commit_tokens=300, batch_docs=16)
     out = tmp_path / "out"
-    _interrupted_tokenization(out, corpus, tok, monkeypatch)
+    interrupted_tokenization(out, corpus, tok, monkeypatch)
     assert (out / PROGRESS_FILE).is_file() and not (out / MANIFEST_FILE).exists()
     with pytest.raises(DataError, match="unfinished tokenization; run the same"):
         ShardWindows(out, "train", 32)
@@ -236,7 +219,7 @@ def test_unfinished_tokenization_of_other_data_is_named_and_untouched(tmp_path, 
     other = tmp_path / "other.jsonl"
     other.write_text(corpus.read_text())
     out = tmp_path / "out"
-    _interrupted_tokenization(out, corpus, tok, monkeypatch)
+    interrupted_tokenization(out, corpus, tok, monkeypatch)
     before = _files(out)
     r = invoke("tokenize", "--data", other, "--tokenizer", tokenizer_path(), "--out", out)
     assert r.exit_code == 2 and no_traceback(r) and _files(out) == before

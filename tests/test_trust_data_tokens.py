@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from ckpt_helpers import invoke, no_traceback, save_checkpoint, small_corpus
+from ckpt_helpers import interrupted_tokenization, invoke, no_traceback, save_checkpoint, small_corpus
 from hybridprune.data import DataError, load_token_samples, tokenizer_path
 from hybridprune.data import tokenize as tk
 from hybridprune.data.sources import read_documents
@@ -49,23 +49,6 @@ def _outside(tmp_path):
     (user / "notes.txt").write_text("mine")
     (user / "s0-00001.tok").write_bytes(b"\x01\x00" * 500)
     return victim, user
-
-
-def _interrupted(out, corpus, tok, monkeypatch, at_append: int = 30) -> dict:
-    """An unfinished tokenization in `out` (stopped at the `at_append`-th write); its progress record."""
-    real, calls = tk._Writer.append, [0]
-
-    def dying(self, ids, mask):
-        calls[0] += 1
-        if calls[0] == at_append:
-            raise KeyboardInterrupt
-        return real(self, ids, mask)
-
-    monkeypatch.setattr(tk._Writer, "append", dying)
-    with pytest.raises(KeyboardInterrupt):
-        tk.tokenize_to(out, str(corpus), tok, shard_tokens=700, commit_tokens=300, batch_docs=16)
-    monkeypatch.setattr(tk._Writer, "append", real)
-    return json.loads((out / PROGRESS_FILE).read_text())
 
 
 def _last_shard(progress) -> tuple[str, int]:
@@ -114,7 +97,7 @@ def test_tokenize_resume_stays_inside_its_directory(tmp_path, tok, monkeypatch, 
     corpus = small_corpus(tmp_path / "corpus.jsonl")
     clean = tk.tokenize_to(tmp_path / "clean", str(corpus), tok)
     out = tmp_path / "tokens"
-    progress = _interrupted(out, corpus, tok, monkeypatch)
+    progress = interrupted_tokenization(out, corpus, tok, monkeypatch)
     victim, user = _outside(tmp_path)
     _plant(case, out, victim, user, progress)
     before = digests(tmp_path / "user"), victim.read_bytes()
@@ -231,7 +214,7 @@ def test_token_manifest_of_the_wrong_shape_is_refused_in_words(tokens, tmp_path,
 def test_tokenize_progress_of_the_wrong_shape_is_refused_in_words(tmp_path, tok, monkeypatch, edit, message):
     corpus = small_corpus(tmp_path / "corpus.jsonl")
     out = tmp_path / "tokens"
-    progress = _interrupted(out, corpus, tok, monkeypatch)
+    progress = interrupted_tokenization(out, corpus, tok, monkeypatch)
     edit(progress)
     (out / PROGRESS_FILE).write_text(json.dumps(progress))
     before = digests(out)

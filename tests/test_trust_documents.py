@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_helpers import PLAN, invoke, no_traceback, save_checkpoint, small_corpus
+from ckpt_helpers import PLAN, invoke, refused, save_checkpoint, small_corpus
 from hybridprune.output.documents import DocumentError
 
 
@@ -23,13 +23,6 @@ def _snapshot(root: Path) -> dict:
             found[p] = (("link", os.readlink(p)) if os.path.islink(p) else "dir" if os.path.isdir(p)
                         else Path(p).read_bytes())
     return found
-
-
-def _refused(result, *words: str) -> None:
-    text = " ".join(result.output.replace("│", " ").split())
-    assert result.exit_code == 2 and no_traceback(result), result.output
-    for word in words:
-        assert word in text, (word, text)
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +60,14 @@ def search_dir(root):
      ["candidates.jsonl, line 1: stage: expected one of 'zero_shot', 'final'"]),
     ("search.json", lambda lines: ["[1, 2]"], ["search.json: the document: expected an object"]),
 ])
-def test_search_resumed_on_a_malformed_record_is_refused(root, search_dir, tmp_path, name, edit, words):
+def test_search_resumed_on_a_malformed_record_isrefused(root, search_dir, tmp_path, name, edit, words):
     out = tmp_path / "search"
     shutil.copytree(search_dir, out)
     path = out / name
     path.write_text("\n".join(edit(path.read_text().splitlines())) + "\n")
     before = _snapshot(out)
     r = _search(root, out)
-    _refused(r, *words, "use another output directory, or overwrite")
+    refused(r, *words, "use another output directory, or overwrite")
     assert _snapshot(out) == before
 
 
@@ -84,7 +77,7 @@ def test_search_resumed_on_a_malformed_record_is_refused(root, search_dir, tmp_p
     ({"earlier_rounds": [{"plan": []}]}, "earlier_rounds[0].plan: expected an object, got []"),
     ("{not json", "not valid JSON"),
 ])
-def test_prune_of_a_checkpoint_with_a_malformed_hybridprune_json_is_refused(root, tmp_path, info, words):
+def test_prune_of_a_checkpoint_with_a_malformed_hybridprune_json_isrefused(root, tmp_path, info, words):
     """The source's `hybridprune.json` (a checkpoint of someone else's) is read for the card's earlier
     rounds: a wrong one is refused, naming it; no output, the source untouched."""
     src = tmp_path / "src"
@@ -93,7 +86,7 @@ def test_prune_of_a_checkpoint_with_a_malformed_hybridprune_json_is_refused(root
     before = _snapshot(src)
     out = tmp_path / "pruned"
     r = invoke("prune", "--model", src, "--scores", root / "scores", "--plan", PLAN, "--out", out)
-    _refused(r, str(src / "hybridprune.json"), words, "remove it from")
+    refused(r, str(src / "hybridprune.json"), words, "remove it from")
     assert _snapshot(src) == before and not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pruned")] == []
 
@@ -132,7 +125,7 @@ def _distill_resume(root: Path, out: Path, resume: Path):
     (lambda s: {**s, "files": {**s["files"], "../../victim": 3}}, "names \"../../victim\", which is not a plain file"),
     (lambda s: {k: v for k, v in s.items() if k != "trajectory"}, "trajectory: missing"),
 ])
-def test_distill_resumed_from_a_checkpoint_with_a_malformed_state_is_refused(root, distilled, tmp_path, edit, words):
+def test_distill_resumed_from_a_checkpoint_with_a_malformed_state_isrefused(root, distilled, tmp_path, edit, words):
     out = tmp_path / "run"
     shutil.copytree(distilled, out)
     ckpt = next((out / "checkpoints").iterdir())
@@ -140,17 +133,17 @@ def test_distill_resumed_from_a_checkpoint_with_a_malformed_state_is_refused(roo
     (ckpt / "state.json").write_text(json.dumps(edit(state)))
     before = _snapshot(out)
     r = _distill_resume(root, out, ckpt)
-    _refused(r, str(ckpt / "state.json"), words, "resume from another one")
+    refused(r, str(ckpt / "state.json"), words, "resume from another one")
     assert _snapshot(out) == before
 
 
-def test_distill_resumed_with_a_malformed_log_is_refused(root, distilled, tmp_path):
+def test_distill_resumed_with_a_malformed_log_isrefused(root, distilled, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(distilled, out)
     (out / "log.jsonl").write_text('{"step": "one", "loss": 2.0}\n')
     before = _snapshot(out)
     r = _distill_resume(root, out, out)
-    _refused(r, f"{out / 'log.jsonl'}, line 1: step: expected a non-negative integer, got \"one\"")
+    refused(r, f"{out / 'log.jsonl'}, line 1: step: expected a non-negative integer, got \"one\"")
     assert _snapshot(out) == before
 
 
@@ -159,7 +152,7 @@ def test_distill_resumed_with_a_malformed_log_is_refused(root, distilled, tmp_pa
     ("results.json", "[1]", "results.json: the document: expected an object"),
     ("search/summary.json", {"best": {"key": "h64"}}, "summary.json: best: expected a string, got {\"key\": \"h64\"}"),
 ])
-def test_report_on_a_malformed_document_is_refused(tmp_path, name, content, words):
+def test_report_on_a_malformed_document_isrefused(tmp_path, name, content, words):
     run_dir = tmp_path / "run"
     (run_dir / "search").mkdir(parents=True)
     (run_dir / "search" / "candidates.jsonl").write_text(
@@ -167,7 +160,7 @@ def test_report_on_a_malformed_document_is_refused(tmp_path, name, content, word
     (run_dir / name).write_text(content if isinstance(content, str) else json.dumps(content))
     before = _snapshot(run_dir)
     r = invoke("report", run_dir)
-    _refused(r, "cannot read", words, "move it away")
+    refused(r, "cannot read", words, "move it away")
     assert _snapshot(run_dir) == before
 
 
@@ -176,7 +169,7 @@ def test_report_on_a_malformed_document_is_refused(tmp_path, name, content, word
     ("[1]", "the document: expected an object"),
     ("{oops", "not valid JSON"),
 ])
-def test_checkpoint_weights_with_malformed_aliases_are_refused(tmp_path, aliases, words):
+def test_checkpoint_weights_with_malformed_aliases_arerefused(tmp_path, aliases, words):
     import torch
     from safetensors.torch import save_file
 

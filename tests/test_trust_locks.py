@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_helpers import SRC, invoke, no_traceback, save_checkpoint, small_corpus
+from ckpt_helpers import SRC, invoke, refused, save_checkpoint, small_corpus
 from hybridprune.data import tokenizer_path
 from hybridprune.output.atomic import LOCK, MANIFEST, ManifestError, OutputError, claim, remove_owned
 
@@ -46,13 +46,6 @@ def _snapshot(root: Path) -> dict:
 def _files(d: Path) -> dict:
     return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(d.rglob("*")) if p.is_file()}
-
-
-def _refused(result, *words: str) -> None:
-    text = " ".join(result.output.replace("│", " ").split())
-    assert result.exit_code == 2 and no_traceback(result), result.output
-    for word in words:
-        assert word in text, (word, text)
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +112,11 @@ def test_search_resumed_in_a_directory_with_a_planted_link_writes_nothing_throug
     r = invoke("search", "--model", root / "model", "--data", root / "corpus.jsonl", "--out", out, "--params", "0.9x",
                "--calib-samples", "2", "--eval-samples", "2", "--eval-seq-len", "16", "--depth-samples", "0",
                "--max-candidates", "2", "--no-speed")
-    _refused(r, f"{out} already holds best.yaml, which hybridprune did not write", "Move it away")
+    refused(r, f"{out} already holds best.yaml, which hybridprune did not write", "Move it away")
     assert _snapshot(out) == before and _snapshot(root / "victim") == victim
 
 
-def test_tokenize_resumed_with_a_planted_split_folder_is_refused(root, tmp_path):
+def test_tokenize_resumed_with_a_planted_split_folder_isrefused(root, tmp_path):
     """An unfinished tokenization of the same plan, whose `train` is a link the run did not write."""
     from transformers import AutoTokenizer
 
@@ -139,7 +132,7 @@ def test_tokenize_resumed_with_a_planted_split_folder_is_refused(root, tmp_path)
     (out / "train").symlink_to(root / "victim", target_is_directory=True)
     before, victim = _snapshot(out), _snapshot(root / "victim")
     r = invoke("tokenize", "--data", root / "corpus.jsonl", "--tokenizer", tokenizer_path(), "--out", out)
-    _refused(r, f"{out} already holds train, which hybridprune did not write")
+    refused(r, f"{out} already holds train, which hybridprune did not write")
     assert _snapshot(out) == before and _snapshot(root / "victim") == victim
 
 
@@ -167,7 +160,7 @@ def test_a_second_command_on_the_same_output_is_refused_naming_the_first(root, t
         assert holder.stdout.readline().strip() == "held"
         before = _snapshot(out)
         r = invoke(*_commands(root, out)[command])
-        _refused(r, f"{out} is being written by another hybridprune command (PID {holder.pid})")
+        refused(r, f"{out} is being written by another hybridprune command (PID {holder.pid})")
         assert _snapshot(out) == before  # its lock, and nothing else
     finally:
         holder.kill()
