@@ -171,6 +171,15 @@ def test_a_local_source_leaves_base_model_out_and_no_path(pruned_from):
     assert "base_model" not in card.data.to_dict()
     assert "version of `my-hybrid`" in card.text and "# my-hybrid (pruned)" in card.text
     assert str(root) not in (out / "README.md").read_text() and "home-of-alice" not in card.text
+    assert json.loads((out / "hybridprune.json").read_text())["source"] == "my-hybrid"
+    _no_local_path_in_any_text_file(out, root)
+
+
+def _no_local_path_in_any_text_file(out, root):
+    """Every file of the output travels with it (an upload): none names the user's directories."""
+    for path in out.iterdir():
+        if path.suffix in (".json", ".md", ".txt", ".yaml", ".jinja"):
+            assert str(root) not in path.read_text(), path.name
 
 
 def test_a_hub_snapshot_source_is_named_by_its_hub_id(pruned_from):
@@ -178,6 +187,8 @@ def test_a_hub_snapshot_source_is_named_by_its_hub_id(pruned_from):
     card = ModelCard.load(out / "README.md")
     assert card.data.to_dict()["base_model"] == "acme/Hybrid-Tiny"
     assert "version of `acme/Hybrid-Tiny`" in card.text and str(root) not in card.text
+    assert json.loads((out / "hybridprune.json").read_text())["source"] == "acme/Hybrid-Tiny"
+    _no_local_path_in_any_text_file(out, root)
 
 
 def test_a_shipped_teacher_is_named_by_its_shipped_name(tmp_path):

@@ -22,7 +22,7 @@ from typing import Any
 from ..checkpoint.carry import checkpoint_root, copy_file, copy_tree
 from ..checkpoint.config_style import write_config
 from ..output.atomic import MANIFEST, atomic_directory
-from .model_card import earlier_rounds, write_model_card
+from .model_card import earlier_rounds, portable_source, write_model_card
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
@@ -254,7 +254,7 @@ def export(
         portable_tokenizer_config(tmp)
         info = dict(getattr(model, "hybridprune_info", {}) or {})
         if source is not None:
-            info["source"] = str(source)
+            info["source"] = portable_source(source)  # never a local path: the file travels with the checkpoint
         info.update(metadata or {})
         if rounds := earlier_rounds(source):  # a later round: the card compares with the original model
             info["earlier_rounds"] = rounds

@@ -85,19 +85,30 @@ def source_id(source: str | os.PathLike) -> str | None:
     return hub[0] if hub and HUB_ID.fullmatch(hub[0]) else None
 
 
+def _shipped_name(source: str | os.PathLike) -> str | None:
+    from ..data.assets import BUNDLED_TEACHERS
+
+    real = os.path.realpath(source)
+    return next((name for name, path in BUNDLED_TEACHERS.items() if real == os.path.realpath(path)), None)
+
+
+def portable_source(source: str | os.PathLike) -> str:
+    """What `hybridprune.json` records as the source: its Hub id, a shipped teacher's name, or the
+    directory's last component. The file travels with the checkpoint (uploads included), so it never
+    holds a local path (the user's home directory and name)."""
+    return source_id(source) or _shipped_name(source) or Path(os.path.realpath(source)).name or "source"
+
+
 def source_name(source: str | os.PathLike) -> str:
     """How the card's text names a source: its Hub id; a shipped teacher by its name; else the
     directory's last component only (never the whole local path)."""
-    from ..data.assets import BUNDLED_TEACHERS
-
     hub = source_id(source)
     if hub:
         return hub
-    real = os.path.realpath(source)
-    for name, path in BUNDLED_TEACHERS.items():
-        if real == os.path.realpath(path):
-            return f"the shipped teacher {name}"
-    return Path(real).name or "the source model"
+    shipped = _shipped_name(source)
+    if shipped:
+        return f"the shipped teacher {shipped}"
+    return Path(os.path.realpath(source)).name or "the source model"
 
 
 def _plain_name(text: str) -> str:

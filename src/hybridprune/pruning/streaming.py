@@ -35,7 +35,7 @@ from ..output.atomic import atomic_directory
 from ..importance.scores import Scores
 from .apply import NotStreamable, PruneError, check_fingerprint, plan_selection, provenance, warn_dropped
 from .export import INFO_FILE, carry_over
-from .model_card import earlier_rounds, write_model_card
+from .model_card import earlier_rounds, portable_source, write_model_card
 from .plan import Plan
 from .slicing import AxisIndex, split_layer_key
 from .stream_tensors import WORKERS, Block, blocks, write_block
@@ -309,7 +309,7 @@ def stream_prune(
         carry_over(source, tmp)  # generation config, tokenizer, chat templates, code files, licence
         info = provenance(plan, selection, dims, new_dims, scores, adapter, expert_importance, dropped=dropped,
                           tensor_parallel=tensor_parallel, gdn_importance=gdn_importance)
-        info.update(source=str(source), method="streaming")
+        info.update(source=portable_source(source), method="streaming")
         if rounds := earlier_rounds(source):  # a later round: the card compares with the original model
             info["earlier_rounds"] = rounds
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
