@@ -119,7 +119,7 @@ def _size(value):
 
 
 def _memory_dtype(value):
-    from .archsearch.cost import dtype_bytes
+    from .architectures.cache import dtype_bytes
 
     return dtype_bytes(value)
 

@@ -171,7 +171,7 @@ def forecast_distill(adapter, teacher: Dims, student: Dims, *, micro_batch: int,
 def generation_parts(adapter, dims: Dims, *, batch: int, context: int, new_tokens: int, weight_bytes: int,
                      chunk: int = 128) -> dict[str, int]:
     """The prefill of `batch x context` tokens (logits of the last position only) and the cache it fills."""
-    from ..archsearch.cost import cache_bytes
+    from ..architectures.cache import cache_bytes
 
     dtype = {2: "bfloat16", 4: "float32"}.get(weight_bytes, "float32")
     cache = cache_bytes(dims, batch=batch, seq_len=context + new_tokens, dtype=dtype)

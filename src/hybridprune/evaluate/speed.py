@@ -9,7 +9,7 @@ so every model decodes the same number of tokens). Per model × batch × context
 - decode tokens/s (batch × new tokens / decode time);
 - peak memory of the whole run (see `memory.PeakMemory`);
 - cache size per sequence, measured (bytes of every tensor the cache holds at the end) and computed
-  from the dimensions (`archsearch.cost.cache_bytes`).
+  from the dimensions (`architectures.cache.cache_bytes`).
 
 Models run interleaved (A B A B …) after warm-up rounds and the medians are reported, with each
 figure's ratio to the first model's: on a shared machine only ratios measured together mean much.
@@ -126,7 +126,7 @@ def cache_tensor_bytes(cache: Any) -> int:
 def computed_cache_bytes(model: torch.nn.Module, seq_len: int) -> int | None:
     """Cache bytes of one sequence of `seq_len` tokens from the model's dimensions (None without an adapter)."""
     from ..architectures import get_adapter
-    from ..archsearch.cost import cache_bytes
+    from ..architectures.cache import cache_bytes
 
     try:
         dims = get_adapter(model).dims(model.config)
