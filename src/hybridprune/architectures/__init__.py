@@ -18,7 +18,6 @@ from .base import (
     ParamRule,
     Unrepresentable,
     UnsupportedArchitecture,
-    count_parameters,
 )
 from .bamba import BambaAdapter
 from .config_values import check_config_values
@@ -44,6 +43,18 @@ REFUSED: tuple[str, ...] = JambaAdapter.model_types
 
 def supported_model_types() -> list[str]:
     return sorted(t for a in ADAPTERS for t in a.model_types if t not in REFUSED)
+
+
+def count_parameters(dims: Dims, *, embeddings: bool = True, model_type: str | None = None) -> int:
+    """Analytic parameter count of a model from its dimensions alone.
+
+    `model_type` picks the family's layer layouts (default: Nemotron-H's one-mixer-per-layer blocks).
+    `embeddings=False` leaves out the input embedding and the LM head.
+    """
+    for cls in ADAPTERS:
+        if (model_type or "nemotron_h") in cls.model_types:
+            return cls().num_parameters(dims, embeddings=embeddings)
+    raise UnsupportedArchitecture(f"no adapter for model type {model_type!r}")
 
 
 def get_adapter(model_or_config) -> Adapter:

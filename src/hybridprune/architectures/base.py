@@ -377,20 +377,6 @@ def mamba_inner(dims: Dims) -> int:
     return dims.mamba_num_heads * dims.mamba_head_dim
 
 
-def count_parameters(dims: Dims, *, embeddings: bool = True, model_type: str | None = None) -> int:
-    """Analytic parameter count of a model from its dimensions alone.
-
-    `model_type` picks the family's layer layouts (default: Nemotron-H's one-mixer-per-layer blocks).
-    `embeddings=False` leaves out the input embedding and the LM head.
-    """
-    from . import ADAPTERS
-
-    for cls in ADAPTERS:
-        if (model_type or "nemotron_h") in cls.model_types:
-            return cls().num_parameters(dims, embeddings=embeddings)
-    raise UnsupportedArchitecture(f"no adapter for model type {model_type!r}")
-
-
 @dataclass(frozen=True)
 class DroppedPart:
     """A part of a checkpoint that pruning leaves out of its output rather than refusing the checkpoint,

@@ -16,10 +16,7 @@ import typer
 from rich.markup import escape
 
 from .console import alerts, console  # noqa: F401 - the commands import `console` from here
-
-
-class CliError(Exception):
-    """An error to show the user as one message, without a traceback."""
+from .errors import CliError  # the commands import `CliError` from here
 
 
 def _error(message: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .common import CliError
+from .errors import CliError
 
 #: accelerate's big-model placement strategies (`from_pretrained(device_map=...)`)
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")

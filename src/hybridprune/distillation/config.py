@@ -134,8 +134,6 @@ class DistillConfig:
                 raise DistillError("top-k teacher logits keep the forward KL at temperature 1 (the tail mass is "
                                    f"known only there); got kd_loss={self.kd_loss!r}, temperature={self.temperature}")
         if self.report_to:
-            from .trackers import check_report_to
-
             self.report_to = check_report_to(self.report_to)
 
     def total_steps(self, seq_len: int) -> int:
@@ -156,3 +154,22 @@ class DistillConfig:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+REPORTERS = ("tensorboard", "wandb")
+
+
+def check_report_to(names) -> tuple[str, ...]:
+    """Known names, and their package importable: refused before anything is loaded."""
+    names = tuple(dict.fromkeys(names or ()))
+    for name in names:
+        if name not in REPORTERS:
+            raise DistillError(f"report_to {name!r} is not one of {', '.join(REPORTERS)}")
+        package = {"tensorboard": "tensorboard", "wandb": "wandb"}[name]
+        try:
+            __import__(package)
+        except ImportError:
+            raise DistillError(f"--report-to {name} needs the {package} package, which is not installed: "
+                               f"pip install {package} (or leave --report-to {name} out; log.jsonl is always "
+                               "written)") from None
+    return names

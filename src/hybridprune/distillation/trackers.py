@@ -9,9 +9,8 @@ import datetime
 import time
 from pathlib import Path
 
-from .config import DistillError
+from .config import REPORTERS, DistillError, check_report_to  # noqa: F401 - named here too
 
-REPORTERS = ("tensorboard", "wandb")
 TENSORBOARD_DIR = "tensorboard"
 WANDB_DIR = "wandb"
 
@@ -23,22 +22,6 @@ def plain_line(rec: dict, total_steps: int, eta_s: float | None) -> str:
     if eta_s is not None:
         parts.append(f"eta {datetime.timedelta(seconds=round(eta_s))}")
     return " ".join(parts)
-
-
-def check_report_to(names) -> tuple[str, ...]:
-    """Known names, and their package importable: refused before anything is loaded."""
-    names = tuple(dict.fromkeys(names or ()))
-    for name in names:
-        if name not in REPORTERS:
-            raise DistillError(f"report_to {name!r} is not one of {', '.join(REPORTERS)}")
-        package = {"tensorboard": "tensorboard", "wandb": "wandb"}[name]
-        try:
-            __import__(package)
-        except ImportError:
-            raise DistillError(f"--report-to {name} needs the {package} package, which is not installed: "
-                               f"pip install {package} (or leave --report-to {name} out; log.jsonl is always "
-                               "written)") from None
-    return names
 
 
 class Trackers:
