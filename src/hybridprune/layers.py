@@ -25,7 +25,10 @@ LAYERS: list[tuple[str, ...]] = [
 ALLOWED: dict[tuple[str, str], str] = {
     ("options", "archsearch"): "a rule's parser is the owning package's (sizes: archsearch.cost.parse_params, "
                                "search axes: archsearch.space), imported only when a value is checked",
-    ("recipe", "cli"): "to be moved: recipe loads models, resolves --device/--dtype and forecasts memory "
-                       "through cli.common/cli.devices/cli.search; these belong in checkpoint/ "
-                       "(load path, devices) and checkpoint.forecast (the search forecast)",
+    ("recipe", "cli"): "to be moved: recipe loads models and resolves dtypes (stages: cli.common.load_model, "
+                       "resolve_dtype), checks the device (schema: cli.devices.check_device, CliError) and "
+                       "forecasts memory (forecasts: cli.common.forward_forecast/weight_bytes/resolve_device, "
+                       "cli.search._forecast) through the command line; these belong in checkpoint/ (devices, "
+                       "dtypes, the load path, with an error class below cli that CliError can be) and the "
+                       "search's forecast in archsearch/",
 }
