@@ -15,6 +15,7 @@ from hybridprune.pruning.export import copy_tokenizer_files
 from hybridprune.pruning.plan import Plan, PlanError
 
 runner = CliRunner()
+BOMB = "drop_layers: [&a [1,1,1,1,1,1,1,1,1], " + ", ".join(f"&{b} [" + ",".join([f"*{a}"] * 9) + "]" for a, b in zip("abcdefgh", "bcdefghi")) + "]\n"
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,10 @@ def _prune(root, tmp_path, plan: str):
     ("- 32\n", r"must hold a mapping of plan fields"),
     ("hidden: 32\n", r"unknown plan field\(s\) \['hidden'\] \(did you mean hidden_size\?\); valid fields: hidden_size"),
     ("mamba_num_heads: 8\n", r"mamba_num_heads=8 is not a multiple of n_groups=3.*Valid values: \[3, 6, 9, 12\]"),
+    # received files: a 9-level alias bomb (9**9 items if expanded) is refused before any tree is built
+    (BOMB, r"line 1: \*a repeats a mapping or list; aliases .* are refused"),
+    ("base: &b {hidden_size: 32}\n<<: *b\n", r"line 2: \*b repeats a mapping or list"),
+    ("drop_layers: " + "[" * 40 + "]" * 40 + "\n", r"line 1: nested more than 32 levels deep"),
 ])
 def test_bad_yaml_plans_are_refused_naming_the_file(setup, tmp_path, text, message):
     plan = tmp_path / "plan.yaml"
@@ -149,3 +154,18 @@ def test_a_field_of_a_unit_the_model_lacks_lists_the_fields_it_can_set(setup, tm
     assert_refused(result, "linear_num_value_heads: this architecture has no Gated DeltaNet blocks, so it cannot be "
                            "set; the fields this model can set: hidden_size, ffn_hidden_size, mamba_num_heads",
                    out=out)
+
+
+def test_a_recipe_naming_an_alias_bomb_plan_file_is_refused_at_once(tmp_path):
+    """The plan file a recipe names is received YAML too: refused before any stage (and in --dry-run)."""
+    import time
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(BOMB)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model: tiny-nemotron-h\ndata: shakespeare\nprune:\n  plan: {plan}\n")
+    for extra in (["--dry-run"], []):
+        start = time.perf_counter()
+        result = runner.invoke(app, ["run", str(recipe), "--out", str(tmp_path / "run"), *extra])
+        assert time.perf_counter() - start < 30
+        assert_refused(result, f"plan file {plan}", r"\*a repeats a mapping or list", out=tmp_path / "run")

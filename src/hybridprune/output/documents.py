@@ -269,3 +269,34 @@ def inside(directory: str | os.PathLike, name: object, *, what: str, fix: str) -
         raise DocumentError(f"{what}: names {name!r}, a symbolic link in {directory}; hybridprune never writes "
                             f"one, and does not follow it; {fix}")
     return path
+
+
+#: deeper than any recipe or plan needs (`rounds[0].distill.lr` is 3 levels); PyYAML builds trees recursively
+YAML_MAX_DEPTH = 32
+
+
+def yaml_problem(text: str) -> tuple[int, str] | None:
+    """(line, what is wrong) for YAML `text` that nests past `YAML_MAX_DEPTH` or aliases a mapping or
+    list (`<<` merges included); None when neither. Aliases of scalars stay allowed. Syntax errors are
+    left to the loader that follows, which reports them with its own marks."""
+    import yaml
+
+    collections: set[str] = set()  # anchors of mappings and lists
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            line = event.start_mark.line + 1
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > YAML_MAX_DEPTH:
+                    return line, f"nested more than {YAML_MAX_DEPTH} levels deep"
+                if event.anchor is not None:
+                    collections.add(event.anchor)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            elif isinstance(event, yaml.AliasEvent) and event.anchor in collections:
+                return line, (f"*{event.anchor} repeats a mapping or list; aliases (or `<<` merges) of mappings "
+                              "or lists are refused (nested ones expand exponentially): write the values out")
+    except yaml.YAMLError:
+        return None
+    return None

@@ -18,6 +18,7 @@ import yaml
 
 from ..architectures import ATTENTION, MAMBA, MLP, MOE, Dims
 from ..architectures.moe import valid_expert_counts
+from ..output.documents import yaml_problem
 from .plan_fields import suggestion
 
 
@@ -183,6 +184,9 @@ class Plan:
             raise PlanError(f"cannot read the plan file {path}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
         try:
             if path.suffix.lower() in (".yaml", ".yml"):
+                found = yaml_problem(text)  # before a tree is built: an alias bomb never expands
+                if found:
+                    raise PlanError(f"line {found[0]}: {found[1]}")
                 data = yaml.load(text, Loader=_UniqueKeyLoader)
             else:
                 data = json.loads(text, object_pairs_hook=lambda pairs: _unique_pairs(pairs))

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from ..output.documents import YAML_MAX_DEPTH, yaml_problem
+
 
 class RecipeError(ValueError):
     """A recipe that cannot be run: the message names the file, the line and the key."""
@@ -25,8 +27,7 @@ class RecipeError(ValueError):
 
 Path_ = tuple  # a key path: ("distill", "lr") or ("rounds", 1, "params")
 
-#: deeper than any recipe (`rounds[0].distill.lr` is 3 levels); PyYAML builds the tree recursively
-MAX_DEPTH = 32
+MAX_DEPTH = YAML_MAX_DEPTH
 
 
 def _where(path: Path_) -> str:
@@ -37,23 +38,16 @@ def _where(path: Path_) -> str:
 
 
 def _check_events(text: str, file: str) -> None:
-    """Refuse, from the parser's events, nesting past `MAX_DEPTH` and aliases of mappings or lists."""
-    collections: set[str] = set()  # anchors of mappings and lists
-    depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        line = event.start_mark.line + 1
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise RecipeError(f"{file}:{line}: nested more than {MAX_DEPTH} levels deep; a recipe needs a few "
-                                  "(e.g. rounds[0].distill.lr)")
-            if event.anchor is not None:
-                collections.add(event.anchor)
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
-        elif isinstance(event, yaml.AliasEvent) and event.anchor in collections:
-            raise RecipeError(f"{file}:{line}: *{event.anchor} repeats a mapping or list; recipes do not use "
-                              "aliases (or `<<` merges) of mappings or lists: write the values out")
+    """Refuse nesting past `MAX_DEPTH` and aliases of mappings or lists (`output.documents.yaml_problem`)."""
+    found = yaml_problem(text)
+    if found:
+        line, what = found
+        if what.startswith("nested"):
+            what += "; a recipe needs a few (e.g. rounds[0].distill.lr)"
+        else:
+            what = (what.split(";")[0] + "; recipes do not use aliases (or `<<` merges) of mappings or lists: "
+                    "write the values out")
+        raise RecipeError(f"{file}:{line}: {what}")
 
 
 def _walk(root, lines: dict, file: str) -> None:
