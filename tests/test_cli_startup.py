@@ -155,3 +155,18 @@ def test_a_bad_number_is_refused_without_torch(tmp_path, args, words):
     assert code == 2 and words in text, text
     assert not (tmp_path / "out").exists()
     assert heavy == []
+
+
+@pytest.mark.parametrize("args", [
+    ["calibrate", "--model", "tiny-nemotron-h", "--data", "{tmp}/missing.jsonl", "--out", "out"],
+    ["tokenize", "--data", "{tmp}/missing.jsonl", "--tokenizer", "tiny-nemotron-h", "--out", "out"],
+    ["search", "--model", "tiny-nemotron-h", "--data", "./missing.txt", "--params", "0.5x", "--out", "out"],
+    ["distill", "--teacher", "tiny-nemotron-h", "--student", "tiny-nemotron-h", "--data",
+     "{tmp}/a.jsonl:0.5,{tmp}/b.jsonl:0.5", "--steps", "1", "--out", "out"],
+    ["eval", "tiny-nemotron-h", "--data", "~/no-such-dir-of-hybridprune/x.parquet"],
+], ids=["calibrate", "tokenize", "search", "distill-mixture", "eval"])
+def test_missing_data_is_refused_without_torch(tmp_path, args):
+    """A `--data` that is plainly a path and is not there: refused at once, naming it."""
+    code, text, heavy = run_cli(*[a.replace("{tmp}", str(tmp_path)) for a in args], cwd=tmp_path)
+    assert code == 2 and "data file not found" in text and "Traceback" not in text, text
+    assert heavy == [] and not (tmp_path / "out").exists()

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ..options import CALIBRATE
-from .checks import check_not_blank
+from .checks import check_data_path, check_not_blank
 from ..output.atomic import atomic_directory, check_output
 from .devices import check_device, check_device_map
 from .common import (
@@ -47,6 +47,7 @@ def calibrate_command(
     check_device_map(device_map)
     CALIBRATE.check({"dtype": dtype})
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
+    check_data_path("--data", data)
     check_output(out, overwrite=overwrite)  # before the long calibration pass
     check_checkpoint_dir(model)  # a wrong path is named before torch is imported
     from ..data import load_token_samples

@@ -13,7 +13,7 @@ from typing import Literal
 import typer
 
 from ..options import DISTILL, KD_LOSSES, PARALLEL, PRECISIONS
-from .checks import check_not_blank
+from .checks import check_data_path, check_not_blank
 from ..output.cleanup import lock_until_done, remove_if_failed
 from ..output.atomic import check_output, remove_owned
 from ..output.leftovers import remove_dead_temporaries, unfinished
@@ -95,6 +95,7 @@ def distill_command(
         kd_topk = cached_k
     device = None if device == "auto" else device
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
+    check_data_path("--data", data)
     DISTILL.check({"steps": steps, "tokens": tokens, "lr": lr, "min_lr": min_lr, "temperature": temperature,
                    "kd_loss": kd_loss, "kd_weight": kd_weight, "ce_weight": ce_weight, "weight_decay": weight_decay,
                    "grad_clip": grad_clip, "global_batch": global_batch, "micro_batch": micro_batch})

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..options import EVAL
-from .checks import check_not_blank, listed
+from .checks import check_data_path, check_not_blank, listed
 from .devices import check_device, check_device_map
 from ..output.atomic import check_output
 from .common import (
@@ -84,6 +84,7 @@ def eval_command(
     check_device_map(device_map)
     EVAL.check({"task_limit": task_limit, "dtype": dtype})
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
+    check_data_path("--data", data)
     if out is not None:
         check_output(out, overwrite=overwrite)
     for path in models:  # a wrong path is named before torch is imported

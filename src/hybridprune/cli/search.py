@@ -9,7 +9,7 @@ from typing import Literal
 import typer
 
 from ..options import EXPERT_IMPORTANCE, GDN_IMPORTANCE, PARAMS_KINDS, SEARCH, TIE_BREAKS
-from .checks import check_gdn_options, check_moe_options, check_not_blank, listed
+from .checks import check_data_path, check_gdn_options, check_moe_options, check_not_blank, listed
 from ..output.cleanup import lock_until_done, remove_if_failed
 from ..output.atomic import check_output, claim, owned_names
 from ..output.leftovers import remove_dead_temporaries, unfinished
@@ -114,6 +114,7 @@ def search_command(
     """Search the architecture of lowest loss under a budget; resumes an interrupted run in --out."""
     check_device(device)
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
+    check_data_path("--data", data)
     SEARCH.check({"params": params, "active_params": active_params, "memory_mb": memory_mb,
                   "memory_dtype": memory_dtype, "kd_tokens": kd_tokens, "kd_steps": kd_steps, "kd_lr": kd_lr,
                   "kd_batch": kd_batch, "kd_micro_batch": kd_micro_batch, "max_width_pruning": max_width_pruning,

@@ -17,7 +17,7 @@ import typer
 
 from ..output.cleanup import remove_if_failed
 from ..options import TOKENIZE
-from .checks import check_not_blank
+from .checks import check_data_path, check_not_blank
 from .common import check_checkpoint_dir, console, fail_cleanly, load_tokenizer
 
 
@@ -44,6 +44,7 @@ def tokenize_command(
 ) -> None:
     """Tokenize text once into memory-mapped shards (resumable)."""
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
+    check_data_path("--data", data)
     check_checkpoint_dir(tokenizer, "tokenizer")  # a wrong path is named before torch is imported
     from ..data.tokenize import tokenize_to
 
