@@ -84,7 +84,7 @@ def teacher_logits_command(
     resuming = progress is not None or store.unfinished(out)
     if batch_size is None:
         batch_size = default_batch_size(seq_len, progress)
-    check_output(out, overwrite=overwrite, resume=resuming)
+    check_output(out, overwrite=overwrite, resume=resuming, links=store.FILES)  # a planted link goes, as a link
     if resuming:
         store.remove_temporaries(out)
     remove_if_failed(out, keep=store.has_progress,
@@ -109,7 +109,7 @@ def teacher_logits_command(
     console.print(f"top-{the_plan['k']} teacher logits of {len(train)} samples × {seq_len} tokens "
                   f"({size / 2**30:.2f} GiB)")
     if overwrite and (progress is None or progress["plan"].get("id") != the_plan["id"]):
-        remove_owned(out)  # only now that the teacher loaded: a failed start keeps the earlier output
+        remove_owned(out, links=store.FILES)  # only now that the teacher loaded: a failed start keeps the earlier output
     claim(out, store.FILES)
     with writing("the teacher logits", out, needed=size):
         store.write(out, hidden, head, train, the_plan, device=dev,

@@ -38,6 +38,8 @@ MANIFEST_FILE = "manifest.json"
 PROGRESS_FILE = "progress.json"
 TOKEN_SUFFIX = ".tok"
 MASK_SUFFIX = ".mask"
+#: what to do about a shard that is missing, short or a link: its directory is not what tokenize wrote
+SHARD_FIX = "tokenize the data again with `hybridprune tokenize --overwrite` into that directory"
 
 
 #: one source's stream in one split, as the manifest and the progress record give it
@@ -115,6 +117,39 @@ def read_manifest(directory: str | Path) -> dict:
     return manifest
 
 
+def check_shards(directory: str | Path, manifest: dict, fix: str = SHARD_FIX) -> None:
+    """Every shard `manifest` lists opens as a reader opens it (`Stream`): inside `directory`, through
+    no link, and as long as recorded; a DataError names the first that does not. Readers open shards
+    lazily; this checks them all at once, for a finished directory about to be reused."""
+    directory = Path(directory).expanduser()
+    dtype, has_mask = np.dtype(manifest["dtype"]), bool(manifest.get("chat"))
+    for parts in manifest["splits"].values():
+        for part in parts.values():
+            for shard in part["shards"]:
+                n, name = int(shard["tokens"]), shard["file"]
+                if not n:
+                    continue
+                for file, dt in ((name, dtype), *([(_mask_name(name), np.dtype(np.uint8))] if has_mask else [])):
+                    with _open_shard(directory, file, dt, n, fix):
+                        pass
+
+
+def _mask_name(name: str) -> str:
+    return name[: -len(TOKEN_SUFFIX)] + MASK_SUFFIX
+
+
+def _open_shard(directory: Path, name: str, dtype: np.dtype, n: int, fix: str):
+    """The shard file `name` opened from inside `directory` (no link followed), refused when it holds
+    fewer than `n` values."""
+    f = open_in(directory, name, what=f"token shard '{directory / name}'", fix=fix)
+    size = os.fstat(f.fileno()).st_size
+    if size < n * dtype.itemsize:
+        f.close()
+        raise DataError(f"token shard '{directory / name}' holds {size // dtype.itemsize} values, fewer "
+                        f"than the {n} its manifest records; {fix}")
+    return f
+
+
 @dataclass
 class Stream:
     """One source's token stream in one split, over its shard files (memory-mapped on first use)."""
@@ -141,7 +176,7 @@ class Stream:
             n = int(shard["tokens"])
             name = shard["file"]  # checked against the name `shard_name` derives (`read_manifest`)
             ids = self._read(name, self.dtype, n)
-            mask = self._read(name[: -len(TOKEN_SUFFIX)] + MASK_SUFFIX, np.dtype(np.uint8), n) if self.has_mask else None
+            mask = self._read(_mask_name(name), np.dtype(np.uint8), n) if self.has_mask else None
             got = self._maps[i] = (ids, mask)
         return got
 
@@ -149,12 +184,7 @@ class Stream:
         """`n` values of the shard file `name`, mapped from inside the directory (no link followed)."""
         if not n:
             return np.zeros(0, dtype)
-        fix = "it is missing or shorter than the manifest says: tokenize the data again"
-        with open_in(self.directory, name, what=f"token shard '{self.directory / name}'", fix=fix) as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < n * dtype.itemsize:
-                raise DataError(f"token shard '{self.directory / name}' holds {size // dtype.itemsize} values, fewer "
-                                f"than the {n} its manifest records; tokenize the data again")
+        with _open_shard(self.directory, name, dtype, n, SHARD_FIX) as f:
             return np.memmap(f, dtype=dtype, mode="r", shape=(n,))
 
     def read(self, start: int, length: int) -> tuple[np.ndarray, np.ndarray | None]:

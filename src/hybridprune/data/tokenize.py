@@ -413,7 +413,11 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
                 raise DataError(f"{exc} (or pass --overwrite to replace it)") from None
     if manifest is not None:
         differ = [] if manifest.get("id") == the_plan["id"] else plan_change(manifest, the_plan)
-        if not differ:  # finished; a kill after its manifest may have left the progress record (and lock)
+        if not differ and not overwrite:  # finished; a kill after its manifest may have left the progress record
+            try:  # reused only if its readers would accept it
+                shards.check_shards(out, manifest, fix=_RESTART)
+            except DataError as exc:
+                raise DataError(f"{out} holds these tokens, but cannot be reused: {exc}") from None
             with locked(out):
                 (out / shards.PROGRESS_FILE).unlink(missing_ok=True)
             if say:
@@ -443,7 +447,7 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
     # killed in its setup (recording its names, or writing its first progress record), a run leaves only
     # its own entries and a dead temporary: the rerun takes them over, without that temporary
     leftover = not resuming and unfinished(out, FILES, done=shards.MANIFEST_FILE)
-    check_output(out, overwrite=overwrite, resume=resuming or leftover)
+    check_output(out, overwrite=overwrite, resume=resuming or leftover, links=FILES)
     for src in the_plan["sources"]:  # a source that cannot be read is refused before anything is written
         tables, _ = stream.open_tables(src["source"], text_field)
         for _, records in _batches(tables[0][1], 0, 8):
@@ -453,7 +457,7 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
         if resuming or leftover:
             remove_dead_temporaries(out)
         if overwrite and not resuming:
-            remove_owned(out)
+            remove_owned(out, links=FILES)  # a link planted at one of its names goes, as a link
         claim(out, FILES)
         if resuming and say:
             say(f"continuing the unfinished tokenization in {out}")

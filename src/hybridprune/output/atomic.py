@@ -9,7 +9,9 @@ the user put there is ever deleted or overwritten.
 - Either way `.hybridprune-outputs` in the directory lists the top-level names hybridprune wrote.
   `--overwrite` replaces only those; a directory holding anything else is refused, naming it. The
   manifest is not trusted as a list of paths: an entry that is not a plain name inside the directory
-  (`../x`, `/abs`, `a/b`) or that is a symbolic link there is refused, naming it.
+  (`../x`, `/abs`, `a/b`) or that is a symbolic link there is refused, naming it - except that
+  `--overwrite` removes a link found at a name the command itself writes (`links`): as a link, its
+  target untouched, since hybridprune never writes one there.
 - The finished output is moved in only if the target still holds nothing but hybridprune's own
   entries, checked once the target is out of reach (moved aside): a file put there while the work
   ran is never deleted. A symlinked output is written through, and the link stays.
@@ -55,12 +57,14 @@ class ManifestError(OutputError):
     """A manifest lists something hybridprune never writes there: it was edited or comes from elsewhere."""
 
 
-def owned_names(directory: str | os.PathLike) -> set[str]:
+def owned_names(directory: str | os.PathLike, *, links: Iterable[str] = ()) -> set[str]:
     """Top-level names in `directory` that hybridprune wrote (from its manifest).
 
     The manifest may come with a run directory from someone else, so it is not trusted as a list of
     paths: every entry must be a plain name inside `directory` that is not a symbolic link, or
-    `ManifestError` names it (and nothing is removed or written through it).
+    `ManifestError` names it (and nothing is removed or written through it). A link at one of
+    `links` (names the caller writes, about to be replaced with --overwrite) is accepted: it is
+    removed as a link, never followed.
     """
     directory = Path(directory)
     path = directory / MANIFEST
@@ -77,14 +81,14 @@ def owned_names(directory: str | os.PathLike) -> set[str]:
     if not isinstance(names, list):
         _foreign_manifest(directory, f"holds a JSON {type(names).__name__}, not hybridprune's list of names")
     for name in names:
-        _check_manifest_entry(directory, name)
+        _check_manifest_entry(directory, name, set(links))
     return set(names)
 
 
-def _check_manifest_entry(directory: Path, name) -> None:
+def _check_manifest_entry(directory: Path, name, links: set[str]) -> None:
     if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
         _foreign_manifest(directory, f"lists {name!r}, which is not a plain name inside it")
-    elif (directory / name).is_symlink():
+    elif (directory / name).is_symlink() and name not in links:
         _foreign_manifest(directory, f"lists {name!r}, which is a symbolic link there, and hybridprune never writes one")
 
 
@@ -95,11 +99,17 @@ def _foreign_manifest(directory: Path, what: str):
         f"then counts as yours) or use another output directory")
 
 
-def foreign_entries(directory: str | os.PathLike) -> list[str]:
-    """Top-level entries of `directory` that hybridprune did not write, sorted."""
+def foreign_entries(directory: str | os.PathLike, *, links: Iterable[str] = ()) -> list[str]:
+    """Top-level entries of `directory` that hybridprune did not write, sorted; a link at one of `links`
+    (names the caller writes, listed or not) counts as its own, to be removed as a link."""
     directory = Path(directory)
-    owned = owned_names(directory) | {MANIFEST, LOCK}
+    owned = owned_names(directory, links=links) | {MANIFEST, LOCK} | _planted_links(directory, links)
     return sorted(p.name for p in directory.iterdir() if p.name not in owned and not is_temp_name(p.name))
+
+
+def _planted_links(directory: Path, links: Iterable[str]) -> set[str]:
+    """The names among `links` that are symbolic links in `directory` (never followed)."""
+    return {name for name in links if (directory / name).is_symlink()}
 
 
 def is_temp_name(name: str) -> bool:
@@ -224,12 +234,14 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 def check_output(out: str | os.PathLike, *, overwrite: bool = False, resume: bool = False,
-                 option: str = "--out") -> Path:
+                 option: str = "--out", links: Iterable[str] = ()) -> Path:
     """Refuse an output path that cannot or must not be written, before any work is done.
 
     Non-empty directories are refused unless `resume` (the caller continues what is there) or
     `overwrite`; `overwrite` too is refused when the directory holds entries hybridprune did not write.
-    A symbolic link is written through (`output_target`); one that points nowhere is refused.
+    A symbolic link is written through (`output_target`); one that points nowhere is refused. With
+    `overwrite`, a link inside at one of `links` (names the command writes) is accepted, for
+    `remove_owned(..., links=...)` to remove as a link.
     """
     out = Path(out)
     for part in out.parts:
@@ -243,7 +255,8 @@ def check_output(out: str | os.PathLike, *, overwrite: bool = False, resume: boo
     if out.exists() and not out.is_dir():
         raise OutputError(f"{option} {out} is a file, not a directory; choose another {option}")
     if out.is_dir():
-        owned_names(out)  # refuses a manifest that lists paths, whatever the command does next
+        links = tuple(links) if overwrite else ()
+        owned_names(out, links=links)  # refuses a manifest that lists paths, whatever the command does next
         try:
             entries = sorted(p.name for p in out.iterdir() if p.name != LOCK)  # a live or dead run's lock
             shown = [e for e in entries if e != MANIFEST] or entries
@@ -254,7 +267,7 @@ def check_output(out: str | os.PathLike, *, overwrite: bool = False, resume: boo
                 raise OutputError(
                     f"{option} {out} already exists and is not empty ({_listing(shown)}); choose another "
                     f"{option}, or pass --overwrite to replace what hybridprune wrote there")
-            foreign = foreign_entries(out)
+            foreign = foreign_entries(out, links=links)
             if foreign:
                 raise OutputError(
                     f"{option} {out} holds files hybridprune did not write ({_listing(foreign)}); --overwrite "
@@ -461,16 +474,17 @@ def _link(src: Path, dst: Path) -> bool:
         return False
 
 
-def remove_owned(directory: str | os.PathLike, keep: Iterable[str] = ()) -> list[str]:
+def remove_owned(directory: str | os.PathLike, keep: Iterable[str] = (), *, links: Iterable[str] = ()) -> list[str]:
     """Remove what hybridprune wrote in `directory` (per its manifest), and nothing else; the names in
-    `keep` stay, still recorded as hybridprune's."""
+    `keep` stay, still recorded as hybridprune's. A link at one of `links` (names the caller writes,
+    listed or not) is removed as a link: its target is never followed or touched."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
     removed = []
     kept = set(keep)
-    owned = owned_names(directory)
-    for name in sorted(owned - kept):
+    owned = owned_names(directory, links=links)
+    for name in sorted((owned | _planted_links(directory, links)) - kept):
         p = directory / name
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)

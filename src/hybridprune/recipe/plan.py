@@ -131,6 +131,23 @@ def foreign_in_stage(directory: Path, kind: str) -> list[str]:
                   if p.is_symlink() or not any(p.name == n or p.name.startswith(f".{n}.") for n in mine))
 
 
+def foreign_words(directory: Path, foreign: list[str], writer: str) -> tuple[str, str]:
+    """What `foreign_in_stage` found in `directory`, and what to do about it, in words: a link at a name
+    the stage does write is named as a link (hybridprune never writes one), not as a stranger."""
+    links = [n for n in foreign if (directory / n).is_symlink()]
+    others = [n for n in foreign if n not in links]
+    said, todo = [], []
+    if others:
+        said.append(f"{', '.join(others[:5])}, which {writer} does not write")
+        todo.append("move that away")
+    if links:
+        many = len(links) > 1
+        said.append(f"{', '.join(links[:5])} as {'symbolic links' if many else 'a symbolic link'}, which hybridprune "
+                    "never writes (and does not follow)")
+        todo.append(f"delete {'those links' if many else 'that link'} (its target is not touched)")
+    return f"{directory} holds {'; and '.join(said)}", " and ".join(todo)
+
+
 def not_plain(root: Path) -> Path | None:
     """The first link or special file (FIFO, device, socket) at or under `root` (not followed), or None."""
     todo = [root]

@@ -31,7 +31,7 @@ import torch
 from . import stages as run_stages
 from .loader import load_file, load_text
 from .plan import (
-    OUTPUTS, RECORD, REPORT_FILES, WRITES, Stage, assign_keys, data_fingerprint, find, foreign_in_stage,
+    OUTPUTS, RECORD, REPORT_FILES, WRITES, Stage, assign_keys, data_fingerprint, find, foreign_in_stage, foreign_words,
     model_fingerprint, record_fix, stages, versions,
 )
 from .schema import Recipe, build, check_round_sections
@@ -159,8 +159,9 @@ class Run:
             else:
                 foreign = st.foreign()
                 if foreign:
-                    raise OutputError(f"{st.dir} holds {', '.join(foreign[:5])}, which {st.name} does not write "
-                                      f"(or a link), so it is not emptied: move that away, or {record_fix(st.dir)}")
+                    found, todo = foreign_words(st.dir, foreign, st.name)
+                    raise OutputError(f"{found}, so it is not emptied: {todo}, then run again (or delete "
+                                      f"{st.dir} to run that stage again)")
 
     # ---- --dry-run ----
     def dry_run(self) -> None:
@@ -273,8 +274,8 @@ def _check_stage_dirs(out: Path, names) -> None:
         if number.isdigit() and kind in WRITES:
             foreign = foreign_in_stage(out / name, kind)
             if foreign:
-                raise OutputError(f"{out / name} holds {', '.join(foreign[:5])}, which a {kind} stage does not "
-                                  "write, so --overwrite removes nothing: move that away, then run again")
+                found, todo = foreign_words(out / name, foreign, f"a {kind} stage")
+                raise OutputError(f"{found}, so --overwrite removes nothing: {todo}, then run again")
 
 
 def _worth_resuming(out: Path) -> bool:

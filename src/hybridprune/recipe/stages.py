@@ -17,7 +17,7 @@ from typing import Any
 
 
 from ..architectures import get_adapter
-from .plan import RECORD, Stage, record_fix
+from .plan import RECORD, Stage, foreign_words, record_fix
 
 SHIPPED_PREFIX = "shipped:"
 
@@ -282,9 +282,13 @@ def clear(stage: Stage) -> None:
     from ..output.atomic import OutputError
 
     work = stage.dir
-    if work.is_symlink() or stage.foreign():
-        raise OutputError(f"{work} holds what {stage.name} does not write (or is a link); nothing there was "
-                          f"removed: move it away, or {record_fix(work)}")
+    if work.is_symlink():
+        raise OutputError(f"{work} is a symbolic link, which a run never writes; nothing there was removed: "
+                          f"delete that link (its target is not touched), or {record_fix(work)}")
+    foreign = stage.foreign()
+    if foreign:
+        found, todo = foreign_words(work, foreign, stage.name)
+        raise OutputError(f"{found}; nothing there was removed: {todo}, or {record_fix(work)}")
     if work.is_dir():
         for p in sorted(work.iterdir(), key=lambda p: p.name != RECORD):
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
