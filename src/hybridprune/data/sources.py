@@ -34,6 +34,7 @@ import os
 import re
 import socket
 import stat
+import tempfile
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -306,39 +307,78 @@ def _texts_from_file(path: Path, text_field: str) -> list[str]:
     builder = _FORMATS[suffix.removesuffix(".gz")]
     if builder == "json":
         diagnose.check_first_record(path)
-    kwargs: dict[str, Any] = {"sample_by": "paragraph"} if builder == "text" else {}
+    field = "text" if builder == "text" else text_field
     try:
         with _quiet_datasets():
-            ds = datasets.load_dataset(builder, data_files=[str(path)], split="train", **kwargs)
+            return _texts_from_records(open_file(path, builder), field, f"'{path}'")
+    except DataError:
+        raise
     except Exception as exc:  # malformed JSON/parquet surfaces as many different exception types
-        where = diagnose.first_json_problem(path, suffix.startswith(".jsonl")) if builder == "json" else None
-        if where is not None:
-            raise DataError(f"could not read '{path}' as JSON: {where}; fix or remove that record") from None
-        raise DataError(f"could not read '{path}' as {builder}: {diagnose.cause(exc)}") from None
-    field = "text" if builder == "text" else text_field
-    return _texts_from_dataset(ds, field, f"'{path}'")
+        raise unreadable(path, builder, exc) from None
+
+
+def open_file(path: Path, builder: str):
+    """One local data file's records, streamed by the `datasets` builder `builder` ("json", "text",
+    "parquet"). A stream writes no Arrow copy of the file, and the lock file `datasets` makes on
+    opening goes to a temporary cache directory removed at once: nothing is left in the user's
+    datasets cache (the stream needs no cache while it is read)."""
+    import datasets
+
+    kwargs: dict[str, Any] = {"sample_by": "paragraph"} if builder == "text" else {}
+    with tempfile.TemporaryDirectory(prefix="hybridprune-data-") as cache:
+        return datasets.load_dataset(builder, data_files=[str(path)], split="train", streaming=True,
+                                     cache_dir=cache, **kwargs)
+
+
+def unreadable(path: Path, builder: str, exc: BaseException) -> DataError:
+    """The error for a file that `datasets` could not read: the first bad JSON record where there is one."""
+    where = diagnose.first_json_problem(path, _suffix_of(path).startswith(".jsonl")) if builder == "json" else None
+    if where is not None:
+        return DataError(f"could not read '{path}' as JSON: {where}; fix or remove that record")
+    return DataError(f"could not read '{path}' as {builder}: {diagnose.cause(exc)}")
+
+
+def _texts_from_records(records, text_field: str, what: str) -> list[str]:
+    """The non-empty texts of streamed records (`_texts_from_dataset`'s rules)."""
+    texts, fields = [], {}
+    for record in records:
+        fields.update(dict.fromkeys(record))
+        value = record.get(text_field)
+        if value is not None and _text_value(value, text_field, what).strip():
+            texts.append(value)
+    if text_field not in fields:
+        raise _no_field(what, text_field, list(fields))
+    if not texts:
+        raise _no_text(what, text_field)
+    return texts
 
 
 def _texts_from_dataset(ds: Any, text_field: str, what: str) -> list[str]:
     columns = list(ds.column_names)
     if text_field not in columns:
-        raise DataError(
-            f"{what} has no text field {text_field!r}; its fields are {columns}; pass one of those with --text-field (text_field= in Python)"
-        )
-    texts = []
-    for value in ds[text_field]:
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise DataError(
-                f"field {text_field!r} of {what} holds {type(value).__name__} values, not text; "
-                "pass the name of a string field with --text-field (text_field= in Python)"
-            )
-        if value.strip():
-            texts.append(value)
+        raise _no_field(what, text_field, columns)
+    texts = [v for v in ds[text_field] if v is not None and _text_value(v, text_field, what).strip()]
     if not texts:
-        raise DataError(f"{what} holds no text (no non-empty {text_field!r} values); give a file that holds text")
+        raise _no_text(what, text_field)
     return texts
+
+
+def _text_value(value: Any, text_field: str, what: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(
+            f"field {text_field!r} of {what} holds {type(value).__name__} values, not text; "
+            "pass the name of a string field with --text-field (text_field= in Python)"
+        )
+    return value
+
+
+def _no_field(what: str, text_field: str, fields: list) -> DataError:
+    return DataError(f"{what} has no text field {text_field!r}; its fields are {fields}; pass one of those with "
+                     "--text-field (text_field= in Python)")
+
+
+def _no_text(what: str, text_field: str) -> DataError:
+    return DataError(f"{what} holds no text (no non-empty {text_field!r} values); give a file that holds text")
 
 
 def _parts_from_hub(name: str, text_field: str) -> dict[str | None, list[str]]:
@@ -353,8 +393,8 @@ def _parts_from_hub(name: str, text_field: str) -> dict[str | None, list[str]]:
     if not _hub_reachable():
         raise DataError(f"no local file or directory '{name}', and the Hugging Face hub cannot be reached; {hint}")
     try:
-        with _quiet_datasets():
-            loaded = datasets.load_dataset(name)
+        with _quiet_datasets(), tempfile.TemporaryDirectory(prefix="hybridprune-data-") as cache:
+            loaded = datasets.load_dataset(name, cache_dir=cache, keep_in_memory=True)  # no copy left behind
     except Exception as exc:
         raise DataError(f"could not load hub dataset '{name}': {type(exc).__name__}: {exc}; {hint}") from exc
     if isinstance(loaded, datasets.DatasetDict):

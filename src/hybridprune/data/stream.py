@@ -1,7 +1,8 @@
 """Sources opened as record tables that are read a batch at a time, never as one list in memory.
 
-`open_tables(source)` gives `(given split or None, table)` pairs: `datasets` tables (memory-mapped
-Arrow) for local files, directories and saved datasets, a streaming `IterableDataset` for a Hub id.
+`open_tables(source)` gives `(given split or None, table)` pairs: a stream of records for a local
+file (read by `datasets` without writing to its cache), a memory-mapped `datasets` table for a saved
+dataset, a streaming `IterableDataset` for a Hub id.
 The split rule is `sources.py`'s, applied per document (`assign_split`). Mixtures are parsed here:
 `web.jsonl:0.7,code.jsonl:0.3`.
 """
@@ -13,6 +14,7 @@ import hashlib
 import math
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +116,6 @@ def _given(items) -> tuple[list[tuple[str | None, Any]], bool]:
 
 
 def _file_table(path: Path):
-    import datasets
-
     suffix = sources._suffix_of(path)
     if suffix not in sources.SUPPORTED_SUFFIXES:
         raise DataError(f"unsupported file type '{suffix or path.name}' for '{path}'; use one of "
@@ -128,15 +128,34 @@ def _file_table(path: Path):
     builder = sources._FORMATS[suffix.removesuffix(".gz")]
     if builder == "json":
         diagnose.check_first_record(path)
-    kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
     try:
         with sources._quiet_datasets():
-            return datasets.load_dataset(builder, data_files=[str(path)], split="train", **kwargs)
+            return _FileRecords(sources.open_file(path, builder), path, builder)
     except Exception as exc:
-        where = diagnose.first_json_problem(path, suffix.startswith(".jsonl")) if builder == "json" else None
-        if where is not None:
-            raise DataError(f"could not read '{path}' as JSON: {where}; fix or remove that record") from None
-        raise DataError(f"could not read '{path}' as {builder}: {diagnose.cause(exc)}") from None
+        raise sources.unreadable(path, builder, exc) from None
+
+
+class _FileRecords:
+    """A local file's records, streamed (nothing is written to the datasets cache); a record that cannot
+    be read is reported as a `DataError` naming the file, as when the file is opened."""
+
+    def __init__(self, records, path: Path, builder: str):
+        self.records, self.path, self.builder = records, path, builder
+
+    def batches(self, start: int, size: int):
+        """`(first row, [records])` from row `start`, read a batch at a time (not record by record)."""
+        records = self.records.skip(start) if start else self.records
+        row = start
+        try:
+            for columns in records.iter(batch_size=size):
+                keys = list(columns)
+                batch = [dict(zip(keys, values)) for values in zip(*(columns[k] for k in keys))]
+                yield row, batch
+                row += len(batch)
+        except DataError:
+            raise
+        except Exception as exc:  # malformed JSON/parquet surfaces as many different exception types
+            raise sources.unreadable(self.path, self.builder, exc) from None
 
 
 def _hub_tables(name: str):
@@ -149,8 +168,8 @@ def _hub_tables(name: str):
         raise DataError(f"no local file or directory '{name}', and the Hugging Face hub is offline "
                         f"(HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set); {hint}")
     try:
-        with sources._quiet_datasets():
-            loaded = datasets.load_dataset(name, streaming=True)
+        with sources._quiet_datasets(), tempfile.TemporaryDirectory(prefix="hybridprune-data-") as cache:
+            loaded = datasets.load_dataset(name, streaming=True, cache_dir=cache)  # its lock file goes there
     except Exception as exc:
         raise DataError(f"could not load hub dataset '{name}': {type(exc).__name__}: {exc}; {hint}") from None
     if isinstance(loaded, (datasets.IterableDatasetDict, datasets.DatasetDict)):

@@ -301,6 +301,9 @@ def _encode_item(item: tuple, tokenizer: Any, the_plan: dict, eos: int | None) -
 
 def _batches(table, start: int, size: int):
     """`(first row, [records])` batches of a table from row `start` (a stream is skipped ahead)."""
+    if hasattr(table, "batches"):  # a local file, streamed
+        yield from table.batches(start, size)
+        return
     if hasattr(table, "__len__") and hasattr(table, "select"):
         n = len(table)
         for row in range(start, n, size):
