@@ -5,24 +5,15 @@ file, the place in it and what to do; no traceback, and the files are left as th
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from ckpt_helpers import PLAN, invoke, refused, save_checkpoint, small_corpus
+from trust_helpers import digests
 from hybridprune.output.documents import DocumentError
 
-
-def _snapshot(root: Path) -> dict:
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = os.path.join(dirpath, name)
-            found[p] = (("link", os.readlink(p)) if os.path.islink(p) else "dir" if os.path.isdir(p)
-                        else Path(p).read_bytes())
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +56,10 @@ def test_search_resumed_on_a_malformed_record_isrefused(root, search_dir, tmp_pa
     shutil.copytree(search_dir, out)
     path = out / name
     path.write_text("\n".join(edit(path.read_text().splitlines())) + "\n")
-    before = _snapshot(out)
+    before = digests(out)
     r = _search(root, out)
     refused(r, *words, "use another output directory, or overwrite")
-    assert _snapshot(out) == before
+    assert digests(out) == before
 
 
 @pytest.mark.parametrize("info, words", [
@@ -83,11 +74,11 @@ def test_prune_of_a_checkpoint_with_a_malformed_hybridprune_json_isrefused(root,
     src = tmp_path / "src"
     shutil.copytree(root / "model", src)
     (src / "hybridprune.json").write_text(info if isinstance(info, str) else json.dumps(info))
-    before = _snapshot(src)
+    before = digests(src)
     out = tmp_path / "pruned"
     r = invoke("prune", "--model", src, "--scores", root / "scores", "--plan", PLAN, "--out", out)
     refused(r, str(src / "hybridprune.json"), words, "remove it from")
-    assert _snapshot(src) == before and not out.exists()
+    assert digests(src) == before and not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pruned")] == []
 
 
@@ -131,20 +122,20 @@ def test_distill_resumed_from_a_checkpoint_with_a_malformed_state_isrefused(root
     ckpt = next((out / "checkpoints").iterdir())
     state = json.loads((ckpt / "state.json").read_text())
     (ckpt / "state.json").write_text(json.dumps(edit(state)))
-    before = _snapshot(out)
+    before = digests(out)
     r = _distill_resume(root, out, ckpt)
     refused(r, str(ckpt / "state.json"), words, "resume from another one")
-    assert _snapshot(out) == before
+    assert digests(out) == before
 
 
 def test_distill_resumed_with_a_malformed_log_isrefused(root, distilled, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(distilled, out)
     (out / "log.jsonl").write_text('{"step": "one", "loss": 2.0}\n')
-    before = _snapshot(out)
+    before = digests(out)
     r = _distill_resume(root, out, out)
     refused(r, f"{out / 'log.jsonl'}, line 1: step: expected a non-negative integer, got \"one\"")
-    assert _snapshot(out) == before
+    assert digests(out) == before
 
 
 @pytest.mark.parametrize("name, content, words", [
@@ -158,10 +149,10 @@ def test_report_on_a_malformed_document_isrefused(tmp_path, name, content, words
     (run_dir / "search" / "candidates.jsonl").write_text(
         json.dumps({"key": "h64", "stage": "zero_shot", "loss": 4.0, "cost": {"params": 100}}) + "\n")
     (run_dir / name).write_text(content if isinstance(content, str) else json.dumps(content))
-    before = _snapshot(run_dir)
+    before = digests(run_dir)
     r = invoke("report", run_dir)
     refused(r, "cannot read", words, "move it away")
-    assert _snapshot(run_dir) == before
+    assert digests(run_dir) == before
 
 
 @pytest.mark.parametrize("aliases, words", [

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from ckpt_helpers import SRC, invoke, refused, save_checkpoint, small_corpus
+from trust_helpers import digests
 from hybridprune.data import tokenizer_path
 from hybridprune.output.atomic import LOCK, MANIFEST, ManifestError, OutputError, claim, remove_owned
 
@@ -31,16 +32,6 @@ with locked(sys.argv[1]):
     time.sleep(120)
 """
 
-
-def _snapshot(root: Path) -> dict:
-    """Every entry under `root` (links not followed): the bytes of files, the target of links."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = os.path.join(dirpath, name)
-            found[p] = (("link", os.readlink(p)) if os.path.islink(p) else "dir" if os.path.isdir(p)
-                        else Path(p).read_bytes())
-    return found
 
 
 def _files(d: Path) -> dict:
@@ -74,10 +65,10 @@ def test_claim_refuses_a_name_hybridprune_did_not_write(root, tmp_path, planted)
         (out / "scores").mkdir()
     else:
         (out / "best.yaml").symlink_to(root / "victim" / "thesis.tex")
-    before = _snapshot(out)
+    before = digests(out)
     with pytest.raises(OutputError, match="which hybridprune did not write .* Move it away, or choose another"):
         claim(out, ["search.json", "best.yaml", "scores"])
-    assert _snapshot(out) == before
+    assert digests(out) == before
 
 
 def test_claim_keeps_what_is_legitimately_there(tmp_path):
@@ -108,12 +99,12 @@ def test_search_resumed_in_a_directory_with_a_planted_link_writes_nothing_throug
     (out / MANIFEST).write_text(json.dumps(["search.json"]))
     (out / "search.json").write_text("{}\n")
     (out / "best.yaml").symlink_to(root / "victim" / "thesis.tex")
-    before, victim = _snapshot(out), _snapshot(root / "victim")
+    before, victim = digests(out), digests(root / "victim")
     r = invoke("search", "--model", root / "model", "--data", root / "corpus.jsonl", "--out", out, "--params", "0.9x",
                "--calib-samples", "2", "--eval-samples", "2", "--eval-seq-len", "16", "--depth-samples", "0",
                "--max-candidates", "2", "--no-speed")
     refused(r, f"{out} already holds best.yaml, which hybridprune did not write", "Move it away")
-    assert _snapshot(out) == before and _snapshot(root / "victim") == victim
+    assert digests(out) == before and digests(root / "victim") == victim
 
 
 def test_tokenize_resumed_with_a_planted_split_folder_isrefused(root, tmp_path):
@@ -130,10 +121,10 @@ def test_tokenize_resumed_with_a_planted_split_folder_isrefused(root, tmp_path):
     (out / PROGRESS_FILE).write_text(json.dumps({"plan": the_plan["id"], "position": [0, 0, 0], "streams": {},
                                                  "max_token_id": 0}))  # a well-formed record of no progress
     (out / "train").symlink_to(root / "victim", target_is_directory=True)
-    before, victim = _snapshot(out), _snapshot(root / "victim")
+    before, victim = digests(out), digests(root / "victim")
     r = invoke("tokenize", "--data", root / "corpus.jsonl", "--tokenizer", tokenizer_path(), "--out", out)
     refused(r, f"{out} already holds train, which hybridprune did not write")
-    assert _snapshot(out) == before and _snapshot(root / "victim") == victim
+    assert digests(out) == before and digests(root / "victim") == victim
 
 
 # ---- one writer per output -------------------------------------------------------------------------------------
@@ -158,10 +149,10 @@ def test_a_second_command_on_the_same_output_is_refused_naming_the_first(root, t
                               env=dict(os.environ, PYTHONPATH=str(SRC)))
     try:
         assert holder.stdout.readline().strip() == "held"
-        before = _snapshot(out)
+        before = digests(out)
         r = invoke(*_commands(root, out)[command])
         refused(r, f"{out} is being written by another hybridprune command (PID {holder.pid})")
-        assert _snapshot(out) == before  # its lock, and nothing else
+        assert digests(out) == before  # its lock, and nothing else
     finally:
         holder.kill()
         holder.wait()
