@@ -92,8 +92,8 @@ def _distill(root, out, *extra):
 
 @pytest.mark.parametrize("extra, message", [
     (("--data", "tokens", "--kd-topk", "8"), "--kd-topk 8, but the teacher logits"),
-    (("--data", "tokens", "--seed", "5"), "computed for other training data"),
-    (("--data", "tokens", "--seq-len", "16"), "computed for other training data"),
+    (("--data", "tokens", "--seed", "5"), "computed for other training windows"),
+    (("--data", "tokens", "--seq-len", "16"), "computed at --seq-len 32, not 16"),  # the setting is named
     (("--data", "other-tokens"), "computed on another token directory"),
     (("--data", "tokens", "--student", "student-other-tokenizer"), "computed on tokens written with another tokenizer"),
     (("--data", "tokens", "--teacher", "teacher-other"), "computed by another teacher"),

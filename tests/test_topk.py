@@ -119,7 +119,7 @@ def test_cached_teacher_logits_give_the_online_topk_run(root, tmp_path):
     assert full.exit_code == 0 and _losses(tmp_path / "full")[0] > _losses(tmp_path / "online")[0] * 0.5
     # logits of other samples are refused, naming what to do; nothing is written
     bad = _distill(root, tmp_path / "bad", "--teacher-logits", tmp_path / "logits", "--seed", "5")
-    assert bad.exit_code == 2 and no_traceback(bad) and "other training data" in bad.output
+    assert bad.exit_code == 2 and no_traceback(bad) and "other training windows" in bad.output
     assert not (tmp_path / "bad").exists()
     r = _distill(root, tmp_path / "rev", "--kd-topk", "8", "--kd-loss", "reverse")
     assert r.exit_code == 2 and "forward KL at temperature 1" in r.output and not (tmp_path / "rev").exists()

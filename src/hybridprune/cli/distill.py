@@ -238,7 +238,7 @@ def _teacher_logits(directory: Path, train, token_dir: Path, tokenizer):
     identity = tokenizer_identity(tokenizer) if hasattr(tokenizer, "backend_tokenizer") else None
     cache.check_run(k=None, token_manifest=read_manifest(token_dir), tokenizer_identity=identity)
     data = as_token_data(train)
-    cache.check(data.fingerprint(), len(data))
+    cache.check(data.fingerprint(), len(data), data.seq_len)
     return cache
 
 

@@ -70,13 +70,22 @@ class TeacherLogits:
                 out.append(a[torch.from_numpy(idx)])
         return tuple(out)
 
-    def check(self, data_fingerprint: str, num_samples: int) -> None:
-        if self.data_fingerprint != data_fingerprint or len(self) != num_samples:
-            raise DistillError(
-                f"the teacher logits in {self.source} were computed for other training data "
-                f"({len(self)} samples, fingerprint {self.data_fingerprint}; now {num_samples}, {data_fingerprint}); "
-                "compute them again with `hybridprune teacher-logits` and the same --data, --seq-len, --seed and "
-                "--num-samples")
+    def check(self, data_fingerprint: str, num_samples: int, seq_len: int | None = None) -> None:
+        """The cache is of exactly these training windows; a difference names the setting that differs
+        where the cache shows it (its length, its number of samples), else the data's fingerprint."""
+        if self.data_fingerprint == data_fingerprint and len(self) == num_samples:
+            return
+        cached_len = int(self.ids.shape[1])
+        if seq_len is not None and cached_len != seq_len:
+            what = f"at --seq-len {cached_len}, not {seq_len}"
+        elif len(self) != num_samples:
+            what = f"for {len(self)} samples, not {num_samples} (--num-samples)"
+        else:
+            what = (f"for other training windows (fingerprint {self.data_fingerprint}, now {data_fingerprint}: "
+                    "another --data, token directory or --seed)")
+        raise DistillError(
+            f"the teacher logits in {self.source} were computed {what}; compute them again with "
+            "`hybridprune teacher-logits` and the same --data, --seq-len, --seed and --num-samples")
 
     def check_run(self, *, k: int | None, token_manifest: dict, tokenizer_identity: dict | None) -> None:
         """Before any model is loaded: the cache must be of this run's top-k, token directory and the

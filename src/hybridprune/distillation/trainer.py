@@ -147,7 +147,7 @@ class Distiller(CheckpointingMixin, RunLogMixin, ReportingMixin, TeacherMixin):
         self.trackers = None
         self._data_fp = self.data.fingerprint()
         if teacher_logits is not None:
-            teacher_logits.check(self._data_fp, len(self.data))
+            teacher_logits.check(self._data_fp, len(self.data), self.data.seq_len)
 
     # ------------------------------------------------------------------------------------- helpers
 
