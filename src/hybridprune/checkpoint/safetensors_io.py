@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from ..output.documents import unique_keys
+
 #: The safetensors library's limit on a header's size.
 MAX_HEADER_BYTES = 100_000_000
 
@@ -68,14 +70,8 @@ class HeaderError(ValueError):
     """One rule of the safetensors format broken; the message says which."""
 
 
-def no_duplicate_keys(pairs):
-    """`json.loads` hook: a JSON object naming a key twice is refused (json keeps the last silently)."""
-    seen = {}
-    for k, v in pairs:
-        if k in seen:
-            raise HeaderError(f"the name {k} is given twice")
-        seen[k] = v
-    return seen
+#: `json.loads` hook: a JSON object naming a key twice is refused (json keeps the last silently)
+no_duplicate_keys = unique_keys(lambda key: HeaderError(f"the name {key} is given twice"))
 
 
 def _uint(value) -> bool:

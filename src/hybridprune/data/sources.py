@@ -289,8 +289,6 @@ def _parts_from_dataset_dict(dd: Mapping, text_field: str, what: str) -> dict[st
 
 
 def _texts_from_file(path: Path, text_field: str) -> list[str]:
-    import datasets
-
     suffix = _suffix_of(path)
     if suffix not in SUPPORTED_SUFFIXES:
         raise DataError(

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any as _AnyType
@@ -193,13 +194,22 @@ def problem(value, shape, path: tuple = ()) -> str | None:
     return None if ok else f"{_where(path)}: expected {_describe(shape)}, got {_short(value)}"
 
 
-def _no_duplicate_keys(pairs):
-    out = {}
-    for key, value in pairs:
-        if key in out:
-            raise DocumentError(f"the key {key!r} is given twice")
-        out[key] = value
-    return out
+def unique_keys(error: Callable[[str], Exception]) -> Callable[[list], dict]:
+    """A `json.loads` `object_pairs_hook` that raises `error(key)` for an object naming a key twice
+    (plain JSON keeps the last value silently). Every strict JSON reader of the project uses it."""
+
+    def hook(pairs):
+        out = {}
+        for key, value in pairs:
+            if key in out:
+                raise error(key)
+            out[key] = value
+        return out
+
+    return hook
+
+
+_no_duplicate_keys = unique_keys(lambda key: DocumentError(f"the key {key!r} is given twice"))
 
 
 def _no_constants(name: str):

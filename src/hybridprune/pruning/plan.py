@@ -18,7 +18,7 @@ import yaml
 
 from ..architectures import ATTENTION, MAMBA, MLP, MOE, Dims
 from ..architectures.moe import valid_expert_counts
-from ..output.documents import yaml_problem
+from ..output.documents import unique_keys, yaml_problem
 from .plan_fields import suggestion
 
 
@@ -56,13 +56,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise PlanError(f"field {key!r} is given twice")
-        out[key] = value
-    return out
+_unique_pairs = unique_keys(lambda key: PlanError(f"field {key!r} is given twice"))
 
 
 def _as_int(name: str, value: Any) -> int:
@@ -189,7 +183,7 @@ class Plan:
                     raise PlanError(f"line {found[0]}: {found[1]}")
                 data = yaml.load(text, Loader=_UniqueKeyLoader)
             else:
-                data = json.loads(text, object_pairs_hook=lambda pairs: _unique_pairs(pairs))
+                data = json.loads(text, object_pairs_hook=_unique_pairs)
         except yaml.YAMLError as exc:
             raise PlanError(f"plan file {path} is not valid YAML: {_yaml_problem(exc)}") from None
         except json.JSONDecodeError as exc:
