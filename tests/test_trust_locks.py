@@ -22,11 +22,12 @@ import pytest
 from ckpt_helpers import SRC, invoke, refused, save_checkpoint, small_corpus
 from trust_helpers import digests
 from hybridprune.data import tokenizer_path
-from hybridprune.output.atomic import LOCK, MANIFEST, ManifestError, OutputError, claim, remove_owned
+from hybridprune.output.atomic import MANIFEST, ManifestError, OutputError, claim, remove_owned
+from hybridprune.output.lock import LOCK
 
 DEAD_PID = 2**22 + 4321  # beyond the default pid_max: no live process has it
 HOLD = """import sys, time
-from hybridprune.output.atomic import locked
+from hybridprune.output.lock import locked
 with locked(sys.argv[1]):
     print("held", flush=True)
     time.sleep(120)

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from ckpt_helpers import SRC, invoke, no_traceback
-from hybridprune.output.atomic import LOCK, MANIFEST, locked
+from hybridprune.output.atomic import MANIFEST
+from hybridprune.output.lock import LOCK, locked
 
 R1 = """model: shipped:tiny-nemotron-h
 dtype: float32
@@ -306,7 +307,7 @@ def test_a_scalar_alias_is_still_allowed(tmp_path):
 # ---- 11. one run at a time ------------------------------------------------------------------------------------
 
 HOLD = """import sys, time
-from hybridprune.output.atomic import locked
+from hybridprune.output.lock import locked
 with locked(sys.argv[1]):
     print("held", flush=True)
     time.sleep(120)

@@ -402,7 +402,8 @@ def tokenize_to(out: str | os.PathLike, data: str, tokenizer: Any, *, text_field
     A finished `out` of the same sources, tokenizer and options is reused as it is; an unfinished one
     is continued; anything else there is refused unless `overwrite` (which replaces only what
     hybridprune wrote)."""
-    from hybridprune.output.atomic import OutputError, check_output, claim, locked, remove_owned, writing
+    from hybridprune.output.atomic import OutputError, check_output, claim, remove_owned, writing
+    from hybridprune.output.lock import locked
     from hybridprune.output.leftovers import remove_dead_temporaries, unfinished
 
     out = Path(out)

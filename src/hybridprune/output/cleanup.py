@@ -11,7 +11,8 @@ from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from .atomic import OutputError, foreign_entries, locked
+from .atomic import OutputError, foreign_entries
+from .lock import locked
 
 _ON_FAILURE: list[Callable[[BaseException], None]] = []
 _NOTES: list[str] = []
@@ -36,7 +37,7 @@ def remove_if_failed(out: str | os.PathLike, *, keep: Callable[[Path], bool] | N
 
 
 def lock_until_done(out: str | os.PathLike) -> None:
-    """Lock directory `out` (`atomic.locked`: a second command writing it is refused, naming this one's
+    """Lock directory `out` (`lock.locked`: a second command writing it is refused, naming this one's
     PID; a killed command's lock is taken over) until this command ends, after its cleanups: no other
     command starts there while this one removes what it began."""
     if not _HELD:

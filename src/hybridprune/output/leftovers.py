@@ -6,7 +6,7 @@ through a temporary file; killed in between, the directory holds only hybridprun
 temporary of a dead process, with no progress record yet. That is nothing to refuse as "not empty" and
 nothing to keep: the same command run again continues (or starts) there, after removing the dead
 process's temporaries so that the finished directory is the one an uninterrupted run writes. Its lock
-file (`atomic.LOCK`) is hybridprune's too: the rerun takes it over (`atomic.locked`), or, while its
+file (`lock.LOCK`) is hybridprune's too: the rerun takes it over (`lock.locked`), or, while its
 writer still runs, is refused naming that writer's PID.
 """
 
@@ -17,7 +17,8 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from .atomic import LOCK, MANIFEST, _pid_alive, is_temp_name, owned_names
+from .atomic import MANIFEST, _pid_alive, is_temp_name, owned_names
+from .lock import LOCK
 
 
 def unfinished(directory: str | os.PathLike, names: Iterable[str], *, done: str) -> bool:

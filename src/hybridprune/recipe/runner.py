@@ -12,7 +12,7 @@ A run directory may come from someone else, so nothing in it is trusted: records
 their shape (`plan.RECORD_SHAPE`), the files a stage left are found by its kind (`plan.OUTPUTS`), and a
 stage directory is emptied or continued only if the run wrote it (listed in the manifest, no link) and
 it holds only what its stage writes; anything else is refused, naming it, before any stage runs. One run
-at a time writes a run directory (`output.atomic.locked`).
+at a time writes a run directory (`output.lock.locked`).
 """
 
 from __future__ import annotations
@@ -189,7 +189,8 @@ class Run:
             return self._execute(held, overwrite)
 
     def _execute(self, held: contextlib.ExitStack, overwrite: bool) -> dict[str, Any]:
-        from ..output.atomic import LOCK, check_output, claim, locked, owned_names
+        from ..output.atomic import check_output, claim, owned_names
+        from ..output.lock import LOCK, locked
         from ..output.cleanup import remove_if_failed
 
         rank, world = _distributed()
