@@ -9,6 +9,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("__main__",),                  # `python -m hybridprune`
     ("cli",),                       # one module per command
     ("recipe",),                    # `run`: stages of a recipe file glued together
+    ("stages",),                    # each stage's settings and entry function: what commands and recipes call
     ("archsearch",),                # candidate grid, cost model, ranking, short KD of the top few
     ("distillation", "report"),     # KD training and its checkpoints; the run report and plots
     ("pruning",),                   # Plan, Selection, slicing, apply, export, streaming prune
