@@ -162,9 +162,12 @@ def test_base_model_output_is_post_final_norm(build):
     check_head(model, model.config.vocab_size, "model", torch.device("cpu"))
 
 
-def test_check_head_rejects_a_model_whose_logits_are_not_the_head_of_the_hidden_state():
+def test_check_head_rejects_a_model_whose_logits_are_not_the_head_of_the_hidden_state(monkeypatch):
+    from hybridprune.architectures.nemotron_h import NemotronHAdapter
+
     model = tiny_nemotron_h(hidden=48, seed=0)
-    model.config.logits_scaling = 3.0  # pretend: the forward does not divide, the check must notice
+    # pretend: the adapter states a scale of 1/3 that the forward does not apply, the check must notice
+    monkeypatch.setattr(NemotronHAdapter, "logit_scale", lambda self, config: 1 / 3.0)
     with pytest.raises(DistillError, match="cannot reproduce"):
         check_head(model, model.config.vocab_size, "student", torch.device("cpu"))
 

@@ -736,7 +736,95 @@ def test_analytic_cache_matches_a_real_cache(family, scored, dtype, dtype_name):
     pruned = prune(model, scored, FAMILIES[name][0][-1]).to(dtype)
     new_dims = adapter.dims(pruned.config)
     measured = _measured_cache_bytes(pruned, batch=2, seq_len=9)
-    assert cache_bytes(new_dims, batch=2, seq_len=9, dtype=dtype_name, ssm_state_dtype="float32") == measured
+    kw = {"batch": 2, "seq_len": 9, "dtype": dtype_name, "ssm_state_dtype": "float32"}
+    assert cache_bytes(new_dims, adapter=adapter, **kw) == measured  # the units' sum
+    assert cache_bytes(new_dims, **kw) == measured  # from the dimensions alone
+
+
+def _former_cache_bytes(d, *, batch, seq_len, dtype, ssm_state_dtype):
+    """The cache model as it was before the unit layouts stated it: one formula per unit kind, with the
+    Dims extras for the layouts that differ."""
+    from hybridprune.architectures.base import ATTENTION, CONV, GDN, MAMBA
+    from hybridprune.architectures.cache import dtype_bytes
+
+    b, s = dtype_bytes(dtype), dtype_bytes(ssm_state_dtype)
+    kv = conv = ssm = 0
+    if d.count_of(ATTENTION):
+        width = d.extra("kv_cache_width") or 2 * d.num_key_value_heads * d.attention_head_dim
+        kv = d.count_of(ATTENTION) * batch * seq_len * width * b
+    if d.count_of(MAMBA):
+        inner = d.mamba_num_heads * d.mamba_head_dim
+        conv_dim = d.extra("conv_streams") * inner if d.extra("conv_streams") else inner + 2 * d.mamba_n_groups * d.mamba_state_size
+        conv = d.count_of(MAMBA) * batch * conv_dim * d.mamba_conv_kernel * b
+        ssm = d.count_of(MAMBA) * batch * inner * d.mamba_state_size * s
+    conv += d.count_of(CONV) * batch * d.hidden_size * (d.extra("conv_L_cache") or 0) * b
+    if d.count_of(GDN):
+        kd, vd = d.linear_num_key_heads * d.linear_key_head_dim, d.linear_num_value_heads * d.linear_value_head_dim
+        conv += d.count_of(GDN) * batch * (2 * kd + vd) * d.linear_conv_kernel_dim * b
+        ssm += d.count_of(GDN) * batch * d.linear_num_value_heads * d.linear_key_head_dim * d.linear_value_head_dim * s
+    return {"kv": kv, "conv": conv, "ssm": ssm}
+
+
+@pytest.mark.parametrize("dtype_name,state", [("bfloat16", "float32"), ("float32", "float16")])
+def test_unit_caches_equal_the_former_cache_model(family, dtype_name, state):
+    """Each layout states its unit's cache; their sum is what the one formula per kind gave, for the
+    family's dimensions, a shallower model and narrower widths."""
+    from hybridprune.architectures.cache import cache_bytes
+
+    _, _, adapter, dims = family
+    halved = {f: max(1, getattr(dims, f) // 2) for f in ("num_key_value_heads", "mamba_num_heads",
+                                                            "linear_num_value_heads") if getattr(dims, f)}
+    for d in (dims, dims.replace(block_kinds=dims.block_kinds[1:]), dims.replace(hidden_size=dims.hidden_size // 2, **halved)):
+        kw = {"batch": 3, "seq_len": 7, "dtype": dtype_name, "ssm_state_dtype": state}
+        former = _former_cache_bytes(d, **kw)
+        assert cache_bytes(d, adapter=adapter, **kw) == former
+        assert cache_bytes(d, **kw) == former
+
+
+def _former_logit_scale(model) -> float:
+    """The logit scale as the distillation read it before the adapters stated it: any config's
+    `logits_scaling` divides, any `lm_head_multiplier` multiplies."""
+    scale, div = 1.0, getattr(model.config, "logits_scaling", None)
+    if div not in (None, 0):
+        scale /= float(div)
+    mult = getattr(model.base_model, "lm_head_multiplier", None)
+    mult = getattr(model.config, "lm_head_multiplier", None) if mult is None else mult
+    return scale * float(mult) if mult is not None else scale
+
+
+def _assert_logits_are_scaled_head(model, scale, ids):
+    from hybridprune.distillation.models import final_hidden
+
+    head = model.get_output_embeddings()
+    with torch.no_grad():
+        ref = model(input_ids=ids, use_cache=False).logits
+        z = torch.nn.functional.linear(final_hidden(model, ids, None), head.weight, head.bias) * scale
+    torch.testing.assert_close(z, ref)
+
+
+def test_logit_scale_is_what_the_forward_applies(family, ids):
+    from hybridprune.distillation.models import logit_scale
+
+    _, model, adapter, _ = family
+    scale = adapter.logit_scale(model.config)
+    assert logit_scale(model) == scale == _former_logit_scale(model)
+    _assert_logits_are_scaled_head(model, scale, ids)
+
+
+@pytest.mark.parametrize("name,overrides,scale", [("granitemoehybrid", {"logits_scaling": 4.0}, 0.25),
+                                                  ("falcon_h1", {"lm_head_multiplier": 0.375}, 0.375)])
+def test_scaled_logits_of_granite_and_falcon_h1(name, overrides, scale, ids):
+    model = build(tiny_config(name, **overrides))
+    assert get_adapter(model).logit_scale(model.config) == scale == _former_logit_scale(model)
+    _assert_logits_are_scaled_head(model, scale, ids)
+
+
+def test_scan_chunk_and_state_dtype_are_the_configs(family):
+    """One definition of the scan chunk and of the cache's state dtype, equal to what the callers read."""
+    _, model, adapter, _ = family
+    c = model.config
+    assert adapter.scan_chunk(c) == int(getattr(c, "chunk_size", None) or getattr(c, "mamba_chunk_size", None) or 128)
+    assert adapter.cache_state_dtype(c) == str(getattr(c, "mamba_ssm_cache_dtype", None) or "float32").replace("torch.", "")
 
 
 def test_zamba2_shared_block_gets_one_selection_for_all_call_sites(ids):

@@ -28,6 +28,7 @@ class BambaAdapter(Adapter):
         MAMBA_LAYER: LayerSpec(units=(("mamba.", MAMBA2_MIXER), ("feed_forward.", GATED_MLP)), norms=_NORMS),
         ATTENTION_LAYER: LayerSpec(units=(("self_attn.", QKVO_ATTENTION), ("feed_forward.", GATED_MLP)), norms=_NORMS),
     }
+    scan_chunk_field = "mamba_chunk_size"
 
     # transformers 5.24's hybrid cache needs an attention layer: without one, even a plain forward
     # with use_cache=True raises in `get_seq_length`.

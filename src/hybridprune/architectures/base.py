@@ -32,8 +32,25 @@ class UnsupportedArchitecture(ValueError):
     """The model's architecture has no adapter, or uses a feature the adapter cannot prune yet."""
 
 
+#: the scan chunk of a config that names none (`Adapter.scan_chunk`)
+DEFAULT_SCAN_CHUNK = 128
+
 #: tensor name -> shape
 Shapes = dict[str, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class UnitCache:
+    """What one unit keeps for one sequence between generation steps, in elements: `per_token` grows with
+    every token (attention keys and values, at the cache dtype), `conv` is a fixed convolution window (at
+    the cache dtype) and `state` a fixed recurrent state (at the state dtype, float32 by default)."""
+
+    per_token: int = 0
+    conv: int = 0
+    state: int = 0
+
+    def __add__(self, other: UnitCache) -> UnitCache:
+        return UnitCache(self.per_token + other.per_token, self.conv + other.conv, self.state + other.state)
 
 
 @dataclass(frozen=True)
@@ -57,7 +74,10 @@ class UnitLayout:
       (e.g. the value rows of a fused GDN input projection); sites sharing a Scores group add up;
     - `shapes`: the shape of every tensor of one unit (parameters and saved buffers) for given `Dims`,
       by name inside the unit: what a checkpoint of a config with these sizes must hold, so a written
-      checkpoint is checked without building the model (`Adapter.expected_shapes`).
+      checkpoint is checked without building the model (`Adapter.expected_shapes`);
+    - `cache`: what one unit keeps for generation for given `Dims` (`UnitCache`), as `count` states its
+      parameters: the search's cost model and the memory forecasts sum it over the layers
+      (`architectures.cache.cache_bytes`); None: the unit keeps nothing (an MLP, experts).
     """
 
     kind: str
@@ -70,6 +90,7 @@ class UnitLayout:
     expert_forward: Callable | None = None
     outputs: Mapping[str, Callable] = field(default_factory=dict)
     shapes: Callable[[Dims], Shapes] | None = None
+    cache: Callable[[Dims], UnitCache] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +130,14 @@ class LayerSpec:
                 raise NotImplementedError(f"the {layout.kind} layout under {prefix!r} gives no shapes")
             out.update({f"{prefix}{name}": shape for name, shape in layout.shapes(dims).items()})
         return {**out, **(self.extra_shapes(dims) if self.extra_shapes else {})}
+
+    def cache(self, dims: Dims) -> UnitCache:
+        """What one layer of this type keeps for generation: its units' caches."""
+        total = UnitCache()
+        for _, layout in self.units:
+            if layout.cache is not None:
+                total += layout.cache(dims)
+        return total
 
     def num_inactive(self, dims: Dims) -> int:
         """Parameters of this layer that one token does not use (unselected routed experts)."""
@@ -186,6 +215,23 @@ class Adapter:
     #: `Dims` axes this family cannot prune at all (`check_representable` refuses any change of them):
     #: the search space keeps them at their original size instead of proposing refused candidates
     fixed_axes: ClassVar[tuple[str, ...]] = ()
+    #: the config field holding the chunk length of the mixers' chunked scan (`scan_chunk`)
+    scan_chunk_field: ClassVar[str] = "chunk_size"
+
+    def scan_chunk(self, config) -> int:
+        """Positions per chunk of the Mamba2 chunked scan (the memory forecasts size its tensors with it):
+        the config's `scan_chunk_field`, else 128."""
+        return int(getattr(config, self.scan_chunk_field, None) or DEFAULT_SCAN_CHUNK)
+
+    def logit_scale(self, config) -> float:
+        """The factor the model's forward applies to the LM head's output (1: none). The chunked
+        distillation loss applies the head itself, so it multiplies by this (`check_head` verifies it)."""
+        return 1.0
+
+    def cache_state_dtype(self, config) -> str:
+        """The dtype of the recurrent (SSM) states in the generation cache: float32 unless the family's
+        config sets another."""
+        return "float32"
 
     def text_config(self, config):
         """The config `AutoModelForCausalLM` loads this checkpoint as: the config itself, or a

@@ -1,15 +1,18 @@
 """The inference cache of a model's dimensions, in bytes: the layout of the transformers cache objects
-(`DynamicLayer` keys/values, `LinearAttentionLayer` conv/recurrent states), counted per block kind.
+(`DynamicLayer` keys/values, `LinearAttentionLayer` conv/recurrent states).
 
-It lives with the adapters because it reads only `Dims`: the search's cost model
-(`archsearch.cost`), the memory forecasts (`checkpoint.forecast`) and the generation speed check
-(`evaluate.speed`) all count the cache here.
+Each unit layout states what one unit keeps (`UnitLayout.cache`, a `UnitCache`) as it states its
+parameter count, and this sums it over the layers: the search's cost model (`archsearch.cost`), the
+memory forecasts (`checkpoint.forecast`) and the generation speed check (`evaluate.speed`) all count
+the cache here, and a new mixer brings its cache with its layout.
 """
 
 from __future__ import annotations
 
-from .dims import ATTENTION, CONV, GDN, MAMBA, Dims
-from .gdn import gdn_cache_bytes
+from .base import UnitCache
+from .dims import ATTENTION, CONV, GDN, MAMBA, Dims, unit_kinds
+from .gdn import gdn_cache
+from .layouts import SHORT_CONV, kv_cache, mamba2_cache
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2,
                "float8": 1, "fp8": 1, "int8": 1}
@@ -28,28 +31,37 @@ def dtype_bytes(dtype: str) -> int:
 
 
 def cache_bytes(dims: Dims, *, batch: int, seq_len: int, dtype: str = "bfloat16",
-                ssm_state_dtype: str = "float32") -> dict[str, int]:
-    """Bytes of the inference cache: `kv` (attention), `conv` and `ssm` (Mamba; `conv` also short convolutions) at `batch × seq_len`."""
+                ssm_state_dtype: str = "float32", adapter=None) -> dict[str, int]:
+    """Bytes of the inference cache at `batch × seq_len`: `kv` (what grows per token: attention keys and
+    values), `conv` (convolution windows) and `ssm` (recurrent states, at `ssm_state_dtype`), summed over
+    the units of `adapter`'s layer layouts. Without `adapter`, see `_standard_cache`."""
+    caches = (adapter.layer_spec(t).cache(dims) if adapter is not None else _standard_cache(dims, t)
+              for t in dims.block_kinds)
+    total = sum(caches, UnitCache())
     b = dtype_bytes(dtype)
-    kv = conv = ssm = 0
-    n_attn = dims.count_of(ATTENTION)
-    if n_attn:
-        # `kv_cache_width`: what a family caches per token instead of keys and values (MLA: one latent)
-        width = dims.extra("kv_cache_width") or 2 * dims.num_key_value_heads * dims.attention_head_dim
-        kv = n_attn * batch * seq_len * width * b
-    n_mamba = dims.count_of(MAMBA)
-    if n_mamba:
-        inner = dims.mamba_num_heads * dims.mamba_head_dim
-        conv_dim = inner + 2 * dims.mamba_n_groups * dims.mamba_state_size
-        if dims.extra("conv_streams"):  # a conv over stacked copies of the mixer width (KDA: q ‖ k ‖ v)
-            conv_dim = dims.extra("conv_streams") * inner
-        conv = n_mamba * batch * conv_dim * dims.mamba_conv_kernel * b
-        ssm = n_mamba * batch * inner * dims.mamba_state_size * dtype_bytes(ssm_state_dtype)
-    n_conv = dims.count_of(CONV)
-    if n_conv:  # short convolutions (LFM2): the last conv_L_cache inputs of every hidden channel
-        conv += n_conv * batch * dims.hidden_size * dims.extra("conv_L_cache") * b
-    n_gdn = dims.count_of(GDN)
-    if n_gdn:  # Gated DeltaNet: conv window over q ‖ k ‖ v, recurrent state [Hv, dk, dv]
-        gdn_conv, gdn_state = gdn_cache_bytes(dims, batch, dtype_bytes(ssm_state_dtype), b)
-        conv, ssm = conv + n_gdn * gdn_conv, ssm + n_gdn * gdn_state
-    return {"kv": kv, "conv": conv, "ssm": ssm}
+    return {"kv": batch * seq_len * total.per_token * b, "conv": batch * total.conv * b,
+            "ssm": batch * total.state * dtype_bytes(ssm_state_dtype)}
+
+
+#: the cache of each unit kind's standard layout
+_STANDARD = {ATTENTION: kv_cache, MAMBA: mamba2_cache, CONV: SHORT_CONV.cache, GDN: gdn_cache}
+
+
+def _standard_cache(dims: Dims, layer_type: str) -> UnitCache:
+    """One layer's cache from the dimensions alone, for a caller that has no adapter: every unit kind's
+    standard layout, where the Dims extras `kv_cache_width` (per-token width of an attention that caches
+    something else than keys and values: MLA's latent) and `conv_streams` (a conv over stacked copies
+    of the mixer width: KDA's q ‖ k ‖ v) stand for the layouts that differ. Equal to the adapters'
+    layouts for every family (tests/test_search_cost.py); a caller with an adapter passes it."""
+    total = UnitCache()
+    for kind in dict.fromkeys(unit_kinds(layer_type)):
+        if kind not in _STANDARD:
+            continue
+        unit = _STANDARD[kind](dims)
+        if kind == ATTENTION and dims.extra("kv_cache_width"):
+            unit = UnitCache(per_token=dims.extra("kv_cache_width"))
+        elif kind == MAMBA and dims.extra("conv_streams"):
+            inner = dims.mamba_num_heads * dims.mamba_head_dim
+            unit = UnitCache(conv=dims.extra("conv_streams") * inner * dims.mamba_conv_kernel, state=unit.state)
+        total += unit
+    return total

@@ -29,6 +29,12 @@ class FalconH1Adapter(Adapter):
             norms=("input_layernorm", "pre_ff_layernorm"),
         ),
     }
+    scan_chunk_field = "mamba_chunk_size"
+
+    def logit_scale(self, config) -> float:
+        """The forward multiplies the head's output by `lm_head_multiplier` (µP)."""
+        mult = getattr(config, "lm_head_multiplier", None)
+        return 1.0 if mult is None else float(mult)
 
     def dims(self, config) -> Dims:
         nq = config.num_attention_heads

@@ -22,7 +22,7 @@ branches, summed into one key-channel table (Scores "gdn_key").
 
 from __future__ import annotations
 
-from .base import Shapes, Unrepresentable, UnitLayout
+from .base import Shapes, Unrepresentable, UnitCache, UnitLayout
 from .dims import GDN, Dims
 
 
@@ -90,9 +90,16 @@ def _outputs(split) -> dict:
             "gdn_value": lambda out, d: split(out, d)[2]}
 
 
+def gdn_cache(d: Dims) -> UnitCache:
+    """One GDN mixer's cache: the conv window over q ‖ k ‖ v channels and the recurrent state
+    [Hv, dk, dv] (transformers keeps it float32)."""
+    return UnitCache(conv=(2 * key_dim(d) + value_dim(d)) * d.linear_conv_kernel_dim,
+                     state=d.linear_num_value_heads * d.linear_key_head_dim * d.linear_value_head_dim)
+
+
 def _layout(rules: dict, out_proj: str, projection: str, split, shapes) -> UnitLayout:
     return UnitLayout(
-        GDN, rules, hook=out_proj, hook_on="input", count=_count, shapes=shapes,
+        GDN, rules, hook=out_proj, hook_on="input", count=_count, shapes=shapes, cache=gdn_cache,
         more_hooks=((projection, "gdn_value", "gdn_value"), (projection, "gdn_query", "gdn_key"),
                     (projection, "gdn_key", "gdn_key")),
         outputs=_outputs(split))
@@ -133,7 +140,7 @@ OLMO_HYBRID_GDN = UnitLayout(
         "o_norm.weight": ("gdn_channels",),
         "o_proj.weight": ("hidden", "gdn_v"),
         **_SHARED,
-    }, hook="o_proj", hook_on="input", count=_count, shapes=_olmo_hybrid_shapes,
+    }, hook="o_proj", hook_on="input", count=_count, shapes=_olmo_hybrid_shapes, cache=gdn_cache,
     more_hooks=(("v_proj", "output", "gdn_value"), ("q_proj", "output", "gdn_key"), ("k_proj", "output", "gdn_key")),
     outputs={"output": lambda out, d: out})
 
@@ -145,12 +152,6 @@ def gdn_fields(config) -> dict:
         "linear_conv_kernel_dim")}
 
 
-def gdn_cache_bytes(d: Dims, batch: int, state_bytes: int, conv_bytes: int) -> tuple[int, int]:
-    """One GDN layer's cache: the conv window over q ‖ k ‖ v channels and the recurrent state
-    [Hv, dk, dv] (transformers keeps it float32)."""
-    conv = batch * (2 * key_dim(d) + value_dim(d)) * d.linear_conv_kernel_dim * conv_bytes
-    state = batch * d.linear_num_value_heads * d.linear_key_head_dim * d.linear_value_head_dim * state_bytes
-    return conv, state
 
 
 def check_gdn(dims: Dims, original: Dims | None = None) -> None:

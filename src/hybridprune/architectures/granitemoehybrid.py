@@ -46,6 +46,13 @@ class GraniteMoeHybridAdapter(Adapter):
            for kind in _MIXERS},
     }
 
+    scan_chunk_field = "mamba_chunk_size"
+
+    def logit_scale(self, config) -> float:
+        """The forward divides the head's output by `logits_scaling` (µP)."""
+        div = getattr(config, "logits_scaling", None)
+        return 1.0 if div in (None, 0) else 1.0 / float(div)
+
     moe_config_names = {"num_moe_experts": "num_local_experts", "moe_top_k": "num_experts_per_tok",
                         "moe_n_group": "(one routing group)", "moe_topk_group": "(one routing group)"}
 

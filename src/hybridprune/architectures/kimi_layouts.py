@@ -23,7 +23,7 @@ As transformers 5.24 lays them out (modeling_kimi_linear.py):
 
 from __future__ import annotations
 
-from .base import ATTENTION, MAMBA, MOE, Dims, Shapes, UnitLayout
+from .base import ATTENTION, MAMBA, MOE, Dims, Shapes, UnitCache, UnitLayout
 from .layouts import _gated_expert, _inactive_experts, present, routed_experts_shapes
 
 #: `Dims.extras` names of the fixed MLA sizes
@@ -68,7 +68,14 @@ def _kda_shapes(d: Dims) -> Shapes:
             "o_proj.weight": (h, inner)}
 
 
-KDA = UnitLayout(MAMBA, KDA_RULES, hook="o_proj", hook_on="input", count=_kda_count, shapes=_kda_shapes)
+def _kda_cache(d: Dims) -> UnitCache:
+    """The conv window over the stacked q ‖ k ‖ v channels and the recurrent state [heads, head_dim, head_dim]."""
+    inner = d.mamba_num_heads * d.mamba_head_dim
+    return UnitCache(conv=3 * inner * d.mamba_conv_kernel, state=inner * d.mamba_state_size)
+
+
+KDA = UnitLayout(MAMBA, KDA_RULES, hook="o_proj", hook_on="input", count=_kda_count, shapes=_kda_shapes,
+                 cache=_kda_cache)
 
 MLA_RULES = {
     "q_proj.weight": (f"attn_heads:{Q_HEAD}", "hidden"),
@@ -106,7 +113,9 @@ def _mla_shapes(d: Dims) -> Shapes:
         o_proj__weight=(h, heads * d.attention_head_dim), o_proj__bias=(h,) if bias else None)
 
 
-MLA = UnitLayout(ATTENTION, MLA_RULES, hook="o_proj", hook_on="input", count=_mla_count, shapes=_mla_shapes)
+# the cache holds, per token, one latent shared by every head: the compressed kv and the rope key
+MLA = UnitLayout(ATTENTION, MLA_RULES, hook="o_proj", hook_on="input", count=_mla_count, shapes=_mla_shapes,
+                 cache=lambda d: UnitCache(per_token=d.extra(KV_LORA) + d.extra(ROPE)))
 
 
 def _moe_shapes(d: Dims) -> Shapes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 # torch is imported by the experts' forward below: describing a layout (and checking a plan) needs none
 
-from .base import ATTENTION, CONV, MAMBA, MLP, MOE, Dims, Shapes, UnitLayout, mamba_inner
+from .base import ATTENTION, CONV, MAMBA, MLP, MOE, Dims, Shapes, UnitCache, UnitLayout, mamba_inner
 
 
 def present(**tensors) -> Shapes:
@@ -61,11 +61,23 @@ def _mamba2_shapes(d: Dims) -> Shapes:
         out_proj__weight=(h, inner), out_proj__bias=(h,) if out_bias else None)
 
 
+def mamba2_cache(d: Dims) -> UnitCache:
+    """The conv window over the x ‖ B ‖ C channels and the SSM state [heads, head_dim, state]."""
+    inner = mamba_inner(d)
+    return UnitCache(conv=(inner + 2 * d.mamba_n_groups * d.mamba_state_size) * d.mamba_conv_kernel,
+                     state=inner * d.mamba_state_size)
+
+
 MAMBA2_MIXER = UnitLayout(MAMBA, MAMBA2_RULES, hook="in_proj", hook_on="mamba_x", count=_mamba2_count,
-                          shapes=_mamba2_shapes)
+                          shapes=_mamba2_shapes, cache=mamba2_cache)
 
 
 # ---- attention -----------------------------------------------------------------------------------
+def kv_cache(d: Dims) -> UnitCache:
+    """Keys and values of every KV head, per token (a gate or a wider input adds nothing to the cache)."""
+    return UnitCache(per_token=2 * d.num_key_value_heads * d.attention_head_dim)
+
+
 def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str = "hidden", out: str = "o_proj",
                    head_gate: str | None = None, gated: bool = False,
                    qk_norm_names: tuple[str, str] = ("q_norm", "k_norm")) -> UnitLayout:
@@ -124,7 +136,7 @@ def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str 
             out_shapes[f"{head_gate}.weight"] = (d.num_attention_heads, width)
         return out_shapes
 
-    return UnitLayout(ATTENTION, rules, hook=out, hook_on="input", count=count, shapes=shapes)
+    return UnitLayout(ATTENTION, rules, hook=out, hook_on="input", count=count, shapes=shapes, cache=kv_cache)
 
 
 QKVO_ATTENTION = qkvo_attention()
@@ -317,6 +329,8 @@ SHORT_CONV = UnitLayout(
      "conv.weight": ("hidden", None, None), "conv.bias": ("hidden",),
      "out_proj.weight": ("hidden", "hidden"), "out_proj.bias": ("hidden",)},
     hook=None, hook_on="none", count=_short_conv_count, shapes=_short_conv_shapes,
+    # the last conv_L_cache inputs of every hidden channel
+    cache=lambda d: UnitCache(conv=d.hidden_size * d.extra("conv_L_cache")),
 )
 
 # LFM2-MoE's sparse block: a sigmoid router (`gate`) with an fp32 `expert_bias` that only steers the

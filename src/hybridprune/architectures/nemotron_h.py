@@ -50,6 +50,10 @@ class NemotronHAdapter(Adapter):
     def check_supported(self, config) -> None:
         self._kinds(config)
 
+    def cache_state_dtype(self, config) -> str:
+        """`mamba_ssm_cache_dtype`: the SSM state's dtype in the generation cache (float32 when unset)."""
+        return str(getattr(config, "mamba_ssm_cache_dtype", None) or "float32").replace("torch.", "")
+
     def dropped_parts(self, config) -> tuple[DroppedPart, ...]:
         # Multi-token-prediction layers (`mtp.*`): transformers never loads them, so they are neither
         # scored nor pruned; the output has none (`make_config` sets num_nextn_predict_layers = 0).

@@ -34,7 +34,8 @@ def _olmo_attention():
         return {**base.shapes(d), "q_norm.weight": (d.num_attention_heads * hd,),
                 "k_norm.weight": (d.num_key_value_heads * hd,)}
 
-    return type(base)(ATTENTION, rules, hook=base.hook, hook_on=base.hook_on, count=count, shapes=shapes)
+    return type(base)(ATTENTION, rules, hook=base.hook, hook_on=base.hook_on, count=count, shapes=shapes,
+                      cache=base.cache)
 
 
 class OlmoHybridAdapter(Adapter):

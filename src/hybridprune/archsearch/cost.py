@@ -1,17 +1,14 @@
 """The analytic cost model, and the budget a search must fit.
 
-Parameters come from the adapter's exact count. Memory, in MiB (2**20 bytes), is what inference at a
-given batch and sequence length holds:
+Parameters come from the adapter's exact count, and the inference cache from its unit layouts (each
+states what one unit keeps, `UnitLayout.cache`; `architectures.cache` sums them). Memory, in MiB
+(2**20 bytes), is what inference at a given batch and sequence length holds:
 
 - weights: every parameter at the weight dtype;
-- KV cache: per layer holding attention, keys and values of `num_key_value_heads × head_dim` per token
-  (or the family's `kv_cache_width` extra: MLA caches one latent of `kv_lora_rank + rope` per token);
-- Gated DeltaNet state: the convolution window over the q ‖ k ‖ v channels and the recurrent state
-  [value heads, key head dim, value head dim] (at `ssm_state_dtype`), counted with the Mamba state;
-- Mamba state: per layer holding a Mamba mixer, the convolution window (`conv_kernel` positions of the
-  `heads × head_dim + 2 × n_groups × state` conv channels, or `conv_streams × heads × head_dim` for a conv
-  over stacked q ‖ k ‖ v (KDA), at the weight dtype) and the SSM state (`heads × head_dim × state`, at
-  `ssm_state_dtype`: float32 in Hugging Face's Mamba2 and Nemotron-H, and KDA's recurrent state).
+- KV cache: what grows with every token (attention keys and values; an MLA latent), at the weight dtype;
+- Mamba state: what does not: convolution windows (Mamba, KDA, Gated DeltaNet, short convolutions) at
+  the weight dtype and recurrent states at `ssm_state_dtype` (float32 in Hugging Face's Mamba2,
+  Nemotron-H, KDA and Gated DeltaNet).
 
 This is the layout of the transformers cache objects (`DynamicLayer` keys/values,
 `LinearAttentionLayer` conv/recurrent states); the tests check it against a real forward's cache.
@@ -58,7 +55,8 @@ def estimate_cost(adapter, dims: Dims, *, batch: int = 1, seq_len: int = 4096, d
                   ssm_state_dtype: str = "float32") -> Cost:
     """The exact analytic cost of a model with dimensions `dims`."""
     params = adapter.num_parameters(dims, embeddings=True)
-    caches = cache_bytes(dims, batch=batch, seq_len=seq_len, dtype=dtype, ssm_state_dtype=ssm_state_dtype)
+    caches = cache_bytes(dims, batch=batch, seq_len=seq_len, dtype=dtype, ssm_state_dtype=ssm_state_dtype,
+                         adapter=adapter)
     return Cost(
         params=params,
         params_non_embedding=adapter.num_parameters(dims, embeddings=False),

@@ -23,18 +23,15 @@ def base_model_of(model: nn.Module) -> nn.Module:
 
 
 def logit_scale(model: nn.Module) -> float:
-    """The factor some architectures apply to the head's output (Granite divides, Falcon-H1 multiplies)."""
-    cfg = getattr(model, "config", None)
-    scale = 1.0
-    div = getattr(cfg, "logits_scaling", None)
-    if div not in (None, 0):
-        scale /= float(div)
-    mult = getattr(getattr(model, "base_model", None), "lm_head_multiplier", None)
-    if mult is None:
-        mult = getattr(cfg, "lm_head_multiplier", None)
-    if mult is not None:
-        scale *= float(mult)
-    return scale
+    """The factor the model's forward applies to the head's output, as its family's adapter states it
+    (`Adapter.logit_scale`); 1 for a model no adapter knows, which `check_head` then holds to none."""
+    from ..architectures import get_adapter
+
+    try:
+        adapter = get_adapter(model)
+    except ValueError:
+        return 1.0
+    return adapter.logit_scale(model.config)
 
 
 def head_of(model: nn.Module) -> Head:

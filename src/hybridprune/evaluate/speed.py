@@ -129,12 +129,13 @@ def computed_cache_bytes(model: torch.nn.Module, seq_len: int) -> int | None:
     from ..architectures.cache import cache_bytes
 
     try:
-        dims = get_adapter(model).dims(model.config)
+        adapter = get_adapter(model)
+        dims = adapter.dims(model.config)
     except ValueError:
         return None
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
-    ssm = str(getattr(model.config, "mamba_ssm_cache_dtype", None) or "float32").replace("torch.", "")
-    return sum(cache_bytes(dims, batch=1, seq_len=seq_len, dtype=dtype, ssm_state_dtype=ssm).values())
+    ssm = adapter.cache_state_dtype(model.config)
+    return sum(cache_bytes(dims, batch=1, seq_len=seq_len, dtype=dtype, ssm_state_dtype=ssm, adapter=adapter).values())
 
 
 # ---- one run -----------------------------------------------------------------------------------------
