@@ -149,6 +149,38 @@ def test_an_unknown_field_names_the_plan_field_it_stands_for(fields, hint):
     assert hint in str(exc.value) and "valid fields: hidden_size" in str(exc.value)
 
 
+#: the hints' table before each family's spellings moved into its adapter (`Adapter.config_spellings`)
+_FORMER_ALIASES = {
+    "intermediate_size": "ffn_hidden_size", "mlp_hidden_size": "ffn_hidden_size", "block_ff_dim": "ffn_hidden_size",
+    "num_hidden_layers": "num_layers", "n_layer": "num_layers", "n_layers": "num_layers", "d_model": "hidden_size",
+    "n_embd": "hidden_size", "mamba_n_heads": "mamba_num_heads", "n_mamba_heads": "mamba_num_heads",
+    "num_heads": "mamba_num_heads", "linear_num_heads": "mamba_num_heads", "mamba_d_head": "mamba_head_dim",
+    "mamba_headdim": "mamba_head_dim", "num_experts": "num_moe_experts", "n_routed_experts": "num_moe_experts",
+    "num_local_experts": "num_moe_experts", "moe_intermediate_size": "moe_ffn_hidden_size",
+    "expert_intermediate_size": "moe_ffn_hidden_size",
+    "shared_expert_intermediate_size": "moe_shared_expert_intermediate_size",
+}
+
+
+def test_family_spellings_give_the_former_hints():
+    """Each family states its own config spellings; together with the common names they answer every
+    name the one table did, with the same words, and no two families read one name two ways."""
+    from hybridprune.architectures import ADAPTERS
+    from hybridprune.pruning.plan_fields import NOT_PRUNABLE, suggestion
+
+    fields = Plan.field_names()
+    for name, field in _FORMER_ALIASES.items():
+        assert suggestion(name, fields) == f"{name} is set in a plan as {field}"
+    for name in ("mamba_d_state", *NOT_PRUNABLE):
+        reason = NOT_PRUNABLE["ssm_state_size" if name == "mamba_d_state" else name]
+        assert suggestion(name, fields) == f"{name} is not a plan field: {reason}"
+    assert suggestion("zzz", fields) == ""
+    seen: dict[str, str] = {}
+    for cls in ADAPTERS:
+        for name, meant in {**cls.config_aliases, **cls.config_spellings}.items():
+            assert seen.setdefault(name, meant) == meant, (cls.__name__, name)
+
+
 def test_a_field_of_a_unit_the_model_lacks_lists_the_fields_it_can_set(setup, tmp_path):
     result, out = _prune(setup, tmp_path, "linear_num_value_heads=2")
     assert_refused(result, "linear_num_value_heads: this architecture has no Gated DeltaNet blocks, so it cannot be "

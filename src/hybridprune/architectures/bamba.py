@@ -29,6 +29,8 @@ class BambaAdapter(Adapter):
         ATTENTION_LAYER: LayerSpec(units=(("self_attn.", QKVO_ATTENTION), ("feed_forward.", GATED_MLP)), norms=_NORMS),
     }
     scan_chunk_field = "mamba_chunk_size"
+    config_spellings = {"mamba_n_heads": "mamba_num_heads", "mamba_d_head": "mamba_head_dim",
+                        "mamba_d_state": "ssm_state_size"}
 
     # transformers 5.24's hybrid cache needs an attention layer: without one, even a plain forward
     # with use_cache=True raises in `get_seq_length`.

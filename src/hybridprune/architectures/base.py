@@ -274,6 +274,11 @@ class Adapter:
         exporter renames them. None by default."""
         return {}
 
+    #: this family's config.json spellings of sizes, where they differ from Hugging Face's common names ->
+    #: the plan field that sets the size, or the common name it stands for (`ssm_state_size`): a plan
+    #: field spelled so is answered with the plan field (`pruning.plan_fields`); `config_aliases` count too
+    config_spellings: ClassVar[dict[str, str]] = {}
+
     #: config.json fields only serving engines read (transformers keeps them as inert attributes), which
     #: `serving_config` may add: the writer compares the configs without them
     engine_only_fields: ClassVar[tuple[str, ...]] = ()

@@ -30,6 +30,8 @@ class FalconH1Adapter(Adapter):
         ),
     }
     scan_chunk_field = "mamba_chunk_size"
+    config_spellings = {"mamba_n_heads": "mamba_num_heads", "mamba_d_head": "mamba_head_dim",
+                        "mamba_d_state": "ssm_state_size"}
 
     def logit_scale(self, config) -> float:
         """The forward multiplies the head's output by `lm_head_multiplier` (µP)."""

@@ -47,6 +47,8 @@ class GraniteMoeHybridAdapter(Adapter):
     }
 
     scan_chunk_field = "mamba_chunk_size"
+    config_spellings = {"mamba_n_heads": "mamba_num_heads", "mamba_d_head": "mamba_head_dim",
+                        "mamba_d_state": "ssm_state_size", "num_local_experts": "num_moe_experts"}
 
     def logit_scale(self, config) -> float:
         """The forward divides the head's output by `logits_scaling` (µP)."""

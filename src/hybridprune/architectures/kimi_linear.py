@@ -35,6 +35,8 @@ _UNITS = {MAMBA: ("self_attn.", KDA), ATTENTION: ("self_attn.", MLA), MLP: ("mlp
 
 class KimiLinearAdapter(Adapter):
     model_types = ("kimi_linear",)
+    config_spellings = {"linear_num_heads": "mamba_num_heads", "num_local_experts": "num_moe_experts",
+                        "moe_intermediate_size": "moe_ffn_hidden_size"}
     layers_prefix = "model.layers."
     global_rules = outer_rules("model.embed_tokens", "model.norm")
     layer_specs = {layer_type(m, f): LayerSpec(units=(_UNITS[m], _UNITS[f]), norms=_NORMS)

@@ -97,6 +97,7 @@ class Lfm2Adapter(Adapter):
                         "moe_n_group": "(one routing group)", "moe_topk_group": "(one routing group)"}
     #: Hub aliases that transformers consumes when it loads a config (config_style writes them back)
     config_aliases = {"block_ff_dim": "intermediate_size"}
+    config_spellings = {"num_experts": "num_moe_experts", "moe_intermediate_size": "moe_ffn_hidden_size"}
 
     def __init__(self, model_type: str | None = None) -> None:
         super().__init__(model_type)

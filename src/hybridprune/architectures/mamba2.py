@@ -16,6 +16,7 @@ from .layouts import MAMBA2_MIXER, outer_rules
 
 class Mamba2Adapter(Adapter):
     model_types = ("mamba2",)
+    config_spellings = {"num_heads": "mamba_num_heads"}
     layers_prefix = "backbone.layers."
     global_rules = outer_rules("backbone.embeddings", "backbone.norm_f")
     layer_specs = {MAMBA: LayerSpec(units=(("mixer.", MAMBA2_MIXER),), norms=("norm",))}

@@ -39,6 +39,7 @@ def _block(mixer) -> LayerSpec:
 
 class NemotronHAdapter(Adapter):
     model_types = ("nemotron_h",)
+    config_spellings = {"n_routed_experts": "num_moe_experts", "moe_intermediate_size": "moe_ffn_hidden_size"}
     layers_prefix = "model.layers."
     global_rules = outer_rules("model.embeddings", "model.norm_f")
     layer_specs = {MAMBA: _block(MAMBA2_MIXER), ATTENTION: _block(QKVO_ATTENTION), MLP: _block(UP_DOWN_MLP),

@@ -42,6 +42,8 @@ class Qwen3_5Adapter(Adapter):
     global_rules = outer_rules("model.embed_tokens", "model.norm")
     required_kinds = (GDN, ATTENTION)
     moe_config_names = {"num_moe_experts": "num_experts", "moe_top_k": "num_experts_per_tok"}
+    config_spellings = {"num_experts": "num_moe_experts", "moe_intermediate_size": "moe_ffn_hidden_size",
+                        "shared_expert_intermediate_size": "moe_shared_expert_intermediate_size"}
 
     def __init__(self, model_type: str | None = None) -> None:
         super().__init__(model_type)

@@ -33,6 +33,8 @@ _SHARED_ATTENTION = qkvo_attention(input_axis="hidden2")
 
 class Zamba2Adapter(Adapter):
     model_types = ("zamba2",)
+    config_spellings = {"n_mamba_heads": "mamba_num_heads", "mamba_headdim": "mamba_head_dim",
+                        "mamba_d_state": "ssm_state_size"}
     layers_prefix = "model.layers."
     global_rules = outer_rules("model.embed_tokens", "model.final_layernorm")
     layer_specs = {
