@@ -86,6 +86,7 @@ def test_analytic_cache_matches_a_real_forward_cache(make_config, dtype, name):
         model = build(new_config).to(dtype)
         measured = _measured_cache_bytes(model, batch=3, seq_len=11)
         assert cache_bytes(c.dims, batch=3, seq_len=11, dtype=name, ssm_state_dtype="float32") == measured, c.key
+        assert cache_bytes(c.dims, batch=3, seq_len=11, dtype=name, adapter=adapter) == measured, c.key
         cost = estimate_cost(adapter, c.dims, batch=3, seq_len=11, dtype=name)
         weights = sum(p.numel() * p.element_size() for p in model.parameters())
         assert cost.weights_mb == pytest.approx(weights / MIB)
