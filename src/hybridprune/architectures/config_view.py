@@ -1,0 +1,149 @@
+"""A transformers-free view of a checkpoint's config.json, for the streaming prune.
+
+The streaming prune reads sizes from the config (the adapter's `dims`, its checks and rules) and writes a
+pruned config.json; it never runs the model, so importing transformers' config classes (and torch with
+them) was most of its fixed cost. `ConfigView` gives every attribute the value transformers' config class
+gives: the class's field defaults and `attribute_map` aliases come from data pinned to the transformers
+version (`config_data`), and what the class computes in `__post_init__` (legacy field names, a layer
+pattern string read as a list, properties) from the adapter's `config_view_derive`, written next to the
+adapter's other config knowledge (`config_read` pairs a config.json with its adapter's rules).
+`tests/test_config_view.py` holds it to transformers' own config for
+every family's test configs.
+
+A model type whose adapter has no derive function, or a config.json with fields the view does not
+emulate (rope settings, sub-configs, quantization), is not viewed: `config_read.read_config` loads it
+with transformers, so the view is only used where it is known to be exact.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, ClassVar
+
+from .config_data import data, decode, entry
+
+#: config.json keys whose handling in transformers the view does not emulate: a config holding one is
+#: read by transformers (rope settings are standardised, sub-configs and quantization are objects)
+UNVIEWED = ("rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_factor", "quantization_config",
+            "per_layer_config", "text_config", "vision_config", "sub_configs", "auto_map_trust")
+#: keys transformers' base config consumes on load without keeping them as attributes
+_CONSUMED = ("name_or_path", "_commit_hash", "attn_implementation", "experts_implementation", "torch_dtype",
+             "transformers_version", "_attn_implementation_internal", "_experts_implementation_internal")
+#: layer-type names transformers reads as its current ones (`remap_legacy_layer_types`)
+LEGACY_LAYER_TYPES = {"mamba": "linear_attention", "attention": "full_attention"}
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one per adapter
+class ViewRules:
+    """What one config class computes, as the adapter writes it for the view.
+
+    `post_init(attrs, extra)`: the class's own `__post_init__` on the field values `attrs` (defaults
+    overlaid with config.json's fields) and the other keys `extra`, popping the ones it consumes;
+    `properties`: each name the class computes on read, from the attributes."""
+
+    post_init: Callable[[dict, dict], None] | None = None
+    properties: dict[str, Callable[[dict], Any]] = field(default_factory=dict)
+
+
+class ConfigView:
+    """A config's attributes as transformers' config class gives them, without transformers.
+
+    Quacks like the config object for what the adapters read and for `make_config` (`copy.deepcopy`,
+    attribute assignment, `to_dict` and `type(config).from_dict`): each model type gets its own subclass
+    (`view_class`) holding the class's rules and aliases, as each has its own transformers class."""
+
+    rules: ClassVar[ViewRules] = ViewRules()
+    aliases: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, model_type: str, attrs: dict[str, Any]) -> None:
+        object.__setattr__(self, "model_type", model_type)
+        object.__setattr__(self, "_attrs", attrs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        attrs = self.__dict__["_attrs"]
+        name = self.aliases.get(name, name)
+        if name in attrs:
+            return attrs[name]
+        if name in self.rules.properties:
+            return self.rules.properties[name](attrs)
+        raise AttributeError(f"{self.model_type} config has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "dtype" and value is not None and not isinstance(value, str):
+            value = str(value).removeprefix("torch.")  # what save_pretrained writes of a torch dtype
+        name = self.aliases.get(name, name)
+        if name in self.rules.properties and name not in self._attrs:
+            return  # a computed name (e.g. num_hidden_layers of a layer list): its setter ignores the value
+        self._attrs[name] = value
+
+    def __deepcopy__(self, memo) -> ConfigView:
+        return type(self)(self.model_type, copy.deepcopy(self._attrs, memo))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields `to_dict` of transformers' config gives (less `transformers_version`)."""
+        return {**copy.deepcopy(self._attrs), "model_type": self.model_type}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ConfigView:
+        view = view_of(raw, cls.rules)
+        if view is None:
+            raise ValueError(f"a {raw.get('model_type')!r} config cannot be viewed without transformers")
+        return view
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._attrs})"
+
+
+@cache
+def view_class(model_type: str, rules: ViewRules) -> type[ConfigView]:
+    """The view class of one model type (as transformers has one config class per type)."""
+    return type(f"{model_type}_view", (ConfigView,), {"rules": rules,
+                                                      "aliases": dict(entry(model_type)["attribute_map"])})
+
+
+def view_of(raw: dict[str, Any], rules: ViewRules | None) -> ConfigView | None:
+    """`raw` (a config.json dict) as transformers' config class reads it, given the model type's `rules`
+    (the adapter's), or None where the view cannot be exact (no data or rules for its model type, or keys
+    the view does not emulate)."""
+    raw = decode(raw)  # {"__float__": "Infinity"} tags as transformers reads them
+    model_type = raw.get("model_type")
+    spec = entry(model_type) if isinstance(model_type, str) else None
+    if rules is None or spec is None or spec["sub_configs"] or any(k in raw for k in UNVIEWED):
+        return None
+    if set(spec["properties"]) - set(rules.properties):
+        return None  # a computed name the adapter does not compute for the view
+    aliases = spec["attribute_map"]
+    attrs = {k: decode(v) for k, v in spec["defaults"].items()}
+    extra = {}
+    for key, value in raw.items():
+        if key == "model_type":
+            continue
+        (attrs if key in attrs else extra)[key] = copy.deepcopy(value)
+    if rules.post_init is not None:
+        rules.post_init(attrs, extra)
+    # transformers' base class, in its order: the dtype, labels, generation settings, then extra keys
+    torch_dtype = extra.pop("torch_dtype", None)
+    if torch_dtype is not None and attrs.get("dtype") is None:
+        attrs["dtype"] = torch_dtype
+    if attrs.get("id2label") is None:
+        n = extra.get("num_labels", attrs.get("num_labels") or 2)
+        attrs["id2label"] = {i: f"LABEL_{i}" for i in range(n)}
+        attrs["label2id"] = {f"LABEL_{i}": i for i in range(n)}
+    else:
+        attrs["id2label"] = {int(k): v for k, v in attrs["id2label"].items()}
+    extra.pop("num_labels", None)
+    for key in (*data()["generation_params"], *_CONSUMED):
+        extra.pop(key, None)
+    attrs["output_attentions"] = extra.pop("output_attentions", False)
+    for key, value in extra.items():
+        attrs[aliases.get(key, key)] = value
+    for name in ("layer_types", "mtp_layer_types"):
+        target = aliases.get(name, name)
+        if isinstance(attrs.get(target), list):
+            attrs[target] = [LEGACY_LAYER_TYPES.get(t, t) for t in attrs[target]]
+    return view_class(model_type, rules)(model_type, attrs)
