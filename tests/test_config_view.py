@@ -27,7 +27,7 @@ from hybridprune.architectures.config_data import entry
 from hybridprune.architectures.config_read import read_config
 from hybridprune.architectures.config_read import view_config as view_of
 from hybridprune.architectures.config_view import ConfigView
-from hybridprune.checkpoint.config_style import _fields
+from hybridprune.checkpoint.config_style import _fields, _normal
 
 FAMILIES = ["nemotron_h", "nemotron_h_moe", "nemotron_h_moe_latent", "mamba2", "bamba", "granitemoehybrid",
             "granitemoehybrid_moe", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3", "lfm2", "lfm2_moe",
@@ -65,8 +65,9 @@ class _Recorder:
 
 
 def _value(config, name):
+    """The attribute as JSON holds it (the view keeps dtypes as their names, as config.json does)."""
     try:
-        return ("value", json.loads(json.dumps(getattr(config, name), default=str)))
+        return ("value", _normal(getattr(config, name)))
     except AttributeError:
         return ("missing", None)
 
@@ -79,7 +80,7 @@ def check_view(raw: dict, tmp_path) -> bool:
     real = _real(raw, tmp_path)
     assert _fields(view) == _fields(real)
     spec = entry(raw["model_type"])
-    for name in [*spec["attribute_map"], *spec["properties"]]:
+    for name in [*spec["attribute_map"], *spec["properties"], "torch_dtype", "num_labels"]:
         assert _value(view, name) == _value(real, name), name
     recorder = _Recorder(real)
     adapter = get_adapter(recorder)
@@ -120,7 +121,7 @@ def test_a_nemotron_config_without_an_optional_key_reads_as_transformers_reads_i
 def test_legacy_names_and_mtp_fields_read_as_transformers_reads_them(tmp_path):
     raw = dict(NEMOTRON_MOE_HUB, mamba_d_conv=3, mamba_expand=4, mamba_dt_limit=[0.0, 1e9], mamba_chunk_size=16,
                mamba_conv_bias=False, num_nextn_predict_layers=1, mtp_hybrid_override_pattern="*E",
-               layers_block_type=None, num_local_experts=8, temperature=0.7, name_or_path="x", id2label={"0": "a"})
+               layers_block_type=None, num_local_experts=8, temperature=0.7, id2label={"0": "a"}, num_labels=1)
     assert check_view(raw, tmp_path)
     assert check_view(dict(raw, mtp_layers_block_type=["attention", "moe"], torch_dtype="bfloat16",
                            dtype="float16"), tmp_path)
@@ -144,7 +145,8 @@ def test_types_the_view_cannot_read_exactly_are_read_by_transformers(tmp_path):
     from transformers import PreTrainedConfig
 
     for raw in (_raw_of(tiny_config("qwen3_5"), tmp_path), dict(NEMOTRON_HUB, rope_theta=10000.0),
-                {"model_type": "not_a_model"}):
+                dict(NEMOTRON_HUB, _name_or_path="x"), dict(NEMOTRON_HUB, name_or_path="x"),
+                dict(NEMOTRON_HUB, use_return_dict=False), {"model_type": "not_a_model"}):
         assert view_of(raw) is None
     (tmp_path / "config.json").write_text(json.dumps(_raw_of(tiny_config("qwen3_5"), tmp_path)))
     assert isinstance(read_config(tmp_path), PreTrainedConfig)

@@ -3,7 +3,8 @@
 Reading a checkpoint's config through `AutoConfig` imports transformers' config machinery and torch
 (more than a second), which dominated a streaming prune of an ordinary checkpoint. `config_view` reads
 config.json itself; what it needs of transformers' config class is here: every dataclass field's
-default, the `attribute_map` aliases and the names the class computes as properties, written by
+default, the `attribute_map` aliases and the names the class computes as properties (the base
+class's too), the generation settings the base class drops on load and the legacy layer-type names, written by
 `scripts/transformers_data.py` into `config_defaults.json` (`tests/test_transformers_data.py` fails
 when the installed transformers gives other data). What a class computes in `__post_init__` is code,
 not data: the adapter's `config_view_derive` (see `config_view`).
@@ -82,7 +83,8 @@ def class_entry(config_class) -> dict | None:
 
 def table(model_types) -> dict:
     """The data file's contents for `model_types`, from the installed transformers."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig, PreTrainedConfig
+    from transformers.configuration_utils import _LEGACY_LAYER_TYPE_REMAP
     from transformers.generation.configuration_utils import GenerationConfig
 
     out = {}
@@ -93,8 +95,14 @@ def table(model_types) -> dict:
             out[t] = None
             continue
         out[t] = class_entry(config_class)
-    return {"transformers": metadata.version("transformers"), "model_types": out,
-            "generation_params": sorted(GenerationConfig._get_default_generation_params())}
+    base = sorted(name for klass in PreTrainedConfig.__mro__ for name, v in vars(klass).items()
+                  if isinstance(v, property))
+    return {"transformers": metadata.version("transformers"), "model_types": out, "base_properties": base,
+            "generation_params": sorted(GenerationConfig._get_default_generation_params()),
+            "legacy_layer_types": dict(_LEGACY_LAYER_TYPE_REMAP)}
+
+
+_EMPTY = {"model_types": {}, "generation_params": [], "base_properties": [], "legacy_layer_types": {}}
 
 
 @lru_cache(maxsize=1)
@@ -103,9 +111,9 @@ def data() -> dict:
     try:
         doc = json.loads(DATA.read_text())
     except (OSError, ValueError):
-        return {"model_types": {}, "generation_params": []}
+        return _EMPTY
     if doc.get("transformers") != metadata.version("transformers"):
-        return {"model_types": {}, "generation_params": []}
+        return _EMPTY
     return doc
 
 

@@ -32,8 +32,15 @@ UNVIEWED = ("rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_fac
 #: keys transformers' base config consumes on load without keeping them as attributes
 _CONSUMED = ("name_or_path", "_commit_hash", "attn_implementation", "experts_implementation", "torch_dtype",
              "transformers_version", "_attn_implementation_internal", "_experts_implementation_internal")
-#: layer-type names transformers reads as its current ones (`remap_legacy_layer_types`)
-LEGACY_LAYER_TYPES = {"mamba": "linear_attention", "attention": "full_attention"}
+#: names the base config class computes that the view computes too (other computed names in a
+#: config.json make it unviewed: transformers' reading of them is not emulated)
+_BASE_PROPERTIES = {"torch_dtype": lambda a: a.get("dtype"), "num_labels": lambda a: len(a["id2label"])}
+_HANDLED = ("torch_dtype", "num_labels", "output_attentions")
+
+
+def legacy_layer_type(name: str) -> str:
+    """A layer-type name as transformers reads it (`remap_legacy_layer_types`: "mamba" -> "linear_attention")."""
+    return data()["legacy_layer_types"].get(name, name)
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: one per adapter
@@ -58,7 +65,12 @@ class ConfigView:
     rules: ClassVar[ViewRules] = ViewRules()
     aliases: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, model_type: str, attrs: dict[str, Any]) -> None:
+    #: the model type of a subclass (`view_class`)
+    default_type: ClassVar[str | None] = None
+
+    def __init__(self, model_type: str | None = None, attrs: dict[str, Any] | None = None) -> None:
+        if attrs is None:  # the class's defaults, as `ConfigClass()` gives them
+            model_type, attrs = self.default_type, view_of({"model_type": self.default_type}, self.rules)._attrs
         object.__setattr__(self, "model_type", model_type)
         object.__setattr__(self, "_attrs", attrs)
 
@@ -71,6 +83,8 @@ class ConfigView:
             return attrs[name]
         if name in self.rules.properties:
             return self.rules.properties[name](attrs)
+        if name in _BASE_PROPERTIES:
+            return _BASE_PROPERTIES[name](attrs)
         raise AttributeError(f"{self.model_type} config has no attribute {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -102,7 +116,7 @@ class ConfigView:
 @cache
 def view_class(model_type: str, rules: ViewRules) -> type[ConfigView]:
     """The view class of one model type (as transformers has one config class per type)."""
-    return type(f"{model_type}_view", (ConfigView,), {"rules": rules,
+    return type(f"{model_type}_view", (ConfigView,), {"rules": rules, "default_type": model_type,
                                                       "aliases": dict(entry(model_type)["attribute_map"])})
 
 
@@ -117,6 +131,9 @@ def view_of(raw: dict[str, Any], rules: ViewRules | None) -> ConfigView | None:
         return None
     if set(spec["properties"]) - set(rules.properties):
         return None  # a computed name the adapter does not compute for the view
+    computed = (set(data()["base_properties"]) - set(_HANDLED)) | (set(spec["properties"]) - set(rules.properties))
+    if any(k in computed or k.startswith("_") or k == "name_or_path" for k in raw):
+        return None  # private and computed names transformers sets from the loading itself
     aliases = spec["attribute_map"]
     attrs = {k: decode(v) for k, v in spec["defaults"].items()}
     extra = {}
@@ -145,5 +162,5 @@ def view_of(raw: dict[str, Any], rules: ViewRules | None) -> ConfigView | None:
     for name in ("layer_types", "mtp_layer_types"):
         target = aliases.get(name, name)
         if isinstance(attrs.get(target), list):
-            attrs[target] = [LEGACY_LAYER_TYPES.get(t, t) for t in attrs[target]]
+            attrs[target] = [legacy_layer_type(t) for t in attrs[target]]
     return view_class(model_type, rules)(model_type, attrs)

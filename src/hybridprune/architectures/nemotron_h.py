@@ -13,7 +13,7 @@ import copy
 from .base import (
     ATTENTION, MAMBA, MLP, MOE, Adapter, Dims, DroppedPart, LayerSpec, Unrepresentable, UnsupportedArchitecture,
 )
-from .config_view import LEGACY_LAYER_TYPES, ViewRules
+from .config_view import ViewRules, legacy_layer_type
 from .layouts import MAMBA2_MIXER, NEMOTRON_MOE, QKVO_ATTENTION, UP_DOWN_MLP, outer_rules
 
 # Layer-type names in configs (new and legacy spellings) -> block kinds.
@@ -52,7 +52,7 @@ def _post_init(attrs: dict, extra: dict) -> None:
         attrs["layers_block_type"] = ([_FROM_PATTERN[c] for c in pattern] if pattern is not None
                                       else ["linear_attention", "moe", "full_attention", "mlp"])
     mtp = attrs["mtp_layers_block_type"]
-    mtp = ["full_attention", "moe"] if mtp is None else [LEGACY_LAYER_TYPES.get(t, t) for t in mtp]
+    mtp = ["full_attention", "moe"] if mtp is None else [legacy_layer_type(t) for t in mtp]
     if "mtp_hybrid_override_pattern" in extra:
         mtp_pattern = extra.pop("mtp_hybrid_override_pattern")
         if mtp == ["full_attention", "moe"]:
