@@ -5,7 +5,8 @@ reads the source, `make_config` changes it and `config_style` writes it. The tru
 the config read by `AutoConfig`: every file of the two outputs, config.json first, is the same byte for
 byte, for Nemotron-H checkpoints as `save_pretrained` writes them and in the Hub's legacy layout (pattern
 string, remote-code field names, bare Infinity, `torch_dtype`, multi-token-prediction layers), with and
-without a cast, and for a family the view does not read (both ways then go through transformers).
+without a cast, for Mamba2, and for a family the view does not read (both ways then go through
+transformers).
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ CASES = {
         extra=mtp_tensors(48)), NEMOTRON_MOE, True),
     "nemotron_dtype_field": (lambda p: _saved(p, tiny_nemotron_config(dtype="float32")), NEMOTRON, True),
     "granite_hub": (lambda p: hub_checkpoint(p / "source", dict(GRANITE_HUB)), GRANITE, False),
-    "mamba2_saved": (lambda p: _saved(p, tiny_mamba2_config()), MAMBA2, False),
+    "mamba2_saved": (lambda p: _saved(p, tiny_mamba2_config()), MAMBA2, True),
+    "mamba2_tied_rank": (lambda p: _saved(p, tiny_mamba2_config(tie_word_embeddings=True, time_step_rank=5)), MAMBA2,
+                         True),
 }
 
 

@@ -61,10 +61,52 @@ def _plain(value: Any) -> bool:
     return False
 
 
+_SIMPLE = {int: "int", float: "float", bool: "bool", str: "str", list: "list", dict: "dict", tuple: "tuple"}
+
+
+def type_spec(annotation: Any) -> Any:
+    """A field's annotation as data for `config_view.type_ok` (the strict dataclass's type check), or
+    None when it holds a type the check does not know."""
+    import collections.abc
+    import types
+    import typing
+
+    if annotation is Any or isinstance(annotation, (str, typing.ForwardRef)):
+        return "any"  # the strict check skips these too
+    if annotation is None or annotation is type(None):
+        return "none"
+    if annotation in _SIMPLE:
+        return _SIMPLE[annotation]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        parts = [type_spec(a) for a in args]
+        return None if None in parts else {"union": parts}
+    if origin is typing.Literal:
+        return {"literal": list(args)} if _plain(list(args)) else None
+    if origin in (list, collections.abc.Sequence):
+        item = type_spec(args[0]) if args else "any"
+        return None if item is None else {"list" if origin is list else "sequence": item}
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = type_spec(args[0])
+            return None if item is None else {"tuple_of": item}
+        parts = [type_spec(a) for a in args]
+        return None if None in parts else {"tuple": parts}
+    if origin is dict:
+        parts = [type_spec(a) for a in args] if args else ["any", "any"]
+        return None if None in parts else {"dict": parts}
+    return None
+
+
 def class_entry(config_class) -> dict | None:
-    """The data of one config class, or None when a default is not plain data (a sub-config object)."""
-    defaults = {}
+    """The data of one config class, or None when a default is not plain data (a sub-config object) or
+    an annotation is not one the view checks."""
+    defaults, types_ = {}, {}
     for f in dataclasses.fields(config_class):
+        spec = type_spec(f.type)  # what the strict dataclass checks (a string annotation: nothing)
+        if spec is None:
+            return None
+        types_[f.name] = spec
         if f.default is not dataclasses.MISSING:
             value = f.default
         elif f.default_factory is not dataclasses.MISSING:
@@ -76,7 +118,7 @@ def class_entry(config_class) -> dict | None:
         defaults[f.name] = encode(value)
     properties = sorted(name for klass in config_class.__mro__ if klass.__module__.startswith("transformers.models.")
                         for name, v in vars(klass).items() if isinstance(v, property))
-    return {"class": config_class.__name__, "defaults": defaults,
+    return {"class": config_class.__name__, "defaults": defaults, "types": types_,
             "attribute_map": dict(getattr(config_class, "attribute_map", {})), "properties": properties,
             "sub_configs": sorted(getattr(config_class, "sub_configs", {}) or {})}
 

@@ -49,10 +49,43 @@ class ViewRules:
 
     `post_init(attrs, extra)`: the class's own `__post_init__` on the field values `attrs` (defaults
     overlaid with config.json's fields) and the other keys `extra`, popping the ones it consumes;
-    `properties`: each name the class computes on read, from the attributes."""
+    `properties`: each name the class computes on read, from the attributes; `valid(attrs)`: the
+    class's own validators (`validate_*`), False where transformers would refuse the config."""
 
     post_init: Callable[[dict, dict], None] | None = None
     properties: dict[str, Callable[[dict], Any]] = field(default_factory=dict)
+    valid: Callable[[dict], bool] | None = None
+
+
+_SIMPLE = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict, "tuple": tuple}
+
+
+def type_ok(value: Any, spec: Any) -> bool:
+    """Whether `value` passes the strict dataclass's check of a field annotated as `spec` (`config_data.type_spec`)."""
+    if spec == "any":
+        return True
+    if spec == "none":
+        return value is None
+    if isinstance(spec, str):
+        return isinstance(value, _SIMPLE[spec]) and not (spec == "int" and isinstance(value, bool))
+    (kind, arg), = spec.items()
+    if kind == "union":
+        return any(type_ok(value, s) for s in arg)
+    if kind == "literal":
+        same = [a for a in arg if isinstance(a, bool) == isinstance(value, bool)]
+        return value in same
+    if kind in ("list", "sequence", "tuple_of"):
+        container = {"list": list, "sequence": (list, tuple, str), "tuple_of": tuple}[kind]
+        return isinstance(value, container) and all(type_ok(v, arg) for v in value)
+    if kind == "tuple":
+        return isinstance(value, tuple) and len(value) == len(arg) and all(map(type_ok, value, arg))
+    if kind == "dict":
+        return isinstance(value, dict) and all(type_ok(k, arg[0]) and type_ok(v, arg[1]) for k, v in value.items())
+    return False
+
+
+def _typed(attrs: dict, types: dict) -> bool:
+    return all(type_ok(attrs[name], spec) for name, spec in types.items() if name in attrs)
 
 
 class ConfigView:
@@ -103,11 +136,15 @@ class ConfigView:
         return {**copy.deepcopy(self._attrs), "model_type": self.model_type}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> ConfigView:
+    def from_dict(cls, raw: dict[str, Any]):
+        """The config `raw` describes: a view, or (where the view cannot be exact, e.g. a config transformers
+        refuses) transformers' own class's `from_dict`, which names what is wrong."""
         view = view_of(raw, cls.rules)
-        if view is None:
-            raise ValueError(f"a {raw.get('model_type')!r} config cannot be viewed without transformers")
-        return view
+        if view is not None:
+            return view
+        from transformers import AutoConfig
+
+        return type(AutoConfig.for_model(raw["model_type"])).from_dict(raw)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._attrs})"
@@ -129,6 +166,8 @@ def view_of(raw: dict[str, Any], rules: ViewRules | None) -> ConfigView | None:
     spec = entry(model_type) if isinstance(model_type, str) else None
     if rules is None or spec is None or spec["sub_configs"] or any(k in raw for k in UNVIEWED):
         return None
+    if "rope_parameters" in spec["defaults"]:
+        return None  # transformers standardises rope settings on load, which the view does not emulate
     if set(spec["properties"]) - set(rules.properties):
         return None  # a computed name the adapter does not compute for the view
     computed = (set(data()["base_properties"]) - set(_HANDLED)) | (set(spec["properties"]) - set(rules.properties))
@@ -141,8 +180,17 @@ def view_of(raw: dict[str, Any], rules: ViewRules | None) -> ConfigView | None:
         if key == "model_type":
             continue
         (attrs if key in attrs else extra)[key] = copy.deepcopy(value)
+    # transformers checks every field as it is set (config.json's values first), and refuses a config that
+    # fails: such a config is left to transformers, which names what is wrong
+    if not _typed(attrs, spec["types"]):
+        return None
     if rules.post_init is not None:
-        rules.post_init(attrs, extra)
+        try:
+            rules.post_init(attrs, extra)
+        except (KeyError, TypeError, ValueError):  # e.g. an unknown layer-pattern letter: transformers' error
+            return None
+    if any(k in spec["properties"] for k in extra):
+        return None  # a computed name without a setter: transformers refuses to set it
     # transformers' base class, in its order: the dtype, labels, generation settings, then extra keys
     torch_dtype = extra.pop("torch_dtype", None)
     if torch_dtype is not None and attrs.get("dtype") is None:
@@ -163,4 +211,6 @@ def view_of(raw: dict[str, Any], rules: ViewRules | None) -> ConfigView | None:
         target = aliases.get(name, name)
         if isinstance(attrs.get(target), list):
             attrs[target] = [legacy_layer_type(t) for t in attrs[target]]
+    if not _typed(attrs, spec["types"]) or (rules.valid is not None and not rules.valid(attrs)):
+        return None
     return view_class(model_type, rules)(model_type, attrs)

@@ -63,12 +63,20 @@ def _post_init(attrs: dict, extra: dict) -> None:
     extra.pop("num_hidden_layers", None)  # a property whose setter ignores the value
 
 
+def _valid(attrs: dict) -> bool:
+    """NemotronHConfig.validate_layer_type: known layer types (and MTP ones where MTP layers exist)."""
+    known = set(_FROM_PATTERN.values())
+    return (isinstance(attrs["layers_block_type"], list) and set(attrs["layers_block_type"]) <= known
+            and (attrs["num_nextn_predict_layers"] <= 0
+                 or isinstance(attrs["mtp_layers_block_type"], list) and set(attrs["mtp_layers_block_type"]) <= known))
+
+
 _PATTERN_OF = {t: char for char, t in _FROM_PATTERN.items()}
 _VIEW_RULES = ViewRules(_post_init, {
     "num_hidden_layers": lambda a: len(a["layers_block_type"]),
     "hybrid_override_pattern": lambda a: "".join(_PATTERN_OF[t] for t in a["layers_block_type"]),
     "mtp_hybrid_override_pattern": lambda a: "".join(_PATTERN_OF[t] for t in a["mtp_layers_block_type"]),
-})
+}, _valid)
 
 
 def _block(mixer) -> LayerSpec:
