@@ -70,3 +70,22 @@ def test_renamings_from_the_data_rename_as_transformers_does(model_type):
 def test_a_model_type_without_data_is_read_from_transformers():
     keymap = KeyMap("hrm_text")  # not a supported type: no data, transformers' own mapping
     assert keymap.needs_conversion("model.layers.1.mlp.gate_up_proj.weight")
+
+
+def test_another_transformers_version_reads_everything_from_transformers(monkeypatch):
+    """Data written for another version is not used: the config is read, and keys renamed, by transformers."""
+    from hub_layouts import NEMOTRON_HUB
+
+    from hybridprune.architectures import config_data, config_view
+    from hybridprune.architectures.config_read import view_config
+    from hybridprune.architectures.config_view import legacy_layer_type
+    from hybridprune.checkpoint import conversions as conversions_module
+
+    for module in (config_data, config_view):  # what `data()` gives when the pinned version is not installed
+        monkeypatch.setattr(module, "data", lambda: config_data._EMPTY)
+    monkeypatch.setattr(conversions_module, "transformers_version", lambda: "0.0.0")
+    assert view_config(dict(NEMOTRON_HUB)) is None
+    assert legacy_layer_type("mamba") == "linear_attention"
+    keymap = KeyMap("nemotron_h")
+    assert keymap.model_key("backbone.layers.1.mixer.in_proj.weight") == "model.layers.1.mixer.in_proj.weight"
+    assert keymap.stacked("backbone.layers.1.mixer.experts.3.up_proj.weight").index == 3

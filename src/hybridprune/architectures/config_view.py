@@ -39,7 +39,12 @@ _HANDLED = ("torch_dtype", "num_labels", "output_attentions")
 
 
 def legacy_layer_type(name: str) -> str:
-    """A layer-type name as transformers reads it (`remap_legacy_layer_types`: "mamba" -> "linear_attention")."""
+    """A layer-type name as transformers reads it (`remap_legacy_layer_types`: "mamba" -> "linear_attention"),
+    from the pinned data, or from transformers itself when the installed version is not the pinned one."""
+    if not data()["model_types"]:
+        from transformers.configuration_utils import remap_legacy_layer_types
+
+        return remap_legacy_layer_types(layer_types=[name])[0]
     return data()["legacy_layer_types"].get(name, name)
 
 
