@@ -261,6 +261,10 @@ class Adapter:
         """Parts of this checkpoint that a pruned output leaves out (none by default); see DroppedPart."""
         return ()
 
+    #: what the family's config class computes, for reading config.json without transformers
+    #: (`config_view.ViewRules`); None: such configs are read by transformers
+    config_view_rules: ClassVar = None
+
     #: config.json fields that transformers consumes on load as another field's value (alias -> field,
     #: e.g. LFM2's Hub `block_ff_dim` for `intermediate_size`); the config writer keeps them equal
     config_aliases: ClassVar[dict[str, str]] = {}

@@ -8,10 +8,18 @@ cannot be written, and the error lists the targets that can.
 from __future__ import annotations
 
 import copy
+import math
 
 from .base import MAMBA, Adapter, Dims, LayerSpec
+from .config_view import ViewRules
 from .expand import check_expand
 from .layouts import MAMBA2_MIXER, outer_rules
+
+
+def _post_init(attrs: dict, extra: dict) -> None:
+    """Mamba2Config.__post_init__ (transformers 5.24) on plain data."""
+    if attrs["time_step_rank"] == "auto":
+        attrs["time_step_rank"] = math.ceil(attrs["hidden_size"] / 16)
 
 
 class Mamba2Adapter(Adapter):
@@ -20,6 +28,10 @@ class Mamba2Adapter(Adapter):
     layers_prefix = "backbone.layers."
     global_rules = outer_rules("backbone.embeddings", "backbone.norm_f")
     layer_specs = {MAMBA: LayerSpec(units=(("mixer.", MAMBA2_MIXER),), norms=("norm",))}
+    config_view_rules = ViewRules(
+        _post_init, {"layer_types": lambda a: ["linear_attention"] * a["num_hidden_layers"]},
+        # Mamba2Config.validate_architecture
+        lambda a: a["hidden_size"] * a["expand"] == a["num_heads"] * a["head_dim"])
 
     def dims(self, config) -> Dims:
         return Dims(

@@ -13,6 +13,7 @@ import copy
 from .base import (
     ATTENTION, MAMBA, MLP, MOE, Adapter, Dims, DroppedPart, LayerSpec, Unrepresentable, UnsupportedArchitecture,
 )
+from .config_view import ViewRules, legacy_layer_type
 from .layouts import MAMBA2_MIXER, NEMOTRON_MOE, QKVO_ATTENTION, UP_DOWN_MLP, outer_rules
 
 # Layer-type names in configs (new and legacy spellings) -> block kinds.
@@ -33,6 +34,51 @@ _MOE_FIELDS = ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size
                "n_shared_experts", "n_group", "topk_group", "routed_scaling_factor", "norm_topk_prob", "moe_latent_size")
 
 
+#: the Hub's remote-code-era field names that NemotronHConfig reads as its own (`__post_init__`)
+_LEGACY_NAMES = {"mamba_n_groups": "n_groups", "mamba_d_conv": "conv_kernel", "mamba_expand": "expand",
+                 "mamba_dt_min": "time_step_min", "mamba_dt_max": "time_step_max", "mamba_dt_limit": "time_step_limit",
+                 "mamba_dt_init_floor": "time_step_floor", "mamba_conv_bias": "use_conv_bias",
+                 "mamba_chunk_size": "chunk_size"}
+_FROM_PATTERN = {char: t for t, char in {"linear_attention": "M", "moe": "E", "full_attention": "*", "mlp": "-"}.items()}
+
+
+def _post_init(attrs: dict, extra: dict) -> None:
+    """NemotronHConfig.__post_init__ (transformers 5.24) on plain data: legacy names, the layer pattern."""
+    for old, new in _LEGACY_NAMES.items():
+        if old in extra:
+            attrs[new] = extra.pop(old)
+    pattern = extra.pop("hybrid_override_pattern", None)
+    if attrs["layers_block_type"] is None:
+        attrs["layers_block_type"] = ([_FROM_PATTERN[c] for c in pattern] if pattern is not None
+                                      else ["linear_attention", "moe", "full_attention", "mlp"])
+    mtp = attrs["mtp_layers_block_type"]
+    mtp = ["full_attention", "moe"] if mtp is None else [legacy_layer_type(t) for t in mtp]
+    if "mtp_hybrid_override_pattern" in extra:
+        mtp_pattern = extra.pop("mtp_hybrid_override_pattern")
+        if mtp == ["full_attention", "moe"]:
+            mtp = [_FROM_PATTERN[c] for c in mtp_pattern]
+    attrs["mtp_layers_block_type"] = mtp
+    if attrs["num_key_value_heads"] is None:
+        attrs["num_key_value_heads"] = attrs["num_attention_heads"]
+    extra.pop("num_hidden_layers", None)  # a property whose setter ignores the value
+
+
+def _valid(attrs: dict) -> bool:
+    """NemotronHConfig.validate_layer_type: known layer types (and MTP ones where MTP layers exist)."""
+    known = set(_FROM_PATTERN.values())
+    return (isinstance(attrs["layers_block_type"], list) and set(attrs["layers_block_type"]) <= known
+            and (attrs["num_nextn_predict_layers"] <= 0
+                 or isinstance(attrs["mtp_layers_block_type"], list) and set(attrs["mtp_layers_block_type"]) <= known))
+
+
+_PATTERN_OF = {t: char for char, t in _FROM_PATTERN.items()}
+_VIEW_RULES = ViewRules(_post_init, {
+    "num_hidden_layers": lambda a: len(a["layers_block_type"]),
+    "hybrid_override_pattern": lambda a: "".join(_PATTERN_OF[t] for t in a["layers_block_type"]),
+    "mtp_hybrid_override_pattern": lambda a: "".join(_PATTERN_OF[t] for t in a["mtp_layers_block_type"]),
+}, _valid)
+
+
 def _block(mixer) -> LayerSpec:
     return LayerSpec(units=(("mixer.", mixer),), norms=("norm",))
 
@@ -47,6 +93,7 @@ class NemotronHAdapter(Adapter):
     # transformers 5.24's NemotronH cache needs an attention layer: without one, even a plain
     # forward with use_cache=True raises in `get_seq_length`.
     required_kinds = (ATTENTION,)
+    config_view_rules = _VIEW_RULES
 
     def check_supported(self, config) -> None:
         self._kinds(config)

@@ -19,6 +19,11 @@ auto_map names is copied as files by the export and runs only with `--trust-remo
 is checked: loading it gives exactly the pruned config. If no such file can be written in the
 source's style, transformers' own style is written instead, with a warning.
 
+A config read without transformers (`architectures.config_view.ConfigView`, the streaming prune's) is
+written by the same rules with the view standing for transformers' class: it loads files as the class
+does (held to it by tests/test_config_view.py), so the file is the same, byte for byte, and transformers
+is not imported.
+
 Where a family's serving engines need another spelling than transformers writes (a Nemotron-H layer
 pattern string, Granite's legacy layer-type names), the adapter's `serving_config` rewrites the file
 (`for_engines`), again only when it loads as the same config.
@@ -27,6 +32,7 @@ pattern string, Granite's legacy layer-type names), the adapter's `serving_confi
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,11 +48,15 @@ def _normal(value: Any) -> Any:
 
 
 def _json_default(value: Any) -> Any:
-    import torch
-
-    if isinstance(value, torch.dtype):
+    if type(value).__module__ == "torch" and type(value).__name__ == "dtype":  # without importing torch
         return str(value).removeprefix("torch.")
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _is_view(config_class) -> bool:
+    from ..architectures.config_view import ConfigView
+
+    return issubclass(config_class, ConfigView)
 
 
 def _fields(config) -> dict[str, Any]:
@@ -55,9 +65,12 @@ def _fields(config) -> dict[str, Any]:
 
 
 @contextmanager
-def _quiet():
+def _quiet(config_class=None):
     """transformers' notes on the source's own style ("num_hidden_layers is deprecated", "torch_dtype
-    is deprecated") say nothing the user can act on here."""
+    is deprecated") say nothing the user can act on here. A view has none to give."""
+    if config_class is not None and _is_view(config_class):
+        yield
+        return
     import logging
 
     from transformers.utils import logging as hf_logging
@@ -71,8 +84,30 @@ def _quiet():
 
 
 def _load(config_class, raw: dict[str, Any]):
-    with _quiet():
+    with _quiet(config_class):
         return config_class.from_dict(dict(raw))
+
+
+def _read_json(config_class, path: Path) -> Any:
+    """config.json as transformers' reader gives it: {"__float__": "Infinity"} tags decoded."""
+    if not _is_view(config_class):
+        return config_class._dict_from_json_file(path)
+    from ..architectures.config_data import decode
+
+    return decode(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _encode_floats(config_class, obj: Any) -> Any:
+    """`_encode_special_floats` of transformers' config: infinities and NaN as {"__float__": ...} tags."""
+    if not _is_view(config_class):
+        return config_class._encode_special_floats(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"__float__": "NaN" if math.isnan(obj) else "Infinity" if obj > 0 else "-Infinity"}
+    if isinstance(obj, dict):
+        return {k: _encode_floats(config_class, v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode_floats(config_class, v) for v in obj]
+    return obj
 
 
 def _in_source_vocabulary(value: Any, source_value: Any) -> Any:
@@ -81,9 +116,10 @@ def _in_source_vocabulary(value: Any, source_value: Any) -> Any:
     if not (isinstance(value, list) and isinstance(source_value, list)
             and all(isinstance(x, str) for x in value + source_value)):
         return value
-    from transformers.configuration_utils import remap_legacy_layer_types
+    from ..architectures.config_view import legacy_layer_type
 
-    back = {remap_legacy_layer_types(layer_types=[name])[0]: name for name in set(source_value)}
+    # transformers' own table of legacy names, as pinned data
+    back = {legacy_layer_type(name): name for name in set(source_value)}
     return [back.get(x, x) for x in value]
 
 
@@ -106,7 +142,7 @@ def styled_config(new_config, source_raw: dict[str, Any]) -> dict[str, Any] | No
     # Names the source uses that the loaded config does not list: legacy views and aliases.
     for key in [k for k in source_raw if k not in old and k not in _VOLATILE]:
         try:
-            with _quiet():
+            with _quiet(config_class):
                 value = _normal(getattr(new_config, key))
         except (AttributeError, TypeError, ValueError):
             continue  # an alias the config consumed: its field is checked below
@@ -151,7 +187,7 @@ def write_config(new_config, out_dir: str | Path, source: str | Path | None) -> 
     if path is not None and path.is_file():
         try:
             # transformers' reader: it decodes the {"__float__": "Infinity"} tags it writes
-            raw = type(new_config)._dict_from_json_file(path)
+            raw = _read_json(type(new_config), path)
             tagged = '"__float__"' in path.read_text()
         except (OSError, ValueError):
             raw = None
@@ -160,6 +196,8 @@ def write_config(new_config, out_dir: str | Path, source: str | Path | None) -> 
         if isinstance(raw, dict) and raw.get("model_type") == new_config.model_type:
             warnings.warn(f"the config could not be written in the style of {path}; it is written "
                           "with transformers' own field names", stacklevel=3)
+        if _is_view(type(new_config)):  # transformers' own style is written by transformers' class
+            new_config = _as_transformers(new_config)
         new_config.save_pretrained(out_dir)
         plain = type(new_config)._dict_from_json_file(out_dir / "config.json")
         served = for_engines(new_config, plain)
@@ -169,8 +207,16 @@ def write_config(new_config, out_dir: str | Path, source: str | Path | None) -> 
         return
     styled = for_engines(new_config, styled)
     if tagged:  # infinities as the source wrote them: tagged, or bare as Python's json writes them
-        styled = type(new_config)._encode_special_floats(styled)
+        styled = _encode_floats(type(new_config), styled)
     (out_dir / "config.json").write_text(json.dumps(styled, indent=2, sort_keys=True) + "\n")
+
+
+def _as_transformers(view):
+    """transformers' config of a view: its class loading the view's fields (the same config, as tested)."""
+    from transformers import AutoConfig
+
+    fields = view.to_dict()
+    return type(AutoConfig.for_model(fields["model_type"])).from_dict(fields)
 
 
 def for_engines(new_config, raw: dict[str, Any]) -> dict[str, Any]:

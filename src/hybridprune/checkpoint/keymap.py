@@ -85,7 +85,7 @@ class KeyMap:
     """Checkpoint key -> model key, with the renamings transformers applies on load for this model type.
 
     Conversions that stack per-expert tensors into one (`MergeModulelist`, read from transformers'
-    own conversion mapping) or concatenate named parts (`Concatenate`) are understood too (`stacked`),
+    own conversion mapping, as pinned data in `conversions`) or concatenate named parts (`Concatenate`) are understood too (`stacked`),
     so a checkpoint in the Hub's layout can be checked, fingerprinted and sliced tensor by tensor; any
     other conversion is reported by `needs_conversion` and refused by the streaming prune.
     """
@@ -93,43 +93,42 @@ class KeyMap:
     def __init__(self, model_type: str, converters_from: str | None = None) -> None:
         """`converters_from`: a model type whose merging conversions apply too, without its renamings (a
         vision-language wrapper's checkpoint merges its language model's per-expert tensors on load)."""
-        from transformers.conversion_mapping import get_checkpoint_conversion_mapping
-        from transformers.core_model_loading import (
-            Concatenate, MergeModulelist, WeightConverter, WeightRenaming, apply_renamings,
-        )
+        from .conversions import conversions
 
-        mapping = get_checkpoint_conversion_mapping(model_type) or []
-        self._renamings = [m for m in mapping if isinstance(m, WeightRenaming)]
-        self._reverse = [m.reverse_transform() for m in self._renamings[::-1]]
-        self._converters = [m for m in mapping if isinstance(m, WeightConverter)]
+        own = conversions(model_type)
+        self._renamings = own.renamings
+        self._reverse = own.reverse
+        self._converters = list(own.converters)
         if converters_from not in (None, model_type):
-            self._converters += [m for m in get_checkpoint_conversion_mapping(converters_from) or []
-                                 if isinstance(m, WeightConverter)]
-        self._apply = apply_renamings
+            self._converters += conversions(converters_from).converters
         # Merging converters: each source pattern with at most one `*` (the slice number), a MergeModulelist
         # (stacking the slices) and/or a Concatenate of the source patterns' tensors (one part each).
         self._stacks = []
         for c in self._converters:
-            ops = list(c.operations)
-            merge = [op for op in ops if isinstance(op, MergeModulelist)]
-            concat = [op for op in ops if isinstance(op, Concatenate)]
+            ops = [name for name, _ in c.operations]
+            merge = [dim for name, dim in c.operations if name == "MergeModulelist"]
+            concat = [dim for name, dim in c.operations if name == "Concatenate"]
             stars = [p.count("*") for p in c.source_patterns]
             if (len(ops) != len(merge) + len(concat) or len(merge) > 1 or len(concat) > 1
                     or any(n != (1 if merge else 0) for n in stars) or (len(c.source_patterns) > 1) != bool(concat)
-                    or (concat and merge and ops.index(merge[0]) > ops.index(concat[0]))):
+                    or (concat and merge and ops.index("MergeModulelist") > ops.index("Concatenate"))):
                 continue
             regexes = {p: _key_regex(p) for p in c.source_patterns}
-            self._stacks.append((c, regexes, merge[0].dim if merge else None, concat[0].dim if concat else None))
+            self._stacks.append((c, regexes, merge[0] if merge else None, concat[0] if concat else None))
         # `stacked` of each key asked: a streaming prune asks it of every key several times (a large MoE
         # checkpoint has tens of thousands of per-expert keys)
         self._stacked: dict[str, StackedSlice | None] = {}
 
     def model_key(self, key: str) -> str:
-        return self._apply(key, self._renamings) if self._renamings else key
+        for renaming in self._renamings:  # transformers' `apply_renamings`: every renaming in turn
+            key, _ = renaming.rename_source_key(key)
+        return key
 
     def checkpoint_key(self, model_key: str) -> str:
         """The name `save_pretrained` gives a model key in this model type's checkpoints."""
-        return self._apply(model_key, self._reverse) if self._reverse else model_key
+        for renaming in self._reverse:
+            model_key, _ = renaming.rename_source_key(model_key)
+        return model_key
 
     def needs_conversion(self, key: str) -> bool:
         """True for keys that transformers merges or splits on load (e.g. per-expert MoE weights)."""

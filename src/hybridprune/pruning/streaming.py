@@ -11,7 +11,9 @@ renumbered. The adapter's dropped parts (e.g. multi-token-prediction layers) are
 written last, in the source's style (`config_style`); then the result is checked against the tensors that
 config's model holds, as the adapter's layouts give them (`Adapter.expected_shapes`, no model is built):
 every expected tensor present, none extra, every shape right. The source is checked the same way against
-its own config first. A forward-pass smoke test is opt-in (`smoke_test=True`), since it loads the result.
+its own config first. The config is read, changed and written without transformers where its view of
+config.json is exact (`architectures.config_read`), and key renamings come from pinned data
+(`checkpoint.conversions`): a prune imports no modelling or config code. A forward-pass smoke test is opt-in (`smoke_test=True`), since it loads the result.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 import torch
 
 from ..architectures import ParamRule, get_adapter
+from ..architectures.config_read import read_config
 from ..checkpoint.load import check_loading_info, check_weight_files, refuse_non_finite
 from ..checkpoint.files import (INDEX_FILE, SINGLE_FILE, CheckpointFiles, CheckpointFormatError, KeyMap,
                                ShardWriter)
@@ -236,11 +239,9 @@ def stream_prune(
     its config, `CheckpointFormatError` for unreadable files, `NotServable` for a plan an engine of
     `serve_with` cannot serve (see `prune`). Returns `out_dir`.
     """
-    from transformers import AutoConfig
-
     source = Path(source)
     plan = Plan.parse(plan)
-    config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    config = read_config(source)  # without transformers where its view of config.json is exact
     adapter = get_adapter(config)
     dims = adapter.dims(config)
     check_weight_files(source, "checkpoint", allow_pickle=False)
