@@ -76,8 +76,15 @@ def test_a_streaming_prune_leaves_torch_unimported(bf16_checkpoint):
 
 
 # ---- the numpy dtypes against torch ---------------------------------------------------------------------
+@pytest.mark.parametrize("chunk", [None, 999])
 @pytest.mark.parametrize("name", [n for n, d in DTYPES.items() if d.kind in "fc"])
-def test_non_finite_counts_and_float32_widening_equal_torchs(name):
+def test_non_finite_counts_and_float32_widening_equal_torchs(name, chunk, monkeypatch):
+    """Every bit pattern's class (finite or not) and float32 value as torch has them; `chunk`: counted
+    a few elements at a time, so that chunks without any NaN/Inf are skipped."""
+    from hybridprune.checkpoint import dtypes
+
+    if chunk:
+        monkeypatch.setattr(dtypes, "_CHUNK", chunk)
     dtype = DTYPES[name]
     bits = np.random.default_rng(0).integers(0, 256, size=65536 * dtype.itemsize, dtype=np.uint8)
     stored = bits.view(dtype.storage)
@@ -95,3 +102,15 @@ def test_dtype_names():
     assert DTYPES["BF16"].storage == np.uint16 and DTYPES["F8_E4M3"].torch is torch.float8_e4m3fn
     with pytest.raises(ValueError, match="unknown dtype 'float7'"):
         dtype_of("float7")
+
+
+def test_a_lone_nan_or_inf_is_counted_in_whichever_chunk_it_is(monkeypatch):
+    from hybridprune.checkpoint import dtypes
+
+    monkeypatch.setattr(dtypes, "_CHUNK", 999)
+    stored = np.full((50, 100), 0x3F80, dtype=np.uint16)  # bf16 ones
+    assert count_non_finite(stored, DTYPES["BF16"]) == 0
+    stored[45, 7], stored[3, 3] = 0x7FC0, 0xFF80  # NaN in the 5th chunk, -inf in the 1st
+    assert count_non_finite(stored, DTYPES["BF16"]) == 2
+    assert count_non_finite(np.array([0x80, 0, 0x7F], dtype=np.uint8), DTYPES["F8_E4M3FNUZ"]) == 1
+    assert count_non_finite(np.arange(10), DTYPES["I64"]) == 0

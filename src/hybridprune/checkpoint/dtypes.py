@@ -122,6 +122,8 @@ def count_non_finite(values: np.ndarray, dtype: DType) -> int:
         chunk = bits[a:a + _CHUNK]
         m, h = masked[:chunk.size], hits[:chunk.size]
         np.bitwise_and(chunk, word.type(mask), out=m)
+        if mask == marker and m.max() != marker:  # exponent bits never all ones: all finite (one reduction)
+            continue
         np.equal(m, word.type(marker), out=h)
         bad += int(np.count_nonzero(h))
     return bad
