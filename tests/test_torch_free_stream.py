@@ -114,3 +114,25 @@ def test_a_lone_nan_or_inf_is_counted_in_whichever_chunk_it_is(monkeypatch):
     assert count_non_finite(stored, DTYPES["BF16"]) == 2
     assert count_non_finite(np.array([0x80, 0, 0x7F], dtype=np.uint8), DTYPES["F8_E4M3FNUZ"]) == 1
     assert count_non_finite(np.arange(10), DTYPES["I64"]) == 0
+
+
+@pytest.mark.filterwarnings("ignore:the scores were computed on a different model")
+def test_a_bfloat16_nan_is_refused_by_name(bf16_checkpoint, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from hybridprune.checkpoint.load import CheckpointLoadError
+    from hybridprune.importance.scores import Scores
+    from hybridprune.pruning.streaming import stream_prune
+
+    source = tmp_path / "source"
+    shutil.copytree(bf16_checkpoint / "source", source)
+    shard = sorted(source.glob("*.safetensors"))[1]
+    tensors = load_file(str(shard))
+    key = next(k for k, t in tensors.items() if t.dim() == 2)
+    tensors[key].view(-1)[-1] = float("nan")
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    name = key.split(".", 1)[1]  # named as the model names it
+    with pytest.raises(CheckpointLoadError, match=rf"NaN or infinite weights: \w+\.{name} \(1 values\)"):
+        stream_prune(source, Scores.load(bf16_checkpoint / "scores"), PLAN, tmp_path / "out")

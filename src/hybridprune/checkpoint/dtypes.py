@@ -92,7 +92,8 @@ def as_float32(values: np.ndarray, dtype: DType) -> np.ndarray:
     if dtype.name == "BF16":
         return (values.astype(np.uint32) << 16).view(np.float32)
     if dtype.native and dtype.kind != "c":
-        out = values.astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32: inf, as torch gives it
+            out = values.astype(np.float32)
         if dtype.name == "F16" and (nan := np.isnan(out)).any():  # torch quiets a signalling NaN, numpy keeps it
             out.view(np.uint32)[nan] |= 0x400000
         return out
