@@ -3,9 +3,10 @@
 The work is bound by memory traffic, so it avoids fresh memory: the source is mapped, not copied
 (`MappedFile.tensor`); the cut tensor is made and written piece by piece along its first dimension
 (a few MiB each, reused by the allocator) rather than as a whole new tensor, since first-touching fresh
-pages costs as much as the cut itself. Cuts are byte copies done by numpy's `take` on an integer view of
-the same width: the same for every dtype (bf16, fp8, ...), and about three times faster than torch's
-gather on CPU. Each shard's header is planned up front, so every tensor has its place in its file: a
+pages costs as much as the cut itself. Tensors are numpy arrays of their storage type (`DType.storage`:
+bf16 as uint16, fp8 as uint8), so a cut is a byte copy by numpy's `take`, the same for every dtype and
+about three times faster than torch's gather on CPU; NaN/Inf are found from the bits. Torch is imported
+only for a cast to another dtype (its rounding, as the in-memory path's). Each shard's header is planned up front, so every tensor has its place in its file: a
 large tensor is split into blocks of rows (`BLOCK_BYTES` of source), and `WORKERS` threads work on
 blocks of any tensors at once. Peak memory is about `WORKERS` blocks, whatever the tensors' sizes.
 """
