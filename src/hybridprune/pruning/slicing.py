@@ -27,7 +27,8 @@ Gated DeltaNet (Hk key heads of dk channels, Hv value heads of dv, per = Hv / Hk
     vc = [v*dv + c for v in Kv for c in Kd]      (gdn_v: value and gate rows, out_proj columns)
     gdn_qkv = kc ++ Hk*dk + kc ++ 2*Hk*dk + vc  (q ‖ k ‖ v rows and conv channels)
     gdn_heads = Kv (b, a rows, A_log, dt_bias); gdn_channels = Kd (the gated norm)
-Qwen3-Next's fused rows, W = 2*dk + 2*per*dv per group, local heads L_g of group g:
+Fused per-group rows (q ‖ k ‖ v ‖ z of each key-head group), W = 2*dk + 2*per*dv per group, local heads
+L_g of group g:
     gdn_qkvz = for g in Kg: g*W + [Kk, dk + Kk, 2dk + (L_g*dv + Kd), 2dk + per*dv + (L_g*dv + Kd)]
     gdn_ba   = for g in Kg: g*2per + [L_g, per + L_g]
 """
@@ -70,7 +71,7 @@ def head_channel_index(heads: Index, head_dim: int) -> Index:
 
 def gdn_grouped_index(axis: str, dims: Dims, groups: Index, heads: Index, key_channels: Index,
                       channels: Index) -> Index:
-    """Qwen3-Next's fused per-group rows (see the module docstring): interleaved by key-head group."""
+    """Fused per-group q‖k‖v‖z or b‖a rows (see the module docstring): interleaved by key-head group."""
     dk, dv = dims.linear_key_head_dim, dims.linear_value_head_dim
     per = dims.linear_num_value_heads // dims.linear_num_key_heads
     parts = []
@@ -95,8 +96,8 @@ def _gdn_width(d: Dims, axis: str) -> int:
 
 #: The names adapters use, spelled in the grammar (see the module docstring).
 ALIASES = {
-    "hidden2": "hidden*2",  # concat(hidden, embeddings): Zamba2's shared attention input
-    "hidden3": "hidden*3",  # three hidden-wide segments (LFM2's in_proj rows B | C | x)
+    "hidden2": "hidden*2",  # concat(hidden, embeddings): a shared block's input
+    "hidden3": "hidden*3",  # three hidden-wide segments (a short-conv mixer's in_proj rows B | C | x)
     "ffn_gate_up": "ffn*2",  # fused [gate | up] rows: neuron i is rows i and F + i
     "moe_ffn_gate_up": "moe_ffn*2",  # fused [gate | up] expert rows
     "attn_q": "attn_heads/attention_head_dim",
@@ -155,7 +156,7 @@ class AxisIndex:
         return self.BASE[base][1](self.dims) * n
 
     def _spelled(self, axis: str) -> str:
-        if axis.startswith("attn_heads:"):  # per-head rows of another width (MLA's q and kv_b): an extra
+        if axis.startswith("attn_heads:"):  # per-head rows of another width (a latent attention's q and kv_b): an extra
             return "attn_heads/" + axis.split(":", 1)[1]
         return ALIASES.get(axis, axis)
 
