@@ -204,10 +204,9 @@ class AxisIndex:
         if all(k is None for k in kept):
             return None
         out, offset = [], 0
-        for part, k in zip(parts, kept):
-            width = self.width(part)
-            out.append(offset + (np.arange(width, dtype=np.int64) if k is None else k))
-            offset += width
+        for n, (part, k) in enumerate(zip(parts, kept)):
+            out.append(offset + (np.arange(self.width(part), dtype=np.int64) if k is None else k))
+            offset += self.width(part) if n < len(parts) - 1 else 0  # the last part's width is not needed
         return np.concatenate(out)
 
     def _mamba(self, layer: int, what: str) -> Index | None:
