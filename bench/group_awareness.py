@@ -122,8 +122,8 @@ def arms_for(dims, scores, target, seed):
     layers = axis.layers(dims)
     # in-group top-k by the L2 over channels (select_mamba ranks any [heads, channels] matrix in its groups;
     # with every channel kept it is also what select_gdn does inside the kept key heads)
-    aware = {i: select_mamba(table[i], g, target, d)[0] for i in layers}
-    agnostic = {i: top_k_sorted(table[i].double().norm(dim=1), target) for i in layers}
+    aware = {i: torch.from_numpy(select_mamba(table[i], g, target, d)[0]) for i in layers}  # numpy indices
+    agnostic = {i: torch.from_numpy(top_k_sorted(table[i].double().norm(dim=1), target)) for i in layers}
     gen = torch.Generator().manual_seed(seed)
     rand = {i: torch.cat([k * per + torch.sort(torch.randperm(per, generator=gen)[:target // g]).values
                           for k in range(g)]) for i in layers}
@@ -208,7 +208,8 @@ def main(argv=None) -> None:
                 rows.append(row)
                 print(row, flush=True)
     for target in targets if ablate and not args.merge else ():  # oracle: per group, the heads whose ablation hurts most
-        oracle = {i: select_mamba(ablation[i].clamp(min=0).unsqueeze(1) + 1e-9, g, target, 1)[0] for i in layers}
+        oracle = {i: torch.from_numpy(select_mamba(ablation[i].clamp(min=0).unsqueeze(1) + 1e-9, g, target, 1)[0])
+                  for i in layers}
         pruned = apply_selection(t, selection_for(dims, oracle), dims.replace(**{axis.heads_field: target}))
         rows.append({"heads": target, "arm": "oracle in-group (ablation)", "seed": None, "zero_shot": s.loss(pruned)})
 

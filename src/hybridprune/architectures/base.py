@@ -185,6 +185,9 @@ class ParamRule:
     "moe_experts" (routed experts: router rows, the leading axis of 3-D expert tensors), "moe_ffn",
     "moe_ffn_gate_up" (expert neurons, shared by every expert), "moe_shared_ffn" (the shared expert's
     neurons), "moe_input" (the experts' input: "hidden", or nothing when they work in a latent space).
+    Stacked and per-head tensors are spelled in the grammar of `pruning.slicing` rather than given a
+    name of their own: "a+b" (concatenated), "a*3" (three stacked copies), "attn_heads/head_width"
+    (W rows per kept head; W a Dims field or extra), e.g. "hidden*3", "mamba_channels*2+mamba_bc+mamba_heads".
     """
 
     layer: int | None

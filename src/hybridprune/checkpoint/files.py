@@ -22,8 +22,7 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 
-import torch
-from safetensors import safe_open
+import numpy as np
 
 from .keymap import KeyMap, StackedSlice  # noqa: F401 - re-exported
 from .safetensors_io import (  # noqa: F401 - re-exported
@@ -164,18 +163,22 @@ class CheckpointFiles:
         return [k for k, t in self.tensors.items() if t.shard == shard]
 
     def open(self, shard: str):
-        """A safetensors handle on `shard` (memory-mapped: for small reads such as fingerprint samples)."""
+        """A safetensors handle on `shard` (memory-mapped, torch tensors: imports torch)."""
+        from safetensors import safe_open
+
         return safe_open(str(self.dir / shard), framework="pt")
 
-    def window(self, key: str, idx: tuple[slice, ...] = ()) -> torch.Tensor:
-        """Window `idx` (one slice per leading dimension) of tensor `key`, read with one small file read:
-        no memory map, whose faults can map a whole 2 MiB page of the page cache per sample."""
+    def window(self, key: str, idx: tuple[slice, ...] = ()) -> np.ndarray:
+        """Window `idx` (one slice per leading dimension) of tensor `key`, as an array of its storage type
+        (`DType.storage`), read with one small file read: no memory map, whose faults can map a whole
+        2 MiB page of the page cache per sample."""
         info = self.tensors[key]
         shape = info.shape
         ranges = [s.indices(n) for s, n in zip(idx, shape)] + [(0, n, 1) for n in shape[len(idx):]]
         size = tuple(len(range(*r)) for r in ranges)
+        storage = info.dtype.storage
         if 0 in size:
-            return torch.empty(size, dtype=info.dtype)
+            return np.empty(size, dtype=storage)
         strides = [math.prod(shape[d + 1:]) for d in range(len(shape))]
         first = sum(r[0] * st for r, st in zip(ranges, strides))
         last = sum((r[0] + (n - 1) * r[2]) * st for r, n, st in zip(ranges, size, strides))
@@ -184,18 +187,21 @@ class CheckpointFiles:
             f.seek(info.offset + first * info.dtype.itemsize)
             if f.readinto(buf) != len(buf):
                 raise self._error(f"{info.shard} is truncated at {key}")
-        flat = torch.frombuffer(buf, dtype=info.dtype)
-        return flat.as_strided(size, [r[2] * st for r, st in zip(ranges, strides)]).clone()
+        flat = np.frombuffer(buf, dtype=storage)
+        steps = [r[2] * st * storage.itemsize for r, st in zip(ranges, strides)]
+        return np.lib.stride_tricks.as_strided(flat, size, steps).copy()
 
     def mapped(self, shard: str) -> MappedFile:
         """`shard`, open for mapping its tensors one at a time (`MappedFile.tensor`)."""
         return MappedFile(self.dir / shard)
 
-    def read(self, key: str) -> torch.Tensor:
-        """A copy of tensor `key`."""
+    def read(self, key: str):
+        """A copy of tensor `key`, as a torch tensor of its dtype (imports torch)."""
+        import torch
+
         info = self.tensors[key]
         with self.mapped(info.shard) as f:
-            return f.tensor(info).clone()
+            return torch.from_numpy(f.tensor(info).copy()).view(info.dtype.torch)
 
     @property
     def largest_shard_bytes(self) -> int:

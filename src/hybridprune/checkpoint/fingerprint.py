@@ -12,19 +12,25 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
 from ..architectures import get_adapter
+from .dtypes import as_float32
 from .files import CheckpointFiles, KeyMap, sample_index
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _digest(dims, items) -> str:
+    """`items`: (name, shape, windows as float32 arrays)."""
     h = hashlib.sha256(json.dumps(dims.as_dict(), sort_keys=True, default=str).encode())
     for name, shape, windows in sorted(items, key=lambda item: item[0]):
         h.update(f"{name}:{tuple(shape)}".encode())
         for w in windows:
-            h.update(w.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            h.update(np.ascontiguousarray(w).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -47,12 +53,15 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         if not (source / "config.json").is_file():
             raise ValueError("cannot fingerprint an offloaded model that was not loaded from a local directory")
         return checkpoint_fingerprint(CheckpointFiles(source), model.config)
+    import torch
+
     items = []
     with torch.no_grad():
         for name, t in state.items():
             if name in tied:
                 continue
-            items.append((name, t.shape, [t[idx] for idx in sample_index(tuple(t.shape))]))
+            items.append((name, t.shape, [t[idx].detach().to("cpu", torch.float32).numpy()
+                                          for idx in sample_index(tuple(t.shape))]))
     return _digest(dims, items)
 
 
@@ -78,7 +87,8 @@ def checkpoint_fingerprint(files: CheckpointFiles, config) -> str:
                 stacks.setdefault(part.target, {})[part.index, part.segment] = key
                 continue
             info = files.tensors[key]
-            items.append((model_key, info.shape, [files.window(key, idx) for idx in sample_index(info.shape)]))
+            items.append((model_key, info.shape, [as_float32(files.window(key, idx), info.dtype)
+                                                  for idx in sample_index(info.shape)]))
     if stacks:
         part_shapes = {k: files.tensors[k].shape for parts in stacks.values() for k in parts.values()}
         shapes, starts = keymap.model_shapes(part_shapes), keymap.segment_starts(part_shapes)
@@ -90,10 +100,10 @@ def checkpoint_fingerprint(files: CheckpointFiles, config) -> str:
 
 
 def _merged_window(files: CheckpointFiles, keymap: KeyMap, parts: dict, starts: dict[str, int], shape: tuple[int, ...],
-                   idx: tuple) -> torch.Tensor:
+                   idx: tuple) -> np.ndarray:
     """Window `idx` of the tensor (of `shape`) that transformers merges from `parts` (checkpoint keys)
     by stacking and/or concatenating (a part at `starts[key]` along the concatenation axis), read from
-    the parts it covers."""
+    the parts it covers, as float32."""
     ranges = [s.indices(n)[:2] for s, n in zip(idx, shape)] + [(0, n) for n in shape[len(idx):]]
     out = None
     for key in parts.values():
@@ -106,10 +116,10 @@ def _merged_window(files: CheckpointFiles, keymap: KeyMap, parts: dict, starts: 
         local = [slice(lo - (r[0] if r else 0), hi - (r[0] if r else 0)) for (lo, hi), r in zip(lo_hi, region)]
         if part.dim is not None:
             del local[part.dim]
-        window = files.window(key, tuple(local))
+        window = as_float32(files.window(key, tuple(local)), info.dtype)
         if part.dim is not None:
-            window = window.unsqueeze(part.dim)
+            window = np.expand_dims(window, part.dim)
         if out is None:
-            out = torch.empty(tuple(b - a for a, b in ranges), dtype=window.dtype)
+            out = np.empty(tuple(b - a for a, b in ranges), dtype=np.float32)
         out[tuple(slice(lo - a, hi - a) for (lo, hi), (a, _) in zip(lo_hi, ranges))] = window
     return out

@@ -233,7 +233,7 @@ def _refuse_overflow(files, model, bad: list[tuple[str, int]], dtype: torch.dtyp
             if not info.dtype.is_floating_point:
                 continue
             with files.mapped(info.shard) as f:
-                source = f.tensor(info)
+                source = torch.from_numpy(f.tensor(info)).view(info.dtype.torch)
                 if count_non_finite(source):
                     break  # the checkpoint's own fault: refused as corrupt
                 value = max_abs(source)

@@ -25,9 +25,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from ..output.documents import unique_keys
+from .dtypes import DTYPES, DType, dtype_of
 
 #: The safetensors library's limit on a header's size.
 MAX_HEADER_BYTES = 100_000_000
@@ -37,15 +38,15 @@ class CheckpointFormatError(ValueError):
     """The checkpoint's safetensors files or index are missing, unreadable or inconsistent."""
 
 
-#: safetensors dtype names that torch represents, and their torch dtypes.
-DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64, "BOOL": torch.bool, "C64": torch.complex64,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-    "F8_E4M3FNUZ": torch.float8_e4m3fnuz, "F8_E5M2FNUZ": torch.float8_e5m2fnuz,
-}
-NAMES = {v: k for k, v in DTYPES.items()}
+def __getattr__(name: str):
+    """`NAMES`: torch dtype -> safetensors name (imports torch, so only when asked for)."""
+    if name == "NAMES":
+        import torch
+
+        return {getattr(torch, d.torch_name): d.name for d in DTYPES.values()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 #: Valid safetensors dtypes that hybridprune does not handle, and why.
 UNSUPPORTED = {
     "F4": "packed 4-bit floats", "F6_E2M3": "packed 6-bit floats", "F6_E3M2": "packed 6-bit floats",
@@ -58,7 +59,7 @@ class TensorInfo:
     key: str  # the name in the checkpoint
     shard: str  # file name inside the checkpoint directory (as the index gives it)
     shape: tuple[int, ...]
-    dtype: torch.dtype
+    dtype: DType
     offset: int = 0  # byte offset of the data in the file
 
     @property
@@ -153,11 +154,11 @@ def _library_agrees(path: Path, tensors: dict[str, TensorInfo]) -> None:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:
             seen = {k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape())) for k in f.keys()}
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
         raise HeaderError(f"the safetensors library refuses it: {str(exc).strip() or type(exc).__name__}") from None
-    mine = {k: (NAMES[t.dtype], t.shape) for k, t in tensors.items()}
+    mine = {k: (t.dtype.name, t.shape) for k, t in tensors.items()}
     if seen != mine:
         raise HeaderError("the safetensors library reads its header differently")
 
@@ -168,21 +169,22 @@ class MappedFile:
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_RDONLY)
 
-    def tensor(self, info: TensorInfo, rows: tuple[int, int] | None = None) -> torch.Tensor:
-        """Tensor `info` (or its rows `lo:hi` along the first dimension), over a private, copy-on-write
-        mapping of its bytes: nothing is read until it is used, writes to it never reach the file, and
-        the pages are unmapped when the tensor (and every view of it) is freed."""
+    def tensor(self, info: TensorInfo, rows: tuple[int, int] | None = None) -> np.ndarray:
+        """Tensor `info` (or its rows `lo:hi` along the first dimension) as an array of its storage type
+        (`DType.storage`: bfloat16 as uint16), over a private, copy-on-write mapping of its bytes: nothing
+        is read until it is used, writes to it never reach the file, and the pages are unmapped when the
+        array (and every view of it) is freed."""
         shape, offset, nbytes = info.shape, info.offset, info.nbytes
         if rows is not None and shape:
             row = nbytes // shape[0] if shape[0] else 0
             shape = (rows[1] - rows[0],) + shape[1:]
             offset, nbytes = offset + rows[0] * row, (rows[1] - rows[0]) * row
+        storage = info.dtype.storage
         if nbytes == 0:
-            return torch.empty(shape, dtype=info.dtype)
+            return np.empty(shape, dtype=storage)
         start = offset - offset % mmap.ALLOCATIONGRANULARITY
         mm = mmap.mmap(self._fd, offset - start + nbytes, access=mmap.ACCESS_COPY, offset=start)
-        flat = torch.frombuffer(mm, dtype=torch.uint8, offset=offset - start, count=nbytes)
-        return flat.view(info.dtype).view(shape)
+        return np.frombuffer(mm, dtype=storage, count=nbytes // storage.itemsize, offset=offset - start).reshape(shape)
 
     def close(self) -> None:
         os.close(self._fd)
@@ -194,12 +196,12 @@ class MappedFile:
         self.close()
 
 
-def raw_bytes(t: torch.Tensor) -> memoryview:
-    """The bytes of a contiguous tensor, without a copy."""
-    flat = t.reshape(-1)
-    if flat.numel() == 0:
+def raw_bytes(a: np.ndarray) -> memoryview:
+    """The bytes of an array, without a copy where it is contiguous."""
+    flat = np.ascontiguousarray(a).reshape(-1)
+    if flat.size == 0:
         return memoryview(b"")
-    return memoryview(flat.view(torch.uint8).numpy()).cast("B")
+    return memoryview(flat.view(np.uint8))
 
 
 class ShardWriter:
@@ -207,13 +209,14 @@ class ShardWriter:
     offset, in any order and from any thread. `close` checks every tensor was written in full.
     """
 
-    def __init__(self, path: Path, layout: list[tuple[str, torch.dtype, tuple[int, ...]]]) -> None:
+    def __init__(self, path: Path, layout: list[tuple[str, DType, tuple[int, ...]]]) -> None:
         header: dict = {"__metadata__": {"format": "pt"}}
         offset = 0
-        self._plan: dict[str, tuple[int, int, torch.dtype, tuple[int, ...]]] = {}
+        self._plan: dict[str, tuple[int, int, DType, tuple[int, ...]]] = {}
         for key, dtype, shape in layout:
+            dtype = dtype_of(dtype)
             n = math.prod(shape) * dtype.itemsize
-            header[key] = {"dtype": NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + n]}
+            header[key] = {"dtype": dtype.name, "shape": list(shape), "data_offsets": [offset, offset + n]}
             self._plan[key] = (offset, n, dtype, tuple(shape))
             offset += n
         text = json.dumps(header, separators=(",", ":")).encode()
@@ -229,20 +232,22 @@ class ShardWriter:
     def shape(self, key: str) -> tuple[int, ...]:
         return self._plan[key][3]
 
-    def write(self, key: str, data: torch.Tensor | Iterable[torch.Tensor], at: int = 0) -> None:
-        """Write tensor `key`: a tensor, or consecutive pieces of it along the first dimension starting
-        `at` bytes into it (several calls may write parts of one tensor, from any thread)."""
+    def write(self, key: str, data: np.ndarray | Iterable[np.ndarray], at: int = 0) -> None:
+        """Write tensor `key`: an array of its dtype's storage type, or consecutive pieces of it along the
+        first dimension starting `at` bytes into it (several calls may write parts of one tensor, from
+        any thread)."""
         begin, n, planned, shape = self._plan[key]
-        if isinstance(data, torch.Tensor):
+        if isinstance(data, np.ndarray):
             if tuple(data.shape) != shape:
                 raise RuntimeError(f"shard writer expected {key} of shape {shape}, got {tuple(data.shape)}")
             data = [data]
         pieces = data
         first = at
         for piece in pieces:
-            if piece.dtype != planned:
-                raise RuntimeError(f"shard writer expected {key} as {planned}, got {piece.dtype}")
-            view = raw_bytes(piece.contiguous())
+            if piece.dtype != planned.storage:
+                raise RuntimeError(f"shard writer expected {key} as {planned} (stored as {planned.storage}), got "
+                                   f"{piece.dtype}")
+            view = raw_bytes(piece)
             if at + len(view) > n:
                 raise RuntimeError(f"shard writer got more than the {n} bytes of {key} {shape}")
             done = 0

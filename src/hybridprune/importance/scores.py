@@ -1,7 +1,9 @@
 """`Scores`: per-unit importance of one model on one calibration set, saved once and reused.
 
 Every candidate of a search is pruned from the same `Scores`, so they live on disk as safetensors
-(the tensors) plus `scores.json` (what they were computed from).
+(the tensors) plus `scores.json` (what they were computed from). Loaded scores are numpy float32 arrays
+(a streaming prune needs no torch); calibration's are torch tensors. Whatever reads them takes either,
+through `as_float64`.
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
+import numpy as np
 
 from ..architectures import ATTENTION, GDN, MAMBA, MLP, MOE, Dims
 from ..output.atomic import atomic_directory
@@ -55,6 +56,27 @@ EXPERT_IMPORTANCE = {"output_norm": "moe_experts", "router_weighted": "moe_route
 GDN_IMPORTANCE = {"out_proj": "gdn", "value": "gdn_value"}
 GLOBAL_ENTRIES = ("hidden", "depth_kld", "depth_bi")
 
+if TYPE_CHECKING:
+    import torch
+
+#: One score table's values: a numpy array, or a torch tensor (calibration's).
+Values = Any
+
+
+def as_float64(values: Values) -> np.ndarray:
+    """Score values (a numpy array, or a torch tensor on any device) as a float64 numpy array."""
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64, copy=False)
+    if hasattr(values, "detach"):  # a torch tensor: converted without importing torch here
+        return values.detach().to("cpu").double().numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def _is_float(values: Values) -> bool:
+    if isinstance(values, np.ndarray):
+        return np.issubdtype(values.dtype, np.floating)
+    return bool(getattr(values, "is_floating_point", lambda: False)())
+
 #: scores.json: the fields the library reads, with the types they must have when present.
 META_SHAPE = {"model_type?": Optional(str), "fingerprint?": Optional(str), "num_samples?": Optional(int),
               "num_tokens?": Optional(int), "seq_len?": Optional(int), "depth_samples?": Optional(int),
@@ -90,20 +112,20 @@ class Scores:
       Block Influence (1 - cos between the block's input and output).
     """
 
-    mamba: dict[int, torch.Tensor] = field(default_factory=dict)
-    ffn: dict[int, torch.Tensor] = field(default_factory=dict)
-    attention: dict[int, torch.Tensor] = field(default_factory=dict)
-    moe_experts: dict[int, torch.Tensor] = field(default_factory=dict)
-    moe_router_weighted: dict[int, torch.Tensor] = field(default_factory=dict)
-    moe_frequency: dict[int, torch.Tensor] = field(default_factory=dict)
-    moe_ffn: dict[int, torch.Tensor] = field(default_factory=dict)
-    moe_shared_ffn: dict[int, torch.Tensor] = field(default_factory=dict)
-    gdn: dict[int, torch.Tensor] = field(default_factory=dict)
-    gdn_value: dict[int, torch.Tensor] = field(default_factory=dict)
-    gdn_key: dict[int, torch.Tensor] = field(default_factory=dict)
-    hidden: torch.Tensor | None = None
-    depth_kld: torch.Tensor | None = None
-    depth_bi: torch.Tensor | None = None
+    mamba: dict[int, Values] = field(default_factory=dict)
+    ffn: dict[int, Values] = field(default_factory=dict)
+    attention: dict[int, Values] = field(default_factory=dict)
+    moe_experts: dict[int, Values] = field(default_factory=dict)
+    moe_router_weighted: dict[int, Values] = field(default_factory=dict)
+    moe_frequency: dict[int, Values] = field(default_factory=dict)
+    moe_ffn: dict[int, Values] = field(default_factory=dict)
+    moe_shared_ffn: dict[int, Values] = field(default_factory=dict)
+    gdn: dict[int, Values] = field(default_factory=dict)
+    gdn_value: dict[int, Values] = field(default_factory=dict)
+    gdn_key: dict[int, Values] = field(default_factory=dict)
+    hidden: Values | None = None
+    depth_kld: Values | None = None
+    depth_bi: Values | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     #: where these scores were loaded from (for error messages); not saved
     origin: str | None = field(default=None, repr=False, compare=False)
@@ -146,6 +168,9 @@ class Scores:
 
     # ---- persistence -------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
+        """Every entry by its saved name, as contiguous float32 CPU torch tensors (imports torch)."""
+        import torch
+
         out = {}
         for group in GROUPS:
             for i, t in getattr(self, group).items():
@@ -154,10 +179,13 @@ class Scores:
             t = getattr(self, name)
             if t is not None:
                 out[name] = t
+        out = {k: torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v for k, v in out.items()}
         return {k: v.detach().float().cpu().contiguous() for k, v in out.items()}
 
     def write_files(self, directory: str | os.PathLike) -> None:
         """Write the two files into an existing directory (`save` is the atomic whole)."""
+        from safetensors.torch import save_file
+
         save_file(self.tensors(), str(Path(directory) / TENSORS_FILE))
         (Path(directory) / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
 
@@ -168,6 +196,9 @@ class Scores:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Scores":
+        """The scores saved in `directory`, as numpy float32 arrays."""
+        from safetensors.numpy import load_file
+
         directory = Path(directory)
         tensors_path, meta_path = directory / TENSORS_FILE, directory / META_FILE
         if not tensors_path.is_file() or not meta_path.is_file():
@@ -208,16 +239,16 @@ class Scores:
 
 
 def _check_entry(t: Any, name: str, expected: tuple | None, label: str, where: str, fix: str) -> None:
-    if not isinstance(t, torch.Tensor) or not (t.is_floating_point()):
+    if not hasattr(t, "shape") or not _is_float(t):
         raise ScoresError(f"{where}: entry {name!r} is not a floating-point tensor; {fix}")
     if expected is not None and tuple(t.shape) != tuple(expected):
         raise ScoresError(f"{where}: entry {name!r} has shape {list(t.shape)}, but this model's {label} "
                           f"is {list(expected)}; {fix}")
-    finite = torch.isfinite(t)
+    finite = np.isfinite(as_float64(t))
     if not finite.all():
         bad = int((~finite).sum())
         raise ScoresError(f"{where}: entry {name!r} holds {bad} non-finite value(s) (NaN or Inf) of "
-                          f"{t.numel()}; the calibration diverged: calibrate again, e.g. with --dtype float32")
+                          f"{finite.size}; the calibration diverged: calibrate again, e.g. with --dtype float32")
 
 
 def _read_meta(path: Path, redo: str) -> dict[str, Any]:

@@ -8,9 +8,7 @@ leave derived attributes (conv groups, norm group sizes, KV-group counts, cache 
 from __future__ import annotations
 
 import warnings
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..architectures import get_adapter
@@ -18,6 +16,9 @@ from ..importance.scores import Scores, ScoresError, model_fingerprint
 from .plan import Plan
 from .selection import Selection, select
 from .slicing import slice_state_dict
+
+if TYPE_CHECKING:  # torch is imported where a model is pruned: the streaming prune shares this module
+    import torch
 
 
 class PruneError(RuntimeError):
@@ -136,6 +137,8 @@ def apply_selection(model: torch.nn.Module, selection: Selection, new_dims) -> t
 
 
 def _smoke_test(model: torch.nn.Module) -> None:
+    import torch
+
     ids = torch.zeros(1, 4, dtype=torch.long, device=next(model.parameters()).device)
     with torch.no_grad():
         logits = model(input_ids=ids, use_cache=False).logits

@@ -16,83 +16,101 @@ Rules (Minitron-SSM, Eqs. 19–24):
   Mamba heads in their B/C groups); key channels (the delta rule's state dimension) by one ranking
   shared by q and k of every kept key head.
 - Depth: drop the blocks whose removal changes the logits least, or an explicit list.
-Kept indices are returned in ascending order inside each group, so slicing preserves the layout.
+Kept indices are numpy int64 arrays, ascending inside each group, so slicing preserves the layout.
+Every ranking is in float64 (scores may be numpy arrays or torch tensors) and its tie order is fixed:
+the higher score first, and of equal scores the lower index first (a stable sort of the negated scores).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
+import numpy as np
 
 from ..architectures import ATTENTION, GDN, MAMBA, MLP, MOE, Dims
 from ..architectures.base import unit_kinds
-from ..importance.scores import EXPERT_IMPORTANCE, GDN_IMPORTANCE, Scores, ScoresError
+from ..importance.scores import (
+    EXPERT_IMPORTANCE,
+    GDN_IMPORTANCE,
+    Scores,
+    ScoresError,
+    as_float64,
+)
 from .plan import Plan, PlanError
+
+Index = np.ndarray  # int64, one dimension
 
 
 @dataclass
 class Selection:
-    """Kept indices, in the original model's numbering. Absent entries mean "keep all"."""
+    """Kept indices (numpy int64 arrays), in the original model's numbering. Absent entries mean "keep all"."""
 
     kept_blocks: list[int]
-    hidden: torch.Tensor | None = None
-    mamba_heads: dict[int, torch.Tensor] = field(default_factory=dict)
-    mamba_channels: dict[int, torch.Tensor] = field(default_factory=dict)
-    ffn: dict[int, torch.Tensor] = field(default_factory=dict)
-    attention_heads: dict[int, torch.Tensor] = field(default_factory=dict)
-    moe_experts: dict[int, torch.Tensor] = field(default_factory=dict)
-    moe_ffn: dict[int, torch.Tensor] = field(default_factory=dict)
-    moe_shared_ffn: dict[int, torch.Tensor] = field(default_factory=dict)
+    hidden: Index | None = None
+    mamba_heads: dict[int, Index] = field(default_factory=dict)
+    mamba_channels: dict[int, Index] = field(default_factory=dict)
+    ffn: dict[int, Index] = field(default_factory=dict)
+    attention_heads: dict[int, Index] = field(default_factory=dict)
+    moe_experts: dict[int, Index] = field(default_factory=dict)
+    moe_ffn: dict[int, Index] = field(default_factory=dict)
+    moe_shared_ffn: dict[int, Index] = field(default_factory=dict)
     #: Gated DeltaNet: kept key heads (whole groups), value heads (original numbering), key and value channels
-    gdn_key_heads: dict[int, torch.Tensor] = field(default_factory=dict)
-    gdn_value_heads: dict[int, torch.Tensor] = field(default_factory=dict)
-    gdn_key_channels: dict[int, torch.Tensor] = field(default_factory=dict)
-    gdn_value_channels: dict[int, torch.Tensor] = field(default_factory=dict)
+    gdn_key_heads: dict[int, Index] = field(default_factory=dict)
+    gdn_value_heads: dict[int, Index] = field(default_factory=dict)
+    gdn_key_channels: dict[int, Index] = field(default_factory=dict)
+    gdn_value_channels: dict[int, Index] = field(default_factory=dict)
 
 
-def top_k_sorted(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k largest scores, ascending. Ties break towards the lower index."""
-    order = torch.sort(scores.double(), descending=True, stable=True).indices
-    return torch.sort(order[:k]).values
+def ranking(scores) -> Index:
+    """Indices from the highest score to the lowest; of equal scores the lower index first."""
+    return np.argsort(-as_float64(scores).reshape(-1), kind="stable")
 
 
-def top_k_per_group(scores: torch.Tensor, groups: int, k_per_group: int) -> torch.Tensor:
+def top_k_sorted(scores, k: int) -> Index:
+    """Indices of the k largest scores, ascending. Ties break towards the lower index (`ranking`)."""
+    return np.sort(ranking(scores)[:k]).astype(np.int64, copy=False)
+
+
+def top_k_per_group(scores, groups: int, k_per_group: int) -> Index:
     """Keep the k best units of each contiguous group; indices stay inside their group."""
-    n = scores.numel()
+    s = as_float64(scores).reshape(-1)
+    n = s.size
     if n % groups:
         raise PlanError(f"{n} units cannot be split into {groups} equal groups")
     size = n // groups
-    kept = [g * size + top_k_sorted(scores[g * size:(g + 1) * size], k_per_group) for g in range(groups)]
-    return torch.cat(kept)
+    kept = [g * size + top_k_sorted(s[g * size:(g + 1) * size], k_per_group) for g in range(groups)]
+    return np.concatenate(kept).astype(np.int64, copy=False)
 
 
-def select_mamba(s: torch.Tensor, n_groups: int, heads: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _l2(x: np.ndarray, axis: int) -> np.ndarray:
+    return np.sqrt(np.square(x).sum(axis=axis))
+
+
+def select_mamba(s, n_groups: int, heads: int, head_dim: int) -> tuple[Index, Index]:
     """Kept (heads, channels) of one Mamba layer from its [heads, head_dim] score matrix."""
-    channel_scores = s.double().norm(dim=0)  # L2 over heads: one shared channel ranking
-    channels = top_k_sorted(channel_scores, head_dim)
-    head_scores = s.double()[:, channels].norm(dim=1)  # L2 over the kept channels
-    kept_heads = top_k_per_group(head_scores, n_groups, heads // n_groups)
-    return kept_heads, channels
+    s = as_float64(s)
+    channels = top_k_sorted(_l2(s, 0), head_dim)  # L2 over heads: one shared channel ranking
+    head_scores = _l2(s[:, channels], 1)  # L2 over the kept channels
+    return top_k_per_group(head_scores, n_groups, heads // n_groups), channels
 
 
-def select_attention(s: torch.Tensor, kv_heads: int, heads: int) -> torch.Tensor:
+def select_attention(s, kv_heads: int, heads: int) -> Index:
     """Kept query heads of one attention layer from its [q_heads, head_dim] score matrix."""
-    return top_k_per_group(s.double().norm(dim=1), kv_heads, heads // kv_heads)
+    return top_k_per_group(_l2(as_float64(s), 1), kv_heads, heads // kv_heads)
 
 
-def select_gdn(values: torch.Tensor, keys: torch.Tensor, key_heads: int, value_heads: int, key_dim: int,
-               value_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def select_gdn(values, keys, key_heads: int, value_heads: int, key_dim: int,
+               value_dim: int) -> tuple[Index, Index, Index, Index]:
     """Kept (key heads, value heads, key channels, value channels) of one GDN layer from its
     [Hv, dv] value-head and [Hk, dk] key-head score matrices."""
-    hk, per = keys.shape[0], values.shape[0] // keys.shape[0]
-    v = values.double()
-    groups = top_k_sorted(v.reshape(hk, -1).norm(dim=1), key_heads)
-    members = (groups[:, None] * per + torch.arange(per)[None, :]).reshape(-1)
-    channels = top_k_sorted(v[members].norm(dim=0), value_dim)
-    head_scores = v[members][:, channels].norm(dim=1)
+    v, k = as_float64(values), as_float64(keys)
+    hk, per = k.shape[0], v.shape[0] // k.shape[0]
+    groups = top_k_sorted(_l2(v.reshape(hk, -1), 1), key_heads)
+    members = (groups[:, None] * per + np.arange(per)[None, :]).reshape(-1)
+    channels = top_k_sorted(_l2(v[members], 0), value_dim)
+    head_scores = _l2(v[members][:, channels], 1)
     heads = members[top_k_per_group(head_scores, key_heads, value_heads // key_heads)]
-    key_channels = top_k_sorted(keys.double()[groups].norm(dim=0), key_dim)
+    key_channels = top_k_sorted(_l2(k[groups], 0), key_dim)
     return groups, heads, key_channels, channels
 
 
@@ -115,9 +133,10 @@ def blocks_to_keep(plan: Plan, dims: Dims, scores: Scores, required_kinds: tuple
         raise PlanError(
             "num_layers needs depth scores; calibrate with depth importance or give drop_layers"
         )
-    if depth.numel() != dims.num_layers:
-        raise ScoresError(f"depth scores cover {depth.numel()} blocks, the model has {dims.num_layers}")
-    order = torch.sort(depth.double(), descending=True, stable=True).indices.tolist()
+    depth = as_float64(depth).reshape(-1)
+    if depth.size != dims.num_layers:
+        raise ScoresError(f"depth scores cover {depth.size} blocks, the model has {dims.num_layers}")
+    order = ranking(depth).tolist()
     pinned = [i for i in order if dims.block_kinds[i] in dims.fixed_layer_types]
     for kind in required_kinds:
         of_kind = [i for i in order if kind in unit_kinds(dims.block_kinds[i])]
@@ -142,7 +161,7 @@ def _why_pinned(required_kinds, dims: Dims) -> str:
     return " and ".join(parts) or "at least one layer"
 
 
-def _scores_for(table: dict, i: int, what: str) -> torch.Tensor:
+def _scores_for(table: dict, i: int, what: str):
     if i not in table:
         raise ScoresError(f"the scores have no {what} entry for block {i}; were they computed on this model?")
     return table[i]
@@ -174,7 +193,7 @@ def select(scores: Scores, plan: Plan, dims: Dims, required_kinds: tuple[str, ..
     kept = blocks_to_keep(plan, dims, scores, required_kinds)
     sel = Selection(kept_blocks=kept)
     if plan.hidden_size is not None and plan.hidden_size != dims.hidden_size:
-        if scores.hidden is None or scores.hidden.numel() != dims.hidden_size:
+        if scores.hidden is None or as_float64(scores.hidden).size != dims.hidden_size:
             raise ScoresError("the scores' hidden-channel entry does not match this model's hidden size")
         sel.hidden = top_k_sorted(scores.hidden, plan.hidden_size)
     for i in kept:

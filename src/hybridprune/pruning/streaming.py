@@ -25,10 +25,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from ..architectures import ParamRule, get_adapter
 from ..architectures.config_read import read_config
+from ..checkpoint.dtypes import DType, dtype_of
 from ..checkpoint.load import check_loading_info, check_weight_files, refuse_non_finite
 from ..checkpoint.files import (INDEX_FILE, SINGLE_FILE, CheckpointFiles, CheckpointFormatError, KeyMap,
                                ShardWriter)
@@ -52,7 +53,7 @@ class _Entry:
     rule: object
     #: per dimension of the stored tensor, the indices kept (None: all); [] without a rule
     keep: list
-    dtype: torch.dtype
+    dtype: DType
     shape: tuple[int, ...]
     nbytes: int
 
@@ -84,7 +85,7 @@ def _renumbered(key: str, model_key: str, keymap: KeyMap, prefix: str, layer: in
 
 
 def _plan_entries(files: CheckpointFiles, keys: list[str], keymap: KeyMap, adapter, dims, selection,
-                  index: AxisIndex, dtype: torch.dtype | None) -> list[_Entry]:
+                  index: AxisIndex, dtype: DType | None) -> list[_Entry]:
     model_keys = {key: keymap.model_key(key) for key in keys}
     stacked = {key: keymap.stacked(key) for key in keys}
     # Rules are written for the model's tensors: a stacked slice takes its merged tensor's rule.
@@ -116,7 +117,7 @@ def _plan_entries(files: CheckpointFiles, keys: list[str], keymap: KeyMap, adapt
             if part.dim is not None:
                 kept = index(axes[part.dim], rule.layer) if axes[part.dim] is not None else None
                 if kept is not None:
-                    where = (kept == part.index).nonzero()
+                    where = np.flatnonzero(np.asarray(kept) == part.index)
                     if len(where) == 0:
                         continue
                     cut = len(key) - part.span[0]  # the layer renumbering only changed what comes before
@@ -127,18 +128,17 @@ def _plan_entries(files: CheckpointFiles, keys: list[str], keymap: KeyMap, adapt
     return entries
 
 
-def _entry(key: str, out_key: str, rule, index: AxisIndex, info, dtype: torch.dtype | None) -> _Entry:
+def _entry(key: str, out_key: str, rule, index: AxisIndex, info, dtype: DType | None) -> _Entry:
     shape = list(info.shape)
     keep = [index(axis, rule.layer) if axis is not None else None for axis in rule.axes] if rule else []
     for dim, idx in enumerate(keep):
         if idx is not None:
             shape[dim] = len(idx)
     out_dtype = dtype if dtype is not None and info.dtype.is_floating_point else info.dtype
-    element = torch.empty((), dtype=out_dtype).element_size()
     n = 1
     for s in shape:
         n *= s
-    return _Entry(key, out_key, rule, keep, out_dtype, tuple(shape), n * element)
+    return _Entry(key, out_key, rule, keep, out_dtype, tuple(shape), n * out_dtype.itemsize)
 
 
 def _assign_shards(entries: list[_Entry], max_bytes: int) -> list[list[_Entry]]:
@@ -204,6 +204,7 @@ def _check_against_config(config, written: dict[str, tuple[int, ...]], keymap: K
 
 
 def _smoke_test(tmp: Path) -> None:
+    import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, trust_remote_code=False)
@@ -220,7 +221,7 @@ def stream_prune(
     out_dir: str | os.PathLike,
     *,
     max_shard_bytes: int | None = None,
-    dtype: torch.dtype | None = None,
+    dtype=None,
     smoke_test: bool = False,
     overwrite: bool = False,
     strict_fingerprint: bool = False,
@@ -233,14 +234,16 @@ def stream_prune(
     """Prune the checkpoint in directory `source` to `plan` with `scores`, shard by shard, into `out_dir`.
 
     Gives the same tensors as `prune` on the loaded model followed by `export`, in the source's key
-    layout. `max_shard_bytes` defaults to the source's largest shard; `dtype` casts floating-point
-    tensors (default: keep the stored dtype). Raises `PlanError`/`ScoresError`/
+    layout. `max_shard_bytes` defaults to the source's largest shard; `dtype` (a torch dtype or its
+    name, "bfloat16") casts floating-point tensors (default: keep the stored dtype; torch is imported
+    only for a cast). Raises `PlanError`/`ScoresError`/
     `Unrepresentable` for a plan or scores that do not fit, `PruneError` if the result does not match
     its config, `CheckpointFormatError` for unreadable files, `NotServable` for a plan an engine of
     `serve_with` cannot serve (see `prune`). Returns `out_dir`.
     """
     source = Path(source)
     plan = Plan.parse(plan)
+    dtype = None if dtype is None else dtype_of(dtype)
     config = read_config(source)  # without transformers where its view of config.json is exact
     adapter = get_adapter(config)
     dims = adapter.dims(config)
@@ -257,7 +260,8 @@ def stream_prune(
                                          gdn_importance)
     new_config = adapter.make_config(config, new_dims)
     stored = next((t.dtype for t in files.tensors.values() if t.dtype.is_floating_point), None)
-    new_config.dtype = dtype or stored  # what the shards hold, as save_pretrained records it
+    held = dtype or stored
+    new_config.dtype = held.torch_name if held else None  # what the shards hold, as save_pretrained records it
     index = AxisIndex(selection, dims)
     warn_dropped(dropped)
     entries = _plan_entries(files, keys, keymap, adapter, dims, selection, index, dtype)

@@ -65,28 +65,33 @@ def _unit_rows(scores) -> list[tuple[str, str, dict[int, list[float]]]]:
     """(title, unit name, {layer: scores per unit}) for each axis the scores hold."""
     import torch
 
+    from ..importance.scores import as_float64
+
+    def f32(t):  # loaded scores are numpy arrays, calibration's torch tensors
+        return torch.from_numpy(as_float64(t)).float()
+
     axes = []
     if scores.mamba:
         axes.append(("Mamba heads (L2 over head channels)", "head",
-                     {i: torch.linalg.vector_norm(t.float(), dim=1).tolist() for i, t in scores.mamba.items()}))
+                     {i: torch.linalg.vector_norm(f32(t), dim=1).tolist() for i, t in scores.mamba.items()}))
         axes.append(("Mamba head channels (L2 over heads)", "channel",
-                     {i: torch.linalg.vector_norm(t.float(), dim=0).tolist() for i, t in scores.mamba.items()}))
+                     {i: torch.linalg.vector_norm(f32(t), dim=0).tolist() for i, t in scores.mamba.items()}))
     if scores.attention:
         axes.append(("Attention heads (L2 over head channels)", "head",
-                     {i: torch.linalg.vector_norm(t.float(), dim=1).tolist() for i, t in scores.attention.items()}))
+                     {i: torch.linalg.vector_norm(f32(t), dim=1).tolist() for i, t in scores.attention.items()}))
     if scores.ffn:
-        axes.append(("FFN neurons", "neuron", {i: t.float().tolist() for i, t in scores.ffn.items()}))
+        axes.append(("FFN neurons", "neuron", {i: f32(t).tolist() for i, t in scores.ffn.items()}))
     if scores.moe_experts:
         axes.append(("Routed experts (mean output norm over their tokens)", "expert",
-                     {i: t.float().tolist() for i, t in scores.moe_experts.items()}))
+                     {i: f32(t).tolist() for i, t in scores.moe_experts.items()}))
         axes.append(("Routed experts (share of routed tokens)", "expert",
-                     {i: t.float().tolist() for i, t in scores.moe_frequency.items()}))
+                     {i: f32(t).tolist() for i, t in scores.moe_frequency.items()}))
         axes.append(("Expert FFN neurons (shared by all experts)", "neuron",
-                     {i: t.float().tolist() for i, t in scores.moe_ffn.items()}))
+                     {i: f32(t).tolist() for i, t in scores.moe_ffn.items()}))
     if scores.moe_shared_ffn:
-        axes.append(("Shared-expert neurons", "neuron", {i: t.float().tolist() for i, t in scores.moe_shared_ffn.items()}))
+        axes.append(("Shared-expert neurons", "neuron", {i: f32(t).tolist() for i, t in scores.moe_shared_ffn.items()}))
     if scores.hidden is not None:
-        axes.append(("Hidden channels (summed over blocks)", "channel", {-1: scores.hidden.float().tolist()}))
+        axes.append(("Hidden channels (summed over blocks)", "channel", {-1: f32(scores.hidden).tolist()}))
     return axes
 
 
