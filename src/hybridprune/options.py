@@ -31,6 +31,12 @@ EXPERT_IMPORTANCE = ("output_norm", "router_weighted", "frequency")
 GDN_IMPORTANCE = ("out_proj", "value")
 
 
+class SettingError(Exception):
+    """A setting (a command's flag, a recipe's key, a keyword of the Python API) asks for what cannot be
+    done here; the message names it and says what to do, and the command line shows it without a
+    traceback (`cli.errors.CliError` is one)."""
+
+
 class OptionError(ValueError):
     """An option's value breaks its rule; the message names the option as the user gave it."""
 
