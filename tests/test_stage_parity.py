@@ -16,9 +16,9 @@ import typer
 from ckpt_helpers import invoke
 from hybridprune.cli import app
 from hybridprune.recipe import schema
-from hybridprune.recipe.runner import check
 from hybridprune.recipe.loader import load_text
 from hybridprune.recipe.plan import stages
+from hybridprune.recipe.runner import check
 from hybridprune.stages.calibrate import CalibrateSettings
 from hybridprune.stages.evaluate import EvalSettings
 from hybridprune.stages.prune import PruneSettings

@@ -208,8 +208,8 @@ def test_an_unknown_device_map_is_refused_before_loading(no_loading, tmp_path, c
 
 
 def test_gpu_numbers_are_checked_against_the_gpus_present(monkeypatch):
-    from hybridprune.checkpoint.devices import check_device
-    from hybridprune.options import SettingError  # the command line shows it as it shows CliError
+    from hybridprune.checkpoint.devices import check_device  # below the command line: recipes check devices too
+    from hybridprune.options import SettingError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

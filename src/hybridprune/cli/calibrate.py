@@ -46,8 +46,8 @@ def calibrate_command(
     settings = CalibrateSettings(samples=samples, seq_len=seq_len, batch_size=batch_size, depth_samples=depth_samples,
                                  text_field=text_field, seed=seed, device=device, device_map=device_map, dtype=dtype,
                                  force=force, trust_remote_code=trust_remote_code)
-    calibrate.check(settings)
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
+    calibrate.check(settings)
     check_data_path("--data", data)
     rank, world = init_distributed()
     scores = calibrate.run(settings, model, data, out, overwrite=overwrite, voice=voice(), shard=(rank, world))
