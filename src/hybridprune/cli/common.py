@@ -107,9 +107,8 @@ def load_model(path: str | Path, *, dtype: str = "auto", device: str | None = No
     which holds the dtype and device rules); `device=None` is "auto" here, a GPU when there is one."""
     from ..checkpoint.load import load_model as load
 
-    target = resolve_device(device)  # checked even when a device map places the model
-    return load(path, dtype=dtype, device=None if device_map else target, trust_remote_code=trust_remote_code,
-                role=role, device_map=device_map, whole=whole)
+    return load(path, dtype=dtype, device=device or "auto", trust_remote_code=trust_remote_code, role=role,
+                device_map=device_map, whole=whole)
 
 
 def forecast_memory(forecast, *, force: bool, lower: str, spread: bool = False) -> None:

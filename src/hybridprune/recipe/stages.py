@@ -190,24 +190,20 @@ def search(ctx: Context, stage: Stage, work: Path) -> dict:
 
 
 def prune(ctx: Context, stage: Stage, work: Path) -> dict:
-    import dataclasses
-
     from ..output.documents import DocumentError
     from ..pruning.plan import Plan, PlanError
     from ..stages import prune as prune_stage
 
-    settings = stage.settings
     if stage.inputs.get("search") is not None:  # the search stage's record: it may have run in another command
         found = stage.inputs["search"]
         try:
             plan = Plan.from_dict(found.record_outputs()["plan"])
         except PlanError as exc:
             raise DocumentError(f"{found.dir / RECORD}: outputs.plan: {exc}; {record_fix(found.dir)}") from None
-        settings = dataclasses.replace(settings, plan=plan.to_dict())
     else:
         plan = stage.plan  # parsed when the stages were planned
-    prune_stage.run(settings, ctx.output(stage.model_in), ctx.output(stage.inputs["calibrate"], "scores"),
-                    work / "model", overwrite=True, voice=ctx.voice(), loader=ctx.loader)
+    prune_stage.run(stage.settings, ctx.output(stage.model_in), ctx.output(stage.inputs["calibrate"], "scores"),
+                    work / "model", overwrite=True, plan=plan, voice=ctx.voice(), loader=ctx.loader)
     return {"model": "model", "plan": plan.to_dict()}
 
 

@@ -45,13 +45,10 @@ class Loader:
 
     def model(self, path: str | Path, s, *, role: str = "checkpoint", whole: bool = False):
         """The model at `path`, loaded as settings `s` say (dtype, device, device map, remote code)."""
-        from ..checkpoint.devices import resolve_device
         from ..checkpoint.load import load_model
 
-        target = resolve_device(s.device)  # checked even when a device map places the model
-        device_map = getattr(s, "device_map", None)
-        return load_model(path, dtype=s.dtype, device=None if device_map else target, role=role,
-                          trust_remote_code=s.trust_remote_code, device_map=device_map, whole=whole)
+        return load_model(path, dtype=s.dtype, device=s.device or "auto", role=role, whole=whole,
+                          trust_remote_code=s.trust_remote_code, device_map=getattr(s, "device_map", None))
 
     def tokenizer(self, path: str | Path, s, *, role: str = "checkpoint"):
         from ..checkpoint.load import load_tokenizer

@@ -42,25 +42,28 @@ def check(s: PruneSettings) -> None:
 
     check_device(s.device)
     PRUNE.check({k: v for k, v in dataclasses.asdict(s).items() if k in PRUNE})
-    if s.plan is None:
-        raise SettingError("give a plan: --plan 'hidden_size=3072,...' or a YAML/JSON file (a recipe: prune.plan, "
-                           "or a search stage)")
     if s.trust_remote_code and not s.in_memory:
         raise SettingError("--trust-remote-code needs --in-memory: a streaming prune never runs the checkpoint's code")
 
 
 def run(s: PruneSettings, model: str | Path, scores: str | Path, out: str | Path, *, overwrite: bool = False,
-        voice: Voice = SILENT, loader: Loader | None = None) -> tuple[Path, dict]:
+        plan=None, voice: Voice = SILENT, loader: Loader | None = None) -> tuple[Path, dict]:
     """Prune the checkpoint `model` (a directory or a Hub id) to `s.plan` with the scores in directory
-    `scores`, into `out`; returns the output directory and its `hybridprune.json` (what was pruned)."""
+    `scores`, into `out`; returns the output directory and its `hybridprune.json` (what was pruned).
+    `plan`: the plan already parsed (a recipe parses its plan once, when it plans its stages, or takes
+    it from its search), in place of `s.plan`."""
     from ..checkpoint.load import resolve
+    from ..options import SettingError
     from ..output.atomic import check_output
     from ..pruning.plan import Plan
 
     # Everything that can be checked without the weights is checked first: the plan even without the
     # config (and without torch, which the modules below import).
     check(s)
-    parsed = Plan.parse(s.plan)
+    if plan is None and s.plan is None:
+        raise SettingError("give a plan: --plan 'hidden_size=3072,...' or a YAML/JSON file (in a recipe: "
+                           "prune.plan, or a search section)")
+    parsed = Plan.parse(s.plan) if plan is None else plan
     check_output(out, overwrite=overwrite)
     model = resolve(model, role="model")  # a local directory; a Hub id is fetched (safetensors only)
     adapter, dims, config = _model_checked(s, model, parsed, voice)
