@@ -128,7 +128,11 @@ def _no_device_checks(monkeypatch):
 
 
 @pytest.mark.parametrize("name", COMMANDS)
-def test_the_command_and_the_recipe_build_equal_settings(name, monkeypatch, tmp_path):
+def test_the_command_and_the_recipe_run_their_stage_with_equal_settings(name, monkeypatch, tmp_path):
+    """The settings `run` gets from the command's flags, from the planned recipe and from the recipe's
+    stage function are the same object, every field at a value other than its default."""
+    from hybridprune.recipe import stages as run_stages
+
     _no_device_checks(monkeypatch)
     module = {"eval": "evaluate"}.get(name, name)
     caught = _catch(monkeypatch, module)
@@ -137,24 +141,14 @@ def test_the_command_and_the_recipe_build_equal_settings(name, monkeypatch, tmp_
               "eval": [tmp_path, "--data", "shakespeare"]}[name]
     result = invoke(name, *inputs, *_flags(VALUES[name]))
     assert isinstance(result.exception, _Caught), result.output
-    from_command = caught.pop()
 
     recipe, _, lines = check(*load_text(_yaml(name, VALUES[name]), "r.yaml"), "r.yaml")
     planned = next(st for st in stages(recipe, tmp_path, lines, "r.yaml") if st.kind == name)
-    assert planned.settings == from_command == COMMANDS[name](**VALUES[name])
-
-
-def test_the_recipe_runs_its_stage_with_the_sections_settings(monkeypatch, tmp_path):
-    """The recipe's stage function hands `run` the planned section unchanged."""
-    from hybridprune.recipe import stages as run_stages
-
-    caught = _catch(monkeypatch, "prune")
-    recipe, _, lines = check(*load_text(_yaml("prune", VALUES["prune"]), "r.yaml"), "r.yaml")
-    planned = stages(recipe, tmp_path, lines, "r.yaml")
-    ctx = run_stages.Context(recipe, tmp_path, None)
+    monkeypatch.setattr("hybridprune.evaluate.harness.require_lm_eval", lambda: None)  # the tasks are not run
     with pytest.raises(_Caught):
-        run_stages.prune(ctx, planned[1], tmp_path)
-    assert caught == [PruneSettings(**VALUES["prune"])]
+        getattr(run_stages, module)(run_stages.Context(recipe, tmp_path, None), planned, tmp_path)
+    from_command, from_recipe = caught
+    assert from_command == planned.settings == from_recipe == COMMANDS[name](**VALUES[name])
 
 
 def test_a_sections_own_value_wins_over_the_top_level_one(tmp_path):
