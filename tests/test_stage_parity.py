@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,18 @@ def test_a_sections_own_value_wins_over_the_top_level_one(tmp_path):
     cal, prune = stages(recipe, tmp_path, lines, "r.yaml")[:2]
     assert (cal.settings.seed, cal.settings.dtype) == (6, "float32")
     assert prune.settings.dtype == "float32" and prune.settings.device == PruneSettings().device
+
+
+@pytest.mark.parametrize("where,text", [
+    ("calibrate.device", "calibrate: {device: mps:3}\nprune: {plan: 'hidden_size=32'}\n"),
+    ("eval.device_map", "eval: {device_map: everywhere}\n"),
+    ("rounds[0].prune.device", "rounds: [{plan: 'hidden_size=32', prune: {device: mps:3}}]\n"),
+])
+def test_a_sections_device_is_checked_with_its_line(tmp_path, where, text):
+    from hybridprune.recipe.loader import RecipeError
+
+    with pytest.raises(RecipeError, match=re.escape(f"r.yaml:2: {where} ")):
+        check(*load_text("model: shipped:tiny-nemotron-h\n" + text, "r.yaml"), "r.yaml")
 
 
 # ---- byte for byte on a tiny model ------------------------------------------------------------------

@@ -346,10 +346,15 @@ def _check_device(recipe: Recipe, lines: dict, file: str) -> None:
     from ..options import SettingError
 
     places = [(("device",), recipe.device, check_device)]
+    overrides = [(("rounds", i, name), getattr(rnd, name) or {}) for i, rnd in enumerate(recipe.rounds or [])
+                 for name in ("calibrate", "prune")]
     for name in SECTIONS:
+        section = dataclasses.asdict(getattr(recipe, name)) if getattr(recipe, name) is not None else {}
+        overrides.append(((name,), section if (name,) in lines else {}))
+    for where, values in overrides:
         for key, checker in (("device", check_device), ("device_map", check_device_map)):
-            if (name, key) in lines:
-                places.append(((name, key), getattr(getattr(recipe, name), key, None), checker))
+            if (*where, key) in lines:
+                places.append(((*where, key), values.get(key), checker))
     for path, value, checker in places:
         if value is None:
             continue
