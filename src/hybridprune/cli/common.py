@@ -77,8 +77,6 @@ def fail_cleanly(func):
     return wrapper
 
 
-
-
 def __getattr__(name: str):
     """`forward_forecast`, imported from `checkpoint.forecast` when first asked for (not at `--help`)."""
     if name == "forward_forecast":
