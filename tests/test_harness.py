@@ -47,6 +47,14 @@ def test_local_tasks_are_materialised_with_absolute_data_paths(tmp_path):
         assert "{{data_dir}}" not in text and f"{TASKS_DIR.as_posix()}/{name}.jsonl" in text
 
 
+def test_one_shipped_task_checked_first_leaves_the_other_known():
+    """lm-eval's index of the shipped tasks' folder is kept per process: checking one task first must
+    not leave an index that lacks the other."""
+    pytest.importorskip("lm_eval")
+    harness.check_tasks(["next_line_choice"])
+    assert harness.check_tasks(["corpus_bpb", "next_line_choice"]) == ["corpus_bpb", "next_line_choice"]
+
+
 def test_local_tasks_run_on_a_tiny_random_model(tokenizer):
     out = run_tasks(_model(), tokenizer, ["next_line_choice", "corpus_bpb"], limit=4, batch_size=4)
     assert set(out) == {"next_line_choice", "corpus_bpb"}

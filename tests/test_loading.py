@@ -150,3 +150,24 @@ def test_hub_ids_resolve_through_the_resolver_list(tmp_path, monkeypatch):
 def test_the_loaded_model_is_whole_and_in_eval_mode(good):
     model = checkpoints.load_model(good / "model", role="teacher")
     assert not model.training and checkpoints.non_finite_tensors(model) == []
+
+
+def test_dtype_auto_is_bfloat16_on_a_gpu_in_the_one_load_path(monkeypatch):
+    """The rule lives in `checkpoint` (the load path every door uses), not in the command line: a GPU
+    target, or a device map on a machine with one, loads "auto" as bfloat16; the CPU keeps the stored dtype."""
+    from hybridprune.checkpoint.devices import load_dtype
+
+    assert load_dtype("auto", torch.device("cuda:0")) is torch.bfloat16
+    assert load_dtype("auto", torch.device("cpu")) == "auto"
+    assert load_dtype("fp32", torch.device("cuda:0")) is torch.float32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert load_dtype("auto", None, "auto") is torch.bfloat16
+
+
+def test_the_load_path_takes_dtypes_and_devices_as_the_commands_name_them():
+    from hybridprune.data.assets import teacher_path
+
+    source = teacher_path("tiny-qwen3-5")  # stored as bfloat16
+    assert next(checkpoints.load_model(source, dtype="auto", device="cpu").parameters()).dtype is torch.bfloat16
+    model = checkpoints.load_model(source, dtype="fp32", device="auto")  # auto: the CPU here
+    assert next(model.parameters()).dtype is torch.float32

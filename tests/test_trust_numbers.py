@@ -208,14 +208,14 @@ def test_an_unknown_device_map_is_refused_before_loading(no_loading, tmp_path, c
 
 
 def test_gpu_numbers_are_checked_against_the_gpus_present(monkeypatch):
-    from hybridprune.cli.common import CliError
-    from hybridprune.cli.devices import check_device
+    from hybridprune.checkpoint.devices import check_device  # below the command line: recipes check devices too
+    from hybridprune.options import SettingError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     check_device("cuda")
     check_device("cuda:1")
-    with pytest.raises(CliError, match=r"has 2 cuda device\(s\).*devices here: cpu, cuda:0, cuda:1; "
+    with pytest.raises(SettingError, match=r"has 2 cuda device\(s\).*devices here: cpu, cuda:0, cuda:1; "
                                        r"pass --device cuda:0"):
         check_device("cuda:7")
 

@@ -26,10 +26,8 @@ LAYERS: list[tuple[str, ...]] = [
 ALLOWED: dict[tuple[str, str], str] = {
     ("options", "archsearch"): "a rule's parser is the owning package's (sizes: archsearch.cost.parse_params, "
                                "search axes: archsearch.space), imported only when a value is checked",
-    ("recipe", "cli"): "to be moved: recipe loads models and resolves dtypes (stages: cli.common.load_model, "
-                       "resolve_dtype), checks the device (schema: cli.devices.check_device, CliError) and "
-                       "forecasts memory (forecasts: cli.common.forward_forecast/weight_bytes/resolve_device, "
-                       "cli.search._forecast) through the command line; these belong in checkpoint/ (devices, "
-                       "dtypes, the load path, with an error class below cli that CliError can be) and the "
-                       "search's forecast in archsearch/",
+    ("recipe", "cli"): "to be moved: the search's memory forecast (forecasts: cli.search._forecast) belongs in "
+                       "archsearch/ or stages/, and the distil stage loads its student through cli.common.load_model "
+                       "(checkpoint.load.load_model with device='auto' is the same); loading, dtypes, devices and the "
+                       "other forecasts are in checkpoint/ already",
 }

@@ -31,6 +31,12 @@ EXPERT_IMPORTANCE = ("output_norm", "router_weighted", "frequency")
 GDN_IMPORTANCE = ("out_proj", "value")
 
 
+class SettingError(Exception):
+    """A setting (a command's flag, a recipe's key, a keyword of the Python API) asks for what cannot be
+    done here; the message names it and says what to do, and the command line shows it without a
+    traceback (`cli.errors.CliError` is one)."""
+
+
 class OptionError(ValueError):
     """An option's value breaks its rule; the message names the option as the user gave it."""
 
@@ -257,7 +263,7 @@ def _distill_numbers(v: dict, n: Names) -> Iterator[tuple[str, str]]:
 
 CALIBRATE = Options({
     "samples": whole(1), "seq_len": whole(2), "batch_size": whole(1), "depth_samples": whole(0), "seed": SEED,
-    "dtype": one_of(*DTYPES),
+    "dtype": one_of(*DTYPES), "text_field": NOT_BLANK,
 })
 
 SEARCH = Options({
@@ -289,7 +295,7 @@ DISTILL = Options({
 EVAL = Options({
     "samples": whole(1), "seq_len": whole(2), "batch_size": whole(1), "batch_sizes": POSITIVE_LIST,
     "context": POSITIVE_LIST, "new_tokens": whole(1), "repeats": whole(1), "warmup": whole(0),
-    "task_limit": POSITIVE, "seed": SEED, "dtype": one_of(*DTYPES),
+    "task_limit": POSITIVE, "seed": SEED, "dtype": one_of(*DTYPES), "text_field": NOT_BLANK, "split": NOT_BLANK,
 })
 
 TEACHER_LOGITS = Options({"seq_len": whole(2), "top_k": whole(1), "seed": SEED, "num_samples": whole(1),

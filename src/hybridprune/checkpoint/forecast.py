@@ -146,6 +146,20 @@ def forecast_forward(stage: str, adapter, dims: Dims, *, batch: int, seq: int, w
     return Forecast(stage, device, parts, available_bytes(device))
 
 
+def forward_forecast(config, stage: str, *, batch: int, seq: int, dtype: str, device: str | None,
+                     depth: bool = False) -> Forecast:
+    """`forecast_forward` of the model `config` describes, loaded as `--dtype` and `--device` say
+    (the load path's rule: `devices.weight_bytes`)."""
+    from ..architectures import get_adapter
+    from .devices import resolve_device, weight_bytes
+
+    adapter = get_adapter(config)
+    chunk = getattr(config, "chunk_size", None) or getattr(config, "mamba_chunk_size", None) or 128
+    return forecast_forward(stage, adapter, adapter.dims(config), batch=batch, seq=seq, depth=depth,
+                            weight_bytes=weight_bytes(config, dtype, device), chunk=int(chunk),
+                            device=str(resolve_device(device)))
+
+
 def forecast_distill(adapter, teacher: Dims, student: Dims, *, micro_batch: int, seq: int, weight_bytes: int = 4,
                      teacher_weight_bytes: int | None = None, chunk_positions: int, chunk: int = 128,
                      device: str = "cpu", teacher_adapter=None) -> Forecast:

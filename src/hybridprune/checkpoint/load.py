@@ -156,9 +156,20 @@ def load_model(ref: str | os.PathLike, *, dtype=None, device: str | torch.device
     `device_map`: accelerate's big-model dispatch ("auto", "balanced", a dict): layers over the GPUs,
     spilling to CPU and disk (offloaded weights go to a temporary folder removed at exit).
     `whole`: load a vision-language wrapper with its own class, vision tower included (to prune it in
-    memory); by default it loads as its language model, as `AutoModelForCausalLM` does."""
+    memory); by default it loads as its language model, as `AutoModelForCausalLM` does.
+    `dtype` and `device` may be named as the command line names them (`"auto"`, `"bf16"`, `"cuda:1"`):
+    `dtype="auto"` keeps the stored dtype, except on a GPU, where it is bfloat16 (`devices.load_dtype`).
+    With a `device_map` the device is checked, and the map places the model."""
     from transformers import AutoModelForCausalLM
 
+    from .devices import load_dtype, resolve_device
+
+    if isinstance(device, str):
+        device = resolve_device(device)  # "auto": a GPU when there is one; a device not here is refused
+    if device_map is not None:
+        device = None
+    if isinstance(dtype, str):
+        dtype = load_dtype(dtype, device, device_map)  # "auto" stays: transformers keeps the stored dtype
     path = resolve(ref, role)
     check_weight_files(path, role, allow_pickle)
     config = load_config(path, trust_remote_code=trust_remote_code, role=role)  # a config the model cannot run

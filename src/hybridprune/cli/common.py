@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: the load path with CLI dtypes and devices, torchrun, error reporting.
+"""Shared CLI plumbing: error reporting, the memory forecast printed, torchrun, the load path's names.
 
 Importing this module imports no torch: `--help` and every refusal that needs no model answer at
 once. The helpers that need torch import it when called.
@@ -15,8 +15,12 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+# the device and dtype rules and the forecasts live below the command line (recipes and the Python API
+# use them too); their names stay importable here
+from ..checkpoint.devices import DTYPES, resolve_device, resolve_dtype, weight_bytes  # noqa: F401
+from ..options import SettingError
 from .console import alerts, console  # noqa: F401 - the commands import `console` from here
-from .errors import CliError  # the commands import `CliError` from here
+from .errors import CliError  # noqa: F401 - the commands import `CliError` from here
 
 
 def _error(message: str) -> None:
@@ -51,15 +55,15 @@ def fail_cleanly(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from ..output.cleanup import on_failure
         from ..output.atomic import OutputError, describe_os_error
+        from ..output.cleanup import on_failure
         from ..output.signals import Interrupted, terminate_as_interrupt
 
         notes: list[str] = []
         try:
             with terminate_as_interrupt(), on_failure() as notes, _warnings_as_notes():
                 return func(*args, **kwargs)
-        except (CliError, OutputError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+        except (SettingError, OutputError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
             _error(str(exc))
             raise typer.Exit(2) from None
         except OSError as exc:
@@ -73,32 +77,13 @@ def fail_cleanly(func):
     return wrapper
 
 
-def resolve_device(device: str | None):
-    """The torch device of a `--device` value; a device this machine lacks is refused (CliError)."""
-    from .devices import check_device
+def __getattr__(name: str):
+    """`forward_forecast`, imported from `checkpoint.forecast` when first asked for (not at `--help`)."""
+    if name == "forward_forecast":
+        from ..checkpoint.forecast import forward_forecast
 
-    check_device(device)
-    import torch
-
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-#: `--dtype` names and the torch dtype each stands for
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16"}
-
-
-def resolve_dtype(dtype: str):
-    """The torch dtype of a `--dtype` value, or "auto"; an unknown name is refused before torch is imported."""
-    if dtype == "auto":
-        return "auto"
-    if dtype not in DTYPES:
-        raise CliError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(DTYPES)}")
-    import torch
-
-    return getattr(torch, DTYPES[dtype])
+        return forward_forecast
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_checkpoint_dir(path: str | Path, role: str = "checkpoint") -> Path:
@@ -116,56 +101,29 @@ def load_config(path: str | Path, *, trust_remote_code: bool = False, role: str 
 def load_model(path: str | Path, *, dtype: str = "auto", device: str | None = None,
                trust_remote_code: bool = False, role: str = "checkpoint", device_map: str | None = None,
                whole: bool = False):
-    """Load a causal LM through the one checked load path (`hybridprune.checkpoint.load`); `whole`: a
-    vision-language wrapper with its vision tower (see `checkpoints.load_model`).
+    """Load a causal LM through the one checked load path (`hybridprune.checkpoint.load.load_model`,
+    which holds the dtype and device rules); `device=None` is "auto" here, a GPU when there is one."""
+    from ..checkpoint.load import load_model as load
 
-    `dtype="auto"` keeps the stored dtype, except on a GPU, where it is bfloat16. `device_map` ("auto"
-    or accelerate's other strategies) spreads the model over the GPUs, the CPU and disk instead of
-    placing it on `device`."""
-    import torch
-
-    from ..checkpoint import load as checkpoints
-
-    target = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype)
-    if torch_dtype == "auto" and (target.type == "cuda" or (device_map and torch.cuda.is_available())):
-        torch_dtype = torch.bfloat16
-    return checkpoints.load_model(path, dtype=torch_dtype, device=None if device_map else target,
-                                  trust_remote_code=trust_remote_code, role=role, device_map=device_map, whole=whole)
-
-
-def weight_bytes(config, dtype: str, device: str | None = None) -> int:
-    """Bytes per parameter a model will be loaded with (`load_model`'s rule), for the memory forecast."""
-    import torch
-
-    torch_dtype = resolve_dtype(dtype)
-    if torch_dtype == "auto":
-        if resolve_device(device).type == "cuda":
-            return 2
-        stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32"
-        torch_dtype = getattr(torch, str(stored).replace("torch.", ""), torch.float32)
-    return torch.empty((), dtype=torch_dtype).element_size()
-
-
-def forward_forecast(config, stage: str, *, batch: int, seq: int, dtype: str, device: str | None,
-                     depth: bool = False):
-    """The memory forecast of a forward-only stage ("calibrate" or "evaluate") of the model `config` describes."""
-    from ..architectures import get_adapter
-    from ..checkpoint.forecast import forecast_forward
-
-    adapter = get_adapter(config)
-    chunk = getattr(config, "chunk_size", None) or getattr(config, "mamba_chunk_size", None) or 128
-    return forecast_forward(stage, adapter, adapter.dims(config), batch=batch, seq=seq, depth=depth,
-                            weight_bytes=weight_bytes(config, dtype, device), chunk=int(chunk),
-                            device=str(resolve_device(device)))
+    return load(path, dtype=dtype, device=device or "auto", trust_remote_code=trust_remote_code, role=role,
+                device_map=device_map, whole=whole)
 
 
 def forecast_memory(forecast, *, force: bool, lower: str, spread: bool = False) -> None:
     """Print the memory forecast; refuse (MemoryForecastError) when it clearly exceeds the device,
     unless `force`, or the model is spread over devices (`spread`: a device map places it)."""
-    console.print(f"[dim]{escape(forecast.describe())}[/]", highlight=False)
-    if not spread:
-        forecast.check(force=force, lower=lower)
+    from ..stages.common import say_forecast
+
+    say_forecast(voice(), forecast, force=force, lower=lower, spread=spread)
+
+
+def voice():
+    """A stage's lines on the command line: notes dim on the console, warnings on `alerts` (shown under -q)."""
+    from ..stages.common import Voice
+
+    return Voice(note=lambda text: console.print(f"[dim]{escape(text)}[/]", highlight=False),
+                 warn=lambda text: alerts.print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True,
+                                                highlight=False))
 
 
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False, role: str = "checkpoint"):

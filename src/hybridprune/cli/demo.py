@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..options import DEMO
+from . import shared
 from .common import console, fail_cleanly
 
 
@@ -27,7 +28,7 @@ def demo_command(
     teacher: Path = typer.Option(None, "--teacher", help="Another checkpoint of any supported family, or a shipped "
                                  "teacher by name: tiny-nemotron-h (the default) or tiny-qwen3-5 (Gated DeltaNet)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an existing --out (a rerun without it skips finished stages)."),
-    seed: int = typer.Option(0, **DEMO.bounds("seed"), help="Seed for data sampling and training."),
+    seed: int = shared.seed(0, "Seed for data sampling and training."),
 ) -> None:
     """Calibrate → search → prune → distil → evaluate → report, in minutes on a CPU (`run recipes/demo.yaml`)."""
     DEMO.check({"target_params": target_params})

@@ -1,97 +1,14 @@
-"""`--device` and `--device-map` checked where they enter, before anything is loaded.
-
-torch accepts any well-formed device name (`cuda:7`, `mps`) and fails only when the first tensor is
-moved, after minutes of loading, with a message about drivers. Here a name is refused unless the
-device is present, with one line listing the devices this machine has.
-
-A name's spelling is checked without torch (a typo answers at once); whether the device is there is
-asked of torch, which is imported only for that (a device other than the CPU).
-"""
+"""`--device` and `--device-map` are checked in `hybridprune.checkpoint.devices`, below the command
+line, so that recipes and the Python API check them the same way; the names stay importable here."""
 
 from __future__ import annotations
 
-import re
-
-from .errors import CliError
-
-#: accelerate's big-model placement strategies (`from_pretrained(device_map=...)`)
-DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
-
-#: the device types torch.device() knows (c10's DeviceType names), and its grammar: `type` or `type:index`
-DEVICE_TYPES = ("cpu", "cuda", "ipu", "xpu", "mkldnn", "opengl", "opencl", "ideep", "hip", "ve", "fpga", "maia",
-                "xla", "lazy", "vulkan", "mps", "meta", "hpu", "mtia", "privateuseone")
-_DEVICE_NAME = re.compile(r"([a-z]+)(?::(0|[1-9][0-9]*))?")
-#: how a name is written, for the message refusing a misspelt one
-NAMING = "auto (a GPU when there is one), cpu, cuda, cuda:N, mps or xpu"
-
-
-def parse_device(device: str, option: str = "--device") -> tuple[str, int | None]:
-    """The type and index of a device name, by torch.device's grammar, without importing torch."""
-    match = _DEVICE_NAME.fullmatch(device)
-    if match is None or match[1] not in DEVICE_TYPES:
-        raise CliError(f"{option} {device!r} is not a device name; name one as {NAMING}, "
-                       f"e.g. pass {option} cpu")
-    return match[1], None if match[2] is None else int(match[2])
-
-
-def _backend(kind: str):
-    import torch
-
-    if kind == "mps":
-        return getattr(torch.backends, "mps", None)
-    return getattr(torch, kind, None)
-
-
-def _count(kind: str) -> int:
-    """How many devices of this kind torch can use here (0 when the backend is missing or not usable)."""
-    if kind == "cpu":
-        return 1
-    backend = _backend(kind)
-    try:
-        if backend is None or not backend.is_available():
-            return 0
-        return int(backend.device_count()) if hasattr(backend, "device_count") else 1
-    except (RuntimeError, AssertionError):
-        return 0
-
-
-def available_devices() -> list[str]:
-    """The devices this machine has, as `--device` takes them."""
-    names = ["cpu"]
-    for kind in ("cuda", "xpu", "mps"):
-        n = _count(kind)
-        names += [kind] if kind == "mps" and n else [f"{kind}:{i}" for i in range(n)]
-    return names
-
-
-def _choices() -> str:
-    have = available_devices()
-    gpu = next((d for d in have if d != "cpu"), None)
-    hint = f"--device {gpu} or --device cpu" if gpu else "--device cpu"
-    return f"devices here: {', '.join(have)}; pass {hint} (or auto, which takes a GPU when there is one)"
-
-
-def check_device(device: str | None, option: str = "--device") -> None:
-    """Refuse (CliError) a device name torch does not know or a device this machine does not have.
-
-    The CPU is always there: checking it imports nothing."""
-    if device is None or device == "auto":
-        return
-    kind, index = parse_device(device, option)
-    if kind == "cpu" and index in (None, 0):
-        return
-    if kind == "meta" or (kind in ("cpu", "mps") and index not in (None, 0)):
-        raise CliError(f"{option} {device}: there is no such device; {_choices()}")
-    count = _count(kind)
-    if count == 0:
-        raise CliError(f"{option} {device}: this machine has no {kind} device (torch sees none); {_choices()}")
-    if index is not None and index >= count:
-        raise CliError(f"{option} {device}: this machine has {count} {kind} device(s), numbered from 0; "
-                       f"{_choices()}")
-
-
-def check_device_map(device_map: str | None, option: str = "--device-map") -> None:
-    """`--device-map` takes one of accelerate's strategies (a per-module mapping belongs in Python)."""
-    if device_map is not None and device_map not in DEVICE_MAPS:
-        raise CliError(f"{option} {device_map!r} is not a placement strategy; use one of "
-                       f"{', '.join(DEVICE_MAPS)} (or leave it out and use --device)")
+from ..checkpoint.devices import (  # noqa: F401 - re-exported
+    DEVICE_MAPS,
+    DEVICE_TYPES,
+    NAMING,
+    available_devices,
+    check_device,
+    check_device_map,
+    parse_device,
+)

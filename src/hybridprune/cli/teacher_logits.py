@@ -15,6 +15,7 @@ import typer
 from ..output.cleanup import lock_until_done, remove_if_failed
 from ..output.atomic import check_output
 from ..options import TEACHER_LOGITS
+from . import shared
 from .common import CliError, console, fail_cleanly, load_model
 from .devices import check_device
 
@@ -44,12 +45,12 @@ def teacher_logits_command(
     out: Path = typer.Option(..., "--out", help="Directory for the cached logits."),
     seq_len: int = typer.Option(4096, "--seq-len", **TEACHER_LOGITS.bounds("seq_len"), help="Tokens per sample (as distill's --seq-len)."),
     top_k: int = typer.Option(128, "--top-k", **TEACHER_LOGITS.bounds("top_k"), help="Teacher tokens kept per position (the rest as one tail mass)."),
-    seed: int = typer.Option(0, "--seed", **TEACHER_LOGITS.bounds("seed"), help="As distill's --seed."),
+    seed: int = shared.seed(0, "As distill's --seed."),
     num_samples: int = typer.Option(None, "--num-samples", **TEACHER_LOGITS.bounds("num_samples"), help="As distill's --num-samples."),
     batch_size: int = typer.Option(None, "--batch-size", **TEACHER_LOGITS.bounds("batch_size"), help=f"Samples per teacher forward (default: {BATCH_TOKENS:,} tokens' worth, 4 at --seq-len 4096; an unfinished cache continues with its own)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier logits in --out (never files hybridprune did not write)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own Python code."),
+    device: str = shared.device("auto"),
+    overwrite: bool = shared.overwrite("earlier logits"),
+    trust_remote_code: bool = shared.trust_remote_code(False),
 ) -> None:
     """Compute the teacher's top-k logits of the training samples once (resumable)."""
     check_device(device)

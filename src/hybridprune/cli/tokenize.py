@@ -18,6 +18,7 @@ import typer
 from ..output.cleanup import remove_if_failed
 from ..options import TOKENIZE
 from .checks import check_data_path, check_not_blank
+from . import shared
 from .common import check_checkpoint_dir, console, fail_cleanly, load_tokenizer
 
 
@@ -36,11 +37,11 @@ def tokenize_command(
     data: str = typer.Option(..., "--data", help="Text: files (.txt/.jsonl/.json/.parquet, .gz), a directory, a glob, a saved dataset, a Hub dataset id, or 'shakespeare'; a mixture as a.jsonl:0.7,b.jsonl:0.3."),
     tokenizer: Path = typer.Option(..., "--tokenizer", help="Checkpoint (or tokenizer) directory whose tokenizer to use."),
     out: Path = typer.Option(..., "--out", help="Token directory: shards per split, manifest.json."),
-    text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
+    text_field: str = shared.text_field("text"),
     chat: bool = typer.Option(False, "--chat", help="Records are conversations ('messages', rendered with the tokenizer's chat template) or prompt/completion pairs; the loss counts the assistant's (completion's) tokens only."),
     num_proc: int = typer.Option(1, "--num-proc", **TOKENIZE.bounds("num_proc"), help="Tokenize in this many processes (the output is the same bytes as with one)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier tokenization in --out (never files hybridprune did not write)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the tokenizer's own Python code."),
+    overwrite: bool = shared.overwrite("an earlier tokenization"),
+    trust_remote_code: bool = shared.trust_remote_code(False, "the tokenizer's"),
 ) -> None:
     """Tokenize text once into memory-mapped shards (resumable)."""
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))

@@ -80,8 +80,11 @@ def resolve_tasks(tasks: Sequence[str], include_dir: Path) -> tuple[list[str], l
         if not spec:
             continue
         if spec in LOCAL_TASKS:
-            text = (TASKS_DIR / f"{spec}.yaml").read_text().replace("{{data_dir}}", TASKS_DIR.as_posix())
-            (include_dir / f"{spec}.yaml").write_text(text)
+            # every shipped task, not only this one: lm-eval's index of the folder is kept per process
+            # (`_task_manager`), and one made when it held fewer tasks would not know the others
+            for local in LOCAL_TASKS:
+                text = (TASKS_DIR / f"{local}.yaml").read_text().replace("{{data_dir}}", TASKS_DIR.as_posix())
+                (include_dir / f"{local}.yaml").write_text(text)
             names.append(spec)
         elif spec.endswith((".yaml", ".yml")):
             path = Path(spec).expanduser()

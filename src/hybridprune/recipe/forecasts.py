@@ -15,8 +15,8 @@ def stage_forecast(st: Stage, recipe, source: Path) -> str:
     from transformers import AutoConfig
 
     from ..architectures import get_adapter
-    from ..cli.common import forward_forecast, resolve_device, weight_bytes
-    from ..checkpoint.forecast import forecast_distill, forecast_prune
+    from ..checkpoint.devices import resolve_device, weight_bytes
+    from ..checkpoint.forecast import forecast_distill, forecast_prune, forward_forecast
 
     config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     adapter = get_adapter(config)
@@ -24,15 +24,17 @@ def stage_forecast(st: Stage, recipe, source: Path) -> str:
     s = st.settings
     bound = " (at most; the model of an earlier round is smaller)" if (st.round or 1) > 1 else ""
     if st.kind == "calibrate":
-        f = forward_forecast(config, "calibrate", batch=s.batch_size, seq=s.seq_len, dtype=recipe.dtype,
-                             device=recipe.device, depth=s.depth_samples > 0)
+        f = forward_forecast(config, "calibrate", batch=s.batch_size, seq=s.seq_len, dtype=s.dtype,
+                             device=s.device, depth=s.depth_samples > 0)
     elif st.kind == "search":
         from ..cli.search import _forecast
 
         kd = {"global_batch": s.kd_batch} if (s.kd_steps or s.kd_tokens) else None
         f = _forecast(config, recipe.dtype, recipe.device, s.batch_size, s.eval_seq_len, False, kd, s.kd_micro_batch)
+    elif st.kind == "prune" and st.settings.in_memory:
+        f = forecast_prune(adapter, dims, weight_bytes=weight_bytes(config, s.dtype, s.device), device=str(s.device))
     elif st.kind == "prune":
-        f = forecast_prune(adapter, dims, weight_bytes=weight_bytes(config, "auto"),
+        f = forecast_prune(adapter, dims, weight_bytes=weight_bytes(config, s.dtype),
                            largest_tensor_bytes=_largest(source))
     elif st.kind == "distill":
         from ..distillation.chunked_loss import auto_chunk_size
@@ -49,8 +51,7 @@ def stage_forecast(st: Stage, recipe, source: Path) -> str:
                              chunk=getattr(config, "chunk_size", None) or 128)
         return f.describe().split(": ", 1)[1] + note
     elif st.kind == "eval":
-        f = forward_forecast(config, "evaluate", batch=s.batch_size, seq=s.seq_len, dtype=recipe.dtype,
-                             device=recipe.device)
+        f = forward_forecast(config, "evaluate", batch=s.batch_size, seq=s.seq_len, dtype=s.dtype, device=s.device)
     else:
         return "-"
     return f.describe().split(": ", 1)[1] + bound

@@ -21,7 +21,7 @@ from ..output.atomic import OutputError
 from ..output.documents import Any as AnyValue
 from ..output.documents import DocumentError, Finite, Map, NonNegative, OneOf, Optional, inside, problem, read_document
 from .loader import RecipeError, _where
-from .schema import SECTIONS, Recipe, Round
+from .schema import Recipe, Round
 
 RECORD = "record.json"
 
@@ -205,10 +205,8 @@ def _merged(recipe: Recipe, name: str, rnd: Round, lines: dict, file: str):
     override = getattr(rnd, name)
     if base is None and override is None:
         return None
-    values = dataclasses.asdict(base) if base is not None else {}
-    if override:  # checked against the section's keys and types by `schema.check_round_sections`
-        values.update(override)
-    return SECTIONS[name](**{k: values[k] for k in values})
+    # the override is checked against the section's keys and types by `schema.check_round_sections`
+    return recipe.section(name, override)
 
 
 def stages(recipe: Recipe, run_dir: Path, lines: dict | None = None, file: str = "recipe") -> list[Stage]:
@@ -230,7 +228,7 @@ def stages(recipe: Recipe, run_dir: Path, lines: dict | None = None, file: str =
         prune = _merged(recipe, "prune", rnd, lines, file)
         distill = _merged(recipe, "distill", rnd, lines, file)
         if rnd.plan is not None:
-            prune = dataclasses.replace(prune or SECTIONS["prune"](), plan=rnd.plan)
+            prune = dataclasses.replace(prune or recipe.section("prune"), plan=rnd.plan)
             search = None
         if search is not None and (rnd.params is not None or rnd.active_params is not None):
             search = dataclasses.replace(search, **{k: getattr(rnd, k) for k in ("params", "active_params")
@@ -246,10 +244,10 @@ def stages(recipe: Recipe, run_dir: Path, lines: dict | None = None, file: str =
             raise RecipeError(f"{file}: nothing decides the pruned architecture: add `search:` with a budget "
                               "(e.g. params: 0.5x) or `prune: {plan: ...}`")
         if cal is None:
-            cal = SECTIONS["calibrate"]()
+            cal = recipe.section("calibrate")
         c = add("calibrate", r, cal, model_in=model_in)
         s = add("search", r, search, model_in=model_in, inputs={"calibrate": c}) if search is not None else None
-        p = add("prune", r, prune or SECTIONS["prune"](), model_in=model_in, inputs={"calibrate": c, "search": s})
+        p = add("prune", r, prune or recipe.section("prune"), model_in=model_in, inputs={"calibrate": c, "search": s})
         if s is None:
             p.plan = _parsed_plan(p.settings.plan, r, rnd, lines, file)
         d = add("distill", r, distill, model_in=p, inputs={"prune": p}, distributed=True) if distill else None

@@ -20,18 +20,21 @@ from typing import Any, Union
 
 from .. import options
 from ..distillation.config import DistillConfig
+from ..stages.calibrate import CalibrateSettings
+from ..stages.common import INHERITED
+from ..stages.evaluate import EvalSettings
+from ..stages.prune import PruneSettings
 from .loader import RecipeError, _where
 
 Size = Union[int, float, str]  # 4.5e9, or "0.5x" of the model it applies to
 Plan = Union[str, dict]  # "hidden_size=3072,..." or a mapping of plan fields
 
 
-@dataclass
-class Calibrate:
-    samples: int = 1024
-    seq_len: int = 2048
-    batch_size: int = 8
-    depth_samples: int = 0
+#: the sections of the stages with a settings dataclass of their own (`hybridprune.stages`): the section IS
+#: the settings, so a recipe key and a command's flag cannot drift apart
+Calibrate = CalibrateSettings
+Prune = PruneSettings
+Eval = EvalSettings
 
 
 @dataclass
@@ -63,15 +66,6 @@ class Search:
     speed: bool = True
     speed_batch: int = 1
     expert_importance: str = "output_norm"
-    serve_with: str | None = None
-    tensor_parallel: int = 1
-
-
-@dataclass
-class Prune:
-    plan: Plan | None = None
-    expert_importance: str = "output_norm"
-    dtype: str = "auto"
     serve_with: str | None = None
     tensor_parallel: int = 1
 
@@ -109,21 +103,6 @@ class Distill:
     eval_every: int | None = _as_in(DistillConfig, "eval_every")
     save_every: int | None = _as_in(DistillConfig, "save_every")
     keep_last: int = _as_in(DistillConfig, "keep_last")
-
-
-@dataclass
-class Eval:
-    samples: int = 256
-    seq_len: int = 2048
-    batch_size: int = 8
-    tasks: list[str] = field(default_factory=list)
-    task_limit: int | None = None
-    speed: bool = False
-    batch_sizes: list[int] = field(default_factory=lambda: [1])
-    context: list[int] = field(default_factory=lambda: [2048])
-    new_tokens: int = 256
-    repeats: int = 3
-    warmup: int = 1
 
 
 @dataclass
@@ -166,6 +145,33 @@ class Recipe:
     eval: Eval | None = None
     report: Report | None = None
     rounds: list[Round] | None = None
+
+    def inherited(self) -> dict[str, Any]:
+        """The settings given at the top (`seed`, `dtype`, `device`, `text_field`) that every section
+        taking them inherits unless it sets its own."""
+        return dict(getattr(self, "_inherited", {}))
+
+    def section(self, name: str, override: dict | None = None):
+        """Section `name` as its stage runs it: the recipe's (or the defaults, with the inherited
+        settings), with a round's `override` on top."""
+        base = getattr(self, name)
+        if base is None:
+            fields = {f.name for f in dataclasses.fields(SECTIONS[name])}
+            base = SECTIONS[name](**{k: v for k, v in self.inherited().items() if k in fields})
+        return dataclasses.replace(base, **(override or {}))
+
+
+def _inherit(recipe: Recipe, doc: dict) -> None:
+    """Hand the top-level settings the recipe gives down to the sections that do not set them."""
+    recipe._inherited = {k: getattr(recipe, k) for k in INHERITED if k in doc and getattr(recipe, k) is not None}
+    for name in SECTIONS:
+        section, given = getattr(recipe, name), doc.get(name) or {}
+        if section is None:
+            continue
+        fields = {f.name for f in dataclasses.fields(section)}
+        for key, value in recipe._inherited.items():
+            if key in fields and key not in given:
+                setattr(section, key, value)
 
 
 #: the rules of a section's keys (the command's options of the same name)
@@ -247,7 +253,10 @@ def build(cls, doc: Any, path: tuple, lines: dict, file: str):
                and f.default_factory is dataclasses.MISSING and f.name not in kwargs]
     if missing:
         raise RecipeError(f"{line(path)}: {_where(path)} needs {', '.join(missing)}")
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    if cls is Recipe:
+        _inherit(built, doc)
+    return built
 
 
 def _number(text: str) -> float | None:
@@ -331,13 +340,25 @@ def _check_relations(recipe: Recipe, name: str, rnd: Round, i: int, lines: dict,
 
 
 def _check_device(recipe: Recipe, lines: dict, file: str) -> None:
-    """The recipe's `device` must be one this machine has (as `--device`), before any model loads."""
-    if recipe.device is None:
-        return
-    from ..cli.common import CliError
-    from ..cli.devices import check_device
+    """The recipe's `device`, and each section's `device` and `device_map`, must be ones this machine
+    has (as `--device`), before any model loads."""
+    from ..checkpoint.devices import check_device, check_device_map
+    from ..options import SettingError
 
-    try:
-        check_device(recipe.device, option=f"{file}:{lines.get(('device',), '?')}: device")
-    except CliError as exc:
-        raise RecipeError(str(exc)) from None
+    places = [(("device",), recipe.device, check_device)]
+    overrides = [(("rounds", i, name), getattr(rnd, name) or {}) for i, rnd in enumerate(recipe.rounds or [])
+                 for name in ("calibrate", "prune")]
+    for name in SECTIONS:
+        section = dataclasses.asdict(getattr(recipe, name)) if getattr(recipe, name) is not None else {}
+        overrides.append(((name,), section if (name,) in lines else {}))
+    for where, values in overrides:
+        for key, checker in (("device", check_device), ("device_map", check_device_map)):
+            if (*where, key) in lines:
+                places.append(((*where, key), values.get(key), checker))
+    for path, value, checker in places:
+        if value is None:
+            continue
+        try:
+            checker(value, f"{file}:{lines.get(path, '?')}: {_where(path)}")
+        except SettingError as exc:
+            raise RecipeError(str(exc)) from None

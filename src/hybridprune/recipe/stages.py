@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 
+from rich.markup import escape
+
 from ..architectures import get_adapter
+from ..stages.common import Loader
 from .plan import RECORD, Stage, foreign_words, record_fix
 
 SHIPPED_PREFIX = "shipped:"
@@ -44,40 +47,26 @@ class Context:
     def __init__(self, recipe, run_dir: Path, console, rank: int = 0, world: int = 1):
         self.recipe, self.dir, self.console, self.rank, self.world = recipe, run_dir, console, rank, world
         self.source = model_path(recipe.model)
-        self._models: dict[str, Any] = {}
-        self._samples: dict[tuple, Any] = {}
+        self.loader = SharedLoader(self)
         self.tokenizer = None
 
     # ---- models and data, loaded once per process ----
     def model(self, path: Path):
-        from ..cli.common import load_model
-
-        key = str(path)
-        if key not in self._models:
-            self._models[key] = load_model(path, dtype=self.recipe.dtype, device=self.recipe.device,
-                                           role="model").eval()
-        return self._models[key]
+        """The model at `path` as the recipe's `dtype` and `device` load it."""
+        return self.loader.model(path, _TopLevel(self.recipe), role="model")
 
     def forget(self, path: Path) -> None:
-        self._models.pop(str(path), None)
+        self.loader.forget(path)
 
     def tok(self):
-        from ..checkpoint.load import load_tokenizer
-
         if self.tokenizer is None:
-            self.tokenizer = load_tokenizer(self.source, role="model")
+            self.tokenizer = self.loader.tokenizer(self.source, _TopLevel(self.recipe), role="model")
         return self.tokenizer
 
     def samples(self, split: str, seq_len: int, n: int | None):
-        from ..data import load_token_samples
-
-        key = (split, seq_len, n)
-        if key not in self._samples:
-            r = self.recipe
-            self._samples[key] = load_token_samples(r.data, self.tok(), seq_len=seq_len, num_samples=n, split=split,
-                                                    seed=r.seed, text_field=r.text_field,
-                                                    model_vocab_size=self.model(self.source).config.vocab_size)
-        return self._samples[key]
+        r = self.recipe
+        return self.loader.samples(r.data, self.tok(), split=split, seq_len=seq_len, n=n, seed=r.seed,
+                                   text_field=r.text_field, vocab=self.model(self.source).config.vocab_size)
 
     def output(self, stage: Stage | None, key: str = "model") -> Path:
         """The path of an earlier stage's output (None: the recipe's model), found by the stage's kind:
@@ -85,6 +74,57 @@ class Context:
         if stage is None:
             return self.source
         return stage.output(key)
+
+    def voice(self):
+        from ..stages.common import SILENT, Voice
+
+        if self.console is None:
+            return SILENT
+        return Voice(note=lambda text: self.console.print(f"[dim]{escape(text)}[/]", highlight=False),
+                     warn=lambda text: self.console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False))
+
+
+class _TopLevel:
+    """The recipe's own loading settings, for the stages that take none of their own (search, distill)."""
+
+    def __init__(self, recipe):
+        self.dtype, self.device = recipe.dtype, recipe.device or "auto"
+        self.device_map, self.trust_remote_code = None, False
+
+
+class SharedLoader(Loader):
+    """The stages' `Loader` for one run: each model, tokenizer and set of windows is loaded once per
+    process and kept for the later stages (the teacher is read by calibrate, search, distil and eval).
+    The tokenizer is always the recipe model's: every stage's model is pruned from it."""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self._models: dict[tuple, Any] = {}
+        self._tokenizers: dict[tuple, Any] = {}
+        self._samples: dict[tuple, Any] = {}
+
+    def model(self, path, s, *, role: str = "model", whole: bool = False):
+        key = (str(path), s.dtype, s.device, s.device_map, s.trust_remote_code, whole)
+        if key not in self._models:
+            self._models[key] = super().model(path, s, role=role, whole=whole)
+        return self._models[key]
+
+    def forget(self, path: Path) -> None:
+        for key in [k for k in self._models if k[0] == str(path)]:
+            del self._models[key]
+
+    def tokenizer(self, path, s, *, role: str = "model"):
+        key = (str(self.ctx.source), s.trust_remote_code)
+        if key not in self._tokenizers:
+            self._tokenizers[key] = super().tokenizer(self.ctx.source, s, role=role)
+        return self._tokenizers[key]
+
+    def samples(self, data, tokenizer, *, split, seq_len, n, seed, text_field, vocab):
+        key = (data, id(tokenizer), split, seq_len, n, seed, text_field, vocab)
+        if key not in self._samples:
+            self._samples[key] = super().samples(data, tokenizer, split=split, seq_len=seq_len, n=n, seed=seed,
+                                                 text_field=text_field, vocab=vocab)
+        return self._samples[key]
 
 
 def _section(stage: Stage):
@@ -94,16 +134,10 @@ def _section(stage: Stage):
 # ---- the stages ---------------------------------------------------------------------------------
 
 def calibrate(ctx: Context, stage: Stage, work: Path) -> dict:
-    from ..importance.calibrate import calibrate as run_calibration
-    from ..report.plots import plot_layer_importance
+    from ..stages import calibrate as calibrate_stage
 
-    s = _section(stage)
-    model = ctx.model(ctx.output(stage.model_in))
-    calib = ctx.samples("calibration", s.seq_len, s.samples)
-    scores = run_calibration(model, calib, batch_size=s.batch_size, depth_samples=s.depth_samples)
-    scores.save(work / "scores")
-    plot_layer_importance(scores, list(get_adapter(model).dims(model.config).block_kinds),
-                          work / "layer_importance.png")
+    calibrate_stage.run(stage.settings, ctx.output(stage.model_in), ctx.recipe.data, work / "scores",
+                        plot=work / calibrate_stage.PLOT_FILE, voice=ctx.voice(), loader=ctx.loader)
     return {"scores": "scores"}
 
 
@@ -156,13 +190,10 @@ def search(ctx: Context, stage: Stage, work: Path) -> dict:
 
 
 def prune(ctx: Context, stage: Stage, work: Path) -> dict:
-    from ..cli.common import resolve_dtype
-    from ..importance.scores import Scores
     from ..output.documents import DocumentError
     from ..pruning.plan import Plan, PlanError
-    from ..pruning.streaming import stream_prune
+    from ..stages import prune as prune_stage
 
-    s = _section(stage)
     if stage.inputs.get("search") is not None:  # the search stage's record: it may have run in another command
         found = stage.inputs["search"]
         try:
@@ -171,11 +202,8 @@ def prune(ctx: Context, stage: Stage, work: Path) -> dict:
             raise DocumentError(f"{found.dir / RECORD}: outputs.plan: {exc}; {record_fix(found.dir)}") from None
     else:
         plan = stage.plan  # parsed when the stages were planned
-    scores = Scores.load(ctx.output(stage.inputs["calibrate"], "scores"))
-    source = ctx.output(stage.model_in)
-    stream_prune(source, scores, plan, work / "model", dtype=None if s.dtype == "auto" else resolve_dtype(s.dtype),
-                 overwrite=True, expert_importance=s.expert_importance, serve_with=s.serve_with or (),
-                 tensor_parallel=s.tensor_parallel)
+    prune_stage.run(stage.settings, ctx.output(stage.model_in), ctx.output(stage.inputs["calibrate"], "scores"),
+                    work / "model", overwrite=True, plan=plan, voice=ctx.voice(), loader=ctx.loader)
     return {"model": "model", "plan": plan.to_dict()}
 
 
@@ -210,13 +238,15 @@ def distill(ctx: Context, stage: Stage, work: Path, *, resume: bool) -> dict:
 
 
 def evaluate(ctx: Context, stage: Stage, work: Path) -> dict:
-    from ..evaluate import MissingExtra, SpeedSettings, compare_models
+    import dataclasses
+
+    from ..evaluate import MissingExtra
     from ..evaluate.harness import require_lm_eval
     from ..pruning.model_card import rewrite_with_evaluation
+    from ..stages import evaluate as evaluate_stage
     from .summary import evaluation_tables, measure, summary_table
 
-    s = _section(stage)
-    val = ctx.samples("validation", s.seq_len, s.samples)
+    s, skipped = stage.settings, None
     models = {"teacher": ctx.source}
     rounds = [r for r in stage.inputs.get("rounds", [])]
     for i, (pruned, distilled) in enumerate(rounds, 1):
@@ -224,27 +254,20 @@ def evaluate(ctx: Context, stage: Stage, work: Path) -> dict:
         models[f"pruned{tag}"] = ctx.output(pruned)
         if distilled is not None:
             models[f"distilled{tag}"] = ctx.output(distilled)
-    loaded = {name: ctx.model(path) for name, path in models.items()}
-    results: dict[str, Any] = {name: measure(m, val, s, ctx.tok()) for name, m in loaded.items()}
-    tasks, skipped = tuple(s.tasks), None
-    if tasks:
+    if s.tasks:
         try:
             require_lm_eval()
-        except MissingExtra as exc:
-            tasks, skipped = (), str(exc)
+        except MissingExtra as exc:  # a run does not stop at its last stage for an extra: the tasks are skipped
+            s, skipped = dataclasses.replace(s, tasks=[]), str(exc)
             ctx.console.print(f"[yellow]tasks skipped:[/] {exc}")
-    speed = SpeedSettings(batch_sizes=tuple(s.batch_sizes), contexts=tuple(s.context), new_tokens=s.new_tokens,
-                          warmup=s.warmup, repeats=s.repeats, seed=ctx.recipe.seed) if s.speed else None
-    evaluation = compare_models(loaded, tokenizers=ctx.tok(), samples=val, batch_size=s.batch_size, speed=speed,
-                                tasks=tasks, task_limit=s.task_limit,
-                                data_info={"source": ctx.recipe.data, "split": "validation", "samples": len(val),
-                                           "seq_len": s.seq_len},
-                                progress=lambda msg: ctx.console.print(f"[dim]{msg}[/]"))
+    done = evaluate_stage.run(s, models, ctx.recipe.data, voice=ctx.voice(), loader=ctx.loader)
+    evaluation = done.result
+    results: dict[str, Any] = {name: measure(m, done.samples, s, ctx.tok()) for name, m in done.models.items()}
     if skipped:
         evaluation["tasks_skipped"] = skipped
     results["evaluation"] = evaluation
     (work / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    ctx.console.print(summary_table(results, list(loaded)))
+    ctx.console.print(summary_table(results, list(done.models)))
     ctx.console.print(evaluation_tables(evaluation))
     last = list(models.values())[-1]
     if last != ctx.source and last.is_relative_to(ctx.dir):

@@ -1,0 +1,63 @@
+"""What the stages share: where their lines go (`Voice`), how they get models and data (`Loader`),
+the memory forecast said then checked, and the settings every stage of a recipe inherits.
+
+Torch-free at import: the command line reads the settings before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: settings a recipe gives once, at its top level, for every stage whose section does not set them
+INHERITED = ("seed", "dtype", "device", "text_field")
+
+
+def _silent(text: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Voice:
+    """Where a stage's lines go while it runs: `note` a side remark (the memory forecast, progress),
+    `warn` a warning. The command line prints them; the Python API is silent unless it is given one."""
+
+    note: Callable[[str], None] = _silent
+    warn: Callable[[str], None] = _silent
+
+
+SILENT = Voice()
+
+
+def say_forecast(voice: Voice, forecast, *, force: bool, lower: str, spread: bool = False) -> None:
+    """Say the memory forecast; refuse (MemoryForecastError) when it clearly exceeds the device, unless
+    `force`, or the model is spread over devices (`spread`: a device map places it)."""
+    voice.note(forecast.describe())
+    if not spread:
+        forecast.check(force=force, lower=lower)
+
+
+class Loader:
+    """How a stage gets its models, tokenizers and token windows: through the one load path, afresh
+    (a command). A recipe's run keeps what it loaded for its later stages (`recipe.stages.Context`)."""
+
+    def model(self, path: str | Path, s, *, role: str = "checkpoint", whole: bool = False):
+        """The model at `path`, loaded as settings `s` say (dtype, device, device map, remote code)."""
+        from ..checkpoint.load import load_model
+
+        return load_model(path, dtype=s.dtype, device=s.device or "auto", role=role, whole=whole,
+                          trust_remote_code=s.trust_remote_code, device_map=getattr(s, "device_map", None))
+
+    def tokenizer(self, path: str | Path, s, *, role: str = "checkpoint"):
+        from ..checkpoint.load import load_tokenizer
+
+        return load_tokenizer(path, trust_remote_code=s.trust_remote_code, role=role)
+
+    def samples(self, data: str, tokenizer, *, split: str, seq_len: int, n: int | None, seed: int,
+                text_field: str, vocab: int) -> Any:
+        from ..data import load_token_samples
+
+        return load_token_samples(data, tokenizer, seq_len=seq_len, num_samples=n, split=split, seed=seed,
+                                  text_field=text_field, model_vocab_size=vocab)
