@@ -28,8 +28,11 @@ ALLOWED: dict[tuple[str, str], str] = {
                                "search axes: archsearch.space), imported only when a value is checked",
     ("recipe", "cli"): "to be moved: recipe loads models and resolves dtypes (stages: cli.common.load_model, "
                        "resolve_dtype), checks the device (schema: cli.devices.check_device, CliError) and "
-                       "forecasts memory (forecasts: cli.common.forward_forecast/weight_bytes/resolve_device, "
-                       "cli.search._forecast) through the command line; these belong in checkpoint/ (devices, "
-                       "dtypes, the load path, with an error class below cli that CliError can be) and the "
-                       "search's forecast in archsearch/",
+                       "forecasts memory (forecasts: cli.common.forward_forecast/weight_bytes/resolve_device) "
+                       "through the command line; these belong in checkpoint/ (devices, "
+                       "dtypes, the load path, with an error class below cli that CliError can be)",
+    ("stages", "cli"): "to be moved with recipe's: the stages load models (cli.common.load_model), forecast memory "
+                       "(cli.common.forward_forecast/weight_bytes/forecast_memory), check devices "
+                       "(cli.devices.check_device) and refuse options a model cannot use (cli.checks."
+                       "check_moe_options/check_gdn_options) through the command line until these live in checkpoint/",
 }

@@ -27,10 +27,9 @@ def stage_forecast(st: Stage, recipe, source: Path) -> str:
         f = forward_forecast(config, "calibrate", batch=s.batch_size, seq=s.seq_len, dtype=recipe.dtype,
                              device=recipe.device, depth=s.depth_samples > 0)
     elif st.kind == "search":
-        from ..cli.search import _forecast
+        from ..stages.search import forecast
 
-        kd = {"global_batch": s.kd_batch} if (s.kd_steps or s.kd_tokens) else None
-        f = _forecast(config, recipe.dtype, recipe.device, s.batch_size, s.eval_seq_len, False, kd, s.kd_micro_batch)
+        f = forecast(config, s, recipe.dtype, recipe.device, depth=False)
     elif st.kind == "prune":
         f = forecast_prune(adapter, dims, weight_bytes=weight_bytes(config, "auto"),
                            largest_tensor_bytes=_largest(source))

@@ -20,6 +20,7 @@ from typing import Any, Union
 
 from .. import options
 from ..distillation.config import DistillConfig
+from ..stages.search import SearchSettings as Search
 from .loader import RecipeError, _where
 
 Size = Union[int, float, str]  # 4.5e9, or "0.5x" of the model it applies to
@@ -32,39 +33,6 @@ class Calibrate:
     seq_len: int = 2048
     batch_size: int = 8
     depth_samples: int = 0
-
-
-@dataclass
-class Search:
-    params: Size | None = None
-    params_kind: str = "total"
-    active_params: Size | None = None
-    memory_mb: float | None = None
-    seq_len: int = 4096
-    batch: int = 1
-    memory_dtype: str = "bfloat16"
-    top_k: int = 10
-    kd_steps: int | None = None
-    kd_tokens: float | None = None
-    kd_lr: float = 1e-4
-    kd_min_lr: float | None = None
-    kd_batch: int = 8
-    kd_micro_batch: int = 2
-    skip: list[str] = field(default_factory=list)
-    max_width_pruning: float = 0.4
-    max_depth_pruning: float = 0.2
-    band: float = 0.1
-    max_candidates: int | None = None
-    eval_samples: int = 256
-    eval_seq_len: int = 512
-    batch_size: int = 8
-    tie_tolerance: float = 0.005
-    tie_break: str = "cost"
-    speed: bool = True
-    speed_batch: int = 1
-    expert_importance: str = "output_norm"
-    serve_with: str | None = None
-    tensor_parallel: int = 1
 
 
 @dataclass
@@ -320,6 +288,7 @@ def _check_relations(recipe: Recipe, name: str, rnd: Round, i: int, lines: dict,
     values = {**dataclasses.asdict(base if base is not None else SECTIONS[name]()), **(override or {})}
     where = {k: ("rounds", i, name, k) for k in override or {}}
     if name == "search":
+        _calibrated_apart(values, where, lines, file, i if recipe.rounds else None)
         for k in ("params", "active_params"):
             if getattr(rnd, k) is not None:
                 values[k], where[k] = getattr(rnd, k), ("rounds", i, k)
@@ -328,6 +297,18 @@ def _check_relations(recipe: Recipe, name: str, rnd: Round, i: int, lines: dict,
         line = lines.get(path, lines.get((name,), lines.get(("rounds", i), "?")))
         in_round = f" (in round {i + 1})" if recipe.rounds else ""
         raise RecipeError(f"{file}:{line}: {message}{in_round}")
+
+
+def _calibrated_apart(values: dict, where: dict, lines: dict, file: str, rnd: int | None) -> None:
+    """A recipe's search reads its calibrate stage's scores: the search's settings of calibrating on
+    demand would do nothing there, so they are refused with the keys that do it."""
+    for key, instead in (("calib_samples", "samples"), ("depth_samples", "depth_samples")):
+        if values[key] != getattr(Search(), key):
+            path = where.get(key, ("search", key))
+            line = lines.get(path, lines.get(("search",), "?"))
+            in_round = f" (in round {rnd + 1})" if rnd is not None else ""
+            raise RecipeError(f"{file}:{line}: search.{key} sets the search's own calibration, which a recipe does in "
+                              f"its calibrate stage: set calibrate.{instead} instead{in_round}")
 
 
 def _check_device(recipe: Recipe, lines: dict, file: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 
 from ..architectures import get_adapter
+from ..stages.source import Source
 from .plan import RECORD, Stage, foreign_words, record_fix
 
 SHIPPED_PREFIX = "shipped:"
@@ -87,6 +88,24 @@ class Context:
         return stage.output(key)
 
 
+class RecipeSource(Source):
+    """A stage's model in a recipe run, loaded (and its samples drawn) once through the run's `Context`."""
+
+    def __init__(self, ctx: Context, path: Path):
+        r = ctx.recipe
+        super().__init__(path, data=r.data, text_field=r.text_field, seed=r.seed, dtype=r.dtype, device=r.device)
+        self.ctx = ctx
+
+    def load(self):
+        return self.ctx.model(self.model)
+
+    def tokenizer(self):
+        return self.ctx.tok()
+
+    def samples(self, split: str, seq_len: int, n: int | None, vocab_size: int):
+        return self.ctx.samples(split, seq_len, n)
+
+
 def _section(stage: Stage):
     return stage.settings
 
@@ -107,51 +126,23 @@ def calibrate(ctx: Context, stage: Stage, work: Path) -> dict:
     return {"scores": "scores"}
 
 
-def _budget_value(value, original_params: int, model_params: int):
-    """A round's `0.5x` is of the ORIGINAL model: converted to a count for a model already pruned."""
-    if isinstance(value, str) and value.strip().endswith("x") and model_params != original_params:
-        return float(value.strip()[:-1]) * original_params
-    return value
-
-
 def search(ctx: Context, stage: Stage, work: Path) -> dict:
-    from ..archsearch import Budget, SearchConfig, SearchSpace, search as run_search
-    from ..importance.scores import Scores
+    """The search stage's `run` on the model this round starts from, with its calibrate stage's scores; a
+    relative budget (`0.5x`) is of the ORIGINAL model."""
+    from ..stages.search import run
 
     s = _section(stage)
-    model = ctx.model(ctx.output(stage.model_in))
-    scores = Scores.load(ctx.output(stage.inputs["calibrate"], "scores"))
-    adapter = get_adapter(model)
-    kind = s.params_kind.replace("-", "_")
-    embeddings = kind != "non_embedding"
-    original = ctx.model(ctx.source)
-    o_adapter = get_adapter(original)
-    count = lambda a, m, **kw: a.num_parameters(a.dims(m.config), **kw)  # noqa: E731
-    params = _budget_value(s.params, count(o_adapter, original, embeddings=embeddings),
-                           count(adapter, model, embeddings=embeddings))
-    active = s.active_params
-    if active is not None and adapter.dims(model.config).num_moe_experts is not None:
-        active = _budget_value(active, o_adapter.num_active_parameters(o_adapter.dims(original.config)),
-                               adapter.num_active_parameters(adapter.dims(model.config)))
-    budget = Budget(params=params, memory_mb=s.memory_mb, params_kind=kind, batch=s.batch, seq_len=s.seq_len,
-                    dtype=s.memory_dtype, active_params=active)
-    kd = None
-    if s.kd_steps is not None or s.kd_tokens is not None:
-        kd = {"steps": s.kd_steps} if s.kd_steps is not None else {"tokens": s.kd_tokens}
-        kd.update(global_batch=s.kd_batch, micro_batch=s.kd_micro_batch, lr=s.kd_lr)
-        if s.kd_min_lr is not None:
-            kd["min_lr"] = s.kd_min_lr
-        kd["seed"] = ctx.recipe.seed
-    space = SearchSpace(max_width_pruning=s.max_width_pruning, max_depth_pruning=s.max_depth_pruning,
-                        skip=tuple(s.skip))
-    cfg = SearchConfig(space=space, top_k=s.top_k, kd=kd, band=s.band, max_candidates=s.max_candidates,
-                       batch_size=s.batch_size, tie_tolerance=s.tie_tolerance, tie_break=s.tie_break,
-                       measure_speed=s.speed, speed_batch=s.speed_batch, expert_importance=s.expert_importance,
-                       serve_with=s.serve_with or (), tensor_parallel=s.tensor_parallel)
-    val = ctx.samples("validation", s.eval_seq_len, s.eval_samples)
-    train = ctx.samples("train", s.eval_seq_len, None) if kd else None
-    found = run_search(model, scores, val, budget, cfg, train_data=train, out_dir=work / "search",
-                       console=ctx.console)
+    path = ctx.output(stage.model_in)
+    original = None
+    if path != ctx.source:
+        model = ctx.model(ctx.source)
+        adapter = get_adapter(model)
+        dims = adapter.dims(model.config)
+        embeddings = s.params_kind.replace("-", "_") != "non_embedding"
+        original = (adapter.num_parameters(dims, embeddings=embeddings),
+                    adapter.num_active_parameters(dims) if dims.num_moe_experts is not None else None)
+    found = run(s, RecipeSource(ctx, path), work / "search", scores=ctx.output(stage.inputs["calibrate"], "scores"),
+                check_memory=False, original=original, console=ctx.console)
     return {"plan": found.best.to_dict(), "best_key": found.best_key, "top": found.top(5), "search": "search"}
 
 
