@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from .. import options
-from ..distillation.config import DistillConfig
+from ..stages.distill import DistillSettings as Distill
 from ..stages.search import SearchSettings as Search
 from .loader import RecipeError, _where
 
@@ -42,41 +42,6 @@ class Prune:
     dtype: str = "auto"
     serve_with: str | None = None
     tensor_parallel: int = 1
-
-
-def _as_in(config, name: str):
-    """The default of `config`'s setting `name`: a section key that is a setting of the stage's own
-    config takes its default from there (`dataclasses.fields`), so the two cannot drift apart."""
-    f = next(f for f in dataclasses.fields(config) if f.name == name)
-    if f.default_factory is not dataclasses.MISSING:
-        return field(default_factory=f.default_factory)
-    return f.default
-
-
-@dataclass
-class Distill:
-    steps: int | None = _as_in(DistillConfig, "steps")
-    tokens: float | None = _as_in(DistillConfig, "tokens")
-    seq_len: int = 4096
-    global_batch: int = _as_in(DistillConfig, "global_batch")
-    micro_batch: int = _as_in(DistillConfig, "micro_batch")
-    lr: float = _as_in(DistillConfig, "lr")
-    min_lr: float = _as_in(DistillConfig, "min_lr")
-    warmup: int = _as_in(DistillConfig, "warmup")
-    weight_decay: float = _as_in(DistillConfig, "weight_decay")
-    grad_clip: float | None = _as_in(DistillConfig, "grad_clip")
-    temperature: float = _as_in(DistillConfig, "temperature")
-    kd_loss: str = _as_in(DistillConfig, "kd_loss")
-    kd_weight: float = _as_in(DistillConfig, "kd_weight")
-    ce_weight: float = _as_in(DistillConfig, "ce_weight")
-    chunk_size: int | None = _as_in(DistillConfig, "chunk_size")
-    precision: str = _as_in(DistillConfig, "precision")
-    parallel: str = _as_in(DistillConfig, "parallel")
-    num_samples: int | None = None
-    val_samples: int = 64
-    eval_every: int | None = _as_in(DistillConfig, "eval_every")
-    save_every: int | None = _as_in(DistillConfig, "save_every")
-    keep_last: int = _as_in(DistillConfig, "keep_last")
 
 
 @dataclass

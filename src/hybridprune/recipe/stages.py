@@ -171,32 +171,25 @@ def prune(ctx: Context, stage: Stage, work: Path) -> dict:
 
 
 def distill(ctx: Context, stage: Stage, work: Path, *, resume: bool) -> dict:
-    from ..cli.common import load_model
-    from ..distillation import DistillConfig
-    from ..distillation.trainer import Distiller
+    """The distill stage's `run`: the round's pruned student from the recipe's model, into `student/`,
+    resumed from its last checkpoint when one was written."""
+    from dataclasses import replace
 
-    s = _section(stage)
+    from ..stages.distill import Models, run
+
+    s, r = _section(stage), ctx.recipe
     student_dir = ctx.output(stage.inputs["prune"])
-    teacher = ctx.model(ctx.source)
-    student = load_model(student_dir, dtype=ctx.recipe.dtype, device=ctx.recipe.device, role="student")
-    train = ctx.samples("train", s.seq_len, s.num_samples)
-    val = ctx.samples("validation", s.seq_len, s.val_samples) if s.val_samples else None
-    steps = s.steps if s.steps is not None else math.ceil(s.tokens / (s.global_batch * s.seq_len))
     out = work / "student"
     checkpoints = out / "checkpoints"
     resume = resume and checkpoints.is_dir() and any(checkpoints.iterdir())
     if not resume and out.exists():
         shutil.rmtree(out)  # killed before its first checkpoint: start the distillation afresh
-    cfg = DistillConfig(steps=s.steps, tokens=s.tokens, global_batch=s.global_batch, micro_batch=s.micro_batch,
-                        lr=s.lr, min_lr=s.min_lr, warmup=s.warmup, weight_decay=s.weight_decay,
-                        grad_clip=s.grad_clip or None,  # 0 disables clipping, as `--grad-clip 0`
-                        temperature=s.temperature, kd_loss=s.kd_loss, kd_weight=s.kd_weight, ce_weight=s.ce_weight,
-                        chunk_size=s.chunk_size, precision=s.precision, parallel=s.parallel, device=ctx.recipe.device,
-                        seed=ctx.recipe.seed, out_dir=str(out), save_every=s.save_every or max(1, steps // 10),
-                        keep_last=s.keep_last, eval_every=s.eval_every, progress=ctx.console is not None,
-                        resume=str(out) if resume else None,
-                        tokenizer_dir=str(student_dir))
-    Distiller(teacher, student, train, cfg, val_data=val, console=ctx.console).run()
+    for path in (ctx.source, student_dir):
+        ctx.forget(path)  # the run loads both in its own precision: no second copy held
+    run(replace(s, progress=s.progress and ctx.console is not None), Models(ctx.source, student_dir), r.data, out,
+        seed=r.seed, text_field=r.text_field, device=r.device, resume=out if resume else None, check_memory=False,
+        console=ctx.console)
+    steps = s.steps if s.steps is not None else math.ceil(s.tokens / (s.global_batch * s.seq_len))
     return {"model": "student", "steps": steps, "tokens": steps * s.global_batch * s.seq_len}
 
 

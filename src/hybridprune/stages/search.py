@@ -166,20 +166,22 @@ def run(settings: SearchSettings, source, out: Path, *, scores: Path | None = No
     return result
 
 
+def of_original(value, original: int | None, this: int):
+    """A relative budget (`0.5x`) of the ORIGINAL model (`original` parameters), as a count, for a model
+    already pruned (`this` parameters); as given otherwise."""
+    if isinstance(value, str) and value.strip().endswith("x") and original is not None and this != original:
+        return float(value.strip()[:-1]) * original
+    return value
+
+
 def _of_original(s: SearchSettings, adapter, dims, original: tuple[int, int | None]) -> SearchSettings:
-    """A relative budget (`0.5x`) of the ORIGINAL model, as a count, for a model already pruned."""
     from dataclasses import replace
 
-    def count(value, of: int | None, this: int):
-        if isinstance(value, str) and value.strip().endswith("x") and of is not None and this != of:
-            return float(value.strip()[:-1]) * of
-        return value
-
     total, active = original
-    params = count(s.params, total, adapter.num_parameters(dims, embeddings=s.params_kind == "total"))
+    params = of_original(s.params, total, adapter.num_parameters(dims, embeddings=s.params_kind == "total"))
     act = s.active_params
     if act is not None and dims.num_moe_experts is not None:
-        act = count(act, active, adapter.num_active_parameters(dims))
+        act = of_original(act, active, adapter.num_active_parameters(dims))
     return replace(s, params=params, active_params=act)
 
 
