@@ -18,13 +18,15 @@ from .checks import check_data_path, check_not_blank
 from ..output.cleanup import lock_until_done, remove_if_failed
 from ..output.atomic import check_output
 from ..output.leftovers import remove_dead_temporaries, unfinished
-from .devices import check_device, check_device_map
-from ..stages.distill import (  # noqa: F401 - `checkpoint_identity` and `_train_data` are teacher-logits' too
-    TOKENS_DIR, DistillSettings, Models, _has_checkpoint, _run_names, _train_data, checkpoint_identity, run,
-    with_cached_topk,
+from .devices import check_device
+from ..stages.distill import (  # noqa: F401 - `checkpoint_identity` and `_train_data`: imported from here too
+    DistillSettings, Models, _has_checkpoint, _run_names, _train_data, check_placement,
+    checkpoint_identity, run, with_cached_topk,
 )
 from .common import CliError, alerts, check_checkpoint_dir, console, fail_cleanly
 
+#: the flags' defaults: the stage's, defined once (`stages.distill.DistillSettings`)
+DISTILL_DEFAULTS = DistillSettings()
 #: the command's flags that are not the stage's settings: what it reads and writes, and how it loads
 IO_FLAGS = ("teacher", "student", "data", "out", "resume", "overwrite", "force", "seed", "text_field", "device",
             "trust_remote_code")
@@ -40,43 +42,43 @@ def distill_command(
     student: Path = typer.Option(..., "--student", help="Student (e.g. the output of `hybridprune prune`)."),
     data: str = typer.Option(..., "--data", help="A token directory (`hybridprune tokenize`), or text (.txt/.jsonl/.json/.parquet, a directory, a glob, a saved dataset, a Hub id, 'shakespeare', a mixture a.jsonl:0.7,b.jsonl:0.3), tokenized once into --out/tokens. Its train split trains, its validation split validates."),
     out: Path = typer.Option(None, "--out", help="Run directory: checkpoints, log.jsonl, loss.png, and at the end the distilled student as a plain HF checkpoint. Defaults to --resume."),
-    seq_len: int = typer.Option(4096, "--seq-len", **DISTILL.bounds("seq_len"), help="Tokens per sample."),
-    global_batch: int = typer.Option(64, "--global-batch", **DISTILL.bounds("global_batch"), help="Samples per optimizer step, over all processes."),
-    micro_batch: int = typer.Option(2, "--micro-batch", **DISTILL.bounds("micro_batch"), help="Samples per forward pass on one process."),
-    lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate."),
-    min_lr: float = typer.Option(1e-5, "--min-lr", help="Learning rate at the end of the cosine decay."),
-    warmup: int = typer.Option(100, "--warmup", **DISTILL.bounds("warmup"), help="Linear warmup steps."),
-    tokens: float = typer.Option(None, "--tokens", help="Training tokens (e.g. 2e9); rounded up to whole steps. Give this or --steps."),
-    steps: int = typer.Option(None, "--steps", **DISTILL.bounds("steps"), help="Optimizer steps. Give this or --tokens."),
-    save_every: int = typer.Option(None, "--save-every", **DISTILL.bounds("save_every"), help="Checkpoint every N steps (always at the end)."),
-    keep_last: int = typer.Option(2, "--keep-last", **DISTILL.bounds("keep_last"), help="Checkpoints to keep."),
+    seq_len: int = typer.Option(DISTILL_DEFAULTS.seq_len, "--seq-len", **DISTILL.bounds("seq_len"), help="Tokens per sample."),
+    global_batch: int = typer.Option(DISTILL_DEFAULTS.global_batch, "--global-batch", **DISTILL.bounds("global_batch"), help="Samples per optimizer step, over all processes."),
+    micro_batch: int = typer.Option(DISTILL_DEFAULTS.micro_batch, "--micro-batch", **DISTILL.bounds("micro_batch"), help="Samples per forward pass on one process."),
+    lr: float = typer.Option(DISTILL_DEFAULTS.lr, "--lr", help="Peak learning rate."),
+    min_lr: float = typer.Option(DISTILL_DEFAULTS.min_lr, "--min-lr", help="Learning rate at the end of the cosine decay."),
+    warmup: int = typer.Option(DISTILL_DEFAULTS.warmup, "--warmup", **DISTILL.bounds("warmup"), help="Linear warmup steps."),
+    tokens: float = typer.Option(DISTILL_DEFAULTS.tokens, "--tokens", help="Training tokens (e.g. 2e9); rounded up to whole steps. Give this or --steps."),
+    steps: int = typer.Option(DISTILL_DEFAULTS.steps, "--steps", **DISTILL.bounds("steps"), help="Optimizer steps. Give this or --tokens."),
+    save_every: int = typer.Option(DISTILL_DEFAULTS.save_every, "--save-every", **DISTILL.bounds("save_every"), help="Checkpoint every N steps (always at the end)."),
+    keep_last: int = typer.Option(DISTILL_DEFAULTS.keep_last, "--keep-last", **DISTILL.bounds("keep_last"), help="Checkpoints to keep."),
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this directory from its newest good checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in a non-empty --out, replacing only what hybridprune wrote there."),
-    stop_at_step: int = typer.Option(None, "--stop-at-step", **DISTILL.bounds("stop_at_step"), help="Stop (with a checkpoint) after this step, e.g. to fit a job time limit; --resume continues."),
-    eval_every: int = typer.Option(None, "--eval-every", **DISTILL.bounds("eval_every"), help="Validation loss every N steps (always at the end)."),
-    val_samples: int = typer.Option(64, "--val-samples", **DISTILL.bounds("val_samples"), help="Validation samples; 0 disables validation."),
-    num_samples: int = typer.Option(None, "--num-samples", **DISTILL.bounds("num_samples"), help="Use at most this many training samples (default: all of the train split)."),
-    temperature: float = typer.Option(1.0, "--temperature", help="KD temperature τ (the loss is scaled by τ²)."),
-    kd_loss: Literal[KD_LOSSES] = typer.Option("forward", "--kd-loss", help="forward (KL(teacher‖student), the paper's) or reverse."),
-    kd_weight: float = typer.Option(1.0, "--kd-weight", help="Weight of the KD term."),
-    ce_weight: float = typer.Option(0.0, "--ce-weight", help="Weight of a next-token cross-entropy term (0: KD only)."),
-    kd_topk: int = typer.Option(None, "--kd-topk", **DISTILL.bounds("kd_topk"), help="Distil from the teacher's top-k logits plus their tail mass (computed online) instead of the full vocabulary; see docs/benchmarks.md for the gap. Default: full KD."),
-    teacher_logits: str = typer.Option(None, "--teacher-logits", help="Top-k teacher logits written by `hybridprune teacher-logits` for this --data/--seq-len/--seed/--num-samples: the teacher is not run on the training data."),
-    teacher_device: str = typer.Option(None, "--teacher-device", help="Run the teacher on this device (default: the student's)."),
-    teacher_device_map: str = typer.Option(None, "--teacher-device-map", help="Spread a teacher larger than one device over the GPUs, CPU and disk (accelerate): auto, balanced, sequential."),
-    chunk_size: int = typer.Option(None, "--chunk-size", **DISTILL.bounds("chunk_size"), help="Positions per logits chunk (default: one fp32 [chunk, vocab] buffer of ~512 MiB on a GPU, ~64 MiB on a CPU)."),
-    weight_decay: float = typer.Option(0.1, "--weight-decay", help="AdamW weight decay (matrices only)."),
-    grad_clip: float = typer.Option(1.0, "--grad-clip", help="Clip the global gradient norm; 0 disables."),
-    precision: Literal[PRECISIONS] = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16."),
-    parallel: Literal[PARALLEL] = typer.Option("auto", "--parallel", help="auto (DDP under torchrun), none, ddp or fsdp (FSDP2)."),
+    stop_at_step: int = typer.Option(DISTILL_DEFAULTS.stop_at_step, "--stop-at-step", **DISTILL.bounds("stop_at_step"), help="Stop (with a checkpoint) after this step, e.g. to fit a job time limit; --resume continues."),
+    eval_every: int = typer.Option(DISTILL_DEFAULTS.eval_every, "--eval-every", **DISTILL.bounds("eval_every"), help="Validation loss every N steps (always at the end)."),
+    val_samples: int = typer.Option(DISTILL_DEFAULTS.val_samples, "--val-samples", **DISTILL.bounds("val_samples"), help="Validation samples; 0 disables validation."),
+    num_samples: int = typer.Option(DISTILL_DEFAULTS.num_samples, "--num-samples", **DISTILL.bounds("num_samples"), help="Use at most this many training samples (default: all of the train split)."),
+    temperature: float = typer.Option(DISTILL_DEFAULTS.temperature, "--temperature", help="KD temperature τ (the loss is scaled by τ²)."),
+    kd_loss: Literal[KD_LOSSES] = typer.Option(DISTILL_DEFAULTS.kd_loss, "--kd-loss", help="forward (KL(teacher‖student), the paper's) or reverse."),
+    kd_weight: float = typer.Option(DISTILL_DEFAULTS.kd_weight, "--kd-weight", help="Weight of the KD term."),
+    ce_weight: float = typer.Option(DISTILL_DEFAULTS.ce_weight, "--ce-weight", help="Weight of a next-token cross-entropy term (0: KD only)."),
+    kd_topk: int = typer.Option(DISTILL_DEFAULTS.kd_topk, "--kd-topk", **DISTILL.bounds("kd_topk"), help="Distil from the teacher's top-k logits plus their tail mass (computed online) instead of the full vocabulary; see docs/benchmarks.md for the gap. Default: full KD."),
+    teacher_logits: str = typer.Option(DISTILL_DEFAULTS.teacher_logits, "--teacher-logits", help="Top-k teacher logits written by `hybridprune teacher-logits` for this --data/--seq-len/--seed/--num-samples: the teacher is not run on the training data."),
+    teacher_device: str = typer.Option(DISTILL_DEFAULTS.teacher_device, "--teacher-device", help="Run the teacher on this device (default: the student's)."),
+    teacher_device_map: str = typer.Option(DISTILL_DEFAULTS.teacher_device_map, "--teacher-device-map", help="Spread a teacher larger than one device over the GPUs, CPU and disk (accelerate): auto, balanced, sequential."),
+    chunk_size: int = typer.Option(DISTILL_DEFAULTS.chunk_size, "--chunk-size", **DISTILL.bounds("chunk_size"), help="Positions per logits chunk (default: one fp32 [chunk, vocab] buffer of ~512 MiB on a GPU, ~64 MiB on a CPU)."),
+    weight_decay: float = typer.Option(DISTILL_DEFAULTS.weight_decay, "--weight-decay", help="AdamW weight decay (matrices only)."),
+    grad_clip: float = typer.Option(DISTILL_DEFAULTS.grad_clip, "--grad-clip", help="Clip the global gradient norm; 0 disables."),
+    precision: Literal[PRECISIONS] = typer.Option(DISTILL_DEFAULTS.precision, "--precision", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16."),
+    parallel: Literal[PARALLEL] = typer.Option(DISTILL_DEFAULTS.parallel, "--parallel", help="auto (DDP under torchrun), none, ddp or fsdp (FSDP2)."),
     force: bool = typer.Option(False, "--force", help="Start even when the memory forecast exceeds what the device has."),
     seed: int = typer.Option(0, "--seed", **DISTILL.bounds("seed"), help="Seed of the sample order."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSON/parquet data."),
-    num_proc: int = typer.Option(1, "--num-proc", **DISTILL.bounds("num_proc"), help="Tokenize text --data in this many processes (as `hybridprune tokenize --num-proc`; the same tokens)."),
-    chat: bool = typer.Option(False, "--chat", help="Text records are conversations ('messages', the tokenizer's chat template) or prompt/completion pairs: the loss counts the assistant's tokens only."),
+    num_proc: int = typer.Option(DISTILL_DEFAULTS.num_proc, "--num-proc", **DISTILL.bounds("num_proc"), help="Tokenize text --data in this many processes (as `hybridprune tokenize --num-proc`; the same tokens)."),
+    chat: bool = typer.Option(DISTILL_DEFAULTS.chat, "--chat", help="Text records are conversations ('messages', the tokenizer's chat template) or prompt/completion pairs: the loss counts the assistant's tokens only."),
     device: str = typer.Option(None, "--device", help="Device (default: this process's GPU, else cpu)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on a terminal; elsewhere (a log file) one plain line per logged step."),
-    report_to: list[str] = typer.Option([], "--report-to", help="Also send the metrics to tensorboard or wandb (installed separately; repeat or comma-separate). log.jsonl is always written."),
+    progress: bool = typer.Option(DISTILL_DEFAULTS.progress, "--progress/--no-progress", help="Show a progress bar on a terminal; elsewhere (a log file) one plain line per logged step."),
+    report_to: list[str] = typer.Option(DISTILL_DEFAULTS.report_to, "--report-to", help="Also send the metrics to tensorboard or wandb (installed separately; repeat or comma-separate). log.jsonl is always written."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoints' own Python code."),
 ) -> None:
     """Distil the student from the teacher (forward KL on logits, chunked), with exact resume."""
@@ -108,10 +110,7 @@ def _main_process() -> bool:
 
 def _check_options(settings: DistillSettings, data: str, text_field: str, device: str | None) -> None:
     check_device(device)
-    check_device(settings.teacher_device, "--teacher-device")
-    check_device_map(settings.teacher_device_map, "--teacher-device-map")
-    if settings.teacher_device and settings.teacher_device_map:
-        raise CliError("give --teacher-device or --teacher-device-map, not both")
+    check_placement(settings)
     check_not_blank(("--data", data, "shakespeare"), ("--text-field", text_field, "text"))
     check_data_path("--data", data)
 

@@ -105,6 +105,16 @@ def with_cached_topk(settings: DistillSettings, teacher, *, trust_remote_code: b
     return dataclasses.replace(settings, kd_topk=cache.k)
 
 
+def check_placement(settings: DistillSettings) -> None:
+    """The teacher's device (or device map) is one this machine has, and not both are given."""
+    from ..cli.devices import check_device, check_device_map
+
+    check_device(settings.teacher_device, "--teacher-device")
+    check_device_map(settings.teacher_device_map, "--teacher-device-map")
+    if settings.teacher_device and settings.teacher_device_map:
+        raise ValueError("give --teacher-device or --teacher-device-map, not both")
+
+
 def checkpoint_identity(path: Path | str, *, trust_remote_code: bool = False) -> str | None:
     """The fingerprint of the safetensors checkpoint `path` (a directory, shipped teacher or Hub id), from its files (a few sampled windows per
     tensor, no model built); None when it has no safetensors weights to read."""
@@ -153,25 +163,25 @@ def _has_checkpoint(out: Path) -> bool:
     return bool(list_checkpoints(out / CHECKPOINT_DIR))
 
 
-def _token_dir(env, data, out, tokenizer, settings: DistillSettings, text_field, overwrite, say) -> Path:
-    """`data` itself when it is a token directory; else the run's own `tokens/`, written once by the main
+def _token_dir(env, r: _Run, tokenizer, settings: DistillSettings) -> Path:
+    """The data itself when it is a token directory; else the run's own `tokens/`, written once by the main
     process (reused on --resume without reading the text again)."""
     from ..data.shards import is_token_dir
     from ..distillation.dist import barrier
     from ..output.atomic import claim
 
-    if is_token_dir(data):
+    if is_token_dir(r.data):
         if settings.chat:
-            raise ValueError(f"--chat applies to text; {data} is already tokenized (as conversations or not, as its "
-                           "manifest says): drop --chat")
-        return Path(data).expanduser()
-    tokens = Path(out) / TOKENS_DIR
+            raise ValueError(f"--chat applies to text; {r.data} is already tokenized (as conversations or not, as its "
+                             "manifest says): drop --chat")
+        return Path(r.data).expanduser()
+    tokens = Path(r.out) / TOKENS_DIR
     if env.is_main:
         from ..data.tokenize import tokenize_to
 
-        claim(out, [TOKENS_DIR])
-        tokenize_to(tokens, data, tokenizer, text_field=text_field, chat=settings.chat, overwrite=overwrite,
-                    num_proc=settings.num_proc, say=say)
+        claim(r.out, [TOKENS_DIR])
+        tokenize_to(tokens, r.data, tokenizer, text_field=r.text_field, chat=settings.chat, overwrite=r.overwrite,
+                    num_proc=settings.num_proc, say=lambda m: r.say(m, soft_wrap=True, highlight=False))
     barrier(env)
     return tokens
 
@@ -231,9 +241,11 @@ def run(settings: DistillSettings, models: Models, data: str, out: Path, *, seed
 
     settings = with_cached_topk(settings, models.teacher, trust_remote_code=models.trust_remote_code)
     cfg = settings.trainer_config(out, student=models.student, seed=seed, device=device, resume=resume)
-    r = _Run(data, out, seed, text_field, overwrite, force, check_memory, console, alerts)
     from ..distillation.schedule import warmup_note
 
+    check_placement(settings)
+    r = _Run(data=data, out=out, seed=seed, text_field=text_field, overwrite=overwrite, force=force,
+             check_memory=check_memory, console=console, alerts=alerts)
     note = warmup_note(cfg.warmup, cfg.total_steps(settings.seq_len), cfg.lr)
     if note:
         r.warn(note)
@@ -290,8 +302,7 @@ def _train(env, s: DistillSettings, cfg, models: Models, r: _Run):
         tokenizer = load_tokenizer(models.student, trust_remote_code=trust, role="student")
     except ValueError:
         tokenizer = load_tokenizer(models.teacher, trust_remote_code=trust, role="teacher")
-    say = lambda m: r.say(m, soft_wrap=True, highlight=False)  # noqa: E731
-    token_dir = _token_dir(env, r.data, r.out, tokenizer, s, r.text_field, r.overwrite, say)
+    token_dir = _token_dir(env, r, tokenizer, s)
     train = _train_data(token_dir, s.seq_len, r.seed, s.num_samples)
     cache = _teacher_logits(Path(s.teacher_logits), train, token_dir, tokenizer) if s.teacher_logits else None
     t_model, s_model = _load_models(models, bf16, s.teacher_device_map)

@@ -8,8 +8,9 @@ methods, so both doors load the same model the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Source:
     dtype: str = "auto"
     device: str | None = None
     trust_remote_code: bool = False
+    _tokenizer: Any = field(default=None, init=False, repr=False, compare=False)
 
     def config(self):
         from ..checkpoint.load import load_config
@@ -36,7 +38,9 @@ class Source:
     def tokenizer(self):
         from ..checkpoint.load import load_tokenizer
 
-        return load_tokenizer(self.model, trust_remote_code=self.trust_remote_code)
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.model, trust_remote_code=self.trust_remote_code)
+        return self._tokenizer
 
     def samples(self, split: str, seq_len: int, n: int | None, vocab_size: int):
         """`n` windows of `seq_len` tokens of the data's `split` (None: all), seeded by `seed`."""
