@@ -236,3 +236,13 @@ def test_distill_command_and_recipe_write_the_same_student(logits_root, tmp_path
     losses = [[rec["loss"] for rec in _without_times(d / "log.jsonl") if "loss" in rec]
               for d in (tmp_path / "cmd", found)]
     assert losses[0] == losses[1] and len(losses[0]) == 2
+
+
+def test_a_recipe_checks_the_teachers_placement_as_the_command(tmp_path):
+    text = _yaml("distill", {"steps": 1, "teacher_device": "cpu", "teacher_device_map": "auto"})
+    with pytest.raises(RecipeError, match=r"recipe.yaml:2: distill.teacher_device_map: give --teacher-device or "
+                                          r"--teacher-device-map, not both"):
+        _from_recipe(tmp_path, text, "distill")
+    r = invoke("distill", "--teacher", ASSETS, "--student", ASSETS, "--data", "shakespeare", "--steps", "1",
+               "--teacher-device", "cpu", "--teacher-device-map", "auto", "--out", tmp_path / "out")
+    assert r.exit_code == 2 and "give --teacher-device or --teacher-device-map, not both" in r.output

@@ -47,7 +47,7 @@ def search_command(
     kd_tokens: float = typer.Option(SEARCH_DEFAULTS.kd_tokens, "--kd-tokens", help="Short-KD tokens per top-K candidate (paper: 3.8e9)."),
     kd_steps: int = typer.Option(SEARCH_DEFAULTS.kd_steps, "--kd-steps", **SEARCH.bounds("kd_steps"), help="Short-KD optimizer steps per top-K candidate (instead of --kd-tokens)."),
     kd_lr: float = typer.Option(SEARCH_DEFAULTS.kd_lr, "--kd-lr", help="Short-KD peak learning rate."),
-    kd_min_lr: float = typer.Option(SEARCH_DEFAULTS.kd_min_lr, "--kd-min-lr", help="Short-KD learning rate at the end of its cosine decay (default: the distillation's, 1e-5, or --kd-lr when lower)."),
+    kd_min_lr: float = typer.Option(SEARCH_DEFAULTS.kd_min_lr, "--kd-min-lr", help="Short-KD learning rate at the end of its cosine decay (default: the distillation's, 1e-5)."),
     kd_batch: int = typer.Option(SEARCH_DEFAULTS.kd_batch, "--kd-batch", **SEARCH.bounds("kd_batch"), help="Short-KD global batch (samples per step)."),
     kd_micro_batch: int = typer.Option(SEARCH_DEFAULTS.kd_micro_batch, "--kd-micro-batch", **SEARCH.bounds("kd_micro_batch"), help="Short-KD samples per forward pass."),
     kd_topk: int = typer.Option(SEARCH_DEFAULTS.kd_topk, "--kd-topk", **SEARCH.bounds("kd_topk"), help="Short KD from the teacher's top-k logits (+ tail mass), computed once for all top-K candidates instead of a teacher forward per candidate and step. Default: full KD."),

@@ -41,9 +41,14 @@ def stage_forecast(st: Stage, recipe, source: Path) -> str:
         if plan is not None:
             kept = [i for i in range(len(dims.block_kinds)) if i not in (plan.drop_layers or [])]
             student, note = plan.target_dims(dims, kept[: plan.num_layers or len(kept)]), ""
-        device = str(resolve_device(recipe.device))
+        from ..distillation.config import DistillConfig
+        from ..distillation.placement import use_bf16
+
+        target = resolve_device(recipe.device)
+        device = str(target)
+        bf16 = use_bf16(DistillConfig(precision=s.precision), target)  # the teacher is held in bf16 under bf16
         f = forecast_distill(adapter, dims, student, micro_batch=s.micro_batch, seq=s.seq_len, weight_bytes=4,
-                             teacher_weight_bytes=weight_bytes(config, recipe.dtype, recipe.device), device=device,
+                             teacher_weight_bytes=2 if bf16 else 4, device=device,
                              chunk_positions=s.chunk_size or auto_chunk_size(dims.vocab_size, device),
                              chunk=getattr(config, "chunk_size", None) or 128)
         return f.describe().split(": ", 1)[1] + note

@@ -223,6 +223,24 @@ def check_round_sections(recipe: Recipe, lines: dict, file: str) -> None:
         _check_relations(recipe, "eval", Round(), 0, lines, file)
         _check_tasks(recipe.eval.tasks, lines, file)
     _check_device(recipe, lines, file)
+    for i, rnd in enumerate(recipe.rounds or [Round()]):
+        _check_teacher_placement(recipe, rnd, i, lines, file)
+
+
+def _check_teacher_placement(recipe: Recipe, rnd: Round, i: int, lines: dict, file: str) -> None:
+    """The distillation's teacher device (or device map) as `distill --teacher-device` checks it."""
+    base, override = recipe.distill, rnd.distill
+    if base is None and override is None:
+        return
+    from ..stages.distill import check_placement
+
+    settings = dataclasses.replace(base or Distill(), **(override or {}))
+    try:
+        check_placement(settings)
+    except Exception as exc:  # CliError (a device this machine lacks) or ValueError (both given)
+        key = "teacher_device_map" if settings.teacher_device_map else "teacher_device"
+        path = ("rounds", i, "distill", key) if key in (override or {}) else ("distill", key)
+        raise RecipeError(f"{file}:{lines.get(path, lines.get(('distill',), '?'))}: distill.{key}: {exc}") from None
 
 
 def _check_tasks(tasks: list[str], lines: dict, file: str) -> None:
