@@ -172,7 +172,7 @@ def test_an_iterative_recipe_runs_two_rounds_on_the_tiny_teacher(tmp_path):
 
 
 def test_a_rounds_fraction_is_of_the_original_model():
-    from hybridprune.recipe.stages import _budget_value
+    from hybridprune.stages.search import of_original as _budget_value
 
     assert _budget_value("0.5x", 1000, 1000) == "0.5x"  # round 1: as the search reads it
     assert _budget_value("0.5x", 1000, 700) == 500.0  # later rounds: of the original, not of round 1's model

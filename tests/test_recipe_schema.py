@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 
 from hybridprune.distillation import DistillConfig
-from hybridprune.recipe.schema import Distill, _as_in
+from hybridprune.recipe.schema import Distill
+from hybridprune.stages.distill import _as_in
 
 
 def test_the_distill_section_defaults_are_distill_configs():
     config = {f.name: f for f in dataclasses.fields(DistillConfig)}
     shared = [f for f in dataclasses.fields(Distill) if f.name in config]
-    assert len(shared) == 19  # every training setting the section offers
+    assert len(shared) == 24  # every training setting the section offers
     for f in shared:
         assert (f.default, f.default_factory) == (config[f.name].default, config[f.name].default_factory), f.name
     assert Distill().lr == DistillConfig().lr and Distill().keep_last == DistillConfig().keep_last

@@ -99,12 +99,12 @@ def _distill(root, out, *extra):
     (("--data", "tokens", "--teacher", "teacher-other"), "computed by another teacher"),
 ])
 def test_distill_refuses_a_mismatched_cache_before_loading_any_model(root, tmp_path, monkeypatch, extra, message):
-    from hybridprune.cli import distill as cli_distill
+    from hybridprune.stages import distill as distill_stage
 
     def no_model(*a, **kw):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(cli_distill, "load_model", no_model)
+    monkeypatch.setattr(distill_stage, "_load_models", no_model)
     args = [root / x if x.endswith(("tokens", "tokenizer", "-other")) else x for x in extra]
     r = _distill(root, tmp_path / "run", *args)
     assert r.exit_code == 2 and no_traceback(r), r.output

@@ -139,9 +139,9 @@ def test_cache_readers_stay_inside_the_directory(root, tmp_path, monkeypatch, ca
     """A cache whose array or manifest is a link out of it (to valid-looking bytes), or an array
     that is a directory: refused (exit 2) before any model is loaded, and the files outside never
     opened."""
-    from hybridprune.cli import distill as cli_distill
+    from hybridprune.stages import distill as distill_stage
 
-    monkeypatch.setattr(cli_distill, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(distill_stage, "_load_models", lambda *a, **k: pytest.fail("a model was loaded"))
     cache = _copy(root, tmp_path)
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -193,9 +193,9 @@ def _uniform_zero(arrays):
 def test_cache_values_are_checked_when_it_is_opened(root, tmp_path, monkeypatch, edit, message, block):
     """Values no teacher gives are refused (exit 2) when the cache is opened, before any model is
     loaded, naming the sample and position and the command that recomputes them."""
-    from hybridprune.cli import distill as cli_distill
+    from hybridprune.stages import distill as distill_stage
 
-    monkeypatch.setattr(cli_distill, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(distill_stage, "_load_models", lambda *a, **k: pytest.fail("a model was loaded"))
     monkeypatch.setattr(tl, "CHECK_ELEMENTS", block)
     cache = _copy(root, tmp_path)
     arrays = {name: np.memmap(cache / f"{name}.bin", dtype=dtype, mode="r+", shape=SHAPE[:dims])

@@ -30,4 +30,8 @@ ALLOWED: dict[tuple[str, str], str] = {
                        "archsearch/ or stages/, and the distil stage loads its student through cli.common.load_model "
                        "(checkpoint.load.load_model with device='auto' is the same); loading, dtypes, devices and the "
                        "other forecasts are in checkpoint/ already",
+    ("stages", "cli"): "to be moved with recipe's: the stages load models (cli.common.load_model), forecast memory "
+                       "(cli.common.forward_forecast/weight_bytes/forecast_memory), check devices "
+                       "(cli.devices.check_device) and refuse options a model cannot use (cli.checks."
+                       "check_moe_options/check_gdn_options) through the command line until these live in checkpoint/",
 }

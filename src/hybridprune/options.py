@@ -131,15 +131,22 @@ def _memory_dtype(value):
 
 
 def _axes(value):
-    from .archsearch.space import SearchSpace
+    from .archsearch.space import AXIS_ALIASES, SearchSpace
 
-    return SearchSpace(skip=tuple(value))
+    return SearchSpace(skip=tuple(AXIS_ALIASES.get(str(v).strip().replace("-", "_"), v) for v in value))
+
+
+def _divisors(value):
+    from .archsearch.space import parse_divisors
+
+    return parse_divisors(value)
 
 
 ENGINES = Parsed("serving engine names", bool, parse=_engines)
 SIZE = Parsed("a size", bool, parse=_size)
 MEMORY_DTYPE = Parsed("a dtype", bool, parse=_memory_dtype)
 AXES = Parsed("search axes", bool, parse=_axes)
+DIVISORS = Parsed("per-axis steps", bool, parse=_divisors)
 
 
 class Names:
@@ -270,7 +277,7 @@ SEARCH = Options({
     "params": SIZE, "active_params": SIZE, "params_kind": one_of(*PARAMS_KINDS), "memory_mb": POSITIVE,
     "seq_len": whole(1), "batch": whole(1), "memory_dtype": MEMORY_DTYPE, "top_k": whole(1),
     "kd_tokens": POSITIVE, "kd_steps": whole(1), "kd_lr": POSITIVE, "kd_min_lr": NON_NEGATIVE, "kd_batch": whole(1),
-    "kd_micro_batch": whole(1), "kd_topk": whole(1), "skip": AXES, "max_width_pruning": FRACTION,
+    "kd_micro_batch": whole(1), "kd_topk": whole(1), "skip": AXES, "divisors": DIVISORS, "max_width_pruning": FRACTION,
     "max_depth_pruning": FRACTION, "band": CLOSED_FRACTION, "max_candidates": whole(1), "eval_samples": whole(1),
     "eval_seq_len": whole(2), "batch_size": whole(1), "calib_samples": whole(1), "depth_samples": whole(0),
     "tie_tolerance": NON_NEGATIVE, "tie_break": one_of(*TIE_BREAKS), "speed_batch": whole(1), "show": whole(0),

@@ -44,8 +44,53 @@ DEFAULT_DIVISORS = {"hidden_size": 256, "ffn_hidden_size": 512, "mamba_head_dim"
                     "moe_shared_expert_intermediate_size": 512, "linear_key_head_dim": 8, "linear_value_head_dim": 8}
 
 
+#: Short names of the axes, accepted wherever an axis is named (`search --skip`, `--divisors`, a recipe's
+#: `search.skip` and `search.divisors`).
+AXIS_ALIASES = {"hidden": "hidden_size", "ffn": "ffn_hidden_size", "mamba_heads": "mamba_num_heads",
+                "heads": "mamba_num_heads", "head_dim": "mamba_head_dim", "attention_heads": "num_attention_heads",
+                "depth": "num_layers", "layers": "num_layers"}
+
+
 class SearchSpaceError(ValueError):
     """An invalid search-space setting; the message names the valid ones."""
+
+
+def axis_name(name: str) -> str:
+    """The axis `name` stands for (`ffn`, `attention-heads` and the Plan field names alike)."""
+    name = name.strip().replace("-", "_")
+    name = AXIS_ALIASES.get(name, name)
+    if name not in AXES:
+        raise SearchSpaceError(f"unknown search axis {name!r}; use one of {', '.join(AXES)} "
+                               f"(or {', '.join(AXIS_ALIASES)})")
+    return name
+
+
+def parse_divisors(value: str | Mapping[str, int] | None) -> dict[str, int]:
+    """Per-axis steps from `'hidden_size=256,ffn=512'` or a mapping (axis names or their aliases)."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        pairs = []
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            if "=" not in part:
+                raise SearchSpaceError(f"divisors entry {part!r} is not axis=value, e.g. hidden_size=256")
+            pairs.append(part.split("=", 1))
+        if not pairs:
+            raise SearchSpaceError(f"divisors {value!r} names no axis; give axis=value, e.g. hidden_size=256")
+    else:
+        pairs = list(value.items())
+    out = {}
+    for name, step in pairs:
+        try:
+            number = int(step) if isinstance(step, str) else step
+        except ValueError:
+            raise SearchSpaceError(f"the divisor of {name} must be a positive integer, got {step!r}") from None
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise SearchSpaceError(f"the divisor of {name} must be a positive integer, got {step!r}")
+        out[axis_name(str(name))] = number
+    return out
 
 
 @dataclass(frozen=True)

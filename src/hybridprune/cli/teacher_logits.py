@@ -64,7 +64,7 @@ def teacher_logits_command(
     from ..checkpoint.fingerprint import model_fingerprint
     from ..output.atomic import claim, remove_owned
     from ..output.errors import writing
-    from .distill import _train_data, checkpoint_identity
+    from ..stages.distill import _train_data, checkpoint_identity
 
     if not is_token_dir(data):
         raise CliError(f"--data {data} is not a token directory; write one first with `hybridprune tokenize`")

@@ -1,26 +1,25 @@
 """Knowledge distillation of a pruned student from its teacher (paper §6): chunked logit KD, a
-training loop with exact checkpoint/resume, and DDP/FSDP2 scaling. See docs/distillation.md."""
+training loop with exact checkpoint/resume, and DDP/FSDP2 scaling. See docs/distillation.md.
+
+The names are imported lazily: `distillation.config` (the trainer's settings, whose defaults the
+distill stage's settings take) stays importable without torch, for the command line's `--help`."""
 
 from __future__ import annotations
 
-from .checkpoint import CheckpointError, find_resume_checkpoint
-from .chunked_loss import chunked_kd_loss
-from .config import DistillConfig, DistillError
-from .loss import Head, KDLossOutput, kd_loss_from_logits
-from .schedule import WarmupCosine
-from .trainer import Distiller, NonFiniteLoss, distill
+import importlib
 
-__all__ = [
-    "CheckpointError",
-    "DistillConfig",
-    "DistillError",
-    "Distiller",
-    "Head",
-    "KDLossOutput",
-    "NonFiniteLoss",
-    "WarmupCosine",
-    "chunked_kd_loss",
-    "distill",
-    "find_resume_checkpoint",
-    "kd_loss_from_logits",
-]
+_NAMES = {
+    "CheckpointError": "checkpoint", "find_resume_checkpoint": "checkpoint", "chunked_kd_loss": "chunked_loss",
+    "DistillConfig": "config", "DistillError": "config", "Head": "loss", "KDLossOutput": "loss",
+    "kd_loss_from_logits": "loss", "WarmupCosine": "schedule", "Distiller": "trainer", "NonFiniteLoss": "trainer",
+    "distill": "trainer",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str):
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

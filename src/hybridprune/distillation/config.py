@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from ..options import PARALLEL, PRECISIONS  # noqa: F401 - the names the command line and recipes offer
-from .loss import check_loss_options
 
 
 class DistillError(ValueError):
@@ -84,7 +83,7 @@ class DistillConfig:
     eval_every: int | None = None
     log_every: int = 1
     progress: bool = True
-    report_to: tuple[str, ...] = ()
+    report_to: tuple[str, ...] | list[str] = field(default_factory=list)  # checked into a tuple by validate()
     export: bool = True
     plot: bool = True
     tokenizer_dir: str | None = None
@@ -121,6 +120,8 @@ class DistillConfig:
             raise DistillError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.parallel not in PARALLEL:
             raise DistillError(f"parallel must be one of {PARALLEL}, got {self.parallel!r}")
+        from .loss import check_loss_options
+
         try:
             check_loss_options(self.kd_loss, self.temperature, self.kd_weight, self.ce_weight)
         except ValueError as e:

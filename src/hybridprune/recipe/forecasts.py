@@ -27,10 +27,9 @@ def stage_forecast(st: Stage, recipe, source: Path) -> str:
         f = forward_forecast(config, "calibrate", batch=s.batch_size, seq=s.seq_len, dtype=s.dtype,
                              device=s.device, depth=s.depth_samples > 0)
     elif st.kind == "search":
-        from ..cli.search import _forecast
+        from ..stages.search import forecast
 
-        kd = {"global_batch": s.kd_batch} if (s.kd_steps or s.kd_tokens) else None
-        f = _forecast(config, recipe.dtype, recipe.device, s.batch_size, s.eval_seq_len, False, kd, s.kd_micro_batch)
+        f = forecast(config, s, recipe.dtype, recipe.device, depth=False)
     elif st.kind == "prune" and st.settings.in_memory:
         f = forecast_prune(adapter, dims, weight_bytes=weight_bytes(config, s.dtype, s.device), device=str(s.device))
     elif st.kind == "prune":
@@ -44,9 +43,14 @@ def stage_forecast(st: Stage, recipe, source: Path) -> str:
         if plan is not None:
             kept = [i for i in range(len(dims.block_kinds)) if i not in (plan.drop_layers or [])]
             student, note = plan.target_dims(dims, kept[: plan.num_layers or len(kept)]), ""
-        device = str(resolve_device(recipe.device))
+        from ..distillation.config import DistillConfig
+        from ..distillation.placement import use_bf16
+
+        target = resolve_device(recipe.device)
+        device = str(target)
+        bf16 = use_bf16(DistillConfig(precision=s.precision), target)  # the teacher is held in bf16 under bf16
         f = forecast_distill(adapter, dims, student, micro_batch=s.micro_batch, seq=s.seq_len, weight_bytes=4,
-                             teacher_weight_bytes=weight_bytes(config, recipe.dtype, recipe.device), device=device,
+                             teacher_weight_bytes=2 if bf16 else 4, device=device,
                              chunk_positions=s.chunk_size or auto_chunk_size(dims.vocab_size, device),
                              chunk=getattr(config, "chunk_size", None) or 128)
         return f.describe().split(": ", 1)[1] + note

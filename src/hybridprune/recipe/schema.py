@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from .. import options
-from ..distillation.config import DistillConfig
 from ..stages.calibrate import CalibrateSettings
 from ..stages.common import INHERITED
+from ..stages.distill import DistillSettings
 from ..stages.evaluate import EvalSettings
 from ..stages.prune import PruneSettings
+from ..stages.search import SearchSettings
 from .loader import RecipeError, _where
 
 Size = Union[int, float, str]  # 4.5e9, or "0.5x" of the model it applies to
@@ -33,76 +34,10 @@ Plan = Union[str, dict]  # "hidden_size=3072,..." or a mapping of plan fields
 #: the sections of the stages with a settings dataclass of their own (`hybridprune.stages`): the section IS
 #: the settings, so a recipe key and a command's flag cannot drift apart
 Calibrate = CalibrateSettings
+Search = SearchSettings
 Prune = PruneSettings
+Distill = DistillSettings
 Eval = EvalSettings
-
-
-@dataclass
-class Search:
-    params: Size | None = None
-    params_kind: str = "total"
-    active_params: Size | None = None
-    memory_mb: float | None = None
-    seq_len: int = 4096
-    batch: int = 1
-    memory_dtype: str = "bfloat16"
-    top_k: int = 10
-    kd_steps: int | None = None
-    kd_tokens: float | None = None
-    kd_lr: float = 1e-4
-    kd_min_lr: float | None = None
-    kd_batch: int = 8
-    kd_micro_batch: int = 2
-    skip: list[str] = field(default_factory=list)
-    max_width_pruning: float = 0.4
-    max_depth_pruning: float = 0.2
-    band: float = 0.1
-    max_candidates: int | None = None
-    eval_samples: int = 256
-    eval_seq_len: int = 512
-    batch_size: int = 8
-    tie_tolerance: float = 0.005
-    tie_break: str = "cost"
-    speed: bool = True
-    speed_batch: int = 1
-    expert_importance: str = "output_norm"
-    serve_with: str | None = None
-    tensor_parallel: int = 1
-
-
-def _as_in(config, name: str):
-    """The default of `config`'s setting `name`: a section key that is a setting of the stage's own
-    config takes its default from there (`dataclasses.fields`), so the two cannot drift apart."""
-    f = next(f for f in dataclasses.fields(config) if f.name == name)
-    if f.default_factory is not dataclasses.MISSING:
-        return field(default_factory=f.default_factory)
-    return f.default
-
-
-@dataclass
-class Distill:
-    steps: int | None = _as_in(DistillConfig, "steps")
-    tokens: float | None = _as_in(DistillConfig, "tokens")
-    seq_len: int = 4096
-    global_batch: int = _as_in(DistillConfig, "global_batch")
-    micro_batch: int = _as_in(DistillConfig, "micro_batch")
-    lr: float = _as_in(DistillConfig, "lr")
-    min_lr: float = _as_in(DistillConfig, "min_lr")
-    warmup: int = _as_in(DistillConfig, "warmup")
-    weight_decay: float = _as_in(DistillConfig, "weight_decay")
-    grad_clip: float | None = _as_in(DistillConfig, "grad_clip")
-    temperature: float = _as_in(DistillConfig, "temperature")
-    kd_loss: str = _as_in(DistillConfig, "kd_loss")
-    kd_weight: float = _as_in(DistillConfig, "kd_weight")
-    ce_weight: float = _as_in(DistillConfig, "ce_weight")
-    chunk_size: int | None = _as_in(DistillConfig, "chunk_size")
-    precision: str = _as_in(DistillConfig, "precision")
-    parallel: str = _as_in(DistillConfig, "parallel")
-    num_samples: int | None = None
-    val_samples: int = 64
-    eval_every: int | None = _as_in(DistillConfig, "eval_every")
-    save_every: int | None = _as_in(DistillConfig, "save_every")
-    keep_last: int = _as_in(DistillConfig, "keep_last")
 
 
 @dataclass
@@ -299,6 +234,24 @@ def check_round_sections(recipe: Recipe, lines: dict, file: str) -> None:
         _check_relations(recipe, "eval", Round(), 0, lines, file)
         _check_tasks(recipe.eval.tasks, lines, file)
     _check_device(recipe, lines, file)
+    for i, rnd in enumerate(recipe.rounds or [Round()]):
+        _check_teacher_placement(recipe, rnd, i, lines, file)
+
+
+def _check_teacher_placement(recipe: Recipe, rnd: Round, i: int, lines: dict, file: str) -> None:
+    """The distillation's teacher device (or device map) as `distill --teacher-device` checks it."""
+    base, override = recipe.distill, rnd.distill
+    if base is None and override is None:
+        return
+    from ..stages.distill import check_placement
+
+    settings = dataclasses.replace(base or Distill(), **(override or {}))
+    try:
+        check_placement(settings)
+    except Exception as exc:  # CliError (a device this machine lacks) or ValueError (both given)
+        key = "teacher_device_map" if settings.teacher_device_map else "teacher_device"
+        path = ("rounds", i, "distill", key) if key in (override or {}) else ("distill", key)
+        raise RecipeError(f"{file}:{lines.get(path, lines.get(('distill',), '?'))}: distill.{key}: {exc}") from None
 
 
 def _check_tasks(tasks: list[str], lines: dict, file: str) -> None:
@@ -329,6 +282,7 @@ def _check_relations(recipe: Recipe, name: str, rnd: Round, i: int, lines: dict,
     values = {**dataclasses.asdict(base if base is not None else SECTIONS[name]()), **(override or {})}
     where = {k: ("rounds", i, name, k) for k in override or {}}
     if name == "search":
+        _calibrated_apart(values, where, lines, file, i if recipe.rounds else None)
         for k in ("params", "active_params"):
             if getattr(rnd, k) is not None:
                 values[k], where[k] = getattr(rnd, k), ("rounds", i, k)
@@ -337,6 +291,18 @@ def _check_relations(recipe: Recipe, name: str, rnd: Round, i: int, lines: dict,
         line = lines.get(path, lines.get((name,), lines.get(("rounds", i), "?")))
         in_round = f" (in round {i + 1})" if recipe.rounds else ""
         raise RecipeError(f"{file}:{line}: {message}{in_round}")
+
+
+def _calibrated_apart(values: dict, where: dict, lines: dict, file: str, rnd: int | None) -> None:
+    """A recipe's search reads its calibrate stage's scores: the search's settings of calibrating on
+    demand would do nothing there, so they are refused with the keys that do it."""
+    for key, instead in (("calib_samples", "samples"), ("depth_samples", "depth_samples")):
+        if values[key] != getattr(Search(), key):
+            path = where.get(key, ("search", key))
+            line = lines.get(path, lines.get(("search",), "?"))
+            in_round = f" (in round {rnd + 1})" if rnd is not None else ""
+            raise RecipeError(f"{file}:{line}: search.{key} sets the search's own calibration, which a recipe does in "
+                              f"its calibrate stage: set calibrate.{instead} instead{in_round}")
 
 
 def _check_device(recipe: Recipe, lines: dict, file: str) -> None:

@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from ..architectures import get_adapter
 from ..stages.common import Loader
+from ..stages.source import Source
 from .plan import RECORD, Stage, foreign_words, record_fix
 
 SHIPPED_PREFIX = "shipped:"
@@ -127,6 +128,24 @@ class SharedLoader(Loader):
         return self._samples[key]
 
 
+class RecipeSource(Source):
+    """A stage's model in a recipe run, loaded (and its samples drawn) once through the run's `Context`."""
+
+    def __init__(self, ctx: Context, path: Path):
+        r = ctx.recipe
+        super().__init__(path, data=r.data, text_field=r.text_field, seed=r.seed, dtype=r.dtype, device=r.device)
+        self.ctx = ctx
+
+    def load(self):
+        return self.ctx.model(self.model)
+
+    def tokenizer(self):
+        return self.ctx.tok()
+
+    def samples(self, split: str, seq_len: int, n: int | None, vocab_size: int):
+        return self.ctx.samples(split, seq_len, n)
+
+
 def _section(stage: Stage):
     return stage.settings
 
@@ -141,51 +160,23 @@ def calibrate(ctx: Context, stage: Stage, work: Path) -> dict:
     return {"scores": "scores"}
 
 
-def _budget_value(value, original_params: int, model_params: int):
-    """A round's `0.5x` is of the ORIGINAL model: converted to a count for a model already pruned."""
-    if isinstance(value, str) and value.strip().endswith("x") and model_params != original_params:
-        return float(value.strip()[:-1]) * original_params
-    return value
-
-
 def search(ctx: Context, stage: Stage, work: Path) -> dict:
-    from ..archsearch import Budget, SearchConfig, SearchSpace, search as run_search
-    from ..importance.scores import Scores
+    """The search stage's `run` on the model this round starts from, with its calibrate stage's scores; a
+    relative budget (`0.5x`) is of the ORIGINAL model."""
+    from ..stages.search import run
 
     s = _section(stage)
-    model = ctx.model(ctx.output(stage.model_in))
-    scores = Scores.load(ctx.output(stage.inputs["calibrate"], "scores"))
-    adapter = get_adapter(model)
-    kind = s.params_kind.replace("-", "_")
-    embeddings = kind != "non_embedding"
-    original = ctx.model(ctx.source)
-    o_adapter = get_adapter(original)
-    count = lambda a, m, **kw: a.num_parameters(a.dims(m.config), **kw)  # noqa: E731
-    params = _budget_value(s.params, count(o_adapter, original, embeddings=embeddings),
-                           count(adapter, model, embeddings=embeddings))
-    active = s.active_params
-    if active is not None and adapter.dims(model.config).num_moe_experts is not None:
-        active = _budget_value(active, o_adapter.num_active_parameters(o_adapter.dims(original.config)),
-                               adapter.num_active_parameters(adapter.dims(model.config)))
-    budget = Budget(params=params, memory_mb=s.memory_mb, params_kind=kind, batch=s.batch, seq_len=s.seq_len,
-                    dtype=s.memory_dtype, active_params=active)
-    kd = None
-    if s.kd_steps is not None or s.kd_tokens is not None:
-        kd = {"steps": s.kd_steps} if s.kd_steps is not None else {"tokens": s.kd_tokens}
-        kd.update(global_batch=s.kd_batch, micro_batch=s.kd_micro_batch, lr=s.kd_lr)
-        if s.kd_min_lr is not None:
-            kd["min_lr"] = s.kd_min_lr
-        kd["seed"] = ctx.recipe.seed
-    space = SearchSpace(max_width_pruning=s.max_width_pruning, max_depth_pruning=s.max_depth_pruning,
-                        skip=tuple(s.skip))
-    cfg = SearchConfig(space=space, top_k=s.top_k, kd=kd, band=s.band, max_candidates=s.max_candidates,
-                       batch_size=s.batch_size, tie_tolerance=s.tie_tolerance, tie_break=s.tie_break,
-                       measure_speed=s.speed, speed_batch=s.speed_batch, expert_importance=s.expert_importance,
-                       serve_with=s.serve_with or (), tensor_parallel=s.tensor_parallel)
-    val = ctx.samples("validation", s.eval_seq_len, s.eval_samples)
-    train = ctx.samples("train", s.eval_seq_len, None) if kd else None
-    found = run_search(model, scores, val, budget, cfg, train_data=train, out_dir=work / "search",
-                       console=ctx.console)
+    path = ctx.output(stage.model_in)
+    original = None
+    if path != ctx.source:
+        model = ctx.model(ctx.source)
+        adapter = get_adapter(model)
+        dims = adapter.dims(model.config)
+        embeddings = s.params_kind.replace("-", "_") != "non_embedding"
+        original = (adapter.num_parameters(dims, embeddings=embeddings),
+                    adapter.num_active_parameters(dims) if dims.num_moe_experts is not None else None)
+    found = run(s, RecipeSource(ctx, path), work / "search", scores=ctx.output(stage.inputs["calibrate"], "scores"),
+                check_memory=False, original=original, console=ctx.console)
     return {"plan": found.best.to_dict(), "best_key": found.best_key, "top": found.top(5), "search": "search"}
 
 
@@ -208,32 +199,25 @@ def prune(ctx: Context, stage: Stage, work: Path) -> dict:
 
 
 def distill(ctx: Context, stage: Stage, work: Path, *, resume: bool) -> dict:
-    from ..cli.common import load_model
-    from ..distillation import DistillConfig
-    from ..distillation.trainer import Distiller
+    """The distill stage's `run`: the round's pruned student from the recipe's model, into `student/`,
+    resumed from its last checkpoint when one was written."""
+    from dataclasses import replace
 
-    s = _section(stage)
+    from ..stages.distill import Models, run
+
+    s, r = _section(stage), ctx.recipe
     student_dir = ctx.output(stage.inputs["prune"])
-    teacher = ctx.model(ctx.source)
-    student = load_model(student_dir, dtype=ctx.recipe.dtype, device=ctx.recipe.device, role="student")
-    train = ctx.samples("train", s.seq_len, s.num_samples)
-    val = ctx.samples("validation", s.seq_len, s.val_samples) if s.val_samples else None
-    steps = s.steps if s.steps is not None else math.ceil(s.tokens / (s.global_batch * s.seq_len))
     out = work / "student"
     checkpoints = out / "checkpoints"
     resume = resume and checkpoints.is_dir() and any(checkpoints.iterdir())
     if not resume and out.exists():
         shutil.rmtree(out)  # killed before its first checkpoint: start the distillation afresh
-    cfg = DistillConfig(steps=s.steps, tokens=s.tokens, global_batch=s.global_batch, micro_batch=s.micro_batch,
-                        lr=s.lr, min_lr=s.min_lr, warmup=s.warmup, weight_decay=s.weight_decay,
-                        grad_clip=s.grad_clip or None,  # 0 disables clipping, as `--grad-clip 0`
-                        temperature=s.temperature, kd_loss=s.kd_loss, kd_weight=s.kd_weight, ce_weight=s.ce_weight,
-                        chunk_size=s.chunk_size, precision=s.precision, parallel=s.parallel, device=ctx.recipe.device,
-                        seed=ctx.recipe.seed, out_dir=str(out), save_every=s.save_every or max(1, steps // 10),
-                        keep_last=s.keep_last, eval_every=s.eval_every, progress=ctx.console is not None,
-                        resume=str(out) if resume else None,
-                        tokenizer_dir=str(student_dir))
-    Distiller(teacher, student, train, cfg, val_data=val, console=ctx.console).run()
+    for path in (ctx.source, student_dir):
+        ctx.forget(path)  # the run loads both in its own precision: no second copy held
+    run(replace(s, progress=s.progress and ctx.console is not None), Models(ctx.source, student_dir), r.data, out,
+        seed=r.seed, text_field=r.text_field, device=r.device, resume=out if resume else None, check_memory=False,
+        console=ctx.console)
+    steps = s.steps if s.steps is not None else math.ceil(s.tokens / (s.global_batch * s.seq_len))
     return {"model": "student", "steps": steps, "tokens": steps * s.global_batch * s.seq_len}
 
 
