@@ -26,10 +26,6 @@ LAYERS: list[tuple[str, ...]] = [
 ALLOWED: dict[tuple[str, str], str] = {
     ("options", "archsearch"): "a rule's parser is the owning package's (sizes: archsearch.cost.parse_params, "
                                "search axes: archsearch.space), imported only when a value is checked",
-    ("recipe", "cli"): "to be moved: the search's memory forecast (forecasts: cli.search._forecast) belongs in "
-                       "archsearch/ or stages/, and the distil stage loads its student through cli.common.load_model "
-                       "(checkpoint.load.load_model with device='auto' is the same); loading, dtypes, devices and the "
-                       "other forecasts are in checkpoint/ already",
     ("stages", "cli"): "to be moved with recipe's: the stages load models (cli.common.load_model), forecast memory "
                        "(cli.common.forward_forecast/weight_bytes/forecast_memory), check devices "
                        "(cli.devices.check_device) and refuse options a model cannot use (cli.checks."
