@@ -45,3 +45,28 @@ def test_a_streaming_prune_imports_no_transformers(layout, tmp_path, tokens):
     result = json.loads(report)
     assert "config.json" in result["written"]
     assert result["imported"] == []
+
+
+CLI = """
+import atexit, json, sys
+atexit.register(lambda: print("@@" + json.dumps(sorted(m for m in ("torch", "transformers") if m in sys.modules))))
+sys.argv = ["hybridprune", *sys.argv[1:]]
+from hybridprune.cli import main
+main()
+"""
+
+
+def test_the_prune_command_streams_without_torch_or_transformers(tmp_path, tokens):
+    """`hybridprune prune` (streaming, the default) reads the config through the view, writes in the
+    stored dtype and checks shapes from the layouts: neither torch (over a second to import) nor
+    transformers is imported, from the first flag parsed to the exit."""
+    src = tmp_path / "source"
+    model = build(tiny_nemotron_config())
+    model.save_pretrained(src)
+    calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2).save(tmp_path / "scores")
+    proc = subprocess.run([sys.executable, "-c", CLI, "prune", "--model", str(src), "--scores", str(tmp_path / "scores"),
+                           "--plan", PLAN, "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (tmp_path / "out" / "config.json").is_file()
+    assert json.loads(proc.stdout.rpartition("@@")[2]) == []

@@ -22,15 +22,21 @@ def view_config(raw: dict[str, Any]) -> ConfigView | None:
     return view_of(raw, rules)
 
 
+def read_view(source: str | Path) -> ConfigView | None:
+    """The config.json of checkpoint directory `source` as a `ConfigView`, or None where the view would
+    not be exact (or the file is not a readable JSON object: transformers then says what is wrong)."""
+    try:
+        raw = json.loads((Path(source) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return view_config(raw) if isinstance(raw, dict) else None
+
+
 def read_config(source: str | Path):
     """The config of checkpoint directory `source`: a `ConfigView` where it is exact, else transformers'
     config, read as `AutoConfig.from_pretrained(source, trust_remote_code=False)` reads it (remote code
     is never run)."""
-    try:
-        raw = json.loads((Path(source) / "config.json").read_text())
-    except (OSError, ValueError):
-        raw = None
-    view = view_config(raw) if isinstance(raw, dict) else None
+    view = read_view(source)
     if view is not None:
         return view
     from transformers import AutoConfig

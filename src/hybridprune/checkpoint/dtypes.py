@@ -128,3 +128,16 @@ def count_non_finite(values: np.ndarray, dtype: DType) -> int:
         np.equal(m, word.type(marker), out=h)
         bad += int(np.count_nonzero(h))
     return bad
+
+
+def stored_bytes(config, dtype: str = "auto") -> int:
+    """Bytes per parameter a streaming prune writes: `dtype` ("auto": the config's stored dtype, float32
+    when it names none), without torch (a streaming prune does not place the model on a device, so the
+    loading rule "auto is bfloat16 on a GPU" does not apply)."""
+    if dtype == "auto":
+        stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32"
+        try:
+            return dtype_of(stored).itemsize
+        except ValueError:
+            return 4
+    return dtype_of(dtype).itemsize

@@ -101,10 +101,21 @@ def check_weight_files(path: Path, role: str, allow_pickle: bool) -> None:
                                   "incomplete")
 
 
-def load_config(ref: str | os.PathLike, *, trust_remote_code: bool = False, role: str = "checkpoint"):
+def load_config(ref: str | os.PathLike, *, trust_remote_code: bool = False, role: str = "checkpoint",
+                view: bool = False):
+    """The checked config of checkpoint `ref`. `view`: where the family's adapter reads config.json exactly
+    as transformers does (`architectures.config_read`), a `ConfigView` of it, so that a streaming prune
+    imports neither transformers nor torch; transformers' config otherwise (and always with remote code)."""
+    path = resolve(ref, role)
+    if view and not trust_remote_code:
+        from ..architectures.config_read import read_view
+
+        config = read_view(path)
+        if config is not None:
+            check_config(config, path, role)
+            return config
     from transformers import AutoConfig
 
-    path = resolve(ref, role)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad config

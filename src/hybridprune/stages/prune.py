@@ -96,7 +96,8 @@ def _model_checked(s: PruneSettings, model: Path, plan, voice: Voice):
     from ..pruning.plan import PlanError
     from .checks import check_gdn_options, check_moe_options
 
-    config = load_config(model, trust_remote_code=s.trust_remote_code)
+    # a streaming prune reads config.json without transformers where the adapter's view of it is exact
+    config = load_config(model, trust_remote_code=s.trust_remote_code, view=not s.in_memory)
     adapter = get_adapter(config)
     dims = adapter.dims(config)
     check_moe_options(dims, config.model_type, expert_importance=s.expert_importance)
@@ -111,7 +112,7 @@ def _model_checked(s: PruneSettings, model: Path, plan, voice: Voice):
 
 def _stream(s: PruneSettings, model: Path, scores, plan, out, described, keywords: dict, *,
             voice: Voice) -> tuple[Path, dict]:
-    from ..checkpoint.devices import resolve_dtype, weight_bytes
+    from ..checkpoint.dtypes import stored_bytes
     from ..checkpoint.files import CheckpointFiles
     from ..checkpoint.forecast import forecast_prune
     from ..checkpoint.load import check_weight_files
@@ -120,9 +121,9 @@ def _stream(s: PruneSettings, model: Path, scores, plan, out, described, keyword
     adapter, dims, config = described
     check_weight_files(model, "checkpoint", allow_pickle=False)  # pickle-only: say how to convert
     largest = max((t.nbytes for t in CheckpointFiles(model).tensors.values()), default=0)
-    streamed = forecast_prune(adapter, dims, weight_bytes=weight_bytes(config, s.dtype), largest_tensor_bytes=largest)
+    streamed = forecast_prune(adapter, dims, weight_bytes=stored_bytes(config, s.dtype), largest_tensor_bytes=largest)
     say_forecast(voice, streamed, force=s.force, lower="nothing (streaming holds three tensors at a time)")
-    path = stream_prune(model, scores, plan, out, dtype=None if s.dtype == "auto" else resolve_dtype(s.dtype),
+    path = stream_prune(model, scores, plan, out, dtype=None if s.dtype == "auto" else s.dtype,
                         smoke_test=s.smoke_test, progress=True, **keywords)
     return path, written_info(path)
 
