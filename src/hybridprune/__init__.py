@@ -36,6 +36,7 @@ _PUBLIC = {
     "measure_generation": "hybridprune.evaluate",
     "run_tasks": "hybridprune.evaluate",
     "build_run_report": "hybridprune.report",
+    "load_model": "hybridprune.checkpoint.load",
 }
 
 __all__ = sorted(_PUBLIC)
