@@ -75,12 +75,20 @@ def write_checkpoint(out: Path, shard_bytes: int = 5 * 10**9, config=None, weigh
         writer = ShardWriter(out / name, shard)
         for key, dtype, shape in shard:
             ones = key.endswith(("norm.weight", "norm_f.weight", "D"))
-            writer.write(key, torch.ones(shape, dtype=dtype) if ones else weights(shape, g))
+            tensor = torch.ones(shape, dtype=dtype) if ones else weights(shape, g)
+            writer.write(key, _stored(tensor))
             weight_map[key] = name
         writer.close()
     total = sum(2 * torch.Size(s).numel() for _, _, s in layout)
     (out / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
     config.save_pretrained(out)
+
+
+def _stored(tensor):
+    """A tensor as the shard writer takes it: a numpy array of its dtype's storage type (bf16 as uint16)."""
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view("uint16")
+    return tensor.numpy()
 
 
 def derived_scores(src: Path, scores_dir: Path) -> None:

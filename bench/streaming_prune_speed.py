@@ -11,7 +11,8 @@
    `/usr/bin/time`; prints the medians and their ratio as JSON, with the load average before and after.
 4. Each prune runs the command line's own `main` in a fresh interpreter that notes when each phase ends,
    so the same runs give the breakdown (medians, seconds): `startup` (the interpreter), `import` (the
-   command line with torch, transformers' config classes and key renamings), `planning` (config, scores,
+   command line and the streaming prune's modules; torch and transformers only if the prune needs them:
+   `prune_imported` says which it imported), `planning` (config, scores,
    fingerprint, selection, the source checked against its config's shapes), `tensor work` (reading,
    cutting and writing every tensor, into the page cache), `write` (index, provenance, model card,
    config, the output checked against the new config's shapes, the rename into place, the summary),
@@ -54,9 +55,7 @@ import sys, time, json
 now = lambda: (time.time(), time.process_time())  # noqa: E731
 spawned, marks = float(sys.argv[1]), {"startup": now()}
 import hybridprune.cli as cli
-from transformers import AutoConfig  # noqa: F401  (as the command imports them)
-import transformers.conversion_mapping  # noqa: F401
-from hybridprune.pruning import streaming
+from hybridprune.pruning import streaming  # what the command imports before it reads the checkpoint
 marks["import"] = now()
 atomic_directory, progress = streaming.atomic_directory, streaming._progress
 
@@ -93,6 +92,7 @@ phases = [{"startup": marks["startup"][0] - spawned if i == 0 else marks["startu
            "tensor work": between("write-start", "tensor work", i),
            "write": between("planning", "write-start", i) + between("tensor work", "end", i)} for i in (0, 1)]
 print("PHASES " + json.dumps(phases), file=sys.stderr)
+print("IMPORTED " + json.dumps(sorted(m for m in ("torch", "transformers") if m in sys.modules)), file=sys.stderr)
 """
 
 
@@ -122,9 +122,9 @@ def write_checkpoint(out: Path, scale: int = 1) -> None:
     write_random_checkpoint(out, SHARD_BYTES, config=config(scale), weights=random_bf16)
 
 
-def timed_prune(args: list[str]) -> tuple[float, int, dict[str, float], dict[str, float]]:
-    """Wall seconds (with the final `sync`), peak RSS in KiB, and the phases of `hybridprune prune ARGS` in
-    wall seconds and in CPU seconds of the prune's process."""
+def timed_prune(args: list[str]) -> tuple[float, int, dict[str, float], dict[str, float], list[str]]:
+    """Wall seconds (with the final `sync`), peak RSS in KiB, the phases of `hybridprune prune ARGS` in
+    wall seconds and in CPU seconds of the prune's process, and which of torch and transformers it imported."""
     start, spawned = time.perf_counter(), time.time()
     run = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-c", _CHILD, str(spawned), "prune", *args],
                          capture_output=True, text=True)
@@ -137,7 +137,8 @@ def timed_prune(args: list[str]) -> tuple[float, int, dict[str, float], dict[str
     phases, cpu = json.loads(next(line for line in lines if line.startswith("PHASES "))[len("PHASES "):])
     phases["exit"] = (ran - start) - sum(phases.values())  # the interpreter's exit, and /usr/bin/time's
     phases["sync"] = seconds - (ran - start)
-    return seconds, int(lines[-1]), phases, cpu
+    imported = json.loads(next(line for line in lines if line.startswith("IMPORTED "))[len("IMPORTED "):])
+    return seconds, int(lines[-1]), phases, cpu, imported
 
 
 def breakdown(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
                     pass
         load = os.getloadavg()[0]
         rows: dict[str, list[tuple[float, int]]] = {"cp": [], "prune": []}
-        phases, cpu = [], []
+        phases, cpu, imported = [], [], set()
         plan = PLAN.format(h=1536 // args.scale, f=6144 // args.scale)
         for r in range(args.pairs):
             for what in ("prune", "cp"):
@@ -178,10 +179,11 @@ def main(argv: list[str] | None = None) -> dict:
                     seconds, rss_kib = timed(["cp", "-r", str(src), str(dest)])
                     note = ""
                 else:
-                    seconds, rss_kib, run_phases, run_cpu = timed_prune(
+                    seconds, rss_kib, run_phases, run_cpu, run_imported = timed_prune(
                         ["--model", str(src), "--scores", str(scores), "--plan", plan, "--out", str(dest)])
                     phases.append(run_phases)
                     cpu.append(run_cpu)
+                    imported.update(run_imported)
                     note = " (" + ", ".join(f"{k} {v:.2f}" for k, v in run_phases.items()) + ")"
                 rows[what].append((seconds, rss_kib))
                 print(f"pair {r}: {what}: {seconds:.2f} s, peak RSS {rss_kib / 2**20:.2f} GiB{note}", flush=True)
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
             "prune_peak_rss_gib": [k / 2**20 for _, k in rows["prune"]],
             "cp_median_s": cp, "prune_median_s": prune, "ratio": prune / cp,
             "prune_phases_median_s": breakdown(phases), "prune_phases_cpu_median_s": breakdown(cpu),
-            "load_average_after": os.getloadavg()[0],
+            "load_average_after": os.getloadavg()[0], "prune_imported": sorted(imported),
         }
         from hybridprune.checkpoint.files import CheckpointFiles
 

@@ -193,3 +193,11 @@ def test_gdn_merge_of_one_seed_per_process_runs(name, tmp_path):
     if name == "heads_vs_channels":
         assert "Generation speed" in table
         assert "Generation speed" not in (tmp_path / "s1" / f"gdn_{name}.md").read_text()
+
+
+def test_streaming_prune_bench_runs_and_imports_neither_torch_nor_transformers(tmp_path, capsys):
+    """bench/streaming_prune_speed.py at 1/32 of its widths, one pair: it writes, prunes and reports the
+    phases, and the prune's process imported neither torch nor transformers (nothing is timed here)."""
+    out = bench_module("streaming_prune_speed").main(["--scale", "32", "--pairs", "1", "--dir", str(tmp_path)])
+    assert out["prune_imported"] == [] and out["prune_median_s"] > 0
+    assert set(out["prune_phases_median_s"]) >= {"import", "planning", "tensor work", "fixed"}
