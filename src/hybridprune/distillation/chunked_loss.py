@@ -71,7 +71,7 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
 
 
-def _chunk(hc, w, b, thc, tw, tb, tgt, opts: _Opts, need_grad: bool):
+def _chunk(hc, w, b, thc, tw, tb, tgt, opts: _Opts, *, need_grad: bool):
     """Loss sums of one chunk and, if `need_grad`, d(objective)/d(student logits) for it.
 
     The gradients are the closed forms of the losses (the tests pin them to autograd on the full
@@ -146,7 +146,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
             hc = h[s0:s1].detach().to(opts.dtype)
             thc = t_h[s0:s1].to(opts.dtype) if opts.with_kd else None
             tgt = targets[s0:s1] if opts.with_ce else None
-            kd_sum, ce_sum, gz = _chunk(hc, w, b, thc, tw, tb, tgt, opts, True)
+            kd_sum, ce_sum, gz = _chunk(hc, w, b, thc, tw, tb, tgt, opts, need_grad=True)
             kd_total += kd_sum
             ce_total += ce_sum
             if opts.s_scale != 1.0:
@@ -201,7 +201,7 @@ def _plain_sums(h, head: Head, t_h, t_head: Head | None, targets, opts: _Opts):
         for s0, s1 in _chunks(h.shape[0], opts.chunk):
             kd, ce, _ = _chunk(
                 h[s0:s1].to(opts.dtype), w, b, t_h[s0:s1].to(opts.dtype) if opts.with_kd else None, tw, tb,
-                targets[s0:s1] if opts.with_ce else None, opts, False,
+                targets[s0:s1] if opts.with_ce else None, opts, need_grad=False,
             )
             kd_total += kd
             ce_total += ce

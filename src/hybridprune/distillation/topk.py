@@ -56,7 +56,8 @@ def teacher_topk(hidden: torch.Tensor, head: Head, k: int, *, chunk: int | None 
     return ids, logp, tail
 
 
-def _chunk(hc, w, b, scale, idx, logp, ltail, tgt, kd_coef, ce_coef, need_grad):
+def _chunk(hc, w, b, scale, idx, logp, ltail, tgt, *, coefs: tuple[float, float], need_grad: bool):
+    kd_coef, ce_coef = coefs
     z = _head_logits(hc, w, b, scale)
     logp, ltail = logp.to(z.dtype), ltail.to(z.dtype)
     lse = torch.logsumexp(z, dim=-1)
@@ -106,8 +107,8 @@ class _TopKLoss(torch.autograd.Function):
         for s0, s1 in _chunks(h.shape[0], chunk):
             hc = h[s0:s1].detach().to(dtype)
             tgt = targets[s0:s1] if targets is not None else None
-            kd, ce, g = _chunk(hc, w, b, scale, idx[s0:s1], logp[s0:s1], ltail[s0:s1], tgt, kd_coef, ce_coef,
-                               need_h or need_w or need_b)
+            kd, ce, g = _chunk(hc, w, b, scale, idx[s0:s1], logp[s0:s1], ltail[s0:s1], tgt, coefs=(kd_coef, ce_coef),
+                               need_grad=need_h or need_w or need_b)
             kd_total += kd
             ce_total += ce
             if g is not None:
@@ -172,7 +173,8 @@ def topk_kd_loss(student_hidden: torch.Tensor, student_head: Head, teacher: tupl
             ce_t = torch.zeros_like(kd_t)
             for s0, s1 in _chunks(n_kd, chunk):
                 kd, ce, _ = _chunk(h[s0:s1].to(dtype), w, b, float(student_head.scale), idx[s0:s1], logp[s0:s1],
-                                   ltail[s0:s1], None if targets is None else targets[s0:s1], kd_coef, ce_coef, False)
+                                   ltail[s0:s1], None if targets is None else targets[s0:s1], coefs=(kd_coef, ce_coef),
+                                   need_grad=False)
                 kd_t += kd
                 ce_t += ce
             return kd_coef * kd_t + ce_coef * ce_t, kd_t, ce_t
