@@ -15,7 +15,7 @@ from ..output.cleanup import lock_until_done, remove_if_failed
 from ..output.atomic import check_output, owned_names
 from ..output.leftovers import remove_dead_temporaries, unfinished
 from .devices import check_device
-from .common import CliError, check_checkpoint_dir, console, fail_cleanly
+from .common import CliError, check_checkpoint_dir, console, fail_cleanly, voice
 
 
 def register(app: typer.Typer) -> None:
@@ -93,7 +93,7 @@ def search_command(
         raise CliError(f"no scores in {scores_dir}; run `hybridprune calibrate` or leave out --scores")
     source = Source(model, data=data, text_field=text_field, seed=seed, dtype=dtype, device=device,
                     trust_remote_code=trust_remote_code)
-    run(settings, source, out, scores=scores_dir, overwrite=overwrite, force=force, console=console)
+    run(settings, source, out, scores=scores_dir, overwrite=overwrite, force=force, voice=voice())
     console.print(f"plan: {out / 'best.yaml'}   plot: {out / 'search.png'}   all results: {out / 'candidates.jsonl'}")
     serving = (f" --serve-with {','.join(cfg.serve_with)}" if settings.serve_with else "") + (
         f" --tensor-parallel {tensor_parallel}" if tensor_parallel > 1 else "")

@@ -82,7 +82,9 @@ class Context:
         if self.console is None:
             return SILENT
         return Voice(note=lambda text: self.console.print(f"[dim]{escape(text)}[/]", highlight=False),
-                     warn=lambda text: self.console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False))
+                     warn=lambda text: self.console.print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True,
+                                                          highlight=False),
+                     console=self.console)
 
 
 class _TopLevel:
@@ -176,7 +178,7 @@ def search(ctx: Context, stage: Stage, work: Path) -> dict:
         original = (adapter.num_parameters(dims, embeddings=embeddings),
                     adapter.num_active_parameters(dims) if dims.num_moe_experts is not None else None)
     found = run(s, RecipeSource(ctx, path), work / "search", scores=ctx.output(stage.inputs["calibrate"], "scores"),
-                check_memory=False, original=original, console=ctx.console)
+                check_memory=False, original=original, voice=ctx.voice())
     return {"plan": found.best.to_dict(), "best_key": found.best_key, "top": found.top(5), "search": "search"}
 
 
@@ -216,7 +218,7 @@ def distill(ctx: Context, stage: Stage, work: Path, *, resume: bool) -> dict:
         ctx.forget(path)  # the run loads both in its own precision: no second copy held
     run(replace(s, progress=s.progress and ctx.console is not None), Models(ctx.source, student_dir), r.data, out,
         seed=r.seed, text_field=r.text_field, device=r.device, resume=out if resume else None, check_memory=False,
-        console=ctx.console)
+        voice=ctx.voice())
     steps = s.steps if s.steps is not None else math.ceil(s.tokens / (s.global_batch * s.seq_len))
     return {"model": "student", "steps": steps, "tokens": steps * s.global_batch * s.seq_len}
 

@@ -1,5 +1,6 @@
-"""What the stages share: where their lines go (`Voice`), how they get models and data (`Loader`),
-the memory forecast said then checked, and the settings every stage of a recipe inherits.
+"""What the stages share: where their lines go (`Voice`), how they get models and data (`Loader`, with
+`Loading` for the stages whose settings hold no loading options), the memory forecast said then
+checked, and the settings every stage of a recipe inherits.
 
 Torch-free at import: the command line reads the settings before anything heavy is imported.
 """
@@ -22,10 +23,18 @@ def _silent(text: str) -> None:
 @dataclass(frozen=True)
 class Voice:
     """Where a stage's lines go while it runs: `note` a side remark (the memory forecast, progress),
-    `warn` a warning. The command line prints them; the Python API is silent unless it is given one."""
+    `warn` a warning, `console` the stage's own output as printed (rich markup: its tables, the
+    search's and the trainer's progress; `say`). The command line prints them; the Python API is
+    silent unless it is given one."""
 
     note: Callable[[str], None] = _silent
     warn: Callable[[str], None] = _silent
+    console: Any = None
+
+    def say(self, *args, **kwargs) -> None:
+        """A line of the stage's own output on `console` (nothing without one)."""
+        if self.console is not None:
+            self.console.print(*args, **kwargs)
 
 
 SILENT = Voice()

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Union
 
+from .common import SILENT, Voice, say_forecast
+
 Size = Union[int, float, str]  # 4.5e9, 350M, or "0.5x" of the model searched
 
 
@@ -111,25 +113,21 @@ class SearchSettings:
         return cfg
 
 
-def _quiet(*args, **kwargs) -> None:
-    pass
-
-
 def run(settings: SearchSettings, source, out: Path, *, scores: Path | None = None, overwrite: bool = False,
-        force: bool = False, check_memory: bool = True, original=None, console=None):
+        force: bool = False, check_memory: bool = True, original=None, voice: Voice = SILENT):
     """Search `source`'s model under the settings' budget, writing `out` (candidates.jsonl, best.yaml, ...).
 
     `scores`: saved scores to use (they must exist and be of this model); None: `out/scores`, reused
     when they are of this model, else computed there. `overwrite`: scores of another model in
     `out/scores` are computed again rather than refused. `original`: `(total, active)` parameter counts
     a relative budget (`0.5x`) is a fraction of, when not of this model (a recipe's later rounds).
-    Returns the `SearchResult`."""
+    `voice.console` shows the search's progress and results table. Returns the `SearchResult`."""
     from ..architectures import get_adapter
     from ..archsearch import search
     from ..archsearch.report import decision_text, results_table
-    from ..cli.checks import check_gdn_options, check_moe_options
+    from .checks import check_gdn_options, check_moe_options
 
-    s, say = settings, (console.print if console is not None else _quiet)
+    s, say = settings, voice.say
     config = source.config()
     adapter = get_adapter(config)
     dims = adapter.dims(config)
@@ -142,10 +140,8 @@ def run(settings: SearchSettings, source, out: Path, *, scores: Path | None = No
     saved = _saved_scores(scores_path, given=scores is not None, overwrite=overwrite, adapter=adapter, dims=dims)
     _early_budget_check(s, cfg, budget, saved, adapter, dims)
     if check_memory:
-        from ..cli.common import forecast_memory
-
-        forecast_memory(forecast(config, s, source.dtype, source.device, depth=s.depth_samples > 0), force=force,
-                        lower="--batch-size, --eval-seq-len or --kd-micro-batch")
+        say_forecast(voice, forecast(config, s, source.dtype, source.device, depth=s.depth_samples > 0), force=force,
+                     lower="--batch-size, --eval-seq-len or --kd-micro-batch")
     lm = source.load()
     saved = _same_model(saved, lm, scores_path, given=scores is not None, overwrite=overwrite)
     if saved is not None:
@@ -160,7 +156,7 @@ def run(settings: SearchSettings, source, out: Path, *, scores: Path | None = No
     else:
         train = source.samples("train", s.eval_seq_len, s.kd_steps_needed() * s.kd_batch, vocab)
     result = search(lm, scores_found, val, budget, cfg, train_data=train, out_dir=out, overwrite=overwrite,
-                    console=console, checkpoint_config=config)
+                    console=voice.console, checkpoint_config=config)
     say(results_table(result, s.show))
     say(f"winner [bold]{result.best_key}[/]: {result.best} (chosen by {decision_text(result.decision)})")
     return result
@@ -247,8 +243,8 @@ def forecast(config, s: SearchSettings, dtype: str, device: str | None, *, depth
     """The search's peak: calibrating and evaluating beside a pruned candidate, or a candidate's short KD
     (the unpruned size bounds every candidate's)."""
     from ..architectures import get_adapter
-    from ..checkpoint.forecast import forecast_distill
-    from ..cli.common import forward_forecast, weight_bytes
+    from ..checkpoint.devices import weight_bytes
+    from ..checkpoint.forecast import forecast_distill, forward_forecast
     from ..distillation.chunked_loss import auto_chunk_size
 
     forward = forward_forecast(config, "calibrate", batch=s.batch_size, seq=s.eval_seq_len, dtype=dtype,

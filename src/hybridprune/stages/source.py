@@ -31,9 +31,10 @@ class Source:
 
     def load(self):
         """The model, through the one load path (`dtype: auto` is bfloat16 on a GPU)."""
-        from ..cli.common import load_model
+        from ..checkpoint.load import load_model
 
-        return load_model(self.model, dtype=self.dtype, device=self.device, trust_remote_code=self.trust_remote_code)
+        return load_model(self.model, dtype=self.dtype, device=self.device or "auto",
+                          trust_remote_code=self.trust_remote_code)
 
     def tokenizer(self):
         from ..checkpoint.load import load_tokenizer
