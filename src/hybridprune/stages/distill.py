@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..distillation.config import DistillConfig
-from .common import SILENT, Voice, say_forecast
+from .common import SILENT, Loader, Loading, Voice, say_forecast
 
 TOKENS_DIR = "tokens"
 
@@ -227,10 +227,11 @@ class Models:
 
 def run(settings: DistillSettings, models: Models, data: str, out: Path, *, seed: int = 0, text_field: str = "text",
         device: str | None = None, resume: Path | None = None, overwrite: bool = False, force: bool = False,
-        check_memory: bool = True, voice: Voice = SILENT):
+        check_memory: bool = True, voice: Voice = SILENT, loader: Loader | None = None):
     """Distil `models.student` from `models.teacher` on `data` (text, tokenized once into `out/tokens`, or a
     token directory) into `out`; `resume`: the run directory to continue from its newest checkpoint.
-    `voice.console` shows the trainer's progress. Returns the trainer (its `history`, `step`, `total_steps`)."""
+    `voice.console` shows the trainer's progress; `loader` gives the models and tokenizer (private
+    copies: they are trained in their own precision). Returns the trainer (its `history`, `step`, `total_steps`)."""
     from ..distillation.dist import setup as dist_setup
     from ..distillation.dist import teardown
 
@@ -240,7 +241,7 @@ def run(settings: DistillSettings, models: Models, data: str, out: Path, *, seed
 
     check_placement(settings)
     r = _Run(data=data, out=out, seed=seed, text_field=text_field, overwrite=overwrite, force=force,
-             check_memory=check_memory, voice=voice)
+             check_memory=check_memory, voice=voice, loader=loader or Loader())
     note = warmup_note(cfg.warmup, cfg.total_steps(settings.seq_len), cfg.lr)
     if note:
         voice.warn(note)
@@ -261,12 +262,12 @@ class _Run:
     force: bool
     check_memory: bool
     voice: Voice
+    loader: Loader
 
 
 def _train(env, s: DistillSettings, cfg, models: Models, r: _Run):
     import torch
 
-    from ..checkpoint.load import load_tokenizer
     from ..data.samples import check_token_dir
     from ..distillation import Distiller
     from ..distillation.placement import use_bf16
@@ -277,14 +278,15 @@ def _train(env, s: DistillSettings, cfg, models: Models, r: _Run):
     if env.is_main and r.check_memory:
         say_forecast(r.voice, _forecast(models.teacher, models.student, cfg, s.seq_len, bf16, env.device, trust),
                      force=r.force, lower="--micro-batch or --seq-len (or --chunk-size)")
+    loading = Loading(trust_remote_code=trust)
     try:
-        tokenizer = load_tokenizer(models.student, trust_remote_code=trust, role="student")
+        tokenizer = r.loader.tokenizer(models.student, loading, role="student", keep=False)
     except ValueError:
-        tokenizer = load_tokenizer(models.teacher, trust_remote_code=trust, role="teacher")
+        tokenizer = r.loader.tokenizer(models.teacher, loading, role="teacher", keep=False)
     token_dir = _token_dir(env, r, tokenizer, s)
     train = _train_data(token_dir, s.seq_len, r.seed, s.num_samples)
     cache = _teacher_logits(Path(s.teacher_logits), train, token_dir, tokenizer) if s.teacher_logits else None
-    t_model, s_model = _load_models(models, bf16, s.teacher_device_map)
+    t_model, s_model = _load_models(r.loader, models, bf16, s.teacher_device_map)
     vocab = s_model.get_output_embeddings().weight.shape[0]
     if cache is not None:  # its ids were checked in range of the head that computed them: of this one too?
         cache.check_vocab(vocab)
@@ -302,15 +304,15 @@ def _train(env, s: DistillSettings, cfg, models: Models, r: _Run):
     return trainer
 
 
-def _load_models(models: Models, bf16: bool, teacher_device_map: str | None):
+def _load_models(loader: Loader, models: Models, bf16: bool, teacher_device_map: str | None):
     """The teacher (bf16 under a bf16 run, placed by the trainer or spread by a device map) and the student
-    (fp32 master weights), on the CPU until the trainer places them."""
-    from ..checkpoint.load import load_model
-
+    (fp32 master weights), on the CPU until the trainer places them: private copies (`keep=False`)."""
     trust = models.trust_remote_code
-    teacher = load_model(models.teacher, dtype="bfloat16" if bf16 else "float32", device="cpu",
-                         trust_remote_code=trust, role="teacher", device_map=teacher_device_map)
-    student = load_model(models.student, dtype="float32", device="cpu", trust_remote_code=trust, role="student")
+    teacher = loader.model(models.teacher, Loading(dtype="bfloat16" if bf16 else "float32", device="cpu",
+                                                   trust_remote_code=trust, device_map=teacher_device_map),
+                           role="teacher", keep=False)
+    student = loader.model(models.student, Loading(dtype="float32", device="cpu", trust_remote_code=trust),
+                           role="student", keep=False)
     return teacher, student
 
 
