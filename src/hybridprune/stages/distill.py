@@ -145,7 +145,7 @@ def _forecast(teacher, student, cfg, seq_len, bf16, device, trust_remote_code):
     chunk = cfg.chunk_size or auto_chunk_size(student_dims.vocab_size, device)
     return forecast_distill(s_adapter, t_adapter.dims(t_cfg), student_dims, micro_batch=cfg.micro_batch,
                             seq=seq_len, weight_bytes=4, teacher_weight_bytes=2 if bf16 else 4, chunk_positions=chunk,
-                            chunk=getattr(t_cfg, "chunk_size", None) or 128, device=str(device),
+                            chunk=t_adapter.scan_chunk(t_cfg), device=str(device),
                             teacher_adapter=t_adapter)
 
 

@@ -276,6 +276,6 @@ def forecast(config, s: SearchSettings, dtype: str, device: str | None, *, depth
     train = forecast_distill(adapter, dims, dims, micro_batch=min(s.kd_micro_batch, s.kd_batch), seq=s.eval_seq_len,
                              weight_bytes=4, teacher_weight_bytes=weight_bytes(config, dtype, device),
                              device=forward.device, chunk_positions=auto_chunk_size(dims.vocab_size, forward.device),
-                             chunk=getattr(config, "chunk_size", None) or 128)
+                             chunk=adapter.scan_chunk(config))
     train.stage = "search"
     return max(forward, train, key=lambda f: f.total)
