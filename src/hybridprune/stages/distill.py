@@ -231,7 +231,8 @@ def run(settings: DistillSettings, models: Models, data: str, out: Path, *, seed
     """Distil `models.student` from `models.teacher` on `data` (text, tokenized once into `out/tokens`, or a
     token directory) into `out`; `resume`: the run directory to continue from its newest checkpoint.
     `voice.console` shows the trainer's progress; `loader` gives the models and tokenizer (private
-    copies: they are trained in their own precision). Returns the trainer (its `history`, `step`, `total_steps`)."""
+    copies: they are trained in their own precision). Returns the trainer (its `history`, `step`,
+    `total_steps`)."""
     from ..distillation.dist import setup as dist_setup
     from ..distillation.dist import teardown
 
@@ -294,9 +295,9 @@ def _train(env, s: DistillSettings, cfg, models: Models, r: _Run):
                     vocab, tokenizer)
     val = _validation(env, s, r, token_dir, tokenizer, vocab)
     if env.is_main:
-        r.voice.say(f"distilling {models.student} from {models.teacher}: {len(train)} training samples × {s.seq_len} tokens"
-              + (f", {len(val)} validation samples" if val is not None else "")
-              + f", {env.world_size} process(es) on {env.device}")
+        r.voice.say(f"distilling {models.student} from {models.teacher}: {len(train)} training samples × {s.seq_len} "
+                    "tokens" + (f", {len(val)} validation samples" if val is not None else "")
+                    + f", {env.world_size} process(es) on {env.device}")
     trainer = Distiller(t_model, s_model, train, cfg, val_data=val, console=r.voice.console, teacher_logits=cache)
     if r.overwrite and env.is_main:
         remove_owned(r.out, keep=(TOKENS_DIR,))  # only now that both models loaded: a failed start keeps the earlier run
