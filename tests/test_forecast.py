@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build
+from conftest import build, tiny_config
 from hybridprune.architectures import get_adapter
 from hybridprune.checkpoint.forecast import GIB, Forecast, MemoryForecastError, forecast_forward
 
@@ -147,3 +147,18 @@ def test_commands_print_the_forecast_and_refuse_without_force(tmp_path, tokens, 
     result = CliRunner().invoke(app, [*prune, "--force"])
     assert result.exit_code == 0, result.output
     assert "memory forecast for pruning" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("family", ["bamba", "falcon_h1", "granitemoehybrid"])
+def test_the_forecast_sizes_the_scan_with_the_chunk_the_family_names(family):
+    """Families that call the scan chunk `mamba_chunk_size` are forecast at that chunk (the adapter's
+    `scan_chunk`), not at the default of 128 a config without `chunk_size` used to get."""
+    from hybridprune.checkpoint.forecast import forward_forecast
+
+    config = tiny_config(family, mamba_chunk_size=32)
+    adapter = get_adapter(config)
+    assert adapter.scan_chunk(config) == 32
+    f = forward_forecast(config, "calibrate", batch=2, seq=1024, dtype="float32", device="cpu")
+    at = {chunk: forecast_forward("calibrate", adapter, adapter.dims(config), batch=2, seq=1024, weight_bytes=4,
+                                  chunk=chunk).parts["activations"] for chunk in (32, 128)}
+    assert f.parts["activations"] == at[32] != at[128]

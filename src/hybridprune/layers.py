@@ -26,8 +26,4 @@ LAYERS: list[tuple[str, ...]] = [
 ALLOWED: dict[tuple[str, str], str] = {
     ("options", "archsearch"): "a rule's parser is the owning package's (sizes: archsearch.cost.parse_params, "
                                "search axes: archsearch.space), imported only when a value is checked",
-    ("stages", "cli"): "to be moved with recipe's: the stages load models (cli.common.load_model), forecast memory "
-                       "(cli.common.forward_forecast/weight_bytes/forecast_memory), check devices "
-                       "(cli.devices.check_device) and refuse options a model cannot use (cli.checks."
-                       "check_moe_options/check_gdn_options) through the command line until these live in checkpoint/",
 }

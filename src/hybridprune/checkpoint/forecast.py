@@ -154,9 +154,8 @@ def forward_forecast(config, stage: str, *, batch: int, seq: int, dtype: str, de
     from .devices import resolve_device, weight_bytes
 
     adapter = get_adapter(config)
-    chunk = getattr(config, "chunk_size", None) or getattr(config, "mamba_chunk_size", None) or 128
     return forecast_forward(stage, adapter, adapter.dims(config), batch=batch, seq=seq, depth=depth,
-                            weight_bytes=weight_bytes(config, dtype, device), chunk=int(chunk),
+                            weight_bytes=weight_bytes(config, dtype, device), chunk=adapter.scan_chunk(config),
                             device=str(resolve_device(device)))
 
 
@@ -188,7 +187,7 @@ def generation_parts(adapter, dims: Dims, *, batch: int, context: int, new_token
     from ..architectures.cache import cache_bytes
 
     dtype = {2: "bfloat16", 4: "float32"}.get(weight_bytes, "float32")
-    cache = cache_bytes(dims, batch=batch, seq_len=context + new_tokens, dtype=dtype)
+    cache = cache_bytes(dims, batch=batch, seq_len=context + new_tokens, dtype=dtype, adapter=adapter)
     return {
         "activations": 4 * batch * context * dims.hidden_size * weight_bytes
         + _max_transient(dims, batch, context, weight_bytes, chunk) + batch * dims.vocab_size * F32,

@@ -123,7 +123,8 @@ def voice():
 
     return Voice(note=lambda text: console.print(f"[dim]{escape(text)}[/]", highlight=False),
                  warn=lambda text: alerts.print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True,
-                                                highlight=False))
+                                                highlight=False),
+                 console=console)
 
 
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False, role: str = "checkpoint"):

@@ -23,7 +23,7 @@ from ..stages.distill import (  # noqa: F401 - `checkpoint_identity` and `_train
     DistillSettings, Models, _has_checkpoint, _run_names, _train_data, check_placement,
     checkpoint_identity, run, with_cached_topk,
 )
-from .common import CliError, alerts, check_checkpoint_dir, console, fail_cleanly
+from .common import CliError, check_checkpoint_dir, console, fail_cleanly, voice
 
 #: the flags' defaults: the stage's, defined once (`stages.distill.DistillSettings`)
 DISTILL_DEFAULTS = DistillSettings()
@@ -98,7 +98,7 @@ def distill_command(
     if _main_process():
         lock_until_done(out)  # one run per directory
     trainer = run(settings, Models(teacher, student, trust_remote_code), data, out, seed=seed, text_field=text_field,
-                  device=device, resume=resume, overwrite=overwrite, force=force, console=console, alerts=alerts)
+                  device=device, resume=resume, overwrite=overwrite, force=force, voice=voice())
     if _main_process():
         console.print(_finished(trainer, out))
 

@@ -8,14 +8,14 @@ from typing import Literal
 import typer
 
 from ..options import EXPERT_IMPORTANCE, GDN_IMPORTANCE, PARAMS_KINDS, SEARCH, TIE_BREAKS
+from ..stages.common import Loading
 from ..stages.search import SearchSettings, run
-from ..stages.source import Source
 from .checks import check_data_path, check_not_blank, listed
 from ..output.cleanup import lock_until_done, remove_if_failed
 from ..output.atomic import check_output, owned_names
 from ..output.leftovers import remove_dead_temporaries, unfinished
 from .devices import check_device
-from .common import CliError, check_checkpoint_dir, console, fail_cleanly
+from .common import CliError, check_checkpoint_dir, console, fail_cleanly, voice
 
 
 def register(app: typer.Typer) -> None:
@@ -91,9 +91,8 @@ def search_command(
     _claim_out(out, overwrite)
     if scores_dir is not None and not (scores_dir / "scores.json").is_file():
         raise CliError(f"no scores in {scores_dir}; run `hybridprune calibrate` or leave out --scores")
-    source = Source(model, data=data, text_field=text_field, seed=seed, dtype=dtype, device=device,
-                    trust_remote_code=trust_remote_code)
-    run(settings, source, out, scores=scores_dir, overwrite=overwrite, force=force, console=console)
+    loading = Loading(seed=seed, dtype=dtype, device=device, text_field=text_field, trust_remote_code=trust_remote_code)
+    run(settings, model, data, out, loading=loading, scores=scores_dir, overwrite=overwrite, force=force, voice=voice())
     console.print(f"plan: {out / 'best.yaml'}   plot: {out / 'search.png'}   all results: {out / 'candidates.jsonl'}")
     serving = (f" --serve-with {','.join(cfg.serve_with)}" if settings.serve_with else "") + (
         f" --tensor-parallel {tensor_parallel}" if tensor_parallel > 1 else "")

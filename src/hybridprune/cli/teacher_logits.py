@@ -54,16 +54,11 @@ def teacher_logits_command(
 ) -> None:
     """Compute the teacher's top-k logits of the training samples once (resumable)."""
     check_device(device)
-    import torch
-
+    from ..checkpoint.fingerprint import model_fingerprint
     from ..data.shards import is_token_dir, read_manifest
     from ..distillation import teacher_logits_store as store
-    from ..distillation.config import DistillError
     from ..distillation.data import as_token_data
-    from ..distillation.models import final_hidden, head_of
-    from ..checkpoint.fingerprint import model_fingerprint
-    from ..output.atomic import claim, remove_owned
-    from ..output.errors import writing
+    from ..distillation.models import head_of
     from ..stages.distill import _train_data, checkpoint_identity
 
     if not is_token_dir(data):
@@ -71,6 +66,27 @@ def teacher_logits_command(
     train = as_token_data(_train_data(data, seq_len, seed, num_samples))
     tokens = read_manifest(data)
     meta = {"teacher": str(teacher), "data": str(data), "seed": seed, "num_samples_asked": num_samples}
+    progress, batch_size = _claim_out(out, train, tokens, top_k=top_k, batch_size=batch_size, seq_len=seq_len,
+                                      overwrite=overwrite, meta=meta)
+    fingerprint = checkpoint_identity(teacher, trust_remote_code=trust_remote_code)  # of the files, at any dtype
+    model = load_model(teacher, dtype="auto", device=device, trust_remote_code=trust_remote_code, role="teacher")
+    model.eval()
+    head = head_of(model)
+    the_plan = store.plan(train, tokens, min(top_k, head.vocab_size), batch_size=batch_size,
+                          teacher_fingerprint=fingerprint or model_fingerprint(model), vocab_size=head.vocab_size,
+                          **meta)
+    if progress is not None:  # the same data and options: the same teacher and k too?
+        _refuse_other(out, store.same_work(progress["plan"], the_plan), overwrite)
+    _write(out, model, train, the_plan, seq_len=seq_len, overwrite=overwrite, progress=progress)
+
+
+def _claim_out(out: Path, train, tokens: dict, *, top_k: int, batch_size: int | None, seq_len: int, overwrite: bool,
+               meta: dict) -> tuple[dict | None, int]:
+    """--out continues an unfinished cache of the same command, or is new, or is started afresh with
+    --overwrite; returns the progress to continue (None: none) and the batch size."""
+    from ..distillation import teacher_logits_store as store
+    from ..distillation.config import DistillError
+
     try:
         progress = store.read_progress(out) if out.is_dir() else None
     except DistillError:
@@ -91,16 +107,17 @@ def teacher_logits_command(
     remove_if_failed(out, keep=store.has_progress,
                      note=f"run the same command again to continue the teacher logits in {out}")
     lock_until_done(out)  # one writer per cache
-    fingerprint = checkpoint_identity(teacher, trust_remote_code=trust_remote_code)  # of the files, at any dtype
-    model = load_model(teacher, dtype="auto", device=device, trust_remote_code=trust_remote_code, role="teacher")
-    model.eval()
-    dev = next(model.parameters()).device
-    head = head_of(model)
-    the_plan = store.plan(train, tokens, min(top_k, head.vocab_size), batch_size=batch_size,
-                          teacher_fingerprint=fingerprint or model_fingerprint(model), vocab_size=head.vocab_size,
-                          **meta)
-    if progress is not None:  # the same data and options: the same teacher and k too?
-        _refuse_other(out, store.same_work(progress["plan"], the_plan), overwrite)
+    return progress, batch_size
+
+
+def _write(out: Path, model, train, the_plan: dict, *, seq_len: int, overwrite: bool, progress: dict | None) -> None:
+    """Run the teacher over the samples and write its top-k logits into `out`, batch by batch."""
+    import torch
+
+    from ..distillation import teacher_logits_store as store
+    from ..distillation.models import final_hidden, head_of
+    from ..output.atomic import claim, remove_owned
+    from ..output.errors import writing
 
     @torch.no_grad()
     def hidden(ids, mask):
@@ -113,7 +130,7 @@ def teacher_logits_command(
         remove_owned(out, links=store.FILES)  # only now that the teacher loaded: a failed start keeps the earlier output
     claim(out, store.FILES)
     with writing("the teacher logits", out, needed=size):
-        store.write(out, hidden, head, train, the_plan, device=dev,
+        store.write(out, hidden, head_of(model), train, the_plan, device=next(model.parameters()).device,
                     say=lambda m: console.print(m, soft_wrap=True, highlight=False))
     console.print(f"teacher logits written to [bold]{out}[/]; distill with --teacher-logits {out}")
 

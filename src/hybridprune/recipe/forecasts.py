@@ -52,7 +52,7 @@ def stage_forecast(st: Stage, recipe, source: Path) -> str:
         f = forecast_distill(adapter, dims, student, micro_batch=s.micro_batch, seq=s.seq_len, weight_bytes=4,
                              teacher_weight_bytes=2 if bf16 else 4, device=device,
                              chunk_positions=s.chunk_size or auto_chunk_size(dims.vocab_size, device),
-                             chunk=getattr(config, "chunk_size", None) or 128)
+                             chunk=adapter.scan_chunk(config))
         return f.describe().split(": ", 1)[1] + note
     elif st.kind == "eval":
         f = forward_forecast(config, "evaluate", batch=s.batch_size, seq=s.seq_len, dtype=s.dtype, device=s.device)

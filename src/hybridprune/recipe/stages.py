@@ -19,8 +19,7 @@ from typing import Any
 from rich.markup import escape
 
 from ..architectures import get_adapter
-from ..stages.common import Loader
-from ..stages.source import Source
+from ..stages.common import Loader, Loading
 from .plan import RECORD, Stage, foreign_words, record_fix
 
 SHIPPED_PREFIX = "shipped:"
@@ -49,25 +48,17 @@ class Context:
         self.recipe, self.dir, self.console, self.rank, self.world = recipe, run_dir, console, rank, world
         self.source = model_path(recipe.model)
         self.loader = SharedLoader(self)
-        self.tokenizer = None
+        #: the recipe's own loading options, for the stages whose sections hold none (search, distill)
+        self.loading = Loading(seed=recipe.seed, dtype=recipe.dtype, device=recipe.device,
+                               text_field=recipe.text_field)
 
     # ---- models and data, loaded once per process ----
     def model(self, path: Path):
         """The model at `path` as the recipe's `dtype` and `device` load it."""
-        return self.loader.model(path, _TopLevel(self.recipe), role="model")
-
-    def forget(self, path: Path) -> None:
-        self.loader.forget(path)
+        return self.loader.model(path, self.loading)
 
     def tok(self):
-        if self.tokenizer is None:
-            self.tokenizer = self.loader.tokenizer(self.source, _TopLevel(self.recipe), role="model")
-        return self.tokenizer
-
-    def samples(self, split: str, seq_len: int, n: int | None):
-        r = self.recipe
-        return self.loader.samples(r.data, self.tok(), split=split, seq_len=seq_len, n=n, seed=r.seed,
-                                   text_field=r.text_field, vocab=self.model(self.source).config.vocab_size)
+        return self.loader.tokenizer(self.source, self.loading)
 
     def output(self, stage: Stage | None, key: str = "model") -> Path:
         """The path of an earlier stage's output (None: the recipe's model), found by the stage's kind:
@@ -82,21 +73,17 @@ class Context:
         if self.console is None:
             return SILENT
         return Voice(note=lambda text: self.console.print(f"[dim]{escape(text)}[/]", highlight=False),
-                     warn=lambda text: self.console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False))
-
-
-class _TopLevel:
-    """The recipe's own loading settings, for the stages that take none of their own (search, distill)."""
-
-    def __init__(self, recipe):
-        self.dtype, self.device = recipe.dtype, recipe.device or "auto"
-        self.device_map, self.trust_remote_code = None, False
+                     warn=lambda text: self.console.print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True,
+                                                          highlight=False),
+                     console=self.console)
 
 
 class SharedLoader(Loader):
     """The stages' `Loader` for one run: each model, tokenizer and set of windows is loaded once per
-    process and kept for the later stages (the teacher is read by calibrate, search, distil and eval).
-    The tokenizer is always the recipe model's: every stage's model is pruned from it."""
+    process and kept for the later stages (the teacher is read by calibrate, search and eval). The
+    tokenizer is always the recipe model's: every stage's model is pruned from it. A private copy
+    (`keep=False`: distillation's) is loaded afresh, and the kept copies of that model are let go
+    first, so that no second copy is held."""
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
@@ -104,8 +91,11 @@ class SharedLoader(Loader):
         self._tokenizers: dict[tuple, Any] = {}
         self._samples: dict[tuple, Any] = {}
 
-    def model(self, path, s, *, role: str = "model", whole: bool = False):
-        key = (str(path), s.dtype, s.device, s.device_map, s.trust_remote_code, whole)
+    def model(self, path, s, *, role: str = "model", whole: bool = False, keep: bool = True):
+        if not keep:
+            self.forget(path)
+            return super().model(path, s, role=role, whole=whole)
+        key = (str(path), s.dtype, s.device or "auto", getattr(s, "device_map", None), s.trust_remote_code, whole)
         if key not in self._models:
             self._models[key] = super().model(path, s, role=role, whole=whole)
         return self._models[key]
@@ -114,7 +104,9 @@ class SharedLoader(Loader):
         for key in [k for k in self._models if k[0] == str(path)]:
             del self._models[key]
 
-    def tokenizer(self, path, s, *, role: str = "model"):
+    def tokenizer(self, path, s, *, role: str = "model", keep: bool = True):
+        if not keep:
+            return super().tokenizer(path, s, role=role)
         key = (str(self.ctx.source), s.trust_remote_code)
         if key not in self._tokenizers:
             self._tokenizers[key] = super().tokenizer(self.ctx.source, s, role=role)
@@ -126,24 +118,6 @@ class SharedLoader(Loader):
             self._samples[key] = super().samples(data, tokenizer, split=split, seq_len=seq_len, n=n, seed=seed,
                                                  text_field=text_field, vocab=vocab)
         return self._samples[key]
-
-
-class RecipeSource(Source):
-    """A stage's model in a recipe run, loaded (and its samples drawn) once through the run's `Context`."""
-
-    def __init__(self, ctx: Context, path: Path):
-        r = ctx.recipe
-        super().__init__(path, data=r.data, text_field=r.text_field, seed=r.seed, dtype=r.dtype, device=r.device)
-        self.ctx = ctx
-
-    def load(self):
-        return self.ctx.model(self.model)
-
-    def tokenizer(self):
-        return self.ctx.tok()
-
-    def samples(self, split: str, seq_len: int, n: int | None, vocab_size: int):
-        return self.ctx.samples(split, seq_len, n)
 
 
 def _section(stage: Stage):
@@ -175,8 +149,9 @@ def search(ctx: Context, stage: Stage, work: Path) -> dict:
         embeddings = s.params_kind.replace("-", "_") != "non_embedding"
         original = (adapter.num_parameters(dims, embeddings=embeddings),
                     adapter.num_active_parameters(dims) if dims.num_moe_experts is not None else None)
-    found = run(s, RecipeSource(ctx, path), work / "search", scores=ctx.output(stage.inputs["calibrate"], "scores"),
-                check_memory=False, original=original, console=ctx.console)
+    found = run(s, path, ctx.recipe.data, work / "search", loading=ctx.loading, check_memory=False,
+                scores=ctx.output(stage.inputs["calibrate"], "scores"), original=original, voice=ctx.voice(),
+                loader=ctx.loader)
     return {"plan": found.best.to_dict(), "best_key": found.best_key, "top": found.top(5), "search": "search"}
 
 
@@ -212,11 +187,9 @@ def distill(ctx: Context, stage: Stage, work: Path, *, resume: bool) -> dict:
     resume = resume and checkpoints.is_dir() and any(checkpoints.iterdir())
     if not resume and out.exists():
         shutil.rmtree(out)  # killed before its first checkpoint: start the distillation afresh
-    for path in (ctx.source, student_dir):
-        ctx.forget(path)  # the run loads both in its own precision: no second copy held
     run(replace(s, progress=s.progress and ctx.console is not None), Models(ctx.source, student_dir), r.data, out,
         seed=r.seed, text_field=r.text_field, device=r.device, resume=out if resume else None, check_memory=False,
-        console=ctx.console)
+        voice=ctx.voice(), loader=ctx.loader)  # its models are private copies: the kept ones are let go
     steps = s.steps if s.steps is not None else math.ceil(s.tokens / (s.global_batch * s.seq_len))
     return {"model": "student", "steps": steps, "tokens": steps * s.global_batch * s.seq_len}
 

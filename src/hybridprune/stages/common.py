@@ -1,5 +1,6 @@
-"""What the stages share: where their lines go (`Voice`), how they get models and data (`Loader`),
-the memory forecast said then checked, and the settings every stage of a recipe inherits.
+"""What the stages share: where their lines go (`Voice`), how they get models and data (`Loader`, with
+`Loading` for the stages whose settings hold no loading options), the memory forecast said then
+checked, and the settings every stage of a recipe inherits.
 
 Torch-free at import: the command line reads the settings before anything heavy is imported.
 """
@@ -22,10 +23,18 @@ def _silent(text: str) -> None:
 @dataclass(frozen=True)
 class Voice:
     """Where a stage's lines go while it runs: `note` a side remark (the memory forecast, progress),
-    `warn` a warning. The command line prints them; the Python API is silent unless it is given one."""
+    `warn` a warning, `console` the stage's own output as printed (rich markup: its tables, the
+    search's and the trainer's progress; `say`). The command line prints them; the Python API is
+    silent unless it is given one."""
 
     note: Callable[[str], None] = _silent
     warn: Callable[[str], None] = _silent
+    console: Any = None
+
+    def say(self, *args, **kwargs) -> None:
+        """A line of the stage's own output on `console` (nothing without one)."""
+        if self.console is not None:
+            self.console.print(*args, **kwargs)
 
 
 SILENT = Voice()
@@ -39,18 +48,36 @@ def say_forecast(voice: Voice, forecast, *, force: bool, lower: str, spread: boo
         forecast.check(force=force, lower=lower)
 
 
-class Loader:
-    """How a stage gets its models, tokenizers and token windows: through the one load path, afresh
-    (a command). A recipe's run keeps what it loaded for its later stages (`recipe.stages.Context`)."""
+@dataclass(frozen=True)
+class Loading:
+    """The loading options of a stage whose settings hold none (search, distill): a command's `--seed`,
+    `--dtype`, `--device`, `--text-field` and `--trust-remote-code`, a recipe's top-level keys. The
+    stages whose settings hold them (calibrate, prune, eval) give the `Loader` their settings instead."""
 
-    def model(self, path: str | Path, s, *, role: str = "checkpoint", whole: bool = False):
-        """The model at `path`, loaded as settings `s` say (dtype, device, device map, remote code)."""
+    seed: int = 0
+    dtype: str = "auto"
+    device: str | None = None
+    text_field: str = "text"
+    trust_remote_code: bool = False
+    device_map: str | None = None
+
+
+class Loader:
+    """How every stage gets its models, tokenizers and token windows: through the one load path, with
+    the options of `s` (a stage's settings or a `Loading`). This one loads afresh (a command, the
+    Python API); a recipe's run keeps what it loaded for its later stages (`recipe.stages.SharedLoader`).
+
+    `keep=False` asks for a private copy of exactly `path` that is not shared: distillation trains
+    its models in its own precision and tokenizes with the student's own tokenizer."""
+
+    def model(self, path: str | Path, s, *, role: str = "checkpoint", whole: bool = False, keep: bool = True):
+        """The model at `path`, loaded as `s` says (dtype, device, device map, remote code)."""
         from ..checkpoint.load import load_model
 
         return load_model(path, dtype=s.dtype, device=s.device or "auto", role=role, whole=whole,
                           trust_remote_code=s.trust_remote_code, device_map=getattr(s, "device_map", None))
 
-    def tokenizer(self, path: str | Path, s, *, role: str = "checkpoint"):
+    def tokenizer(self, path: str | Path, s, *, role: str = "checkpoint", keep: bool = True):
         from ..checkpoint.load import load_tokenizer
 
         return load_tokenizer(path, trust_remote_code=s.trust_remote_code, role=role)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..distillation.config import DistillConfig
+from .common import SILENT, Loader, Loading, Voice, say_forecast
 
 TOKENS_DIR = "tokens"
 
@@ -107,7 +108,7 @@ def with_cached_topk(settings: DistillSettings, teacher, *, trust_remote_code: b
 
 def check_placement(settings: DistillSettings) -> None:
     """The teacher's device (or device map) is one this machine has, and not both are given."""
-    from ..cli.devices import check_device, check_device_map
+    from ..checkpoint.devices import check_device, check_device_map
 
     check_device(settings.teacher_device, "--teacher-device")
     check_device_map(settings.teacher_device_map, "--teacher-device-map")
@@ -144,7 +145,7 @@ def _forecast(teacher, student, cfg, seq_len, bf16, device, trust_remote_code):
     chunk = cfg.chunk_size or auto_chunk_size(student_dims.vocab_size, device)
     return forecast_distill(s_adapter, t_adapter.dims(t_cfg), student_dims, micro_batch=cfg.micro_batch,
                             seq=seq_len, weight_bytes=4, teacher_weight_bytes=2 if bf16 else 4, chunk_positions=chunk,
-                            chunk=getattr(t_cfg, "chunk_size", None) or 128, device=str(device),
+                            chunk=t_adapter.scan_chunk(t_cfg), device=str(device),
                             teacher_adapter=t_adapter)
 
 
@@ -181,7 +182,7 @@ def _token_dir(env, r: _Run, tokenizer, settings: DistillSettings) -> Path:
 
         claim(r.out, [TOKENS_DIR])
         tokenize_to(tokens, r.data, tokenizer, text_field=r.text_field, chat=settings.chat, overwrite=r.overwrite,
-                    num_proc=settings.num_proc, say=lambda m: r.say(m, soft_wrap=True, highlight=False))
+                    num_proc=settings.num_proc, say=lambda m: r.voice.say(m, soft_wrap=True, highlight=False))
     barrier(env)
     return tokens
 
@@ -215,12 +216,6 @@ def _train_data(token_dir: Path, seq_len: int, seed: int, num_samples: int | Non
     return torch.utils.data.Subset(windows, pick.tolist())
 
 
-
-
-def _quiet(*args, **kwargs) -> None:
-    pass
-
-
 @dataclass
 class Models:
     """The two checkpoints of a distillation and how they load (`trust_remote_code`: their own code)."""
@@ -232,10 +227,12 @@ class Models:
 
 def run(settings: DistillSettings, models: Models, data: str, out: Path, *, seed: int = 0, text_field: str = "text",
         device: str | None = None, resume: Path | None = None, overwrite: bool = False, force: bool = False,
-        check_memory: bool = True, console=None, alerts=None):
+        check_memory: bool = True, voice: Voice = SILENT, loader: Loader | None = None):
     """Distil `models.student` from `models.teacher` on `data` (text, tokenized once into `out/tokens`, or a
     token directory) into `out`; `resume`: the run directory to continue from its newest checkpoint.
-    Returns the trainer (its `history`, `step`, `total_steps`)."""
+    `voice.console` shows the trainer's progress; `loader` gives the models and tokenizer (private
+    copies: they are trained in their own precision). Returns the trainer (its `history`, `step`,
+    `total_steps`)."""
     from ..distillation.dist import setup as dist_setup
     from ..distillation.dist import teardown
 
@@ -245,10 +242,10 @@ def run(settings: DistillSettings, models: Models, data: str, out: Path, *, seed
 
     check_placement(settings)
     r = _Run(data=data, out=out, seed=seed, text_field=text_field, overwrite=overwrite, force=force,
-             check_memory=check_memory, console=console, alerts=alerts)
+             check_memory=check_memory, voice=voice, loader=loader or Loader())
     note = warmup_note(cfg.warmup, cfg.total_steps(settings.seq_len), cfg.lr)
     if note:
-        r.warn(note)
+        voice.warn(note)
     env = dist_setup(cfg.device)  # joins the torchrun group (or the recipe's); the trainer reuses it
     try:
         return _train(env, settings, cfg, models, r)
@@ -265,27 +262,13 @@ class _Run:
     overwrite: bool
     force: bool
     check_memory: bool
-    console: object
-    alerts: object
-
-    def say(self, *args, **kwargs):
-        if self.console is not None:
-            self.console.print(*args, **kwargs)
-
-    def warn(self, message: str):
-        (self.alerts or self.console or _Quiet()).print(f"[yellow]warning:[/] {message}", soft_wrap=True,
-                                                        highlight=False)
-
-
-class _Quiet:
-    def print(self, *args, **kwargs) -> None:
-        pass
+    voice: Voice
+    loader: Loader
 
 
 def _train(env, s: DistillSettings, cfg, models: Models, r: _Run):
     import torch
 
-    from ..checkpoint.load import load_tokenizer
     from ..data.samples import check_token_dir
     from ..distillation import Distiller
     from ..distillation.placement import use_bf16
@@ -294,18 +277,17 @@ def _train(env, s: DistillSettings, cfg, models: Models, r: _Run):
     bf16 = use_bf16(cfg, env.device)  # the teacher only runs forward: under bf16 it is held in bf16
     trust = models.trust_remote_code
     if env.is_main and r.check_memory:
-        from ..cli.common import forecast_memory
-
-        forecast_memory(_forecast(models.teacher, models.student, cfg, s.seq_len, bf16, env.device, trust),
-                        force=r.force, lower="--micro-batch or --seq-len (or --chunk-size)")
+        say_forecast(r.voice, _forecast(models.teacher, models.student, cfg, s.seq_len, bf16, env.device, trust),
+                     force=r.force, lower="--micro-batch or --seq-len (or --chunk-size)")
+    loading = Loading(trust_remote_code=trust)
     try:
-        tokenizer = load_tokenizer(models.student, trust_remote_code=trust, role="student")
+        tokenizer = r.loader.tokenizer(models.student, loading, role="student", keep=False)
     except ValueError:
-        tokenizer = load_tokenizer(models.teacher, trust_remote_code=trust, role="teacher")
+        tokenizer = r.loader.tokenizer(models.teacher, loading, role="teacher", keep=False)
     token_dir = _token_dir(env, r, tokenizer, s)
     train = _train_data(token_dir, s.seq_len, r.seed, s.num_samples)
     cache = _teacher_logits(Path(s.teacher_logits), train, token_dir, tokenizer) if s.teacher_logits else None
-    t_model, s_model = _load_models(models, bf16, s.teacher_device_map)
+    t_model, s_model = _load_models(r.loader, models, bf16, s.teacher_device_map)
     vocab = s_model.get_output_embeddings().weight.shape[0]
     if cache is not None:  # its ids were checked in range of the head that computed them: of this one too?
         cache.check_vocab(vocab)
@@ -313,25 +295,25 @@ def _train(env, s: DistillSettings, cfg, models: Models, r: _Run):
                     vocab, tokenizer)
     val = _validation(env, s, r, token_dir, tokenizer, vocab)
     if env.is_main:
-        r.say(f"distilling {models.student} from {models.teacher}: {len(train)} training samples × {s.seq_len} tokens"
-              + (f", {len(val)} validation samples" if val is not None else "")
-              + f", {env.world_size} process(es) on {env.device}")
-    trainer = Distiller(t_model, s_model, train, cfg, val_data=val, console=r.console, teacher_logits=cache)
+        r.voice.say(f"distilling {models.student} from {models.teacher}: {len(train)} training samples × {s.seq_len} "
+                    "tokens" + (f", {len(val)} validation samples" if val is not None else "")
+                    + f", {env.world_size} process(es) on {env.device}")
+    trainer = Distiller(t_model, s_model, train, cfg, val_data=val, console=r.voice.console, teacher_logits=cache)
     if r.overwrite and env.is_main:
         remove_owned(r.out, keep=(TOKENS_DIR,))  # only now that both models loaded: a failed start keeps the earlier run
     trainer.run()
     return trainer
 
 
-def _load_models(models: Models, bf16: bool, teacher_device_map: str | None):
+def _load_models(loader: Loader, models: Models, bf16: bool, teacher_device_map: str | None):
     """The teacher (bf16 under a bf16 run, placed by the trainer or spread by a device map) and the student
-    (fp32 master weights), on the CPU until the trainer places them."""
-    from ..cli.common import load_model
-
+    (fp32 master weights), on the CPU until the trainer places them: private copies (`keep=False`)."""
     trust = models.trust_remote_code
-    teacher = load_model(models.teacher, dtype="bfloat16" if bf16 else "float32", device="cpu",
-                         trust_remote_code=trust, role="teacher", device_map=teacher_device_map)
-    student = load_model(models.student, dtype="float32", device="cpu", trust_remote_code=trust, role="student")
+    teacher = loader.model(models.teacher, Loading(dtype="bfloat16" if bf16 else "float32", device="cpu",
+                                                   trust_remote_code=trust, device_map=teacher_device_map),
+                           role="teacher", keep=False)
+    student = loader.model(models.student, Loading(dtype="float32", device="cpu", trust_remote_code=trust),
+                           role="student", keep=False)
     return teacher, student
 
 
@@ -345,5 +327,5 @@ def _validation(env, s: DistillSettings, r: _Run, token_dir: Path, tokenizer, vo
                                   split="validation", seed=r.seed, model_vocab_size=vocab)
     except DataError as exc:
         if env.is_main:
-            r.warn(f"no validation: {exc}")
+            r.voice.warn(f"no validation: {exc}")
         return None

@@ -140,7 +140,7 @@ def forecast(s: EvalSettings, models: list, loss: bool, speed):
         adapter = get_adapter(config)
         dims = adapter.dims(config)
         wb = weight_bytes(config, s.dtype, s.device)
-        chunk = getattr(config, "chunk_size", None) or 128
+        chunk = adapter.scan_chunk(config)
         weights += adapter.num_parameters(dims) * wb
         passes = []
         if loss:

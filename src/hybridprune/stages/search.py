@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Union
 
+from .common import SILENT, Loader, Loading, Voice, say_forecast
+
 Size = Union[int, float, str]  # 4.5e9, 350M, or "0.5x" of the model searched
 
 
@@ -111,56 +113,53 @@ class SearchSettings:
         return cfg
 
 
-def _quiet(*args, **kwargs) -> None:
-    pass
-
-
-def run(settings: SearchSettings, source, out: Path, *, scores: Path | None = None, overwrite: bool = False,
-        force: bool = False, check_memory: bool = True, original=None, console=None):
-    """Search `source`'s model under the settings' budget, writing `out` (candidates.jsonl, best.yaml, ...).
+def run(settings: SearchSettings, model: Path, data: str, out: Path, *, loading: Loading | None = None,
+        scores: Path | None = None, overwrite: bool = False, force: bool = False, check_memory: bool = True,
+        original=None, voice: Voice = SILENT, loader: Loader | None = None):
+    """Search the checkpoint `model` under the settings' budget, measuring on `data` (loaded as `loading`
+    says, default `Loading()`, through `loader`), writing `out` (candidates.jsonl, best.yaml, ...).
 
     `scores`: saved scores to use (they must exist and be of this model); None: `out/scores`, reused
     when they are of this model, else computed there. `overwrite`: scores of another model in
     `out/scores` are computed again rather than refused. `original`: `(total, active)` parameter counts
     a relative budget (`0.5x`) is a fraction of, when not of this model (a recipe's later rounds).
-    Returns the `SearchResult`."""
+    `voice.console` shows the search's progress and results table. Returns the `SearchResult`."""
     from ..architectures import get_adapter
     from ..archsearch import search
     from ..archsearch.report import decision_text, results_table
-    from ..cli.checks import check_gdn_options, check_moe_options
+    from ..checkpoint.load import load_config
+    from .checks import check_gdn_options, check_moe_options
 
-    s, say = settings, (console.print if console is not None else _quiet)
-    config = source.config()
+    s, say, loader, loading = settings, voice.say, loader or Loader(), loading or Loading()
+    config = load_config(model, trust_remote_code=loading.trust_remote_code)
     adapter = get_adapter(config)
     dims = adapter.dims(config)
     check_moe_options(dims, config.model_type, active_params=s.active_params, expert_importance=s.expert_importance)
     check_gdn_options(dims, config.model_type, s.gdn_importance)
     if original is not None:
         s = _of_original(s, adapter, dims, original)
-    cfg, budget = s.config(source.seed), s.budget()
+    cfg, budget = s.config(loading.seed), s.budget()
     scores_path = scores or out / "scores"
     saved = _saved_scores(scores_path, given=scores is not None, overwrite=overwrite, adapter=adapter, dims=dims)
     _early_budget_check(s, cfg, budget, saved, adapter, dims)
     if check_memory:
-        from ..cli.common import forecast_memory
-
-        forecast_memory(forecast(config, s, source.dtype, source.device, depth=s.depth_samples > 0), force=force,
-                        lower="--batch-size, --eval-seq-len or --kd-micro-batch")
-    lm = source.load()
+        say_forecast(voice, forecast(config, s, loading.dtype, loading.device, depth=s.depth_samples > 0), force=force,
+                     lower="--batch-size, --eval-seq-len or --kd-micro-batch")
+    lm = loader.model(model, loading)
     saved = _same_model(saved, lm, scores_path, given=scores is not None, overwrite=overwrite)
     if saved is not None:
         say(f"using the scores in {scores_path}")
-    scores_found = saved or _calibrate(lm, source, scores_path, s, say)
-    vocab = lm.config.vocab_size
-    val = source.samples("validation", s.eval_seq_len, s.eval_samples, vocab)
+    windows = _Windows(loader, loading, data, loader.tokenizer(model, loading), lm.config.vocab_size)
+    scores_found = saved or _calibrate(lm, windows, model, scores_path, s, say)
+    val = windows("validation", s.eval_seq_len, s.eval_samples)
     train = None
     if cfg.kd is None:
         say("[yellow]note:[/] no --kd-steps/--kd-tokens: ranking by zero-shot loss only. The paper finds a short "
             "distillation necessary for a reliable ranking.")
     else:
-        train = source.samples("train", s.eval_seq_len, s.kd_steps_needed() * s.kd_batch, vocab)
+        train = windows("train", s.eval_seq_len, s.kd_steps_needed() * s.kd_batch)
     result = search(lm, scores_found, val, budget, cfg, train_data=train, out_dir=out, overwrite=overwrite,
-                    console=console, checkpoint_config=config)
+                    console=voice.console, checkpoint_config=config)
     say(results_table(result, s.show))
     say(f"winner [bold]{result.best_key}[/]: {result.best} (chosen by {decision_text(result.decision)})")
     return result
@@ -226,16 +225,31 @@ def _early_budget_check(s: SearchSettings, cfg, budget, saved, adapter, dims) ->
                           tensor_parallel=cfg.tensor_parallel)
 
 
-def _calibrate(lm, source, path: Path, s: SearchSettings, say):
+@dataclass
+class _Windows:
+    """The token windows of `data` the search reads, drawn through the loader."""
+
+    loader: Loader
+    loading: Loading
+    data: str
+    tokenizer: object
+    vocab: int
+
+    def __call__(self, split: str, seq_len: int, n: int | None):
+        return self.loader.samples(self.data, self.tokenizer, split=split, seq_len=seq_len, n=n,
+                                   seed=self.loading.seed, text_field=self.loading.text_field, vocab=self.vocab)
+
+
+def _calibrate(lm, windows: _Windows, model: Path, path: Path, s: SearchSettings, say):
     """Calibrate once and save the scores, for every later run of the search and for `prune`."""
     from ..archsearch.store import OWNED
     from ..importance.calibrate import calibrate
     from ..output.atomic import claim
 
     say(f"calibrating on {s.calib_samples} samples of {s.eval_seq_len} tokens (saved to {path})")
-    calib = source.samples("calibration", s.eval_seq_len, s.calib_samples, lm.config.vocab_size)
+    calib = windows("calibration", s.eval_seq_len, s.calib_samples)
     scores = calibrate(lm, calib, batch_size=s.batch_size, seq_len=s.eval_seq_len, depth_samples=s.depth_samples)
-    scores.meta.update({"source_model": str(source.model), "data": str(source.data), "seed": source.seed,
+    scores.meta.update({"source_model": str(model), "data": str(windows.data), "seed": windows.loading.seed,
                         "depth_samples": s.depth_samples})
     claim(path.parent, OWNED)  # the search directory's scores are the search's own
     scores.save(path, overwrite=True)  # only ever replaces scores this search computed
@@ -247,8 +261,8 @@ def forecast(config, s: SearchSettings, dtype: str, device: str | None, *, depth
     """The search's peak: calibrating and evaluating beside a pruned candidate, or a candidate's short KD
     (the unpruned size bounds every candidate's)."""
     from ..architectures import get_adapter
-    from ..checkpoint.forecast import forecast_distill
-    from ..cli.common import forward_forecast, weight_bytes
+    from ..checkpoint.devices import weight_bytes
+    from ..checkpoint.forecast import forecast_distill, forward_forecast
     from ..distillation.chunked_loss import auto_chunk_size
 
     forward = forward_forecast(config, "calibrate", batch=s.batch_size, seq=s.eval_seq_len, dtype=dtype,
@@ -262,6 +276,6 @@ def forecast(config, s: SearchSettings, dtype: str, device: str | None, *, depth
     train = forecast_distill(adapter, dims, dims, micro_batch=min(s.kd_micro_batch, s.kd_batch), seq=s.eval_seq_len,
                              weight_bytes=4, teacher_weight_bytes=weight_bytes(config, dtype, device),
                              device=forward.device, chunk_positions=auto_chunk_size(dims.vocab_size, forward.device),
-                             chunk=getattr(config, "chunk_size", None) or 128)
+                             chunk=adapter.scan_chunk(config))
     train.stage = "search"
     return max(forward, train, key=lambda f: f.total)
