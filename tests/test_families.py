@@ -520,6 +520,11 @@ def test_refused_plans_name_the_valid_values(family, scored):
 def test_search_keeps_representable_candidates_and_its_best_plan_prunes(family, scored, ids):
     fam, model, adapter, dims = family
     space = SearchSpace(max_width_pruning=0.5, max_depth_pruning=0.34)
+    # every axis keeps two values, its original and its smallest default choice: the grid still spans each
+    # axis and its group constraints, in 2^axes candidates (Qwen3-Next's default grid holds 160,000)
+    widest = space.axis_choices(dims, adapter.fixed_axes)
+    space = SearchSpace(max_width_pruning=0.5, max_depth_pruning=0.34,
+                        choices={a: {v[0], v[-1]} for a, v in widest.items() if a != "num_layers"})
     cfg = SearchConfig(space=space, band=None, measure_speed=False, progress=False, top_k=1, max_candidates=4)
     result = search(model, scored, ids, Budget(params="0.85x"), cfg)
     assert result.candidates
