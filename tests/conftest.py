@@ -16,29 +16,15 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-NEMOTRON_BLOCKS = ["linear_attention", "mlp", "full_attention", "mlp", "linear_attention", "mlp"]
+from families import FAMILIES, tiny_config  # noqa: E402,F401  (tiny_config: for the tests importing it from here)
 
 
 def tiny_nemotron_config(**overrides):
-    from transformers import AutoConfig
-
-    kw = dict(
-        vocab_size=96, hidden_size=48, layers_block_type=NEMOTRON_BLOCKS,
-        mamba_num_heads=12, mamba_head_dim=8, n_groups=3, ssm_state_size=8, conv_kernel=4, chunk_size=8,
-        num_attention_heads=8, num_key_value_heads=2, head_dim=8, intermediate_size=64,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2,
-    )
-    kw.update(overrides)
-    return AutoConfig.for_model("nemotron_h", **kw)
+    return FAMILIES["nemotron_h"].tiny_config(**overrides)
 
 
 def tiny_mamba2_config(**overrides):
-    from transformers import AutoConfig
-
-    kw = dict(vocab_size=96, hidden_size=48, num_heads=12, head_dim=8, expand=2, n_groups=3, state_size=8,
-              num_hidden_layers=3, chunk_size=8, conv_kernel=4, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    kw.update(overrides)
-    return AutoConfig.for_model("mamba2", **kw)
+    return FAMILIES["mamba2"].tiny_config(**overrides)
 
 
 def build(config, seed: int = 0):
@@ -63,6 +49,27 @@ def build(config, seed: int = 0):
     return model
 
 
+def measured_cache_bytes(model, batch: int, seq_len: int) -> dict[str, int]:
+    """The bytes a real forward's cache holds (attention keys and values, conv and recurrent states): the
+    independent truth for the analytic cache size."""
+    ids = torch.randint(3, 90, (batch, seq_len), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        cache = model(input_ids=ids, use_cache=True).cache
+    kv = conv = ssm = 0
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            t = getattr(layer, name, None)
+            if isinstance(t, torch.Tensor):
+                kv += t.numel() * t.element_size()
+        for t in (getattr(layer, "conv_states", None) or {}).values():
+            if t is not None:
+                conv += t.numel() * t.element_size()
+        for t in (getattr(layer, "recurrent_states", None) or {}).values():
+            if t is not None:
+                ssm += t.numel() * t.element_size()
+    return {"kv": kv, "conv": conv, "ssm": ssm}
+
+
 @pytest.fixture
 def nemotron():
     return build(tiny_nemotron_config())
@@ -77,114 +84,6 @@ def mamba2():
 def tokens():
     g = torch.Generator().manual_seed(1)
     return torch.randint(3, 96, (6, 24), generator=g)
-
-
-# ---- one tiny config per family, for the shared battery (tests/test_families.py) ----------------
-# Sizes are chosen so every axis has room: 12 Mamba heads × 8 in 3 groups, 6 query heads in 2 KV
-# groups, FFN 64, hidden 48.
-_MAMBA_KW = dict(mamba_n_heads=12, mamba_d_head=8, mamba_n_groups=3, mamba_d_state=8, mamba_d_conv=4,
-                 mamba_expand=2, mamba_chunk_size=8)
-_COMMON = dict(vocab_size=96, hidden_size=48, num_attention_heads=6, num_key_value_heads=2,
-               pad_token_id=0, bos_token_id=1, eos_token_id=2)
-
-
-NEMOTRON_MOE_BLOCKS = ["linear_attention", "moe", "full_attention", "moe", "linear_attention", "mlp"]
-# 8 experts in 2 routing groups, 2 per token from 1 group; expert FFN 16, shared expert 24
-_NEMOTRON_MOE_KW = dict(layers_block_type=NEMOTRON_MOE_BLOCKS, n_routed_experts=8, moe_intermediate_size=16,
-                        moe_shared_expert_intermediate_size=24, num_experts_per_tok=2, n_group=2, topk_group=1,
-                        routed_scaling_factor=1.5, norm_topk_prob=True)
-
-# 6 KDA heads x 8, 4 MLA heads (nope 8 + rope 8, v 12, kv_lora 16), Hub-style linear_attn_config; 8 experts
-# in 2 routing groups, 2 per token from 1 group; expert FFN 16, one shared expert (16)
-_KIMI_KW = dict(vocab_size=96, hidden_size=48, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-                q_lora_rank=None, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=12,
-                intermediate_size=64, moe_intermediate_size=16, num_local_experts=8, num_experts_per_tok=2,
-                n_group=2, topk_group=1, n_shared_experts=1, routed_scaling_factor=1.5, first_k_dense_replace=1,
-                linear_attn_config={"num_heads": 6, "head_dim": 8, "short_conv_kernel_size": 4,
-                                    "full_attn_layers": [2], "kda_layers": [1, 3, 4]},
-                pad_token_id=0, bos_token_id=1, eos_token_id=2)
-
-
-# Gated DeltaNet hybrids: 2 key heads of 8 channels, each serving 3 value heads of 8 channels; gated
-# attention with 6 query heads in 2 KV groups; GDN:attention 3:1 as in Qwen3.5.
-GDN_LAYERS = ["linear_attention", "full_attention", "linear_attention", "linear_attention"]
-_GDN_KW = dict(vocab_size=96, hidden_size=48, num_attention_heads=6, num_key_value_heads=2, head_dim=8,
-               num_hidden_layers=4, layer_types=GDN_LAYERS, linear_num_key_heads=2, linear_num_value_heads=6,
-               linear_key_head_dim=8, linear_value_head_dim=8, linear_conv_kernel_dim=4,
-               pad_token_id=0, bos_token_id=1, eos_token_id=2)
-#: a one-block vision tower whose merger writes the language model's 48 hidden channels
-TINY_VISION = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=48, patch_size=4,
-                   spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16)
-# MoE: 8 experts of 16 neurons, 2 per token, a shared expert of 24
-_QWEN_MOE_KW = dict(num_experts=8, moe_intermediate_size=16, shared_expert_intermediate_size=24, num_experts_per_tok=2)
-
-
-def tiny_config(family: str, **overrides):
-    from transformers import AutoConfig
-
-    if family == "qwen3_5_text":
-        return AutoConfig.for_model(family, **{**_GDN_KW, "intermediate_size": 64, **overrides})
-    if family == "qwen3_5_moe_text":
-        return AutoConfig.for_model(family, **{**_GDN_KW, **_QWEN_MOE_KW, **overrides})
-    if family in ("qwen3_5", "qwen3_5_moe"):  # the vision-language wrapper around the text family
-        text = tiny_config(f"{family}_text", **overrides).to_dict()
-        return AutoConfig.for_model(family, text_config=text, vision_config=TINY_VISION)
-    if family == "olmo_hybrid":  # attention head_dim = hidden / heads = 8
-        return AutoConfig.for_model(family, **{**{k: v for k, v in _GDN_KW.items() if k != "head_dim"},
-                                               "intermediate_size": 64, **overrides})
-    if family == "qwen3_next":  # MoE in layers 0, 1 and 3, a dense MLP in layer 2 (mlp_only_layers)
-        return AutoConfig.for_model(family, **{**_GDN_KW, **_QWEN_MOE_KW, "intermediate_size": 64,
-                                               "mlp_only_layers": [2], **overrides})
-
-    if family == "nemotron_h":
-        return tiny_nemotron_config(**overrides)
-    if family == "nemotron_h_moe":  # Nemotron 3 Nano's layout, tiny
-        return tiny_nemotron_config(**{**_NEMOTRON_MOE_KW, **overrides})
-    if family == "nemotron_h_moe_latent":  # experts in a latent space, with biased projections
-        return tiny_nemotron_config(**{**_NEMOTRON_MOE_KW, "moe_latent_size": 32, "mlp_bias": True, **overrides})
-    if family == "granitemoehybrid_moe":  # Granite-4.0-H Tiny's layout, tiny
-        return tiny_config("granitemoehybrid", **{"num_local_experts": 6, "intermediate_size": 16,
-                                                  "num_experts_per_tok": 2, **overrides})
-    if family == "mamba2":
-        return tiny_mamba2_config(**overrides)
-    if family == "kimi_linear":  # Kimi-Linear-48B-A3B's layout, tiny: KDA, MLA, a dense first FFN, then MoE
-        return AutoConfig.for_model("kimi_linear", **{**_KIMI_KW, **overrides})
-    kw = dict(_COMMON)
-    if family == "bamba":
-        kw.update(_MAMBA_KW, intermediate_size=64, num_hidden_layers=4, attn_layer_indices=[1])
-    elif family == "granitemoehybrid":
-        kw.update(_MAMBA_KW, shared_intermediate_size=64, num_local_experts=0, num_hidden_layers=4,
-                  layer_types=["mamba", "attention", "mamba", "mamba"], position_embedding_type="rope",
-                  embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.3, logits_scaling=2.0)
-    elif family == "falcon_h1":
-        kw.update({k: v for k, v in _MAMBA_KW.items() if k != "mamba_expand"}, intermediate_size=64,
-                  num_hidden_layers=3, head_dim=8, mamba_d_ssm=96, mamba_rms_norm=True,
-                  ssm_multipliers=[1.0, 0.5, 1.0, 1.0, 1.0], mlp_multipliers=[1.0, 0.8], embedding_multiplier=1.5)
-    elif family == "zamba2":
-        kw.update(intermediate_size=64, num_hidden_layers=5, n_mamba_heads=12, mamba_ngroups=3, mamba_d_state=8,
-                  mamba_expand=2, chunk_size=8, num_key_value_heads=6, num_mem_blocks=1,
-                  layers_block_type=["mamba", "hybrid", "mamba", "hybrid", "mamba"],
-                  use_shared_attention_adapter=True, adapter_rank=4)
-    elif family in ("llama", "mistral", "qwen2"):
-        kw.update(intermediate_size=64, num_hidden_layers=3, head_dim=8, tie_word_embeddings=family == "llama")
-    elif family in ("lfm2", "lfm2_ffn_auto"):  # LFM2's layout, tiny; the FFN width exact or auto-adjusted
-        auto = family == "lfm2_ffn_auto"  # int(2 * 100 / 3) = 66, rounded up to 16: 80
-        kw.update(intermediate_size=100 if auto else 64, block_auto_adjust_ff_dim=auto, block_multiple_of=16,
-                  num_hidden_layers=4, layer_types=["conv", "full_attention", "conv", "full_attention"], conv_L_cache=3)
-        family = "lfm2"
-    elif family == "lfm2_moe":  # LFM2-8B-A1B's layout, tiny: 1 dense layer, then 8 experts, 2 per token
-        kw.update(intermediate_size=64, moe_intermediate_size=16, num_experts=8, num_experts_per_tok=2,
-                  num_dense_layers=1, num_hidden_layers=4, layer_types=["conv", "full_attention", "conv", "conv"])
-    elif family == "lfm3":  # sandwich norms, gated attention with biases, sliding and full attention
-        kw.update(intermediate_size=64, head_dim=8, num_hidden_layers=4, sliding_window=4, attention_bias=True,
-                  layer_types=["conv", "sliding_attention", "full_attention", "conv"], conv_L_cache=4)
-    elif family == "qwen3":
-        kw.update(intermediate_size=64, num_hidden_layers=3, head_dim=8, sliding_window=8, use_sliding_window=True,
-                  layer_types=["full_attention", "sliding_attention", "full_attention"])
-    else:
-        raise KeyError(family)
-    kw.update(overrides)
-    return AutoConfig.for_model(family, **kw)
 
 
 @pytest.fixture

@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 from conftest import build
+from hybridprune.checkpoint.load import load_model
+from hybridprune.importance.calibrate import calibrate
+from hybridprune.pruning.apply import prune
+from hybridprune.pruning.export import export
+from hybridprune.pruning.streaming import stream_prune
 
 #: The auto_map code of the source: carried as files, never executed (importing it fails loudly).
 REMOTE_CODE = 'raise RuntimeError("the checkpoint\'s own code was executed")\n'
@@ -299,3 +305,43 @@ def read_all(directory: Path) -> dict[str, torch.Tensor]:
     for p in sorted(directory.glob("*.safetensors")):
         out.update(load_file(str(p)))
     return out
+
+
+# ---- pruning such a checkpoint both ways, and reloading the outputs ---------------------------------------
+def logits(model, tokens):
+    with torch.no_grad():
+        return model(input_ids=tokens, use_cache=False).logits
+
+
+def prune_both_ways(tmp_path, src, tokens, plan):
+    """In memory (our load path, `prune`, `export`) and streaming, from the same scores; our own
+    warnings are returned for the caller to check."""
+    model = load_model(src)  # refuses a missing, unexpected or misshapen tensor
+    scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pruned = prune(model, scores, plan)
+        memory = export(pruned, tmp_path / "memory", source=str(src))
+        stream = stream_prune(src, scores, plan, tmp_path / "stream")
+    # ours: raised in hybridprune, or attributed (stacklevel) to its callers, here or in a test
+    ours = [str(w.message) for w in caught
+            if "hybridprune" in w.filename or w.filename == __file__ or "test_" in w.filename]
+    return pruned, memory, stream, ours
+
+
+def check_round_trip(pruned, outputs, tokens):
+    """Both outputs hold the same tensors under the same names, sharded with an index, and reload with
+    plain transformers (no remote code) and with our strict load path to the pruned model's logits."""
+    from transformers import AutoModelForCausalLM
+
+    memory, stream = outputs
+    a, b = read_all(memory), read_all(stream)
+    assert sorted(a) == sorted(b)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    expected = logits(pruned, tokens)
+    for out in outputs:
+        assert (out / "model.safetensors.index.json").is_file() and len(list(out.glob("*.safetensors"))) > 1
+        reloaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=False).eval()
+        torch.testing.assert_close(logits(reloaded, tokens), expected, rtol=0, atol=0)
+        torch.testing.assert_close(logits(load_model(out), tokens), expected, rtol=0, atol=0)
+    return a

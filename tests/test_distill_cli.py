@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from hybridprune.cli import distill as distill_cli
 
-from test_distill_utils import tiny_nemotron_h
+from distill_helpers import tiny_nemotron_h
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "hybridprune" / "assets" / "tiny-nemotron-h"
 VOCAB = 4096

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from hybridprune.distillation import DistillConfig
 from hybridprune.distillation.trainer import Distiller
 
-from test_distill_utils import random_tokens, tiny_nemotron_h
+from distill_helpers import random_tokens, tiny_nemotron_h
 
 STEPS = 4
 # Weights after 4 AdamW steps of lr 2e-3: float noise in tiny gradients (rare embedding rows) is

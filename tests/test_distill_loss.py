@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hybridprune.distillation import DistillError, Head, chunked_kd_loss, kd_loss_from_logits
 from hybridprune.distillation.trainer import check_head, final_hidden
 
-from test_distill_utils import tiny_mamba2, tiny_nemotron_h
+from distill_helpers import tiny_mamba2, tiny_nemotron_h
 
 
 def _problem(seed=0, B=2, T=7, H=5, Ht=6, V=11, dtype=torch.float64, bias=True):

@@ -16,7 +16,7 @@ import torch
 from hybridprune.distillation import CheckpointError, DistillConfig, DistillError, NonFiniteLoss, WarmupCosine, distill
 from hybridprune.distillation.data import GlobalBatches, as_token_data
 
-from test_distill_utils import DictDataset, random_tokens, tiny_nemotron_h
+from distill_helpers import DictDataset, random_tokens, tiny_nemotron_h
 
 TESTS = Path(__file__).parent
 
@@ -126,7 +126,7 @@ def test_sigkill_during_save_resumes_from_previous_checkpoint(tmp_path, data, re
         import torch
         torch.set_num_threads({torch.get_num_threads()})
         from test_distill_trainer import _models, _cfg
-        from test_distill_utils import random_tokens
+        from distill_helpers import random_tokens
         from hybridprune.distillation import checkpoint, distill
 
         real = checkpoint.fsync_file

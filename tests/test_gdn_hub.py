@@ -12,8 +12,9 @@ import json
 import torch
 from transformers import AutoModelForCausalLM
 
-from hub_layouts import OLMO_HYBRID_HUB, QWEN3_NEXT_HUB, hub_checkpoint, mtp_tensors, read_all
-from test_hub_layouts import check_round_trip, logits, prune_both_ways
+from hub_layouts import (
+    OLMO_HYBRID_HUB, QWEN3_NEXT_HUB, check_round_trip, hub_checkpoint, logits, mtp_tensors, prune_both_ways, read_all,
+)
 
 
 def test_qwen3_next_hub_layout_with_per_expert_keys_and_mtp_round_trips(tmp_path, tokens):

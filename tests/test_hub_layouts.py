@@ -9,23 +9,20 @@ model's logits.
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from hub_layouts import (
-    GRANITE_HUB, GRANITE_MOE_HUB, NEMOTRON_HUB, NEMOTRON_LATENT_HUB, NEMOTRON_MOE_HUB, REMOTE_CODE, hub_checkpoint,
-    mtp_tensors, read_all,
+    GRANITE_HUB, GRANITE_MOE_HUB, NEMOTRON_HUB, NEMOTRON_LATENT_HUB, NEMOTRON_MOE_HUB, REMOTE_CODE, check_round_trip,
+    hub_checkpoint, mtp_tensors, prune_both_ways, read_all,
 )
 from hybridprune.checkpoint.files import CheckpointFiles, CheckpointFormatError, KeyMap
 from hybridprune.checkpoint.load import CheckpointLoadError, load_model
 from hybridprune.checkpoint.config_style import styled_config
 from hybridprune.checkpoint.fingerprint import checkpoint_fingerprint, model_fingerprint
 from hybridprune.importance.calibrate import calibrate
-from hybridprune.pruning.apply import prune
-from hybridprune.pruning.export import export
 from hybridprune.pruning.streaming import stream_prune
 
 PLANS = {
@@ -34,43 +31,6 @@ PLANS = {
     # Granite ties the Mamba width to hidden_size (mamba_expand=2): 6 heads x 8 = 2 x 24
     "granitemoehybrid": "hidden_size=24,ffn_hidden_size=40,mamba_num_heads=6,num_attention_heads=4,drop_layers=3",
 }
-
-
-def logits(model, tokens):
-    with torch.no_grad():
-        return model(input_ids=tokens, use_cache=False).logits
-
-
-def prune_both_ways(tmp_path, src, tokens, plan):
-    """In memory (our load path, `prune`, `export`) and streaming, from the same scores; our own
-    warnings are returned for the caller to check."""
-    model = load_model(src)  # refuses a missing, unexpected or misshapen tensor
-    scores = calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        pruned = prune(model, scores, plan)
-        memory = export(pruned, tmp_path / "memory", source=str(src))
-        stream = stream_prune(src, scores, plan, tmp_path / "stream")
-    ours = [str(w.message) for w in caught if "hybridprune" in w.filename or "test_" in w.filename]
-    return pruned, memory, stream, ours
-
-
-def check_round_trip(pruned, outputs, tokens):
-    """Both outputs hold the same tensors under the same names, sharded with an index, and reload with
-    plain transformers (no remote code) and with our strict load path to the pruned model's logits."""
-    from transformers import AutoModelForCausalLM
-
-    memory, stream = outputs
-    a, b = read_all(memory), read_all(stream)
-    assert sorted(a) == sorted(b)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    expected = logits(pruned, tokens)
-    for out in outputs:
-        assert (out / "model.safetensors.index.json").is_file() and len(list(out.glob("*.safetensors"))) > 1
-        reloaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=False).eval()
-        torch.testing.assert_close(logits(reloaded, tokens), expected, rtol=0, atol=0)
-        torch.testing.assert_close(logits(load_model(out), tokens), expected, rtol=0, atol=0)
-    return a
 
 
 def test_nemotron_legacy_hub_layout_round_trips(tmp_path, tokens):

@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from conftest import _KIMI_KW, build, tiny_config
+from conftest import build, tiny_config
+from families import KIMI_KW
 from hub_layouts import KIMI_HUB, hub_checkpoint, read_all
 from hybridprune import calibrate, prune
 from hybridprune.architectures import get_adapter
@@ -111,7 +112,7 @@ def test_depth_pruning_rewrites_the_layer_layout_in_the_sources_words(kimi, ids)
                                     "full_attn_layers": [1], "kda_layers": [2]}
     assert (c.layer_types, c.mlp_layer_types, c.first_k_dense_replace) == (
         ["full_attention", "linear_attention"], ["sparse", "sparse"], 0)
-    kw = {k: v for k, v in _KIMI_KW.items() if k not in ("linear_attn_config", "first_k_dense_replace")}
+    kw = {k: v for k, v in KIMI_KW.items() if k not in ("linear_attn_config", "first_k_dense_replace")}
     plain = build(AutoConfig.for_model("kimi_linear", **kw, linear_num_heads=6, linear_head_dim=8,
                                        layer_types=["linear_attention", "full_attention", "linear_attention",
                                                     "linear_attention"]))

@@ -13,10 +13,9 @@ import json
 import pytest
 import torch
 
-from hub_layouts import LFM2_HUB, LFM2_MOE_HUB, LFM3_HUB, hub_checkpoint, read_all
+from hub_layouts import LFM2_HUB, LFM2_MOE_HUB, LFM3_HUB, check_round_trip, hub_checkpoint, prune_both_ways, read_all
 from hybridprune.checkpoint.files import CheckpointFiles, CheckpointFormatError, KeyMap
 from hybridprune.checkpoint.fingerprint import checkpoint_fingerprint, model_fingerprint
-from test_hub_layouts import check_round_trip, prune_both_ways
 
 
 def _config(out):
@@ -175,7 +174,7 @@ _VLLM_FFN = "vllm/model_executor/layers/linear.py:499 (MergedColumnParallelLinea
     ("lfm3", {}, "llama.cpp", 1, "conversion/lfm2.py (registers Lfm2ForCausalLM and Lfm2MoeForCausalLM only)"),
 ])
 def test_engine_rules_of_lfm2_families(family, changes, engine, tp, source):
-    from test_serving_rules import dims_of, sources
+    from serving_helpers import dims_of, sources
 
     adapter, _, dims = dims_of(family, **changes)
     found = sources(adapter.model_type, dims, (engine,), tp)

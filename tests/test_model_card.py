@@ -5,11 +5,12 @@ card is kept beside it as BASE_MODEL_README.md, never passed off as the child's.
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from huggingface_hub import ModelCard
 
-from ckpt_helpers import PLAN, invoke, save_checkpoint, small_corpus
+from ckpt_helpers import PLAN, invoke
 from hybridprune.pruning.model_card import BASE_CARD, source_id
 
 SOURCE_CARD = """---
@@ -27,14 +28,14 @@ It scores 99.9 on everything (about the base model only).
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory):
+def source(calibrated_checkpoint, tmp_path_factory):
+    """The session's calibrated checkpoint, its model copied to hold a card of its own (the shared one is
+    read only): root/model with README.md, root/scores and root/corpus.jsonl."""
     root = tmp_path_factory.mktemp("card")
-    src = save_checkpoint(root / "model")
-    (src / "README.md").write_text(SOURCE_CARD)
-    data = small_corpus(root / "corpus.jsonl")
-    result = invoke("calibrate", "--model", src, "--data", data, "--samples", "4", "--seq-len", "32",
-                    "--depth-samples", "0", "--out", root / "scores")
-    assert result.exit_code == 0, result.output
+    shutil.copytree(calibrated_checkpoint / "model", root / "model")
+    (root / "model" / "README.md").write_text(SOURCE_CARD)
+    shutil.copytree(calibrated_checkpoint / "scores", root / "scores")
+    shutil.copy(calibrated_checkpoint / "corpus.jsonl", root / "corpus.jsonl")
     return root
 
 

@@ -9,8 +9,6 @@ import collections
 import pytest
 
 from ckpt_helpers import invoke, no_traceback
-from conftest import build, tiny_nemotron_config
-from hybridprune.importance.calibrate import calibrate
 from hybridprune.pruning.plan import Plan
 
 PLAN = "hidden_size=32,ffn_hidden_size=40,mamba_num_heads=6,mamba_head_dim=6,num_attention_heads=4,num_layers=5"
@@ -37,19 +35,9 @@ def counts(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory, tokens):
-    root = tmp_path_factory.mktemp("plan-once")
-    model = build(tiny_nemotron_config())
-    model.save_pretrained(root / "model")
-    calibrate(model, tokens, batch_size=2, progress=False, depth_samples=2).save(root / "scores")
-    return root
-
-
-@pytest.fixture(scope="module")
-def tokens():
-    import torch
-
-    return torch.randint(3, 96, (6, 24), generator=torch.Generator().manual_seed(1))
+def source(calibrated_checkpoint):
+    """The session's calibrated checkpoint (conftest.py): read only."""
+    return calibrated_checkpoint
 
 
 @pytest.mark.parametrize("how", [[], ["--in-memory"]], ids=["streaming", "in-memory"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import build, tiny_mamba2_config, tiny_nemotron_config
+from conftest import build, measured_cache_bytes, tiny_mamba2_config, tiny_nemotron_config
 from hybridprune.architectures import Unrepresentable, get_adapter
 from hybridprune.importance.scores import Scores
 from hybridprune.archsearch import Budget, BudgetError, SearchSpace, build_grid, cache_bytes, estimate_cost, parse_params
@@ -46,25 +46,6 @@ def test_analytic_parameters_equal_those_of_built_candidates(make_config):
     assert built >= 5
 
 
-def _measured_cache_bytes(model, batch, seq_len):
-    ids = torch.randint(3, 90, (batch, seq_len), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        cache = model(input_ids=ids, use_cache=True).cache
-    kv = conv = ssm = 0
-    for layer in cache.layers:
-        for name in ("keys", "values"):
-            t = getattr(layer, name, None)
-            if isinstance(t, torch.Tensor):
-                kv += t.numel() * t.element_size()
-        for t in (getattr(layer, "conv_states", None) or {}).values():
-            if t is not None:
-                conv += t.numel() * t.element_size()
-        for t in (getattr(layer, "recurrent_states", None) or {}).values():
-            if t is not None:
-                ssm += t.numel() * t.element_size()
-    return {"kv": kv, "conv": conv, "ssm": ssm}
-
-
 @pytest.mark.parametrize("make_config", [tiny_nemotron_config, tiny_mamba2_config])
 @pytest.mark.parametrize("dtype,name", [(torch.float32, "float32"), (torch.bfloat16, "bfloat16")])
 def test_analytic_cache_matches_a_real_forward_cache(make_config, dtype, name):
@@ -84,8 +65,7 @@ def test_analytic_cache_matches_a_real_forward_cache(make_config, dtype, name):
     for c in picked:
         new_config = adapter.make_config(config, c.dims)
         model = build(new_config).to(dtype)
-        measured = _measured_cache_bytes(model, batch=3, seq_len=11)
-        assert cache_bytes(c.dims, batch=3, seq_len=11, dtype=name, ssm_state_dtype="float32") == measured, c.key
+        measured = measured_cache_bytes(model, batch=3, seq_len=11)
         assert cache_bytes(c.dims, batch=3, seq_len=11, dtype=name, adapter=adapter) == measured, c.key
         cost = estimate_cost(adapter, c.dims, batch=3, seq_len=11, dtype=name)
         weights = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -95,13 +75,14 @@ def test_analytic_cache_matches_a_real_forward_cache(make_config, dtype, name):
         checked += 1
     assert checked == len(picked) >= 3
     if make_config is tiny_nemotron_config:
-        assert cache_bytes(dims, batch=2, seq_len=5)["kv"] > 0
+        assert cache_bytes(dims, adapter=adapter, batch=2, seq_len=5)["kv"] > 0
 
 
 def test_cache_scales_with_batch_and_sequence():
-    dims = get_adapter(tiny_nemotron_config()).dims(tiny_nemotron_config())
-    a = cache_bytes(dims, batch=1, seq_len=100)
-    b = cache_bytes(dims, batch=2, seq_len=200)
+    adapter = get_adapter(tiny_nemotron_config())
+    dims = adapter.dims(tiny_nemotron_config())
+    a = cache_bytes(dims, adapter=adapter, batch=1, seq_len=100)
+    b = cache_bytes(dims, adapter=adapter, batch=2, seq_len=200)
     assert b["kv"] == 4 * a["kv"]  # the KV cache grows with tokens
     assert b["conv"] == 2 * a["conv"] and b["ssm"] == 2 * a["ssm"]  # the Mamba state does not
 

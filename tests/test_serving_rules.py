@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import build, tiny_config
+from serving_helpers import dims_of, sources
 from hybridprune.architectures import get_adapter
 from hybridprune.architectures.engine_rules import RULES
 from hybridprune.architectures.serving import (
@@ -20,17 +21,6 @@ from hybridprune.data import tokenizer_path
 from hybridprune.pruning.export import copy_tokenizer_files
 
 runner = CliRunner()
-
-
-def dims_of(family: str, **changes):
-    config = tiny_config(family)
-    adapter = get_adapter(config)
-    dims = adapter.dims(config)
-    return adapter, dims, dims.replace(**changes)
-
-
-def sources(model_type, dims, engines=ENGINES, tp=1):
-    return [v.rule.source for v in violations(model_type, dims, engines, tp)]
 
 
 # ---- each rule, accepted and refused, on hand-computed sizes ---------------------------------------------

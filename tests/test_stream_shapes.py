@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import tiny_config
-from test_families import FAMILIES
+from families import FAMILIES, tiny_config
 from hybridprune.architectures import get_adapter
 from hybridprune.pruning.plan import Plan
 
@@ -27,7 +26,7 @@ def configs(name):
     adapter = get_adapter(config)
     dims = adapter.dims(config)
     yield "source", config
-    for raw in FAMILIES[name][0]:
+    for raw in FAMILIES[name].plans:
         plan = Plan.parse(dict(raw))
         kept = [i for i in range(dims.num_layers) if i not in (raw.get("drop_layers") or ())]
         yield str(raw), adapter.make_config(config, plan.target_dims(dims, kept))

@@ -10,21 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_helpers import PLAN, invoke, refused, save_checkpoint, small_corpus
+from ckpt_helpers import PLAN, invoke, refused
 from trust_helpers import digests
 from hybridprune.output.documents import DocumentError
 
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("documents")
-    save_checkpoint(root / "model")
-    corpus = small_corpus(root / "corpus.jsonl")
-    r = invoke("calibrate", "--model", root / "model", "--data", corpus, "--samples", "4", "--seq-len", "32",
-               "--depth-samples", "0", "--out", root / "scores")
-    assert r.exit_code == 0, r.output
-    return root
+def root(calibrated_checkpoint):
+    """The session's calibrated checkpoint (conftest.py): read only."""
+    return calibrated_checkpoint
 
 
 def _search(root: Path, out: Path):
@@ -35,8 +30,8 @@ def _search(root: Path, out: Path):
 
 
 @pytest.fixture(scope="module")
-def search_dir(root):
-    out = root / "search"
+def search_dir(root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("documents") / "search"
     r = _search(root, out)
     assert r.exit_code == 0, r.output
     return out
@@ -96,8 +91,8 @@ def test_rewrite_with_evaluation_checks_the_checkpoint_record(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def distilled(root):
-    out = root / "distilled"
+def distilled(root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("documents") / "distilled"
     r = invoke("distill", "--teacher", root / "model", "--student", root / "model", "--data", root / "corpus.jsonl",
                "--steps", "1", "--seq-len", "16", "--global-batch", "2", "--micro-batch", "2", "--val-samples", "0",
                "--no-progress", "--out", out)

@@ -14,7 +14,7 @@ from huggingface_hub import ModelCard
 from clean_errors import assert_refused
 from ckpt_helpers import PLAN, invoke, save_checkpoint, small_corpus
 from conftest import build, tiny_config
-from test_distill_utils import random_tokens, tiny_nemotron_h
+from distill_helpers import random_tokens, tiny_nemotron_h
 from hybridprune.data import teacher_path
 from hybridprune.distillation import DistillConfig, NonFiniteLoss
 from hybridprune.pruning.export import NonFiniteWeights

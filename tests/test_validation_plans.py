@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
-import hybridprune as hp
 from clean_errors import assert_refused
-from conftest import build, tiny_nemotron_config
 from hybridprune.cli import app
-from hybridprune.data import tokenizer_path
-from hybridprune.pruning.export import copy_tokenizer_files
 from hybridprune.pruning.plan import Plan, PlanError
 
 runner = CliRunner()
@@ -19,14 +14,9 @@ BOMB = "drop_layers: [&a [1,1,1,1,1,1,1,1,1], " + ", ".join(f"&{b} [" + ",".join
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("plan-validation")
-    model = build(tiny_nemotron_config(vocab_size=4096))
-    model.save_pretrained(root / "model")
-    copy_tokenizer_files(tokenizer_path(), root / "model")
-    tokens = torch.randint(3, 96, (4, 16), generator=torch.Generator().manual_seed(0))
-    hp.calibrate(model, tokens, batch_size=4, progress=False).save(root / "scores")
-    return root
+def setup(calibrated_checkpoint):
+    """The session's calibrated checkpoint (conftest.py): read only."""
+    return calibrated_checkpoint
 
 
 def _prune(root, tmp_path, plan: str):
