@@ -17,8 +17,8 @@ import hybridprune as hp
 SRC = Path(hp.__file__).parent
 PUBLIC = ["Budget", "DistillConfig", "Plan", "PlanError", "Scores", "SearchResult", "Selection",
           "UnsupportedArchitecture", "build_run_report", "calibrate", "compare_models", "count_parameters",
-          "depth_importance", "distill", "evaluate_loss", "export", "get_adapter", "measure_generation",
-          "prune", "run_tasks", "search", "select"]
+          "depth_importance", "distill", "evaluate_loss", "export", "get_adapter", "load_model",
+          "measure_generation", "prune", "run_tasks", "search", "select"]
 
 
 def _module_name(path: Path, src: Path) -> tuple[str, bool]:

@@ -131,12 +131,12 @@ def test_a_failed_write_is_one_message_and_leaves_nothing(ckpt, tmp_path, monkey
 
 
 def test_a_full_disk_during_calibrate_leaves_nothing(ckpt, tmp_path, monkeypatch):
-    import hybridprune.importance.scores as scores_mod
+    import safetensors.torch as safetensors_torch
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(scores_mod, "save_file", full)
+    monkeypatch.setattr(safetensors_torch, "save_file", full)  # the scores import it when they write
     out = tmp_path / "scores"
     result = invoke(*_commands(ckpt, out)["calibrate"])
     assert result.exit_code == 2 and no_traceback(result)

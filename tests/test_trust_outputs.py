@@ -294,12 +294,12 @@ def test_a_dangling_out_link_says_so(ckpt, tmp_path, command):
 def test_calibrate_full_disk_raised_by_safetensors_is_one_message(ckpt, tmp_path, monkeypatch):
     from safetensors import SafetensorError
 
-    import hybridprune.importance.scores as scores_mod
+    import safetensors.torch as safetensors_torch
 
     def full(*args, **kwargs):  # what safetensors raises on a full disk (seen on a 64 KiB tmpfs)
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(scores_mod, "save_file", full)
+    monkeypatch.setattr(safetensors_torch, "save_file", full)  # the scores import it when they write
     out = tmp_path / "scores"
     result = invoke(*_commands(ckpt, out)["calibrate"])
     _refused(result, f"cannot write the scores to {out}: no space left on the device", "Nothing was left behind")
