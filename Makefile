@@ -23,8 +23,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 venv: $(STAMP)
 
+# The suite in TEST_WORKERS processes (pytest-xdist), a test file per worker at a time: each test runs on one
+# thread (tests/conftest.py), so two workers use both cores of the CI machine. TEST_WORKERS=0 runs it serially.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Opt-in: serve pruned tiny checkpoints in vLLM (CPU) and llama.cpp and compare greedy tokens with transformers.
 # Installs both engines once into $$HYBRIDPRUNE_SERVING_CACHE (default ~/.cache/hybridprune-serving; the
