@@ -81,7 +81,7 @@ class StudentKD(nn.Module):
         self.compute_dtype = compute_dtype
 
     def forward(self, input_ids, attention_mask, teacher_hidden, teacher_weight, teacher_bias, teacher_scale: float,
-                kd_normalizer: float, ce_normalizer: float, loss_mask=None, topk=None):
+                *, kd_normalizer: float, ce_normalizer: float, loss_mask=None, topk=None):
         h = final_hidden(self.student, input_ids, attention_mask)
         cfg = self.cfg
         if topk is not None:  # the teacher as its top-k logits and tail mass (topk.py)

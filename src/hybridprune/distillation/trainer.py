@@ -171,12 +171,13 @@ class Distiller(CheckpointingMixin, RunLogMixin, ReportingMixin, TeacherMixin):
         if self.topk_k:
             topk = self._teacher_topk(ids, mask, rows)
             with self._autocast():
-                return self.model(ids, mask, None, None, None, 1.0, kd_norm, ce_norm, loss_mask, topk)
+                return self.model(ids, mask, None, None, None, 1.0, kd_normalizer=kd_norm, ce_normalizer=ce_norm,
+                                  loss_mask=loss_mask, topk=topk)
         th = self.teacher_hidden(ids, mask)
         t_head = self._teacher_head()
-        extra = () if loss_mask is None else (loss_mask,)
         with self._autocast():
-            return self.model(ids, mask, th, t_head.weight, t_head.bias, t_head.scale, kd_norm, ce_norm, *extra)
+            return self.model(ids, mask, th, t_head.weight, t_head.bias, t_head.scale, kd_normalizer=kd_norm,
+                              ce_normalizer=ce_norm, loss_mask=loss_mask)
 
     def _counts(self, mask: torch.Tensor, ids: torch.Tensor) -> tuple[int, int]:
         """Positions the KD and CE terms count (`mask`: the loss mask where the data has one)."""
