@@ -42,8 +42,17 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str):
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hybridprune' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+def lazy_names(package: str, names: dict[str, str]):
+    """A module `__getattr__` (PEP 562) that imports `names[attribute]` (a module path) on first use and
+    returns its attribute of that name; unknown names raise AttributeError as a module's would."""
+
+    def __getattr__(name: str):
+        module = names.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(module), name)
+
+    return __getattr__
+
+
+__getattr__ = lazy_names(__name__, _PUBLIC)

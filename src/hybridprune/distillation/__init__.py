@@ -6,7 +6,7 @@ distill stage's settings take) stays importable without torch, for the command l
 
 from __future__ import annotations
 
-import importlib
+from .. import lazy_names
 
 _NAMES = {
     "CheckpointError": "checkpoint", "find_resume_checkpoint": "checkpoint", "chunked_kd_loss": "chunked_loss",
@@ -16,10 +16,4 @@ _NAMES = {
 }
 
 __all__ = sorted(_NAMES)
-
-
-def __getattr__(name: str):
-    module = _NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__ = lazy_names(__name__, {name: f"{__name__}.{module}" for name, module in _NAMES.items()})

@@ -10,14 +10,14 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import SILENT, Loader, Voice, say_forecast
+from .common import SILENT, LoadSettings, Loader, Voice, say_forecast
 
 #: the plot written next to the scores
 PLOT_FILE = "layer_importance.png"
 
 
-@dataclass
-class CalibrateSettings:
+@dataclass(kw_only=True)
+class CalibrateSettings(LoadSettings):
     """The calibrate stage's options (flags `--seq-len`, ...; recipe keys `calibrate.seq_len`, ...).
 
     `depth_samples` windows also measure each block's KL-divergence depth importance (0: Block
@@ -27,13 +27,6 @@ class CalibrateSettings:
     seq_len: int = 2048
     batch_size: int = 1
     depth_samples: int = 64
-    text_field: str = "text"
-    seed: int = 0
-    device: str = "auto"
-    device_map: str | None = None
-    dtype: str = "auto"
-    force: bool = False
-    trust_remote_code: bool = False
 
 
 def check(s: CalibrateSettings) -> None:

@@ -48,6 +48,21 @@ def say_forecast(voice: Voice, forecast, *, force: bool, lower: str, spread: boo
         forecast.check(force=force, lower=lower)
 
 
+@dataclass(kw_only=True)
+class LoadSettings:
+    """The loading options of a stage whose command loads its model itself (calibrate, eval): the flags
+    those commands share (declared once in `cli/shared.py`), here once for their settings. A recipe's
+    top-level `seed`, `dtype`, `device` and `text_field` fill them where a section does not."""
+
+    text_field: str = "text"
+    seed: int = 0
+    device: str = "auto"
+    device_map: str | None = None
+    dtype: str = "auto"
+    force: bool = False
+    trust_remote_code: bool = False
+
+
 @dataclass(frozen=True)
 class Loading:
     """The loading options of a stage whose settings hold none (search, distill): a command's `--seed`,

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .common import SILENT, Loader, Voice
+from .common import SILENT, LoadSettings, Loader, Voice
 
 EVAL_JSON = "eval.json"
 EVAL_MD = "eval.md"
 
 
-@dataclass
-class EvalSettings:
+@dataclass(kw_only=True)
+class EvalSettings(LoadSettings):
     """The eval stage's options (flags `--seq-len`, ...; recipe keys `eval.seq_len`, ...). `speed` measures
     generation at every batch size of `batch_sizes` and prompt length of `context`; `task_limit`: at
     most this many documents per task (a number >= 1, or a fraction < 1)."""
@@ -36,13 +36,6 @@ class EvalSettings:
     warmup: int = 1
     tasks: list[str] = field(default_factory=list)
     task_limit: float | None = None
-    text_field: str = "text"
-    seed: int = 0
-    device: str = "auto"
-    device_map: str | None = None
-    dtype: str = "auto"
-    force: bool = False
-    trust_remote_code: bool = False
 
 
 @dataclass
