@@ -128,12 +128,13 @@ def test_every_command_takes_a_bundled_teacher_by_name(tmp_path, monkeypatch):
     from hybridprune.checkpoint.load import CheckpointLoadError, load_config, resolve
 
     assert resolve("tiny-qwen3-5", role="model") == teacher_path("tiny-qwen3-5")
+    assert resolve("shipped:tiny-qwen3-5", role="model") == teacher_path("tiny-qwen3-5")  # as recipes name it
     assert load_config("tiny-nemotron-h").model_type == "nemotron_h"
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny-qwen3-5").mkdir()
     with pytest.raises(CheckpointLoadError, match="has no config.json"):
         resolve("tiny-qwen3-5", role="model")
-    with pytest.raises(CheckpointLoadError, match="nor a shipped teacher: tiny-nemotron-h, tiny-qwen3-5"):
+    with pytest.raises(CheckpointLoadError, match="nor a shipped teacher: shipped:tiny-nemotron-h, shipped:tiny-qwen3-5"):
         resolve("tiny-mamba", role="model")
     from typer.testing import CliRunner
 

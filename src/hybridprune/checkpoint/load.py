@@ -42,12 +42,17 @@ def _local_directory(ref: str) -> Path | None:
     return path
 
 
+SHIPPED_PREFIX = "shipped:"
+
+
 def _bundled_teacher(ref: str) -> Path | None:
-    """The name of a teacher shipped with hybridprune (`tiny-nemotron-h`, `tiny-qwen3-5`), so every
-    command takes it as `demo --teacher` and recipes do; a directory of that name comes first."""
+    """The name of a teacher shipped with hybridprune (`tiny-nemotron-h`, `tiny-qwen3-5`), bare or as a
+    recipe names it (`shipped:tiny-nemotron-h`), so every command takes what a recipe takes; a directory
+    of the bare name comes first."""
     from ..data.assets import BUNDLED_TEACHERS, teacher_path
 
-    return teacher_path(ref) if ref in BUNDLED_TEACHERS else None
+    name = ref.removeprefix(SHIPPED_PREFIX)
+    return teacher_path(name) if name in BUNDLED_TEACHERS else None
 
 
 def _hub_id(ref: str) -> Path | None:
@@ -76,7 +81,8 @@ def resolve(ref: str | os.PathLike, role: str = "checkpoint") -> Path:
         from ..data.assets import BUNDLED_TEACHERS
 
         raise CheckpointLoadError(f"checkpoint {_what(ref, role)} does not exist (neither a directory, a Hub id "
-                                  f"org/name[@revision] nor a shipped teacher: {', '.join(BUNDLED_TEACHERS)})")
+                                  f"org/name[@revision] nor a shipped teacher: "
+                                  f"{', '.join(SHIPPED_PREFIX + n for n in BUNDLED_TEACHERS)})")
     if not path.is_dir():
         raise CheckpointLoadError(f"checkpoint {_what(path, role)} is not a directory (expected a Hugging Face "
                                   "model directory)")

@@ -51,7 +51,7 @@ def prune_command(
     """Prune a checkpoint group-aware to the plan's sizes and write it as a plain HF checkpoint.
 
     By default the checkpoint is streamed tensor by tensor into pruned shards, so peak memory is about
-    two of its largest tensors whatever the model's size."""
+    three of its largest tensors whatever the model's size."""
     from ..stages import prune
 
     settings = PruneSettings(plan=plan, strict_fingerprint=strict_fingerprint, expert_importance=expert_importance,

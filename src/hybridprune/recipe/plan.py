@@ -267,13 +267,18 @@ def _parsed_plan(spec, r: int, rnd: Round, lines: dict, file: str):
     it); a plan that cannot be read is refused before any stage runs, naming the line."""
     from ..pruning.plan import Plan, PlanError
 
-    path = ("rounds", r - 1, "plan") if rnd.plan is not None else (
-        ("rounds", r - 1, "prune", "plan") if (rnd.prune or {}).get("plan") is not None else ("prune", "plan"))
     try:
         return Plan.parse(spec)
     except PlanError as exc:
-        line = lines.get(path, lines.get(path[:-1], "?"))
-        raise RecipeError(f"{file}:{line}: {_where(path)}: {exc}") from None
+        raise plan_error(exc, r, rnd, lines, file) from None
+
+
+def plan_error(exc: Exception, r: int, rnd: Round, lines: dict, file: str) -> RecipeError:
+    """`exc`, a fault of round `r`'s fixed plan, as a RecipeError naming the line that gives the plan."""
+    path = ("rounds", r - 1, "plan") if rnd.plan is not None else (
+        ("rounds", r - 1, "prune", "plan") if (rnd.prune or {}).get("plan") is not None else ("prune", "plan"))
+    line = lines.get(path, lines.get(path[:-1], "?"))
+    return RecipeError(f"{file}:{line}: {_where(path)}: {exc}")
 
 
 def assign_keys(all_stages: list[Stage], recipe: Recipe, model_fp: str) -> None:

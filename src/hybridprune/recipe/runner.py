@@ -116,6 +116,7 @@ class Run:
 
     def plan(self) -> dict[Stage, tuple[str, str]]:
         source = run_stages.model_path(self.recipe.model)
+        self._check_fixed_plans(source)
         fp = model_fingerprint(source)
         assign_keys(self.stages, self.recipe, fp)
         r = self.recipe
@@ -125,6 +126,24 @@ class Run:
         self.decisions = decide(self.stages, self.common, self.from_stage)
         self._check_contents()
         return self.decisions
+
+    def _check_fixed_plans(self, source: Path) -> None:
+        """A fixed plan that cannot prune the recipe's model (a field the model lacks, a size it cannot
+        take, an engine rule) is refused now, from the model's config, naming its line: not after the
+        calibration before it has run. Later rounds prune a student that does not exist yet."""
+        from ..options import SettingError
+        from ..pruning.apply import PruneError
+        from ..stages.prune import check_model
+        from .plan import plan_error
+        from .schema import Round
+
+        for st in self.stages:
+            if st.kind == "prune" and st.plan is not None and st.model_in is None:
+                rnd = (self.recipe.rounds or [Round()])[(st.round or 1) - 1]
+                try:
+                    check_model(st.settings, source, st.plan)
+                except (ValueError, SettingError, PruneError) as exc:
+                    raise plan_error(exc, st.round or 1, rnd, self.lines, self.name) from None
 
     def _check_places(self) -> None:
         """Refuse a stage directory or report file that this run did not write: a link, or (but for a

@@ -1,7 +1,7 @@
 """The prune stage: apply a plan to a checkpoint with saved scores and write a plain HF checkpoint.
 
 `hybridprune prune`, a recipe's `prune:` section and the Python API run `run` with `PruneSettings`.
-By default the checkpoint is streamed tensor by tensor into pruned shards (peak memory about two of
+By default the checkpoint is streamed tensor by tensor into pruned shards (peak memory about three of
 its largest tensors); `in_memory` loads the whole model.
 """
 
@@ -87,6 +87,12 @@ def run(s: PruneSettings, model: str | Path, scores: str | Path, out: str | Path
     lm = (loader or Loader()).model(model, s, whole=True)
     pruned = prune(lm, loaded, parsed, **keywords)
     return export(pruned, out, tokenizer_from=model, source=str(model), overwrite=overwrite), pruned.hybridprune_info
+
+
+def check_model(s: PruneSettings, model: str | Path, plan, voice: Voice = SILENT):
+    """Refuse settings or a parsed `plan` that do not fit checkpoint `model` (PlanError, SettingError,
+    PruneError), from its config alone: a recipe checks its fixed plan so before its first stage."""
+    _model_checked(s, Path(model), plan, voice)
 
 
 def _model_checked(s: PruneSettings, model: Path, plan, voice: Voice):
