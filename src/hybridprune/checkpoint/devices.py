@@ -140,10 +140,7 @@ def load_dtype(dtype: str, device, device_map: str | None = None):
 
 def weight_bytes(config, dtype: str, device: str | None = None) -> int:
     """Bytes per parameter a model will be loaded with (`load_dtype`'s rule), for the memory forecasts."""
-    import torch
+    from .dtypes import stored_bytes
 
     torch_dtype = load_dtype(dtype, resolve_device(device))
-    if torch_dtype == "auto":
-        stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32"
-        torch_dtype = getattr(torch, str(stored).replace("torch.", ""), torch.float32)
-    return torch.empty((), dtype=torch_dtype).element_size()
+    return stored_bytes(config) if torch_dtype == "auto" else torch_dtype.itemsize

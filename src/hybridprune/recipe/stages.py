@@ -22,20 +22,12 @@ from ..architectures import get_adapter
 from ..stages.common import Loader, Loading
 from .plan import RECORD, Stage, foreign_words, record_fix
 
-SHIPPED_PREFIX = "shipped:"
-
 
 def model_path(spec: str) -> Path:
-    """A recipe's `model`: a shipped teacher (`shipped:tiny-nemotron-h`, `shipped:tiny-qwen3-5`), a local directory, or a Hub id `org/name[@rev]`."""
+    """A recipe's `model`: a shipped teacher (`shipped:tiny-nemotron-h`, `shipped:tiny-qwen3-5`), a local
+    directory, or a Hub id `org/name[@rev]`, resolved as every command resolves `--model`."""
     from ..checkpoint.load import check_weight_files, resolve
-    from ..data.assets import BUNDLED_TEACHERS, teacher_path
 
-    if spec.startswith(SHIPPED_PREFIX):
-        name = spec[len(SHIPPED_PREFIX):]
-        if name not in BUNDLED_TEACHERS:
-            shipped = ", ".join(f"{SHIPPED_PREFIX}{n}" for n in BUNDLED_TEACHERS)
-            raise ValueError(f"no shipped model {name!r}; the shipped ones are {shipped}")
-        return teacher_path(name)
     path = Path(resolve(spec, role="model"))
     check_weight_files(path, "model", allow_pickle=False)  # pickles refused with the conversion, as by every command
     return path
