@@ -8,7 +8,7 @@ from typing import Literal
 import typer
 
 from ..options import EXPERT_IMPORTANCE, GDN_IMPORTANCE, PARAMS_KINDS, SEARCH, TIE_BREAKS
-from ..stages.common import Loading
+from ..stages.common import LoadSettings
 from ..stages.search import SearchSettings, run
 from .checks import check_data_path, check_not_blank, listed
 from ..output.cleanup import lock_until_done, remove_if_failed
@@ -91,7 +91,7 @@ def search_command(
     _claim_out(out, overwrite)
     if scores_dir is not None and not (scores_dir / "scores.json").is_file():
         raise CliError(f"no scores in {scores_dir}; run `hybridprune calibrate` or leave out --scores")
-    loading = Loading(seed=seed, dtype=dtype, device=device, text_field=text_field, trust_remote_code=trust_remote_code)
+    loading = LoadSettings(seed=seed, dtype=dtype, device=device, text_field=text_field, trust_remote_code=trust_remote_code)
     run(settings, model, data, out, loading=loading, scores=scores_dir, overwrite=overwrite, force=force, voice=voice())
     console.print(f"plan: {out / 'best.yaml'}   plot: {out / 'search.png'}   all results: {out / 'candidates.jsonl'}")
     serving = (f" --serve-with {','.join(cfg.serve_with)}" if settings.serve_with else "") + (

@@ -19,7 +19,7 @@ from typing import Any
 from rich.markup import escape
 
 from ..architectures import get_adapter
-from ..stages.common import Loader, Loading
+from ..stages.common import Loader, LoadSettings
 from .plan import RECORD, Stage, foreign_words, record_fix
 
 
@@ -41,7 +41,7 @@ class Context:
         self.source = model_path(recipe.model)
         self.loader = SharedLoader(self)
         #: the recipe's own loading options, for the stages whose sections hold none (search, distill)
-        self.loading = Loading(seed=recipe.seed, dtype=recipe.dtype, device=recipe.device,
+        self.loading = LoadSettings(seed=recipe.seed, dtype=recipe.dtype, device=recipe.device,
                                text_field=recipe.text_field)
 
     # ---- models and data, loaded once per process ----

@@ -1,5 +1,5 @@
 """What the stages share: where their lines go (`Voice`), how they get models and data (`Loader`, with
-`Loading` for the stages whose settings hold no loading options), the memory forecast said then
+`LoadSettings` for the stages whose settings hold no loading options), the memory forecast said then
 checked, and the settings every stage of a recipe inherits.
 
 Torch-free at import: the command line reads the settings before anything heavy is imported.
@@ -50,9 +50,10 @@ def say_forecast(voice: Voice, forecast, *, force: bool, lower: str, spread: boo
 
 @dataclass(kw_only=True)
 class LoadSettings:
-    """The loading options of a stage whose command loads its model itself (calibrate, eval): the flags
-    those commands share (declared once in `cli/shared.py`), here once for their settings. A recipe's
-    top-level `seed`, `dtype`, `device` and `text_field` fill them where a section does not."""
+    """The loading options: the flags the commands share (declared once in `cli/shared.py`), here once.
+    Calibrate's and eval's settings hold them; search and distill, whose settings hold none, are given
+    one (the command's flags, a recipe's top-level keys). A recipe's top-level `seed`, `dtype`, `device`
+    and `text_field` fill a section's where it does not set them."""
 
     text_field: str = "text"
     seed: int = 0
@@ -63,23 +64,9 @@ class LoadSettings:
     trust_remote_code: bool = False
 
 
-@dataclass(frozen=True)
-class Loading:
-    """The loading options of a stage whose settings hold none (search, distill): a command's `--seed`,
-    `--dtype`, `--device`, `--text-field` and `--trust-remote-code`, a recipe's top-level keys. The
-    stages whose settings hold them (calibrate, prune, eval) give the `Loader` their settings instead."""
-
-    seed: int = 0
-    dtype: str = "auto"
-    device: str | None = None
-    text_field: str = "text"
-    trust_remote_code: bool = False
-    device_map: str | None = None
-
-
 class Loader:
     """How every stage gets its models, tokenizers and token windows: through the one load path, with
-    the options of `s` (a stage's settings or a `Loading`). This one loads afresh (a command, the
+    the options of `s` (a stage's settings or a `LoadSettings`). This one loads afresh (a command, the
     Python API); a recipe's run keeps what it loaded for its later stages (`recipe.stages.SharedLoader`).
 
     `keep=False` asks for a private copy of exactly `path` that is not shared: distillation trains

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..distillation.config import DistillConfig
-from .common import SILENT, Loader, Loading, Voice, say_forecast
+from .common import SILENT, Loader, LoadSettings, Voice, say_forecast
 
 TOKENS_DIR = "tokens"
 
@@ -279,7 +279,7 @@ def _train(env, s: DistillSettings, cfg, models: Models, r: _Run):
     if env.is_main and r.check_memory:
         say_forecast(r.voice, _forecast(models.teacher, models.student, cfg, s.seq_len, bf16, env.device, trust),
                      force=r.force, lower="--micro-batch or --seq-len (or --chunk-size)")
-    loading = Loading(trust_remote_code=trust)
+    loading = LoadSettings(trust_remote_code=trust)
     try:
         tokenizer = r.loader.tokenizer(models.student, loading, role="student", keep=False)
     except ValueError:
@@ -309,10 +309,10 @@ def _load_models(loader: Loader, models: Models, bf16: bool, teacher_device_map:
     """The teacher (bf16 under a bf16 run, placed by the trainer or spread by a device map) and the student
     (fp32 master weights), on the CPU until the trainer places them: private copies (`keep=False`)."""
     trust = models.trust_remote_code
-    teacher = loader.model(models.teacher, Loading(dtype="bfloat16" if bf16 else "float32", device="cpu",
+    teacher = loader.model(models.teacher, LoadSettings(dtype="bfloat16" if bf16 else "float32", device="cpu",
                                                    trust_remote_code=trust, device_map=teacher_device_map),
                            role="teacher", keep=False)
-    student = loader.model(models.student, Loading(dtype="float32", device="cpu", trust_remote_code=trust),
+    student = loader.model(models.student, LoadSettings(dtype="float32", device="cpu", trust_remote_code=trust),
                            role="student", keep=False)
     return teacher, student
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Union
 
-from .common import SILENT, Loader, Loading, Voice, say_forecast
+from .common import SILENT, Loader, LoadSettings, Voice, say_forecast
 
 Size = Union[int, float, str]  # 4.5e9, 350M, or "0.5x" of the model searched
 
@@ -113,11 +113,11 @@ class SearchSettings:
         return cfg
 
 
-def run(settings: SearchSettings, model: Path, data: str, out: Path, *, loading: Loading | None = None,
+def run(settings: SearchSettings, model: Path, data: str, out: Path, *, loading: LoadSettings | None = None,
         scores: Path | None = None, overwrite: bool = False, force: bool = False, check_memory: bool = True,
         original=None, voice: Voice = SILENT, loader: Loader | None = None):
     """Search the checkpoint `model` under the settings' budget, measuring on `data` (loaded as `loading`
-    says, default `Loading()`, through `loader`), writing `out` (candidates.jsonl, best.yaml, ...).
+    says, default `LoadSettings()`, through `loader`), writing `out` (candidates.jsonl, best.yaml, ...).
 
     `scores`: saved scores to use (they must exist and be of this model); None: `out/scores`, reused
     when they are of this model, else computed there. `overwrite`: scores of another model in
@@ -130,7 +130,7 @@ def run(settings: SearchSettings, model: Path, data: str, out: Path, *, loading:
     from ..checkpoint.load import load_config
     from .checks import check_gdn_options, check_moe_options
 
-    s, say, loader, loading = settings, voice.say, loader or Loader(), loading or Loading()
+    s, say, loader, loading = settings, voice.say, loader or Loader(), loading or LoadSettings()
     config = load_config(model, trust_remote_code=loading.trust_remote_code)
     adapter = get_adapter(config)
     dims = adapter.dims(config)
@@ -230,7 +230,7 @@ class _Windows:
     """The token windows of `data` the search reads, drawn through the loader."""
 
     loader: Loader
-    loading: Loading
+    loading: LoadSettings
     data: str
     tokenizer: object
     vocab: int
