@@ -177,3 +177,4 @@ def test_a_rounds_fraction_is_of_the_original_model():
     assert _budget_value("0.5x", 1000, 1000) == "0.5x"  # round 1: as the search reads it
     assert _budget_value("0.5x", 1000, 700) == 500.0  # later rounds: of the original, not of round 1's model
     assert _budget_value(4.5e9, 1000, 700) == 4.5e9
+    assert _budget_value("50%", 1000, 700) == 500  # every relative form the budget takes, not only "x"

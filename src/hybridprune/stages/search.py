@@ -166,10 +166,13 @@ def run(settings: SearchSettings, model: Path, data: str, out: Path, *, loading:
 
 
 def of_original(value, original: int | None, this: int):
-    """A relative budget (`0.5x`) of the ORIGINAL model (`original` parameters), as a count, for a model
-    already pruned (`this` parameters); as given otherwise."""
-    if isinstance(value, str) and value.strip().endswith("x") and original is not None and this != original:
-        return float(value.strip()[:-1]) * original
+    """A relative budget (`0.5x`, `50%`) of the ORIGINAL model (`original` parameters), as a count, for a
+    model already pruned (`this` parameters), read by the budget's own parser; as given otherwise."""
+    from ..archsearch.cost import parse_params
+
+    relative = isinstance(value, str) and value.strip().endswith(("x", "X", "%"))
+    if relative and original is not None and this != original:
+        return parse_params(value, original=original)
     return value
 
 
