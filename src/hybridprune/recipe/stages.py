@@ -9,14 +9,12 @@ the search from its candidate log.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 
 from pathlib import Path
 from typing import Any
 
 
-from rich.markup import escape
 
 from ..architectures import get_adapter
 from ..stages.common import Loader, LoadSettings
@@ -60,14 +58,9 @@ class Context:
         return stage.output(key)
 
     def voice(self):
-        from ..stages.common import SILENT, Voice
+        from ..stages.common import SILENT, console_voice
 
-        if self.console is None:
-            return SILENT
-        return Voice(note=lambda text: self.console.print(f"[dim]{escape(text)}[/]", highlight=False),
-                     warn=lambda text: self.console.print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True,
-                                                          highlight=False),
-                     console=self.console)
+        return SILENT if self.console is None else console_voice(self.console)
 
 
 class SharedLoader(Loader):
@@ -179,10 +172,11 @@ def distill(ctx: Context, stage: Stage, work: Path, *, resume: bool) -> dict:
     resume = resume and checkpoints.is_dir() and any(checkpoints.iterdir())
     if not resume and out.exists():
         shutil.rmtree(out)  # killed before its first checkpoint: start the distillation afresh
-    run(replace(s, progress=s.progress and ctx.console is not None), Models(ctx.source, student_dir), r.data, out,
-        seed=r.seed, text_field=r.text_field, device=r.device, resume=out if resume else None, check_memory=False,
-        voice=ctx.voice(), loader=ctx.loader)  # its models are private copies: the kept ones are let go
-    steps = s.steps if s.steps is not None else math.ceil(s.tokens / (s.global_batch * s.seq_len))
+    trainer = run(replace(s, progress=s.progress and ctx.console is not None), Models(ctx.source, student_dir),
+                  r.data, out, seed=r.seed, text_field=r.text_field, device=r.device,
+                  resume=out if resume else None, check_memory=False,
+                  voice=ctx.voice(), loader=ctx.loader)  # its models are private copies: the kept ones are let go
+    steps = trainer.total_steps
     return {"model": "student", "steps": steps, "tokens": steps * s.global_batch * s.seq_len}
 
 

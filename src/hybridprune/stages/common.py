@@ -40,6 +40,18 @@ class Voice:
 SILENT = Voice()
 
 
+def console_voice(console, alerts=None) -> Voice:
+    """A Voice printing on a rich `console`: notes dim, warnings (on `alerts`, else the console) in
+    yellow; the texts are escaped, so a path with brackets prints as it is."""
+    from rich.markup import escape
+
+    warnings = alerts or console
+    return Voice(note=lambda text: console.print(f"[dim]{escape(text)}[/]", highlight=False),
+                 warn=lambda text: warnings.print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True,
+                                                  highlight=False),
+                 console=console)
+
+
 def say_forecast(voice: Voice, forecast, *, force: bool, lower: str, spread: bool = False) -> None:
     """Say the memory forecast; refuse (MemoryForecastError) when it clearly exceeds the device, unless
     `force`, or the model is spread over devices (`spread`: a device map places it)."""
