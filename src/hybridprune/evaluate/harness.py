@@ -75,16 +75,17 @@ def resolve_tasks(tasks: Sequence[str], include_dir: Path) -> tuple[list[str], l
     """Task names for lm-eval, and the include paths they need. Local tasks are materialised into `include_dir`."""
     names: list[str] = []
     include: list[Path] = [include_dir]
+    if any(spec.strip() in LOCAL_TASKS for spec in tasks):
+        # every shipped task, not only those named, once: lm-eval's index of the folder is kept per process
+        # (`_task_manager`), and one made when it held fewer tasks would not know the others
+        for local in LOCAL_TASKS:
+            text = (TASKS_DIR / f"{local}.yaml").read_text().replace("{{data_dir}}", TASKS_DIR.as_posix())
+            (include_dir / f"{local}.yaml").write_text(text)
     for spec in tasks:
         spec = spec.strip()
         if not spec:
             continue
         if spec in LOCAL_TASKS:
-            # every shipped task, not only this one: lm-eval's index of the folder is kept per process
-            # (`_task_manager`), and one made when it held fewer tasks would not know the others
-            for local in LOCAL_TASKS:
-                text = (TASKS_DIR / f"{local}.yaml").read_text().replace("{{data_dir}}", TASKS_DIR.as_posix())
-                (include_dir / f"{local}.yaml").write_text(text)
             names.append(spec)
         elif spec.endswith((".yaml", ".yml")):
             path = Path(spec).expanduser()
