@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ckpt_helpers import PLAN, invoke, no_traceback, rewrite_weights, siblings
-from hybridprune.checkpoint.safetensors_io import NAMES
+from hybridprune.checkpoint.dtypes import dtype_of
 
 KEY = "backbone.layers.0.mixer.D"  # 12 float32 values
 INDEX = "model.safetensors.index.json"
@@ -58,7 +58,7 @@ def _header(sd):
     header, offset, data = {"__metadata__": {"format": "pt"}}, 0, b""
     for key in sorted(sd):
         raw = sd[key].contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-        header[key] = {"dtype": NAMES[sd[key].dtype], "shape": list(sd[key].shape),
+        header[key] = {"dtype": dtype_of(sd[key].dtype).name, "shape": list(sd[key].shape),
                        "data_offsets": [offset, offset + len(raw)]}
         offset += len(raw)
         data += raw

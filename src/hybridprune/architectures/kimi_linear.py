@@ -72,8 +72,8 @@ class KimiLinearAdapter(Adapter):
         rope, nope = config.qk_rope_head_dim, config.qk_nope_head_dim
         extras = ((Q_HEAD, nope + rope), (KV_HEAD, nope + config.v_head_dim), (Q_LORA, config.q_lora_rank or 0),
                   (KV_LORA, config.kv_lora_rank), (ROPE, rope),
-                  # the MLA and KDA caches (stated by their layouts), for a caller with the dimensions alone
-                  # (`cache._standard_cache`); the dims records and fingerprints hold them
+                  # the MLA and KDA caches' widths: their layouts state the cache; kept here only because
+                  # the dims records and score fingerprints written so far hold them
                   ("kv_cache_width", config.kv_lora_rank + rope), ("conv_streams", 3))
         return Dims(
             block_kinds=kinds, vocab_size=config.vocab_size, hidden_size=config.hidden_size, tied_embeddings=False,

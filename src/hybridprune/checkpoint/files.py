@@ -162,12 +162,6 @@ class CheckpointFiles:
     def keys_in(self, shard: str) -> list[str]:
         return [k for k, t in self.tensors.items() if t.shard == shard]
 
-    def open(self, shard: str):
-        """A safetensors handle on `shard` (memory-mapped, torch tensors: imports torch)."""
-        from safetensors import safe_open
-
-        return safe_open(str(self.dir / shard), framework="pt")
-
     def window(self, key: str, idx: tuple[slice, ...] = ()) -> np.ndarray:
         """Window `idx` (one slice per leading dimension) of tensor `key`, as an array of its storage type
         (`DType.storage`), read with one small file read: no memory map, whose faults can map a whole

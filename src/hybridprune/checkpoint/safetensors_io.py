@@ -38,15 +38,6 @@ class CheckpointFormatError(ValueError):
     """The checkpoint's safetensors files or index are missing, unreadable or inconsistent."""
 
 
-def __getattr__(name: str):
-    """`NAMES`: torch dtype -> safetensors name (imports torch, so only when asked for)."""
-    if name == "NAMES":
-        import torch
-
-        return {getattr(torch, d.torch_name): d.name for d in DTYPES.values()}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 #: Valid safetensors dtypes that hybridprune does not handle, and why.
 UNSUPPORTED = {
     "F4": "packed 4-bit floats", "F6_E2M3": "packed 6-bit floats", "F6_E3M2": "packed 6-bit floats",

@@ -6,7 +6,6 @@ paths that must exist. Options that only mean something on some models are check
 from __future__ import annotations
 
 from ..options import NOT_BLANK
-from ..stages.checks import check_gdn_options, check_moe_options  # noqa: F401 - the commands import them here
 from .common import CliError
 
 

@@ -15,9 +15,6 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-# the device and dtype rules and the forecasts live below the command line (recipes and the Python API
-# use them too); their names stay importable here
-from ..checkpoint.devices import DTYPES, resolve_device, resolve_dtype, weight_bytes  # noqa: F401
 from ..options import SettingError
 from .console import alerts, console  # noqa: F401 - the commands import `console` from here
 from .errors import CliError  # noqa: F401 - the commands import `CliError` from here
@@ -77,25 +74,10 @@ def fail_cleanly(func):
     return wrapper
 
 
-def __getattr__(name: str):
-    """`forward_forecast`, imported from `checkpoint.forecast` when first asked for (not at `--help`)."""
-    if name == "forward_forecast":
-        from ..checkpoint.forecast import forward_forecast
-
-        return forward_forecast
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def check_checkpoint_dir(path: str | Path, role: str = "checkpoint") -> Path:
     from ..checkpoint.load import resolve
 
     return resolve(path, role)
-
-
-def load_config(path: str | Path, *, trust_remote_code: bool = False, role: str = "checkpoint"):
-    from ..checkpoint import load as checkpoints
-
-    return checkpoints.load_config(path, trust_remote_code=trust_remote_code, role=role)
 
 
 def load_model(path: str | Path, *, dtype: str = "auto", device: str | None = None,
@@ -109,22 +91,11 @@ def load_model(path: str | Path, *, dtype: str = "auto", device: str | None = No
                 device_map=device_map, whole=whole)
 
 
-def forecast_memory(forecast, *, force: bool, lower: str, spread: bool = False) -> None:
-    """Print the memory forecast; refuse (MemoryForecastError) when it clearly exceeds the device,
-    unless `force`, or the model is spread over devices (`spread`: a device map places it)."""
-    from ..stages.common import say_forecast
-
-    say_forecast(voice(), forecast, force=force, lower=lower, spread=spread)
-
-
 def voice():
     """A stage's lines on the command line: notes dim on the console, warnings on `alerts` (shown under -q)."""
-    from ..stages.common import Voice
+    from ..stages.common import console_voice
 
-    return Voice(note=lambda text: console.print(f"[dim]{escape(text)}[/]", highlight=False),
-                 warn=lambda text: alerts.print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True,
-                                                highlight=False),
-                 console=console)
+    return console_voice(console, alerts)
 
 
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False, role: str = "checkpoint"):
@@ -147,9 +118,3 @@ def init_distributed() -> tuple[int, int]:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return dist.get_rank(), dist.get_world_size()
-
-
-def is_main_process() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

@@ -18,7 +18,7 @@ from .checks import check_data_path, check_not_blank
 from ..output.cleanup import lock_until_done, remove_if_failed
 from ..output.atomic import check_output
 from ..output.leftovers import remove_dead_temporaries, unfinished
-from .devices import check_device
+from ..checkpoint.devices import check_device
 from ..stages.distill import (  # noqa: F401 - `checkpoint_identity` and `_train_data`: imported from here too
     DistillSettings, Models, _has_checkpoint, _run_names, _train_data, check_placement,
     checkpoint_identity, run, with_cached_topk,

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..options import EVAL
-from ..stages.evaluate import EVAL_JSON, EVAL_MD, EvalSettings, evaluation_markdown  # noqa: F401 - importable here
+from ..stages.evaluate import EVAL_JSON, EVAL_MD, EvalSettings  # noqa: F401 - importable here
 from . import shared
 from .checks import check_data_path, check_not_blank, listed
 from .common import CliError, console, fail_cleanly, voice

@@ -14,7 +14,7 @@ from .checks import check_data_path, check_not_blank, listed
 from ..output.cleanup import lock_until_done, remove_if_failed
 from ..output.atomic import check_output, owned_names
 from ..output.leftovers import remove_dead_temporaries, unfinished
-from .devices import check_device
+from ..checkpoint.devices import check_device
 from .common import CliError, check_checkpoint_dir, console, fail_cleanly, voice
 
 

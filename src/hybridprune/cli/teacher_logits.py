@@ -17,7 +17,7 @@ from ..output.atomic import check_output
 from ..options import TEACHER_LOGITS
 from . import shared
 from .common import CliError, console, fail_cleanly, load_model
-from .devices import check_device
+from ..checkpoint.devices import check_device
 
 
 #: tokens per teacher forward when --batch-size is not given (4 samples at the default --seq-len 4096):

@@ -61,14 +61,6 @@ def _outer(rows: Index, width: int, cols: Index) -> Index:
     return (rows[:, None] * width + cols[None, :]).reshape(-1)
 
 
-def mamba_channel_index(heads: Index, channels: Index, head_dim: int) -> Index:
-    return _outer(_ints(heads), head_dim, _ints(channels))
-
-
-def head_channel_index(heads: Index, head_dim: int) -> Index:
-    return _outer(_ints(heads), head_dim, np.arange(head_dim, dtype=np.int64))
-
-
 def gdn_grouped_index(axis: str, dims: Dims, groups: Index, heads: Index, key_channels: Index,
                       channels: Index) -> Index:
     """Fused per-group q‖k‖v‖z or b‖a rows (see the module docstring): interleaved by key-head group."""
