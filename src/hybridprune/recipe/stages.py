@@ -205,7 +205,8 @@ def evaluate(ctx: Context, stage: Stage, work: Path) -> dict:
             ctx.console.print(f"[yellow]tasks skipped:[/] {exc}")
     done = evaluate_stage.run(s, models, ctx.recipe.data, voice=ctx.voice(), loader=ctx.loader)
     evaluation = done.result
-    results: dict[str, Any] = {name: measure(m, done.samples, s, ctx.tok()) for name, m in done.models.items()}
+    rows = {row["name"]: row for row in evaluation["models"]}
+    results: dict[str, Any] = {name: measure(m, rows[name], s) for name, m in done.models.items()}
     if skipped:
         evaluation["tasks_skipped"] = skipped
     results["evaluation"] = evaluation

@@ -8,24 +8,19 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
-from ..architectures import get_adapter
 
 
-def measure(model, val, settings, tokenizer) -> dict[str, Any]:
-    """One model's summary row, on the same held-out text as the side-by-side evaluation."""
-    from ..evaluate import evaluate_loss, measure_throughput
-    from ..evaluate.shared_text import own_tokens
+def measure(model, row: dict[str, Any], settings) -> dict[str, Any]:
+    """One model's summary row: its counts, loss, perplexity and bits per byte as the side-by-side
+    evaluation measured them (`row`, its entry in `models`: not measured twice), and its forward speed."""
+    from ..evaluate import measure_throughput
 
-    adapter = get_adapter(model)
-    dims = adapter.dims(model.config)
-    tokens, n_bytes = own_tokens(val, tokenizer)  # as the side-by-side evaluation reads the text
-    ev = evaluate_loss(model, tokens, batch_size=settings.batch_size, num_bytes=n_bytes)
     return {
-        "params": adapter.num_parameters(dims),
-        "non_embedding_params": adapter.num_parameters(dims, embeddings=False),
-        "val_loss": ev["loss"],
-        "perplexity": ev["perplexity"],
-        "bits_per_byte": ev["bits_per_byte"],
+        "params": row["parameters"],
+        "non_embedding_params": row["non_embedding_parameters"],
+        "val_loss": row["loss"],
+        "perplexity": row["perplexity"],
+        "bits_per_byte": row["bits_per_byte"],
         "tokens_per_s": measure_throughput(model, settings.batch_size, settings.seq_len, warmup=1, repeats=3),
     }
 
