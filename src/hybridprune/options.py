@@ -131,9 +131,9 @@ def _memory_dtype(value):
 
 
 def _axes(value):
-    from .archsearch.space import AXIS_ALIASES, SearchSpace
+    from .archsearch.space import SearchSpace, axis_spelling
 
-    return SearchSpace(skip=tuple(AXIS_ALIASES.get(str(v).strip().replace("-", "_"), v) for v in value))
+    return SearchSpace(skip=tuple(axis_spelling(str(v)) for v in value))  # it names every unknown axis
 
 
 def _divisors(value):

@@ -55,10 +55,15 @@ class SearchSpaceError(ValueError):
     """An invalid search-space setting; the message names the valid ones."""
 
 
+def axis_spelling(name: str) -> str:
+    """`name` as an axis is spelled (`ffn` -> `ffn_hidden_size`, `attention-heads` -> ...), unchecked."""
+    name = name.strip().replace("-", "_")
+    return AXIS_ALIASES.get(name, name)
+
+
 def axis_name(name: str) -> str:
     """The axis `name` stands for (`ffn`, `attention-heads` and the Plan field names alike)."""
-    name = name.strip().replace("-", "_")
-    name = AXIS_ALIASES.get(name, name)
+    name = axis_spelling(name)
     if name not in AXES:
         raise SearchSpaceError(f"unknown search axis {name!r}; use one of {', '.join(AXES)} "
                                f"(or {', '.join(AXIS_ALIASES)})")
