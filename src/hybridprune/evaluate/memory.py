@@ -4,7 +4,10 @@ On the CPU, torch allocates through the C allocator, outside what `tracemalloc` 
 figure is the process's resident set. Linux keeps its high-water mark (`VmHWM` in
 `/proc/self/status`) and resets it to the current RSS when `5` is written to `/proc/self/clear_refs`;
 the growth of that mark over a region is the region's peak extra memory (weights already loaded are
-not counted, freed temporaries are). Where `/proc` is missing or read-only the figure is `None`.
+not counted, freed temporaries are). It is growth, not use: a long-lived process may serve the
+region from heap pages it freed earlier and still holds (glibc keeps a fragmented heap resident),
+which costs the machine nothing more and reads as 0. Measure a step's own peak in a fresh process,
+as `bench/kd_memory.py` does. Where `/proc` is missing or read-only the figure is `None`.
 """
 
 from __future__ import annotations
