@@ -37,13 +37,27 @@ clipping does). What is not: TRL's GKD, like causal-LM losses, shifts by one and
 position of each row (T-1 of T positions in the loss); hybridprune and ModelOpt use all T. Every tool
 runs both models on all T positions, so the work differs only in that loss term.
 
+Sizes: a Llama teacher of 4 layers and a student of 2, hidden 256, untied heads, random token ids
+(uniform over the vocabulary, seeded), batch 2 x 256 tokens, one warm-up step then N = 4 timed steps,
+lr 1e-3. At V = 131,072 the heads dominate: on one core a step takes ~3 s in hybridprune and ~7 s in
+TRL, so a batch of 2 x 256 rather than 4 x 256 keeps the full run (3 repetitions) near 8 minutes. For
+every tool the peak includes AdamW's two moments and the gradients (3 x the student's weights, in the
+JSON as `student_weights_mb`), created in the warm-up step: that part is the same for all three.
+
+TRL runs `GKDTrainer`, not `DistillationTrainer`: the latter only trains on completions it generates from
+prompts (on-policy), which is other work than distilling on fixed token batches. TRL's figure includes
+what the transformers `Trainer` does around each step (the dataloader, the callbacks, logging every step
+so that the per-step loss is recorded). Throughput is timed under the same `MALLOC_MMAP_THRESHOLD_` as the
+memory, so the page faults of freshly mapped blocks count for every tool (the JSON keeps each run's user
+and kernel CPU seconds).
+
 Measurement: `torch.set_num_threads(1)`; each (tool, vocabulary, repetition) in a fresh subprocess;
 the repetitions alternate the tools (A B C A B C ...); the table gives medians. A tool that fails gets a
 row with its error.
 
 Run (from the repository root, in an environment with trl and nvidia-modelopt, see bench/peers/setup.sh):
 
-    python bench/peers/kd_cost.py              # full: 3 repetitions, about 10 minutes on one core
+    python bench/peers/kd_cost.py              # full: 3 repetitions, about 8 minutes on one core
     python bench/peers/kd_cost.py --smoke      # tiny sizes, 1 repetition, under a minute
 
 Writes bench/results/peers_kd_cost.json (`--json` to change; `--smoke` writes nothing unless given).
@@ -92,16 +106,16 @@ def _status_kb(field: str) -> int:
 
 
 class PeakMeter:
-    """Resident-set high-water mark of this process since `reset()`, in KiB, and the CPU time spent in user
-    and kernel mode since then (much kernel time: page faults of freshly mapped blocks; wall time well
-    above user + kernel: the process waited for the core)."""
+    """Between `start()` and `stop()`: the resident-set high-water mark of this process (KiB, returned by
+    `stop()`) and the CPU time spent in user and kernel mode (`cpu`; much kernel time: page faults of
+    freshly mapped blocks; wall time well above user + kernel: the process waited for the core)."""
 
-    def reset(self) -> None:
+    def start(self) -> None:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         self._ru = resource.getrusage(resource.RUSAGE_SELF)
 
-    def peak_kb(self) -> int:
+    def stop(self) -> int:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         self.cpu = {"user_s": ru.ru_utime - self._ru.ru_utime, "sys_s": ru.ru_stime - self._ru.ru_stime}
         return _status_kb("VmHWM")
@@ -172,12 +186,12 @@ def run_hybridprune(s, teacher, student, train, meter):
                         check_heads=False, export=False, plot=False)
     trainer = Distiller(teacher, student, train, cfg)
     losses = [trainer.train_step()["loss"]]  # warm-up: the optimizer state exists from here on
-    meter.reset()
+    meter.start()
     t0 = time.perf_counter()
     for _ in range(s["steps"]):
         losses.append(trainer.train_step()["loss"])
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "peak_kb": meter.peak_kb(), "train_losses": losses}
+    return {"wall_s": wall, "peak_kb": meter.stop(), "train_losses": losses}
 
 
 def run_trl_gkd(s, teacher, student, train, meter, tokenizer):
@@ -195,11 +209,11 @@ def run_trl_gkd(s, teacher, student, train, meter, tokenizer):
 
         def on_step_end(self, args, state, control, **kw):
             if state.global_step == 1:
-                meter.reset()
+                meter.start()
                 self.t_warm = time.perf_counter()
             elif state.global_step == 1 + s["steps"]:
                 self.t_end = time.perf_counter()
-                self.peak = meter.peak_kb()
+                self.peak = meter.stop()
 
     def collate(rows):
         ids = torch.tensor([r["input_ids"] for r in rows], dtype=torch.long)
@@ -253,12 +267,12 @@ def run_modelopt(s, teacher, student, train, meter):
         return float(loss.detach())
 
     losses = [step(0)]
-    meter.reset()
+    meter.start()
     t0 = time.perf_counter()
     for i in range(1, 1 + s["steps"]):
         losses.append(step(i))
     wall = time.perf_counter() - t0
-    peak = meter.peak_kb()
+    peak = meter.stop()
     mtd.export(model)  # the student alone again (hooks removed), for the evaluation after the run
     return {"wall_s": wall, "peak_kb": peak, "train_losses": losses}
 
@@ -395,8 +409,9 @@ def table(rows: list[dict], s: dict) -> str:
         if "error" in r:
             lines.append(f"| {r['tool']} | {r['vocab']:,} | failed: {r['error'][-300:]} | | | | |")
             continue
+        ratio = lambda k: f"{r[k]:.2f}" if k in r else "-"  # noqa: E731  (no hybridprune row to compare with)
         lines.append(f"| {r['tool']} | {r['vocab']:,} | {r['tokens_per_s']:,.0f} | {r['peak_mb']:,.0f} | "
-                     f"{r['kd_after']:.4f} | {r['speed_vs_hybridprune']:.2f} | {r['memory_vs_hybridprune']:.2f} |")
+                     f"{r['kd_after']:.4f} | {ratio('speed_vs_hybridprune')} | {ratio('memory_vs_hybridprune')} |")
     return "\n".join(lines)
 
 
