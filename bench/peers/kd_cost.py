@@ -49,7 +49,8 @@ prompts (on-policy), which is other work than distilling on fixed token batches.
 what the transformers `Trainer` does around each step (the dataloader, the callbacks, logging every step
 so that the per-step loss is recorded). Throughput is timed under the same `MALLOC_MMAP_THRESHOLD_` as the
 memory, so the page faults of freshly mapped blocks count for every tool (the JSON keeps each run's user
-and kernel CPU seconds).
+and kernel CPU seconds, which tell the arithmetic from the page faults). `--allocator default` leaves glibc's thresholds alone, for throughput as a
+user sees it (its peaks are then not the steps' own: freed heap pages stay resident).
 
 Measurement: `torch.set_num_threads(1)`; each (tool, vocabulary, repetition) in a fresh subprocess;
 the repetitions alternate the tools (A B C A B C ...); the table gives medians. A tool that fails gets a
@@ -328,9 +329,13 @@ def child(tool: str, vocab: int, s: dict) -> dict:
 
 
 def run_one(tool: str, vocab: int, s: dict, timeout: float) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", HF_HUB_OFFLINE="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TRL_EXPERIMENTAL_SILENCE="1",
-               TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               TRL_EXPERIMENTAL_SILENCE="1", TOKENIZERS_PARALLELISM="false")
+    if s["allocator"] == "mmap":  # as bench/kd_memory.py: freed blocks go back to the OS, the peak is the step's
+        env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    else:  # glibc as it comes: throughput as a user would see it; the peak then also holds freed heap pages
+        for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+            env.pop(k, None)
     cmd = [sys.executable, __file__, "--child", tool, "--vocab", str(vocab), "--settings", json.dumps(s)]
     t0 = time.perf_counter()
     try:
@@ -370,6 +375,26 @@ def versions() -> dict:
         except PackageNotFoundError:
             out[pkg] = None
     return out
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
+def code_commit() -> str | None:
+    """The commit this script ran from, with "+dirty" when the tree had changes."""
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def summarise(runs: list[dict], tools, vocabs) -> list[dict]:
@@ -424,6 +449,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="timed steps after the warm-up step")
     ap.add_argument("--batch", type=int)
     ap.add_argument("--seq-len", type=int)
+    ap.add_argument("--allocator", choices=("mmap", "default"), default="mmap",
+                    help="mmap (default): glibc maps every block over 64 KiB and returns it when freed, so the "
+                         "peak is the step's own (bench/kd_memory.py); default: glibc's own thresholds, "
+                         "for throughput as a user sees it (the peak is then not comparable)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per child process")
     ap.add_argument("--json", help=f"output (default {DEFAULT_JSON.relative_to(ROOT)}; none with --smoke)")
     ap.add_argument("--note", default="", help="free text stored in the JSON (e.g. the machine's conditions)")
@@ -444,6 +473,7 @@ def main() -> None:
 
     s = dict(SMOKE if args.smoke else FULL)
     vocabs_s = args.vocabs or ",".join(str(v) for v in VOCABS.values())
+    s["allocator"] = args.allocator
     for k in ("repeats", "steps", "batch", "seq_len"):
         if getattr(args, k) is not None:
             s[k] = getattr(args, k)
@@ -475,8 +505,8 @@ def main() -> None:
             "vocabs": vocabs, "optimizer": {"name": "AdamW", "lr": s["lr"], "betas": BETAS, "eps": EPS,
                                             "weight_decay": WEIGHT_DECAY, "grad_clip": GRAD_CLIP,
                                             "schedule": "constant"},
-            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                        "note": args.note},
+            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "note": args.note},
+            "code_commit": code_commit(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),
             "total_s": time.time() - t_start, "medians": rows, "runs": runs,
         }
