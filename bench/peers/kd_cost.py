@@ -202,7 +202,7 @@ def run_trl_gkd(s, teacher, student, train, meter, tokenizer):
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
     class Clock(TrainerCallback):
-        """Resets the peak after the warm-up step, reads it and the time after the last step."""
+        """Starts the meter and the clock after the warm-up step, stops them after the last step."""
 
         def __init__(self):
             self.t_warm = self.t_end = None
@@ -239,7 +239,8 @@ def run_trl_gkd(s, teacher, student, train, meter, tokenizer):
         trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     checks = {"bf16": trainer.args.bf16, "activation_checkpointing": bool(student.is_activation_checkpointing),
-              "optimizer": type(trainer.optimizer).__name__, "lr_scheduler": type(trainer.lr_scheduler).__name__}
+              "optimizer": type(getattr(trainer.optimizer, "optimizer", trainer.optimizer)).__name__,  # unwrapped
+              "lr_scheduler": type(trainer.lr_scheduler).__name__}
     return {"wall_s": clock.t_end - clock.t_warm, "peak_kb": clock.peak, "train_losses": losses, "checks": checks}
 
 
