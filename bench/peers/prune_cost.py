@@ -29,13 +29,14 @@ about 75 % of its 106.2 M non-embedding parameters. Rows:
 Torch-Pruning needs two changes to prune this model under transformers 5 (and 4.57): the forward it
 traces must run **without the KV cache** and with **eager attention**; the model is set up so for the
 `MetaPruner` constructor alone, then put back (`TRACE`, `set_trace`). The two rows that run without them,
-once each under a time limit (`--shipped-timeout`), record what happens otherwise:
+once each under a time limit (`--shipped-timeout`, 180 s), record what happens otherwise:
 
 - `tp_magnitude_as_shipped` (KV cache on, SDPA: the model as it loads, and what `quality.tp_prune` traces):
   the cache's updates enter the traced graph and the group enumeration never ends: the attention group
   keeps growing (10,000 dependencies after 10 s on a 1-layer toy Llama, each new one checked against all
   the others, `Group.has_pruning_op`); on SmolLM2 a `quality.tp_prune` call was still in the `MetaPruner`
-  constructor after 42 minutes (25 CPU minutes), and the limit here stops it;
+  constructor after 42 minutes (25 CPU minutes), and the limit here stops it (Torch-Pruning 1.5.2 does not
+  loop there: it fails as the next row does);
 - `tp_magnitude_sdpa` (no cache, SDPA): transformers' SDPA path hands grouped-query attention to
   `scaled_dot_product_attention(enable_gqa=True)` when there is no mask, so the traced graph never
   repeats the KV heads; Torch-Pruning then scores the K/V group with the query's head count and fails
@@ -99,7 +100,7 @@ TP_AS_SHIPPED = {"tp_magnitude_as_shipped": "shipped", "tp_magnitude_sdpa": "sdp
 
 FULL = dict(model="smollm2", calib=16, seq_len=128, batch_size=8, depth_samples=2, budget=0.75,
             plan={"hidden_size": 504, "ffn_hidden_size": 1368, "num_layers": 28},
-            repeats=3, threads=[1, 0], shipped_timeout=300)
+            repeats=3, threads=[1, 0], shipped_timeout=180)
 # a tiny random Llama with SmolLM2's head layout (3 query heads per KV head), the shipped tokenizer
 SMOKE = dict(FULL, model="tiny", calib=8, seq_len=32, depth_samples=2, repeats=1, shipped_timeout=30,
              tiny=dict(hidden_size=96, intermediate_size=256, num_hidden_layers=4, num_attention_heads=6,
@@ -674,6 +675,7 @@ def summarise(runs: list[dict], tools, thread_settings) -> list[dict]:
                 continue
             row = {"tool": tool, "threads_asked": threads, "threads": ok[0]["threads"], "runs": len(ok),
                    "failed_runs": len(mine) - len(ok), "wall_s": statistics.median(r["wall_s"] for r in ok),
+                   "cpu_s": statistics.median(sum(p["user_s"] + p["sys_s"] for p in r["phases"].values()) for r in ok),
                    "peak_mb": statistics.median(r["peak_mb"] for r in ok), "params": ok[0]["params"],
                    "shape": ok[0]["shape"], "phases": {}}
             for phase in ok[0]["phases"]:
@@ -688,13 +690,13 @@ def fmt_s(x: float) -> str:
 
 
 def table(rows: list[dict], sizes: dict) -> str:
-    lines = ["| tool | threads | non-embedding params | wall s (median) | phases: wall s | peak MiB (median) "
-             "| runs |", "|---|---:|---:|---:|---|---:|---:|"]
+    lines = ["| tool | threads | non-embedding params | wall s (median) | CPU s | phases: wall s | peak MiB (median) "
+             "| runs |", "|---|---:|---:|---:|---:|---|---:|---:|"]
     base = sizes["non_embedding_params"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['tool']} | {r['threads_asked'] or 'default'} | failed: {r['error'][-300:]} "
-                         f"| | | | |")
+                         f"| | | | | |")
             continue
         parts = []
         for name, p in r["phases"].items():
@@ -705,7 +707,7 @@ def table(rows: list[dict], sizes: dict) -> str:
                 extra.append(f"groups {fmt_s(p['group_enum_s'])}")
             parts.append(f"{name} {fmt_s(p['wall_s'])}" + (f" ({', '.join(extra)})" if extra else ""))
         lines.append(f"| {r['tool']} | {r['threads']} | {r['params']:,} ({r['params'] / base:.1%}) | "
-                     f"{fmt_s(r['wall_s'])} | {'; '.join(parts)} | {r['peak_mb']:,.0f} | {r['runs']} |")
+                     f"{fmt_s(r['wall_s'])} | {fmt_s(r['cpu_s'])} | {'; '.join(parts)} | {r['peak_mb']:,.0f} | {r['runs']} |")
     return "\n".join(lines)
 
 
@@ -716,7 +718,7 @@ def main() -> None:
     ap.add_argument("--threads", help="comma-separated torch thread counts, 0 = torch's default (default 1,0)")
     ap.add_argument("--repeats", type=int)
     ap.add_argument("--shipped-timeout", type=float,
-                    help=f"seconds for each of {', '.join(TP_AS_SHIPPED)} (0: skip them; default 300, smoke 30)")
+                    help=f"seconds for each of {', '.join(TP_AS_SHIPPED)} (0: skip them; default 180, smoke 30)")
     ap.add_argument("--allocator", choices=("mmap", "default"), default="mmap")
     ap.add_argument("--timeout", type=float, default=1500, help="seconds per child process")
     ap.add_argument("--no-survey", action="store_true", help="skip the ModelOpt probe")
