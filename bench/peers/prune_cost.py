@@ -56,7 +56,9 @@ OS; `--allocator default` leaves glibc alone); a row's peak is the largest of it
 phase, with the CPU seconds (user + kernel: below the wall time, the process waited for a core). Two
 thread settings: `torch.set_num_threads(1)` (and OMP/MKL at 1), and torch's default (the number of cores,
 2 on the benchmark machine; the table gives the count each run had). The repetitions alternate the tools
-(A B C ... A B C ...), 3 of each. A tool that fails or times out gets a row with its error. Each child
+(A B C ... A B C ...): 3 of each at one thread, 1 at the default (`--repeats-more-threads`; on a 2-core
+machine shared with other jobs, two threads mostly measure the contention: in a first try hybridprune's
+calibration took 199 s at two threads against 52 s at one). A tool that fails or times out gets a row with its error. Each child
 checks what it made: the non-embedding count of the pruned model (hybridprune: the plan's; Torch-Pruning:
 the shape `quality.tp_shape` predicts, else `shape_mismatch`); `--smoke` also checks that the Torch-
 Pruning rows give the same weights as `quality.tp_prune` (traced the same way).
@@ -66,7 +68,7 @@ Hugging Face Llama at run time; the other packages of the index, checked by hand
 
 Run (from the repository root, in the environment of bench/peers/setup.sh):
 
-    python bench/peers/prune_cost.py             # full: about 20 minutes on 2 cores
+    python bench/peers/prune_cost.py             # full: about 20 minutes on 2 shared cores
     python bench/peers/prune_cost.py --smoke     # a tiny random Llama, about 2 minutes in all
 
 Writes bench/results/peers_prune_cost.json (`--json` to change; `--smoke` writes nothing unless given).
@@ -100,9 +102,10 @@ TP_AS_SHIPPED = {"tp_magnitude_as_shipped": "shipped", "tp_magnitude_sdpa": "sdp
 
 FULL = dict(model="smollm2", calib=16, seq_len=128, batch_size=8, depth_samples=2, budget=0.75,
             plan={"hidden_size": 504, "ffn_hidden_size": 1368, "num_layers": 28},
-            repeats=3, threads=[1, 0], shipped_timeout=180)
+            repeats=3, repeats_more_threads=1, threads=[1, 0], shipped_timeout=180)
 # a tiny random Llama with SmolLM2's head layout (3 query heads per KV head), the shipped tokenizer
-SMOKE = dict(FULL, model="tiny", calib=8, seq_len=32, depth_samples=2, repeats=1, shipped_timeout=30,
+SMOKE = dict(FULL, model="tiny", calib=8, seq_len=32, depth_samples=2, repeats=1, repeats_more_threads=1,
+             shipped_timeout=30,
              tiny=dict(hidden_size=96, intermediate_size=256, num_hidden_layers=4, num_attention_heads=6,
                        num_key_value_heads=2, head_dim=16),
              plan={"hidden_size": 84, "ffn_hidden_size": 208})
@@ -327,13 +330,27 @@ def run_tp(s: dict, criterion: str, trace: str = "fixed") -> dict:
         ph.run("gradients", tp_gradients, m, criterion, importance, ids)
     clock.phase = "prune"
 
+    # The embedding and the LM head share one tensor; Torch-Pruning replaces each with its own pruned copy,
+    # so it leaves an untied head (the same values): recorded as it comes, then tied again (quality.py's
+    # `_fix_config` may already do that) and counted tied
+    import torch
+
+    tie = {}
+
     def prune():
         for group in pruner.step(interactive=True):
             group.prune()
         m.zero_grad(set_to_none=True)
+        head, embed = m.get_output_embeddings().weight, m.get_input_embeddings().weight
+        tie.update(tied_as_pruned=head is embed, params_as_pruned=non_embedding(m),
+                   head_equals_embedding=head.shape == embed.shape and bool(torch.equal(head, embed)))
         q._fix_config(m)
+        head = m.get_output_embeddings().weight
+        if head is not m.get_input_embeddings().weight and tie["head_equals_embedding"] and m.config.tie_word_embeddings:
+            m.tie_weights()
 
     ph.run("prune", prune)
+    tie["tied_after_prune"] = m.get_output_embeddings().weight is m.get_input_embeddings().weight
     for key, seconds in clock.times.items():
         phase, what = key.split(".")
         ph.out[phase][what] = seconds
@@ -344,16 +361,6 @@ def run_tp(s: dict, criterion: str, trace: str = "fixed") -> dict:
     expected = q.tp_shape(SimpleNamespace(**s["teacher_config"]), s["tp_ratio"])
     got = {"hidden_size": m.config.hidden_size, "ffn_hidden_size": m.config.intermediate_size,
            "num_attention_heads": m.config.num_attention_heads}
-    # The embedding and the LM head share one tensor; Torch-Pruning replaces each with its own pruned copy,
-    # so the result has an untied head (same values): counted as it comes, then tied again and counted
-    import torch
-
-    head, embed = m.get_output_embeddings().weight, m.get_input_embeddings().weight
-    tie = {"tied_as_pruned": head is embed, "params_as_pruned": non_embedding(m),
-           "head_equals_embedding": head.shape == embed.shape and bool(torch.equal(head, embed))}
-    if not tie["tied_as_pruned"] and tie["head_equals_embedding"] and m.config.tie_word_embeddings:
-        m.tie_weights()
-    tie["tied_after_tie_weights"] = m.get_output_embeddings().weight is m.get_input_embeddings().weight
     out = {"phases": ph.out, "baseline_rss_mb": ph.base_kb / 1024, "params": non_embedding(m),
            "shape": _shape(m.config), "tie": tie}
     if got != expected:
@@ -480,12 +487,16 @@ SURVEY = {
             "with width + heads + depth pruning, and not measured here."),
         "megatron_core": (
             "megatron-core installs from the index (pip download megatron-core --no-deps: "
-            "megatron_core-0.16.1-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl, 2.5 MB), but "
-            "the Minitron plugin also imports transformer_engine (NVIDIA's CUDA library: builds against CUDA, "
-            "no CPU wheel), needs torch.distributed/Megatron parallel state initialised and a Megatron-Core "
-            "model (a Hugging Face checkpoint goes through Megatron-Bridge/NeMo conversion first). Not "
-            "installed into the peers' environment; not run: no GPU, and the CPU-only machine cannot build "
-            "TransformerEngine."),
+            "megatron_core-0.16.1-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl, 2.5 MB). Installed "
+            "apart (pip --target into a throwaway folder, first on PYTHONPATH; not into the peers' environment), "
+            "`import megatron.core` works, but the Minitron plugin still does not load: "
+            "modelopt/torch/nas/plugins/megatron.py line 26 imports transformer_engine ('ModuleNotFoundError: "
+            "No module named transformer_engine'), so mtp.prune(mode='mcore_minitron') stays a KeyError. "
+            "TransformerEngine cannot come in on this CPU torch: transformer-engine 2.20.2 is a meta wheel whose "
+            "parts are transformer_engine_cu12/cu13 (CUDA binaries) and transformer_engine_torch, an sdist "
+            "whose setup.py parses torch.version.cuda (None for torch 2.13.0+cpu) and accepts CUDA 12/13 only. "
+            "Even with it, Minitron prunes a Megatron-Core GPT/Mamba model (a Hugging Face checkpoint is "
+            "converted first, e.g. by Megatron-Bridge) under Megatron's parallel state, on GPUs."),
         "puzzletron": (
             "modelopt.torch.puzzletron (0.47.0, the Puzzle algorithm, 'PoC for Llama 3.1') does work on "
             "Hugging Face Llama checkpoints: it converts them to a heterogeneous per-block format, scores "
@@ -716,7 +727,10 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="a tiny random Llama, 1 repetition")
     ap.add_argument("--tools", default=",".join(TOOLS))
     ap.add_argument("--threads", help="comma-separated torch thread counts, 0 = torch's default (default 1,0)")
-    ap.add_argument("--repeats", type=int)
+    ap.add_argument("--repeats", type=int, help="repetitions at one thread (default 3)")
+    ap.add_argument("--repeats-more-threads", type=int,
+                    help="repetitions at the other thread counts (default 1: on a shared 2-core machine two threads "
+                         "mostly measure the contention)")
     ap.add_argument("--shipped-timeout", type=float,
                     help=f"seconds for each of {', '.join(TP_AS_SHIPPED)} (0: skip them; default 180, smoke 30)")
     ap.add_argument("--allocator", choices=("mmap", "default"), default="mmap")
@@ -747,7 +761,7 @@ def main() -> None:
     s["allocator"] = args.allocator
     if args.threads:
         s["threads"] = [int(t) for t in args.threads.split(",")]
-    for k in ("repeats", "shipped_timeout"):
+    for k in ("repeats", "repeats_more_threads", "shipped_timeout"):
         if getattr(args, k) is not None:
             s[k] = getattr(args, k)
     if args.smoke:
@@ -765,7 +779,8 @@ def main() -> None:
               f"{sizes['plan_params']:,} ({sizes['plan_share']:.2%}); Torch-Pruning ratio {sizes['tp_ratio']}: "
               f"{sizes['tp_params']:,} ({sizes['tp_share']:.2%}) {sizes['tp_shape']}", flush=True)
 
-        plan = [(rep, threads, tool) for rep in range(s["repeats"]) for threads in s["threads"] for tool in tools]
+        plan = [(rep, threads, tool) for rep in range(s["repeats"]) for threads in s["threads"] for tool in tools
+                if threads == 1 or rep < s["repeats_more_threads"]]
         if s["shipped_timeout"]:  # once each, one thread, after the first repetition
             at = len(tools) * len(s["threads"])
             plan[at:at] = [(0, 1, tool) for tool in TP_AS_SHIPPED]
