@@ -69,7 +69,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -78,6 +77,8 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+
+from run_facts import code_commit, cpu_model, versions
 
 TOOLS = ("hybridprune", "trl_gkd", "modelopt")
 VOCABS = {"nemotron-h": 131_072, "smollm2": 49_152}
@@ -366,38 +367,6 @@ def messages(stderr: str) -> list[str]:
     return seen[:20]
 
 
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "trl", "nvidia-modelopt", "datasets", "accelerate", "hybridprune"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
-
-
-def code_commit() -> str | None:
-    """The commit this script ran from, with "+dirty" when the tree had changes."""
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def summarise(runs: list[dict], tools, vocabs) -> list[dict]:
     rows = []
     for vocab in vocabs:
@@ -502,7 +471,7 @@ def main() -> None:
     out = args.json or (None if args.smoke else str(DEFAULT_JSON))
     if out:
         result = {
-            "what": __doc__.splitlines()[0], "versions": versions(), "settings": s, "tools": tools,
+            "what": __doc__.splitlines()[0], "versions": versions("torch", "transformers", "trl", "nvidia-modelopt", "datasets", "accelerate", "hybridprune"), "settings": s, "tools": tools,
             "vocabs": vocabs, "optimizer": {"name": "AdamW", "lr": s["lr"], "betas": BETAS, "eps": EPS,
                                             "weight_decay": WEIGHT_DECAY, "grad_clip": GRAD_CLIP,
                                             "schedule": "constant"},

@@ -1,6 +1,6 @@
 """Pruning cost: wall time and peak memory of the prune itself, hybridprune against Torch-Pruning.
 
-Part 3 of "Ahead of the peers". Part 1 (bench/peers/quality.py) compares what the pruned models are worth;
+Part 3 of "Against the peers". Part 1 (bench/peers/quality.py) compares what the pruned models are worth;
 this part measures what pruning costs, on the same model, SmolLM2-135M-Instruct (float32 Llama, 30
 layers, hidden 576, 9 query / 3 KV heads, FFN 1536, vocabulary 49,152, tied embeddings), pruned to
 about 75 % of its 106.2 M non-embedding parameters. Rows:
@@ -77,9 +77,9 @@ Writes bench/results/peers_prune_cost.json (`--json` to change; `--smoke` writes
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -88,6 +88,8 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+
+from run_facts import code_commit, cpu_model, versions
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -143,6 +145,11 @@ class Phases:
         return result
 
 
+PACKAGES = ("torch", "transformers", "hybridprune", "torch-pruning", "nvidia-modelopt", "safetensors")
+PHASE_KEYS = ("wall_s", "peak_mb", "user_s", "sys_s", "dg_build_s", "group_enum_s")
+
+
+@functools.cache
 def _quality():
     """bench/peers/quality.py as a module (its Torch-Pruning settings and shape rules)."""
     import importlib.util
@@ -234,45 +241,13 @@ def set_trace(m, trace: str) -> tuple[bool, str]:
 
 
 def tp_pruner(m, ratio: float, criterion: str, example, trace: str = "fixed"):
-    """The `MetaPruner` of `quality.tp_prune`, same settings (the model is pruned in place), traced as
-    `TRACE[trace]` says; afterwards the model runs as it loaded (KV cache and attention as shipped)."""
-    import torch_pruning as tp
-
-    cfg = m.config
+    """`quality.tp_pruner` (the model is pruned in place), traced as `TRACE[trace]` says; afterwards the
+    model runs as it loaded (KV cache and attention as shipped)."""
     use_cache, attn = set_trace(m, trace)
-    num_heads = {}
-    for layer in m.model.layers:
-        a = layer.self_attn
-        num_heads[a.q_proj] = cfg.num_attention_heads
-        num_heads[a.k_proj] = num_heads[a.v_proj] = cfg.num_key_value_heads
-    importance = {
-        "magnitude": lambda: tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean"),
-        "taylor": lambda: tp.importance.GroupTaylorImportance(),
-        "hessian": lambda: tp.importance.GroupHessianImportance(),
-    }[criterion]()
-    pruner = tp.pruner.MetaPruner(
-        m, example_inputs=example, importance=importance, global_pruning=False, pruning_ratio=ratio,
-        ignored_layers=[m.lm_head], num_heads=num_heads, prune_num_heads=True, prune_head_dims=False,
-        head_pruning_ratio=ratio, round_to=4, output_transform=lambda out: out.logits,
-    )
-    cfg.use_cache = use_cache
+    pruner, importance = _quality().tp_pruner(m, ratio, criterion, example)
+    m.config.use_cache = use_cache
     m.set_attn_implementation(attn)
     return pruner, importance
-
-
-def tp_gradients(m, criterion: str, importance, calib) -> None:
-    """As `quality.tp_prune`: the calibration loss's gradients (Taylor), squared per-sample ones (Hessian)."""
-    if criterion == "taylor":
-        m.zero_grad()
-        for i in range(0, len(calib), 4):
-            batch = calib[i:i + 4]
-            m(batch, labels=batch).loss.backward()
-    elif criterion == "hessian":
-        importance.zero_grad()
-        for sample in calib:
-            m.zero_grad()
-            m(sample[None], labels=sample[None]).loss.backward()
-            importance.accumulate_grad(m)
 
 
 class TPClock:
@@ -327,7 +302,7 @@ def run_tp(s: dict, criterion: str, trace: str = "fixed") -> dict:
     pruner, importance = ph.run("pruner_init", tp_pruner, m, s["tp_ratio"], criterion, ids[:1, :16], trace)
     clock.phase = "gradients"
     if criterion in ("taylor", "hessian"):
-        ph.run("gradients", tp_gradients, m, criterion, importance, ids)
+        ph.run("gradients", _quality().tp_gradients, m, criterion, importance, ids)
     clock.phase = "prune"
 
     # The embedding and the LM head share one tensor; Torch-Pruning replaces each with its own pruned copy,
@@ -639,40 +614,6 @@ def run_child(role: str, s: dict, timeout: float, threads: int = 1) -> dict:
     return r
 
 
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "hybridprune", "torch-pruning", "nvidia-modelopt", "safetensors"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
-
-
-def code_commit() -> str | None:
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-PHASE_KEYS = ("wall_s", "peak_mb", "user_s", "sys_s", "dg_build_s", "group_enum_s")
-
-
 def summarise(runs: list[dict], tools, thread_settings) -> list[dict]:
     rows = []
     for threads in thread_settings:
@@ -817,7 +758,7 @@ def main() -> None:
     if out:
         for k in ("workdir", "ckpt", "scores"):
             s.pop(k, None)
-        result = {"what": __doc__.splitlines()[0], "versions": versions(), "settings": s, "sizes": sizes,
+        result = {"what": __doc__.splitlines()[0], "versions": versions(*PACKAGES), "settings": s, "sizes": sizes,
                   "tools": tools, "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "note": args.note},
                   "code_commit": code_commit(),
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),

@@ -37,7 +37,6 @@ import importlib.util
 import json
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -102,14 +101,11 @@ def _fix_config(model) -> None:
         model.lm_head.weight = embed
 
 
-def tp_prune(model, ratio: float, criterion: str, calib: torch.Tensor):
+def tp_pruner(m, ratio: float, criterion: str, example: torch.Tensor):
+    """Torch-Pruning's `MetaPruner` with its LLM example's settings, for `m` as it is set up now (the
+    tracing happens here); returns (pruner, importance)."""
     import torch_pruning as tp
 
-    m = copy.deepcopy(model).requires_grad_(True)  # the distiller freezes the teacher it is handed
-    # traced with eager attention: through SDPA's graph its GQA head groups come out wrong (a reshape of
-    # the 6 query heads' grouping onto the 2 KV heads' 32 channels fails); the weights are the same
-    attention = m.config._attn_implementation
-    m.set_attn_implementation("eager")
     cfg = m.config
     num_heads = {}
     for layer in m.model.layers:
@@ -122,21 +118,37 @@ def tp_prune(model, ratio: float, criterion: str, calib: torch.Tensor):
         "hessian": lambda: tp.importance.GroupHessianImportance(),
     }[criterion]()
     pruner = tp.pruner.MetaPruner(
-        m, example_inputs=calib[:1, :16], importance=importance, global_pruning=False, pruning_ratio=ratio,
+        m, example_inputs=example, importance=importance, global_pruning=False, pruning_ratio=ratio,
         ignored_layers=[m.lm_head], num_heads=num_heads, prune_num_heads=True, prune_head_dims=False,
         head_pruning_ratio=ratio, round_to=4, output_transform=lambda out: out.logits,
     )
-    if criterion == "taylor":  # gradients of the calibration loss, as the Taylor criterion reads them
+    return pruner, importance
+
+
+def tp_gradients(m, criterion: str, importance, calib: torch.Tensor) -> None:
+    """What the criterion reads: the calibration loss's gradients (Taylor), squared per-sample ones
+    (Hessian, OBD); nothing for magnitude."""
+    if criterion == "taylor":
         m.zero_grad()
         for i in range(0, len(calib), 4):
             batch = calib[i:i + 4]
             m(batch, labels=batch).loss.backward()
-    elif criterion == "hessian":  # squared per-sample gradients (OBD)
+    elif criterion == "hessian":
         importance.zero_grad()
         for sample in calib:
             m.zero_grad()
             m(sample[None], labels=sample[None]).loss.backward()
             importance.accumulate_grad(m)
+
+
+def tp_prune(model, ratio: float, criterion: str, calib: torch.Tensor):
+    m = copy.deepcopy(model).requires_grad_(True)  # the distiller freezes the teacher it is handed
+    # traced with eager attention: through SDPA's graph its GQA head groups come out wrong (a reshape of
+    # the 6 query heads' grouping onto the 2 KV heads' 32 channels fails); the weights are the same
+    attention = m.config._attn_implementation
+    m.set_attn_implementation("eager")
+    pruner, importance = tp_pruner(m, ratio, criterion, calib[:1, :16])
+    tp_gradients(m, criterion, importance, calib)
     for group in pruner.step(interactive=True):
         group.prune()
     m.zero_grad(set_to_none=True)
@@ -232,13 +244,15 @@ def main() -> None:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
 
+    from run_facts import versions  # this script's folder: on the path when it runs as a script
+
     torch.manual_seed(0)
     teacher, tok = _load_smollm2()
     vocab = teacher.config.vocab_size
     base = non_embedding(teacher)
     texts = held_out(tok, vocab, args.val, args.seq_len)
     if "teacher" not in done:
-        record({"key": "teacher", "params": base, "ppl": measure(teacher, texts), "versions": _versions()})
+        record({"key": "teacher", "params": base, "ppl": measure(teacher, texts), "versions": versions("torch", "transformers", "hybridprune", "torch-pruning")})
     for seed in (int(s) for s in args.seeds.split(",")):
         kw = dict(seq_len=args.seq_len, seed=seed, model_vocab_size=vocab)
         calib = load_token_samples("shakespeare", tok, split="calibration", num_samples=args.calib, **kw)
@@ -313,19 +327,6 @@ def finish(key, tool, budget, seed, student, texts, teacher, train, args, **extr
     row["kd_seconds"] = time.perf_counter() - t
     row["after_kd"] = measure(student, texts)
     return row
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("torch", "transformers", "hybridprune", "torch-pruning"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    out["python"] = sys.version.split()[0]
-    return out
 
 
 def print_tables(rows: list[dict]) -> None:
