@@ -22,6 +22,7 @@ from hybridprune import calibrate, prune
 from hybridprune.architectures import Unrepresentable, UnsupportedArchitecture, get_adapter
 from hybridprune.architectures.base import unit_kinds
 from hybridprune.archsearch import Budget, SearchConfig, SearchSpace, search
+from hybridprune.pruning import apply
 from hybridprune.pruning.export import export
 from hybridprune.pruning.plan import Plan
 from hybridprune.pruning.selection import Selection
@@ -486,6 +487,24 @@ def plain_transformers(tmp_path_factory):
     yield reload
     proc.stdin.close()
     proc.wait(timeout=60)
+
+
+def test_loading_tensor_by_tensor_equals_loading_the_whole_sliced_state(family, scored, monkeypatch):
+    """The prune loads the sliced tensors into the rebuilt model in chunks (here one tensor per chunk), so
+    no whole second copy of the pruned model exists; the result equals slicing the whole state dict and
+    loading it strictly, and shares no memory with the source (a tensor no rule cuts is copied too)."""
+    fam, model, adapter, dims = family
+    selection, new_dims = apply.plan_selection(adapter, dims, scored, Plan.parse(fam.plans[-1]))
+    whole = adapter.build_model(adapter.make_config(model.config, new_dims))
+    whole.load_state_dict(slice_state_dict(model.state_dict(), adapter, dims, selection), strict=True)
+    monkeypatch.setattr(apply, "CHUNK_BYTES", 0)
+    chunked = apply.apply_selection(model, selection, new_dims)
+    got, want = chunked.state_dict(), whole.state_dict()
+    assert got.keys() == want.keys()
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+    source = {t.untyped_storage().data_ptr() for t in model.state_dict().values()}
+    assert not source & {t.untyped_storage().data_ptr() for t in got.values()}
 
 
 def test_export_reloads_in_plain_transformers(family, scored, ids, tmp_path, plain_transformers):

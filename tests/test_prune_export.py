@@ -160,3 +160,29 @@ def test_removing_every_attention_block_of_nemotron_h_is_refused(nemotron, score
     pruned = hp.prune(nemotron, scores, hp.Plan(num_layers=3))
     assert pruned.config.layers_block_type == ["linear_attention", "mlp", "full_attention"]
     pruned(input_ids=torch.tensor([[3, 4, 5]]))  # default use_cache=True runs
+
+
+class _Two(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(3, 2)
+        self.b = torch.nn.Linear(2, 2, bias=False)
+
+
+@pytest.mark.parametrize("chunk_bytes", [0, 1 << 30])
+def test_chunked_load_is_as_strict_as_load_state_dict(chunk_bytes):
+    """`load_in_chunks` refuses what `load_state_dict(strict=True)` refuses, whatever the chunk size:
+    a key of the model left unfilled, a key the model does not have, a tensor of the wrong shape."""
+    from hybridprune.pruning.apply import load_in_chunks
+
+    source = _Two().state_dict()
+    target = _Two()
+    load_in_chunks(target, source.items(), chunk_bytes)
+    for key, value in source.items():
+        assert torch.equal(target.state_dict()[key], value)
+    with pytest.raises(RuntimeError, match=r"missing keys \['b.weight'\]"):
+        load_in_chunks(_Two(), [(k, v) for k, v in source.items() if k != "b.weight"], chunk_bytes)
+    with pytest.raises(RuntimeError, match=r"unexpected keys \['c.weight'\]"):
+        load_in_chunks(_Two(), [*source.items(), ("c.weight", torch.zeros(2, 2))], chunk_bytes)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        load_in_chunks(_Two(), [(k, v if k != "a.bias" else torch.zeros(3)) for k, v in source.items()], chunk_bytes)

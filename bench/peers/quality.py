@@ -147,6 +147,9 @@ def tp_prune(model, ratio: float, criterion: str, calib: torch.Tensor):
     # the 6 query heads' grouping onto the 2 KV heads' 32 channels fails); the weights are the same
     attention = m.config._attn_implementation
     m.set_attn_implementation("eager")
+    # and with the KV cache off: traced through the cache, Torch-Pruning 1.6.1's dependency graph grows
+    # without bound (`get_pruning_group` never returns); 1.5.2 and 1.6.1 prune alike with it off
+    use_cache, m.config.use_cache = m.config.use_cache, False
     pruner, importance = tp_pruner(m, ratio, criterion, calib[:1, :16])
     tp_gradients(m, criterion, importance, calib)
     for group in pruner.step(interactive=True):
@@ -154,6 +157,7 @@ def tp_prune(model, ratio: float, criterion: str, calib: torch.Tensor):
     m.zero_grad(set_to_none=True)
     _fix_config(m)
     m.set_attn_implementation(attention)
+    m.config.use_cache = use_cache
     return m.eval()
 
 
@@ -297,7 +301,7 @@ def main() -> None:
                 student = tp_prune(teacher, ratio, best, calib_ids)
                 check_tp_shape(student, ratio, teacher)
                 record(finish(key, "torch-pruning", budget, seed, student, texts, teacher, train, args,
-                              ratio=ratio, criterion=best, criteria=tried,
+                              version=versions("torch-pruning")["torch-pruning"], ratio=ratio, criterion=best, criteria=tried,
                               shape={k: getattr(student.config, k) for k in
                                      ("hidden_size", "intermediate_size", "num_attention_heads",
                                       "num_key_value_heads", "num_hidden_layers")}))

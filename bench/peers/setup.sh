@@ -28,7 +28,7 @@ fi
 # for another build (it fails instead). nvidia-modelopt goes in without its dependencies, so that its
 # resolve cannot touch torch either; what it needs to import (its Requires-Dist, less what hybridprune
 # already brings) follows it, and `pip check` below says if that list falls behind.
-"${PIP[@]}" torch-pruning==1.5.2 trl==1.16.0 torch==2.13.0
+"${PIP[@]}" torch-pruning==1.6.1 trl==1.16.0 torch==2.13.0
 "${PIP[@]}" --no-deps nvidia-modelopt==0.47.0
 "${PIP[@]}" ninja nvidia-ml-py omegaconf "pulp<4" scipy "pydantic>=2" "setuptools>=80" torch==2.13.0
 

@@ -15,7 +15,7 @@ from ..architectures import get_adapter
 from ..importance.scores import Scores, ScoresError, model_fingerprint
 from .plan import Plan
 from .selection import Selection, select
-from .slicing import slice_state_dict
+from .slicing import iter_sliced
 
 if TYPE_CHECKING:  # torch is imported where a model is pruned: the streaming prune shares this module
     import torch
@@ -124,16 +124,52 @@ def apply_selection(model: torch.nn.Module, selection: Selection, new_dims) -> t
     dims = adapter.dims(model.config)
     adapter.check_representable(new_dims, original=dims)
     config = adapter.make_config(model.config, new_dims)
-    state = slice_state_dict(model.state_dict(), adapter, dims, selection)
     param = next(model.parameters())
     pruned = adapter.build_model(config, dtype=param.dtype, init_weights=False)  # every weight is loaded next
     try:
-        pruned.load_state_dict(state, strict=True)
+        load_in_chunks(pruned, iter_sliced(model.state_dict(), adapter, dims, selection))
     except RuntimeError as exc:
         raise PruneError(f"the sliced weights do not fit the rebuilt {config.model_type} model: {exc}") from exc
     pruned.to(param.device).eval()
     _smoke_test(pruned)
     return pruned
+
+
+CHUNK_BYTES = 64 * 2**20
+
+
+def load_in_chunks(model: torch.nn.Module, items, chunk_bytes: int | None = None) -> None:
+    """Load `(key, tensor)` pairs into `model` as strictly as `load_state_dict(strict=True)` (every key
+    of the model's state filled, no other key, every shape equal), about `chunk_bytes` (default
+    `CHUNK_BYTES`) at a time.
+
+    Why in chunks: a whole sliced state dict beside the rebuilt model is a second copy of the pruned
+    model; loaded as it is sliced, the prune's peak is the source model plus the pruned one.
+    Raises RuntimeError naming the missing and unexpected keys, or the shape that does not fit."""
+    chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    expected = set(model.state_dict())
+    seen: set[str] = set()
+    unexpected: list[str] = []
+    chunk: dict = {}
+    size = 0
+
+    def flush() -> None:
+        if chunk:
+            unexpected.extend(model.load_state_dict(chunk, strict=False).unexpected_keys)
+            chunk.clear()
+
+    for key, tensor in items:
+        chunk[key] = tensor
+        seen.add(key)
+        size += tensor.numel() * tensor.element_size()
+        if size >= chunk_bytes:
+            flush()
+            size = 0
+    flush()
+    missing = sorted(expected - seen)
+    if missing or unexpected:
+        raise RuntimeError(f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
+                           f"unexpected keys {sorted(unexpected)[:8]}{' ...' if len(unexpected) > 8 else ''}")
 
 
 def _smoke_test(model: torch.nn.Module) -> None:

@@ -35,6 +35,8 @@ L_g of group g:
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -254,16 +256,28 @@ def split_layer_key(key: str, prefix: str) -> tuple[int, str] | None:
     return int(layer), rest
 
 
-def slice_state_dict(
+def iter_sliced(
     state_dict: dict[str, torch.Tensor], adapter: Adapter, dims: Dims, selection: Selection
-) -> dict[str, torch.Tensor]:
-    """Cut every tensor to the selection and renumber the kept blocks 0..n-1."""
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """`(new key, tensor)` for every kept tensor, cut to the selection, its block renumbered 0..n-1, one
+    at a time: a caller that loads each as it comes holds one sliced tensor, not a second model.
+
+    A tensor no rule cuts comes back as the source's own tensor (no copy); a cut one is always new. A
+    tensor stored under several keys (a tied embedding and LM head, a shared block) is cut once and that
+    one result comes back for each of its keys, so tied weights stay one tensor's worth of memory."""
     rules = adapter.param_rules(list(state_dict), dims)
     index = AxisIndex(selection, dims)
     renumber = {old: new for new, old in enumerate(selection.kept_blocks)}
     prefix = adapter.layers_prefix
-    out = {}
+
+    def ident(key: str, t: torch.Tensor):
+        return t.data_ptr(), t.dtype, tuple(t.shape), t.stride(), rules.get(key)
+
+    left = Counter(ident(k, t) for k, t in state_dict.items())  # uses of each tensor still to come
+    cut: dict = {}  # tensors used again later: the cut made at their first use
     for key, tensor in state_dict.items():
+        who = ident(key, tensor)
+        left[who] -= 1
         new_key = key
         if (split := split_layer_key(key, prefix)) is not None:
             layer, rest = split
@@ -271,5 +285,16 @@ def slice_state_dict(
                 continue
             new_key = f"{prefix}{renumber[layer]}.{rest}"
         rule = rules.get(key)
-        out[new_key] = (slice_tensor(tensor, rule, index) if rule else tensor).clone()
-    return out
+        out = cut[who] if who in cut else (slice_tensor(tensor, rule, index) if rule else tensor)
+        if left[who]:
+            cut[who] = out
+        else:
+            cut.pop(who, None)
+        yield new_key, out
+
+
+def slice_state_dict(
+    state_dict: dict[str, torch.Tensor], adapter: Adapter, dims: Dims, selection: Selection
+) -> dict[str, torch.Tensor]:
+    """Cut every tensor to the selection and renumber the kept blocks 0..n-1 (every tensor a copy)."""
+    return {key: tensor.clone() for key, tensor in iter_sliced(state_dict, adapter, dims, selection)}
