@@ -434,6 +434,52 @@ def _routed_experts(model, adapter, ids):
 
 
 # ---- prune, count, export, reload, generate -------------------------------------------------------
+def _depth_kld_by_full_passes(model, adapter, ids):
+    """The paper's depth score the plain way: a whole forward with each block made the identity."""
+    full = torch.log_softmax(logits(model, ids).float(), -1)
+    out = []
+    for block in adapter.blocks(model):
+        h = block.module.register_forward_hook(
+            lambda m, args, kwargs, o: ((args[0] if args else kwargs["hidden_states"]).to(o[0].dtype),) + o[1:]
+            if isinstance(o, tuple) else (args[0] if args else kwargs["hidden_states"]).to(o.dtype),
+            with_kwargs=True)
+        try:
+            skipped = torch.log_softmax(logits(model, ids).float(), -1)
+        finally:
+            h.remove()
+        out.append((full.exp() * (full - skipped)).sum(-1).double().mean())
+    return torch.stack(out).float()
+
+
+def test_depth_scores_replaying_the_prefix_equal_full_passes(family, ids, monkeypatch):
+    """`depth_importance` replays the blocks before the skipped one from the full pass instead of
+    running them; its scores equal whole forwards with the block skipped, and so does its fallback
+    (blocks listed out of call order: every pass run in full)."""
+    from hybridprune.importance import depth
+
+    fam, model, adapter, dims = family
+    want = _depth_kld_by_full_passes(model, adapter, ids[:2])
+    blocks = adapter.blocks(model)
+    children = [list(b.module.children()) for b in blocks]
+    ran = []  # the block whose own modules ran, once per call into them
+    handles = [c.register_forward_pre_hook(lambda m, a, k=k: ran.append(k)) for k, cs in enumerate(children) for c in cs]
+    handles.append(model.register_forward_pre_hook(lambda m, a: ran.append(None)))  # a new pass
+    try:
+        got = depth.depth_importance(model, ids[:2], batch_size=2, progress=False)
+    finally:
+        for h in handles:
+            h.remove()
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+    n = len(blocks)
+    if len({id(c) for cs in children for c in cs}) == sum(map(len, children)):  # no module shared by blocks
+        runs = sum(1 for i, k in enumerate(ran) if k is not None and ran[i - 1] != k)  # block executions
+        assert runs == n + n * (n - 1) // 2, "the full pass runs every block, a skip pass those after the skipped one"
+    real = type(adapter).blocks
+    monkeypatch.setattr(type(adapter), "blocks", lambda self, m: real(self, m)[::-1])
+    torch.testing.assert_close(depth.depth_importance(model, ids[:2], batch_size=2, progress=False), want,
+                               rtol=1e-4, atol=1e-7)
+
+
 def test_plans_prune_with_exact_parameter_counts(family, scored, ids):
     fam, model, adapter, dims = family
     assert adapter.num_parameters(dims) == sum(p.numel() for p in model.parameters())
