@@ -125,6 +125,57 @@ def test_a_sparse_step_picks_the_moe_layers_as_transformers_does():
     assert new.mlp_only_layers == [1] and adapter.dims(new).block_kinds == dims.block_kinds[1:]
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_expert_scores_match_a_direct_computation(family):
+    """Output norm, router-weighted norm and frequency of each expert, the expert-neuron statistic and (Qwen2-MoE)
+    the shared expert's, recomputed from the routing and the weights of SiLU-gated experts; each expert
+    importance then prunes, and the active parameters drop by the removed experts' router rows only."""
+    from hybridprune import calibrate, prune
+
+    model = build(tiny_config(family))
+    ids = torch.randint(3, 96, (3, 10), generator=torch.Generator().manual_seed(2))
+    seen, shared_in = [], []
+    layers = [i for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "experts")]
+    hooks = [model.model.layers[i].mlp.experts.register_forward_hook(lambda m, args, out: seen.append(args))
+             for i in layers]
+    hooks += [model.model.layers[i].mlp.shared_expert.down_proj.register_forward_hook(
+        lambda m, args, out: shared_in.append(args[0])) for i in layers if family == "qwen2_moe"]
+    _logits(model, ids)
+    for h in hooks:
+        h.remove()
+    scores = calibrate(model, ids, progress=False)
+    for n, (i, (x, index, weights)) in enumerate(zip(layers, seen)):
+        experts = model.model.layers[i].mlp.experts
+        norm_sum, weighted, count = torch.zeros(8), torch.zeros(8), torch.zeros(8)
+        per_sample, pairs = torch.zeros(3, 16), torch.zeros(3)
+        for token in range(x.shape[0]):
+            for slot in range(2):
+                e = int(index[token, slot])
+                gate, up = (x[token] @ experts.gate_up_proj[e].T).chunk(2)
+                a = F.silu(gate) * up
+                out = a @ experts.down_proj[e].T
+                norm_sum[e] += out.norm()
+                weighted[e] += weights[token, slot] * out.norm()
+                count[e] += 1
+                per_sample[token // 10] += a.abs()
+                pairs[token // 10] += 1
+        close = dict(rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(scores.moe_experts[i], norm_sum / count.clamp(min=1), **close)
+        torch.testing.assert_close(scores.moe_router_weighted[i], weighted / count.clamp(min=1), **close)
+        torch.testing.assert_close(scores.moe_frequency[i], count / count.sum())
+        torch.testing.assert_close(scores.moe_ffn[i], (per_sample / pairs[:, None]).pow(2).sum(0).sqrt(), **close)
+        if family == "qwen2_moe":
+            shared = shared_in[n].reshape(3, 10, -1).abs().mean(dim=1).pow(2).sum(0).sqrt()
+            torch.testing.assert_close(scores.moe_shared_ffn[i], shared, **close)
+    adapter = get_adapter(model)
+    dims = adapter.dims(model.config)
+    for importance in ("output_norm", "router_weighted", "frequency"):
+        pruned = prune(model, scores, "num_moe_experts=6", expert_importance=importance)
+        new = adapter.dims(pruned.config)
+        assert new.num_moe_experts == 6
+        assert adapter.num_active_parameters(new) == adapter.num_active_parameters(dims) - 2 * len(layers) * 48
+
+
 # ---- the Hub layouts, both prune paths -----------------------------------------------------------
 def _config(out):
     return json.loads((out / "config.json").read_text())
