@@ -270,3 +270,30 @@ def test_mixtral_hub_layout_with_block_sparse_moe_w1_w2_w3_round_trips(tmp_path,
         assert (config["hidden_size"], config["num_local_experts"], config["intermediate_size"],
                 config["num_attention_heads"], config["num_hidden_layers"]) == (32, 6, 8, 4, 2)
     assert model.config.model_type == "mixtral"
+
+
+# ---- serving-engine rules ------------------------------------------------------------------------------
+_VLLM_QWEN2_MOE_HEADS = "vllm/model_executor/models/qwen2_moe.py (Qwen2MoeAttention"
+_VLLM_EXPERTS = "vllm/model_executor/models/qwen3_moe.py and qwen2_moe.py (Qwen3MoeSparseMoeBlock"
+
+
+@pytest.mark.parametrize("family, changes, engine, tp, source", [
+    ("qwen2_moe", {}, "vllm", 1, None),  # 6 heads x 8 == hidden 48
+    ("qwen2_moe", {"num_attention_heads": 4}, "vllm", 1, _VLLM_QWEN2_MOE_HEADS),  # vLLM ignores head_dim
+    ("qwen2_moe", {"hidden_size": 40}, "vllm", 1, _VLLM_QWEN2_MOE_HEADS),
+    ("qwen3_moe", {"num_attention_heads": 4}, "vllm", 1, None),  # Qwen3-MoE reads head_dim
+    ("mixtral", {"num_attention_heads": 4, "hidden_size": 40}, "vllm", 1, None),  # so does Mixtral
+    ("qwen3_moe", {"num_moe_experts": 4}, "vllm", 8, _VLLM_EXPERTS),
+    ("qwen2_moe", {"num_moe_experts": 4}, "vllm", 8, _VLLM_EXPERTS),
+    ("qwen2_moe", {"moe_shared_expert_intermediate_size": 20}, "vllm", 8, "qwen2_moe.py (Qwen2MoeMLP"),
+    ("mixtral", {"moe_ffn_hidden_size": 12}, "vllm", 8, "vllm/model_executor/layers/fused_moe/config.py:1341"),
+    ("qwen3_moe", {"ffn_hidden_size": 60}, "vllm", 8, "vllm/model_executor/layers/linear.py:499"),
+    ("mixtral", {}, "vllm", 4, "vllm/model_executor/layers/linear.py:1052 (QKVParallelLinear)"),  # 6 heads
+    ("qwen3_moe", {}, "vllm", 2, None),
+])
+def test_engine_rules_of_transformer_moe_families(family, changes, engine, tp, source):
+    from serving_helpers import dims_of, sources
+
+    adapter, _, dims = dims_of(family, **changes)
+    found = sources(adapter.model_type, dims, (engine,), tp)
+    assert found == [] if source is None else any(source in f for f in found), found
