@@ -311,6 +311,54 @@ RECORDS = [
         refusals=(*GDN_REFUSALS, (dict(num_moe_experts=1), PlanError, ["too few experts for num_experts_per_tok=2"])),
     ),
 ]
+# Transformer MoE families: GQA attention + a sparse MoE block of 8 experts of 16 neurons, 2 per token.
+# Qwen3-30B-A3B's layout, tiny: no shared expert, per-head q/k norms, top-k weights renormalised (the Hub's
+# norm_topk_prob); layer 2 dense (mlp_only_layers) so the FFN axis is exercised too
+_MOE_TRANSFORMER_KW = dict(**_COMMON, head_dim=8, num_hidden_layers=4, num_experts_per_tok=2)
+QWEN3_MOE_KW = dict(**_MOE_TRANSFORMER_KW, num_experts=8, moe_intermediate_size=16, intermediate_size=64,
+                    mlp_only_layers=[2], norm_topk_prob=True)
+# Qwen1.5-MoE-A2.7B's layout, tiny: a gated shared expert of 24 beside the routed experts, q/k/v biases,
+# top-k weights not renormalised (the Hub's norm_topk_prob=False); sliding and full attention layers, whose
+# `layer_types` depth pruning slices (the window is longer than the battery's sequences: the analytic cache
+# counts every layer's keys at full length)
+QWEN2_MOE_KW = dict(**_MOE_TRANSFORMER_KW, num_experts=8, moe_intermediate_size=16, shared_expert_intermediate_size=24,
+                    intermediate_size=64, mlp_only_layers=[2], use_sliding_window=True, sliding_window=16,
+                    layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"])
+# Mixtral's layout, tiny: every layer MoE, the expert width is intermediate_size
+MIXTRAL_KW = dict(**_without(_MOE_TRANSFORMER_KW, "num_hidden_layers"), num_hidden_layers=3, num_local_experts=8,
+                  intermediate_size=16)
+_MOE_TRANSFORMER_REFUSALS = (
+    (dict(num_moe_experts=1), PlanError, ["too few experts for num_experts_per_tok=2"]),
+    (dict(moe_ffn_hidden_size=12), Unrepresentable, ["moe_ffn_hidden_size=12 is not a multiple of 8"]),
+    (dict(hidden_size=36), Unrepresentable, ["hidden_size=36 is not a multiple of 8"]),
+    (dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"]),
+)
+RECORDS += [
+    Family(
+        "qwen3_moe", "qwen3_moe", QWEN3_MOE_KW,
+        plans=(dict(num_moe_experts=6, moe_ffn_hidden_size=8, ffn_hidden_size=32, num_attention_heads=4, hidden_size=32),
+               dict(num_moe_experts=4, hidden_size=40, drop_layers=[2])),
+        refusals=(*_MOE_TRANSFORMER_REFUSALS,
+                  (dict(moe_shared_expert_intermediate_size=8), PlanError, ["no shared-expert MoE blocks"])),
+    ),
+    Family(
+        "qwen2_moe", "qwen2_moe", QWEN2_MOE_KW,
+        plans=(dict(num_moe_experts=6, moe_ffn_hidden_size=8, moe_shared_expert_intermediate_size=12,
+                    ffn_hidden_size=32, num_attention_heads=4, hidden_size=40),
+               dict(num_moe_experts=4, drop_layers=[1])),
+        refusals=_MOE_TRANSFORMER_REFUSALS,
+        skips={"removing_experts_the_router_never_selects_keeps_logits":
+               "norm_topk_prob=False: the top-k weights are shares of a softmax over all experts, so removing even "
+               "an unpicked expert raises the kept ones' weights (test_transformer_moe.py proves removal equals "
+               "masking the expert's router logit instead)"},
+    ),
+    Family(
+        "mixtral", "mixtral", MIXTRAL_KW,
+        plans=(dict(num_moe_experts=6, moe_ffn_hidden_size=8, num_attention_heads=4, hidden_size=32),
+               dict(num_moe_experts=4, drop_layers=[1])),
+        refusals=(*_MOE_TRANSFORMER_REFUSALS, (dict(ffn_hidden_size=32), PlanError, ["no mlp blocks"])),
+    ),
+]
 FAMILIES = {f.name: f for f in RECORDS}
 
 

@@ -176,6 +176,54 @@ QWEN3_NEXT_HUB = {
     "rope_theta": 10000.0, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
     "transformers_version": "4.57.0.dev0",
 }
+# Qwen3-30B-A3B's Hub config, tiny: per-expert `mlp.experts.{j}.gate_proj/up_proj/down_proj` keys, a head_dim
+# wider than hidden_size / num_attention_heads (as there: 32 heads of 128 over a hidden size of 2048)
+QWEN3_MOE_HUB = {
+    "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+    "vocab_size": 96, "hidden_size": 48, "num_hidden_layers": 4, "num_attention_heads": 6, "num_key_value_heads": 2,
+    "head_dim": 16, "attention_bias": False, "intermediate_size": 64, "moe_intermediate_size": 16, "num_experts": 8,
+    "num_experts_per_tok": 2, "decoder_sparse_step": 1, "mlp_only_layers": [], "norm_topk_prob": True,
+    "max_window_layers": 4, "use_sliding_window": False, "sliding_window": None, "rope_scaling": None,
+    "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "hidden_act": "silu", "tie_word_embeddings": False,
+    "router_aux_loss_coef": 0.001, "output_router_logits": False, "pad_token_id": 0, "bos_token_id": 1,
+    "eos_token_id": 2, "torch_dtype": "float32", "transformers_version": "4.51.0",
+}
+# Qwen1.5-MoE-A2.7B's Hub config, tiny: per-expert keys beside `mlp.shared_expert.*` and `mlp.shared_expert_gate`,
+# no `qkv_bias` field (q/k/v biases by default) and no `mlp_only_layers`; GQA as in Qwen2-57B-A14B
+QWEN2_MOE_HUB = {
+    "architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe",
+    "vocab_size": 96, "hidden_size": 48, "num_hidden_layers": 4, "num_attention_heads": 6, "num_key_value_heads": 2,
+    "intermediate_size": 64, "moe_intermediate_size": 16, "shared_expert_intermediate_size": 24, "num_experts": 8,
+    "num_experts_per_tok": 2, "decoder_sparse_step": 1, "norm_topk_prob": False, "max_window_layers": 4,
+    "use_sliding_window": False, "sliding_window": 32768, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
+    "hidden_act": "silu", "tie_word_embeddings": False, "router_aux_loss_coef": 0.001, "output_router_logits": False,
+    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+    "transformers_version": "4.40.0.dev0",
+}
+# Mixtral-8x7B's Hub config, tiny: `block_sparse_moe.gate` and per-expert `block_sparse_moe.experts.{j}.w1/w2/w3`
+MIXTRAL_HUB = {
+    "architectures": ["MixtralForCausalLM"], "model_type": "mixtral",
+    "vocab_size": 96, "hidden_size": 48, "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 2,
+    "intermediate_size": 16, "num_local_experts": 8, "num_experts_per_tok": 2, "sliding_window": None,
+    "rope_theta": 1000000.0, "rms_norm_eps": 1e-5, "hidden_act": "silu", "tie_word_embeddings": False,
+    "router_aux_loss_coef": 0.02, "output_router_logits": False, "max_position_embeddings": 32768,
+    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+    "transformers_version": "4.36.0.dev0",
+}
+
+
+def _moe_transformer_hub_tensors(key: str, t: torch.Tensor, model_type: str) -> dict[str, torch.Tensor] | None:
+    """The Hub's tensors for one model tensor of a transformer MoE family, or None when it is stored as is:
+    Qwen's per-expert gate/up/down; Mixtral's `block_sparse_moe` with per-expert w1 (gate), w3 (up), w2 (down)."""
+    if model_type in ("qwen3_moe", "qwen2_moe"):
+        m = re.fullmatch(r"(.*\.mlp\.experts)\.(gate_up_proj|down_proj)", key)
+        return per_expert(m.group(1), m.group(2), t) if m else None
+    if model_type == "mixtral" and ".mlp." in key:
+        key = key.replace(".mlp.", ".block_sparse_moe.")
+        return per_expert_w123(key, t) or {key: t.clone()}
+    return None
+
+
 # OLMo Hybrid's layout, tiny: the Hub stores q/k/v convolutions apart, at their own sizes (16, 16, 48)
 OLMO_HYBRID_HUB = {
     "architectures": ["OlmoHybridForCausalLM"], "model_type": "olmo_hybrid",
@@ -228,6 +276,8 @@ def hub_tensors(model, model_type: str) -> dict[str, torch.Tensor]:
         if key in tied:
             continue
         gdn = _gdn_hub_tensors(key, t, model.config)
+        if gdn is None:
+            gdn = _moe_transformer_hub_tensors(key, t, model_type)
         if gdn is not None:
             out.update(gdn)
             continue

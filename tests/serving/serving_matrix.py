@@ -200,6 +200,24 @@ FAMILIES.update({f.name: f for f in [
                                                    if k != "intermediate_size"},
            axes={k: v for k, v in _GDN_MOE_AXES.items() if k in _VL_AXES}),]})
 
+# Transformer MoE families, laid out as their Hub checkpoints (every layer MoE, no sliding window): 4 experts
+# of 64, 2 per token; Qwen2-MoE's shared expert of 64; attention 4 heads of 32 in 2 KV groups
+_MOE_TRANSFORMER = dict(_DENSE, num_experts_per_tok=2, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+_MOE_TRANSFORMER_AXES = {"hidden": "hidden_size=64", "attention_heads": "num_attention_heads=2",
+                         "moe_experts": "num_moe_experts=2", "moe_ffn": "moe_ffn_hidden_size=32", "depth": "num_layers=2",
+                         "all": "hidden_size=64,num_attention_heads=2,num_moe_experts=2,moe_ffn_hidden_size=32,"
+                                "num_layers=2"}
+FAMILIES.update({f.name: f for f in [
+    Family("qwen3_moe", "qwen3_moe", axes=_MOE_TRANSFORMER_AXES,
+           config=dict(_MOE_TRANSFORMER, num_experts=4, moe_intermediate_size=64, mlp_only_layers=[],
+                       norm_topk_prob=True)),
+    Family("qwen2_moe", "qwen2_moe", axes={**_MOE_TRANSFORMER_AXES, "moe_shared_ffn": _MOE_AXES["moe_shared_ffn"]},
+           config=dict(_MOE_TRANSFORMER, num_experts=4, moe_intermediate_size=64, shared_expert_intermediate_size=64,
+                       mlp_only_layers=[], use_sliding_window=False, layer_types=["full_attention"] * 3)),
+    Family("mixtral", "mixtral", axes=_MOE_TRANSFORMER_AXES,
+           config=dict(_MOE_TRANSFORMER, num_local_experts=4, intermediate_size=64)),
+]})
+
 AXES = ("base",) + tuple(dict.fromkeys(a for f in FAMILIES.values() for a in f.axes))
 
 
@@ -280,6 +298,9 @@ RULES += [
     ("llama.cpp", ("lfm2", "lfm2_moe"), _attn_head_size_derived,
      "llama.cpp builds LFM2's query and output projections hidden_size wide (src/models/lfm2.cpp:74-76): "
      "num_attention_heads × head_dim must equal hidden_size"),
+    ("vllm", ("qwen2_moe",), _attn_head_size_derived,
+     "vLLM sizes Qwen2-MoE attention heads as hidden_size / num_attention_heads and ignores `head_dim` "
+     "(vllm/model_executor/models/qwen2_moe.py, Qwen2MoeAttention)"),
     ("vllm", ("lfm2", "lfm2_moe"), _attn_head_size_derived,
      "vLLM sizes LFM2 attention heads as hidden_size / num_attention_heads and ignores `head_dim` "
      "(vllm/model_executor/models/lfm2.py:124, lfm2_moe.py:205)"),

@@ -31,11 +31,13 @@ from .mamba2 import Mamba2Adapter
 from .nemotron_h import NemotronHAdapter
 from .olmo_hybrid import OlmoHybridAdapter
 from .qwen3_5 import Qwen3_5Adapter, Qwen3_5VLAdapter
+from .transformer_moe import TransformerMoeAdapter
 from .zamba2 import Zamba2Adapter
 
 ADAPTERS: tuple[type[Adapter], ...] = (
     NemotronHAdapter, Mamba2Adapter, BambaAdapter, GraniteMoeHybridAdapter, FalconH1Adapter, Zamba2Adapter,
     LlamaAdapter, Qwen3_5Adapter, Qwen3_5VLAdapter, OlmoHybridAdapter, JambaAdapter, KimiLinearAdapter, Lfm2Adapter,
+    TransformerMoeAdapter,
 )
 #: model types an adapter recognises only to refuse them with the reason
 REFUSED: tuple[str, ...] = JambaAdapter.model_types

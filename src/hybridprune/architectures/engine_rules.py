@@ -75,10 +75,14 @@ QWEN_GDN = ("qwen3_5_text", "qwen3_5_moe_text", "qwen3_5", "qwen3_5_moe", "qwen3
 GDN_FAMILIES = (*QWEN_GDN, "olmo_hybrid")
 #: vLLM's Qwen3-Next MoE block (Qwen3.5-MoE uses it too: vllm/model_executor/models/qwen3_5.py:85)
 QWEN_MOE = ("qwen3_5_moe_text", "qwen3_5_moe", "qwen3_next")
+#: transformer MoE families (transformer_moe.py); their vLLM rules were read from vLLM's GitHub tree
+#: (vllm/model_executor/models/qwen2_moe.py, qwen3_moe.py), not yet checked against the 0.32.0 wheel
+TRANSFORMER_MOE = ("qwen3_moe", "qwen2_moe", "mixtral")
 ATTENTION_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
-                      "lfm2", "lfm2_moe", *GDN_FAMILIES)
+                      "lfm2", "lfm2_moe", *GDN_FAMILIES, *TRANSFORMER_MOE)
 FFN_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
-                "lfm2", "lfm2_moe", "qwen3_5_text", "qwen3_5", "qwen3_next", "olmo_hybrid", "kimi_linear")
+                "lfm2", "lfm2_moe", "qwen3_5_text", "qwen3_5", "qwen3_next", "olmo_hybrid", "kimi_linear",
+                "qwen3_moe", "qwen2_moe")
 
 RULES: tuple[EngineRule, ...] = (
     # ---- families an engine has no model for ------------------------------------------------------
@@ -138,6 +142,11 @@ RULES: tuple[EngineRule, ...] = (
                ATTENTION, "vLLM sizes Qwen2 attention heads as hidden_size / num_attention_heads and ignores "
                           "head_dim, so num_attention_heads × head_dim must equal hidden_size",
                "vllm/model_executor/models/qwen2.py:150"),
+    EngineRule(VLLM, ("qwen2_moe",), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
+               ATTENTION, "vLLM sizes Qwen2-MoE attention heads as hidden_size / num_attention_heads and ignores "
+                          "head_dim, so num_attention_heads × head_dim must equal hidden_size",
+               "vllm/model_executor/models/qwen2_moe.py (Qwen2MoeAttention: head_dim = hidden_size // "
+               "total_num_heads; read on vLLM's GitHub tree, the 0.32.0 line not checked)"),
     EngineRule(LLAMA_CPP, ("qwen2",), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
                ATTENTION, "llama.cpp sizes Qwen2 attention heads as hidden_size / num_attention_heads (its "
                           "converter writes no key length for Qwen2), so num_attention_heads × head_dim must "
@@ -191,9 +200,20 @@ RULES: tuple[EngineRule, ...] = (
                "vLLM splits the shared expert's width (shared_expert_intermediate_size) over the tensor-parallel "
                "ranks",
                "vllm/model_executor/models/qwen3_next.py:117"),
-    EngineRule(VLLM, ("nemotron_h", "granitemoehybrid", "lfm2_moe", *QWEN_MOE, "kimi_linear"), "multiple",
+    EngineRule(VLLM, ("qwen3_moe", "qwen2_moe"), "at_least", ("num_moe_experts",), (TP,), MOE,
+               "vLLM refuses more tensor-parallel ranks than routed experts (num_experts)",
+               "vllm/model_executor/models/qwen3_moe.py and qwen2_moe.py (Qwen3MoeSparseMoeBlock, "
+               "Qwen2MoeSparseMoeBlock: 'Tensor parallel size ... is greater than the number of experts'; read on "
+               "vLLM's GitHub tree, the 0.32.0 line not checked)"),
+    EngineRule(VLLM, ("qwen2_moe",), "multiple", ("moe_shared_expert_intermediate_size",), (TP,), MOE,
+               "vLLM splits the shared expert's width (shared_expert_intermediate_size) over the tensor-parallel "
+               "ranks",
+               "vllm/model_executor/models/qwen2_moe.py (Qwen2MoeMLP's MergedColumnParallelLinear; read on vLLM's "
+               "GitHub tree, the 0.32.0 line not checked)"),
+    EngineRule(VLLM, ("nemotron_h", "granitemoehybrid", "lfm2_moe", *QWEN_MOE, "kimi_linear", *TRANSFORMER_MOE),
+               "multiple",
                ("moe_ffn_hidden_size",), (TP,), MOE,
-               "vLLM's fused MoE splits the expert FFN width (moe_intermediate_size; Granite: intermediate_size) "
+               "vLLM's fused MoE splits the expert FFN width (moe_intermediate_size; Granite, Mixtral: intermediate_size) "
                "over the tensor-parallel ranks",
                "vllm/model_executor/layers/fused_moe/config.py:1341"),
     EngineRule(VLLM, ("nemotron_h",), "multiple", ("moe_shared_expert_intermediate_size",), (TP,), MOE,

@@ -294,17 +294,23 @@ NEMOTRON_MOE = UnitLayout(
     shapes=_nemotron_moe_shapes,
 )
 
-# Granite-4.0-H's block_sparse_moe: a softmax-over-top-k router without bias and gated experts whose
-# gate and up projections are fused (rows `Kf ++ F + Kf`). Its shared MLP is the layer's `mlp` unit.
-GRANITE_MOE = UnitLayout(
-    MOE,
-    {"router.weight": ("moe_experts", "hidden"),
-     "experts.gate_up_proj": ("moe_experts", "moe_ffn_gate_up", "hidden"),
-     "experts.down_proj": ("moe_experts", "hidden", "moe_ffn")},
-    hook="experts", hook_on="moe_experts",
-    count=lambda d: d.num_moe_experts * d.hidden_size + d.num_moe_experts * _expert_params(d, 3),
-    inactive=_inactive_experts(3), expert_forward=_gated_expert, shapes=routed_experts_shapes("router"),
-)
+def routed_gated_moe(router: str) -> UnitLayout:
+    """A sparse block of routed experts only: a router without bias `router` [E, H] and gated experts
+    whose gate and up projections are fused (rows `Kf ++ F + Kf`), no shared expert."""
+    return UnitLayout(
+        MOE,
+        {f"{router}.weight": ("moe_experts", "hidden"),
+         "experts.gate_up_proj": ("moe_experts", "moe_ffn_gate_up", "hidden"),
+         "experts.down_proj": ("moe_experts", "hidden", "moe_ffn")},
+        hook="experts", hook_on="moe_experts",
+        count=lambda d: d.num_moe_experts * d.hidden_size + d.num_moe_experts * _expert_params(d, 3),
+        inactive=_inactive_experts(3), expert_forward=_gated_expert, shapes=routed_experts_shapes(router),
+    )
+
+
+# Granite-4.0-H's block_sparse_moe: a softmax-over-top-k router (`router`). Its shared MLP is the
+# layer's `mlp` unit.
+GRANITE_MOE = routed_gated_moe("router")
 
 
 # LFM2's short-convolution mixer: in_proj rows [B | C | x] and the depthwise conv's channels are all
