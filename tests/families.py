@@ -359,6 +359,22 @@ RECORDS += [
         refusals=(*_MOE_TRANSFORMER_REFUSALS, (dict(ffn_hidden_size=32), PlanError, ["no mlp blocks"])),
     ),
 ]
+# Dense transformer families (dense.py). Gemma 3's layout, tiny: head_dim 16 over a hidden size of 48 (as Gemma 3
+# 1B: 4 heads of 256 over 1152), four norms a layer, per-head q/k norms, tied embeddings scaled by sqrt(hidden),
+# sliding:full 2:1 by `layer_types` (the window longer than the battery's sequences)
+GEMMA3_TEXT_KW = dict(**_COMMON, head_dim=16, intermediate_size=64, num_hidden_layers=3, sliding_window=16,
+                      query_pre_attn_scalar=16, tie_word_embeddings=True,
+                      layer_types=["sliding_attention", "sliding_attention", "full_attention"])
+RECORDS += [
+    Family(
+        "gemma3_text", "gemma3_text", GEMMA3_TEXT_KW,
+        plans=(dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=32),
+               dict(hidden_size=40, num_attention_heads=4, drop_layers=[1])),
+        refusals=((dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"]),
+                  (dict(hidden_size=32), Unrepresentable, ["Gemma3TextConfig needs hidden_size to be a multiple of "
+                                                           "num_attention_heads", "num_attention_heads in [2, 4]"])),
+    ),
+]
 FAMILIES = {f.name: f for f in RECORDS}
 
 

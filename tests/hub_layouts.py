@@ -211,6 +211,21 @@ MIXTRAL_HUB = {
     "transformers_version": "4.36.0.dev0",
 }
 
+# Gemma-3-1B's Hub config, tiny: no `layer_types` (the 5:1 pattern from `sliding_window_pattern`), a local and a
+# global RoPE base, one KV head, head_dim wider than hidden_size / num_attention_heads (4 x 256 over 1152), tied
+# embeddings (no `lm_head.weight` stored)
+GEMMA3_TEXT_HUB = {
+    "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+    "vocab_size": 96, "hidden_size": 48, "intermediate_size": 64, "num_hidden_layers": 7, "num_attention_heads": 4,
+    "num_key_value_heads": 1, "head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 16,
+    "sliding_window_pattern": 6, "rope_theta": 1000000, "rope_local_base_freq": 10000, "rope_scaling": None,
+    "attention_bias": False, "attention_dropout": 0.0, "attn_logit_softcapping": None,
+    "final_logit_softcapping": None, "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6,
+    "max_position_embeddings": 32768, "cache_implementation": "hybrid", "initializer_range": 0.02,
+    "use_cache": True, "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": [1, 106], "torch_dtype": "bfloat16",
+    "transformers_version": "4.50.0.dev0",
+}
+
 
 def _moe_transformer_hub_tensors(key: str, t: torch.Tensor, model_type: str) -> dict[str, torch.Tensor] | None:
     """The Hub's tensors for one model tensor of a transformer MoE family, or None when it is stored as is:

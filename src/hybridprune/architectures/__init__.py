@@ -21,6 +21,7 @@ from .base import (
 )
 from .bamba import BambaAdapter
 from .config_values import check_config_values
+from .dense import DenseAdapter
 from .falcon_h1 import FalconH1Adapter
 from .granitemoehybrid import GraniteMoeHybridAdapter
 from .jamba import JambaAdapter
@@ -37,7 +38,7 @@ from .zamba2 import Zamba2Adapter
 ADAPTERS: tuple[type[Adapter], ...] = (
     NemotronHAdapter, Mamba2Adapter, BambaAdapter, GraniteMoeHybridAdapter, FalconH1Adapter, Zamba2Adapter,
     LlamaAdapter, Qwen3_5Adapter, Qwen3_5VLAdapter, OlmoHybridAdapter, JambaAdapter, KimiLinearAdapter, Lfm2Adapter,
-    TransformerMoeAdapter,
+    TransformerMoeAdapter, DenseAdapter,
 )
 #: model types an adapter recognises only to refuse them with the reason
 REFUSED: tuple[str, ...] = JambaAdapter.model_types

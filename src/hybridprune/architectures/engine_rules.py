@@ -78,11 +78,15 @@ QWEN_MOE = ("qwen3_5_moe_text", "qwen3_5_moe", "qwen3_next")
 #: transformer MoE families (transformer_moe.py); their vLLM rules were read from vLLM's GitHub tree
 #: (vllm/model_executor/models/qwen2_moe.py, qwen3_moe.py), not yet checked against the 0.32.0 wheel
 TRANSFORMER_MOE = ("qwen3_moe", "qwen2_moe", "mixtral")
+#: dense transformer families (dense.py); their vLLM rules were read from vLLM's GitHub tree
+#: (vllm/model_executor/models/gemma3.py: Gemma3Attention asserts the head split, Gemma3MLP is a
+#: MergedColumnParallelLinear), not yet checked against the 0.32.0 wheel
+DENSE = ("gemma3_text",)
 ATTENTION_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
-                      "lfm2", "lfm2_moe", *GDN_FAMILIES, *TRANSFORMER_MOE)
+                      "lfm2", "lfm2_moe", *GDN_FAMILIES, *TRANSFORMER_MOE, *DENSE)
 FFN_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
                 "lfm2", "lfm2_moe", "qwen3_5_text", "qwen3_5", "qwen3_next", "olmo_hybrid", "kimi_linear",
-                "qwen3_moe", "qwen2_moe")
+                "qwen3_moe", "qwen2_moe", *DENSE)
 
 RULES: tuple[EngineRule, ...] = (
     # ---- families an engine has no model for ------------------------------------------------------

@@ -25,6 +25,24 @@ def _spec(attention) -> LayerSpec:
     return LayerSpec(units=(("self_attn.", attention), ("mlp.", GATED_MLP)), norms=_NORMS)
 
 
+def check_hidden_multiple_of_heads(dims: Dims, original: Dims | None, config_class: str) -> None:
+    """Refuse, with the representable targets, the sizes a config class that validates
+    `hidden_size % num_attention_heads == 0` (even beside an explicit head_dim) cannot hold."""
+    if dims.hidden_size % dims.num_attention_heads == 0:
+        return
+    limit = original or dims
+    kv = dims.num_key_value_heads
+    heads = [n for n in range(kv, limit.num_attention_heads + 1, kv) if dims.hidden_size % n == 0]
+    hidden = [h for h in range(dims.num_attention_heads, limit.hidden_size + 1, dims.num_attention_heads)]
+    raise Unrepresentable(
+        f"{config_class} needs hidden_size to be a multiple of num_attention_heads; hidden_size="
+        f"{dims.hidden_size} with {dims.num_attention_heads} query heads is not. Representable targets: "
+        f"with hidden_size={dims.hidden_size}, num_attention_heads in {heads or 'none'}; with "
+        f"{dims.num_attention_heads} query heads, hidden_size in the multiples of "
+        f"{dims.num_attention_heads} up to {limit.hidden_size}: {hidden[-12:]}."
+    )
+
+
 class LlamaAdapter(Adapter):
     model_types = ("llama", "mistral", "qwen2", "qwen3")
     layers_prefix = "model.layers."
@@ -67,19 +85,8 @@ class LlamaAdapter(Adapter):
 
     def check_representable(self, dims: Dims, original: Dims | None = None) -> None:
         super().check_representable(dims, original)
-        if self.model_type != "llama" or dims.hidden_size % dims.num_attention_heads == 0:
-            return
-        limit = original or dims
-        kv = dims.num_key_value_heads
-        heads = [n for n in range(kv, limit.num_attention_heads + 1, kv) if dims.hidden_size % n == 0]
-        hidden = [h for h in range(dims.num_attention_heads, limit.hidden_size + 1, dims.num_attention_heads)]
-        raise Unrepresentable(
-            f"LlamaConfig needs hidden_size to be a multiple of num_attention_heads; hidden_size="
-            f"{dims.hidden_size} with {dims.num_attention_heads} query heads is not. Representable targets: "
-            f"with hidden_size={dims.hidden_size}, num_attention_heads in {heads or 'none'}; with "
-            f"{dims.num_attention_heads} query heads, hidden_size in the multiples of "
-            f"{dims.num_attention_heads} up to {limit.hidden_size}: {hidden[-12:]}."
-        )
+        if self.model_type == "llama":
+            check_hidden_multiple_of_heads(dims, original, "LlamaConfig")
 
     def make_config(self, config, dims: Dims):
         self.check_representable(dims)

@@ -130,7 +130,8 @@ def styled_config(new_config, source_raw: dict[str, Any]) -> dict[str, Any] | No
         return None
     config_class = type(new_config)
     try:
-        old = _fields(_load(config_class, source_raw))
+        source_config = _load(config_class, source_raw)
+        old = _fields(source_config)
     except Exception:  # noqa: BLE001 - a source this version cannot read: nothing to keep
         return None
     new = _fields(new_config)
@@ -139,14 +140,18 @@ def styled_config(new_config, source_raw: dict[str, Any]) -> dict[str, Any] | No
     for alias, field in getattr(config_class, "attribute_map", {}).items():
         aliases.setdefault(field, []).append(alias)
 
-    # Names the source uses that the loaded config does not list: legacy views and aliases.
+    # Names the source uses that the loaded config does not list: legacy views and aliases. A view that
+    # pruning left as it was keeps the source's words (Gemma 3's `rope_scaling: null` views a per-layer-type
+    # `rope_parameters` that `rope_theta` and `rope_local_base_freq` already give).
     for key in [k for k in source_raw if k not in old and k not in _VOLATILE]:
         try:
             with _quiet(config_class):
                 value = _normal(getattr(new_config, key))
+                before = _normal(getattr(source_config, key))
         except (AttributeError, TypeError, ValueError):
             continue  # an alias the config consumed: its field is checked below
-        out[key] = value
+        if value != before:
+            out[key] = value
     for alias, field in _consumed_aliases(new_config).items():  # read on load as `field`'s value
         if alias in source_raw and field in new:
             out[alias] = new[field]

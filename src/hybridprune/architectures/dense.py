@@ -1,0 +1,111 @@
+"""Dense transformer families shaped like Llama (attention + MLP in every layer), as data: one
+`DenseFamily` per model type says its attention and MLP layouts, its hidden-size norms, where its
+config keeps `head_dim` and which per-layer lists depth pruning slices.
+
+- `gemma3_text` (Gemma 3 1B and the text model of 4B/12B/27B): four norms per layer (`input_layernorm`,
+  `post_attention_layernorm`, `pre_feedforward_layernorm`, `post_feedforward_layernorm`; RMSNorms whose
+  scale is 1 + weight), per-head q/k norms over `head_dim`, `head_dim` ≠ hidden / heads (a config field;
+  Gemma3TextConfig still refuses `hidden_size % num_attention_heads != 0`),
+  a gated GELU MLP, tied embeddings, 5:1 sliding:full attention by `layer_types`. The embeddings are
+  scaled by √hidden_size, which transformers derives from the config: a pruned hidden size scales them
+  by √(new hidden_size), not compensated.
+
+Query heads are pruned inside their KV group (KV heads stay); `head_dim` is kept. Where the config has
+a `head_dim` field it is written; where the attention reads it with a fallback to
+`hidden_size // num_attention_heads`, it is written only when that quotient no longer gives it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from .base import ATTENTION, MLP, Adapter, Dims, LayerSpec, UnitLayout, layer_type
+from .layouts import GATED_MLP, outer_rules, qkvo_attention
+from .llama import check_hidden_multiple_of_heads
+
+DECODER = layer_type(ATTENTION, MLP)
+PRE_NORMS = ("input_layernorm", "post_attention_layernorm")
+
+
+@dataclass(frozen=True)
+class DenseFamily:
+    """What one dense model type is made of (see the module docstring)."""
+
+    attention: UnitLayout
+    #: the layer's norms over the hidden size (the first one's output scores the hidden channels)
+    norms: tuple[str, ...] = PRE_NORMS
+    mlp: UnitLayout = GATED_MLP
+    #: per-head q/k norms over head_dim (`Dims.attention_qk_norm`)
+    qk_norm: bool = False
+    #: the config has a `head_dim` field (always written); else the attention falls back to
+    #: hidden_size // num_attention_heads (written only when that no longer gives it)
+    head_dim_field: bool = False
+    #: the config class validates hidden_size % num_attention_heads == 0 even with head_dim given
+    hidden_multiple_of_heads: bool = False
+
+
+FAMILIES: dict[str, DenseFamily] = {
+    "gemma3_text": DenseFamily(
+        qkvo_attention(bias="all", qk_norm=True),
+        norms=("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+               "post_feedforward_layernorm"),
+        qk_norm=True, head_dim_field=True, hidden_multiple_of_heads=True),
+}
+
+#: the config class named in refusals
+_CONFIG_CLASS = {"gemma3_text": "Gemma3TextConfig"}
+
+
+class DenseAdapter(Adapter):
+    model_types = tuple(FAMILIES)
+    layers_prefix = "model.layers."
+    global_rules = outer_rules("model.embed_tokens", "model.norm")
+
+    def __init__(self, model_type: str | None = None) -> None:
+        super().__init__(model_type)
+        self.family = FAMILIES[self.model_type]
+        f = self.family
+        self.layer_specs = {DECODER: LayerSpec(units=(("self_attn.", f.attention), ("mlp.", f.mlp)), norms=f.norms)}
+
+    @staticmethod
+    def _variants(config) -> list[str] | None:
+        types = getattr(config, "layer_types", None)
+        return list(types) if types else None
+
+    def dims(self, config) -> Dims:
+        variants = self._variants(config)
+        kinds = tuple(f"{DECODER}@{v}" for v in variants) if variants else (DECODER,) * config.num_hidden_layers
+        nq = config.num_attention_heads
+        return Dims(
+            block_kinds=kinds,
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            tied_embeddings=bool(config.tie_word_embeddings),
+            ffn_hidden_size=config.intermediate_size,
+            num_attention_heads=nq,
+            num_key_value_heads=config.num_key_value_heads or nq,
+            attention_head_dim=getattr(config, "head_dim", None) or config.hidden_size // nq,
+            attention_bias=bool(getattr(config, "attention_bias", False)),
+            mlp_bias=bool(getattr(config, "mlp_bias", False)),
+            attention_qk_norm=self.family.qk_norm,
+        )
+
+    def check_representable(self, dims: Dims, original: Dims | None = None) -> None:
+        super().check_representable(dims, original)
+        if self.family.hidden_multiple_of_heads:
+            check_hidden_multiple_of_heads(dims, original, _CONFIG_CLASS[self.model_type])
+
+    def make_config(self, config, dims: Dims):
+        self.check_representable(dims)
+        new = copy.deepcopy(config)
+        new.hidden_size = dims.hidden_size
+        new.intermediate_size = dims.ffn_hidden_size
+        new.num_attention_heads = dims.num_attention_heads
+        new.num_hidden_layers = dims.num_layers
+        derived = dims.hidden_size == dims.num_attention_heads * dims.attention_head_dim
+        if self.family.head_dim_field or getattr(config, "head_dim", None) is not None or not derived:
+            new.head_dim = dims.attention_head_dim
+        if self._variants(config):
+            new.layer_types = [t.split("@", 1)[1] for t in dims.block_kinds]
+        return type(config).from_dict(new.to_dict())

@@ -1,0 +1,80 @@
+"""Dense transformer families (dense.py) beyond the shared battery: their Hub layouts prune in both paths
+to checkpoints plain transformers reloads, in the source's config style, and what each family keeps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import build
+from families import tiny_config
+from hub_layouts import GEMMA3_TEXT_HUB, check_round_trip, hub_checkpoint, prune_both_ways
+from hybridprune.architectures import get_adapter
+
+
+def _config(out):
+    return json.loads((out / "config.json").read_text())
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids, use_cache=False).logits
+
+
+# ---- Gemma 3 ---------------------------------------------------------------------------------------------
+def test_gemma3_text_hub_layout_round_trips(tmp_path, tokens):
+    """Gemma-3-1B's layout: the 5:1 sliding pattern comes from `sliding_window_pattern`; dropping a layer writes
+    the sliced `layer_types`, head_dim 16 is kept over a hidden size of 32, the tied embedding is stored once."""
+    src = tmp_path / "source"
+    hub_checkpoint(src, GEMMA3_TEXT_HUB)
+    plan = "hidden_size=32,ffn_hidden_size=40,num_attention_heads=2,drop_layers=1"
+    pruned, memory, stream, ours = prune_both_ways(tmp_path, src, tokens, plan)
+    assert ours == []
+    tensors = check_round_trip(pruned, (memory, stream), tokens)
+    assert "lm_head.weight" not in tensors and tensors["model.embed_tokens.weight"].shape == (96, 32)
+    assert tensors["model.layers.0.self_attn.q_proj.weight"].shape == (32, 32)  # 2 heads x 16
+    assert tensors["model.layers.0.self_attn.k_proj.weight"].shape == (16, 32)
+    assert tensors["model.layers.0.self_attn.q_norm.weight"].shape == (16,)
+    assert tensors["model.layers.5.pre_feedforward_layernorm.weight"].shape == (32,)
+    assert tensors["model.layers.5.mlp.gate_proj.weight"].shape == (40, 32)
+    for out in (memory, stream):
+        config = _config(out)
+        assert (config["hidden_size"], config["intermediate_size"], config["num_attention_heads"],
+                config["head_dim"], config["num_hidden_layers"]) == (32, 40, 2, 16, 6)
+        assert config["layer_types"] == ["sliding_attention"] * 4 + ["full_attention", "sliding_attention"]
+        assert config["rope_local_base_freq"] == 10000 and config["query_pre_attn_scalar"] == 16
+    assert pruned.config.layer_types == _config(memory)["layer_types"]
+
+
+def test_gemma3_embeddings_are_scaled_by_the_root_of_the_pruned_hidden_size(tokens):
+    """transformers derives the embedding scale from hidden_size: the pruned model's is sqrt(36), applied to
+    the kept columns of the source's embedding."""
+    from hybridprune import calibrate, prune
+
+    model = build(tiny_config("gemma3_text"))
+    pruned = prune(model, calibrate(model, tokens, progress=False), "hidden_size=36")
+    kept = [int(i) for i in torch.nonzero(torch.isin(model.model.embed_tokens.weight[5],
+                                                     pruned.model.embed_tokens.weight[5])).flatten()]
+    assert len(kept) == 36
+    with torch.no_grad():
+        got = pruned.model.embed_tokens(tokens[:1])
+        want = model.model.embed_tokens.weight[tokens[:1]][..., kept] * 36 ** 0.5
+    torch.testing.assert_close(got, want)
+    assert get_adapter(pruned).dims(pruned.config).tied_embeddings
+
+
+# ---- serving-engine rules ------------------------------------------------------------------------------
+@pytest.mark.parametrize("family, changes, tp, source", [
+    ("gemma3_text", {"num_attention_heads": 4}, 1, None),  # vLLM reads head_dim
+    ("gemma3_text", {}, 4, "vllm/model_executor/layers/linear.py:1052 (QKVParallelLinear)"),  # 6 heads
+    ("gemma3_text", {"ffn_hidden_size": 60}, 8, "vllm/model_executor/layers/linear.py:499"),
+    ("gemma3_text", {}, 2, None),
+])
+def test_engine_rules_of_dense_families(family, changes, tp, source):
+    from serving_helpers import dims_of, sources
+
+    adapter, _, dims = dims_of(family, **changes)
+    found = sources(adapter.model_type, dims, ("vllm",), tp)
+    assert found == [] if source is None else any(source in f for f in found), found
