@@ -78,3 +78,14 @@ def test_engine_rules_of_dense_families(family, changes, tp, source):
     adapter, _, dims = dims_of(family, **changes)
     found = sources(adapter.model_type, dims, ("vllm",), tp)
     assert found == [] if source is None else any(source in f for f in found), found
+
+
+def test_the_gemma3_wrapper_is_refused_with_the_reason():
+    from transformers import AutoConfig
+
+    from hybridprune.architectures import UnsupportedArchitecture, supported_model_types
+
+    config = AutoConfig.for_model("gemma3")
+    with pytest.raises(UnsupportedArchitecture, match="mm_input_projection_weight.*Prune a text-only gemma3_text"):
+        get_adapter(config)
+    assert "gemma3" not in supported_model_types() and "gemma3_text" in supported_model_types()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from .base import ATTENTION, MLP, Adapter, Dims, LayerSpec, UnitLayout, layer_type
+from .base import ATTENTION, MLP, Adapter, Dims, LayerSpec, UnitLayout, UnsupportedArchitecture, layer_type
 from .layouts import GATED_MLP, outer_rules, qkvo_attention
 from .llama import check_hidden_multiple_of_heads
 
@@ -109,3 +109,20 @@ class DenseAdapter(Adapter):
         if self._variants(config):
             new.layer_types = [t.split("@", 1)[1] for t in dims.block_kinds]
         return type(config).from_dict(new.to_dict())
+
+
+class Gemma3WrapperAdapter(Adapter):
+    """The `gemma3` vision-language wrapper (`Gemma3ForConditionalGeneration`, Gemma 3 4B/12B/27B): refused,
+    with the reason and what to prune instead."""
+
+    model_types = ("gemma3",)
+
+    def check_supported(self, config) -> None:
+        raise UnsupportedArchitecture(
+            "the gemma3 vision-language wrapper (Gemma3ForConditionalGeneration) is not supported yet: its "
+            "language model (model.language_model.*) is a gemma3_text model, which hybridprune prunes, but the "
+            "wrapper's multi_modal_projector.mm_input_projection_weight [vision hidden, text hidden] would need "
+            "its columns cut with the kept hidden channels and the SigLIP tower carried and counted, which no "
+            "adapter does for Gemma 3 yet. Prune a text-only gemma3_text checkpoint (Gemma 3 1B, or the "
+            "language model saved alone with Gemma3ForCausalLM)."
+        )
