@@ -375,6 +375,28 @@ RECORDS += [
                                                            "num_attention_heads", "num_attention_heads in [2, 4]"])),
     ),
 ]
+# OLMo 2 / OLMo 3: post-norm layers, q_norm / k_norm over all heads; head_dim derived (8), written when pruning
+# heads and hidden apart; OLMo 3's sliding and full attention layers
+_OLMO_SKIPS = {"removing_attention_heads_equals_zeroing_them":
+               "OLMo's q_norm normalises all heads together: removing a head changes the others"}
+RECORDS += [
+    Family(
+        "olmo2", "olmo2", {**_without(_DENSE_KW, "head_dim"), "tie_word_embeddings": False},
+        plans=(dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40),
+               dict(hidden_size=32, num_attention_heads=4, drop_layers=[1])),
+        refusals=((dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"]),),
+        skips=_OLMO_SKIPS,
+    ),
+    Family(
+        "olmo3", "olmo3", {**_without(_DENSE_KW, "head_dim"), "num_hidden_layers": 4, "sliding_window": 16,
+                           "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention",
+                                           "full_attention"]},
+        plans=(dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40),
+               dict(hidden_size=36, drop_layers=[3])),
+        refusals=((dict(num_attention_heads=5), PlanError, ["Valid values: [2, 4, 6]"]),),
+        skips=_OLMO_SKIPS,
+    ),
+]
 FAMILIES = {f.name: f for f in RECORDS}
 
 

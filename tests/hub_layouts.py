@@ -225,6 +225,20 @@ GEMMA3_TEXT_HUB = {
     "use_cache": True, "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": [1, 106], "torch_dtype": "bfloat16",
     "transformers_version": "4.50.0.dev0",
 }
+# OLMo-2-1124-7B's Hub config, tiny: as many KV heads as heads (every head its own group: heads are kept)
+OLMO2_HUB = {
+    "architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2",
+    "vocab_size": 96, "hidden_size": 48, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 6,
+    "num_key_value_heads": 6, "attention_bias": False, "attention_dropout": 0.0, "hidden_act": "silu",
+    "rms_norm_eps": 1e-6, "rope_scaling": None, "rope_theta": 500000, "max_position_embeddings": 4096,
+    "initializer_range": 0.02, "tie_word_embeddings": False, "use_cache": True, "pad_token_id": 0, "bos_token_id": 1,
+    "eos_token_id": 2, "torch_dtype": "float32", "transformers_version": "4.47.0.dev0",
+}
+# OLMo-3's Hub config, tiny: GQA as in OLMo-3-32B, three sliding layers to one full one by `layer_types`
+OLMO3_HUB = dict(OLMO2_HUB, architectures=["Olmo3ForCausalLM"], model_type="olmo3", num_hidden_layers=4,
+                 num_key_value_heads=2, sliding_window=16,
+                 layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
+                 transformers_version="4.57.0")
 
 
 def _moe_transformer_hub_tensors(key: str, t: torch.Tensor, model_type: str) -> dict[str, torch.Tensor] | None:

@@ -10,7 +10,7 @@ import torch
 
 from conftest import build
 from families import tiny_config
-from hub_layouts import GEMMA3_TEXT_HUB, check_round_trip, hub_checkpoint, prune_both_ways
+from hub_layouts import GEMMA3_TEXT_HUB, OLMO2_HUB, OLMO3_HUB, check_round_trip, hub_checkpoint, prune_both_ways
 from hybridprune.architectures import get_adapter
 
 
@@ -65,12 +65,52 @@ def test_gemma3_embeddings_are_scaled_by_the_root_of_the_pruned_hidden_size(toke
     assert get_adapter(pruned).dims(pruned.config).tied_embeddings
 
 
+# ---- OLMo 2 / OLMo 3 ------------------------------------------------------------------------------------
+def test_olmo2_hub_layout_round_trips(tmp_path, tokens):
+    """OLMo-2-7B's layout (as many KV heads as heads: every head kept): hidden, FFN and depth; q_norm / k_norm
+    over all heads' channels are cut by nothing but stay whole."""
+    src = tmp_path / "source"
+    hub_checkpoint(src, OLMO2_HUB)
+    pruned, memory, stream, ours = prune_both_ways(tmp_path, src, tokens, "hidden_size=36,ffn_hidden_size=40,drop_layers=1")
+    assert ours == []
+    tensors = check_round_trip(pruned, (memory, stream), tokens)
+    assert tensors["model.layers.1.self_attn.q_proj.weight"].shape == (48, 36)
+    assert tensors["model.layers.1.self_attn.q_norm.weight"].shape == (48,)
+    assert tensors["model.layers.1.post_feedforward_layernorm.weight"].shape == (36,)
+    for out in (memory, stream):
+        config = _config(out)
+        assert (config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]) == (36, 40, 2)
+        assert config["head_dim"] == 8  # 6 heads of 8 no longer fill hidden_size 36
+        assert set(config) - set(OLMO2_HUB) == {"head_dim"}
+
+
+def test_olmo3_hub_layout_round_trips(tmp_path, tokens):
+    """OLMo-3's layout: query heads inside their KV group with their q_norm channels, `layer_types` sliced."""
+    src = tmp_path / "source"
+    hub_checkpoint(src, OLMO3_HUB)
+    plan = "hidden_size=32,num_attention_heads=4,drop_layers=0"
+    pruned, memory, stream, ours = prune_both_ways(tmp_path, src, tokens, plan)
+    assert ours == []
+    tensors = check_round_trip(pruned, (memory, stream), tokens)
+    assert tensors["model.layers.0.self_attn.q_proj.weight"].shape == (32, 32)
+    assert tensors["model.layers.0.self_attn.q_norm.weight"].shape == (32,)
+    assert tensors["model.layers.0.self_attn.k_norm.weight"].shape == (16,)
+    for out in (memory, stream):
+        config = _config(out)
+        assert config["layer_types"] == ["sliding_attention", "sliding_attention", "full_attention"]
+        assert (config["hidden_size"], config["num_attention_heads"], config["num_hidden_layers"]) == (32, 4, 3)
+        assert sorted(config) == sorted(OLMO3_HUB)  # 4 heads x 8 fill hidden_size 32: no head_dim needed
+
+
 # ---- serving-engine rules ------------------------------------------------------------------------------
 @pytest.mark.parametrize("family, changes, tp, source", [
     ("gemma3_text", {"num_attention_heads": 4}, 1, None),  # vLLM reads head_dim
     ("gemma3_text", {}, 4, "vllm/model_executor/layers/linear.py:1052 (QKVParallelLinear)"),  # 6 heads
     ("gemma3_text", {"ffn_hidden_size": 60}, 8, "vllm/model_executor/layers/linear.py:499"),
     ("gemma3_text", {}, 2, None),
+    ("olmo2", {"num_attention_heads": 4}, 1, "vllm/model_executor/models/olmo2.py (Olmo2Attention"),
+    ("olmo3", {"hidden_size": 40}, 1, "vllm/model_executor/models/olmo2.py (Olmo2Attention"),
+    ("olmo3", {"num_attention_heads": 4, "hidden_size": 32}, 2, None),
 ])
 def test_engine_rules_of_dense_families(family, changes, tp, source):
     from serving_helpers import dims_of, sources

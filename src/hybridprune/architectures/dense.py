@@ -9,6 +9,10 @@ config keeps `head_dim` and which per-layer lists depth pruning slices.
   a gated GELU MLP, tied embeddings, 5:1 sliding:full attention by `layer_types`. The embeddings are
   scaled by √hidden_size, which transformers derives from the config: a pruned hidden size scales them
   by √(new hidden_size), not compensated.
+- `olmo2` (OLMo 2), `olmo3` (OLMo 3): post-norm layers (`post_attention_layernorm`,
+  `post_feedforward_layernorm`), `q_norm` over all query heads' channels and `k_norm` over all KV heads'
+  (cut with the heads: removing a head changes the others' normalisation), OLMo 3's sliding / full
+  attention by `layer_types`. `head_dim` is read with the fallback, so heads and hidden prune apart.
 
 Query heads are pruned inside their KV group (KV heads stay); `head_dim` is kept. Where the config has
 a `head_dim` field it is written; where the attention reads it with a fallback to
@@ -23,9 +27,12 @@ from dataclasses import dataclass
 from .base import ATTENTION, MLP, Adapter, Dims, LayerSpec, UnitLayout, UnsupportedArchitecture, layer_type
 from .layouts import GATED_MLP, outer_rules, qkvo_attention
 from .llama import check_hidden_multiple_of_heads
+from .olmo_hybrid import olmo_attention
 
 DECODER = layer_type(ATTENTION, MLP)
 PRE_NORMS = ("input_layernorm", "post_attention_layernorm")
+#: OLMo 2 / 3: the norms sit after the attention and the MLP, on their outputs
+POST_NORMS = ("post_attention_layernorm", "post_feedforward_layernorm")
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,8 @@ FAMILIES: dict[str, DenseFamily] = {
         norms=("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
                "post_feedforward_layernorm"),
         qk_norm=True, head_dim_field=True, hidden_multiple_of_heads=True),
+    "olmo2": DenseFamily(olmo_attention(), norms=POST_NORMS),
+    "olmo3": DenseFamily(olmo_attention(), norms=POST_NORMS),
 }
 
 #: the config class named in refusals

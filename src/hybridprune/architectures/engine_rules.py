@@ -81,7 +81,7 @@ TRANSFORMER_MOE = ("qwen3_moe", "qwen2_moe", "mixtral")
 #: dense transformer families (dense.py); their vLLM rules were read from vLLM's GitHub tree
 #: (vllm/model_executor/models/gemma3.py: Gemma3Attention asserts the head split, Gemma3MLP is a
 #: MergedColumnParallelLinear), not yet checked against the 0.32.0 wheel
-DENSE = ("gemma3_text",)
+DENSE = ("gemma3_text", "olmo2", "olmo3")
 ATTENTION_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
                       "lfm2", "lfm2_moe", *GDN_FAMILIES, *TRANSFORMER_MOE, *DENSE)
 FFN_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
@@ -151,6 +151,12 @@ RULES: tuple[EngineRule, ...] = (
                           "head_dim, so num_attention_heads × head_dim must equal hidden_size",
                "vllm/model_executor/models/qwen2_moe.py (Qwen2MoeAttention: head_dim = hidden_size // "
                "total_num_heads; read on vLLM's GitHub tree, the 0.32.0 line not checked)"),
+    EngineRule(VLLM, ("olmo2", "olmo3"), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
+               ATTENTION, "vLLM sizes OLMo 2 / OLMo 3 attention heads as hidden_size / num_attention_heads (and its "
+                          "q_norm hidden_size wide), ignoring head_dim, so num_attention_heads × head_dim must equal "
+                          "hidden_size",
+               "vllm/model_executor/models/olmo2.py (Olmo2Attention: head_dim = hidden_size // total_num_heads; read "
+               "on vLLM's GitHub tree, the 0.32.0 line not checked)"),
     EngineRule(LLAMA_CPP, ("qwen2",), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
                ATTENTION, "llama.cpp sizes Qwen2 attention heads as hidden_size / num_attention_heads (its "
                           "converter writes no key length for Qwen2), so num_attention_heads × head_dim must "

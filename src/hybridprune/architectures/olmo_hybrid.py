@@ -21,7 +21,7 @@ _MIXER = {"linear_attention": GDN, "full_attention": ATTENTION}
 _TYPE = {GDN: "linear_attention", ATTENTION: "full_attention"}
 
 
-def _olmo_attention():
+def olmo_attention():
     """OLMo-3 attention: q/k/v/o, and q_norm / k_norm over all heads' channels."""
     base = qkvo_attention(bias="all")
     rules = {**base.rules, "q_norm.weight": ("attn_q",)}
@@ -46,7 +46,7 @@ class OlmoHybridAdapter(Adapter):
     layer_specs = {
         layer_type(GDN, MLP): LayerSpec(units=(("linear_attn.", OLMO_HYBRID_GDN), ("mlp.", GATED_MLP)),
                                         norms=("input_layernorm", "post_attention_layernorm")),
-        layer_type(ATTENTION, MLP): LayerSpec(units=(("self_attn.", _olmo_attention()), ("mlp.", GATED_MLP)),
+        layer_type(ATTENTION, MLP): LayerSpec(units=(("self_attn.", olmo_attention()), ("mlp.", GATED_MLP)),
                                               norms=("post_attention_layernorm", "post_feedforward_layernorm")),
     }
 
