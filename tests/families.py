@@ -397,6 +397,16 @@ RECORDS += [
         skips=_OLMO_SKIPS,
     ),
 ]
+# SmolLM3's layout, tiny: every fourth layer without RoPE (no_rope_layers), tied embeddings; head_dim written
+RECORDS += [
+    Family(
+        "smollm3", "smollm3", {**_without(_DENSE_KW, "head_dim"), "num_hidden_layers": 4, "no_rope_layer_interval": 4,
+                               "tie_word_embeddings": True},
+        plans=(dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40),
+               dict(hidden_size=32, num_attention_heads=4, drop_layers=[1])),
+        refusals=((dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"]),),
+    ),
+]
 FAMILIES = {f.name: f for f in RECORDS}
 
 

@@ -239,6 +239,16 @@ OLMO3_HUB = dict(OLMO2_HUB, architectures=["Olmo3ForCausalLM"], model_type="olmo
                  num_key_value_heads=2, sliding_window=16,
                  layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
                  transformers_version="4.57.0")
+# SmolLM3-3B's Hub config, tiny: `no_rope_layers` written out (every fourth layer NoPE), no `layer_types`, tied
+SMOLLM3_HUB = {
+    "architectures": ["SmolLM3ForCausalLM"], "model_type": "smollm3",
+    "vocab_size": 96, "hidden_size": 48, "intermediate_size": 64, "num_hidden_layers": 8, "num_attention_heads": 6,
+    "num_key_value_heads": 2, "no_rope_layers": [1, 1, 1, 0, 1, 1, 1, 0], "no_rope_layer_interval": 4,
+    "use_sliding_window": False, "sliding_window": None, "attention_bias": False, "mlp_bias": False,
+    "hidden_act": "silu", "rms_norm_eps": 1e-6, "rope_scaling": None, "rope_theta": 5000000.0,
+    "max_position_embeddings": 65536, "tie_word_embeddings": True, "use_cache": False, "pad_token_id": 0,
+    "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16", "transformers_version": "4.53.0.dev0",
+}
 
 
 def _moe_transformer_hub_tensors(key: str, t: torch.Tensor, model_type: str) -> dict[str, torch.Tensor] | None:

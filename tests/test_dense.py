@@ -10,7 +10,7 @@ import torch
 
 from conftest import build
 from families import tiny_config
-from hub_layouts import GEMMA3_TEXT_HUB, OLMO2_HUB, OLMO3_HUB, check_round_trip, hub_checkpoint, prune_both_ways
+from hub_layouts import GEMMA3_TEXT_HUB, OLMO2_HUB, OLMO3_HUB, SMOLLM3_HUB, check_round_trip, hub_checkpoint, prune_both_ways
 from hybridprune.architectures import get_adapter
 
 
@@ -100,6 +100,25 @@ def test_olmo3_hub_layout_round_trips(tmp_path, tokens):
         assert config["layer_types"] == ["sliding_attention", "sliding_attention", "full_attention"]
         assert (config["hidden_size"], config["num_attention_heads"], config["num_hidden_layers"]) == (32, 4, 3)
         assert sorted(config) == sorted(OLMO3_HUB)  # 4 heads x 8 fill hidden_size 32: no head_dim needed
+
+
+# ---- SmolLM3 --------------------------------------------------------------------------------------------
+def test_smollm3_depth_pruning_keeps_each_layers_position_encoding(tmp_path, tokens):
+    """SmolLM3-3B's layout: dropping layers 1 and 3 (a RoPE and a NoPE layer) leaves `no_rope_layers` [1, 1, 1, 1,
+    1, 0] in both paths, and every kept layer's attention applies RoPE exactly where its source layer did."""
+    src = tmp_path / "source"
+    source = hub_checkpoint(src, SMOLLM3_HUB)
+    pruned, memory, stream, ours = prune_both_ways(tmp_path, src, tokens, "hidden_size=40,num_attention_heads=4,"
+                                                                           "drop_layers=1+3")
+    assert ours == []
+    check_round_trip(pruned, (memory, stream), tokens)
+    kept = [0, 2, 4, 5, 6, 7]
+    assert [layer.self_attn.use_rope for layer in pruned.model.layers] == [
+        source.model.layers[i].self_attn.use_rope for i in kept]
+    for out in (memory, stream):
+        config = _config(out)
+        assert config["no_rope_layers"] == [SMOLLM3_HUB["no_rope_layers"][i] for i in kept]
+        assert (config["hidden_size"], config["num_attention_heads"], config["head_dim"]) == (40, 4, 8)
 
 
 # ---- serving-engine rules ------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ config keeps `head_dim` and which per-layer lists depth pruning slices.
   `post_feedforward_layernorm`), `q_norm` over all query heads' channels and `k_norm` over all KV heads'
   (cut with the heads: removing a head changes the others' normalisation), OLMo 3's sliding / full
   attention by `layer_types`. `head_dim` is read with the fallback, so heads and hidden prune apart.
+- `smollm3` (SmolLM3): Llama layers, every fourth without RoPE (`no_rope_layers`, 1 = RoPE, 0 = NoPE);
+  depth pruning slices `no_rope_layers` with `layer_types`, so each kept layer keeps its position encoding.
 
 Query heads are pruned inside their KV group (KV heads stay); `head_dim` is kept. Where the config has
 a `head_dim` field it is written; where the attention reads it with a fallback to
@@ -50,6 +52,9 @@ class DenseFamily:
     head_dim_field: bool = False
     #: the config class validates hidden_size % num_attention_heads == 0 even with head_dim given
     hidden_multiple_of_heads: bool = False
+    #: config lists with one entry per layer, which depth pruning slices (carried in the layer type's
+    #: variant, "attention+mlp@full_attention,0")
+    layer_lists: tuple[str, ...] = ("layer_types",)
 
 
 FAMILIES: dict[str, DenseFamily] = {
@@ -60,6 +65,7 @@ FAMILIES: dict[str, DenseFamily] = {
         qk_norm=True, head_dim_field=True, hidden_multiple_of_heads=True),
     "olmo2": DenseFamily(olmo_attention(), norms=POST_NORMS),
     "olmo3": DenseFamily(olmo_attention(), norms=POST_NORMS),
+    "smollm3": DenseFamily(qkvo_attention(bias="all"), layer_lists=("layer_types", "no_rope_layers")),
 }
 
 #: the config class named in refusals
@@ -77,10 +83,10 @@ class DenseAdapter(Adapter):
         f = self.family
         self.layer_specs = {DECODER: LayerSpec(units=(("self_attn.", f.attention), ("mlp.", f.mlp)), norms=f.norms)}
 
-    @staticmethod
-    def _variants(config) -> list[str] | None:
-        types = getattr(config, "layer_types", None)
-        return list(types) if types else None
+    def _variants(self, config) -> list[str] | None:
+        """Each layer's entries of the family's per-layer lists, joined ("full_attention,0"); None: no list."""
+        lists = [list(v) for v in (getattr(config, f, None) for f in self.family.layer_lists) if v]
+        return [",".join(map(str, entries)) for entries in zip(*lists)] if lists else None
 
     def dims(self, config) -> Dims:
         variants = self._variants(config)
@@ -116,7 +122,11 @@ class DenseAdapter(Adapter):
         if self.family.head_dim_field or getattr(config, "head_dim", None) is not None or not derived:
             new.head_dim = dims.attention_head_dim
         if self._variants(config):
-            new.layer_types = [t.split("@", 1)[1] for t in dims.block_kinds]
+            entries = [t.split("@", 1)[1].split(",") for t in dims.block_kinds]
+            present = [f for f in self.family.layer_lists if getattr(config, f, None)]
+            for n, field in enumerate(present):
+                kind = type(getattr(config, field)[0])
+                setattr(new, field, [kind(e[n]) for e in entries])
         return type(config).from_dict(new.to_dict())
 
 
