@@ -1,6 +1,6 @@
 """Distillation cost at equal work: hybridprune's distiller against TRL's GKDTrainer and NVIDIA ModelOpt.
 
-Part 2 of "Against the peers". The same random-weight Llama teacher and student, the same batch of
+"Distillation cost at equal work" of "Against the peers" (docs/benchmarks.md). The same random-weight Llama teacher and student, the same batch of
 random tokens, the same optimizer and the same loss (forward KL on the logits at temperature 1) are
 trained by three tools, with a large vocabulary (131,072, Nemotron-H's) and a small one (49,152,
 SmolLM2's). For each (tool, vocabulary) the script reports

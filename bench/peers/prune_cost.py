@@ -1,7 +1,7 @@
 """Pruning cost: wall time and peak memory of the prune itself, hybridprune against Torch-Pruning.
 
-Part 3 of "Against the peers". Part 1 (bench/peers/quality.py) compares what the pruned models are worth;
-this part measures what pruning costs, on the same model, SmolLM2-135M-Instruct (float32 Llama, 30
+"Pruning cost" of "Against the peers" (docs/benchmarks.md). bench/peers/quality.py compares what the
+pruned models are worth; this script measures what pruning costs, on the same model, SmolLM2-135M-Instruct (float32 Llama, 30
 layers, hidden 576, 9 query / 3 KV heads, FFN 1536, vocabulary 49,152, tied embeddings), pruned to
 about 75 % of its 106.2 M non-embedding parameters. Rows:
 
@@ -31,10 +31,10 @@ traces must run **without the KV cache** and with **eager attention**; the model
 `MetaPruner` constructor alone, then put back (`TRACE`, `set_trace`). The two rows that run without them,
 once each under a time limit (`--shipped-timeout`, 180 s), record what happens otherwise:
 
-- `tp_magnitude_as_shipped` (KV cache on, SDPA: the model as it loads, and what `quality.tp_prune` traces):
+- `tp_magnitude_as_shipped` (KV cache on, SDPA: the model as it loads; `quality.tp_prune` turns both off):
   the cache's updates enter the traced graph and the group enumeration never ends: the attention group
   keeps growing (10,000 dependencies after 10 s on a 1-layer toy Llama, each new one checked against all
-  the others, `Group.has_pruning_op`); on SmolLM2 a `quality.tp_prune` call was still in the `MetaPruner`
+  the others, `Group.has_pruning_op`); on SmolLM2 a prune traced that way was still in the `MetaPruner`
   constructor after 42 minutes (25 CPU minutes), and the limit here stops it (Torch-Pruning 1.5.2 does not
   loop there: it fails as the next row does);
 - `tp_magnitude_sdpa` (no cache, SDPA): transformers' SDPA path hands grouped-query attention to
