@@ -132,6 +132,7 @@ def depth_importance(
 
                 with record_outputs(modules) as (recorded, order):
                     full = F.log_softmax(forward().float(), -1)
+                p_full = full.exp()
                 # replay only where each block ran once, in the order of the list
                 kept = [r[0] for r in recorded] if order == list(range(len(modules))) else []
                 for k, block in enumerate(blocks):
@@ -142,9 +143,9 @@ def depth_importance(
                     with skip:
                         logits = forward()
                     skipped = F.log_softmax(logits.float(), -1)
-                    kl = (full.exp() * (full - skipped)).sum(-1)  # [B, T]
+                    kl = (p_full * (full - skipped)).sum(-1)  # [B, T]
                     kl_sum[block.index] += (kl.double() * m).sum()
-                del recorded, kept
+                del recorded, kept, p_full
                 tokens += m.sum()
                 bar.advance(task)
     finally:
