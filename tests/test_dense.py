@@ -130,12 +130,32 @@ def test_smollm3_depth_pruning_keeps_each_layers_position_encoding(tmp_path, tok
     ("olmo2", {"num_attention_heads": 4}, 1, "vllm/model_executor/models/olmo2.py (Olmo2Attention"),
     ("olmo3", {"hidden_size": 40}, 1, "vllm/model_executor/models/olmo2.py (Olmo2Attention"),
     ("olmo3", {"num_attention_heads": 4, "hidden_size": 32}, 2, None),
+    ("granite", {"num_attention_heads": 4}, 1, None),  # vLLM reads head_dim
+    ("seed_oss", {"ffn_hidden_size": 60}, 8, "vllm/model_executor/layers/linear.py:499"),
+    ("nemotron", {}, 4, "vllm/model_executor/layers/linear.py:1052 (QKVParallelLinear)"),
+    ("phi3", {"hidden_size": 40}, 1, None),
 ])
 def test_engine_rules_of_dense_families(family, changes, tp, source):
     from serving_helpers import dims_of, sources
 
     adapter, _, dims = dims_of(family, **changes)
     found = sources(adapter.model_type, dims, ("vllm",), tp)
+    assert found == [] if source is None else any(source in f for f in found), found
+
+
+@pytest.mark.parametrize("family, changes, source", [
+    ("granite", {"num_attention_heads": 4}, "conversion/granite.py (GraniteModel.set_gguf_parameters"),
+    ("granite", {"num_attention_heads": 4, "hidden_size": 32}, None),
+    ("phi3", {"hidden_size": 40}, "conversion/phi.py (Phi3MiniModel"),
+    ("phi3", {}, None),
+    ("seed_oss", {"num_attention_heads": 4}, None),
+])
+def test_llama_cpp_head_size_rules_of_granite_and_phi3(family, changes, source):
+    """llama.cpp's Granite and Phi-3 converters size heads as hidden_size / num_attention_heads."""
+    from serving_helpers import dims_of, sources
+
+    adapter, _, dims = dims_of(family, **changes)
+    found = sources(adapter.model_type, dims, ("llama.cpp",), 1)
     assert found == [] if source is None else any(source in f for f in found), found
 
 
