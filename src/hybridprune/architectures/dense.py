@@ -15,6 +15,16 @@ config keeps `head_dim` and which per-layer lists depth pruning slices.
   attention by `layer_types`. `head_dim` is read with the fallback, so heads and hidden prune apart.
 - `smollm3` (SmolLM3): Llama layers, every fourth without RoPE (`no_rope_layers`, 1 = RoPE, 0 = NoPE);
   depth pruning slices `no_rope_layers` with `layer_types`, so each kept layer keeps its position encoding.
+- `granite` (Granite 3.x dense): Llama layers with µP multipliers, kept as they are; the forward divides the
+  head's output by `logits_scaling`, which `logit_scale` says to the distillation.
+- `seed_oss` (Seed-OSS): q/k/v biases (`attention_bias`) and an o_proj bias of its own (`attention_out_bias`).
+- `nemotron` (Minitron 4B/8B): LayerNorm1P norms with biases (the final norm's too), a squared-ReLU up/down MLP,
+  partial rotary (a share of `head_dim`, kept).
+- `phi3` (Phi-3, Phi-4-mini): one fused `qkv_proj` (query heads, K, V rows: axis "attn_qkv") and a fused
+  `gate_up_proj`; with LongRoPE factors, Phi3Config checks their length against hidden_size // heads, so
+  that quotient must stay `head_dim`.
+- `gemma3_text` with `final_logit_softcapping` set is refused: the chunked distillation loss rebuilds the logits
+  as head · scale and cannot apply the tanh cap.
 
 Query heads are pruned inside their KV group (KV heads stay); `head_dim` is kept. Where the config has
 a `head_dim` field it is written; where the attention reads it with a fallback to
