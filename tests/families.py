@@ -407,6 +407,39 @@ RECORDS += [
         refusals=((dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"]),),
     ),
 ]
+# Granite 3 (dense): Llama layers with µP multipliers (embedding, residual, attention, logits) kept as they are;
+# head_dim derived (8), written when pruning heads and hidden apart
+_GRANITE_MUP = dict(embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.3, logits_scaling=2.0)
+# Seed-OSS: q/k/v biases (attention_bias) and an o_proj bias of its own (attention_out_bias); head_dim a field
+# Nemotron (Minitron 4B/8B): LayerNorm1P with biases (the final norm's too), squared-ReLU up/down MLP, partial
+# rotary (half of head_dim); Phi-3: fused qkv_proj (query heads, then K, then V rows) and gate_up_proj
+RECORDS += [
+    Family(
+        "granite", "granite", {**_without(_DENSE_KW, "head_dim"), **_GRANITE_MUP, "tie_word_embeddings": True},
+        plans=(dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40),
+               dict(hidden_size=32, num_attention_heads=4, drop_layers=[1])),
+        refusals=((dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"]),),
+    ),
+    Family(
+        "seed_oss", "seed_oss", {**_DENSE_KW, "attention_bias": True, "attention_out_bias": True,
+                                 "attention_dropout": 0.0, "residual_dropout": 0.0, "tie_word_embeddings": False},
+        plans=(dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40),
+               dict(hidden_size=32, drop_layers=[1])),
+        refusals=((dict(num_attention_heads=5), PlanError, ["Valid values: [2, 4, 6]"]),),
+    ),
+    Family(
+        "nemotron", "nemotron", {**_DENSE_KW, "mlp_bias": True, "attention_bias": True, "tie_word_embeddings": False},
+        plans=(dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40),
+               dict(hidden_size=32, num_attention_heads=4, drop_layers=[1])),
+        refusals=((dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"]),),
+    ),
+    Family(
+        "phi3", "phi3", {**_without(_DENSE_KW, "head_dim"), "tie_word_embeddings": False},
+        plans=(dict(ffn_hidden_size=32, num_attention_heads=4, hidden_size=40),
+               dict(hidden_size=32, num_attention_heads=4, drop_layers=[1])),
+        refusals=((dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"]),),
+    ),
+]
 FAMILIES = {f.name: f for f in RECORDS}
 
 

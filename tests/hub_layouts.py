@@ -250,6 +250,52 @@ SMOLLM3_HUB = {
     "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16", "transformers_version": "4.53.0.dev0",
 }
 
+# Granite-3.3's Hub config (GraniteForCausalLM), tiny: the µP multipliers as the Hub writes them, tied embeddings
+GRANITE_DENSE_HUB = {
+    "architectures": ["GraniteForCausalLM"], "model_type": "granite",
+    "vocab_size": 96, "hidden_size": 48, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 6,
+    "num_key_value_heads": 2, "attention_bias": False, "mlp_bias": False, "attention_dropout": 0.0,
+    "embedding_multiplier": 12.0, "residual_multiplier": 0.22, "attention_multiplier": 0.125, "logits_scaling": 8.0,
+    "hidden_act": "silu", "rms_norm_eps": 1e-5, "rope_theta": 10000000.0, "rope_scaling": None,
+    "max_position_embeddings": 131072, "initializer_range": 0.02, "tie_word_embeddings": True, "use_cache": True,
+    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16",
+    "transformers_version": "4.49.0",
+}
+# Seed-OSS-36B's Hub config, tiny: head_dim (16) over twice hidden / heads as there (80 x 128 over 5120),
+# q/k/v biases without an o_proj bias
+SEED_OSS_HUB = {
+    "architectures": ["SeedOssForCausalLM"], "model_type": "seed_oss",
+    "vocab_size": 96, "hidden_size": 48, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 6,
+    "num_key_value_heads": 2, "head_dim": 16, "attention_bias": True, "attention_out_bias": False, "mlp_bias": False,
+    "attention_dropout": 0.1, "residual_dropout": 0.1, "hidden_act": "silu", "rms_norm_eps": 1e-6,
+    "rope_theta": 10000000.0, "rope_scaling": {"rope_type": "default"}, "max_position_embeddings": 524288,
+    "initializer_range": 0.02, "tie_word_embeddings": False, "use_cache": True, "pad_token_id": 1, "bos_token_id": 0,
+    "eos_token_id": 2, "torch_dtype": "bfloat16", "transformers_version": "4.55.0",
+}
+# Mistral-NeMo-Minitron-8B / Nemotron-4-Minitron's Hub config (NemotronForCausalLM), tiny: head_dim 16 over
+# hidden 48 with 6 heads (8B: 48 x 128 over 4096), squared ReLU, half-rotary heads, LayerNorm1P with biases
+NEMOTRON_DENSE_HUB = {
+    "architectures": ["NemotronForCausalLM"], "model_type": "nemotron",
+    "vocab_size": 96, "hidden_size": 48, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 6,
+    "num_key_value_heads": 2, "head_dim": 16, "hidden_act": "relu2", "norm_eps": 1e-5, "partial_rotary_factor": 0.5,
+    "rope_theta": 10000, "rope_scaling": None, "attention_bias": False, "mlp_bias": False, "attention_dropout": 0.0,
+    "max_position_embeddings": 4096, "initializer_range": 0.0134, "tie_word_embeddings": False, "use_cache": True,
+    "bos_token_id": 2, "eos_token_id": 3, "torch_dtype": "bfloat16", "transformers_version": "4.44.0",
+}
+# Phi-4-mini's Hub config (Phi3ForCausalLM), tiny: fused qkv_proj and gate_up_proj, GQA, three quarters of each
+# head rotary, LongRoPE factors for those 6 dims (3 each), tied embeddings
+PHI3_HUB = {
+    "architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
+    "vocab_size": 96, "hidden_size": 48, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 6,
+    "num_key_value_heads": 2, "partial_rotary_factor": 0.75, "hidden_act": "silu", "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0, "rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.1, 1.2],
+                                            "long_factor": [1.0, 2.0, 4.0]},
+    "original_max_position_embeddings": 4096, "max_position_embeddings": 131072, "sliding_window": 262144,
+    "attention_dropout": 0.0, "embd_pdrop": 0.0, "resid_pdrop": 0.0, "initializer_range": 0.02,
+    "tie_word_embeddings": True, "use_cache": True, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+    "torch_dtype": "bfloat16", "transformers_version": "4.45.0",
+}
+
 
 def _moe_transformer_hub_tensors(key: str, t: torch.Tensor, model_type: str) -> dict[str, torch.Tensor] | None:
     """The Hub's tensors for one model tensor of a transformer MoE family, or None when it is stored as is:

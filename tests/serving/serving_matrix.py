@@ -218,6 +218,23 @@ FAMILIES.update({f.name: f for f in [
            config=dict(_MOE_TRANSFORMER, num_local_experts=4, intermediate_size=64)),
 ]})
 
+# Dense transformer families (dense.py), tiny as _DENSE (4 heads of 32 in 2 KV groups): in the matrix, not yet run
+# (the engines are not installed where they were added; docs/serving.md says so). Granite's µP multipliers and
+# Nemotron's squared ReLU and partial rotary, Phi-3's fused projections as transformers' defaults build them.
+_NO_HEAD_DIM = {k: v for k, v in _DENSE.items() if k != "head_dim"}
+FAMILIES.update({f.name: f for f in [
+    Family("gemma3_text", "gemma3_text", axes=_DENSE_AXES, config=dict(_DENSE, query_pre_attn_scalar=32)),
+    Family("olmo2", "olmo2", axes=_DENSE_AXES, config=dict(_NO_HEAD_DIM)),
+    Family("olmo3", "olmo3", axes=_DENSE_AXES, config=dict(_NO_HEAD_DIM, num_hidden_layers=4)),  # the record's 3:1
+    Family("smollm3", "smollm3", axes=_DENSE_AXES, config=dict(_NO_HEAD_DIM, no_rope_layer_interval=3)),
+    Family("granite", "granite", axes=_DENSE_AXES,
+           config=dict(_NO_HEAD_DIM, embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.03125,
+                       logits_scaling=2.0)),
+    Family("seed_oss", "seed_oss", axes=_DENSE_AXES, config=dict(_DENSE, attention_bias=True)),
+    Family("nemotron", "nemotron", axes=_DENSE_AXES, config=dict(_DENSE)),
+    Family("phi3", "phi3", axes=_DENSE_AXES, config=dict(_NO_HEAD_DIM)),
+]})
+
 AXES = ("base",) + tuple(dict.fromkeys(a for f in FAMILIES.values() for a in f.axes))
 
 
@@ -304,6 +321,19 @@ RULES += [
     ("vllm", ("lfm2", "lfm2_moe"), _attn_head_size_derived,
      "vLLM sizes LFM2 attention heads as hidden_size / num_attention_heads and ignores `head_dim` "
      "(vllm/model_executor/models/lfm2.py:124, lfm2_moe.py:205)"),
+]
+
+
+RULES += [
+    ("vllm", ("olmo2", "olmo3"), _attn_head_size_derived,
+     "vLLM sizes OLMo 2 / OLMo 3 attention heads as hidden_size / num_attention_heads and ignores `head_dim` "
+     "(vllm/model_executor/models/olmo2.py, Olmo2Attention)"),
+    ("llama.cpp", ("granite",), _attn_head_size_derived,
+     "llama.cpp's converter drops `head_dim` for Granite and sizes heads as hidden_size / num_attention_heads "
+     "(conversion/granite.py, GraniteModel.set_gguf_parameters)"),
+    ("llama.cpp", ("phi3",), _attn_head_size_derived,
+     "llama.cpp's converter writes no key length for Phi-3: heads are hidden_size / num_attention_heads wide "
+     "(conversion/phi.py, Phi3MiniModel.set_gguf_parameters)"),
 ]
 
 

@@ -56,7 +56,7 @@ def count_parameters(dims: Dims, *, embeddings: bool = True, model_type: str | N
     """
     for cls in ADAPTERS:
         if (model_type or "nemotron_h") in cls.model_types:
-            return cls().num_parameters(dims, embeddings=embeddings)
+            return cls(model_type or "nemotron_h").num_parameters(dims, embeddings=embeddings)
     raise UnsupportedArchitecture(f"no adapter for model type {model_type!r}")
 
 

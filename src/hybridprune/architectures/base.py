@@ -180,6 +180,7 @@ class ParamRule:
 
     Axis names: "hidden" (global), "hidden3" (three hidden-wide segments, LFM2's in_proj); per layer `layer`: "mamba_in_proj", "mamba_conv", "mamba_heads",
     "mamba_channels", "ffn", "ffn_gate_up" (fused gate‖up rows), "attn_q" (query-head channels), "attn_heads" (one entry per query head),
+    "attn_qkv" (a fused q ‖ k ‖ v projection's rows: query-head channels, then every K and V row kept whole),
     "attn_q_gate" (a gated attention's q_proj rows: query ‖ gate per head), the GDN axes of
     `pruning.slicing` ("gdn_qkv", "gdn_q", "gdn_k", "gdn_v", "gdn_heads", "gdn_channels", "gdn_qkvz", "gdn_ba"),
     "moe_experts" (routed experts: router rows, the leading axis of 3-D expert tensors), "moe_ffn",

@@ -82,11 +82,15 @@ TRANSFORMER_MOE = ("qwen3_moe", "qwen2_moe", "mixtral")
 #: (vllm/model_executor/models/gemma3.py: Gemma3Attention asserts the head split, Gemma3MLP is a
 #: MergedColumnParallelLinear), not yet checked against the 0.32.0 wheel
 DENSE = ("gemma3_text", "olmo2", "olmo3")
+#: dense families given vLLM's Llama-style splits of heads, KV heads and FFN (read in vLLM's GitHub tree for
+#: granite.py and nemotron.py, whose attention reads `head_dim`; seed_oss.py and phi3.py not read, assumed
+#: alike), not yet checked against the 0.32.0 wheel
+DENSE_LLAMA_LIKE = ("granite", "seed_oss", "nemotron", "phi3")
 ATTENTION_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
-                      "lfm2", "lfm2_moe", *GDN_FAMILIES, *TRANSFORMER_MOE, *DENSE)
+                      "lfm2", "lfm2_moe", *GDN_FAMILIES, *TRANSFORMER_MOE, *DENSE, *DENSE_LLAMA_LIKE)
 FFN_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
                 "lfm2", "lfm2_moe", "qwen3_5_text", "qwen3_5", "qwen3_next", "olmo_hybrid", "kimi_linear",
-                "qwen3_moe", "qwen2_moe", *DENSE)
+                "qwen3_moe", "qwen2_moe", *DENSE, *DENSE_LLAMA_LIKE)
 
 RULES: tuple[EngineRule, ...] = (
     # ---- families an engine has no model for ------------------------------------------------------
@@ -167,6 +171,18 @@ RULES: tuple[EngineRule, ...] = (
                "llama.cpp drops head_dim for Granite/Bamba and sizes attention heads as hidden_size / "
                "num_attention_heads, so num_attention_heads × head_dim must equal hidden_size",
                "conversion/granite.py:33 and src/llama-model.cpp:1439"),
+    EngineRule(LLAMA_CPP, ("granite",), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
+               ATTENTION, "llama.cpp's converter drops head_dim for Granite (GraniteForCausalLM: 'Ignoring head_dim') "
+                          "and sizes attention heads as hidden_size / num_attention_heads, so num_attention_heads × "
+                          "head_dim must equal hidden_size",
+               "conversion/granite.py (GraniteModel.set_gguf_parameters pops head_dim; read on llama.cpp's GitHub "
+               "tree, the vendored 0.3.36 line not checked)"),
+    EngineRule(LLAMA_CPP, ("phi3",), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
+               ATTENTION, "llama.cpp's converter writes no key length for Phi-3 and its rotary dims as "
+                          "partial_rotary_factor × hidden_size // num_attention_heads (checking the LongRoPE factors "
+                          "against them), so num_attention_heads × head_dim must equal hidden_size",
+               "conversion/phi.py (Phi3MiniModel.set_gguf_parameters and generate_extra_tensors; read on llama.cpp's "
+               "GitHub tree, the vendored 0.3.36 line not checked)"),
     # ---- Mamba width -----------------------------------------------------------------------------------
     EngineRule(LLAMA_CPP, ("granitemoehybrid", "bamba"), "equal", ("mamba_num_heads", "mamba_head_dim"),
                (2, "hidden_size"), MAMBA,

@@ -80,7 +80,7 @@ def kv_cache(d: Dims) -> UnitCache:
 
 def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str = "hidden", out: str = "o_proj",
                    head_gate: str | None = None, gated: bool = False,
-                   qk_norm_names: tuple[str, str] = ("q_norm", "k_norm")) -> UnitLayout:
+                   qk_norm_names: tuple[str, str] = ("q_norm", "k_norm"), out_bias: str | None = None) -> UnitLayout:
     """Attention with separate q/k/v/o projections; KV heads are never pruned.
 
     `bias`: which projections carry a bias when `Dims.attention_bias` ("all": q, k, v, o as in Llama;
@@ -91,7 +91,9 @@ def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str 
     query head (LFM3's sigmoid output gate `g_proj`), cut with its head; present when the Dims extra
     "attention_gate" is 1. `gated`: q_proj emits, per head, head_dim query rows then head_dim
     output-gate rows (Qwen3.5, Qwen3-Next: `q_proj(x).view(.., heads, 2 * head_dim).chunk(2)`), so a
-    pruned head takes its gate."""
+    pruned head takes its gate. `out_bias`: the Dims extra that says whether the output projection has
+    a bias, apart from the q/k/v biases of `Dims.attention_bias` (Seed-OSS's `attention_out_bias`; `bias`
+    then says "qkv")."""
     q_axis = "attn_q_gate" if gated else "attn_q"
     rules = {
         "q_proj.weight": (q_axis, input_axis),
@@ -112,6 +114,8 @@ def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str 
         total = (q_rows + 2 * kv) * width + q * d.hidden_size
         if d.attention_bias:
             total += q_rows + 2 * kv + (d.hidden_size if bias == "all" else 0)
+        if out_bias and d.extra(out_bias, 0):
+            total += d.hidden_size
         if qk_norm:
             total += 2 * hd
         if head_gate and d.extra("attention_gate", 0):
@@ -130,6 +134,8 @@ def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str 
             out_shapes.update({"q_proj.bias": (q_rows,), "k_proj.bias": (kv,), "v_proj.bias": (kv,)})
             if bias == "all":
                 out_shapes[f"{out}.bias"] = (d.hidden_size,)
+        if out_bias and d.extra(out_bias, 0):
+            out_shapes[f"{out}.bias"] = (d.hidden_size,)
         if qk_norm:
             out_shapes.update({f"{name}.weight": (hd,) for name in qk_norm_names})
         if head_gate and d.extra("attention_gate", 0):
@@ -137,6 +143,22 @@ def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str 
         return out_shapes
 
     return UnitLayout(ATTENTION, rules, hook=out, hook_on="input", count=count, shapes=shapes, cache=kv_cache)
+
+
+def fused_qkv_attention(qkv: str = "qkv_proj", out: str = "o_proj") -> UnitLayout:
+    """Attention whose q, k and v projections are one matrix `qkv` (Phi-3): rows [query heads | K | V]. Query
+    heads are cut inside their KV groups; the K and V rows of every KV head stay whole (axis "attn_qkv").
+    No biases, no q/k norms."""
+    def shapes(d: Dims) -> Shapes:
+        hd = d.attention_head_dim
+        q, kv = d.num_attention_heads * hd, d.num_key_value_heads * hd
+        return {f"{qkv}.weight": (q + 2 * kv, d.hidden_size), f"{out}.weight": (d.hidden_size, q)}
+
+    def count(d: Dims) -> int:
+        return sum(a * b for a, b in shapes(d).values())
+
+    return UnitLayout(ATTENTION, {f"{qkv}.weight": ("attn_qkv", "hidden"), f"{out}.weight": ("hidden", "attn_q")},
+                      hook=out, hook_on="input", count=count, shapes=shapes, cache=kv_cache)
 
 
 QKVO_ATTENTION = qkvo_attention()

@@ -96,6 +96,7 @@ ALIASES = {
     "moe_ffn_gate_up": "moe_ffn*2",  # fused [gate | up] expert rows
     "attn_q": "attn_heads/attention_head_dim",
     "attn_q_gate": "attn_heads/2*attention_head_dim",  # query ‖ gate rows of every head
+    "attn_qkv": "attn_q+attn_kv",  # a fused q ‖ k ‖ v projection's rows: kept query heads, every K and V row
     "mamba_channels_x3": "mamba_channels*3",  # three stacked copies of the mixer width (a q ‖ k ‖ v conv)
     "mamba_in_proj": "mamba_channels*2+mamba_bc+mamba_heads",  # z ‖ x ‖ B, C ‖ dt
     "mamba_conv": "mamba_channels+mamba_bc",  # x ‖ B, C
@@ -116,6 +117,8 @@ class AxisIndex:
         # the experts read the hidden state unless they work in a latent space
         "moe_input": (lambda ix, i: ix.sel.hidden if ix.dims.moe_latent_size is None else None, lambda d: d.hidden_size),
         "attn_heads": (lambda ix, i: ix.sel.attention_heads.get(i), lambda d: d.num_attention_heads),
+        # the K and V rows of every KV head (a fused qkv projection's tail): kept whole, KV heads are not pruned
+        "attn_kv": (lambda ix, i: None, lambda d: 2 * d.num_key_value_heads * d.attention_head_dim),
         "mamba_channels": (lambda ix, i: ix._mamba(i, "xc"), lambda d: d.mamba_num_heads * d.mamba_head_dim),
         "mamba_heads": (lambda ix, i: ix._mamba(i, "heads"), lambda d: d.mamba_num_heads),
         # the kept channels of one head, shared by every head
