@@ -327,6 +327,10 @@ QWEN2_MOE_KW = dict(**_MOE_TRANSFORMER_KW, num_experts=8, moe_intermediate_size=
 # Mixtral's layout, tiny: every layer MoE, the expert width is intermediate_size
 MIXTRAL_KW = dict(**_without(_MOE_TRANSFORMER_KW, "num_hidden_layers"), num_hidden_layers=3, num_local_experts=8,
                   intermediate_size=16)
+# gpt-oss's layout, tiny: every layer MoE (expert width intermediate_size), q/k/v/o biases, a sink logit per query
+# head, a biased router, experts with biases and interleaved gate/up columns; sliding and full attention alternate
+# by `layer_types` (the window longer than the battery's sequences)
+GPT_OSS_KW = dict(**_MOE_TRANSFORMER_KW, num_local_experts=8, intermediate_size=16, sliding_window=16)
 _MOE_TRANSFORMER_REFUSALS = (
     (dict(num_moe_experts=1), PlanError, ["too few experts for num_experts_per_tok=2"]),
     (dict(moe_ffn_hidden_size=12), Unrepresentable, ["moe_ffn_hidden_size=12 is not a multiple of 8"]),
@@ -354,6 +358,12 @@ RECORDS += [
     ),
     Family(
         "mixtral", "mixtral", MIXTRAL_KW,
+        plans=(dict(num_moe_experts=6, moe_ffn_hidden_size=8, num_attention_heads=4, hidden_size=32),
+               dict(num_moe_experts=4, drop_layers=[1])),
+        refusals=(*_MOE_TRANSFORMER_REFUSALS, (dict(ffn_hidden_size=32), PlanError, ["no mlp blocks"])),
+    ),
+    Family(
+        "gpt_oss", "gpt_oss", GPT_OSS_KW,
         plans=(dict(num_moe_experts=6, moe_ffn_hidden_size=8, num_attention_heads=4, hidden_size=32),
                dict(num_moe_experts=4, drop_layers=[1])),
         refusals=(*_MOE_TRANSFORMER_REFUSALS, (dict(ffn_hidden_size=32), PlanError, ["no mlp blocks"])),

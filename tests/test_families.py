@@ -366,8 +366,9 @@ def test_removing_expert_neurons_equals_zeroing_them(family, ids):
                     continue
                 if unit.group == "moe_shared_ffn":
                     unit.module.weight[:, shared_removed] = 0.0
-                else:
-                    unit.module.down_proj[:, :, removed] = 0.0
+                else:  # the expert-neuron dimension as the layout says ([E, H, F], gpt-oss's transposed [E, F, H])
+                    dim = unit.layout.rules["experts.down_proj"].index("moe_ffn")
+                    unit.module.down_proj.index_fill_(dim, torch.tensor(removed), 0.0)
     for i in dims.layers_of("moe"):
         sel.moe_ffn[i] = kept
         if shared_kept is not None:

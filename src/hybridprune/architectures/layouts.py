@@ -80,7 +80,8 @@ def kv_cache(d: Dims) -> UnitCache:
 
 def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str = "hidden", out: str = "o_proj",
                    head_gate: str | None = None, gated: bool = False,
-                   qk_norm_names: tuple[str, str] = ("q_norm", "k_norm"), out_bias: str | None = None) -> UnitLayout:
+                   qk_norm_names: tuple[str, str] = ("q_norm", "k_norm"), out_bias: str | None = None,
+                   sinks: str | None = None) -> UnitLayout:
     """Attention with separate q/k/v/o projections; KV heads are never pruned.
 
     `bias`: which projections carry a bias when `Dims.attention_bias` ("all": q, k, v, o as in Llama;
@@ -93,7 +94,8 @@ def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str 
     output-gate rows (Qwen3.5, Qwen3-Next: `q_proj(x).view(.., heads, 2 * head_dim).chunk(2)`), so a
     pruned head takes its gate. `out_bias`: the Dims extra that says whether the output projection has
     a bias, apart from the q/k/v biases of `Dims.attention_bias` (Seed-OSS's `attention_out_bias`; `bias`
-    then says "qkv")."""
+    then says "qkv"). `sinks`: a parameter with one learned logit per query head (gpt-oss's attention
+    sinks, a column of each head's softmax that no value reads), cut with its head."""
     q_axis = "attn_q_gate" if gated else "attn_q"
     rules = {
         "q_proj.weight": (q_axis, input_axis),
@@ -105,6 +107,8 @@ def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str 
     }
     if head_gate:
         rules[f"{head_gate}.weight"] = ("attn_heads", input_axis)
+    if sinks:
+        rules[sinks] = ("attn_heads",)
 
     def count(d: Dims) -> int:
         width = d.hidden_size * (2 if input_axis == "hidden2" else 1)
@@ -120,6 +124,8 @@ def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str 
             total += 2 * hd
         if head_gate and d.extra("attention_gate", 0):
             total += d.num_attention_heads * width
+        if sinks:
+            total += d.num_attention_heads
         return total
 
     def shapes(d: Dims) -> Shapes:
@@ -140,6 +146,8 @@ def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str 
             out_shapes.update({f"{name}.weight": (hd,) for name in qk_norm_names})
         if head_gate and d.extra("attention_gate", 0):
             out_shapes[f"{head_gate}.weight"] = (d.num_attention_heads, width)
+        if sinks:
+            out_shapes[sinks] = (d.num_attention_heads,)
         return out_shapes
 
     return UnitLayout(ATTENTION, rules, hook=out, hook_on="input", count=count, shapes=shapes, cache=kv_cache)
@@ -328,6 +336,49 @@ def routed_gated_moe(router: str) -> UnitLayout:
         count=lambda d: d.num_moe_experts * d.hidden_size + d.num_moe_experts * _expert_params(d, 3),
         inactive=_inactive_experts(3), expert_forward=_gated_expert, shapes=routed_experts_shapes(router),
     )
+
+
+def _clamped_swiglu_expert(experts, e: int, x):
+    """gpt-oss's expert: stored transposed ([in, out]) with biases, gate and up interleaved in the columns of
+    `gate_up_proj` (gate at even, up at odd); gate clamped above and up on both sides at `limit`, then
+    (up + 1) · gate · sigmoid(alpha · gate)."""
+    import torch
+
+    gate_up = x @ experts.gate_up_proj[e] + experts.gate_up_proj_bias[e]
+    gate = gate_up[..., 0::2].clamp(max=experts.limit)
+    up = gate_up[..., 1::2].clamp(min=-experts.limit, max=experts.limit)
+    a = (up + 1) * gate * torch.sigmoid(gate * experts.alpha)
+    return a, a @ experts.down_proj[e] + experts.down_proj_bias[e]
+
+
+def _gpt_oss_expert_params(d: Dims) -> int:
+    """One expert: gate‖up [H, 2F] and its bias [2F], down [F, H] and its bias [H]."""
+    f, h = d.moe_ffn_hidden_size, d.hidden_size
+    return 3 * f * h + 2 * f + h
+
+
+def _gpt_oss_moe_shapes(d: Dims) -> Shapes:
+    e, h, f = d.num_moe_experts, d.hidden_size, d.moe_ffn_hidden_size
+    return {"router.weight": (e, h), "router.bias": (e,), "experts.gate_up_proj": (e, h, 2 * f),
+            "experts.gate_up_proj_bias": (e, 2 * f), "experts.down_proj": (e, f, h),
+            "experts.down_proj_bias": (e, h)}
+
+
+# gpt-oss's MLP: a biased router (`router`, softmax over the top-k logits only) and experts stored
+# transposed, [E, in, out], with biases; `gate_up_proj`'s columns interleave gate and up (neuron i is
+# columns 2i and 2i + 1: axis "moe_ffn/2", each kept neuron as 2 consecutive columns).
+GPT_OSS_MOE = UnitLayout(
+    MOE,
+    {"router.weight": ("moe_experts", "hidden"), "router.bias": ("moe_experts",),
+     "experts.gate_up_proj": ("moe_experts", "hidden", "moe_ffn/2"),
+     "experts.gate_up_proj_bias": ("moe_experts", "moe_ffn/2"),
+     "experts.down_proj": ("moe_experts", "moe_ffn", "hidden"),
+     "experts.down_proj_bias": ("moe_experts", "hidden")},
+    hook="experts", hook_on="moe_experts",
+    count=lambda d: d.num_moe_experts * (d.hidden_size + 1 + _gpt_oss_expert_params(d)),
+    inactive=lambda d: (d.num_moe_experts - d.moe_top_k) * _gpt_oss_expert_params(d),
+    expert_forward=_clamped_swiglu_expert, shapes=_gpt_oss_moe_shapes,
+)
 
 
 # Granite-4.0-H's block_sparse_moe: a softmax-over-top-k router (`router`). Its shared MLP is the

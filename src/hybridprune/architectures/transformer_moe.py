@@ -1,6 +1,7 @@
-"""Transformer MoE families: `qwen3_moe` (Qwen3-30B-A3B, 235B-A22B), `qwen2_moe` (Qwen1.5-MoE, Qwen2-57B-A14B)
-and `mixtral` (Mixtral 8x7B, 8x22B). Every layer is GQA attention + a sparse MoE block (Qwen: or a gated MLP
-in the layers `decoder_sparse_step` / `mlp_only_layers` leave dense) behind two RMSNorms.
+"""Transformer MoE families: `qwen3_moe` (Qwen3-30B-A3B, 235B-A22B), `qwen2_moe` (Qwen1.5-MoE, Qwen2-57B-A14B),
+`mixtral` (Mixtral 8x7B, 8x22B) and `gpt_oss` (gpt-oss-20b, 120b). Every layer is GQA attention + a sparse MoE
+block (Qwen: or a gated MLP in the layers `decoder_sparse_step` / `mlp_only_layers` leave dense) behind two
+RMSNorms.
 
 - Attention as in the Llama family: query heads pruned inside their KV group, `head_dim` kept and
   written when `hidden_size` no longer derives it; Qwen3-MoE's per-head q/k norms and Qwen2-MoE's q/k/v
@@ -14,6 +15,13 @@ in the layers `decoder_sparse_step` / `mlp_only_layers` leave dense) behind two 
   weights (`norm_topk_prob`, always in Mixtral) an expert no token picks leaves every token's output
   unchanged; without it (Qwen2-MoE's default) the kept experts' weights grow by the removed ones'
   softmax share.
+- gpt-oss: q/k/v/o biases, one learned sink logit per query head (`self_attn.sinks`, cut with its head: a
+  head's softmax is its own, so removing a head is zeroing its o_proj columns), a biased router whose
+  softmax runs over the top-k logits only (removing an expert is masking its logit whether or not a token
+  picks it), experts stored transposed with biases and a clamped SwiGLU over interleaved gate/up columns
+  (`layouts.GPT_OSS_MOE`); the expert width is `intermediate_size`. Sliding / full attention by
+  `layer_types`, sliced by depth pruning. The Hub's MXFP4 experts are dequantised by transformers when
+  loaded in memory; the streaming prune refuses them (`checkpoint.files`), naming that remedy.
 - Depth: any layer; Qwen's dense layers are written back as an explicit `mlp_only_layers` list with
   `decoder_sparse_step=1`, Qwen2-MoE's `layer_types` (sliding / full attention) sliced.
 """
@@ -23,21 +31,26 @@ from __future__ import annotations
 import copy
 
 from .base import ATTENTION, MLP, MOE, Adapter, Dims, LayerSpec, layer_type
-from .layouts import GATED_MLP, QWEN_MOE, outer_rules, qkvo_attention, routed_gated_moe
+from .layouts import GATED_MLP, GPT_OSS_MOE, QWEN_MOE, outer_rules, qkvo_attention, routed_gated_moe
 
 _NORMS = ("input_layernorm", "post_attention_layernorm")
 _ATTENTION = {
     "qwen3_moe": qkvo_attention(bias="all", qk_norm=True),
     "qwen2_moe": qkvo_attention(bias="qkv"),
     "mixtral": qkvo_attention(bias="all"),
+    "gpt_oss": qkvo_attention(bias="all", sinks="sinks"),
 }
-_MOE = {"qwen3_moe": routed_gated_moe("gate"), "qwen2_moe": QWEN_MOE, "mixtral": routed_gated_moe("gate")}
-#: the config's name of the expert count (Mixtral: `num_local_experts`; Qwen: `num_experts`)
-_EXPERTS = {"qwen3_moe": "num_experts", "qwen2_moe": "num_experts", "mixtral": "num_local_experts"}
+_MOE = {"qwen3_moe": routed_gated_moe("gate"), "qwen2_moe": QWEN_MOE, "mixtral": routed_gated_moe("gate"),
+        "gpt_oss": GPT_OSS_MOE}
+#: the config's name of the expert count (Mixtral, gpt-oss: `num_local_experts`; Qwen: `num_experts`)
+_EXPERTS = {"qwen3_moe": "num_experts", "qwen2_moe": "num_experts", "mixtral": "num_local_experts",
+            "gpt_oss": "num_local_experts"}
+#: every layer MoE, the expert width in `intermediate_size`
+_ALL_MOE = ("mixtral", "gpt_oss")
 
 
 class TransformerMoeAdapter(Adapter):
-    model_types = ("qwen3_moe", "qwen2_moe", "mixtral")
+    model_types = ("qwen3_moe", "qwen2_moe", "mixtral", "gpt_oss")
     layers_prefix = "model.layers."
     global_rules = outer_rules("model.embed_tokens", "model.norm")
     config_spellings = {"num_experts": "num_moe_experts", "moe_intermediate_size": "moe_ffn_hidden_size",
@@ -56,7 +69,7 @@ class TransformerMoeAdapter(Adapter):
     def _ffn_kinds(self, config) -> list[str]:
         """Which layers hold a MoE block, as the decoder layer's constructor decides."""
         n = config.num_hidden_layers
-        if self.model_type == "mixtral":
+        if self.model_type in _ALL_MOE:
             return [MOE] * n
         only = set(config.mlp_only_layers or ())
         step = config.decoder_sparse_step
@@ -64,7 +77,7 @@ class TransformerMoeAdapter(Adapter):
 
     def _kinds(self, config) -> tuple[str, ...]:
         kinds = [layer_type(ATTENTION, f) for f in self._ffn_kinds(config)]
-        variants = getattr(config, "layer_types", None)  # Qwen2-MoE: sliding / full attention per layer
+        variants = getattr(config, "layer_types", None)  # Qwen2-MoE, gpt-oss: sliding / full attention per layer
         if variants:
             kinds = [f"{k}@{v}" for k, v in zip(kinds, variants)]
         return tuple(kinds)
@@ -74,7 +87,7 @@ class TransformerMoeAdapter(Adapter):
         probe = Dims(block_kinds=kinds, vocab_size=0, hidden_size=0)
         moe, mlp = probe.has_kind(MOE), probe.has_kind(MLP)
         nq = config.num_attention_heads
-        mixtral = self.model_type == "mixtral"
+        mixtral = self.model_type in _ALL_MOE
         if self.model_type == "qwen2_moe":
             bias = bool(config.qkv_bias)
         else:
@@ -106,7 +119,7 @@ class TransformerMoeAdapter(Adapter):
         derived = dims.hidden_size == dims.num_attention_heads * dims.attention_head_dim
         if getattr(config, "head_dim", None) is not None or not derived:
             new.head_dim = dims.attention_head_dim  # the attention would re-derive hidden_size // heads
-        if self.model_type == "mixtral":
+        if self.model_type in _ALL_MOE:
             new.num_local_experts = dims.num_moe_experts
             new.intermediate_size = dims.moe_ffn_hidden_size
         else:
