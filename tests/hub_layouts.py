@@ -210,6 +210,44 @@ MIXTRAL_HUB = {
     "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
     "transformers_version": "4.36.0.dev0",
 }
+# gpt-oss-20b's Hub config, tiny: every layer MoE (num_local_experts, the expert width in intermediate_size, the
+# legacy `experts_per_token` beside `num_experts_per_tok`), q/k/v/o biases and attention sinks, head_dim wider than
+# hidden_size / num_attention_heads (as there: 64 heads of 64 over 2880), sliding / full attention alternating by
+# `layer_types`, YaRN in the legacy `rope_scaling`. This is the unquantized (bf16) form, keys as the model's.
+GPT_OSS_HUB = {
+    "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss",
+    "vocab_size": 96, "hidden_size": 48, "num_hidden_layers": 4, "num_attention_heads": 6, "num_key_value_heads": 2,
+    "head_dim": 16, "attention_bias": True, "attention_dropout": 0.0, "intermediate_size": 16, "num_local_experts": 8,
+    "num_experts_per_tok": 2, "experts_per_token": 2, "sliding_window": 16, "swiglu_limit": 7.0,
+    "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+    "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0, "original_max_position_embeddings": 4096,
+                     "rope_type": "yarn", "truncate": False},
+    "rope_theta": 150000, "initial_context_length": 4096, "max_position_embeddings": 131072, "hidden_act": "silu",
+    "rms_norm_eps": 1e-5, "router_aux_loss_coef": 0.9, "output_router_logits": False, "initializer_range": 0.02,
+    "tie_word_embeddings": False, "use_cache": True, "pad_token_id": 0, "eos_token_id": 2, "torch_dtype": "float32",
+    "transformers_version": "4.55.0.dev0",
+}
+# The same as the Hub ships it: experts in MXFP4 (`*_blocks`, `*_scales`; attention, router, embeddings and head
+# unquantized, as the Hub's modules_to_not_convert says), widths multiples of the 32-value MXFP4 block
+GPT_OSS_MXFP4_HUB = dict(
+    GPT_OSS_HUB, hidden_size=64, num_attention_heads=8, intermediate_size=32, torch_dtype="bfloat16",
+    quantization_config={"modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                                    "model.embed_tokens", "lm_head"], "quant_method": "mxfp4"})
+
+
+def mxfp4_experts(tensors: dict[str, torch.Tensor], seed: int = 5) -> None:
+    """Replace each expert matrix ([E, in, out] in the model) by random MXFP4 bytes as the Hub stores them:
+    `*_blocks` [E, out, in / 32, 16] uint8 (two 4-bit values a byte) and `*_scales` [E, out, in / 32] uint8
+    (biased exponents, here 2^-4 .. 2^1)."""
+    g = torch.Generator().manual_seed(seed)
+    for key in [k for k in tensors if re.search(r"\.experts\.(gate_up_proj|down_proj)$", k)]:
+        e, n_in, n_out = tensors.pop(key).shape
+        tensors[f"{key}_blocks"] = torch.randint(0, 256, (e, n_out, n_in // 32, 16), generator=g, dtype=torch.uint8)
+        tensors[f"{key}_scales"] = torch.randint(123, 129, (e, n_out, n_in // 32), generator=g, dtype=torch.uint8)
+    for key in list(tensors):
+        if tensors[key].is_floating_point():
+            tensors[key] = tensors[key].to(torch.bfloat16)
+
 
 # Gemma-3-1B's Hub config, tiny: no `layer_types` (the 5:1 pattern from `sliding_window_pattern`), a local and a
 # global RoPE base, one KV head, head_dim wider than hidden_size / num_attention_heads (4 x 256 over 1152), tied

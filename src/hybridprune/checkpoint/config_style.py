@@ -136,6 +136,8 @@ def styled_config(new_config, source_raw: dict[str, Any]) -> dict[str, Any] | No
         return None
     new = _fields(new_config)
     out = dict(source_raw)
+    if "quantization_config" not in new:  # dequantised on load (gpt-oss's MXFP4): the weights are written unquantized
+        out.pop("quantization_config", None)
     aliases: dict[str, list[str]] = {}
     for alias, field in getattr(config_class, "attribute_map", {}).items():
         aliases.setdefault(field, []).append(alias)

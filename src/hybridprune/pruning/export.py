@@ -214,6 +214,30 @@ def check_finite(tensors, what: str, cause: str) -> None:
                                    f"value(s); {cause}")
 
 
+def _safetensors_bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.glob("*.safetensors"))
+
+
+def dequantization(source: Path | None, model, written: Path) -> dict[str, Any] | None:
+    """What was dequantised, where the source's config.json names a quantization (gpt-oss's MXFP4 experts) that
+    the loaded model no longer has (transformers dequantised the weights on load and dropped its
+    quantization_config): the method, the dtype written, and the weights' size before and after."""
+    try:
+        raw = json.loads((source / "config.json").read_text()) if source is not None else {}
+    except (OSError, ValueError):
+        return None
+    quant = raw.get("quantization_config") if isinstance(raw, dict) else None
+    if not quant or getattr(model.config, "quantization_config", None):
+        return None
+    method = quant.get("quant_method", "?") if isinstance(quant, dict) else "?"
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    before, after = _safetensors_bytes(source), _safetensors_bytes(written)
+    return {"quant_method": method, "written_as": dtype, "source_weight_bytes": before, "output_weight_bytes": after,
+            "note": f"the source's {method} weights were dequantised by transformers on load and are written "
+                    f"unquantized in {dtype}: {before / 2**20:.1f} MiB of source weights, {after / 2**20:.1f} MiB "
+                    "written (after pruning)"}
+
+
 def export(
     model,
     out_dir: str | os.PathLike,
@@ -256,6 +280,9 @@ def export(
         if source is not None:
             info["source"] = portable_source(source)  # never a local path: the file travels with the checkpoint
         info.update(metadata or {})
+        if (dequantized := dequantization(carry_from, model, tmp)) is not None:
+            info["dequantized"] = dequantized
+            warnings.warn(dequantized["note"], stacklevel=3)
         if rounds := earlier_rounds(source):  # a later round: the card compares with the original model
             info["earlier_rounds"] = rounds
         if info:

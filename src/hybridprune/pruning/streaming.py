@@ -71,6 +71,27 @@ def _kept_keys(files: CheckpointFiles, keymap: KeyMap, dropped) -> list[str]:
     return keys
 
 
+def _refuse_quantized(source: Path) -> None:
+    """A checkpoint whose config.json names a quantization (gpt-oss's MXFP4 experts: `*_blocks` / `*_scales`
+    tensors) holds packed tensors the streaming prune does not dequantise: refused, with the in-memory prune
+    (transformers dequantises on load) as the remedy."""
+    try:
+        quant = json.loads((source / "config.json").read_text()).get("quantization_config")
+    except (OSError, ValueError):
+        return  # read_config names an unreadable config
+    if not quant:
+        return
+    method = quant.get("quant_method", "?") if isinstance(quant, dict) else "?"
+    what = (" (MXFP4: each expert matrix stored as packed 4-bit `*_blocks` with one power-of-two `*_scales` byte "
+            "per 32 values)") if method == "mxfp4" else ""
+    raise NotStreamable(
+        f"{source} is quantized (quantization_config quant_method {method!r}){what}; the streaming prune cuts "
+        "stored tensors as they are and does not dequantise them. Prune in memory instead (hybridprune prune "
+        "--in-memory): transformers dequantises the weights on load (MXFP4 to bfloat16, about 4x the experts' "
+        "stored size), and the pruned checkpoint is written unquantized, in bfloat16 with --dtype bfloat16."
+    )
+
+
 def _renumbered(key: str, model_key: str, keymap: KeyMap, prefix: str, layer: int, rest: str, new: int) -> str:
     """Checkpoint key `key` (model key `prefix{layer}.{rest}`) with its layer index set to `new`. The
     index is found from the end when the name inside the layer is the model's, else from the start
@@ -244,6 +265,7 @@ def stream_prune(
     source = Path(source)
     plan = Plan.parse(plan)
     dtype = None if dtype is None else dtype_of(dtype)
+    _refuse_quantized(source)
     config = read_config(source)  # without transformers where its view of config.json is exact
     adapter = get_adapter(config)
     dims = adapter.dims(config)
