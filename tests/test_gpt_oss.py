@@ -276,3 +276,35 @@ def test_gpt_oss_mxfp4_hub_layout_prunes_in_memory_to_bf16_and_says_so(tmp_path,
 
     reloaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=False).eval()
     torch.testing.assert_close(logits(reloaded, tokens), logits(pruned, tokens), rtol=0, atol=0)
+
+
+# ---- serving-engine rules ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("changes, tp, source", [
+    ({"num_attention_heads": 4}, 1, None),  # vLLM reads head_dim (gpt_oss.py OAIAttention)
+    ({"hidden_size": 40, "num_attention_heads": 4}, 1, None),
+    ({}, 4, "vllm/model_executor/layers/linear.py:1052 (QKVParallelLinear)"),  # 6 heads (and their sinks)
+    ({"moe_ffn_hidden_size": 8}, 16, "vllm/model_executor/layers/fused_moe/config.py:1341"),
+    ({}, 2, None),
+])
+def test_engine_rules_of_gpt_oss(changes, tp, source):
+    from serving_helpers import dims_of, sources
+
+    adapter, _, dims = dims_of("gpt_oss", **changes)
+    found = sources(adapter.model_type, dims, ("vllm",), tp)
+    assert found == [] if source is None else any(source in f for f in found), found
+
+
+def test_the_serving_matrix_source_builds():
+    """The matrix's gpt-oss source (bf16, 4 experts of 64, heads of 32) builds with the layout's exact count."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "serving"))
+    from serving_matrix import FAMILIES
+
+    fam = FAMILIES["gpt_oss"]
+    config = tiny_config(fam.model_type, **fam.config)
+    model = build(config)
+    adapter = get_adapter(model)
+    assert adapter.num_parameters(adapter.dims(config)) == sum(p.numel() for p in model.parameters())
+    assert config.layer_types == ["sliding_attention", "full_attention", "sliding_attention"]

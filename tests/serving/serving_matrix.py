@@ -216,6 +216,10 @@ FAMILIES.update({f.name: f for f in [
                        mlp_only_layers=[], use_sliding_window=False, layer_types=["full_attention"] * 3)),
     Family("mixtral", "mixtral", axes=_MOE_TRANSFORMER_AXES,
            config=dict(_MOE_TRANSFORMER, num_local_experts=4, intermediate_size=64)),
+    # gpt-oss unquantized (bf16), as the in-memory prune writes an MXFP4 source: sliding / full alternating, the
+    # window (128) longer than the matrix's prompts and generations; not yet run (docs/serving.md)
+    Family("gpt_oss", "gpt_oss", axes=_MOE_TRANSFORMER_AXES,
+           config=dict(_MOE_TRANSFORMER, num_local_experts=4, intermediate_size=64, sliding_window=128)),
 ]})
 
 # Dense transformer families (dense.py), tiny as _DENSE (4 heads of 32 in 2 KV groups): in the matrix, not yet run

@@ -77,7 +77,9 @@ GDN_FAMILIES = (*QWEN_GDN, "olmo_hybrid")
 QWEN_MOE = ("qwen3_5_moe_text", "qwen3_5_moe", "qwen3_next")
 #: transformer MoE families (transformer_moe.py); their vLLM rules were read from vLLM's GitHub tree
 #: (vllm/model_executor/models/qwen2_moe.py, qwen3_moe.py), not yet checked against the 0.32.0 wheel
-TRANSFORMER_MOE = ("qwen3_moe", "qwen2_moe", "mixtral")
+#: gpt_oss from vllm/model_executor/models/gpt_oss.py (GitHub tree): head_dim read, heads and sinks split with
+#: QKVParallelLinear, `intermediate_size % world_size` asserted (the fused-MoE rule)
+TRANSFORMER_MOE = ("qwen3_moe", "qwen2_moe", "mixtral", "gpt_oss")
 #: dense transformer families (dense.py); their vLLM rules were read from vLLM's GitHub tree
 #: (vllm/model_executor/models/gemma3.py: Gemma3Attention asserts the head split, Gemma3MLP is a
 #: MergedColumnParallelLinear), not yet checked against the 0.32.0 wheel
@@ -239,7 +241,8 @@ RULES: tuple[EngineRule, ...] = (
     EngineRule(VLLM, ("nemotron_h", "granitemoehybrid", "lfm2_moe", *QWEN_MOE, "kimi_linear", *TRANSFORMER_MOE),
                "multiple",
                ("moe_ffn_hidden_size",), (TP,), MOE,
-               "vLLM's fused MoE splits the expert FFN width (moe_intermediate_size; Granite, Mixtral: intermediate_size) "
+               "vLLM's fused MoE splits the expert FFN width (moe_intermediate_size; Granite, Mixtral, gpt-oss: "
+               "intermediate_size) "
                "over the tensor-parallel ranks",
                "vllm/model_executor/layers/fused_moe/config.py:1341"),
     EngineRule(VLLM, ("nemotron_h",), "multiple", ("moe_shared_expert_intermediate_size",), (TP,), MOE,
