@@ -88,7 +88,8 @@ def _refuse_quantized(source: Path) -> None:
         f"{source} is quantized (quantization_config quant_method {method!r}){what}; the streaming prune cuts "
         "stored tensors as they are and does not dequantise them. Prune in memory instead (hybridprune prune "
         "--in-memory): transformers dequantises the weights on load (MXFP4 to bfloat16, about 4x the experts' "
-        "stored size), and the pruned checkpoint is written unquantized, in bfloat16 with --dtype bfloat16."
+        "stored size), and the pruned checkpoint is written unquantized in the dtype loaded (bfloat16 for the Hub's "
+        "gpt-oss, as its config says; --dtype sets another), hybridprune.json stating the dequantisation and sizes."
     )
 
 
