@@ -288,3 +288,26 @@ def test_glm4_moe_lite_hub_layout_round_trips_without_its_mtp_layer(tmp_path, to
     assert "mlp_layer_types" not in config
     assert AutoConfig.from_pretrained(tmp_path / "stream").mlp_layer_types == ["dense", "sparse", "sparse"]
     assert (config["n_routed_experts"], config["num_attention_heads"], config["num_key_value_heads"]) == (5, 3, 3)
+
+
+# ---- serving-engine rules ------------------------------------------------------------------------------
+_VLLM_MLA = "vllm/model_executor/models/deepseek_v2.py (DeepseekV2Attention"
+_VLLM_SHARED = "deepseek_v2.py and glm4_moe.py (DeepseekV2MLP"
+
+
+@pytest.mark.parametrize("family, changes, tp, source", [
+    ("glm4_moe", {}, 2, None),
+    ("glm4_moe", {"num_attention_heads": 4}, 4, None),  # GLM-4.5 reads head_dim
+    ("glm4_moe", {}, 4, "vllm/model_executor/layers/linear.py:1052 (QKVParallelLinear)"),  # 6 heads
+    ("glm4_moe", {"ffn_hidden_size": 60}, 8, "vllm/model_executor/layers/linear.py:499"),
+    ("deepseek_v3", {"num_attention_heads": 3}, 2, _VLLM_MLA),
+    ("glm4_moe_lite", {}, 4, None),  # 4 MLA heads; no KV-head split
+    ("deepseek_v3", {"moe_shared_expert_intermediate_size": 16, "moe_ffn_hidden_size": 8}, 32, _VLLM_SHARED),
+    ("glm4_moe", {"moe_ffn_hidden_size": 8}, 16, "vllm/model_executor/layers/fused_moe/config.py:1341"),
+])
+def test_engine_rules_of_deepseek_moe_families(family, changes, tp, source):
+    from serving_helpers import dims_of, sources
+
+    adapter, _, dims = dims_of(family, **changes)
+    found = sources(adapter.model_type, dims, ("vllm",), tp)
+    assert found == [] if source is None else any(source in f for f in found), found
