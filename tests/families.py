@@ -450,6 +450,55 @@ RECORDS += [
         refusals=((dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"]),),
     ),
 ]
+# DeepSeek-V3-style MoE transformers (deepseek_moe.py): a dense first layer, then 8 experts in 2 routing groups
+# (2 per token from 1 group, sigmoid scores with a correction bias), expert FFN 16, one shared expert (16); the
+# multi-token-prediction layer off here (the Hub layouts carry it). GLM-4.5's GQA: 6 query heads in 2 KV groups of
+# 8 channels, q/k/v biases, per-head q/k norms, rotary over half of head_dim. DeepSeek-V3's MLA: 4 independent
+# heads (nope 8 + rope 8, v 12) through a q LoRA (24) and the kv latent (16), interleaved rope. GLM-4.7-Flash's MLA
+# without q LoRA, one routing group, its dense layers by `mlp_layer_types`.
+_DEEPSEEK_MOE_KW = dict(vocab_size=96, hidden_size=48, num_hidden_layers=4, intermediate_size=64,
+                        moe_intermediate_size=16, n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2,
+                        n_group=2, topk_group=1, routed_scaling_factor=1.5, norm_topk_prob=True,
+                        tie_word_embeddings=False, **_TOKENS)
+GLM4_MOE_KW = dict(**_DEEPSEEK_MOE_KW, num_attention_heads=6, num_key_value_heads=2, head_dim=8, attention_bias=True,
+                   use_qk_norm=True, first_k_dense_replace=1, num_nextn_predict_layers=0)
+_MLA_KW = dict(num_attention_heads=4, num_key_value_heads=4, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8,
+               v_head_dim=12)
+DEEPSEEK_V3_KW = dict(**_DEEPSEEK_MOE_KW, **_MLA_KW, q_lora_rank=24, first_k_dense_replace=1, rope_interleave=True,
+                      num_nextn_predict_layers=0)
+GLM4_MOE_LITE_KW = dict(**_without(_DEEPSEEK_MOE_KW, "n_group", "topk_group"), **_MLA_KW, q_lora_rank=None,
+                        n_group=1, topk_group=1, mlp_layer_types=["dense", "sparse", "dense", "sparse"])
+_DEEPSEEK_MOE_REFUSALS = (
+    (dict(moe_shared_expert_intermediate_size=12), Unrepresentable,
+     ["not a multiple of moe_ffn_hidden_size=16", "Valid values: [16]"]),
+    (dict(moe_ffn_hidden_size=12), Unrepresentable, ["moe_ffn_hidden_size=12 is not a multiple of 8"]),
+)
+RECORDS += [
+    Family(
+        "glm4_moe", "glm4_moe", GLM4_MOE_KW,
+        plans=(dict(num_moe_experts=6, moe_ffn_hidden_size=8, moe_shared_expert_intermediate_size=8,
+                    ffn_hidden_size=32, num_attention_heads=4, hidden_size=32),
+               dict(num_moe_experts=4, hidden_size=40, drop_layers=[0])),
+        refusals=(*_DEEPSEEK_MOE_REFUSALS,
+                  (dict(num_moe_experts=5), PlanError, ["multiple of n_group=2"]),
+                  (dict(num_attention_heads=3), PlanError, ["Valid values: [2, 4, 6]"])),
+    ),
+    Family(
+        "deepseek_v3", "deepseek_v3", DEEPSEEK_V3_KW,
+        plans=(dict(num_attention_heads=2, hidden_size=32, ffn_hidden_size=32, num_moe_experts=6,
+                    moe_ffn_hidden_size=8, moe_shared_expert_intermediate_size=8),
+               dict(num_attention_heads=3, num_moe_experts=4, drop_layers=[2])),
+        refusals=(*_DEEPSEEK_MOE_REFUSALS, (dict(num_moe_experts=5), PlanError, ["multiple of n_group=2"])),
+    ),
+    Family(
+        "glm4_moe_lite", "glm4_moe_lite", GLM4_MOE_LITE_KW,
+        plans=(dict(num_moe_experts=5, moe_ffn_hidden_size=8, ffn_hidden_size=32, num_attention_heads=3,
+                    hidden_size=40),
+               dict(num_moe_experts=3, drop_layers=[1])),
+        refusals=(*_DEEPSEEK_MOE_REFUSALS,
+                  (dict(num_moe_experts=1), PlanError, ["too few experts for num_experts_per_tok=2"])),
+    ),
+]
 FAMILIES = {f.name: f for f in RECORDS}
 
 

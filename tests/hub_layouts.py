@@ -334,11 +334,77 @@ PHI3_HUB = {
     "torch_dtype": "bfloat16", "transformers_version": "4.45.0",
 }
 
+# GLM-4.5-Air's Hub config, tiny: 6 query heads of 16 channels over a hidden size of 48 (as 96 x 128 over 4096), 2 KV
+# heads, rotary over half of head_dim, q/k/v biases, no q/k norms, one routing group; a dense first layer; one
+# multi-token-prediction layer stored as model.layers.4.* (`mtp_layer`)
+GLM4_MOE_HUB = {
+    "architectures": ["Glm4MoeForCausalLM"], "model_type": "glm4_moe",
+    "vocab_size": 96, "hidden_size": 48, "num_hidden_layers": 4, "num_attention_heads": 6, "num_key_value_heads": 2,
+    "head_dim": 16, "partial_rotary_factor": 0.5, "attention_bias": True, "use_qk_norm": False,
+    "intermediate_size": 64, "moe_intermediate_size": 16, "n_routed_experts": 8, "n_shared_experts": 1,
+    "num_experts_per_tok": 2, "n_group": 1, "topk_group": 1, "first_k_dense_replace": 1, "norm_topk_prob": True,
+    "routed_scaling_factor": 1.0, "num_nextn_predict_layers": 1, "hidden_act": "silu", "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 131072, "rope_theta": 1000000, "rope_scaling": None, "attention_dropout": 0.0,
+    "tie_word_embeddings": False, "use_cache": True, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": [2],
+    "torch_dtype": "float32", "transformers_version": "4.54.0",
+}
+# DeepSeek-V3's Hub config, tiny (remote-code era: `auto_map`, `scoring_func`, `topk_method`, yarn `rope_scaling`):
+# MLA with a q LoRA, 8 experts in 2 routing groups, a dense first layer, one MTP layer (model.layers.4.*). The
+# Hub's FP8 block-scaled weights (`weight_scale_inv`) are not reproduced: this one holds float32.
+DEEPSEEK_V3_HUB = {
+    "architectures": ["DeepseekV3ForCausalLM"],
+    "auto_map": {"AutoConfig": "configuration_deepseek.DeepseekV3Config",
+                 "AutoModel": "modeling_deepseek.DeepseekV3Model",
+                 "AutoModelForCausalLM": "modeling_deepseek.DeepseekV3ForCausalLM"},
+    "model_type": "deepseek_v3",
+    "vocab_size": 96, "hidden_size": 48, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4,
+    "q_lora_rank": 24, "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 8, "v_head_dim": 12,
+    "intermediate_size": 64, "moe_intermediate_size": 16, "n_routed_experts": 8, "n_shared_experts": 1,
+    "num_experts_per_tok": 2, "n_group": 2, "topk_group": 1, "first_k_dense_replace": 1, "moe_layer_freq": 1,
+    "norm_topk_prob": True, "routed_scaling_factor": 2.5, "scoring_func": "sigmoid", "topk_method": "noaux_tc",
+    "seq_aux": True, "aux_loss_alpha": 0.001, "ep_size": 1, "num_nextn_predict_layers": 1, "hidden_act": "silu",
+    "rms_norm_eps": 1e-6, "max_position_embeddings": 163840, "rope_theta": 10000,
+    "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 1.0, "mscale_all_dim": 1.0,
+                     "original_max_position_embeddings": 4096, "type": "yarn"},
+    "attention_bias": False, "attention_dropout": 0.0, "tie_word_embeddings": False, "use_cache": True,
+    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+    "transformers_version": "4.33.1",
+}
+# GLM-4.7-Flash's Hub config, tiny: MLA with a q LoRA, one routing group, the dense layers by
+# `first_k_dense_replace` alone (transformers derives `mlp_layer_types`), one MTP layer (model.layers.4.*)
+GLM4_MOE_LITE_HUB = {
+    "architectures": ["Glm4MoeLiteForCausalLM"], "model_type": "glm4_moe_lite",
+    "vocab_size": 96, "hidden_size": 48, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4,
+    "q_lora_rank": 24, "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 8, "v_head_dim": 12,
+    "intermediate_size": 64, "moe_intermediate_size": 16, "n_routed_experts": 8, "n_shared_experts": 1,
+    "num_experts_per_tok": 2, "n_group": 1, "topk_group": 1, "first_k_dense_replace": 1, "norm_topk_prob": True,
+    "routed_scaling_factor": 1.8, "topk_method": "noaux_tc", "num_nextn_predict_layers": 1, "hidden_act": "silu",
+    "rms_norm_eps": 1e-5, "max_position_embeddings": 202752, "rope_theta": 1000000, "rope_interleave": True,
+    "attention_bias": False, "attention_dropout": 0.0, "tie_word_embeddings": False, "use_cache": True,
+    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": [2], "torch_dtype": "float32",
+    "transformers_version": "5.0.0.dev0",
+}
+
+
+def mtp_layer(index: int, hidden: int, vocab: int = 96) -> dict[str, torch.Tensor]:
+    """A multi-token-prediction layer as DeepSeek-V3 and GLM-4.5 store it, after the last decoder layer
+    (`model.layers.{index}.*`): its projections and norms, a shared head, and decoder tensors of its own
+    (one of them a per-expert tensor, which the load-time merge must not take for the model's)."""
+    g = torch.Generator().manual_seed(4)
+    stem = f"model.layers.{index}."
+    return {f"{stem}{name}": torch.randn(*shape, generator=g) for name, shape in {
+        "embed_tokens.weight": (vocab, hidden), "enorm.weight": (hidden,), "hnorm.weight": (hidden,),
+        "eh_proj.weight": (hidden, 2 * hidden), "shared_head.norm.weight": (hidden,),
+        "shared_head.head.weight": (vocab, hidden), "input_layernorm.weight": (hidden,),
+        "mlp.gate.weight": (8, hidden), "mlp.gate.e_score_correction_bias": (8,),
+        "mlp.experts.0.gate_proj.weight": (16, hidden), "mlp.experts.0.down_proj.weight": (hidden, 16),
+    }.items()}
+
 
 def _moe_transformer_hub_tensors(key: str, t: torch.Tensor, model_type: str) -> dict[str, torch.Tensor] | None:
     """The Hub's tensors for one model tensor of a transformer MoE family, or None when it is stored as is:
     Qwen's per-expert gate/up/down; Mixtral's `block_sparse_moe` with per-expert w1 (gate), w3 (up), w2 (down)."""
-    if model_type in ("qwen3_moe", "qwen2_moe"):
+    if model_type in ("qwen3_moe", "qwen2_moe", "glm4_moe", "glm4_moe_lite", "deepseek_v3"):
         m = re.fullmatch(r"(.*\.mlp\.experts)\.(gate_up_proj|down_proj)", key)
         return per_expert(m.group(1), m.group(2), t) if m else None
     if model_type == "mixtral" and ".mlp." in key:

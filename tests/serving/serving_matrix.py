@@ -239,6 +239,30 @@ FAMILIES.update({f.name: f for f in [
     Family("phi3", "phi3", axes=_DENSE_AXES, config=dict(_NO_HEAD_DIM)),
 ]})
 
+# DeepSeek-V3-style MoE families (deepseek_moe.py), tiny: a dense first layer, then 4 experts of 64 in one routing
+# group, 2 per token, one shared expert (64), sigmoid scores with a correction bias, no MTP layer; GLM-4.5's GQA as
+# _DENSE (4 heads of 32 in 2 KV groups, rotary over half of head_dim); DeepSeek-V3's MLA with a q LoRA (64) and
+# GLM-4.7-Flash's without one: 4 heads, nope 32 + rope 32, v 32, kv latent 32. In the matrix, not yet run (the
+# engines are not installed where these families were added; docs/serving.md says so).
+_DEEPSEEK_MOE = dict(vocab_size=VOCAB, hidden_size=128, intermediate_size=128, num_hidden_layers=3,
+                     moe_intermediate_size=64, n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2, n_group=1,
+                     topk_group=1, norm_topk_prob=True, num_nextn_predict_layers=0, pad_token_id=0, bos_token_id=1,
+                     eos_token_id=2)
+_DEEPSEEK_MLA = dict(num_attention_heads=4, num_key_value_heads=4, kv_lora_rank=32, qk_rope_head_dim=32,
+                     qk_nope_head_dim=32, v_head_dim=32)
+_DEEPSEEK_MOE_AXES = {"hidden": "hidden_size=64", "ffn": "ffn_hidden_size=64", "attention_heads": "num_attention_heads=2",
+                      **_MOE_AXES, "depth": "num_layers=2",
+                      "all": "hidden_size=64,ffn_hidden_size=64,num_attention_heads=2,num_moe_experts=2,"
+                             "moe_ffn_hidden_size=32,moe_shared_expert_intermediate_size=32,num_layers=2"}
+FAMILIES.update({f.name: f for f in [
+    Family("glm4_moe", "glm4_moe", axes=_DEEPSEEK_MOE_AXES,
+           config=dict(_DEEPSEEK_MOE, **_ATTN, head_dim=32, attention_bias=True, first_k_dense_replace=1)),
+    Family("deepseek_v3", "deepseek_v3", axes=_DEEPSEEK_MOE_AXES,
+           config=dict(_DEEPSEEK_MOE, **_DEEPSEEK_MLA, q_lora_rank=64, first_k_dense_replace=1)),
+    Family("glm4_moe_lite", "glm4_moe_lite", axes=_DEEPSEEK_MOE_AXES,
+           config=dict(_DEEPSEEK_MOE, **_DEEPSEEK_MLA, q_lora_rank=None, mlp_layer_types=["dense", "sparse", "sparse"])),
+]})
+
 AXES = ("base",) + tuple(dict.fromkeys(a for f in FAMILIES.values() for a in f.axes))
 
 

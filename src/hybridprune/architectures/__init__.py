@@ -21,6 +21,7 @@ from .base import (
 )
 from .bamba import BambaAdapter
 from .config_values import check_config_values
+from .deepseek_moe import DeepseekMoeAdapter
 from .dense import DenseAdapter, Gemma3WrapperAdapter
 from .falcon_h1 import FalconH1Adapter
 from .granitemoehybrid import GraniteMoeHybridAdapter
@@ -38,7 +39,7 @@ from .zamba2 import Zamba2Adapter
 ADAPTERS: tuple[type[Adapter], ...] = (
     NemotronHAdapter, Mamba2Adapter, BambaAdapter, GraniteMoeHybridAdapter, FalconH1Adapter, Zamba2Adapter,
     LlamaAdapter, Qwen3_5Adapter, Qwen3_5VLAdapter, OlmoHybridAdapter, JambaAdapter, KimiLinearAdapter, Lfm2Adapter,
-    TransformerMoeAdapter, DenseAdapter, Gemma3WrapperAdapter,
+    TransformerMoeAdapter, DeepseekMoeAdapter, DenseAdapter, Gemma3WrapperAdapter,
 )
 #: model types an adapter recognises only to refuse them with the reason
 REFUSED: tuple[str, ...] = (*JambaAdapter.model_types, *Gemma3WrapperAdapter.model_types)

@@ -88,11 +88,16 @@ DENSE = ("gemma3_text", "olmo2", "olmo3")
 #: granite.py and nemotron.py, whose attention reads `head_dim`; seed_oss.py and phi3.py not read, assumed
 #: alike), not yet checked against the 0.32.0 wheel
 DENSE_LLAMA_LIKE = ("granite", "seed_oss", "nemotron", "phi3")
+#: DeepSeek-V3-style MoE families (deepseek_moe.py); their vLLM rules were read from vLLM's GitHub tree
+#: (vllm/model_executor/models/glm4_moe.py; deepseek_v2.py, which serves DeepseekV3ForCausalLM), not yet checked
+#: against the 0.32.0 wheel. MLA families are not in ATTENTION_FAMILIES: their KV heads are not split.
+DEEPSEEK_MOE = ("glm4_moe", "deepseek_v3", "glm4_moe_lite")
+MLA_MOE = ("deepseek_v3", "glm4_moe_lite")
 ATTENTION_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
-                      "lfm2", "lfm2_moe", *GDN_FAMILIES, *TRANSFORMER_MOE, *DENSE, *DENSE_LLAMA_LIKE)
+                      "lfm2", "lfm2_moe", *GDN_FAMILIES, *TRANSFORMER_MOE, *DENSE, *DENSE_LLAMA_LIKE, "glm4_moe")
 FFN_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
                 "lfm2", "lfm2_moe", "qwen3_5_text", "qwen3_5", "qwen3_next", "olmo_hybrid", "kimi_linear",
-                "qwen3_moe", "qwen2_moe", *DENSE, *DENSE_LLAMA_LIKE)
+                "qwen3_moe", "qwen2_moe", *DENSE, *DENSE_LLAMA_LIKE, *DEEPSEEK_MOE)
 
 RULES: tuple[EngineRule, ...] = (
     # ---- families an engine has no model for ------------------------------------------------------
@@ -238,7 +243,17 @@ RULES: tuple[EngineRule, ...] = (
                "ranks",
                "vllm/model_executor/models/qwen2_moe.py (Qwen2MoeMLP's MergedColumnParallelLinear; read on vLLM's "
                "GitHub tree, the 0.32.0 line not checked)"),
-    EngineRule(VLLM, ("nemotron_h", "granitemoehybrid", "lfm2_moe", *QWEN_MOE, "kimi_linear", *TRANSFORMER_MOE),
+    EngineRule(VLLM, MLA_MOE, "multiple", ("num_attention_heads",), (TP,), ATTENTION,
+               "vLLM splits the MLA heads (num_attention_heads) over the tensor-parallel ranks",
+               "vllm/model_executor/models/deepseek_v2.py (DeepseekV2Attention and the MLA attention: assert "
+               "num_heads % tp_size == 0; read on vLLM's GitHub tree, the 0.32.0 line not checked)"),
+    EngineRule(VLLM, DEEPSEEK_MOE, "multiple", ("moe_shared_expert_intermediate_size",), (TP,), MOE,
+               "vLLM splits the shared experts' width (moe_intermediate_size x n_shared_experts) over the "
+               "tensor-parallel ranks",
+               "vllm/model_executor/models/deepseek_v2.py and glm4_moe.py (DeepseekV2MLP, Glm4MoeMLP: "
+               "MergedColumnParallelLinear; read on vLLM's GitHub tree, the 0.32.0 line not checked)"),
+    EngineRule(VLLM, ("nemotron_h", "granitemoehybrid", "lfm2_moe", *QWEN_MOE, "kimi_linear", *TRANSFORMER_MOE,
+                      *DEEPSEEK_MOE),
                "multiple",
                ("moe_ffn_hidden_size",), (TP,), MOE,
                "vLLM's fused MoE splits the expert FFN width (moe_intermediate_size; Granite, Mixtral, gpt-oss: "

@@ -25,6 +25,7 @@ from .base import (
 )
 from .kimi_layouts import DEEPSEEK_MOE, KDA, KV_HEAD, KV_LORA, MLA, Q_HEAD, Q_LORA, ROPE
 from .layouts import GATED_MLP, outer_rules
+from .moe import check_deepseek_moe
 
 _MIXER = {"linear_attention": MAMBA, "full_attention": ATTENTION}
 _FFN = {"dense": MLP, "sparse": MOE}
@@ -97,21 +98,7 @@ class KimiLinearAdapter(Adapter):
                 f"sizes the KDA forget- and output-gate bottlenecks (f_a_proj, g_a_proj) with it, and those are not "
                 f"pruned. Keep mamba_head_dim={original.mamba_head_dim}; prune KDA heads with mamba_num_heads "
                 f"(1..{original.mamba_num_heads}) instead.")
-        if not dims.has_kind(MOE):
-            return
-        f, fs = dims.moe_ffn_hidden_size, dims.moe_shared_expert_intermediate_size
-        if fs % f:
-            top = (original or dims).moe_shared_expert_intermediate_size
-            raise Unrepresentable(
-                f"moe_shared_expert_intermediate_size={fs} is not a multiple of moe_ffn_hidden_size={f}: Kimi Linear "
-                f"builds its shared expert moe_intermediate_size x n_shared_experts wide. Valid values: "
-                f"{list(range(f, top + 1, f)) or 'none'}")
-        if dims.num_moe_experts // dims.moe_n_group < 2:
-            valid = list(range(2 * dims.moe_n_group, (original or dims).num_moe_experts + 1, dims.moe_n_group))
-            raise Unrepresentable(
-                f"num_moe_experts={dims.num_moe_experts} leaves fewer than 2 experts in each of the "
-                f"{dims.moe_n_group} routing groups; the router scores a group by its best two experts. "
-                f"Valid values: {valid}")
+        check_deepseek_moe(dims, original, "Kimi Linear")
 
     def make_config(self, config, dims: Dims):
         self.check_representable(dims, self.dims(config))

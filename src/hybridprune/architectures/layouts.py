@@ -78,7 +78,7 @@ def kv_cache(d: Dims) -> UnitCache:
     return UnitCache(per_token=2 * d.num_key_value_heads * d.attention_head_dim)
 
 
-def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str = "hidden", out: str = "o_proj",
+def qkvo_attention(*, bias: str = "all", qk_norm: bool | str = False, input_axis: str = "hidden", out: str = "o_proj",
                    head_gate: str | None = None, gated: bool = False,
                    qk_norm_names: tuple[str, str] = ("q_norm", "k_norm"), out_bias: str | None = None,
                    sinks: str | None = None) -> UnitLayout:
@@ -86,7 +86,8 @@ def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str 
 
     `bias`: which projections carry a bias when `Dims.attention_bias` ("all": q, k, v, o as in Llama;
     "qkv": Qwen2). `qk_norm`: per-head q/k RMSNorms over head_dim (Qwen3, LFM2), never sliced, named
-    `qk_norm_names` (LFM2: `q_layernorm`, `k_layernorm`).
+    `qk_norm_names` (LFM2: `q_layernorm`, `k_layernorm`); "dims": present when `Dims.attention_qk_norm`
+    (GLM-4.5's `use_qk_norm`, set in some checkpoints of the family and not in others).
     `input_axis`: the axis of the projections' input (Zamba2's shared attention reads 2 × hidden).
     `out`: the output projection's name (LFM2: `out_proj`). `head_gate`: a projection with one row per
     query head (LFM3's sigmoid output gate `g_proj`), cut with its head; present when the Dims extra
@@ -120,7 +121,7 @@ def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str 
             total += q_rows + 2 * kv + (d.hidden_size if bias == "all" else 0)
         if out_bias and d.extra(out_bias, 0):
             total += d.hidden_size
-        if qk_norm:
+        if qk_norm is True or (qk_norm == "dims" and d.attention_qk_norm):
             total += 2 * hd
         if head_gate and d.extra("attention_gate", 0):
             total += d.num_attention_heads * width
@@ -142,7 +143,7 @@ def qkvo_attention(*, bias: str = "all", qk_norm: bool = False, input_axis: str 
                 out_shapes[f"{out}.bias"] = (d.hidden_size,)
         if out_bias and d.extra(out_bias, 0):
             out_shapes[f"{out}.bias"] = (d.hidden_size,)
-        if qk_norm:
+        if qk_norm is True or (qk_norm == "dims" and d.attention_qk_norm):
             out_shapes.update({f"{name}.weight": (hd,) for name in qk_norm_names})
         if head_gate and d.extra("attention_gate", 0):
             out_shapes[f"{head_gate}.weight"] = (d.num_attention_heads, width)

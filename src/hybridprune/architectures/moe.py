@@ -94,3 +94,24 @@ def check_routing(dims: Dims, names: dict[str, str], *, group_top: int = 1) -> N
         raise UnroutableConfig(f"{show('moe_top_k', 'moe_topk_group', 'num_moe_experts', 'moe_n_group')}: a token "
                                f"picks its experts in {kg} group(s) of {e // g}, fewer than the {k} it needs "
                                f"({names.get('moe_top_k')} <= {names.get('moe_topk_group')} x experts per group)")
+
+
+def check_deepseek_moe(dims: Dims, original: Dims | None, family: str) -> None:
+    """Raise Unrepresentable, listing valid values, for sizes a DeepSeek-V3 MoE block cannot hold: a shared
+    expert `moe_intermediate_size x n_shared_experts` wide (its width a multiple of the experts'), and a
+    router that scores each routing group by its best two experts."""
+    if not dims.has_kind(MOE):
+        return
+    f, fs = dims.moe_ffn_hidden_size, dims.moe_shared_expert_intermediate_size
+    if fs % f:
+        top = (original or dims).moe_shared_expert_intermediate_size
+        raise Unrepresentable(
+            f"moe_shared_expert_intermediate_size={fs} is not a multiple of moe_ffn_hidden_size={f}: {family} "
+            f"builds its shared expert moe_intermediate_size x n_shared_experts wide. Valid values: "
+            f"{list(range(f, top + 1, f)) or 'none'}")
+    if dims.num_moe_experts // dims.moe_n_group < 2:
+        valid = list(range(2 * dims.moe_n_group, (original or dims).num_moe_experts + 1, dims.moe_n_group))
+        raise Unrepresentable(
+            f"num_moe_experts={dims.num_moe_experts} leaves fewer than 2 experts in each of the "
+            f"{dims.moe_n_group} routing groups; the router scores a group by its best two experts. "
+            f"Valid values: {valid}")

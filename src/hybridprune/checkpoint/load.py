@@ -211,6 +211,7 @@ def load_model(ref: str | os.PathLike, *, dtype=None, device: str | torch.device
                                   "checkpoint complete (config.json and *.safetensors)?") from None
     if info.get("mismatched_keys"):
         _name_missing_slices(path, model, role)
+    info["unexpected_keys"] = _without_dropped_parts(info.get("unexpected_keys") or [], model.config)
     check_loading_info(info, path, role)
     bad = non_finite_tensors(model)
     if bad and files is not None:  # a cast to the loaded dtype (asked for, or the config's) may be at fault
@@ -220,6 +221,19 @@ def load_model(ref: str | os.PathLike, *, dtype=None, device: str | torch.device
     if device is not None:
         model = model.to(device)
     return model.eval()
+
+
+def _without_dropped_parts(keys, config) -> list:
+    """`keys` less those of the parts the adapter leaves out of a pruned output (`dropped_parts`): transformers
+    skips some of them by name only at the real checkpoints' layer counts (GLM-4.5's `model.layers.92.*`),
+    so at other depths it lists them as unexpected, though the model never uses them."""
+    from ..architectures import UnsupportedArchitecture, get_adapter
+
+    try:
+        dropped = get_adapter(config).dropped_parts(config)
+    except UnsupportedArchitecture:
+        return list(keys)
+    return [k for k in keys if not any(part.holds(str(k[0] if isinstance(k, tuple) else k)) for part in dropped)]
 
 
 def _is_wrapper(config) -> bool:
