@@ -118,7 +118,8 @@ def test_every_rule_names_its_engine_version_source_and_families():
     for rule in RULES:
         assert rule.version.startswith(("vLLM 0.32.0", "llama.cpp (llama-cpp-python 0.3.36)"))
         assert rule.source and rule.says and rule.model_types
-        assert rule.test in ("equal", "multiple", "multiple_or_one", "kv_heads", "at_least", "absent", "no_model")
+        assert rule.test in ("equal", "multiple", "multiple_or_one", "kv_heads", "at_least", "absent", "no_model",
+                             "pattern")
     assert not has_model("bamba", "vllm") and not has_model("zamba2", "llama.cpp") and has_model("nemotron_h", "vllm")
     assert not has_model("olmo_hybrid", "llama.cpp") and has_model("olmo_hybrid", "vllm")
 
@@ -367,3 +368,45 @@ def test_the_python_api_takes_serve_with_and_tensor_parallel(tokens):
         SearchConfig(tensor_parallel=2).validate()
     with pytest.raises(SearchError, match="unknown serving engine"):
         SearchConfig(serve_with="tgi").validate()
+
+
+# ---- sliding-window layers the engines fix by index ("pattern" rules) --------------------------------------
+def _with_kinds(family: str, variants: list[str]):
+    """The family's tiny dims with these attention variants, layer by layer (as depth pruning writes them)."""
+    adapter, _, dims = dims_of(family)
+    base = dims.block_kinds[0].split("@", 1)[0]
+    return adapter, dims.replace(block_kinds=tuple(f"{base}@{v}" for v in variants))
+
+
+S, F = "sliding_attention", "full_attention"
+
+
+@pytest.mark.parametrize("variants, broken", [
+    ([S, F, S, F], False),        # the source's alternation
+    ([S, F], False),              # layers 2 and 3 dropped: a whole period
+    ([S, S, F], True),            # layer 1 dropped: layer 1 is now sliding where the engines expect full
+    ([F, S, F], True),            # layer 0 dropped: every layer moves one step
+])
+def test_gpt_oss_sliding_layers_are_fixed_by_index_in_both_engines(variants, broken):
+    """vLLM 0.32.0 and llama.cpp give gpt-oss a window on every even layer whatever `layer_types` says, so a
+    depth plan that shifts the alternation is refused for both (read in both engines' pinned source)."""
+    adapter, dims = _with_kinds("gpt_oss", variants)
+    found = sources("gpt_oss", dims, ENGINES, 1)
+    assert ("vllm/model_executor/models/gpt_oss.py:176 (sliding_window if self.layer_idx % 2 == 0)" in found) is broken
+    assert any(s.startswith("src/models/openai-moe.cpp:9") for s in found) is broken
+    if broken:
+        with pytest.raises(NotServable, match="dropping whole runs of 2 layers"):
+            check_servable(adapter, dims, ("vllm",), 1)
+
+
+def test_gemma3_sliding_pattern_is_fixed_at_six_in_llama_cpp_only():
+    """llama.cpp reads Gemma 3's pattern as every sixth layer full (its converter writes no per-layer
+    list); vLLM reads `layer_types`. The Hub's 5:1 pattern passes, a dropped layer that shifts it does not,
+    six dropped in a row pass again; a model with no sliding layer passes."""
+    hub = [F if i % 6 == 5 else S for i in range(12)]
+    for variants, broken in ((hub, False), (hub[1:], True), (hub[6:], False), (hub[:3] + hub[9:], False),
+                             ([F] * 4, False)):
+        _, dims = _with_kinds("gemma3_text", variants)
+        found = [v.rule.source for v in violations("gemma3_text", dims, ("llama.cpp",))]
+        assert any(s.startswith("src/models/gemma3.cpp:7") for s in found) is broken, variants
+        assert violations("gemma3_text", dims, ("vllm",)) == []

@@ -13,6 +13,10 @@ Kinds of rule (`test`):
 - "kv_heads": vLLM's KV-head split: kv % tp == 0 when kv >= tp, else tp % kv == 0;
 - "at_least": product(left) >= right[0] (vLLM refuses more tensor-parallel ranks than experts);
 - "absent": the model has no unit of `kind` (an engine that reads every layer of the family as another kind);
+- "pattern": the engine fixes which layers use sliding-window attention by their index, whatever the config's
+  `layer_types` say: with `left` = (sliding variant, full variant) and `right` = (period,), layer i must be
+  full exactly when i % period == period - 1 (a model with no sliding layer passes: the engine then
+  uses no window). Depth pruning keeps it by dropping whole periods;
 - "no_model": the engine has no model for the family at all.
 A rule whose fields the model lacks (no attention, no MLP) does not apply.
 
@@ -65,7 +69,9 @@ class EngineRule:
 
     @property
     def fields(self) -> tuple[str, ...]:
-        """The `Dims` fields the rule reads."""
+        """The `Dims` fields the rule reads (a "pattern" rule reads the layers' kinds, no size)."""
+        if self.test == "pattern":
+            return ()
         return tuple(f for f in (*self.left, *self.right) if isinstance(f, str) and f != TP)
 
 
@@ -264,4 +270,19 @@ RULES: tuple[EngineRule, ...] = (
                "vLLM splits the shared expert's width (moe_shared_expert_intermediate_size) over the "
                "tensor-parallel ranks",
                "vllm/model_executor/layers/linear.py:499 (the shared expert's ColumnParallelLinear)"),
+    # ---- sliding-window layers fixed by index ---------------------------------------------------------
+    EngineRule(VLLM, ("gpt_oss",), "pattern", ("sliding_attention", "full_attention"), (2,), ATTENTION,
+               "vLLM gives gpt-oss a sliding window on every even layer and full attention on every odd one, "
+               "whatever layer_types says",
+               "vllm/model_executor/models/gpt_oss.py:176 (sliding_window if self.layer_idx % 2 == 0)"),
+    EngineRule(LLAMA_CPP, ("gpt_oss",), "pattern", ("sliding_attention", "full_attention"), (2,), ATTENTION,
+               "llama.cpp gives gpt-oss a sliding window on every even layer: its converter writes no per-layer "
+               "pattern and the loader's default is a period of 2",
+               "src/models/openai-moe.cpp:9 (load_swa_pattern(ml, 2)), src/llama-hparams.cpp:15, conversion/"
+               "gpt_oss.py:130 (only sliding_window written)"),
+    EngineRule(LLAMA_CPP, ("gemma3_text",), "pattern", ("sliding_attention", "full_attention"), (6,), ATTENTION,
+               "llama.cpp gives Gemma 3 full attention on every sixth layer and a sliding window on the others: its "
+               "converter writes no per-layer pattern (only sliding_window) and the loader's default is a period "
+               "of 6",
+               "src/models/gemma3.cpp:7 (load_swa_pattern(ml, 6)), src/llama-hparams.cpp:15, conversion/gemma.py:156"),
 )

@@ -125,6 +125,8 @@ def broken(rule: EngineRule, dims: Dims, tensor_parallel: int = 1) -> str | None
         return "no plan changes that"
     if rule.test == "absent":
         return f"the model has {rule.kind} layers {dims.layers_of(rule.kind)}"
+    if rule.test == "pattern":
+        return _pattern_broken(rule, dims)
     left = _product(rule.left, dims, tp)
     if left is None:
         return None
@@ -146,6 +148,21 @@ def broken(rule: EngineRule, dims: Dims, tensor_parallel: int = 1) -> str | None
         ok = left % tp == 0 if left >= tp else tp % left == 0
         return None if ok else f"{_spell(rule.left, dims, tp)} and tensor_parallel = {tp} do not divide one another"
     raise ValueError(f"unknown rule test {rule.test!r}")
+
+
+def _pattern_broken(rule: EngineRule, dims: Dims) -> str | None:
+    """The layers whose sliding / full variant differs from the engine's fixed pattern (a "pattern" rule)."""
+    sliding, full = rule.left
+    period = rule.right[0]
+    variants = [kind.split("@", 1)[1] if "@" in kind else None for kind in dims.block_kinds]
+    if sliding not in variants:
+        return None  # no sliding layer: the engine uses no window either
+    wrong = [i for i, v in enumerate(variants)
+             if v in (sliding, full) and v != (full if i % period == period - 1 else sliding)]
+    if not wrong:
+        return None
+    return (f"layers {wrong} are not what the engine assumes (layer i full exactly when i % {period} == "
+            f"{period - 1}): {', '.join(f'{i} is {variants[i]}' for i in wrong[:6])}")
 
 
 def violations(model_type: str, dims: Dims, engines: Sequence[str] = ENGINES,
@@ -233,6 +250,9 @@ def _explain(violation: Violation, adapter, dims: Dims, engines: Sequence[str], 
     if rule.test == "absent":
         advice = (f"Drop those layers (drop_layers: {dims.layers_of(rule.kind)}), or leave {rule.engine} out of "
                   "--serve-with.")
+    elif rule.test == "pattern":
+        advice = (f"Keep the source's pattern by dropping whole runs of {rule.right[0]} layers (or none), or leave "
+                  f"{rule.engine} out of --serve-with.")
     elif shown:
         advice = "Nearest valid values (other sizes as planned): " + "; ".join(shown) + "."
     else:
