@@ -291,8 +291,8 @@ def test_glm4_moe_lite_hub_layout_round_trips_without_its_mtp_layer(tmp_path, to
 
 
 # ---- serving-engine rules ------------------------------------------------------------------------------
-_VLLM_MLA = "vllm/model_executor/models/deepseek_v2.py (DeepseekV2Attention"
-_VLLM_SHARED = "deepseek_v2.py and glm4_moe.py (DeepseekV2MLP"
+_VLLM_MLA = "vllm/model_executor/models/deepseek_v2.py:484 and 1041"
+_VLLM_SHARED = "deepseek_v2.py:362 and glm4_moe.py:173"
 
 
 @pytest.mark.parametrize("family, changes, tp, source", [

@@ -127,8 +127,10 @@ def test_smollm3_depth_pruning_keeps_each_layers_position_encoding(tmp_path, tok
     ("gemma3_text", {}, 4, "vllm/model_executor/layers/linear.py:1052 (QKVParallelLinear)"),  # 6 heads
     ("gemma3_text", {"ffn_hidden_size": 60}, 8, "vllm/model_executor/layers/linear.py:499"),
     ("gemma3_text", {}, 2, None),
-    ("olmo2", {"num_attention_heads": 4}, 1, "vllm/model_executor/models/olmo2.py (Olmo2Attention"),
-    ("olmo3", {"hidden_size": 40}, 1, "vllm/model_executor/models/olmo2.py (Olmo2Attention"),
+    # vLLM 0.32.0 runs OLMo 2 / 3 on its Transformers backend, which reads head_dim (registry.py:723-724)
+    ("olmo2", {"num_attention_heads": 4}, 1, None),
+    ("olmo3", {"hidden_size": 40}, 1, None),
+    ("olmo2", {}, 4, "vllm/model_executor/layers/linear.py:1052 (QKVParallelLinear)"),  # 6 heads
     ("olmo3", {"num_attention_heads": 4, "hidden_size": 32}, 2, None),
     ("granite", {"num_attention_heads": 4}, 1, None),  # vLLM reads head_dim
     ("seed_oss", {"ffn_hidden_size": 60}, 8, "vllm/model_executor/layers/linear.py:499"),
@@ -144,14 +146,21 @@ def test_engine_rules_of_dense_families(family, changes, tp, source):
 
 
 @pytest.mark.parametrize("family, changes, source", [
-    ("granite", {"num_attention_heads": 4}, "conversion/granite.py (GraniteModel.set_gguf_parameters"),
+    ("granite", {"num_attention_heads": 4}, "conversion/granite.py:33"),
     ("granite", {"num_attention_heads": 4, "hidden_size": 32}, None),
-    ("phi3", {"hidden_size": 40}, "conversion/phi.py (Phi3MiniModel"),
+    ("phi3", {"hidden_size": 40}, "conversion/phi.py:156"),
     ("phi3", {}, None),
     ("seed_oss", {"num_attention_heads": 4}, None),
+    # OLMo 2 / 3, Nemotron: query hidden_size wide (4 heads x 8 = 32 != 48; 6 x 8 != 40)
+    ("olmo2", {"num_attention_heads": 4}, "src/models/olmo2.cpp:30, 41-43"),
+    ("olmo3", {"hidden_size": 40}, "src/models/olmo2.cpp:30, 41-43"),
+    ("olmo3", {"num_attention_heads": 4, "hidden_size": 32}, None),
+    ("nemotron", {"num_attention_heads": 4}, "src/models/nemotron.cpp:28-29"),
+    ("nemotron", {}, None),
 ])
 def test_llama_cpp_head_size_rules_of_granite_and_phi3(family, changes, source):
-    """llama.cpp's Granite and Phi-3 converters size heads as hidden_size / num_attention_heads."""
+    """llama.cpp's Granite and Phi-3 converters, and its OLMo 2 / 3 and Nemotron graphs, size heads as
+    hidden_size / num_attention_heads."""
     from serving_helpers import dims_of, sources
 
     adapter, _, dims = dims_of(family, **changes)

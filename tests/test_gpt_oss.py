@@ -285,6 +285,9 @@ def test_gpt_oss_mxfp4_hub_layout_prunes_in_memory_to_bf16_and_says_so(tmp_path,
     ({}, 4, "vllm/model_executor/layers/linear.py:1052 (QKVParallelLinear)"),  # 6 heads (and their sinks)
     ({"moe_ffn_hidden_size": 8}, 16, "vllm/model_executor/layers/fused_moe/config.py:1341"),
     ({}, 2, None),
+    # 4 heads split 4 ways, but 2 KV heads: Llama-style replication would pass, gpt-oss divides them (2 // 4 = 0)
+    ({"num_attention_heads": 4}, 4, "vllm/model_executor/models/gpt_oss.py:157"),
+    ({"num_attention_heads": 4, "num_key_value_heads": 4}, 4, None),
 ])
 def test_engine_rules_of_gpt_oss(changes, tp, source):
     from serving_helpers import dims_of, sources

@@ -410,3 +410,25 @@ def test_gemma3_sliding_pattern_is_fixed_at_six_in_llama_cpp_only():
         found = [v.rule.source for v in violations("gemma3_text", dims, ("llama.cpp",))]
         assert any(s.startswith("src/models/gemma3.cpp:7") for s in found) is broken, variants
         assert violations("gemma3_text", dims, ("vllm",)) == []
+
+
+R, N = "full_attention,1", "full_attention,0"
+
+
+@pytest.mark.parametrize("variants, broken", [
+    ([R, R, R, N], False),              # the source's every-fourth NoPE layer
+    ([R, R, R, N, R, R, R, N], False),  # two periods
+    ([R, R, R], False),                 # the last layer dropped: no layer 3 left
+    ([R, R, N], True),                  # layer 1 dropped: the NoPE layer moves to 2, llama.cpp ropes it
+    ([R, R, R, R], True),               # llama.cpp leaves layer 3 without RoPE
+])
+def test_smollm3_nope_layers_are_fixed_every_fourth_in_llama_cpp_only(variants, broken):
+    """llama.cpp skips RoPE on layer i exactly when (i + 1) % 4 == 0 (smollm3.cpp:5, :69), whatever
+    `no_rope_layers` says; vLLM's Transformers backend reads the list."""
+    adapter, dims = _with_kinds("smollm3", variants)
+    found = sources("smollm3", dims, ("llama.cpp",), 1)
+    assert any(s.startswith("src/models/smollm3.cpp:5") for s in found) is broken
+    assert sources("smollm3", dims, ("vllm",), 1) == []
+    if broken:
+        with pytest.raises(NotServable, match="dropping whole runs of 4 layers"):
+            check_servable(adapter, dims, ("llama.cpp",), 1)

@@ -273,8 +273,8 @@ def test_mixtral_hub_layout_with_block_sparse_moe_w1_w2_w3_round_trips(tmp_path,
 
 
 # ---- serving-engine rules ------------------------------------------------------------------------------
-_VLLM_QWEN2_MOE_HEADS = "vllm/model_executor/models/qwen2_moe.py (Qwen2MoeAttention"
-_VLLM_EXPERTS = "vllm/model_executor/models/qwen3_moe.py and qwen2_moe.py (Qwen3MoeSparseMoeBlock"
+_VLLM_QWEN2_MOE_HEADS = "vllm/model_executor/models/qwen2_moe.py:225"
+_VLLM_EXPERTS = "vllm/model_executor/models/qwen3_moe.py:154 and qwen2_moe.py:136"
 
 
 @pytest.mark.parametrize("family, changes, engine, tp, source", [
@@ -285,11 +285,15 @@ _VLLM_EXPERTS = "vllm/model_executor/models/qwen3_moe.py and qwen2_moe.py (Qwen3
     ("mixtral", {"num_attention_heads": 4, "hidden_size": 40}, "vllm", 1, None),  # so does Mixtral
     ("qwen3_moe", {"num_moe_experts": 4}, "vllm", 8, _VLLM_EXPERTS),
     ("qwen2_moe", {"num_moe_experts": 4}, "vllm", 8, _VLLM_EXPERTS),
-    ("qwen2_moe", {"moe_shared_expert_intermediate_size": 20}, "vllm", 8, "qwen2_moe.py (Qwen2MoeMLP"),
+    ("qwen2_moe", {"moe_shared_expert_intermediate_size": 20}, "vllm", 8, "qwen2_moe.py:157-160 (Qwen2MoeMLP"),
     ("mixtral", {"moe_ffn_hidden_size": 12}, "vllm", 8, "vllm/model_executor/layers/fused_moe/config.py:1341"),
     ("qwen3_moe", {"ffn_hidden_size": 60}, "vllm", 8, "vllm/model_executor/layers/linear.py:499"),
     ("mixtral", {}, "vllm", 4, "vllm/model_executor/layers/linear.py:1052 (QKVParallelLinear)"),  # 6 heads
     ("qwen3_moe", {}, "vllm", 2, None),
+    # llama.cpp builds Qwen2-MoE's query hidden_size wide: 4 heads x 8 = 32 != 48; Qwen3-MoE reads the key length
+    ("qwen2_moe", {"num_attention_heads": 4}, "llama.cpp", 1, "src/models/qwen2moe.cpp:30-31"),
+    ("qwen2_moe", {"num_attention_heads": 4, "hidden_size": 32}, "llama.cpp", 1, None),
+    ("qwen3_moe", {"num_attention_heads": 4}, "llama.cpp", 1, None),
 ])
 def test_engine_rules_of_transformer_moe_families(family, changes, engine, tp, source):
     from serving_helpers import dims_of, sources

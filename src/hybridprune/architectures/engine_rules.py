@@ -13,10 +13,11 @@ Kinds of rule (`test`):
 - "kv_heads": vLLM's KV-head split: kv % tp == 0 when kv >= tp, else tp % kv == 0;
 - "at_least": product(left) >= right[0] (vLLM refuses more tensor-parallel ranks than experts);
 - "absent": the model has no unit of `kind` (an engine that reads every layer of the family as another kind);
-- "pattern": the engine fixes which layers use sliding-window attention by their index, whatever the config's
-  `layer_types` say: with `left` = (sliding variant, full variant) and `right` = (period,), layer i must be
-  full exactly when i % period == period - 1 (a model with no sliding layer passes: the engine then
-  uses no window). Depth pruning keeps it by dropping whole periods;
+- "pattern": the engine fixes which layers use sliding-window attention (SmolLM3 in llama.cpp: which skip RoPE)
+  by their index, whatever the config's `layer_types` (`no_rope_layers`) say: with `left` = (sliding variant, full
+  variant) and `right` = (period,), layer i must be the second variant exactly when i % period == period - 1 (a
+  model without the first variant passes: the engine then uses no window). Depth pruning keeps it by dropping
+  whole periods;
 - "no_model": the engine has no model for the family at all.
 A rule whose fields the model lacks (no attention, no MLP) does not apply.
 
@@ -81,22 +82,27 @@ QWEN_GDN = ("qwen3_5_text", "qwen3_5_moe_text", "qwen3_5", "qwen3_5_moe", "qwen3
 GDN_FAMILIES = (*QWEN_GDN, "olmo_hybrid")
 #: vLLM's Qwen3-Next MoE block (Qwen3.5-MoE uses it too: vllm/model_executor/models/qwen3_5.py:85)
 QWEN_MOE = ("qwen3_5_moe_text", "qwen3_5_moe", "qwen3_next")
-#: transformer MoE families (transformer_moe.py); their vLLM rules were read from vLLM's GitHub tree
-#: (vllm/model_executor/models/qwen2_moe.py, qwen3_moe.py), not yet checked against the 0.32.0 wheel
-#: gpt_oss from vllm/model_executor/models/gpt_oss.py (GitHub tree): head_dim read, heads and sinks split with
-#: QKVParallelLinear, `intermediate_size % world_size` asserted (the fused-MoE rule)
+#: transformer MoE families (transformer_moe.py). vLLM 0.32.0: Qwen3-MoE and Mixtral read `head_dim`
+#: (qwen3_moe.py:277, mixtral.py:173), Qwen2-MoE derives it (qwen2_moe.py:225); gpt-oss reads it (gpt_oss.py:105),
+#: splits heads and sinks (gpt_oss.py:131, 156) and asserts `intermediate_size % world_size` (gpt_oss.py:390, the
+#: fused-MoE rule). llama.cpp: Qwen3-MoE reads the key length (src/models/qwen3moe.cpp:32-33), Qwen2-MoE does not
+#: (qwen2moe.cpp:30-31)
 TRANSFORMER_MOE = ("qwen3_moe", "qwen2_moe", "mixtral", "gpt_oss")
-#: dense transformer families (dense.py); their vLLM rules were read from vLLM's GitHub tree
-#: (vllm/model_executor/models/gemma3.py: Gemma3Attention asserts the head split, Gemma3MLP is a
-#: MergedColumnParallelLinear), not yet checked against the 0.32.0 wheel
+#: dense transformer families (dense.py). vLLM 0.32.0: Gemma 3 reads `head_dim` and `layer_types`
+#: (gemma3.py:226, 153-155) and asserts the head split (gemma3.py:115); OLMo 2, OLMo 3 (and SmolLM3, Seed-OSS)
+#: have no model of their own: the registry sends them to the Transformers modeling backend (registry.py:723-727),
+#: which runs transformers' attention (head size from the module's `head_dim`, transformers/fusers/base.py:80)
+#: with vLLM's QKVParallelLinear and MergedColumnParallelLinear (transformers/fusers/qkv.py:176,
+#: merged_column.py:129), so the same head, KV-head and FFN splits
 DENSE = ("gemma3_text", "olmo2", "olmo3")
-#: dense families given vLLM's Llama-style splits of heads, KV heads and FFN (read in vLLM's GitHub tree for
-#: granite.py and nemotron.py, whose attention reads `head_dim`; seed_oss.py and phi3.py not read, assumed
-#: alike), not yet checked against the 0.32.0 wheel
+#: dense families with vLLM's Llama-style splits of heads, KV heads and FFN: Granite and Nemotron read `head_dim`
+#: (granite.py:181, nemotron.py:202), Phi-3 is vLLM's Llama (phi3.py:10, llama.py:158), Seed-OSS goes to the
+#: Transformers backend (registry.py:726)
 DENSE_LLAMA_LIKE = ("granite", "seed_oss", "nemotron", "phi3")
-#: DeepSeek-V3-style MoE families (deepseek_moe.py); their vLLM rules were read from vLLM's GitHub tree
-#: (vllm/model_executor/models/glm4_moe.py; deepseek_v2.py, which serves DeepseekV3ForCausalLM), not yet checked
-#: against the 0.32.0 wheel. MLA families are not in ATTENTION_FAMILIES: their KV heads are not split.
+#: DeepSeek-V3-style MoE families (deepseek_moe.py). vLLM 0.32.0: glm4_moe.py (reads `head_dim`, glm4_moe.py:255),
+#: deepseek_v2.py (serves DeepseekV3ForCausalLM, registry.py:91), glm4_moe_lite.py (Glm4MoeLiteForCausalLM,
+#: registry.py:119; its attention classes are deepseek_v2's, glm4_moe_lite.py:100-104).
+#: MLA families are not in ATTENTION_FAMILIES: their KV heads are not split.
 DEEPSEEK_MOE = ("glm4_moe", "deepseek_v3", "glm4_moe_lite")
 MLA_MOE = ("deepseek_v3", "glm4_moe_lite")
 ATTENTION_FAMILIES = ("nemotron_h", "granitemoehybrid", "falcon_h1", "zamba2", "llama", "mistral", "qwen2", "qwen3",
@@ -166,14 +172,21 @@ RULES: tuple[EngineRule, ...] = (
     EngineRule(VLLM, ("qwen2_moe",), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
                ATTENTION, "vLLM sizes Qwen2-MoE attention heads as hidden_size / num_attention_heads and ignores "
                           "head_dim, so num_attention_heads × head_dim must equal hidden_size",
-               "vllm/model_executor/models/qwen2_moe.py (Qwen2MoeAttention: head_dim = hidden_size // "
-               "total_num_heads; read on vLLM's GitHub tree, the 0.32.0 line not checked)"),
-    EngineRule(VLLM, ("olmo2", "olmo3"), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
-               ATTENTION, "vLLM sizes OLMo 2 / OLMo 3 attention heads as hidden_size / num_attention_heads (and its "
-                          "q_norm hidden_size wide), ignoring head_dim, so num_attention_heads × head_dim must equal "
-                          "hidden_size",
-               "vllm/model_executor/models/olmo2.py (Olmo2Attention: head_dim = hidden_size // total_num_heads; read "
-               "on vLLM's GitHub tree, the 0.32.0 line not checked)"),
+               "vllm/model_executor/models/qwen2_moe.py:225"),
+    EngineRule(LLAMA_CPP, ("olmo2", "olmo3"), "equal", ("num_attention_heads", "attention_head_dim"),
+               ("hidden_size",), ATTENTION,
+               "llama.cpp sizes OLMo 2 / OLMo 3 attention heads as hidden_size / num_attention_heads and builds the "
+               "query, output and q_norm tensors hidden_size wide, so num_attention_heads × head_dim must equal "
+               "hidden_size",
+               "src/models/olmo2.cpp:30, 41-43"),
+    EngineRule(LLAMA_CPP, ("qwen2_moe",), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
+               ATTENTION, "llama.cpp builds Qwen2-MoE's query and output projections hidden_size wide, so "
+                          "num_attention_heads × head_dim must equal hidden_size",
+               "src/models/qwen2moe.cpp:30-31"),
+    EngineRule(LLAMA_CPP, ("nemotron",), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
+               ATTENTION, "llama.cpp builds Nemotron's query and output projections hidden_size wide (whatever "
+                          "head_dim says), so num_attention_heads × head_dim must equal hidden_size",
+               "src/models/nemotron.cpp:28-29"),
     EngineRule(LLAMA_CPP, ("qwen2",), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
                ATTENTION, "llama.cpp sizes Qwen2 attention heads as hidden_size / num_attention_heads (its "
                           "converter writes no key length for Qwen2), so num_attention_heads × head_dim must "
@@ -188,14 +201,14 @@ RULES: tuple[EngineRule, ...] = (
                ATTENTION, "llama.cpp's converter drops head_dim for Granite (GraniteForCausalLM: 'Ignoring head_dim') "
                           "and sizes attention heads as hidden_size / num_attention_heads, so num_attention_heads × "
                           "head_dim must equal hidden_size",
-               "conversion/granite.py (GraniteModel.set_gguf_parameters pops head_dim; read on llama.cpp's GitHub "
-               "tree, the vendored 0.3.36 line not checked)"),
+               "conversion/granite.py:33 (head_dim popped; query width from the key length: "
+               "src/models/granite.cpp:78-79)"),
     EngineRule(LLAMA_CPP, ("phi3",), "equal", ("num_attention_heads", "attention_head_dim"), ("hidden_size",),
                ATTENTION, "llama.cpp's converter writes no key length for Phi-3 and its rotary dims as "
                           "partial_rotary_factor × hidden_size // num_attention_heads (checking the LongRoPE factors "
                           "against them), so num_attention_heads × head_dim must equal hidden_size",
-               "conversion/phi.py (Phi3MiniModel.set_gguf_parameters and generate_extra_tensors; read on llama.cpp's "
-               "GitHub tree, the vendored 0.3.36 line not checked)"),
+               "conversion/phi.py:156, 166 and 207 (rotary dims, LongRoPE check); src/models/phi3.cpp:46-47 (query "
+               "and output hidden_size wide)"),
     # ---- Mamba width -----------------------------------------------------------------------------------
     EngineRule(LLAMA_CPP, ("granitemoehybrid", "bamba"), "equal", ("mamba_num_heads", "mamba_head_dim"),
                (2, "hidden_size"), MAMBA,
@@ -241,23 +254,21 @@ RULES: tuple[EngineRule, ...] = (
                "vllm/model_executor/models/qwen3_next.py:117"),
     EngineRule(VLLM, ("qwen3_moe", "qwen2_moe"), "at_least", ("num_moe_experts",), (TP,), MOE,
                "vLLM refuses more tensor-parallel ranks than routed experts (num_experts)",
-               "vllm/model_executor/models/qwen3_moe.py and qwen2_moe.py (Qwen3MoeSparseMoeBlock, "
-               "Qwen2MoeSparseMoeBlock: 'Tensor parallel size ... is greater than the number of experts'; read on "
-               "vLLM's GitHub tree, the 0.32.0 line not checked)"),
+               "vllm/model_executor/models/qwen3_moe.py:154 and qwen2_moe.py:136"),
     EngineRule(VLLM, ("qwen2_moe",), "multiple", ("moe_shared_expert_intermediate_size",), (TP,), MOE,
                "vLLM splits the shared expert's width (shared_expert_intermediate_size) over the tensor-parallel "
                "ranks",
-               "vllm/model_executor/models/qwen2_moe.py (Qwen2MoeMLP's MergedColumnParallelLinear; read on vLLM's "
-               "GitHub tree, the 0.32.0 line not checked)"),
+               "vllm/model_executor/models/qwen2_moe.py:157-160 (Qwen2MoeMLP's MergedColumnParallelLinear, "
+               "qwen2_moe.py:91)"),
     EngineRule(VLLM, MLA_MOE, "multiple", ("num_attention_heads",), (TP,), ATTENTION,
                "vLLM splits the MLA heads (num_attention_heads) over the tensor-parallel ranks",
-               "vllm/model_executor/models/deepseek_v2.py (DeepseekV2Attention and the MLA attention: assert "
-               "num_heads % tp_size == 0; read on vLLM's GitHub tree, the 0.32.0 line not checked)"),
+               "vllm/model_executor/models/deepseek_v2.py:484 and 1041 (DeepseekV2Attention, DeepseekV2MLAAttention; "
+               "GLM-4.7-Flash's subclass them, glm4_moe_lite.py:100-104)"),
     EngineRule(VLLM, DEEPSEEK_MOE, "multiple", ("moe_shared_expert_intermediate_size",), (TP,), MOE,
                "vLLM splits the shared experts' width (moe_intermediate_size x n_shared_experts) over the "
                "tensor-parallel ranks",
-               "vllm/model_executor/models/deepseek_v2.py and glm4_moe.py (DeepseekV2MLP, Glm4MoeMLP: "
-               "MergedColumnParallelLinear; read on vLLM's GitHub tree, the 0.32.0 line not checked)"),
+               "vllm/model_executor/models/deepseek_v2.py:362 and glm4_moe.py:173 (into DeepseekV2MLP's, "
+               "Glm4MoeMLP's MergedColumnParallelLinear, deepseek_v2.py:261, glm4_moe.py:91)"),
     EngineRule(VLLM, ("nemotron_h", "granitemoehybrid", "lfm2_moe", *QWEN_MOE, "kimi_linear", *TRANSFORMER_MOE,
                       *DEEPSEEK_MOE),
                "multiple",
@@ -266,6 +277,10 @@ RULES: tuple[EngineRule, ...] = (
                "intermediate_size) "
                "over the tensor-parallel ranks",
                "vllm/model_executor/layers/fused_moe/config.py:1341"),
+    EngineRule(VLLM, ("gpt_oss",), "multiple", ("num_key_value_heads",), (TP,), ATTENTION,
+               "vLLM's gpt-oss attention divides the KV heads by the tensor-parallel size without replicating them "
+               "(num_key_value_heads // tp_size KV heads per rank), so num_key_value_heads must be a multiple of it",
+               "vllm/model_executor/models/gpt_oss.py:157 (and kv_size, gpt_oss.py:135)"),
     EngineRule(VLLM, ("nemotron_h",), "multiple", ("moe_shared_expert_intermediate_size",), (TP,), MOE,
                "vLLM splits the shared expert's width (moe_shared_expert_intermediate_size) over the "
                "tensor-parallel ranks",
@@ -285,4 +300,9 @@ RULES: tuple[EngineRule, ...] = (
                "converter writes no per-layer pattern (only sliding_window) and the loader's default is a period "
                "of 6",
                "src/models/gemma3.cpp:7 (load_swa_pattern(ml, 6)), src/llama-hparams.cpp:15, conversion/gemma.py:156"),
+    EngineRule(LLAMA_CPP, ("smollm3",), "pattern", ("full_attention,1", "full_attention,0"), (4,), ATTENTION,
+               "llama.cpp gives SmolLM3 no RoPE on every fourth layer (layer i when (i + 1) % 4 == 0) and RoPE on "
+               "the others, whatever no_rope_layers says: its loader fixes the step at 4 and the converter writes no "
+               "per-layer list",
+               "src/models/smollm3.cpp:5 (n_no_rope_layer_step = 4) and :69, conversion/llama.py:425"),
 )

@@ -161,8 +161,8 @@ def _pattern_broken(rule: EngineRule, dims: Dims) -> str | None:
              if v in (sliding, full) and v != (full if i % period == period - 1 else sliding)]
     if not wrong:
         return None
-    return (f"layers {wrong} are not what the engine assumes (layer i full exactly when i % {period} == "
-            f"{period - 1}): {', '.join(f'{i} is {variants[i]}' for i in wrong[:6])}")
+    return (f"layers {wrong} are not what the engine assumes (layer i {full} exactly when i % {period} == "
+            f"{period - 1}, else {sliding}): {', '.join(f'{i} is {variants[i]}' for i in wrong[:6])}")
 
 
 def violations(model_type: str, dims: Dims, engines: Sequence[str] = ENGINES,
