@@ -19,6 +19,7 @@ from hub_layouts import (
     DEEPSEEK_V3_HUB, GLM4_MOE_HUB, GLM4_MOE_LITE_HUB, check_round_trip, hub_checkpoint, mtp_layer, prune_both_ways,
     read_all,
 )
+from moe_helpers import check_expert_scores
 from hybridprune.architectures import get_adapter
 from hybridprune.checkpoint.files import CheckpointFiles
 from hybridprune.checkpoint.fingerprint import checkpoint_fingerprint, model_fingerprint
@@ -172,24 +173,14 @@ def test_expert_scores_match_a_direct_computation(family):
     scores = calibrate(model, ids, progress=False)
     for n, (i, (x, index, weights)) in enumerate(zip(layers, seen)):
         experts = model.model.layers[i].mlp.experts
-        norm_sum, weighted, count = torch.zeros(8), torch.zeros(8), torch.zeros(8)
-        per_sample, pairs = torch.zeros(3, 16), torch.zeros(3)
-        for token in range(x.shape[0]):
-            for slot in range(2):
-                e = int(index[token, slot])
-                gate, up = (x[token] @ experts.gate_up_proj[e].T).chunk(2)
-                a = F.silu(gate) * up
-                out = a @ experts.down_proj[e].T
-                norm_sum[e] += out.norm()
-                weighted[e] += weights[token, slot] * out.norm()
-                count[e] += 1
-                per_sample[token // 10] += a.abs()
-                pairs[token // 10] += 1
+
+        def expert(e, h, experts=experts):
+            gate, up = (h @ experts.gate_up_proj[e].T).chunk(2)
+            a = F.silu(gate) * up
+            return a, a @ experts.down_proj[e].T
+
         close = dict(rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(scores.moe_experts[i], norm_sum / count.clamp(min=1), **close)
-        torch.testing.assert_close(scores.moe_router_weighted[i], weighted / count.clamp(min=1), **close)
-        torch.testing.assert_close(scores.moe_frequency[i], count / count.sum())
-        torch.testing.assert_close(scores.moe_ffn[i], (per_sample / pairs[:, None]).pow(2).sum(0).sqrt(), **close)
+        check_expert_scores(scores, i, x, index, weights, expert, num_experts=8, width=16, samples=3, close=close)
         shared = shared_in[n].reshape(3, 10, -1).abs().mean(dim=1).pow(2).sum(0).sqrt()
         torch.testing.assert_close(scores.moe_shared_ffn[i], shared, **close)
     adapter = get_adapter(model)

@@ -17,6 +17,7 @@ from families import tiny_config
 from hub_layouts import (
     GPT_OSS_HUB, GPT_OSS_MXFP4_HUB, check_round_trip, hub_checkpoint, logits, mxfp4_experts, prune_both_ways, read_all,
 )
+from moe_helpers import check_expert_scores
 from hybridprune.architectures import get_adapter
 from hybridprune.pruning.selection import Selection
 from hybridprune.pruning.slicing import slice_state_dict
@@ -137,27 +138,18 @@ def test_expert_scores_match_a_direct_computation():
     clamped = 0
     for i, (x, index, weights) in enumerate(seen):
         experts = model.model.layers[i].mlp.experts
-        norm_sum, weighted, count = torch.zeros(8), torch.zeros(8), torch.zeros(8)
-        per_sample, pairs = torch.zeros(3, 16), torch.zeros(3)
-        for token in range(x.shape[0]):
-            for slot in range(2):
-                e = int(index[token, slot])
-                h = x[token] @ experts.gate_up_proj[e] + experts.gate_up_proj_bias[e]
-                gate, up = h[0::2], h[1::2]
-                clamped += int((gate > 7).sum() + (up.abs() > 7).sum())
-                gate, up = torch.minimum(gate, torch.tensor(7.0)), up.clamp(-7.0, 7.0)
-                a = (up + 1) * gate * torch.sigmoid(1.702 * gate)
-                out = a @ experts.down_proj[e] + experts.down_proj_bias[e]
-                norm_sum[e] += out.norm()
-                weighted[e] += weights[token, slot] * out.norm()
-                count[e] += 1
-                per_sample[token // 10] += a.abs()
-                pairs[token // 10] += 1
-        close = dict(rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(scores.moe_experts[i], norm_sum / count.clamp(min=1), **close)
-        torch.testing.assert_close(scores.moe_router_weighted[i], weighted / count.clamp(min=1), **close)
-        torch.testing.assert_close(scores.moe_frequency[i], count / count.sum())
-        torch.testing.assert_close(scores.moe_ffn[i], (per_sample / pairs[:, None]).pow(2).sum(0).sqrt(), **close)
+
+        def expert(e, h, experts=experts):
+            nonlocal clamped
+            pre = h @ experts.gate_up_proj[e] + experts.gate_up_proj_bias[e]
+            gate, up = pre[0::2], pre[1::2]
+            clamped += int((gate > 7).sum() + (up.abs() > 7).sum())
+            gate, up = torch.minimum(gate, torch.tensor(7.0)), up.clamp(-7.0, 7.0)
+            a = (up + 1) * gate * torch.sigmoid(1.702 * gate)
+            return a, a @ experts.down_proj[e] + experts.down_proj_bias[e]
+
+        check_expert_scores(scores, i, x, index, weights, expert, num_experts=8, width=16, samples=3,
+                            close=dict(rtol=1e-4, atol=1e-6))
     assert clamped > 0  # the clamps were exercised
     adapter = get_adapter(model)
     dims = adapter.dims(model.config)
