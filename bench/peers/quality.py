@@ -58,7 +58,8 @@ HERE = Path(__file__).resolve().parent
 TP_CRITERIA = ("magnitude", "taylor", "hessian")
 TOOLS = ("hybridprune", "torch-pruning", "torch-pruning-ffn")
 #: what must match for a results file to be resumed (the rest only says how the run went)
-SETTINGS = ("calib", "rank", "val", "seq_len", "depth_samples", "max_candidates", "kd_steps", "kd_batch", "kd_lr")
+SETTINGS = ("calib", "rank", "val", "seq_len", "depth_samples", "max_candidates", "kd_steps", "kd_batch", "kd_lr",
+            "criteria")
 TOLERANCE = 0.01  # every tool lands within 1 % of the budget's count
 BAND = 2 * TOLERANCE / (1 + TOLERANCE)
 
@@ -248,10 +249,11 @@ def main() -> None:
     ap.add_argument("--tools", default=",".join(TOOLS), help="which rows to measure")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", type=Path, help="JSON lines, appended as results finish; a rerun skips what is "
-                    "there (default bench/results/peers_quality.jsonl; with --smoke a new temporary file)")
+                    "there. Not given: bench/results/peers_quality.jsonl, or with --smoke a new temporary file")
     ap.add_argument("--table", type=Path, nargs="+", help="print the tables of results files and stop")
     ap.add_argument("--smoke", action="store_true",
-                    help="one budget, one seed, tiny samples, one KD step, magnitude only (a few minutes)")
+                    help="one budget, one seed, tiny samples, one KD step, magnitude only (a few minutes); it sets "
+                    "these sizes whatever other options say")
     ap.add_argument("--plot", type=Path, help="with --table: also draw perplexity against size into this PNG")
     args = ap.parse_args()
     if args.smoke:
@@ -280,13 +282,21 @@ def main() -> None:
         done = {r["key"] for r in rows}
         # a file from before settings were recorded holds a run with the defaults
         defaults = {k: ap.get_default(k) for k in SETTINGS}
-        theirs = next((r.get("settings", defaults) for r in rows if r["key"] == "teacher"), settings)
+        # a setting the file does not record had its default when the file was written
+        theirs = {**defaults, **next((r.get("settings", {}) for r in rows if r["key"] == "teacher"), settings)}
         if theirs != settings:
             raise SystemExit(f"{args.out} holds results measured with other settings "
                              f"({', '.join(f'{k}={theirs.get(k)}' for k in SETTINGS if theirs.get(k) != settings[k])}); "
                              f"pass --out with a new file to measure these ({', '.join(f'{k}={settings[k]}' for k in SETTINGS if theirs.get(k) != settings[k])})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     print(f"results: {args.out}", flush=True)
+    wanted = {f"{tool}/{float(b)}/{int(seed)}" for tool in tools for b in args.budgets.split(",")
+              for seed in args.seeds.split(",")} | {"teacher"}
+    if not wanted - done:
+        print("nothing to measure: every row asked for is in the file (print them with --table)")
+        return
+    if args.smoke:
+        print("smoke: " + ", ".join(f"{k}={getattr(args, k)}" for k in SETTINGS), flush=True)
 
     def record(row: dict) -> None:
         with args.out.open("a") as f:
@@ -416,7 +426,7 @@ def _cell(values: list[float]) -> str:
 
 
 def _shape(row: dict) -> str:
-    """What the tool kept, in words: hybridprune's plan, Torch-Pruning's widths and chosen criterion."""
+    """What the tool kept, in words: hybridprune's plan, Torch-Pruning's widths."""
     if row["tool"] == "hybridprune":
         plan = row["plan"]
         parts = [f"{k.replace('_size', '').replace('num_attention_', '').replace('ffn_hidden', 'FFN')} {v}"
@@ -426,9 +436,8 @@ def _shape(row: dict) -> str:
         return ", ".join(parts)
     shape = row["shape"]
     if row["tool"] == "torch-pruning-ffn":
-        return f"FFN {shape['intermediate_size']} ({row['criterion']})"
-    return f"hidden {shape['hidden_size']}, FFN {shape['intermediate_size']}, heads {shape['num_attention_heads']} " \
-           f"({row['criterion']})"
+        return f"FFN {shape['intermediate_size']}"
+    return f"hidden {shape['hidden_size']}, FFN {shape['intermediate_size']}, heads {shape['num_attention_heads']}"
 
 
 def print_tables(rows: list[dict]) -> None:
@@ -451,7 +460,10 @@ def print_tables(rows: list[dict]) -> None:
             cells = [_cell([r[stage][text] for r in group])
                      for stage in ("zero_shot", "after_kd") for text in ("shakespeare", "python_docs")]
             counts = ", ".join(f"{p:,} ({p / base:.1%})" for p in params)
-            shapes = "; ".join(dict.fromkeys(_shape(r) for r in sorted(group, key=lambda r: r["seed"])))
+            ordered = sorted(group, key=lambda r: r["seed"])
+            shapes = "; ".join(dict.fromkeys(_shape(r) for r in ordered))
+            if tool != "hybridprune":  # which criterion each seed's ranking chose
+                shapes += f" ({', '.join(r['criterion'] for r in ordered)})"
             print(f"| {budget:.0%} | {LABEL[tool]} | {len(group)} | {counts} | {shapes} | " + " | ".join(cells) + " |")
     print("\nEvery Torch-Pruning criterion, zero-shot perplexity (Shakespeare / Python docs), median over the seeds:\n")
     print("| budget | tool | magnitude | Taylor | Hessian |\n|---|---|---|---|---|")
