@@ -49,6 +49,20 @@ def build(config, seed: int = 0):
     return model
 
 
+def sliced(model, selection, **changes):
+    """`model` cut to `selection` (`slice_state_dict`) and loaded strictly into a model built from the config
+    that `changes` to its dims give (the same config when none): the slicing rule alone, without `prune`."""
+    from hybridprune.architectures import get_adapter
+    from hybridprune.pruning.slicing import slice_state_dict
+
+    adapter = get_adapter(model)
+    dims = adapter.dims(model.config)
+    config = adapter.make_config(model.config, dims.replace(**changes)) if changes else model.config
+    out = build(config, seed=7)
+    out.load_state_dict(slice_state_dict(model.state_dict(), adapter, dims, selection), strict=True)
+    return out
+
+
 def measured_cache_bytes(model, batch: int, seq_len: int) -> dict[str, int]:
     """The bytes a real forward's cache holds (attention keys and values, conv and recurrent states): the
     independent truth for the analytic cache size."""

@@ -31,3 +31,32 @@ def check_expert_scores(scores, layer: int, x, index, weights, expert, *, num_ex
     torch.testing.assert_close(scores.moe_router_weighted[layer], weighted / count.clamp(min=1), **close)
     torch.testing.assert_close(scores.moe_frequency[layer], count / count.sum())
     torch.testing.assert_close(scores.moe_ffn[layer], (per_sample / pairs[:, None]).pow(2).sum(0).sqrt(), **close)
+
+
+def routed_inputs(model, ids, shared: str | None = None):
+    """One forward of `ids`: for each layer holding experts, `(layer, (x, index, weights), shared_in)`: the
+    experts module's inputs and, where `shared` names the shared expert's module, its down projection's input."""
+    layers = [i for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "experts")]
+    seen, shared_in = [], []
+    hooks = [model.model.layers[i].mlp.experts.register_forward_hook(lambda m, args, out: seen.append(args))
+             for i in layers]
+    if shared:
+        hooks += [getattr(model.model.layers[i].mlp, shared).down_proj.register_forward_hook(
+            lambda m, args, out: shared_in.append(args[0])) for i in layers]
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [(i, s, shared_in[n] if shared else None) for n, (i, s) in enumerate(zip(layers, seen))]
+
+
+def silu_gated(experts):
+    """`expert(e, h)` for `check_expert_scores`: SiLU-gated experts stored as gate ‖ up rows [E, 2F, H] and
+    down [E, H, F]."""
+    def expert(e, h):
+        gate, up = (h @ experts.gate_up_proj[e].T).chunk(2)
+        a = torch.nn.functional.silu(gate) * up
+        return a, a @ experts.down_proj[e].T
+    return expert

@@ -13,19 +13,18 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig
 
-from conftest import build
+from conftest import build, sliced
 from families import tiny_config
 from hub_layouts import (
     DEEPSEEK_V3_HUB, GLM4_MOE_HUB, GLM4_MOE_LITE_HUB, check_round_trip, hub_checkpoint, mtp_layer, prune_both_ways,
     read_all,
 )
-from moe_helpers import check_expert_scores
+from moe_helpers import check_expert_scores, routed_inputs, silu_gated
 from hybridprune.architectures import get_adapter
 from hybridprune.checkpoint.files import CheckpointFiles
 from hybridprune.checkpoint.fingerprint import checkpoint_fingerprint, model_fingerprint
 from hybridprune.checkpoint.load import load_model
 from hybridprune.pruning.selection import Selection
-from hybridprune.pruning.slicing import slice_state_dict
 
 FAMILIES = ("glm4_moe", "deepseek_v3", "glm4_moe_lite")
 
@@ -48,15 +47,6 @@ def _loud(family: str, **overrides):
             if name.endswith("e_score_correction_bias"):
                 b.copy_(torch.rand(b.shape, generator=g) * 0.2)
     return model
-
-
-def _sliced(model, sel, **changes):
-    adapter = get_adapter(model)
-    dims = adapter.dims(model.config)
-    config = adapter.make_config(model.config, dims.replace(**changes)) if changes else model.config
-    out = build(config, seed=7)
-    out.load_state_dict(slice_state_dict(model.state_dict(), adapter, dims, sel), strict=True)
-    return out
 
 
 def _masked_router(gate, removed: list[int]):
@@ -96,7 +86,7 @@ def test_removing_experts_equals_masking_their_choice_scores(family, norm, token
     sel = Selection(kept_blocks=list(range(dims.num_layers)))
     for i in dims.layers_of("moe"):
         sel.moe_experts[i] = torch.tensor([e for e in range(dims.num_moe_experts) if e not in removed])
-    pruned = _sliced(model, sel, num_moe_experts=dims.num_moe_experts - len(removed))
+    pruned = sliced(model, sel, num_moe_experts=dims.num_moe_experts - len(removed))
     reference = _logits(model, tokens)
     for i in dims.layers_of("moe"):
         model.model.layers[i].mlp.gate.forward = _masked_router(model.model.layers[i].mlp.gate, removed)
@@ -114,7 +104,7 @@ def test_an_expert_moved_to_another_routing_group_changes_the_output(family, tok
     swap = torch.arange(dims.num_moe_experts)
     swap[0], swap[4] = 4, 0
     sel = Selection(kept_blocks=list(range(dims.num_layers)), moe_experts={i: swap for i in dims.layers_of("moe")})
-    assert (_logits(_sliced(model, sel), tokens) - _logits(model, tokens)).abs().max() > 1e-3
+    assert (_logits(sliced(model, sel), tokens) - _logits(model, tokens)).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("family", ["deepseek_v3", "glm4_moe_lite"])
@@ -126,7 +116,7 @@ def test_mla_heads_permuted_everywhere_but_the_output_projection_change_the_logi
     swap = torch.arange(dims.num_attention_heads)
     swap[0], swap[1] = 1, 0
     layers = dims.layers_of("attention")
-    permuted = _sliced(model, Selection(kept_blocks=list(range(dims.num_layers)),
+    permuted = sliced(model, Selection(kept_blocks=list(range(dims.num_layers)),
                                         attention_heads={i: swap for i in layers}))
     torch.testing.assert_close(_logits(permuted, tokens), _logits(model, tokens), atol=1e-5, rtol=1e-5)
     with torch.no_grad():
@@ -161,27 +151,13 @@ def test_expert_scores_match_a_direct_computation(family):
 
     model = _loud(family)
     ids = torch.randint(3, 96, (3, 10), generator=torch.Generator().manual_seed(2))
-    seen, shared_in = [], []
-    layers = [i for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "experts")]
-    hooks = [model.model.layers[i].mlp.experts.register_forward_hook(lambda m, args, out: seen.append(args))
-             for i in layers]
-    hooks += [model.model.layers[i].mlp.shared_experts.down_proj.register_forward_hook(
-        lambda m, args, out: shared_in.append(args[0])) for i in layers]
-    _logits(model, ids)
-    for h in hooks:
-        h.remove()
+    routed = routed_inputs(model, ids, shared="shared_experts")
     scores = calibrate(model, ids, progress=False)
-    for n, (i, (x, index, weights)) in enumerate(zip(layers, seen)):
-        experts = model.model.layers[i].mlp.experts
-
-        def expert(e, h, experts=experts):
-            gate, up = (h @ experts.gate_up_proj[e].T).chunk(2)
-            a = F.silu(gate) * up
-            return a, a @ experts.down_proj[e].T
-
-        close = dict(rtol=1e-4, atol=1e-5)
-        check_expert_scores(scores, i, x, index, weights, expert, num_experts=8, width=16, samples=3, close=close)
-        shared = shared_in[n].reshape(3, 10, -1).abs().mean(dim=1).pow(2).sum(0).sqrt()
+    close = dict(rtol=1e-4, atol=1e-5)
+    for i, (x, index, weights), shared_in in routed:
+        experts = silu_gated(model.model.layers[i].mlp.experts)
+        check_expert_scores(scores, i, x, index, weights, experts, num_experts=8, width=16, samples=3, close=close)
+        shared = shared_in.reshape(3, 10, -1).abs().mean(dim=1).pow(2).sum(0).sqrt()
         torch.testing.assert_close(scores.moe_shared_ffn[i], shared, **close)
     adapter = get_adapter(model)
     dims = adapter.dims(model.config)
@@ -189,7 +165,7 @@ def test_expert_scores_match_a_direct_computation(family):
         pruned = prune(model, scores, "num_moe_experts=6", expert_importance=importance)
         new = adapter.dims(pruned.config)
         assert new.num_moe_experts == 6
-        assert adapter.num_active_parameters(new) == adapter.num_active_parameters(dims) - 2 * len(layers) * 48
+        assert adapter.num_active_parameters(new) == adapter.num_active_parameters(dims) - 2 * len(routed) * 48
 
 
 # ---- the Hub layouts, both prune paths, the MTP layer left out -------------------------------------------------

@@ -16,7 +16,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import build, measured_cache_bytes
+from conftest import build, measured_cache_bytes, sliced
 from families import RECORDS, Family, tiny_config
 from hybridprune import calibrate, prune
 from hybridprune.architectures import Unrepresentable, UnsupportedArchitecture, get_adapter
@@ -232,15 +232,6 @@ def _zeroed_copy(model, adapter, dims, kind, columns):
     return zeroed
 
 
-def _pruned(model, sel, **changes):
-    adapter = get_adapter(model)
-    dims = adapter.dims(model.config)
-    new_dims = dims.replace(**changes)
-    pruned = build(adapter.make_config(model.config, new_dims), seed=7)
-    pruned.load_state_dict(slice_state_dict(model.state_dict(), adapter, dims, sel), strict=True)
-    return pruned
-
-
 def test_removing_ffn_neurons_equals_zeroing_them(family, ids):
     fam, model, adapter, dims = family
     if not dims.has_kind("mlp"):
@@ -250,7 +241,7 @@ def test_removing_ffn_neurons_equals_zeroing_them(family, ids):
     sel = Selection(kept_blocks=list(range(dims.num_layers)))
     _consistent(adapter, dims, sel, "ffn", lambda i: kept)
     zeroed = _zeroed_copy(model, adapter, dims, "mlp", removed)
-    _same(logits(_pruned(model, sel, ffn_hidden_size=len(kept)), ids), logits(zeroed, ids))
+    _same(logits(sliced(model, sel, ffn_hidden_size=len(kept)), ids), logits(zeroed, ids))
 
 
 def test_removing_attention_heads_equals_zeroing_them(family, ids):
@@ -264,7 +255,7 @@ def test_removing_attention_heads_equals_zeroing_them(family, ids):
     sel = Selection(kept_blocks=list(range(dims.num_layers)))
     _consistent(adapter, dims, sel, "attention_heads", lambda i: torch.tensor(kept))
     zeroed = _zeroed_copy(model, adapter, dims, "attention", columns)
-    _same(logits(_pruned(model, sel, num_attention_heads=len(kept)), ids), logits(zeroed, ids))
+    _same(logits(sliced(model, sel, num_attention_heads=len(kept)), ids), logits(zeroed, ids))
 
 
 def test_removing_gdn_value_heads_equals_zeroing_them(family, ids):
@@ -280,7 +271,7 @@ def test_removing_gdn_value_heads_equals_zeroing_them(family, ids):
         _keep_all_gdn(sel, dims, i)
         sel.gdn_value_heads[i] = torch.tensor([h for h in range(dims.linear_num_value_heads) if h not in removed])
     zeroed = _zeroed_copy(model, adapter, dims, "gdn", [h * dv + d for h in removed for d in range(dv)])
-    pruned = _pruned(model, sel, linear_num_value_heads=dims.linear_num_value_heads - len(removed))
+    pruned = sliced(model, sel, linear_num_value_heads=dims.linear_num_value_heads - len(removed))
     _same(logits(pruned, ids), logits(zeroed, ids))
 
 
@@ -321,7 +312,7 @@ def test_removing_gdn_key_channels_matches_an_explicit_slicing(family, ids):
     for i in dims.layers_of("gdn"):
         _keep_all_gdn(sel, dims, i)
         sel.gdn_key_channels[i] = torch.tensor(kept)
-    pruned = _pruned(model, sel, linear_key_head_dim=len(kept))
+    pruned = sliced(model, sel, linear_key_head_dim=len(kept))
     by_hand = build(adapter.make_config(model.config, dims.replace(linear_key_head_dim=len(kept))), seed=5)
     by_hand.load_state_dict(_hand_sliced_key_channels(model.state_dict(), dims, kept), strict=True)
     _same(logits(pruned, ids), logits(by_hand, ids))
@@ -373,7 +364,7 @@ def test_removing_expert_neurons_equals_zeroing_them(family, ids):
         sel.moe_ffn[i] = kept
         if shared_kept is not None:
             sel.moe_shared_ffn[i] = shared_kept
-    _same(logits(_pruned(model, sel, **changes), ids), logits(zeroed, ids))
+    _same(logits(sliced(model, sel, **changes), ids), logits(zeroed, ids))
 
 
 def test_removing_experts_the_router_never_selects_keeps_logits(family, ids):
@@ -407,7 +398,7 @@ def test_removing_experts_the_router_never_selects_keeps_logits(family, ids):
             assert unpicked, "the probe picks every expert of a group: use a shorter probe"
             removed.append(group[-1] if biases else unpicked[0])
         sel.moe_experts[i] = torch.tensor([e for e in range(dims.num_moe_experts) if e not in removed])
-    pruned = _pruned(never, sel, num_moe_experts=dims.num_moe_experts - dims.moe_n_group)
+    pruned = sliced(never, sel, num_moe_experts=dims.num_moe_experts - dims.moe_n_group)
     _same(logits(pruned, probe), logits(never, probe))
     assert all(int(c.max()) < dims.num_moe_experts - dims.moe_n_group for c in _routed_experts(pruned, adapter, ids))
     # the negative control: removing an expert the router does pick changes the logits
@@ -416,7 +407,7 @@ def test_removing_experts_the_router_never_selects_keeps_logits(family, ids):
         first = min(chosen)
         busy.moe_experts[i] = torch.tensor([e for e in range(dims.num_moe_experts)
                                             if e != first and not (e // per != first // per and e % per == per - 1)])
-    assert (logits(_pruned(never, busy, num_moe_experts=dims.num_moe_experts - dims.moe_n_group), probe)
+    assert (logits(sliced(never, busy, num_moe_experts=dims.num_moe_experts - dims.moe_n_group), probe)
             - logits(never, probe)).abs().max() > 1e-4
 
 

@@ -12,15 +12,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import build
+from conftest import build, sliced
 from families import tiny_config
 from hub_layouts import (
     GPT_OSS_HUB, GPT_OSS_MXFP4_HUB, check_round_trip, hub_checkpoint, logits, mxfp4_experts, prune_both_ways, read_all,
 )
-from moe_helpers import check_expert_scores
+from moe_helpers import check_expert_scores, routed_inputs
 from hybridprune.architectures import get_adapter
 from hybridprune.pruning.selection import Selection
-from hybridprune.pruning.slicing import slice_state_dict
 
 
 def _loud(**overrides):
@@ -35,14 +34,6 @@ def _loud(**overrides):
             if name.endswith(("router.bias", "sinks", "_proj_bias")):
                 p.copy_(torch.randn(p.shape, generator=g))
     return model
-
-
-def _pruned(model, sel: Selection, **changes):
-    adapter = get_adapter(model)
-    dims = adapter.dims(model.config)
-    pruned = build(adapter.make_config(model.config, dims.replace(**changes)), seed=7)
-    pruned.load_state_dict(slice_state_dict(model.state_dict(), adapter, dims, sel), strict=True)
-    return pruned
 
 
 def _masked_router(router, removed: list[int]):
@@ -67,7 +58,7 @@ def test_removing_experts_equals_masking_their_router_logits(tokens):
     sel = Selection(kept_blocks=list(range(4)))
     for i in range(4):
         sel.moe_experts[i] = torch.tensor([e for e in range(8) if e not in removed])
-    pruned = _pruned(model, sel, num_moe_experts=6)
+    pruned = sliced(model, sel, num_moe_experts=6)
     for layer in model.model.layers:
         layer.mlp.router.forward = _masked_router(layer.mlp.router, removed)
     torch.testing.assert_close(logits(pruned, tokens), logits(model, tokens), atol=1e-4, rtol=1e-4)
@@ -82,7 +73,7 @@ def test_a_removed_head_takes_its_sink_logit(tokens):
     sel = Selection(kept_blocks=list(range(4)))
     for i in range(4):
         sel.attention_heads[i] = kept
-    pruned = _pruned(model, sel, num_attention_heads=4)
+    pruned = sliced(model, sel, num_attention_heads=4)
     zeroed = build(model.config)
     zeroed.load_state_dict(model.state_dict())
     with torch.no_grad():
@@ -106,7 +97,7 @@ def test_removing_expert_neurons_cuts_interleaved_gate_up_columns():
     sel = Selection(kept_blocks=list(range(4)))
     for i in range(4):
         sel.moe_ffn[i] = kept
-    pruned = _pruned(model, sel, moe_ffn_hidden_size=8)
+    pruned = sliced(model, sel, moe_ffn_hidden_size=8)
     columns = torch.stack([2 * kept, 2 * kept + 1], dim=1).reshape(-1)
     source, got = model.model.layers[2].mlp.experts, pruned.model.layers[2].mlp.experts
     assert columns[:4].tolist() == [2, 3, 4, 5]
@@ -127,16 +118,10 @@ def test_expert_scores_match_a_direct_computation():
         for layer in model.model.layers:
             layer.mlp.experts.gate_up_proj.mul_(50.0)  # pre-activations of about ±7: the clamps bite
     ids = torch.randint(3, 96, (3, 10), generator=torch.Generator().manual_seed(2))
-    seen = []
-    hooks = [layer.mlp.experts.register_forward_hook(lambda m, args, out: seen.append(args))
-             for layer in model.model.layers]
-    with torch.no_grad():
-        model(input_ids=ids, use_cache=False)
-    for h in hooks:
-        h.remove()
+    routed = routed_inputs(model, ids)
     scores = calibrate(model, ids, progress=False)
     clamped = 0
-    for i, (x, index, weights) in enumerate(seen):
+    for i, (x, index, weights), _ in routed:
         experts = model.model.layers[i].mlp.experts
 
         def expert(e, h, experts=experts):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from conftest import build, tiny_config
+from conftest import build, sliced, tiny_config
 from families import KIMI_KW
 from hub_layouts import KIMI_HUB, hub_checkpoint, read_all
 from hybridprune import calibrate, prune
@@ -18,7 +18,6 @@ from hybridprune.architectures import get_adapter
 from hybridprune.checkpoint.files import CheckpointFiles
 from hybridprune.checkpoint.fingerprint import checkpoint_fingerprint, model_fingerprint
 from hybridprune.pruning.selection import Selection
-from hybridprune.pruning.slicing import slice_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +33,6 @@ def ids():
 def logits(model, ids):
     with torch.no_grad():
         return model(input_ids=ids, use_cache=False).logits
-
-
-def sliced(model, sel, **changes):
-    """The model cut to `sel`, built from the config `changes` gives (the same config when none)."""
-    adapter = get_adapter(model)
-    dims = adapter.dims(model.config)
-    config = adapter.make_config(model.config, dims.replace(**changes)) if changes else model.config
-    out = build(config, seed=5)
-    out.load_state_dict(slice_state_dict(model.state_dict(), adapter, dims, sel), strict=True)
-    return out
 
 
 def test_removing_kda_heads_equals_zeroing_their_output_columns(kimi, ids):

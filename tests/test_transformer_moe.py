@@ -10,15 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import build
+from conftest import build, sliced
 from families import tiny_config
 from hub_layouts import (
     MIXTRAL_HUB, QWEN2_MOE_HUB, QWEN3_MOE_HUB, check_round_trip, hub_checkpoint, prune_both_ways, read_all,
 )
-from moe_helpers import check_expert_scores
+from moe_helpers import check_expert_scores, routed_inputs, silu_gated
 from hybridprune.architectures import get_adapter
 from hybridprune.pruning.selection import Selection
-from hybridprune.pruning.slicing import slice_state_dict
 
 FAMILIES = ("qwen3_moe", "qwen2_moe", "mixtral")
 
@@ -51,10 +50,7 @@ def _without_experts(model, removed: list[int]):
     sel = Selection(kept_blocks=list(range(dims.num_layers)))
     for i in dims.layers_of("moe"):
         sel.moe_experts[i] = torch.tensor([e for e in range(dims.num_moe_experts) if e not in removed])
-    new = dims.replace(num_moe_experts=dims.num_moe_experts - len(removed))
-    pruned = build(adapter.make_config(model.config, new), seed=7)
-    pruned.load_state_dict(slice_state_dict(model.state_dict(), adapter, dims, sel), strict=True)
-    return pruned
+    return sliced(model, sel, num_moe_experts=dims.num_moe_experts - len(removed))
 
 
 def _loud(family: str, **overrides):
@@ -135,28 +131,14 @@ def test_expert_scores_match_a_direct_computation(family):
 
     model = build(tiny_config(family))
     ids = torch.randint(3, 96, (3, 10), generator=torch.Generator().manual_seed(2))
-    seen, shared_in = [], []
-    layers = [i for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "experts")]
-    hooks = [model.model.layers[i].mlp.experts.register_forward_hook(lambda m, args, out: seen.append(args))
-             for i in layers]
-    hooks += [model.model.layers[i].mlp.shared_expert.down_proj.register_forward_hook(
-        lambda m, args, out: shared_in.append(args[0])) for i in layers if family == "qwen2_moe"]
-    _logits(model, ids)
-    for h in hooks:
-        h.remove()
+    routed = routed_inputs(model, ids, shared="shared_expert" if family == "qwen2_moe" else None)
     scores = calibrate(model, ids, progress=False)
-    for n, (i, (x, index, weights)) in enumerate(zip(layers, seen)):
-        experts = model.model.layers[i].mlp.experts
-
-        def expert(e, h, experts=experts):
-            gate, up = (h @ experts.gate_up_proj[e].T).chunk(2)
-            a = F.silu(gate) * up
-            return a, a @ experts.down_proj[e].T
-
-        close = dict(rtol=1e-4, atol=1e-6)
-        check_expert_scores(scores, i, x, index, weights, expert, num_experts=8, width=16, samples=3, close=close)
-        if family == "qwen2_moe":
-            shared = shared_in[n].reshape(3, 10, -1).abs().mean(dim=1).pow(2).sum(0).sqrt()
+    close = dict(rtol=1e-4, atol=1e-6)
+    for i, (x, index, weights), shared_in in routed:
+        experts = silu_gated(model.model.layers[i].mlp.experts)
+        check_expert_scores(scores, i, x, index, weights, experts, num_experts=8, width=16, samples=3, close=close)
+        if shared_in is not None:
+            shared = shared_in.reshape(3, 10, -1).abs().mean(dim=1).pow(2).sum(0).sqrt()
             torch.testing.assert_close(scores.moe_shared_ffn[i], shared, **close)
     adapter = get_adapter(model)
     dims = adapter.dims(model.config)
@@ -164,7 +146,7 @@ def test_expert_scores_match_a_direct_computation(family):
         pruned = prune(model, scores, "num_moe_experts=6", expert_importance=importance)
         new = adapter.dims(pruned.config)
         assert new.num_moe_experts == 6
-        assert adapter.num_active_parameters(new) == adapter.num_active_parameters(dims) - 2 * len(layers) * 48
+        assert adapter.num_active_parameters(new) == adapter.num_active_parameters(dims) - 2 * len(routed) * 48
 
 
 # ---- the Hub layouts, both prune paths -----------------------------------------------------------
