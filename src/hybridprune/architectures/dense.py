@@ -36,12 +36,11 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from .base import ATTENTION, MLP, Adapter, Dims, LayerSpec, UnitLayout, Unrepresentable, UnsupportedArchitecture, layer_type
+from .base import Adapter, Dims, LayerSpec, UnitLayout, Unrepresentable, UnsupportedArchitecture
 from .layouts import GATED_MLP, UP_DOWN_MLP, fused_gated_mlp, fused_qkv_attention, outer_rules, qkvo_attention
-from .llama import check_hidden_multiple_of_heads
+from .llama import DECODER, check_hidden_multiple_of_heads, decoder_dims
 from .olmo_hybrid import olmo_attention
 
-DECODER = layer_type(ATTENTION, MLP)
 PRE_NORMS = ("input_layernorm", "post_attention_layernorm")
 #: OLMo 2 / 3: the norms sit after the attention and the MLP, on their outputs
 POST_NORMS = ("post_attention_layernorm", "post_feedforward_layernorm")
@@ -146,23 +145,8 @@ class DenseAdapter(Adapter):
         return (("longrope", 1),) if isinstance(rope, dict) and rope.get("short_factor") else ()
 
     def dims(self, config) -> Dims:
-        variants = self._variants(config)
-        kinds = tuple(f"{DECODER}@{v}" for v in variants) if variants else (DECODER,) * config.num_hidden_layers
-        nq = config.num_attention_heads
-        return Dims(
-            block_kinds=kinds,
-            vocab_size=config.vocab_size,
-            hidden_size=config.hidden_size,
-            tied_embeddings=bool(config.tie_word_embeddings),
-            ffn_hidden_size=config.intermediate_size,
-            num_attention_heads=nq,
-            num_key_value_heads=config.num_key_value_heads or nq,
-            attention_head_dim=getattr(config, "head_dim", None) or config.hidden_size // nq,
-            attention_bias=bool(getattr(config, "attention_bias", False)),
-            mlp_bias=bool(getattr(config, "mlp_bias", False)),
-            attention_qk_norm=self.family.qk_norm,
-            extras=tuple((f, int(bool(getattr(config, f, False)))) for f in self.family.extras) + self._longrope(config),
-        )
+        extras = tuple((f, int(bool(getattr(config, f, False)))) for f in self.family.extras) + self._longrope(config)
+        return decoder_dims(config, self._variants(config), attention_qk_norm=self.family.qk_norm, extras=extras)
 
     def check_representable(self, dims: Dims, original: Dims | None = None) -> None:
         super().check_representable(dims, original)

@@ -43,6 +43,27 @@ def check_hidden_multiple_of_heads(dims: Dims, original: Dims | None, config_cla
     )
 
 
+def decoder_dims(config, variants: list[str] | None, **fields) -> Dims:
+    """The Dims of an attention + MLP decoder from its config's Llama-style fields: one layer kind per layer
+    (with its `variants`, e.g. sliding / full attention, where the config lists them); `fields` add to or
+    override what these fields give (a family's biases, q/k norms, extras)."""
+    kinds = tuple(f"{DECODER}@{v}" for v in variants) if variants else (DECODER,) * config.num_hidden_layers
+    nq = config.num_attention_heads
+    read = dict(
+        block_kinds=kinds,
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        tied_embeddings=bool(config.tie_word_embeddings),
+        ffn_hidden_size=config.intermediate_size,
+        num_attention_heads=nq,
+        num_key_value_heads=config.num_key_value_heads or nq,
+        attention_head_dim=getattr(config, "head_dim", None) or config.hidden_size // nq,
+        attention_bias=bool(getattr(config, "attention_bias", False)),
+        mlp_bias=bool(getattr(config, "mlp_bias", False)),
+    )
+    return Dims(**{**read, **fields})
+
+
 class LlamaAdapter(Adapter):
     model_types = ("llama", "mistral", "qwen2", "qwen3")
     layers_prefix = "model.layers."
@@ -65,23 +86,10 @@ class LlamaAdapter(Adapter):
         return list(types) if types else None
 
     def dims(self, config) -> Dims:
-        variants = self._variants(config)
-        kinds = tuple(f"{DECODER}@{v}" for v in variants) if variants else (DECODER,) * config.num_hidden_layers
-        nq = config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // nq
-        return Dims(
-            block_kinds=kinds,
-            vocab_size=config.vocab_size,
-            hidden_size=config.hidden_size,
-            tied_embeddings=bool(config.tie_word_embeddings),
-            ffn_hidden_size=config.intermediate_size,
-            num_attention_heads=nq,
-            num_key_value_heads=config.num_key_value_heads or nq,
-            attention_head_dim=head_dim,
-            attention_bias=True if self.model_type == "qwen2" else bool(getattr(config, "attention_bias", False)),
-            mlp_bias=bool(getattr(config, "mlp_bias", False)),
-            attention_qk_norm=self.model_type == "qwen3",
-        )
+        fields = dict(attention_qk_norm=self.model_type == "qwen3")
+        if self.model_type == "qwen2":
+            fields["attention_bias"] = True
+        return decoder_dims(config, self._variants(config), **fields)
 
     def check_representable(self, dims: Dims, original: Dims | None = None) -> None:
         super().check_representable(dims, original)
