@@ -344,10 +344,7 @@ def main() -> None:
             key = f"torch-pruning/{budget}/{seed}"
             if key not in done and "torch-pruning" in tools:
                 ratio = tp_ratio(teacher, target)[0]
-                tried = try_criteria(teacher, ratio, args.criteria, calib_ids, rank, texts)
-                ok = {c: v for c, v in tried.items() if "rank_loss" in v}
-                best = min(ok, key=lambda c: ok[c]["rank_loss"])
-                student = tp_prune(teacher, ratio, best, calib_ids)
+                tried, best, student = try_criteria(teacher, ratio, args.criteria, calib_ids, rank, texts)
                 check_tp_shape(student, ratio, teacher)
                 record(finish(key, "torch-pruning", budget, seed, student, texts, teacher, train, args,
                               version=versions("torch-pruning")["torch-pruning"], code_commit=code_commit(), ratio=ratio, criterion=best, criteria=tried,
@@ -357,10 +354,8 @@ def main() -> None:
             key = f"torch-pruning-ffn/{budget}/{seed}"
             if key not in done and "torch-pruning-ffn" in tools:
                 width, ratio = ffn_only_width(teacher, target)
-                tried = try_criteria(teacher, ratio, args.criteria, calib_ids, rank, texts, ffn_only=True)
-                ok = {c: v for c, v in tried.items() if "rank_loss" in v}
-                best = min(ok, key=lambda c: ok[c]["rank_loss"])
-                student = tp_prune(teacher, ratio, best, calib_ids, ffn_only=True)
+                tried, best, student = try_criteria(teacher, ratio, args.criteria, calib_ids, rank, texts,
+                                                    ffn_only=True)
                 if student.config.intermediate_size != width or student.config.hidden_size != teacher.config.hidden_size:
                     raise SystemExit(f"Torch-Pruning gave FFN {student.config.intermediate_size}, hidden "
                                      f"{student.config.hidden_size} for the FFN-only ratio {ratio}, not FFN {width}")
@@ -370,9 +365,10 @@ def main() -> None:
                               shape={"intermediate_size": student.config.intermediate_size}))
 
 
-def try_criteria(teacher, ratio, criteria: str, calib_ids, rank, texts, ffn_only: bool = False) -> dict:
-    """Each Torch-Pruning criterion at `ratio`: its loss on the ranking samples and its perplexities."""
-    tried = {}
+def try_criteria(teacher, ratio, criteria: str, calib_ids, rank, texts, ffn_only: bool = False):
+    """Each Torch-Pruning criterion at `ratio`: its loss on the ranking samples and its perplexities; returns
+    them, the criterion with the lowest ranking loss and its pruned model (kept, not pruned again)."""
+    tried, best, kept = {}, None, None
     for criterion in criteria.split(","):
         t = time.perf_counter()
         try:
@@ -381,7 +377,13 @@ def try_criteria(teacher, ratio, criteria: str, calib_ids, rank, texts, ffn_only
                                 "ppl": measure(pruned, texts), "seconds": time.perf_counter() - t}
         except Exception as e:  # a criterion that cannot run is reported, not hidden
             tried[criterion] = {"error": f"{type(e).__name__}: {e}"}
-    return tried
+            continue
+        if best is None or tried[criterion]["rank_loss"] < tried[best]["rank_loss"]:
+            best, kept = criterion, pruned
+        del pruned
+    if best is None:
+        raise SystemExit(f"no Torch-Pruning criterion ran: {tried}")
+    return tried, best, kept
 
 
 def search_config(max_candidates: int) -> SearchConfig:
